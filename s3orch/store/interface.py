@@ -21,8 +21,9 @@ Quota accounting per backend::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class ListPage:
     entries: tuple[ListEntry, ...]
     common_prefixes: tuple[str, ...]
     is_truncated: bool
-    #: The last key or common prefix returned (the next page starts after it).
+    #: The last key or common prefix returned (the next page starts after it);
+    #: None unless ``is_truncated``.
     next_marker: str | None
 
 
@@ -124,6 +126,22 @@ class CleanupItem:
 
 class PreconditionConflict(Exception):
     """``commit_object(if_none_match=True)`` found the key already present."""
+
+
+class IntentNotFound(Exception):
+    """``commit_object`` found no pending intent for the reservation's write.
+
+    It was released (the write was given up on, or the pending reaper dropped
+    it), or the write was committed and has since been overwritten.  Committing
+    anyway could bring an old write back over a newer one, so the write fails.
+    Its uploaded copy is queued for cleanup (reason ``intent_missing``) in the
+    same transaction and carried here for an immediate delete attempt.
+    """
+
+    def __init__(self, write_id: str, cleanup: CleanupItem | None = None) -> None:
+        super().__init__(write_id)
+        self.write_id = write_id
+        self.cleanup = cleanup
 
 
 class MetadataStore(Protocol):
@@ -182,6 +200,10 @@ class MetadataStore(Protocol):
         key exists; ``if_match`` raises PreconditionConflict unless the current
         ETag equals it.  On PreconditionConflict nothing is changed (the intent
         stays; the caller deletes the uploaded bytes and calls release()).
+
+        Idempotent: when the key's current version already has ``record.write_id``
+        (a retried call) it returns [] and changes nothing.  Otherwise, without the
+        intent row it raises IntentNotFound; the key is left as it was.
         """
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:

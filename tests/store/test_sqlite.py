@@ -1,0 +1,214 @@
+"""SQLite-specific behaviour: migrations, connection settings, lock retries, clamping."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from s3orch.store import UnsupportedDriver, open_store
+from s3orch.store import sqlite as sqlite_store
+from s3orch.store.migrate import (
+    MigrationError,
+    current_version,
+    discover,
+    migrate,
+    split_sqlite_script,
+    sql_dir,
+)
+from s3orch.store.sqlite import (
+    SQLiteStore,
+    StoreError,
+    _adjust_quota,
+    _Notes,
+    _run_txn,
+    prefix_upper_bound,
+)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def versions(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    return conn.execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+def test_migrations_apply_once_and_rerun_is_a_no_op(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "m.db")
+    newest = discover(sql_dir("sqlite"))[-1].version
+    applied = migrate(conn, "sqlite")
+    assert applied == [m.version for m in discover(sql_dir("sqlite"))]
+    assert migrate(conn, "sqlite") == []
+    assert current_version(conn) == newest
+    assert versions(conn)[0] == (1, "initial")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"objects", "object_locations", "backend_quotas", "cleanup_queue", "cleanup_dlq"} <= tables
+
+
+def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "m.db")
+    migrate(conn, "sqlite")
+    conn.execute("INSERT INTO schema_version VALUES (9999, 'future', '2099-01-01')")
+    with pytest.raises(MigrationError, match="schema version 9999 is newer than this s3orch knows"):
+        migrate(conn, "sqlite")
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_refuses_to_start_on_a_newer_database(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "m.db")
+    migrate(conn, "sqlite")
+    conn.execute("INSERT INTO schema_version VALUES (9999, 'future', '2099-01-01')")
+    conn.close()
+    store = SQLiteStore(tmp_path / "m.db", reactor)
+    with pytest.raises(MigrationError, match="upgrade s3orch"):
+        await store.start()
+    await store.close()
+
+
+def test_a_failing_migration_is_rolled_back_whole(tmp_path: Path) -> None:
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_first.sql").write_text("CREATE TABLE a (x INTEGER);")
+    (sql / "0002_broken.sql").write_text("CREATE TABLE b (x INTEGER);\nINSERT INTO nowhere VALUES (1);")
+    (sql / "README").write_text("not a migration")
+    conn = connect(tmp_path / "m.db")
+    with pytest.raises(MigrationError, match="0002_broken.sql failed"):
+        migrate(conn, "sqlite", sql)
+    assert versions(conn) == [(1, "first")]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "a" in tables and "b" not in tables
+    (sql / "0002_broken.sql").write_text("CREATE TABLE b (x INTEGER);")
+    assert migrate(conn, "sqlite", sql) == [2]
+
+
+def test_duplicate_versions_are_an_error(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("")
+    (tmp_path / "0001_b.sql").write_text("")
+    with pytest.raises(MigrationError, match="two migrations with version 1"):
+        discover(tmp_path)
+
+
+def test_script_splitting_respects_strings_comments_and_triggers() -> None:
+    script = """
+    -- a comment; with a semicolon
+    CREATE TABLE t (x TEXT DEFAULT 'a;b');
+    CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET x = 'c;d'; END;
+    INSERT INTO t VALUES ('e');  -- trailing
+    /* block */ SELECT 1
+    """
+    statements = split_sqlite_script(script)
+    assert len(statements) == 4
+    assert statements[1].startswith("CREATE TRIGGER") and statements[1].endswith("END;")
+    assert statements[3].endswith("SELECT 1")
+
+
+# --- connection settings, retries, clamping ---------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_are_durable_wal(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", reactor)
+    await store.start()
+    try:
+        def pragmas(conn: Any) -> tuple[Any, ...]:
+            return tuple(
+                conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            )
+
+        for pool in (store._writer, store._readers):
+            assert pool is not None
+            assert await pool.runWithConnection(pragmas) == ("wal", 2, 1, 5000)
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_wait_for_another_process_holding_the_lock(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", reactor)
+    await store.start()
+    other = connect(tmp_path / "s.db")
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        clock: Any = reactor
+        clock.callLater(0.2, other.execute, "COMMIT")
+        await store.sync_quota_limits({"b1": 5})
+        assert (await store.get_quotas())["b1"].bytes_limit == 5
+    finally:
+        other.close()
+        await store.close()
+
+
+def test_a_locked_transaction_is_retried_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store.time, "sleep", lambda _: None)
+    conn = connect(tmp_path / "r.db")
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    calls = []
+
+    def txn(cur: sqlite3.Cursor, notes: _Notes) -> int:
+        cur.execute("INSERT INTO t VALUES (1)")
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return 7
+
+    assert _run_txn(conn, "BEGIN IMMEDIATE", _Notes(), txn) == 7
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1  # failed attempts left nothing
+    calls.clear()
+
+    def always_locked(cur: sqlite3.Cursor, notes: _Notes) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError):
+        _run_txn(conn, "BEGIN IMMEDIATE", _Notes(), always_locked)
+    assert not conn.in_transaction
+
+
+def test_quota_counters_clamp_at_zero_and_say_so(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "q.db")
+    migrate(conn, "sqlite")
+    notes = _Notes()
+    cur = conn.cursor()
+    _adjust_quota(cur, notes, "b1", 0.0, used=10)
+    _adjust_quota(cur, notes, "b1", 0.0, used=-25, orphan=-1)
+    row = conn.execute("SELECT bytes_used, orphan_bytes FROM backend_quotas").fetchone()
+    assert row == (0, 0)
+    assert [fields["column"] for _, fields in notes.warnings] == ["bytes_used", "orphan_bytes"]
+
+
+def test_prefix_upper_bound() -> None:
+    assert prefix_upper_bound("") is None
+    assert prefix_upper_bound("ab") == "ac"
+    assert prefix_upper_bound("a/") == "a0"
+    assert prefix_upper_bound("a\U0010ffff") == "b"
+    assert prefix_upper_bound("\U0010ffff\U0010ffff") is None
+    assert prefix_upper_bound("x\ud7ff") == "x\ue000"
+
+
+# --- factory ----------------------------------------------------------------------------
+
+
+def test_open_store_builds_sqlite_and_refuses_postgres_for_now(tmp_path: Path) -> None:
+    store = open_store(SimpleNamespace(driver="sqlite", path=str(tmp_path / "f.db")), reactor)
+    assert isinstance(store, SQLiteStore)
+    with pytest.raises(UnsupportedDriver, match="postgres"):
+        open_store(SimpleNamespace(driver="postgres", path=""), reactor)
+    with pytest.raises(UnsupportedDriver, match="mysql"):
+        open_store(SimpleNamespace(driver="mysql", path=""), reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "missing-dir" / "s.db", reactor)
+    with pytest.raises(StoreError, match="missing-dir"):
+        await store.start()
+    await store.close()
