@@ -1,0 +1,79 @@
+"""The ``s3orch-admin`` / ``s3orch`` click group.
+
+Each command stays small and delegates to the package that owns the work. Flags keep the original
+product's single-dash spelling working (``validate -config F``) so existing scripts run unchanged.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import click
+
+import twisted
+from s3orch import __version__
+from s3orch.config import ConfigError, load_config
+
+__all__ = ["cli", "version_string"]
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def config_option(function: click.decorators.FC) -> click.decorators.FC:
+    """``--config``/``-config``/``-c FILE``: the config file a command reads."""
+    return click.option(
+        "-c",
+        "--config",
+        "-config",
+        "config_path",
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        metavar="FILE",
+        help="Configuration file.",
+    )(function)
+
+
+def version_string() -> str:
+    """What ``version`` prints: our version, the runtime versions and the platform."""
+    return (
+        f"s3orch {__version__} (Python {platform.python_version()}, Twisted {twisted.__version__}) "
+        f"{sys.platform}/{platform.machine()}"
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """s3orch: an S3-compatible gateway over many S3 backends."""
+
+
+@cli.command()
+def version() -> None:
+    """Print the version, Python and Twisted versions and the platform."""
+    click.echo(version_string())
+
+
+@cli.command(name="help")
+@click.pass_context
+def help_(ctx: click.Context) -> None:
+    """List the commands (same as --help)."""
+    parent = ctx.parent if ctx.parent is not None else ctx
+    click.echo(parent.get_help())
+
+
+@cli.command()
+@config_option
+def validate(config_path: str) -> None:
+    """Check a config file without starting anything; exit 1 listing every problem."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for issue in exc.errors:
+            click.echo(f"error: {issue}", err=True)
+        sys.exit(1)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"config {config_path}: valid")
+    click.echo(f"  backends: {len(config.backends)}")
+    click.echo(f"  buckets:  {len(config.buckets)}")
+    click.echo(f"  routing:  {config.routing_strategy}")
