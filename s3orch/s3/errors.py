@@ -159,3 +159,5 @@ RequestTimeout = _error(
 InvalidObjectState = _error(
     "InvalidObjectState", 403, "The operation is not valid for the current state of the object."
 )
+InvalidURI = _error("InvalidURI", 400, "Couldn't parse the specified URI.")
+InvalidTag = _error("InvalidTag", 400, "The tag provided was not a valid tag.")

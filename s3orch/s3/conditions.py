@@ -1,0 +1,252 @@
+"""Conditional request semantics (If-*, x-amz-copy-source-if-*), as AWS S3 applies them.
+
+Order for reads (RFC 9110 section 13.2.2, which the S3 API reference follows):
+
+1. If-Match false -> 412.  When present and true, If-Unmodified-Since is ignored
+   (AWS: "If-Match true and If-Unmodified-Since false -> 200").
+2. Otherwise If-Unmodified-Since false -> 412.
+3. If-None-Match matching -> 304 (reads) / 412 (copy source).
+4. Otherwise, without If-None-Match, If-Modified-Since not modified -> 304 / 412
+   (AWS: "If-None-Match false and If-Modified-Since true -> 304").
+
+ETag lists, ``*``, ``W/`` weak tags and unquoted tags are accepted.  If-Match
+uses the strong comparison, If-None-Match the weak one.  Unparsable dates are
+ignored, as is an If-Modified-Since in the future.  Last-Modified is compared at
+one-second granularity, the resolution of an HTTP date.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from s3orch.s3.errors import (
+    NoSuchKey,
+    NotImplementedError_,
+    NotModified,
+    PreconditionFailed,
+    S3Error,
+)
+
+Headers = Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class EntityTag:
+    """One entity-tag from a conditional header; ``opaque`` has no quotes."""
+
+    opaque: str
+    weak: bool = False
+
+
+#: The parsed form of ``*``.
+ANY = "*"
+
+
+def header_value(headers: Headers, name: str) -> str | None:
+    """All values of a header (any name case) joined as one list, None if absent."""
+    name = name.lower()
+    values = [v for key, vals in headers.items() if key.lower() == name for v in vals]
+    return ", ".join(values) if values else None
+
+
+def normalize_etag(etag: str) -> str:
+    """An ETag without surrounding whitespace, ``W/`` or quotes."""
+    etag = etag.strip()
+    etag = etag.removeprefix("W/")
+    if len(etag) >= 2 and etag[0] == '"' and etag[-1] == '"':
+        etag = etag[1:-1]
+    return etag
+
+
+def parse_etag_list(value: str) -> list[EntityTag] | str:
+    """Parse ``"a", W/"b", c`` into tags, or return ANY for ``*``.
+
+    Quoted tags may contain commas; unquoted tags (which AWS accepts) end at one.
+    """
+    if value.strip() == "*":
+        return ANY
+    tags: list[EntityTag] = []
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if ch in " \t,":
+            i += 1
+            continue
+        weak = False
+        if value.startswith("W/", i):
+            weak = True
+            i += 2
+        if i < n and value[i] == '"':
+            end = value.find('"', i + 1)
+            if end == -1:
+                end = n
+            tags.append(EntityTag(value[i + 1 : end], weak))
+            i = end + 1
+        else:
+            end = value.find(",", i)
+            if end == -1:
+                end = n
+            token = value[i:end].strip()
+            if token == "*":
+                return ANY
+            if token:
+                tags.append(EntityTag(token, weak))
+            i = end
+    return tags
+
+
+def _strong_match(tags: list[EntityTag] | str, etag: str) -> bool:
+    if tags == ANY:
+        return True
+    return any(
+        not t.weak and t.opaque == etag for t in tags if isinstance(t, EntityTag)
+    )
+
+
+def _weak_match(tags: list[EntityTag] | str, etag: str) -> bool:
+    if tags == ANY:
+        return True
+    return any(t.opaque == etag for t in tags if isinstance(t, EntityTag))
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """Seconds since the epoch from an HTTP date (any RFC 9110 form), None if unparsable."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        # "-0000" and zone-less asctime dates are UTC for HTTP.
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    try:
+        return parsed.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _evaluate(
+    if_match: str | None,
+    if_unmodified_since: str | None,
+    if_none_match: str | None,
+    if_modified_since: str | None,
+    etag: str,
+    last_modified: float,
+    now: float,
+    not_modified: type[S3Error],
+) -> None:
+    etag = normalize_etag(etag)
+    modified = math.floor(last_modified)
+
+    match_tags = parse_etag_list(if_match) if if_match is not None else []
+    if match_tags:
+        if not _strong_match(match_tags, etag):
+            raise PreconditionFailed(Condition="If-Match")
+    else:
+        since = parse_http_date(if_unmodified_since)
+        if since is not None and modified > since:
+            raise PreconditionFailed(Condition="If-Unmodified-Since")
+
+    none_match_tags = (
+        parse_etag_list(if_none_match) if if_none_match is not None else []
+    )
+    if none_match_tags:
+        if _weak_match(none_match_tags, etag):
+            raise not_modified()
+    else:
+        since = parse_http_date(if_modified_since)
+        if since is not None and since <= now and modified <= since:
+            raise not_modified()
+
+
+def check_read_conditions(
+    headers: Headers, etag: str, last_modified: float, *, now: float | None = None
+) -> None:
+    """Raise PreconditionFailed (412) or NotModified (304) for GET/HEAD, else return.
+
+    ``now`` (epoch seconds) decides whether If-Modified-Since lies in the future.
+    """
+    _evaluate(
+        header_value(headers, "if-match"),
+        header_value(headers, "if-unmodified-since"),
+        header_value(headers, "if-none-match"),
+        header_value(headers, "if-modified-since"),
+        etag,
+        last_modified,
+        time.time() if now is None else now,
+        NotModified,
+    )
+
+
+def check_copy_source_conditions(
+    headers: Headers, etag: str, last_modified: float, *, now: float | None = None
+) -> None:
+    """The x-amz-copy-source-if-* checks of CopyObject/UploadPartCopy; every failure is 412."""
+    _evaluate(
+        header_value(headers, "x-amz-copy-source-if-match"),
+        header_value(headers, "x-amz-copy-source-if-unmodified-since"),
+        header_value(headers, "x-amz-copy-source-if-none-match"),
+        header_value(headers, "x-amz-copy-source-if-modified-since"),
+        etag,
+        last_modified,
+        time.time() if now is None else now,
+        PreconditionFailed,
+    )
+
+
+@dataclass(frozen=True)
+class WriteConditions:
+    """Conditional-write headers of PutObject / CompleteMultipartUpload / CopyObject.
+
+    ``if_match`` is an unquoted ETag, or ``"*"`` (the object must exist).
+    """
+
+    if_none_match_star: bool = False
+    if_match: str | None = None
+
+    def check(self, current_etag: str | None) -> None:
+        """Apply against the current object (None if absent), as AWS does.
+
+        If-None-Match: * with an existing object -> 412; If-Match on a missing
+        object -> 404 NoSuchKey; If-Match with another ETag -> 412.
+        """
+        if self.if_none_match_star and current_etag is not None:
+            raise PreconditionFailed(Condition="If-None-Match")
+        if self.if_match is not None:
+            if current_etag is None:
+                raise NoSuchKey()
+            if self.if_match != "*" and self.if_match != normalize_etag(current_etag):
+                raise PreconditionFailed(Condition="If-Match")
+
+
+def parse_write_conditions(headers: Headers) -> WriteConditions:
+    """Read If-None-Match / If-Match of a write; AWS supports only ``If-None-Match: *``."""
+    if_none_match = header_value(headers, "if-none-match")
+    star = False
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise NotImplementedError_(
+                "A header you provided implies functionality that is not implemented",
+                Header="If-None-Match",
+            )
+        star = True
+    if_match_raw = header_value(headers, "if-match")
+    if_match: str | None = None
+    if if_match_raw is not None:
+        tags = parse_etag_list(if_match_raw)
+        if tags == ANY:
+            if_match = "*"
+        elif len(tags) == 1 and isinstance(tags[0], EntityTag):
+            if_match = tags[0].opaque
+        else:
+            raise NotImplementedError_(
+                "A header you provided implies functionality that is not implemented",
+                Header="If-Match",
+            )
+    return WriteConditions(star, if_match)

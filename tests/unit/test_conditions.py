@@ -1,0 +1,273 @@
+"""Conditional requests: AWS's precedence rules, ETag lists and weak tags, HTTP dates."""
+
+from __future__ import annotations
+
+from email.utils import formatdate
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from s3orch.s3.conditions import (
+    ANY,
+    EntityTag,
+    WriteConditions,
+    check_copy_source_conditions,
+    check_read_conditions,
+    normalize_etag,
+    parse_etag_list,
+    parse_http_date,
+    parse_write_conditions,
+)
+from s3orch.s3.errors import (
+    NoSuchKey,
+    NotImplementedError_,
+    NotModified,
+    PreconditionFailed,
+)
+
+ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'
+BARE = "d41d8cd98f00b204e9800998ecf8427e"
+LM = 1_700_000_000.75  # Last-Modified, with a fraction the HTTP date cannot carry
+NOW = LM + 86_400
+
+
+def date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+BEFORE = date(LM - 60)
+AT = date(LM)  # same second as LM: "not modified since", "unmodified since"
+AFTER = date(LM + 60)
+
+
+def read(**headers: str) -> None:
+    check_read_conditions(
+        {k.replace("_", "-"): [v] for k, v in headers.items()}, ETAG, LM, now=NOW
+    )
+
+
+def outcome(**headers: str) -> int:
+    try:
+        read(**headers)
+    except NotModified:
+        return 304
+    except PreconditionFailed:
+        return 412
+    return 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),
+        ({"If_Match": ETAG}, 200),
+        ({"If_Match": BARE}, 200),
+        ({"If_Match": '"other"'}, 412),
+        ({"If_Match": "*"}, 200),
+        ({"If_Match": f'"a", {ETAG}, "b"'}, 200),
+        ({"If_Match": f"W/{ETAG}"}, 412),  # strong comparison
+        ({"If_Unmodified_Since": AFTER}, 200),
+        ({"If_Unmodified_Since": AT}, 200),
+        ({"If_Unmodified_Since": BEFORE}, 412),
+        ({"If_None_Match": ETAG}, 304),
+        ({"If_None_Match": BARE}, 304),
+        ({"If_None_Match": f"W/{ETAG}"}, 304),  # weak comparison
+        ({"If_None_Match": '"other"'}, 200),
+        ({"If_None_Match": "*"}, 304),
+        ({"If_None_Match": f'"x",{ETAG}'}, 304),
+        ({"If_Modified_Since": BEFORE}, 200),
+        ({"If_Modified_Since": AT}, 304),
+        ({"If_Modified_Since": AFTER}, 304),
+        # AWS: If-Match true + If-Unmodified-Since false -> 200
+        ({"If_Match": ETAG, "If_Unmodified_Since": BEFORE}, 200),
+        ({"If_Match": '"other"', "If_Unmodified_Since": AFTER}, 412),
+        # AWS: If-None-Match false + If-Modified-Since true -> 304
+        ({"If_None_Match": ETAG, "If_Modified_Since": BEFORE}, 304),
+        # If-None-Match present and true: If-Modified-Since is ignored
+        ({"If_None_Match": '"other"', "If_Modified_Since": AFTER}, 200),
+        # 412 conditions are evaluated before 304 ones
+        ({"If_Match": '"other"', "If_None_Match": ETAG}, 412),
+        ({"If_Unmodified_Since": BEFORE, "If_None_Match": ETAG}, 412),
+        ({"If_Unmodified_Since": BEFORE, "If_Modified_Since": AFTER}, 412),
+        ({"If_Match": ETAG, "If_None_Match": ETAG}, 304),
+        # unparsable dates are ignored
+        ({"If_Modified_Since": "yesterday"}, 200),
+        ({"If_Unmodified_Since": "not a date"}, 200),
+        # a future If-Modified-Since is ignored (RFC 9110 13.1.3)
+        ({"If_Modified_Since": date(NOW + 3600)}, 200),
+        # empty lists do not count as a condition
+        ({"If_Match": ""}, 200),
+        ({"If_None_Match": " , "}, 200),
+    ],
+)
+def test_read_condition_matrix(headers: dict[str, str], status: int) -> None:
+    assert outcome(**headers) == status
+
+
+def test_header_names_are_case_insensitive_and_repeats_form_a_list() -> None:
+    with pytest.raises(NotModified):
+        check_read_conditions({"iF-nOnE-mAtCh": ['"a"', ETAG]}, ETAG, LM, now=NOW)
+
+
+def test_stored_etag_may_be_quoted_or_not() -> None:
+    check_read_conditions({"If-Match": [ETAG]}, BARE, LM, now=NOW)
+    with pytest.raises(NotModified):
+        check_read_conditions({"If-None-Match": [BARE]}, ETAG, LM, now=NOW)
+
+
+def test_multipart_etags_compare_whole() -> None:
+    etag = '"0123456789abcdef0123456789abcdef-3"'
+    check_read_conditions({"If-Match": [etag]}, etag, LM, now=NOW)
+    with pytest.raises(PreconditionFailed):
+        check_read_conditions({"If-Match": [etag.replace("-3", "")]}, etag, LM, now=NOW)
+
+
+def test_last_modified_compares_at_second_granularity() -> None:
+    # LM = ...000.75 and the client echoes the Last-Modified it saw (...000)
+    with pytest.raises(NotModified):
+        check_read_conditions({"If-Modified-Since": [date(int(LM))]}, ETAG, LM, now=NOW)
+    check_read_conditions({"If-Unmodified-Since": [date(int(LM))]}, ETAG, LM, now=NOW)
+
+
+def test_if_modified_since_exactly_now_is_honoured() -> None:
+    with pytest.raises(NotModified):
+        check_read_conditions(
+            {"If-Modified-Since": [date(LM + 1)]}, ETAG, LM, now=LM + 1
+        )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sun, 06 Nov 1994 08:49:37 GMT",  # IMF-fixdate
+        "Sunday, 06-Nov-94 08:49:37 GMT",  # RFC 850
+        "Sun Nov  6 08:49:37 1994",  # asctime
+    ],
+)
+def test_http_date_forms(value: str) -> None:
+    assert parse_http_date(value) == 784111777
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", "garbage", "Sun, 99 Nov 1994 08:49:37 GMT"]
+)
+def test_bad_http_dates(value: str | None) -> None:
+    assert parse_http_date(value) is None
+
+
+def copy_outcome(**headers: str) -> int:
+    try:
+        check_copy_source_conditions(
+            {
+                "x-amz-copy-source-" + k.replace("_", "-"): [v]
+                for k, v in headers.items()
+            },
+            ETAG,
+            LM,
+            now=NOW,
+        )
+    except PreconditionFailed:
+        return 412
+    return 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),
+        ({"if_match": ETAG}, 200),
+        ({"if_match": '"x"'}, 412),
+        ({"if_none_match": ETAG}, 412),
+        ({"if_none_match": '"x"'}, 200),
+        ({"if_modified_since": AFTER}, 412),
+        ({"if_modified_since": BEFORE}, 200),
+        ({"if_unmodified_since": BEFORE}, 412),
+        # AWS: copy-source-if-match true + if-unmodified-since false -> copies
+        ({"if_match": ETAG, "if_unmodified_since": BEFORE}, 200),
+        # AWS: copy-source-if-none-match false + if-modified-since true -> 412
+        ({"if_none_match": ETAG, "if_modified_since": BEFORE}, 412),
+    ],
+)
+def test_copy_source_conditions_fail_with_412(
+    headers: dict[str, str], status: int
+) -> None:
+    assert copy_outcome(**headers) == status
+
+
+def test_copy_source_conditions_ignore_plain_if_headers() -> None:
+    check_copy_source_conditions({"If-Match": ['"x"']}, ETAG, LM, now=NOW)
+
+
+def test_parse_etag_list_forms() -> None:
+    assert parse_etag_list("*") == ANY
+    assert parse_etag_list(' "a" , W/"b",c, "d,e" ') == [
+        EntityTag("a"),
+        EntityTag("b", weak=True),
+        EntityTag("c"),
+        EntityTag("d,e"),
+    ]
+    assert parse_etag_list('"unterminated') == [EntityTag("unterminated")]
+    assert parse_etag_list('"a", *') == ANY
+    assert normalize_etag(' W/"x" ') == "x"
+
+
+etag_text = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters='"'),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(st.lists(st.tuples(etag_text, st.booleans()), min_size=1, max_size=6))
+def test_etag_lists_round_trip(tags: list[tuple[str, bool]]) -> None:
+    header = ", ".join(("W/" if weak else "") + f'"{opaque}"' for opaque, weak in tags)
+    assert parse_etag_list(header) == [EntityTag(o, w) for o, w in tags]
+
+
+@given(st.text(max_size=80))
+def test_etag_list_parser_never_crashes(value: str) -> None:
+    result = parse_etag_list(value)
+    assert result == ANY or all(isinstance(t, EntityTag) for t in result)
+
+
+# ---- conditional writes ----------------------------------------------------
+
+
+def test_write_conditions() -> None:
+    assert parse_write_conditions({}) == WriteConditions(False, None)
+    assert parse_write_conditions({"If-None-Match": ["*"]}) == WriteConditions(
+        True, None
+    )
+    assert parse_write_conditions({"if-match": [ETAG]}) == WriteConditions(False, BARE)
+    assert parse_write_conditions({"If-Match": ["*"]}) == WriteConditions(False, "*")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"If-None-Match": [ETAG]},
+        {"If-None-Match": ['"a", "b"']},
+        {"If-Match": ['"a", "b"']},
+    ],
+)
+def test_unsupported_write_conditions_are_not_implemented(
+    headers: dict[str, list[str]],
+) -> None:
+    with pytest.raises(NotImplementedError_) as info:
+        parse_write_conditions(headers)
+    assert info.value.status == 501
+
+
+def test_write_condition_checks_against_current_object() -> None:
+    WriteConditions(True, None).check(None)
+    with pytest.raises(PreconditionFailed):
+        WriteConditions(True, None).check(ETAG)
+    WriteConditions(False, BARE).check(ETAG)
+    with pytest.raises(PreconditionFailed):
+        WriteConditions(False, "other").check(ETAG)
+    with pytest.raises(NoSuchKey):
+        WriteConditions(False, BARE).check(None)
+    WriteConditions(False, "*").check(ETAG)
+    WriteConditions(False, None).check(ETAG)
+    WriteConditions(False, None).check(None)
