@@ -1,0 +1,58 @@
+"""Klein app for the operational endpoints: /health, /health/ready, /metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.web.iweb import IRequest
+
+from s3orch.observe.metrics import REGISTRY
+
+
+class OpsApp:
+    """Liveness, readiness and Prometheus metrics (no authentication, no S3)."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        *,
+        is_ready: Callable[[], bool],
+        is_degraded: Callable[[], bool] = lambda: False,
+        metrics_enabled: bool = True,
+        metrics_path: str = "/metrics",
+    ) -> None:
+        self.is_ready = is_ready
+        self.is_degraded = is_degraded
+        self.metrics_enabled = metrics_enabled
+        self.metrics_path = metrics_path
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    @app.route("/health", methods=["GET", "HEAD"])
+    def health(self, request: IRequest) -> bytes:
+        request.setHeader("content-type", "application/json")
+        status = "degraded" if self.is_degraded() else "ok"
+        return json.dumps({"status": status}).encode()
+
+    @app.route("/health/ready", methods=["GET", "HEAD"])
+    def ready(self, request: IRequest) -> bytes:
+        request.setHeader("content-type", "application/json")
+        if self.is_ready():
+            return b'{"status":"ready"}'
+        request.setResponseCode(503)
+        return b'{"status":"not ready"}'
+
+    @app.route("/<path:rest>", methods=["GET", "HEAD"])
+    def other(self, request: IRequest, rest: str) -> bytes:
+        if self.metrics_enabled and "/" + rest == self.metrics_path:
+            request.setHeader("content-type", CONTENT_TYPE_LATEST)
+            return generate_latest(REGISTRY)
+        request.setResponseCode(404)
+        request.setHeader("content-type", "text/plain")
+        return b"not found\n"

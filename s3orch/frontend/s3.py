@@ -1,0 +1,755 @@
+"""The S3 API front door.
+
+``prepare`` runs when a request's headers are in: address, operation,
+authentication, bucket binding and the body sink, so a refused upload is
+answered before ``100 Continue``.  ``render`` runs once the body has been
+received and verified and dispatches to one handler per S3 operation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from s3orch.auth.authenticate import authenticate
+from s3orch.auth.registry import CredentialRegistry, Principal
+from s3orch.core.objects import NewObject, ObjectService
+from s3orch.http.body import BodyInfo, RequestBody, parse_content_md5
+from s3orch.http.relay import relay_body
+from s3orch.http.site import RejectedEarly, S3Request
+from s3orch.observe.audit import audit
+from s3orch.observe.logging import request_id_from_header
+from s3orch.observe.metrics import (
+    AUTH_STREAMING,
+    AUTH_STREAMING_REJECTIONS,
+    EARLY_REJECTIONS,
+    INFLIGHT,
+    REQUEST_DURATION,
+    REQUEST_SIZE,
+    REQUESTS,
+    RESPONSE_SIZE,
+)
+from s3orch.s3 import errors, sigv4, xml
+from s3orch.s3.addressing import Address, parse_address
+from s3orch.s3.checksums import parse_checksum_headers
+from s3orch.s3.chunked import AwsChunkedDecoder
+from s3orch.s3.conditions import (
+    check_copy_source_conditions,
+    check_read_conditions,
+    parse_write_conditions,
+)
+from s3orch.s3.metadata import (
+    extract_object_metadata,
+    object_response_headers,
+    response_header_overrides,
+)
+from s3orch.s3.operations import Operation, resolve_operation
+from s3orch.s3.ranges import content_range, parse_range
+from s3orch.store.interface import ObjectRecord
+
+OWNER_ID = "s3orch"
+OWNER_NAME = "s3orch"
+REGION = "us-east-1"
+#: XML request bodies (DeleteObjects, CompleteMultipartUpload) are capped here.
+XML_BODY_LIMIT = 4 * 1024 * 1024
+#: Operations whose request body is object data.
+DATA_OPERATIONS = frozenset({"PutObject", "UploadPart"})
+STREAMING_VARIANTS = {
+    sigv4.STREAMING_PAYLOAD: "signed",
+    sigv4.STREAMING_PAYLOAD_TRAILER: "signed-trailer",
+    sigv4.STREAMING_UNSIGNED_TRAILER: "unsigned-trailer",
+}
+
+
+#: Bucket configuration reads answered as AWS answers for a bucket with nothing configured.
+NOT_CONFIGURED: dict[str, tuple[str, int, str]] = {
+    "GetBucketPolicy": ("NoSuchBucketPolicy", 404, "The bucket policy does not exist"),
+    "GetBucketCors": ("NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"),
+    "GetBucketLifecycleConfiguration": (
+        "NoSuchLifecycleConfiguration", 404, "The lifecycle configuration does not exist"
+    ),
+    "GetBucketTagging": ("NoSuchTagSet", 404, "The TagSet does not exist"),
+    "GetBucketEncryption": (
+        "ServerSideEncryptionConfigurationNotFoundError",
+        404,
+        "The server side encryption configuration was not found",
+    ),
+    "GetBucketOwnershipControls": (
+        "OwnershipControlsNotFoundError", 404, "The bucket ownership controls were not found"
+    ),
+    "GetPublicAccessBlock": (
+        "NoSuchPublicAccessBlockConfiguration",
+        404,
+        "The public access block configuration was not found",
+    ),
+    "GetBucketWebsite": ("NoSuchWebsiteConfiguration", 404, "The specified bucket does not have a website configuration"),
+    "GetObjectLockConfiguration": (
+        "ObjectLockConfigurationNotFoundError", 404, "Object Lock configuration does not exist for this bucket"
+    ),
+}
+
+
+@dataclass
+class RequestState:
+    """Everything known about one S3 request, from its headers onwards."""
+
+    request_id: str
+    started: float
+    method: str
+    raw_path: bytes
+    query: list[tuple[str, str]] = field(default_factory=list)
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    address: Address | None = None
+    operation: Operation | None = None
+    principal: Principal | None = None
+    auth: sigv4.AuthResult | None = None
+    body: RequestBody | None = None
+    error: errors.S3Error | None = None
+    bytes_out: int = 0
+
+    @property
+    def op_name(self) -> str:
+        return self.operation.name if self.operation else "Unknown"
+
+
+def _headers_of(request: S3Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        out[name.decode("latin-1").lower()] = [
+            v.decode("utf-8", "surrogateescape") for v in values
+        ]
+    return out
+
+
+def _first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = headers.get(name)
+    return values[0] if values else None
+
+
+def _query_get(query: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in query:
+        if key == name:
+            return value
+    return None
+
+
+def http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def quote_etag(etag: str) -> str:
+    return f'"{etag}"'
+
+
+class S3Frontend(Resource):
+    """Resource + early handler for every S3 request."""
+
+    isLeaf = True
+    log = Logger(namespace="s3orch.s3")
+
+    def __init__(
+        self,
+        *,
+        config: Any,
+        registry: CredentialRegistry,
+        objects: ObjectService,
+        clock: IReactorTime,
+        reserved_prefixes: Sequence[bytes] = (b"/health", b"/metrics", b"/admin", b"/ui"),
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.registry = registry
+        self.objects = objects
+        self.clock = clock
+        self.reserved_prefixes = tuple(reserved_prefixes)
+        self.started_at = clock.seconds()
+        self._handlers: dict[str, Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]] = {
+            "ListBuckets": self._list_buckets,
+            "HeadBucket": self._head_bucket,
+            "GetBucketLocation": self._get_bucket_location,
+            "GetBucketVersioning": self._get_bucket_versioning,
+            "ListObjects": self._list_objects_v1,
+            "ListObjectsV2": self._list_objects_v2,
+            "PutObject": self._put_object,
+            "CopyObject": self._copy_object,
+            "GetObject": self._get_object,
+            "HeadObject": self._head_object,
+            "DeleteObject": self._delete_object,
+            "DeleteObjects": self._delete_objects,
+            "CreateBucket": self._create_bucket,
+            "DeleteBucket": self._delete_bucket,
+            "GetBucketAcl": self._get_acl,
+            "GetObjectAcl": self._get_object_acl,
+            "GetObjectTagging": self._get_object_tagging,
+        }
+        for name, (code, status, message) in NOT_CONFIGURED.items():
+            self._handlers[name] = self._not_configured(code, status, message)
+
+    # -- early phase (headers only) -------------------------------------------
+
+    @property
+    def _server(self) -> Any:
+        return self.config.server
+
+    def wants(self, method: bytes, uri: bytes, host: bytes | None) -> bool:
+        path = _path_of(uri)
+        suffix = getattr(self._server, "virtual_host_suffix", "") or ""
+        if suffix and host:
+            name = host.decode("latin-1").split(":")[0].lower().rstrip(".")
+            if name.endswith("." + suffix.lower()):
+                return True
+        for prefix in self.reserved_prefixes:
+            if path == prefix or path.startswith(prefix + b"/") or path.startswith(prefix + b"?"):
+                return False
+        return True
+
+    def prepare(
+        self, request: S3Request, method: bytes, uri: bytes, length: int | None
+    ) -> RequestState:
+        headers = _headers_of(request)
+        state = RequestState(
+            request_id=request_id_from_header(_first(headers, "x-request-id")),
+            started=self.clock.seconds(),
+            method=method.decode("latin-1"),
+            raw_path=_path_of(uri),
+            headers=headers,
+        )
+        INFLIGHT.labels(state.method).inc()
+        has_body = length is None or length > 0
+        try:
+            state.query = sigv4.parse_query(_query_of(uri))
+            self._prepare(state, length)
+        except errors.S3Error as exc:
+            state.error = exc
+            if has_body:
+                EARLY_REJECTIONS.labels(exc.code).inc()
+                raise self._rejection(state, exc) from None
+        return state
+
+    def _prepare(self, state: RequestState, length: int | None) -> None:
+        headers = state.headers
+        state.address = parse_address(
+            _first(headers, "host"), state.raw_path, getattr(self._server, "virtual_host_suffix", "")
+        )
+        state.operation = resolve_operation(state.method, state.address, state.query, headers)
+        outcome = authenticate(
+            self.registry, state.method, state.raw_path, state.query, headers, time.time()
+        )
+        state.principal = outcome.principal
+        state.auth = outcome.sigv4
+        if state.operation.level != "service" and state.address.bucket != state.principal.bucket:
+            audit(
+                "s3.BucketMismatch",
+                request_id=state.request_id,
+                access_key=state.principal.access_key,
+            )
+            raise errors.AccessDenied()
+        if state.operation.name in DATA_OPERATIONS or state.operation.name in (
+            "DeleteObjects",
+            "CompleteMultipartUpload",
+            "CreateBucket",
+        ):
+            state.body = self._body_sink(state, length)
+        elif length is None or length > 0:
+            # Bodies on operations that take none are drained, capped and ignored.
+            state.body = RequestBody(
+                max_size=XML_BODY_LIMIT,
+                declared_length=length,
+                spool_memory_limit=XML_BODY_LIMIT,
+                spool_dir=None,
+            )
+
+    def _body_sink(self, state: RequestState, length: int | None) -> RequestBody:
+        headers = state.headers
+        op = state.operation.name if state.operation else ""
+        is_data = op in DATA_OPERATIONS
+        max_size = int(self._server.max_object_size) if is_data else XML_BODY_LIMIT
+        claim = _first(headers, "x-amz-content-sha256")
+        decoder: AwsChunkedDecoder | None = None
+        declared = length
+        encoding = (_first(headers, "content-encoding") or "").lower()
+        if claim in STREAMING_VARIANTS or "aws-chunked" in encoding:
+            variant = STREAMING_VARIANTS.get(claim or "", "unsigned-trailer")
+            AUTH_STREAMING.labels(variant).inc()
+            decoded = _first(headers, "x-amz-decoded-content-length")
+            if decoded is None or not decoded.isdigit():
+                AUTH_STREAMING_REJECTIONS.labels("missing_decoded_length").inc()
+                raise errors.MissingContentLength(
+                    "x-amz-decoded-content-length is required for aws-chunked uploads."
+                )
+            declared = int(decoded)
+            signed = claim in (sigv4.STREAMING_PAYLOAD, sigv4.STREAMING_PAYLOAD_TRAILER)
+            if signed and state.auth is None:
+                raise errors.InvalidRequest("Signed streaming uploads need SigV4 authentication.")
+            auth = state.auth
+            decoder = AwsChunkedDecoder(
+                signed=signed,
+                trailer=bool(claim and claim.endswith("TRAILER")) or claim is None,
+                signing_key=auth.signing_key if (signed and auth) else None,
+                seed_signature=auth.seed_signature if (signed and auth) else None,
+                amz_date=auth.amz_date if auth else None,
+                scope=auth.scope if auth else None,
+                decoded_length=declared,
+            )
+        elif length == 0 and is_data and _first(headers, "content-length") is None:
+            if _first(headers, "transfer-encoding") is None:
+                raise errors.MissingContentLength()
+        if is_data and declared is not None and declared > max_size:
+            raise errors.EntityTooLarge(
+                MaxSizeAllowed=str(max_size), ProposedSize=str(declared)
+            )
+        trailer = _first(headers, "x-amz-trailer")
+        trailer_checksum = None
+        if trailer:
+            name = trailer.strip().lower()
+            if name.startswith("x-amz-checksum-"):
+                trailer_checksum = name[len("x-amz-checksum-"):]
+        return RequestBody(
+            max_size=max_size,
+            declared_length=declared,
+            spool_memory_limit=int(getattr(self._server, "spool_memory_limit", 1024 * 1024)),
+            spool_dir=getattr(self._server, "spool_dir", "") or None,
+            decoder=decoder,
+            content_md5=parse_content_md5(_first(headers, "content-md5")),
+            sha256_claim=claim,
+            checksum_header=parse_checksum_headers(headers),
+            trailer_checksum=trailer_checksum,
+        )
+
+    def feed(self, request: S3Request, data: bytes) -> None:
+        state: RequestState = request.s3
+        if state.body is None or state.error is not None:
+            return
+        try:
+            state.body.feed(data)
+        except errors.S3Error as exc:
+            state.error = exc
+            if exc.code == "SignatureDoesNotMatch":
+                AUTH_STREAMING_REJECTIONS.labels("chunk_signature").inc()
+            raise self._rejection(state, exc) from None
+
+    def _rejection(self, state: RequestState, exc: errors.S3Error) -> RejectedEarly:
+        """Build the immediate answer for a refused body, and account for it."""
+        body = b"" if state.method == "HEAD" else exc.to_xml(state.request_id, state.raw_path.decode("latin-1"))
+        self._finish_accounting(state, exc.status)
+        return RejectedEarly(
+            exc.status,
+            [
+                ("Content-Type", "application/xml"),
+                ("x-amz-request-id", state.request_id),
+                ("x-amz-id-2", state.request_id),
+                ("Server", "s3orch"),
+            ],
+            body,
+        )
+
+    # -- main phase -----------------------------------------------------------
+
+    def render(self, request: S3Request) -> Any:  # type: ignore[override]
+        state: RequestState = request.s3
+        d = Deferred.fromCoroutine(self._handle(request, state))
+        d.addErrback(lambda f: self.log.failure("unhandled", f, component="s3"))
+        return NOT_DONE_YET
+
+    async def _handle(self, request: S3Request, state: RequestState) -> None:
+        request.setHeader("x-amz-request-id", state.request_id)
+        request.setHeader("x-amz-id-2", state.request_id)
+        request.setHeader("server", "s3orch")
+        body: BodyInfo | None = None
+        try:
+            if state.error is not None:
+                raise state.error
+            if state.body is not None:
+                body = state.body.finish()
+            assert state.operation is not None
+            handler = self._handlers.get(state.operation.name)
+            if handler is None:
+                raise errors.NotImplementedError_(
+                    f"{state.operation.name} is not implemented by this gateway."
+                )
+            await handler(request, state, body)
+        except errors.S3Error as exc:
+            self._send_error(request, state, exc)
+        except Exception:
+            self.log.failure(
+                "request failed", component="s3", request_id=state.request_id, operation=state.op_name
+            )
+            self._send_error(request, state, errors.InternalError())
+        finally:
+            if body is not None:
+                body.close()
+            self._finish_accounting(state, request.code, request)
+
+    def _finish_accounting(self, state: RequestState, status: int, request: Any = None) -> None:
+        duration = max(0.0, self.clock.seconds() - state.started)
+        INFLIGHT.labels(state.method).dec()
+        REQUESTS.labels(state.method, str(status)).inc()
+        REQUEST_DURATION.labels(state.method).observe(duration)
+        if state.body is not None:
+            REQUEST_SIZE.labels(state.method).observe(state.body.received)
+        if state.bytes_out:
+            RESPONSE_SIZE.labels(state.method).observe(state.bytes_out)
+        address = state.address
+        event = "s3." + state.op_name if state.operation else "s3.InvalidRequest"
+        if state.error is not None and state.error.status == 403:
+            event = "s3.AuthFailure" if state.principal is None else event
+        remote = None
+        if request is not None:
+            peer = request.getClientAddress()
+            remote = getattr(peer, "host", None)
+        audit(
+            event,
+            request_id=state.request_id,
+            method=state.method,
+            bucket=address.bucket if address else None,
+            key=address.key if address else None,
+            status=status,
+            duration=round(duration, 6),
+            access_key=state.principal.access_key if state.principal else None,
+            remote=remote,
+            bytes_in=state.body.received if state.body else 0,
+            bytes_out=state.bytes_out,
+            error=state.error.code if state.error else None,
+        )
+
+    def _send_error(self, request: S3Request, state: RequestState, exc: errors.S3Error) -> None:
+        if state.error is None:
+            state.error = exc
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        if request.startedWriting:
+            # Headers already went out: the only honest signal left is an abort.
+            transport = getattr(request.channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            return
+        request.setResponseCode(exc.status)
+        for name in ("content-range", "etag", "last-modified", "accept-ranges"):
+            request.responseHeaders.removeHeader(name)
+        if exc.status == 304 or state.method == "HEAD":
+            request.responseHeaders.removeHeader("content-type")
+            if exc.status != 304:
+                request.setHeader("content-length", "0")
+            request.finish()
+            return
+        payload = exc.to_xml(state.request_id, state.raw_path.decode("utf-8", "replace"))
+        request.setHeader("content-type", "application/xml")
+        request.setHeader("content-length", str(len(payload)))
+        request.write(payload)
+        request.finish()
+
+    def _send_xml(self, request: S3Request, state: RequestState, payload: bytes, status: int = 200) -> None:
+        request.setResponseCode(status)
+        request.setHeader("content-type", "application/xml")
+        request.setHeader("content-length", str(len(payload)))
+        request.write(payload)
+        state.bytes_out += len(payload)
+        request.finish()
+
+    def _send_empty(self, request: S3Request, status: int = 200) -> None:
+        request.setResponseCode(status)
+        if status != 204:
+            request.setHeader("content-length", "0")
+        request.finish()
+
+    # -- service and bucket level ---------------------------------------------
+
+    async def _list_buckets(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.principal is not None
+        payload = xml.list_buckets(OWNER_ID, OWNER_NAME, [(state.principal.bucket, self.started_at)])
+        self._send_xml(request, state, payload)
+
+    async def _head_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        request.setHeader("x-amz-bucket-region", REGION)
+        self._send_empty(request)
+
+    async def _get_bucket_location(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        self._send_xml(request, state, xml.location_constraint(""))
+
+    async def _get_bucket_versioning(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        self._send_xml(request, state, xml.versioning_configuration())
+
+    def _list_params(self, state: RequestState) -> tuple[str, str, int, str | None]:
+        query = state.query
+        prefix = _query_get(query, "prefix") or ""
+        delimiter = _query_get(query, "delimiter") or ""
+        raw_max = _query_get(query, "max-keys")
+        max_keys = 1000
+        if raw_max is not None:
+            try:
+                max_keys = int(raw_max)
+            except ValueError:
+                raise errors.InvalidArgument("Provided max-keys not an integer or within integer range", ArgumentName="max-keys", ArgumentValue=raw_max) from None
+            if max_keys < 0:
+                raise errors.InvalidArgument("Argument maxKeys must be an integer between 0 and 2147483647", ArgumentName="maxKeys", ArgumentValue=raw_max)
+            max_keys = min(max_keys, 1000)
+        encoding = _query_get(query, "encoding-type")
+        if encoding is not None and encoding != "url":
+            raise errors.InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type", ArgumentValue=encoding)
+        return prefix, delimiter, max_keys, encoding
+
+    async def _list_objects_v1(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket is not None
+        prefix, delimiter, max_keys, encoding = self._list_params(state)
+        marker = _query_get(state.query, "marker") or ""
+        page = await self.objects.list(state.address.bucket, prefix, delimiter, marker, max_keys)
+        next_marker = page.next_marker if (page.is_truncated and delimiter) else None
+        payload = xml.list_objects_v1(
+            state.address.bucket, prefix, marker, delimiter, max_keys, page.is_truncated,
+            next_marker, page.entries, page.common_prefixes, encoding,
+        )
+        self._send_xml(request, state, payload)
+
+    async def _list_objects_v2(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket is not None
+        prefix, delimiter, max_keys, encoding = self._list_params(state)
+        token = _query_get(state.query, "continuation-token")
+        start_after = _query_get(state.query, "start-after")
+        start = start_after or ""
+        if token is not None:
+            start = _decode_token(token)
+        page = await self.objects.list(state.address.bucket, prefix, delimiter, start, max_keys)
+        next_token = _encode_token(page.next_marker) if page.is_truncated and page.next_marker else None
+        fetch_owner = (_query_get(state.query, "fetch-owner") or "").lower() == "true"
+        payload = xml.list_objects_v2(
+            state.address.bucket, prefix, delimiter, max_keys,
+            len(page.entries) + len(page.common_prefixes), page.is_truncated, token, next_token,
+            start_after, page.entries, page.common_prefixes, encoding, fetch_owner,
+            (OWNER_ID, OWNER_NAME),
+        )
+        self._send_xml(request, state, payload)
+
+    def _not_configured(
+        self, code: str, status: int, message: str
+    ) -> Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]:
+        error = type(code, (errors.S3Error,), {"code": code, "status": status, "default_message": message})
+
+        async def handler(request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+            raise error(BucketName=state.address.bucket if state.address else "")
+
+        return handler
+
+    async def _create_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        """The caller's own virtual bucket always exists: us-east-1 answers 200 to a re-create."""
+        constraint = b""
+        if body is not None and body.length:
+            constraint = body.file.read(64 * 1024)
+        if b"<LocationConstraint>" in constraint and b"<LocationConstraint></LocationConstraint>" not in constraint and b"us-east-1" not in constraint:
+            raise errors.BucketAlreadyOwnedByYou(BucketName=(state.address.bucket if state.address else "") or "")
+        request.setHeader("location", "/" + ((state.address.bucket if state.address else "") or ""))
+        self._send_empty(request)
+
+    async def _delete_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        """A virtual bucket is defined by configuration: clients never delete it."""
+        assert state.address is not None and state.address.bucket is not None
+        page = await self.objects.list(state.address.bucket, "", "", "", 1)
+        if page.entries:
+            raise errors.BucketNotEmpty(BucketName=state.address.bucket)
+        raise errors.AccessDenied("Virtual buckets are defined by the gateway's configuration.")
+
+    async def _get_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        self._send_xml(request, state, xml.access_control_policy(OWNER_ID, OWNER_NAME))
+
+    async def _get_object_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        await self.objects.head(state.address.bucket, state.address.key)
+        self._send_xml(request, state, xml.access_control_policy(OWNER_ID, OWNER_NAME))
+
+    async def _get_object_tagging(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        await self.objects.head(state.address.bucket, state.address.key)
+        self._send_xml(request, state, xml.tagging([]))
+
+    # -- objects ----------------------------------------------------------------
+
+    async def _put_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        assert body is not None
+        meta = extract_object_metadata(state.headers)
+        conditions = parse_write_conditions(state.headers)
+        record = await self.objects.put(
+            state.address.bucket,
+            state.address.key,
+            body.file,
+            body.length,
+            md5_hex=body.md5_hex,
+            sha256_hex=body.sha256_hex,
+            new=NewObject(meta.content_type, meta.system, meta.user),
+            checksum=body.checksum,
+            if_none_match=conditions.if_none_match_star,
+            if_match=conditions.if_match,
+            request_id=state.request_id,
+        )
+        request.setHeader("etag", quote_etag(record.etag))
+        if body.checksum is not None:
+            request.setHeader(f"x-amz-checksum-{body.checksum[0].lower()}", body.checksum[1])
+        self._send_empty(request)
+
+    async def _copy_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        bucket = state.address.bucket
+        source_bucket, source_key = _parse_copy_source(_first(state.headers, "x-amz-copy-source") or "")
+        if source_bucket != bucket:
+            raise errors.AccessDenied("Cross-bucket copy is not allowed.")
+        source = await self.objects.head(bucket, source_key)
+        check_copy_source_conditions(state.headers, source.etag, source.last_modified)
+        directive = (_first(state.headers, "x-amz-metadata-directive") or "COPY").upper()
+        if directive not in ("COPY", "REPLACE"):
+            raise errors.InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive", ArgumentValue=directive)
+        if directive == "REPLACE":
+            meta = extract_object_metadata(state.headers)
+            new = NewObject(meta.content_type, meta.system, meta.user)
+        else:
+            if source_key == state.address.key:
+                raise errors.InvalidRequest(
+                    "This copy request is illegal because it is trying to copy an object to itself "
+                    "without changing the object's metadata, storage class, website redirect location "
+                    "or encryption attributes."
+                )
+            new = NewObject(source.content_type, dict(source.headers), dict(source.user_metadata))
+        conditions = parse_write_conditions(state.headers)
+        record = await self.objects.copy(
+            bucket,
+            source,
+            state.address.key,
+            new,
+            if_none_match=conditions.if_none_match_star,
+            if_match=conditions.if_match,
+            request_id=state.request_id,
+        )
+        self._send_xml(request, state, xml.copy_object_result(record.etag, record.last_modified))
+
+    def _object_headers(self, request: S3Request, state: RequestState, record: ObjectRecord) -> None:
+        request.setHeader("etag", quote_etag(record.etag))
+        request.setHeader("last-modified", http_date(record.last_modified))
+        request.setHeader("accept-ranges", "bytes")
+        for name, value in object_response_headers(record.content_type, record.headers, record.user_metadata):
+            request.setHeader(name, value)
+        if record.parts_count:
+            request.setHeader("x-amz-mp-parts-count", str(record.parts_count))
+        for name, value in response_header_overrides(state.query):
+            request.setHeader(name, value)
+
+    async def _head_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        record = await self.objects.head(state.address.bucket, state.address.key)
+        check_read_conditions(state.headers, record.etag, record.last_modified)
+        byte_range = parse_range(_first(state.headers, "range"), record.size)
+        self._object_headers(request, state, record)
+        self._checksum_header(request, state, record, byte_range)
+        if byte_range is not None:
+            start, end = byte_range
+            request.setResponseCode(206)
+            request.setHeader("content-range", content_range(start, end, record.size))
+            request.setHeader("content-length", str(end - start + 1))
+        else:
+            request.setHeader("content-length", str(record.size))
+        request.finish()
+
+    def _checksum_header(
+        self, request: S3Request, state: RequestState, record: ObjectRecord, byte_range: tuple[int, int] | None
+    ) -> None:
+        mode = (_first(state.headers, "x-amz-checksum-mode") or "").upper()
+        if mode == "ENABLED" and byte_range is None and record.checksum_algorithm and record.checksum_value:
+            request.setHeader(f"x-amz-checksum-{record.checksum_algorithm.lower()}", record.checksum_value)
+
+    async def _get_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        record = await self.objects.head(state.address.bucket, state.address.key)
+        check_read_conditions(state.headers, record.etag, record.last_modified)
+        byte_range = parse_range(_first(state.headers, "range"), record.size)
+        if record.size == 0:
+            self._object_headers(request, state, record)
+            self._checksum_header(request, state, record, None)
+            request.setHeader("content-length", "0")
+            request.finish()
+            return
+        stream, _ = await self.objects.open(record, byte_range)
+        skip, limit = 0, None
+        if byte_range is not None:
+            start, end = byte_range
+            wanted = end - start + 1
+            if stream.status == 206 and stream.content_range is not None and stream.content_range[0] == start:
+                limit = wanted
+            else:
+                # The backend ignored the Range (quirk): cut it ourselves.
+                skip, limit = start, wanted
+            request.setResponseCode(206)
+            request.setHeader("content-range", content_range(start, end, record.size))
+            request.setHeader("content-length", str(wanted))
+        else:
+            request.setHeader("content-length", str(record.size))
+        self._object_headers(request, state, record)
+        self._checksum_header(request, state, record, byte_range)
+        state.bytes_out = await relay_body(stream, request, skip=skip, limit=limit)
+
+    async def _delete_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        await self.objects.delete(state.address.bucket, state.address.key, state.request_id)
+        self._send_empty(request, 204)
+
+    async def _delete_objects(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket is not None and body is not None
+        keys, quiet = xml.parse_delete_objects(body.file.read())
+        outcomes = await self.objects.delete_many(state.address.bucket, keys, state.request_id)
+        deleted = [o.key for o in outcomes if o.error is None]
+        failed = [(o.key, o.error[0], o.error[1]) for o in outcomes if o.error is not None]
+        self._send_xml(request, state, xml.delete_result(deleted, failed, quiet))
+
+
+def _path_of(uri: bytes) -> bytes:
+    """The raw path of a request-target (origin or absolute form), without query."""
+    if uri.startswith((b"http://", b"https://")):
+        rest = uri.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        uri = rest[slash:] if slash >= 0 else b"/"
+    return uri.split(b"?", 1)[0]
+
+
+def _query_of(uri: bytes) -> bytes:
+    return uri.split(b"?", 1)[1] if b"?" in uri else b""
+
+
+def _encode_token(marker: str) -> str:
+    return base64.urlsafe_b64encode(marker.encode("utf-8")).decode("ascii")
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeError):
+        raise errors.InvalidArgument(
+            "The continuation token provided is incorrect", ArgumentName="continuation-token"
+        ) from None
+
+
+def _parse_copy_source(value: str) -> tuple[str, str]:
+    """``/bucket/key`` or ``bucket/key`` (URL-encoded, optional ?versionId)."""
+    source = value.split("?", 1)[0]
+    source = unquote(source)
+    source = source.lstrip("/")
+    if "/" not in source:
+        raise errors.InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+    bucket, key = source.split("/", 1)
+    if not bucket or not key:
+        raise errors.InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+    return bucket, key
+
+
+def parse_http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,165 @@
+"""twisted.web plumbing for an S3 front door.
+
+Twisted's stock ``Request`` buffers the body into ``content`` and only then
+renders, and its channel answers ``100 Continue`` as soon as headers arrive.
+An S3 gateway needs more: it authenticates and checks limits as soon as the
+headers are in (so a refused upload is answered *before* ``100 Continue`` and
+its body is never read), and it decodes, hashes, caps and spools the body as
+the bytes arrive.  ``S3Channel`` and ``S3Request`` add exactly those hooks and
+delegate the S3 decisions to an :class:`EarlyHandler` (the S3 front end).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Protocol
+
+from twisted.web import http, server
+from twisted.web.http_headers import Headers
+from twisted.web.resource import IResource
+
+#: Bodies of non-S3 requests (admin JSON, UI forms) are capped at this size.
+NON_S3_BODY_LIMIT = 1024 * 1024
+
+
+class RejectedEarly(Exception):
+    """Raised by an EarlyHandler to refuse a request before its body is read."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class EarlyHandler(Protocol):
+    """What the S3 front end provides to the HTTP layer."""
+
+    def wants(self, method: bytes, uri: bytes, host: bytes | None) -> bool:
+        """Is this an S3 request (as opposed to /health, /metrics, /admin, /ui)?"""
+
+    def prepare(self, request: S3Request, method: bytes, uri: bytes, length: int | None) -> Any:
+        """Headers are in: authenticate and set up the body sink.
+
+        Returns per-request state (kept on ``request.s3``).  May raise
+        RejectedEarly when the request carries a body that must not be read.
+        """
+
+    def feed(self, request: S3Request, data: bytes) -> None:
+        """A chunk of the body arrived; may raise RejectedEarly."""
+
+
+class S3ResponseHeaders(Headers):
+    """Emit ``x-amz-*`` names in lower case, as S3 does.
+
+    Twisted stores header names Title-Cased; SDKs take user metadata names
+    verbatim from the header after ``x-amz-meta-``, so ``X-Amz-Meta-Owner``
+    would come back to the client as ``Owner`` instead of ``owner``.
+    """
+
+    def getAllRawHeaders(self) -> Any:
+        for name, values in super().getAllRawHeaders():
+            yield (name.lower() if name.startswith(b"X-Amz-") else name), values
+
+
+class S3Request(server.Request):
+    """A request whose body goes through the S3 front end's sink, not ``content``."""
+
+    s3: Any = None
+    rejected = False
+    _early_method: bytes = b""
+    _early_uri: bytes = b""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.responseHeaders = S3ResponseHeaders()
+
+    def gotLength(self, length: int | None) -> None:
+        site = getattr(self.channel, "site", None)
+        handler: EarlyHandler | None = getattr(site, "early_handler", None)
+        host = self.requestHeaders.getRawHeaders(b"host", [None])[0]
+        if handler is not None and handler.wants(self._early_method, self._early_uri, host):
+            self.content = io.BytesIO()
+            self.s3 = handler.prepare(self, self._early_method, self._early_uri, length)
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.rejected:
+            return
+        if self.s3 is not None:
+            site: Any = getattr(self.channel, "site", None)
+            site.early_handler.feed(self, data)
+            return
+        content: Any = self.content
+        if content.tell() + len(data) > NON_S3_BODY_LIMIT:
+            raise RejectedEarly(413, [("Content-Type", "text/plain")], b"request body too large\n")
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        if self.rejected:
+            return
+        super().process()
+
+
+class S3Channel(http.HTTPChannel):
+    """HTTP channel that lets the front end refuse a request before its body."""
+
+    def allHeadersReceived(self) -> None:
+        req = self.requests[-1]
+        req.parseCookies()
+        self.persistent = self.checkPersistence(req, self._version)
+        req._early_method = self._command
+        req._early_uri = self._path
+        try:
+            req.gotLength(self.length)
+        except RejectedEarly as rejection:
+            self.reject(req, rejection)
+            return
+        expect = req.requestHeaders.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+            self._send100Continue()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        try:
+            super().rawDataReceived(data)
+        except RejectedEarly as rejection:
+            if self.requests:
+                self.reject(self.requests[-1], rejection)
+
+    def reject(self, request: S3Request, rejection: RejectedEarly) -> None:
+        """Answer now and close: the body (if any) is never read or stored."""
+        if request.rejected:
+            return
+        request.rejected = True
+        reason = http.RESPONSES.get(rejection.status, b"Error")
+        lines = [b"HTTP/1.1 %d %s" % (rejection.status, reason)]
+        for name, value in rejection.headers:
+            lines.append(name.encode("latin-1") + b": " + value.encode("latin-1"))
+        lines.append(b"Content-Length: %d" % len(rejection.body))
+        lines.append(b"Connection: close")
+        lines.append(b"Date: " + http.datetimeToString())
+        transport: Any = self.transport
+        transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + rejection.body)
+        self.persistent = False
+        # Ignore whatever else the client sends; close once the answer is flushed.
+        ignore = lambda *args: None  # noqa: E731
+        self.dataReceived = self.lineReceived = self.rawDataReceived = ignore  # type: ignore[method-assign]
+        transport.loseConnection()
+
+
+class S3Site(server.Site):
+    """Site wiring S3Channel/S3Request and the front end's early hooks."""
+
+    protocol = S3Channel  # type: ignore[assignment]
+    requestFactory = S3Request
+    displayTracebacks = False
+
+    def __init__(
+        self, resource: IResource, early_handler: EarlyHandler | None, timeout: float = 120.0
+    ) -> None:
+        super().__init__(resource, timeout=timeout)
+        self.early_handler = early_handler
+
+    def log(self, request: Any) -> None:
+        """Access logging is the audit log's job; Twisted's combined log stays quiet."""

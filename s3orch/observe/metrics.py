@@ -1,0 +1,133 @@
+"""Prometheus metrics, all named ``s3o_*`` as in the original product.
+
+They live in our own :data:`REGISTRY` (not prometheus-client's global one) so
+that tests can read values and several apps in one process do not collide.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from s3orch import __version__
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_SIZE_BUCKETS = (1024, 16384, 65536, 262144, 1048576, 8388608, 67108864, 268435456, 1073741824, 5368709120)
+
+BUILD_INFO = Gauge(
+    "s3o_build_info", "Build metadata", ["version", "python_version"], registry=REGISTRY
+)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+REQUESTS = Counter(
+    "s3o_requests_total", "HTTP requests", ["method", "status_code"], registry=REGISTRY
+)
+REQUEST_DURATION = Histogram(
+    "s3o_request_duration_seconds",
+    "Request latency",
+    ["method"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+REQUEST_SIZE = Histogram(
+    "s3o_request_size_bytes", "Upload sizes", ["method"], buckets=_SIZE_BUCKETS, registry=REGISTRY
+)
+RESPONSE_SIZE = Histogram(
+    "s3o_response_size_bytes",
+    "Download sizes",
+    ["method"],
+    buckets=_SIZE_BUCKETS,
+    registry=REGISTRY,
+)
+INFLIGHT = Gauge("s3o_inflight_requests", "Currently processing", ["method"], registry=REGISTRY)
+
+BACKEND_REQUESTS = Counter(
+    "s3o_backend_requests_total",
+    "Backend S3 API calls",
+    ["operation", "backend", "status"],
+    registry=REGISTRY,
+)
+BACKEND_DURATION = Histogram(
+    "s3o_backend_duration_seconds",
+    "Backend latency",
+    ["operation", "backend"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+#: Our addition: bytes sent to / received from each backend (proves e.g. that
+#: multipart completion moves no object data).
+BACKEND_BYTES = Counter(
+    "s3o_backend_bytes_total",
+    "Object bytes transferred to (direction=out) and from (direction=in) backends",
+    ["backend", "direction"],
+    registry=REGISTRY,
+)
+MANAGER_REQUESTS = Counter(
+    "s3o_manager_requests_total",
+    "Manager-level operations",
+    ["operation", "backend", "status"],
+    registry=REGISTRY,
+)
+MANAGER_DURATION = Histogram(
+    "s3o_manager_duration_seconds",
+    "Manager latency",
+    ["operation", "backend"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+QUOTA_USED = Gauge("s3o_quota_bytes_used", "Current bytes used", ["backend"], registry=REGISTRY)
+QUOTA_LIMIT = Gauge("s3o_quota_bytes_limit", "Quota limit", ["backend"], registry=REGISTRY)
+QUOTA_ORPHAN = Gauge(
+    "s3o_quota_orphan_bytes", "Bytes reserved by pending cleanup items", ["backend"], registry=REGISTRY
+)
+QUOTA_AVAILABLE = Gauge(
+    "s3o_quota_bytes_available",
+    "Remaining space (limit - used - orphan - reserved)",
+    ["backend"],
+    registry=REGISTRY,
+)
+OBJECTS_COUNT = Gauge("s3o_objects_count", "Stored object count", ["backend"], registry=REGISTRY)
+ACTIVE_MULTIPART = Gauge(
+    "s3o_active_multipart_uploads", "In-progress uploads", ["backend"], registry=REGISTRY
+)
+
+WRITE_FAILOVER = Counter(
+    "s3o_write_failover_total", "PUTs retried on another backend", ["backend"], registry=REGISTRY
+)
+EARLY_REJECTIONS = Counter(
+    "s3o_early_rejections_total",
+    "Requests refused before their body was read",
+    ["reason"],
+    registry=REGISTRY,
+)
+CLEANUP_ENQUEUED = Counter(
+    "s3o_cleanup_queue_enqueued_total",
+    "Items added to the cleanup retry queue",
+    ["reason"],
+    registry=REGISTRY,
+)
+CLEANUP_PROCESSED = Counter(
+    "s3o_cleanup_queue_processed_total",
+    "Items processed from the cleanup queue",
+    ["status"],
+    registry=REGISTRY,
+)
+AUDIT_EVENTS = Counter(
+    "s3o_audit_events_total", "Audit log entries emitted", ["event"], registry=REGISTRY
+)
+AUTH_STREAMING = Counter(
+    "s3o_auth_streaming_requests_total",
+    "aws-chunked uploads by variant",
+    ["variant"],
+    registry=REGISTRY,
+)
+AUTH_STREAMING_REJECTIONS = Counter(
+    "s3o_auth_streaming_rejections_total",
+    "aws-chunked uploads rejected",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,112 @@
+"""twistd entry point: options, and the object graph of a running gateway.
+
+This is the only module that imports the global reactor.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application import internet
+from twisted.application.service import IService
+from twisted.python import usage
+
+from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.s3 import S3Backend
+from s3orch.config import ConfigError, load_config
+from s3orch.core.objects import ObjectService
+from s3orch.frontend.ops import OpsApp
+from s3orch.frontend.root import RootResource
+from s3orch.frontend.s3 import S3Frontend
+from s3orch.http.site import S3Site
+from s3orch.observe.logging import LogSettings
+from s3orch.service import GatewayService
+from s3orch.store import open_store
+from s3orch.workers.cleanup_queue import CleanupQueueWorker
+from s3orch.workers.quota_metrics import QuotaMetricsWorker
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", "config.yaml", "Path to the YAML configuration file."],
+    ]
+
+
+def parse_listen_addr(value: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``[v6]:port`` -> (interface, port)."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    return host, int(port)
+
+
+def build(config: Any, reactor: Any) -> GatewayService:
+    """Wire a gateway from a loaded config (used by twistd and by tests)."""
+    settings = LogSettings(config.server.log_level, config.server.log_format)
+    store = open_store(config.database, reactor)
+    backends = {
+        b.name: S3Backend(b, reactor=reactor, timeout=config.server.backend_timeout)
+        for b in config.backends
+    }
+    objects = ObjectService(
+        store=store,
+        backends=backends,
+        backend_configs=config.backends,
+        routing_strategy=config.routing_strategy,
+        clock=reactor,
+        delete_concurrency=config.server.delete_concurrency,
+    )
+    registry = CredentialRegistry(config.buckets)
+    s3 = S3Frontend(config=config, registry=registry, objects=objects, clock=reactor)
+    holder: dict[str, GatewayService] = {}
+    ops = OpsApp(
+        is_ready=lambda: holder["service"].ready,
+        metrics_enabled=config.telemetry.metrics.enabled,
+        metrics_path=config.telemetry.metrics.path,
+    )
+    site = S3Site(RootResource(s3, ops.resource()), early_handler=s3, timeout=config.server.idle_timeout)
+    interface, port = parse_listen_addr(config.server.listen_addr)
+    listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    workers: list[IService] = [
+        CleanupQueueWorker(objects, reactor),
+        QuotaMetricsWorker(store, reactor, interval=config.usage_flush.interval),
+    ]
+
+    async def close_backends() -> None:
+        await objects.quiesce()
+        for backend in backends.values():
+            await backend.close()
+
+    def fail_start() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    service = GatewayService(
+        store=store,
+        quota_limits={b.name: b.quota_bytes for b in config.backends},
+        workers=workers,
+        listeners=[listener],
+        closers=[close_backends],
+        log_observer=settings.observer(),
+        on_start_failure=fail_start,
+    )
+    service.objects = objects  # type: ignore[attr-defined]
+    service.site = site  # type: ignore[attr-defined]
+    service.listener = listener  # type: ignore[attr-defined]
+    holder["service"] = service
+    return service
+
+
+def makeService(options: Options) -> GatewayService:
+    from twisted.internet import reactor
+
+    try:
+        config = load_config(options["config"])
+    except ConfigError as exc:
+        for issue in getattr(exc, "issues", []) or [exc]:
+            print(f"error: {issue}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        print(f"error: cannot read config {options['config']}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return build(config, reactor)

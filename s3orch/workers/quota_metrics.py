@@ -1,0 +1,33 @@
+"""Refresh the quota and object-count gauges from the metadata store."""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+from s3orch.observe.metrics import (
+    OBJECTS_COUNT,
+    QUOTA_AVAILABLE,
+    QUOTA_LIMIT,
+    QUOTA_ORPHAN,
+    QUOTA_USED,
+)
+from s3orch.store.interface import MetadataStore
+from s3orch.workers.base import PeriodicWorker
+
+
+class QuotaMetricsWorker(PeriodicWorker):
+    """Gauges come from the DB (no backend calls), every usage_flush.interval."""
+
+    def __init__(self, store: MetadataStore, clock: IReactorTime, interval: float = 30.0) -> None:
+        super().__init__("usage_flush", interval, clock, run_now=True)
+        self.store = store
+
+    async def tick(self) -> None:
+        quotas = await self.store.get_quotas()
+        for name, row in quotas.items():
+            QUOTA_USED.labels(name).set(row.bytes_used)
+            QUOTA_LIMIT.labels(name).set(row.bytes_limit)
+            QUOTA_ORPHAN.labels(name).set(row.orphan_bytes)
+            available = row.available
+            QUOTA_AVAILABLE.labels(name).set(available if available is not None else -1)
+            OBJECTS_COUNT.labels(name).set(row.object_count)
