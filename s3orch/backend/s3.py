@@ -285,8 +285,11 @@ class _NullConsumer:
 
 
 class _StreamProtocol(TwistedProtocol):
-    """Forwards a GET body to an :class:`IBodyConsumer`, exposing the response
-    transport (``TransportProxyProducer``) as the producer to pause."""
+    """Forwards a GET body to an :class:`IBodyConsumer`; is also the producer
+    the consumer pauses, proxying to the response transport
+    (``TransportProxyProducer``) and remembering the pause, because
+    ``Response.deliverBody`` resumes the transport right after
+    ``connectionMade`` and would silently undo a pause made there."""
 
     def __init__(
         self,
@@ -303,9 +306,33 @@ class _StreamProtocol(TwistedProtocol):
         self.received = 0
         self.stopped = False
         self.finished = False
+        self.paused = False
 
     def connectionMade(self) -> None:
-        self._consumer.registerProducer(cast(PushProducer, self.transport), True)
+        self._consumer.registerProducer(self, True)
+
+    def _transport(self) -> PushProducer | None:
+        return cast(PushProducer | None, self.transport)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        transport = self._transport()
+        if transport is not None and not self.finished:
+            transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        transport = self._transport()
+        if transport is not None and not self.finished:
+            transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.stop()
+
+    def reapply_pause(self) -> None:
+        """Called after ``deliverBody`` returns: re-pause if the consumer asked to."""
+        if self.paused:
+            self.pauseProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.stopped:
@@ -319,8 +346,9 @@ class _StreamProtocol(TwistedProtocol):
         if self.stopped or self.finished:
             return
         self.stopped = True
-        if self.transport is not None:
-            cast(PushProducer, self.transport).stopProducing()
+        transport = self._transport()
+        if transport is not None:
+            transport.stopProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.finished:
@@ -371,8 +399,10 @@ class S3Stream:
         if self._protocol is not None:
             raise RuntimeError("body already delivered or cancelled")
         done: Deferred[None] = Deferred()
-        self._protocol = _StreamProtocol(consumer, done, self._expected(), self._backend)
-        self._response.deliverBody(self._protocol)
+        protocol = _StreamProtocol(consumer, done, self._expected(), self._backend)
+        self._protocol = protocol
+        self._response.deliverBody(protocol)
+        protocol.reapply_pause()
         return done
 
     def cancel(self) -> None:

@@ -21,6 +21,7 @@ from botocore.config import Config
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import Agent
 from twisted.web.resource import Resource
@@ -143,6 +144,32 @@ async def test_large_body_streams_with_backpressure(backend: S3Backend) -> None:
     sink = Sink(pause=0.02)
     await stream.deliver(sink)
     assert sink.pauses == 5
+    assert (sink.size, sink.md5.hexdigest()) == (len(data), hashlib.md5(data).hexdigest())
+
+
+class _PausedFromTheStart(Sink):
+    """Pauses the backend as soon as it is registered (a client already full)."""
+
+    def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
+        super().registerProducer(producer, streaming)
+        producer.pauseProducing()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pause_at_registration_holds_until_resumed(backend: S3Backend) -> None:
+    """Twisted's deliverBody resumes the transport after connectionMade; the
+    stream must re-apply a pause made there.  Bytes that arrived with the
+    headers may still be handed over (one socket read), nothing more."""
+    data = os.urandom(4 * MiB)
+    await put_bytes(backend, "paused", data)
+    stream = await backend.get_object("paused")
+    sink = _PausedFromTheStart()
+    done = stream.deliver(sink)
+    await deferLater(reactor, 0.3, lambda: None)
+    assert sink.size <= 256 * 1024
+    assert sink.producer is not None
+    sink.producer.resumeProducing()
+    await done
     assert (sink.size, sink.md5.hexdigest()) == (len(data), hashlib.md5(data).hexdigest())
 
 
