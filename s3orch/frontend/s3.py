@@ -681,11 +681,14 @@ class S3Frontend(Resource):
         if byte_range is not None:
             start, end = byte_range
             wanted = end - start + 1
-            if stream.status == 206 and stream.content_range is not None and stream.content_range[0] == start:
-                limit = wanted
+            sent = stream.content_range
+            if sent is not None and sent[0] == start:
+                limit = wanted  # the backend sent our range (some say 200 while doing so)
+            elif sent is None and stream.length in (None, record.size):
+                skip, limit = start, wanted  # it ignored the Range: cut it ourselves
             else:
-                # The backend ignored the Range (quirk): cut it ourselves.
-                skip, limit = start, wanted
+                stream.cancel()
+                raise errors.ServiceUnavailable("The storage backend answered a different byte range.")
             request.setResponseCode(206)
             request.setHeader("content-range", content_range(start, end, record.size))
             request.setHeader("content-length", str(wanted))

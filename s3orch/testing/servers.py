@@ -308,6 +308,48 @@ class MotoServer(ServerProcess):
             raise ServerError(f"moto reset answered {status}")
 
 
+class RcloneServer(ServerProcess):
+    """``rclone serve s3`` over a directory: a deliberately quirky backend.
+
+    It answers ranged GETs with 200 and the whole object, capitalises user
+    metadata names and keeps metadata only in memory: the gateway must hide
+    all of that from its clients.  Buckets are sub-directories of ``data_dir``.
+    """
+
+    region = "us-east-1"
+
+    def __init__(self, data_dir: Path, access_key: str, secret_key: str, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.port = port or free_port()
+        self._fixed_port = port is not None
+        super().__init__(self.data_dir / "rclone.log")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [
+            _venv_tool("rclone"), "serve", "s3", "--config", "/dev/null",
+            "--addr", f"127.0.0.1:{self.port}",
+            "--auth-key", f"{self.access_key},{self.secret_key}",
+            str(self.data_dir),
+        ]
+
+    def _choose_ports(self) -> None:
+        if not self._fixed_port:
+            self.port = free_port()
+
+    def _ready(self) -> bool:
+        return _http_status(self.port, path="/") is not None
+
+    def make_bucket(self, name: str) -> None:
+        (self.data_dir / name).mkdir(exist_ok=True)
+
+
 class WeedServer(ServerProcess):
     """SeaweedFS ``weed mini`` with its own ports and data directory.
 
