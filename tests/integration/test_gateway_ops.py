@@ -1,0 +1,64 @@
+"""Addressing styles and the operational surface of a running gateway."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+from s3orch.s3 import sigv4
+from s3orch.testing.configs import GatewayConfig
+from tests.conftest import PHOTOS, s3_client
+
+
+def _signed(gw_port: int, method: str, host: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    url = f"http://{host}{path}"
+    import hashlib
+
+    headers = sigv4.sign_headers(method, url, {}, hashlib.sha256(body).hexdigest(), PHOTOS.access_key,
+                                 PHOTOS.secret_key, "us-east-1", time.time())
+    conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=10)
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    conn.putheader("Host", host)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body)
+    resp = conn.getresponse()
+    out = resp.status, resp.read()
+    conn.close()
+    return out
+
+
+def test_virtual_hosted_style_when_suffix_is_set(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20),
+                                     extra_server={"virtual_host_suffix": "s3.example.test"}))
+    host = f"photos.s3.example.test:{gw.port}"
+    assert _signed(gw.port, "PUT", host, "/v/key.txt", b"vhost")[0] == 200
+    assert _signed(gw.port, "GET", host, "/v/key.txt") == (200, b"vhost")
+    # The same object, path-style.
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    assert s3.get_object(Bucket="photos", Key="v/key.txt")["Body"].read() == b"vhost"
+    # Another bucket's virtual host is refused for these credentials.
+    status, body = _signed(gw.port, "GET", f"documents.s3.example.test:{gw.port}", "/v/key.txt")
+    assert status == 403 and b"AccessDenied" in body
+
+
+def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20)))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="log-me", Body=b"x")
+    s3.get_object(Bucket="photos", Key="log-me")["Body"].read()
+    time.sleep(0.2)  # let the subprocess flush its last line (this is a real process)
+    records = [json.loads(line) for line in gw.log_text().splitlines() if line.strip()]
+    assert records and all("component" in r and "level" in r and "time" in r for r in records)
+    audits = [r for r in records if r.get("audit")]
+    puts = [r for r in audits if r["event"] == "s3.PutObject"]
+    assert len(puts) == 1
+    put = puts[0]
+    assert put["bucket"] == "photos" and put["key"] == "log-me" and put["status"] == 200
+    assert put["access_key"] == PHOTOS.access_key and put["request_id"] and put["duration"] >= 0
+    assert any(r["event"] == "storage.PutObject" and r["request_id"] == put["request_id"] for r in audits)
+    text = gw.log_text()
+    assert PHOTOS.secret_key not in text and "Signature=" not in text
