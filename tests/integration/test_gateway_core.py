@@ -349,3 +349,53 @@ def test_health_metrics_and_audit_log(photos) -> None:  # type: ignore[no-untype
     log = gw.log_text()
     assert '"event":"s3.PutObject"' in log
     assert PHOTOS.secret_key not in log
+
+
+def test_backend_max_object_size_skips_to_the_next_backend(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    backends = moto_backends(2, quota=1024 * 1024)
+    backends[0].max_object_size = 2 * KiB
+    gw = start_gateway(GatewayConfig(backends=backends))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="small", Body=b"s" * KiB)
+    s3.put_object(Bucket="photos", Key="large", Body=b"l" * (4 * KiB))
+    assert [k.split("@")[0] for k, _ in backend_keys(backends[0])] == ["photos/small"]
+    assert [k.split("@")[0] for k, _ in backend_keys(backends[1])] == ["photos/large"]
+
+
+def test_single_unlimited_backend_takes_anything(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    backends = moto_backends(1, quota=0)
+    gw = start_gateway(GatewayConfig(backends=backends))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="big", Body=b"u" * (2 * 1024 * 1024))
+    row = quota_rows(gw)[backends[0].name]
+    assert (row["limit"], row["used"]) == (0, 2 * 1024 * 1024)
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_large_bodies_stream_without_growing_memory(start_gateway, moto_backends, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from boto3.s3.transfer import TransferConfig
+
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 30)))
+    assert gw.proc is not None
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="warm", Body=b"w" * 1024)
+    s3.get_object(Bucket="photos", Key="warm")["Body"].read()
+    before = _peak_rss_kib(gw.proc.pid)
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as out:
+        for _ in range(96):
+            out.write(os.urandom(1024 * 1024))
+    single = TransferConfig(multipart_threshold=1 << 30)
+    s3.upload_file(str(src), "photos", "big.bin", Config=single)
+    dst = tmp_path / "big.out"
+    s3.download_file("photos", "big.bin", str(dst), Config=single)
+    assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+    growth_mib = (_peak_rss_kib(gw.proc.pid) - before) / 1024
+    assert growth_mib < 40, f"gateway peak RSS grew by {growth_mib:.0f} MiB for a 96 MiB object"
