@@ -2,11 +2,15 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 
 setup(
+    # twisted/plugins has no __init__.py (it must not: it is Twisted's namespace),
+    # so find: cannot see it; list it by hand so the plugin ships in wheels and the .deb.
+    packages=find_packages(include=["s3orch", "s3orch.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["s3orch_plugin.py"]},
     data_files=[
         (f"share/s3orch/sql/{engine.name}", [str(p.relative_to(ROOT)) for p in sorted(engine.glob("*.sql"))])
         for engine in sorted((ROOT / "sql").iterdir())
