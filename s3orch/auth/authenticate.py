@@ -1,8 +1,9 @@
 """Authenticate an S3 request and bind it to its bucket.
 
 Order (as the original): SigV4 ``Authorization`` header, SigV4 presigned
-query, legacy ``X-Proxy-Token``; anything else is refused.  A failed
-authentication happens before any backend call or metadata change (I7).
+query, SigV2 ``Authorization: AWS`` header, SigV2 presigned query, legacy
+``X-Proxy-Token``; anything else is refused.  A failed authentication happens
+before any backend call or metadata change (I7).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from s3orch.auth import sigv2
 from s3orch.auth.registry import CredentialRegistry, Principal
 from s3orch.s3 import errors, sigv4
 
@@ -17,7 +19,7 @@ from s3orch.s3 import errors, sigv4
 @dataclass(frozen=True)
 class AuthOutcome:
     principal: Principal
-    #: SigV4 details (signing key, seed signature, payload hash claim); None for tokens.
+    #: SigV4 details (signing key, seed signature, payload hash claim); None for SigV2 and tokens.
     sigv4: sigv4.AuthResult | None
 
 
@@ -33,16 +35,45 @@ def authenticate(
     query: Sequence[tuple[str, str]],
     headers: Mapping[str, Sequence[str]],
     now: float,
+    *,
+    allow_sigv2: bool = True,
+    bucket_from_host: str | None = None,
 ) -> AuthOutcome:
-    """Return who is calling, or raise the S3 error AWS would answer."""
+    """Return who is calling, or raise the S3 error AWS would answer.
+
+    ``bucket_from_host`` is the bucket named by a virtual-hosted-style Host
+    header (None for path-style): SigV2 signs it as part of the resource.
+    """
     authorization = _first(headers, "authorization")
     query_names = {name for name, _ in query}
+    v2_query = sigv2.is_v2_presigned(query)
+    mechanisms = [authorization is not None, "X-Amz-Algorithm" in query_names, v2_query]
+    if sum(mechanisms) > 1:
+        raise errors.InvalidArgument(
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+            "Signature query string parameter or the Authorization header should be specified",
+            ArgumentName="Authorization",
+        )
     if authorization is not None and authorization.startswith("AWS4-HMAC-SHA256"):
         presigned = False
     elif authorization is None and "X-Amz-Algorithm" in query_names:
         presigned = True
-    elif authorization is not None and authorization.startswith("AWS "):
-        raise errors.AccessDenied("Signature Version 2 is not supported by this gateway.")
+    elif (authorization is not None and sigv2.is_v2_authorization(authorization)) or (
+        authorization is None and v2_query
+    ):
+        if not allow_sigv2:
+            raise errors.AccessDenied("Signature Version 2 is disabled")
+        v2 = sigv2.authenticate(
+            method, raw_path, query, headers, registry.secret_for, now,
+            bucket_from_host=bucket_from_host,
+        )
+        v2_bucket = registry.bucket_for(v2.access_key)
+        if v2_bucket is None:  # the key vanished between lookups (reload): refuse
+            raise errors.InvalidAccessKeyId()
+        return AuthOutcome(
+            Principal(v2_bucket, v2.access_key, "sigv2-presigned" if v2.presigned else "sigv2"),
+            None,
+        )
     elif authorization is not None:
         raise errors.AuthorizationHeaderMalformed("Unsupported authorization type.")
     else:

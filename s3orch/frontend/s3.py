@@ -42,7 +42,7 @@ from s3orch.observe.metrics import (
     RESPONSE_SIZE,
 )
 from s3orch.s3 import errors, sigv4, xml
-from s3orch.s3.addressing import Address, parse_address
+from s3orch.s3.addressing import Address, parse_address, virtual_bucket
 from s3orch.s3.checksums import parse_checksum_headers
 from s3orch.s3.chunked import AwsChunkedDecoder
 from s3orch.s3.conditions import (
@@ -245,7 +245,16 @@ class S3Frontend(Resource):
         )
         state.operation = resolve_operation(state.method, state.address, state.query, headers)
         outcome = authenticate(
-            self.registry, state.method, state.raw_path, state.query, headers, time.time()
+            self.registry,
+            state.method,
+            state.raw_path,
+            state.query,
+            headers,
+            time.time(),
+            allow_sigv2=bool(getattr(self._server, "allow_sigv2", True)),
+            bucket_from_host=virtual_bucket(
+                _first(headers, "host"), getattr(self._server, "virtual_host_suffix", "")
+            ),
         )
         state.principal = outcome.principal
         state.auth = outcome.sigv4

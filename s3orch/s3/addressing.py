@@ -57,7 +57,7 @@ def _host_name(host: str) -> str:
     return name.rstrip(".")
 
 
-def _virtual_bucket(host: str | None, suffix: str) -> str | None:
+def virtual_bucket(host: str | None, suffix: str) -> str | None:
     """The bucket a virtual-hosted-style Host names, or None for path-style."""
     if not host or not suffix:
         return None
@@ -90,7 +90,7 @@ def parse_address(
     if not path.startswith(b"/"):
         raise InvalidURI()
 
-    bucket = _virtual_bucket(host, virtual_host_suffix)
+    bucket = virtual_bucket(host, virtual_host_suffix)
     if bucket is not None:
         rest = path[1:]
         return Address(bucket, _checked_key(_unquote(rest)) if rest else None)

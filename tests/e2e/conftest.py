@@ -52,7 +52,4 @@ def client_env(gateway: GatewayProcess, tmp_path: Path) -> dict[str, str]:
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "aws-credentials"),
         HOME=str(tmp_path),
     )
-    # SigV2 presigning (the AWS CLI default) arrives with the "every client" issue;
-    # until then the CLI presigns with SigV4.
-    (tmp_path / "aws-config").write_text("[default]\ns3 =\n    signature_version = s3v4\n")
     return env

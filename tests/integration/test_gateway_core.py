@@ -320,10 +320,14 @@ def test_delete_objects_batch_and_quiet(photos) -> None:  # type: ignore[no-unty
 def test_presigned_get_and_request_ids(photos) -> None:  # type: ignore[no-untyped-def]
     gw, backends, s3 = photos
     s3.put_object(Bucket="photos", Key="p.txt", Body=b"presigned")
-    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key, signature_version="s3v4")
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "p.txt"}, ExpiresIn=60)
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        assert resp.read() == b"presigned"
+    # boto3's default presigner (SigV2 query parameters) and an explicit SigV4 one.
+    for version in (None, "s3v4"):
+        extra = {"signature_version": version} if version else {}
+        signer = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key, **extra)
+        url = signer.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "p.txt"}, ExpiresIn=60)
+        assert ("X-Amz-Signature" in url) == (version == "s3v4")
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.read() == b"presigned"
     req = urllib.request.Request(gw.endpoint + "/photos/p.txt", headers={"X-Request-Id": "my-trace-123"})
     try:
         urllib.request.urlopen(req, timeout=10)
