@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from s3orch.auth.authenticate import authenticate
 from s3orch.auth.registry import CredentialRegistry, Principal
+from s3orch.core.multipart import MultipartService, part_range
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.http.body import BodyInfo, RequestBody, parse_content_md5
 from s3orch.http.relay import relay_body
@@ -118,6 +119,7 @@ class RequestState:
     body: RequestBody | None = None
     error: errors.S3Error | None = None
     bytes_out: int = 0
+    accounted: bool = False
 
     @property
     def op_name(self) -> str:
@@ -167,6 +169,7 @@ class S3Frontend(Resource):
         objects: ObjectService,
         clock: IReactorTime,
         reserved_prefixes: Sequence[bytes] = (b"/health", b"/metrics", b"/admin", b"/ui"),
+        multipart: MultipartService | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -196,6 +199,10 @@ class S3Frontend(Resource):
         }
         for name, (code, status, message) in NOT_CONFIGURED.items():
             self._handlers[name] = self._not_configured(code, status, message)
+        if multipart is not None:
+            from s3orch.frontend.multipart import MultipartHandlers  # it builds on this module
+
+            self._handlers.update(MultipartHandlers(self, multipart).table())
 
     # -- early phase (headers only) -------------------------------------------
 
@@ -319,6 +326,8 @@ class S3Frontend(Resource):
             raise errors.EntityTooLarge(
                 MaxSizeAllowed=str(max_size), ProposedSize=str(declared)
             )
+        if op == "CompleteMultipartUpload" and declared is not None and declared > max_size:
+            raise errors.MalformedXML()  # AWS: an oversized part list is malformed, unread
         trailer = _first(headers, "x-amz-trailer")
         trailer_checksum = None
         if trailer:
@@ -344,6 +353,8 @@ class S3Frontend(Resource):
         try:
             state.body.feed(data)
         except errors.S3Error as exc:
+            if exc.code == "EntityTooLarge" and state.op_name == "CompleteMultipartUpload":
+                exc = errors.MalformedXML()
             state.error = exc
             if exc.code == "SignatureDoesNotMatch":
                 AUTH_STREAMING_REJECTIONS.labels("chunk_signature").inc()
@@ -401,7 +412,17 @@ class S3Frontend(Resource):
                 body.close()
             self._finish_accounting(state, request.code, request)
 
+    def abandoned(self, request: S3Request) -> None:
+        """The client went away before its answer: free the spool, count it once (499)."""
+        state: RequestState = request.s3
+        if state.body is not None:
+            state.body.discard()
+        self._finish_accounting(state, 499, request)
+
     def _finish_accounting(self, state: RequestState, status: int, request: Any = None) -> None:
+        if state.accounted:
+            return
+        state.accounted = True
         duration = max(0.0, self.clock.seconds() - state.started)
         INFLIGHT.labels(state.method).dec()
         REQUESTS.labels(state.method, str(status)).inc()
@@ -417,7 +438,7 @@ class S3Frontend(Resource):
         remote = None
         if request is not None:
             peer = request.getClientAddress()
-            remote = getattr(peer, "host", None)
+            remote = getattr(peer, "host", None) if peer is not None else None
         audit(
             event,
             request_id=state.request_id,
@@ -436,7 +457,7 @@ class S3Frontend(Resource):
     def _send_error(self, request: S3Request, state: RequestState, exc: errors.S3Error) -> None:
         if state.error is None:
             state.error = exc
-        if request.finished or getattr(request, "_disconnected", False):
+        if _gone(request):
             return
         if request.startedWriting:
             # Headers already went out: the only honest signal left is an abort.
@@ -451,27 +472,31 @@ class S3Frontend(Resource):
             request.responseHeaders.removeHeader("content-type")
             if exc.status != 304:
                 request.setHeader("content-length", "0")
-            request.finish()
+            _finish(request)
             return
         payload = exc.to_xml(state.request_id, state.raw_path.decode("utf-8", "replace"))
         request.setHeader("content-type", "application/xml")
         request.setHeader("content-length", str(len(payload)))
         request.write(payload)
-        request.finish()
+        _finish(request)
 
     def _send_xml(self, request: S3Request, state: RequestState, payload: bytes, status: int = 200) -> None:
+        if _gone(request):
+            return
         request.setResponseCode(status)
         request.setHeader("content-type", "application/xml")
         request.setHeader("content-length", str(len(payload)))
         request.write(payload)
         state.bytes_out += len(payload)
-        request.finish()
+        _finish(request)
 
     def _send_empty(self, request: S3Request, status: int = 200) -> None:
+        if _gone(request):
+            return
         request.setResponseCode(status)
         if status != 204:
             request.setHeader("content-length", "0")
-        request.finish()
+        _finish(request)
 
     # -- service and bucket level ---------------------------------------------
 
@@ -655,7 +680,7 @@ class S3Frontend(Resource):
         assert state.address is not None and state.address.bucket and state.address.key is not None
         record = await self.objects.head(state.address.bucket, state.address.key)
         check_read_conditions(state.headers, record.etag, record.last_modified)
-        byte_range = parse_range(_first(state.headers, "range"), record.size)
+        byte_range = self._read_range(state, record)
         self._object_headers(request, state, record)
         self._checksum_header(request, state, record, byte_range)
         if byte_range is not None:
@@ -665,7 +690,16 @@ class S3Frontend(Resource):
             request.setHeader("content-length", str(end - start + 1))
         else:
             request.setHeader("content-length", str(record.size))
-        request.finish()
+        _finish(request)
+
+    def _read_range(self, state: RequestState, record: ObjectRecord) -> tuple[int, int] | None:
+        """The bytes a GET/HEAD serves: a Range, or one part with ``?partNumber=N``."""
+        part_number = _query_get(state.query, "partNumber")
+        if part_number is None:
+            return parse_range(_first(state.headers, "range"), record.size)
+        if _first(state.headers, "range") is not None:
+            raise errors.InvalidRequest("Cannot specify both Range header and partNumber query parameter")
+        return part_range(record, part_number)
 
     def _checksum_header(
         self, request: S3Request, state: RequestState, record: ObjectRecord, byte_range: tuple[int, int] | None
@@ -678,12 +712,12 @@ class S3Frontend(Resource):
         assert state.address is not None and state.address.bucket and state.address.key is not None
         record = await self.objects.head(state.address.bucket, state.address.key)
         check_read_conditions(state.headers, record.etag, record.last_modified)
-        byte_range = parse_range(_first(state.headers, "range"), record.size)
+        byte_range = self._read_range(state, record)
         if record.size == 0:
             self._object_headers(request, state, record)
             self._checksum_header(request, state, record, None)
             request.setHeader("content-length", "0")
-            request.finish()
+            _finish(request)
             return
         stream, _ = await self.objects.open(record, byte_range)
         skip, limit = 0, None
@@ -719,6 +753,16 @@ class S3Frontend(Resource):
         deleted = [o.key for o in outcomes if o.error is None]
         failed = [(o.key, o.error[0], o.error[1]) for o in outcomes if o.error is not None]
         self._send_xml(request, state, xml.delete_result(deleted, failed, quiet))
+
+
+def _gone(request: S3Request) -> bool:
+    """True when the client disconnected or the answer was already sent."""
+    return bool(request.finished or getattr(request, "_disconnected", False))
+
+
+def _finish(request: S3Request) -> None:
+    if not _gone(request):
+        request.finish()
 
 
 def _path_of(uri: bytes) -> bytes:

@@ -88,10 +88,11 @@ class RequestBody:
         )
         self.received = 0
         self.failed: errors.S3Error | None = None
+        self.discarded = False
 
     def feed(self, data: bytes) -> None:
         """Take raw (wire) bytes; raise an S3Error when the body must be refused."""
-        if self.failed is not None:
+        if self.failed is not None or self.discarded:
             return
         try:
             if self._decoder is not None:
@@ -159,7 +160,8 @@ class RequestBody:
             raise
 
     def discard(self) -> None:
-        """Drop spooled bytes (refused body)."""
+        """Drop spooled bytes (refused body, or the client went away)."""
+        self.discarded = True
         try:
             self._spool.close()
         except OSError:

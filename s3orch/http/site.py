@@ -48,6 +48,9 @@ class EarlyHandler(Protocol):
     def feed(self, request: S3Request, data: bytes) -> None:
         """A chunk of the body arrived; may raise RejectedEarly."""
 
+    def abandoned(self, request: S3Request) -> None:
+        """The connection closed before the request was answered."""
+
 
 class S3ResponseHeaders(Headers):
     """Emit ``x-amz-*`` names in lower case, as S3 does.
@@ -100,6 +103,13 @@ class S3Request(server.Request):
         if self.rejected:
             return
         super().process()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.s3 is not None and not self.rejected:
+            site: Any = getattr(self.channel, "site", None)
+            if site is not None and site.early_handler is not None:
+                site.early_handler.abandoned(self)
+        super().connectionLost(reason)
 
 
 class S3Channel(http.HTTPChannel):

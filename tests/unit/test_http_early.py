@@ -104,3 +104,25 @@ def test_good_request_gets_100_continue_and_body_is_hashed_as_it_arrives() -> No
     assert request.s3.body.received == 5  # spooled and counted before the body ends
     assert not transport.disconnecting
     assert request.s3.body.declared_length == 10
+
+
+def test_client_gone_mid_body_frees_the_spool_and_is_counted_once() -> None:
+    from twisted.internet.error import ConnectionLost
+    from twisted.python.failure import Failure
+
+    from s3orch.observe.metrics import REGISTRY
+
+    def count(status: str) -> float:
+        value = REGISTRY.get_sample_value("s3o_requests_total", {"method": "PUT", "status_code": status})
+        return value or 0.0
+
+    before = count("499")
+    protocol, transport = _connect()
+    protocol.dataReceived(_signed_headers("/photos/k", 10))  # type: ignore[attr-defined]
+    request = protocol.requests[-1]  # type: ignore[attr-defined]
+    protocol.dataReceived(b"0123")  # type: ignore[attr-defined]
+    protocol.connectionLost(Failure(ConnectionLost()))  # type: ignore[attr-defined]
+    assert count("499") == before + 1
+    assert request.s3.body._spool.closed  # nothing left on disk or in memory
+    request.s3.body.feed(b"late")  # a late byte after the loss is ignored, not spooled
+    assert request.s3.accounted
