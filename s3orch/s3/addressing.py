@@ -75,6 +75,9 @@ def _checked_key(key: str) -> str:
     size = len(key.encode("utf-8"))
     if size > MAX_KEY_BYTES:
         raise KeyTooLongError(Size=str(size), MaxSizeAllowed=str(MAX_KEY_BYTES))
+    if "\x00" in key:
+        # PostgreSQL TEXT cannot hold NUL; refuse it on every engine alike.
+        raise InvalidURI("Object keys may not contain the NUL character.")
     return key
 
 

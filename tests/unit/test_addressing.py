@@ -106,7 +106,7 @@ def test_without_suffix_a_bucket_looking_host_is_path_style() -> None:
     assert parse_address("b." + SUFFIX, b"/x/k") == Address("x", "k")
 
 
-key_text = st.text(st.characters(codec="utf-8"), min_size=1, max_size=300).filter(
+key_text = st.text(st.characters(codec="utf-8", blacklist_characters="\x00"), min_size=1, max_size=300).filter(
     lambda k: len(k.encode()) <= MAX_KEY_BYTES
 )
 
@@ -132,3 +132,8 @@ def test_arbitrary_paths_only_raise_s3_errors(tail: bytes) -> None:
         assert exc.status == 400
     else:
         assert address.key is None or len(address.key.encode()) <= MAX_KEY_BYTES
+
+
+def test_nul_in_key_is_refused() -> None:
+    with pytest.raises(InvalidURI):
+        parse_address(None, b"/b/a%00b")
