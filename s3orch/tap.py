@@ -5,7 +5,10 @@ This is the only module that imports the global reactor.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+import uuid
 from typing import Any
 
 from twisted.application import internet
@@ -15,6 +18,7 @@ from twisted.python import usage
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.s3 import S3Backend
 from s3orch.config import ConfigError, load_config
+from s3orch.core.multipart import MultipartService
 from s3orch.core.objects import ObjectService
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -23,7 +27,9 @@ from s3orch.http.site import S3Site
 from s3orch.observe.logging import LogSettings
 from s3orch.service import GatewayService
 from s3orch.store import open_store
+from s3orch.store.locks import open_worker_locks
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
+from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 
 
@@ -40,10 +46,32 @@ def parse_listen_addr(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def instance_id() -> str:
+    """This process among the instances sharing a database (cleanup claims record it)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` once the reactor has shut down.
+
+    twistd always exits 0 after ``reactor.stop()``; a gateway that could not start
+    must exit non-zero so systemd (or an operator's script) sees the failure.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def build(config: Any, reactor: Any) -> GatewayService:
     """Wire a gateway from a loaded config (used by twistd and by tests)."""
     settings = LogSettings(config.server.log_level, config.server.log_format)
     store = open_store(config.database, reactor)
+    # One lock per background worker, shared by every instance on the database
+    # (a process mutex on SQLite); closed after the workers have stopped.
+    worker_locks = open_worker_locks(config.database, reactor)
     backends = {
         b.name: S3Backend(b, reactor=reactor, timeout=config.server.backend_timeout)
         for b in config.backends
@@ -56,8 +84,15 @@ def build(config: Any, reactor: Any) -> GatewayService:
         clock=reactor,
         delete_concurrency=config.server.delete_concurrency,
     )
+    multipart = MultipartService(
+        objects=objects,
+        bucket_limits={b.name: b.max_multipart_uploads for b in config.buckets},
+        clock=reactor,
+        stale_timeout=config.cleanup_queue.multipart_stale_timeout,
+        spool_dir=config.server.spool_dir or None,
+    )
     registry = CredentialRegistry(config.buckets)
-    s3 = S3Frontend(config=config, registry=registry, objects=objects, clock=reactor)
+    s3 = S3Frontend(config=config, registry=registry, objects=objects, clock=reactor, multipart=multipart)
     holder: dict[str, GatewayService] = {}
     ops = OpsApp(
         is_ready=lambda: holder["service"].ready,
@@ -68,7 +103,15 @@ def build(config: Any, reactor: Any) -> GatewayService:
     interface, port = parse_listen_addr(config.server.listen_addr)
     listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
     workers: list[IService] = [
-        CleanupQueueWorker(objects, reactor),
+        CleanupQueueWorker(
+            objects,
+            reactor,
+            owner=instance_id(),
+            claim_grace=config.cleanup_queue.claim_grace_period,
+            locks=worker_locks,
+        ),
+        MultipartGCWorker(multipart, reactor, locks=worker_locks),
+        # Every instance refreshes its own gauges (read-only): no worker lock.
         QuotaMetricsWorker(store, reactor, interval=config.usage_flush.interval),
     ]
 
@@ -78,15 +121,18 @@ def build(config: Any, reactor: Any) -> GatewayService:
             await backend.close()
 
     def fail_start() -> None:
-        if reactor.running:
-            reactor.stop()
+        if not reactor.running:  # failed before twistd started the reactor
+            reactor.callWhenRunning(fail_start)
+            return
+        reactor.addSystemEventTrigger("after", "shutdown", _exit_now, 1)
+        reactor.stop()
 
     service = GatewayService(
         store=store,
         quota_limits={b.name: b.quota_bytes for b in config.backends},
         workers=workers,
         listeners=[listener],
-        closers=[close_backends],
+        closers=[close_backends, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
     )

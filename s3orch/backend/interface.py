@@ -10,7 +10,7 @@ the client (try another copy, 503, ...).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Protocol
 
 from twisted.internet.defer import Deferred
@@ -195,6 +195,59 @@ class ObjectBackend(Protocol):
     ) -> tuple[list[tuple[str, int]], str | None]:
         """One page of ``(key, size)`` under ``prefix`` plus the next page's
         token (None on the last page); used by the reconciler."""
+        ...
+
+    # -- native multipart uploads: the parts go straight to their final place --------
+
+    async def create_multipart_upload(self, storage_key: str) -> str:
+        """Start a multipart upload of ``storage_key``; return the backend's upload id."""
+        ...
+
+    async def upload_part(
+        self,
+        storage_key: str,
+        upload_id: str,
+        part_number: int,
+        body: BinaryIO,
+        length: int,
+        *,
+        content_md5_b64: str | None = None,
+        sha256_hex: str | None = None,
+    ) -> str:
+        """Upload ``length`` bytes from the start of ``body`` as one part; return its ETag.
+
+        A vanished upload raises BackendError with code ``NoSuchUpload``.
+        """
+        ...
+
+    async def upload_part_copy(
+        self,
+        storage_key: str,
+        upload_id: str,
+        part_number: int,
+        source_key: str,
+        byte_range: tuple[int, int] | None = None,
+    ) -> str:
+        """Server-side copy of ``source_key`` (or its inclusive range) into a part; return its ETag."""
+        ...
+
+    async def complete_multipart_upload(
+        self, storage_key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> str:
+        """Assemble the listed ``(part number, backend ETag)`` parts; return the object's ETag.
+
+        Parts not listed are discarded by the backend.  Errors keep the backend's
+        code (``InvalidPart``, ``EntityTooSmall``, ``NoSuchUpload`` ...).
+        """
+        ...
+
+    async def abort_multipart_upload(self, storage_key: str, upload_id: str) -> None:
+        """Abort and drop every part; an upload already gone counts as success."""
+        ...
+
+    async def list_multipart_uploads(self, prefix: str) -> list[tuple[str, str]]:
+        """``(key, upload id)`` of the backend's open uploads under ``prefix`` (up to 1000):
+        how the stale-upload cleanup finds an upload whose id was never recorded."""
         ...
 
     async def close(self) -> None:

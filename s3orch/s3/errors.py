@@ -130,6 +130,9 @@ InvalidPart = _error(
 InvalidPartOrder = _error(
     "InvalidPartOrder", 400, "The list of parts was not in ascending order."
 )
+InvalidPartNumber = _error(
+    "InvalidPartNumber", 416, "The requested partnumber is not satisfiable"
+)
 MethodNotAllowed = _error(
     "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
 )
@@ -161,3 +164,4 @@ InvalidObjectState = _error(
 )
 InvalidURI = _error("InvalidURI", 400, "Couldn't parse the specified URI.")
 InvalidTag = _error("InvalidTag", 400, "The tag provided was not a valid tag.")
+UnexpectedContent = _error("UnexpectedContent", 400, "This request does not support content.")

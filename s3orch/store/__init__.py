@@ -10,13 +10,50 @@ from s3orch.store.interface import MetadataStore
 
 
 class DatabaseSection(Protocol):
-    """What :func:`open_store` reads from the ``database`` config section."""
+    """What :func:`open_store` reads from the ``database`` config section.
+
+    ``path`` is SQLite's; the rest are PostgreSQL's (see
+    :class:`s3orch.store.postgres.PostgresSection`).
+    """
 
     @property
     def driver(self) -> str: ...
 
     @property
     def path(self) -> str: ...
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def password(self) -> str: ...
+
+    @property
+    def ssl_mode(self) -> str: ...
+
+    @property
+    def dsn(self) -> str: ...
+
+    @property
+    def min_conns(self) -> int: ...
+
+    @property
+    def max_conns(self) -> int: ...
+
+    @property
+    def max_conn_lifetime(self) -> float: ...
+
+    @property
+    def statement_timeout(self) -> float: ...
 
 
 class UnsupportedDriver(Exception):
@@ -30,7 +67,9 @@ def open_store(config: DatabaseSection, reactor: IReactorCore) -> MetadataStore:
 
         return SQLiteStore(config.path, reactor)
     if config.driver == "postgres":
-        raise UnsupportedDriver(
-            "database.driver 'postgres' is not supported by this s3orch yet; use 'sqlite'"
-        )
-    raise UnsupportedDriver(f"unknown database.driver {config.driver!r} (expected 'sqlite')")
+        from s3orch.store.postgres import PostgresSettings, PostgresStore
+
+        return PostgresStore(PostgresSettings.from_config(config), reactor)
+    raise UnsupportedDriver(
+        f"unknown database.driver {config.driver!r} (expected 'sqlite' or 'postgres')"
+    )

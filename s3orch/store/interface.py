@@ -124,6 +124,24 @@ class CleanupItem:
     attempts: int = 0
 
 
+class StoreError(Exception):
+    """The database cannot be used as configured (wrong path, server, version or schema).
+
+    Its message is written for the operator; a gateway that meets one at start-up
+    refuses to start.
+    """
+
+
+class StoreUnavailable(Exception):
+    """The database did not answer (down, restarting, connection lost, locked or out of
+    disk) after the engine's own retries; the work may be tried again later.
+
+    The front door answers 503 ServiceUnavailable with ``Retry-After``, never 500.
+    Every engine raises this, and only this, for such failures (the driver's
+    exception is its ``__cause__``).
+    """
+
+
 class PreconditionConflict(Exception):
     """``commit_object(if_none_match=True)`` found the key already present."""
 
@@ -142,6 +160,97 @@ class IntentNotFound(Exception):
         super().__init__(write_id)
         self.write_id = write_id
         self.cleanup = cleanup
+
+
+#: Multipart upload states (see sql/sqlite/0002_native_multipart.sql for the life cycle).
+UPLOAD_CREATING = "creating"
+UPLOAD_OPEN = "open"
+UPLOAD_COMPLETING = "completing"
+UPLOAD_COMPLETED = "completed"
+UPLOAD_ABORTING = "aborting"
+UPLOAD_ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """A backend-native multipart upload as the store keeps it.
+
+    ``upload_id`` is ours (never the backend's) and doubles as the write id of
+    the object the upload becomes, so ``storage_key`` (fixed at Create) is a
+    per-write key and Complete never overwrites committed bytes.
+    """
+
+    upload_id: str
+    bucket: str
+    key: str
+    backend: str
+    storage_key: str
+    initiated: float  # created_at, epoch seconds
+    state: str = UPLOAD_CREATING
+    backend_upload_id: str | None = None
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None
+    updated_at: float = 0.0
+    #: Part numbers sent to the backend by the Complete in progress (state completing).
+    complete_parts: tuple[int, ...] | None = None
+    etag: str | None = None  # the object's ETag once completed
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One committed part: ``etag`` is the MD5 of its bytes, ``backend_etag`` the backend's."""
+
+    part_number: int
+    etag: str
+    size: int
+    last_modified: float
+    backend_etag: str
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadListPage:
+    """A page of ListMultipartUploads (open uploads only)."""
+
+    uploads: tuple[MultipartUpload, ...]
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_upload_id_marker: str | None
+
+
+class UploadNotFound(Exception):
+    """No upload with that id in that bucket and key, or not in a state allowing the call.
+
+    Callers answer exactly what a missing upload answers (404 NoSuchUpload): a
+    wrong bucket or key must be indistinguishable from a missing upload.
+    ``cleanup`` carries a backend object the store queued for deletion because
+    the call could not keep it (see ``finish_complete``).
+    """
+
+    def __init__(self, upload_id: str, cleanup: CleanupItem | None = None) -> None:
+        super().__init__(upload_id)
+        self.upload_id = upload_id
+        self.cleanup = cleanup
+
+
+class UploadLimitReached(Exception):
+    """The bucket already has ``max_multipart_uploads`` active uploads."""
+
+
+class PartMismatch(Exception):
+    """``begin_complete``: a listed part is missing or its ETag changed."""
+
+
+@dataclass(frozen=True)
+class CompleteOutcome:
+    """What ``finish_complete`` did: displaced copies to delete, or nothing (a repeat)."""
+
+    displaced: list[CleanupItem]
+    already_completed: bool = False
 
 
 class MetadataStore(Protocol):
@@ -235,7 +344,167 @@ class MetadataStore(Protocol):
         """Count a failed attempt and schedule the retry with backoff."""
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
-        """Cleanup rows whose retry time has come."""
+        """Cleanup rows whose retry time has come, claimed or not (a read-only view)."""
+
+    async def claim_cleanups(
+        self, now: float, limit: int, owner: str, grace: float
+    ) -> list[CleanupItem]:
+        """Take up to ``limit`` due cleanup rows for ``owner`` so no other instance works on them.
+
+        A row is claimable when its retry time has come and it is unclaimed, or its
+        claim is at least ``grace`` seconds old (the claimer died).  The claim ends
+        with ``cleanup_done`` (row gone) or ``cleanup_failed`` (claim cleared, retried
+        after the backoff).  Oldest retry time first, like ``due_cleanups``.
+        """
 
     async def object_counts(self) -> dict[str, int]:
         """Committed copies per backend."""
+
+    # -- multipart uploads (backend-native) -------------------------------------------
+
+    async def create_multipart_upload(
+        self,
+        upload: MultipartUpload,
+        candidates: Sequence[str],
+        strategy: str,
+        size_hint: int,
+        max_uploads: int,
+        now: float,
+    ) -> MultipartUpload | None:
+        """Choose the upload's backend among ``candidates`` and record it as ``creating``.
+
+        The choice follows ``strategy`` like :meth:`reserve`, needing room for
+        ``max(size_hint, 1)`` bytes (nothing is reserved yet: parts reserve as they
+        arrive).  ``upload.backend`` is ignored.  Raises UploadLimitReached when the
+        bucket already has ``max_uploads`` (> 0) uploads not completed or aborted.
+        Returns None when no candidate has room.
+        """
+
+    async def open_multipart_upload(self, upload_id: str, backend_upload_id: str, now: float) -> bool:
+        """The backend upload exists: record its id and move ``creating`` -> ``open``.
+
+        False when the upload is no longer ``creating`` (the stale-upload cleanup
+        took it): the caller aborts the backend upload it just made.
+        """
+
+    async def drop_multipart_upload(self, upload_id: str) -> None:
+        """Forget a ``creating`` upload whose backend Create failed."""
+
+    async def get_multipart_upload(
+        self, bucket: str, key: str, upload_id: str
+    ) -> MultipartUpload | None:
+        """The upload, in any state, only if it belongs to ``bucket``/``key``."""
+
+    async def reserve_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        size: int,
+        attempt_id: str,
+        now: float,
+    ) -> MultipartUpload | None:
+        """Reserve ``size`` bytes on the upload's backend for one part upload.
+
+        Raises UploadNotFound unless the upload belongs to ``bucket``/``key`` and is
+        ``open``.  Returns None (nothing changed) when the backend has no room.
+        The bytes of a part being replaced stay reserved until its replacement
+        commits: both exist on the backend in between.
+        """
+
+    async def release_part(self, attempt_id: str) -> None:
+        """Drop a part attempt and its reservation (the backend call failed)."""
+
+    async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> bool:
+        """Record an uploaded part; the attempt's reservation becomes the part's.
+
+        Replacing a part number releases the old part's bytes in the same
+        transaction.  Returns False, releasing the attempt, when the upload is no
+        longer ``open`` (completed or aborted meanwhile: the backend drops the part)
+        or the attempt is gone (Complete/Abort released it).
+        """
+
+    async def list_parts(
+        self, upload_id: str, part_number_marker: int = 0, max_parts: int = 10000
+    ) -> tuple[list[UploadedPart], bool]:
+        """Parts numbered above the marker, ascending, and whether more follow."""
+
+    async def begin_complete(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        now: float,
+    ) -> MultipartUpload:
+        """Move an ``open`` upload to ``completing`` with ``parts`` (number, etag) as its list.
+
+        Raises PartMismatch when a part is missing or its ETag differs (nothing
+        changed), UploadNotFound unless the upload belongs to ``bucket``/``key`` and
+        is ``open`` or ``completing`` (a Complete left by a crash is taken over).
+        A ``completed`` upload is returned unchanged (the caller answers a repeat).
+        """
+
+    async def reopen_upload(self, upload_id: str, now: float) -> None:
+        """``completing`` -> ``open``: the backend refused the Complete."""
+
+    async def finish_complete(
+        self, upload_id: str, record: ObjectRecord, stored_size: int, now: float
+    ) -> CompleteOutcome:
+        """Commit the object a backend Complete produced, in one transaction.
+
+        ``record.write_id`` must be the upload id; the location is the upload's
+        storage key on its backend holding ``stored_size`` bytes.  Every part's and
+        attempt's reservation is released, ``stored_size`` moves into ``bytes_used``,
+        the previous version's copies are queued for cleanup (``overwrite_displaced``),
+        the parts are dropped and the upload becomes ``completed`` with ``record.etag``.
+        A repeat on a ``completed`` upload changes nothing (``already_completed``).
+        Raises UploadNotFound when the upload was aborted meanwhile; the completed
+        backend object is then queued for cleanup and carried on the exception.
+        """
+
+    async def begin_abort(
+        self, bucket: str, key: str, upload_id: str, now: float, *, stale: bool = False
+    ) -> MultipartUpload:
+        """Move an upload to ``aborting`` (refusing further parts).
+
+        Allowed from ``open``, ``completing`` (a Complete that failed ambiguously)
+        and ``aborting`` (a retried abort); with ``stale`` (the stale-upload
+        cleanup) also from ``creating``.  Raises UploadNotFound otherwise, or
+        unless it belongs to ``bucket``/``key``.  Returns the upload as it was.
+        """
+
+    async def finish_abort(self, upload_id: str, now: float) -> CleanupItem | None:
+        """The backend upload is gone: release every reservation, drop the parts,
+        state ``aborted``.  When a Complete had been started (``complete_parts``) the
+        backend may hold the assembled object: its storage key is queued for cleanup
+        (reason ``abort_part_cleanup``) and that item returned.  A repeat does nothing."""
+
+    async def list_multipart_uploads(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        max_uploads: int,
+    ) -> UploadListPage:
+        """Open uploads of ``bucket`` in (key, upload id) order after the markers.
+
+        ``upload_id_marker`` applies only together with ``key_marker``: uploads of
+        that key with a greater id follow; without it, keys > ``key_marker``.
+        Delimiter grouping is as in :meth:`list_objects`.
+        """
+
+    async def stale_multipart_uploads(
+        self, created_before: float, busy_before: float, limit: int
+    ) -> list[MultipartUpload]:
+        """Uploads to abort: ``creating``/``open`` created before ``created_before``,
+        ``completing``/``aborting`` not touched since ``busy_before``."""
+
+    async def purge_multipart_uploads(self, before: float) -> int:
+        """Delete ``completed``/``aborted`` tombstones last updated before ``before``."""
+
+    async def active_multipart_counts(self) -> dict[str, int]:
+        """Uploads not completed or aborted, per backend."""

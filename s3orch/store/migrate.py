@@ -6,6 +6,11 @@ file ``NNNN_name.sql`` is applied in its own transaction together with its
 ``schema_version`` row, so a crash never leaves a half-applied version.  A
 database written by a newer s3orch is refused rather than used: its schema may
 mean things this version does not know about.
+
+Two instances starting together must not both apply a version: SQLite takes
+the write lock (``BEGIN IMMEDIATE``) per file; PostgreSQL runs the whole check
+and apply under the session advisory lock :data:`~s3orch.store.locks.MIGRATION_LOCK_ID`
+(1000), waited for, so the second instance finds the work done.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import re
 import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import s3orch
+from s3orch.store.interface import StoreError
+from s3orch.store.locks import MIGRATION_LOCK_ID
 
 #: File names of migrations: four digits, an underscore, a name, ``.sql``.
 _FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
@@ -33,7 +42,7 @@ _SCHEMA_VERSION_DDL = (
 MIN_SQLITE_VERSION = (3, 37, 0)
 
 
-class MigrationError(Exception):
+class MigrationError(StoreError):
     """The schema cannot be brought to the version this s3orch needs."""
 
 
@@ -111,6 +120,39 @@ def migrate(conn: Any, engine: str, directory: Path | None = None) -> list[int]:
     migrations = discover(directory if directory is not None else sql_dir(engine))
     if engine == "sqlite":
         check_sqlite_version()
+    if engine == "postgres":
+        with postgres_migration_lock(conn):
+            return _apply_pending(conn, engine, migrations)
+    return _apply_pending(conn, engine, migrations)
+
+
+@contextmanager
+def postgres_migration_lock(conn: Any) -> Iterator[None]:
+    """Hold the migration advisory lock for the block (waiting for another holder).
+
+    A session lock, so it spans the per-file transactions; it is released at the
+    end, or by PostgreSQL itself if the connection dies first.
+    """
+    cur = conn.cursor()
+    try:
+        cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        cur.fetchone()
+        conn.commit()
+        yield
+    finally:
+        try:
+            conn.rollback()  # leave no aborted transaction in the way of the unlock
+            cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+            cur.fetchone()
+            conn.commit()
+        except Exception:  # the connection is gone, and its lock with it
+            pass
+        finally:
+            cur.close()
+
+
+def _apply_pending(conn: Any, engine: str, migrations: list[Migration]) -> list[int]:
+    """The body of :func:`migrate` once any engine-level lock is held."""
     newest = migrations[-1].version if migrations else 0
     done = applied_versions(conn)
     if done and max(done) > newest:
@@ -205,7 +247,8 @@ def _apply_sqlite(conn: Any, migration: Migration) -> bool:
 def _apply_dbapi(conn: Any, migration: Migration) -> bool:
     """Apply one file on a driver with implicit transactions and ``%s`` parameters.
 
-    This is the shape PostgreSQL (psycopg2) takes; the PostgreSQL issue exercises it.
+    This is the shape PostgreSQL (psycopg2) takes: DDL is transactional there, so a
+    failing file leaves nothing behind.  The whole file goes in one ``execute``.
     """
     cur = conn.cursor()
     try:

@@ -32,16 +32,31 @@ from twisted.logger import Logger
 
 from s3orch.store import migrate
 from s3orch.store.interface import (
+    UPLOAD_ABORTED,
+    UPLOAD_ABORTING,
+    UPLOAD_COMPLETED,
+    UPLOAD_COMPLETING,
+    UPLOAD_CREATING,
+    UPLOAD_OPEN,
     CleanupItem,
+    CompleteOutcome,
     Intent,
     IntentNotFound,
     ListEntry,
     ListPage,
     Location,
+    MultipartUpload,
     ObjectRecord,
+    PartMismatch,
     PreconditionConflict,
     QuotaRow,
     Reservation,
+    StoreError,
+    StoreUnavailable,
+    UploadedPart,
+    UploadLimitReached,
+    UploadListPage,
+    UploadNotFound,
 )
 
 _P = ParamSpec("_P")
@@ -63,12 +78,11 @@ _MAX_ERROR_TEXT = 2000
 
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+#: Primary result codes that mean "not now" (BUSY, LOCKED, IOERR, FULL, CANTOPEN).
+_UNAVAILABLE_CODES = (_SQLITE_BUSY, _SQLITE_LOCKED, 10, 13, 14)
 
 _QUOTA_COLUMNS = ("bytes_used", "orphan_bytes", "reserved_bytes", "object_count")
 
-
-class StoreError(Exception):
-    """The SQLite database cannot be used as configured."""
 
 
 @dataclass
@@ -106,6 +120,16 @@ def _open_writer(conn: sqlite3.Connection) -> None:
 
 def _open_reader(conn: sqlite3.Connection) -> None:
     _open_connection(conn, read_only=True)
+
+
+def is_unavailable(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says the database cannot serve now (locked past the retries,
+    I/O failing, disk full) rather than that the statement is wrong."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return int(code) & 0xFF in _UNAVAILABLE_CODES
+    text = str(exc)
+    return any(word in text for word in ("locked", "busy", "disk I/O", "disk is full", "unable to open"))
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -293,20 +317,14 @@ def _txn_get_quotas(cur: sqlite3.Cursor, notes: _Notes) -> dict[str, QuotaRow]:
     return {row[0]: QuotaRow(*row) for row in rows}
 
 
-def _txn_reserve(
-    cur: sqlite3.Cursor,
-    notes: _Notes,
-    intent: Intent,
-    candidates: Sequence[str],
-    strategy: str,
-    now: float,
-) -> Reservation | None:
-    existing = cur.execute(
-        "SELECT backend_name, storage_key, size_bytes FROM pending_objects WHERE write_id = ?",
-        (intent.write_id,),
-    ).fetchone()
-    if existing is not None:  # the same intent again (a retried call): one reservation only
-        return Reservation(intent.write_id, existing[0], existing[1], int(existing[2]))
+def _pick_backend(
+    cur: sqlite3.Cursor, candidates: Sequence[str], strategy: str, size: int
+) -> str | None:
+    """The backend ``strategy`` chooses among ``candidates`` with room for ``size`` bytes.
+
+    ``pack``: the first (config order) with room; ``spread``: the least utilised
+    ((used + orphan + reserved) / limit; unlimited counts as 0), ties in config order.
+    """
     names = list(dict.fromkeys(candidates))
     if not names:
         return None
@@ -324,7 +342,7 @@ def _txn_reserve(
         # No row: sync_quota_limits never heard of it, so it has no limit.
         _, limit, used, orphan, reserved = rows.get(name, (name, 0, 0, 0, 0))
         occupied = int(used) + int(orphan) + int(reserved)
-        if limit and int(limit) - occupied < intent.size:
+        if limit and int(limit) - occupied < size:
             continue
         ratio = Fraction(occupied, int(limit)) if limit else Fraction(0)
         fitting.append((ratio, index, name))
@@ -332,7 +350,26 @@ def _txn_reserve(
             break
     if not fitting:
         return None
-    chosen = min(fitting)[2]
+    return min(fitting)[2]
+
+
+def _txn_reserve(
+    cur: sqlite3.Cursor,
+    notes: _Notes,
+    intent: Intent,
+    candidates: Sequence[str],
+    strategy: str,
+    now: float,
+) -> Reservation | None:
+    existing = cur.execute(
+        "SELECT backend_name, storage_key, size_bytes FROM pending_objects WHERE write_id = ?",
+        (intent.write_id,),
+    ).fetchone()
+    if existing is not None:  # the same intent again (a retried call): one reservation only
+        return Reservation(intent.write_id, existing[0], existing[1], int(existing[2]))
+    chosen = _pick_backend(cur, candidates, strategy, intent.size)
+    if chosen is None:
+        return None
     _adjust_quota(cur, notes, chosen, now, reserved=intent.size)
     cur.execute(
         "INSERT INTO pending_objects (write_id, bucket, object_key, backend_name, storage_key,"
@@ -425,6 +462,19 @@ def _txn_commit_object(
     cur.execute("DELETE FROM pending_objects WHERE write_id = ?", (reservation.write_id,))
     _adjust_quota(cur, notes, pending[2], now, reserved=-int(pending[3]))
     _adjust_quota(cur, notes, reservation.backend, now, used=reservation.size, count=1)
+    _write_object_row(cur, record, reservation.backend, reservation.storage_key, reservation.size, now)
+    return displaced
+
+
+def _write_object_row(
+    cur: sqlite3.Cursor,
+    record: ObjectRecord,
+    backend: str,
+    storage_key: str,
+    stored_size: int,
+    now: float,
+) -> None:
+    """Make ``record`` the key's row with exactly one location (the old ones are gone)."""
     cur.execute(
         "INSERT INTO objects (bucket, object_key, write_id, size_bytes, etag, content_type,"
         " headers, user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
@@ -470,14 +520,13 @@ def _txn_commit_object(
         (
             record.bucket,
             record.key,
-            reservation.backend,
-            reservation.storage_key,
+            backend,
+            storage_key,
             record.write_id,
-            reservation.size,
+            stored_size,
             now,
         ),
     )
-    return displaced
 
 
 def _txn_get_object(
@@ -692,6 +741,22 @@ def _txn_due_cleanups(
     return [CleanupItem(int(r[0]), r[1], r[2], int(r[3]), r[4], int(r[5])) for r in rows]
 
 
+def _txn_claim_cleanups(
+    cur: sqlite3.Cursor, notes: _Notes, now: float, limit: int, owner: str, grace: float
+) -> list[CleanupItem]:
+    rows = cur.execute(
+        "SELECT id, backend_name, storage_key, size_bytes, reason, attempts FROM cleanup_queue"
+        " WHERE next_retry <= ? AND (claimed_at IS NULL OR claimed_at <= ?)"
+        " ORDER BY next_retry, id LIMIT ?",
+        (now, now - grace, limit),
+    ).fetchall()
+    cur.executemany(
+        "UPDATE cleanup_queue SET claimed_at = ?, claimed_by = ? WHERE id = ?",
+        [(now, owner, row[0]) for row in rows],
+    )
+    return [CleanupItem(int(r[0]), r[1], r[2], int(r[3]), r[4], int(r[5])) for r in rows]
+
+
 def _txn_object_counts(cur: sqlite3.Cursor, notes: _Notes) -> dict[str, int]:
     rows = cur.execute(
         "SELECT backend_name, object_count FROM backend_quotas ORDER BY backend_name"
@@ -701,6 +766,512 @@ def _txn_object_counts(cur: sqlite3.Cursor, notes: _Notes) -> dict[str, int]:
 
 def _txn_ping(cur: sqlite3.Cursor, notes: _Notes) -> None:
     cur.execute("SELECT 1").fetchone()
+
+
+# --- multipart uploads ----------------------------------------------------------------
+
+_UPLOAD_COLUMNS = (
+    "upload_id, bucket, object_key, backend_name, backend_upload_id, storage_key,"
+    " content_type, headers, user_metadata, checksum_algorithm, state, complete_parts, etag,"
+    " created_at, updated_at"
+)
+#: Upload states that count toward ``max_multipart_uploads``.
+_ACTIVE_STATES = (UPLOAD_CREATING, UPLOAD_OPEN, UPLOAD_COMPLETING)
+
+
+def _upload_from_row(row: Sequence[Any]) -> MultipartUpload:
+    return MultipartUpload(
+        upload_id=row[0],
+        bucket=row[1],
+        key=row[2],
+        backend=row[3],
+        backend_upload_id=row[4],
+        storage_key=row[5],
+        content_type=row[6],
+        headers=json.loads(row[7]),
+        user_metadata=json.loads(row[8]),
+        checksum_algorithm=row[9],
+        state=row[10],
+        complete_parts=None if row[11] is None else tuple(json.loads(row[11])),
+        etag=row[12],
+        initiated=float(row[13]),
+        updated_at=float(row[14]),
+    )
+
+
+def _load_upload(cur: sqlite3.Cursor, upload_id: str) -> MultipartUpload | None:
+    row = cur.execute(
+        f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE upload_id = ?", (upload_id,)
+    ).fetchone()
+    return None if row is None else _upload_from_row(row)
+
+
+def _owned_upload(
+    cur: sqlite3.Cursor, bucket: str, key: str, upload_id: str, states: Sequence[str]
+) -> MultipartUpload:
+    """The upload if it belongs to ``bucket``/``key`` and is in ``states``; else UploadNotFound
+    (one answer for missing, foreign and finished uploads: nothing to probe)."""
+    upload = _load_upload(cur, upload_id)
+    if upload is None or (upload.bucket, upload.key) != (bucket, key) or upload.state not in states:
+        raise UploadNotFound(upload_id)
+    return upload
+
+
+def _upload_reserved_bytes(cur: sqlite3.Cursor, upload_id: str) -> int:
+    """Bytes the upload holds reserved: its parts plus its part attempts in flight."""
+    row = cur.execute(
+        "SELECT (SELECT COALESCE(SUM(size_bytes), 0) FROM multipart_parts WHERE upload_id = ?)"
+        " + (SELECT COALESCE(SUM(size_bytes), 0) FROM multipart_part_attempts WHERE upload_id = ?)",
+        (upload_id, upload_id),
+    ).fetchone()
+    return int(row[0])
+
+
+def _drop_upload_parts(cur: sqlite3.Cursor, notes: _Notes, upload: MultipartUpload, now: float) -> None:
+    """Release every reservation of the upload and forget its parts and attempts."""
+    reserved = _upload_reserved_bytes(cur, upload.upload_id)
+    cur.execute("DELETE FROM multipart_parts WHERE upload_id = ?", (upload.upload_id,))
+    cur.execute("DELETE FROM multipart_part_attempts WHERE upload_id = ?", (upload.upload_id,))
+    if reserved:
+        _adjust_quota(cur, notes, upload.backend, now, reserved=-reserved)
+
+
+def _txn_create_multipart_upload(
+    cur: sqlite3.Cursor,
+    notes: _Notes,
+    upload: MultipartUpload,
+    candidates: Sequence[str],
+    strategy: str,
+    size_hint: int,
+    max_uploads: int,
+    now: float,
+) -> MultipartUpload | None:
+    existing = _load_upload(cur, upload.upload_id)
+    if existing is not None:  # a retried call
+        return existing
+    if max_uploads > 0:
+        marks = ",".join("?" * len(_ACTIVE_STATES))
+        (active,) = cur.execute(
+            f"SELECT COUNT(*) FROM multipart_uploads WHERE bucket = ? AND state IN ({marks})",
+            (upload.bucket, *_ACTIVE_STATES),
+        ).fetchone()
+        if int(active) >= max_uploads:
+            raise UploadLimitReached(upload.bucket)
+    chosen = _pick_backend(cur, candidates, strategy, max(size_hint, 1))
+    if chosen is None:
+        return None
+    cur.execute(
+        "INSERT INTO multipart_uploads (upload_id, bucket, object_key, backend_name, storage_key,"
+        " content_type, headers, user_metadata, checksum_algorithm, state, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            upload.upload_id,
+            upload.bucket,
+            upload.key,
+            chosen,
+            upload.storage_key,
+            upload.content_type,
+            json.dumps(upload.headers, sort_keys=True),
+            json.dumps(upload.user_metadata, sort_keys=True),
+            upload.checksum_algorithm,
+            UPLOAD_CREATING,
+            upload.initiated,
+            now,
+        ),
+    )
+    return _load_upload(cur, upload.upload_id)
+
+
+def _txn_open_multipart_upload(
+    cur: sqlite3.Cursor, notes: _Notes, upload_id: str, backend_upload_id: str, now: float
+) -> bool:
+    cur.execute(
+        "UPDATE multipart_uploads SET backend_upload_id = ?, state = ?, updated_at = ?"
+        " WHERE upload_id = ? AND state = ?",
+        (backend_upload_id, UPLOAD_OPEN, now, upload_id, UPLOAD_CREATING),
+    )
+    return cur.rowcount == 1
+
+
+def _txn_drop_multipart_upload(cur: sqlite3.Cursor, notes: _Notes, upload_id: str) -> None:
+    cur.execute(
+        "DELETE FROM multipart_uploads WHERE upload_id = ? AND state = ?",
+        (upload_id, UPLOAD_CREATING),
+    )
+
+
+def _txn_get_multipart_upload(
+    cur: sqlite3.Cursor, notes: _Notes, bucket: str, key: str, upload_id: str
+) -> MultipartUpload | None:
+    upload = _load_upload(cur, upload_id)
+    if upload is None or (upload.bucket, upload.key) != (bucket, key):
+        return None
+    return upload
+
+
+def _txn_reserve_part(
+    cur: sqlite3.Cursor,
+    notes: _Notes,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    part_number: int,
+    size: int,
+    attempt_id: str,
+    now: float,
+) -> MultipartUpload | None:
+    upload = _owned_upload(cur, bucket, key, upload_id, (UPLOAD_OPEN,))
+    if cur.execute(
+        "SELECT 1 FROM multipart_part_attempts WHERE attempt_id = ?", (attempt_id,)
+    ).fetchone():
+        return upload  # a retried call: one reservation only
+    row = cur.execute(
+        "SELECT bytes_limit, bytes_used, orphan_bytes, reserved_bytes FROM backend_quotas"
+        " WHERE backend_name = ?",
+        (upload.backend,),
+    ).fetchone()
+    if row is not None and int(row[0]) and int(row[0]) - int(row[1]) - int(row[2]) - int(row[3]) < size:
+        return None
+    cur.execute(
+        "INSERT INTO multipart_part_attempts (attempt_id, upload_id, part_number, size_bytes,"
+        " created_at) VALUES (?, ?, ?, ?, ?)",
+        (attempt_id, upload_id, part_number, size, now),
+    )
+    _adjust_quota(cur, notes, upload.backend, now, reserved=size)
+    return upload
+
+
+def _attempt(cur: sqlite3.Cursor, attempt_id: str) -> tuple[str, int, int, str, str] | None:
+    """(upload_id, part_number, size, upload state, backend) of a part attempt."""
+    row = cur.execute(
+        "SELECT a.upload_id, a.part_number, a.size_bytes, u.state, u.backend_name"
+        " FROM multipart_part_attempts AS a JOIN multipart_uploads AS u USING (upload_id)"
+        " WHERE a.attempt_id = ?",
+        (attempt_id,),
+    ).fetchone()
+    return None if row is None else (row[0], int(row[1]), int(row[2]), row[3], row[4])
+
+
+def _txn_release_part(cur: sqlite3.Cursor, notes: _Notes, attempt_id: str) -> None:
+    found = _attempt(cur, attempt_id)
+    if found is None:
+        return  # already released (or Complete/Abort released it)
+    cur.execute("DELETE FROM multipart_part_attempts WHERE attempt_id = ?", (attempt_id,))
+    _adjust_quota(cur, notes, found[4], time.time(), reserved=-found[2])
+
+
+def _txn_commit_part(
+    cur: sqlite3.Cursor, notes: _Notes, attempt_id: str, part: UploadedPart, now: float
+) -> bool:
+    found = _attempt(cur, attempt_id)
+    if found is None:
+        return False
+    upload_id, part_number, reserved, state, backend = found
+    cur.execute("DELETE FROM multipart_part_attempts WHERE attempt_id = ?", (attempt_id,))
+    if state != UPLOAD_OPEN or part_number != part.part_number:
+        _adjust_quota(cur, notes, backend, now, reserved=-reserved)
+        return False
+    old = cur.execute(
+        "SELECT size_bytes FROM multipart_parts WHERE upload_id = ? AND part_number = ?",
+        (upload_id, part_number),
+    ).fetchone()
+    # The attempt's bytes become the part's; the replaced part's bytes are released.
+    delta = part.size - reserved - (int(old[0]) if old is not None else 0)
+    if delta:
+        _adjust_quota(cur, notes, backend, now, reserved=delta)
+    cur.execute(
+        "INSERT INTO multipart_parts (upload_id, part_number, etag, size_bytes, checksum_algorithm,"
+        " checksum_value, backend_etag, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (upload_id, part_number) DO UPDATE SET etag = excluded.etag,"
+        " size_bytes = excluded.size_bytes, checksum_algorithm = excluded.checksum_algorithm,"
+        " checksum_value = excluded.checksum_value, backend_etag = excluded.backend_etag,"
+        " created_at = excluded.created_at",
+        (
+            upload_id,
+            part_number,
+            part.etag,
+            part.size,
+            part.checksum_algorithm,
+            part.checksum_value,
+            part.backend_etag,
+            now,
+        ),
+    )
+    return True
+
+
+def _txn_list_parts(
+    cur: sqlite3.Cursor, notes: _Notes, upload_id: str, marker: int, max_parts: int
+) -> tuple[list[UploadedPart], bool]:
+    rows = cur.execute(
+        "SELECT part_number, etag, size_bytes, created_at, backend_etag, checksum_algorithm,"
+        " checksum_value FROM multipart_parts WHERE upload_id = ? AND part_number > ?"
+        " ORDER BY part_number LIMIT ?",
+        (upload_id, marker, max_parts + 1),
+    ).fetchall()
+    parts = [
+        UploadedPart(int(r[0]), r[1], int(r[2]), float(r[3]), r[4], r[5], r[6])
+        for r in rows[:max_parts]
+    ]
+    return parts, len(rows) > max_parts
+
+
+def _txn_begin_complete(
+    cur: sqlite3.Cursor,
+    notes: _Notes,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    parts: Sequence[tuple[int, str]],
+    now: float,
+) -> MultipartUpload:
+    upload = _owned_upload(
+        cur, bucket, key, upload_id, (UPLOAD_OPEN, UPLOAD_COMPLETING, UPLOAD_COMPLETED)
+    )
+    if upload.state == UPLOAD_COMPLETED:
+        return upload
+    for number, etag in parts:
+        row = cur.execute(
+            "SELECT etag FROM multipart_parts WHERE upload_id = ? AND part_number = ?",
+            (upload_id, number),
+        ).fetchone()
+        if row is None or row[0].lower() != etag.lower():
+            raise PartMismatch(f"part {number}")
+    numbers = json.dumps([number for number, _ in parts])
+    cur.execute(
+        "UPDATE multipart_uploads SET state = ?, complete_parts = ?, updated_at = ?"
+        " WHERE upload_id = ?",
+        (UPLOAD_COMPLETING, numbers, now, upload_id),
+    )
+    found = _load_upload(cur, upload_id)
+    assert found is not None
+    return found
+
+
+def _txn_reopen_upload(cur: sqlite3.Cursor, notes: _Notes, upload_id: str, now: float) -> None:
+    cur.execute(
+        "UPDATE multipart_uploads SET state = ?, complete_parts = NULL, updated_at = ?"
+        " WHERE upload_id = ? AND state = ?",
+        (UPLOAD_OPEN, now, upload_id, UPLOAD_COMPLETING),
+    )
+
+
+@dataclass(frozen=True)
+class _UploadGone:
+    """finish_complete found the upload aborted; raised as UploadNotFound after commit."""
+
+    cleanup: CleanupItem | None
+
+
+def _queue_backend_object(
+    cur: sqlite3.Cursor, notes: _Notes, backend: str, storage_key: str, size: int, reason: str, now: float
+) -> CleanupItem | None:
+    """Queue a backend object for deletion unless a committed copy uses it."""
+    used = cur.execute(
+        "SELECT 1 FROM object_locations WHERE backend_name = ? AND storage_key = ?",
+        (backend, storage_key),
+    ).fetchone()
+    if used is not None:
+        return None
+    return _enqueue_cleanup(
+        cur, notes, backend, storage_key, size, reason, now, now + IMMEDIATE_DELETE_GRACE
+    )
+
+
+def _txn_finish_complete(
+    cur: sqlite3.Cursor,
+    notes: _Notes,
+    upload_id: str,
+    record: ObjectRecord,
+    stored_size: int,
+    now: float,
+) -> CompleteOutcome | _UploadGone:
+    if record.write_id != upload_id:
+        raise ValueError(f"the object of upload {upload_id} must have it as write id")
+    upload = _load_upload(cur, upload_id)
+    if upload is None:
+        raise UploadNotFound(upload_id)
+    if upload.state == UPLOAD_COMPLETED:
+        return CompleteOutcome([], already_completed=True)
+    if upload.state != UPLOAD_COMPLETING or (upload.bucket, upload.key) != (record.bucket, record.key):
+        return _UploadGone(
+            _queue_backend_object(
+                cur, notes, upload.backend, upload.storage_key, stored_size, "complete_aborted", now
+            )
+        )
+    displaced = _orphan_locations(cur, notes, record.bucket, record.key, "overwrite_displaced", now)
+    _drop_upload_parts(cur, notes, upload, now)
+    _adjust_quota(cur, notes, upload.backend, now, used=stored_size, count=1)
+    _write_object_row(cur, record, upload.backend, upload.storage_key, stored_size, now)
+    cur.execute(
+        "UPDATE multipart_uploads SET state = ?, etag = ?, updated_at = ? WHERE upload_id = ?",
+        (UPLOAD_COMPLETED, record.etag, now, upload_id),
+    )
+    return CompleteOutcome(displaced)
+
+
+def _txn_begin_abort(
+    cur: sqlite3.Cursor,
+    notes: _Notes,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    now: float,
+    stale: bool,
+) -> MultipartUpload:
+    states: tuple[str, ...] = (UPLOAD_OPEN, UPLOAD_COMPLETING, UPLOAD_ABORTING)
+    if stale:
+        states += (UPLOAD_CREATING,)
+    upload = _owned_upload(cur, bucket, key, upload_id, states)
+    cur.execute(
+        "UPDATE multipart_uploads SET state = ?, updated_at = ? WHERE upload_id = ?",
+        (UPLOAD_ABORTING, now, upload_id),
+    )
+    return upload
+
+
+def _txn_finish_abort(
+    cur: sqlite3.Cursor, notes: _Notes, upload_id: str, now: float
+) -> CleanupItem | None:
+    upload = _load_upload(cur, upload_id)
+    if upload is None or upload.state != UPLOAD_ABORTING:
+        return None  # already finished: a repeated call
+    assembled: int | None = None
+    if upload.complete_parts:
+        # A Complete was sent to the backend: the object may exist at the storage key.
+        marks = ",".join("?" * len(upload.complete_parts))
+        (assembled,) = cur.execute(
+            "SELECT COALESCE(SUM(size_bytes), 0) FROM multipart_parts"
+            f" WHERE upload_id = ? AND part_number IN ({marks})",
+            (upload_id, *upload.complete_parts),
+        ).fetchone()
+    _drop_upload_parts(cur, notes, upload, now)
+    cur.execute(
+        "UPDATE multipart_uploads SET state = ?, updated_at = ? WHERE upload_id = ?",
+        (UPLOAD_ABORTED, now, upload_id),
+    )
+    if assembled is None:
+        return None
+    return _queue_backend_object(
+        cur, notes, upload.backend, upload.storage_key, int(assembled), "abort_part_cleanup", now
+    )
+
+
+def _txn_list_multipart_uploads(
+    cur: sqlite3.Cursor,
+    notes: _Notes,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    upload_id_marker: str,
+    max_uploads: int,
+) -> UploadListPage:
+    """Like :func:`_txn_list_objects`, over (key, upload id) of open uploads."""
+    upper = prefix_upper_bound(prefix)
+    # The position to scan from: (key, upload id or None); None excludes the whole key.
+    after: tuple[str, str | None] | None = None
+    start: str | None = prefix  # inclusive lower bound on the key
+    if key_marker and key_marker >= prefix:
+        if (
+            key_marker.startswith(prefix)
+            and _common_prefix(key_marker, prefix, delimiter) == key_marker
+        ):
+            start = prefix_upper_bound(key_marker)  # skip the marker's whole group
+        else:
+            start = None
+            after = (key_marker, upload_id_marker or None)
+    wanted = max_uploads + 1
+    items: list[MultipartUpload | str] = []
+    while len(items) < wanted and (start is not None or after is not None):
+        sql = f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE bucket = ? AND state = ?"
+        params: list[Any] = [bucket, UPLOAD_OPEN]
+        if after is not None:
+            if after[1] is None:
+                sql += " AND object_key > ?"
+                params.append(after[0])
+            else:
+                sql += " AND (object_key, upload_id) > (?, ?)"
+                params.extend(after)
+        else:
+            sql += " AND object_key >= ?"
+            params.append(start)
+        if upper is not None:
+            sql += " AND object_key < ?"
+            params.append(upper)
+        sql += " ORDER BY object_key, upload_id"
+        jumped = False
+        for row in cur.execute(sql, params):
+            upload = _upload_from_row(row)
+            common = _common_prefix(upload.key, prefix, delimiter)
+            if common is not None:
+                items.append(common)
+                start, after = prefix_upper_bound(common), None
+                jumped = True
+                break
+            items.append(upload)
+            if len(items) >= wanted:
+                break
+        if not jumped:
+            break
+        if start is None:
+            break  # nothing sorts after the group
+        if upper is not None and start >= upper:
+            break
+    truncated = len(items) > max_uploads
+    page = items[:max_uploads]
+    next_key: str | None = None
+    next_id: str | None = None
+    if truncated and page:
+        last = page[-1]
+        if isinstance(last, str):
+            next_key = last
+        else:
+            next_key, next_id = last.key, last.upload_id
+    return UploadListPage(
+        uploads=tuple(item for item in page if not isinstance(item, str)),
+        common_prefixes=tuple(item for item in page if isinstance(item, str)),
+        is_truncated=truncated,
+        next_key_marker=next_key,
+        next_upload_id_marker=next_id,
+    )
+
+
+def _txn_stale_multipart_uploads(
+    cur: sqlite3.Cursor, notes: _Notes, created_before: float, busy_before: float, limit: int
+) -> list[MultipartUpload]:
+    rows = cur.execute(
+        f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads"
+        " WHERE (state IN (?, ?) AND created_at < ?) OR (state IN (?, ?) AND updated_at < ?)"
+        " ORDER BY created_at LIMIT ?",
+        (
+            UPLOAD_CREATING,
+            UPLOAD_OPEN,
+            created_before,
+            UPLOAD_COMPLETING,
+            UPLOAD_ABORTING,
+            busy_before,
+            limit,
+        ),
+    ).fetchall()
+    return [_upload_from_row(row) for row in rows]
+
+
+def _txn_purge_multipart_uploads(cur: sqlite3.Cursor, notes: _Notes, before: float) -> int:
+    cur.execute(
+        "DELETE FROM multipart_uploads WHERE state IN (?, ?) AND updated_at < ?",
+        (UPLOAD_COMPLETED, UPLOAD_ABORTED, before),
+    )
+    return int(cur.rowcount)
+
+
+def _txn_active_multipart_counts(cur: sqlite3.Cursor, notes: _Notes) -> dict[str, int]:
+    rows = cur.execute(
+        "SELECT backend_name, COUNT(*) FROM multipart_uploads WHERE state NOT IN (?, ?)"
+        " GROUP BY backend_name ORDER BY backend_name",
+        (UPLOAD_COMPLETED, UPLOAD_ABORTED),
+    ).fetchall()
+    return {row[0]: int(row[1]) for row in rows}
 
 
 # --- the store ------------------------------------------------------------------------
@@ -789,6 +1360,10 @@ class SQLiteStore:
             result = await pool.runWithConnection(  # type: ignore[no-untyped-call]
                 _run_txn, begin, notes, fn, *args, **kwargs
             )
+        except sqlite3.OperationalError as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
+            raise
         finally:
             for fmt, fields in notes.warnings:
                 self._log.warn(fmt, component="store", **fields)
@@ -872,5 +1447,135 @@ class SQLiteStore:
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
         return await self._read(_txn_due_cleanups, now, limit)
 
+    async def claim_cleanups(
+        self, now: float, limit: int, owner: str, grace: float
+    ) -> list[CleanupItem]:
+        if limit <= 0:
+            return []
+        return await self._write(_txn_claim_cleanups, now, limit, owner, grace)
+
     async def object_counts(self) -> dict[str, int]:
         return await self._read(_txn_object_counts)
+
+    # -- multipart uploads --------------------------------------------------------------
+
+    async def create_multipart_upload(
+        self,
+        upload: MultipartUpload,
+        candidates: Sequence[str],
+        strategy: str,
+        size_hint: int,
+        max_uploads: int,
+        now: float,
+    ) -> MultipartUpload | None:
+        if strategy not in ("pack", "spread"):
+            raise ValueError(f"unknown placement strategy {strategy!r}")
+        return await self._write(
+            _txn_create_multipart_upload,
+            upload,
+            tuple(candidates),
+            strategy,
+            size_hint,
+            max_uploads,
+            now,
+        )
+
+    async def open_multipart_upload(self, upload_id: str, backend_upload_id: str, now: float) -> bool:
+        """See the protocol; False when the upload is no longer ``creating``."""
+        return await self._write(_txn_open_multipart_upload, upload_id, backend_upload_id, now)
+
+    async def drop_multipart_upload(self, upload_id: str) -> None:
+        await self._write(_txn_drop_multipart_upload, upload_id)
+
+    async def get_multipart_upload(
+        self, bucket: str, key: str, upload_id: str
+    ) -> MultipartUpload | None:
+        return await self._read(_txn_get_multipart_upload, bucket, key, upload_id)
+
+    async def reserve_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        size: int,
+        attempt_id: str,
+        now: float,
+    ) -> MultipartUpload | None:
+        if size < 0:
+            raise ValueError(f"negative part size {size}")
+        return await self._write(
+            _txn_reserve_part, bucket, key, upload_id, part_number, size, attempt_id, now
+        )
+
+    async def release_part(self, attempt_id: str) -> None:
+        await self._write(_txn_release_part, attempt_id)
+
+    async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> bool:
+        return await self._write(_txn_commit_part, attempt_id, part, now)
+
+    async def list_parts(
+        self, upload_id: str, part_number_marker: int = 0, max_parts: int = 10000
+    ) -> tuple[list[UploadedPart], bool]:
+        return await self._read(_txn_list_parts, upload_id, part_number_marker, max(0, max_parts))
+
+    async def begin_complete(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        now: float,
+    ) -> MultipartUpload:
+        return await self._write(_txn_begin_complete, bucket, key, upload_id, tuple(parts), now)
+
+    async def reopen_upload(self, upload_id: str, now: float) -> None:
+        await self._write(_txn_reopen_upload, upload_id, now)
+
+    async def finish_complete(
+        self, upload_id: str, record: ObjectRecord, stored_size: int, now: float
+    ) -> CompleteOutcome:
+        result = await self._write(_txn_finish_complete, upload_id, record, stored_size, now)
+        if isinstance(result, _UploadGone):
+            raise UploadNotFound(upload_id, result.cleanup)
+        return result
+
+    async def begin_abort(
+        self, bucket: str, key: str, upload_id: str, now: float, *, stale: bool = False
+    ) -> MultipartUpload:
+        return await self._write(_txn_begin_abort, bucket, key, upload_id, now, stale)
+
+    async def finish_abort(self, upload_id: str, now: float) -> CleanupItem | None:
+        return await self._write(_txn_finish_abort, upload_id, now)
+
+    async def list_multipart_uploads(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        max_uploads: int,
+    ) -> UploadListPage:
+        if max_uploads < 0:
+            raise ValueError(f"negative max_uploads {max_uploads}")
+        return await self._read(
+            _txn_list_multipart_uploads,
+            bucket,
+            prefix,
+            delimiter,
+            key_marker,
+            upload_id_marker,
+            max_uploads,
+        )
+
+    async def stale_multipart_uploads(
+        self, created_before: float, busy_before: float, limit: int
+    ) -> list[MultipartUpload]:
+        return await self._read(_txn_stale_multipart_uploads, created_before, busy_before, limit)
+
+    async def purge_multipart_uploads(self, before: float) -> int:
+        return await self._write(_txn_purge_multipart_uploads, before)
+
+    async def active_multipart_counts(self) -> dict[str, int]:
+        return await self._read(_txn_active_multipart_counts)

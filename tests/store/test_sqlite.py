@@ -197,11 +197,9 @@ def test_prefix_upper_bound() -> None:
 # --- factory ----------------------------------------------------------------------------
 
 
-def test_open_store_builds_sqlite_and_refuses_postgres_for_now(tmp_path: Path) -> None:
+def test_open_store_builds_sqlite_and_refuses_unknown_drivers(tmp_path: Path) -> None:
     store = open_store(SimpleNamespace(driver="sqlite", path=str(tmp_path / "f.db")), reactor)
     assert isinstance(store, SQLiteStore)
-    with pytest.raises(UnsupportedDriver, match="postgres"):
-        open_store(SimpleNamespace(driver="postgres", path=""), reactor)
     with pytest.raises(UnsupportedDriver, match="mysql"):
         open_store(SimpleNamespace(driver="mysql", path=""), reactor)
 

@@ -1,0 +1,50 @@
+"""Abort multipart uploads nobody finished, so their parts stop holding quota.
+
+Uploads older than ``cleanup_queue.multipart_stale_timeout`` are aborted on
+their backend and their reserved bytes released; uploads left ``creating``,
+``completing`` or ``aborting`` by a crash or a backend failure are finished
+the same way, and old completed/aborted tombstones are purged (invariant I4:
+no orphan multipart upload remains once workers are quiet).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+from s3orch.core.multipart import MultipartService
+from s3orch.store.locks import WorkerLock, WorkerLocks
+from s3orch.workers.base import PeriodicWorker
+
+#: The original checks hourly; a short stale timeout (tests, tight quotas) checks more often.
+MAX_INTERVAL = 3600.0
+MIN_INTERVAL = 1.0
+
+
+def gc_interval(stale_timeout: float) -> float:
+    """A quarter of the stale timeout, between 1 s and 1 h."""
+    return max(MIN_INTERVAL, min(MAX_INTERVAL, stale_timeout / 4))
+
+
+class MultipartGCWorker(PeriodicWorker):
+    """Every ``gc_interval(stale_timeout)``, abort stale uploads (and refresh the gauge)."""
+
+    def __init__(
+        self,
+        multipart: MultipartService,
+        clock: IReactorTime,
+        interval: float | None = None,
+        *,
+        locks: WorkerLocks | None = None,
+    ) -> None:
+        super().__init__(
+            "multipart_gc",
+            gc_interval(multipart.stale_timeout) if interval is None else interval,
+            clock,
+            run_now=True,
+            lock_id=WorkerLock.MULTIPART_GC,
+            locks=locks,
+        )
+        self.multipart = multipart
+
+    async def tick(self) -> None:
+        await self.multipart.abort_stale()

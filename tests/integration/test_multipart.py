@@ -1,0 +1,752 @@
+"""Multipart uploads, native on the backend: S3Backend against real servers, and a
+real ``twistd -n s3orch`` gateway driven by boto3 and raw HTTP.
+
+The gateway tests check what clients see (S3 codes, ETags, ranges, parts) and
+what they must not see (foreign upload ids), then the backends directly and the
+gateway's SQLite file for quota exactness.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import pytest_twisted
+from botocore.exceptions import ClientError
+
+from s3orch.backend.interface import BackendError
+from s3orch.backend.s3 import S3Backend
+from s3orch.s3 import sigv4
+from s3orch.testing.awschunked import streaming_put
+from s3orch.testing.configs import BackendSpec, BucketSpec, GatewayConfig
+from s3orch.testing.gateway import GatewayProcess
+from tests.conftest import DOCS, PHOTOS, backend_keys, quota_rows, s3_client
+from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY, fresh_bucket
+
+KiB = 1024
+MiB = 1024 * 1024
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _mp_etag(parts: list[bytes]) -> str:
+    return hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + f"-{len(parts)}"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response["Error"]["Code"])
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+
+
+# --- S3Backend: the native multipart calls against moto and weed -------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_multipart_round_trip_and_part_etags_are_md5(backend: S3Backend) -> None:
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1234)]
+    key = "mp/a b+c@0123"
+    upload_id = await backend.create_multipart_upload(key)
+    etags = []
+    for number, data in enumerate(parts, 1):
+        etag = await backend.upload_part(
+            key, upload_id, number, io.BytesIO(data), len(data),
+            content_md5_b64=base64.b64encode(hashlib.md5(data).digest()).decode(),
+            sha256_hex=hashlib.sha256(data).hexdigest(),
+        )
+        assert etag == _md5(data)
+        etags.append(etag)
+    assert (key, upload_id) in await backend.list_multipart_uploads("mp/")
+    etag = await backend.complete_multipart_upload(key, upload_id, list(zip([1, 2, 3], etags)))
+    assert etag == _mp_etag(parts)
+    head = await backend.head_object(key)
+    assert head["content-length"] == str(sum(map(len, parts)))
+    assert await backend.list_multipart_uploads("mp/") == []
+    # A repeated Complete answers the same (moto) or NoSuchUpload (weed): the
+    # gateway's takeover of an interrupted Complete handles both.
+    try:
+        again = await backend.complete_multipart_upload(key, upload_id, list(zip([1, 2, 3], etags)))
+    except BackendError as exc:
+        assert exc.code == "NoSuchUpload"
+    else:
+        assert again == etag
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_upload_part_copy_assembles_ranges(backend: S3Backend) -> None:
+    source = os.urandom(6 * MiB)
+    await backend.put_object("src", io.BytesIO(source), len(source))
+    upload_id = await backend.create_multipart_upload("dst")
+    # The part ETag is the backend's (SeaweedFS answers a composite one for copies).
+    first = await backend.upload_part_copy("dst", upload_id, 1, "src", (10, 5 * MiB + 9))
+    second = await backend.upload_part_copy("dst", upload_id, 2, "src")
+    await backend.complete_multipart_upload("dst", upload_id, [(1, first), (2, second)])
+    stream = await backend.get_object("dst")
+    chunks: list[bytes] = []
+
+    class Sink:
+        def registerProducer(self, producer: Any, streaming: bool) -> None:
+            pass
+
+        def unregisterProducer(self) -> None:
+            pass
+
+        def write(self, data: bytes) -> None:
+            chunks.append(data)
+
+    await stream.deliver(Sink())
+    assert b"".join(chunks) == source[10 : 5 * MiB + 10] + source
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_abort_drops_the_upload_and_is_idempotent(backend: S3Backend) -> None:
+    upload_id = await backend.create_multipart_upload("gone")
+    await backend.upload_part("gone", upload_id, 1, io.BytesIO(b"x" * 100), 100)
+    await backend.abort_multipart_upload("gone", upload_id)
+    await backend.abort_multipart_upload("gone", upload_id)  # already gone: fine
+    assert await backend.list_multipart_uploads("gone") == []
+    with pytest.raises(BackendError) as info:
+        await backend.upload_part("gone", upload_id, 2, io.BytesIO(b"y"), 1)
+    assert info.value.code == "NoSuchUpload" or (info.value.status or 0) >= 400
+
+
+# --- through a real gateway ----------------------------------------------------------------
+
+
+def _raw(
+    gw: GatewayProcess,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    creds: BucketSpec = PHOTOS,
+    send_body: bool = True,
+) -> tuple[int, dict[str, str], bytes]:
+    """A SigV4-signed raw request (to send what SDKs refuse to send).
+
+    ``target`` is the path with its query; with ``send_body=False`` only the
+    headers go out (``Expect: 100-continue``) and the early answer is read.
+    """
+    import http.client
+
+    url = gw.endpoint + target
+    headers = dict(headers or {})
+    payload = headers.pop("x-amz-content-sha256", None) or hashlib.sha256(body).hexdigest()
+    signed = sigv4.sign_headers(
+        method, url, headers, payload, creds.access_key, creds.secret_key, "us-east-1", time.time()
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in {**headers, **signed}.items():
+            conn.putheader(name, value)
+        if "content-length" not in {k.lower() for k in headers}:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        if send_body and body:
+            conn.send(body)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _send(
+    gw: GatewayProcess, method: str, target: str, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """Send a request exactly as prepared (e.g. aws-chunked, signed by its builder)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        conn.send(body)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _xml_code(body: bytes) -> str:
+    found = re.search(rb"<Code>([^<]*)</Code>", body)
+    return found.group(1).decode() if found else ""
+
+
+def _complete_xml(parts: list[tuple[int, str]]) -> bytes:
+    inner = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>\"{e}\"</ETag></Part>" for n, e in parts)
+    return f"<CompleteMultipartUpload>{inner}</CompleteMultipartUpload>".encode()
+
+
+def _metric(gw: GatewayProcess, name: str, **labels: str) -> float:
+    text = urllib.request.urlopen(gw.endpoint + "/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _backend_uploads(spec: BackendSpec) -> list[str]:
+    """Open multipart uploads on a backend bucket, read directly from the backend."""
+    client = s3_client(spec.endpoint, spec.access_key, spec.secret_key)
+    return [u["Key"] for u in client.list_multipart_uploads(Bucket=spec.bucket).get("Uploads", [])]  # type: ignore[attr-defined]
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _upload(s3: Any, key: str, parts: list[bytes], bucket: str = "photos", **create: Any) -> tuple[str, list[str]]:
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
+    etags = [
+        s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=i, Body=data)["ETag"]
+        for i, data in enumerate(parts, 1)
+    ]
+    return upload_id, etags
+
+
+def _done(etags: list[str], numbers: list[int] | None = None) -> dict[str, Any]:
+    numbers = numbers or list(range(1, len(etags) + 1))
+    return {"Parts": [{"PartNumber": n, "ETag": etags[n - 1]} for n in numbers]}
+
+
+@pytest.fixture
+def mp(start_gateway, moto_backends):  # type: ignore[no-untyped-def]
+    backends = moto_backends(2, quota=256 * MiB)
+    gw = start_gateway(GatewayConfig(backends=backends))
+    return gw, backends, s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+
+
+def test_multipart_round_trip_keeps_metadata_and_serves_ranges_and_parts(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(MiB + 3)]
+    whole = b"".join(parts)
+    upload_id, etags = _upload(
+        s3, "dir/big file+1.bin", parts,
+        ContentType="video/mp4", Metadata={"owner": "alice"}, CacheControl="max-age=9",
+        ContentDisposition="attachment",
+    )
+    assert len(upload_id) == 32 and re.fullmatch(r"[0-9a-f]{32}", upload_id)
+    assert etags == [f'"{_md5(p)}"' for p in parts]
+    assert _metric(gw, "s3o_active_multipart_uploads") == 1
+    first = s3.list_parts(Bucket="photos", Key="dir/big file+1.bin", UploadId=upload_id, MaxParts=2)
+    assert [p["PartNumber"] for p in first["Parts"]] == [1, 2] and first["IsTruncated"]
+    assert first["NextPartNumberMarker"] == 2 and first["Parts"][1]["Size"] == 5 * MiB
+    rest = s3.list_parts(Bucket="photos", Key="dir/big file+1.bin", UploadId=upload_id, PartNumberMarker=2)
+    assert [(p["PartNumber"], p["ETag"]) for p in rest["Parts"]] == [(3, etags[2])] and not rest["IsTruncated"]
+
+    done = s3.complete_multipart_upload(
+        Bucket="photos", Key="dir/big file+1.bin", UploadId=upload_id, MultipartUpload=_done(etags)
+    )
+    assert done["ETag"] == f'"{_mp_etag(parts)}"' and done["Key"] == "dir/big file+1.bin"
+    head = s3.head_object(Bucket="photos", Key="dir/big file+1.bin")
+    assert head["ETag"] == done["ETag"] and head["ContentLength"] == len(whole)
+    assert (head["ContentType"], head["Metadata"], head["CacheControl"]) == ("video/mp4", {"owner": "alice"}, "max-age=9")
+    assert head["ContentDisposition"] == "attachment"
+    # Range GETs across part boundaries.
+    got = s3.get_object(Bucket="photos", Key="dir/big file+1.bin", Range=f"bytes={5 * MiB - 10}-{10 * MiB + 9}")
+    assert got["Body"].read() == whole[5 * MiB - 10 : 10 * MiB + 10]
+    assert s3.get_object(Bucket="photos", Key="dir/big file+1.bin")["Body"].read() == whole
+    # GET/HEAD ?partNumber=N: 206 with that part and the parts count.
+    part2 = s3.get_object(Bucket="photos", Key="dir/big file+1.bin", PartNumber=2)
+    assert part2["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert part2["ContentRange"] == f"bytes {5 * MiB}-{10 * MiB - 1}/{len(whole)}"
+    assert part2["PartsCount"] == 3 and part2["Body"].read() == parts[1]
+    part3 = s3.head_object(Bucket="photos", Key="dir/big file+1.bin", PartNumber=3)
+    assert part3["ContentLength"] == len(parts[2]) and part3["PartsCount"] == 3
+    with pytest.raises(ClientError) as info:
+        s3.get_object(Bucket="photos", Key="dir/big file+1.bin", PartNumber=4)
+    assert (_status(info.value), _code(info.value)) == (416, "InvalidPartNumber")
+    with pytest.raises(ClientError) as info:
+        s3.get_object(Bucket="photos", Key="dir/big file+1.bin", PartNumber=1, Range="bytes=0-1")
+    assert (_status(info.value), _code(info.value)) == (400, "InvalidRequest")
+    # A single-PUT object is one part.
+    s3.put_object(Bucket="photos", Key="small", Body=b"0123456789")
+    one = s3.get_object(Bucket="photos", Key="small", PartNumber=1)
+    assert one["ResponseMetadata"]["HTTPStatusCode"] == 206 and one["Body"].read() == b"0123456789"
+
+    listed = {o["Key"]: o for o in s3.list_objects_v2(Bucket="photos")["Contents"]}
+    assert listed["dir/big file+1.bin"]["ETag"] == done["ETag"]
+    # The parts were assembled in place: one backend object, no upload left.
+    keys = backend_keys(backends[0])
+    assert (f"photos/dir/big file+1.bin@{upload_id}", len(whole)) in keys
+    assert _backend_uploads(backends[0]) == []
+    row = quota_rows(gw)[backends[0].name]
+    assert (row["used"], row["reserved"], row["objects"]) == (len(whole) + 10, 0, 2)
+    assert _metric(gw, "s3o_active_multipart_uploads") == 0
+    log = gw.log_text()
+    for event in ("storage.CreateMultipartUpload", "storage.UploadPart", "storage.CompleteMultipartUpload",
+                  "s3.ListParts"):
+        assert f'"event":"{event}"' in log
+
+
+def test_each_error_has_its_s3_code(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    upload_id = s3.create_multipart_upload(Bucket="photos", Key="e")["UploadId"]
+    base = f"/photos/e?uploadId={upload_id}"
+    for bad in ("0", "10001", "x", "-1", ""):
+        status, _, body = _raw(gw, "PUT", f"{base}&partNumber={bad}", b"data")
+        assert (status, _xml_code(body)) == (400, "InvalidArgument"), bad
+    small = [s3.upload_part(Bucket="photos", Key="e", UploadId=upload_id, PartNumber=n, Body=b"%d" % n * 1000)["ETag"]
+             for n in (1, 2)]
+    big = s3.upload_part(Bucket="photos", Key="e", UploadId=upload_id, PartNumber=3, Body=b"3" * (5 * MiB))["ETag"]
+
+    def complete(parts: list[dict[str, Any]]) -> str:
+        with pytest.raises(ClientError) as info:
+            s3.complete_multipart_upload(Bucket="photos", Key="e", UploadId=upload_id,
+                                         MultipartUpload={"Parts": parts})
+        assert _status(info.value) in (400, 404)
+        return _code(info.value)
+
+    assert complete([{"PartNumber": 1, "ETag": small[0]}, {"PartNumber": 2, "ETag": small[1]}]) == "EntityTooSmall"
+    assert complete([{"PartNumber": 3, "ETag": big}, {"PartNumber": 1, "ETag": small[0]}]) == "InvalidPartOrder"
+    assert complete([{"PartNumber": 3, "ETag": big}, {"PartNumber": 3, "ETag": big}]) == "InvalidPartOrder"
+    assert complete([{"PartNumber": 3, "ETag": small[0]}]) == "InvalidPart"  # wrong ETag
+    assert complete([{"PartNumber": 3, "ETag": big}, {"PartNumber": 7, "ETag": big}]) == "InvalidPart"  # missing
+    status, _, body = _raw(gw, "POST", base, b"<CompleteMultipartUpload><Part>")
+    assert (status, _xml_code(body)) == (400, "MalformedXML")
+    status, _, body = _raw(gw, "POST", base, b"<CompleteMultipartUpload></CompleteMultipartUpload>")
+    assert (status, _xml_code(body)) == (400, "MalformedXML")
+    # Oversized: refused from the declared length, before the body is read.
+    status, _, body = _raw(gw, "POST", base, b"", {"content-length": str(5 * MiB), "expect": "100-continue",
+                                                    "x-amz-content-sha256": "UNSIGNED-PAYLOAD"}, send_body=False)
+    assert (status, _xml_code(body)) == (400, "MalformedXML")
+    # Content-MD5 and x-amz-checksum-* on parts are verified; nothing is stored on a mismatch.
+    wrong_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    status, _, body = _raw(gw, "PUT", f"{base}&partNumber=4", b"payload", {"content-md5": wrong_md5})
+    assert (status, _xml_code(body)) == (400, "BadDigest")
+    status, _, body = _raw(gw, "PUT", f"{base}&partNumber=4", b"payload", {"x-amz-checksum-crc32": "AAAAAA=="})
+    assert (status, _xml_code(body)) == (400, "BadDigest")
+    good = s3.upload_part(Bucket="photos", Key="e", UploadId=upload_id, PartNumber=4, Body=b"payload",
+                          ChecksumAlgorithm="SHA256")
+    assert good["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(b"payload").digest()).decode()
+    parts = s3.list_parts(Bucket="photos", Key="e", UploadId=upload_id)["Parts"]
+    assert [p["PartNumber"] for p in parts] == [1, 2, 3, 4]
+    assert quota_rows(gw)[backends[0].name]["reserved"] == 2000 + 5 * MiB + 7
+    # Unknown upload ids.
+    for call in (
+        lambda: s3.upload_part(Bucket="photos", Key="e", UploadId="0" * 32, PartNumber=1, Body=b"x"),
+        lambda: s3.list_parts(Bucket="photos", Key="e", UploadId="0" * 32),
+        lambda: s3.complete_multipart_upload(Bucket="photos", Key="e", UploadId="0" * 32,
+                                             MultipartUpload=_done([big])),
+        lambda: s3.abort_multipart_upload(Bucket="photos", Key="e", UploadId="0" * 32),
+    ):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert (_status(info.value), _code(info.value)) == (404, "NoSuchUpload")
+    # The checksums a client lists on Complete are checked against the parts'.
+    assert complete([{"PartNumber": 3, "ETag": big},
+                     {"PartNumber": 4, "ETag": good["ETag"], "ChecksumSHA256": "A" * 43 + "="}]) == "InvalidPart"
+    s3.complete_multipart_upload(Bucket="photos", Key="e", UploadId=upload_id, MultipartUpload={"Parts": [
+        {"PartNumber": 3, "ETag": big}, {"PartNumber": 4, "ETag": good["ETag"], "ChecksumSHA256": good["ChecksumSHA256"]}
+    ]})
+    assert s3.get_object(Bucket="photos", Key="e")["Body"].read() == b"3" * (5 * MiB) + b"payload"
+    # Parts 1 and 2 were not listed: dropped, their reservation released.
+    row = quota_rows(gw)[backends[0].name]
+    assert (row["used"], row["reserved"]) == (5 * MiB + 7, 0)
+
+
+def test_foreign_upload_id_is_indistinguishable_from_a_missing_one(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    docs = s3_client(gw.endpoint, DOCS.access_key, DOCS.secret_key)
+    secret_id, secret_etags = _upload(docs, "secret", [b"classified"], bucket="documents")
+    own_id = s3.create_multipart_upload(Bucket="photos", Key="mine")["UploadId"]
+
+    def answers(upload_id: str, key: str) -> list[tuple[int, bytes]]:
+        xml = _complete_xml([(1, _md5(b"classified"))])
+        out = []
+        for method, target, body in (
+            ("PUT", f"/photos/{key}?partNumber=1&uploadId={upload_id}", b"pwned"),
+            ("GET", f"/photos/{key}?uploadId={upload_id}", b""),
+            ("POST", f"/photos/{key}?uploadId={upload_id}", xml),
+            ("DELETE", f"/photos/{key}?uploadId={upload_id}", b""),
+        ):
+            status, _, reply = _raw(gw, method, target, body)
+            # Everything but the echoed ids must be identical.
+            reply = re.sub(rb"<(RequestId|HostId|Resource|UploadId)>[^<]*</\1>", b"", reply)
+            out.append((status, reply))
+        return out
+
+    missing = answers("f" * 32, "secret")
+    assert all(status == 404 and b"<Code>NoSuchUpload</Code>" in reply for status, reply in missing)
+    assert answers(secret_id, "secret") == missing  # another bucket's upload
+    assert answers(own_id, "other-key") == missing  # our upload, another key
+    listed = s3.list_multipart_uploads(Bucket="photos").get("Uploads", [])
+    assert [u["UploadId"] for u in listed] == [own_id]
+    # The other bucket's upload is untouched and completes.
+    docs.complete_multipart_upload(Bucket="documents", Key="secret", UploadId=secret_id,
+                                   MultipartUpload=_done(secret_etags))
+    assert docs.get_object(Bucket="documents", Key="secret")["Body"].read() == b"classified"
+    with pytest.raises(ClientError) as info:  # and the bucket itself stays closed to photos
+        s3.list_parts(Bucket="documents", Key="secret", UploadId=secret_id)
+    assert _status(info.value) == 403
+
+
+def test_part_replacement_and_abort_leave_quota_exact(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    name = backends[0].name
+    upload_id = s3.create_multipart_upload(Bucket="photos", Key="r")["UploadId"]
+    s3.upload_part(Bucket="photos", Key="r", UploadId=upload_id, PartNumber=1, Body=b"a" * (6 * MiB))
+    assert quota_rows(gw)[name]["reserved"] == 6 * MiB
+    replaced = s3.upload_part(Bucket="photos", Key="r", UploadId=upload_id, PartNumber=1, Body=b"b" * (5 * MiB + 1))
+    s3.upload_part(Bucket="photos", Key="r", UploadId=upload_id, PartNumber=2, Body=b"c" * MiB)
+    assert quota_rows(gw)[name]["reserved"] == 6 * MiB + 1
+    parts = s3.list_parts(Bucket="photos", Key="r", UploadId=upload_id)["Parts"]
+    assert [(p["PartNumber"], p["ETag"], p["Size"]) for p in parts] == [
+        (1, replaced["ETag"], 5 * MiB + 1), (2, f'"{_md5(b"c" * MiB)}"', MiB)]
+    assert s3.abort_multipart_upload(Bucket="photos", Key="r", UploadId=upload_id)[
+        "ResponseMetadata"]["HTTPStatusCode"] == 204
+    row = quota_rows(gw)[name]
+    assert (row["used"], row["reserved"], row["orphan"]) == (0, 0, 0)
+    assert _backend_uploads(backends[0]) == [] and backend_keys(backends[0]) == []
+    for call in (lambda: s3.list_parts(Bucket="photos", Key="r", UploadId=upload_id),
+                 lambda: s3.abort_multipart_upload(Bucket="photos", Key="r", UploadId=upload_id),
+                 lambda: s3.upload_part(Bucket="photos", Key="r", UploadId=upload_id, PartNumber=3, Body=b"x")):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert _code(info.value) == "NoSuchUpload"
+    assert '"event":"storage.AbortMultipartUpload"' in gw.log_text()
+
+
+def test_full_backend_answers_upload_part_with_507(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    backends = moto_backends(1, quota=12 * MiB)
+    gw = start_gateway(GatewayConfig(backends=backends))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    name = backends[0].name
+    upload_id, etags = _upload(s3, "f", [b"1" * (6 * MiB), b"2" * (6 * MiB)])
+    for number in (3, 2):  # a new part, and a replacement (both copies exist until it commits)
+        with pytest.raises(ClientError) as info:
+            s3.upload_part(Bucket="photos", Key="f", UploadId=upload_id, PartNumber=number, Body=b"3" * MiB)
+        assert (_status(info.value), _code(info.value)) == (507, "InsufficientStorage")
+    row = quota_rows(gw)[name]
+    assert (row["used"], row["reserved"]) == (0, 12 * MiB) and row["used"] + row["reserved"] <= row["limit"]
+    with pytest.raises(ClientError) as info:  # no room for another upload either
+        s3.put_object(Bucket="photos", Key="other", Body=b"x")
+    assert _status(info.value) == 507
+    s3.complete_multipart_upload(Bucket="photos", Key="f", UploadId=upload_id, MultipartUpload=_done(etags))
+    row = quota_rows(gw)[name]
+    assert (row["used"], row["reserved"], row["objects"]) == (12 * MiB, 0, 1)
+    assert sum(size for _, size in backend_keys(backends[0])) == 12 * MiB
+
+
+def test_complete_over_an_existing_key_releases_the_old_copies(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    name = backends[0].name
+    s3.put_object(Bucket="photos", Key="k", Body=b"old" * MiB)
+    old_keys = backend_keys(backends[0])
+    upload_id, etags = _upload(s3, "k", [b"n" * (5 * MiB), b"ew"])
+    s3.complete_multipart_upload(Bucket="photos", Key="k", UploadId=upload_id, MultipartUpload=_done(etags))
+    assert _wait(lambda: quota_rows(gw)[name]["orphan"] == 0)
+    row = quota_rows(gw)[name]
+    assert (row["used"], row["reserved"], row["objects"]) == (5 * MiB + 2, 0, 1)
+    assert backend_keys(backends[0]) == [(f"photos/k@{upload_id}", 5 * MiB + 2)]
+    assert old_keys[0][0] != f"photos/k@{upload_id}"
+    assert s3.get_object(Bucket="photos", Key="k")["Body"].read() == b"n" * (5 * MiB) + b"ew"
+
+
+def test_upload_part_copy_with_ranges_server_side_or_through_the_gateway(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    backends = moto_backends(2, quota=64 * MiB)
+    backends[0].quota_bytes = 7 * MiB  # the source fills backend-1: the upload lands on backend-2
+    gw = start_gateway(GatewayConfig(backends=backends))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    source = os.urandom(7 * MiB)
+    s3.put_object(Bucket="photos", Key="src", Body=source)
+    s3.put_object(Bucket="photos", Key="tiny", Body=b"")
+    upload_id = s3.create_multipart_upload(Bucket="photos", Key="dst")["UploadId"]
+    one = s3.upload_part_copy(Bucket="photos", Key="dst", UploadId=upload_id, PartNumber=1,
+                              CopySource={"Bucket": "photos", "Key": "src"}, CopySourceRange=f"bytes=1-{5 * MiB}")
+    assert one["CopyPartResult"]["ETag"] == f'"{_md5(source[1 : 5 * MiB + 1])}"'
+    two = s3.upload_part_copy(Bucket="photos", Key="dst", UploadId=upload_id, PartNumber=2, CopySource="photos/src")
+    assert two["CopyPartResult"]["ETag"] == f'"{_md5(source)}"'
+    for kwargs, code in (
+        ({"CopySource": "documents/src"}, "AccessDenied"),
+        ({"CopySource": "photos/missing"}, "NoSuchKey"),
+        ({"CopySource": "photos/src", "CopySourceRange": f"bytes=0-{7 * MiB}"}, "InvalidArgument"),
+        ({"CopySource": "photos/src", "CopySourceRange": "bytes=5-"}, "InvalidArgument"),
+        ({"CopySource": "photos/src", "CopySourceIfMatch": '"nope"'}, "PreconditionFailed"),
+    ):
+        with pytest.raises(ClientError) as info:
+            s3.upload_part_copy(Bucket="photos", Key="dst", UploadId=upload_id, PartNumber=3, **kwargs)
+        assert _code(info.value) == code, kwargs
+    done = s3.complete_multipart_upload(Bucket="photos", Key="dst", UploadId=upload_id, MultipartUpload=_done(
+        [one["CopyPartResult"]["ETag"], two["CopyPartResult"]["ETag"]]))
+    expected = [source[1 : 5 * MiB + 1], source]
+    assert done["ETag"] == f'"{_mp_etag(expected)}"'
+    assert s3.get_object(Bucket="photos", Key="dst")["Body"].read() == b"".join(expected)
+    assert [k for k, _ in backend_keys(backends[1])] == [f"photos/dst@{upload_id}"]
+    # Server-side when the source lives on the upload's backend.
+    upload2 = s3.create_multipart_upload(Bucket="photos", Key="dst2")["UploadId"]
+    before = _metric(gw, "s3o_backend_bytes_total", backend=backends[1].name, direction="out")
+    part = s3.upload_part_copy(Bucket="photos", Key="dst2", UploadId=upload2, PartNumber=1, CopySource="photos/dst")
+    assert _metric(gw, "s3o_backend_bytes_total", backend=backends[1].name, direction="out") == before
+    assert _metric(gw, "s3o_backend_requests_total", operation="UploadPartCopy", backend=backends[1].name) == 1
+    s3.complete_multipart_upload(Bucket="photos", Key="dst2", UploadId=upload2,
+                                 MultipartUpload=_done([part["CopyPartResult"]["ETag"]]))
+    assert s3.get_object(Bucket="photos", Key="dst2")["Body"].read() == b"".join(expected)
+    assert quota_rows(gw)[backends[1].name]["reserved"] == 0
+
+
+def test_every_sigv4_variant_is_accepted_on_upload_part(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    upload_id = s3.create_multipart_upload(Bucket="photos", Key="v")["UploadId"]
+    parts = [os.urandom(5 * MiB) for _ in range(4)] + [os.urandom(1000)]
+    presign = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key, signature_version="s3v4")
+    url = presign.generate_presigned_url("upload_part", ExpiresIn=60, Params={
+        "Bucket": "photos", "Key": "v", "UploadId": upload_id, "PartNumber": 1})
+    request = urllib.request.Request(url, data=parts[0], method="PUT")
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.headers["ETag"] == f'"{_md5(parts[0])}"'
+    variants = [sigv4.STREAMING_PAYLOAD, sigv4.STREAMING_PAYLOAD_TRAILER, sigv4.STREAMING_UNSIGNED_TRAILER]
+    for number, variant in enumerate(variants, 2):
+        target = f"/photos/v?partNumber={number}&uploadId={upload_id}"
+        req = streaming_put(gw.endpoint + target, parts[number - 1], access_key=PHOTOS.access_key,
+                            secret_key=PHOTOS.secret_key, now=time.time(), variant=variant)
+        status, headers, body = _send(gw, "PUT", target, req.headers, req.body)
+        assert status == 200, (variant, body)
+        assert headers["etag"] == f'"{_md5(parts[number - 1])}"'
+    etags = [f'"{_md5(p)}"' for p in parts[:4]]
+    etags.append(s3.upload_part(Bucket="photos", Key="v", UploadId=upload_id, PartNumber=5, Body=parts[4])["ETag"])
+    s3.complete_multipart_upload(Bucket="photos", Key="v", UploadId=upload_id, MultipartUpload=_done(etags))
+    assert s3.get_object(Bucket="photos", Key="v")["Body"].read() == b"".join(parts)
+
+
+def test_list_multipart_uploads_prefix_delimiter_and_markers(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    ids: dict[str, list[str]] = {}
+    for key in ("a/1", "a/2", "b/1", "b/1", "c", "gone"):
+        ids.setdefault(key, []).append(s3.create_multipart_upload(Bucket="photos", Key=key)["UploadId"])
+        time.sleep(0.002)  # distinct initiation times
+    s3.abort_multipart_upload(Bucket="photos", Key="gone", UploadId=ids["gone"][0])
+    everything = [("a/1", ids["a/1"][0]), ("a/2", ids["a/2"][0]), ("b/1", ids["b/1"][0]),
+                  ("b/1", ids["b/1"][1]), ("c", ids["c"][0])]
+
+    def listed(**kwargs: Any) -> tuple[list[tuple[str, str]], list[str], dict[str, Any]]:
+        page = s3.list_multipart_uploads(Bucket="photos", **kwargs)
+        uploads = [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+        return uploads, [p["Prefix"] for p in page.get("CommonPrefixes", [])], page
+
+    assert listed()[0] == everything  # by key, then initiation
+    assert listed(Prefix="b/")[0] == everything[2:4]
+    uploads, prefixes, _ = listed(Delimiter="/")
+    assert (uploads, prefixes) == ([everything[4]], ["a/", "b/"])
+    assert listed(KeyMarker="b/1")[0] == [everything[4]]
+    assert listed(KeyMarker="b/1", UploadIdMarker=ids["b/1"][0])[0] == everything[3:]
+    assert listed(KeyMarker="a/", Delimiter="/")[1] == ["b/"]
+    uploads, _, page = listed(MaxUploads=2)
+    assert uploads == everything[:2] and page["IsTruncated"]
+    assert (page["NextKeyMarker"], page["NextUploadIdMarker"]) == everything[1]
+    pages = list(s3.get_paginator("list_multipart_uploads").paginate(Bucket="photos", PaginationConfig={"PageSize": 2}))
+    assert [(u["Key"], u["UploadId"]) for p in pages for u in p.get("Uploads", [])] == everything
+    with pytest.raises(ClientError) as info:
+        s3.list_multipart_uploads(Bucket="photos", MaxUploads=-1)
+    assert _code(info.value) == "InvalidArgument"
+
+
+def test_max_multipart_uploads_limits_active_uploads_per_bucket(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    buckets = [
+        {"name": "photos", "max_multipart_uploads": 2,
+         "credentials": [{"access_key_id": PHOTOS.access_key, "secret_access_key": PHOTOS.secret_key}]},
+        {"name": "documents",
+         "credentials": [{"access_key_id": DOCS.access_key, "secret_access_key": DOCS.secret_key}]},
+    ]
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1), extra={"buckets": buckets}))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    first = s3.create_multipart_upload(Bucket="photos", Key="1")["UploadId"]
+    s3.create_multipart_upload(Bucket="photos", Key="2")
+    with pytest.raises(ClientError) as info:
+        s3.create_multipart_upload(Bucket="photos", Key="3")
+    assert (_status(info.value), _code(info.value)) == (503, "SlowDown")
+    assert "Too many active multipart uploads" in info.value.response["Error"]["Message"]
+    docs = s3_client(gw.endpoint, DOCS.access_key, DOCS.secret_key)
+    for i in range(3):  # other buckets have their own count
+        docs.create_multipart_upload(Bucket="documents", Key=f"d{i}")
+    s3.abort_multipart_upload(Bucket="photos", Key="1", UploadId=first)
+    s3.create_multipart_upload(Bucket="photos", Key="3")
+
+
+def _race_round(s3: Any, key: str) -> None:
+    """Complete twice while a part the Complete does not list is being uploaded."""
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB)]
+    upload_id, etags = _upload(s3, key, parts)
+    late = os.urandom(5 * MiB)
+
+    def complete() -> tuple[int, str]:
+        try:
+            done = s3.complete_multipart_upload(Bucket="photos", Key=key, UploadId=upload_id,
+                                                MultipartUpload=_done(etags))
+            return 200, done["ETag"]
+        except ClientError as exc:
+            return _status(exc), _code(exc)
+
+    def late_part() -> tuple[int, str]:
+        try:
+            return 200, s3.upload_part(Bucket="photos", Key=key, UploadId=upload_id, PartNumber=3, Body=late)["ETag"]
+        except ClientError as exc:
+            return _status(exc), _code(exc)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = [f.result() for f in [pool.submit(complete), pool.submit(late_part), pool.submit(complete)]]
+    completes = [results[0], results[2]]
+    # A double Complete answers the same object (the second is a repeat).
+    assert completes == [(200, f'"{_mp_etag(parts)}"')] * 2, results
+    assert results[1][0] == 200 or results[1] == (404, "NoSuchUpload"), results
+    assert s3.get_object(Bucket="photos", Key=key)["Body"].read() == b"".join(parts)
+    # And once more, later: still the same answer; a part after Complete is refused.
+    assert complete() == completes[0]
+    assert late_part() == (404, "NoSuchUpload")
+
+
+def test_racing_complete_with_late_upload_part_and_double_complete(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    name = backends[0].name
+    for round_ in range(3):
+        _race_round(s3, f"race{round_}")
+    row = quota_rows(gw)[name]
+    assert (row["used"], row["reserved"], row["objects"]) == (3 * 10 * MiB, 0, 3)
+    assert _backend_uploads(backends[0]) == []
+    assert sorted(size for _, size in backend_keys(backends[0])) == [10 * MiB] * 3
+
+
+def _weed_spec(weed: Any) -> BackendSpec:
+    return BackendSpec("weed-1", weed.endpoint, fresh_bucket(weed), WEED_ACCESS_KEY, WEED_SECRET_KEY,
+                       quota_bytes=1024 * MiB)
+
+
+@pytest.mark.parametrize("kind", ["moto", "weed"])
+def test_complete_moves_no_object_data(kind: str, request, start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    spec = moto_backends(1, quota=1024 * MiB)[0] if kind == "moto" else _weed_spec(request.getfixturevalue("weed"))
+    gw = start_gateway(GatewayConfig(backends=[spec]))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    parts = [os.urandom(8 * MiB) for _ in range(8)]
+    out_before = _metric(gw, "s3o_backend_bytes_total", backend=spec.name, direction="out")
+    in_before = _metric(gw, "s3o_backend_bytes_total", backend=spec.name, direction="in")
+    upload_id = s3.create_multipart_upload(Bucket="photos", Key="64mib")["UploadId"]
+
+    def put(number: int) -> str:
+        return str(s3.upload_part(Bucket="photos", Key="64mib", UploadId=upload_id, PartNumber=number,
+                                  Body=parts[number - 1])["ETag"])
+
+    with ThreadPoolExecutor(4) as pool:  # 8 MiB parts, 4 in parallel
+        etags = list(pool.map(put, range(1, 9)))
+    uploaded = _metric(gw, "s3o_backend_bytes_total", backend=spec.name, direction="out") - out_before
+    s3.complete_multipart_upload(Bucket="photos", Key="64mib", UploadId=upload_id, MultipartUpload=_done(etags))
+    sent = _metric(gw, "s3o_backend_bytes_total", backend=spec.name, direction="out") - out_before
+    received = _metric(gw, "s3o_backend_bytes_total", backend=spec.name, direction="in") - in_before
+    # Every object byte crossed to the backend exactly once; Complete moved none.
+    assert uploaded == sent == 64 * MiB and received == 0
+    assert backend_keys(spec) == [(f"photos/64mib@{upload_id}", 64 * MiB)]
+    assert _metric(gw, "s3o_backend_requests_total", operation="UploadPart", backend=spec.name) == 8
+    assert _metric(gw, "s3o_backend_requests_total", operation="CompleteMultipartUpload", backend=spec.name) == 1
+    assert _metric(gw, "s3o_backend_requests_total", operation="PutObject", backend=spec.name) == 0
+    got = s3.get_object(Bucket="photos", Key="64mib")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(b"".join(parts)).digest()
+    row = quota_rows(gw)[spec.name]
+    assert (row["used"], row["reserved"]) == (64 * MiB, 0)
+
+
+def test_stale_uploads_are_aborted_and_release_their_bytes(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    backends = moto_backends(1, quota=64 * MiB)
+    gw = start_gateway(GatewayConfig(backends=backends, extra={"cleanup_queue": {"multipart_stale_timeout": "3s"}}))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    upload_id = s3.create_multipart_upload(Bucket="photos", Key="forgotten")["UploadId"]
+    s3.upload_part(Bucket="photos", Key="forgotten", UploadId=upload_id, PartNumber=1, Body=b"z" * MiB)
+    assert quota_rows(gw)[backends[0].name]["reserved"] == MiB
+    assert _backend_uploads(backends[0]) == [f"photos/forgotten@{upload_id}"]
+    assert _wait(lambda: not s3.list_multipart_uploads(Bucket="photos").get("Uploads"), timeout=20)
+    assert _wait(lambda: quota_rows(gw)[backends[0].name]["reserved"] == 0)
+    assert _backend_uploads(backends[0]) == []
+    assert '"event":"storage.MultipartCleanup"' in gw.log_text()
+    assert _metric(gw, "s3o_active_multipart_uploads", backend=backends[0].name) == 0
+    with pytest.raises(ClientError) as info:
+        s3.upload_part(Bucket="photos", Key="forgotten", UploadId=upload_id, PartNumber=2, Body=b"late")
+    assert _code(info.value) == "NoSuchUpload"
+
+
+def test_size_hint_skips_backends_too_small_and_complete_respects_backend_limits(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    backends = moto_backends(2, quota=256 * MiB)
+    backends[0].max_object_size = 8 * MiB
+    gw = start_gateway(GatewayConfig(backends=backends))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    # x-amz-mp-object-size on Create (an s3orch extension) declares the total size.
+    status, _, body = _raw(gw, "POST", "/photos/hinted?uploads", b"", {"x-amz-mp-object-size": str(10 * MiB)})
+    assert status == 200
+    hinted = re.search(rb"<UploadId>([0-9a-f]{32})</UploadId>", body).group(1).decode()  # type: ignore[union-attr]
+    parts = [b"h" * (5 * MiB), b"i" * (5 * MiB)]
+    etags = [s3.upload_part(Bucket="photos", Key="hinted", UploadId=hinted, PartNumber=n, Body=d)["ETag"]
+             for n, d in enumerate(parts, 1)]
+    assert _backend_uploads(backends[1]) == [f"photos/hinted@{hinted}"] and _backend_uploads(backends[0]) == []
+    s3.complete_multipart_upload(Bucket="photos", Key="hinted", UploadId=hinted, MultipartUpload=_done(etags))
+    # Without a hint the first backend is chosen; an object too big for it is refused on Complete.
+    plain, plain_etags = _upload(s3, "plain", parts)
+    assert _backend_uploads(backends[0]) == [f"photos/plain@{plain}"]
+    with pytest.raises(ClientError) as info:
+        s3.complete_multipart_upload(Bucket="photos", Key="plain", UploadId=plain, MultipartUpload=_done(plain_etags))
+    assert _code(info.value) == "EntityTooLarge"
+    # The size a Complete declares must be the parts' total.
+    status, _, body = _raw(gw, "POST", f"/photos/plain?uploadId={plain}",
+                           _complete_xml([(1, _md5(parts[0]))]), {"x-amz-mp-object-size": "1"})
+    assert (status, _xml_code(body)) == (400, "InvalidRequest")
+    s3.complete_multipart_upload(Bucket="photos", Key="plain", UploadId=plain, MultipartUpload=_done(plain_etags, [1]))
+    assert s3.head_object(Bucket="photos", Key="plain")["ContentLength"] == 5 * MiB
+
+
+def test_an_upload_survives_a_gateway_crash_and_resumes(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    backends = moto_backends(1, quota=64 * MiB)
+    gw = start_gateway(GatewayConfig(backends=backends))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    parts = [os.urandom(5 * MiB), os.urandom(MiB)]
+    upload_id = s3.create_multipart_upload(Bucket="photos", Key="resume", Metadata={"kept": "yes"})["UploadId"]
+    first = s3.upload_part(Bucket="photos", Key="resume", UploadId=upload_id, PartNumber=1, Body=parts[0])["ETag"]
+    gw.stop(signal.SIGKILL)
+    gw.start()
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    listed = s3.list_parts(Bucket="photos", Key="resume", UploadId=upload_id)["Parts"]
+    assert [(p["PartNumber"], p["ETag"]) for p in listed] == [(1, first)]
+    second = s3.upload_part(Bucket="photos", Key="resume", UploadId=upload_id, PartNumber=2, Body=parts[1])["ETag"]
+    s3.complete_multipart_upload(Bucket="photos", Key="resume", UploadId=upload_id,
+                                 MultipartUpload=_done([first, second]))
+    got = s3.get_object(Bucket="photos", Key="resume")
+    assert got["Body"].read() == b"".join(parts) and got["Metadata"] == {"kept": "yes"}
+    row = quota_rows(gw)[backends[0].name]
+    assert (row["used"], row["reserved"]) == (6 * MiB, 0)
+
+
+def test_conditional_complete_checks_the_current_object(mp) -> None:  # type: ignore[no-untyped-def]
+    gw, backends, s3 = mp
+    s3.put_object(Bucket="photos", Key="cond", Body=b"first")
+    upload_id, etags = _upload(s3, "cond", [b"second"])
+    with pytest.raises(ClientError) as info:
+        s3.complete_multipart_upload(Bucket="photos", Key="cond", UploadId=upload_id,
+                                     MultipartUpload=_done(etags), IfNoneMatch="*")
+    assert (_status(info.value), _code(info.value)) == (412, "PreconditionFailed")
+    assert s3.get_object(Bucket="photos", Key="cond")["Body"].read() == b"first"
+    current = s3.head_object(Bucket="photos", Key="cond")["ETag"]
+    s3.complete_multipart_upload(Bucket="photos", Key="cond", UploadId=upload_id,
+                                 MultipartUpload=_done(etags), IfMatch=current)  # the upload stayed open
+    assert s3.get_object(Bucket="photos", Key="cond")["Body"].read() == b"second"
