@@ -23,12 +23,13 @@ DIST ?= dist
 
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.PHONY: help venv run run-backends test lint bench deb clean clean-demo distclean
+.PHONY: help venv run run-backends test test-tools lint bench deb clean clean-demo distclean
 
 help:
 	@echo "make run           start 3 SeaweedFS backends + s3orch on http://127.0.0.1:9000 (Ctrl-C stops all)"
 	@echo "make run-backends  start only the 3 demo backends (and write .demo/config.yaml)"
-	@echo "make test          run the whole test suite (PYTEST_ARGS='-k foo -x' to narrow)"
+	@echo "make test          run the whole test suite (PYTEST_ARGS='-k foo -x' to narrow); installs its"
+	@echo "                   client tools first (npm ci in tests/e2e/js; restic via apt when root)"
 	@echo "make lint          ruff check + mypy"
 	@echo "make bench         run the benchmarks"
 	@echo "make deb           build the Debian package into $(DIST)/"
@@ -49,6 +50,26 @@ $(STAMP): setup.py setup.cfg | $(BIN)/python
 
 venv: $(STAMP)
 
+# The real-client tests (tests/e2e) also drive the AWS SDK for JavaScript (npm, pinned by
+# tests/e2e/js/package-lock.json) and restic (Debian's package).
+JS_DIR := tests/e2e/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js and npm (apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+test-tools: $(STAMP) $(JS_STAMP)
+	@command -v restic >/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    echo "installing restic (apt) for the end-to-end tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic; \
+	  else \
+	    echo "make test: restic is missing and the end-to-end tests need it: sudo apt-get install restic" >&2; exit 1; \
+	  fi; }
+
 run: $(STAMP)
 	$(BIN)/python -m s3orch.testing.demo $(DEMO_ARGS)
 
@@ -56,7 +77,7 @@ run-backends: $(STAMP)
 	$(BIN)/python -m s3orch.testing.demo --backends-only $(DEMO_ARGS)
 
 # pytest's exit status is make's: 1 = failures, 5 = no tests collected; both fail the target.
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -80,7 +101,7 @@ deb:
 	@ls -l $(DIST)/*.deb
 
 clean:
-	rm -f $(STAMP) twisted/plugins/dropin.cache
+	rm -f $(STAMP) $(JS_STAMP) twisted/plugins/dropin.cache
 	rm -rf build $(DIST) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis bench-results
 	rm -rf debian/.debhelper debian/s3orch debian/files debian/debhelper-build-stamp debian/*.substvars debian/*.debhelper.log debian/*.debhelper
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -89,4 +110,4 @@ clean-demo:
 	rm -rf .demo
 
 distclean: clean clean-demo
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(JS_DIR)/node_modules

@@ -35,6 +35,7 @@ from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
     AUTH_STREAMING,
     AUTH_STREAMING_REJECTIONS,
+    DATABASE_UNAVAILABLE,
     EARLY_REJECTIONS,
     INFLIGHT,
     REQUEST_DURATION,
@@ -42,7 +43,7 @@ from s3orch.observe.metrics import (
     REQUESTS,
     RESPONSE_SIZE,
 )
-from s3orch.s3 import errors, sigv4, xml
+from s3orch.s3 import acl, errors, sigv4, xml
 from s3orch.s3.addressing import Address, parse_address, virtual_bucket
 from s3orch.s3.checksums import parse_checksum_headers
 from s3orch.s3.chunked import AwsChunkedDecoder
@@ -58,7 +59,7 @@ from s3orch.s3.metadata import (
 )
 from s3orch.s3.operations import Operation, resolve_operation
 from s3orch.s3.ranges import content_range, parse_range
-from s3orch.store.interface import ObjectRecord
+from s3orch.store.interface import ObjectRecord, StoreUnavailable
 
 OWNER_ID = "s3orch"
 OWNER_NAME = "s3orch"
@@ -99,7 +100,24 @@ NOT_CONFIGURED: dict[str, tuple[str, int, str]] = {
     "GetObjectLockConfiguration": (
         "ObjectLockConfigurationNotFoundError", 404, "Object Lock configuration does not exist for this bucket"
     ),
+    "GetBucketPolicyStatus": ("NoSuchBucketPolicy", 404, "The bucket policy does not exist"),
+    "GetObjectRetention": ("InvalidRequest", 400, "Bucket is missing Object Lock Configuration"),
+    "GetObjectLegalHold": ("InvalidRequest", 400, "Bucket is missing Object Lock Configuration"),
+    "GetBucketReplication": (
+        "ReplicationConfigurationNotFoundError", 404, "The replication configuration was not found"
+    ),
 }
+
+#: Bucket configuration reads whose AWS answer for an unconfigured bucket is a document.
+DEFAULT_CONFIGURATION: dict[str, bytes] = {
+    "GetBucketRequestPayment": xml.request_payment("BucketOwner"),
+    "GetBucketLogging": xml.empty_configuration("BucketLoggingStatus"),
+    "GetBucketNotificationConfiguration": xml.empty_configuration("NotificationConfiguration"),
+    "GetBucketAccelerateConfiguration": xml.empty_configuration("AccelerateConfiguration"),
+}
+
+#: GetObjectAttributes' x-amz-object-attributes names.
+OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
 
 
 @dataclass
@@ -151,6 +169,12 @@ def http_date(ts: float) -> str:
     return formatdate(ts, usegmt=True)
 
 
+#: Seconds a client is asked to wait after a 503 caused by the metadata database.
+DATABASE_RETRY_AFTER = 2
+#: At most one log line per this many seconds while the database is unavailable.
+DATABASE_ERROR_LOG_EVERY = 5.0
+
+
 def quote_etag(etag: str) -> str:
     return f'"{etag}"'
 
@@ -178,6 +202,8 @@ class S3Frontend(Resource):
         self.clock = clock
         self.reserved_prefixes = tuple(reserved_prefixes)
         self.started_at = clock.seconds()
+        self._db_error_logged_at = float("-inf")
+        self._db_errors_unlogged = 0
         self._handlers: dict[str, Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]] = {
             "ListBuckets": self._list_buckets,
             "HeadBucket": self._head_bucket,
@@ -196,9 +222,14 @@ class S3Frontend(Resource):
             "GetBucketAcl": self._get_acl,
             "GetObjectAcl": self._get_object_acl,
             "GetObjectTagging": self._get_object_tagging,
+            "PutObjectAcl": self._put_acl,
+            "PutBucketAcl": self._put_acl,
+            "GetObjectAttributes": self._get_object_attributes,
         }
         for name, (code, status, message) in NOT_CONFIGURED.items():
             self._handlers[name] = self._not_configured(code, status, message)
+        for name, document in DEFAULT_CONFIGURATION.items():
+            self._handlers[name] = self._default_configuration(document)
         if multipart is not None:
             from s3orch.frontend.multipart import MultipartHandlers  # it builds on this module
 
@@ -272,10 +303,14 @@ class S3Frontend(Resource):
                 access_key=state.principal.access_key,
             )
             raise errors.AccessDenied()
+        if state.operation.name in acl.ACL_HEADER_OPERATIONS:
+            acl.check_acl_headers(headers)
         if state.operation.name in DATA_OPERATIONS or state.operation.name in (
             "DeleteObjects",
             "CompleteMultipartUpload",
             "CreateBucket",
+            "PutObjectAcl",
+            "PutBucketAcl",
         ):
             state.body = self._body_sink(state, length)
         elif length is None or length > 0:
@@ -402,6 +437,8 @@ class S3Frontend(Resource):
             await handler(request, state, body)
         except errors.S3Error as exc:
             self._send_error(request, state, exc)
+        except StoreUnavailable as exc:
+            self._database_unavailable(request, state, exc)
         except Exception:
             self.log.failure(
                 "request failed", component="s3", request_id=state.request_id, operation=state.op_name
@@ -411,6 +448,28 @@ class S3Frontend(Resource):
             if body is not None:
                 body.close()
             self._finish_accounting(state, request.code, request)
+
+    def _database_unavailable(self, request: S3Request, state: RequestState, exc: StoreUnavailable) -> None:
+        """503 with Retry-After: the metadata database is down or restarting (never a 500)."""
+        DATABASE_UNAVAILABLE.labels(state.op_name).inc()
+        now = self.clock.seconds()
+        self._db_errors_unlogged += 1
+        if now - self._db_error_logged_at >= DATABASE_ERROR_LOG_EVERY:
+            self.log.warn(
+                "metadata database unavailable; answering 503 ({count} requests since the last"
+                " report): {error}",
+                component="s3",
+                count=self._db_errors_unlogged,
+                error=str(exc),
+                request_id=state.request_id,
+                operation=state.op_name,
+            )
+            self._db_error_logged_at = now
+            self._db_errors_unlogged = 0
+        request.setHeader("retry-after", str(DATABASE_RETRY_AFTER))
+        self._send_error(
+            request, state, errors.ServiceUnavailable("The metadata database is unavailable; please retry.")
+        )
 
     def abandoned(self, request: S3Request) -> None:
         """The client went away before its answer: free the spool, count it once (499)."""
@@ -575,6 +634,14 @@ class S3Frontend(Resource):
 
         return handler
 
+    def _default_configuration(
+        self, document: bytes
+    ) -> Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]:
+        async def handler(request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+            self._send_xml(request, state, document)
+
+        return handler
+
     async def _create_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         """The caller's own virtual bucket always exists: us-east-1 answers 200 to a re-create."""
         constraint = b""
@@ -600,6 +667,60 @@ class S3Frontend(Resource):
         assert state.address is not None and state.address.bucket and state.address.key is not None
         await self.objects.head(state.address.bucket, state.address.key)
         self._send_xml(request, state, xml.access_control_policy(OWNER_ID, OWNER_NAME))
+
+    async def _put_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        """Accept the private ACL everything already has; any other was refused at header time
+        (acl.check_acl_headers) or is refused here by its document."""
+        assert state.address is not None and state.address.bucket
+        document = body.file.read(xml.ACL_MAX_BYTES + 1) if body is not None and body.length else b""
+        if acl.has_acl_headers(state.headers):
+            if document:
+                raise errors.UnexpectedContent()
+        elif not document:
+            raise errors.MissingSecurityHeader(
+                "Your request was missing a required header", MissingHeaderName="x-amz-acl"
+            )
+        else:
+            acl.check_acl_document(document, OWNER_ID)
+        if state.address.key is not None:
+            await self.objects.head(state.address.bucket, state.address.key)
+        self._send_empty(request)
+
+    async def _get_object_attributes(
+        self, request: S3Request, state: RequestState, body: BodyInfo | None
+    ) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        wanted = {
+            name.strip()
+            for value in state.headers.get("x-amz-object-attributes", [])
+            for name in value.split(",")
+            if name.strip()
+        }
+        if not wanted:
+            raise errors.InvalidArgument(
+                "x-amz-object-attributes header specifying the attributes to be retrieved is "
+                "either missing or empty"
+            )
+        if not wanted <= OBJECT_ATTRIBUTES:
+            raise errors.InvalidArgument("Invalid attribute name specified.")
+        record = await self.objects.head(state.address.bucket, state.address.key)
+        check_read_conditions(state.headers, record.etag, record.last_modified)
+        checksums: list[tuple[str, str]] = []
+        if "Checksum" in wanted and record.checksum_algorithm and record.checksum_value:
+            checksums.append(("Checksum" + record.checksum_algorithm.upper(), record.checksum_value))
+            checksums.append(("ChecksumType", checksum_type(record.checksum_value)))
+        parts = None
+        if "ObjectParts" in wanted and record.parts_count:
+            parts = xml.ObjectPartsInfo(total_parts_count=record.parts_count)
+        request.setHeader("last-modified", http_date(record.last_modified))
+        payload = xml.object_attributes(
+            etag=record.etag if "ETag" in wanted else None,
+            checksums=checksums,
+            object_parts=parts,
+            storage_class="STANDARD" if "StorageClass" in wanted else None,
+            object_size=record.size if "ObjectSize" in wanted else None,
+        )
+        self._send_xml(request, state, payload)
 
     async def _get_object_tagging(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
@@ -707,6 +828,7 @@ class S3Frontend(Resource):
         mode = (_first(state.headers, "x-amz-checksum-mode") or "").upper()
         if mode == "ENABLED" and byte_range is None and record.checksum_algorithm and record.checksum_value:
             request.setHeader(f"x-amz-checksum-{record.checksum_algorithm.lower()}", record.checksum_value)
+            request.setHeader("x-amz-checksum-type", checksum_type(record.checksum_value))
 
     async def _get_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
@@ -763,6 +885,12 @@ def _gone(request: S3Request) -> bool:
 def _finish(request: S3Request) -> None:
     if not _gone(request):
         request.finish()
+
+
+def checksum_type(value: str) -> str:
+    """AWS's x-amz-checksum-type: a checksum of part checksums ends in ``-<parts>``."""
+    head, _, parts = value.rpartition("-")
+    return "COMPOSITE" if head and parts.isdigit() else "FULL_OBJECT"
 
 
 def _path_of(uri: bytes) -> bytes:

@@ -95,6 +95,15 @@ ACTIVE_MULTIPART = Gauge(
     "s3o_active_multipart_uploads", "In-progress uploads", ["backend"], registry=REGISTRY
 )
 
+#: Our addition: requests answered 503 because the metadata database was unavailable
+#: (down, restarting, locked); a database circuit breaker will count its own rejections
+#: in s3o_degraded_write_rejections_total.
+DATABASE_UNAVAILABLE = Counter(
+    "s3o_database_errors_total",
+    "Requests answered 503 because the metadata database was unavailable",
+    ["operation"],
+    registry=REGISTRY,
+)
 WRITE_FAILOVER = Counter(
     "s3o_write_failover_total", "PUTs retried on another backend", ["backend"], registry=REGISTRY
 )

@@ -369,6 +369,16 @@ def access_control_policy(owner_id: str, owner_name: str) -> bytes:
     )
 
 
+def empty_configuration(root: str) -> bytes:
+    """A configuration document with nothing in it (``<BucketLoggingStatus/>`` and the like)."""
+    return (_DECL + f'<{root} xmlns="{NS}"/>').encode("utf-8")
+
+
+def request_payment(payer: str = "BucketOwner") -> bytes:
+    """GetBucketRequestPayment: the bucket owner pays unless configured otherwise."""
+    return _doc("RequestPaymentConfiguration", [_el("Payer", payer)])
+
+
 def tagging(tags: Sequence[tuple[str, str]]) -> bytes:
     """Tagging document of GetObjectTagging / GetBucketTagging."""
     body = "".join(
@@ -720,3 +730,54 @@ def parse_tagging(
         tags.append((key, value))
     validate_tags(tags, max_tags)
     return tags
+
+
+ACL_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AclGrant:
+    """One Grant of an AccessControlPolicy: the grantee's type, ID/URI/e-mail, and permission."""
+
+    grantee_type: str
+    grantee: str
+    permission: str
+
+
+def parse_access_control_policy(
+    body: bytes, max_bytes: int = ACL_MAX_BYTES
+) -> tuple[str | None, list[AclGrant]]:
+    """The owner ID and the grants of a PutBucketAcl/PutObjectAcl body.
+
+    Structure errors are 400 MalformedXML; what the grants mean is the caller's to judge.
+    """
+    root = _parse(body, max_bytes, "AccessControlPolicy")
+    owner_id = None
+    owners = _children(root, "Owner")
+    if len(owners) > 1:
+        raise MalformedXML()
+    if owners:
+        owner_id = (_only_text(owners[0], "ID", required=False) or "").strip() or None
+    lists = _children(root, "AccessControlList")
+    if len(lists) > 1:
+        raise MalformedXML()
+    grants = []
+    for grant in _children(lists[0], "Grant") if lists else []:
+        grantees = _children(grant, "Grantee")
+        if len(grantees) != 1:
+            raise MalformedXML()
+        grantee = grantees[0]
+        kind = ""
+        for name, value in grantee.attrib.items():
+            if _local(name) == "type":
+                kind = value
+        who = ""
+        for field_name in ("ID", "URI", "EmailAddress"):
+            text = _only_text(grantee, field_name, required=False)
+            if text is not None:
+                who = text.strip()
+                break
+        permission = (_only_text(grant, "Permission") or "").strip()
+        grants.append(AclGrant(kind, who, permission))
+    return owner_id, grants
+
