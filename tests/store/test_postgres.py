@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from s3orch.config.model import DatabaseConfig
 from s3orch.store import UnsupportedDriver, open_store
 from s3orch.store import postgres as pg
-from s3orch.store.interface import PreconditionConflict
+from s3orch.store.interface import PreconditionConflict, StoreUnavailable
 from s3orch.store.locks import (
     MIGRATION_LOCK_ID,
     LocalWorkerLocks,
@@ -296,8 +296,10 @@ async def test_a_conflicting_transaction_is_retried_whole(pg_factory: StoreFacto
         def always(cur: Any, notes: _Notes) -> None:
             raise psycopg2.errors.DeadlockDetected("again")
 
-        with pytest.raises(psycopg2.errors.DeadlockDetected):
+        # once the retries are spent the caller sees the database as unavailable (a 503)
+        with pytest.raises(StoreUnavailable) as raised:
             await in_txn(store, always)
+        assert isinstance(raised.value.__cause__, psycopg2.errors.DeadlockDetected)
         await store.ping()
 
 
@@ -402,8 +404,9 @@ async def test_sessions_are_named_and_time_limited(pg_factory: StoreFactory) -> 
         def slow(cur: Any, notes: _Notes) -> None:
             cur.execute("SELECT pg_sleep(2)")
 
-        with pytest.raises(psycopg2.errors.QueryCanceled):
+        with pytest.raises(StoreUnavailable) as raised:
             await in_txn(store, slow)
+        assert isinstance(raised.value.__cause__, psycopg2.errors.QueryCanceled)
         await store.ping()  # the connection stays usable
 
 
