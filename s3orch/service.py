@@ -14,7 +14,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger
 
-from s3orch.store.interface import MetadataStore
+from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
 
 
 class GatewayService(MultiService):
@@ -62,6 +62,12 @@ class GatewayService(MultiService):
             await self.store.sync_quota_limits(self.quota_limits)
             for service in self.workers + self.listeners:
                 service.startService()
+        except (StoreError, StoreUnavailable) as exc:
+            # A message for the operator (schema too new, server unreachable), not a bug.
+            self.log.critical("s3orch cannot start: {error}", component="service", error=str(exc))
+            if self.on_start_failure is not None:
+                self.on_start_failure()
+            return
         except Exception:
             self.log.failure("start-up failed", component="service")
             if self.on_start_failure is not None:

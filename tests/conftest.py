@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
+import psycopg2
 import pytest
 from botocore.config import Config
 
 from s3orch.testing.configs import BackendSpec, BucketSpec, GatewayConfig
 from s3orch.testing.gateway import GatewayProcess
+from s3orch.testing.postgres import admin_dsn, create_database, drop_database
 from s3orch.testing.servers import MotoServer, create_bucket
 
 
@@ -77,20 +81,56 @@ PHOTOS = BucketSpec("photos", "photoskey", "photossecret")
 DOCS = BucketSpec("documents", "docskey", "docssecret")
 
 
-def quota_rows(gateway: GatewayProcess) -> dict[str, dict[str, int]]:
-    """Read backend_quotas straight from the gateway's SQLite file."""
-    conn = sqlite3.connect(str(gateway.workdir / "s3orch.db"), timeout=10)
-    try:
-        rows = conn.execute(
-            "SELECT backend_name, bytes_limit, bytes_used, orphan_bytes, reserved_bytes,"
-            " object_count FROM backend_quotas"
-        ).fetchall()
-    finally:
-        conn.close()
+_QUOTA_SQL = (
+    "SELECT backend_name, bytes_limit, bytes_used, orphan_bytes, reserved_bytes, object_count"
+    " FROM backend_quotas"
+)
+
+
+def _quota_dict(rows: list[Any]) -> dict[str, dict[str, int]]:
     return {
         r[0]: {"limit": r[1], "used": r[2], "orphan": r[3], "reserved": r[4], "objects": r[5]}
         for r in rows
     }
+
+
+def quota_rows(gateway: GatewayProcess) -> dict[str, dict[str, int]]:
+    """Read backend_quotas straight from the gateway's SQLite file."""
+    conn = sqlite3.connect(str(gateway.workdir / "s3orch.db"), timeout=10)
+    try:
+        rows = conn.execute(_QUOTA_SQL).fetchall()
+    finally:
+        conn.close()
+    return _quota_dict(rows)
+
+
+def postgres_quota_rows(dsn: str) -> dict[str, dict[str, int]]:
+    """Read backend_quotas straight from a gateway's PostgreSQL database."""
+    conn = psycopg2.connect(dsn)
+    try:
+        cur = conn.cursor()
+        cur.execute(_QUOTA_SQL)
+        rows = cur.fetchall()
+    finally:
+        conn.close()
+    return _quota_dict(rows)
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    """A fresh, empty database on the shared test server for one test (dropped after it).
+
+    Skips when PostgreSQL is unreachable, except under CI (``CI`` set), where it fails.
+    """
+    admin = admin_dsn()
+    try:
+        dsn = create_database(admin)
+    except psycopg2.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI but unreachable ({admin}): {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {admin}: {exc}".strip())
+    yield dsn
+    drop_database(dsn)
 
 
 def backend_keys(spec: BackendSpec) -> list[tuple[str, int]]:

@@ -77,3 +77,40 @@ def validate(config_path: str) -> None:
     click.echo(f"  backends: {len(config.backends)}")
     click.echo(f"  buckets:  {len(config.buckets)}")
     click.echo(f"  routing:  {config.routing_strategy}")
+
+
+@cli.command()
+@config_option
+def migrate(config_path: str) -> None:
+    """Apply pending database schema migrations and report the schema version.
+
+    Instances apply migrations themselves at start-up (under a lock, so several
+    starting together are safe); this is the explicit step for operators who
+    prefer to migrate before rolling out a new version.  Exit 1 on any error,
+    including a database written by a newer s3orch.
+    """
+    from s3orch.store.interface import StoreError
+    from s3orch.store.migrate import migrate_database
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for issue in exc.errors:
+            click.echo(f"error: {issue}", err=True)
+        sys.exit(1)
+    try:
+        report = migrate_database(config.database)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if report.applied:
+        applied = ", ".join(str(v) for v in report.applied)
+        click.echo(
+            f"database {report.database} ({config.database.driver}): schema version"
+            f" {report.before} -> {report.after} (applied {applied})"
+        )
+    else:
+        click.echo(
+            f"database {report.database} ({config.database.driver}): schema version"
+            f" {report.after}, up to date"
+        )

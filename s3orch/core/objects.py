@@ -36,6 +36,7 @@ from s3orch.store.interface import (
     ObjectRecord,
     PreconditionConflict,
     Reservation,
+    StoreUnavailable,
 )
 
 
@@ -281,6 +282,10 @@ class ObjectService:
                 items = await self.store.delete_object(bucket, key, self.clock.seconds())
             except errors.S3Error as exc:
                 outcomes.append(DeleteOutcome(key, (exc.code, exc.message)))
+                continue
+            except StoreUnavailable:
+                message = "The metadata database is unavailable; please retry."
+                outcomes.append(DeleteOutcome(key, ("ServiceUnavailable", message)))
                 continue
             except Exception as exc:
                 self.log.failure("delete failed", component="objects", key=key)

@@ -21,6 +21,11 @@ Lock numbers (PostgreSQL advisory locks, single ``bigint`` key space)::
     1010  scrubber                        worker, try-lock
     1011  notification outbox drain       worker, try-lock
 
+Every worker that changes shared state takes its lock (through
+:class:`~s3orch.workers.base.PeriodicWorker`'s ``lock_id``); a worker that only
+reads the database into this instance's own gauges (``QuotaMetricsWorker``)
+takes none, since each instance must refresh its own ``/metrics``.
+
 The store also takes transaction-scoped locks in the *two-int4* key space,
 which PostgreSQL keeps apart from the single-key space above (so they can
 never collide): class :data:`OBJECT_KEY_LOCK_CLASS` serialises the writers of
@@ -47,6 +52,8 @@ import psycopg2
 from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
+
+from s3orch.store.interface import StoreUnavailable
 
 if TYPE_CHECKING:
     from s3orch.store import DatabaseSection
@@ -127,7 +134,7 @@ class LocalWorkerLocks:
 
 def _is_broken(conn: Any) -> bool:
     raw = getattr(conn, "_connection", conn)
-    return bool(getattr(raw, "closed", 0))
+    return raw is None or bool(getattr(raw, "closed", 0))
 
 
 def _lock_call(conn: Any, sql: str, worker_id: int, acquire: bool) -> tuple[bool, bool]:
@@ -166,6 +173,7 @@ class PostgresWorkerLocks:
         from s3orch.store.postgres import open_connection
 
         self._held: set[int] = set()
+        self._reactor = reactor
         # One thread, one connection: every lock of this instance lives in one session.
         self._pool: adbapi.ConnectionPool | None = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
             "psycopg2",
@@ -181,9 +189,14 @@ class PostgresWorkerLocks:
     async def _call(self, sql: str, worker_id: int, acquire: bool) -> bool:
         if self._pool is None:
             raise RuntimeError("the worker locks are closed")
-        answer, lost = await self._pool.runWithConnection(  # type: ignore[no-untyped-call]
-            _lock_call, sql, worker_id, acquire
-        )
+        from s3orch.store.postgres import UNAVAILABLE_ERRORS, run_with_connection
+
+        try:
+            answer, lost = await run_with_connection(
+                self._pool, self._reactor, _lock_call, sql, worker_id, acquire
+            )
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"worker locks: {exc}".strip()) from exc
         if lost:
             self._log.warn(
                 "the worker-lock connection was lost; locks held by running workers"

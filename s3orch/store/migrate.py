@@ -23,11 +23,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import s3orch
 from s3orch.store.interface import StoreError
 from s3orch.store.locks import MIGRATION_LOCK_ID
+
+if TYPE_CHECKING:
+    from s3orch.store import DatabaseSection
 
 #: File names of migrations: four digits, an underscore, a name, ``.sql``.
 _FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
@@ -178,6 +181,44 @@ def _apply_pending(conn: Any, engine: str, migrations: list[Migration]) -> list[
         if ran:
             applied.append(migration.version)
     return applied
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """What :func:`migrate_database` did (``s3orch-admin migrate`` prints it)."""
+
+    database: str  # where, never with a password
+    before: int
+    after: int
+    applied: tuple[int, ...]
+
+
+def migrate_database(config: DatabaseSection) -> MigrationReport:
+    """Apply the pending migrations of the configured database, synchronously.
+
+    The same migrations, under the same locks, as an instance applies at
+    start-up; for operators who prefer an explicit step before rolling out a
+    new version.  Raises :class:`StoreError` (or :class:`MigrationError`) with a
+    message for the operator.
+    """
+    if config.driver == "sqlite":
+        from s3orch.store.sqlite import admin_connection
+    elif config.driver == "postgres":
+        from s3orch.store.postgres import admin_connection  # type: ignore[assignment]
+    else:
+        raise StoreError(f"unknown database.driver {config.driver!r} (expected 'sqlite' or 'postgres')")
+    conn, where = admin_connection(config)
+    try:
+        applied = migrate(conn, config.driver)
+        done = applied_versions(conn)
+    except StoreError:
+        raise
+    except Exception as exc:  # the driver's error: the server went away, the file is locked
+        raise StoreError(f"cannot migrate {where}: {exc}".strip()) from exc
+    finally:
+        conn.close()
+    before = max(done - set(applied), default=0)
+    return MigrationReport(where, before, max(done, default=0), tuple(applied))
 
 
 def check_sqlite_version() -> None:

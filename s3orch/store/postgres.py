@@ -48,6 +48,8 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 from twisted.enterprise import adbapi
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
@@ -241,13 +243,50 @@ def _set_statement_timeout(cur: Cursor, seconds: float) -> None:
         cur.execute("RESET statement_timeout")
 
 
+class PooledConnection:
+    """The connection of one pool thread, reopened in place.
+
+    adbapi's own wrapper (``runWithConnection``) answers a failed call with a
+    rollback and a ``SELECT 1``, and, while the server is down, with two logged
+    tracebacks per call.  Recovery belongs to :func:`_run_txn`, which knows
+    when a retry is safe; this wrapper only reopens.  A connection that cannot
+    be reopened (the server is away) is forgotten, so the next call on this
+    thread connects afresh and an outage costs nothing but fast errors.
+    """
+
+    def __init__(self, pool: adbapi.ConnectionPool) -> None:
+        self._pool = pool
+        self._connection: Any = pool.connect()  # type: ignore[no-untyped-call]
+
+    def reconnect(self) -> None:
+        old, self._connection = self._connection, None
+        if old is not None:
+            self._pool.disconnect(old)  # type: ignore[no-untyped-call]  # closes and forgets it
+        self._connection = self._pool.connect()  # type: ignore[no-untyped-call]
+
+    def __getattr__(self, name: str) -> Any:
+        if self._connection is None:
+            raise psycopg2.InterfaceError("the connection was lost and could not be reopened")
+        return getattr(self._connection, name)
+
+
+def run_with_connection(
+    pool: adbapi.ConnectionPool, reactor: Any, fn: Callable[..., _T], *args: Any
+) -> Deferred[_T]:
+    """``fn(connection, *args)`` in one of ``pool``'s threads (see :class:`PooledConnection`)."""
+    return threads.deferToThreadPool(
+        reactor, pool.threadpool, lambda: fn(PooledConnection(pool), *args)
+    )
+
+
 def _raw(conn: Any) -> Any:
-    """The psycopg2 connection behind an adbapi wrapper (or ``conn`` itself)."""
+    """The psycopg2 connection behind a :class:`PooledConnection` (or ``conn`` itself)."""
     return getattr(conn, "_connection", conn)
 
 
 def _is_broken(conn: Any) -> bool:
-    return bool(_raw(conn).closed)
+    raw = _raw(conn)
+    return raw is None or bool(raw.closed)
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -327,14 +366,43 @@ def _run_txn(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _check_server(conn: Any) -> tuple[int, str]:
+def check_server(conn: Any, settings: PostgresSettings) -> None:
+    """Refuse a server too old, or a database not encoded in UTF-8 (keys are Unicode)."""
     cur = conn.cursor()
     try:
         cur.execute("SELECT current_setting('server_version_num')::int, current_setting('server_encoding')")
         version, encoding = cur.fetchone()
     finally:
         cur.close()
-    return int(version), str(encoding)
+    conn.commit()
+    if int(version) < MIN_SERVER_VERSION:
+        raise StoreError(
+            f"PostgreSQL {MIN_SERVER_VERSION // 10000} or newer is required;"
+            f" {settings.describe()} runs {version}"
+        )
+    if str(encoding).upper() not in ("UTF8", "UTF-8"):
+        raise StoreError(
+            f"database {settings.describe()} is encoded {encoding}; s3orch needs UTF8"
+            " (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+        )
+
+
+def admin_connection(config: PostgresSection) -> tuple[Any, str]:
+    """A plain connection for ``s3orch-admin`` (no statement timeout), and where it points."""
+    settings = PostgresSettings.from_config(config)
+    try:
+        conn = psycopg2.connect(**settings.connect)
+        try:
+            open_connection(conn, statement_timeout=0.0)
+            check_server(conn, settings)
+        except BaseException:
+            conn.close()
+            raise
+    except psycopg2.Error as exc:
+        raise StoreError(
+            f"cannot use PostgreSQL database {settings.describe()}: {exc}".strip()
+        ) from exc
+    return conn, settings.describe()
 
 
 def _run_migrations(conn: Any, statement_timeout: float) -> list[int]:
@@ -1499,21 +1567,9 @@ class PostgresStore:
             **settings.connect,
         )
         try:
-            version, encoding = await pool.runWithConnection(  # type: ignore[no-untyped-call]
-                _check_server
-            )
-            if version < MIN_SERVER_VERSION:
-                raise StoreError(
-                    f"PostgreSQL {MIN_SERVER_VERSION // 10000} or newer is required;"
-                    f" {settings.describe()} runs {version}"
-                )
-            if encoding.upper() not in ("UTF8", "UTF-8"):
-                raise StoreError(
-                    f"database {settings.describe()} is encoded {encoding}; s3orch needs UTF8"
-                    " (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
-                )
-            applied = await pool.runWithConnection(  # type: ignore[no-untyped-call]
-                _run_migrations, settings.statement_timeout
+            await run_with_connection(pool, self._reactor, check_server, settings)
+            applied = await run_with_connection(
+                pool, self._reactor, _run_migrations, settings.statement_timeout
             )
         except BaseException as exc:
             pool.close()  # type: ignore[no-untyped-call]
@@ -1548,7 +1604,9 @@ class PostgresStore:
             raise StoreError("the store is not started")
         notes = _Notes()
         try:
-            result = await self._pool.runWithConnection(  # type: ignore[no-untyped-call]
+            result = await run_with_connection(
+                self._pool,
+                self._reactor,
                 _run_txn,
                 read_only,
                 idempotent,

@@ -122,6 +122,21 @@ def _open_reader(conn: sqlite3.Connection) -> None:
     _open_connection(conn, read_only=True)
 
 
+def admin_connection(config: Any) -> tuple[sqlite3.Connection, str]:
+    """A writer connection to ``config.path`` for ``s3orch-admin`` (and where it points)."""
+    migrate.check_sqlite_version()
+    try:
+        conn = sqlite3.connect(config.path, isolation_level=None)
+        try:
+            _open_writer(conn)
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot use SQLite database {config.path}: {exc}") from exc
+    return conn, str(config.path)
+
+
 def is_unavailable(exc: sqlite3.OperationalError) -> bool:
     """Whether ``exc`` says the database cannot serve now (locked past the retries,
     I/O failing, disk full) rather than that the statement is wrong."""

@@ -36,6 +36,9 @@ class GatewayConfig:
     )
     routing_strategy: str = "pack"
     db_path: str = "{workdir}/s3orch.db"
+    #: A whole ``database:`` section (e.g. :func:`s3orch.testing.postgres.database_section`);
+    #: None means SQLite at ``db_path``.
+    database: dict[str, object] | None = None
     extra_server: dict[str, object] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -51,7 +54,7 @@ class GatewayConfig:
                 }
                 for b in self.buckets
             ],
-            "database": {"driver": "sqlite", "path": self.db_path},
+            "database": self.database or {"driver": "sqlite", "path": self.db_path},
             "routing_strategy": self.routing_strategy,
             "backends": [
                 {

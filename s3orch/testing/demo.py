@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import yaml
+
 from s3orch.testing.servers import ServerError, WeedServer, create_bucket
 
 MiB = 1024 * 1024
@@ -125,9 +127,26 @@ def render_config(state: str) -> str:
     )
 
 
-def banner(config_path: Path, backends_only: bool) -> str:
-    host, _, port = LISTEN_ADDR.rpartition(":")
-    endpoint = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+def configured_listen_addr(config_path: Path) -> str:
+    """``server.listen_addr`` of the (possibly hand-edited) config; LISTEN_ADDR if unreadable."""
+    try:
+        listen = yaml.safe_load(config_path.read_text())["server"]["listen_addr"]
+        host, _, port = str(listen).rpartition(":")
+        int(port)
+        return str(listen)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return LISTEN_ADDR
+
+
+def local_url(listen_addr: str) -> str:
+    """How a client on this machine reaches ``listen_addr``."""
+    host, _, port = listen_addr.rpartition(":")
+    host = "localhost" if host in ("", "0.0.0.0", "127.0.0.1", "[::]", "::") else host
+    return f"http://{host}:{port}"
+
+
+def banner(config_path: Path, listen_addr: str, backends_only: bool) -> str:
+    endpoint = local_url(listen_addr)
     lines = ["", "=" * 72]
     if backends_only:
         lines += [
@@ -204,10 +223,11 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def check_ports(backends_only: bool) -> None:
+def check_ports(listen_addr: str | None) -> None:
+    """Fail early, and clearly, when a port we need is taken."""
     ports = [b.s3_port for b in BACKENDS]
-    if not backends_only:
-        ports.append(int(LISTEN_ADDR.rpartition(":")[2]))
+    if listen_addr is not None:
+        ports.append(int(listen_addr.rpartition(":")[2]))
     taken = [p for p in ports if _port_taken(p)]
     if taken:
         raise SystemExit(
@@ -239,10 +259,10 @@ def start_backends(demo_dir: Path, servers: list[WeedServer]) -> None:
 
 def write_config(demo_dir: Path, fresh: bool) -> Path:
     path = demo_dir / "config.yaml"
+    (demo_dir / "spool").mkdir(parents=True, exist_ok=True)
     if path.exists() and not fresh:
         print(f"demo: using existing {path} (--fresh-config or `make clean-demo` rewrites it)")
         return path
-    (demo_dir / "spool").mkdir(parents=True, exist_ok=True)
     path.write_text(render_config(demo_dir.name))
     print(f"demo: wrote {path}")
     return path
@@ -269,9 +289,9 @@ def start_gateway(config_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def wait_ready(process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
+def wait_ready(process: subprocess.Popen[bytes], listen_addr: str, timeout: float = 60.0) -> bool:
     """True once /health/ready answers 200; False if s3orch exited first."""
-    url = f"http://{LISTEN_ADDR.replace('0.0.0.0', '127.0.0.1')}/health/ready"
+    url = local_url(listen_addr) + "/health/ready"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -329,23 +349,24 @@ def _signals_raise_stop() -> Iterator[None]:
 
 
 def run(demo_dir: Path, backends_only: bool, fresh_config: bool) -> int:
-    check_ports(backends_only)
     demo_dir.mkdir(parents=True, exist_ok=True)
+    config_path = write_config(demo_dir, fresh_config)
+    listen_addr = configured_listen_addr(config_path)
+    check_ports(None if backends_only else listen_addr)
     servers: list[WeedServer] = []
     gateway: subprocess.Popen[bytes] | None = None
     try:
         with _signals_raise_stop():
             start_backends(demo_dir, servers)
-            config_path = write_config(demo_dir, fresh_config)
             if backends_only:
-                print(banner(config_path, backends_only=True), flush=True)
+                print(banner(config_path, listen_addr, backends_only=True), flush=True)
                 while all(s.running for s in servers):
                     time.sleep(0.5)
                 print("demo: a backend exited unexpectedly", file=sys.stderr)
                 return 1
             gateway = start_gateway(config_path)
-            if wait_ready(gateway):
-                print(banner(config_path, backends_only=False), flush=True)
+            if wait_ready(gateway, listen_addr):
+                print(banner(config_path, listen_addr, backends_only=False), flush=True)
             status = gateway.wait()
             print(f"demo: s3orch exited with status {status}", file=sys.stderr, flush=True)
             return status

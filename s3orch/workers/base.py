@@ -3,20 +3,33 @@
 A LoopingCall whose function raises stops forever, so every tick is caught,
 logged with its component and counted; ticks never overlap (a slow tick
 delays the next one instead of stacking up).
+
+Several instances on one PostgreSQL database run each worker on one of them
+at a time: a worker given a :class:`~s3orch.store.locks.WorkerLock` id and the
+instance's :class:`~s3orch.store.locks.WorkerLocks` takes that advisory lock
+around every tick and skips the tick, silently, while another instance holds
+it (counted as ``result="skipped"``).  Locked workers start after a random
+delay of up to half their interval, so instances started together do not
+contend at the same instant forever after.  On SQLite the locks are a process
+mutex and the same code runs.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from s3orch.observe.metrics import REGISTRY
+from s3orch.store.interface import StoreUnavailable
+from s3orch.store.locks import WorkerLocks, run_exclusive
 
 WORKER_TICKS = Counter(
     "s3o_worker_ticks_total", "Worker ticks by outcome", ["service", "result"], registry=REGISTRY
@@ -36,29 +49,72 @@ WORKER_FAILURES = Gauge(
 
 
 class PeriodicWorker(Service):
-    """Subclasses implement ``tick``; ``interval`` is in seconds."""
+    """Subclasses implement ``tick``; ``interval`` is in seconds.
+
+    ``lock_id`` (a :class:`~s3orch.store.locks.WorkerLock`) and ``locks`` make
+    the worker exclusive across instances; ``jitter`` returns a fraction in
+    [0, 1) of half the interval to wait before the first tick of a locked worker
+    (injected so tests are deterministic).
+    """
 
     log = Logger(namespace="s3orch.workers")
 
-    def __init__(self, name: str, interval: float, clock: IReactorTime, run_now: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        clock: IReactorTime,
+        run_now: bool = False,
+        *,
+        lock_id: int | None = None,
+        locks: WorkerLocks | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self.name = name
         self.interval = interval
         self.clock = clock
         self.run_now = run_now
+        self.lock_id = lock_id
+        self.locks = locks
+        self.jitter = jitter
         self._loop: LoopingCall | None = None
+        self._delayed_start: IDelayedCall | None = None
+        self._loop_done: Deferred[LoopingCall] | None = None
         self._failures = 0
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether ticks run under a worker lock."""
+        return self.lock_id is not None and self.locks is not None
 
     async def tick(self) -> None:
         raise NotImplementedError
 
+    async def _locked_tick(self) -> bool:
+        """One tick under the worker's lock; False when another holder has it."""
+        assert self.locks is not None and self.lock_id is not None
+        ran, _ = await run_exclusive(self.locks, self.lock_id, self.tick)
+        return ran
+
     async def run_once(self) -> bool:
-        """Run one tick now; True when it succeeded (also used by tests and admin calls)."""
+        """Run one tick now; True when it succeeded or was skipped because another
+        instance holds the worker's lock (also used by tests and admin calls)."""
         try:
-            await self.tick()
+            if self.exclusive:
+                if not await self._locked_tick():
+                    WORKER_TICKS.labels(self.name, "skipped").inc()
+                    return True
+            else:
+                await self.tick()
+        except StoreUnavailable as exc:
+            # Expected while the database restarts: say so without a traceback.
+            self._count_failure()
+            self.log.warn(
+                "worker tick failed: database unavailable: {error}", component=self.name, error=str(exc)
+            )
+            return False
         except Exception:
-            self._failures += 1
-            WORKER_TICKS.labels(self.name, "error").inc()
-            WORKER_FAILURES.labels(self.name).set(self._failures)
+            self._count_failure()
             self.log.failure("worker tick failed", component=self.name)
             return False
         self._failures = 0
@@ -67,21 +123,38 @@ class PeriodicWorker(Service):
         WORKER_LAST_SUCCESS.labels(self.name).set(self.clock.seconds())
         return True
 
+    def _count_failure(self) -> None:
+        self._failures += 1
+        WORKER_TICKS.labels(self.name, "error").inc()
+        WORKER_FAILURES.labels(self.name).set(self._failures)
+
     def _tick(self) -> Deferred[Any]:
         return Deferred.fromCoroutine(self.run_once())
 
     def startService(self) -> None:
         super().startService()
-        if self.interval > 0:
-            self._loop = LoopingCall(self._tick)
-            self._loop.clock = self.clock
-            self._loop.start(self.interval, now=self.run_now)
+        if self.interval <= 0:
+            return
+        delay = max(0.0, min(1.0, self.jitter())) * self.interval / 2 if self.exclusive else 0.0
+        if delay > 0:
+            self._delayed_start = self.clock.callLater(delay, self._start_loop)
+        else:
+            self._start_loop()
+
+    def _start_loop(self) -> None:
+        self._delayed_start = None
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.clock
+        self._loop_done = self._loop.start(self.interval, now=self.run_now)
 
     def stopService(self) -> Deferred[Any] | None:  # type: ignore[override]
         super().stopService()
+        delayed, self._delayed_start = self._delayed_start, None
+        if delayed is not None and delayed.active():
+            delayed.cancel()
         loop, self._loop = self._loop, None
         if loop is not None and loop.running:
-            d = loop.deferred
+            done = self._loop_done
             loop.stop()
-            return d
+            return done
         return None

@@ -33,19 +33,17 @@ import pytest_twisted
 from s3orch.store.interface import MetadataStore
 from s3orch.store.postgres import PostgresSettings, PostgresStore
 from s3orch.store.sqlite import SQLiteStore
+from s3orch.testing.postgres import admin_dsn
 
 #: Engines the contract runs against.
 ENGINES = ["sqlite", "postgres"]
-
-DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 sslmode=disable connect_timeout=5"
 
 _schemas = itertools.count()
 
 
 def postgres_admin_dsn() -> str:
     """The maintenance database of the test server."""
-    base = os.environ.get("S3ORCH_TEST_POSTGRES_DSN", DEFAULT_POSTGRES_DSN)
-    return psycopg2.extensions.make_dsn(base, dbname="postgres")
+    return admin_dsn()
 
 
 @dataclass
