@@ -51,6 +51,7 @@ from twisted.web.client import (
     RequestTransmissionFailed,
     ResponseDone,
     ResponseFailed,
+    _HTTP11ClientFactory,
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
@@ -91,6 +92,16 @@ _NETWORK_ERRORS = (
     ResponseFailed,  # includes ResponseNeverReceived
     RequestTransmissionFailed,
 )
+
+
+class _QuietFactory(_HTTP11ClientFactory):  # type: ignore[misc]
+    """Twisted logs "Starting/Stopping factory" for every new pooled connection: noise."""
+
+    noisy = False
+
+
+class _QuietPool(HTTPConnectionPool):  # type: ignore[misc]
+    _factory = _QuietFactory
 
 
 class S3BackendSettings(Protocol):
@@ -528,7 +539,7 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
-        pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+        pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
         pool.maxPersistentPerHost = max_persistent_per_host
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests
