@@ -9,6 +9,11 @@ drift (page cache, database growth, background work) falls on both sides equally
 columns are per-round ratios of those back-to-back pairs.  Each number in the table is the median
 across rounds, with the min..max spread so noise shows.  Dirty pages are synced before each cell.
 
+Workloads: small-object PUT, GET, HEAD and LIST at concurrency 1 and 16; one large PUT and one
+large GET per cell; and one native multipart upload per cell ("MPU": CreateMultipartUpload, the
+parts a few in flight on their own connections, CompleteMultipartUpload), whose object is checked
+with a HEAD after the clock stops.  Large and multipart bodies stream from one temporary file.
+
 The load client is asyncio + raw HTTP/1.1 over persistent connections (one per concurrent
 worker), signed with our own SigV4 (``UNSIGNED-PAYLOAD``): boto3 tops out at ~300 small ops/s
 here and would measure itself, not the proxy.  CPU use is reported per cell for the client, the
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fnmatch
+import html
 import json
 import math
 import os
@@ -51,20 +57,26 @@ from s3orch.testing.servers import WeedServer, create_bucket
 
 __all__ = [
     "CellResult",
+    "FileSlice",
+    "Part",
     "Row",
     "Spread",
     "Step",
     "Target",
     "Workload",
     "ab_plan",
+    "complete_body",
     "describe",
     "format_table",
+    "is_multipart_etag",
     "main",
+    "part_plan",
     "percentile",
     "read_response",
     "select_workloads",
     "summarize",
     "workloads",
+    "xml_text",
 ]
 
 KiB = 1024
@@ -84,6 +96,16 @@ SMALL_TIMEOUT = 30.0
 LARGE_TIMEOUT = 600.0
 #: Distinct error descriptions kept per cell (all errors are counted).
 MAX_ERROR_SAMPLES = 5
+#: S3's multipart rules: every part but the last at least MIN_PART_SIZE, at most MAX_PARTS parts.
+MIN_PART_SIZE = 5 * MiB
+MAX_PARTS = 10_000
+#: The multipart row: an MPU_SIZE object in MPU_PART_SIZE parts, MPU_CONCURRENCY of them in
+#: flight (one connection each).  --quick: 16 MiB in 5 MiB parts (5+5+5+1: a short last part).
+MPU_SIZE = 64 * MiB
+MPU_PART_SIZE = 8 * MiB
+MPU_CONCURRENCY = 4
+QUICK_MPU_SIZE = 16 * MiB
+QUICK_MPU_PART_SIZE = 5 * MiB
 
 BASELINE = "direct"
 CANDIDATE = "s3orch"
@@ -117,25 +139,32 @@ class Workload:
 
     name: str  # what --only matches, e.g. "get-4k-c16"
     label: str  # what the table shows, e.g. "GET 4KiB c16"
-    op: str  # put | get | head | list | put-large | get-large
-    concurrency: int
+    op: str  # put | get | head | list | put-large | get-large | mpu
+    concurrency: int  # connections (mpu: parts in flight)
     size: int
+    part_size: int = 0  # mpu only
 
     @property
     def large(self) -> bool:
         """Large rows run one timed transfer per round and report MiB/s, not ops/s."""
-        return self.op.endswith("-large")
+        return self.op in LARGE_OPS
 
     @property
     def unit(self) -> str:
         return "MiB/s" if self.large else "ops/s"
 
 
+#: Operations that move one large object per cell (from the large file, or into a discarded body).
+LARGE_OPS = ("put-large", "get-large", "mpu")
+
+
 def _size_label(size: int) -> str:
     return f"{size // MiB}MiB" if size >= MiB else f"{size // KiB}KiB"
 
 
-def workloads(large_size: int = 256 * MiB) -> list[Workload]:
+def workloads(
+    large_size: int = 256 * MiB, mpu_size: int = MPU_SIZE, mpu_part_size: int = MPU_PART_SIZE
+) -> list[Workload]:
     """Every workload, in the order the table shows them."""
     out: list[Workload] = []
     for conc in (1, 16):
@@ -151,6 +180,14 @@ def workloads(large_size: int = 256 * MiB) -> list[Workload]:
     out += [
         Workload("put-large", f"PUT {big} c1", "put-large", 1, large_size),
         Workload("get-large", f"GET {big} c1", "get-large", 1, large_size),
+        Workload(
+            "mpu",
+            f"MPU {_size_label(mpu_size)} {_size_label(mpu_part_size)}\u00d7{MPU_CONCURRENCY}",
+            "mpu",
+            MPU_CONCURRENCY,
+            mpu_size,
+            mpu_part_size,
+        ),
     ]
     return out
 
@@ -544,6 +581,16 @@ REQUEST_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class FileSlice:
+    """``length`` bytes of the file at ``path`` from ``offset``: a request body streamed from disk
+    (a multipart part is a slice of the large file; never a whole large body in memory)."""
+
+    path: Path
+    offset: int
+    length: int
+
+
 class Connection:
     """One persistent HTTP/1.1 connection to a target, reopened after an error or a close."""
 
@@ -579,11 +626,11 @@ class Connection:
         *,
         query: str = "",
         body: bytes | None = None,
-        body_file: Path | None = None,
+        body_file: FileSlice | None = None,
         keep_body: bool = True,
     ) -> Response:
         """Send one signed request and read its answer; the body comes from ``body`` or is
-        streamed from ``body_file``."""
+        streamed from a slice of a file."""
         target = self.target
         path = self.path(key)
         if query:
@@ -601,7 +648,7 @@ class Connection:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {target.authority}"]
         lines += [f"{name}: {value}" for name, value in signed.items()]
         if body_file is not None:
-            lines.append(f"Content-Length: {body_file.stat().st_size}")
+            lines.append(f"Content-Length: {body_file.length}")
         elif body is not None:
             lines.append(f"Content-Length: {len(body)}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -610,9 +657,15 @@ class Connection:
         writer = self._writer
         if body_file is not None:
             writer.write(head)
-            with body_file.open("rb") as source:
-                while chunk := source.read(STREAM_CHUNK):
+            with body_file.path.open("rb") as source:
+                source.seek(body_file.offset)
+                remaining = body_file.length
+                while remaining:
+                    chunk = source.read(min(STREAM_CHUNK, remaining))
+                    if not chunk:
+                        raise EOFError(f"{body_file.path} ends {remaining} bytes short of the body")
                     writer.write(chunk)
+                    remaining -= len(chunk)
                     await writer.drain()
         else:
             writer.write(head + body if body else head)
@@ -655,6 +708,62 @@ def _expect(response: Response, status: int, what: str) -> None:
         raise RequestFailed(f"{what}: {describe(response)}")
 
 
+# --- multipart upload: the pure parts --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart upload: its number (from 1) and its slice of the object."""
+
+    number: int
+    offset: int
+    length: int
+
+
+def part_plan(size: int, part_size: int) -> list[Part]:
+    """The parts of a ``size``-byte object cut into ``part_size`` slices, the last one shorter if
+    need be.  Refuses what S3 would: an empty object, a part other than the last under 5 MiB,
+    more than 10,000 parts."""
+    if size <= 0 or part_size <= 0:
+        raise ValueError(f"object and part sizes must be positive, not {size} and {part_size}")
+    if part_size < MIN_PART_SIZE and size > part_size:
+        raise ValueError(f"parts but the last must be at least {MIN_PART_SIZE} bytes, not {part_size}")
+    count = -(-size // part_size)
+    if count > MAX_PARTS:
+        raise ValueError(f"{count} parts: an upload has at most {MAX_PARTS}")
+    return [Part(n + 1, n * part_size, min(part_size, size - n * part_size)) for n in range(count)]
+
+
+def complete_body(etags: Iterable[tuple[int, str]]) -> bytes:
+    """CompleteMultipartUpload's XML: every (part number, ETag as UploadPart answered it), in
+    ascending part order whatever order the parts finished in."""
+    parts = "".join(
+        f"<Part><PartNumber>{number}</PartNumber><ETag>{html.escape(etag, quote=False)}</ETag></Part>"
+        for number, etag in sorted(etags)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"{parts}</CompleteMultipartUpload>"
+    ).encode()
+
+
+def xml_text(body: bytes, tag: str) -> str | None:
+    """The text of the first ``<tag>`` element of an S3 answer, entities decoded; None if absent."""
+    found = re.search(rb"<%s>(.*?)</%s>" % (tag.encode(), tag.encode()), body, re.S)
+    return html.unescape(found.group(1).decode("utf-8", "replace")) if found else None
+
+
+_MULTIPART_ETAG = re.compile(r'"?[0-9a-fA-F]{32}-([0-9]+)"?')
+
+
+def is_multipart_etag(etag: str | None, parts: int) -> bool:
+    """Whether ``etag`` is S3's ETag of an object completed from ``parts`` parts: an MD5 (of
+    the parts' MD5s) then ``-<parts>``, quoted or not."""
+    found = _MULTIPART_ETAG.fullmatch(etag.strip()) if etag is not None else None
+    return found is not None and int(found.group(1)) == parts
+
+
 @dataclass(frozen=True)
 class OpContext:
     """What an operation needs besides its connection."""
@@ -662,6 +771,12 @@ class OpContext:
     workload: Workload
     round: int
     large_file: Path | None
+
+    def body(self, offset: int, length: int) -> FileSlice:
+        """A slice of the large file as a request body."""
+        if self.large_file is None:
+            raise ValueError(f"{self.workload.name} needs the large file, and there is none")
+        return FileSlice(self.large_file, offset, length)
 
 
 async def run_op(conn: Connection, ctx: OpContext, worker: int, seq: int) -> int:
@@ -694,7 +809,7 @@ async def run_op(conn: Connection, ctx: OpContext, worker: int, seq: int) -> int
         return response.length
     if w.op == "put-large":
         key = f"large/put-r{ctx.round}"
-        _expect(await conn.request("PUT", key, body_file=ctx.large_file), 200, f"PUT {key}")
+        _expect(await conn.request("PUT", key, body_file=ctx.body(0, w.size)), 200, f"PUT {key}")
         return w.size
     if w.op == "get-large":
         response = await conn.request("GET", "large/get", keep_body=False)
@@ -703,6 +818,100 @@ async def run_op(conn: Connection, ctx: OpContext, worker: int, seq: int) -> int
             raise RequestFailed(f"GET large/get: {response.length} bytes, expected {w.size}")
         return response.length
     raise ValueError(f"unknown operation {w.op!r}")
+
+
+def _mpu_key(ctx: OpContext) -> str:
+    return f"mpu/r{ctx.round}"
+
+
+def _upload_query(upload_id: str) -> str:
+    return f"uploadId={uri_encode(upload_id, encode_slash=True)}"
+
+
+async def run_mpu(conns: Sequence[Connection], ctx: OpContext) -> int:
+    """One multipart upload: Create; the parts, one per connection at a time (as many in flight
+    as there are connections), each streamed from its slice of the large file; Complete with the
+    part list.  Returns the object's size; raises on any unexpected answer (after a best-effort
+    Abort, so a failed round leaves no parts behind)."""
+    w = ctx.workload
+    key = _mpu_key(ctx)
+    plan = part_plan(w.size, w.part_size)
+    response = await conns[0].request("POST", key, query="uploads", body=b"")
+    _expect(response, 200, f"CreateMultipartUpload {key}")
+    upload_id = xml_text(response.body, "UploadId")
+    if not upload_id:
+        raise RequestFailed(f"CreateMultipartUpload {key}: no UploadId in {describe(response)}")
+    upload = _upload_query(upload_id)
+    try:
+        pending = list(reversed(plan))
+        etags: dict[int, str] = {}
+
+        async def uploader(conn: Connection) -> None:
+            try:
+                while pending:
+                    part = pending.pop()
+                    response = await conn.request(
+                        "PUT",
+                        key,
+                        query=f"partNumber={part.number}&{upload}",
+                        body_file=ctx.body(part.offset, part.length),
+                    )
+                    what = f"UploadPart {key} #{part.number}"
+                    _expect(response, 200, what)
+                    if not response.headers.get("etag"):
+                        raise RequestFailed(f"{what}: no ETag")
+                    etags[part.number] = response.headers["etag"]
+            except BaseException:
+                pending.clear()  # the other uploaders stop after their current part
+                raise
+
+        # Not a TaskGroup: its ExceptionGroup would not be a request error; and every uploader
+        # ends before Complete (or the error) uses the connections again.
+        outcomes = await asyncio.gather(*(uploader(c) for c in conns), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        response = await conns[0].request("POST", key, query=upload, body=complete_body(etags.items()))
+        what = f"CompleteMultipartUpload {key}"
+        _expect(response, 200, what)
+        # Complete may fail after its 200 (the error is then the body).
+        if b"<CompleteMultipartUploadResult" not in response.body:
+            raise RequestFailed(f"{what}: {describe(response)}")
+        etag = xml_text(response.body, "ETag")
+        if not is_multipart_etag(etag, len(plan)):
+            raise RequestFailed(f"{what}: ETag {etag!r}, expected an MD5 then -{len(plan)}")
+    except REQUEST_ERRORS:
+        await _abort_upload(conns[0].target, key, upload)
+        raise
+    return w.size
+
+
+async def _abort_upload(target: Target, key: str, upload: str) -> None:
+    """AbortMultipartUpload on a fresh connection, ignoring the outcome."""
+    conn = Connection(target)
+    try:
+        async with asyncio.timeout(SMALL_TIMEOUT):
+            await conn.request("DELETE", key, query=upload)
+    except REQUEST_ERRORS:
+        pass
+    finally:
+        await conn.close()
+
+
+async def check_mpu_object(conn: Connection, ctx: OpContext) -> None:
+    """Off the clock, after a multipart cell: the completed object is whole (a HEAD shows its
+    size and a multipart ETag); raises RequestFailed if not."""
+    w = ctx.workload
+    key = _mpu_key(ctx)
+    response = await conn.request("HEAD", key)
+    _expect(response, 200, f"HEAD {key}")
+    size = response.headers.get("content-length")
+    if size != str(w.size):
+        raise RequestFailed(f"HEAD {key}: Content-Length {size}, expected {w.size}")
+    parts = len(part_plan(w.size, w.part_size))
+    etag = response.headers.get("etag")
+    if not is_multipart_etag(etag, parts):
+        raise RequestFailed(f"HEAD {key}: ETag {etag!r}, expected an MD5 then -{parts}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -795,7 +1004,9 @@ async def run_cell(
     meter: CpuMeter,
 ) -> CellResult:
     """Run one workload against one target: open the connections, then let every worker issue
-    requests back to back until the deadline (large workloads: exactly one transfer)."""
+    requests back to back until the deadline (large workloads: exactly one transfer; the
+    multipart row: one upload, by one worker over all the connections, checked after the clock
+    stops)."""
     w = ctx.workload
     conns = [Connection(target) for _ in range(w.concurrency)]
     await asyncio.gather(*(c.open() for c in conns))
@@ -804,20 +1015,26 @@ async def run_cell(
     counts = {"ops": 0, "errors": 0, "bytes": 0}
     timeout = LARGE_TIMEOUT if w.large else SMALL_TIMEOUT
 
+    def failed(exc: BaseException) -> None:
+        counts["errors"] += 1
+        sample = f"{type(exc).__name__}: {exc}"
+        if len(samples) < MAX_ERROR_SAMPLES and sample not in samples:
+            samples.append(sample)
+
     async def worker(index: int) -> None:
-        conn = conns[index]
+        mine = conns if w.op == "mpu" else conns[index : index + 1]
         seq = 0
         while seq == 0 or (not w.large and time.perf_counter() < deadline):
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    moved = await run_op(conn, ctx, index, seq)
+                    if w.op == "mpu":
+                        moved = await run_mpu(mine, ctx)
+                    else:
+                        moved = await run_op(mine[0], ctx, index, seq)
             except REQUEST_ERRORS as exc:
-                counts["errors"] += 1
-                sample = f"{type(exc).__name__}: {exc}"
-                if len(samples) < MAX_ERROR_SAMPLES and sample not in samples:
-                    samples.append(sample)
-                await conn.close()
+                failed(exc)
+                await asyncio.gather(*(c.close() for c in mine))
                 if not isinstance(exc, RequestFailed):
                     await asyncio.sleep(0.05)  # a dead server must not turn into a busy loop
             else:
@@ -830,9 +1047,15 @@ async def run_cell(
     begin = time.perf_counter()
     deadline = begin + duration
     try:
-        await asyncio.gather(*(worker(i) for i in range(w.concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(1 if w.op == "mpu" else w.concurrency)))
         seconds = time.perf_counter() - begin
         cpu = meter.stop()
+        if w.op == "mpu" and counts["ops"]:
+            try:
+                async with asyncio.timeout(SMALL_TIMEOUT):
+                    await check_mpu_object(conns[0], ctx)
+            except REQUEST_ERRORS as exc:
+                failed(exc)
     finally:
         await asyncio.gather(*(c.close() for c in conns))
     latencies.sort()
@@ -876,7 +1099,7 @@ async def run_requests(
 Job = Callable[[Connection], Awaitable[Response]]
 
 
-def _put_job(key: str, body: bytes | None = None, body_file: Path | None = None) -> Job:
+def _put_job(key: str, body: bytes | None = None, body_file: FileSlice | None = None) -> Job:
     async def job(conn: Connection) -> Response:
         return await conn.request("PUT", key, body=body, body_file=body_file)
 
@@ -893,8 +1116,10 @@ async def seed(targets: Sequence[Target], selected: Sequence[Workload], large_fi
         if "list" in ops:
             jobs += [_put_job(_list_key(i), SMALL_BODY) for i in range(LIST_KEYS)]
         await run_requests(target, jobs)
-        if "get-large" in ops and large_file is not None:
-            await run_requests(target, [_put_job("large/get", body_file=large_file)], concurrency=1)
+        for w in selected:
+            if w.op == "get-large" and large_file is not None:
+                job = _put_job("large/get", body_file=FileSlice(large_file, 0, w.size))
+                await run_requests(target, [job], concurrency=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -983,6 +1208,8 @@ class Options:
     results_dir: Path
     keep: bool
     quick: bool
+    mpu_size: int = MPU_SIZE
+    mpu_part_size: int = MPU_PART_SIZE
 
 
 def _log(message: str) -> None:
@@ -1008,27 +1235,30 @@ async def run_bench(
     thus keeps what was measured before an abort)."""
     targets = [env.targets[BASELINE], env.targets[CANDIDATE]]
     large_file: Path | None = None
-    if any(w.large for w in selected):
+    # One file for every large body: PUT and GET send its first bytes, multipart parts its slices.
+    file_size = max((w.size for w in selected if w.large), default=0)
+    if file_size:
         large_file = env.workdir / "large.bin"
-        _log(f"writing a {_size_label(opts.large_size)} random body to {large_file}")
+        _log(f"writing a {_size_label(file_size)} random body to {large_file}")
         rng = random.Random(256)
         with large_file.open("wb") as out:
-            for offset in range(0, opts.large_size, STREAM_CHUNK):
-                out.write(rng.randbytes(min(STREAM_CHUNK, opts.large_size - offset)))
+            for offset in range(0, file_size, STREAM_CHUNK):
+                out.write(rng.randbytes(min(STREAM_CHUNK, file_size - offset)))
     _log("seeding the objects GET/HEAD/LIST read, on both targets")
     await seed(targets, selected, large_file)
 
     meter = CpuMeter(env.pids)
     small_ops = [w.op for w in selected if not w.large]
-    if small_ops:
-        # Warm both paths (connection pools, caches, the gateway's first requests) off the clock.
-        op = "get" if "get" in small_ops or "head" in small_ops else small_ops[0]
-        warm = Workload("warmup", "warmup", op, 16, SMALL_SIZE)
-        for target in targets:
-            cell = await run_cell(OpContext(warm, -1, large_file), target, 0.3 if opts.quick else 1.0, meter)
-            results.append(cell)
-            if cell.errors:
-                _log(f"WARM-UP ERRORS against {target.name}: {cell.errors}, e.g. {cell.error_samples[:1]}")
+    # Warm both paths (connection pools, caches, the gateway's first requests) off the clock.  With
+    # only large rows, small PUTs: a fresh weed's first write costs ~1 s (volume allocation), which
+    # would otherwise land in the first large or multipart cell.
+    op = "get" if "get" in small_ops or "head" in small_ops else (small_ops[0] if small_ops else "put")
+    warm = Workload("warmup", "warmup", op, 16, SMALL_SIZE)
+    for target in targets:
+        cell = await run_cell(OpContext(warm, -1, large_file), target, 0.3 if opts.quick else 1.0, meter)
+        results.append(cell)
+        if cell.errors:
+            _log(f"WARM-UP ERRORS against {target.name}: {cell.errors}, e.g. {cell.error_samples[:1]}")
 
     by_name = {w.name: w for w in selected}
     plan = ab_plan([w.name for w in selected], (BASELINE, CANDIDATE), opts.rounds)
@@ -1089,6 +1319,8 @@ def results_document(
             "rounds": opts.rounds,
             "duration_s": opts.duration,
             "large_size": opts.large_size,
+            "mpu_size": opts.mpu_size,
+            "mpu_part_size": opts.mpu_part_size,
             "only": opts.only,
             "quick": opts.quick,
         },
@@ -1133,7 +1365,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--rounds", type=int, help="A/B rounds per workload (default 3; --quick: 1)")
     parser.add_argument("--duration", type=float, help="seconds per small-object cell (default 3; --quick: 0.5)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 round, 0.5 s cells, 16 MiB large object")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 round, 0.5 s cells, 16 MiB large object, 16 MiB multipart upload in 5 MiB parts",
+    )
     parser.add_argument("--only", metavar="PATTERN", help=f"comma-separated globs or substrings of: {names}")
     parser.add_argument("--large-mib", type=int, help="size of the large object in MiB (default 256; --quick: 16)")
     parser.add_argument("--results-dir", type=Path, default=Path("bench-results"), help="where the JSON goes")
@@ -1144,7 +1380,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     large_mib = args.large_mib if args.large_mib is not None else (16 if args.quick else 256)
     if rounds < 1 or duration <= 0 or large_mib < 1:
         parser.error("--rounds, --duration and --large-mib must be positive")
-    return Options(rounds, duration, large_mib * MiB, args.only, args.results_dir, args.keep, args.quick)
+    mpu_size, mpu_part_size = (QUICK_MPU_SIZE, QUICK_MPU_PART_SIZE) if args.quick else (MPU_SIZE, MPU_PART_SIZE)
+    return Options(
+        rounds,
+        duration,
+        large_mib * MiB,
+        args.only,
+        args.results_dir,
+        args.keep,
+        args.quick,
+        mpu_size,
+        mpu_part_size,
+    )
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -1169,7 +1416,7 @@ def _save_logs(env: Environment, results_dir: Path, stamp: str) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench; 0 when every request succeeded, 1 on request errors, 2 when aborted."""
     opts = parse_args(argv)
-    selected = select_workloads(workloads(opts.large_size), opts.only)
+    selected = select_workloads(workloads(opts.large_size, opts.mpu_size, opts.mpu_part_size), opts.only)
     if not selected:
         _log(f"--only {opts.only!r} matches no workload")
         return 2

@@ -1,10 +1,11 @@
-"""The bench's pure parts: statistics, the A/B plan, the table, workload selection and the
-HTTP response reader (fed from memory, no sockets)."""
+"""The bench's pure parts: statistics, the A/B plan, the table, workload selection, the
+multipart upload's plan and XML, and the HTTP response reader (fed from memory, no sockets)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import xml.etree.ElementTree as ET
 from collections import Counter
 
 import pytest
@@ -12,18 +13,24 @@ import pytest
 from s3orch.testing.bench import (
     CellResult,
     MiB,
+    Part,
     ProtocolError,
     Response,
     Row,
     Spread,
     ab_plan,
+    complete_body,
     describe,
     format_table,
+    is_multipart_etag,
+    parse_args,
+    part_plan,
     percentile,
     read_response,
     select_workloads,
     summarize,
     workloads,
+    xml_text,
 )
 
 # --- statistics -----------------------------------------------------------------------------
@@ -231,8 +238,23 @@ def test_table_separates_workload_groups_with_a_blank_line() -> None:
 def test_workload_names_are_unique_and_large_ones_say_their_size() -> None:
     every = workloads(16 * MiB)
     assert len({w.name for w in every}) == len(every)
-    assert [w.label for w in every if w.large] == ["PUT 16MiB c1", "GET 16MiB c1"]
+    assert [w.label for w in every if w.large] == ["PUT 16MiB c1", "GET 16MiB c1", "MPU 64MiB 8MiB\u00d74"]
     assert {w.concurrency for w in every if not w.large} == {1, 16}
+
+
+def test_multipart_row_is_a_large_row_of_its_object_size_with_four_parts_in_flight() -> None:
+    mpu = workloads()[-1]
+    assert (mpu.name, mpu.op, mpu.size, mpu.part_size, mpu.concurrency) == ("mpu", "mpu", 64 * MiB, 8 * MiB, 4)
+    assert mpu.large and mpu.unit == "MiB/s"
+    small = workloads(16 * MiB, 16 * MiB, 5 * MiB)[-1]
+    assert small.label == "MPU 16MiB 5MiB\u00d74" and small.part_size == 5 * MiB
+
+
+def test_quick_runs_a_smaller_multipart_upload_that_keeps_the_part_size_rule() -> None:
+    quick, full = parse_args(["--quick"]), parse_args([])
+    assert (full.mpu_size, full.mpu_part_size) == (64 * MiB, 8 * MiB)
+    assert (quick.mpu_size, quick.mpu_part_size) == (16 * MiB, 5 * MiB)
+    assert [p.length for p in part_plan(quick.mpu_size, quick.mpu_part_size)] == [5 * MiB] * 3 + [1 * MiB]
 
 
 @pytest.mark.parametrize(
@@ -245,6 +267,8 @@ def test_workload_names_are_unique_and_large_ones_say_their_size() -> None:
         ("c16", ["put-4k-c16", "get-4k-c16", "head-4k-c16", "list-c16"]),
         ("*-c1", ["put-4k-c1", "get-4k-c1", "head-4k-c1", "list-c1"]),
         ("list-c1, *large", ["list-c1", "put-large", "get-large"]),
+        ("mpu", ["mpu"]),
+        ("put-large,mpu", ["put-large", "mpu"]),
         ("nothing", []),
     ],
 )
@@ -252,6 +276,99 @@ def test_only_selects_by_exact_name_substring_or_glob(pattern: str | None, expec
     every = workloads()
     chosen = [w.name for w in select_workloads(every, pattern)]
     assert chosen == (expected if expected is not None else [w.name for w in every])
+
+
+# --- multipart upload -----------------------------------------------------------------------
+
+
+def test_part_plan_cuts_the_object_into_numbered_contiguous_slices() -> None:
+    plan = part_plan(64 * MiB, 8 * MiB)
+    assert plan[0] == Part(1, 0, 8 * MiB) and plan[-1] == Part(8, 56 * MiB, 8 * MiB)
+    assert [p.number for p in plan] == list(range(1, 9))
+    assert all(p.length == 8 * MiB for p in plan)
+
+
+@pytest.mark.parametrize(
+    ("size", "part_size"),
+    [(64 * MiB, 8 * MiB), (16 * MiB, 5 * MiB), (5 * MiB + 1, 5 * MiB), (3, 5 * MiB), (3 * MiB, 3 * MiB)],
+)
+def test_part_plan_covers_every_byte_once_and_only_the_last_part_is_short(size: int, part_size: int) -> None:
+    plan = part_plan(size, part_size)
+    assert plan[0].offset == 0
+    assert all(a.offset + a.length == b.offset for a, b in zip(plan, plan[1:]))
+    assert plan[-1].offset + plan[-1].length == size
+    assert all(p.length == part_size for p in plan[:-1]) and 0 < plan[-1].length <= part_size
+
+
+@pytest.mark.parametrize(
+    ("size", "part_size"),
+    [
+        (16 * MiB, 4 * MiB),  # parts but the last under 5 MiB
+        (6 * MiB, 5 * MiB - 1),
+        (0, 8 * MiB),  # nothing to upload
+        (8 * MiB, 0),
+        (10_001 * 5 * MiB, 5 * MiB),  # more than 10,000 parts
+    ],
+)
+def test_part_plan_refuses_what_s3_would(size: int, part_size: int) -> None:
+    with pytest.raises(ValueError):
+        part_plan(size, part_size)
+
+
+def test_part_plan_at_the_limits() -> None:
+    assert len(part_plan(10_000 * 5 * MiB, 5 * MiB)) == 10_000
+    assert part_plan(1, 1) == [Part(1, 0, 1)]  # one part may be of any size
+
+
+def test_complete_body_lists_the_parts_in_ascending_order_whatever_order_they_finished_in() -> None:
+    body = complete_body([(3, '"c"'), (1, '"a"'), (2, '"b"')])
+    root = ET.fromstring(body)
+    ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+    assert root.tag == f"{ns}CompleteMultipartUpload"
+    parts = [(p.findtext(f"{ns}PartNumber"), p.findtext(f"{ns}ETag")) for p in root]
+    assert parts == [("1", '"a"'), ("2", '"b"'), ("3", '"c"')]
+    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+
+
+def test_complete_body_escapes_etags_and_accepts_a_dict_view() -> None:
+    body = complete_body({2: "x<&>y", 1: '"q"'}.items())
+    root = ET.fromstring(body)
+    assert [e.text for e in root.iter("{http://s3.amazonaws.com/doc/2006-03-01/}ETag")] == ['"q"', "x<&>y"]
+    assert b"x&lt;&amp;&gt;y" in body
+
+
+def test_xml_text_finds_the_first_element_and_decodes_entities() -> None:
+    create = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult xmlns="x">'
+        b"<Bucket>b</Bucket><Key>mpu/r0</Key><UploadId>abc&amp;def</UploadId></InitiateMultipartUploadResult>"
+    )
+    assert xml_text(create, "UploadId") == "abc&def"
+    complete = b"<CompleteMultipartUploadResult><ETag>&quot;0123-8&quot;</ETag><ETag>2</ETag></CompleteMultipartUploadResult>"
+    assert xml_text(complete, "ETag") == '"0123-8"'
+    assert xml_text(b"<Error><Code>NoSuchUpload</Code></Error>", "UploadId") is None
+    assert xml_text(b"<A>multi\nline</A>", "A") == "multi\nline"
+
+
+MD5 = "0123456789abcdef0123456789ABCDEF"
+
+
+@pytest.mark.parametrize(
+    ("etag", "parts", "expected"),
+    [
+        (f'"{MD5}-8"', 8, True),
+        (f"{MD5}-8", 8, True),
+        (f' "{MD5}-4" ', 4, True),
+        (f'"{MD5}-8"', 4, False),  # another part count
+        (f'"{MD5}-80"', 8, False),
+        (f'"{MD5}"', 8, False),  # a single-PUT ETag
+        (f'"{MD5[:-1]}-8"', 8, False),
+        (f'"{MD5}-8" x', 8, False),
+        ("", 8, False),
+        (None, 8, False),
+    ],
+)
+def test_multipart_etag_is_an_md5_then_the_part_count(etag: str | None, parts: int, expected: bool) -> None:
+    assert is_multipart_etag(etag, parts) is expected
 
 
 # --- HTTP response reader -------------------------------------------------------------------
