@@ -13,7 +13,7 @@ class DatabaseSection(Protocol):
     """What :func:`open_store` reads from the ``database`` config section.
 
     ``path`` is SQLite's; the rest are PostgreSQL's (see
-    :class:`s3orch.store.postgres.PostgresSection`).
+    :meth:`s3orch.store.postgres.PostgresSettings.from_config`).
     """
 
     @property

@@ -1,7 +1,8 @@
 """The metadata store contract.
 
-Every engine (SQLite now, PostgreSQL later) implements :class:`MetadataStore`
-and passes one contract test suite.  Each method is one transaction: the
+Every engine (SQLite, PostgreSQL) implements :class:`MetadataStore` and passes
+one contract test suite; both run the same transactions (:mod:`s3orch.store.txn`)
+through :class:`s3orch.store.sqlstore.SQLStore`.  Each method is one transaction: the
 quota reservation, the location record, the intent and the cleanup rows of
 one step always commit together, so quota is exact and nothing leaks even if
 the process dies between two steps.

@@ -19,7 +19,7 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, gatherResults
 
 from s3orch.config.model import DatabaseConfig
-from s3orch.store import UnsupportedDriver, open_store
+from s3orch.store import UnsupportedDriver, open_store, txn
 from s3orch.store import postgres as pg
 from s3orch.store.interface import PreconditionConflict, StoreUnavailable
 from s3orch.store.locks import (
@@ -33,7 +33,7 @@ from s3orch.store.locks import (
 )
 from s3orch.store.migrate import MigrationError, discover, migrate, sql_dir
 from s3orch.store.postgres import PostgresSettings, PostgresStore, StoreError
-from s3orch.store.sqlite import _Notes
+from s3orch.store.txn import Notes
 from tests.store.conftest import PostgresDatabase, StoreFactory
 from tests.store.test_contract import BUCKET, NOW, counters, intent, model_listing, put, quota, record_for
 from tests.store.test_contract_multipart import opened, part
@@ -67,7 +67,7 @@ async def in_txn(store: PostgresStore, fn: Callable[..., Any], *args: Any, read_
     return await store._call(read_only, True, fn, *args)
 
 
-def backend_pid(cur: Any, notes: _Notes) -> int:
+def backend_pid(cur: Any, notes: Notes) -> int:
     cur.execute("SELECT pg_backend_pid()")
     return int(cur.fetchone()[0])
 
@@ -277,7 +277,7 @@ async def test_a_conflicting_transaction_is_retried_whole(pg_factory: StoreFacto
         calls: list[int] = []
         errors = [psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected]
 
-        def txn(cur: Any, notes: _Notes) -> int:
+        def txn(cur: Any, notes: Notes) -> int:
             cur.execute("INSERT INTO worker_state (worker_name, updated_at) VALUES (%s, 0)", (f"w{len(calls)}",))
             calls.append(1)
             if errors:
@@ -287,13 +287,13 @@ async def test_a_conflicting_transaction_is_retried_whole(pg_factory: StoreFacto
         assert await in_txn(store, txn) == 7
         assert len(calls) == 3
 
-        def names(cur: Any, notes: _Notes) -> list[str]:
+        def names(cur: Any, notes: Notes) -> list[str]:
             cur.execute("SELECT worker_name FROM worker_state")
             return [r[0] for r in cur.fetchall()]
 
         assert await in_txn(store, names) == ["w2"]  # the failed attempts left nothing
 
-        def always(cur: Any, notes: _Notes) -> None:
+        def always(cur: Any, notes: Notes) -> None:
             raise psycopg2.errors.DeadlockDetected("again")
 
         # once the retries are spent the caller sees the database as unavailable (a 503)
@@ -310,7 +310,7 @@ async def test_a_connection_killed_mid_transaction_is_reopened_and_the_work_retr
     async with stores(pg_factory, 1) as (store,):
         pids: list[int] = []
 
-        def txn(cur: Any, notes: _Notes) -> int:
+        def txn(cur: Any, notes: Notes) -> int:
             pid = backend_pid(cur, notes)
             pids.append(pid)
             if len(pids) == 1:
@@ -362,16 +362,16 @@ class _LostAtCommit:
 def test_an_unknown_commit_outcome_is_retried_only_when_idempotent() -> None:
     calls: list[int] = []
 
-    def txn(cur: Any, notes: _Notes) -> str:
+    def txn(cur: Any, notes: Notes) -> str:
         calls.append(1)
         return "done"
 
-    assert pg._run_txn(_LostAtCommit(), False, True, 0.0, _Notes(), txn) == "done"
+    assert pg._run_txn(_LostAtCommit(), False, True, 0.0, Notes(), txn) == "done"
     assert len(calls) == 2
     calls.clear()
     conn = _LostAtCommit()
     with pytest.raises(psycopg2.OperationalError):
-        pg._run_txn(conn, False, False, 0.0, _Notes(), txn)
+        pg._run_txn(conn, False, False, 0.0, Notes(), txn)
     assert len(calls) == 1 and conn.reconnects == 1  # not re-run, but left usable
 
 
@@ -391,7 +391,7 @@ async def test_connections_older_than_max_conn_lifetime_are_replaced(pg_factory:
 async def test_sessions_are_named_and_time_limited(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 1, statement_timeout=0.25) as (store,):
 
-        def settings(cur: Any, notes: _Notes) -> tuple[str, str, str]:
+        def settings(cur: Any, notes: Notes) -> tuple[str, str, str]:
             cur.execute(
                 "SELECT current_setting('application_name'), current_setting('statement_timeout'),"
                 " current_setting('transaction_isolation')"
@@ -401,7 +401,7 @@ async def test_sessions_are_named_and_time_limited(pg_factory: StoreFactory) -> 
         assert await in_txn(store, settings) == ("s3orch", "250ms", "read committed")
         assert (await in_txn(store, settings, read_only=True))[2] == "repeatable read"
 
-        def slow(cur: Any, notes: _Notes) -> None:
+        def slow(cur: Any, notes: Notes) -> None:
             cur.execute("SELECT pg_sleep(2)")
 
         with pytest.raises(StoreUnavailable) as raised:
@@ -475,10 +475,13 @@ async def test_a_database_not_in_utf8_is_refused(postgres_db: PostgresDatabase) 
 
 
 @pytest_twisted.ensureDeferred
-async def test_listing_batches_match_the_model(pg_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pg, "LIST_BATCH_MIN", 2)  # many small batches, each continuation exercised
+async def test_listing_batches_match_the_model(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batching is shared by both engines; many small batches exercise each continuation.
+    monkeypatch.setattr(txn, "LIST_BATCH_MIN", 2)
     keys = {f"k{i:03d}" for i in range(70)} | {f"d{i % 3}/x{i}" for i in range(20)} | {"z/1", "z/2/3"}
-    async with stores(pg_factory, 1) as (store,):
+    async with stores(store_factory, 1) as (store,):
         for key in sorted(keys):
             await put(store, key, 1, ("b1",))
         for prefix, delimiter, start_after, max_keys in [
@@ -599,7 +602,7 @@ async def test_a_start_waits_for_another_instances_migration_past_the_statement_
         reactor.callLater(0.6, other.cursor().execute, "SELECT pg_advisory_unlock_all()")  # type: ignore[attr-defined]
         async with stores(pg_factory, 1, statement_timeout=0.2) as (store,):
 
-            def timeout(cur: Any, notes: _Notes) -> str:
+            def timeout(cur: Any, notes: Notes) -> str:
                 cur.execute("SHOW statement_timeout")
                 return str(cur.fetchone()[0])
 
@@ -612,7 +615,7 @@ async def test_a_start_waits_for_another_instances_migration_past_the_statement_
 async def test_store_refuses_to_start_on_a_newer_database(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 1) as (store,):
 
-        def future(cur: Any, notes: _Notes) -> None:
+        def future(cur: Any, notes: Notes) -> None:
             cur.execute("INSERT INTO schema_version VALUES (9999, 'future', '2099-01-01')")
 
         await in_txn(store, future)
@@ -692,6 +695,19 @@ async def test_run_exclusive_skips_when_another_instance_holds_the_lock(postgres
     await local.release(WorkerLock.DRAIN)
     assert await run_exclusive(local, WorkerLock.DRAIN, work) == (True, "done")
     await local.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_locks_without_a_server_are_unavailable_not_a_driver_error() -> None:
+    settings = PostgresSettings(connect={"host": "127.0.0.1", "port": "1", "dbname": "x", "connect_timeout": 2})
+    locks = PostgresWorkerLocks(settings.connect, reactor)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await locks.try_lock(WorkerLock.CLEANUP)
+        with pytest.raises(StoreUnavailable):  # and says so again, without leaking a holder
+            await locks.try_lock(WorkerLock.CLEANUP)
+    finally:
+        await locks.close()
 
 
 def test_open_worker_locks_follows_the_driver() -> None:

@@ -13,6 +13,7 @@ from twisted.internet import reactor
 
 from s3orch.store import UnsupportedDriver, open_store
 from s3orch.store import sqlite as sqlite_store
+from s3orch.store.interface import StoreUnavailable
 from s3orch.store.migrate import (
     MigrationError,
     current_version,
@@ -21,14 +22,8 @@ from s3orch.store.migrate import (
     split_sqlite_script,
     sql_dir,
 )
-from s3orch.store.sqlite import (
-    SQLiteStore,
-    StoreError,
-    _adjust_quota,
-    _Notes,
-    _run_txn,
-    prefix_upper_bound,
-)
+from s3orch.store.sqlite import SQLITE, SQLiteStore, StoreError, _run_txn
+from s3orch.store.txn import Notes, Tx, adjust_quota, prefix_upper_bound
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -148,38 +143,66 @@ async def test_writes_wait_for_another_process_holding_the_lock(tmp_path: Path) 
         await store.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_database_locked_past_the_retries_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_MS", 20)
+    store = SQLiteStore(tmp_path / "s.db", reactor)
+    await store.start()
+    other = connect(tmp_path / "s.db")
+    try:
+        other.execute("BEGIN IMMEDIATE")  # e.g. an operator's sqlite3 shell, left open
+        with pytest.raises(StoreUnavailable) as raised:
+            await store.sync_quota_limits({"b1": 5})
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+        assert "s.db" in str(raised.value) and "locked" in str(raised.value)
+        other.execute("COMMIT")
+        await store.sync_quota_limits({"b1": 5})  # and it serves again at once
+    finally:
+        other.close()
+        await store.close()
+
+
+def test_only_not_now_errors_count_as_unavailable() -> None:
+    for text in ("database is locked", "disk I/O error", "database or disk is full"):
+        assert sqlite_store.is_unavailable(sqlite3.OperationalError(text))
+    for text in ("no such table: objects", "near \"SELEC\": syntax error"):
+        assert not sqlite_store.is_unavailable(sqlite3.OperationalError(text))
+
+
 def test_a_locked_transaction_is_retried_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store.time, "sleep", lambda _: None)
     conn = connect(tmp_path / "r.db")
     conn.execute("CREATE TABLE t (x INTEGER)")
     calls = []
 
-    def txn(cur: sqlite3.Cursor, notes: _Notes) -> int:
+    def txn(cur: Tx, notes: Notes) -> int:
         cur.execute("INSERT INTO t VALUES (1)")
         calls.append(1)
         if len(calls) < 3:
             raise sqlite3.OperationalError("database is locked")
         return 7
 
-    assert _run_txn(conn, "BEGIN IMMEDIATE", _Notes(), txn) == 7
+    assert _run_txn(conn, "BEGIN IMMEDIATE", Notes(), txn) == 7
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 1  # failed attempts left nothing
     calls.clear()
 
-    def always_locked(cur: sqlite3.Cursor, notes: _Notes) -> None:
+    def always_locked(cur: Tx, notes: Notes) -> None:
         raise sqlite3.OperationalError("database is locked")
 
     with pytest.raises(sqlite3.OperationalError):
-        _run_txn(conn, "BEGIN IMMEDIATE", _Notes(), always_locked)
+        _run_txn(conn, "BEGIN IMMEDIATE", Notes(), always_locked)
     assert not conn.in_transaction
 
 
 def test_quota_counters_clamp_at_zero_and_say_so(tmp_path: Path) -> None:
     conn = connect(tmp_path / "q.db")
     migrate(conn, "sqlite")
-    notes = _Notes()
-    cur = conn.cursor()
-    _adjust_quota(cur, notes, "b1", 0.0, used=10)
-    _adjust_quota(cur, notes, "b1", 0.0, used=-25, orphan=-1)
+    notes = Notes()
+    tx = Tx(conn.cursor(), SQLITE)
+    adjust_quota(tx, notes, "b1", 0.0, used=10)
+    adjust_quota(tx, notes, "b1", 0.0, used=-25, orphan=-1)
     row = conn.execute("SELECT bytes_used, orphan_bytes FROM backend_quotas").fetchone()
     assert row == (0, 0)
     assert [fields["column"] for _, fields in notes.warnings] == ["bytes_used", "orphan_bytes"]

@@ -1,0 +1,300 @@
+"""The MetadataStore methods over the shared transactions of :mod:`s3orch.store.txn`.
+
+An engine (:class:`~s3orch.store.sqlite.SQLiteStore`,
+:class:`~s3orch.store.postgres.PostgresStore`) subclasses :class:`SQLStore`
+and supplies how it starts, closes and runs one transaction (``_call``); the
+argument checks, the choice of transaction and the mapping of results to the
+contract's exceptions are here, once.
+
+``_call(read_only, idempotent, fn, *args)`` runs ``fn(tx, notes, *args)`` in one
+transaction.  ``read_only`` asks for one consistent snapshot and no writes;
+``idempotent=False`` marks the few calls that must not be re-run when the
+outcome of their COMMIT is unknown (a lost connection while committing):
+running them again would answer differently (``open_multipart_upload``,
+``commit_part``) or count a failure twice (``cleanup_failed``).  Engines
+raise :class:`~s3orch.store.interface.StoreUnavailable` when the database
+cannot answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
+
+from s3orch.store import txn
+from s3orch.store.interface import (
+    CleanupItem,
+    CompleteOutcome,
+    Intent,
+    IntentNotFound,
+    ListPage,
+    MultipartUpload,
+    ObjectRecord,
+    QuotaRow,
+    Reservation,
+    UploadedPart,
+    UploadListPage,
+    UploadNotFound,
+)
+from s3orch.store.txn import Notes, Tx
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_STRATEGIES = ("pack", "spread")
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"unknown placement strategy {strategy!r}")
+
+
+class SQLStore:
+    """:class:`~s3orch.store.interface.MetadataStore` on a SQL database (see the module)."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def _call(
+        self,
+        read_only: bool,
+        idempotent: bool,
+        fn: Callable[Concatenate[Tx, Notes, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        raise NotImplementedError
+
+    async def _write(
+        self, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        return await self._call(False, True, fn, *args, **kwargs)
+
+    async def _write_once(
+        self, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """A write that is not re-run after an unknown COMMIT outcome."""
+        return await self._call(False, False, fn, *args, **kwargs)
+
+    async def _read(
+        self, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        return await self._call(True, True, fn, *args, **kwargs)
+
+    # -- objects and quotas ---------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read(txn.txn_ping)
+
+    async def sync_quota_limits(self, limits: dict[str, int]) -> None:
+        for backend, limit in limits.items():
+            if limit < 0:
+                raise ValueError(f"negative quota limit for backend {backend!r}: {limit}")
+        await self._write(txn.txn_sync_quota_limits, dict(limits))
+
+    async def get_quotas(self) -> dict[str, QuotaRow]:
+        return await self._read(txn.txn_get_quotas)
+
+    async def reserve(
+        self,
+        intent: Intent,
+        candidates: Sequence[str],
+        strategy: str,
+        now: float,
+    ) -> Reservation | None:
+        """See the protocol.  A candidate with no quota row counts as unlimited (the
+        start-up ``sync_quota_limits`` creates rows for every configured backend);
+        reserving again with the same ``write_id`` returns the first reservation."""
+        _check_strategy(strategy)
+        if intent.size < 0:
+            raise ValueError(f"negative intent size {intent.size}")
+        return await self._write(txn.txn_reserve, intent, tuple(candidates), strategy, now)
+
+    async def release(self, write_id: str) -> None:
+        await self._write(txn.txn_release, write_id)
+
+    async def commit_object(
+        self,
+        reservation: Reservation,
+        record: ObjectRecord,
+        now: float,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> list[CleanupItem]:
+        """See the protocol.  ``record.locations`` is ignored: the new version has exactly
+        the reservation's copy.  ``if_match`` may be ``*`` or a quoted ETag."""
+        result = await self._write(
+            txn.txn_commit_object, reservation, record, now, if_none_match, if_match
+        )
+        if isinstance(result, txn.IntentGone):
+            raise IntentNotFound(reservation.write_id, result.cleanup)
+        return result
+
+    async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
+        return await self._read(txn.txn_get_object, bucket, key)
+
+    async def delete_object(self, bucket: str, key: str, now: float) -> list[CleanupItem]:
+        return await self._write(txn.txn_delete_object, bucket, key, now)
+
+    async def list_objects(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        start_after: str,
+        max_keys: int,
+    ) -> ListPage:
+        if max_keys < 0:
+            raise ValueError(f"negative max_keys {max_keys}")
+        return await self._read(
+            txn.txn_list_objects, bucket, prefix, delimiter, start_after, max_keys
+        )
+
+    async def object_counts(self) -> dict[str, int]:
+        return await self._read(txn.txn_object_counts)
+
+    # -- the cleanup queue ------------------------------------------------------------------
+
+    async def cleanup_done(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._write(txn.txn_cleanup_done, tuple(ids))
+
+    async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
+        await self._write_once(txn.txn_cleanup_failed, item_id, error, now)
+
+    async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
+        return await self._read(txn.txn_due_cleanups, now, limit)
+
+    async def claim_cleanups(
+        self, now: float, limit: int, owner: str, grace: float
+    ) -> list[CleanupItem]:
+        if limit <= 0:
+            return []
+        return await self._write(txn.txn_claim_cleanups, now, limit, owner, grace)
+
+    # -- multipart uploads ------------------------------------------------------------------
+
+    async def create_multipart_upload(
+        self,
+        upload: MultipartUpload,
+        candidates: Sequence[str],
+        strategy: str,
+        size_hint: int,
+        max_uploads: int,
+        now: float,
+    ) -> MultipartUpload | None:
+        _check_strategy(strategy)
+        return await self._write(
+            txn.txn_create_multipart_upload,
+            upload,
+            tuple(candidates),
+            strategy,
+            size_hint,
+            max_uploads,
+            now,
+        )
+
+    async def open_multipart_upload(self, upload_id: str, backend_upload_id: str, now: float) -> bool:
+        """See the protocol; False when the upload is no longer ``creating``."""
+        return await self._write_once(txn.txn_open_multipart_upload, upload_id, backend_upload_id, now)
+
+    async def drop_multipart_upload(self, upload_id: str) -> None:
+        await self._write(txn.txn_drop_multipart_upload, upload_id)
+
+    async def get_multipart_upload(
+        self, bucket: str, key: str, upload_id: str
+    ) -> MultipartUpload | None:
+        return await self._read(txn.txn_get_multipart_upload, bucket, key, upload_id)
+
+    async def reserve_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        size: int,
+        attempt_id: str,
+        now: float,
+    ) -> MultipartUpload | None:
+        if size < 0:
+            raise ValueError(f"negative part size {size}")
+        return await self._write(
+            txn.txn_reserve_part, bucket, key, upload_id, part_number, size, attempt_id, now
+        )
+
+    async def release_part(self, attempt_id: str) -> None:
+        await self._write(txn.txn_release_part, attempt_id)
+
+    async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> bool:
+        return await self._write_once(txn.txn_commit_part, attempt_id, part, now)
+
+    async def list_parts(
+        self, upload_id: str, part_number_marker: int = 0, max_parts: int = 10000
+    ) -> tuple[list[UploadedPart], bool]:
+        return await self._read(
+            txn.txn_list_parts, upload_id, part_number_marker, max(0, max_parts)
+        )
+
+    async def begin_complete(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        now: float,
+    ) -> MultipartUpload:
+        return await self._write(txn.txn_begin_complete, bucket, key, upload_id, tuple(parts), now)
+
+    async def reopen_upload(self, upload_id: str, now: float) -> None:
+        await self._write(txn.txn_reopen_upload, upload_id, now)
+
+    async def finish_complete(
+        self, upload_id: str, record: ObjectRecord, stored_size: int, now: float
+    ) -> CompleteOutcome:
+        result = await self._write(txn.txn_finish_complete, upload_id, record, stored_size, now)
+        if isinstance(result, txn.UploadGone):
+            raise UploadNotFound(upload_id, result.cleanup)
+        return result
+
+    async def begin_abort(
+        self, bucket: str, key: str, upload_id: str, now: float, *, stale: bool = False
+    ) -> MultipartUpload:
+        return await self._write(txn.txn_begin_abort, bucket, key, upload_id, now, stale)
+
+    async def finish_abort(self, upload_id: str, now: float) -> CleanupItem | None:
+        return await self._write(txn.txn_finish_abort, upload_id, now)
+
+    async def list_multipart_uploads(
+        self,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        key_marker: str,
+        upload_id_marker: str,
+        max_uploads: int,
+    ) -> UploadListPage:
+        if max_uploads < 0:
+            raise ValueError(f"negative max_uploads {max_uploads}")
+        return await self._read(
+            txn.txn_list_multipart_uploads,
+            bucket,
+            prefix,
+            delimiter,
+            key_marker,
+            upload_id_marker,
+            max_uploads,
+        )
+
+    async def stale_multipart_uploads(
+        self, created_before: float, busy_before: float, limit: int
+    ) -> list[MultipartUpload]:
+        return await self._read(txn.txn_stale_multipart_uploads, created_before, busy_before, limit)
+
+    async def purge_multipart_uploads(self, before: float) -> int:
+        return await self._write(txn.txn_purge_multipart_uploads, before)
+
+    async def active_multipart_counts(self) -> dict[str, int]:
+        return await self._read(txn.txn_active_multipart_counts)
