@@ -45,6 +45,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendNotFound, BackendUnavailable, ObjectBackend
+from s3orch.core.failover import with_failover
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.placement import storage_key, write_candidates
 from s3orch.observe.audit import audit
@@ -302,9 +303,8 @@ class MultipartService:
         request_id: str = "",
     ) -> MultipartUpload:
         """Open an upload on the backend the routing strategy picks (failing over on errors)."""
-        failed: set[str] = set()
-        last_error: BackendError | None = None
-        while True:
+
+        async def reserve(candidates: list[str]) -> MultipartUpload | None:
             now = self._now()
             upload_id = new_upload_id(now)
             template = MultipartUpload(
@@ -319,55 +319,48 @@ class MultipartService:
                 user_metadata=dict(new.user_metadata),
                 checksum_algorithm=checksum_algorithm,
             )
-            candidates = write_candidates(self.objects.backend_configs, size_hint, exclude=failed)
-            upload = None
-            if candidates:
-                try:
-                    upload = await self.store.create_multipart_upload(
-                        template,
-                        candidates,
-                        self.objects.routing_strategy,
-                        size_hint,
-                        self.bucket_limits.get(bucket, 0),
-                        now,
-                    )
-                except UploadLimitReached:
-                    raise errors.SlowDown("Too many active multipart uploads") from None
-            if upload is None:
-                if last_error is not None:
-                    raise _backend_failure(last_error) from last_error
-                raise errors.InsufficientStorage()
-            backend = self._backend(upload)
             try:
-                backend_upload_id = await backend.create_multipart_upload(upload.storage_key)
-            except BackendError as exc:
-                await self.store.drop_multipart_upload(upload_id)
-                failed.add(upload.backend)
-                last_error = exc
-                self.log.warn(
-                    "backend CreateMultipartUpload failed; trying the next backend",
-                    component="multipart",
-                    backend=upload.backend,
-                    error=str(exc),
-                    request_id=request_id,
+                return await self.store.create_multipart_upload(
+                    template,
+                    candidates,
+                    self.objects.routing_strategy,
+                    size_hint,
+                    self.bucket_limits.get(bucket, 0),
+                    now,
                 )
-                continue
-            except BaseException:
-                await self.store.drop_multipart_upload(upload_id)
-                raise
-            if not await self.store.open_multipart_upload(upload_id, backend_upload_id, self._now()):
-                await backend.abort_multipart_upload(upload.storage_key, backend_upload_id)
-                raise errors.ServiceUnavailable("The upload could not be recorded; please retry.")
-            audit(
-                "storage.CreateMultipartUpload",
-                request_id=request_id,
-                backend=upload.backend,
-                bucket=bucket,
-                key=key,
-                upload_id=upload_id,
-            )
-            await self.refresh_gauge()
-            return replace(upload, state=UPLOAD_OPEN, backend_upload_id=backend_upload_id)
+            except UploadLimitReached:
+                raise errors.SlowDown("Too many active multipart uploads") from None
+
+        async def create(upload: MultipartUpload) -> str:
+            return await self._backend(upload).create_multipart_upload(upload.storage_key)
+
+        upload, backend_upload_id = await with_failover(
+            operation="CreateMultipartUpload",
+            candidates=lambda failed: write_candidates(
+                self.objects.backend_configs, size_hint, exclude=failed
+            ),
+            reserve=reserve,
+            backend_of=lambda u: u.backend,
+            attempt=create,
+            undo=lambda u: self.store.drop_multipart_upload(u.upload_id),
+            failure=_backend_failure,
+            request_id=request_id,
+        )
+        upload_id = upload.upload_id
+        backend = self._backend(upload)
+        if not await self.store.open_multipart_upload(upload_id, backend_upload_id, self._now()):
+            await backend.abort_multipart_upload(upload.storage_key, backend_upload_id)
+            raise errors.ServiceUnavailable("The upload could not be recorded; please retry.")
+        audit(
+            "storage.CreateMultipartUpload",
+            request_id=request_id,
+            backend=upload.backend,
+            bucket=bucket,
+            key=key,
+            upload_id=upload_id,
+        )
+        await self.refresh_gauge()
+        return replace(upload, state=UPLOAD_OPEN, backend_upload_id=backend_upload_id)
 
     # -- parts --------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendNotFound, BackendStream, ObjectBackend
+from s3orch.core.failover import with_failover
 from s3orch.core.placement import storage_key, write_candidates
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import CLEANUP_ENQUEUED, CLEANUP_PROCESSED, WRITE_FAILOVER
+from s3orch.observe.metrics import CLEANUP_ENQUEUED, CLEANUP_PROCESSED
 from s3orch.s3 import errors
 from s3orch.store.interface import (
     CleanupItem,
@@ -134,50 +135,29 @@ class ObjectService:
         request_id: str,
     ) -> Reservation:
         """Reserve quota on a backend and upload; on failure try the next one."""
-        failed: set[str] = set()
-        last_error: BackendError | None = None
-        while True:
-            candidates = write_candidates(self.backend_configs, length, exclude=failed)
-            reservation = None
-            if candidates:
-                reservation = await self.store.reserve(
-                    Intent(write_id, bucket, key, length, skey),
-                    candidates,
-                    self.routing_strategy,
-                    self.clock.seconds(),
-                )
-            if reservation is None:
-                if last_error is not None:
-                    raise errors.ServiceUnavailable(
-                        "No storage backend could accept the object; please retry."
-                    ) from last_error
-                raise errors.InsufficientStorage()
-            backend = self.backends[reservation.backend]
-            try:
-                await backend.put_object(
-                    skey,
-                    body,
-                    length,
-                    content_md5_b64=base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii"),
-                    sha256_hex=sha256_hex,
-                )
-            except BackendError as exc:
-                await self.store.release(write_id)
-                failed.add(reservation.backend)
-                last_error = exc
-                WRITE_FAILOVER.labels(reservation.backend).inc()
-                self.log.warn(
-                    "backend PUT failed; trying the next backend",
-                    component="objects",
-                    backend=reservation.backend,
-                    error=str(exc),
-                    request_id=request_id,
-                )
-                continue
-            except BaseException:
-                await self.store.release(write_id)
-                raise
-            return reservation
+
+        async def upload(reservation: Reservation) -> None:
+            await self.backends[reservation.backend].put_object(
+                skey,
+                body,
+                length,
+                content_md5_b64=base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii"),
+                sha256_hex=sha256_hex,
+            )
+
+        reservation, _ = await with_failover(
+            operation="PUT",
+            candidates=lambda failed: write_candidates(self.backend_configs, length, exclude=failed),
+            reserve=lambda names: self._reserve(Intent(write_id, bucket, key, length, skey), names),
+            backend_of=lambda r: r.backend,
+            attempt=upload,
+            undo=lambda r: self.store.release(r.write_id),
+            request_id=request_id,
+        )
+        return reservation
+
+    async def _reserve(self, intent: Intent, names: list[str]) -> Reservation | None:
+        return await self.store.reserve(intent, names, self.routing_strategy, self.clock.seconds())
 
     async def _commit(
         self,
@@ -370,51 +350,36 @@ class ObjectService:
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
         ordered = sorted(self.backend_configs, key=lambda b: b.name not in holders)
-        failed: set[str] = set()
         spool: BinaryIO | None = None
+
+        async def copy_to(reservation: Reservation) -> None:
+            nonlocal spool
+            backend = self.backends[reservation.backend]
+            if reservation.backend in holders:
+                await backend.copy_object(holders[reservation.backend].storage_key, skey)
+                return
+            if spool is None:
+                spool = await self._spool_object(source)
+            await backend.put_object(
+                skey,
+                spool,
+                source.size,
+                content_md5_b64=_md5_b64(source.etag),
+                sha256_hex=source.content_hash,
+            )
+
         try:
-            while True:
-                candidates = write_candidates(ordered, source.size, exclude=failed)
-                reservation = None
-                if candidates:
-                    reservation = await self.store.reserve(
-                        Intent(write_id, bucket, dest_key, source.size, skey),
-                        candidates,
-                        self.routing_strategy,
-                        self.clock.seconds(),
-                    )
-                if reservation is None:
-                    if failed:
-                        raise errors.ServiceUnavailable("No storage backend could accept the copy.")
-                    raise errors.InsufficientStorage()
-                backend = self.backends[reservation.backend]
-                try:
-                    if reservation.backend in holders:
-                        await backend.copy_object(holders[reservation.backend].storage_key, skey)
-                    else:
-                        if spool is None:
-                            spool = await self._spool_object(source)
-                        await backend.put_object(
-                            skey,
-                            spool,
-                            source.size,
-                            content_md5_b64=_md5_b64(source.etag),
-                            sha256_hex=source.content_hash,
-                        )
-                except BackendError as exc:
-                    await self.store.release(write_id)
-                    failed.add(reservation.backend)
-                    self.log.warn(
-                        "backend copy failed; trying the next backend",
-                        component="objects",
-                        backend=reservation.backend,
-                        error=str(exc),
-                    )
-                    continue
-                except BaseException:
-                    await self.store.release(write_id)
-                    raise
-                break
+            reservation, _ = await with_failover(
+                operation="copy",
+                candidates=lambda failed: write_candidates(ordered, source.size, exclude=failed),
+                reserve=lambda names: self._reserve(
+                    Intent(write_id, bucket, dest_key, source.size, skey), names
+                ),
+                backend_of=lambda r: r.backend,
+                attempt=copy_to,
+                undo=lambda r: self.store.release(r.write_id),
+                request_id=request_id,
+            )
         finally:
             if spool is not None:
                 spool.close()
