@@ -267,8 +267,17 @@ class S3Frontend(Resource):
         INFLIGHT.labels(state.method).inc()
         has_body = length is None or length > 0
         try:
-            state.query = sigv4.parse_query(_query_of(uri))
-            self._prepare(state, length)
+            try:
+                state.query = sigv4.parse_query(_query_of(uri))
+                self._prepare(state, length)
+            except StoreUnavailable as exc:
+                raise errors.ServiceUnavailable("The metadata database is unavailable.") from exc
+            except errors.S3Error:
+                raise
+            except Exception as exc:
+                # A bug must cost this request (500 with its id), never the connection.
+                self.log.failure("request preparation failed", component="s3", request_id=state.request_id)
+                raise errors.InternalError() from exc
         except errors.S3Error as exc:
             state.error = exc
             if has_body:

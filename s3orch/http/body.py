@@ -110,7 +110,10 @@ class RequestBody:
             self._sha256.update(data)
             if self._checksum is not None:
                 self._checksum.update(data)
-            self._spool.write(data)
+            try:
+                self._spool.write(data)
+            except OSError as exc:  # spool disk full or failing: refuse, keep serving others
+                raise errors.ServiceUnavailable("The gateway could not buffer the request body.") from exc
         except errors.S3Error as exc:
             self.failed = exc
             self.discard()

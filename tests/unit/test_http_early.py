@@ -126,3 +126,24 @@ def test_client_gone_mid_body_frees_the_spool_and_is_counted_once() -> None:
     assert request.s3.body._spool.closed  # nothing left on disk or in memory
     request.s3.body.feed(b"late")  # a late byte after the loss is ignored, not spooled
     assert request.s3.accounted
+
+
+def test_spool_write_failure_is_a_retryable_503_not_a_dropped_connection() -> None:
+    import pytest
+
+    from s3orch.http.body import RequestBody
+    from s3orch.s3 import errors
+
+    body = RequestBody(max_size=100, declared_length=10, spool_memory_limit=0, spool_dir=None)
+
+    class _Full:
+        def write(self, data: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            pass
+
+    body._spool = _Full()  # type: ignore[assignment]
+    with pytest.raises(errors.ServiceUnavailable):
+        body.feed(b"0123")
+    assert body.discarded
