@@ -30,6 +30,7 @@ from s3orch.store import open_store
 from s3orch.store.locks import open_worker_locks
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
+from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 
 
@@ -99,14 +100,22 @@ def build(config: Any, reactor: Any) -> GatewayService:
         metrics_enabled=config.telemetry.metrics.enabled,
         metrics_path=config.telemetry.metrics.path,
     )
-    site = S3Site(RootResource(s3, ops.resource()), early_handler=s3, timeout=config.server.idle_timeout)
+    site = S3Site(
+        RootResource(s3, ops.resource()),
+        early_handler=s3,
+        timeout=config.server.idle_timeout,
+        read_header_timeout=config.server.read_header_timeout,
+        read_timeout=config.server.read_timeout,
+        reactor=reactor,
+    )
     interface, port = parse_listen_addr(config.server.listen_addr)
     listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    owner = instance_id()  # this instance's name on cleanup and intent claims
     workers: list[IService] = [
         CleanupQueueWorker(
             objects,
             reactor,
-            owner=instance_id(),
+            owner=owner,
             claim_grace=config.cleanup_queue.claim_grace_period,
             locks=worker_locks,
         ),
@@ -114,6 +123,22 @@ def build(config: Any, reactor: Any) -> GatewayService:
         # Every instance refreshes its own gauges (read-only): no worker lock.
         QuotaMetricsWorker(store, reactor, interval=config.usage_flush.interval),
     ]
+    pending = config.write_path.pending_pattern
+    if pending.enabled:
+        # Intents are always written; without the reaper, those a failed commit leaves
+        # keep their reservation until an operator resolves them.
+        workers.append(
+            PendingReaper(
+                objects,
+                reactor,
+                interval=pending.reaper_tick,
+                min_age=pending.min_age,
+                batch=pending.batch_size,
+                owner=owner,
+                claim_grace=config.cleanup_queue.claim_grace_period,
+                locks=worker_locks,
+            )
+        )
 
     async def close_backends() -> None:
         await objects.quiesce()

@@ -25,7 +25,12 @@ from s3orch.backend.interface import BackendError, BackendNotFound, BackendStrea
 from s3orch.core.failover import with_failover
 from s3orch.core.placement import storage_key, write_candidates
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import CLEANUP_ENQUEUED, CLEANUP_PROCESSED
+from s3orch.observe.metrics import (
+    CLEANUP_ENQUEUED,
+    CLEANUP_PROCESSED,
+    PENDING_ENQUEUED,
+    PENDING_RESOLVED,
+)
 from s3orch.s3 import errors
 from s3orch.store.interface import (
     CleanupItem,
@@ -102,8 +107,16 @@ class ObjectService:
             _check_write_conditions(current, if_none_match, if_match)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
+        intent = Intent(
+            write_id, bucket, key, length, skey,
+            etag=md5_hex, content_type=new.content_type,
+            headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
+            checksum_algorithm=checksum[0] if checksum else None,
+            checksum_value=checksum[1] if checksum else None,
+            content_hash=sha256_hex, if_none_match=if_none_match, if_match=if_match,
+        )
         reservation = await self._upload_with_failover(
-            bucket, key, write_id, skey, body, length, md5_hex, sha256_hex, request_id
+            bucket, key, write_id, skey, body, length, md5_hex, sha256_hex, request_id, intent
         )
         record = ObjectRecord(
             bucket=bucket,
@@ -133,6 +146,7 @@ class ObjectService:
         md5_hex: str,
         sha256_hex: str | None,
         request_id: str,
+        intent: Intent | None = None,
     ) -> Reservation:
         """Reserve quota on a backend and upload; on failure try the next one."""
 
@@ -148,7 +162,9 @@ class ObjectService:
         reservation, _ = await with_failover(
             operation="PUT",
             candidates=lambda failed: write_candidates(self.backend_configs, length, exclude=failed),
-            reserve=lambda names: self._reserve(Intent(write_id, bucket, key, length, skey), names),
+            reserve=lambda names: self._reserve(
+                intent or Intent(write_id, bucket, key, length, skey), names
+            ),
             backend_of=lambda r: r.backend,
             attempt=upload,
             undo=lambda r: self.store.release(r.write_id),
@@ -157,7 +173,10 @@ class ObjectService:
         return reservation
 
     async def _reserve(self, intent: Intent, names: list[str]) -> Reservation | None:
-        return await self.store.reserve(intent, names, self.routing_strategy, self.clock.seconds())
+        reservation = await self.store.reserve(intent, names, self.routing_strategy, self.clock.seconds())
+        if reservation is not None:
+            PENDING_ENQUEUED.inc()
+        return reservation
 
     async def _commit(
         self,
@@ -183,6 +202,7 @@ class ObjectService:
             if exc.cleanup is not None:
                 await self.run_cleanups([exc.cleanup], "intent_missing")
             raise errors.ServiceUnavailable("The write was superseded; please retry.") from None
+        PENDING_RESOLVED.labels("committed").inc()
         audit(
             "storage.PutObject",
             request_id=request_id,
@@ -373,7 +393,16 @@ class ObjectService:
                 operation="copy",
                 candidates=lambda failed: write_candidates(ordered, source.size, exclude=failed),
                 reserve=lambda names: self._reserve(
-                    Intent(write_id, bucket, dest_key, source.size, skey), names
+                    Intent(
+                        write_id, bucket, dest_key, source.size, skey,
+                        etag=source.etag, content_type=new.content_type,
+                        headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
+                        checksum_algorithm=source.checksum_algorithm,
+                        checksum_value=source.checksum_value, content_hash=source.content_hash,
+                        parts_count=source.parts_count, part_sizes=source.part_sizes,
+                        if_none_match=if_none_match, if_match=if_match,
+                    ),
+                    names,
                 ),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,

@@ -119,6 +119,23 @@ CLEANUP_ENQUEUED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+#: PUT-before-COMMIT intents: written by the core's reserve step, resolved by its commit
+#: (status "committed") or by the pending reaper (the other statuses; see
+#: s3orch.workers.pending_reaper).
+PENDING_ENQUEUED = Counter(
+    "s3o_pending_intents_enqueued_total",
+    "Pending intents written before a backend PUT",
+    registry=REGISTRY,
+)
+PENDING_RESOLVED = Counter(
+    "s3o_pending_intents_resolved_total",
+    "Pending intents resolved, by outcome",
+    ["status"],
+    registry=REGISTRY,
+)
+PENDING_DEPTH = Gauge(
+    "s3o_pending_intents_depth", "Pending intents in the database", registry=REGISTRY
+)
 CLEANUP_PROCESSED = Counter(
     "s3o_cleanup_queue_processed_total",
     "Items processed from the cleanup queue",
@@ -138,5 +155,15 @@ AUTH_STREAMING_REJECTIONS = Counter(
     "s3o_auth_streaming_rejections_total",
     "aws-chunked uploads rejected",
     ["reason"],
+    registry=REGISTRY,
+)
+ADMISSION_REJECTIONS = Counter(
+    "s3o_admission_rejections_total",
+    "Requests rejected by server-level admission control",
+    registry=REGISTRY,
+)
+LOAD_SHED = Counter(
+    "s3o_load_shed_total",
+    "Requests shed before the admission pool was full",
     registry=REGISTRY,
 )

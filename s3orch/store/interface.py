@@ -98,13 +98,78 @@ class QuotaRow:
 
 @dataclass(frozen=True)
 class Intent:
-    """A write about to be sent to a backend (PUT-before-COMMIT)."""
+    """A write about to be sent to a backend (PUT-before-COMMIT).
+
+    The fields after ``storage_key`` describe the object row the write's commit
+    will record.  They are kept with the intent so that, when the commit fails
+    after the bytes were stored, the pending reaper can finish the write exactly
+    as the commit would have (see :meth:`MetadataStore.resolve_intent`).  An
+    intent without an ``etag`` cannot be finished that way: the reaper drops it.
+    The object's size is ``size`` (what is stored equals what the client sent).
+    """
 
     write_id: str
     bucket: str
     key: str
     size: int  # bytes to reserve (what will be stored on the backend)
     storage_key: str  # the backend object key for this write (the same on any backend)
+    etag: str | None = None  # as in ObjectRecord; None: unknown, the write cannot be promoted
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+    content_hash: str | None = None
+    parts_count: int | None = None
+    part_sizes: tuple[int, ...] | None = None
+    #: The write's conditions (as given to ``commit_object``), re-checked on promotion.
+    if_none_match: bool = False
+    if_match: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingIntent:
+    """A pending intent as the reaper sees it (claimed by :meth:`MetadataStore.stale_intents`)."""
+
+    write_id: str
+    bucket: str
+    key: str
+    backend: str
+    storage_key: str
+    size: int
+    created_at: float
+    #: A later commit or delete of the key made this write obsolete: it can only be dropped.
+    superseded: bool = False
+    #: The intent records the object row (an ETag): it can be promoted.
+    promotable: bool = True
+
+
+#: What the reaper asks :meth:`MetadataStore.resolve_intent` to do with an intent.
+INTENT_PROMOTE = "promote"  # the backend holds the bytes: commit the write
+INTENT_DROP = "drop"  # the bytes are absent (or unusable): give the write up
+INTENT_KEEP = "keep"  # the backend could not say: try again later
+
+#: What :meth:`MetadataStore.resolve_intent` did.
+INTENT_PROMOTED = "promoted"
+INTENT_DROPPED = "dropped"
+INTENT_SUPERSEDED = "superseded"  # dropped because a newer write (or delete) of the key exists
+INTENT_AMBIGUOUS = "ambiguous"  # kept for another try
+INTENT_ALREADY_RESOLVED = "already_resolved"  # no such intent (committed, or resolved elsewhere)
+
+
+@dataclass(frozen=True)
+class IntentResolution:
+    """The outcome of :meth:`MetadataStore.resolve_intent`.
+
+    ``cleanup``: backend objects queued for deletion by it, for an immediate
+    delete attempt: the displaced copies of the previous version (promoted), or
+    the write's own upload (dropped, superseded).
+    """
+
+    status: str
+    cleanup: list[CleanupItem] = field(default_factory=list)
+    #: Why a promotion became a drop (superseded, a failed condition, no metadata).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,6 +379,10 @@ class MetadataStore(Protocol):
         Idempotent: when the key's current version already has ``record.write_id``
         (a retried call) it returns [] and changes nothing.  Otherwise, without the
         intent row it raises IntentNotFound; the key is left as it was.
+
+        The key's other pending intents are marked superseded: should their own
+        commits fail, the pending reaper drops them instead of promoting them over
+        this version (their commits, if they succeed, still make them current).
         """
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
@@ -321,7 +390,9 @@ class MetadataStore(Protocol):
 
     async def delete_object(self, bucket: str, key: str, now: float) -> list[CleanupItem]:
         """Remove a key; its copies' bytes move to orphan_bytes and into cleanup_queue
-        (reason ``delete``).  Returns the cleanup items; [] when the key is absent."""
+        (reason ``delete``).  Returns the cleanup items; [] when the key is absent.
+        Present or not, the key's pending intents are marked superseded (a write whose
+        commit failed never reappears after a later delete)."""
 
     async def list_objects(
         self,
@@ -360,6 +431,42 @@ class MetadataStore(Protocol):
 
     async def object_counts(self) -> dict[str, int]:
         """Committed copies per backend."""
+
+    # -- pending intents (the pending reaper) -----------------------------------------
+
+    async def stale_intents(
+        self, now: float, min_age: float, limit: int, owner: str = "", grace: float = 300.0
+    ) -> list[PendingIntent]:
+        """Claim up to ``limit`` intents created at least ``min_age`` seconds ago for ``owner``.
+
+        Claimed like cleanup rows (:meth:`claim_cleanups`): an intent is claimable
+        when unclaimed, or its claim is at least ``grace`` seconds old (the claimer
+        died), so two instances never work on the same intent at once.  Intents never
+        tried come first (oldest first), then the least recently tried ones.  The
+        claim ends with :meth:`resolve_intent`.
+        """
+
+    async def resolve_intent(self, write_id: str, outcome: str, now: float) -> IntentResolution:
+        """Resolve a claimed intent in one transaction; idempotent.
+
+        * :data:`INTENT_PROMOTE` (the backend holds the bytes): the same effect as
+          ``commit_object`` for the write, with the object row the intent recorded
+          and the intent's conditions; the previous version's copies are queued for
+          cleanup (``overwrite_displaced``) and returned.  When a later commit or
+          delete of the key superseded the write, it is dropped instead
+          (:data:`INTENT_SUPERSEDED`); when its condition fails or it recorded no
+          object row, it is dropped (:data:`INTENT_DROPPED`, with ``reason``).
+        * :data:`INTENT_DROP`: the reservation is released and the write's backend
+          object queued for cleanup (reason ``pending_dropped``) in case it exists.
+        * :data:`INTENT_KEEP`: the claim is given back; the intent is tried again
+          later (:data:`INTENT_AMBIGUOUS`).
+
+        Without the intent (committed meanwhile, or resolved by another instance)
+        nothing changes: :data:`INTENT_ALREADY_RESOLVED`.
+        """
+
+    async def count_intents(self) -> int:
+        """Pending intents (writes in flight plus those waiting for the reaper)."""
 
     # -- multipart uploads (backend-native) -------------------------------------------
 

@@ -20,6 +20,8 @@ Lock numbers (PostgreSQL advisory locks, single ``bigint`` key space)::
     1009  reconcile                       worker, try-lock
     1010  scrubber                        worker, try-lock
     1011  notification outbox drain       worker, try-lock
+    1012  pending reaper                  worker, try-lock (our addition; intents are
+                                          also claimed per row, like cleanup rows)
 
 Every worker that changes shared state takes its lock (through
 :class:`~s3orch.workers.base.PeriodicWorker`'s ``lock_id``); a worker that only
@@ -83,6 +85,7 @@ class WorkerLock(enum.IntEnum):
     RECONCILE = 1009
     SCRUBBER = 1010
     NOTIFICATION_OUTBOX = 1011
+    PENDING_REAPER = 1012
 
 
 class WorkerLocks(Protocol):

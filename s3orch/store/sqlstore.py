@@ -27,9 +27,11 @@ from s3orch.store.interface import (
     CompleteOutcome,
     Intent,
     IntentNotFound,
+    IntentResolution,
     ListPage,
     MultipartUpload,
     ObjectRecord,
+    PendingIntent,
     QuotaRow,
     Reservation,
     UploadedPart,
@@ -174,6 +176,21 @@ class SQLStore:
         if limit <= 0:
             return []
         return await self._write(txn.txn_claim_cleanups, now, limit, owner, grace)
+
+    # -- pending intents --------------------------------------------------------------------
+
+    async def stale_intents(
+        self, now: float, min_age: float, limit: int, owner: str = "", grace: float = 300.0
+    ) -> list[PendingIntent]:
+        if limit <= 0:
+            return []
+        return await self._write(txn.txn_stale_intents, now, min_age, limit, owner, grace)
+
+    async def resolve_intent(self, write_id: str, outcome: str, now: float) -> IntentResolution:
+        return await self._write(txn.txn_resolve_intent, write_id, outcome, now)
+
+    async def count_intents(self) -> int:
+        return await self._read(txn.txn_count_intents)
 
     # -- multipart uploads ------------------------------------------------------------------
 

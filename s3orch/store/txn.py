@@ -22,9 +22,10 @@ What differs between engines inside a transaction lives behind the small
   bucket's count of uploads).
 
 One lock order keeps deadlocks rare: the object key (advisory), the object
-row, its locations, then every quota row the transaction touches, in name
-order; multipart calls lock the upload row before anything else of the
-upload.  Nothing is read in one transaction and written in another.
+row, the key's pending intents, its locations, then every quota row the
+transaction touches, in name order; multipart calls lock the upload row
+before anything else of the upload.  Nothing is read in one transaction and
+written in another.
 
 The statements use only what both engines have (``ON CONFLICT``,
 ``RETURNING``, row values, ``IN`` lists); anything odd a transaction notices
@@ -43,6 +44,14 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from s3orch.store.interface import (
+    INTENT_ALREADY_RESOLVED,
+    INTENT_AMBIGUOUS,
+    INTENT_DROP,
+    INTENT_DROPPED,
+    INTENT_KEEP,
+    INTENT_PROMOTE,
+    INTENT_PROMOTED,
+    INTENT_SUPERSEDED,
     UPLOAD_ABORTED,
     UPLOAD_ABORTING,
     UPLOAD_COMPLETED,
@@ -52,12 +61,14 @@ from s3orch.store.interface import (
     CleanupItem,
     CompleteOutcome,
     Intent,
+    IntentResolution,
     ListEntry,
     ListPage,
     Location,
     MultipartUpload,
     ObjectRecord,
     PartMismatch,
+    PendingIntent,
     PreconditionConflict,
     QuotaRow,
     Reservation,
@@ -453,9 +464,30 @@ def txn_reserve(
     adjust_quota(tx, notes, chosen, now, reserved=intent.size)
     tx.execute(
         "INSERT INTO pending_objects (write_id, bucket, object_key, backend_name, storage_key,"
-        " size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " size_bytes, created_at, etag, content_type, headers, user_metadata, checksum_algorithm,"
+        " checksum_value, content_hash, parts_count, part_sizes, if_none_match, if_match)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (write_id) DO NOTHING",
-        (intent.write_id, intent.bucket, intent.key, chosen, intent.storage_key, intent.size, now),
+        (
+            intent.write_id,
+            intent.bucket,
+            intent.key,
+            chosen,
+            intent.storage_key,
+            intent.size,
+            now,
+            intent.etag,
+            intent.content_type,
+            json.dumps(intent.headers, sort_keys=True),
+            json.dumps(intent.user_metadata, sort_keys=True),
+            intent.checksum_algorithm,
+            intent.checksum_value,
+            intent.content_hash,
+            intent.parts_count,
+            None if intent.part_sizes is None else json.dumps(list(intent.part_sizes)),
+            bool(intent.if_none_match),
+            intent.if_match,
+        ),
     )
     if tx.rowcount == 0:
         raise RetryTransaction(f"intent {intent.write_id} was reserved concurrently")
@@ -509,14 +541,61 @@ def txn_commit_object(
         raise PreconditionConflict(f"{record.bucket}/{record.key} exists")
     if if_match is not None and (current is None or not etag_matches(if_match, current[1])):
         raise PreconditionConflict(f"{record.bucket}/{record.key} does not match {if_match}")
+    supersede_intents(tx, record.bucket, record.key, now, but=reservation.write_id)
+    return commit_write(tx, notes, reservation, record, str(pending[2]), int(pending[3]), now)
 
+
+def supersede_intents(
+    tx: Tx,
+    bucket: str,
+    key: str,
+    now: float,
+    *,
+    but: str | None = None,
+    created_before: float | None = None,
+) -> None:
+    """Mark the key's pending intents (all but ``but``; only those created at or before
+    ``created_before`` when given) as made obsolete by the write or delete committing now.
+
+    Their own commits still succeed (a write in flight that commits later is simply
+    the newer version), but a write whose commit failed must never be promoted over a
+    newer version or back after a delete: the pending reaper drops marked intents.
+    Called before any quota row is locked (the one lock order: key, object row,
+    intents, quotas).
+    """
+    sql = (
+        "UPDATE pending_objects SET superseded_at = ?"
+        " WHERE bucket = ? AND object_key = ? AND superseded_at IS NULL"
+    )
+    params: list[Any] = [now, bucket, key]
+    if but is not None:
+        sql += " AND write_id <> ?"
+        params.append(but)
+    if created_before is not None:
+        sql += " AND created_at <= ?"
+        params.append(created_before)
+    tx.execute(sql, params)
+
+
+def commit_write(
+    tx: Tx,
+    notes: Notes,
+    reservation: Reservation,
+    record: ObjectRecord,
+    pending_backend: str,
+    pending_size: int,
+    now: float,
+) -> list[CleanupItem]:
+    """Make a reserved write the key's current version (the caller holds the key, its
+    object row and the intent): the previous copies are orphaned, the intent and its
+    reservation go, the stored bytes count as used."""
     new_copy = (reservation.backend, reservation.storage_key)
     displaced = orphan_locations(
         tx, notes, record.bucket, record.key, "overwrite_displaced", now, keep=new_copy,
-        also_lock=(pending[2], reservation.backend),
+        also_lock=(pending_backend, reservation.backend),
     )
     tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (reservation.write_id,))
-    adjust_quota(tx, notes, pending[2], now, reserved=-int(pending[3]))
+    adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size)
     adjust_quota(tx, notes, reservation.backend, now, used=reservation.size, count=1)
     write_object_row(tx, record, reservation.backend, reservation.storage_key, reservation.size, now)
     return displaced
@@ -615,9 +694,12 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
 
 
 def txn_delete_object(tx: Tx, notes: Notes, bucket: str, key: str, now: float) -> list[CleanupItem]:
+    tx.dialect.lock_key(tx, bucket, key)
     found = tx.execute(
         f"SELECT 1 FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}", (bucket, key)
     ).fetchone()
+    # Even when the key is absent: a failed write of it must not reappear after the delete.
+    supersede_intents(tx, bucket, key, now)
     if found is None:
         return []
     items = orphan_locations(tx, notes, bucket, key, "delete", now)
@@ -804,6 +886,148 @@ def txn_claim_cleanups(
                 age=now - float(row[7]),
             )
     return _cleanup_items(rows)
+
+
+# --- pending intents (the pending reaper) ----------------------------------------------
+
+_INTENT_COLUMNS = (
+    "write_id, bucket, object_key, backend_name, storage_key, size_bytes, created_at,"
+    " superseded_at, etag, content_type, headers, user_metadata, checksum_algorithm,"
+    " checksum_value, content_hash, parts_count, part_sizes, if_none_match, if_match,"
+    " claimed_by, claimed_at"
+)
+
+
+def _pending_intent(row: Sequence[Any]) -> PendingIntent:
+    return PendingIntent(
+        write_id=row[0],
+        bucket=row[1],
+        key=row[2],
+        backend=row[3],
+        storage_key=row[4],
+        size=int(row[5]),
+        created_at=float(row[6]),
+        superseded=row[7] is not None,
+        promotable=row[8] is not None,
+    )
+
+
+def _intent_record(row: Sequence[Any], now: float) -> ObjectRecord:
+    """The object row the intent's commit would have written (``_INTENT_COLUMNS`` order)."""
+    return ObjectRecord(
+        bucket=row[1],
+        key=row[2],
+        write_id=row[0],
+        size=int(row[5]),
+        etag=row[8],
+        last_modified=now,  # the write becomes the current version now
+        content_type=row[9] or "application/octet-stream",
+        headers=json.loads(row[10] or "{}"),
+        user_metadata=json.loads(row[11] or "{}"),
+        checksum_algorithm=row[12],
+        checksum_value=row[13],
+        content_hash=row[14],
+        parts_count=row[15],
+        part_sizes=None if row[16] is None else tuple(json.loads(row[16])),
+    )
+
+
+def txn_stale_intents(
+    tx: Tx, notes: Notes, now: float, min_age: float, limit: int, owner: str, grace: float
+) -> list[PendingIntent]:
+    # Claimable: old enough, and unclaimed (claimed_by NULL; claimed_at then is the time of
+    # the last ambiguous try) or claimed by an instance presumed dead.  SKIP LOCKED as for
+    # cleanup claims: rows another instance is claiming now are not waited for.
+    rows = tx.execute(
+        f"SELECT {_INTENT_COLUMNS} FROM pending_objects"
+        " WHERE created_at <= ? AND (claimed_by IS NULL OR claimed_at <= ?)"
+        " ORDER BY COALESCE(claimed_at, 0), created_at, write_id"
+        f" LIMIT ?{tx.for_update(skip_locked=True)}",
+        (now - min_age, now - grace, limit),
+    ).fetchall()
+    if rows:
+        tx.execute(
+            f"UPDATE pending_objects SET claimed_at = ?, claimed_by = ?"
+            f" WHERE write_id IN ({marks(len(rows))})",
+            (now, owner, *(row[0] for row in rows)),
+        )
+    for row in rows:
+        if row[19] is not None:  # its claimer never resolved it: presumed dead
+            notes.warn(
+                "pending intent {write_id} ({bucket}/{key}) claimed by {claimer} {age:.0f}s ago"
+                " was never resolved; taken over",
+                write_id=row[0],
+                bucket=row[1],
+                key=row[2],
+                claimer=row[19],
+                age=now - float(row[20]),
+            )
+    return [_pending_intent(row) for row in rows]
+
+
+def txn_resolve_intent(
+    tx: Tx, notes: Notes, write_id: str, outcome: str, now: float
+) -> IntentResolution:
+    if outcome not in (INTENT_PROMOTE, INTENT_DROP, INTENT_KEEP):
+        raise ValueError(f"unknown intent outcome {outcome!r}")
+    located = tx.execute(
+        "SELECT bucket, object_key FROM pending_objects WHERE write_id = ?", (write_id,)
+    ).fetchone()
+    if located is None:
+        return IntentResolution(INTENT_ALREADY_RESOLVED)
+    bucket, key = located[0], located[1]
+    # The lock order of a commit: the key, its object row, the intent, then quota rows.
+    tx.dialect.lock_key(tx, bucket, key)
+    current = tx.execute(
+        f"SELECT write_id, etag FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
+        (bucket, key),
+    ).fetchone()
+    row = tx.execute(
+        f"SELECT {_INTENT_COLUMNS} FROM pending_objects WHERE write_id = ?{tx.for_update()}",
+        (write_id,),
+    ).fetchone()
+    if row is None:
+        return IntentResolution(INTENT_ALREADY_RESOLVED)
+    if outcome == INTENT_KEEP:
+        # Give the claim back; claimed_at stays as the time of this try (tried again
+        # after the intents never tried).
+        tx.execute(
+            "UPDATE pending_objects SET claimed_by = NULL, claimed_at = ? WHERE write_id = ?",
+            (now, write_id),
+        )
+        return IntentResolution(INTENT_AMBIGUOUS)
+    intent = _pending_intent(row)
+    status, reason = INTENT_DROPPED, ""
+    if intent.superseded:
+        status, reason = INTENT_SUPERSEDED, "a later write or delete of the key exists"
+    elif not intent.promotable:
+        reason = "the intent recorded no object metadata"
+    elif outcome == INTENT_PROMOTE:
+        if_none_match, if_match = bool(row[17]), row[18]
+        if if_none_match and current is not None:
+            reason = "If-None-Match failed: the key exists"
+        elif if_match is not None and (current is None or not etag_matches(if_match, current[1])):
+            reason = f"If-Match {if_match} failed"
+        else:
+            # Older failed writes of the key must not be promoted over this one later.
+            supersede_intents(tx, bucket, key, now, but=write_id, created_before=intent.created_at)
+            reservation = Reservation(write_id, intent.backend, intent.storage_key, intent.size)
+            displaced = commit_write(
+                tx, notes, reservation, _intent_record(row, now), intent.backend, intent.size, now
+            )
+            return IntentResolution(INTENT_PROMOTED, displaced)
+    tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (write_id,))
+    lock_quotas(tx, [intent.backend])
+    adjust_quota(tx, notes, intent.backend, now, reserved=-intent.size)
+    # The bytes may exist (a HEAD that found nothing may have raced the upload's end).
+    item = queue_backend_object(
+        tx, notes, intent.backend, intent.storage_key, intent.size, "pending_dropped", now
+    )
+    return IntentResolution(status, [item] if item is not None else [], reason)
+
+
+def txn_count_intents(tx: Tx, notes: Notes) -> int:
+    return int(tx.execute("SELECT COUNT(*) FROM pending_objects").fetchone()[0])
 
 
 # --- multipart uploads ------------------------------------------------------------------
@@ -1142,6 +1366,7 @@ def txn_finish_complete(
         f"SELECT 1 FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
         (record.bucket, record.key),
     )
+    supersede_intents(tx, record.bucket, record.key, now)
     displaced = orphan_locations(
         tx, notes, record.bucket, record.key, "overwrite_displaced", now,
         also_lock=(upload.backend,),

@@ -1,4 +1,4 @@
-"""Refresh the quota and object-count gauges from the metadata store."""
+"""Refresh the quota, object-count and pending-intent gauges from the metadata store."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from s3orch.observe.metrics import (
     OBJECTS_COUNT,
+    PENDING_DEPTH,
     QUOTA_AVAILABLE,
     QUOTA_LIMIT,
     QUOTA_ORPHAN,
@@ -31,3 +32,5 @@ class QuotaMetricsWorker(PeriodicWorker):
             available = row.available
             QUOTA_AVAILABLE.labels(name).set(available if available is not None else -1)
             OBJECTS_COUNT.labels(name).set(row.object_count)
+        # Here as well as in the pending reaper: that runs on one instance at a time.
+        PENDING_DEPTH.set(await self.store.count_intents())

@@ -712,7 +712,7 @@ async def test_worker_locks_without_a_server_are_unavailable_not_a_driver_error(
 
 def test_open_worker_locks_follows_the_driver() -> None:
     assert isinstance(open_worker_locks(DatabaseConfig(path="x.db"), reactor), LocalWorkerLocks)
-    assert [int(w) for w in WorkerLock] == list(range(1001, 1012))
+    assert [int(w) for w in WorkerLock] == list(range(1001, 1013))
 
 
 def test_object_key_lock_ids_are_stable_signed_32_bit() -> None:
