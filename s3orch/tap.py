@@ -100,14 +100,7 @@ def build(config: Any, reactor: Any) -> GatewayService:
         metrics_enabled=config.telemetry.metrics.enabled,
         metrics_path=config.telemetry.metrics.path,
     )
-    site = S3Site(
-        RootResource(s3, ops.resource()),
-        early_handler=s3,
-        timeout=config.server.idle_timeout,
-        read_header_timeout=config.server.read_header_timeout,
-        read_timeout=config.server.read_timeout,
-        reactor=reactor,
-    )
+    site = S3Site(RootResource(s3, ops.resource()), early_handler=s3, timeout=config.server.idle_timeout)
     interface, port = parse_listen_addr(config.server.listen_addr)
     listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
     owner = instance_id()  # this instance's name on cleanup and intent claims
