@@ -1,8 +1,9 @@
 """The root service: ordered start-up and a phased, draining stop.
 
 Start: database (migrations, quota limits) -> workers -> HTTP listener ->
-ready.  Stop: not ready -> stop listening -> let in-flight work settle ->
-workers -> backend pools -> database.
+ready.  Stop: stay ready for ``server.shutdown_delay`` (load balancers keep
+routing while they notice) -> not ready -> stop listening -> let in-flight
+work settle -> workers -> backend pools -> database.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, Logger
 
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
@@ -32,6 +35,8 @@ class GatewayService(MultiService):
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         log_observer: ILogObserver | None = None,
         on_start_failure: Callable[[], None] | None = None,
+        clock: IReactorTime | None = None,
+        shutdown_delay: float = 0.0,
     ) -> None:
         super().__init__()
         self.store = store
@@ -44,6 +49,9 @@ class GatewayService(MultiService):
         self.log_observer = log_observer
         self.on_start_failure = on_start_failure
         self.started: Deferred[None] | None = None
+        self.clock = clock
+        #: Seconds to stay ready (and serving) after a stop is asked, before the drain.
+        self.shutdown_delay = shutdown_delay
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd asks the application for a log observer after makeService:
@@ -81,8 +89,15 @@ class GatewayService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        self.ready = False
         self.stopping = True
+        if self.shutdown_delay > 0 and self.clock is not None and self.ready:
+            self.log.info(
+                "s3orch is stopping in {delay}s (still ready meanwhile)",
+                component="service",
+                delay=self.shutdown_delay,
+            )
+            await deferLater(self.clock, self.shutdown_delay, lambda: None)
+        self.ready = False
         self.log.info("s3orch is stopping", component="service")
         for service in self.listeners:
             if service.running:

@@ -24,6 +24,7 @@ from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
 from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.site import S3Site
+from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
 from s3orch.service import GatewayService
 from s3orch.store import open_store
@@ -100,9 +101,21 @@ def build(config: Any, reactor: Any) -> GatewayService:
         metrics_enabled=config.telemetry.metrics.enabled,
         metrics_path=config.telemetry.metrics.path,
     )
-    site = S3Site(RootResource(s3, ops.resource()), early_handler=s3, timeout=config.server.idle_timeout)
+    site = S3Site(
+        RootResource(s3, ops.resource()),
+        early_handler=s3,
+        timeout=config.server.idle_timeout,
+        read_header_timeout=config.server.read_header_timeout,
+        read_timeout=config.server.read_timeout,
+        reactor=reactor,
+    )
     interface, port = parse_listen_addr(config.server.listen_addr)
-    listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    listener: IService
+    if config.server.tls is not None:
+        context = server_context(config.server.tls)
+        listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
+    else:
+        listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
     owner = instance_id()  # this instance's name on cleanup and intent claims
     workers: list[IService] = [
         CleanupQueueWorker(
@@ -153,6 +166,8 @@ def build(config: Any, reactor: Any) -> GatewayService:
         closers=[close_backends, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
+        clock=reactor,
+        shutdown_delay=config.server.shutdown_delay,
     )
     service.objects = objects  # type: ignore[attr-defined]
     service.site = site  # type: ignore[attr-defined]
@@ -177,4 +192,8 @@ def makeService(options: Options) -> GatewayService:
     except OSError as exc:
         print(f"error: cannot read config {options['config']}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    return build(config, reactor)
+    try:
+        return build(config, reactor)
+    except TLSSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -27,17 +27,20 @@ from s3orch.auth.authenticate import authenticate
 from s3orch.auth.registry import CredentialRegistry, Principal
 from s3orch.core.multipart import MultipartService, part_range
 from s3orch.core.objects import NewObject, ObjectService
+from s3orch.http.admission import Admission, Refused, Slot
 from s3orch.http.body import BodyInfo, RequestBody, parse_content_md5
 from s3orch.http.relay import relay_body
 from s3orch.http.site import RejectedEarly, S3Request
 from s3orch.observe.audit import audit
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
+    ADMISSION_REJECTIONS,
     AUTH_STREAMING,
     AUTH_STREAMING_REJECTIONS,
     DATABASE_UNAVAILABLE,
     EARLY_REJECTIONS,
     INFLIGHT,
+    LOAD_SHED,
     REQUEST_DURATION,
     REQUEST_SIZE,
     REQUESTS,
@@ -138,6 +141,9 @@ class RequestState:
     error: errors.S3Error | None = None
     bytes_out: int = 0
     accounted: bool = False
+    slot: Slot | None = None
+    #: Audit event name when it is not the operation's (admission refusals).
+    event: str | None = None
 
     @property
     def op_name(self) -> str:
@@ -194,9 +200,12 @@ class S3Frontend(Resource):
         clock: IReactorTime,
         reserved_prefixes: Sequence[bytes] = (b"/health", b"/metrics", b"/admin", b"/ui"),
         multipart: MultipartService | None = None,
+        admission: Admission | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
+        self.admission = admission if admission is not None else Admission.from_config(config.server)
         self.registry = registry
         self.objects = objects
         self.clock = clock
@@ -266,6 +275,10 @@ class S3Frontend(Resource):
         )
         INFLIGHT.labels(state.method).inc()
         has_body = length is None or length > 0
+        try:
+            state.slot = self.admission.admit(state.method)
+        except Refused as refused:
+            raise self._refuse_admission(state, refused) from None
         try:
             try:
                 state.query = sigv4.parse_query(_query_of(uri))
@@ -404,7 +417,34 @@ class S3Frontend(Resource):
                 AUTH_STREAMING_REJECTIONS.labels("chunk_signature").inc()
             raise self._rejection(state, exc) from None
 
-    def _rejection(self, state: RequestState, exc: errors.S3Error) -> RejectedEarly:
+    def _refuse_admission(self, state: RequestState, refused: Refused) -> RejectedEarly:
+        """503 SlowDown at header time (before 100 Continue): the pool is full or shedding."""
+        if refused.reason == "shed":
+            LOAD_SHED.inc()
+            state.event = "s3.LoadShed"
+        else:
+            ADMISSION_REJECTIONS.inc()
+            state.event = "s3.AdmissionRejected"
+        exc = errors.SlowDown("Server at capacity")
+        state.error = exc
+        return self._rejection(state, exc, [("Retry-After", "1")])
+
+    def timed_out(self, request: S3Request | None) -> RejectedEarly:
+        """408 RequestTimeout: headers or body did not arrive within the server's read deadlines."""
+        exc = errors.RequestReadTimeout()
+        state: RequestState | None = request.s3 if request is not None else None
+        if state is None:
+            return RejectedEarly(
+                408, [("Content-Type", "application/xml"), ("Server", "s3orch")], exc.to_xml()
+            )
+        state.error = exc
+        if state.body is not None:
+            state.body.discard()
+        return self._rejection(state, exc)
+
+    def _rejection(
+        self, state: RequestState, exc: errors.S3Error, extra_headers: Sequence[tuple[str, str]] = ()
+    ) -> RejectedEarly:
         """Build the immediate answer for a refused body, and account for it."""
         body = b"" if state.method == "HEAD" else exc.to_xml(state.request_id, state.raw_path.decode("latin-1"))
         self._finish_accounting(state, exc.status)
@@ -415,6 +455,7 @@ class S3Frontend(Resource):
                 ("x-amz-request-id", state.request_id),
                 ("x-amz-id-2", state.request_id),
                 ("Server", "s3orch"),
+                *extra_headers,
             ],
             body,
         )
@@ -491,6 +532,8 @@ class S3Frontend(Resource):
         if state.accounted:
             return
         state.accounted = True
+        if state.slot is not None:
+            state.slot.release()
         duration = max(0.0, self.clock.seconds() - state.started)
         INFLIGHT.labels(state.method).dec()
         REQUESTS.labels(state.method, str(status)).inc()
@@ -503,6 +546,8 @@ class S3Frontend(Resource):
         event = "s3." + state.op_name if state.operation else "s3.InvalidRequest"
         if state.error is not None and state.error.status == 403:
             event = "s3.AuthFailure" if state.principal is None else event
+        if state.event is not None:
+            event = state.event
         remote = None
         if request is not None:
             peer = request.getClientAddress()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 from typing import Any, Protocol
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
@@ -50,6 +51,9 @@ class EarlyHandler(Protocol):
 
     def abandoned(self, request: S3Request) -> None:
         """The connection closed before the request was answered."""
+
+    def timed_out(self, request: S3Request | None) -> RejectedEarly:
+        """The request's headers or body did not arrive in time: the answer to send before closing."""
 
 
 class S3ResponseHeaders(Headers):
@@ -113,9 +117,100 @@ class S3Request(server.Request):
 
 
 class S3Channel(http.HTTPChannel):
-    """HTTP channel that lets the front end refuse a request before its body."""
+    """HTTP channel that lets the front end refuse a request before its body.
+
+    It also enforces per-request deadlines that Twisted's idle timeout cannot
+    (that one restarts on every byte, so a client dribbling a header byte every
+    few seconds would hold the connection forever): ``read_header_timeout``
+    from the first byte of a request (or the connection's start) until its
+    headers are in, and ``read_timeout`` from the same moment until its body is
+    in.  On expiry the client gets ``408 RequestTimeout`` and the connection
+    closes.
+    """
+
+    site: Any
+    _header_deadline: IDelayedCall | None = None
+    _read_deadline: IDelayedCall | None = None
+    _reading = False  # a request's headers or body are being received
+    _got_bytes = False  # some of that request has arrived
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._start_request_deadlines()
+
+    def dataReceived(self, data: bytes) -> None:
+        if data and not self._reading and not self._handlingRequest:
+            self._start_request_deadlines()
+        if data and self._reading:
+            self._got_bytes = True
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        # Lines buffered while the previous request was being answered (pipelining)
+        # arrive here without going through dataReceived.
+        if not self._reading and not self._handlingRequest:
+            self._start_request_deadlines()
+        if self._reading:
+            self._got_bytes = True
+        super().lineReceived(line)
+
+    def _start_request_deadlines(self) -> None:
+        site = getattr(self, "site", None)
+        self._cancel_deadlines()
+        self._reading = True
+        self._got_bytes = False
+        header_timeout = getattr(site, "read_header_timeout", None)
+        read_timeout = getattr(site, "read_timeout", None)
+        if header_timeout:
+            self._header_deadline = self._call_later(header_timeout, self._deadline_passed, "headers")
+        if read_timeout:
+            self._read_deadline = self._call_later(read_timeout, self._deadline_passed, "body")
+
+    def _call_later(self, delay: float, fn: Any, *args: Any) -> IDelayedCall:
+        # HTTPFactory.buildProtocol points callLater at the site's (injectable) reactor.
+        call_later: Any = self.callLater
+        result: IDelayedCall = call_later(delay, fn, *args)
+        return result
+
+    def _cancel_deadlines(self, *, headers_only: bool = False) -> None:
+        calls = [self._header_deadline] if headers_only else [self._header_deadline, self._read_deadline]
+        for call in calls:
+            if call is not None and call.active():
+                call.cancel()
+        self._header_deadline = None
+        if not headers_only:
+            self._read_deadline = None
+            self._reading = False
+
+    def _deadline_passed(self, phase: str) -> None:
+        self._header_deadline = self._read_deadline = None
+        self._reading = False
+        transport: Any = self.transport
+        if transport is None or getattr(transport, "disconnecting", False):
+            return
+        request: S3Request | None = self.requests[-1] if self.requests else None
+        if not self._got_bytes or (request is not None and (request.startedWriting or request.rejected)):
+            # Nothing of a request has arrived (or an answer is already under way):
+            # there is no one to answer, just close.
+            transport.loseConnection()
+            return
+        handler: EarlyHandler | None = getattr(getattr(self, "site", None), "early_handler", None)
+        if handler is not None:
+            rejection = handler.timed_out(request)
+        else:
+            rejection = RejectedEarly(408, [("Content-Type", "text/plain")], b"request timeout\n")
+        self.reject(request, rejection)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadlines()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._cancel_deadlines()
+        super().connectionLost(reason)
 
     def allHeadersReceived(self) -> None:
+        self._cancel_deadlines(headers_only=True)
         req = self.requests[-1]
         req.parseCookies()
         self.persistent = self.checkPersistence(req, self._version)
@@ -137,11 +232,12 @@ class S3Channel(http.HTTPChannel):
             if self.requests:
                 self.reject(self.requests[-1], rejection)
 
-    def reject(self, request: S3Request, rejection: RejectedEarly) -> None:
+    def reject(self, request: S3Request | None, rejection: RejectedEarly) -> None:
         """Answer now and close: the body (if any) is never read or stored."""
-        if request.rejected:
-            return
-        request.rejected = True
+        if request is not None:
+            if request.rejected:
+                return
+            request.rejected = True
         reason = http.RESPONSES.get(rejection.status, b"Error")
         lines = [b"HTTP/1.1 %d %s" % (rejection.status, reason)]
         for name, value in rejection.headers:
@@ -152,6 +248,7 @@ class S3Channel(http.HTTPChannel):
         transport: Any = self.transport
         transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + rejection.body)
         self.persistent = False
+        self._cancel_deadlines()
         # Ignore whatever else the client sends; close once the answer is flushed.
         ignore = lambda *args: None  # noqa: E731
         self.dataReceived = self.lineReceived = self.rawDataReceived = ignore  # type: ignore[method-assign]
@@ -166,10 +263,20 @@ class S3Site(server.Site):
     displayTracebacks = False
 
     def __init__(
-        self, resource: IResource, early_handler: EarlyHandler | None, timeout: float = 120.0
+        self,
+        resource: IResource,
+        early_handler: EarlyHandler | None,
+        timeout: float = 120.0,
+        *,
+        read_header_timeout: float | None = None,
+        read_timeout: float | None = None,
+        reactor: Any = None,
     ) -> None:
-        super().__init__(resource, timeout=timeout)
+        super().__init__(resource, timeout=timeout, reactor=reactor)
         self.early_handler = early_handler
+        #: Seconds from a request's first byte to its last header / its last body byte (None: no limit).
+        self.read_header_timeout = read_header_timeout
+        self.read_timeout = read_timeout
 
     def log(self, request: Any) -> None:
         """Access logging is the audit log's job; Twisted's combined log stays quiet."""

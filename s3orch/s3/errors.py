@@ -159,6 +159,13 @@ RequestTimeout = _error(
     "Your socket connection to the server was not read from or written to within the timeout "
     "period.",
 )
+#: The server's own read deadlines (read_header_timeout, read_timeout) passed: 408, then close.
+RequestReadTimeout = _error(
+    "RequestTimeout",
+    408,
+    "Your socket connection to the server was not read from or written to within the timeout "
+    "period.",
+)
 InvalidObjectState = _error(
     "InvalidObjectState", 403, "The operation is not valid for the current state of the object."
 )

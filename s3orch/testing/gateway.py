@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,10 +21,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 class GatewayProcess:
     """One s3orch process with a config written to ``workdir``.
 
-    ``config_text`` may contain ``{port}`` and ``{workdir}``, filled in here.
+    ``config_text`` may contain ``{port}`` and ``{workdir}``, filled in here.  ``tls_context``
+    (a client-side context trusting the gateway's CA, with a client certificate for mTLS)
+    makes the endpoint ``https://`` and is used for the readiness probe.
     """
 
-    def __init__(self, workdir: Path, config_text: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config_text: str,
+        port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.tls_context = tls_context
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -36,7 +46,8 @@ class GatewayProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         env = dict(os.environ)
@@ -57,7 +68,9 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"s3orch exited early:\n{self.log_text()[-4000:]}")
             try:
-                with urllib.request.urlopen(self.endpoint + "/health/ready", timeout=1) as resp:
+                with urllib.request.urlopen(
+                    self.endpoint + "/health/ready", timeout=1, context=self.tls_context
+                ) as resp:
                     if resp.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, OSError):

@@ -321,6 +321,12 @@ def test_only_one_split_pool_is_accepted_with_a_warning() -> None:
     assert [w.path for w in cfg.warnings] == ["server.max_concurrent_reads"]
 
 
+def test_admission_wait_is_accepted_with_a_not_yet_supported_warning() -> None:
+    cfg = load({"server": {"admission_wait": "2s"}})
+    assert cfg.server.admission_wait == 2.0
+    assert [w.path for w in cfg.warnings] == ["server.admission_wait"]
+
+
 def test_unsigned_payload_is_auto_by_scheme_unless_set() -> None:
     assert (
         BackendConfig(endpoint="https://s3.example.com").effective_unsigned_payload

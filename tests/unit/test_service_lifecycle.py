@@ -8,6 +8,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3orch.frontend.ops import OpsApp
@@ -62,6 +63,31 @@ class LifecycleTests(SynchronousTestCase):
         self.assertFalse(service.ready)
         self.successResultOf(d)
         self.assertFalse(listener.running)
+        self.assertTrue(store.closed)
+
+    def test_shutdown_delay_keeps_serving_and_ready_before_the_drain(self) -> None:
+        store = _Store()
+        listener = Service()
+        clock = Clock()
+        service = GatewayService(
+            store=store,  # type: ignore[arg-type]
+            quota_limits={},
+            workers=[],
+            listeners=[listener],
+            clock=clock,
+            shutdown_delay=5.0,
+        )
+        service.startService()
+        store.started.callback(None)
+        d = service.stopService()
+        clock.advance(4.9)
+        self.assertTrue(service.ready)  # load balancers still route here
+        self.assertTrue(listener.running)
+        self.assertNoResult(d)
+        clock.advance(0.2)
+        self.assertFalse(service.ready)
+        self.assertFalse(listener.running)
+        self.successResultOf(d)
         self.assertTrue(store.closed)
 
 
