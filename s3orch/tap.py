@@ -193,7 +193,30 @@ def makeService(options: Options) -> GatewayService:
         print(f"error: cannot read config {options['config']}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     try:
-        return build(config, reactor)
+        service = build(config, reactor)
     except TLSSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    _ignore_sighup(reactor)
+    return service
+
+
+def _ignore_sighup(reactor: Any) -> None:
+    """SIGHUP would terminate the process by default (``systemctl reload`` sends it).
+
+    Hot reload is not implemented yet: say so in the log and keep serving.
+    """
+    import signal
+
+    from twisted.logger import Logger
+
+    log = Logger(namespace="s3orch.service")
+
+    def on_hup(signum: int, frame: object) -> None:
+        reactor.callFromThread(
+            log.warn,
+            "SIGHUP received: configuration hot reload is not implemented yet; restart to apply changes",
+            component="service",
+        )
+
+    signal.signal(signal.SIGHUP, on_hup)

@@ -62,3 +62,20 @@ def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_b
     assert any(r["event"] == "storage.PutObject" and r["request_id"] == put["request_id"] for r in audits)
     text = gw.log_text()
     assert PHOTOS.secret_key not in text and "Signature=" not in text
+
+
+def test_sighup_keeps_serving_and_says_reload_is_not_implemented(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import urllib.request
+
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20)))
+    assert gw.proc is not None
+    os.kill(gw.proc.pid, signal.SIGHUP)  # what `systemctl reload` sends
+    deadline = time.monotonic() + 10
+    while "hot reload is not implemented" not in gw.log_text():
+        assert time.monotonic() < deadline, "no log line for SIGHUP"
+        time.sleep(0.05)
+    assert gw.proc.poll() is None
+    with urllib.request.urlopen(gw.endpoint + "/health/ready", timeout=5) as resp:
+        assert resp.status == 200
