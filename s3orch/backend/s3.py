@@ -687,8 +687,28 @@ class S3Backend:
         sha256_hex: str | None = None,
     ) -> str:
         """Upload ``length`` bytes from the start of ``body``; return the ETag."""
+        return await self._send_body(
+            "PutObject",
+            self.object_url(storage_key),
+            body,
+            length,
+            {"content-type": "application/octet-stream"},
+            content_md5_b64,
+            sha256_hex,
+        )
+
+    async def _send_body(
+        self,
+        operation: str,
+        url: str,
+        body: BinaryIO,
+        length: int,
+        headers: dict[str, str],
+        content_md5_b64: str | None,
+        sha256_hex: str | None,
+    ) -> str:
+        """PUT ``length`` bytes from the start of ``body`` (PutObject, UploadPart); return the ETag."""
         body.seek(0)
-        headers = {"content-type": "application/octet-stream"}
         if content_md5_b64 is not None:
             headers["content-md5"] = content_md5_b64
         payload_hash = (
@@ -696,12 +716,7 @@ class S3Backend:
         )
         producer = _FileSliceProducer(body, length, self._cooperator, self._read_size, self._bytes_out.inc)
         response = await self._request(
-            "PutObject",
-            "PUT",
-            self.object_url(storage_key),
-            headers=headers,
-            body=producer,
-            payload_hash=payload_hash,
+            operation, "PUT", url, headers=headers, body=producer, payload_hash=payload_hash
         )
         if response.code != 200:
             await self._raise_for_error(response)
@@ -825,27 +840,15 @@ class S3Backend:
         sha256_hex: str | None = None,
     ) -> str:
         """Stream ``length`` bytes from the start of ``body`` as one part; return its ETag."""
-        body.seek(0)
-        headers: dict[str, str] = {}
-        if content_md5_b64 is not None:
-            headers["content-md5"] = content_md5_b64
-        payload_hash = (
-            sha256_hex.lower() if sha256_hex is not None and not self._unsigned_payload else UNSIGNED_PAYLOAD
-        )
-        producer = _FileSliceProducer(body, length, self._cooperator, self._read_size, self._bytes_out.inc)
-        response = await self._request(
+        return await self._send_body(
             "UploadPart",
-            "PUT",
             self.object_url(storage_key, [("partNumber", str(part_number)), ("uploadId", upload_id)]),
-            headers=headers,
-            body=producer,
-            payload_hash=payload_hash,
+            body,
+            length,
+            {},
+            content_md5_b64,
+            sha256_hex,
         )
-        if response.code != 200:
-            await self._raise_for_error(response)
-        etag = _unquote_etag(_lower_headers(response.headers).get("etag"))
-        await _read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
-        return etag
 
     async def upload_part_copy(
         self,

@@ -32,6 +32,7 @@ from s3orch.observe.metrics import (
     PENDING_RESOLVED,
 )
 from s3orch.s3 import errors
+from s3orch.s3.conditions import WriteConditions
 from s3orch.store.interface import (
     CleanupItem,
     Intent,
@@ -104,7 +105,7 @@ class ObjectService:
         """Store a spooled body as the new version of ``bucket/key``."""
         if if_none_match or if_match is not None:
             current = await self.store.get_object(bucket, key)
-            _check_write_conditions(current, if_none_match, if_match)
+            WriteConditions(if_none_match, if_match).check(current.etag if current else None)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
         intent = Intent(
@@ -459,15 +460,3 @@ def _md5_b64(etag: str) -> str | None:
     if "-" in etag or len(etag) != 32:
         return None
     return base64.b64encode(bytes.fromhex(etag)).decode("ascii")
-
-
-def _check_write_conditions(
-    current: ObjectRecord | None, if_none_match: bool, if_match: str | None
-) -> None:
-    if if_none_match and current is not None:
-        raise errors.PreconditionFailed(Condition="If-None-Match")
-    if if_match is not None:
-        if current is None:
-            raise errors.NoSuchKey()
-        if if_match.strip('"') not in ("*", current.etag):
-            raise errors.PreconditionFailed(Condition="If-Match")

@@ -13,7 +13,7 @@ import binascii
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
@@ -984,10 +984,3 @@ def _parse_copy_source(value: str) -> tuple[str, str]:
     if not bucket or not key:
         raise errors.InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
     return bucket, key
-
-
-def parse_http_date(value: str) -> float | None:
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
