@@ -148,6 +148,10 @@ class ServerConfig:
     virtual_host_suffix: str = ""
     delete_concurrency: int = knob(16, positive=True)
     allow_sigv2: bool = True
+    #: Regions a SigV4 credential scope may name (empty: any region, as the original).
+    regions: tuple[str, ...] = ()
+    #: Admission slots one access key may hold at once (0: a quarter of its pool).
+    max_concurrent_per_credential: int = knob(0, min_value=0)
 
     def __post_init__(self) -> None:
         if (

@@ -138,6 +138,8 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "virtual_host_suffix": "",
             "delete_concurrency": 16,
             "allow_sigv2": True,
+            "regions": (),
+            "max_concurrent_per_credential": 0,
         },
         "database": {
             "driver": "sqlite",
