@@ -43,6 +43,7 @@ from s3orch.s3.operations import ROUTING_SUBRESOURCES
 from s3orch.s3.sigv4 import ECHO_LIMIT, echo, parse_amz_date, parse_http_date
 
 __all__ = [
+    "BOTOCORE_SUBRESOURCES",
     "MAX_EXPIRES",
     "MAX_SKEW",
     "SUBRESOURCES",
