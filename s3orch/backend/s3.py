@@ -29,6 +29,8 @@ from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import unquote_plus, urlsplit
 from xml.sax.saxutils import escape as _xml_escape
 
+from defusedxml import ElementTree as DefusedET
+from defusedxml.common import DefusedXmlException
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     ConnectError,
@@ -192,13 +194,18 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
 
 
 def _parse_xml(body: bytes, what: str, backend: str) -> ET.Element:
-    """Parse a bounded backend XML document; DTDs are refused (no entity tricks)."""
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise BackendError(f"{what}: XML with a DTD refused", backend=backend)
+    """Parse a bounded backend XML document through defusedxml, like client XML (no DTD, no entities)."""
     try:
-        return ET.fromstring(body)
-    except ET.ParseError as exc:
+        element = DefusedET.fromstring(
+            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+    except DefusedXmlException:
+        raise BackendError(f"{what}: XML with a DTD or entities refused", backend=backend) from None
+    except (ET.ParseError, ValueError) as exc:
         raise BackendError(f"{what}: malformed XML: {exc}", backend=backend) from None
+    if not isinstance(element, ET.Element):
+        raise BackendError(f"{what}: malformed XML", backend=backend)
+    return element
 
 
 def _local(tag: str) -> str:

@@ -60,6 +60,7 @@ from s3orch.s3.metadata import (
     object_response_headers,
     response_header_overrides,
 )
+from s3orch.s3.numbers import parse_decimal
 from s3orch.s3.operations import Operation, resolve_operation
 from s3orch.s3.ranges import content_range, parse_range
 from s3orch.store.interface import ObjectRecord, StoreUnavailable
@@ -315,6 +316,7 @@ class S3Frontend(Resource):
             bucket_from_host=virtual_bucket(
                 _first(headers, "host"), getattr(self._server, "virtual_host_suffix", "")
             ),
+            regions=tuple(getattr(self._server, "regions", ()) or ()),
         )
         state.principal = outcome.principal
         state.auth = outcome.sigv4
@@ -349,20 +351,24 @@ class S3Frontend(Resource):
         op = state.operation.name if state.operation else ""
         is_data = op in DATA_OPERATIONS
         max_size = int(self._server.max_object_size) if is_data else XML_BODY_LIMIT
-        claim = _first(headers, "x-amz-content-sha256")
+        # SigV4: the claim the signature covers (a presigned URL signs UNSIGNED-PAYLOAD
+        # unless the client signed the header); SigV2 signs every x-amz-* header.
+        claim = state.auth.payload_hash if state.auth else _first(headers, "x-amz-content-sha256")
         decoder: AwsChunkedDecoder | None = None
         declared = length
         encoding = (_first(headers, "content-encoding") or "").lower()
-        if claim in STREAMING_VARIANTS or "aws-chunked" in encoding:
+        # Content-Encoding may switch to aws-chunked decoding only when it is signed.
+        encoding_signed = state.auth is not None and "content-encoding" in state.auth.signed_headers
+        if claim in STREAMING_VARIANTS or ("aws-chunked" in encoding and encoding_signed):
             variant = STREAMING_VARIANTS.get(claim or "", "unsigned-trailer")
             AUTH_STREAMING.labels(variant).inc()
-            decoded = _first(headers, "x-amz-decoded-content-length")
-            if decoded is None or not decoded.isdigit():
+            decoded_length = parse_decimal(_first(headers, "x-amz-decoded-content-length"))
+            if decoded_length is None:
                 AUTH_STREAMING_REJECTIONS.labels("missing_decoded_length").inc()
                 raise errors.MissingContentLength(
                     "x-amz-decoded-content-length is required for aws-chunked uploads."
                 )
-            declared = int(decoded)
+            declared = decoded_length
             signed = claim in (sigv4.STREAMING_PAYLOAD, sigv4.STREAMING_PAYLOAD_TRAILER)
             if signed and state.auth is None:
                 raise errors.InvalidRequest("Signed streaming uploads need SigV4 authentication.")
