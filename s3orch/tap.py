@@ -17,7 +17,8 @@ from twisted.python import usage
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.s3 import S3Backend
-from s3orch.config import ConfigError, load_config
+from s3orch.config import Config, ConfigError, load_config
+from s3orch.config.support import refusals
 from s3orch.core.multipart import MultipartService
 from s3orch.core.objects import ObjectService
 from s3orch.frontend.ops import OpsApp
@@ -176,6 +177,28 @@ def build(config: Any, reactor: Any) -> GatewayService:
     return service
 
 
+def load_checked_config(path: str) -> Config:
+    """The config at ``path``, or exit 1 naming every problem (one line each, on stderr).
+
+    Problems are the loader's errors, then the keys that ask for something this build does not do
+    (``s3orch.config.support``). The loader's warnings are printed too, and do not stop the start.
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.errors:
+            print(f"error: {issue}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    refused = refusals(config)
+    for issue in refused:
+        print(f"error: {issue}", file=sys.stderr)
+    if refused:
+        raise SystemExit(1)
+    return config
+
+
 def makeService(options: Options) -> GatewayService:
     # Database work runs in thread pools; with the default 5 ms GIL switch interval a
     # finished query can wait that long for the reactor thread to let go (a convoy that
@@ -183,15 +206,7 @@ def makeService(options: Options) -> GatewayService:
     sys.setswitchinterval(0.0005)
     from twisted.internet import reactor
 
-    try:
-        config = load_config(options["config"])
-    except ConfigError as exc:
-        for issue in getattr(exc, "issues", []) or [exc]:
-            print(f"error: {issue}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except OSError as exc:
-        print(f"error: cannot read config {options['config']}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    config = load_checked_config(options["config"])
     try:
         service = build(config, reactor)
     except TLSSetupError as exc:

@@ -110,7 +110,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Serve HTTPS; the certificate is re-read on SIGHUP."""
+    """Serve HTTPS (with ``client_ca_file``: mTLS); the files are read once, at start-up."""
 
     cert_file: str = ""
     key_file: str = ""
