@@ -110,3 +110,62 @@ def test_encryption_enabled_stops_twistd_with_status_1_naming_the_key(tmp_path, 
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 1
     assert checked.stderr.splitlines() == lines and checked.stdout == ""
+
+
+def _get(url: str) -> tuple[int, bytes, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read(), resp.headers.get("content-type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("content-type", "")
+
+
+def test_metrics_and_health_are_public_on_the_s3_port_when_metrics_have_no_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20)))
+    status, body, _ = _get(gw.endpoint + "/metrics")
+    assert status == 200 and b"s3o_requests_total" in body
+    assert _get(gw.endpoint + "/health")[:2] == (200, b'{"status": "ok"}')
+
+
+def test_metrics_listen_moves_metrics_to_their_own_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    from s3orch.testing.servers import free_port
+
+    metrics_port = free_port()
+    config = GatewayConfig(
+        backends=moto_backends(1, quota=1 << 20),
+        extra={"telemetry": {"metrics": {"enabled": True, "path": "/metrics",
+                                         "listen": f"127.0.0.1:{metrics_port}"}}},
+    )
+    gw = start_gateway(config)
+    metrics = f"http://127.0.0.1:{metrics_port}"
+    status, body, content_type = _get(metrics + "/metrics")
+    assert status == 200 and b"s3o_requests_total" in body and content_type.startswith("text/plain")
+    assert _get(metrics + "/health/ready")[:2] == (200, b'{"status":"ready"}')
+    assert _get(metrics + "/photos/key")[0] == 404  # nothing but the operational endpoints there
+    # On the S3 port, /metrics is an S3 request like any other: bucket "metrics", no credentials.
+    status, body, content_type = _get(gw.endpoint + "/metrics")
+    assert status == 403 and content_type == "application/xml"
+    assert b"<Code>AccessDenied</Code>" in body and b"s3o_" not in body
+    assert _get(gw.endpoint + "/health/ready")[0] == 200  # load balancers still probe the S3 port
+    gw.stop()
+    import socket
+
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", metrics_port)) != 0  # stopped with the gateway
+
+
+def test_text_logs_carry_the_audit_fields(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20), extra_server={"log_format": "text"}))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="text log.txt", Body=b"x")
+    deadline = time.monotonic() + 10
+    while "event=s3.PutObject" not in gw.log_text():
+        assert time.monotonic() < deadline, gw.log_text()
+        time.sleep(0.05)
+    (line,) = [line for line in gw.log_text().splitlines() if "event=s3.PutObject" in line]
+    assert " INFO  [audit] audit event=s3.PutObject " in line
+    assert 'bucket=photos key="text log.txt"' in line and "status=200" in line
+    assert f"access_key={PHOTOS.access_key}" in line and PHOTOS.secret_key not in gw.log_text()
