@@ -169,3 +169,50 @@ def test_text_logs_carry_the_audit_fields(start_gateway, moto_backends) -> None:
     assert " INFO  [audit] audit event=s3.PutObject " in line
     assert 'bucket=photos key="text log.txt"' in line and "status=200" in line
     assert f"access_key={PHOTOS.access_key}" in line and PHOTOS.secret_key not in gw.log_text()
+
+
+def _raw(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path, body=body, headers={**headers, "Content-Length": str(len(body))})
+    resp = conn.getresponse()
+    out = resp.status, resp.read()
+    conn.close()
+    return out
+
+
+def test_a_legacy_proxy_token_opens_its_own_bucket_only(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    config = GatewayConfig(backends=moto_backends(1, quota=1 << 20))
+    gw = start_gateway(config)
+    text = gw.config_path.read_text().replace(
+        "- name: documents\n  credentials:\n",
+        "- name: documents\n  credentials:\n  - token: legacy-token-123\n",
+    )
+    assert "legacy-token-123" in text
+    gw.stop()
+    gw.config_path.write_text(text)
+    gw.start()
+    token = {"X-Proxy-Token": "legacy-token-123"}
+    assert _raw(gw.port, "PUT", "/documents/t.txt", token, b"by token")[0] == 200
+    assert _raw(gw.port, "GET", "/documents/t.txt", token) == (200, b"by token")
+    assert _raw(gw.port, "GET", "/photos/t.txt", token)[0] == 403  # another bucket
+    status, body = _raw(gw.port, "GET", "/documents/t.txt", {"X-Proxy-Token": "legacy-token-124"})
+    assert status == 403 and b"<Code>AccessDenied</Code>" in body
+
+
+def test_bodies_over_spool_memory_limit_go_to_spool_dir(start_gateway, moto_backends, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spool = tmp_path / "spool-that-is-missing"
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20),
+                                     extra_server={"spool_dir": str(spool), "spool_memory_limit": "4KiB"}))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="small", Body=b"s" * 4096)  # stays in memory
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.put_object(Bucket="photos", Key="large", Body=b"l" * 4097)  # needs the spool directory
+        raise AssertionError("a body over spool_memory_limit was stored without spool_dir")
+    except ClientError as exc:
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    spool.mkdir()
+    s3.put_object(Bucket="photos", Key="large", Body=b"l" * 4097)
+    assert s3.get_object(Bucket="photos", Key="large")["Body"].read() == b"l" * 4097
+    assert list(spool.iterdir()) == []  # the spool file is gone once the object is stored
