@@ -67,7 +67,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
-    """The JSON shape of one log event (also used by the UI's log ring buffer)."""
+    """The JSON shape of one log event (the text form carries the same fields)."""
     level = event.get("log_level", LogLevel.info)
     out: dict[str, Any] = {
         "time": time.strftime(
