@@ -173,7 +173,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported(
         "server.write_timeout", _changed("server.write_timeout"), hint=_default_of("server.write_timeout")
     ),
-    Unsupported("server.regions", _on("server.regions")),
     Unsupported(
         "server.max_concurrent_per_credential", _above("server.max_concurrent_per_credential", 0)
     ),

@@ -32,6 +32,10 @@ PG = "tests/store/test_postgres.py"
 
 #: key -> the tests that prove this build honours it ("file::test_name").
 HONOURED: dict[str, tuple[str, ...]] = {
+    "server.regions": (
+        "tests/integration/test_auth_attacks.py::test_credential_scope_service_and_region_are_checked",
+        "tests/unit/test_auth_hardening.py::test_region_must_be_a_configured_one",
+    ),
     "server.listen_addr": (f"{GW_CORE}::test_put_get_round_trip_with_md5_etag_and_metadata",),
     "server.max_object_size": (f"{GW_CORE}::test_entity_too_large_refused_before_body",),
     "server.max_concurrent_requests": (
@@ -217,7 +221,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "cleanup_queue.concurrency": ({"cleanup_queue": {"concurrency": 20}}, ["cleanup_queue.concurrency"]),
     "server.write_timeout": ({"server": {"write_timeout": "10m"}}, ["server.write_timeout"]),
-    "server.regions": ({"server": {"regions": ["eu-west-1"]}}, ["server.regions"]),
     "server.max_concurrent_per_credential": (
         {"server": {"max_concurrent_per_credential": 10}}, ["server.max_concurrent_per_credential"],
     ),
