@@ -675,7 +675,6 @@ class ObjectService:
         except BaseException:
             await self._abandon(upload)
             raise
-        PENDING_RESOLVED.labels("committed").inc()
         audit(
             "storage.CopyObject",
             request_id=request_id,
