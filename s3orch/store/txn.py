@@ -1322,7 +1322,7 @@ def txn_commit_part(
         or found.part_number != part.part_number
         or (part.backend, part.storage_key) != (found.backend, found.storage_key)
     ):
-        lock_quotas(tx, [found.backend])
+        lock_quotas(tx, [found.backend] + ([part.backend] if part.backend else []))
         adjust_quota(tx, notes, found.backend, now, reserved=-found.size)
         return PartCommit(False, _queue_part_object(tx, notes, part.backend, part.storage_key, part.size, now))
     old = tx.execute(
