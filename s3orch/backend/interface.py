@@ -10,7 +10,7 @@ the client (try another copy, 503, ...).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
 from twisted.internet.defer import Deferred
@@ -197,49 +197,10 @@ class ObjectBackend(Protocol):
         token (None on the last page); used by the reconciler."""
         ...
 
-    # -- native multipart uploads: the parts go straight to their final place --------
-
-    async def create_multipart_upload(self, storage_key: str) -> str:
-        """Start a multipart upload of ``storage_key``; return the backend's upload id."""
-        ...
-
-    async def upload_part(
-        self,
-        storage_key: str,
-        upload_id: str,
-        part_number: int,
-        body: BinaryIO,
-        length: int,
-        *,
-        content_md5_b64: str | None = None,
-        sha256_hex: str | None = None,
-    ) -> str:
-        """Upload ``length`` bytes from the start of ``body`` as one part; return its ETag.
-
-        A vanished upload raises BackendError with code ``NoSuchUpload``.
-        """
-        ...
-
-    async def upload_part_copy(
-        self,
-        storage_key: str,
-        upload_id: str,
-        part_number: int,
-        source_key: str,
-        byte_range: tuple[int, int] | None = None,
-    ) -> str:
-        """Server-side copy of ``source_key`` (or its inclusive range) into a part; return its ETag."""
-        ...
-
-    async def complete_multipart_upload(
-        self, storage_key: str, upload_id: str, parts: Sequence[tuple[int, str]]
-    ) -> str:
-        """Assemble the listed ``(part number, backend ETag)`` parts; return the object's ETag.
-
-        Parts not listed are discarded by the backend.  Errors keep the backend's
-        code (``InvalidPart``, ``EntityTooSmall``, ``NoSuchUpload`` ...).
-        """
-        ...
+    # -- native multipart uploads --------------------------------------------------------
+    # Multipart uploads store each part as an object of its own (put_object), placed
+    # one by one.  Older builds used backend-native uploads; these two calls remain so
+    # that the stale-upload cleanup can abort the ones such a build left behind.
 
     async def abort_multipart_upload(self, storage_key: str, upload_id: str) -> None:
         """Abort and drop every part; an upload already gone counts as success."""

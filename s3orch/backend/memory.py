@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
 from typing import BinaryIO, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -35,17 +34,9 @@ OPERATIONS = (
     "delete_object",
     "copy_object",
     "list_keys",
-    "create_multipart_upload",
-    "upload_part",
-    "upload_part_copy",
-    "complete_multipart_upload",
     "abort_multipart_upload",
     "list_multipart_uploads",
 )
-
-#: S3's smallest part (all but the last) on CompleteMultipartUpload.
-MIN_PART_SIZE = 5 * 1024 * 1024
-
 
 class MemoryStream:
     """A GET body served from bytes in chunks, pausable like a socket.
@@ -208,10 +199,9 @@ class MemoryBackend:
         self.body_fails_after: int | None = None
         self.chunk_size = chunk_size
         self.closed = False
-        #: Open multipart uploads: upload id -> (key, {part number: bytes}).
+        #: Native multipart uploads an older build left open: upload id -> (key, {part: bytes}).
+        #: Tests put them here; the stale-upload cleanup aborts them.
         self.uploads: dict[str, tuple[str, dict[int, bytes]]] = {}
-        self.min_part_size = MIN_PART_SIZE
-        self._upload_ids = 0
         self._clock = clock
         self._fail_next: Counter[str] = Counter()
         self._fail_next_error: dict[str, BackendError] = {}
@@ -356,93 +346,7 @@ class MemoryBackend:
         token = page[-1] if len(keys) > len(page) else None
         return [(k, len(self.objects[k])) for k in page], token
 
-    # -- multipart ---------------------------------------------------------------------
-
-    def _upload(self, storage_key: str, upload_id: str) -> dict[int, bytes]:
-        found = self.uploads.get(upload_id)
-        if found is None or found[0] != storage_key:
-            raise BackendError(
-                "The specified upload does not exist.", status=404, code="NoSuchUpload", backend=self.name
-            )
-        return found[1]
-
-    async def create_multipart_upload(self, storage_key: str) -> str:
-        """Open an upload with a fresh id."""
-        self._enter("create_multipart_upload", storage_key)
-        self._upload_ids += 1
-        upload_id = f"mem-upload-{self._upload_ids}"
-        self.uploads[upload_id] = (storage_key, {})
-        return upload_id
-
-    async def upload_part(
-        self,
-        storage_key: str,
-        upload_id: str,
-        part_number: int,
-        body: BinaryIO,
-        length: int,
-        *,
-        content_md5_b64: str | None = None,
-        sha256_hex: str | None = None,
-    ) -> str:
-        """Store a part (checking digests like S3); a re-upload replaces it."""
-        self._enter("upload_part", storage_key)
-        parts = self._upload(storage_key, upload_id)
-        body.seek(0)
-        data = body.read(length)
-        if len(data) != length:
-            raise BackendError("short part body", status=400, code="IncompleteBody", backend=self.name)
-        md5 = hashlib.md5(data)
-        if content_md5_b64 is not None and base64.b64encode(md5.digest()).decode() != content_md5_b64:
-            raise BackendError("Content-MD5 mismatch", status=400, code="BadDigest", backend=self.name)
-        if sha256_hex is not None and hashlib.sha256(data).hexdigest() != sha256_hex.lower():
-            raise BackendError(
-                "x-amz-content-sha256 mismatch", status=400, code="XAmzContentSHA256Mismatch", backend=self.name
-            )
-        parts[part_number] = data
-        return md5.hexdigest()
-
-    async def upload_part_copy(
-        self,
-        storage_key: str,
-        upload_id: str,
-        part_number: int,
-        source_key: str,
-        byte_range: tuple[int, int] | None = None,
-    ) -> str:
-        """Copy an object (or an inclusive range of it) into a part."""
-        self._enter("upload_part_copy", storage_key)
-        parts = self._upload(storage_key, upload_id)
-        data = self._get(source_key)
-        if byte_range is not None:
-            start, end = byte_range
-            if start > end or end >= len(data):
-                raise BackendError("bad copy range", status=400, code="InvalidArgument", backend=self.name)
-            data = data[start : end + 1]
-        parts[part_number] = data
-        return hashlib.md5(data).hexdigest()
-
-    async def complete_multipart_upload(
-        self, storage_key: str, upload_id: str, parts: Sequence[tuple[int, str]]
-    ) -> str:
-        """Assemble the listed parts as S3 does (order, ETags, minimum part size)."""
-        self._enter("complete_multipart_upload", storage_key)
-        stored = self._upload(storage_key, upload_id)
-        numbers = [number for number, _ in parts]
-        if not parts or numbers != sorted(set(numbers)):
-            raise BackendError("parts out of order", status=400, code="InvalidPartOrder", backend=self.name)
-        chunks: list[bytes] = []
-        for number, etag in parts:
-            data = stored.get(number)
-            if data is None or hashlib.md5(data).hexdigest() != etag.strip('"'):
-                raise BackendError("no such part", status=400, code="InvalidPart", backend=self.name)
-            chunks.append(data)
-        if any(len(chunk) < self.min_part_size for chunk in chunks[:-1]):
-            raise BackendError("part too small", status=400, code="EntityTooSmall", backend=self.name)
-        del self.uploads[upload_id]
-        self.objects[storage_key] = b"".join(chunks)
-        digests = b"".join(hashlib.md5(chunk).digest() for chunk in chunks)
-        return f"{hashlib.md5(digests).hexdigest()}-{len(chunks)}"
+    # -- native multipart uploads (left by older builds) ---------------------------------
 
     async def abort_multipart_upload(self, storage_key: str, upload_id: str) -> None:
         """Drop the upload and its parts; a missing upload is fine."""

@@ -18,8 +18,6 @@ Configured for object data, not web pages (DESIGN §3.2):
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -27,7 +25,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from ipaddress import ip_address
 from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import unquote_plus, urlsplit
-from xml.sax.saxutils import escape as _xml_escape
 
 from defusedxml import ElementTree as DefusedET
 from defusedxml.common import DefusedXmlException
@@ -826,7 +823,7 @@ class S3Backend:
         token = _child_text(root, "NextContinuationToken") if truncated else None
         return keys, token or None
 
-    # --- native multipart uploads ---
+    # --- native multipart uploads (only what aborting an older build's uploads needs) ---
 
     async def _xml_result(self, response: _Response, what: str, limit: int = ERROR_BODY_LIMIT) -> ET.Element:
         """The XML document of a 200 answer; S3 may report a failure inside a 200 body."""
@@ -838,90 +835,6 @@ class S3Backend:
             code, message = parse_error_body(body)
             raise _error_for_status(500, code, message, self.name)
         return root
-
-    async def create_multipart_upload(self, storage_key: str) -> str:
-        """Start a backend multipart upload; return its upload id."""
-        response = await self._request(
-            "CreateMultipartUpload",
-            "POST",
-            self.object_url(storage_key, [("uploads", "")]),
-            headers={"content-type": "application/octet-stream"},
-        )
-        root = await self._xml_result(response, "CreateMultipartUpload")
-        upload_id = _child_text(root, "UploadId")
-        if not upload_id:
-            raise BackendError("CreateMultipartUpload: no UploadId in the answer", backend=self.name)
-        return upload_id
-
-    async def upload_part(
-        self,
-        storage_key: str,
-        upload_id: str,
-        part_number: int,
-        body: BinaryIO,
-        length: int,
-        *,
-        content_md5_b64: str | None = None,
-        sha256_hex: str | None = None,
-    ) -> str:
-        """Stream ``length`` bytes from the start of ``body`` as one part; return its ETag."""
-        return await self._send_body(
-            "UploadPart",
-            self.object_url(storage_key, [("partNumber", str(part_number)), ("uploadId", upload_id)]),
-            body,
-            length,
-            {},
-            content_md5_b64,
-            sha256_hex,
-        )
-
-    async def upload_part_copy(
-        self,
-        storage_key: str,
-        upload_id: str,
-        part_number: int,
-        source_key: str,
-        byte_range: tuple[int, int] | None = None,
-    ) -> str:
-        """Server-side copy of an object (or its inclusive range) into a part."""
-        headers = {"x-amz-copy-source": f"/{self.bucket}/{uri_encode(source_key, encode_slash=False)}"}
-        if byte_range is not None:
-            headers["x-amz-copy-source-range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
-        response = await self._request(
-            "UploadPartCopy",
-            "PUT",
-            self.object_url(storage_key, [("partNumber", str(part_number)), ("uploadId", upload_id)]),
-            headers=headers,
-        )
-        root = await self._xml_result(response, "UploadPartCopy")
-        return _unquote_etag(_child_text(root, "ETag"))
-
-    async def complete_multipart_upload(
-        self, storage_key: str, upload_id: str, parts: Sequence[tuple[int, str]]
-    ) -> str:
-        """Assemble the listed parts on the backend (no object data moves); return the ETag."""
-        document = "".join(
-            f"<Part><PartNumber>{number}</PartNumber><ETag>&quot;{_xml_escape(etag)}&quot;</ETag></Part>"
-            for number, etag in parts
-        )
-        payload = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{document}'
-            "</CompleteMultipartUpload>"
-        ).encode()
-        producer = _FileSliceProducer(
-            io.BytesIO(payload), len(payload), self._cooperator, self._read_size, lambda _: None
-        )
-        response = await self._request(
-            "CompleteMultipartUpload",
-            "POST",
-            self.object_url(storage_key, [("uploadId", upload_id)]),
-            headers={"content-type": "application/xml"},
-            body=producer,
-            payload_hash=hashlib.sha256(payload).hexdigest(),
-        )
-        root = await self._xml_result(response, "CompleteMultipartUpload")
-        return _unquote_etag(_child_text(root, "ETag"))
 
     async def abort_multipart_upload(self, storage_key: str, upload_id: str) -> None:
         """Abort the upload; one that is already gone counts as success."""

@@ -1,28 +1,32 @@
-"""Multipart uploads, native on the backend.
+"""Multipart uploads whose parts are placed one by one.
 
-A client's multipart upload maps to a multipart upload on ONE backend, chosen
-at Create by the routing strategy, at the upload's own per-write storage key.
-Parts stream from the request spool straight to that backend, and Complete
-only asks the backend to assemble them: no object byte moves twice, and an
-object may be as large as the backend allows (not capped at one PUT).
+An upload has no backend of its own.  Each part is stored like a PUT: the
+routing strategy (pack/spread) places it on a backend with room for it, its
+bytes reserved there atomically with a record of the attempt, and it goes to a
+backend key of its own (:meth:`ObjectService.place_part`).  So the parts of one
+upload may live on different backends, an upload that starts when a backend
+is nearly full simply continues on the next, and an object may be larger than
+any backend's free space.
 
-The store records every step around the backend calls (DESIGN I1-I5):
+The store records every step (DESIGN I1-I5):
 
-* Create: row ``creating`` -> backend Create -> row ``open`` with the backend's
-  upload id.  A crash in between leaves a ``creating`` row whose backend upload
-  the stale-upload cleanup finds by listing the backend's uploads.
-* UploadPart: the part's bytes are reserved on the upload's backend (a full
-  backend answers 507) -> backend UploadPart -> the part row takes over the
-  reservation (a replaced part's bytes are released).  A failed backend call
-  releases the reservation; a crash leaves an attempt row that Complete/Abort
-  release.
-* Complete: validated against OUR part records (MD5 ETags, sizes) -> row
-  ``completing`` with the part list -> backend Complete -> one transaction makes
-  the object current (reserved -> used, old version queued for cleanup).  A
-  crash or an ambiguous backend failure leaves ``completing``: a retried Complete
-  takes it over (the backend's NoSuchUpload plus an object of the right size at
-  the storage key means the first attempt assembled it).
-* Abort: row ``aborting`` -> backend Abort -> every reservation released.
+* Create: one row, ``open``.  Nothing is placed or reserved.
+* UploadPart: reserve + attempt row (one transaction) -> backend PUT -> the part
+  row takes over the reservation (one transaction); a part uploaded again
+  replaces the earlier one, whose bytes are queued for cleanup, so the upload
+  that finishes last wins.  A failed backend call releases the reservation and
+  tries the next backend; a crash leaves an attempt row that Complete/Abort (or
+  the stale-upload cleanup) turn into a cleanup.
+* Complete: validated against OUR part records (MD5 ETags, order, 5 MiB minimum,
+  checksums), then one transaction, no backend call: the listed parts become the
+  object's extents (reserved -> used where each lives), the old version and the
+  unlisted parts are queued for cleanup.  A repeated Complete answers the same.
+* Abort: ``aborting`` -> every part queued for cleanup, reservations released ->
+  ``aborted``.
+
+Native uploads of older builds (their parts inside one backend upload) can only
+be aborted: the migration to this version marks them ``aborting`` and the
+stale-upload cleanup aborts them on their backend.
 
 Upload ids are ours, bound to bucket and key: every per-upload call answers a
 foreign or unknown id identically (404 NoSuchUpload), so ids cannot be probed
@@ -33,39 +37,51 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import secrets
-import tempfile
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from s3orch.backend.interface import BackendError, BackendNotFound, BackendUnavailable, ObjectBackend
-from s3orch.core.failover import with_failover
-from s3orch.core.objects import NewObject, ObjectService
-from s3orch.core.placement import storage_key, write_candidates
+from s3orch.backend.interface import BackendError, BackendUnavailable, ObjectBackend
+from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService, Spooled
+from s3orch.core.placement import new_upload_id, write_candidates
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import ACTIVE_MULTIPART
-from s3orch.s3 import errors
-from s3orch.s3.conditions import WriteConditions
+from s3orch.s3 import errors, xml
+from s3orch.s3.checksums import COMPOSITE, FULL_OBJECT, composite_checksum, full_object_checksum
+from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions, raise_violation
 from s3orch.s3.xml import CompletedPart
 from s3orch.store.interface import (
+    ORIGIN_CLIENT,
     UPLOAD_COMPLETED,
-    UPLOAD_COMPLETING,
     UPLOAD_OPEN,
-    Location,
+    Extent,
     MultipartUpload,
     ObjectRecord,
     PartMismatch,
+    PartReservation,
+    PreconditionConflict,
     UploadedPart,
     UploadLimitReached,
     UploadListPage,
     UploadNotFound,
 )
+
+__all__ = [
+    "MAX_LIST",
+    "MIN_PART_SIZE",
+    "MultipartService",
+    "complete_checksum",
+    "multipart_etag",
+    "new_upload_id",
+    "object_parts_page",
+    "parse_copy_source_range",
+    "parse_part_number",
+    "part_range",
+    "select_parts",
+]
 
 MiB = 1024 * 1024
 #: S3: every part but the last must be at least 5 MiB (checked on Complete).
@@ -78,21 +94,8 @@ STALE_BATCH = 100
 #: A ``completing``/``aborting`` upload untouched this long was left by a crash or a failure.
 BUSY_STALE_AFTER = 3600.0
 
-_SPOOL_CHUNK = 256 * 1024
-
 
 # --- pure protocol logic -----------------------------------------------------------------
-
-
-def new_upload_id(now: float) -> str:
-    """32 hex characters: 48 bits of milliseconds, then 80 random bits.
-
-    Random enough that nobody guesses one, and time-ordered, so sorting a key's
-    uploads by id (what ``upload-id-marker`` paging compares) is also sorting
-    them by initiation time (what ListMultipartUploads promises).
-    """
-    millis = int(now * 1000) & 0xFFFFFFFFFFFF
-    return f"{millis:012x}{secrets.token_hex(10)}"
 
 
 def multipart_etag(part_md5s: Sequence[str]) -> str:
@@ -122,13 +125,19 @@ def select_parts(
     requested: Sequence[CompletedPart],
     stored: Mapping[int, UploadedPart],
     min_part_size: int = MIN_PART_SIZE,
+    checksum_algorithm: str | None = None,
+    checksum_type: str | None = None,
 ) -> list[UploadedPart]:
     """Check a Complete's part list against the uploaded parts, as AWS does.
 
-    Order of the checks: part numbers in range (InvalidArgument), strictly
-    ascending (InvalidPartOrder), each part uploaded with that ETag and any
-    checksum given (InvalidPart), every part but the last at least
-    ``min_part_size`` (EntityTooSmall).  Returns the chosen parts in order.
+    Part numbers in range (InvalidArgument) and strictly ascending
+    (InvalidPartOrder); then, part by part: uploaded with that ETag (InvalidPart);
+    with the upload's checksum algorithm, the part's checksum element, when given,
+    must equal the stored one (InvalidPart; another algorithm's element:
+    BadDigest), and a COMPOSITE upload must give it (InvalidRequest); without an
+    algorithm no checksum element may be given (InvalidPart).  Last, every part but
+    the last at least ``min_part_size`` (EntityTooSmall).  Returns the chosen parts
+    in order.
     """
     if not requested:
         raise errors.MalformedXML()
@@ -148,12 +157,24 @@ def select_parts(
         found = stored.get(part.part_number)
         if found is None or found.etag.lower() != part.etag.strip().strip('"').lower():
             raise errors.InvalidPart(PartNumber=str(part.part_number), ETag=part.etag)
-        for element, value in part.checksums.items():
-            if (
-                found.checksum_algorithm
-                and checksum_element(found.checksum_algorithm) == element
-                and found.checksum_value != value
-            ):
+        if checksum_algorithm is None:
+            if part.checksums:
+                raise errors.InvalidPart(PartNumber=str(part.part_number), ETag=part.etag)
+        else:
+            own = part.checksums.get(checksum_element(checksum_algorithm))
+            if own is None:
+                if checksum_type == COMPOSITE:
+                    for element in part.checksums:
+                        raise errors.BadDigest(
+                            f"The {element.removeprefix('Checksum').lower()} you specified for part "
+                            f"{part.part_number} did not match what we received."
+                        )
+                    raise errors.InvalidRequest(
+                        f"The upload was created using a {checksum_algorithm.lower()} checksum. "
+                        "The complete request must include the checksum for each part. "
+                        f"It was missing for part {part.part_number} in the request."
+                    )
+            elif own != found.checksum_value:
                 raise errors.InvalidPart(PartNumber=str(part.part_number), ETag=part.etag)
         chosen.append(found)
     for small in chosen[:-1]:
@@ -167,16 +188,69 @@ def select_parts(
     return chosen
 
 
+def complete_checksum(
+    upload: MultipartUpload,
+    chosen: Sequence[UploadedPart],
+    expected: tuple[str, str] | None = None,
+    expected_type: str | None = None,
+) -> str | None:
+    """The object checksum a Complete stores (None without an algorithm), checked
+    against what the client sent: ``expected`` (ALGORITHM, base64 without ``-N``) from
+    ``x-amz-checksum-<algorithm>`` and ``expected_type`` from ``x-amz-checksum-type``."""
+    algorithm, kind = upload.checksum_algorithm, upload.checksum_type
+    if algorithm is None:
+        return None
+    kind = kind or (FULL_OBJECT if algorithm.upper() == "CRC64NVME" else COMPOSITE)
+    if expected_type is not None and expected_type != kind:
+        raise errors.InvalidRequest(
+            f"The upload was created using the {kind} checksum mode. "
+            "The complete request must use the same checksum mode."
+        )
+    if expected is not None and expected[0].upper() != algorithm.upper():
+        raise errors.InvalidRequest(
+            f"Checksum Type mismatch occurred, expected checksum Type: {algorithm.lower()}, "
+            f"actual checksum Type: {expected[0].lower()}"
+        )
+    values = [part.checksum_value for part in chosen]
+    if any(value is None for value in values):
+        return None  # parts stored without one (cannot happen for uploads of this version)
+    if kind == COMPOSITE:
+        value = composite_checksum(algorithm, [v for v in values if v is not None])
+        bare = value.rpartition("-")[0]
+    else:
+        value = full_object_checksum(
+            algorithm, [(p.checksum_value or "", p.size) for p in chosen]
+        )
+        bare = value
+    if expected is not None and expected[1] != bare:
+        raise errors.BadDigest(f"The {algorithm.lower()} you specified did not match the calculated checksum.")
+    return value
+
+
+def check_part_checksum(upload: MultipartUpload, checksum: tuple[str, str] | None) -> None:
+    """A part of an upload created with a checksum algorithm must carry that checksum."""
+    algorithm = upload.checksum_algorithm
+    if algorithm is None:
+        return
+    actual = checksum[0] if checksum is not None else None
+    if actual is None or actual.upper() != algorithm.upper():
+        raise errors.InvalidRequest(
+            f"Checksum Type mismatch occurred, expected checksum Type: {algorithm.lower()}, "
+            f"actual checksum Type: {(actual or 'null').lower()}"
+        )
+
+
 def part_range(record: ObjectRecord, raw_part_number: str) -> tuple[int, int] | None:
     """The inclusive byte range GET/HEAD ``?partNumber=N`` serves (None: the empty object).
 
-    A non-multipart object is one part.  A part beyond the object's parts is
-    416 InvalidPartNumber.
+    N counts the object's parts in order (1 is the first, whatever number it was
+    uploaded as); a non-multipart object is one part.  A part beyond the object's
+    parts is 400 InvalidPart, as S3 answers.
     """
     number = parse_part_number(raw_part_number)
     sizes = record.part_sizes if record.part_sizes else (record.size,)
     if number > len(sizes):
-        raise errors.InvalidPartNumber(PartNumberRequested=str(number), ActualPartCount=str(len(sizes)))
+        raise errors.InvalidPart(PartNumber=str(number))
     start = sum(sizes[: number - 1])
     end = start + sizes[number - 1] - 1
     if end < start:
@@ -184,8 +258,71 @@ def part_range(record: ObjectRecord, raw_part_number: str) -> tuple[int, int] | 
     return start, end
 
 
+def _header_int(raw: str | None, name: str, default: int) -> int:
+    if raw is None or not raw.strip():
+        return default
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > 2147483647:
+        raise errors.InvalidArgument(
+            f"Provided {name} not an integer or within integer range",
+            ArgumentName=name,
+            ArgumentValue=raw[:64],
+        )
+    return int(text)
+
+
+def object_parts_page(
+    record: ObjectRecord, max_parts_raw: str | None, marker_raw: str | None
+) -> xml.ObjectPartsInfo:
+    """GetObjectAttributes' ObjectParts of a multipart object, as AWS answers it.
+
+    Always ``PartsCount``.  A FULL_OBJECT checksum: nothing else.  Otherwise the
+    pagination (``x-amz-max-parts``, at most 1000, and ``x-amz-part-number-marker``,
+    compared with the numbers the parts were uploaded as); the parts themselves
+    (number, size, checksum) only when the object has a COMPOSITE checksum, since
+    AWS lists them only for objects uploaded with an additional checksum.
+    """
+    count = record.parts_count or len(record.parts) or 1
+    kind = None
+    if record.checksum_algorithm and record.checksum_value:
+        head, dash, tail = record.checksum_value.rpartition("-")
+        kind = COMPOSITE if dash and head and tail.isdigit() else FULL_OBJECT
+    if kind == FULL_OBJECT:
+        return xml.ObjectPartsInfo(total_parts_count=count)
+    max_parts = min(_header_int(max_parts_raw, "max-parts", MAX_LIST), MAX_LIST)
+    marker = _header_int(marker_raw, "part-number-marker", 0)
+    listed: list[xml.ObjectPartInfo] = []
+    truncated = False
+    if kind == COMPOSITE and record.parts and record.checksum_algorithm:
+        element = checksum_element(record.checksum_algorithm)
+        following = [extent for extent in record.parts if extent.part_number > marker]
+        truncated = len(following) > max_parts
+        for extent in following[:max_parts]:
+            checksums = [(element, extent.checksum_value)] if extent.checksum_value else []
+            listed.append(xml.ObjectPartInfo(extent.part_number, extent.size, checksums))
+    return xml.ObjectPartsInfo(
+        total_parts_count=count,
+        part_number_marker=marker,
+        next_part_number_marker=listed[-1].part_number if listed else None,
+        max_parts=max_parts,
+        is_truncated=truncated,
+        parts=tuple(listed),
+    )
+
+
+_RANGE_FORM = (
+    "The x-amz-copy-source-range value must be of the form bytes=first-last where first "
+    "and last are the zero-based offsets of the first and last bytes to copy"
+)
+
+
 def parse_copy_source_range(value: str | None, size: int) -> tuple[int, int] | None:
-    """``x-amz-copy-source-range: bytes=first-last`` within an object of ``size`` bytes."""
+    """``x-amz-copy-source-range: bytes=first-last`` within an object of ``size`` bytes.
+
+    Both refusals are 400 InvalidArgument, as S3 answers: one message for a value
+    not of the form ``bytes=first-last`` (ASCII digits), another for a range that
+    does not lie within the source (``last`` past its end, or ``first`` > ``last``).
+    """
     if value is None:
         return None
     unit, _, spec = value.strip().partition("=")
@@ -193,18 +330,18 @@ def parse_copy_source_range(value: str | None, size: int) -> tuple[int, int] | N
     if (
         unit.strip().lower() != "bytes"
         or not dash
+        or not first.isascii()
+        or not last.isascii()
         or not first.isdigit()
         or not last.isdigit()
-        or int(first) > int(last)
+        or len(first) > 19
+        or len(last) > 19
     ):
         raise errors.InvalidArgument(
-            "The x-amz-copy-source-range value must be of the form bytes=first-last where first "
-            "and last are the zero-based offsets of the first and last bytes to copy",
-            ArgumentName="x-amz-copy-source-range",
-            ArgumentValue=value[:128],
+            _RANGE_FORM, ArgumentName="x-amz-copy-source-range", ArgumentValue=value[:128]
         )
     start, end = int(first), int(last)
-    if end >= size:
+    if end >= size or start > end:
         raise errors.InvalidArgument(
             f"Range specified is not valid for source object of size: {size}",
             ArgumentName="x-amz-copy-source-range",
@@ -218,10 +355,26 @@ def _no_such_upload(upload_id: str) -> errors.S3Error:
 
 
 def _backend_failure(exc: BackendError) -> errors.S3Error:
-    """What a client hears when the upload's (only possible) backend fails."""
+    """What a client hears when an upload's backend fails."""
     if isinstance(exc, BackendUnavailable):
         return errors.ServiceUnavailable("The storage backend of this upload is unavailable; please retry.")
     return errors.BadGateway()
+
+
+def _copied_extent(source: ObjectRecord, byte_range: tuple[int, int] | None) -> Extent | None:
+    """The extent of ``source`` a copy of ``byte_range`` takes whole, if it is exactly one."""
+    if byte_range is None:
+        return source.extents[0] if len(source.extents) == 1 else None
+    for extent in source.extents:
+        if extent.size and (extent.offset, extent.offset + extent.size - 1) == byte_range:
+            return extent
+    return None
+
+
+def _plain_md5(etag: str | None) -> str | None:
+    if etag and len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower()):
+        return etag.lower()
+    return None
 
 
 # --- the service -------------------------------------------------------------------------
@@ -257,18 +410,6 @@ class MultipartService:
     def _now(self) -> float:
         return self.clock.seconds()
 
-    def _backend_config(self, name: str) -> Any:
-        for config in self.objects.backend_configs:
-            if config.name == name:
-                return config
-        return None
-
-    def _backend(self, upload: MultipartUpload) -> ObjectBackend:
-        backend = self.backends.get(upload.backend)
-        if backend is None:
-            raise errors.ServiceUnavailable("The storage backend of this upload is not configured.")
-        return backend
-
     async def _locked(self, upload_id: str) -> DeferredLock:
         """Serialise Complete/Abort of one upload inside this process."""
         lock = self._locks.setdefault(upload_id, DeferredLock())
@@ -280,6 +421,15 @@ class MultipartService:
         if not lock.locked and not lock.waiting:
             self._locks.pop(upload_id, None)
 
+    async def _client_upload(
+        self, bucket: str, key: str, upload_id: str, states: Sequence[str] = (UPLOAD_OPEN,)
+    ) -> MultipartUpload:
+        """A client's upload of this version in one of ``states``; else NoSuchUpload."""
+        upload = await self.store.get_multipart_upload(bucket, key, upload_id)
+        if upload is None or upload.state not in states or upload.native or upload.origin != ORIGIN_CLIENT:
+            raise _no_such_upload(upload_id)
+        return upload
+
     async def refresh_gauge(self) -> None:
         """``s3o_active_multipart_uploads`` from the store (exact after restarts too)."""
         try:
@@ -290,6 +440,19 @@ class MultipartService:
         for config in self.objects.backend_configs:
             ACTIVE_MULTIPART.labels(config.name).set(counts.get(config.name, 0))
 
+    async def _check_room(self, size: int) -> None:
+        """507 when the configured backends together have less free room than ``size``."""
+        names = write_candidates(self.objects.backend_configs, 0)
+        quotas = await self.store.get_quotas()
+        room = 0
+        for name in names:
+            row = quotas.get(name)
+            if row is None or row.available is None:
+                return  # an unlimited backend
+            room += max(0, row.available)
+        if room < size:
+            raise errors.InsufficientStorage()
+
     # -- create -------------------------------------------------------------------------
 
     async def create(
@@ -299,109 +462,77 @@ class MultipartService:
         new: NewObject,
         *,
         checksum_algorithm: str | None = None,
+        checksum_type: str | None = None,
         size_hint: int = 0,
         request_id: str = "",
     ) -> MultipartUpload:
-        """Open an upload on the backend the routing strategy picks (failing over on errors)."""
+        """Record a new upload (nothing is placed until parts arrive).
 
-        async def reserve(candidates: list[str]) -> MultipartUpload | None:
-            now = self._now()
-            upload_id = new_upload_id(now)
-            template = MultipartUpload(
-                upload_id=upload_id,
-                bucket=bucket,
-                key=key,
-                backend="",
-                storage_key=storage_key(bucket, key, upload_id),
-                initiated=now,
-                content_type=new.content_type,
-                headers=dict(new.system_headers),
-                user_metadata=dict(new.user_metadata),
-                checksum_algorithm=checksum_algorithm,
-            )
-            try:
-                return await self.store.create_multipart_upload(
-                    template,
-                    candidates,
-                    self.objects.routing_strategy,
-                    size_hint,
-                    self.bucket_limits.get(bucket, 0),
-                    now,
-                )
-            except UploadLimitReached:
-                raise errors.SlowDown("Too many active multipart uploads") from None
-
-        async def create(upload: MultipartUpload) -> str:
-            return await self._backend(upload).create_multipart_upload(upload.storage_key)
-
-        upload, backend_upload_id = await with_failover(
-            operation="CreateMultipartUpload",
-            candidates=lambda failed: write_candidates(
-                self.objects.backend_configs, size_hint, exclude=failed
-            ),
-            reserve=reserve,
-            backend_of=lambda u: u.backend,
-            attempt=create,
-            undo=lambda u: self.store.drop_multipart_upload(u.upload_id),
-            failure=_backend_failure,
-            request_id=request_id,
+        ``size_hint`` (s3orch's use of ``x-amz-mp-object-size`` on Create): 507 now
+        when the backends together have no room for that many bytes.
+        """
+        if size_hint:
+            await self._check_room(size_hint)
+        now = self._now()
+        template = MultipartUpload(
+            upload_id=new_upload_id(now),
+            bucket=bucket,
+            key=key,
+            initiated=now,
+            content_type=new.content_type,
+            headers=dict(new.system_headers),
+            user_metadata=dict(new.user_metadata),
+            checksum_algorithm=checksum_algorithm,
+            checksum_type=checksum_type if checksum_algorithm else None,
         )
-        upload_id = upload.upload_id
-        backend = self._backend(upload)
-        if not await self.store.open_multipart_upload(upload_id, backend_upload_id, self._now()):
-            await backend.abort_multipart_upload(upload.storage_key, backend_upload_id)
-            raise errors.ServiceUnavailable("The upload could not be recorded; please retry.")
+        try:
+            upload = await self.store.create_multipart_upload(
+                template, self.bucket_limits.get(bucket, 0), now
+            )
+        except UploadLimitReached:
+            raise errors.SlowDown("Too many active multipart uploads") from None
         audit(
             "storage.CreateMultipartUpload",
             request_id=request_id,
-            backend=upload.backend,
             bucket=bucket,
             key=key,
-            upload_id=upload_id,
+            upload_id=upload.upload_id,
         )
-        await self.refresh_gauge()
-        return replace(upload, state=UPLOAD_OPEN, backend_upload_id=backend_upload_id)
+        return upload
 
     # -- parts --------------------------------------------------------------------------
 
-    async def _reserve(
-        self, bucket: str, key: str, upload_id: str, part_number: int, size: int, attempt_id: str
-    ) -> MultipartUpload:
+    async def _store_part(
+        self,
+        upload: MultipartUpload,
+        part_number: int,
+        size: int,
+        send: Callable[[PartReservation], Awaitable[None]],
+        request_id: str,
+        prefer: Sequence[str] = (),
+    ) -> PartReservation:
         try:
-            upload = await self.store.reserve_part(
-                bucket, key, upload_id, part_number, size, attempt_id, self._now()
+            return await self.objects.place_part(
+                upload, part_number, size, send, prefer=prefer, request_id=request_id
             )
         except UploadNotFound:
-            raise _no_such_upload(upload_id) from None
-        if upload is None:
-            raise errors.InsufficientStorage()
-        return upload
-
-    async def _raise_if_gone(self, upload: MultipartUpload, exc: BackendError) -> None:
-        """A part call failed: NoSuchUpload if the upload was completed or aborted
-        meanwhile (some backends answer a late part with a 500, not NoSuchUpload)."""
-        if exc.code == "NoSuchUpload":
-            raise _no_such_upload(upload.upload_id) from None
-        current = await self.store.get_multipart_upload(upload.bucket, upload.key, upload.upload_id)
-        if current is None or current.state != UPLOAD_OPEN:
             raise _no_such_upload(upload.upload_id) from None
 
-    async def _commit_part(
-        self, upload: MultipartUpload, attempt_id: str, part: UploadedPart, operation: str, request_id: str
+    async def _commit(
+        self, upload: MultipartUpload, reservation: PartReservation, part: UploadedPart, operation: str, request_id: str
     ) -> UploadedPart:
-        if not await self.store.commit_part(attempt_id, part, self._now()):
-            # Completed or aborted while the part travelled: the backend drops it.
-            raise _no_such_upload(upload.upload_id)
+        await self.objects.commit_part(reservation, part)
         audit(
             f"storage.{operation}",
             request_id=request_id,
-            backend=upload.backend,
+            backend=reservation.backend,
             bucket=upload.bucket,
             key=upload.key,
             upload_id=upload.upload_id,
             part_number=part.part_number,
             size=part.size,
         )
+        await self.refresh_gauge()
         return part
 
     async def upload_part(
@@ -418,45 +549,28 @@ class MultipartService:
         checksum: tuple[str, str] | None = None,
         request_id: str = "",
     ) -> UploadedPart:
-        """Stream one spooled part to the upload's backend (re-uploading replaces the part)."""
-        attempt_id = uuid.uuid4().hex
-        upload = await self._reserve(bucket, key, upload_id, part_number, length, attempt_id)
-        try:
-            backend = self._backend(upload)
-            assert upload.backend_upload_id is not None
-            backend_etag = await backend.upload_part(
-                upload.storage_key,
-                upload.backend_upload_id,
-                part_number,
-                body,
-                length,
-                content_md5_b64=base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii"),
-                sha256_hex=sha256_hex,
+        """Store one spooled part on the backend placement picks (re-uploading replaces it)."""
+        upload = await self._client_upload(bucket, key, upload_id)
+        check_part_checksum(upload, checksum)
+        md5_b64 = base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii")
+
+        async def send(reservation: PartReservation) -> None:
+            await self.backends[reservation.backend].put_object(
+                reservation.storage_key, body, length, content_md5_b64=md5_b64, sha256_hex=sha256_hex
             )
-        except BackendError as exc:
-            await self.store.release_part(attempt_id)
-            await self._raise_if_gone(upload, exc)
-            self.log.warn(
-                "backend UploadPart failed",
-                component="multipart",
-                backend=upload.backend,
-                error=str(exc),
-                request_id=request_id,
-            )
-            raise _backend_failure(exc) from exc
-        except BaseException:
-            await self.store.release_part(attempt_id)
-            raise
+
+        reservation = await self._store_part(upload, part_number, length, send, request_id)
         part = UploadedPart(
             part_number=part_number,
             etag=md5_hex,
             size=length,
             last_modified=self._now(),
-            backend_etag=backend_etag,
+            backend=reservation.backend,
+            storage_key=reservation.storage_key,
             checksum_algorithm=checksum[0] if checksum else None,
             checksum_value=checksum[1] if checksum else None,
         )
-        return await self._commit_part(upload, attempt_id, part, "UploadPart", request_id)
+        return await self._commit(upload, reservation, part, "UploadPart", request_id)
 
     async def upload_part_copy(
         self,
@@ -468,107 +582,92 @@ class MultipartService:
         byte_range: tuple[int, int] | None,
         request_id: str = "",
     ) -> UploadedPart:
-        """A part from (a range of) an object of the same bucket.
+        """A part from (a range of) an object of the same bucket, placed like any part.
 
-        Server-side on the backend when the source has a copy there; otherwise
-        the range is spooled through the gateway (hashing it for the part's ETag).
+        Server-side on the backend when the range is exactly one extent of the
+        source, a copy of it is on the backend placement chose, and its MD5 (and the
+        upload's checksum) are known; otherwise the range is streamed through a
+        spool (hashing it).
         """
+        upload = await self._client_upload(bucket, key, upload_id)
         size = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
-        attempt_id = uuid.uuid4().hex
-        upload = await self._reserve(bucket, key, upload_id, part_number, size, attempt_id)
-        try:
-            etag, backend_etag = await self._copy_into_part(upload, part_number, source, byte_range, size)
-        except BackendError as exc:
-            await self.store.release_part(attempt_id)
-            await self._raise_if_gone(upload, exc)
-            if isinstance(exc, BackendNotFound):
-                raise errors.InternalError("The copy source's data could not be found.") from exc
-            raise _backend_failure(exc) from exc
-        except BaseException:
-            await self.store.release_part(attempt_id)
-            raise
-        part = UploadedPart(part_number, etag, size, self._now(), backend_etag)
-        return await self._commit_part(upload, attempt_id, part, "UploadPartCopy", request_id)
-
-    async def _copy_into_part(
-        self,
-        upload: MultipartUpload,
-        part_number: int,
-        source: ObjectRecord,
-        byte_range: tuple[int, int] | None,
-        size: int,
-    ) -> tuple[str, str]:
-        """(our MD5 ETag, the backend's ETag) of a copied part."""
-        backend = self._backend(upload)
-        assert upload.backend_upload_id is not None
-        whole_md5 = source.etag if ("-" not in source.etag and len(source.etag) == 32) else None
-        holder = next((loc for loc in source.locations if loc.backend == upload.backend), None)
-        if holder is not None and size > 0:
-            backend_etag = await backend.upload_part_copy(
-                upload.storage_key, upload.backend_upload_id, part_number, holder.storage_key, byte_range
+        if size > MAX_COPY_SOURCE_SIZE:
+            raise errors.InvalidRequest(
+                "The specified copy source is larger than the maximum allowable size for a "
+                f"copy source: {MAX_COPY_SOURCE_SIZE}"
             )
-            # A part's backend ETag is the MD5 of its bytes on S3-compatible stores.
-            md5 = whole_md5 if byte_range is None and whole_md5 else backend_etag.strip('"').lower()
-            if len(md5) == 32 and all(c in "0123456789abcdef" for c in md5):
-                return md5, backend_etag
-        spool, md5_hex, sha256_hex = await self._spool_range(source, byte_range, size)
-        try:
-            backend_etag = await backend.upload_part(
-                upload.storage_key,
-                upload.backend_upload_id,
-                part_number,
-                spool,
+        algorithm = upload.checksum_algorithm
+        extent = _copied_extent(source, byte_range)
+        known_md5: str | None = None
+        known_checksum: str | None = None
+        if extent is not None:
+            known_md5 = _plain_md5(extent.etag if source.parts else source.etag)
+            if algorithm is not None and (source.checksum_algorithm or "").upper() == algorithm.upper():
+                value = extent.checksum_value if source.parts else source.checksum_value
+                if value is not None and "-" not in value:
+                    known_checksum = value
+        server_side = (
+            extent is not None
+            and size > 0
+            and known_md5 is not None
+            and (algorithm is None or known_checksum is not None)
+        )
+        holders = {loc.backend: loc for loc in extent.locations} if server_side and extent else {}
+        spool: Spooled | None = None
+        if not server_side:
+            # Read the source before reserving anything: its errors are its own.
+            spool = await self._spool(source, byte_range, algorithm)
+        used: dict[str, Any] = {}
+
+        async def send(reservation: PartReservation) -> None:
+            nonlocal spool
+            backend = self.backends[reservation.backend]
+            holder = holders.get(reservation.backend)
+            if holder is not None:
+                await backend.copy_object(holder.storage_key, reservation.storage_key)
+                used.update(md5=known_md5, checksum=known_checksum)
+                return
+            if spool is None:
+                spool = await self._spool(source, byte_range, algorithm)
+            await backend.put_object(
+                reservation.storage_key,
+                spool.file,
                 size,
-                content_md5_b64=base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii"),
-                sha256_hex=sha256_hex,
+                content_md5_b64=base64.b64encode(bytes.fromhex(spool.md5_hex)).decode("ascii"),
+                sha256_hex=spool.sha256_hex,
+            )
+            used.update(md5=spool.md5_hex, checksum=spool.checksum[1] if spool.checksum else None)
+
+        try:
+            reservation = await self._store_part(
+                upload, part_number, size, send, request_id, prefer=list(holders)
             )
         finally:
-            spool.close()
-        return md5_hex, backend_etag
+            if spool is not None:
+                spool.close()
+        part = UploadedPart(
+            part_number=part_number,
+            etag=used["md5"],
+            size=size,
+            last_modified=self._now(),
+            backend=reservation.backend,
+            storage_key=reservation.storage_key,
+            checksum_algorithm=algorithm if used.get("checksum") else None,
+            checksum_value=used.get("checksum"),
+        )
+        return await self._commit(upload, reservation, part, "UploadPartCopy", request_id)
 
-    async def _spool_range(
-        self, source: ObjectRecord, byte_range: tuple[int, int] | None, size: int
-    ) -> tuple[BinaryIO, str, str]:
-        """Download (a range of) an object into a temporary file, hashing it on the way."""
-        spool: BinaryIO = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - closed by the caller
-        md5 = hashlib.md5()
-        sha256 = hashlib.sha256()
-        if size == 0:
-            return spool, md5.hexdigest(), sha256.hexdigest()
-        stream, _ = await self.objects.open(source, byte_range)
-        skip = 0
-        if byte_range is not None and stream.content_range is None:
-            skip = byte_range[0]  # the backend ignored the Range: cut it ourselves
-        state = {"skip": skip, "left": size}
-
-        class _Sink:
-            def registerProducer(self, producer: object, streaming: bool) -> None:
-                pass
-
-            def unregisterProducer(self) -> None:
-                pass
-
-            def write(self, data: bytes) -> None:
-                if state["skip"]:
-                    dropped = min(state["skip"], len(data))
-                    data = data[dropped:]
-                    state["skip"] -= dropped
-                data = data[: state["left"]]
-                state["left"] -= len(data)
-                md5.update(data)
-                sha256.update(data)
-                spool.write(data)
-
+    async def _spool(
+        self, source: ObjectRecord, byte_range: tuple[int, int] | None, algorithm: str | None
+    ) -> Spooled:
         try:
-            await stream.deliver(_Sink())  # type: ignore[arg-type]
-        except BaseException:
-            spool.close()
-            raise
-        if state["left"]:
-            spool.close()
-            raise BackendUnavailable(f"copy source ended {state['left']} bytes early")
-        spool.seek(0)
-        return spool, md5.hexdigest(), sha256.hexdigest()
+            return await self.objects.spool_range(
+                source, byte_range, checksum_algorithm=algorithm, spool_dir=self.spool_dir
+            )
+        except BackendError as exc:
+            raise errors.ServiceUnavailable(
+                f"The copy source could not be read; please retry. ({exc.message})"
+            ) from exc
 
     # -- complete -----------------------------------------------------------------------
 
@@ -579,15 +678,18 @@ class MultipartService:
         upload_id: str,
         requested: Sequence[CompletedPart],
         *,
-        conditions: WriteConditions | None = None,
+        conditions: WriteConditions = UNCONDITIONAL,
         expected_size: int | None = None,
+        checksum: tuple[str, str] | None = None,
+        checksum_type: str | None = None,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Assemble the upload on its backend and make it the key's current version."""
+        """Make the listed parts the key's current version (metadata only)."""
         lock = await self._locked(upload_id)
         try:
             return await self._complete(
-                bucket, key, upload_id, requested, conditions, expected_size, request_id
+                bucket, key, upload_id, requested, conditions, expected_size, checksum,
+                checksum_type, request_id,
             )
         finally:
             self._unlock(upload_id, lock)
@@ -605,41 +707,31 @@ class MultipartService:
         key: str,
         upload_id: str,
         requested: Sequence[CompletedPart],
-        conditions: WriteConditions | None,
+        conditions: WriteConditions,
         expected_size: int | None,
+        checksum: tuple[str, str] | None,
+        checksum_type: str | None,
         request_id: str,
     ) -> ObjectRecord:
-        upload = await self.store.get_multipart_upload(bucket, key, upload_id)
-        if upload is None or upload.state not in (UPLOAD_OPEN, UPLOAD_COMPLETING, UPLOAD_COMPLETED):
-            raise _no_such_upload(upload_id)
+        upload = await self._client_upload(bucket, key, upload_id, (UPLOAD_OPEN, UPLOAD_COMPLETED))
         if upload.state == UPLOAD_COMPLETED:
             return await self._repeat(bucket, key, upload_id)
         stored, _ = await self.store.list_parts(upload_id)
-        chosen = select_parts(requested, {p.part_number: p for p in stored}, self.min_part_size)
+        chosen = select_parts(
+            requested,
+            {p.part_number: p for p in stored},
+            self.min_part_size,
+            upload.checksum_algorithm,
+            upload.checksum_type,
+        )
         total = sum(part.size for part in chosen)
         if expected_size is not None and expected_size != total:
             raise errors.InvalidRequest(
-                f"The provided x-amz-mp-object-size ({expected_size}) does not match the "
-                f"uploaded parts ({total} bytes)."
+                f"The provided 'x-amz-mp-object-size' header value {expected_size} does not "
+                f"match what was computed: {total}"
             )
-        config = self._backend_config(upload.backend)
-        limit = int(getattr(config, "max_object_size", 0) or 0)
-        if limit and total > limit:
-            raise errors.EntityTooLarge(MaxSizeAllowed=str(limit), ProposedSize=str(total))
-        if conditions is not None and (conditions.if_none_match_star or conditions.if_match is not None):
-            current = await self.store.get_object(bucket, key)
-            conditions.check(current.etag if current is not None else None)
-        try:
-            upload = await self.store.begin_complete(
-                bucket, key, upload_id, [(p.part_number, p.etag) for p in chosen], self._now()
-            )
-        except PartMismatch:
-            raise errors.InvalidPart() from None
-        except UploadNotFound:
-            raise _no_such_upload(upload_id) from None
-        if upload.state == UPLOAD_COMPLETED:
-            return await self._repeat(bucket, key, upload_id)
-        await self._backend_complete(upload, chosen, total, request_id)
+        checksum_value = complete_checksum(upload, chosen, checksum, checksum_type)
+        await self.objects.check_conditions(bucket, key, conditions)
         record = ObjectRecord(
             bucket=bucket,
             key=key,
@@ -650,95 +742,49 @@ class MultipartService:
             content_type=upload.content_type,
             headers=dict(upload.headers),
             user_metadata=dict(upload.user_metadata),
+            checksum_algorithm=upload.checksum_algorithm if checksum_value else None,
+            checksum_value=checksum_value,
             parts_count=len(chosen),
             part_sizes=tuple(part.size for part in chosen),
-            locations=(Location(upload.backend, upload.storage_key, total),),
         )
         try:
-            outcome = await self.store.finish_complete(upload_id, record, total, self._now())
-        except UploadNotFound as exc:
-            # Aborted meanwhile (stale cleanup): the assembled object is queued for deletion.
-            if exc.cleanup is not None:
-                await self.objects.run_cleanups([exc.cleanup], "complete_aborted")
+            outcome = await self.store.complete_upload(
+                bucket, key, upload_id, [(p.part_number, p.etag) for p in chosen], record,
+                self._now(), conditions,
+            )
+        except PartMismatch:
+            raise errors.InvalidPart() from None
+        except UploadNotFound:
             raise _no_such_upload(upload_id) from None
+        except PreconditionConflict as exc:
+            raise_violation(exc.violation)
+            raise  # unreachable
         if outcome.already_completed:
             return await self._repeat(bucket, key, upload_id)
         audit(
             "storage.CompleteMultipartUpload",
             request_id=request_id,
-            backend=upload.backend,
             bucket=bucket,
             key=key,
             upload_id=upload_id,
             parts=len(chosen),
             size=total,
+            backends=",".join(sorted({p.backend or "" for p in chosen})),
         )
         self.objects._cleanup_in_background(outcome.displaced, "overwrite_displaced")
+        self.objects._cleanup_in_background(outcome.discarded, "part_discarded")
         await self.refresh_gauge()
         return record
-
-    async def _backend_complete(
-        self, upload: MultipartUpload, chosen: Sequence[UploadedPart], total: int, request_id: str
-    ) -> None:
-        """Ask the backend to assemble the parts; recognise a Complete an earlier attempt did."""
-        backend = self._backend(upload)
-        assert upload.backend_upload_id is not None
-        try:
-            await backend.complete_multipart_upload(
-                upload.storage_key,
-                upload.backend_upload_id,
-                [(part.part_number, part.backend_etag) for part in chosen],
-            )
-            return
-        except BackendUnavailable as exc:
-            # Ambiguous (it may have completed): stay ``completing``; a retry takes over.
-            self.log.warn(
-                "backend CompleteMultipartUpload failed; the upload stays completing",
-                component="multipart",
-                backend=upload.backend,
-                error=str(exc),
-                request_id=request_id,
-            )
-            raise _backend_failure(exc) from exc
-        except BackendError as exc:
-            if exc.code != "NoSuchUpload":
-                await self.store.reopen_upload(upload.upload_id, self._now())
-                known = {
-                    "InvalidPart": errors.InvalidPart,
-                    "InvalidPartOrder": errors.InvalidPartOrder,
-                    "EntityTooSmall": errors.EntityTooSmall,
-                    "EntityTooLarge": errors.EntityTooLarge,
-                }
-                if exc.code in known:
-                    raise known[exc.code]() from exc
-                raise _backend_failure(exc) from exc
-        # The backend no longer knows the upload: an earlier attempt (crashed, or
-        # answered too late) may have assembled it.  An object of exactly the parts'
-        # size at our per-write key can only be that.
-        try:
-            headers = await backend.head_object(upload.storage_key)
-        except BackendNotFound:
-            headers = None
-        except BackendError as exc:
-            raise _backend_failure(exc) from exc
-        if headers is not None and headers.get("content-length") == str(total):
-            return
-        self.log.warn(
-            "backend lost a multipart upload; aborting it",
-            component="multipart",
-            backend=upload.backend,
-            upload_id=upload.upload_id,
-            request_id=request_id,
-        )
-        await self._abort_recorded(upload.bucket, upload.key, upload.upload_id, request_id, stale=True)
-        raise _no_such_upload(upload.upload_id)
 
     # -- abort --------------------------------------------------------------------------
 
     async def abort(self, bucket: str, key: str, upload_id: str, request_id: str = "") -> None:
-        """Abort the backend upload and release every byte the upload reserved."""
+        """Queue every part of the upload for deletion and release its reservations."""
         lock = await self._locked(upload_id)
         try:
+            upload = await self.store.get_multipart_upload(bucket, key, upload_id)
+            if upload is None or upload.origin != ORIGIN_CLIENT:
+                raise _no_such_upload(upload_id)
             await self._abort_recorded(bucket, key, upload_id, request_id, stale=False)
         finally:
             self._unlock(upload_id, lock)
@@ -750,42 +796,46 @@ class MultipartService:
             upload = await self.store.begin_abort(bucket, key, upload_id, self._now(), stale=stale)
         except UploadNotFound:
             raise _no_such_upload(upload_id) from None
-        backend = self.backends.get(upload.backend)
-        if backend is not None:
-            try:
-                if upload.backend_upload_id is not None:
-                    await backend.abort_multipart_upload(upload.storage_key, upload.backend_upload_id)
-                else:
-                    # Created on the backend, but the id was never recorded: find it.
-                    for found_key, found_id in await backend.list_multipart_uploads(upload.storage_key):
-                        if found_key == upload.storage_key:
-                            await backend.abort_multipart_upload(found_key, found_id)
-            except BackendError as exc:
-                # Stays ``aborting``: a retried Abort or the stale-upload cleanup finishes it.
-                self.log.warn(
-                    "backend AbortMultipartUpload failed",
-                    component="multipart",
-                    backend=upload.backend,
-                    error=str(exc),
-                    request_id=request_id,
-                )
-                raise _backend_failure(exc) from exc
-        cleanup = await self.store.finish_abort(upload_id, self._now())
-        if cleanup is not None:
-            await self.objects.run_cleanups([cleanup], "abort_part_cleanup")
+        if upload.native:
+            await self._abort_native(upload, request_id)
+        items = await self.store.finish_abort(upload_id, self._now())
+        await self.objects.run_cleanups(items, "abort_part_cleanup")
         audit(
             "storage.MultipartCleanup" if stale else "storage.AbortMultipartUpload",
             request_id=request_id,
-            backend=upload.backend,
             bucket=upload.bucket,
             key=upload.key,
             upload_id=upload_id,
         )
         await self.refresh_gauge()
 
+    async def _abort_native(self, upload: MultipartUpload, request_id: str) -> None:
+        """Abort the backend upload behind a native upload of an older build."""
+        backend = self.backends.get(upload.backend or "")
+        if backend is None or upload.storage_key is None:
+            return  # backend gone from the config: nothing left to abort there
+        try:
+            if upload.backend_upload_id is not None:
+                await backend.abort_multipart_upload(upload.storage_key, upload.backend_upload_id)
+            else:
+                # Created on the backend, but the id was never recorded: find it.
+                for found_key, found_id in await backend.list_multipart_uploads(upload.storage_key):
+                    if found_key == upload.storage_key:
+                        await backend.abort_multipart_upload(found_key, found_id)
+        except BackendError as exc:
+            # Stays ``aborting``: a retried Abort or the stale-upload cleanup finishes it.
+            self.log.warn(
+                "backend AbortMultipartUpload failed",
+                component="multipart",
+                backend=upload.backend,
+                error=str(exc),
+                request_id=request_id,
+            )
+            raise _backend_failure(exc) from exc
+
     async def abort_stale(self) -> int:
-        """Abort uploads older than the stale timeout (and ones left completing or
-        aborting by a crash); purge old tombstones.  Returns how many were aborted."""
+        """Abort uploads older than the stale timeout (and ones left aborting by a crash,
+        or by an older build); purge old tombstones.  Returns how many were aborted."""
         now = self._now()
         stale = await self.store.stale_multipart_uploads(
             now - self.stale_timeout, now - min(self.stale_timeout, BUSY_STALE_AFTER), STALE_BATCH
@@ -815,12 +865,11 @@ class MultipartService:
 
     async def list_parts(
         self, bucket: str, key: str, upload_id: str, marker: int, max_parts: int
-    ) -> tuple[list[UploadedPart], bool]:
-        """A page of an upload's parts."""
-        upload = await self.store.get_multipart_upload(bucket, key, upload_id)
-        if upload is None or upload.state not in (UPLOAD_OPEN, UPLOAD_COMPLETING):
-            raise _no_such_upload(upload_id)
-        return await self.store.list_parts(upload_id, marker, max_parts)
+    ) -> tuple[MultipartUpload, list[UploadedPart], bool]:
+        """The upload and a page of its parts."""
+        upload = await self._client_upload(bucket, key, upload_id)
+        parts, truncated = await self.store.list_parts(upload_id, marker, max_parts)
+        return upload, parts, truncated
 
     async def list_uploads(
         self,

@@ -6,14 +6,20 @@ transaction records the location, settles quota and queues the displaced
 copies for deletion.  A failure between the steps leaves either the old
 version intact plus an intent the reaper can resolve, or the new version; it
 never loses both (invariants I1, I3, I4, I5 in DESIGN.md).
+
+Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`):
+each is placed by the routing strategy with its reservation recorded atomically,
+so one object's parts may live on different backends.  Reading such an object
+streams its extents in order (:mod:`s3orch.core.extents`).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
@@ -21,9 +27,16 @@ from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from s3orch.backend.interface import BackendError, BackendNotFound, BackendStream, ObjectBackend
+from s3orch.backend.interface import (
+    BackendError,
+    BackendNotFound,
+    BackendStream,
+    BackendUnavailable,
+    ObjectBackend,
+)
+from s3orch.core.extents import open_extents
 from s3orch.core.failover import with_failover
-from s3orch.core.placement import storage_key, write_candidates
+from s3orch.core.placement import new_upload_id, part_storage_key, storage_key, write_candidates
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import (
     CLEANUP_ENQUEUED,
@@ -32,19 +45,29 @@ from s3orch.observe.metrics import (
     PENDING_RESOLVED,
 )
 from s3orch.s3 import errors
-from s3orch.s3.conditions import WriteConditions
+from s3orch.s3.checksums import new_checksum
+from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions, raise_violation
 from s3orch.store.interface import (
+    ORIGIN_COPY,
     CleanupItem,
+    Extent,
     Intent,
     IntentNotFound,
     ListPage,
     Location,
     MetadataStore,
+    MultipartUpload,
     ObjectRecord,
+    PartReservation,
     PreconditionConflict,
     Reservation,
     StoreUnavailable,
+    UploadedPart,
+    UploadNotFound,
 )
+
+#: AWS refuses to copy (CopyObject, UploadPartCopy) more than this in one request.
+MAX_COPY_SOURCE_SIZE = 5 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,20 @@ class NewObject:
     content_type: str
     system_headers: dict[str, str]
     user_metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """A copy source range downloaded into a temporary file, with its digests."""
+
+    file: BinaryIO
+    size: int
+    md5_hex: str
+    sha256_hex: str
+    checksum: tuple[str, str] | None  # (ALGORITHM, base64) when one was asked for
+
+    def close(self) -> None:
+        self.file.close()
 
 
 @dataclass(frozen=True)
@@ -98,14 +135,15 @@ class ObjectService:
         sha256_hex: str | None,
         new: NewObject,
         checksum: tuple[str, str] | None = None,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Store a spooled body as the new version of ``bucket/key``."""
-        if if_none_match or if_match is not None:
-            current = await self.store.get_object(bucket, key)
-            WriteConditions(if_none_match, if_match).check(current.etag if current else None)
+        """Store a spooled body as the new version of ``bucket/key``.
+
+        ``conditions`` are checked before any byte is sent (a write that cannot
+        succeed costs nothing) and again in the commit transaction (atomic against a
+        concurrent writer)."""
+        await self.check_conditions(bucket, key, conditions)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
         intent = Intent(
@@ -114,7 +152,7 @@ class ObjectService:
             headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
             checksum_algorithm=checksum[0] if checksum else None,
             checksum_value=checksum[1] if checksum else None,
-            content_hash=sha256_hex, if_none_match=if_none_match, if_match=if_match,
+            content_hash=sha256_hex, conditions=conditions,
         )
         reservation = await self._upload_with_failover(
             bucket, key, write_id, skey, body, length, md5_hex, sha256_hex, request_id, intent
@@ -134,7 +172,13 @@ class ObjectService:
             content_hash=sha256_hex,
             locations=(Location(reservation.backend, reservation.storage_key, length),),
         )
-        return await self._commit(reservation, record, if_none_match, if_match, request_id)
+        return await self._commit(reservation, record, conditions, request_id)
+
+    async def check_conditions(self, bucket: str, key: str, conditions: WriteConditions) -> None:
+        """Raise what AWS answers when ``conditions`` fail for the key's current object."""
+        if conditions.active:
+            current = await self.store.get_object(bucket, key)
+            conditions.check(current.etag if current is not None else None)
 
     async def _upload_with_failover(
         self,
@@ -183,21 +227,17 @@ class ObjectService:
         self,
         reservation: Reservation,
         record: ObjectRecord,
-        if_none_match: bool,
-        if_match: str | None,
+        conditions: WriteConditions,
         request_id: str,
     ) -> ObjectRecord:
         try:
             displaced = await self.store.commit_object(
-                reservation,
-                record,
-                self.clock.seconds(),
-                if_none_match=if_none_match,
-                if_match=if_match,
+                reservation, record, self.clock.seconds(), conditions
             )
-        except PreconditionConflict:
+        except PreconditionConflict as exc:
             await self._undo_upload(reservation)
-            raise errors.PreconditionFailed() from None
+            raise_violation(exc.violation)
+            raise  # unreachable: raise_violation always raises for a violation
         except IntentNotFound as exc:
             # Our intent was resolved elsewhere (reaper): the upload is queued for cleanup.
             if exc.cleanup is not None:
@@ -234,9 +274,28 @@ class ObjectService:
     async def open(
         self, record: ObjectRecord, byte_range: tuple[int, int] | None
     ) -> tuple[BackendStream, Location]:
-        """Open a copy for reading, failing over to the next copy before the first byte."""
+        """Open the object (or the inclusive ``byte_range``) for reading.
+
+        Fails over to the next copy before the first byte.  A multi-extent object is
+        one stream over its extents (:func:`~s3orch.core.extents.open_extents`); the
+        first extent the range touches is open when this returns.  Raises 503 when
+        the holders are unreachable, 500 when no copy exists (never 404).  The
+        location is the copy the first byte comes from.
+        """
+        if record.parts:
+            return await open_extents(record.parts, record.size, byte_range, self._open_extent)
+        return await self._open_copies(record.locations, byte_range)
+
+    async def _open_extent(
+        self, extent: Extent, byte_range: tuple[int, int] | None
+    ) -> tuple[BackendStream, Location]:
+        return await self._open_copies(extent.locations, byte_range)
+
+    async def _open_copies(
+        self, locations: Sequence[Location], byte_range: tuple[int, int] | None
+    ) -> tuple[BackendStream, Location]:
         unavailable = 0
-        for location in record.locations:
+        for location in locations:
             backend = self.backends.get(location.backend)
             if backend is None:
                 continue
@@ -353,6 +412,126 @@ class ObjectService:
         while self._background:
             await DeferredList(list(self._background), consumeErrors=True)
 
+    # -- parts ------------------------------------------------------------------
+
+    async def place_part(
+        self,
+        upload: MultipartUpload,
+        part_number: int,
+        size: int,
+        send: Callable[[PartReservation], Awaitable[None]],
+        *,
+        prefer: Collection[str] = (),
+        request_id: str = "",
+    ) -> PartReservation:
+        """Place one part upload like a PUT: reserve room on the backend the routing
+        strategy picks (atomically with the attempt row), ``send`` the bytes to the
+        reservation's storage key, and on a backend failure undo and try the next.
+
+        ``prefer`` lists backends to offer first (holders of a copy source, so a
+        server-side copy is possible).  Raises UploadNotFound when the upload is not
+        open, 507 when no backend has room, 503 when backends had room but failed.
+        The caller commits the part with :meth:`commit_part`.
+        """
+        attempt_id = uuid.uuid4().hex
+        key = part_storage_key(upload.bucket, upload.key, upload.upload_id, part_number, attempt_id)
+        configs = self.backend_configs
+        if prefer:
+            configs = sorted(configs, key=lambda b: b.name not in prefer)
+
+        async def reserve(names: list[str]) -> PartReservation | None:
+            return await self.store.reserve_part(
+                upload.bucket, upload.key, upload.upload_id, part_number, size, attempt_id, key,
+                names, self.routing_strategy, self.clock.seconds(),
+            )
+
+        reservation, _ = await with_failover(
+            operation="UploadPart",
+            candidates=lambda failed: write_candidates(configs, size, exclude=failed),
+            reserve=reserve,
+            backend_of=lambda r: r.backend,
+            attempt=send,
+            undo=lambda r: self.store.release_part(r.attempt_id),
+            request_id=request_id,
+        )
+        return reservation
+
+    async def commit_part(self, reservation: PartReservation, part: UploadedPart) -> None:
+        """Record a placed part; NoSuchUpload (its bytes queued for deletion) when the
+        upload was completed or aborted while the part travelled."""
+        outcome = await self.store.commit_part(reservation.attempt_id, part, self.clock.seconds())
+        if not outcome.committed:
+            await self.run_cleanups(outcome.cleanup, "part_orphaned")
+            raise errors.NoSuchUpload(UploadId=reservation.upload_id)
+        self._cleanup_in_background(outcome.cleanup, "part_replaced")
+
+    async def spool_range(
+        self,
+        source: ObjectRecord,
+        byte_range: tuple[int, int] | None,
+        *,
+        checksum_algorithm: str | None = None,
+        spool_dir: str | None = None,
+    ) -> Spooled:
+        """Download (a range of) an object into a temporary file (never into memory
+        whole), hashing it on the way: MD5, SHA-256 and ``checksum_algorithm``.
+
+        An empty range (``end`` = ``start`` - 1) reads nothing."""
+        size = source.size if byte_range is None else max(0, byte_range[1] - byte_range[0] + 1)
+        spool: BinaryIO = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - closed by the caller
+        md5 = hashlib.md5()
+        sha256 = hashlib.sha256()
+        extra = new_checksum(checksum_algorithm) if checksum_algorithm else None
+
+        def finish() -> Spooled:
+            spool.seek(0)
+            checksum = None
+            if extra is not None:
+                checksum = (extra.algorithm.upper(), extra.b64digest())
+            return Spooled(spool, size, md5.hexdigest(), sha256.hexdigest(), checksum)
+
+        if size == 0:
+            return finish()
+        try:
+            stream, _ = await self.open(source, byte_range)
+        except BaseException:
+            spool.close()
+            raise
+        skip = 0
+        if byte_range is not None and stream.content_range is None:
+            skip = byte_range[0]  # the backend ignored the Range: cut it ourselves
+        state = {"skip": skip, "left": size}
+
+        class _Sink:
+            def registerProducer(self, producer: object, streaming: bool) -> None:
+                pass
+
+            def unregisterProducer(self) -> None:
+                pass
+
+            def write(self, data: bytes) -> None:
+                if state["skip"]:
+                    dropped = min(state["skip"], len(data))
+                    data = data[dropped:]
+                    state["skip"] -= dropped
+                data = data[: state["left"]]
+                state["left"] -= len(data)
+                md5.update(data)
+                sha256.update(data)
+                if extra is not None:
+                    extra.update(data)
+                spool.write(data)
+
+        try:
+            await stream.deliver(_Sink())  # type: ignore[arg-type]
+        except BaseException:
+            spool.close()
+            raise
+        if state["left"]:
+            spool.close()
+            raise BackendUnavailable(f"copy source ended {state['left']} bytes early")
+        return finish()
+
     # -- copy -----------------------------------------------------------------
 
     async def copy(
@@ -362,16 +541,27 @@ class ObjectService:
         dest_key: str,
         new: NewObject,
         *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Copy an object within the bucket (server-side on the backend when possible)."""
+        """Copy an object within the bucket (server-side on a backend when possible).
+
+        A multi-extent source is copied extent by extent, each extent placed on its
+        own like a part, so no backend ever needs room for the whole object.
+        """
+        if source.size > MAX_COPY_SOURCE_SIZE:
+            raise errors.InvalidRequest(
+                "The specified copy source is larger than the maximum allowable size for a "
+                f"copy source: {MAX_COPY_SOURCE_SIZE}"
+            )
+        await self.check_conditions(bucket, dest_key, conditions)
+        if source.parts:
+            return await self._copy_extents(bucket, source, dest_key, new, conditions, request_id)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
         ordered = sorted(self.backend_configs, key=lambda b: b.name not in holders)
-        spool: BinaryIO | None = None
+        spool: Spooled | None = None
 
         async def copy_to(reservation: Reservation) -> None:
             nonlocal spool
@@ -380,10 +570,10 @@ class ObjectService:
                 await backend.copy_object(holders[reservation.backend].storage_key, skey)
                 return
             if spool is None:
-                spool = await self._spool_object(source)
+                spool = await self.spool_range(source, None)
             await backend.put_object(
                 skey,
-                spool,
+                spool.file,
                 source.size,
                 content_md5_b64=_md5_b64(source.etag),
                 sha256_hex=source.content_hash,
@@ -401,7 +591,7 @@ class ObjectService:
                         checksum_algorithm=source.checksum_algorithm,
                         checksum_value=source.checksum_value, content_hash=source.content_hash,
                         parts_count=source.parts_count, part_sizes=source.part_sizes,
-                        if_none_match=if_none_match, if_match=if_match,
+                        conditions=conditions,
                     ),
                     names,
                 ),
@@ -423,30 +613,134 @@ class ObjectService:
             user_metadata=dict(new.user_metadata),
             locations=(Location(reservation.backend, skey, source.size),),
         )
-        return await self._commit(reservation, record, if_none_match, if_match, request_id)
+        return await self._commit(reservation, record, conditions, request_id)
 
-    async def _spool_object(self, record: ObjectRecord) -> BinaryIO:
-        """Download a copy into a temporary spool file (never into memory whole)."""
-        stream, _ = await self.open(record, None)
-        spool: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller
+    async def _copy_extents(
+        self,
+        bucket: str,
+        source: ObjectRecord,
+        dest_key: str,
+        new: NewObject,
+        conditions: WriteConditions,
+        request_id: str,
+    ) -> ObjectRecord:
+        """Copy a multi-extent object through an upload of the gateway's own: each
+        extent becomes a part placed by the routing strategy, then one transaction
+        makes them the new version (or the upload is aborted, its parts cleaned up)."""
+        now = self.clock.seconds()
+        upload = await self.store.create_multipart_upload(
+            MultipartUpload(
+                upload_id=new_upload_id(now),
+                bucket=bucket,
+                key=dest_key,
+                initiated=now,
+                content_type=new.content_type,
+                headers=dict(new.system_headers),
+                user_metadata=dict(new.user_metadata),
+                checksum_algorithm=source.checksum_algorithm,
+                origin=ORIGIN_COPY,
+            ),
+            0,
+            now,
+        )
+        try:
+            for extent in source.parts:
+                await self._copy_extent(upload, source, extent, request_id)
+            record = replace(
+                source,
+                key=dest_key,
+                write_id=upload.upload_id,
+                last_modified=self.clock.seconds(),
+                content_type=new.content_type,
+                headers=dict(new.system_headers),
+                user_metadata=dict(new.user_metadata),
+                locations=(),
+                parts=(),
+            )
+            outcome = await self.store.complete_upload(
+                bucket,
+                dest_key,
+                upload.upload_id,
+                [(extent.part_number, extent.etag or "") for extent in source.parts],
+                record,
+                self.clock.seconds(),
+                conditions,
+            )
+        except UploadNotFound:
+            raise errors.ServiceUnavailable("The copy was interrupted; please retry.") from None
+        except PreconditionConflict as exc:
+            await self._abandon(upload)
+            raise_violation(exc.violation)
+            raise  # unreachable
+        except BaseException:
+            await self._abandon(upload)
+            raise
+        audit(
+            "storage.CopyObject",
+            request_id=request_id,
+            bucket=bucket,
+            key=dest_key,
+            size=record.size,
+            parts=len(source.parts),
+        )
+        self._cleanup_in_background(outcome.displaced, "overwrite_displaced")
+        return record
 
-        class _Sink:
-            def registerProducer(self, producer: object, streaming: bool) -> None:
-                pass
+    async def _copy_extent(
+        self, upload: MultipartUpload, source: ObjectRecord, extent: Extent, request_id: str
+    ) -> None:
+        holders = {loc.backend: loc for loc in extent.locations}
+        spool: Spooled | None = None
 
-            def unregisterProducer(self) -> None:
-                pass
-
-            def write(self, data: bytes) -> None:
-                spool.write(data)
+        async def send(reservation: PartReservation) -> None:
+            nonlocal spool
+            backend = self.backends[reservation.backend]
+            if reservation.backend in holders and extent.size > 0:
+                await backend.copy_object(holders[reservation.backend].storage_key, reservation.storage_key)
+                return
+            if spool is None:
+                spool = await self.spool_range(source, (extent.offset, extent.offset + extent.size - 1))
+            await backend.put_object(
+                reservation.storage_key,
+                spool.file,
+                extent.size,
+                content_md5_b64=_md5_b64(extent.etag or ""),
+                sha256_hex=spool.sha256_hex,
+            )
 
         try:
-            await stream.deliver(_Sink())  # type: ignore[arg-type]
-        except BaseException:
-            spool.close()
-            raise
-        spool.seek(0)
-        return spool
+            reservation = await self.place_part(
+                upload, extent.part_number, extent.size, send, prefer=holders, request_id=request_id
+            )
+        finally:
+            if spool is not None:
+                spool.close()
+        await self.commit_part(
+            reservation,
+            UploadedPart(
+                part_number=extent.part_number,
+                etag=extent.etag or "",
+                size=extent.size,
+                last_modified=self.clock.seconds(),
+                backend=reservation.backend,
+                storage_key=reservation.storage_key,
+                checksum_algorithm=source.checksum_algorithm,
+                checksum_value=extent.checksum_value,
+            ),
+        )
+
+    async def _abandon(self, upload: MultipartUpload) -> None:
+        """Abort an upload of the gateway's own; on failure the stale-upload cleanup will."""
+        now = self.clock.seconds()
+        try:
+            await self.store.begin_abort(upload.bucket, upload.key, upload.upload_id, now)
+            items = await self.store.finish_abort(upload.upload_id, now)
+        except Exception:
+            self.log.failure(
+                "could not abort copy upload {upload_id}", component="objects", upload_id=upload.upload_id
+            )
+            return
+        await self.run_cleanups(items, "abort_part_cleanup")
 
     # -- listing --------------------------------------------------------------
 

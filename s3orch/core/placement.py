@@ -1,33 +1,72 @@
-"""Where a write may go: the candidate backends, in config order.
+"""Where a write may go: the candidate backends, in config order, and the backend keys.
 
 The choice among candidates (pack/spread by quota) happens inside the
 store's reservation transaction, so it is atomic with the quota update; this
-module only filters out backends that cannot take the object at all.
+module only filters out backends that cannot take the object at all, and names
+the backend object each write goes to.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import secrets
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-#: Backend object keys are limited to 1024 bytes by S3.
-MAX_STORAGE_KEY_BYTES = 1024
+#: A bucket name used as it is in backend keys: what a valid S3 bucket name can be.
+_PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
+
+
+def new_upload_id(now: float) -> str:
+    """A multipart upload id (also the write id of the object it becomes): 32 hex
+    characters, 48 bits of milliseconds, then 80 random bits.
+
+    Random enough that nobody guesses one, and time-ordered, so sorting a key's
+    uploads by id (what ``upload-id-marker`` paging compares) is also sorting
+    them by initiation time (what ListMultipartUploads promises).
+    """
+    millis = int(now * 1000) & 0xFFFFFFFFFFFF
+    return f"{millis:012x}{secrets.token_hex(10)}"
+
+
+def bucket_prefix(bucket: str) -> str:
+    """The first segment of every backend key of ``bucket`` (per-bucket isolation, I8).
+
+    The bucket name itself when it is a valid S3 bucket name, so an operator sees
+    whose bytes are whose.  Any other name (the config only warns about those) is
+    replaced by a hash that starts with ``-``, a character no valid bucket name starts
+    with, so it can never collide with another bucket's prefix.
+    """
+    if _PLAIN_BUCKET.fullmatch(bucket):
+        return bucket
+    return "-" + hashlib.sha256(bucket.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def key_digest(key: str) -> str:
+    """The SHA-256 (hex) of a client key: what a backend key says of it."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def storage_key(bucket: str, key: str, write_id: str) -> str:
-    """The backend key of one write: ``{bucket}/{key}@{write_id}``.
+    """The backend key of one write (a PUT or a copy): ``{bucket}/{sha256(key)}/{write_id}``.
 
     Every write gets its own backend key, so an overwrite never destroys the
-    committed bytes before the new version's metadata commits, and no cleanup
-    of an old write can ever delete a newer one.  Keys that would exceed the
-    backend's 1024-byte limit are stored under a hashed name instead.
+    committed bytes before the new version's metadata commits, and no cleanup of
+    an old write can ever delete a newer one.  The key is opaque: lower-case hex
+    and the bucket prefix only, so no client key can put a ``..`` segment, a
+    ``//`` or anything else a normalising backend or proxy would rewrite into it
+    (the client key lives in the database, which also gives listing order).
+    ``write_id`` must be lower-case hex (a uuid4 or an upload id).
     """
-    candidate = f"{bucket}/{key}@{write_id}"
-    if len(candidate.encode("utf-8")) <= MAX_STORAGE_KEY_BYTES:
-        return candidate
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-    return f"{bucket}/.s3orch-long-keys/{digest}@{write_id}"
+    return f"{bucket_prefix(bucket)}/{key_digest(key)}/{write_id}"
+
+
+def part_storage_key(bucket: str, key: str, upload_id: str, part_number: int, attempt_id: str) -> str:
+    """The backend key of one upload of one part: ``{bucket}/{sha256(key)}/{upload id}/
+    {part number}-{attempt id}`` (each attempt its own key, so an upload racing a
+    re-upload of the same part never overwrites it)."""
+    return f"{bucket_prefix(bucket)}/{key_digest(key)}/{upload_id}/{part_number:05d}-{attempt_id}"
 
 
 def write_candidates(

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from s3orch.core.multipart import (
     MAX_LIST,
     MultipartService,
+    checksum_element,
     parse_copy_source_range,
     parse_part_number,
 )
@@ -27,20 +28,22 @@ from s3orch.frontend.s3 import (
     _first,
     _parse_copy_source,
     _query_get,
+    checksum_type,
     quote_etag,
 )
 from s3orch.http.body import BodyInfo
 from s3orch.http.site import S3Request
 from s3orch.s3 import errors, xml
-from s3orch.s3.checksums import ALGORITHMS
+from s3orch.s3.checksums import parse_object_checksum_header, parse_upload_checksum
 from s3orch.s3.conditions import check_copy_source_conditions, parse_write_conditions
 from s3orch.s3.metadata import extract_object_metadata
 
 Handler = Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]
 
 #: s3orch extension: the total size a client expects to upload, sent on
-#: CreateMultipartUpload, lets placement skip backends too small for it.  On
-#: CompleteMultipartUpload AWS checks the same header against the parts.
+#: CreateMultipartUpload, has the upload refused at once (507) when the backends
+#: together have no room for it.  On CompleteMultipartUpload AWS checks the same
+#: header against the parts.
 SIZE_HINT_HEADER = "x-amz-mp-object-size"
 
 
@@ -103,24 +106,22 @@ class MultipartHandlers:
     async def create(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         bucket, key = _where(state)
         meta = extract_object_metadata(state.headers)
-        algorithm = _first(state.headers, "x-amz-checksum-algorithm")
-        if algorithm is not None:
-            algorithm = algorithm.strip().upper()
-            if algorithm.lower() not in ALGORITHMS:
-                raise errors.InvalidRequest(
-                    "Checksum algorithm provided is unsupported. Please try again with any of the "
-                    "valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]"
-                )
+        algorithm, kind = parse_upload_checksum(
+            _first(state.headers, "x-amz-checksum-algorithm"),
+            _first(state.headers, "x-amz-checksum-type"),
+        )
         upload = await self.service.create(
             bucket,
             key,
             NewObject(meta.content_type, meta.system, meta.user),
             checksum_algorithm=algorithm,
+            checksum_type=kind,
             size_hint=_size_header(state) or 0,
             request_id=state.request_id,
         )
-        if algorithm is not None:
+        if algorithm is not None and kind is not None:
             request.setHeader("x-amz-checksum-algorithm", algorithm)
+            request.setHeader("x-amz-checksum-type", kind)
         self.frontend._send_xml(
             request, state, xml.initiate_multipart_upload(bucket, key, upload.upload_id)
         )
@@ -162,12 +163,22 @@ class MultipartHandlers:
         part = await self.service.upload_part_copy(
             bucket, key, _upload_id(state), part_number, source, byte_range, state.request_id
         )
-        self.frontend._send_xml(request, state, xml.copy_part_result(part.etag, part.last_modified))
+        checksums = []
+        if part.checksum_algorithm and part.checksum_value:
+            checksums.append((checksum_element(part.checksum_algorithm), part.checksum_value))
+        self.frontend._send_xml(
+            request, state, xml.copy_part_result(part.etag, part.last_modified, checksums)
+        )
 
     async def complete(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         bucket, key = _where(state)
         payload = body.file.read(xml.COMPLETE_MULTIPART_MAX_BYTES + 1) if body is not None else b""
         requested = xml.parse_complete_multipart_parts(payload)
+        requested_type = _first(state.headers, "x-amz-checksum-type")
+        if requested_type is not None:
+            requested_type = requested_type.strip().upper()
+            if requested_type not in ("COMPOSITE", "FULL_OBJECT"):
+                raise errors.InvalidRequest("Value for x-amz-checksum-type header is invalid.")
         record = await self.service.complete(
             bucket,
             key,
@@ -175,13 +186,21 @@ class MultipartHandlers:
             requested,
             conditions=parse_write_conditions(state.headers),
             expected_size=_size_header(state),
+            checksum=parse_object_checksum_header(state.headers),
+            checksum_type=requested_type,
             request_id=state.request_id,
         )
         host = _first(state.headers, "host") or "localhost"
         scheme = "https" if request.isSecure() else "http"
         location = f"{scheme}://{host}/{quote(bucket)}/{quote(key)}"
+        checksums = []
+        if record.checksum_algorithm and record.checksum_value:
+            checksums.append((checksum_element(record.checksum_algorithm), record.checksum_value))
+            checksums.append(("ChecksumType", checksum_type(record.checksum_value)))
         self.frontend._send_xml(
-            request, state, xml.complete_multipart_upload(location, bucket, key, record.etag)
+            request,
+            state,
+            xml.complete_multipart_upload(location, bucket, key, record.etag, checksums),
         )
 
     async def abort(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
@@ -194,10 +213,12 @@ class MultipartHandlers:
         upload_id = _upload_id(state)
         max_parts = min(_non_negative(state, "max-parts", MAX_LIST), MAX_LIST)
         marker = _non_negative(state, "part-number-marker", 0)
-        parts, truncated = await self.service.list_parts(bucket, key, upload_id, marker, max_parts)
+        upload, parts, truncated = await self.service.list_parts(bucket, key, upload_id, marker, max_parts)
         next_marker = parts[-1].part_number if parts else None
         payload = xml.list_parts(
-            bucket, key, upload_id, marker, next_marker, max_parts, truncated, parts, (OWNER_ID, OWNER_NAME)
+            bucket, key, upload_id, marker, next_marker, max_parts, truncated, parts, (OWNER_ID, OWNER_NAME),
+            checksum_algorithm=upload.checksum_algorithm,
+            checksum_type=upload.checksum_type,
         )
         self.frontend._send_xml(request, state, payload)
 

@@ -25,7 +25,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from s3orch.auth.authenticate import authenticate
 from s3orch.auth.registry import CredentialRegistry, Principal
-from s3orch.core.multipart import MultipartService, part_range
+from s3orch.core.multipart import MultipartService, object_parts_page, part_range
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.http.admission import Admission, Refused, Slot
 from s3orch.http.body import BodyInfo, RequestBody, parse_content_md5
@@ -405,7 +405,8 @@ class S3Frontend(Resource):
             decoder=decoder,
             content_md5=parse_content_md5(_first(headers, "content-md5")),
             sha256_claim=claim,
-            checksum_header=parse_checksum_headers(headers),
+            # CompleteMultipartUpload's x-amz-checksum-* is the object's, not the body's.
+            checksum_header=parse_checksum_headers(headers) if op != "CompleteMultipartUpload" else None,
             trailer_checksum=trailer_checksum,
         )
 
@@ -767,11 +768,19 @@ class S3Frontend(Resource):
         check_read_conditions(state.headers, record.etag, record.last_modified)
         checksums: list[tuple[str, str]] = []
         if "Checksum" in wanted and record.checksum_algorithm and record.checksum_value:
-            checksums.append(("Checksum" + record.checksum_algorithm.upper(), record.checksum_value))
-            checksums.append(("ChecksumType", checksum_type(record.checksum_value)))
+            # AWS gives a composite checksum here without its "-N".
+            value, kind = record.checksum_value, checksum_type(record.checksum_value)
+            if kind == "COMPOSITE":
+                value = value.rpartition("-")[0]
+            checksums.append(("Checksum" + record.checksum_algorithm.upper(), value))
+            checksums.append(("ChecksumType", kind))
         parts = None
         if "ObjectParts" in wanted and record.parts_count:
-            parts = xml.ObjectPartsInfo(total_parts_count=record.parts_count)
+            parts = object_parts_page(
+                record,
+                _first(state.headers, "x-amz-max-parts"),
+                _first(state.headers, "x-amz-part-number-marker"),
+            )
         request.setHeader("last-modified", http_date(record.last_modified))
         payload = xml.object_attributes(
             etag=record.etag if "ETag" in wanted else None,
@@ -803,8 +812,7 @@ class S3Frontend(Resource):
             sha256_hex=body.sha256_hex,
             new=NewObject(meta.content_type, meta.system, meta.user),
             checksum=body.checksum,
-            if_none_match=conditions.if_none_match_star,
-            if_match=conditions.if_match,
+            conditions=conditions,
             request_id=state.request_id,
         )
         request.setHeader("etag", quote_etag(record.etag))
@@ -840,8 +848,7 @@ class S3Frontend(Resource):
             source,
             state.address.key,
             new,
-            if_none_match=conditions.if_none_match_star,
-            if_match=conditions.if_match,
+            conditions=conditions,
             request_id=state.request_id,
         )
         self._send_xml(request, state, xml.copy_object_result(record.etag, record.last_modified))

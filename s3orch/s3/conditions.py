@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 
 from s3orch.s3.errors import (
     NoSuchKey,
-    NotImplementedError_,
     NotModified,
     PreconditionFailed,
     S3Error,
@@ -200,53 +200,107 @@ def check_copy_source_conditions(
     )
 
 
+#: What :meth:`WriteConditions.violation` reports when the write needs an object that is absent.
+KEY_MISSING = "key-missing"
+
+
+def _etag_set(tags: list[EntityTag] | str) -> tuple[str, ...]:
+    if tags == ANY:
+        return (ANY,)
+    return tuple(dict.fromkeys(t.opaque for t in tags if isinstance(t, EntityTag)))
+
+
 @dataclass(frozen=True)
 class WriteConditions:
-    """Conditional-write headers of PutObject / CompleteMultipartUpload / CopyObject.
+    """If-Match / If-None-Match of PutObject, CopyObject and CompleteMultipartUpload.
 
-    ``if_match`` is an unquoted ETag, or ``"*"`` (the object must exist).
+    Each is None (header absent), ``("*",)``, or the unquoted ETags listed.  The
+    write goes ahead only if every present header holds for the key's current
+    object: If-Match ``*`` needs an object, If-Match ETags need the current ETag
+    among them (no object: 404 NoSuchKey); If-None-Match ``*`` needs no object,
+    If-None-Match ETags need the current ETag (if any) not among them.  The core
+    checks early (no bytes are sent for a write that cannot succeed); the store
+    checks again inside the commit transaction, which is what makes a conditional
+    write atomic against a concurrent writer.
     """
 
-    if_none_match_star: bool = False
-    if_match: str | None = None
+    if_match: tuple[str, ...] | None = None
+    if_none_match: tuple[str, ...] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the write has any condition."""
+        return self.if_match is not None or self.if_none_match is not None
+
+    def violation(self, current_etag: str | None) -> str | None:
+        """Why the write may not go ahead over ``current_etag`` (None: no object).
+
+        None when it may; :data:`KEY_MISSING` when an If-Match found no object;
+        otherwise the name of the header that failed (``If-Match``, ``If-None-Match``).
+        """
+        current = normalize_etag(current_etag) if current_etag is not None else None
+        if self.if_match is not None:
+            if current is None:
+                return KEY_MISSING
+            if ANY not in self.if_match and current not in self.if_match:
+                return "If-Match"
+        if self.if_none_match is not None and current is not None:
+            if ANY in self.if_none_match or current in self.if_none_match:
+                return "If-None-Match"
+        return None
 
     def check(self, current_etag: str | None) -> None:
-        """Apply against the current object (None if absent), as AWS does.
+        """Raise what AWS answers when the conditions fail over ``current_etag``."""
+        raise_violation(self.violation(current_etag))
 
-        If-None-Match: * with an existing object -> 412; If-Match on a missing
-        object -> 404 NoSuchKey; If-Match with another ETag -> 412.
-        """
-        if self.if_none_match_star and current_etag is not None:
-            raise PreconditionFailed(Condition="If-None-Match")
-        if self.if_match is not None:
-            if current_etag is None:
-                raise NoSuchKey()
-            if self.if_match != "*" and self.if_match != normalize_etag(current_etag):
-                raise PreconditionFailed(Condition="If-Match")
+    def to_json(self) -> str | None:
+        """The conditions as stored with a pending write (None without any)."""
+        if not self.active:
+            return None
+        return json.dumps(
+            {
+                "if_match": None if self.if_match is None else list(self.if_match),
+                "if_none_match": None if self.if_none_match is None else list(self.if_none_match),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> WriteConditions:
+        """The inverse of :meth:`to_json`."""
+        if not text:
+            return cls()
+        data = json.loads(text)
+        match, none_match = data.get("if_match"), data.get("if_none_match")
+        return cls(
+            None if match is None else tuple(str(e) for e in match),
+            None if none_match is None else tuple(str(e) for e in none_match),
+        )
+
+
+#: No conditions.
+UNCONDITIONAL = WriteConditions()
+
+
+def raise_violation(violation: str | None) -> None:
+    """The S3 error of a :meth:`WriteConditions.violation` (nothing for None)."""
+    if violation is None:
+        return
+    if violation == KEY_MISSING:
+        raise NoSuchKey()
+    raise PreconditionFailed(Condition=violation)
 
 
 def parse_write_conditions(headers: Headers) -> WriteConditions:
-    """Read If-None-Match / If-Match of a write; AWS supports only ``If-None-Match: *``."""
-    if_none_match = header_value(headers, "if-none-match")
-    star = False
-    if if_none_match is not None:
-        if if_none_match.strip() != "*":
-            raise NotImplementedError_(
-                "A header you provided implies functionality that is not implemented",
-                Header="If-None-Match",
-            )
-        star = True
-    if_match_raw = header_value(headers, "if-match")
-    if_match: str | None = None
-    if if_match_raw is not None:
-        tags = parse_etag_list(if_match_raw)
-        if tags == ANY:
-            if_match = "*"
-        elif len(tags) == 1 and isinstance(tags[0], EntityTag):
-            if_match = tags[0].opaque
-        else:
-            raise NotImplementedError_(
-                "A header you provided implies functionality that is not implemented",
-                Header="If-Match",
-            )
-    return WriteConditions(star, if_match)
+    """If-Match / If-None-Match of a write: ``*`` or a list of (quoted or bare) ETags.
+
+    AWS documents ``If-None-Match: *`` and ``If-Match: <etag>``; the other forms
+    (``If-Match: *``, ``If-None-Match: <etag>``, lists) have their obvious meaning,
+    as Ceph RGW gives them.  An empty header counts as absent.
+    """
+    found: list[tuple[str, ...] | None] = []
+    for name in ("if-match", "if-none-match"):
+        raw = header_value(headers, name)
+        tags = _etag_set(parse_etag_list(raw)) if raw is not None else ()
+        found.append(tags or None)
+    return WriteConditions(found[0], found[1])

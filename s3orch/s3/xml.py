@@ -308,11 +308,15 @@ def copy_object_result(etag: str, last_modified: Timestamp) -> bytes:
     )
 
 
-def copy_part_result(etag: str, last_modified: Timestamp) -> bytes:
-    """CopyPartResult of UploadPartCopy."""
+def copy_part_result(
+    etag: str, last_modified: Timestamp, checksums: Sequence[tuple[str, str]] = ()
+) -> bytes:
+    """CopyPartResult of UploadPartCopy; ``checksums`` are (ChecksumCRC32 ..., value) pairs
+    (the part's checksum when its upload has an algorithm)."""
     return _doc(
         "CopyPartResult",
-        [_el("LastModified", iso8601(last_modified)), _el("ETag", quote_etag(etag))],
+        [_el("LastModified", iso8601(last_modified)), _el("ETag", quote_etag(etag))]
+        + [_el(name, value) for name, value in checksums],
     )
 
 
@@ -420,8 +424,14 @@ def list_parts(
     parts: Iterable[PartEntry],
     owner: Owner,
     storage_class: str = "STANDARD",
+    *,
+    checksum_algorithm: str | None = None,
+    checksum_type: str | None = None,
 ) -> bytes:
-    """ListPartsResult in AWS's order (Initiator/Owner/StorageClass before the markers)."""
+    """ListPartsResult in AWS's order (Initiator/Owner/StorageClass before the markers).
+
+    With the upload's checksum algorithm, each part carries its checksum
+    (``checksum_algorithm``/``checksum_value`` attributes of the entries)."""
     out = [
         _el("Bucket", bucket),
         _el("Key", key),
@@ -429,6 +439,8 @@ def list_parts(
         _owner("Initiator", owner),
         _owner("Owner", owner),
         _el("StorageClass", storage_class),
+        _el("ChecksumAlgorithm", checksum_algorithm),
+        _el("ChecksumType", checksum_type if checksum_algorithm else None),
         _el("PartNumberMarker", part_number_marker),
         _el("NextPartNumberMarker", next_part_number_marker),
         _el("MaxParts", max_parts),
@@ -441,9 +453,20 @@ def list_parts(
             + _el("LastModified", iso8601(part.last_modified))
             + _el("ETag", quote_etag(part.etag))
             + _el("Size", part.size)
+            + _part_checksum(part, checksum_algorithm)
             + "</Part>"
         )
     return _doc("ListPartsResult", out)
+
+
+def _part_checksum(part: object, algorithm: str | None) -> str:
+    """The ``ChecksumX`` element of a part in ``algorithm`` ("" without one)."""
+    value = getattr(part, "checksum_value", None)
+    if not algorithm or not value:
+        return ""
+    if (getattr(part, "checksum_algorithm", None) or "").upper() != algorithm.upper():
+        return ""
+    return _el("Checksum" + algorithm.upper(), value)
 
 
 def list_multipart_uploads(
@@ -492,6 +515,8 @@ def list_multipart_uploads(
             + _owner("Owner", owner)
             + _el("StorageClass", storage_class)
             + _el("Initiated", iso8601(upload.initiated))
+            + _el("ChecksumAlgorithm", getattr(upload, "checksum_algorithm", None))
+            + _el("ChecksumType", getattr(upload, "checksum_type", None))
             + "</Upload>"
         )
     out.append(_common_prefixes(common_prefixes, enc))
@@ -509,13 +534,14 @@ class ObjectPartInfo:
 
 @dataclass(frozen=True)
 class ObjectPartsInfo:
-    """GetObjectAttributes' ObjectParts (only for multipart objects)."""
+    """GetObjectAttributes' ObjectParts (only for multipart objects).  The pagination
+    fields left None are not sent (AWS sends only PartsCount for some objects)."""
 
     total_parts_count: int
-    part_number_marker: int = 0
+    part_number_marker: int | None = None
     next_part_number_marker: int | None = None
-    max_parts: int = 1000
-    is_truncated: bool = False
+    max_parts: int | None = None
+    is_truncated: bool | None = None
     parts: Sequence[ObjectPartInfo] = field(default_factory=tuple)
 
 

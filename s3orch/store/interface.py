@@ -12,10 +12,11 @@ Quota accounting per backend::
     available = bytes_limit - bytes_used - orphan_bytes - reserved_bytes
     (bytes_limit == 0 means unlimited)
 
-* ``reserved_bytes``: bytes of writes in flight (pending intents; later, open
-  multipart parts).  Reserved before the backend call, so concurrent writers
-  never push a backend past its limit.
-* ``bytes_used``: bytes of committed object copies.
+* ``reserved_bytes``: bytes of writes in flight: pending intents, and the parts
+  (and part uploads in flight) of open multipart uploads, each on the backend it
+  was placed on.  Reserved before the backend call, so concurrent writers never
+  push a backend past its limit.
+* ``bytes_used``: bytes of committed object copies (one per extent and backend).
 * ``orphan_bytes``: bytes of backend objects no longer referenced but not yet
   deleted (rows in ``cleanup_queue`` / ``cleanup_dlq``).
 """
@@ -26,19 +27,45 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
+
 
 @dataclass(frozen=True)
 class Location:
-    """One stored copy of an object on one backend."""
+    """One stored copy of an extent (of a whole single-extent object) on one backend."""
 
     backend: str
     storage_key: str
-    size: int  # bytes stored on the backend (== object size without encryption)
+    size: int  # bytes stored on the backend (== the extent's size without encryption)
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A run of an object's bytes stored as one backend object per copy.
+
+    A PUT or a copy makes one extent, part 0, holding the whole object.  A
+    completed multipart upload is one extent per part, numbered as the part was
+    (ascending, possibly with gaps), each placed on its own backend.
+    """
+
+    part_number: int  # 0: the whole object; N: part N of a multipart object
+    offset: int  # the first byte of the object it holds
+    size: int
+    locations: tuple[Location, ...]  # its copies, in read-preference order
+    etag: str | None = None  # MD5 hex of the part's bytes (parts of multipart objects)
+    checksum_value: str | None = None  # the part's checksum in the object's algorithm
 
 
 @dataclass(frozen=True)
 class ObjectRecord:
-    """The client-visible identity of an object plus where its copies live."""
+    """The client-visible identity of an object plus where its copies live.
+
+    A single-extent object (every PUT and copy of one, and native multipart
+    objects of older builds) keeps its copies in ``locations`` and has no
+    ``parts``.  A multi-extent object (a completed multipart upload) has its
+    extents, in order, in ``parts`` and no ``locations``.  :attr:`extents` is the
+    one view readers need for both.
+    """
 
     bucket: str
     key: str
@@ -59,6 +86,15 @@ class ObjectRecord:
     part_sizes: tuple[int, ...] | None = None
     content_hash: str | None = None  # sha256 hex of the plaintext
     locations: tuple[Location, ...] = ()
+    #: The extents of a multi-extent object, by part number (empty otherwise).
+    parts: tuple[Extent, ...] = ()
+
+    @property
+    def extents(self) -> tuple[Extent, ...]:
+        """The object's extents in order: its parts, or one extent with ``locations``."""
+        if self.parts:
+            return self.parts
+        return (Extent(0, 0, self.size, self.locations),)
 
 
 @dataclass(frozen=True)
@@ -123,8 +159,7 @@ class Intent:
     parts_count: int | None = None
     part_sizes: tuple[int, ...] | None = None
     #: The write's conditions (as given to ``commit_object``), re-checked on promotion.
-    if_none_match: bool = False
-    if_match: str | None = None
+    conditions: WriteConditions = UNCONDITIONAL
 
 
 @dataclass(frozen=True)
@@ -209,7 +244,15 @@ class StoreUnavailable(Exception):
 
 
 class PreconditionConflict(Exception):
-    """``commit_object(if_none_match=True)`` found the key already present."""
+    """A conditional commit found the key's current object failing its conditions.
+
+    ``violation`` is what :meth:`WriteConditions.violation` said (the failed header, or
+    :data:`~s3orch.s3.conditions.KEY_MISSING`); nothing was changed.
+    """
+
+    def __init__(self, message: str, violation: str) -> None:
+        super().__init__(message)
+        self.violation = violation
 
 
 class IntentNotFound(Exception):
@@ -228,7 +271,9 @@ class IntentNotFound(Exception):
         self.cleanup = cleanup
 
 
-#: Multipart upload states (see sql/sqlite/0002_native_multipart.sql for the life cycle).
+#: Multipart upload states (see sql/sqlite/0004_extents.sql for the life cycle).  An
+#: upload of this version is open, then completed, or aborting then aborted; creating and
+#: completing only describe native uploads of older builds.
 UPLOAD_CREATING = "creating"
 UPLOAD_OPEN = "open"
 UPLOAD_COMPLETING = "completing"
@@ -236,45 +281,89 @@ UPLOAD_COMPLETED = "completed"
 UPLOAD_ABORTING = "aborting"
 UPLOAD_ABORTED = "aborted"
 
+#: Who started an upload: a client, or a CopyObject of a multi-extent object.
+ORIGIN_CLIENT = "client"
+ORIGIN_COPY = "copy"
+
 
 @dataclass(frozen=True)
 class MultipartUpload:
-    """A backend-native multipart upload as the store keeps it.
+    """A multipart upload as the store keeps it.
 
-    ``upload_id`` is ours (never the backend's) and doubles as the write id of
-    the object the upload becomes, so ``storage_key`` (fixed at Create) is a
-    per-write key and Complete never overwrites committed bytes.
+    ``upload_id`` is ours and doubles as the write id of the object the upload
+    becomes.  Its parts are placed one by one (each :class:`UploadedPart` names its
+    backend and storage key).  ``backend``, ``storage_key`` and ``backend_upload_id``
+    are set only on the native uploads of older builds, whose parts lived inside one
+    backend upload: those can only be aborted.
     """
 
     upload_id: str
     bucket: str
     key: str
-    backend: str
-    storage_key: str
     initiated: float  # created_at, epoch seconds
-    state: str = UPLOAD_CREATING
-    backend_upload_id: str | None = None
+    state: str = UPLOAD_OPEN
     content_type: str = "application/octet-stream"
     headers: dict[str, str] = field(default_factory=dict)
     user_metadata: dict[str, str] = field(default_factory=dict)
-    checksum_algorithm: str | None = None
+    checksum_algorithm: str | None = None  # upper-case (CRC32 ...)
+    checksum_type: str | None = None  # COMPOSITE or FULL_OBJECT, with an algorithm
+    origin: str = ORIGIN_CLIENT
     updated_at: float = 0.0
-    #: Part numbers sent to the backend by the Complete in progress (state completing).
-    complete_parts: tuple[int, ...] | None = None
     etag: str | None = None  # the object's ETag once completed
+    backend: str | None = None
+    storage_key: str | None = None
+    backend_upload_id: str | None = None
+    #: Part numbers a native Complete sent to the backend (state completing, older builds).
+    complete_parts: tuple[int, ...] | None = None
+
+    @property
+    def native(self) -> bool:
+        """A backend-native upload of an older build (abort only)."""
+        return self.backend is not None
 
 
 @dataclass(frozen=True)
 class UploadedPart:
-    """One committed part: ``etag`` is the MD5 of its bytes, ``backend_etag`` the backend's."""
+    """One part: ``etag`` is the MD5 of its bytes, stored at ``storage_key`` on ``backend``.
+
+    ``backend``/``storage_key`` are None only for the parts of native uploads of older
+    builds (then inside the upload's backend upload, with the backend's ``backend_etag``).
+    """
 
     part_number: int
     etag: str
     size: int
     last_modified: float
-    backend_etag: str
+    backend: str | None = None
+    storage_key: str | None = None
     checksum_algorithm: str | None = None
     checksum_value: str | None = None
+    backend_etag: str | None = None
+
+
+@dataclass(frozen=True)
+class PartReservation:
+    """Room reserved for one part upload on the backend placement chose."""
+
+    attempt_id: str
+    upload_id: str
+    backend: str
+    storage_key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PartCommit:
+    """What :meth:`MetadataStore.commit_part` did.
+
+    ``committed`` False: the upload was completed or aborted meanwhile (or the
+    attempt given up); the part's backend object is queued for cleanup instead.
+    ``cleanup``: backend objects queued by the call, for an immediate delete: the
+    part this one replaced, or the part itself when not committed.
+    """
+
+    committed: bool
+    cleanup: list[CleanupItem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -293,14 +382,11 @@ class UploadNotFound(Exception):
 
     Callers answer exactly what a missing upload answers (404 NoSuchUpload): a
     wrong bucket or key must be indistinguishable from a missing upload.
-    ``cleanup`` carries a backend object the store queued for deletion because
-    the call could not keep it (see ``finish_complete``).
     """
 
-    def __init__(self, upload_id: str, cleanup: CleanupItem | None = None) -> None:
+    def __init__(self, upload_id: str) -> None:
         super().__init__(upload_id)
         self.upload_id = upload_id
-        self.cleanup = cleanup
 
 
 class UploadLimitReached(Exception):
@@ -308,14 +394,21 @@ class UploadLimitReached(Exception):
 
 
 class PartMismatch(Exception):
-    """``begin_complete``: a listed part is missing or its ETag changed."""
+    """``complete_upload``: a listed part is missing or its ETag changed."""
 
 
 @dataclass(frozen=True)
 class CompleteOutcome:
-    """What ``finish_complete`` did: displaced copies to delete, or nothing (a repeat)."""
+    """What ``complete_upload`` did.
+
+    ``displaced``: the previous version's copies, queued for cleanup
+    (``overwrite_displaced``); ``discarded``: the upload's parts not listed, queued
+    for cleanup (``part_discarded``).  Both for an immediate delete attempt.
+    ``already_completed``: a repeat; nothing changed.
+    """
 
     displaced: list[CleanupItem]
+    discarded: list[CleanupItem] = field(default_factory=list)
     already_completed: bool = False
 
 
@@ -361,8 +454,7 @@ class MetadataStore(Protocol):
         reservation: Reservation,
         record: ObjectRecord,
         now: float,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        conditions: WriteConditions = UNCONDITIONAL,
     ) -> list[CleanupItem]:
         """Make ``record`` the current version of its key, in one transaction.
 
@@ -371,10 +463,10 @@ class MetadataStore(Protocol):
         previous version's locations (their bytes move from ``bytes_used`` to
         ``orphan_bytes``) and enqueues them in ``cleanup_queue`` with reason
         ``overwrite_displaced``.  Returns those cleanup items for an immediate
-        delete attempt.  ``if_none_match`` raises PreconditionConflict when the
-        key exists; ``if_match`` raises PreconditionConflict unless the current
-        ETag equals it.  On PreconditionConflict nothing is changed (the intent
-        stays; the caller deletes the uploaded bytes and calls release()).
+        delete attempt.  ``conditions`` are checked against the key's current
+        object under the key's lock: PreconditionConflict when they fail, and
+        nothing is changed (the intent stays; the caller deletes the uploaded bytes
+        and calls release()).
 
         Idempotent: when the key's current version already has ``record.write_id``
         (a retried call) it returns [] and changes nothing.  Otherwise, without the
@@ -386,7 +478,7 @@ class MetadataStore(Protocol):
         """
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
-        """The current version of a key with its locations, or None."""
+        """The current version of a key with its copies (and extents), or None."""
 
     async def delete_object(self, bucket: str, key: str, now: float) -> list[CleanupItem]:
         """Remove a key; its copies' bytes move to orphan_bytes and into cleanup_queue
@@ -468,35 +560,18 @@ class MetadataStore(Protocol):
     async def count_intents(self) -> int:
         """Pending intents (writes in flight plus those waiting for the reaper)."""
 
-    # -- multipart uploads (backend-native) -------------------------------------------
+    # -- multipart uploads ------------------------------------------------------------
 
     async def create_multipart_upload(
-        self,
-        upload: MultipartUpload,
-        candidates: Sequence[str],
-        strategy: str,
-        size_hint: int,
-        max_uploads: int,
-        now: float,
-    ) -> MultipartUpload | None:
-        """Choose the upload's backend among ``candidates`` and record it as ``creating``.
+        self, upload: MultipartUpload, max_uploads: int, now: float
+    ) -> MultipartUpload:
+        """Record a new ``open`` upload (its ``backend``/``storage_key`` are ignored).
 
-        The choice follows ``strategy`` like :meth:`reserve`, needing room for
-        ``max(size_hint, 1)`` bytes (nothing is reserved yet: parts reserve as they
-        arrive).  ``upload.backend`` is ignored.  Raises UploadLimitReached when the
-        bucket already has ``max_uploads`` (> 0) uploads not completed or aborted.
-        Returns None when no candidate has room.
+        Nothing is placed or reserved: each part is, as it arrives.  Raises
+        UploadLimitReached when ``max_uploads`` > 0 and the bucket already has that
+        many client uploads not completed or aborted (copy uploads do not count).
+        A retried call returns the upload as recorded.
         """
-
-    async def open_multipart_upload(self, upload_id: str, backend_upload_id: str, now: float) -> bool:
-        """The backend upload exists: record its id and move ``creating`` -> ``open``.
-
-        False when the upload is no longer ``creating`` (the stale-upload cleanup
-        took it): the caller aborts the backend upload it just made.
-        """
-
-    async def drop_multipart_upload(self, upload_id: str) -> None:
-        """Forget a ``creating`` upload whose backend Create failed."""
 
     async def get_multipart_upload(
         self, bucket: str, key: str, upload_id: str
@@ -511,26 +586,35 @@ class MetadataStore(Protocol):
         part_number: int,
         size: int,
         attempt_id: str,
+        storage_key: str,
+        candidates: Sequence[str],
+        strategy: str,
         now: float,
-    ) -> MultipartUpload | None:
-        """Reserve ``size`` bytes on the upload's backend for one part upload.
+    ) -> PartReservation | None:
+        """Place one part upload: choose a backend among ``candidates`` as :meth:`reserve`
+        does and reserve ``size`` bytes there, recording the attempt (its backend and
+        ``storage_key``) in the same transaction.
 
         Raises UploadNotFound unless the upload belongs to ``bucket``/``key`` and is
-        ``open``.  Returns None (nothing changed) when the backend has no room.
-        The bytes of a part being replaced stay reserved until its replacement
-        commits: both exist on the backend in between.
+        ``open`` (and not a native upload of an older build).  Returns None (nothing
+        changed) when no candidate has room.  The bytes of a part being replaced stay
+        reserved until its replacement commits: both exist on backends in between.
+        A retried call (same ``attempt_id``) returns the first reservation.
         """
 
     async def release_part(self, attempt_id: str) -> None:
-        """Drop a part attempt and its reservation (the backend call failed)."""
+        """Drop a part attempt and its reservation (its backend call failed)."""
 
-    async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> bool:
-        """Record an uploaded part; the attempt's reservation becomes the part's.
+    async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> PartCommit:
+        """Record an uploaded part (``part.backend``/``storage_key``: the attempt's).
 
-        Replacing a part number releases the old part's bytes in the same
-        transaction.  Returns False, releasing the attempt, when the upload is no
-        longer ``open`` (completed or aborted meanwhile: the backend drops the part)
-        or the attempt is gone (Complete/Abort released it).
+        The attempt's reservation becomes the part's (adjusted to ``part.size``).  A
+        part already recorded under that number is replaced: its reservation moves to
+        ``orphan_bytes`` and its backend object is queued for cleanup (``part_replaced``)
+        and returned, so whichever upload of a part number commits last wins.  When
+        the upload is no longer ``open`` or the attempt is gone (Complete or Abort took
+        it), nothing is recorded and the part's backend object is queued for cleanup
+        (``part_orphaned``) instead: ``committed`` is False.
         """
 
     async def list_parts(
@@ -538,38 +622,32 @@ class MetadataStore(Protocol):
     ) -> tuple[list[UploadedPart], bool]:
         """Parts numbered above the marker, ascending, and whether more follow."""
 
-    async def begin_complete(
+    async def complete_upload(
         self,
         bucket: str,
         key: str,
         upload_id: str,
         parts: Sequence[tuple[int, str]],
+        record: ObjectRecord,
         now: float,
-    ) -> MultipartUpload:
-        """Move an ``open`` upload to ``completing`` with ``parts`` (number, etag) as its list.
-
-        Raises PartMismatch when a part is missing or its ETag differs (nothing
-        changed), UploadNotFound unless the upload belongs to ``bucket``/``key`` and
-        is ``open`` or ``completing`` (a Complete left by a crash is taken over).
-        A ``completed`` upload is returned unchanged (the caller answers a repeat).
-        """
-
-    async def reopen_upload(self, upload_id: str, now: float) -> None:
-        """``completing`` -> ``open``: the backend refused the Complete."""
-
-    async def finish_complete(
-        self, upload_id: str, record: ObjectRecord, stored_size: int, now: float
+        conditions: WriteConditions = UNCONDITIONAL,
     ) -> CompleteOutcome:
-        """Commit the object a backend Complete produced, in one transaction.
+        """Make the listed ``(part number, etag)`` parts the key's current version.
 
-        ``record.write_id`` must be the upload id; the location is the upload's
-        storage key on its backend holding ``stored_size`` bytes.  Every part's and
-        attempt's reservation is released, ``stored_size`` moves into ``bytes_used``,
-        the previous version's copies are queued for cleanup (``overwrite_displaced``),
-        the parts are dropped and the upload becomes ``completed`` with ``record.etag``.
-        A repeat on a ``completed`` upload changes nothing (``already_completed``).
-        Raises UploadNotFound when the upload was aborted meanwhile; the completed
-        backend object is then queued for cleanup and carried on the exception.
+        One transaction, no backend call: each listed part becomes an extent of
+        ``record`` (whose ``write_id`` must be the upload id; its ``locations`` and
+        ``parts`` are ignored) at its own backend object, in part order; its
+        reservation becomes ``bytes_used`` where it lives.  The previous version's
+        copies are queued for cleanup (``displaced``), the parts not listed too
+        (``discarded``, reason ``part_discarded``), and part uploads still in flight
+        (``part_in_flight``, first tried after a grace, as they may still land); the
+        upload becomes ``completed`` with ``record.etag``.
+
+        Raises UploadNotFound unless the upload belongs to ``bucket``/``key`` and is
+        ``open`` or ``completed``; PartMismatch when a listed part is missing or has
+        another ETag; PreconditionConflict when ``conditions`` fail.  Each leaves
+        everything as it was.  On a ``completed`` upload it changes nothing and
+        answers ``already_completed``.
         """
 
     async def begin_abort(
@@ -577,17 +655,21 @@ class MetadataStore(Protocol):
     ) -> MultipartUpload:
         """Move an upload to ``aborting`` (refusing further parts).
 
-        Allowed from ``open``, ``completing`` (a Complete that failed ambiguously)
-        and ``aborting`` (a retried abort); with ``stale`` (the stale-upload
-        cleanup) also from ``creating``.  Raises UploadNotFound otherwise, or
-        unless it belongs to ``bucket``/``key``.  Returns the upload as it was.
+        Allowed from ``open`` and ``aborting`` (a retried abort), and from the native
+        states ``creating``/``completing`` of older builds.  Raises UploadNotFound
+        otherwise, or unless it belongs to ``bucket``/``key``.  Returns the upload as
+        it was.  ``stale`` is accepted for the stale-upload cleanup (same rules).
         """
 
-    async def finish_abort(self, upload_id: str, now: float) -> CleanupItem | None:
-        """The backend upload is gone: release every reservation, drop the parts,
-        state ``aborted``.  When a Complete had been started (``complete_parts``) the
-        backend may hold the assembled object: its storage key is queued for cleanup
-        (reason ``abort_part_cleanup``) and that item returned.  A repeat does nothing."""
+    async def finish_abort(self, upload_id: str, now: float) -> list[CleanupItem]:
+        """Release every reservation of an ``aborting`` upload and make it ``aborted``.
+
+        Every part's backend object is queued for cleanup (``abort_part_cleanup``) and
+        returned for an immediate delete; part uploads in flight are queued too, first
+        tried after a grace.  (A native upload whose backend Complete had been sent may
+        have an assembled object at its storage key: it is queued and returned too.)
+        A repeat does nothing and returns [].
+        """
 
     async def list_multipart_uploads(
         self,
@@ -598,7 +680,7 @@ class MetadataStore(Protocol):
         upload_id_marker: str,
         max_uploads: int,
     ) -> UploadListPage:
-        """Open uploads of ``bucket`` in (key, upload id) order after the markers.
+        """Open client uploads of ``bucket`` in (key, upload id) order after the markers.
 
         ``upload_id_marker`` applies only together with ``key_marker``: uploads of
         that key with a greater id follow; without it, keys > ``key_marker``.
@@ -615,4 +697,5 @@ class MetadataStore(Protocol):
         """Delete ``completed``/``aborted`` tombstones last updated before ``before``."""
 
     async def active_multipart_counts(self) -> dict[str, int]:
-        """Uploads not completed or aborted, per backend."""
+        """Uploads not completed or aborted, per backend holding at least one of their
+        parts or part uploads in flight (an upload counts on each such backend)."""

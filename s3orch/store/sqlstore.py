@@ -10,8 +10,8 @@ contract's exceptions are here, once.
 transaction.  ``read_only`` asks for one consistent snapshot and no writes;
 ``idempotent=False`` marks the few calls that must not be re-run when the
 outcome of their COMMIT is unknown (a lost connection while committing):
-running them again would answer differently (``open_multipart_upload``,
-``commit_part``) or count a failure twice (``cleanup_failed``).  Engines
+running them again would answer differently (``commit_part``) or count a
+failure twice (``cleanup_failed``).  Engines
 raise :class:`~s3orch.store.interface.StoreUnavailable` when the database
 cannot answer.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
+from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
 from s3orch.store import txn
 from s3orch.store.interface import (
     CleanupItem,
@@ -31,12 +32,13 @@ from s3orch.store.interface import (
     ListPage,
     MultipartUpload,
     ObjectRecord,
+    PartCommit,
+    PartReservation,
     PendingIntent,
     QuotaRow,
     Reservation,
     UploadedPart,
     UploadListPage,
-    UploadNotFound,
 )
 from s3orch.store.txn import Notes, Tx
 
@@ -123,14 +125,11 @@ class SQLStore:
         reservation: Reservation,
         record: ObjectRecord,
         now: float,
-        if_none_match: bool = False,
-        if_match: str | None = None,
+        conditions: WriteConditions = UNCONDITIONAL,
     ) -> list[CleanupItem]:
-        """See the protocol.  ``record.locations`` is ignored: the new version has exactly
-        the reservation's copy.  ``if_match`` may be ``*`` or a quoted ETag."""
-        result = await self._write(
-            txn.txn_commit_object, reservation, record, now, if_none_match, if_match
-        )
+        """See the protocol.  ``record.locations`` and ``parts`` are ignored: the new
+        version has exactly the reservation's copy, as its one extent."""
+        result = await self._write(txn.txn_commit_object, reservation, record, now, conditions)
         if isinstance(result, txn.IntentGone):
             raise IntentNotFound(reservation.write_id, result.cleanup)
         return result
@@ -195,31 +194,9 @@ class SQLStore:
     # -- multipart uploads ------------------------------------------------------------------
 
     async def create_multipart_upload(
-        self,
-        upload: MultipartUpload,
-        candidates: Sequence[str],
-        strategy: str,
-        size_hint: int,
-        max_uploads: int,
-        now: float,
-    ) -> MultipartUpload | None:
-        _check_strategy(strategy)
-        return await self._write(
-            txn.txn_create_multipart_upload,
-            upload,
-            tuple(candidates),
-            strategy,
-            size_hint,
-            max_uploads,
-            now,
-        )
-
-    async def open_multipart_upload(self, upload_id: str, backend_upload_id: str, now: float) -> bool:
-        """See the protocol; False when the upload is no longer ``creating``."""
-        return await self._write_once(txn.txn_open_multipart_upload, upload_id, backend_upload_id, now)
-
-    async def drop_multipart_upload(self, upload_id: str) -> None:
-        await self._write(txn.txn_drop_multipart_upload, upload_id)
+        self, upload: MultipartUpload, max_uploads: int, now: float
+    ) -> MultipartUpload:
+        return await self._write(txn.txn_create_multipart_upload, upload, max_uploads, now)
 
     async def get_multipart_upload(
         self, bucket: str, key: str, upload_id: str
@@ -234,18 +211,32 @@ class SQLStore:
         part_number: int,
         size: int,
         attempt_id: str,
+        storage_key: str,
+        candidates: Sequence[str],
+        strategy: str,
         now: float,
-    ) -> MultipartUpload | None:
+    ) -> PartReservation | None:
+        _check_strategy(strategy)
         if size < 0:
             raise ValueError(f"negative part size {size}")
         return await self._write(
-            txn.txn_reserve_part, bucket, key, upload_id, part_number, size, attempt_id, now
+            txn.txn_reserve_part,
+            bucket,
+            key,
+            upload_id,
+            part_number,
+            size,
+            attempt_id,
+            storage_key,
+            tuple(candidates),
+            strategy,
+            now,
         )
 
     async def release_part(self, attempt_id: str) -> None:
         await self._write(txn.txn_release_part, attempt_id)
 
-    async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> bool:
+    async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> PartCommit:
         return await self._write_once(txn.txn_commit_part, attempt_id, part, now)
 
     async def list_parts(
@@ -255,33 +246,28 @@ class SQLStore:
             txn.txn_list_parts, upload_id, part_number_marker, max(0, max_parts)
         )
 
-    async def begin_complete(
+    async def complete_upload(
         self,
         bucket: str,
         key: str,
         upload_id: str,
         parts: Sequence[tuple[int, str]],
+        record: ObjectRecord,
         now: float,
-    ) -> MultipartUpload:
-        return await self._write(txn.txn_begin_complete, bucket, key, upload_id, tuple(parts), now)
-
-    async def reopen_upload(self, upload_id: str, now: float) -> None:
-        await self._write(txn.txn_reopen_upload, upload_id, now)
-
-    async def finish_complete(
-        self, upload_id: str, record: ObjectRecord, stored_size: int, now: float
+        conditions: WriteConditions = UNCONDITIONAL,
     ) -> CompleteOutcome:
-        result = await self._write(txn.txn_finish_complete, upload_id, record, stored_size, now)
-        if isinstance(result, txn.UploadGone):
-            raise UploadNotFound(upload_id, result.cleanup)
-        return result
+        """See the protocol.  Idempotent under retry: a transaction re-run after an
+        unknown COMMIT outcome finds the upload completed and answers a repeat."""
+        return await self._write(
+            txn.txn_complete_upload, bucket, key, upload_id, tuple(parts), record, now, conditions
+        )
 
     async def begin_abort(
         self, bucket: str, key: str, upload_id: str, now: float, *, stale: bool = False
     ) -> MultipartUpload:
         return await self._write(txn.txn_begin_abort, bucket, key, upload_id, now, stale)
 
-    async def finish_abort(self, upload_id: str, now: float) -> CleanupItem | None:
+    async def finish_abort(self, upload_id: str, now: float) -> list[CleanupItem]:
         return await self._write(txn.txn_finish_abort, upload_id, now)
 
     async def list_multipart_uploads(

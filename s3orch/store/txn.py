@@ -43,6 +43,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Protocol
 
+from s3orch.s3.conditions import WriteConditions
 from s3orch.store.interface import (
     INTENT_ALREADY_RESOLVED,
     INTENT_AMBIGUOUS,
@@ -52,6 +53,7 @@ from s3orch.store.interface import (
     INTENT_PROMOTE,
     INTENT_PROMOTED,
     INTENT_SUPERSEDED,
+    ORIGIN_CLIENT,
     UPLOAD_ABORTED,
     UPLOAD_ABORTING,
     UPLOAD_COMPLETED,
@@ -60,6 +62,7 @@ from s3orch.store.interface import (
     UPLOAD_OPEN,
     CleanupItem,
     CompleteOutcome,
+    Extent,
     Intent,
     IntentResolution,
     ListEntry,
@@ -67,7 +70,9 @@ from s3orch.store.interface import (
     Location,
     MultipartUpload,
     ObjectRecord,
+    PartCommit,
     PartMismatch,
+    PartReservation,
     PendingIntent,
     PreconditionConflict,
     QuotaRow,
@@ -81,6 +86,10 @@ from s3orch.store.interface import (
 #: The caller tries to delete displaced/deleted copies at once; the queue waits this
 #: long before its own first attempt, so the two rarely race.
 IMMEDIATE_DELETE_GRACE = 60.0
+#: A part upload still in flight when its upload completed or was aborted may still
+#: land: its cleanup is first tried this long after (should the upload's own request
+#: finish later still, it queues the part again; see ``txn_commit_part``).
+IN_FLIGHT_GRACE = 3600.0
 #: Cleanup backoff: 60 s doubling per failed attempt, at most a day.
 CLEANUP_BACKOFF_BASE = 60.0
 CLEANUP_BACKOFF_MAX = 86400.0
@@ -203,9 +212,14 @@ def cleanup_backoff(attempts_before: int) -> float:
     return min(CLEANUP_BACKOFF_BASE * factor, CLEANUP_BACKOFF_MAX)
 
 
-def etag_matches(if_match: str, etag: str) -> bool:
-    wanted = if_match.strip()
-    return wanted == "*" or wanted.strip('"') == etag
+def check_conditions(
+    conditions: WriteConditions, bucket: str, key: str, current: Sequence[Any] | None
+) -> None:
+    """PreconditionConflict unless ``conditions`` hold for the key's current object
+    (``current``: its locked (write_id, etag) row, or None)."""
+    violation = conditions.violation(None if current is None else str(current[1]))
+    if violation is not None:
+        raise PreconditionConflict(f"{bucket}/{key}: {violation}", violation)
 
 
 def choose_backend(
@@ -234,13 +248,6 @@ def choose_backend(
 @dataclass(frozen=True)
 class IntentGone:
     """The commit found no intent; raised as IntentNotFound once the transaction committed."""
-
-    cleanup: CleanupItem | None
-
-
-@dataclass(frozen=True)
-class UploadGone:
-    """finish_complete found the upload aborted; raised as UploadNotFound after commit."""
 
     cleanup: CleanupItem | None
 
@@ -465,8 +472,8 @@ def txn_reserve(
     tx.execute(
         "INSERT INTO pending_objects (write_id, bucket, object_key, backend_name, storage_key,"
         " size_bytes, created_at, etag, content_type, headers, user_metadata, checksum_algorithm,"
-        " checksum_value, content_hash, parts_count, part_sizes, if_none_match, if_match)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " checksum_value, content_hash, parts_count, part_sizes, conditions)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (write_id) DO NOTHING",
         (
             intent.write_id,
@@ -485,8 +492,7 @@ def txn_reserve(
             intent.content_hash,
             intent.parts_count,
             None if intent.part_sizes is None else json.dumps(list(intent.part_sizes)),
-            bool(intent.if_none_match),
-            intent.if_match,
+            intent.conditions.to_json(),
         ),
     )
     if tx.rowcount == 0:
@@ -510,8 +516,7 @@ def txn_commit_object(
     reservation: Reservation,
     record: ObjectRecord,
     now: float,
-    if_none_match: bool,
-    if_match: str | None,
+    conditions: WriteConditions,
 ) -> list[CleanupItem] | IntentGone:
     tx.dialect.lock_key(tx, record.bucket, record.key)
     current = tx.execute(
@@ -537,10 +542,7 @@ def txn_commit_object(
             f"intent {reservation.write_id} is for {pending[0]}/{pending[1]},"
             f" not {record.bucket}/{record.key}"
         )
-    if if_none_match and current is not None:
-        raise PreconditionConflict(f"{record.bucket}/{record.key} exists")
-    if if_match is not None and (current is None or not etag_matches(if_match, current[1])):
-        raise PreconditionConflict(f"{record.bucket}/{record.key} does not match {if_match}")
+    check_conditions(conditions, record.bucket, record.key, current)
     supersede_intents(tx, record.bucket, record.key, now, but=reservation.write_id)
     return commit_write(tx, notes, reservation, record, str(pending[2]), int(pending[3]), now)
 
@@ -597,19 +599,28 @@ def commit_write(
     tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (reservation.write_id,))
     adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size)
     adjust_quota(tx, notes, reservation.backend, now, used=reservation.size, count=1)
-    write_object_row(tx, record, reservation.backend, reservation.storage_key, reservation.size, now)
+    write_object_row(
+        tx, record, [NewCopy(0, reservation.backend, reservation.storage_key, reservation.size)], now
+    )
     return displaced
 
 
-def write_object_row(
-    tx: Tx,
-    record: ObjectRecord,
-    backend: str,
-    storage_key: str,
-    stored_size: int,
-    now: float,
-) -> None:
-    """Make ``record`` the key's row with exactly one location (the old ones are gone)."""
+@dataclass(frozen=True)
+class NewCopy:
+    """A backend object that becomes a copy of one extent of the object being written."""
+
+    part_number: int
+    backend: str
+    storage_key: str
+    size: int
+    etag: str | None = None  # the part's MD5 (multi-extent objects)
+    checksum_value: str | None = None
+
+
+def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], now: float) -> None:
+    """Make ``record`` the key's row with exactly ``copies`` as its extents' copies (the
+    old locations are gone).  Copies of part 0 make a single-extent object; copies of
+    parts 1.. make a multi-extent object whose extents are those parts, in order."""
     tx.execute(
         "INSERT INTO objects (bucket, object_key, write_id, size_bytes, etag, content_type,"
         " headers, user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
@@ -646,15 +657,77 @@ def write_object_row(
             now,
         ),
     )
-    # A new version starts without the old version's tags (S3 PUT replaces them).
+    # A new version starts without the old version's tags (S3 PUT replaces them) and
+    # without its extents.
     tx.execute(
         "DELETE FROM object_tags WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
     )
     tx.execute(
-        "INSERT INTO object_locations (bucket, object_key, backend_name, storage_key, write_id,"
-        " size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (record.bucket, record.key, backend, storage_key, record.write_id, stored_size, now),
+        "DELETE FROM object_parts WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
     )
+    offset = 0
+    written: set[int] = set()
+    for copy in sorted(copies, key=lambda c: c.part_number):
+        if copy.part_number and copy.part_number not in written:
+            written.add(copy.part_number)
+            tx.execute(
+                "INSERT INTO object_parts (bucket, object_key, part_number, write_id, offset_bytes,"
+                " size_bytes, etag, checksum_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.bucket,
+                    record.key,
+                    copy.part_number,
+                    record.write_id,
+                    offset,
+                    copy.size,
+                    copy.etag or "",
+                    copy.checksum_value,
+                ),
+            )
+            offset += copy.size
+        tx.execute(
+            "INSERT INTO object_locations (bucket, object_key, part_number, backend_name,"
+            " storage_key, write_id, size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.bucket,
+                record.key,
+                copy.part_number,
+                copy.backend,
+                copy.storage_key,
+                record.write_id,
+                copy.size,
+                now,
+            ),
+        )
+
+
+def load_extents(
+    tx: Tx, bucket: str, key: str
+) -> tuple[tuple[Location, ...], tuple[Extent, ...]]:
+    """(copies of a single-extent object, extents of a multi-extent object) of a key."""
+    copies: dict[int, list[Location]] = {}
+    for part_number, backend, storage_key, size in tx.execute(
+        "SELECT part_number, backend_name, storage_key, size_bytes FROM object_locations"
+        " WHERE bucket = ? AND object_key = ? ORDER BY part_number, created_at, backend_name",
+        (bucket, key),
+    ).fetchall():
+        copies.setdefault(int(part_number), []).append(Location(backend, storage_key, int(size)))
+    parts = tuple(
+        Extent(
+            int(number),
+            int(offset),
+            int(size),
+            tuple(copies.get(int(number), ())),
+            etag,
+            checksum,
+        )
+        for number, offset, size, etag, checksum in tx.execute(
+            "SELECT part_number, offset_bytes, size_bytes, etag, checksum_value FROM object_parts"
+            " WHERE bucket = ? AND object_key = ? ORDER BY part_number",
+            (bucket, key),
+        ).fetchall()
+    )
+    return tuple(copies.get(0, ())), parts
 
 
 def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord | None:
@@ -666,14 +739,7 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
     ).fetchone()
     if row is None:
         return None
-    locations = tuple(
-        Location(backend, storage_key, int(size))
-        for backend, storage_key, size in tx.execute(
-            "SELECT backend_name, storage_key, size_bytes FROM object_locations"
-            " WHERE bucket = ? AND object_key = ? ORDER BY created_at, backend_name",
-            (bucket, key),
-        ).fetchall()
-    )
+    locations, parts = load_extents(tx, bucket, key)
     return ObjectRecord(
         bucket=bucket,
         key=key,
@@ -690,6 +756,7 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
         part_sizes=None if row[10] is None else tuple(json.loads(row[10])),
         content_hash=row[11],
         locations=locations,
+        parts=parts,
     )
 
 
@@ -893,8 +960,7 @@ def txn_claim_cleanups(
 _INTENT_COLUMNS = (
     "write_id, bucket, object_key, backend_name, storage_key, size_bytes, created_at,"
     " superseded_at, etag, content_type, headers, user_metadata, checksum_algorithm,"
-    " checksum_value, content_hash, parts_count, part_sizes, if_none_match, if_match,"
-    " claimed_by, claimed_at"
+    " checksum_value, content_hash, parts_count, part_sizes, conditions, claimed_by, claimed_at"
 )
 
 
@@ -952,15 +1018,15 @@ def txn_stale_intents(
             (now, owner, *(row[0] for row in rows)),
         )
     for row in rows:
-        if row[19] is not None:  # its claimer never resolved it: presumed dead
+        if row[18] is not None:  # its claimer never resolved it: presumed dead
             notes.warn(
                 "pending intent {write_id} ({bucket}/{key}) claimed by {claimer} {age:.0f}s ago"
                 " was never resolved; taken over",
                 write_id=row[0],
                 bucket=row[1],
                 key=row[2],
-                claimer=row[19],
-                age=now - float(row[20]),
+                claimer=row[18],
+                age=now - float(row[19]),
             )
     return [_pending_intent(row) for row in rows]
 
@@ -1003,11 +1069,11 @@ def txn_resolve_intent(
     elif not intent.promotable:
         reason = "the intent recorded no object metadata"
     elif outcome == INTENT_PROMOTE:
-        if_none_match, if_match = bool(row[17]), row[18]
-        if if_none_match and current is not None:
-            reason = "If-None-Match failed: the key exists"
-        elif if_match is not None and (current is None or not etag_matches(if_match, current[1])):
-            reason = f"If-Match {if_match} failed"
+        violation = WriteConditions.from_json(row[17]).violation(
+            None if current is None else str(current[1])
+        )
+        if violation is not None:
+            reason = f"its condition failed ({violation})"
         else:
             # Older failed writes of the key must not be promoted over this one later.
             supersede_intents(tx, bucket, key, now, but=write_id, created_before=intent.created_at)
@@ -1033,13 +1099,15 @@ def txn_count_intents(tx: Tx, notes: Notes) -> int:
 # --- multipart uploads ------------------------------------------------------------------
 #
 # Every transaction that changes an upload, its parts or its part attempts locks the
-# upload row first, then the quota row of its backend: one lock order, and an upload's
-# reservations can never be counted by one transaction and dropped by another.
+# upload row first, then (Complete) the object key and row, then every quota row it
+# touches in name order: one lock order, and an upload's reservations can never be
+# counted by one transaction and dropped by another.  Each part and attempt holds its
+# reservation on its own backend (a native upload of an older build: on the upload's).
 
 UPLOAD_COLUMNS = (
     "upload_id, bucket, object_key, backend_name, backend_upload_id, storage_key,"
-    " content_type, headers, user_metadata, checksum_algorithm, state, complete_parts, etag,"
-    " created_at, updated_at"
+    " content_type, headers, user_metadata, checksum_algorithm, checksum_type, origin, state,"
+    " complete_parts, etag, created_at, updated_at"
 )
 #: Upload states that count toward ``max_multipart_uploads``.
 ACTIVE_STATES = (UPLOAD_CREATING, UPLOAD_OPEN, UPLOAD_COMPLETING)
@@ -1057,11 +1125,13 @@ def upload_from_row(row: Sequence[Any]) -> MultipartUpload:
         headers=json.loads(row[7]),
         user_metadata=json.loads(row[8]),
         checksum_algorithm=row[9],
-        state=row[10],
-        complete_parts=None if row[11] is None else tuple(json.loads(row[11])),
-        etag=row[12],
-        initiated=float(row[13]),
-        updated_at=float(row[14]),
+        checksum_type=row[10],
+        origin=row[11],
+        state=row[12],
+        complete_parts=None if row[13] is None else tuple(json.loads(row[13])),
+        etag=row[14],
+        initiated=float(row[15]),
+        updated_at=float(row[16]),
     )
 
 
@@ -1085,86 +1155,47 @@ def owned_upload(
     return upload
 
 
-def drop_upload_parts(tx: Tx, notes: Notes, upload: MultipartUpload, now: float) -> None:
-    """Release every reservation of the (locked) upload and forget its parts and attempts."""
-    reserved = 0
-    for table in ("multipart_parts", "multipart_part_attempts"):
-        rows = tx.execute(
-            f"DELETE FROM {table} WHERE upload_id = ? RETURNING size_bytes", (upload.upload_id,)
-        ).fetchall()
-        reserved += sum(int(row[0]) for row in rows)
-    if reserved:
-        adjust_quota(tx, notes, upload.backend, now, reserved=-reserved)
-
-
 def txn_create_multipart_upload(
-    tx: Tx,
-    notes: Notes,
-    upload: MultipartUpload,
-    candidates: Sequence[str],
-    strategy: str,
-    size_hint: int,
-    max_uploads: int,
-    now: float,
-) -> MultipartUpload | None:
+    tx: Tx, notes: Notes, upload: MultipartUpload, max_uploads: int, now: float
+) -> MultipartUpload:
     existing = load_upload(tx, upload.upload_id)
     if existing is not None:  # a retried call
         return existing
-    if max_uploads > 0:
+    if max_uploads > 0 and upload.origin == ORIGIN_CLIENT:
         # Instances creating uploads in one bucket count one at a time.
         tx.dialect.lock_bucket_uploads(tx, upload.bucket)
         (active,) = tx.execute(
-            "SELECT COUNT(*) FROM multipart_uploads WHERE bucket = ?"
+            "SELECT COUNT(*) FROM multipart_uploads WHERE bucket = ? AND origin = ?"
             f" AND state IN ({marks(len(ACTIVE_STATES))})",
-            (upload.bucket, *ACTIVE_STATES),
+            (upload.bucket, ORIGIN_CLIENT, *ACTIVE_STATES),
         ).fetchone()
         if int(active) >= max_uploads:
             raise UploadLimitReached(upload.bucket)
-    # Nothing is reserved here (parts reserve as they arrive), so no quota row is locked.
-    chosen = pick_backend(tx, candidates, strategy, max(size_hint, 1), lock=False)
-    if chosen is None:
-        return None
     tx.execute(
-        "INSERT INTO multipart_uploads (upload_id, bucket, object_key, backend_name, storage_key,"
-        " content_type, headers, user_metadata, checksum_algorithm, state, created_at, updated_at)"
+        "INSERT INTO multipart_uploads (upload_id, bucket, object_key, content_type, headers,"
+        " user_metadata, checksum_algorithm, checksum_type, origin, state, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (upload_id) DO NOTHING",
         (
             upload.upload_id,
             upload.bucket,
             upload.key,
-            chosen,
-            upload.storage_key,
             upload.content_type,
             json.dumps(upload.headers, sort_keys=True),
             json.dumps(upload.user_metadata, sort_keys=True),
             upload.checksum_algorithm,
-            UPLOAD_CREATING,
+            upload.checksum_type,
+            upload.origin,
+            UPLOAD_OPEN,
             upload.initiated,
             now,
         ),
     )
     if tx.rowcount == 0:
         raise RetryTransaction(f"upload {upload.upload_id} was created concurrently")
-    return load_upload(tx, upload.upload_id)
-
-
-def txn_open_multipart_upload(
-    tx: Tx, notes: Notes, upload_id: str, backend_upload_id: str, now: float
-) -> bool:
-    tx.execute(
-        "UPDATE multipart_uploads SET backend_upload_id = ?, state = ?, updated_at = ?"
-        " WHERE upload_id = ? AND state = ?",
-        (backend_upload_id, UPLOAD_OPEN, now, upload_id, UPLOAD_CREATING),
-    )
-    return tx.rowcount == 1
-
-
-def txn_drop_multipart_upload(tx: Tx, notes: Notes, upload_id: str) -> None:
-    tx.execute(
-        "DELETE FROM multipart_uploads WHERE upload_id = ? AND state = ?",
-        (upload_id, UPLOAD_CREATING),
-    )
+    created = load_upload(tx, upload.upload_id)
+    assert created is not None
+    return created
 
 
 def txn_get_multipart_upload(
@@ -1185,32 +1216,45 @@ def txn_reserve_part(
     part_number: int,
     size: int,
     attempt_id: str,
+    storage_key: str,
+    candidates: Sequence[str],
+    strategy: str,
     now: float,
-) -> MultipartUpload | None:
+) -> PartReservation | None:
     upload = owned_upload(tx, bucket, key, upload_id, (UPLOAD_OPEN,))
-    if tx.execute(
-        "SELECT 1 FROM multipart_part_attempts WHERE attempt_id = ?", (attempt_id,)
-    ).fetchone():
-        return upload  # a retried call: one reservation only
-    row = tx.execute(
-        "SELECT bytes_limit, bytes_used, orphan_bytes, reserved_bytes FROM backend_quotas"
-        f" WHERE backend_name = ?{tx.for_update()}",
-        (upload.backend,),
+    if upload.native:
+        raise UploadNotFound(upload_id)  # an older build's native upload takes no parts
+    existing = tx.execute(
+        "SELECT backend_name, storage_key, size_bytes FROM multipart_part_attempts"
+        " WHERE attempt_id = ?",
+        (attempt_id,),
     ).fetchone()
-    if row is not None and int(row[0]) and int(row[0]) - int(row[1]) - int(row[2]) - int(row[3]) < size:
+    if existing is not None:  # a retried call: one reservation only
+        return PartReservation(attempt_id, upload_id, existing[0], existing[1], int(existing[2]))
+    chosen = pick_backend(tx, candidates, strategy, size, lock=True)
+    if chosen is None:
         return None
+    adjust_quota(tx, notes, chosen, now, reserved=size)
     tx.execute(
         "INSERT INTO multipart_part_attempts (attempt_id, upload_id, part_number, size_bytes,"
-        " created_at) VALUES (?, ?, ?, ?, ?)",
-        (attempt_id, upload_id, part_number, size, now),
+        " backend_name, storage_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (attempt_id, upload_id, part_number, size, chosen, storage_key, now),
     )
-    adjust_quota(tx, notes, upload.backend, now, reserved=size)
-    return upload
+    return PartReservation(attempt_id, upload_id, chosen, storage_key, size)
 
 
-def _attempt(tx: Tx, attempt_id: str) -> tuple[str, int, int, str, str] | None:
-    """(upload_id, part_number, size, upload state, backend) of a part attempt, its upload
-    locked first (the lock order), then the attempt read again under that lock."""
+@dataclass(frozen=True)
+class _Attempt:
+    upload: MultipartUpload
+    part_number: int
+    size: int
+    backend: str
+    storage_key: str | None
+
+
+def _attempt(tx: Tx, attempt_id: str) -> _Attempt | None:
+    """A part attempt with its upload, the upload locked first (the lock order), then the
+    attempt read again under that lock."""
     found = tx.execute(
         "SELECT upload_id FROM multipart_part_attempts WHERE attempt_id = ?", (attempt_id,)
     ).fetchone()
@@ -1218,12 +1262,13 @@ def _attempt(tx: Tx, attempt_id: str) -> tuple[str, int, int, str, str] | None:
         return None
     upload = load_upload(tx, found[0], lock=True)
     row = tx.execute(
-        "SELECT part_number, size_bytes FROM multipart_part_attempts WHERE attempt_id = ?",
+        "SELECT part_number, size_bytes, backend_name, storage_key FROM multipart_part_attempts"
+        " WHERE attempt_id = ?",
         (attempt_id,),
     ).fetchone()
     if row is None or upload is None:
         return None  # released while we waited for the upload
-    return (upload.upload_id, int(row[0]), int(row[1]), upload.state, upload.backend)
+    return _Attempt(upload, int(row[0]), int(row[1]), row[2] or upload.backend or "", row[3])
 
 
 def _delete_attempt(tx: Tx, attempt_id: str) -> bool:
@@ -1236,149 +1281,218 @@ def txn_release_part(tx: Tx, notes: Notes, attempt_id: str) -> None:
     found = _attempt(tx, attempt_id)
     if found is None or not _delete_attempt(tx, attempt_id):
         return  # already released (or Complete/Abort released it)
-    adjust_quota(tx, notes, found[4], time.time(), reserved=-found[2])
+    adjust_quota(tx, notes, found.backend, time.time(), reserved=-found.size)
 
 
-def txn_commit_part(tx: Tx, notes: Notes, attempt_id: str, part: UploadedPart, now: float) -> bool:
+def _queue_part_object(
+    tx: Tx, notes: Notes, backend: str | None, storage_key: str | None, size: int, now: float
+) -> list[CleanupItem]:
+    """Queue an uploaded part nobody will keep (it may already be queued: Complete or
+    Abort queued it as in flight; it is then due now, as its bytes have landed)."""
+    if backend is None or storage_key is None:
+        return []
+    queued = tx.execute(
+        "SELECT id, size_bytes, reason, attempts FROM cleanup_queue"
+        " WHERE backend_name = ? AND storage_key = ?",
+        (backend, storage_key),
+    ).fetchone()
+    if queued is not None:
+        tx.execute("UPDATE cleanup_queue SET next_retry = ? WHERE id = ?", (now, queued[0]))
+        return [CleanupItem(int(queued[0]), backend, storage_key, int(queued[1]), queued[2], int(queued[3]))]
+    item = queue_backend_object(tx, notes, backend, storage_key, size, "part_orphaned", now)
+    return [item] if item is not None else []
+
+
+def txn_commit_part(
+    tx: Tx, notes: Notes, attempt_id: str, part: UploadedPart, now: float
+) -> PartCommit:
     found = _attempt(tx, attempt_id)
     if found is None or not _delete_attempt(tx, attempt_id):
-        return False
-    upload_id, part_number, reserved, state, backend = found
-    if state != UPLOAD_OPEN or part_number != part.part_number:
-        adjust_quota(tx, notes, backend, now, reserved=-reserved)
-        return False
+        recorded = tx.execute(
+            "SELECT 1 FROM multipart_parts WHERE backend_name = ? AND storage_key = ?",
+            (part.backend, part.storage_key),
+        ).fetchone()
+        if recorded is not None:
+            return PartCommit(True)  # a repeated call
+        # Complete or Abort took the attempt (and queued its key) while the bytes travelled.
+        return PartCommit(False, _queue_part_object(tx, notes, part.backend, part.storage_key, part.size, now))
+    upload = found.upload
+    if (
+        upload.state != UPLOAD_OPEN
+        or found.part_number != part.part_number
+        or (part.backend, part.storage_key) != (found.backend, found.storage_key)
+    ):
+        lock_quotas(tx, [found.backend] + ([part.backend] if part.backend else []))
+        adjust_quota(tx, notes, found.backend, now, reserved=-found.size)
+        return PartCommit(False, _queue_part_object(tx, notes, part.backend, part.storage_key, part.size, now))
     old = tx.execute(
-        "SELECT size_bytes FROM multipart_parts WHERE upload_id = ? AND part_number = ?",
-        (upload_id, part_number),
+        "SELECT size_bytes, backend_name, storage_key FROM multipart_parts"
+        " WHERE upload_id = ? AND part_number = ?",
+        (upload.upload_id, part.part_number),
     ).fetchone()
-    # The attempt's bytes become the part's; the replaced part's bytes are released.
-    delta = part.size - reserved - (int(old[0]) if old is not None else 0)
-    if delta:
-        adjust_quota(tx, notes, backend, now, reserved=delta)
+    old_backend = (old[1] or upload.backend or "") if old is not None else None
+    lock_quotas(tx, [found.backend] + ([old_backend] if old_backend is not None else []))
+    # The attempt's reservation becomes the part's.
+    if part.size != found.size:
+        adjust_quota(tx, notes, found.backend, now, reserved=part.size - found.size)
+    cleanup: list[CleanupItem] = []
+    if old is not None and old_backend is not None:
+        # The part it replaces: its bytes are no longer this upload's.
+        adjust_quota(tx, notes, old_backend, now, reserved=-int(old[0]))
+        if old[2] is not None:
+            cleanup.append(
+                enqueue_cleanup(
+                    tx, notes, old_backend, old[2], int(old[0]), "part_replaced", now,
+                    now + IMMEDIATE_DELETE_GRACE,
+                )
+            )
     tx.execute(
         "INSERT INTO multipart_parts (upload_id, part_number, etag, size_bytes, checksum_algorithm,"
-        " checksum_value, backend_etag, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " checksum_value, backend_name, storage_key, backend_etag, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
         " ON CONFLICT (upload_id, part_number) DO UPDATE SET etag = excluded.etag,"
         " size_bytes = excluded.size_bytes, checksum_algorithm = excluded.checksum_algorithm,"
-        " checksum_value = excluded.checksum_value, backend_etag = excluded.backend_etag,"
+        " checksum_value = excluded.checksum_value, backend_name = excluded.backend_name,"
+        " storage_key = excluded.storage_key, backend_etag = NULL,"
         " created_at = excluded.created_at",
         (
-            upload_id,
-            part_number,
+            upload.upload_id,
+            part.part_number,
             part.etag,
             part.size,
             part.checksum_algorithm,
             part.checksum_value,
-            part.backend_etag,
+            part.backend,
+            part.storage_key,
             now,
         ),
     )
-    return True
+    return PartCommit(True, cleanup)
+
+
+_PART_COLUMNS = (
+    "part_number, etag, size_bytes, created_at, backend_name, storage_key, checksum_algorithm,"
+    " checksum_value, backend_etag"
+)
+
+
+def _part_from_row(row: Sequence[Any]) -> UploadedPart:
+    return UploadedPart(
+        part_number=int(row[0]),
+        etag=row[1],
+        size=int(row[2]),
+        last_modified=float(row[3]),
+        backend=row[4],
+        storage_key=row[5],
+        checksum_algorithm=row[6],
+        checksum_value=row[7],
+        backend_etag=row[8],
+    )
 
 
 def txn_list_parts(
     tx: Tx, notes: Notes, upload_id: str, marker: int, max_parts: int
 ) -> tuple[list[UploadedPart], bool]:
     rows = tx.execute(
-        "SELECT part_number, etag, size_bytes, created_at, backend_etag, checksum_algorithm,"
-        " checksum_value FROM multipart_parts WHERE upload_id = ? AND part_number > ?"
+        f"SELECT {_PART_COLUMNS} FROM multipart_parts WHERE upload_id = ? AND part_number > ?"
         " ORDER BY part_number LIMIT ?",
         (upload_id, marker, max_parts + 1),
     ).fetchall()
-    parts = [
-        UploadedPart(int(r[0]), r[1], int(r[2]), float(r[3]), r[4], r[5], r[6])
-        for r in rows[:max_parts]
-    ]
-    return parts, len(rows) > max_parts
+    return [_part_from_row(r) for r in rows[:max_parts]], len(rows) > max_parts
 
 
-def txn_begin_complete(
+def _attempt_rows(tx: Tx, upload: MultipartUpload) -> list[tuple[str, str | None, int]]:
+    """(backend, storage key, size) of the upload's part attempts, deleted."""
+    rows = tx.execute(
+        "DELETE FROM multipart_part_attempts WHERE upload_id = ?"
+        " RETURNING backend_name, storage_key, size_bytes",
+        (upload.upload_id,),
+    ).fetchall()
+    return [(row[0] or upload.backend or "", row[1], int(row[2])) for row in rows]
+
+
+def _release_in_flight(
+    tx: Tx, notes: Notes, attempts: Sequence[tuple[str, str | None, int]], now: float
+) -> None:
+    """Part uploads still in flight: their reservations go, their keys are queued for a
+    cleanup first tried after :data:`IN_FLIGHT_GRACE` (their bytes may still land)."""
+    for backend, storage_key, size in attempts:
+        adjust_quota(tx, notes, backend, now, reserved=-size)
+        if storage_key is not None:
+            enqueue_cleanup(
+                tx, notes, backend, storage_key, size, "part_in_flight", now, now + IN_FLIGHT_GRACE
+            )
+
+
+def txn_complete_upload(
     tx: Tx,
     notes: Notes,
     bucket: str,
     key: str,
     upload_id: str,
     parts: Sequence[tuple[int, str]],
-    now: float,
-) -> MultipartUpload:
-    upload = owned_upload(
-        tx, bucket, key, upload_id, (UPLOAD_OPEN, UPLOAD_COMPLETING, UPLOAD_COMPLETED)
-    )
-    if upload.state == UPLOAD_COMPLETED:
-        return upload
-    numbers = sorted({number for number, _ in parts})
-    stored: dict[int, str] = {}
-    if numbers:
-        stored = {
-            int(number): etag
-            for number, etag in tx.execute(
-                "SELECT part_number, etag FROM multipart_parts WHERE upload_id = ?"
-                f" AND part_number IN ({marks(len(numbers))})",
-                (upload_id, *numbers),
-            ).fetchall()
-        }
-    for number, etag in parts:
-        found = stored.get(number)
-        if found is None or found.lower() != etag.lower():
-            raise PartMismatch(f"part {number}")
-    tx.execute(
-        "UPDATE multipart_uploads SET state = ?, complete_parts = ?, updated_at = ?"
-        " WHERE upload_id = ?",
-        (UPLOAD_COMPLETING, json.dumps([number for number, _ in parts]), now, upload_id),
-    )
-    completing = load_upload(tx, upload_id)
-    assert completing is not None
-    return completing
-
-
-def txn_reopen_upload(tx: Tx, notes: Notes, upload_id: str, now: float) -> None:
-    tx.execute(
-        "UPDATE multipart_uploads SET state = ?, complete_parts = NULL, updated_at = ?"
-        " WHERE upload_id = ? AND state = ?",
-        (UPLOAD_OPEN, now, upload_id, UPLOAD_COMPLETING),
-    )
-
-
-def txn_finish_complete(
-    tx: Tx,
-    notes: Notes,
-    upload_id: str,
     record: ObjectRecord,
-    stored_size: int,
     now: float,
-) -> CompleteOutcome | UploadGone:
-    if record.write_id != upload_id:
-        raise ValueError(f"the object of upload {upload_id} must have it as write id")
-    upload = load_upload(tx, upload_id, lock=True)
-    if upload is None:
-        raise UploadNotFound(upload_id)
+    conditions: WriteConditions,
+) -> CompleteOutcome:
+    if record.write_id != upload_id or (record.bucket, record.key) != (bucket, key):
+        raise ValueError(f"the object of upload {upload_id} must be {bucket}/{key} with it as write id")
+    upload = owned_upload(tx, bucket, key, upload_id, (UPLOAD_OPEN, UPLOAD_COMPLETED))
     if upload.state == UPLOAD_COMPLETED:
         return CompleteOutcome([], already_completed=True)
-    if upload.state != UPLOAD_COMPLETING or (upload.bucket, upload.key) != (record.bucket, record.key):
-        return UploadGone(
-            queue_backend_object(
-                tx, notes, upload.backend, upload.storage_key, stored_size, "complete_aborted", now
+    if upload.native:
+        raise UploadNotFound(upload_id)
+    stored = {
+        int(row[0]): row
+        for row in tx.execute(
+            "SELECT part_number, etag, size_bytes, backend_name, storage_key, checksum_value"
+            " FROM multipart_parts WHERE upload_id = ? ORDER BY part_number",
+            (upload_id,),
+        ).fetchall()
+    }
+    listed: dict[int, Sequence[Any]] = {}
+    for number, etag in parts:
+        row = stored.get(number)
+        if row is None or row[1].lower() != etag.strip('"').lower() or row[4] is None:
+            raise PartMismatch(f"part {number}")
+        listed[number] = row
+    # The key's lock order, as a PUT's commit takes it.
+    tx.dialect.lock_key(tx, bucket, key)
+    current = tx.execute(
+        f"SELECT write_id, etag FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
+        (bucket, key),
+    ).fetchone()
+    check_conditions(conditions, bucket, key, current)
+    supersede_intents(tx, bucket, key, now)
+    attempts = _attempt_rows(tx, upload)
+    backends = [str(row[3]) for row in stored.values()] + [a[0] for a in attempts]
+    displaced = orphan_locations(
+        tx, notes, bucket, key, "overwrite_displaced", now, also_lock=backends
+    )
+    copies: list[NewCopy] = []
+    for number in sorted(listed):
+        _, etag, size, backend, storage_key, checksum = listed[number]
+        adjust_quota(tx, notes, backend, now, reserved=-int(size), used=int(size), count=1)
+        copies.append(NewCopy(number, backend, storage_key, int(size), etag, checksum))
+    write_object_row(tx, record, copies, now)
+    discarded: list[CleanupItem] = []
+    for number, row in stored.items():
+        if number in listed:
+            continue
+        adjust_quota(tx, notes, row[3], now, reserved=-int(row[2]))
+        discarded.append(
+            enqueue_cleanup(
+                tx, notes, row[3], row[4], int(row[2]), "part_discarded", now,
+                now + IMMEDIATE_DELETE_GRACE,
             )
         )
-    # The same key locks as a PUT's commit, so the two never interleave on one key.
-    tx.dialect.lock_key(tx, record.bucket, record.key)
-    tx.execute(
-        f"SELECT 1 FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
-        (record.bucket, record.key),
-    )
-    supersede_intents(tx, record.bucket, record.key, now)
-    displaced = orphan_locations(
-        tx, notes, record.bucket, record.key, "overwrite_displaced", now,
-        also_lock=(upload.backend,),
-    )
-    drop_upload_parts(tx, notes, upload, now)
-    adjust_quota(tx, notes, upload.backend, now, used=stored_size, count=1)
-    write_object_row(tx, record, upload.backend, upload.storage_key, stored_size, now)
+    _release_in_flight(tx, notes, attempts, now)
+    tx.execute("DELETE FROM multipart_parts WHERE upload_id = ?", (upload_id,))
     tx.execute(
         "UPDATE multipart_uploads SET state = ?, etag = ?, updated_at = ? WHERE upload_id = ?",
         (UPLOAD_COMPLETED, record.etag, now, upload_id),
     )
-    return CompleteOutcome(displaced)
+    return CompleteOutcome(displaced, discarded)
 
 
 def txn_begin_abort(
@@ -1401,28 +1515,54 @@ def txn_begin_abort(
     return upload
 
 
-def txn_finish_abort(tx: Tx, notes: Notes, upload_id: str, now: float) -> CleanupItem | None:
+def txn_finish_abort(tx: Tx, notes: Notes, upload_id: str, now: float) -> list[CleanupItem]:
     upload = load_upload(tx, upload_id, lock=True)
     if upload is None or upload.state != UPLOAD_ABORTING:
-        return None  # already finished: a repeated call
+        return []  # already finished: a repeated call
     assembled: int | None = None
-    if upload.complete_parts:
-        # A Complete was sent to the backend: the object may exist at the storage key.
+    if upload.native and upload.complete_parts:
+        # An older build sent a Complete to the backend: the object may exist at the
+        # upload's storage key.
         (assembled,) = tx.execute(
             "SELECT COALESCE(SUM(size_bytes), 0) FROM multipart_parts"
             f" WHERE upload_id = ? AND part_number IN ({marks(len(upload.complete_parts))})",
             (upload_id, *upload.complete_parts),
         ).fetchone()
-    drop_upload_parts(tx, notes, upload, now)
+    parts = [
+        (row[0] or upload.backend or "", row[1], int(row[2]))
+        for row in tx.execute(
+            "DELETE FROM multipart_parts WHERE upload_id = ?"
+            " RETURNING backend_name, storage_key, size_bytes",
+            (upload_id,),
+        ).fetchall()
+    ]
+    attempts = _attempt_rows(tx, upload)
+    lock_quotas(
+        tx,
+        [p[0] for p in parts] + [a[0] for a in attempts] + ([upload.backend] if upload.backend else []),
+    )
+    items: list[CleanupItem] = []
+    for backend, storage_key, size in parts:
+        adjust_quota(tx, notes, backend, now, reserved=-size)
+        if storage_key is not None:
+            items.append(
+                enqueue_cleanup(
+                    tx, notes, backend, storage_key, size, "abort_part_cleanup", now,
+                    now + IMMEDIATE_DELETE_GRACE,
+                )
+            )
+    _release_in_flight(tx, notes, attempts, now)
     tx.execute(
         "UPDATE multipart_uploads SET state = ?, updated_at = ? WHERE upload_id = ?",
         (UPLOAD_ABORTED, now, upload_id),
     )
-    if assembled is None:
-        return None
-    return queue_backend_object(
-        tx, notes, upload.backend, upload.storage_key, int(assembled), "abort_part_cleanup", now
-    )
+    if assembled is not None and upload.backend is not None and upload.storage_key is not None:
+        item = queue_backend_object(
+            tx, notes, upload.backend, upload.storage_key, int(assembled), "abort_part_cleanup", now
+        )
+        if item is not None:
+            items.append(item)
+    return items
 
 
 def txn_list_multipart_uploads(
@@ -1456,8 +1596,11 @@ def txn_list_multipart_uploads(
         limit = wanted - len(items)
         if delimiter:
             limit = min(limit, batch)
-        sql = f"SELECT {UPLOAD_COLUMNS} FROM multipart_uploads WHERE bucket = ? AND state = ?"
-        params: list[Any] = [bucket, UPLOAD_OPEN]
+        sql = (
+            f"SELECT {UPLOAD_COLUMNS} FROM multipart_uploads"
+            " WHERE bucket = ? AND state = ? AND origin = ?"
+        )
+        params: list[Any] = [bucket, UPLOAD_OPEN, ORIGIN_CLIENT]
         if after is not None:
             if after[1] is None:
                 sql += " AND object_key > ?"
@@ -1546,8 +1689,16 @@ def txn_purge_multipart_uploads(tx: Tx, notes: Notes, before: float) -> int:
 
 def txn_active_multipart_counts(tx: Tx, notes: Notes) -> dict[str, int]:
     rows = tx.execute(
-        "SELECT backend_name, COUNT(*) FROM multipart_uploads WHERE state NOT IN (?, ?)"
-        " GROUP BY backend_name ORDER BY backend_name",
-        (UPLOAD_COMPLETED, UPLOAD_ABORTED),
+        "SELECT backend_name, COUNT(DISTINCT upload_id) FROM ("
+        " SELECT p.backend_name AS backend_name, p.upload_id AS upload_id FROM multipart_parts p"
+        " JOIN multipart_uploads u ON u.upload_id = p.upload_id"
+        " WHERE u.state NOT IN (?, ?) AND p.backend_name IS NOT NULL"
+        " UNION SELECT a.backend_name, a.upload_id FROM multipart_part_attempts a"
+        " JOIN multipart_uploads u ON u.upload_id = a.upload_id"
+        " WHERE u.state NOT IN (?, ?) AND a.backend_name IS NOT NULL"
+        " UNION SELECT backend_name, upload_id FROM multipart_uploads"
+        " WHERE state NOT IN (?, ?) AND backend_name IS NOT NULL"
+        ") AS held GROUP BY backend_name ORDER BY backend_name",
+        (UPLOAD_COMPLETED, UPLOAD_ABORTED) * 3,
     ).fetchall()
     return {row[0]: int(row[1]) for row in rows}

@@ -1,10 +1,12 @@
 """Abort multipart uploads nobody finished, so their parts stop holding quota.
 
-Uploads older than ``cleanup_queue.multipart_stale_timeout`` are aborted on
-their backend and their reserved bytes released; uploads left ``creating``,
-``completing`` or ``aborting`` by a crash or a backend failure are finished
-the same way, and old completed/aborted tombstones are purged (invariant I4:
-no orphan multipart upload remains once workers are quiet).
+Uploads older than ``cleanup_queue.multipart_stale_timeout`` are aborted: every
+part (on whichever backend it was placed) is queued for deletion and every
+reservation released.  Uploads left ``aborting`` by a crash or a backend
+failure are finished the same way, as are the native uploads an older build
+left on a backend (the schema migration marks them ``aborting``; they are
+aborted on their backend).  Old completed/aborted tombstones are purged
+(invariant I4: no orphan multipart upload remains once workers are quiet).
 """
 
 from __future__ import annotations

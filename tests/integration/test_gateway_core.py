@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
+from s3orch.core.placement import key_digest
 from s3orch.testing.configs import GatewayConfig
 from s3orch.testing.servers import MotoServer, create_bucket
 from tests.conftest import DOCS, PHOTOS, backend_keys, quota_rows, s3_client
@@ -57,9 +58,9 @@ def test_put_get_round_trip_with_md5_etag_and_metadata(photos) -> None:  # type:
     assert got["CacheControl"] == "max-age=60"
     assert got["ContentDisposition"] == "attachment"
     assert got["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
-    # The bytes live on the first backend under a per-write key.
+    # The bytes live on the first backend under a per-write, opaque key.
     keys = backend_keys(backends[0])
-    assert len(keys) == 1 and keys[0][0].startswith("photos/dir/a b+c.bin@")
+    assert len(keys) == 1 and keys[0][0].startswith(f"photos/{key_digest('dir/a b+c.bin')}/")
 
 
 def test_pack_fills_backends_in_config_order_and_overflows_at_quota(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
@@ -176,7 +177,7 @@ def test_backend_stopped_mid_test_new_puts_go_elsewhere(start_gateway, moto_back
         assert len(backend_keys(first)) == 1
         lonely.stop()
         s3.put_object(Bucket="photos", Key="after", Body=b"2" * 100)
-        assert [k for k, _ in backend_keys(others[0])][0].startswith("photos/after@")
+        assert [k for k, _ in backend_keys(others[0])][0].startswith(f"photos/{key_digest('after')}/")
         assert s3.get_object(Bucket="photos", Key="after")["Body"].read() == b"2" * 100
         with pytest.raises(ClientError) as info:
             s3.get_object(Bucket="photos", Key="before")
@@ -362,8 +363,8 @@ def test_backend_max_object_size_skips_to_the_next_backend(start_gateway, moto_b
     s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
     s3.put_object(Bucket="photos", Key="small", Body=b"s" * KiB)
     s3.put_object(Bucket="photos", Key="large", Body=b"l" * (4 * KiB))
-    assert [k.split("@")[0] for k, _ in backend_keys(backends[0])] == ["photos/small"]
-    assert [k.split("@")[0] for k, _ in backend_keys(backends[1])] == ["photos/large"]
+    assert [k.rsplit("/", 1)[0] for k, _ in backend_keys(backends[0])] == [f"photos/{key_digest('small')}"]
+    assert [k.rsplit("/", 1)[0] for k, _ in backend_keys(backends[1])] == [f"photos/{key_digest('large')}"]
 
 
 def test_single_unlimited_backend_takes_anything(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]

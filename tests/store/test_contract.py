@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, gatherResults
 
+from s3orch.s3.conditions import KEY_MISSING, WriteConditions
 from s3orch.store.interface import (
     CleanupItem,
     Intent,
@@ -27,6 +28,7 @@ from s3orch.store.interface import (
 
 NOW = 1_700_000_000.0
 BUCKET = "bkt"
+NONE_MATCH_STAR = WriteConditions(None, ("*",))
 
 
 def intent(key: str, size: int, bucket: str = BUCKET) -> Intent:
@@ -263,7 +265,7 @@ async def test_commit_retry_is_a_no_op(store: MetadataStore) -> None:
     assert res is not None
     rec = record_for(res, "k", 100)
     await store.commit_object(res, rec, NOW)
-    assert await store.commit_object(res, rec, NOW, if_none_match=True) == []
+    assert await store.commit_object(res, rec, NOW, NONE_MATCH_STAR) == []
     assert counters(await quota(store, "b1")) == (100, 0, 0, 1)
 
 
@@ -306,7 +308,7 @@ async def test_if_none_match_conflict_changes_nothing(store: MetadataStore) -> N
     res = await store.reserve(intent("k", 50), ["b1"], "pack", NOW)
     assert res is not None
     with pytest.raises(PreconditionConflict):
-        await store.commit_object(res, record_for(res, "k", 50), NOW, if_none_match=True)
+        await store.commit_object(res, record_for(res, "k", 50), NOW, NONE_MATCH_STAR)
     got = await store.get_object(BUCKET, "k")
     assert got is not None and got.write_id == first.write_id
     assert counters(await quota(store, "b1")) == (100, 0, 50, 1)  # the intent stays
@@ -315,7 +317,7 @@ async def test_if_none_match_conflict_changes_nothing(store: MetadataStore) -> N
     # on an absent key it succeeds
     res = await store.reserve(intent("new", 5), ["b1"], "pack", NOW)
     assert res is not None
-    await store.commit_object(res, record_for(res, "new", 5), NOW, if_none_match=True)
+    await store.commit_object(res, record_for(res, "new", 5), NOW, NONE_MATCH_STAR)
 
 
 @pytest_twisted.ensureDeferred
@@ -323,8 +325,9 @@ async def test_if_match_commits_only_over_the_matching_etag(store: MetadataStore
     await store.sync_quota_limits({"b1": 1000})
     res = await store.reserve(intent("k", 10), ["b1"], "pack", NOW)
     assert res is not None
-    with pytest.raises(PreconditionConflict):  # nothing to match
-        await store.commit_object(res, record_for(res, "k", 10), NOW, if_match="*")
+    with pytest.raises(PreconditionConflict) as missing:  # nothing to match
+        await store.commit_object(res, record_for(res, "k", 10), NOW, WriteConditions(("*",), None))
+    assert missing.value.violation == KEY_MISSING
     assert await store.get_object(BUCKET, "k") is None
     await store.release(res.write_id)
     await put(store, "k", 10)
@@ -332,14 +335,33 @@ async def test_if_match_commits_only_over_the_matching_etag(store: MetadataStore
     assert current is not None
     res = await store.reserve(intent("k", 20), ["b1"], "pack", NOW)
     assert res is not None
-    with pytest.raises(PreconditionConflict):
-        await store.commit_object(res, record_for(res, "k", 20), NOW, if_match="not-it")
+    with pytest.raises(PreconditionConflict) as mismatch:
+        await store.commit_object(res, record_for(res, "k", 20), NOW, WriteConditions(("not-it",), None))
+    assert mismatch.value.violation == "If-Match"
     assert counters(await quota(store, "b1")) == (10, 0, 20, 1)
-    await store.commit_object(res, record_for(res, "k", 20), NOW, if_match=f'"{current.etag}"')
+    await store.commit_object(res, record_for(res, "k", 20), NOW, WriteConditions((current.etag,), None))
     assert counters(await quota(store, "b1")) == (20, 10, 0, 1)
     res = await store.reserve(intent("k", 30), ["b1"], "pack", NOW)
     assert res is not None
-    await store.commit_object(res, record_for(res, "k", 30), NOW, if_match="*")
+    await store.commit_object(res, record_for(res, "k", 30), NOW, WriteConditions(("*",), None))
+    got = await store.get_object(BUCKET, "k")
+    assert got is not None and got.write_id == res.write_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_if_none_match_etag_commits_unless_the_current_etag_is_listed(store: MetadataStore) -> None:
+    await store.sync_quota_limits({"b1": 1000})
+    res = await store.reserve(intent("k", 10), ["b1"], "pack", NOW)
+    assert res is not None
+    await store.commit_object(res, record_for(res, "k", 10), NOW, WriteConditions(None, ("x",)))  # absent: fine
+    current = await store.get_object(BUCKET, "k")
+    assert current is not None
+    res = await store.reserve(intent("k", 20), ["b1"], "pack", NOW)
+    assert res is not None
+    with pytest.raises(PreconditionConflict) as caught:
+        await store.commit_object(res, record_for(res, "k", 20), NOW, WriteConditions(None, ("a", current.etag)))
+    assert caught.value.violation == "If-None-Match"
+    await store.commit_object(res, record_for(res, "k", 20), NOW, WriteConditions(None, ("a", "b")))
     got = await store.get_object(BUCKET, "k")
     assert got is not None and got.write_id == res.write_id
 

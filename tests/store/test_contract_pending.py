@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
+from s3orch.s3.conditions import WriteConditions
 from s3orch.store.interface import (
     INTENT_ALREADY_RESOLVED,
     INTENT_AMBIGUOUS,
@@ -205,21 +206,21 @@ async def test_promote_rechecks_the_writes_conditions(store: MetadataStore) -> N
     current = await store.get_object(BUCKET, "k")
     assert current is not None
     # If-None-Match over a key that existed before the write began: never committed
-    guarded = described("k", 20, if_none_match=True)
+    guarded = described("k", 20, conditions=WriteConditions(None, ("*",)))
     await reserve(store, guarded, now=NOW + 1)
     resolution = await store.resolve_intent(guarded.write_id, INTENT_PROMOTE, LATER + 1)
     assert resolution.status == INTENT_DROPPED and "If-None-Match" in resolution.reason
     [item] = resolution.cleanup
     assert (item.storage_key, item.size, item.reason) == (f"{BUCKET}/k/{guarded.write_id}", 20, "pending_dropped")
     # If-Match against another ETag: dropped; against the current one: promoted
-    wrong = described("k", 30, if_match='"not-it"')
+    wrong = described("k", 30, conditions=WriteConditions(("not-it",), None))
     await reserve(store, wrong, now=NOW + 2)
     assert (await store.resolve_intent(wrong.write_id, INTENT_PROMOTE, LATER + 2)).status == INTENT_DROPPED
-    right = described("k", 40, if_match=f'"{current.etag}"')
+    right = described("k", 40, conditions=WriteConditions((current.etag,), None))
     await reserve(store, right, now=NOW + 3)
     assert (await store.resolve_intent(right.write_id, INTENT_PROMOTE, LATER + 3)).status == INTENT_PROMOTED
     # If-None-Match on an absent key: promoted
-    fresh = described("new", 5, if_none_match=True)
+    fresh = described("new", 5, conditions=WriteConditions(None, ("*",)))
     await reserve(store, fresh, now=NOW + 4)
     assert (await store.resolve_intent(fresh.write_id, INTENT_PROMOTE, LATER + 4)).status == INTENT_PROMOTED
     got = await store.get_object(BUCKET, "k")
@@ -227,6 +228,13 @@ async def test_promote_rechecks_the_writes_conditions(store: MetadataStore) -> N
     # used: k (40) + new (5); orphaned: the two dropped uploads and the displaced original
     assert counters(await quota(store, "b1")) == (45, 20 + 30 + 10, 0, 2)
     assert existing.write_id != right.write_id
+    # If-None-Match with the current ETag: dropped; with another: promoted
+    etag_now = described("k", 50, conditions=WriteConditions(None, (described("x", 1).etag or "",)))
+    await reserve(store, etag_now, now=NOW + 5)
+    assert (await store.resolve_intent(etag_now.write_id, INTENT_PROMOTE, LATER + 5)).status == INTENT_DROPPED
+    other = described("k", 60, conditions=WriteConditions(None, ("not-it",)))
+    await reserve(store, other, now=NOW + 6)
+    assert (await store.resolve_intent(other.write_id, INTENT_PROMOTE, LATER + 6)).status == INTENT_PROMOTED
 
 
 # --- superseded -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, gatherResults
 
 from s3orch.config.model import DatabaseConfig
+from s3orch.s3.conditions import WriteConditions
 from s3orch.store import UnsupportedDriver, open_store, txn
 from s3orch.store import postgres as pg
 from s3orch.store.interface import PreconditionConflict, StoreUnavailable
@@ -167,7 +168,7 @@ async def test_concurrent_if_none_match_commits_let_exactly_one_win(pg_factory: 
 
         async def commit(s: Any, res: Any) -> bool:
             try:
-                await s.commit_object(res, record_for(res, "once", 5), NOW, if_none_match=True)
+                await s.commit_object(res, record_for(res, "once", 5), NOW, WriteConditions(None, ("*",)))
             except PreconditionConflict:
                 await s.release(res.write_id)
                 return False
@@ -176,6 +177,33 @@ async def test_concurrent_if_none_match_commits_let_exactly_one_win(pg_factory: 
         outcomes = await gather(*(commit(s, res) for s, res in reservations))
         assert sorted(outcomes) == [False] * 5 + [True]
         assert counters(await quota(a, "b1")) == (5, 0, 0, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_if_match_commits_over_one_etag_let_exactly_one_win(pg_factory: StoreFactory) -> None:
+    async with stores(pg_factory, 2) as (a, b):
+        await a.sync_quota_limits({"b1": 10**6})
+        await put(a, "k", 1)
+        current = await a.get_object(BUCKET, "k")
+        assert current is not None
+        reservations = []
+        for i in range(6):
+            s = (a, b)[i % 2]
+            res = await s.reserve(intent("k", 7), ["b1"], "pack", NOW)
+            reservations.append((s, res))
+
+        async def commit(s: Any, res: Any) -> bool:
+            try:  # each write replaces the ETag: only one can find the one it names
+                await s.commit_object(res, record_for(res, "k", 7), NOW, WriteConditions((current.etag,), None))
+            except PreconditionConflict as exc:
+                assert exc.violation == "If-Match"
+                await s.release(res.write_id)
+                return False
+            return True
+
+        outcomes = await gather(*(commit(s, res) for s, res in reservations))
+        assert sorted(outcomes) == [False] * 5 + [True]
+        assert counters(await quota(a, "b1")) == (7, 1, 0, 1)
 
 
 @pytest_twisted.ensureDeferred
@@ -250,21 +278,34 @@ async def test_part_reservations_from_two_instances_stay_exact_through_an_abort(
         attempts = [uuid.uuid4().hex for _ in range(24)]
         results = await gather(
             *(
-                (a, b)[i % 2].reserve_part(BUCKET, "big", up.upload_id, 1 + i % 3, 100, attempt, NOW)
+                (a, b)[i % 2].reserve_part(
+                    BUCKET, "big", up.upload_id, 1 + i % 3, 100, attempt, f"key-{attempt}", ["b1"], "pack", NOW
+                )
                 for i, attempt in enumerate(attempts)
             )
         )
-        granted = [attempt for attempt, r in zip(attempts, results) if r is not None]
+        granted = {attempt: r for attempt, r in zip(attempts, results) if r is not None}
         assert len(granted) == 15  # (2000 - 500) // 100
         assert (await quota(a, "b1")).reserved_bytes == 2000
         # parts committing and attempts released while another instance aborts the upload
+        names = list(granted)
         await b.begin_abort(BUCKET, "big", up.upload_id, NOW)
         await gather(
             a.finish_abort(up.upload_id, NOW),
-            *((a, b)[i % 2].release_part(attempt) for i, attempt in enumerate(granted[:8])),
-            *((a, b)[i % 2].commit_part(attempt, part(1, 100), NOW) for i, attempt in enumerate(granted[8:])),
+            *((a, b)[i % 2].release_part(attempt) for i, attempt in enumerate(names[:8])),
+            *(
+                (a, b)[i % 2].commit_part(attempt, part(1, 100, granted[attempt]), NOW)
+                for i, attempt in enumerate(names[8:])
+            ),
         )
-        assert counters(await quota(b, "b1")) == (0, 0, 500, 0)  # nothing released twice
+        # Nothing released twice, and every attempt not released by its caller is queued
+        # for cleanup exactly once (its bytes may exist), counted as orphaned.
+        row = await quota(b, "b1")
+        queued = await b.due_cleanups(NOW + 10**6, 100)
+        assert row.reserved_bytes == 500 and row.bytes_used == 0
+        assert len({i.storage_key for i in queued}) == len(queued)
+        assert row.orphan_bytes == 100 * len(queued)
+        assert {i.storage_key for i in queued} >= {f"key-{a}" for a in names[8:]}
 
 
 # --- retries and dropped connections ------------------------------------------------

@@ -1,31 +1,35 @@
-"""Multipart protocol logic without I/O: ETags, ids, part numbers, Complete lists,
-part and copy ranges, and the in-memory backend's multipart semantics."""
+"""Multipart protocol logic without I/O: ETags, ids, part numbers, Complete lists and
+their checksums, part and copy ranges, GetObjectAttributes' ObjectParts."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import io
 import re
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from s3orch.backend.interface import BackendError
 from s3orch.backend.memory import MemoryBackend
 from s3orch.core.multipart import (
+    check_part_checksum,
+    complete_checksum,
     multipart_etag,
     new_upload_id,
+    object_parts_page,
     parse_copy_source_range,
     parse_part_number,
     part_range,
     select_parts,
 )
 from s3orch.s3 import errors
-from s3orch.s3.xml import CompletedPart, parse_complete_multipart_parts
-from s3orch.store.interface import ObjectRecord, UploadedPart
+from s3orch.s3.checksums import new_checksum
+from s3orch.s3.xml import CompletedPart, ObjectPartsInfo, parse_complete_multipart_parts
+from s3orch.store.interface import Extent, Location, MultipartUpload, ObjectRecord, UploadedPart
 from s3orch.workers.multipart_gc import gc_interval
 
 T = TypeVar("T")
@@ -88,7 +92,7 @@ def stored(*sizes: int, checksum: tuple[str, str] | None = None) -> dict[int, Up
     out = {}
     for number, size in enumerate(sizes, 1):
         out[number] = UploadedPart(
-            number, md5(b"%d" % number), size, 0.0, f"backend-{number}",
+            number, md5(b"%d" % number), size, 0.0, f"backend-{number}", f"key-{number}",
             checksum[0] if checksum else None, checksum[1] if checksum else None,
         )
     return out
@@ -107,7 +111,7 @@ def test_select_parts_returns_the_listed_parts_in_order_and_drops_the_rest() -> 
     assert [p.part_number for p in chosen] == [1, 3]
     # ETags match without quotes and whatever their case.
     upper = [CompletedPart(1, parts[1].etag.upper())]
-    assert select_parts(upper, parts)[0].backend_etag == "backend-1"
+    assert select_parts(upper, parts)[0].storage_key == "key-1"
 
 
 @pytest.mark.parametrize("numbers", [(2, 1), (1, 1), (1, 3, 2)])
@@ -127,11 +131,92 @@ def test_unknown_or_mismatched_parts_are_invalid_part() -> None:
 
 def test_a_listed_checksum_must_match_the_parts() -> None:
     parts = stored(5 * MiB, 5, checksum=("CRC32", "AAAAAA=="))
-    assert select_parts(asked(1, 2, ChecksumCRC32="AAAAAA=="), parts)
+    assert select_parts(asked(1, 2, ChecksumCRC32="AAAAAA=="), parts, checksum_algorithm="CRC32",
+                        checksum_type="COMPOSITE")
     with pytest.raises(errors.InvalidPart):
-        select_parts(asked(1, 2, ChecksumCRC32="BBBBBB=="), parts)
-    # A checksum of another algorithm than the part's is not compared.
-    assert select_parts(asked(1, 2, ChecksumSHA1="x"), parts)
+        select_parts(asked(1, 2, ChecksumCRC32="BBBBBB=="), parts, checksum_algorithm="CRC32",
+                     checksum_type="FULL_OBJECT")
+
+
+def test_a_composite_upload_needs_every_part_checksum_in_the_complete() -> None:
+    parts = stored(5 * MiB, 5, checksum=("SHA256", "c2hh"))
+    with pytest.raises(errors.InvalidRequest) as info:
+        select_parts(asked(1, 2), parts, checksum_algorithm="SHA256", checksum_type="COMPOSITE")
+    assert info.value.message == (
+        "The upload was created using a sha256 checksum. The complete request must include the "
+        "checksum for each part. It was missing for part 1 in the request."
+    )
+    # Another algorithm's checksum instead of the upload's: BadDigest, as S3 answers.
+    with pytest.raises(errors.BadDigest):
+        select_parts(asked(1, 2, ChecksumCRC32="AAAAAA=="), parts, checksum_algorithm="SHA256",
+                     checksum_type="COMPOSITE")
+    # A full-object upload may leave the part checksums out.
+    crc = stored(5 * MiB, 5, checksum=("CRC32", "AAAAAA=="))
+    assert select_parts(asked(1, 2), crc, checksum_algorithm="CRC32", checksum_type="FULL_OBJECT")
+
+
+def test_an_upload_without_a_checksum_takes_no_part_checksums() -> None:
+    with pytest.raises(errors.InvalidPart):
+        select_parts(asked(1, 2, ChecksumSHA1="x"), stored(5 * MiB, 5))
+
+
+def upload(algorithm: str | None = None, kind: str | None = None) -> MultipartUpload:
+    return MultipartUpload("u", "b", "k", 0.0, checksum_algorithm=algorithm, checksum_type=kind)
+
+
+def b64_checksum(algorithm: str, data: bytes) -> str:
+    checksum = new_checksum(algorithm)
+    checksum.update(data)
+    return checksum.b64digest()
+
+
+def checked_parts(algorithm: str, *contents: bytes) -> list[UploadedPart]:
+    return [
+        UploadedPart(n, md5(d), len(d), 0.0, "b", f"k{n}", algorithm, b64_checksum(algorithm, d))
+        for n, d in enumerate(contents, 1)
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME"])
+def test_a_full_object_checksum_is_the_crc_of_the_whole_object(algorithm: str) -> None:
+    contents = (b"A" * 1000, b"B" * 77, b"tail")
+    chosen = checked_parts(algorithm, *contents)
+    whole = b64_checksum(algorithm, b"".join(contents))
+    assert complete_checksum(upload(algorithm, "FULL_OBJECT"), chosen) == whole
+    assert complete_checksum(upload(algorithm, "FULL_OBJECT"), chosen, (algorithm, whole)) == whole
+    with pytest.raises(errors.BadDigest):
+        complete_checksum(upload(algorithm, "FULL_OBJECT"), chosen, (algorithm, b64_checksum(algorithm, b"x")))
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])
+def test_a_composite_checksum_is_the_checksum_of_the_part_checksums(algorithm: str) -> None:
+    chosen = checked_parts(algorithm, b"one", b"two")
+    digests = b"".join(base64.b64decode(p.checksum_value or "") for p in chosen)
+    expected = b64_checksum(algorithm, digests) + "-2"
+    assert complete_checksum(upload(algorithm, "COMPOSITE"), chosen) == expected
+    # A client may send it with or without the part count (the header parser drops it).
+    assert complete_checksum(upload(algorithm, "COMPOSITE"), chosen, (algorithm, expected[:-2])) == expected
+
+
+def test_the_complete_must_name_the_uploads_checksum_algorithm_and_mode() -> None:
+    chosen = checked_parts("SHA256", b"one")
+    with pytest.raises(errors.InvalidRequest) as info:
+        complete_checksum(upload("SHA256", "COMPOSITE"), chosen, ("CRC32", "AAAAAA=="))
+    assert "expected checksum Type: sha256, actual checksum Type: crc32" in info.value.message
+    with pytest.raises(errors.InvalidRequest) as info:
+        complete_checksum(upload("SHA256", "COMPOSITE"), chosen, None, "FULL_OBJECT")
+    assert info.value.message.startswith("The upload was created using the COMPOSITE checksum mode.")
+    assert complete_checksum(upload(), chosen) is None
+
+
+def test_a_part_of_a_checksum_upload_must_carry_that_checksum() -> None:
+    check_part_checksum(upload(), None)
+    check_part_checksum(upload("CRC32", "COMPOSITE"), ("CRC32", "AAAAAA=="))
+    with pytest.raises(errors.InvalidRequest) as info:
+        check_part_checksum(upload("CRC32", "COMPOSITE"), None)
+    assert info.value.message == "Checksum Type mismatch occurred, expected checksum Type: crc32, actual checksum Type: null"
+    with pytest.raises(errors.InvalidRequest):
+        check_part_checksum(upload("CRC32", "COMPOSITE"), ("SHA1", "x"))
 
 
 def test_every_part_but_the_last_must_reach_the_minimum() -> None:
@@ -180,9 +265,9 @@ def record(size: int, part_sizes: tuple[int, ...] | None = None) -> ObjectRecord
 def test_part_range_of_a_multipart_object() -> None:
     obj = record(25, (10, 10, 5))
     assert [part_range(obj, str(n)) for n in (1, 2, 3)] == [(0, 9), (10, 19), (20, 24)]
-    with pytest.raises(errors.InvalidPartNumber) as info:
+    with pytest.raises(errors.InvalidPart) as info:
         part_range(obj, "4")
-    assert info.value.status == 416
+    assert info.value.status == 400  # as S3 answers (not 416)
     with pytest.raises(errors.InvalidArgument):
         part_range(obj, "0")
 
@@ -190,8 +275,42 @@ def test_part_range_of_a_multipart_object() -> None:
 def test_a_single_put_object_is_one_part() -> None:
     assert part_range(record(7), "1") == (0, 6)
     assert part_range(record(0), "1") is None  # the empty object: nothing to range
-    with pytest.raises(errors.InvalidPartNumber):
+    with pytest.raises(errors.InvalidPart):
         part_range(record(7), "2")
+
+
+def composite_record(*sizes: int) -> ObjectRecord:
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    parts = tuple(
+        Extent(n * 2, off, size, (Location("b", f"k{n}", size),), md5(b"%d" % n), f"c{n}")
+        for n, (off, size) in enumerate(zip(offsets, sizes), 1)
+    )
+    return ObjectRecord("b", "k", "w", sum(sizes), "e-3", 0.0, checksum_algorithm="CRC32",
+                        checksum_value="AAAAAA==-%d" % len(sizes), parts_count=len(sizes),
+                        part_sizes=tuple(sizes), parts=parts)
+
+
+def test_object_parts_of_a_composite_object_page_like_list_parts() -> None:
+    obj = composite_record(10, 20, 30)
+    page = object_parts_page(obj, "2", None)
+    assert (page.total_parts_count, page.max_parts, page.is_truncated) == (3, 2, True)
+    assert [(p.part_number, p.size, list(p.checksums)) for p in page.parts] == [
+        (2, 10, [("ChecksumCRC32", "c1")]), (4, 20, [("ChecksumCRC32", "c2")])]
+    assert page.next_part_number_marker == 4
+    rest = object_parts_page(obj, None, "4")
+    assert [p.part_number for p in rest.parts] == [6] and rest.is_truncated is False
+    assert rest.part_number_marker == 4 and rest.max_parts == 1000
+    with pytest.raises(errors.InvalidArgument):
+        object_parts_page(obj, "x", None)
+
+
+def test_object_parts_lists_parts_only_for_composite_checksums() -> None:
+    full = replace(composite_record(10, 20), checksum_value="AAAAAA==")
+    page = object_parts_page(full, None, None)
+    assert page == ObjectPartsInfo(total_parts_count=2)  # FULL_OBJECT: the count only
+    plain = replace(composite_record(10, 20), checksum_algorithm=None, checksum_value=None)
+    page = object_parts_page(plain, None, None)
+    assert page.total_parts_count == 2 and page.parts == () and page.max_parts == 1000
 
 
 @pytest.mark.parametrize("value, expected", [(None, None), ("bytes=0-0", (0, 0)), ("bytes=5-99", (5, 99))])
@@ -199,10 +318,20 @@ def test_copy_source_ranges(value: str | None, expected: tuple[int, int] | None)
     assert parse_copy_source_range(value, 100) == expected
 
 
-@pytest.mark.parametrize("value", ["bytes=5-", "bytes=-5", "bytes=9-3", "items=0-1", "bytes=0-100", "0-1", "bytes=a-b"])
-def test_bad_copy_source_ranges_are_invalid_argument(value: str) -> None:
-    with pytest.raises(errors.InvalidArgument):
+@pytest.mark.parametrize("value", ["bytes=5-", "bytes=-5", "items=0-1", "0-1", "bytes=a-b", "bytes=0", "bytes=0-2,3-5",
+                                   "bytes=²-3", "bytes=" + "9" * 30 + "-1"])
+def test_malformed_copy_source_ranges_are_invalid_argument(value: str) -> None:
+    with pytest.raises(errors.InvalidArgument) as info:
         parse_copy_source_range(value, 100)
+    assert info.value.status == 400 and info.value.message.startswith("The x-amz-copy-source-range value must be")
+    assert info.value.fields["ArgumentName"] == "x-amz-copy-source-range"
+
+
+@pytest.mark.parametrize("value, size", [("bytes=0-100", 100), ("bytes=9-3", 100), ("bytes=0-0", 0)])
+def test_copy_source_ranges_outside_the_source_are_invalid_argument(value: str, size: int) -> None:
+    with pytest.raises(errors.InvalidArgument) as info:
+        parse_copy_source_range(value, size)
+    assert info.value.message == f"Range specified is not valid for source object of size: {size}"
 
 
 def test_gc_interval_follows_the_stale_timeout_within_bounds() -> None:
@@ -211,47 +340,15 @@ def test_gc_interval_follows_the_stale_timeout_within_bounds() -> None:
     assert gc_interval(2) == 1
 
 
-# --- the in-memory backend behaves like S3 ----------------------------------------------------
+# --- the in-memory backend keeps only what aborting old native uploads needs ------------------
 
 
-def test_memory_backend_assembles_parts_with_the_s3_etag() -> None:
+def test_memory_backend_lists_and_aborts_native_uploads_left_by_an_older_build() -> None:
     backend = MemoryBackend("m")
-    upload_id = run(backend.create_multipart_upload("key"))
-    one, two = b"1" * (5 * MiB), b"22"
-    etags = [run(backend.upload_part("key", upload_id, n, io.BytesIO(d), len(d))) for n, d in ((1, one), (2, two))]
-    assert etags == [md5(one), md5(two)]
-    assert run(backend.list_multipart_uploads("k")) == [("key", upload_id)]
-    etag = run(backend.complete_multipart_upload("key", upload_id, [(1, etags[0]), (2, etags[1])]))
-    assert etag == multipart_etag(etags) and backend.objects["key"] == one + two
-    with pytest.raises(BackendError) as info:
-        run(backend.upload_part("key", upload_id, 3, io.BytesIO(b"x"), 1))
-    assert info.value.code == "NoSuchUpload"
-
-
-@pytest.mark.parametrize(
-    "listing, code",
-    [([(2, "b"), (1, "a")], "InvalidPartOrder"), ([(1, "a"), (2, "wrong")], "InvalidPart"),
-     ([(1, "a"), (2, "b")], "EntityTooSmall")],
-)
-def test_memory_backend_refuses_bad_completes_like_s3(listing: list[tuple[int, str]], code: str) -> None:
-    backend = MemoryBackend("m")
-    upload_id = run(backend.create_multipart_upload("key"))
-    real = {
-        "a": run(backend.upload_part("key", upload_id, 1, io.BytesIO(b"a"), 1)),
-        "b": run(backend.upload_part("key", upload_id, 2, io.BytesIO(b"b"), 1)),
-    }
-    with pytest.raises(BackendError) as info:
-        run(backend.complete_multipart_upload("key", upload_id, [(n, real.get(e, e)) for n, e in listing]))
-    assert info.value.code == code
-    run(backend.abort_multipart_upload("key", upload_id))
-    run(backend.abort_multipart_upload("key", upload_id))
-    assert backend.uploads == {} and "key" not in backend.objects
-
-
-def test_memory_backend_part_copy_takes_an_inclusive_range() -> None:
-    backend = MemoryBackend("m")
-    backend.objects["src"] = bytes(range(100))
-    upload_id = run(backend.create_multipart_upload("dst"))
-    assert run(backend.upload_part_copy("dst", upload_id, 1, "src", (10, 19))) == md5(bytes(range(10, 20)))
-    with pytest.raises(BackendError):
-        run(backend.upload_part_copy("dst", upload_id, 2, "src", (90, 100)))
+    backend.uploads["old-1"] = ("bkt/key@u1", {1: b"x"})
+    backend.uploads["old-2"] = ("other", {})
+    assert run(backend.list_multipart_uploads("bkt/")) == [("bkt/key@u1", "old-1")]
+    run(backend.abort_multipart_upload("bkt/key@u1", "old-1"))
+    run(backend.abort_multipart_upload("bkt/key@u1", "old-1"))  # already gone: fine
+    assert list(backend.uploads) == ["old-2"]
+    assert not hasattr(backend, "complete_multipart_upload")
