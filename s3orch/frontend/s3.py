@@ -1055,7 +1055,7 @@ def _finish(request: S3Request) -> None:
 
 
 #: Response headers an error answer keeps from what was set before it.
-_ERROR_KEEPS = (b"x-amz-request-id", b"x-amz-id-2", b"server", b"retry-after")
+_ERROR_KEEPS = (b"x-amz-request-id", b"x-amz-id-2", b"server", b"date", b"retry-after")
 
 
 def _reset_headers(request: S3Request) -> None:

@@ -89,10 +89,32 @@ class FakeObjects:
 
 
 class AbortingTransport(StringTransport):
-    """A StringTransport whose abort/close reach the protocol, as a socket's do."""
+    """A StringTransport whose abort/close reach the protocol, as a socket's do.
+
+    With ``window`` set it behaves like a socket whose peer stopped reading: once
+    that many bytes are written, it pauses its producer (the HTTP channel), as a
+    full send buffer does; :meth:`drain` is the peer reading again.
+    """
 
     protocol: Any = None
     aborted = False
+    window: int | None = None
+    full = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.window is not None and not self.full and len(self.value()) >= self.window:
+            self.full = True
+            if self.producer is not None:
+                self.producer.pauseProducing()
+
+    def drain(self, more: int) -> None:
+        """The peer read: ``more`` bytes of room, and the producer may go on."""
+        assert self.window is not None
+        self.window = len(self.value()) + more
+        self.full = False
+        if self.producer is not None:
+            self.producer.resumeProducing()
 
     def abortConnection(self) -> None:
         self.aborted = True
