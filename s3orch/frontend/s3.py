@@ -27,13 +27,14 @@ from s3orch.auth.authenticate import authenticate
 from s3orch.auth.registry import CredentialRegistry, Principal
 from s3orch.core.multipart import MultipartService, part_range
 from s3orch.core.objects import NewObject, ObjectService
-from s3orch.http.admission import Admission, CredentialHold, Refused, Slot
+from s3orch.http.admission import Admission, CredentialHold, Pool, Refused, Slot
 from s3orch.http.body import BodyInfo, DiscardedBody, RequestBody, parse_content_md5
 from s3orch.http.relay import relay_body
 from s3orch.http.site import RejectedEarly, S3Request
 from s3orch.observe.audit import audit
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
+    ADMISSION_IN_USE,
     ADMISSION_REJECTIONS,
     AUTH_STREAMING,
     AUTH_STREAMING_REJECTIONS,
@@ -225,6 +226,9 @@ class S3Frontend(Resource):
         self.config = config
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
         self.admission = admission if admission is not None else Admission.from_config(config.server)
+        for pool in (self.admission.global_pool, self.admission.reads, self.admission.writes):
+            if pool is not None:
+                ADMISSION_IN_USE.labels(pool.name).set_function(_in_use_of(pool))
         self.registry = registry
         self.objects = objects
         self.clock = clock
@@ -1042,6 +1046,11 @@ class S3Frontend(Resource):
         deleted = [o.key for o in outcomes if o.error is None]
         failed = [(o.key, o.error[0], o.error[1]) for o in outcomes if o.error is not None]
         self._send_xml(request, state, xml.delete_result(deleted, failed, quiet))
+
+
+def _in_use_of(pool: Pool) -> Callable[[], float]:
+    """The s3o_admission_slots_in_use reading of one pool."""
+    return lambda: float(pool.in_use)
 
 
 def _gone(request: S3Request) -> bool:

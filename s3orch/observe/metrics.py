@@ -192,3 +192,10 @@ WRITE_TIMEOUTS = Counter(
     "Connections aborted because the client accepted no response bytes for write_timeout",
     registry=REGISTRY,
 )
+#: Our addition: admission slots held now, per pool (global, read, write).
+ADMISSION_IN_USE = Gauge(
+    "s3o_admission_slots_in_use",
+    "Admission slots held by requests in flight",
+    ["pool"],
+    registry=REGISTRY,
+)
