@@ -291,8 +291,9 @@ class S3Frontend(Resource):
         """Headers are in: decide now, before any body byte is read.
 
         Every way out either returns the state (the request goes on, perhaps to
-        answer ``state.error``), or raises RejectedEarly with the request already
-        accounted for; anything else still releases the slot (``finally``).
+        answer ``state.error``) or raises RejectedEarly with the request accounted
+        for (slot and in-flight gauge released); an unexpected exception is
+        accounted for before it propagates (S3Request turns it into a 500).
         """
         headers = _headers_of(request)
         state = RequestState(
@@ -413,13 +414,14 @@ class S3Frontend(Resource):
             AUTH_STREAMING.labels(variant).inc()
             declared = parse_decimal(decoded)
             if declared is None:
-                AUTH_STREAMING_REJECTIONS.labels("missing_decoded_length").inc()
                 if decoded is not None:
+                    AUTH_STREAMING_REJECTIONS.labels("invalid_decoded_length").inc()
                     raise errors.InvalidArgument(
                         "x-amz-decoded-content-length must be a non-negative integer.",
                         ArgumentName="x-amz-decoded-content-length",
                         ArgumentValue=decoded[:64],
                     )
+                AUTH_STREAMING_REJECTIONS.labels("missing_decoded_length").inc()
                 raise errors.MissingContentLength(
                     "x-amz-decoded-content-length is required for aws-chunked uploads."
                 )
@@ -572,6 +574,7 @@ class S3Frontend(Resource):
             if state.error is None:
                 state.error = errors.InternalError()
             _last_resort(request, state.request_id)
+            self._finish_accounting(state, 500, request)
         finally:
             if body is not None:
                 body.close()

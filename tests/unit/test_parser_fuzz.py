@@ -136,6 +136,19 @@ def test_listing_parameters(query: list[tuple[str, str]]) -> None:
 
 
 @settings(max_examples=1000)
+@given(st.sampled_from(["partNumber", "max-parts", "part-number-marker", "max-uploads"]), hostile_text)
+def test_multipart_numbers(name: str, value: str) -> None:
+    from s3orch.core.multipart import parse_part_number
+    from s3orch.frontend.multipart import _non_negative
+
+    number = _only_s3_errors(lambda: parse_part_number(value))
+    assert number is None or 1 <= number <= 10000
+    state = RequestState("rid", 0.0, "GET", b"/b/k", query=[(name, value)])
+    found = _only_s3_errors(lambda: _non_negative(state, name, 1000))
+    assert found is None or 0 <= found <= 2147483647
+
+
+@settings(max_examples=1000)
 @given(hostile_text)
 def test_continuation_token_and_copy_source(value: str) -> None:
     _only_s3_errors(lambda: _decode_token(value))
