@@ -105,7 +105,7 @@ class Admission:
         self.random = random_source
         #: Explicit per-credential cap (0: a quarter of the request's pool).
         self.per_credential = per_credential
-        #: Slots held per credential; an entry disappears when its count reaches 0.
+        #: Slots held per "pool/credential"; an entry disappears when its count reaches 0.
         self.by_credential: dict[str, int] = {}
 
     @classmethod
@@ -162,15 +162,21 @@ class Admission:
         return max(1, slot.pool.capacity // 4)
 
     def admit_credential(self, credential: str, slot: Slot | None) -> CredentialHold | None:
-        """Count an authenticated request against its credential; raises Refused("credential")."""
+        """Count an authenticated request against its credential's share of its pool.
+
+        Shares are per pool: reads in flight do not use up a credential's share of
+        the write pool.  Raises Refused("credential") when the share is taken.
+        """
         limit = self.credential_limit(slot)
         if limit is None:
             return None
-        held = self.by_credential.get(credential, 0)
+        pool = slot.pool.name if slot is not None else "none"
+        key = f"{pool}/{credential}"
+        held = self.by_credential.get(key, 0)
         if held >= limit:
-            raise Refused("credential", slot.pool.name if slot is not None else "none")
-        self.by_credential[credential] = held + 1
-        return CredentialHold(self, credential)
+            raise Refused("credential", pool)
+        self.by_credential[key] = held + 1
+        return CredentialHold(self, key)
 
     def _credential_released(self, credential: str) -> None:
         held = self.by_credential.get(credential, 0) - 1

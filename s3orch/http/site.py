@@ -135,8 +135,9 @@ class S3Request(server.Request):
             except RejectedEarly:
                 raise
             except Exception:
-                # The handler released what it took (its prepare() cleans up in a
-                # finally); a bug here must still be a finished request.
+                # The handler released what it took before letting this through
+                # (S3Frontend.prepare accounts for itself); a bug here must still
+                # be a finished request.
                 _log.failure("request preparation failed", component="http")
                 raise _internal_error_rejection() from None
         else:

@@ -208,9 +208,19 @@ def test_credential_holds_are_counted_and_released_exactly_once() -> None:
     assert first is not None and second is not None
     first.release()
     first.release()
-    assert admission.by_credential["b:k"] == 1
+    assert admission.by_credential["global/b:k"] == 1
     second.release()
-    assert "b:k" not in admission.by_credential  # no entry left behind per key
+    assert admission.by_credential == {"global/b:other": 1}  # no entry left behind per key
+
+
+def test_credential_shares_are_per_pool() -> None:
+    admission = Admission(max_requests=0, max_reads=8, max_writes=4)  # shares: 2 reads, 1 write
+    reads = [admission.admit("GET"), admission.admit("GET")]
+    for slot in reads:
+        admission.admit_credential("b:k", slot)
+    with pytest.raises(Refused):
+        admission.admit_credential("b:k", admission.admit("HEAD"))
+    assert admission.admit_credential("b:k", admission.admit("PUT")) is not None  # the write share is free
 
 
 def test_one_credential_over_its_share_gets_503_slowdown_before_100_continue() -> None:
@@ -243,4 +253,4 @@ def test_explicit_per_credential_cap_applies_to_bodyless_requests_too() -> None:
     assert b"Retry-After: 1\r\n" in sent
     assert frontend.admission.global_pool is not None
     assert frontend.admission.global_pool.in_use == 1
-    assert frontend.admission.by_credential == {"photos:photoskey": 1}
+    assert frontend.admission.by_credential == {"global/photos:photoskey": 1}
