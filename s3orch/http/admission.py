@@ -7,8 +7,8 @@ answers ``503 SlowDown``).  With ``load_shed_threshold`` set, a request may also
 shed before the pool is full, with a probability rising linearly from 0 at
 ``floor(t x cap)`` requests in flight to 1 at ``cap``.
 
-One credential may hold at most ``server.max_concurrent_per_credential`` slots at
-once (0: a quarter of the pool its request draws from, at least 1), so a single
+One credential may hold at most ``server.max_concurrent_per_credential`` slots of
+each pool at once (0: a quarter of that pool, at least 1), so a single
 tenant cannot take the whole pool; a request over its credential's share gets the
 same ``503 SlowDown`` after authentication.
 
