@@ -1,9 +1,12 @@
 # s3orch developer entry points.
 #
 # Everything runs from a project-local virtualenv (.venv) that the first target
-# to need it creates; a fresh machine needs only python3 (and make).  The
-# stamp file .venv/.installed depends on setup.py/setup.cfg, so a re-run is
-# instant until the packaging metadata changes.
+# to need it creates.  `make run` needs only python3 (and make) and installs only
+# what the demo runs (s3orch and its "demo" extra); `make test`, `make lint` and
+# `make bench` add the "test" and "dev" extras, and `make test` also needs Node.js
+# (npm) and restic for the real-client tests (installed with apt when run as root).
+# The stamp files depend on setup.py/setup.cfg, so a re-run is instant until the
+# packaging metadata changes.
 #
 #   make run     three local SeaweedFS backends + s3orch on 127.0.0.1:9000 (SQLite)
 #   make test    the whole test suite (pytest; configuration lives in setup.cfg)
@@ -14,6 +17,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# s3orch + the demo's tools (make run) / + everything for tests, lint and bench.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 PIP_INSTALL_ARGS ?=
 PYTEST_ARGS ?=
@@ -26,10 +31,12 @@ DIST ?= dist
 .PHONY: help venv run run-backends test test-tools lint bench deb clean clean-demo distclean
 
 help:
-	@echo "make run           start 3 SeaweedFS backends + s3orch on http://127.0.0.1:9000 (Ctrl-C stops all)"
+	@echo "make run           start 3 SeaweedFS backends + s3orch on http://127.0.0.1:9000 (Ctrl-C stops all);"
+	@echo "                   installs only s3orch and the demo's tools into .venv"
 	@echo "make run-backends  start only the 3 demo backends (and write .demo/config.yaml)"
-	@echo "make test          run the whole test suite (PYTEST_ARGS='-k foo -x' to narrow); installs its"
-	@echo "                   client tools first (npm ci in tests/e2e/js; restic via apt when root)"
+	@echo "make test          run the whole test suite (PYTEST_ARGS='-k foo -x' to narrow); installs the"
+	@echo "                   test extras and client tools first (needs npm: npm ci in tests/e2e/js;"
+	@echo "                   restic via apt when root)"
 	@echo "make lint          ruff check + mypy"
 	@echo "make bench         run the benchmarks"
 	@echo "make deb           build the Debian package into $(DIST)/"
@@ -43,10 +50,15 @@ $(BIN)/python:
 # editable_mode=compat puts the checkout itself on sys.path (a .pth line), which is
 # how twistd finds twisted/plugins/s3orch_plugin.py; the default "strict" editable
 # finder maps only the s3orch package, and twistd would not know "s3orch".
+$(RUN_STAMP): setup.py setup.cfg | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check \
+	  --config-settings editable_mode=compat -e '.[demo]' $(PIP_INSTALL_ARGS)
+	touch $@
+
 $(STAMP): setup.py setup.cfg | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check \
-	  --config-settings editable_mode=compat -e '.[test,dev]' $(PIP_INSTALL_ARGS)
-	touch $@
+	  --config-settings editable_mode=compat -e '.[demo,test,dev]' $(PIP_INSTALL_ARGS)
+	touch $(RUN_STAMP) $@
 
 venv: $(STAMP)
 
@@ -70,10 +82,10 @@ test-tools: $(STAMP) $(JS_STAMP)
 	    echo "make test: restic is missing and the end-to-end tests need it: sudo apt-get install restic" >&2; exit 1; \
 	  fi; }
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/python -m s3orch.testing.demo $(DEMO_ARGS)
 
-run-backends: $(STAMP)
+run-backends: $(RUN_STAMP)
 	$(BIN)/python -m s3orch.testing.demo --backends-only $(DEMO_ARGS)
 
 # pytest's exit status is make's: 1 = failures, 5 = no tests collected; both fail the target.
@@ -101,7 +113,7 @@ deb:
 	@ls -l $(DIST)/*.deb
 
 clean:
-	rm -f $(STAMP) $(JS_STAMP) twisted/plugins/dropin.cache
+	rm -f $(STAMP) $(RUN_STAMP) $(JS_STAMP) twisted/plugins/dropin.cache
 	rm -rf build $(DIST) *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis bench-results
 	rm -rf debian/.debhelper debian/s3orch debian/files debian/debhelper-build-stamp debian/*.substvars debian/*.debhelper.log debian/*.debhelper
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

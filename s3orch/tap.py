@@ -9,15 +9,24 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.python import usage
+from twisted.web.server import Site
 
 from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.credentials import (
+    CredentialError,
+    CredentialProvider,
+    CredentialRefresher,
+    resolve_default_chain,
+)
 from s3orch.backend.s3 import S3Backend
-from s3orch.config import ConfigError, load_config
+from s3orch.config import Config, ConfigError, load_config
+from s3orch.config.support import refusals
 from s3orch.core.multipart import MultipartService
 from s3orch.core.objects import ObjectService
 from s3orch.frontend.ops import OpsApp
@@ -74,8 +83,11 @@ def build(config: Any, reactor: Any) -> GatewayService:
     # One lock per background worker, shared by every instance on the database
     # (a process mutex on SQLite); closed after the workers have stopped.
     worker_locks = open_worker_locks(config.database, reactor)
+    providers = backend_credentials(config.backends, os.environ, reactor, config.server.backend_timeout)
     backends = {
-        b.name: S3Backend(b, reactor=reactor, timeout=config.server.backend_timeout)
+        b.name: S3Backend(
+            b, reactor=reactor, timeout=config.server.backend_timeout, credentials=providers.get(b.name)
+        )
         for b in config.backends
     }
     objects = ObjectService(
@@ -94,12 +106,24 @@ def build(config: Any, reactor: Any) -> GatewayService:
         spool_dir=config.server.spool_dir or None,
     )
     registry = CredentialRegistry(config.buckets)
-    s3 = S3Frontend(config=config, registry=registry, objects=objects, clock=reactor, multipart=multipart)
+    metrics = config.telemetry.metrics
+    # /metrics is on the S3 port (public, like /health) unless it has an address of its own;
+    # then the S3 port treats the path as any other (a request for the bucket "metrics").
+    metrics_here = metrics.enabled and not metrics.listen
+    reserved = [b"/health", b"/admin", b"/ui"] + ([metrics.path.encode()] if metrics_here else [])
+    s3 = S3Frontend(
+        config=config,
+        registry=registry,
+        objects=objects,
+        clock=reactor,
+        multipart=multipart,
+        reserved_prefixes=reserved,
+    )
     holder: dict[str, GatewayService] = {}
     ops = OpsApp(
         is_ready=lambda: holder["service"].ready,
-        metrics_enabled=config.telemetry.metrics.enabled,
-        metrics_path=config.telemetry.metrics.path,
+        metrics_enabled=metrics_here,
+        metrics_path=metrics.path,
     )
     site = S3Site(
         RootResource(s3, ops.resource()),
@@ -117,6 +141,9 @@ def build(config: Any, reactor: Any) -> GatewayService:
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    listeners: list[IService] = [listener]
+    if metrics.enabled and metrics.listen:
+        listeners.append(metrics_listener(metrics.listen, metrics.path, lambda: holder["service"].ready, reactor))
     owner = instance_id()  # this instance's name on cleanup and intent claims
     workers: list[IService] = [
         CleanupQueueWorker(
@@ -130,6 +157,8 @@ def build(config: Any, reactor: Any) -> GatewayService:
         # Every instance refreshes its own gauges (read-only): no worker lock.
         QuotaMetricsWorker(store, reactor, interval=config.usage_flush.interval),
     ]
+    if providers:
+        workers.insert(0, CredentialRefresher(providers))
     pending = config.write_path.pending_pattern
     if pending.enabled:
         # Intents are always written; without the reaper, those a failed commit leaves
@@ -163,7 +192,7 @@ def build(config: Any, reactor: Any) -> GatewayService:
         store=store,
         quota_limits={b.name: b.quota_bytes for b in config.backends},
         workers=workers,
-        listeners=[listener],
+        listeners=listeners,
         closers=[close_backends, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
@@ -177,6 +206,63 @@ def build(config: Any, reactor: Any) -> GatewayService:
     return service
 
 
+def load_checked_config(path: str) -> Config:
+    """The config at ``path``, or exit 1 naming every problem (one line each, on stderr).
+
+    Problems are the loader's errors, then the keys that ask for something this build does not do
+    (``s3orch.config.support``). The loader's warnings are printed too, and do not stop the start.
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.errors:
+            print(f"error: {issue}", file=sys.stderr)
+        raise SystemExit(1) from None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    refused = refusals(config)
+    for issue in refused:
+        print(f"error: {issue}", file=sys.stderr)
+    if refused:
+        raise SystemExit(1)
+    return config
+
+
+def backend_credentials(
+    configs: Any, env: Mapping[str, str], reactor: Any, timeout: float
+) -> dict[str, CredentialProvider]:
+    """Backend name -> where its keys come from, for the backends with ``credential_source:
+    default_chain`` (the others sign with their keys from config.yaml).
+
+    The chain is resolved once, here, for all of them: a chain that finds nothing is a
+    CredentialError naming the backends, and s3orch does not start.
+    """
+    chained = [(index, b) for index, b in enumerate(configs) if b.credential_source == "default_chain"]
+    if not chained:
+        return {}
+    try:
+        provider = resolve_default_chain(env, reactor, timeout=timeout)
+    except CredentialError as exc:
+        first = chained[0][0]
+        names = ", ".join(repr(b.name) for _, b in chained)
+        raise CredentialError(
+            f"backends[{first}].credential_source: default_chain for backend {names}: {exc}"
+        ) from None
+    return {b.name: provider for _, b in chained}
+
+
+def metrics_listener(listen: str, path: str, is_ready: Callable[[], bool], reactor: Any) -> IService:
+    """``telemetry.metrics.listen``: /metrics (and /health, /health/ready) on an address of its own."""
+    app = OpsApp(is_ready=is_ready, metrics_enabled=True, metrics_path=path)
+    site = Site(app.resource())
+    site.noisy = False
+    site.displayTracebacks = False
+    site.log = lambda request: None  # type: ignore[method-assign]  # no access log for scrapes
+    interface, port = parse_listen_addr(listen)
+    service: IService = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    return service
+
+
 def makeService(options: Options) -> GatewayService:
     # Database work runs in thread pools; with the default 5 ms GIL switch interval a
     # finished query can wait that long for the reactor thread to let go (a convoy that
@@ -184,18 +270,10 @@ def makeService(options: Options) -> GatewayService:
     sys.setswitchinterval(0.0005)
     from twisted.internet import reactor
 
-    try:
-        config = load_config(options["config"])
-    except ConfigError as exc:
-        for issue in getattr(exc, "issues", []) or [exc]:
-            print(f"error: {issue}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except OSError as exc:
-        print(f"error: cannot read config {options['config']}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    config = load_checked_config(options["config"])
     try:
         service = build(config, reactor)
-    except TLSSetupError as exc:
+    except (TLSSetupError, CredentialError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     _ignore_sighup(reactor)

@@ -38,11 +38,14 @@ def authenticate(
     *,
     allow_sigv2: bool = True,
     bucket_from_host: str | None = None,
+    regions: Sequence[str] = (),
 ) -> AuthOutcome:
     """Return who is calling, or raise the S3 error AWS would answer.
 
     ``bucket_from_host`` is the bucket named by a virtual-hosted-style Host
     header (None for path-style): SigV2 signs it as part of the resource.
+    ``regions`` (``server.regions``) limits the region a SigV4 credential scope
+    may name; empty accepts any.  SigV2 has no scope to check.
     """
     authorization = _first(headers, "authorization")
     query_names = {name for name, _ in query}
@@ -86,7 +89,7 @@ def authenticate(
         raise errors.AccessDenied()
 
     request = sigv4.SignedRequest(method=method, raw_path=raw_path, query=query, headers=headers)
-    result = sigv4.authenticate(request, registry.secret_for, now)
+    result = sigv4.authenticate(request, registry.secret_for, now, regions=regions)
     bucket = registry.bucket_for(result.access_key)
     if bucket is None:  # the key vanished between lookups (reload): refuse
         raise errors.InvalidAccessKeyId()

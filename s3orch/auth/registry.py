@@ -48,7 +48,7 @@ class CredentialRegistry:
 
     def bucket_for_token(self, token: str) -> str | None:
         """Compare against every token in constant time (no early exit)."""
-        given = token.encode("utf-8")
+        given = token.encode("utf-8", "surrogateescape")  # wire bytes, whatever they are
         found: str | None = None
         for candidate, bucket in self._tokens:
             if hmac.compare_digest(candidate, given):

@@ -13,7 +13,9 @@ is then empty); the presigned form puts ``Expires`` (epoch seconds) there.
 The canonical resource is built from the path exactly as the client sent it
 (percent-encoding untouched: that is what botocore signs), prefixed with
 ``/bucket`` when the bucket came from the Host header, followed by the
-sub-resources of botocore's ``HmacV1Auth.QSAOfInterest`` list.
+sub-resources: botocore's ``HmacV1Auth.QSAOfInterest`` list plus every query
+key our routing treats as a sub-resource (``s3.operations``), so that no
+signature can be replayed onto another operation by adding one.
 
 Everything here is pure: the caller supplies the clock and the credential
 lookup; nothing imports Twisted.
@@ -22,15 +24,12 @@ lookup; nothing imports Twisted.
 from __future__ import annotations
 
 import base64
-import calendar
-import datetime
 import hashlib
 import hmac
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 from s3orch.s3.errors import (
     AccessDenied,
@@ -39,8 +38,12 @@ from s3orch.s3.errors import (
     RequestTimeTooSkewed,
     SignatureDoesNotMatch,
 )
+from s3orch.s3.numbers import parse_decimal
+from s3orch.s3.operations import ROUTING_SUBRESOURCES
+from s3orch.s3.sigv4 import ECHO_LIMIT, echo, parse_amz_date, parse_http_date
 
 __all__ = [
+    "BOTOCORE_SUBRESOURCES",
     "MAX_EXPIRES",
     "MAX_SKEW",
     "SUBRESOURCES",
@@ -55,9 +58,8 @@ __all__ = [
     "string_to_sign",
 ]
 
-#: Query parameters that are part of the CanonicalizedResource: exactly
 #: botocore's ``HmacV1Auth.QSAOfInterest`` (which lists ``requestPayment`` twice).
-SUBRESOURCES: frozenset[str] = frozenset(
+BOTOCORE_SUBRESOURCES: frozenset[str] = frozenset(
     {
         "accelerate",
         "acl",
@@ -97,13 +99,26 @@ SUBRESOURCES: frozenset[str] = frozenset(
     }
 )
 
+#: Query parameters that are part of the CanonicalizedResource: botocore's list
+#: and every sub-resource routing selects an operation by.  A client that signs
+#: only botocore's list gets SignatureDoesNotMatch for ``?attributes``,
+#: ``?retention``, ``?renameObject`` ...: refused, never replayable.
+SUBRESOURCES: frozenset[str] = BOTOCORE_SUBRESOURCES | ROUTING_SUBRESOURCES
+
+#: An ``&`` inside a decoded value that would read as the start of another
+#: signed sub-resource ("versionId=1&acl" from ``versionId=1%26acl``).
+_AMBIGUOUS_AMPERSAND = re.compile(
+    "&(?=(?:"
+    + "|".join(re.escape(name) for name in sorted(SUBRESOURCES, key=len, reverse=True))
+    + ")(?:=|&|$))"
+)
+
 #: Longest a presigned URL may still be valid, as for SigV4 (AWS itself sets no V2 limit).
 MAX_EXPIRES = 604800
 #: Allowed distance between the request's Date/x-amz-date and our clock.
 MAX_SKEW = 900.0
 
 _PRESIGN_PARAMS = ("AWSAccessKeyId", "Signature", "Expires")
-_ISO_BASIC = re.compile(r"\d{8}T\d{6}Z")
 
 #: Secret used to compute a full signature for unknown access keys, so the work
 #: done (and thus the response time) does not reveal whether a key exists.
@@ -137,6 +152,11 @@ def canonical_resource(
     repeated names kept in received order.  A sub-resource without a value is
     written bare (``?uploads``); ``empty_value_equals`` writes ``?uploads=``
     instead, for clients that sent (and signed) the ``=``.
+
+    Decoded values are signed as they are, except that an ``&`` which would
+    read as the start of another signed sub-resource is re-escaped as ``%26``:
+    without it ``?partNumber=1%26uploadId%3DX`` (one parameter) and
+    ``?partNumber=1&uploadId=X`` (two) would share one string to sign.
     """
     path = raw_path.decode("utf-8", "surrogateescape") or "/"
     if bucket_from_host is not None:
@@ -150,7 +170,7 @@ def canonical_resource(
     if not subresources:
         return path
     parts = [
-        f"{name}={value}" if value or empty_value_equals else name
+        f"{name}={_AMBIGUOUS_AMPERSAND.sub('%26', value)}" if value or empty_value_equals else name
         for name, value in subresources
     ]
     return f"{path}?{'&'.join(parts)}"
@@ -212,7 +232,7 @@ def parse_authorization_header(value: str) -> tuple[str, str]:
     access_key, signature = access_key.strip(), signature.strip()
     if scheme != "AWS" or not sep or not access_key or not signature:
         raise InvalidArgument(
-            _MALFORMED_HEADER, ArgumentName="Authorization", ArgumentValue=value
+            _MALFORMED_HEADER, ArgumentName="Authorization", ArgumentValue=echo(value, 256)
         )
     return access_key, signature
 
@@ -226,18 +246,8 @@ def _joined(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
 
 def _parse_date(value: str) -> float | None:
     """RFC 1123/850/asctime dates (RFC 2616), or ISO 8601 basic ``YYYYMMDDTHHMMSSZ``."""
-    if _ISO_BASIC.fullmatch(value):
-        try:
-            return float(calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ")))
-        except ValueError:
-            return None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if moment.tzinfo is None:  # "-0000": UTC
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
+    moment = parse_amz_date(value)
+    return moment if moment is not None else parse_http_date(value)
 
 
 def _iso(epoch: float) -> str:
@@ -280,18 +290,19 @@ def _verify(
         expected = sign(secret if secret is not None else _DUMMY_SECRET, candidate)
         matched |= hmac.compare_digest(expected.encode("ascii"), provided)
     if not known:
-        raise InvalidAccessKeyId(AWSAccessKeyId=access_key)
+        raise InvalidAccessKeyId(AWSAccessKeyId=echo(access_key, 256))
     if not matched:
+        # AWS echoes the string to sign (and its bytes); ours is echoed only
+        # while small, so a large request never builds a large error body.
         sts = candidates[0]
-        sts_bytes = sts.encode("utf-8", "surrogateescape")
-        raise SignatureDoesNotMatch(
-            AWSAccessKeyId=access_key,
-            StringToSign=sts_bytes.decode("utf-8", "replace"),
-            SignatureProvided=signature.encode("utf-8", "surrogateescape").decode(
-                "utf-8", "replace"
-            ),
-            StringToSignBytes=" ".join(f"{b:02x}" for b in sts_bytes),
-        )
+        fields = {"AWSAccessKeyId": echo(access_key, 256)}
+        if len(sts) <= ECHO_LIMIT:
+            sts_bytes = sts.encode("utf-8", "surrogateescape")
+            fields["StringToSign"] = echo(sts)
+            fields["SignatureProvided"] = echo(signature, 256)
+            if 3 * len(sts_bytes) <= ECHO_LIMIT:
+                fields["StringToSignBytes"] = " ".join(f"{b:02x}" for b in sts_bytes)
+        raise SignatureDoesNotMatch(**fields)
 
 
 def _candidates(
@@ -344,7 +355,7 @@ def _authenticate_header(
         raise AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
     if abs(now - moment) > max_skew:
         raise RequestTimeTooSkewed(
-            RequestTime=request_time,
+            RequestTime=echo(request_time, 64),
             ServerTime=_iso(now),
             MaxAllowedSkewMilliseconds=str(int(max_skew * 1000)),
         )
@@ -384,10 +395,12 @@ def _authenticate_query(
     if any(not params.get(name) for name in _PRESIGN_PARAMS):
         raise AccessDenied(_MISSING_PARAMS)
     expires_raw = params["Expires"]
-    # Bounded length: int() of thousands of digits is refused (and slow).
-    if not expires_raw.isascii() or not expires_raw.isdigit() or len(expires_raw) > 20:
-        raise AccessDenied(f"Invalid date (should be seconds since epoch): {expires_raw}")
-    expires = int(expires_raw)
+    # ASCII digits, bounded length: int() of thousands of digits is refused (and slow).
+    expires = parse_decimal(expires_raw, max_digits=20)
+    if expires is None:
+        raise AccessDenied(
+            f"Invalid date (should be seconds since epoch): {echo(expires_raw, 64)}"
+        )
     if now > expires:
         raise AccessDenied(
             "Request has expired", Expires=_iso(expires), ServerTime=_iso(now)

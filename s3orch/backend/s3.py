@@ -29,6 +29,8 @@ from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import unquote_plus, urlsplit
 from xml.sax.saxutils import escape as _xml_escape
 
+from defusedxml import ElementTree as DefusedET
+from defusedxml.common import DefusedXmlException
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     ConnectError,
@@ -57,6 +59,12 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from s3orch.backend.credentials import (
+    CredentialProvider,
+    Credentials,
+    CredentialsUnavailable,
+    StaticCredentials,
+)
 from s3orch.backend.interface import (
     BackendError,
     BackendNotFound,
@@ -192,13 +200,18 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
 
 
 def _parse_xml(body: bytes, what: str, backend: str) -> ET.Element:
-    """Parse a bounded backend XML document; DTDs are refused (no entity tricks)."""
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise BackendError(f"{what}: XML with a DTD refused", backend=backend)
+    """Parse a bounded backend XML document through defusedxml, like client XML (no DTD, no entities)."""
     try:
-        return ET.fromstring(body)
-    except ET.ParseError as exc:
+        element = DefusedET.fromstring(
+            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+    except DefusedXmlException:
+        raise BackendError(f"{what}: XML with a DTD or entities refused", backend=backend) from None
+    except (ET.ParseError, ValueError) as exc:
         raise BackendError(f"{what}: malformed XML: {exc}", backend=backend) from None
+    if not isinstance(element, ET.Element):
+        raise BackendError(f"{what}: malformed XML", backend=backend)
+    return element
 
 
 def _local(tag: str) -> str:
@@ -516,12 +529,15 @@ class S3Backend:
         max_persistent_per_host: int = 64,
         cached_connection_timeout: int = 60,
         read_size: int = 256 * 1024,
+        credentials: CredentialProvider | None = None,
     ) -> None:
         self.name = config.name
         self.bucket = config.bucket
         self._region = config.region or "us-east-1"
-        self._access_key = config.access_key_id
-        self._secret_key = config.secret_access_key
+        #: The keys requests are signed with (``credential_source``); static: from config.yaml.
+        self.credentials: CredentialProvider = credentials or StaticCredentials(
+            Credentials(config.access_key_id, config.secret_access_key), "config.yaml"
+        )
         self._timeout = timeout
         self._read_size = read_size
         self._clock = cast(Clock, reactor)
@@ -587,14 +603,18 @@ class S3Backend:
             )
         return full
 
-    def _headers(self, method: str, url: str, extra: Mapping[str, str], payload_hash: str) -> Headers:
+    def _headers(
+        self, method: str, url: str, extra: Mapping[str, str], payload_hash: str, credentials: Credentials
+    ) -> Headers:
+        if credentials.session_token:  # temporary keys: the token is sent, and signed
+            extra = {**extra, "x-amz-security-token": credentials.session_token}
         signed = sign_headers(
             method,
             url,
             extra,
             payload_hash,
-            self._access_key,
-            self._secret_key,
+            credentials.access_key_id,
+            credentials.secret_access_key,
             self._region,
             self._clock.seconds(),
         )
@@ -621,8 +641,13 @@ class S3Backend:
         (counted with status ``error``/``timeout``); HTTP statuses are left to
         the caller, which counts them via :meth:`_count`.
         """
-        request_headers = self._headers(method, url, headers or {}, payload_hash)
         started = time.monotonic()
+        try:
+            credentials = await self.credentials.get()
+        except CredentialsUnavailable as exc:
+            self._count(operation, "error", started)
+            raise BackendUnavailable(f"{operation}: {exc}", backend=self.name) from None
+        request_headers = self._headers(method, url, headers or {}, payload_hash, credentials)
         pending: Deferred[Any] = self._agent.request(
             method.encode("ascii"),
             url.encode("ascii"),

@@ -14,6 +14,7 @@ import click
 import twisted
 from s3orch import __version__
 from s3orch.config import ConfigError, load_config
+from s3orch.config.support import refusals
 
 __all__ = ["cli", "version_string"]
 
@@ -64,7 +65,11 @@ def help_(ctx: click.Context) -> None:
 @cli.command()
 @config_option
 def validate(config_path: str) -> None:
-    """Check a config file without starting anything; exit 1 listing every problem."""
+    """Check a config file without starting anything; exit 1 listing every problem.
+
+    A problem is what the loader refuses, or a key asking for something this build does not do
+    (the same check ``twistd s3orch`` makes at start-up).
+    """
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -73,6 +78,11 @@ def validate(config_path: str) -> None:
         sys.exit(1)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
+    refused = refusals(config)
+    for issue in refused:
+        click.echo(f"error: {issue}", err=True)
+    if refused:
+        sys.exit(1)
     click.echo(f"config {config_path}: valid")
     click.echo(f"  backends: {len(config.backends)}")
     click.echo(f"  buckets:  {len(config.buckets)}")

@@ -505,11 +505,6 @@ def _check_server(server: ServerConfig, report: _Report) -> None:
             "server.backend_timeout",
             f"must be <= write_timeout ({format_duration(server.write_timeout)})",
         )
-    if server.admission_wait > 0:
-        report.warn(
-            "server.admission_wait",
-            "not supported yet: a request over capacity is refused at once (503 SlowDown)",
-        )
     if (server.max_concurrent_reads > 0) != (server.max_concurrent_writes > 0):
         report.warn(
             "server.max_concurrent_reads",

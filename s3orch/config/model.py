@@ -1,7 +1,9 @@
 """The typed, frozen configuration model.
 
 Attribute names are exactly the YAML key names of the original product's config.yaml, so a reader
-can go from a key in a file to the attribute without a mapping table. Durations are float seconds,
+can go from a key in a file to the attribute without a mapping table. Every key loads; the keys of
+features this build does not have yet are refused at start-up when a file asks for them
+(``s3orch.config.support``), so no section here promises behaviour by itself. Durations are float seconds,
 sizes int bytes. Secrets are left out of every ``repr``/``str`` so a logged config never leaks them.
 
 Field metadata drives the loader (``s3orch.config.load``): ``kind`` ("duration"/"size"/"str_map"),
@@ -110,7 +112,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Serve HTTPS; the certificate is re-read on SIGHUP."""
+    """Serve HTTPS (with ``client_ca_file``: mTLS); the files are read once, at start-up."""
 
     cert_file: str = ""
     key_file: str = ""
@@ -121,6 +123,9 @@ class TLSConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     """Listener, request caps, admission control and timeouts of the S3 front end.
+
+    Not applied yet, and refused when set (``s3orch.config.support``): ``admission_wait`` above 0,
+    ``write_timeout`` other than its default, ``regions`` and ``max_concurrent_per_credential``.
 
     ``max_concurrent_requests`` becomes 1000 when it and both split pools are 0: the original cannot
     run without admission control, whatever its docs say (BEHAVIOURS 1.40).
@@ -223,7 +228,10 @@ class BackendConfig:
     """One S3 bucket somewhere that stores objects for us, with its byte quota and monthly limits.
 
     Every limit uses 0 for "unlimited". ``unsigned_payload`` None means "auto": on for https endpoints,
-    off for http (see ``effective_unsigned_payload``).
+    off for http (see ``effective_unsigned_payload``). The monthly usage limits (``api_request_limit``,
+    ``egress_byte_limit``, ``ingress_byte_limit``) are not yet supported by this build: refused above 0.
+    ``credential_source: default_chain`` takes the keys from the environment
+    (``s3orch.backend.credentials``).
     """
 
     name: str = ""
@@ -270,7 +278,7 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class TracingConfig:
-    """OpenTelemetry export over OTLP gRPC."""
+    """OpenTelemetry export over OTLP gRPC. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     endpoint: str = ""
@@ -291,7 +299,11 @@ class TelemetryConfig:
 
 @dataclass(frozen=True)
 class CircuitBreakerConfig:
-    """The database breaker that switches to degraded (read-only broadcast) mode."""
+    """The database breaker that switches to degraded (read-only broadcast) mode.
+
+    Not yet supported by this build (a database outage answers 503): any value but the defaults
+    is refused at start-up (``s3orch.config.support``).
+    """
 
     failure_threshold: int = knob(3, positive=True)
     open_timeout: float = knob(15.0, kind="duration", positive=True)
@@ -302,7 +314,7 @@ class CircuitBreakerConfig:
 
 @dataclass(frozen=True)
 class BackendCircuitBreakerConfig:
-    """Per-backend breakers (off by default); 5 failures, as the code does (BEHAVIOURS 1.40)."""
+    """Per-backend breakers (off by default); 5 failures, as the code does (BEHAVIOURS 1.40). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     failure_threshold: int = knob(5, positive=True)
@@ -314,7 +326,7 @@ class BackendCircuitBreakerConfig:
 
 @dataclass(frozen=True)
 class RebalanceConfig:
-    """The rebalancer; off by default because moves cost egress."""
+    """The rebalancer; off by default because moves cost egress. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     strategy: str = knob("pack", empty_default=True)
@@ -326,7 +338,10 @@ class RebalanceConfig:
 
 @dataclass(frozen=True)
 class ReplicationConfig:
-    """Copies per object and the replicator's pace; ``unhealthy_threshold`` 0 turns health-awareness off."""
+    """Copies per object and the replicator's pace; ``unhealthy_threshold`` 0 turns health-awareness off.
+
+    This build keeps one copy: a ``factor`` above 1 is refused at start-up (``s3orch.config.support``).
+    """
 
     factor: int = knob(1, positive=True)
     worker_interval: float = knob(300.0, kind="duration", positive=True)
@@ -337,7 +352,10 @@ class ReplicationConfig:
 
 @dataclass(frozen=True)
 class CleanupQueueConfig:
-    """Retry queue for backend deletes that failed, and the stale-multipart timeout."""
+    """Retry queue for backend deletes that failed, and the stale-multipart timeout.
+
+    ``concurrency`` is not read (deletes share ``server.delete_concurrency``): refused unless 10.
+    """
 
     concurrency: int = knob(10, positive=True)
     claim_grace_period: float = knob(300.0, kind="duration", positive=True)
@@ -346,7 +364,7 @@ class CleanupQueueConfig:
 
 @dataclass(frozen=True)
 class RateLimitConfig:
-    """Per-client-IP token buckets. ``trusted_proxies`` are normalised CIDR strings."""
+    """Per-client-IP token buckets. ``trusted_proxies`` are normalised CIDR strings. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     requests_per_sec: float = knob(100.0, positive=True)
@@ -371,7 +389,7 @@ class VaultConfig:
 
 @dataclass(frozen=True)
 class EncryptionConfig:
-    """Envelope encryption; exactly one key source when enabled. ``chunk_size`` must never change."""
+    """Envelope encryption; exactly one key source when enabled. ``chunk_size`` must never change. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     master_key: str = hidden()
@@ -383,7 +401,7 @@ class EncryptionConfig:
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """Chunked zstd before encryption (a later addition of the original, kept for drop-in configs)."""
+    """Chunked zstd before encryption (a later addition of the original, kept for drop-in configs). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     level: str = knob("default", empty_default=True)
@@ -394,7 +412,7 @@ class CompressionConfig:
 
 @dataclass(frozen=True)
 class IntegrityConfig:
-    """Content hashing and the scrubber (``scrubber_interval`` 0 disables it)."""
+    """Content hashing and the scrubber (``scrubber_interval`` 0 disables it). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     verify_on_read: bool = False
@@ -405,7 +423,11 @@ class IntegrityConfig:
 
 @dataclass(frozen=True)
 class UIConfig:
-    """The web dashboard; ``admin_token`` (the admin API token) falls back to ``admin_key``."""
+    """The web dashboard; ``admin_token`` (the admin API token) falls back to ``admin_key``.
+
+    Not yet supported by this build, nor is the admin API: ``enabled``, and an admin token, are
+    refused at start-up (``s3orch.config.support``).
+    """
 
     enabled: bool = False
     path: str = knob("/ui", empty_default=True)
@@ -423,7 +445,11 @@ class UIConfig:
 
 @dataclass(frozen=True)
 class UsageFlushConfig:
-    """How often usage counters reach the DB, faster near a limit when adaptive."""
+    """How often usage counters reach the DB, faster near a limit when adaptive.
+
+    This build has no usage counters: ``interval`` paces the quota gauges, and ``adaptive_enabled``
+    is refused at start-up (``s3orch.config.support``).
+    """
 
     interval: float = knob(30.0, kind="duration", positive=True)
     adaptive_enabled: bool = False
@@ -442,7 +468,8 @@ class LifecycleRule:
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    """Expiration rules; none means the worker never runs."""
+    """Expiration rules; none means the worker never runs. Not yet supported by this build: rules are
+    refused at start-up (``s3orch.config.support``)."""
 
     rules: tuple[LifecycleRule, ...] = ()
     batch_size: int = knob(100, positive=True)
@@ -450,7 +477,7 @@ class LifecycleConfig:
 
 @dataclass(frozen=True)
 class ReconcileConfig:
-    """Periodic backend-vs-DB reconciliation."""
+    """Periodic backend-vs-DB reconciliation. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     interval: float = knob(24 * 3600.0, kind="duration", positive=True)
@@ -458,7 +485,7 @@ class ReconcileConfig:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """In-memory LRU of whole plaintext objects."""
+    """In-memory LRU of whole plaintext objects. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     max_size: int = knob(256 * MiB, kind="size", positive=True)
@@ -480,14 +507,16 @@ class NotificationEndpoint:
 
 @dataclass(frozen=True)
 class NotificationsConfig:
-    """Webhook endpoints; none means no notifier."""
+    """Webhook endpoints; none means no notifier. Not yet supported by this build: endpoints are
+    refused at start-up (``s3orch.config.support``)."""
 
     endpoints: tuple[NotificationEndpoint, ...] = ()
 
 
 @dataclass(frozen=True)
 class RedisConfig:
-    """Shared usage counters; an empty ``address`` means Redis is not used."""
+    """Shared usage counters; an empty ``address`` means Redis is not used. Not yet supported by this
+    build: an address is refused at start-up (``s3orch.config.support``)."""
 
     address: str = ""
     password: str = hidden()
@@ -503,7 +532,10 @@ class RedisConfig:
 
 @dataclass(frozen=True)
 class PendingPatternConfig:
-    """PUT-before-COMMIT intents and the reaper that resolves the ones a failed commit left."""
+    """PUT-before-COMMIT intents and the reaper that resolves the ones a failed commit left.
+
+    ``enabled: false`` (the original's legacy write path) is not yet supported: refused at start-up.
+    """
 
     enabled: bool = True
     reaper_tick: float = knob(60.0, kind="duration", positive=True)
@@ -513,7 +545,7 @@ class PendingPatternConfig:
 
 @dataclass(frozen=True)
 class ParallelCopiesConfig:
-    """Write all replicas during the PUT (a later addition of the original)."""
+    """Write all replicas during the PUT (a later addition of the original). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
 

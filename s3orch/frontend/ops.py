@@ -1,4 +1,8 @@
-"""Klein app for the operational endpoints: /health, /health/ready, /metrics."""
+"""Klein app for the operational endpoints: /health, /health/ready, /metrics.
+
+One instance serves them on the S3 port; with ``telemetry.metrics.listen`` a second one serves
+them on that address, and the S3 port's no longer serves /metrics (``s3orch.tap``).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,11 @@ from s3orch.observe.metrics import REGISTRY
 
 
 class OpsApp:
-    """Liveness, readiness and Prometheus metrics (no authentication, no S3)."""
+    """Liveness, readiness and Prometheus metrics (no authentication, no S3).
+
+    ``is_degraded`` is for a degraded (database breaker open) mode this build does not have yet:
+    nothing passes it, so /health answers ``ok`` while the process runs.
+    """
 
     app = Klein()
 

@@ -357,6 +357,7 @@ class S3Frontend(Resource):
             bucket_from_host=virtual_bucket(
                 _first(headers, "host"), getattr(self._server, "virtual_host_suffix", "")
             ),
+            regions=tuple(getattr(self._server, "regions", ()) or ()),
         )
         state.principal = outcome.principal
         state.auth = outcome.sigv4
@@ -401,15 +402,21 @@ class S3Frontend(Resource):
         op = state.operation.name if state.operation else ""
         is_data = op in DATA_OPERATIONS
         max_size = int(self._server.max_object_size) if is_data else XML_BODY_LIMIT
-        claim = _first(headers, "x-amz-content-sha256")
+        # SigV4: the claim the signature covers (a presigned URL signs UNSIGNED-PAYLOAD
+        # unless the client signed the header); SigV2 signs every x-amz-* header.
+        claim = state.auth.payload_hash if state.auth else _first(headers, "x-amz-content-sha256")
         decoder: AwsChunkedDecoder | None = None
         declared = length
         decoded = _first(headers, "x-amz-decoded-content-length")
-        # aws-chunked framing is decoded only when signed x-amz-* data declares it: a
-        # STREAMING-* payload claim or a decoded length.  "Content-Encoding: aws-chunked"
-        # alone (botocore sends it with plain bodies in some modes) is a plain body, and
-        # the token is dropped from the stored Content-Encoding.
-        if claim in STREAMING_VARIANTS or decoded is not None:
+        # aws-chunked framing is decoded only when signed data declares it: a STREAMING-*
+        # payload claim, or a decoded length together with a signed
+        # "Content-Encoding: aws-chunked".  Either alone is a plain body (botocore sends a
+        # signed "Content-Encoding: aws-chunked" with plain bodies in some modes); the token
+        # is dropped from the stored Content-Encoding.
+        encoding = (_first(headers, "content-encoding") or "").lower()
+        encoding_signed = state.auth is not None and "content-encoding" in state.auth.signed_headers
+        declared_by_length = decoded is not None and "aws-chunked" in encoding and encoding_signed
+        if claim in STREAMING_VARIANTS or declared_by_length:
             variant = STREAMING_VARIANTS.get(claim or "", "unsigned-trailer")
             AUTH_STREAMING.labels(variant).inc()
             declared = parse_decimal(decoded)

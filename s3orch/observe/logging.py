@@ -1,9 +1,11 @@
-"""Structured logging: twisted.logger events rendered as one JSON object per line.
+"""Structured logging: twisted.logger events rendered as one line each, JSON or text.
 
 Every long-lived component logs through ``Logger(namespace=...)`` with a
 ``component`` field; the observer turns each event into JSON with ``time``,
-``level``, ``component``, ``msg`` and the event's keyword fields.  Fields whose
-names look like secrets are dropped, so a careless log call cannot leak one.
+``level``, ``component``, ``msg`` and the event's keyword fields
+(``server.log_format: json``, the default), or into a text line carrying the
+same fields as ``key=value`` pairs (``text``).  Fields whose names look like
+secrets are dropped, so a careless log call cannot leak one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -64,7 +67,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
-    """The JSON shape of one log event (also used by the UI's log ring buffer)."""
+    """The JSON shape of one log event (the text form carries the same fields)."""
     level = event.get("log_level", LogLevel.info)
     out: dict[str, Any] = {
         "time": time.strftime(
@@ -109,25 +112,77 @@ class JSONLineObserver:
             pass
 
 
-class LogSettings:
-    """The mutable level filter, so the level can change at run time (SIGHUP, admin API)."""
+def _format_fields(event: dict[str, Any]) -> set[str]:
+    """Names of the fields the event's message already shows (``{backend}`` in its format)."""
+    fmt = event.get("log_format")
+    if not isinstance(fmt, str):
+        return set()
+    try:
+        return {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(fmt) if name}
+    except ValueError:
+        return set()
 
-    def __init__(self, level: str = "info", fmt: str = "json") -> None:
+
+_BARE_VALUE = re.compile(r"[^\s\"'=\\]+")
+
+
+def _text_value(value: Any) -> str:
+    """A field value as it appears after ``key=``: bare when unambiguous, else JSON-quoted."""
+    if isinstance(value, str) and _BARE_VALUE.fullmatch(value):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_to_text(event: dict[str, Any]) -> str:
+    """One human-readable line (plus an indented traceback, if any) for ``log_format: text``.
+
+    ``time LEVEL [component] message key=value ...``: the same fields as the JSON form, except
+    those the message already shows.
+    """
+    record = event_to_dict(event)
+    shown = _format_fields(event) | {"time", "level", "component", "msg", "audit", "traceback"}
+    parts = [record["time"], f"{record['level']:<5}", f"[{record['component']}]"]
+    if record.get("msg"):
+        parts.append(str(record["msg"]))
+    parts += [f"{key}={_text_value(value)}" for key, value in record.items() if key not in shown]
+    line = " ".join(parts)
+    traceback = record.get("traceback")
+    if traceback:
+        line += "\n" + "\n".join("    " + row for row in str(traceback).rstrip().splitlines())
+    return line
+
+
+@implementer(ILogObserver)
+class TextLineObserver:
+    """Write each event as one text line (stdout by default)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = event_to_text(event)
+        try:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):  # stdout closed: nothing sensible to do
+            pass
+
+
+class LogSettings:
+    """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter."""
+
+    def __init__(self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=level_from_name(level))
         self.format = fmt
-        self.json = JSONLineObserver()
+        self.stream = stream
+        self.json = JSONLineObserver(stream)
 
     def set_level(self, level: str) -> None:
         self.predicate.setLogLevelForNamespace("", level_from_name(level))
 
     def observer(self) -> ILogObserver:
         """The observer twistd installs for the whole process."""
-        if self.format == "text":
-            from twisted.logger import textFileLogObserver
-
-            base: ILogObserver = textFileLogObserver(sys.stdout)
-        else:
-            base = self.json
+        base: ILogObserver = TextLineObserver(self.stream) if self.format == "text" else self.json
         return FilteringLogObserver(base, [self.predicate])
 
 

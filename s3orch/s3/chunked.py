@@ -20,6 +20,9 @@ Error mapping (fixed, so the HTTP layer can rely on it):
   data, over-long line, malformed or unexpected trailer, bytes after the end):
   ``InvalidRequest``;
 * chunk larger than ``max_chunk_size``: ``InvalidRequest``;
+* a chunk other than the last one smaller than 8 KiB: ``InvalidChunkSizeError``
+  (AWS's rule, for signed and unsigned variants alike; it bounds how much
+  framing and signature work one payload byte can cost);
 * missing or wrong chunk / trailer signature: ``SignatureDoesNotMatch``.
 """
 
@@ -32,6 +35,7 @@ from enum import Enum, auto
 
 from s3orch.s3.errors import (
     IncompleteBody,
+    InvalidChunkSizeError,
     InvalidRequest,
     S3Error,
     SignatureDoesNotMatch,
@@ -45,6 +49,7 @@ from s3orch.s3.sigv4 import (
 
 __all__ = [
     "MAX_LINE",
+    "MIN_CHUNK_SIZE",
     "MAX_TRAILERS",
     "AwsChunkedDecoder",
     "decoder_for_payload_hash",
@@ -55,6 +60,8 @@ __all__ = [
 MAX_LINE = 4096
 #: Most trailer headers accepted.
 MAX_TRAILERS = 16
+#: Smallest size AWS accepts for a chunk that is not the last one carrying data.
+MIN_CHUNK_SIZE = 8192
 
 _HEX_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
@@ -87,6 +94,8 @@ class AwsChunkedDecoder:
     (``signing_key``, ``seed_signature``, ``amz_date`` and ``scope`` come from
     the verified request, see ``sigv4.AuthResult``); ``trailer`` the ``-TRAILER``
     variants.  ``decoded_length`` is ``x-amz-decoded-content-length`` when sent.
+    Every chunk followed by another data chunk must carry at least
+    ``min_chunk_size`` bytes.
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class AwsChunkedDecoder:
         scope: str | None,
         decoded_length: int | None,
         max_chunk_size: int = 16 * 1024 * 1024,
+        min_chunk_size: int = MIN_CHUNK_SIZE,
     ) -> None:
         if signed and (
             signing_key is None or seed_signature is None or not amz_date or not scope
@@ -114,6 +124,9 @@ class AwsChunkedDecoder:
         self._sts_prefix = f"\n{amz_date}\n{scope}\n"
         self._decoded_length = decoded_length
         self._max_chunk_size = max_chunk_size
+        self._min_chunk_size = min_chunk_size
+        self._chunks = 0  # chunk headers read so far
+        self._previous_size = 0  # size of the chunk before the current one
 
         self._state = _State.HEADER
         self._line = bytearray()
@@ -231,6 +244,14 @@ class AwsChunkedDecoder:
             raise InvalidRequest(
                 f"aws-chunked: chunk of {size} bytes exceeds the {self._max_chunk_size}-byte limit."
             )
+        self._chunks += 1
+        if size and self._chunks > 1 and self._previous_size < self._min_chunk_size:
+            # Like AWS: noticed when the next data chunk starts, and reported
+            # with that chunk's number and the undersized chunk's size.
+            raise InvalidChunkSizeError(
+                Chunk=str(self._chunks), BadChunkSize=str(self._previous_size)
+            )
+        self._previous_size = size
         if self._signed:
             self._chunk_signature = self._extract_signature(extensions)
             self._hasher = hashlib.sha256()
@@ -375,6 +396,7 @@ def decoder_for_payload_hash(
     scope: str,
     decoded_length: int | None,
     max_chunk_size: int = 16 * 1024 * 1024,
+    min_chunk_size: int = MIN_CHUNK_SIZE,
 ) -> AwsChunkedDecoder | None:
     """The decoder the ``x-amz-content-sha256`` claim calls for, or None if not streaming."""
     if not is_streaming_payload(payload_hash):
@@ -389,4 +411,5 @@ def decoder_for_payload_hash(
         scope=scope if signed else None,
         decoded_length=decoded_length,
         max_chunk_size=max_chunk_size,
+        min_chunk_size=min_chunk_size,
     )

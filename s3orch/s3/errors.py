@@ -211,3 +211,7 @@ InvalidObjectState = _error(
 InvalidURI = _error("InvalidURI", 400, "Couldn't parse the specified URI.")
 InvalidTag = _error("InvalidTag", 400, "The tag provided was not a valid tag.")
 UnexpectedContent = _error("UnexpectedContent", 400, "This request does not support content.")
+#: aws-chunked: a chunk other than the last is under 8 KiB (fields Chunk, BadChunkSize).
+InvalidChunkSizeError = _error(
+    "InvalidChunkSizeError", 400, "Only the last chunk is allowed to have a size less than 8192 bytes"
+)

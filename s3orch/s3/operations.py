@@ -222,6 +222,8 @@ _OBJECT: dict[str, dict[str, tuple[str, bool]]] = {
 }
 
 _SUBRESOURCES: frozenset[str] = (frozenset(_BUCKET) | frozenset(_OBJECT)) - {""}
+#: Every query key that selects an operation (SigV2 signs each one, see auth/sigv2.py).
+ROUTING_SUBRESOURCES: frozenset[str] = _SUBRESOURCES
 
 #: Every operation name this module can return (for metrics label sets and tests).
 OPERATION_NAMES: frozenset[str] = frozenset(

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from email.utils import parsedate_tz
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from s3orch.s3.errors import (
@@ -35,10 +35,15 @@ from s3orch.s3.errors import (
     S3Error,
     SignatureDoesNotMatch,
 )
+from s3orch.s3.numbers import parse_decimal
 
 __all__ = [
     "ALGORITHM",
+    "ECHO_LIMIT",
     "EMPTY_SHA256",
+    "MAX_CANONICAL_REQUEST",
+    "MAX_SIGNED_HEADERS",
+    "MAX_SIGNED_HEADERS_LENGTH",
     "STREAMING_PAYLOAD",
     "STREAMING_PAYLOAD_TRAILER",
     "STREAMING_UNSIGNED_TRAILER",
@@ -52,12 +57,16 @@ __all__ = [
     "canonical_request",
     "canonical_uri_from_raw_path",
     "derive_signing_key",
+    "echo",
     "format_amz_date",
     "hmac_hex",
+    "parse_amz_date",
     "parse_authorization_header",
+    "parse_http_date",
     "parse_query",
     "presign_url",
     "sign_headers",
+    "signed_headers_in_order",
     "string_to_sign",
     "uri_encode",
 ]
@@ -79,17 +88,53 @@ _PAYLOAD_SENTINELS = frozenset(
     }
 )
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
-_SCOPE_DATE = re.compile(r"\d{8}")
+# Explicit ASCII classes: ``\d`` would also match Unicode digits ("٢٠٢٤").
+_AMZ_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z")
+_SCOPE_DATE = re.compile(r"[0-9]{8}")
+#: Region and service names in a credential scope: visible ASCII, no "/", bounded.
+_SCOPE_NAME = re.compile(r"[!-.0-~]{1,64}")
 _HEADER_WS = re.compile(r"[ \t\r\n]+")
 _MAX_EXPIRES = 604800  # seven days, the AWS ceiling for presigned URLs
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: HTTP dates longer than this are not dates (bounded parsing work).
+_MAX_HTTP_DATE = 64
+
+#: Most names one SignedHeaders list may carry.  botocore signs every header it
+#: sends; even a PUT with a hundred metadata headers stays well below this.
+MAX_SIGNED_HEADERS = 256
+#: Longest SignedHeaders value accepted (characters).
+MAX_SIGNED_HEADERS_LENGTH = 8192
+#: Largest canonical request built for one request.  With unique signed names it
+#: is bounded by the request line and header caps anyway; this is the backstop.
+MAX_CANONICAL_REQUEST = 64 * 1024
+#: Error bodies echo a string to sign or canonical request only up to this size.
+ECHO_LIMIT = 4096
+
+#: ``x-amz-*`` headers AWS accepts without their being signed.  The payload hash
+#: is covered by the canonical request's last line whatever SignedHeaders says
+#: (header auth), and a presigned URL signs ``UNSIGNED-PAYLOAD`` unless the
+#: client signed the header.
+UNSIGNED_AMZ_HEADERS = frozenset({"x-amz-content-sha256"})
 
 #: Secret used to compute a full signature for unknown access keys, so that the
 #: work done (and thus the response time) does not reveal whether a key exists.
+#: The derived key is never cached: unknown keys cannot fill the cache.
 _DUMMY_SECRET = "s3orch-dummy-secret-for-unknown-access-keys-0000"
 
-_MALFORMED_CREDENTIAL = 'The Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+_MALFORMED_CREDENTIAL = 'the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
+_HEADER_PREFIX = "The authorization header is malformed; "
+_QUERY_PREFIX = "Error parsing the X-Amz-Credential parameter; "
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def echo(value: str, limit: int = ECHO_LIMIT) -> str:
+    """Client input made safe to echo in an error body: valid UTF-8, no control characters, bounded.
+
+    Values decoded with ``surrogateescape`` (invalid UTF-8 from the wire) get
+    U+FFFD; anything over ``limit`` characters is cut.
+    """
+    text = value[:limit].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub("\ufffd", text)
 
 
 # --------------------------------------------------------------------------
@@ -231,30 +276,51 @@ class _SigningKeyCache:
     """Bounded LRU of derived signing keys (four HMACs saved per request).
 
     Keyed by a hash of the secret, never the secret itself, so a heap dump of
-    the cache does not hand out credentials.
+    the cache does not hand out credentials.  Only known secrets reach it (the
+    verifier derives unknown keys' dummy signatures uncached), and each secret
+    holds at most ``per_secret`` (date, region, service) scopes: a tenant who
+    signs with random regions or old presigned dates recycles its own entries
+    and cannot push the other tenants' keys out.  ``maxsize`` bounds the total.
     """
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, per_secret: int = 8) -> None:
         self.maxsize = maxsize
-        self._entries: OrderedDict[tuple[bytes, str, str, str], bytes] = OrderedDict()
+        self.per_secret = per_secret
+        self._secrets: OrderedDict[bytes, OrderedDict[tuple[str, str, str], bytes]] = OrderedDict()
+        self._size = 0
 
     def get(self, secret: str, date: str, region: str, service: str) -> bytes:
-        key = (hashlib.sha256(secret.encode("utf-8")).digest(), date, region, service)
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-            return found
+        digest = hashlib.sha256(secret.encode("utf-8")).digest()
+        scope = (date, region, service)
+        scopes = self._secrets.get(digest)
+        if scopes is not None:
+            self._secrets.move_to_end(digest)
+            found = scopes.get(scope)
+            if found is not None:
+                scopes.move_to_end(scope)
+                return found
+        else:
+            scopes = self._secrets[digest] = OrderedDict()
         derived = _derive_uncached(secret, date, region, service)
-        self._entries[key] = derived
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
+        scopes[scope] = derived
+        self._size += 1
+        if len(scopes) > self.per_secret:
+            scopes.popitem(last=False)
+            self._size -= 1
+        while self._size > self.maxsize:
+            oldest_digest, oldest = next(iter(self._secrets.items()))
+            oldest.popitem(last=False)
+            self._size -= 1
+            if not oldest:
+                del self._secrets[oldest_digest]
         return derived
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._secrets.clear()
+        self._size = 0
 
 
 _KEY_CACHE = _SigningKeyCache(maxsize=1024)
@@ -270,13 +336,44 @@ def format_amz_date(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
-def _parse_amz_date(value: str) -> float | None:
-    if not _AMZ_DATE.fullmatch(value):
+def _epoch(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:
+    """Seconds since the epoch of a UTC calendar time; None unless it is a real one (years 1..9999)."""
+    try:
+        datetime.datetime(year, month, day, hour, minute, min(second, 59))
+    except (ValueError, OverflowError):
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
+
+
+def parse_amz_date(value: str) -> float | None:
+    """``YYYYMMDDTHHMMSSZ`` (ASCII digits, a real UTC time) -> epoch seconds, else None."""
+    match = _AMZ_DATE.fullmatch(value)
+    if match is None:
+        return None
+    return _epoch(*(int(group) for group in match.groups()))
+
+
+def parse_http_date(value: str) -> float | None:
+    """An HTTP ``Date`` (RFC 1123/850, asctime, numeric offsets) -> epoch seconds, else None.
+
+    Only ASCII and at most 64 characters are looked at: ``email.utils`` would
+    take Unicode digits, and absurd years or offsets overflow ``datetime``.
+    The offset must be less than a day, the year 1..9999.
+    """
+    if not value or len(value) > _MAX_HTTP_DATE or not value.isascii():
         return None
     try:
-        return float(calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ")))
-    except ValueError:
+        parsed = parsedate_tz(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if parsed is None:
+        return None
+    year, month, day, hour, minute, second = parsed[:6]
+    offset = parsed[9] or 0  # None ("-0000", no zone) means UTC
+    if abs(offset) >= 86400:
+        return None
+    moment = _epoch(year, month, day, hour, minute, second)
+    return None if moment is None else moment - offset
 
 
 # --------------------------------------------------------------------------
@@ -301,20 +398,44 @@ class ParsedAuth:
         return f"{self.date}/{self.region}/{self.service}/aws4_request"
 
 
-def _parse_credential(value: str, error: type[S3Error]) -> tuple[str, str, str, str]:
+def _parse_credential(
+    value: str, error: type[S3Error], prefix: str
+) -> tuple[str, str, str, str]:
+    """``AKID/YYYYMMDD/REGION/SERVICE/aws4_request``, each part checked before anything is derived."""
     parts = value.split("/")
-    if len(parts) != 5 or parts[4] != "aws4_request" or not all(parts[:4]):
-        raise error(_MALFORMED_CREDENTIAL)
-    if not _SCOPE_DATE.fullmatch(parts[1]):
-        raise error(_MALFORMED_CREDENTIAL)
+    if (
+        len(parts) != 5
+        or parts[4] != "aws4_request"
+        or not parts[0]
+        or not _SCOPE_DATE.fullmatch(parts[1])
+        or not _SCOPE_NAME.fullmatch(parts[2])
+        or not _SCOPE_NAME.fullmatch(parts[3])
+    ):
+        raise error(prefix + _MALFORMED_CREDENTIAL)
     return parts[0], parts[1], parts[2], parts[3]
 
 
 def _parse_signed_headers(value: str, error: type[S3Error]) -> tuple[str, ...]:
+    """SignedHeaders as sent (lower-cased), bounded in count and length.
+
+    The order is not checked here: an unsorted or repeated list is AWS's
+    SignatureDoesNotMatch, which the verifier answers without building
+    anything (see ``signed_headers_in_order``).
+    """
+    if len(value) > MAX_SIGNED_HEADERS_LENGTH or value.count(";") >= MAX_SIGNED_HEADERS:
+        raise error(
+            f"SignedHeaders may name at most {MAX_SIGNED_HEADERS} headers "
+            f"in at most {MAX_SIGNED_HEADERS_LENGTH} characters."
+        )
     names = tuple(name.strip().lower() for name in value.split(";"))
-    if not names or not all(names):
+    if not all(names):
         raise error("SignedHeaders is malformed.")
     return names
+
+
+def signed_headers_in_order(names: Sequence[str]) -> bool:
+    """True when the names are strictly ascending: sorted, each once (what SigV4 signs)."""
+    return all(a < b for a, b in zip(names, names[1:], strict=False))
 
 
 def parse_authorization_header(value: str) -> ParsedAuth:
@@ -346,7 +467,7 @@ def parse_authorization_header(value: str) -> ParsedAuth:
     if len(fields) != 3:
         raise AuthorizationHeaderMalformed()
     access_key, date, region, service = _parse_credential(
-        fields["Credential"], AuthorizationHeaderMalformed
+        fields["Credential"], AuthorizationHeaderMalformed, _HEADER_PREFIX
     )
     signed = _parse_signed_headers(
         fields["SignedHeaders"], AuthorizationHeaderMalformed
@@ -383,6 +504,9 @@ class AuthResult:
     amz_date: str  # "20130524T000000Z"
     presigned: bool
     expires_at: float | None
+    #: Header names the signature covers (lower case), e.g. to decide whether
+    #: ``Content-Encoding: aws-chunked`` may change how the body is read.
+    signed_headers: tuple[str, ...] = ()
 
 
 def _first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
@@ -392,26 +516,29 @@ def _first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[0].strip()
 
 
-def _request_date(headers: Mapping[str, Sequence[str]]) -> tuple[str, float]:
-    """``X-Amz-Date``, else an RFC 1123 ``Date`` header, as (amz_date, epoch seconds)."""
+def _request_date(headers: Mapping[str, Sequence[str]]) -> tuple[str, float, bool]:
+    """``X-Amz-Date``, else an HTTP ``Date`` header: (value as sent, epoch seconds, is X-Amz-Date)."""
     bad = AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
     amz = _first(headers, "x-amz-date")
     if amz is not None:
-        parsed = _parse_amz_date(amz)
+        parsed = parse_amz_date(amz)
         if parsed is None:
             raise bad
-        return amz, parsed
+        return amz, parsed, True
     date = _first(headers, "date")
-    if date is None:
+    moment = parse_http_date(date) if date is not None else None
+    if date is None or moment is None:
         raise bad
-    try:
-        moment = parsedate_to_datetime(date)
-    except (TypeError, ValueError):
-        raise bad from None
-    if moment.tzinfo is None:  # "-0000" (botocore's formatdate): UTC
-        moment = moment.replace(tzinfo=datetime.UTC)
-    epoch = moment.timestamp()
-    return format_amz_date(epoch), epoch
+    return date, moment, False
+
+
+def _check_skew(raw: str, moment: float, now: float, max_skew: float) -> None:
+    if abs(now - moment) > max_skew:
+        raise RequestTimeTooSkewed(
+            RequestTime=echo(raw, 64),
+            ServerTime=format_amz_date(now),
+            MaxAllowedSkewMilliseconds=str(int(max_skew * 1000)),
+        )
 
 
 def _check_payload_claim(value: str) -> None:
@@ -421,7 +548,50 @@ def _check_payload_claim(value: str) -> None:
             "STREAMING-UNSIGNED-PAYLOAD-TRAILER, STREAMING-AWS4-HMAC-SHA256-PAYLOAD, "
             "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER or a valid sha256 value.",
             ArgumentName="x-amz-content-sha256",
-            ArgumentValue=value,
+            ArgumentValue=echo(value, 256),
+        )
+
+
+def _check_scope(
+    region: str,
+    service: str,
+    *,
+    regions: Sequence[str],
+    expected_service: str,
+    error: type[S3Error],
+    prefix: str,
+) -> None:
+    """The credential scope names this endpoint: service ``s3``, a configured region (if any)."""
+    if service != expected_service:
+        raise error(
+            f'{prefix}incorrect service "{service}". This endpoint belongs to "{expected_service}".'
+        )
+    if regions and region not in regions:
+        raise error(
+            f"{prefix}the region '{region}' is wrong; expecting '{regions[0]}'",
+            Region=regions[0],
+        )
+
+
+def _check_amz_headers_signed(
+    headers: Mapping[str, Sequence[str]], signed_headers: Sequence[str]
+) -> None:
+    """Every ``x-amz-*`` header present must be signed (AWS's documented exception aside).
+
+    An unsigned one could be added in flight: ``x-amz-copy-source`` turns a PUT
+    into a copy, ``x-amz-meta-*``/``x-amz-tagging``/``x-amz-acl`` change what is
+    stored.  AWS answers 403 AccessDenied with a ``HeadersNotSigned`` element.
+    """
+    signed = set(signed_headers)
+    unsigned = sorted(
+        name
+        for name in headers
+        if name.startswith("x-amz-") and name not in signed and name not in UNSIGNED_AMZ_HEADERS
+    )
+    if unsigned:
+        raise AccessDenied(
+            "There were headers present in the request which were not signed",
+            HeadersNotSigned=echo(", ".join(unsigned), 1024),
         )
 
 
@@ -438,19 +608,23 @@ def _verify(
     payload_hash: str,
     signature: str,
     exclude_query: str | None,
+    malformed: type[S3Error],
 ) -> bytes:
     """Compute the expected signature and compare; return the signing key.
 
-    An unknown key costs the same work as a known one (dummy secret through the
-    same cache) before ``InvalidAccessKeyId`` is raised.  Nothing is cached
-    under the unknown key: every unknown key shares the dummy secret's entry.
+    An unknown key costs the same work as a known one (a dummy secret, derived
+    uncached so that unknown keys never reach the signing-key cache) before
+    ``InvalidAccessKeyId`` is raised.  A SignedHeaders list that is not strictly
+    ascending cannot match (AWS: SignatureDoesNotMatch) and is refused before
+    any canonical request is built: repeating ``host`` a thousand times must not
+    multiply the work or the error body.
     """
     secret = lookup_secret(access_key)
     known = secret is not None
-    signing_key = derive_signing_key(
-        secret if secret is not None else _DUMMY_SECRET, date, region, service
-    )
-    scope = f"{date}/{region}/{service}/aws4_request"
+    if not signed_headers_in_order(signed_headers):
+        if not known:
+            raise InvalidAccessKeyId(AWSAccessKeyId=echo(access_key, 256))
+        raise SignatureDoesNotMatch(AWSAccessKeyId=echo(access_key, 256))
     creq = canonical_request(
         req.method,
         canonical_uri_from_raw_path(req.raw_path),
@@ -459,17 +633,25 @@ def _verify(
         signed_headers,
         payload_hash,
     )
-    sts = string_to_sign(amz_date, scope, creq)
+    if len(creq) > MAX_CANONICAL_REQUEST:
+        raise malformed(f"The canonical request exceeds {MAX_CANONICAL_REQUEST} bytes.")
+    signing_key = (
+        derive_signing_key(secret, date, region, service)
+        if secret is not None
+        else _derive_uncached(_DUMMY_SECRET, date, region, service)
+    )
+    sts = string_to_sign(amz_date, f"{date}/{region}/{service}/aws4_request", creq)
     expected = hmac_hex(signing_key, sts)
     matches = hmac.compare_digest(
         expected.encode("ascii"), signature.encode("utf-8", "surrogateescape")
     )
     if not known:
-        raise InvalidAccessKeyId(AWSAccessKeyId=access_key)
+        raise InvalidAccessKeyId(AWSAccessKeyId=echo(access_key, 256))
     if not matches:
-        raise SignatureDoesNotMatch(
-            AWSAccessKeyId=access_key, StringToSign=sts, CanonicalRequest=creq
-        )
+        fields = {"AWSAccessKeyId": echo(access_key, 256), "StringToSign": echo(sts)}
+        if len(creq) <= ECHO_LIMIT:
+            fields["CanonicalRequest"] = echo(creq)
+        raise SignatureDoesNotMatch(**fields)
     return signing_key
 
 
@@ -479,20 +661,27 @@ def _authenticate_header(
     lookup_secret: Callable[[str], str | None],
     now: float,
     max_skew: float,
+    regions: Sequence[str],
+    service: str,
 ) -> AuthResult:
     parsed = parse_authorization_header(value)
     if "host" not in parsed.signed_headers:
         raise AuthorizationHeaderMalformed("The host header must be signed.")
-    amz_date, moment = _request_date(req.headers)
+    _check_scope(
+        parsed.region,
+        parsed.service,
+        regions=regions,
+        expected_service=service,
+        error=AuthorizationHeaderMalformed,
+        prefix=_HEADER_PREFIX,
+    )
+    _check_amz_headers_signed(req.headers, parsed.signed_headers)
+    raw_date, moment, is_amz = _request_date(req.headers)
+    _check_skew(raw_date, moment, now, max_skew)
+    amz_date = raw_date if is_amz else format_amz_date(moment)
     if parsed.date != amz_date[:8]:
         raise AuthorizationHeaderMalformed(
             "Invalid credential date. Date is not the same as X-Amz-Date."
-        )
-    if abs(now - moment) > max_skew:
-        raise RequestTimeTooSkewed(
-            RequestTime=amz_date,
-            ServerTime=format_amz_date(now),
-            MaxAllowedSkewMilliseconds=str(int(max_skew * 1000)),
         )
     payload_hash = _first(req.headers, "x-amz-content-sha256")
     if payload_hash is None:
@@ -512,6 +701,7 @@ def _authenticate_header(
         payload_hash=payload_hash,
         signature=parsed.signature,
         exclude_query=None,
+        malformed=AuthorizationHeaderMalformed,
     )
     return AuthResult(
         access_key=parsed.access_key,
@@ -522,6 +712,7 @@ def _authenticate_header(
         amz_date=amz_date,
         presigned=False,
         expires_at=None,
+        signed_headers=parsed.signed_headers,
     )
 
 
@@ -535,11 +726,20 @@ _QUERY_AUTH_PARAMS = (
 )
 
 
+def _iso8601(epoch: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    except (OverflowError, OSError, ValueError):  # outside what the C library formats
+        return str(int(epoch))
+
+
 def _authenticate_query(
     req: SignedRequest,
     lookup_secret: Callable[[str], str | None],
     now: float,
     max_skew: float,
+    regions: Sequence[str],
+    service: str,
 ) -> AuthResult:
     error = AuthorizationQueryParametersError
     params: dict[str, str] = {}
@@ -557,41 +757,50 @@ def _authenticate_query(
         )
     if params["X-Amz-Algorithm"] != ALGORITHM:
         raise error('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')
-    access_key, date, region, service = _parse_credential(
-        params["X-Amz-Credential"], error
+    access_key, date, region, credential_service = _parse_credential(
+        params["X-Amz-Credential"], error, _QUERY_PREFIX
     )
     signed = _parse_signed_headers(params["X-Amz-SignedHeaders"], error)
     if "host" not in signed:
         raise error("X-Amz-SignedHeaders must include host.")
+    _check_scope(
+        region,
+        credential_service,
+        regions=regions,
+        expected_service=service,
+        error=error,
+        prefix=_QUERY_PREFIX,
+    )
     amz_date = params["X-Amz-Date"]
-    moment = _parse_amz_date(amz_date)
+    moment = parse_amz_date(amz_date)
     if moment is None:
         raise error(
             "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""
         )
     expires_raw = params["X-Amz-Expires"]
-    if not expires_raw.isascii() or not expires_raw.isdigit():
+    expires = parse_decimal(expires_raw, max_digits=19)
+    if expires is None:
+        if expires_raw[:1] == "-" and parse_decimal(expires_raw[1:]) is not None:
+            raise error("X-Amz-Expires must be non-negative")
         raise error("X-Amz-Expires should be a number")
-    expires = int(expires_raw)
-    if expires < 1:
-        raise error("X-Amz-Expires must be non-negative")
     if expires > _MAX_EXPIRES:
         raise error(
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800"
+            "X-Amz-Expires must be less than a week (in seconds); that is, "
+            f"the given X-Amz-Expires must be less than {_MAX_EXPIRES} seconds"
         )
     if date != amz_date[:8]:
         raise error("Invalid credential date. Date is not the same as X-Amz-Date.")
+    _check_amz_headers_signed(req.headers, signed)
     if moment - now > max_skew:
         raise AccessDenied("Request is not valid yet")
-    if now > moment + expires:
+    # A URL valid for zero seconds is never valid (AWS: "Request has expired").
+    if now > moment + expires or expires == 0:
         raise AccessDenied(
             "Request has expired",
             **{
-                "X-Amz-Expires": expires_raw,
-                "Expires": time.strftime(
-                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment + expires)
-                ),
-                "ServerTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                "X-Amz-Expires": str(expires),
+                "Expires": _iso8601(moment + expires),
+                "ServerTime": _iso8601(now),
             },
         )
     # S3 presigned URLs carry no payload hash; a client that signed an
@@ -608,22 +817,24 @@ def _authenticate_query(
         access_key=access_key,
         date=date,
         region=region,
-        service=service,
+        service=credential_service,
         signed_headers=signed,
         amz_date=amz_date,
         payload_hash=payload_hash,
         signature=params["X-Amz-Signature"],
         exclude_query="X-Amz-Signature",
+        malformed=error,
     )
     return AuthResult(
         access_key=access_key,
         payload_hash=payload_hash,
         seed_signature=params["X-Amz-Signature"],
         signing_key=signing_key,
-        scope=f"{date}/{region}/{service}/aws4_request",
+        scope=f"{date}/{region}/{credential_service}/aws4_request",
         amz_date=amz_date,
         presigned=True,
         expires_at=moment + expires,
+        signed_headers=signed,
     )
 
 
@@ -632,12 +843,18 @@ def authenticate(
     lookup_secret: Callable[[str], str | None],
     now: float,
     max_skew: float = 900.0,
+    *,
+    regions: Sequence[str] = (),
+    service: str = "s3",
 ) -> AuthResult:
     """Verify a SigV4 header-signed or presigned request; raise an ``S3Error`` otherwise.
 
-    Region and service in the credential scope are deliberately not checked:
-    s3orch answers for every region.  The caller deals with other schemes
-    (``X-Proxy-Token``) before calling; anything unsigned here is AccessDenied.
+    The credential scope must name ``service`` (a signature made for IAM or STS
+    with the same key is refused) and, when ``regions`` is not empty, one of
+    those regions (``server.regions``; empty answers for every region, as the
+    original did).  Scope, dates and SignedHeaders are all checked before any
+    key is derived.  The caller deals with other schemes (``X-Proxy-Token``)
+    before calling; anything unsigned here is AccessDenied.
     """
     auth_values = req.headers.get("authorization")
     has_query_auth = any(name == "X-Amz-Algorithm" for name, _ in req.query)
@@ -650,9 +867,11 @@ def authenticate(
             )
         if len(auth_values) != 1:
             raise AuthorizationHeaderMalformed()
-        return _authenticate_header(req, auth_values[0], lookup_secret, now, max_skew)
+        return _authenticate_header(
+            req, auth_values[0], lookup_secret, now, max_skew, regions, service
+        )
     if has_query_auth:
-        return _authenticate_query(req, lookup_secret, now, max_skew)
+        return _authenticate_query(req, lookup_secret, now, max_skew, regions, service)
     raise AccessDenied()
 
 

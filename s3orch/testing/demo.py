@@ -145,6 +145,11 @@ def local_url(listen_addr: str) -> str:
     return f"http://{host}:{port}"
 
 
+def venv_bin() -> Path:
+    """The directory of this interpreter's console scripts (the checkout's ``.venv/bin``)."""
+    return Path(sys.executable).parent
+
+
 def banner(config_path: Path, listen_addr: str, backends_only: bool) -> str:
     endpoint = local_url(listen_addr)
     lines = ["", "=" * 72]
@@ -167,12 +172,13 @@ def banner(config_path: Path, listen_addr: str, backends_only: bool) -> str:
     ]
     lines += [
         "",
-        "Try:",
+        "Try (in another terminal; `aws` is the AWS CLI in this checkout's .venv, not on your PATH):",
+        f'  export PATH="{venv_bin()}:$PATH"',
         "  export AWS_ACCESS_KEY_ID=photoskey AWS_SECRET_ACCESS_KEY=photossecret"
         f" AWS_DEFAULT_REGION={REGION}",
-        f"  .venv/bin/aws --endpoint-url {endpoint} s3 cp README.rst s3://photos/readme.rst",
-        f"  .venv/bin/aws --endpoint-url {endpoint} s3 ls s3://photos/",
-        f"  .venv/bin/aws --endpoint-url {endpoint} s3 cp s3://photos/readme.rst -",
+        f"  aws --endpoint-url {endpoint} s3 cp README.rst s3://photos/readme.rst",
+        f"  aws --endpoint-url {endpoint} s3 ls s3://photos/",
+        f"  aws --endpoint-url {endpoint} s3 cp s3://photos/readme.rst -",
         f"  curl -s {endpoint}/metrics | grep s3o_quota_bytes_used",
         "",
         "Ctrl-C stops everything.",

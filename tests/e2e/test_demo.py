@@ -69,5 +69,9 @@ def test_demo_serves_the_readme_commands_and_stops_cleanly(tmp_path: Path) -> No
             os.killpg(demo.pid, signal.SIGKILL)
             raise
     assert demo.returncode == 0
+    output = demo.stdout.read() if demo.stdout else ""
+    # The banner gives a ready-to-paste PATH line for the venv's `aws`; the text log shows each request.
+    assert f'export PATH="{Path(sys.executable).parent}:$PATH"' in output
+    assert "event=s3.PutObject" in output and "bucket=photos" in output
     time.sleep(0.5)
     assert [p for p in DEMO_PORTS if _port_in_use(p)] == [], "Ctrl-C left something running"

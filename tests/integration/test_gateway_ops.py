@@ -79,3 +79,140 @@ def test_sighup_keeps_serving_and_says_reload_is_not_implemented(start_gateway, 
     assert gw.proc.poll() is None
     with urllib.request.urlopen(gw.endpoint + "/health/ready", timeout=5) as resp:
         assert resp.status == 200
+
+
+def test_encryption_enabled_stops_twistd_with_status_1_naming_the_key(tmp_path, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    import base64
+
+    import pytest
+
+    from s3orch.testing.gateway import GatewayProcess
+
+    key = base64.b64encode(b"k" * 32).decode()
+    config = GatewayConfig(backends=moto_backends(1, quota=1 << 20),
+                           extra={"encryption": {"enabled": True, "master_key": key}})
+    gw = GatewayProcess(tmp_path / "gw", config.render())
+    with pytest.raises(RuntimeError, match="exited early"):
+        gw.start()
+    assert gw.proc is not None and gw.proc.wait(10) == 1
+    lines = [line for line in gw.log_text().splitlines() if line.strip()]
+    assert lines == [
+        "error: encryption.enabled: not supported by this build of s3orch (the key is accepted so "
+        "that existing files load); objects would be stored in plaintext"
+    ]
+    assert key not in gw.log_text()
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    admin = str(Path(sys.executable).with_name("s3orch-admin"))
+    checked = subprocess.run([admin, "validate", "--config", str(gw.config_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines() == lines and checked.stdout == ""
+
+
+def _get(url: str) -> tuple[int, bytes, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read(), resp.headers.get("content-type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("content-type", "")
+
+
+def test_metrics_and_health_are_public_on_the_s3_port_when_metrics_have_no_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20)))
+    status, body, _ = _get(gw.endpoint + "/metrics")
+    assert status == 200 and b"s3o_requests_total" in body
+    assert _get(gw.endpoint + "/health")[:2] == (200, b'{"status": "ok"}')
+
+
+def test_metrics_listen_moves_metrics_to_their_own_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    from s3orch.testing.servers import free_port
+
+    metrics_port = free_port()
+    config = GatewayConfig(
+        backends=moto_backends(1, quota=1 << 20),
+        extra={"telemetry": {"metrics": {"enabled": True, "path": "/metrics",
+                                         "listen": f"127.0.0.1:{metrics_port}"}}},
+    )
+    gw = start_gateway(config)
+    metrics = f"http://127.0.0.1:{metrics_port}"
+    status, body, content_type = _get(metrics + "/metrics")
+    assert status == 200 and b"s3o_requests_total" in body and content_type.startswith("text/plain")
+    assert _get(metrics + "/health/ready")[:2] == (200, b'{"status":"ready"}')
+    assert _get(metrics + "/photos/key")[0] == 404  # nothing but the operational endpoints there
+    # On the S3 port, /metrics is an S3 request like any other: bucket "metrics", no credentials.
+    status, body, content_type = _get(gw.endpoint + "/metrics")
+    assert status == 403 and content_type == "application/xml"
+    assert b"<Code>AccessDenied</Code>" in body and b"s3o_" not in body
+    assert _get(gw.endpoint + "/health/ready")[0] == 200  # load balancers still probe the S3 port
+    gw.stop()
+    import socket
+
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", metrics_port)) != 0  # stopped with the gateway
+
+
+def test_text_logs_carry_the_audit_fields(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20), extra_server={"log_format": "text"}))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="text log.txt", Body=b"x")
+    deadline = time.monotonic() + 10
+    while "event=s3.PutObject" not in gw.log_text():
+        assert time.monotonic() < deadline, gw.log_text()
+        time.sleep(0.05)
+    (line,) = [line for line in gw.log_text().splitlines() if "event=s3.PutObject" in line]
+    assert " INFO  [audit] audit event=s3.PutObject " in line
+    assert 'bucket=photos key="text log.txt"' in line and "status=200" in line
+    assert f"access_key={PHOTOS.access_key}" in line and PHOTOS.secret_key not in gw.log_text()
+
+
+def _raw(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path, body=body, headers={**headers, "Content-Length": str(len(body))})
+    resp = conn.getresponse()
+    out = resp.status, resp.read()
+    conn.close()
+    return out
+
+
+def test_a_legacy_proxy_token_opens_its_own_bucket_only(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    config = GatewayConfig(backends=moto_backends(1, quota=1 << 20))
+    gw = start_gateway(config)
+    text = gw.config_path.read_text().replace(
+        "- name: documents\n  credentials:\n",
+        "- name: documents\n  credentials:\n  - token: legacy-token-123\n",
+    )
+    assert "legacy-token-123" in text
+    gw.stop()
+    gw.config_path.write_text(text)
+    gw.start()
+    token = {"X-Proxy-Token": "legacy-token-123"}
+    assert _raw(gw.port, "PUT", "/documents/t.txt", token, b"by token")[0] == 200
+    assert _raw(gw.port, "GET", "/documents/t.txt", token) == (200, b"by token")
+    assert _raw(gw.port, "GET", "/photos/t.txt", token)[0] == 403  # another bucket
+    status, body = _raw(gw.port, "GET", "/documents/t.txt", {"X-Proxy-Token": "legacy-token-124"})
+    assert status == 403 and b"<Code>AccessDenied</Code>" in body
+
+
+def test_bodies_over_spool_memory_limit_go_to_spool_dir(start_gateway, moto_backends, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spool = tmp_path / "spool-that-is-missing"
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20),
+                                     extra_server={"spool_dir": str(spool), "spool_memory_limit": "4KiB"}))
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3.put_object(Bucket="photos", Key="small", Body=b"s" * 4096)  # stays in memory
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.put_object(Bucket="photos", Key="large", Body=b"l" * 4097)  # needs the spool directory
+        raise AssertionError("a body over spool_memory_limit was stored without spool_dir")
+    except ClientError as exc:
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    spool.mkdir()
+    s3.put_object(Bucket="photos", Key="large", Body=b"l" * 4097)
+    assert s3.get_object(Bucket="photos", Key="large")["Body"].read() == b"l" * 4097
+    assert list(spool.iterdir()) == []  # the spool file is gone once the object is stored

@@ -7,6 +7,7 @@ import hmac
 import io
 import itertools
 import json
+import os
 import pathlib
 from collections.abc import Callable
 
@@ -16,8 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s3orch.s3.checksums import ALGORITHMS, Checksum, new_checksum
-from s3orch.s3.chunked import MAX_LINE, AwsChunkedDecoder, decoder_for_payload_hash
-from s3orch.s3.errors import IncompleteBody, InvalidRequest, SignatureDoesNotMatch
+from s3orch.s3.chunked import (
+    MAX_LINE,
+    MIN_CHUNK_SIZE,
+    AwsChunkedDecoder,
+    decoder_for_payload_hash,
+)
+from s3orch.s3.errors import (
+    IncompleteBody,
+    InvalidChunkSizeError,
+    InvalidRequest,
+    SignatureDoesNotMatch,
+)
 from s3orch.s3.sigv4 import (
     EMPTY_SHA256,
     STREAMING_PAYLOAD,
@@ -115,7 +126,9 @@ def signed_decoder(
     trailer: bool,
     decoded_length: int | None = None,
     max_chunk_size: int = 16 << 20,
+    min_chunk_size: int = MIN_CHUNK_SIZE,
 ) -> AwsChunkedDecoder:
+    """A signed decoder; framing tests that use tiny chunks pass ``min_chunk_size=1``."""
     return AwsChunkedDecoder(
         signed=True,
         trailer=trailer,
@@ -125,6 +138,7 @@ def signed_decoder(
         scope=SCOPE,
         decoded_length=decoded_length,
         max_chunk_size=max_chunk_size,
+        min_chunk_size=min_chunk_size,
     )
 
 
@@ -264,7 +278,7 @@ def test_reordered_chunks_fail() -> None:
         body_a[: body_a.index(b"\r\n", 80) + 2 + 12]
         + body_b[body_b.index(b"\r\n", 80) + 2 + 12 :]
     )
-    decoder = signed_decoder(STREAMING["seed_signature"], trailer=False)
+    decoder = signed_decoder(STREAMING["seed_signature"], trailer=False, min_chunk_size=1)
     with pytest.raises(SignatureDoesNotMatch):
         decode(decoder, spliced)
 
@@ -390,12 +404,12 @@ def test_lenient_framing_hex_case_extensions_and_bare_lf() -> None:
         size_format="{:X}",
         extension=lambda sig: f" ; ext=1;chunk-signature={sig} ;flag",
     )
-    decoder = signed_decoder(seed, trailer=False, decoded_length=49)
+    decoder = signed_decoder(seed, trailer=False, decoded_length=49, min_chunk_size=1)
     assert decode(decoder, body) == b"".join(chunks)
     # Bare LF after a chunk-header line is accepted as well.
     bare = body.replace(b"flag\r\n", b"flag\n")
     assert bare != body
-    assert decode(signed_decoder(seed, trailer=False), bare) == b"".join(chunks)
+    assert decode(signed_decoder(seed, trailer=False, min_chunk_size=1), bare) == b"".join(chunks)
 
 
 def test_payload_streams_out_without_waiting_for_the_chunk_end() -> None:
@@ -430,7 +444,7 @@ def test_any_split_decodes_like_one_feed(
     body, _ = build_signed(chunks, seed, trailers=trailers)
     points = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
     decoder = signed_decoder(
-        seed, trailer=trailer, decoded_length=sum(map(len, chunks))
+        seed, trailer=trailer, decoded_length=sum(map(len, chunks)), min_chunk_size=1
     )
     out = b"".join(decoder.feed(body[a:b]) for a, b in itertools.pairwise(points))
     decoder.finish()
@@ -576,7 +590,7 @@ def test_botocore_unsigned_trailer_with_each_algorithm(algorithm: str) -> None:
         io.BytesIO(data),
         checksum_cls=_checksum_factory(algorithm),
         checksum_name=name,
-        chunk_size=4096,
+        chunk_size=MIN_CHUNK_SIZE,
     )
     body = wrapper.read()
     assert body.count(b"\r\n") > 8  # really chunked
@@ -657,3 +671,52 @@ def test_signed_decoder_requires_signing_material() -> None:
             scope=None,
             decoded_length=None,
         )
+
+
+# --------------------------------------------------------------------------
+# AWS's 8 KiB minimum for every chunk but the last one carrying data
+# --------------------------------------------------------------------------
+
+
+def test_small_last_chunk_is_accepted() -> None:
+    chunks = [b"a" * MIN_CHUNK_SIZE, b"b" * 5]
+    body, _ = build_signed(chunks, STREAMING["seed_signature"])
+    decoder = signed_decoder(STREAMING["seed_signature"], trailer=False, decoded_length=MIN_CHUNK_SIZE + 5)
+    assert decode(decoder, body) == b"".join(chunks)
+    one, _ = build_signed([b"tiny"], STREAMING["seed_signature"])
+    assert decode(signed_decoder(STREAMING["seed_signature"], trailer=False), one) == b"tiny"
+
+
+@pytest.mark.parametrize("sizes", [[3, 2], [MIN_CHUNK_SIZE - 1, MIN_CHUNK_SIZE], [MIN_CHUNK_SIZE, 100, 100]])
+def test_chunk_under_8_kib_before_another_is_invalid_chunk_size(sizes: list[int]) -> None:
+    """AWS: InvalidChunkSizeError (400), Chunk = the next chunk's number, BadChunkSize = the small one."""
+    chunks = [b"x" * size for size in sizes]
+    body, _ = build_signed(chunks, STREAMING["seed_signature"])
+    decoder = signed_decoder(STREAMING["seed_signature"], trailer=False)
+    with pytest.raises(InvalidChunkSizeError) as caught:
+        decode(decoder, body, piece=997)
+    bad = next(n for n, size in enumerate(sizes) if size < MIN_CHUNK_SIZE)
+    assert caught.value.status == 400
+    assert caught.value.fields == {"Chunk": str(bad + 2), "BadChunkSize": str(sizes[bad])}
+    # Nothing after the refusal is accepted.
+    with pytest.raises(InvalidChunkSizeError):
+        decoder.finish()
+
+
+def test_unsigned_variant_has_the_same_minimum() -> None:
+    body = b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n"
+    with pytest.raises(InvalidChunkSizeError) as caught:
+        decode(unsigned_decoder(), body)
+    assert caught.value.fields == {"Chunk": "2", "BadChunkSize": "5"}
+    big = b"%x\r\n" % MIN_CHUNK_SIZE + b"h" * MIN_CHUNK_SIZE + b"\r\n5\r\nworld\r\n0\r\n\r\n"
+    assert decode(unsigned_decoder(decoded_length=MIN_CHUNK_SIZE + 5), big) == b"h" * MIN_CHUNK_SIZE + b"world"
+
+
+def test_botocore_default_chunking_passes_the_minimum() -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    body = AwsChunkedWrapper(
+        io.BytesIO(data),
+        checksum_cls=_checksum_factory("crc32"),
+        checksum_name="x-amz-checksum-crc32",
+    ).read()
+    assert decode(unsigned_decoder(decoded_length=len(data)), body, piece=65536) == data

@@ -176,3 +176,50 @@ def test_validate_loads_the_packaged_example(tmp_path: Path) -> None:
     result = CliRunner(env=env).invoke(cli, ["validate", "-config", str(example)])
     assert result.exit_code == 0, result.output
     assert result.stdout.endswith("  backends: 1\n  buckets:  1\n  routing:  pack\n")
+
+
+def test_validate_refuses_a_feature_this_build_lacks_naming_the_key(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    data = dict(VALID)
+    data["encryption"] = {"enabled": True, "master_key": "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U="}
+    path = write(tmp_path, data)
+    result = runner.invoke(cli, ["validate", "-config", path])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: encryption.enabled: not supported by this build of s3orch "
+        "(the key is accepted so that existing files load); objects would be stored in plaintext"
+    ]
+
+
+def test_validate_lists_every_refused_key_after_the_warnings(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    data = dict(VALID)
+    data["buckets"] = [{"name": "Photos_2024", "credentials": [{"token": "t"}]}]
+    data["replication"] = {"factor": 2}
+    data["backends"] = [dict(b, api_request_limit=5) if i == 1 else b for i, b in enumerate(VALID["backends"])]
+    path = write(tmp_path, data)
+    result = runner.invoke(cli, ["validate", "-config", path])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("warning: buckets[0].name: ")
+    assert [line.split(": ")[1] for line in lines[1:]] == [
+        "replication.factor",
+        "backends[1].api_request_limit",
+    ]
+    assert all("not supported by this build of s3orch" in line for line in lines[1:])
+
+
+def test_validate_accepts_the_originals_defaults_of_features_this_build_lacks(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    data = dict(VALID)
+    data["circuit_breaker"] = {"failure_threshold": 3, "open_timeout": "15s", "cache_ttl": "60s"}
+    data["cleanup_queue"] = {"concurrency": 10}
+    data["integrity"] = {"enabled": False, "verify_on_replicate": True}
+    data["replication"] = {"factor": 1, "worker_interval": "1m"}
+    path = write(tmp_path, data)
+    result = runner.invoke(cli, ["validate", "-config", path])
+    assert result.exit_code == 0, result.output

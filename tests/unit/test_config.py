@@ -323,10 +323,12 @@ def test_only_one_split_pool_is_accepted_with_a_warning() -> None:
     assert [w.path for w in cfg.warnings] == ["server.max_concurrent_reads"]
 
 
-def test_admission_wait_is_accepted_with_a_not_yet_supported_warning() -> None:
+def test_admission_wait_loads_and_is_left_to_the_support_table() -> None:
+    # Not applied by this build: s3orch.config.support refuses it at start-up, so the loader
+    # (also used by `migrate`) keeps it without a warning.
     cfg = load({"server": {"admission_wait": "2s"}})
     assert cfg.server.admission_wait == 2.0
-    assert [w.path for w in cfg.warnings] == ["server.admission_wait"]
+    assert cfg.warnings == ()
 
 
 def test_unsigned_payload_is_auto_by_scheme_unless_set() -> None:

@@ -32,6 +32,7 @@ from s3orch.auth import sigv2
 from s3orch.auth.authenticate import authenticate as authenticate_request
 from s3orch.auth.registry import CredentialRegistry, Principal
 from s3orch.auth.sigv2 import (
+    BOTOCORE_SUBRESOURCES,
     MAX_EXPIRES,
     SUBRESOURCES,
     V2Result,
@@ -50,6 +51,7 @@ from s3orch.s3.errors import (
     S3Error,
     SignatureDoesNotMatch,
 )
+from s3orch.s3.operations import ROUTING_SUBRESOURCES
 from s3orch.s3.sigv4 import parse_query
 
 AK = "AKIDTEST"
@@ -171,8 +173,11 @@ def our_string_to_sign(w: Wire, date: str, bucket_from_host: str | None = None) 
 # --------------------------------------------------------------------------
 
 
-def test_subresources_match_botocore_qsa_of_interest() -> None:
-    assert SUBRESOURCES == frozenset(HmacV1Auth.QSAOfInterest)
+def test_subresources_are_botocores_plus_every_routing_subresource() -> None:
+    assert BOTOCORE_SUBRESOURCES == frozenset(HmacV1Auth.QSAOfInterest)
+    assert SUBRESOURCES == BOTOCORE_SUBRESOURCES | ROUTING_SUBRESOURCES
+    for name in ("attributes", "retention", "renameObject", "legal-hold", "encryption"):
+        assert name in SUBRESOURCES
     for name in ("acl", "uploads", "uploadId", "partNumber", "versionId", "delete", "tagging",
                  "response-content-type", "response-content-disposition", "restore"):
         assert name in SUBRESOURCES

@@ -1,0 +1,192 @@
+"""What this build of s3orch does not do yet: one table, consulted at start-up and by ``validate``.
+
+Every key of the original product's config.yaml is *accepted*, so that an existing file loads. A key
+that switches on behaviour this build does not have must not be accepted silently, though: an
+operator who writes ``encryption.enabled: true`` and gets plaintext on the backends has been lied
+to. So ``twistd s3orch`` (``s3orch.tap``) and ``s3orch-admin validate`` (``s3orch.cli.main``) refuse
+such a file, one line per key::
+
+    encryption.enabled: not supported by this build of s3orch (the key is accepted so that existing files load)
+
+Each row names a key, when the file counts as asking for it, and (``covers``) the keys that only act
+through it, which are therefore inert while it is off. A feature is "asked for" by its switch, or, for
+a knob of behaviour this build has only in its default form, by any value other than the default:
+a file that merely carries the original's defaults (its README's example config does) still starts.
+
+When a feature lands, delete its row. ``tests/unit/test_feature_support.py`` walks every key of the
+config schema and demands, for each, either a row here (or a row that covers it) or a test that
+proves the key is honoured, so a deleted row without a test fails there.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from s3orch.config.model import Config, ConfigIssue
+
+__all__ = ["NOT_SUPPORTED", "UNSUPPORTED", "Unsupported", "covering_row", "refusals"]
+
+NOT_SUPPORTED = "not supported by this build of s3orch (the key is accepted so that existing files load)"
+
+_DEFAULTS = Config()
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """One key this build accepts but does not act on."""
+
+    #: The key as documented; ``[]`` stands for "every entry of the list".
+    key: str
+    #: The concrete key paths at which a loaded config asks for the feature (empty: it does not).
+    active: Callable[[Config], list[str]]
+    #: What to do instead, appended to the message (optional).
+    hint: str = ""
+    #: Keys (fnmatch patterns) that only act through this one: inert while it is not asked for.
+    covers: tuple[str, ...] = ()
+
+    def issues(self, config: Config) -> list[ConfigIssue]:
+        suffix = f"; {self.hint}" if self.hint else ""
+        return [ConfigIssue(path, NOT_SUPPORTED + suffix) for path in self.active(config)]
+
+
+def _get(path: str) -> Callable[[Config], object]:
+    return operator.attrgetter(path)
+
+
+def _on(path: str) -> Callable[[Config], list[str]]:
+    """Asked for when the value at ``path`` is true (a switch, a non-empty list or string)."""
+    get = _get(path)
+    return lambda config: [path] if get(config) else []
+
+
+def _changed(path: str) -> Callable[[Config], list[str]]:
+    """Asked for when the value at ``path`` differs from its default."""
+    get = _get(path)
+    default = get(_DEFAULTS)
+    return lambda config: [path] if get(config) != default else []
+
+
+def _above(path: str, limit: float) -> Callable[[Config], list[str]]:
+    get = _get(path)
+    return lambda config: [path] if float(get(config)) > limit else []  # type: ignore[arg-type]
+
+
+def _each_backend(name: str) -> Callable[[Config], list[str]]:
+    """Asked for by every backend whose ``name`` is above 0 (monthly usage limits)."""
+    return lambda config: [
+        f"backends[{index}].{name}"
+        for index, backend in enumerate(config.backends)
+        if getattr(backend, name) > 0
+    ]
+
+
+def _admin_token(config: Config) -> list[str]:
+    """The admin API is served (in the original) whenever it has a token; it is not in this build."""
+    if config.ui.admin_token:
+        return ["ui.admin_token"]
+    if config.ui.admin_key and not config.ui.enabled:
+        return ["ui.admin_key"]  # the admin API's token when admin_token is empty
+    return []
+
+
+def _default_of(path: str) -> str:
+    value = _get(path)(_DEFAULTS)
+    return f"remove it or set the default ({value!r})"
+
+
+UNSUPPORTED: tuple[Unsupported, ...] = (
+    # --- features behind a switch: none is implemented; every switch defaults to off ----------
+    Unsupported(
+        "encryption.enabled", _on("encryption.enabled"),
+        hint="objects would be stored in plaintext", covers=("encryption.*",),
+    ),
+    Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
+    # verify_on_replicate defaults to true in the original; it only acts with integrity enabled.
+    Unsupported("integrity.enabled", _on("integrity.enabled"), covers=("integrity.*",)),
+    # factor 1 (the default) is what this build does: one copy. The worker knobs act only above 1.
+    Unsupported(
+        "replication.factor", _above("replication.factor", 1),
+        hint="this build keeps exactly one copy of each object", covers=("replication.*",),
+    ),
+    Unsupported("write_path.parallel_copies.enabled", _on("write_path.parallel_copies.enabled")),
+    # The original's "false" is its legacy write path (delete the bytes when the commit fails).
+    # This build always writes a pending intent first; without the reaper, a failed commit's
+    # reservation would stay forever. So only the default, true, is accepted.
+    Unsupported(
+        "write_path.pending_pattern.enabled",
+        lambda config: [] if config.write_path.pending_pattern.enabled else ["write_path.pending_pattern.enabled"],
+        hint="the legacy write path (false) is not implemented; remove the key or set true",
+    ),
+    Unsupported("rebalance.enabled", _on("rebalance.enabled"), covers=("rebalance.*",)),
+    Unsupported("reconcile.enabled", _on("reconcile.enabled"), covers=("reconcile.*",)),
+    Unsupported("lifecycle.rules", _on("lifecycle.rules"), covers=("lifecycle.*",)),
+    Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
+    Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
+    Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
+    Unsupported(
+        "notifications.endpoints", _on("notifications.endpoints"), covers=("notifications.*",)
+    ),
+    Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
+    Unsupported("ui.admin_token", _admin_token, hint="the admin API is not in this build"),
+    Unsupported(
+        "telemetry.tracing.enabled", _on("telemetry.tracing.enabled"), covers=("telemetry.tracing.*",)
+    ),
+    Unsupported(
+        "backend_circuit_breaker.enabled", _on("backend_circuit_breaker.enabled"),
+        covers=("backend_circuit_breaker.*",),
+    ),
+    # Monthly usage limits (0 = unlimited, the default) and what only acts with them.
+    Unsupported("backends[].api_request_limit", _each_backend("api_request_limit")),
+    Unsupported("backends[].egress_byte_limit", _each_backend("egress_byte_limit")),
+    Unsupported("backends[].ingress_byte_limit", _each_backend("ingress_byte_limit")),
+    Unsupported(
+        "usage_flush.adaptive_enabled", _on("usage_flush.adaptive_enabled"),
+        hint="there are no usage limits to flush for",
+        covers=("usage_flush.adaptive_threshold", "usage_flush.fast_interval"),
+    ),
+    Unsupported(
+        "server.admission_wait", _above("server.admission_wait", 0),
+        hint="a request over capacity is refused at once (503 SlowDown); remove it or set 0s",
+    ),
+    # --- knobs of behaviour this build has only in its default form ---------------------------
+    # The database circuit breaker and its degraded (broadcast-read) mode are always on in the
+    # original and cannot be switched off, so its defaults must load; this build has neither (a
+    # database outage answers 503 to every request), so any other value is refused.
+    *(
+        Unsupported(f"circuit_breaker.{name}", _changed(f"circuit_breaker.{name}"),
+                    hint=_default_of(f"circuit_breaker.{name}"))
+        for name in (
+            "failure_threshold", "open_timeout", "cache_ttl", "parallel_broadcast",
+            "degraded_broadcast_parallelism",
+        )
+    ),
+    # Backend deletes of the cleanup queue share server.delete_concurrency; this key is not read.
+    Unsupported(
+        "cleanup_queue.concurrency", _changed("cleanup_queue.concurrency"),
+        hint=_default_of("cleanup_queue.concurrency"),
+    ),
+    # --- being wired by work in progress (issue 11): delete these rows as it lands -------------
+    # write_timeout defaults to 5m as in the original, but no write deadline is enforced yet.
+    Unsupported(
+        "server.write_timeout", _changed("server.write_timeout"), hint=_default_of("server.write_timeout")
+    ),
+    Unsupported(
+        "server.max_concurrent_per_credential", _above("server.max_concurrent_per_credential", 0)
+    ),
+)
+
+
+def refusals(config: Config, table: Iterable[Unsupported] = UNSUPPORTED) -> list[ConfigIssue]:
+    """One issue per key of ``config`` that asks for something this build does not do."""
+    return [issue for row in table for issue in row.issues(config)]
+
+
+def covering_row(key: str, table: Iterable[Unsupported] = UNSUPPORTED) -> Unsupported | None:
+    """The row that refuses ``key`` itself or makes it inert (``key`` uses ``[]`` for lists)."""
+    for row in table:
+        if row.key == key or any(fnmatch.fnmatchcase(key, pattern) for pattern in row.covers):
+            return row
+    return None

@@ -1,0 +1,257 @@
+"""A TCP fault proxy between s3orch and one backend, switchable while traffic flows.
+
+The fault rig's first tool (DESIGN §5): put it in front of a real S3 server,
+point the gateway's backend ``endpoint`` at :attr:`FaultProxy.endpoint`, then
+change :attr:`FaultProxy.mode` at any moment.  Each new connection takes the
+mode current when it is accepted (a connection already flowing keeps its own,
+so a test can break new requests while old ones finish, or break every
+connection at once with :meth:`FaultProxy.reset_all`).
+
+Modes (``Fault``):
+
+* ``PASS``          forward both ways untouched;
+* ``REFUSE``        accept and close at once with a TCP reset (a dead backend);
+* ``RESET_BODY``    forward the request, forward ``after`` bytes of the answer, then reset;
+* ``STALL_HEADERS`` read the request, never answer (a hung backend);
+* ``STALL_BODY``    forward the answer's first ``after`` bytes, then stop sending (the socket stays open);
+* ``SLOW``          forward the answer at ``rate`` bytes per second;
+* ``CORRUPT``       flip one byte of the answer at offset ``after`` (counted from the first byte);
+* ``DELAY``         hold the answer back ``delay`` seconds, then forward it untouched.
+
+It runs an asyncio loop in a daemon thread, so it works beside any test reactor
+(and beside pytest-twisted's real one) and needs no process of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import socket
+import struct
+import threading
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Self
+
+
+class Fault(enum.Enum):
+    PASS = "pass"
+    REFUSE = "refuse"
+    RESET_BODY = "reset_body"
+    STALL_HEADERS = "stall_headers"
+    STALL_BODY = "stall_body"
+    SLOW = "slow"
+    CORRUPT = "corrupt"
+    DELAY = "delay"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What the proxy does to a connection accepted now."""
+
+    fault: Fault = Fault.PASS
+    #: RESET_BODY / STALL_BODY: answer bytes let through first; CORRUPT: offset of the flipped byte.
+    after: int = 0
+    #: SLOW: bytes per second.
+    rate: int = 64 * 1024
+    #: DELAY: seconds before the answer's first byte.
+    delay: float = 0.0
+
+
+class FaultProxy:
+    """Listen on 127.0.0.1 and forward to ``(upstream_host, upstream_port)`` with faults."""
+
+    def __init__(self, upstream_host: str, upstream_port: int, port: int = 0) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self._mode = Mode()
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="faultproxy", daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._requested_port = port
+        self.port = 0
+        #: Connections accepted so far (by any mode), for tests that count attempts.
+        self.connections = 0
+
+    @classmethod
+    def for_endpoint(cls, endpoint: str) -> FaultProxy:
+        """A proxy in front of ``http://host:port``."""
+        hostport = endpoint.split("://", 1)[-1].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        return cls(host, int(port))
+
+    # -- control (any thread) ----------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mode(self) -> Mode:
+        with self._lock:
+            return self._mode
+
+    @mode.setter
+    def mode(self, mode: Mode | Fault) -> None:
+        with self._lock:
+            self._mode = mode if isinstance(mode, Mode) else Mode(mode)
+
+    def set(self, fault: Fault, **fields: float) -> None:
+        """Switch the mode for new connections: ``proxy.set(Fault.SLOW, rate=1000)``."""
+        self.mode = replace(Mode(fault), **fields)  # type: ignore[arg-type]
+
+    def reset_all(self) -> None:
+        """Reset every open connection now (whatever its mode)."""
+        asyncio.run_coroutine_threadsafe(self._reset_all(), self._loop).result(10)
+
+    def start(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._requested_port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._reset_all()
+
+    async def _reset_all(self) -> None:
+        for writer in list(self._writers):
+            _reset(writer)
+        self._writers.clear()
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        mode = self.mode
+        self._writers.add(client_w)
+        try:
+            if mode.fault is Fault.REFUSE:
+                _reset(client_w)
+                return
+            try:
+                up_r, up_w = await asyncio.open_connection(*self.upstream)
+            except OSError:
+                _reset(client_w)
+                return
+            self._writers.add(up_w)
+            try:
+                await self._pump(mode, client_r, client_w, up_r, up_w)
+            finally:
+                self._writers.discard(up_w)
+                _close(up_w)
+        finally:
+            self._writers.discard(client_w)
+            _close(client_w)
+
+    async def _pump(
+        self,
+        mode: Mode,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        up_r: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+    ) -> None:
+        upstream = asyncio.ensure_future(_copy(client_r, up_w))
+        if mode.fault is Fault.STALL_HEADERS:
+            # Swallow the answer: the client sees a backend that never replies.
+            await _drain_forever(up_r)
+            upstream.cancel()
+            return
+        try:
+            await self._answer(mode, up_r, client_w)
+        finally:
+            upstream.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await upstream
+
+    async def _answer(self, mode: Mode, up_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        sent = 0
+        first = True
+        while True:
+            data = await up_r.read(64 * 1024)
+            if not data:
+                return
+            if first and mode.fault is Fault.DELAY and mode.delay > 0:
+                await asyncio.sleep(mode.delay)
+            first = False
+            if mode.fault in (Fault.RESET_BODY, Fault.STALL_BODY) and sent + len(data) > mode.after:
+                head = data[: max(0, mode.after - sent)]
+                if head:
+                    client_w.write(head)
+                    await client_w.drain()
+                if mode.fault is Fault.RESET_BODY:
+                    _reset(client_w)
+                    return
+                await _drain_forever(up_r)
+                return
+            if mode.fault is Fault.CORRUPT and sent <= mode.after < sent + len(data):
+                index = mode.after - sent
+                data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1 :]
+            if mode.fault is Fault.SLOW:
+                for start in range(0, len(data), max(1, mode.rate // 10)):
+                    client_w.write(data[start : start + max(1, mode.rate // 10)])
+                    await client_w.drain()
+                    await asyncio.sleep(0.1)
+            else:
+                client_w.write(data)
+                await client_w.drain()
+            sent += len(data)
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            data = await reader.read(64 * 1024)
+            if not data:
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        return
+
+
+async def _drain_forever(reader: asyncio.StreamReader) -> None:
+    """Read and drop until the peer closes (or the task is cancelled)."""
+    with contextlib.suppress(ConnectionError, OSError):
+        while await reader.read(64 * 1024):
+            pass
+        # Upstream finished; keep the client hanging until cancelled.
+        await asyncio.Event().wait()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0), as a crashed peer or a middlebox would."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()

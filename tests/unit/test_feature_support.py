@@ -1,0 +1,431 @@
+"""Every key of the config is honoured (a named test proves it) or refused: none is silently ignored.
+
+The refusals live in one table, ``s3orch.config.support.UNSUPPORTED``. When a feature lands, its row
+goes, and this file then demands an entry in HONOURED naming the test that proves the key works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from s3orch.config import Config, load_config, load_config_from_string
+from s3orch.config.support import NOT_SUPPORTED, UNSUPPORTED, covering_row, refusals
+from s3orch.core.objects import ObjectService
+from s3orch.store.interface import CleanupItem
+from tests.unit.test_config import BASE, DATA, EXAMPLE, EXAMPLE_ENV, ORIGINAL_ENV, merge
+
+REPO = Path(__file__).resolve().parents[2]
+
+GW_CORE = "tests/integration/test_gateway_core.py"
+GW_OPS = "tests/integration/test_gateway_ops.py"
+PG = "tests/store/test_postgres.py"
+
+#: key -> the tests that prove this build honours it ("file::test_name").
+HONOURED: dict[str, tuple[str, ...]] = {
+    "server.regions": (
+        "tests/integration/test_auth_attacks.py::test_credential_scope_service_and_region_are_checked",
+        "tests/unit/test_auth_hardening.py::test_region_must_be_a_configured_one",
+    ),
+    "server.listen_addr": (f"{GW_CORE}::test_put_get_round_trip_with_md5_etag_and_metadata",),
+    "server.max_object_size": (f"{GW_CORE}::test_entity_too_large_refused_before_body",),
+    "server.max_concurrent_requests": (
+        "tests/integration/test_server_limits.py::test_full_admission_pool_answers_503_slowdown_and_health_still_answers",
+    ),
+    "server.max_concurrent_reads": (
+        "tests/unit/test_admission.py::test_split_pools_keep_reads_flowing_when_writes_are_full",
+    ),
+    "server.max_concurrent_writes": (
+        "tests/unit/test_admission.py::test_split_pools_keep_reads_flowing_when_writes_are_full",
+    ),
+    "server.load_shed_threshold": (
+        "tests/unit/test_admission.py::test_shed_request_gets_503_and_counts_in_load_shed_total",
+    ),
+    # 0 (the default) is what this build does; above 0 is refused.
+    "server.admission_wait": (
+        "tests/unit/test_admission.py::test_request_over_capacity_gets_503_slowdown_before_100_continue",
+    ),
+    "server.backend_timeout": ("tests/integration/test_backend_s3.py::test_unresponsive_server_times_out",),
+    "server.read_header_timeout": (
+        "tests/integration/test_server_limits.py::test_slowloris_headers_are_cut_off_at_read_header_timeout",
+    ),
+    "server.read_timeout": (
+        "tests/unit/test_server_timeouts.py::test_slow_body_gets_408_at_read_timeout_and_is_accounted",
+    ),
+    "server.idle_timeout": ("tests/unit/test_feature_support.py::test_idle_keep_alive_connections_close_at_idle_timeout",),
+    "server.shutdown_delay": (
+        "tests/unit/test_service_lifecycle.py::test_shutdown_delay_keeps_serving_and_ready_before_the_drain",
+    ),
+    "server.tls.cert_file": ("tests/integration/test_tls.py::test_crud_over_tls_with_min_version_1_3",),
+    "server.tls.key_file": ("tests/integration/test_tls.py::test_crud_over_tls_with_min_version_1_3",),
+    "server.tls.min_version": ("tests/integration/test_tls.py::test_crud_over_tls_with_min_version_1_3",),
+    "server.tls.client_ca_file": (
+        "tests/integration/test_tls.py::test_mtls_refuses_clients_without_a_ca_signed_certificate",
+    ),
+    "server.log_level": ("tests/unit/test_logging.py::test_log_level_filters_what_is_written",),
+    "server.log_format": (
+        f"{GW_OPS}::test_logs_are_json_lines_with_component_and_no_secrets",
+        f"{GW_OPS}::test_text_logs_carry_the_audit_fields",
+    ),
+    "server.spool_dir": (f"{GW_OPS}::test_bodies_over_spool_memory_limit_go_to_spool_dir",),
+    "server.spool_memory_limit": (f"{GW_OPS}::test_bodies_over_spool_memory_limit_go_to_spool_dir",),
+    "server.virtual_host_suffix": (f"{GW_OPS}::test_virtual_hosted_style_when_suffix_is_set",),
+    "server.delete_concurrency": (
+        "tests/unit/test_feature_support.py::DeleteConcurrencyTests::test_backend_deletes_run_at_most_delete_concurrency_at_once",
+    ),
+    "server.allow_sigv2": ("tests/unit/test_sigv2.py::test_sigv2_can_be_disabled",),
+    "buckets[].name": (f"{GW_CORE}::test_bucket_isolation",),
+    "buckets[].credentials[].access_key_id": (f"{GW_CORE}::test_bucket_isolation",),
+    "buckets[].credentials[].secret_access_key": (f"{GW_CORE}::test_bucket_isolation",),
+    "buckets[].credentials[].token": (f"{GW_OPS}::test_a_legacy_proxy_token_opens_its_own_bucket_only",),
+    "buckets[].max_multipart_uploads": (
+        "tests/integration/test_multipart.py::test_max_multipart_uploads_limits_active_uploads_per_bucket",
+    ),
+    "database.driver": ("tests/store/test_sqlite.py::test_open_store_builds_sqlite_and_refuses_unknown_drivers",
+                        f"{PG}::test_open_store_builds_each_engine"),
+    "database.path": ("tests/store/test_sqlite.py::test_an_unopenable_path_is_a_clear_error",),
+    "database.host": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
+    "database.port": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
+    "database.database": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
+    "database.user": (f"{PG}::test_a_dsn_wins_over_the_separate_fields",),
+    "database.password": (f"{PG}::test_a_dsn_wins_over_the_separate_fields",),
+    "database.ssl_mode": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
+    "database.max_conns": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
+    "database.min_conns": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
+    "database.max_conn_lifetime": (f"{PG}::test_connections_older_than_max_conn_lifetime_are_replaced",),
+    "database.dsn": (f"{PG}::test_a_dsn_wins_over_the_separate_fields",),
+    "database.statement_timeout": (f"{PG}::test_sessions_are_named_and_time_limited",),
+    "routing_strategy": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",
+                         f"{GW_CORE}::test_spread_balances_writes"),
+    "backends[].name": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
+    "backends[].endpoint": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
+    "backends[].bucket": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
+    "backends[].region": (
+        "tests/integration/test_real_backends.py::test_gateway_over_seaweedfs_signs_and_survives_restarts",
+    ),
+    "backends[].credential_source": (
+        "tests/integration/test_backend_credentials.py::test_keys_from_the_environment_sign_for_a_signature_checking_backend",
+        "tests/integration/test_backend_credentials.py::test_a_web_identity_is_exchanged_with_sts_for_temporary_keys",
+        "tests/unit/test_credentials.py::test_environment_keys_come_first",
+    ),
+    "backends[].access_key_id": (
+        "tests/integration/test_real_backends.py::test_wrong_backend_secret_fails_writes_cleanly",
+    ),
+    "backends[].secret_access_key": (
+        "tests/integration/test_real_backends.py::test_wrong_backend_secret_fails_writes_cleanly",
+    ),
+    "backends[].force_path_style": ("tests/integration/test_backend_s3.py::test_addressing_styles_and_key_encoding",),
+    "backends[].unsigned_payload": (
+        "tests/integration/test_backend_s3.py::test_signed_payload_and_unsigned_payload_are_both_accepted",
+    ),
+    # For Google Cloud Storage in the original; this client sends neither flexible checksums nor
+    # SDK headers, so true and false both hold.
+    "backends[].disable_checksum": (
+        "tests/unit/test_credentials.py::test_backend_requests_carry_no_sdk_or_flexible_checksum_headers",
+    ),
+    "backends[].strip_sdk_headers": (
+        "tests/unit/test_credentials.py::test_backend_requests_carry_no_sdk_or_flexible_checksum_headers",
+    ),
+    "backends[].quota_bytes": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
+    "backends[].max_object_size": (f"{GW_CORE}::test_backend_max_object_size_skips_to_the_next_backend",),
+    "telemetry.metrics.enabled": ("tests/unit/test_service_lifecycle.py::test_metrics_served_only_where_configured",),
+    "telemetry.metrics.path": ("tests/unit/test_feature_support.py::test_the_metrics_path_is_served_and_reserved_as_configured",),
+    "telemetry.metrics.listen": (f"{GW_OPS}::test_metrics_listen_moves_metrics_to_their_own_address",),
+    # 1 copy (the default) is what this build keeps; above 1 is refused.
+    "replication.factor": (f"{GW_CORE}::test_overwrite_and_delete_settle_quota_exactly",),
+    "cleanup_queue.claim_grace_period": (
+        "tests/unit/test_workers.py::BuildTests::test_workers_get_locks_an_owner_and_the_claim_grace_and_locks_close_after_them",
+    ),
+    "cleanup_queue.multipart_stale_timeout": (
+        "tests/integration/test_multipart.py::test_stale_uploads_are_aborted_and_release_their_bytes",
+    ),
+    # Paces the quota gauges (this build has no usage counters to flush).
+    "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
+    # true (the default) is what this build does; false is refused.
+    "write_path.pending_pattern.enabled": (
+        "tests/integration/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
+    ),
+    "write_path.pending_pattern.reaper_tick": (
+        "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
+    ),
+    "write_path.pending_pattern.min_age": (
+        "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
+    ),
+    "write_path.pending_pattern.batch_size": (
+        "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
+    ),
+}
+
+#: For each row of the table: a config fragment that asks for the feature, and the paths refused.
+ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "encryption.enabled": ({"encryption": {"enabled": True, "master_key": "a" * 43 + "="}}, ["encryption.enabled"]),
+    "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
+    "integrity.enabled": ({"integrity": {"enabled": True}}, ["integrity.enabled"]),
+    "replication.factor": (
+        {"replication": {"factor": 2}, "backends": [BASE["backends"][0], dict(BASE["backends"][0], name="b2")]},
+        ["replication.factor"],
+    ),
+    "write_path.parallel_copies.enabled": (
+        {"write_path": {"parallel_copies": {"enabled": True}}}, ["write_path.parallel_copies.enabled"],
+    ),
+    "write_path.pending_pattern.enabled": (
+        {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
+    ),
+    "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
+    "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
+    "lifecycle.rules": ({"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7}]}}, ["lifecycle.rules"]),
+    "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
+    "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
+    "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
+    "notifications.endpoints": (
+        {"notifications": {"endpoints": [{"url": "https://h.example/x", "events": ["s3:*"]}]}},
+        ["notifications.endpoints"],
+    ),
+    "ui.enabled": (
+        {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
+    ),
+    "ui.admin_token": ({"ui": {"admin_token": "t"}}, ["ui.admin_token"]),
+    "telemetry.tracing.enabled": (
+        {"telemetry": {"tracing": {"enabled": True, "endpoint": "localhost:4317"}}}, ["telemetry.tracing.enabled"],
+    ),
+    "backend_circuit_breaker.enabled": ({"backend_circuit_breaker": {"enabled": True}}, ["backend_circuit_breaker.enabled"]),
+    "backends[].api_request_limit": (
+        {"backends": [BASE["backends"][0], dict(BASE["backends"][0], name="b2", api_request_limit=1000)]},
+        ["backends[1].api_request_limit"],
+    ),
+    "backends[].egress_byte_limit": (
+        {"backends": [dict(BASE["backends"][0], egress_byte_limit="1GB")]}, ["backends[0].egress_byte_limit"],
+    ),
+    "backends[].ingress_byte_limit": (
+        {"backends": [dict(BASE["backends"][0], ingress_byte_limit="1GB")]}, ["backends[0].ingress_byte_limit"],
+    ),
+    "usage_flush.adaptive_enabled": ({"usage_flush": {"adaptive_enabled": True}}, ["usage_flush.adaptive_enabled"]),
+    "server.admission_wait": ({"server": {"admission_wait": "100ms"}}, ["server.admission_wait"]),
+    "circuit_breaker.failure_threshold": ({"circuit_breaker": {"failure_threshold": 5}}, ["circuit_breaker.failure_threshold"]),
+    "circuit_breaker.open_timeout": ({"circuit_breaker": {"open_timeout": "30s"}}, ["circuit_breaker.open_timeout"]),
+    "circuit_breaker.cache_ttl": ({"circuit_breaker": {"cache_ttl": "2m"}}, ["circuit_breaker.cache_ttl"]),
+    "circuit_breaker.parallel_broadcast": (
+        {"circuit_breaker": {"parallel_broadcast": True}}, ["circuit_breaker.parallel_broadcast"],
+    ),
+    "circuit_breaker.degraded_broadcast_parallelism": (
+        {"circuit_breaker": {"degraded_broadcast_parallelism": 4}}, ["circuit_breaker.degraded_broadcast_parallelism"],
+    ),
+    "cleanup_queue.concurrency": ({"cleanup_queue": {"concurrency": 20}}, ["cleanup_queue.concurrency"]),
+    "server.write_timeout": ({"server": {"write_timeout": "10m"}}, ["server.write_timeout"]),
+    "server.max_concurrent_per_credential": (
+        {"server": {"max_concurrent_per_credential": 10}}, ["server.max_concurrent_per_credential"],
+    ),
+}
+
+
+def schema_keys(cls: type[Any] = Config, prefix: str = "") -> list[str]:
+    """Every leaf key of the config schema, ``[]`` standing for list entries."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for fld in dataclasses.fields(cls):
+        if not fld.init or not fld.metadata.get("yaml", True):
+            continue
+        tp = hints[fld.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        path = prefix + fld.name
+        if dataclasses.is_dataclass(tp):
+            keys += schema_keys(typing.cast(type[Any], tp), path + ".")
+        elif typing.get_origin(tp) is tuple and args and dataclasses.is_dataclass(args[0]):
+            keys += schema_keys(typing.cast(type[Any], args[0]), path + "[].")
+        elif args and dataclasses.is_dataclass(args[0]):  # optional section (server.tls, encryption.vault)
+            keys += schema_keys(typing.cast(type[Any], args[0]), path + ".")
+        else:
+            keys.append(path)
+    return keys
+
+
+def file_keys(node: Any, prefix: str = "") -> set[str]:
+    """Every leaf key written in a YAML document, ``[]`` standing for list entries."""
+    if isinstance(node, dict):
+        keys: set[str] = set()
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict) and key != "tags":  # lifecycle tags map names to values
+                keys |= file_keys(value, path)
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                for item in value:
+                    keys |= file_keys(item, path + "[]")
+            else:
+                keys.add(path)
+        return keys
+    return set()
+
+
+def _test_exists(reference: str) -> bool:
+    path, _, name = reference.partition("::")
+    source = (REPO / path).read_text()
+    test = name.split("::")[-1]
+    return re.search(rf"^\s*(async )?def {re.escape(test)}\(", source, re.MULTILINE) is not None
+
+
+def _load(overrides: dict[str, Any]) -> Config:
+    return load_config_from_string(yaml.safe_dump(merge(BASE, overrides)), {})
+
+
+# --- the walk ---------------------------------------------------------------------------------
+
+
+def test_every_key_of_the_schema_is_honoured_or_refused() -> None:
+    unclassified = [key for key in schema_keys() if key not in HONOURED and covering_row(key) is None]
+    assert unclassified == []
+
+
+def test_every_named_proof_is_a_test_that_exists() -> None:
+    missing = [ref for refs in HONOURED.values() for ref in refs if not _test_exists(ref)]
+    assert missing == []
+    assert set(HONOURED) <= set(schema_keys())
+
+
+def test_every_key_of_the_originals_config_files_is_in_the_schema() -> None:
+    documents = [yaml.safe_load((DATA / name).read_text()) for name in ("original_config.yaml", "original_extra_blocks.yaml")]
+    written = set().union(*(file_keys(doc) for doc in documents))
+    assert written - set(schema_keys()) == set()
+    # The original's README has a block for every section.
+    assert {key.split(".")[0].split("[")[0] for key in written} >= {
+        "server", "buckets", "database", "routing_strategy", "backends", "telemetry", "circuit_breaker",
+        "backend_circuit_breaker", "rebalance", "replication", "cleanup_queue", "rate_limit", "encryption",
+        "integrity", "ui", "usage_flush", "lifecycle", "reconcile", "cache", "notifications", "redis",
+    }
+
+
+def test_the_table_and_the_examples_here_name_the_same_keys() -> None:
+    assert [row.key for row in UNSUPPORTED] == list(ASKING)
+    for row in UNSUPPORTED:
+        keys = schema_keys()
+        assert row.key in keys or any(k.startswith(row.key + "[].") for k in keys), row.key
+        assert all(any(re.fullmatch(p.replace(".", r"\.").replace("*", ".*").replace("[]", r"\[\]"), k)
+                       for k in schema_keys()) for p in row.covers), row.key
+
+
+@pytest.mark.parametrize("key", list(ASKING))
+def test_asking_for_a_missing_feature_is_refused_naming_the_key(key: str) -> None:
+    overrides, paths = ASKING[key]
+    issues = refusals(_load(overrides))
+    assert [issue.path for issue in issues] == paths
+    assert all(issue.message.startswith(NOT_SUPPORTED) for issue in issues)
+
+
+def test_defaults_and_the_packaged_example_ask_for_nothing_missing() -> None:
+    assert refusals(_load({})) == []
+    assert refusals(load_config(EXAMPLE, EXAMPLE_ENV)) == []
+
+
+def test_switched_off_features_may_carry_any_settings() -> None:
+    config = _load({
+        "encryption": {"enabled": False, "chunk_size": "1MiB"},
+        "replication": {"factor": 1, "worker_interval": "1m", "concurrency": 50},
+        "rebalance": {"enabled": False, "strategy": "spread", "interval": "1h"},
+        "telemetry": {"tracing": {"enabled": False, "endpoint": "otel:4317", "sample_rate": 0.1}},
+        "rate_limit": {"enabled": False, "burst": 5, "trusted_proxies": ["10.0.0.0/8"]},
+        "ui": {"enabled": False, "path": "/dash"},
+        "usage_flush": {"adaptive_enabled": False, "fast_interval": "1s"},
+        "lifecycle": {"batch_size": 10},
+    })
+    assert refusals(config) == []
+
+
+def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> None:
+    original = load_config(DATA / "original_config.yaml", ORIGINAL_ENV)
+    assert {issue.path for issue in refusals(original)} == {
+        "lifecycle.rules", "ui.admin_key", "telemetry.tracing.enabled",
+    }
+    with_extras = load_config_from_string(
+        (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
+    )
+    assert {issue.path for issue in refusals(with_extras)} == {
+        "lifecycle.rules", "cache.enabled", "redis.address", "notifications.endpoints", "ui.admin_key",
+        "telemetry.tracing.enabled", "backend_circuit_breaker.enabled", "reconcile.enabled",
+    }
+
+
+def test_the_refusal_line_is_the_one_the_issue_asks_for() -> None:
+    (issue,) = refusals(_load({"compression": {"enabled": True}}))
+    assert str(issue) == (
+        "compression.enabled: not supported by this build of s3orch (the key is accepted so that existing files load)"
+    )
+
+
+# --- proofs for keys no other test covered ---------------------------------------------------
+
+
+def _build(overrides: dict[str, Any]) -> Any:
+    from s3orch.tap import build
+
+    config = _load(merge({"database": {"driver": "sqlite", "path": "/nonexistent/s3orch.db"}}, overrides))
+    return build(config, MemoryReactorClock())
+
+
+def test_usage_flush_interval_paces_the_quota_gauges() -> None:
+    workers = {w.name: w for w in _build({"usage_flush": {"interval": "7s"}}).workers}
+    assert workers["usage_flush"].interval == 7.0
+
+
+def test_the_metrics_path_is_served_and_reserved_as_configured() -> None:
+    service = _build({"telemetry": {"metrics": {"enabled": True, "path": "/prom"}}})
+    frontend = service.site.early_handler
+    assert not frontend.wants(b"GET", b"/prom", None)  # operational endpoint
+    assert frontend.wants(b"GET", b"/metrics", None)  # just a bucket named "metrics" now
+    assert not frontend.wants(b"GET", b"/health/ready", None)
+    assert len(service.listeners) == 1
+    off = _build({"telemetry": {"metrics": {"enabled": False}}}).site.early_handler
+    assert off.wants(b"GET", b"/metrics", None)
+    apart = _build({"telemetry": {"metrics": {"enabled": True, "listen": "127.0.0.1:9091"}}})
+    assert apart.site.early_handler.wants(b"GET", b"/metrics", None)
+    assert [listener.args[0] for listener in apart.listeners[1:]] == [9091]
+
+
+def test_idle_keep_alive_connections_close_at_idle_timeout() -> None:
+    from tests.unit.test_server_timeouts import _connect
+
+    protocol, transport, clock, _ = _connect()  # idle_timeout: 120s
+    protocol.dataReceived(b"GET /health HTTP/1.1\r\nHost: gw.test\r\n\r\n")  # type: ignore[attr-defined]
+    assert b"200 OK" in transport.value()
+    clock.advance(119)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+class DeleteConcurrencyTests(SynchronousTestCase):
+    def test_backend_deletes_run_at_most_delete_concurrency_at_once(self) -> None:
+        pending: list[Deferred[None]] = []
+
+        class Backend:
+            async def delete_object(self, key: str) -> None:
+                d: Deferred[None] = Deferred()
+                pending.append(d)
+                await d
+
+        class Store:
+            done: list[int] = []
+
+            async def cleanup_done(self, ids: list[int]) -> None:
+                self.done.extend(ids)
+
+        store = Store()
+        objects = ObjectService(store=store, backends={"b1": Backend()}, backend_configs=[],  # type: ignore[arg-type, dict-item]
+                                routing_strategy="pack", clock=MemoryReactorClock(), delete_concurrency=3)
+        items = [CleanupItem(i, "b1", f"k{i}", 1, "delete") for i in range(7)]
+        finished = Deferred.fromCoroutine(objects.retry_cleanups(items))
+        seen = []
+        while pending:
+            seen.append(sum(1 for d in pending if not d.called))
+            next(d for d in pending if not d.called).callback(None)
+            if all(d.called for d in pending):
+                break
+        self.successResultOf(DeferredList([finished]))
+        assert max(seen) == 3 and len(pending) == 7 and sorted(store.done) == list(range(7))

@@ -1,0 +1,80 @@
+"""Log lines: JSON or text, both with every field of the event, never a secret; the level filter."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from twisted.logger import Logger, LogLevel, LogPublisher
+
+from s3orch.observe.logging import JSONLineObserver, LogSettings, TextLineObserver, event_to_text
+
+
+def _emit(observer: object, **fields: object) -> None:
+    publisher = LogPublisher(observer)  # type: ignore[arg-type]
+    Logger(namespace="audit", observer=publisher).info("audit", **fields)
+
+
+AUDIT = {
+    "audit": True,
+    "event": "s3.PutObject",
+    "component": "audit",
+    "bucket": "photos",
+    "key": "holiday pics/a=b.jpg",
+    "status": 200,
+    "duration": 0.25,
+    "access_key": "photoskey",
+    "secret_access_key": "photossecret",
+    "authorization": "AWS4-HMAC-SHA256 Signature=abc",
+}
+
+
+def test_a_text_audit_line_carries_its_fields_but_no_secret() -> None:
+    out = io.StringIO()
+    _emit(TextLineObserver(out), **AUDIT)
+    (line,) = out.getvalue().splitlines()
+    head, _, fields = line.partition(" [audit] audit ")
+    assert head.endswith("Z INFO ")
+    assert fields == (
+        'event=s3.PutObject bucket=photos key="holiday pics/a=b.jpg" status=200 duration=0.25 access_key=photoskey'
+    )
+    assert "photossecret" not in line and "Signature" not in line
+
+
+def test_json_and_text_lines_carry_the_same_fields() -> None:
+    out = io.StringIO()
+    _emit(JSONLineObserver(out), **AUDIT)
+    record = json.loads(out.getvalue())
+    assert {k: record[k] for k in ("event", "bucket", "key", "status", "access_key")} == {
+        "event": "s3.PutObject", "bucket": "photos", "key": "holiday pics/a=b.jpg", "status": 200,
+        "access_key": "photoskey",
+    }
+    assert "secret_access_key" not in record and "authorization" not in record
+
+
+def test_text_does_not_repeat_what_the_message_shows_and_indents_tracebacks() -> None:
+    out = io.StringIO()
+    log = Logger(namespace="s3orch.x", observer=LogPublisher(TextLineObserver(out)))
+    log.warn("backend {backend} is slow", backend="b1", component="backend", attempt=2)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.failure("tick failed", component="worker")
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith(" WARN  [backend] backend b1 is slow attempt=2")
+    assert " ERROR [worker] tick failed error=boom" in lines[1]
+    assert lines[2].startswith("    Traceback") and lines[-1] == "    builtins.ValueError: boom"
+
+
+def test_an_event_without_a_format_still_gets_a_line() -> None:
+    line = event_to_text({"log_level": LogLevel.info, "log_time": 0.0, "component": "x", "n": None})
+    assert line == "1970-01-01T00:00:00.000Z INFO  [x] n=null"
+
+
+def test_log_level_filters_what_is_written() -> None:
+    out = io.StringIO()
+    log = Logger(namespace="s3orch.x", observer=LogPublisher(LogSettings("warn", "text", out).observer()))
+    log.info("hidden", component="x")
+    log.warn("shown", component="x")
+    log.error("also shown", component="x")
+    assert [line.split("] ")[1] for line in out.getvalue().splitlines()] == ["shown", "also shown"]
