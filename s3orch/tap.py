@@ -131,6 +131,7 @@ def build(config: Any, reactor: Any) -> GatewayService:
         timeout=config.server.idle_timeout,
         read_header_timeout=config.server.read_header_timeout,
         read_timeout=config.server.read_timeout,
+        write_timeout=config.server.write_timeout,
         reactor=reactor,
     )
     interface, port = parse_listen_addr(config.server.listen_addr)

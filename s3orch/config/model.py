@@ -124,8 +124,7 @@ class TLSConfig:
 class ServerConfig:
     """Listener, request caps, admission control and timeouts of the S3 front end.
 
-    Not applied yet, and refused when set (``s3orch.config.support``): ``admission_wait`` above 0,
-    ``write_timeout`` other than its default, ``regions`` and ``max_concurrent_per_credential``.
+    Not applied yet, and refused when set (``s3orch.config.support``): ``admission_wait`` above 0.
 
     ``max_concurrent_requests`` becomes 1000 when it and both split pools are 0: the original cannot
     run without admission control, whatever its docs say (BEHAVIOURS 1.40).
@@ -155,7 +154,7 @@ class ServerConfig:
     allow_sigv2: bool = True
     #: Regions a SigV4 credential scope may name (empty: any region, as the original).
     regions: tuple[str, ...] = ()
-    #: Admission slots one access key may hold at once (0: a quarter of its pool).
+    #: Admission slots one access key may hold at once in each pool (0: a quarter of that pool).
     max_concurrent_per_credential: int = knob(0, min_value=0)
 
     def __post_init__(self) -> None:

@@ -168,14 +168,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         "cleanup_queue.concurrency", _changed("cleanup_queue.concurrency"),
         hint=_default_of("cleanup_queue.concurrency"),
     ),
-    # --- being wired by work in progress (issue 11): delete these rows as it lands -------------
-    # write_timeout defaults to 5m as in the original, but no write deadline is enforced yet.
-    Unsupported(
-        "server.write_timeout", _changed("server.write_timeout"), hint=_default_of("server.write_timeout")
-    ),
-    Unsupported(
-        "server.max_concurrent_per_credential", _above("server.max_concurrent_per_credential", 0)
-    ),
 )
 
 

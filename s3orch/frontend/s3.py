@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -27,16 +27,18 @@ from s3orch.auth.authenticate import authenticate
 from s3orch.auth.registry import CredentialRegistry, Principal
 from s3orch.core.multipart import MultipartService, object_parts_page, part_range
 from s3orch.core.objects import NewObject, ObjectService
-from s3orch.http.admission import Admission, Refused, Slot
-from s3orch.http.body import BodyInfo, RequestBody, parse_content_md5
+from s3orch.http.admission import Admission, CredentialHold, Pool, Refused, Slot
+from s3orch.http.body import BodyInfo, DiscardedBody, RequestBody, parse_content_md5
 from s3orch.http.relay import relay_body
 from s3orch.http.site import RejectedEarly, S3Request
 from s3orch.observe.audit import audit
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
+    ADMISSION_IN_USE,
     ADMISSION_REJECTIONS,
     AUTH_STREAMING,
     AUTH_STREAMING_REJECTIONS,
+    CREDENTIAL_REJECTIONS,
     DATABASE_UNAVAILABLE,
     EARLY_REJECTIONS,
     INFLIGHT,
@@ -45,6 +47,7 @@ from s3orch.observe.metrics import (
     REQUEST_SIZE,
     REQUESTS,
     RESPONSE_SIZE,
+    method_label,
 )
 from s3orch.s3 import acl, errors, sigv4, xml
 from s3orch.s3.addressing import Address, parse_address, virtual_bucket
@@ -60,16 +63,26 @@ from s3orch.s3.metadata import (
     object_response_headers,
     response_header_overrides,
 )
-from s3orch.s3.numbers import parse_decimal
+from s3orch.s3.numbers import parse_decimal, parse_signed_decimal
 from s3orch.s3.operations import Operation, resolve_operation
 from s3orch.s3.ranges import content_range, parse_range
-from s3orch.store.interface import ObjectRecord, StoreUnavailable
+from s3orch.store.interface import ListPage, ObjectRecord, StoreUnavailable
 
 OWNER_ID = "s3orch"
 OWNER_NAME = "s3orch"
 REGION = "us-east-1"
 #: XML request bodies (DeleteObjects, CompleteMultipartUpload) are capped here.
 XML_BODY_LIMIT = 4 * 1024 * 1024
+#: Bodies sent to operations that take none are counted up to this size and dropped.
+IGNORED_BODY_LIMIT = 4 * 1024 * 1024
+#: Operations whose request body is read (object data or an XML document).
+BODY_OPERATIONS = frozenset(
+    {"PutObject", "UploadPart", "DeleteObjects", "CompleteMultipartUpload", "CreateBucket", "PutObjectAcl", "PutBucketAcl"}
+)
+#: Operations that store the request's Content-Type, system headers and x-amz-meta-*.
+METADATA_OPERATIONS = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload"})
+#: Request headers whose values the gateway interprets: they must be valid UTF-8.
+_INTERPRETED_HEADER_PREFIXES = ("x-amz-", "if-")
 #: Operations whose request body is object data.
 DATA_OPERATIONS = frozenset({"PutObject", "UploadPart"})
 STREAMING_VARIANTS = {
@@ -138,11 +151,15 @@ class RequestState:
     operation: Operation | None = None
     principal: Principal | None = None
     auth: sigv4.AuthResult | None = None
-    body: RequestBody | None = None
+    body: RequestBody | DiscardedBody | None = None
     error: errors.S3Error | None = None
     bytes_out: int = 0
     accounted: bool = False
     slot: Slot | None = None
+    #: This request counted against its credential's share of the pool.
+    credential_hold: CredentialHold | None = None
+    #: The method as metrics label it (a closed set: GET ... OPTIONS, else OTHER).
+    method_label: str = "OTHER"
     #: Audit event name when it is not the operation's (admission refusals).
     event: str | None = None
 
@@ -176,6 +193,8 @@ def http_date(ts: float) -> str:
     return formatdate(ts, usegmt=True)
 
 
+MAX_INT32 = 2147483647
+
 #: Seconds a client is asked to wait after a 503 caused by the metadata database.
 DATABASE_RETRY_AFTER = 2
 #: At most one log line per this many seconds while the database is unavailable.
@@ -207,6 +226,9 @@ class S3Frontend(Resource):
         self.config = config
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
         self.admission = admission if admission is not None else Admission.from_config(config.server)
+        for pool in (self.admission.global_pool, self.admission.reads, self.admission.writes):
+            if pool is not None:
+                ADMISSION_IN_USE.labels(pool.name).set_function(_in_use_of(pool))
         self.registry = registry
         self.objects = objects
         self.clock = clock
@@ -266,6 +288,13 @@ class S3Frontend(Resource):
     def prepare(
         self, request: S3Request, method: bytes, uri: bytes, length: int | None
     ) -> RequestState:
+        """Headers are in: decide now, before any body byte is read.
+
+        Every way out either returns the state (the request goes on, perhaps to
+        answer ``state.error``) or raises RejectedEarly with the request accounted
+        for (slot and in-flight gauge released); an unexpected exception is
+        accounted for before it propagates (S3Request turns it into a 500).
+        """
         headers = _headers_of(request)
         state = RequestState(
             request_id=request_id_from_header(_first(headers, "x-request-id")),
@@ -274,20 +303,26 @@ class S3Frontend(Resource):
             raw_path=_path_of(uri),
             headers=headers,
         )
-        INFLIGHT.labels(state.method).inc()
+        state.method_label = method_label(state.method)
+        INFLIGHT.labels(state.method_label).inc()
         has_body = length is None or length > 0
         try:
-            state.slot = self.admission.admit(state.method)
-        except Refused as refused:
-            raise self._refuse_admission(state, refused) from None
-        try:
             try:
+                if state.method_label == "OTHER":
+                    # Unknown methods cost nothing: answered before admission and auth.
+                    raise errors.MethodNotAllowed(
+                        Method=state.method[:64], ResourceType=_resource_type(state.raw_path)
+                    )
+                try:
+                    state.slot = self.admission.admit(state.method)
+                except Refused as refused:
+                    raise self._refuse_admission(state, refused) from None
                 state.query = sigv4.parse_query(_query_of(uri))
                 self._prepare(state, length)
+            except (RejectedEarly, errors.S3Error):
+                raise
             except StoreUnavailable as exc:
                 raise errors.ServiceUnavailable("The metadata database is unavailable.") from exc
-            except errors.S3Error:
-                raise
             except Exception as exc:
                 # A bug must cost this request (500 with its id), never the connection.
                 self.log.failure("request preparation failed", component="s3", request_id=state.request_id)
@@ -297,6 +332,12 @@ class S3Frontend(Resource):
             if has_body:
                 EARLY_REJECTIONS.labels(exc.code).inc()
                 raise self._rejection(state, exc) from None
+            # No body: the request goes on, and render() answers state.error.
+        except BaseException:
+            # A RejectedEarly was accounted when it was built; anything else was not.
+            if not state.accounted:
+                self._finish_accounting(state, 500)
+            raise
         return state
 
     def _prepare(self, state: RequestState, length: int | None) -> None:
@@ -327,24 +368,34 @@ class S3Frontend(Resource):
                 access_key=state.principal.access_key,
             )
             raise errors.AccessDenied()
-        if state.operation.name in acl.ACL_HEADER_OPERATIONS:
+        self._admit_credential(state)
+        _check_interpreted_input(state)
+        name = state.operation.name
+        if name in acl.ACL_HEADER_OPERATIONS:
             acl.check_acl_headers(headers)
-        if state.operation.name in DATA_OPERATIONS or state.operation.name in (
-            "DeleteObjects",
-            "CompleteMultipartUpload",
-            "CreateBucket",
-            "PutObjectAcl",
-            "PutBucketAcl",
+        if name in ("GetObject", "HeadObject"):
+            response_header_overrides(state.query)  # 400 now, never a failure mid-answer
+        if name in METADATA_OPERATIONS and (
+            name != "CopyObject" or (_first(headers, "x-amz-metadata-directive") or "").upper() == "REPLACE"
         ):
+            extract_object_metadata(headers)  # validated before the body, stored later
+        if name in BODY_OPERATIONS:
             state.body = self._body_sink(state, length)
         elif length is None or length > 0:
-            # Bodies on operations that take none are drained, capped and ignored.
-            state.body = RequestBody(
-                max_size=XML_BODY_LIMIT,
-                declared_length=length,
-                spool_memory_limit=XML_BODY_LIMIT,
-                spool_dir=None,
-            )
+            # Bodies on operations that take none are counted, capped and dropped.
+            state.body = DiscardedBody(max_size=IGNORED_BODY_LIMIT, declared_length=length)
+
+    def _admit_credential(self, state: RequestState) -> None:
+        """Count the request against its credential's share of the pool (503 SlowDown over it)."""
+        assert state.principal is not None
+        principal = state.principal
+        credential = f"{principal.bucket}:{principal.access_key}"
+        try:
+            state.credential_hold = self.admission.admit_credential(credential, state.slot)
+        except Refused:
+            CREDENTIAL_REJECTIONS.inc()
+            state.event = "s3.AdmissionRejected"
+            raise errors.SlowDown().with_headers([("Retry-After", "1")]) from None
 
     def _body_sink(self, state: RequestState, length: int | None) -> RequestBody:
         headers = state.headers
@@ -356,19 +407,31 @@ class S3Frontend(Resource):
         claim = state.auth.payload_hash if state.auth else _first(headers, "x-amz-content-sha256")
         decoder: AwsChunkedDecoder | None = None
         declared = length
+        decoded = _first(headers, "x-amz-decoded-content-length")
+        # aws-chunked framing is decoded only when signed data declares it: a STREAMING-*
+        # payload claim, or a decoded length together with a signed
+        # "Content-Encoding: aws-chunked".  Either alone is a plain body (botocore sends a
+        # signed "Content-Encoding: aws-chunked" with plain bodies in some modes); the token
+        # is dropped from the stored Content-Encoding.
         encoding = (_first(headers, "content-encoding") or "").lower()
-        # Content-Encoding may switch to aws-chunked decoding only when it is signed.
         encoding_signed = state.auth is not None and "content-encoding" in state.auth.signed_headers
-        if claim in STREAMING_VARIANTS or ("aws-chunked" in encoding and encoding_signed):
+        declared_by_length = decoded is not None and "aws-chunked" in encoding and encoding_signed
+        if claim in STREAMING_VARIANTS or declared_by_length:
             variant = STREAMING_VARIANTS.get(claim or "", "unsigned-trailer")
             AUTH_STREAMING.labels(variant).inc()
-            decoded_length = parse_decimal(_first(headers, "x-amz-decoded-content-length"))
-            if decoded_length is None:
+            declared = parse_decimal(decoded)
+            if declared is None:
+                if decoded is not None:
+                    AUTH_STREAMING_REJECTIONS.labels("invalid_decoded_length").inc()
+                    raise errors.InvalidArgument(
+                        "x-amz-decoded-content-length must be a non-negative integer.",
+                        ArgumentName="x-amz-decoded-content-length",
+                        ArgumentValue=decoded[:64],
+                    )
                 AUTH_STREAMING_REJECTIONS.labels("missing_decoded_length").inc()
                 raise errors.MissingContentLength(
                     "x-amz-decoded-content-length is required for aws-chunked uploads."
                 )
-            declared = decoded_length
             signed = claim in (sigv4.STREAMING_PAYLOAD, sigv4.STREAMING_PAYLOAD_TRAILER)
             if signed and state.auth is None:
                 raise errors.InvalidRequest("Signed streaming uploads need SigV4 authentication.")
@@ -423,6 +486,11 @@ class S3Frontend(Resource):
             if exc.code == "SignatureDoesNotMatch":
                 AUTH_STREAMING_REJECTIONS.labels("chunk_signature").inc()
             raise self._rejection(state, exc) from None
+        except Exception:
+            self.log.failure("request body handling failed", component="s3", request_id=state.request_id)
+            state.error = errors.InternalError()
+            state.body.discard()
+            raise self._rejection(state, state.error) from None
 
     def _refuse_admission(self, state: RequestState, refused: Refused) -> RejectedEarly:
         """503 SlowDown at header time (before 100 Continue): the pool is full or shedding."""
@@ -432,9 +500,9 @@ class S3Frontend(Resource):
         else:
             ADMISSION_REJECTIONS.inc()
             state.event = "s3.AdmissionRejected"
-        exc = errors.SlowDown("Server at capacity")
+        exc = errors.SlowDown("Server at capacity").with_headers([("Retry-After", "1")])
         state.error = exc
-        return self._rejection(state, exc, [("Retry-After", "1")])
+        return self._rejection(state, exc)
 
     def timed_out(self, request: S3Request | None) -> RejectedEarly:
         """408 RequestTimeout: headers or body did not arrive within the server's read deadlines."""
@@ -449,12 +517,12 @@ class S3Frontend(Resource):
             state.body.discard()
         return self._rejection(state, exc)
 
-    def _rejection(
-        self, state: RequestState, exc: errors.S3Error, extra_headers: Sequence[tuple[str, str]] = ()
-    ) -> RejectedEarly:
-        """Build the immediate answer for a refused body, and account for it."""
-        body = b"" if state.method == "HEAD" else exc.to_xml(state.request_id, state.raw_path.decode("latin-1"))
-        self._finish_accounting(state, exc.status)
+    def _rejection(self, state: RequestState, exc: errors.S3Error) -> RejectedEarly:
+        """Build the immediate answer for a refused body, and account for it (always)."""
+        try:
+            body = b"" if state.method == "HEAD" else exc.to_xml(state.request_id, _resource(state))
+        finally:
+            self._finish_accounting(state, exc.status)
         return RejectedEarly(
             exc.status,
             [
@@ -462,7 +530,7 @@ class S3Frontend(Resource):
                 ("x-amz-request-id", state.request_id),
                 ("x-amz-id-2", state.request_id),
                 ("Server", "s3orch"),
-                *extra_headers,
+                *exc.headers,
             ],
             body,
         )
@@ -472,35 +540,49 @@ class S3Frontend(Resource):
     def render(self, request: S3Request) -> Any:  # type: ignore[override]
         state: RequestState = request.s3
         d = Deferred.fromCoroutine(self._handle(request, state))
-        d.addErrback(lambda f: self.log.failure("unhandled", f, component="s3"))
+
+        def unhandled(failure: Any) -> None:
+            self.log.failure("unhandled", failure, component="s3", request_id=state.request_id)
+            _abort(request)  # never leave the client waiting on a request we gave up on
+            self._finish_accounting(state, 500, request)
+
+        d.addErrback(unhandled)
         return NOT_DONE_YET
 
     async def _handle(self, request: S3Request, state: RequestState) -> None:
-        request.setHeader("x-amz-request-id", state.request_id)
-        request.setHeader("x-amz-id-2", state.request_id)
-        request.setHeader("server", "s3orch")
         body: BodyInfo | None = None
         try:
-            if state.error is not None:
-                raise state.error
-            if state.body is not None:
-                body = state.body.finish()
-            assert state.operation is not None
-            handler = self._handlers.get(state.operation.name)
-            if handler is None:
-                raise errors.NotImplementedError_(
-                    f"{state.operation.name} is not implemented by this gateway."
+            try:
+                request.setHeader("x-amz-request-id", state.request_id)
+                request.setHeader("x-amz-id-2", state.request_id)
+                request.setHeader("server", "s3orch")
+                if state.error is not None:
+                    raise state.error
+                if state.body is not None:
+                    body = state.body.finish()
+                assert state.operation is not None
+                handler = self._handlers.get(state.operation.name)
+                if handler is None:
+                    raise errors.NotImplementedError_(
+                        f"{state.operation.name} is not implemented by this gateway."
+                    )
+                await handler(request, state, body)
+            except errors.S3Error as exc:
+                self._send_error(request, state, exc)
+            except StoreUnavailable as exc:
+                self._database_unavailable(request, state, exc)
+            except Exception:
+                self.log.failure(
+                    "request failed", component="s3", request_id=state.request_id, operation=state.op_name
                 )
-            await handler(request, state, body)
-        except errors.S3Error as exc:
-            self._send_error(request, state, exc)
-        except StoreUnavailable as exc:
-            self._database_unavailable(request, state, exc)
+                self._send_error(request, state, errors.InternalError())
         except Exception:
-            self.log.failure(
-                "request failed", component="s3", request_id=state.request_id, operation=state.op_name
-            )
-            self._send_error(request, state, errors.InternalError())
+            # Sending the answer itself failed: the request must still end.
+            self.log.failure("sending the answer failed", component="s3", request_id=state.request_id)
+            if state.error is None:
+                state.error = errors.InternalError()
+            _last_resort(request, state.request_id)
+            self._finish_accounting(state, 500, request)
         finally:
             if body is not None:
                 body.close()
@@ -536,19 +618,31 @@ class S3Frontend(Resource):
         self._finish_accounting(state, 499, request)
 
     def _finish_accounting(self, state: RequestState, status: int, request: Any = None) -> None:
+        """Release what the request holds and count it, exactly once, whatever fails."""
         if state.accounted:
             return
         state.accounted = True
-        if state.slot is not None:
-            state.slot.release()
+        try:
+            if state.slot is not None:
+                state.slot.release()
+            if state.credential_hold is not None:
+                state.credential_hold.release()
+        finally:
+            INFLIGHT.labels(state.method_label).dec()
+        try:
+            self._count(state, status, request)
+        except Exception:
+            self.log.failure("request accounting failed", component="s3", request_id=state.request_id)
+
+    def _count(self, state: RequestState, status: int, request: Any) -> None:
         duration = max(0.0, self.clock.seconds() - state.started)
-        INFLIGHT.labels(state.method).dec()
-        REQUESTS.labels(state.method, str(status)).inc()
-        REQUEST_DURATION.labels(state.method).observe(duration)
+        label = state.method_label
+        REQUESTS.labels(label, str(status)).inc()
+        REQUEST_DURATION.labels(label).observe(duration)
         if state.body is not None:
-            REQUEST_SIZE.labels(state.method).observe(state.body.received)
+            REQUEST_SIZE.labels(label).observe(state.body.received)
         if state.bytes_out:
-            RESPONSE_SIZE.labels(state.method).observe(state.bytes_out)
+            RESPONSE_SIZE.labels(label).observe(state.bytes_out)
         address = state.address
         event = "s3." + state.op_name if state.operation else "s3.InvalidRequest"
         if state.error is not None and state.error.status == 403:
@@ -562,7 +656,7 @@ class S3Frontend(Resource):
         audit(
             event,
             request_id=state.request_id,
-            method=state.method,
+            method=state.method[:64],
             bucket=address.bucket if address else None,
             key=address.key if address else None,
             status=status,
@@ -581,20 +675,18 @@ class S3Frontend(Resource):
             return
         if request.startedWriting:
             # Headers already went out: the only honest signal left is an abort.
-            transport = getattr(request.channel, "transport", None)
-            if transport is not None:
-                transport.abortConnection()
+            _abort(request)
             return
         request.setResponseCode(exc.status)
-        for name in ("content-range", "etag", "last-modified", "accept-ranges"):
-            request.responseHeaders.removeHeader(name)
+        _reset_headers(request)
+        for name, value in exc.headers:
+            request.setHeader(name, value)
         if exc.status == 304 or state.method == "HEAD":
-            request.responseHeaders.removeHeader("content-type")
             if exc.status != 304:
                 request.setHeader("content-length", "0")
             _finish(request)
             return
-        payload = exc.to_xml(state.request_id, state.raw_path.decode("utf-8", "replace"))
+        payload = exc.to_xml(state.request_id, _resource(state))
         request.setHeader("content-type", "application/xml")
         request.setHeader("content-length", str(len(payload)))
         request.write(payload)
@@ -642,23 +734,36 @@ class S3Frontend(Resource):
         raw_max = _query_get(query, "max-keys")
         max_keys = 1000
         if raw_max is not None:
-            try:
-                max_keys = int(raw_max)
-            except ValueError:
-                raise errors.InvalidArgument("Provided max-keys not an integer or within integer range", ArgumentName="max-keys", ArgumentValue=raw_max) from None
-            if max_keys < 0:
-                raise errors.InvalidArgument("Argument maxKeys must be an integer between 0 and 2147483647", ArgumentName="maxKeys", ArgumentValue=raw_max)
-            max_keys = min(max_keys, 1000)
+            parsed = parse_signed_decimal(raw_max, max_digits=10)
+            if parsed is None or parsed > MAX_INT32:
+                raise errors.InvalidArgument(
+                    "Provided max-keys not an integer or within integer range",
+                    ArgumentName="max-keys",
+                    ArgumentValue=raw_max[:64],
+                )
+            if parsed < 0:
+                raise errors.InvalidArgument(
+                    "Argument maxKeys must be an integer between 0 and 2147483647",
+                    ArgumentName="maxKeys",
+                    ArgumentValue=raw_max[:64],
+                )
+            max_keys = min(parsed, 1000)
         encoding = _query_get(query, "encoding-type")
         if encoding is not None and encoding != "url":
-            raise errors.InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type", ArgumentValue=encoding)
+            raise errors.InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type", ArgumentValue=encoding[:64])
         return prefix, delimiter, max_keys, encoding
+
+    async def _list_page(self, bucket: str, prefix: str, delimiter: str, start: str, max_keys: int) -> ListPage:
+        """A listing page; ``max-keys=0`` is answered empty and not truncated, as AWS does."""
+        if max_keys == 0:
+            return ListPage((), (), False, None)
+        return await self.objects.list(bucket, prefix, delimiter, start, max_keys)
 
     async def _list_objects_v1(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         assert state.address is not None and state.address.bucket is not None
         prefix, delimiter, max_keys, encoding = self._list_params(state)
         marker = _query_get(state.query, "marker") or ""
-        page = await self.objects.list(state.address.bucket, prefix, delimiter, marker, max_keys)
+        page = await self._list_page(state.address.bucket, prefix, delimiter, marker, max_keys)
         next_marker = page.next_marker if (page.is_truncated and delimiter) else None
         payload = xml.list_objects_v1(
             state.address.bucket, prefix, marker, delimiter, max_keys, page.is_truncated,
@@ -674,7 +779,7 @@ class S3Frontend(Resource):
         start = start_after or ""
         if token is not None:
             start = _decode_token(token)
-        page = await self.objects.list(state.address.bucket, prefix, delimiter, start, max_keys)
+        page = await self._list_page(state.address.bucket, prefix, delimiter, start, max_keys)
         next_token = _encode_token(page.next_marker) if page.is_truncated and page.next_marker else None
         fetch_owner = (_query_get(state.query, "fetch-owner") or "").lower() == "true"
         payload = xml.list_objects_v2(
@@ -858,19 +963,24 @@ class S3Frontend(Resource):
         request.setHeader("last-modified", http_date(record.last_modified))
         request.setHeader("accept-ranges", "bytes")
         for name, value in object_response_headers(record.content_type, record.headers, record.user_metadata):
-            request.setHeader(name, value)
+            request.responseHeaders.setRawHeaders(name, [value])
         if record.parts_count:
             request.setHeader("x-amz-mp-parts-count", str(record.parts_count))
         for name, value in response_header_overrides(state.query):
-            request.setHeader(name, value)
+            request.responseHeaders.setRawHeaders(name, [value])
 
-    async def _head_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
-        assert state.address is not None and state.address.bucket and state.address.key is not None
-        record = await self.objects.head(state.address.bucket, state.address.key)
-        check_read_conditions(state.headers, record.etag, record.last_modified)
-        byte_range = self._read_range(state, record)
-        self._object_headers(request, state, record)
-        self._checksum_header(request, state, record, byte_range)
+    def _check_read_conditions(self, state: RequestState, record: ObjectRecord) -> None:
+        """If-* of GET/HEAD; a 304 or 412 carries ETag and Last-Modified, as AWS's do."""
+        try:
+            check_read_conditions(state.headers, record.etag, record.last_modified)
+        except (errors.NotModified, errors.PreconditionFailed) as exc:
+            exc.headers = (
+                ("ETag", quote_etag(record.etag)),
+                ("Last-Modified", http_date(record.last_modified)),
+            )
+            raise
+
+    def _range_headers(self, request: S3Request, record: ObjectRecord, byte_range: tuple[int, int] | None) -> None:
         if byte_range is not None:
             start, end = byte_range
             request.setResponseCode(206)
@@ -878,6 +988,15 @@ class S3Frontend(Resource):
             request.setHeader("content-length", str(end - start + 1))
         else:
             request.setHeader("content-length", str(record.size))
+
+    async def _head_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        assert state.address is not None and state.address.bucket and state.address.key is not None
+        record = await self.objects.head(state.address.bucket, state.address.key)
+        self._check_read_conditions(state, record)
+        byte_range = self._read_range(state, record)
+        self._object_headers(request, state, record)
+        self._checksum_header(request, state, record, byte_range)
+        self._range_headers(request, record, byte_range)
         _finish(request)
 
     def _read_range(self, state: RequestState, record: ObjectRecord) -> tuple[int, int] | None:
@@ -900,35 +1019,37 @@ class S3Frontend(Resource):
     async def _get_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         record = await self.objects.head(state.address.bucket, state.address.key)
-        check_read_conditions(state.headers, record.etag, record.last_modified)
+        self._check_read_conditions(state, record)
         byte_range = self._read_range(state, record)
-        if record.size == 0:
-            self._object_headers(request, state, record)
-            self._checksum_header(request, state, record, None)
-            request.setHeader("content-length", "0")
-            _finish(request)
-            return
-        stream, _ = await self.objects.open(record, byte_range)
-        skip, limit = 0, None
-        if byte_range is not None:
-            start, end = byte_range
-            wanted = end - start + 1
-            sent = stream.content_range
-            if sent is not None and sent[0] == start:
-                limit = wanted  # the backend sent our range (some say 200 while doing so)
-            elif sent is None and stream.length in (None, record.size):
-                skip, limit = start, wanted  # it ignored the Range: cut it ourselves
-            else:
-                stream.cancel()
-                raise errors.ServiceUnavailable("The storage backend answered a different byte range.")
-            request.setResponseCode(206)
-            request.setHeader("content-range", content_range(start, end, record.size))
-            request.setHeader("content-length", str(wanted))
-        else:
-            request.setHeader("content-length", str(record.size))
+        # Every header is set before the backend stream is opened: nothing that can
+        # fail is left between opening it and handing it to the relay.
         self._object_headers(request, state, record)
         self._checksum_header(request, state, record, byte_range)
-        state.bytes_out = await relay_body(stream, request, skip=skip, limit=limit)
+        if record.size == 0:
+            self._range_headers(request, record, None)
+            _finish(request)
+            return
+        self._range_headers(request, record, byte_range)
+        stream, _ = await self.objects.open(record, byte_range)
+        relayed = False
+        try:
+            skip, limit = 0, None
+            if byte_range is not None:
+                start, end = byte_range
+                wanted = end - start + 1
+                sent = stream.content_range
+                if sent is not None and sent[0] == start:
+                    limit = wanted  # the backend sent our range (some say 200 while doing so)
+                elif sent is None and stream.length in (None, record.size):
+                    skip, limit = start, wanted  # it ignored the Range: cut it ourselves
+                else:
+                    raise errors.ServiceUnavailable("The storage backend answered a different byte range.")
+            relaying = relay_body(stream, request, skip=skip, limit=limit)
+            relayed = True  # from here the relay owns the stream (it cancels it on every failure)
+            state.bytes_out = await relaying
+        finally:
+            if not relayed:
+                stream.cancel()  # never leak the pooled backend connection
 
     async def _delete_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
@@ -944,6 +1065,11 @@ class S3Frontend(Resource):
         self._send_xml(request, state, xml.delete_result(deleted, failed, quiet))
 
 
+def _in_use_of(pool: Pool) -> Callable[[], float]:
+    """The s3o_admission_slots_in_use reading of one pool."""
+    return lambda: float(pool.in_use)
+
+
 def _gone(request: S3Request) -> bool:
     """True when the client disconnected or the answer was already sent."""
     return bool(request.finished or getattr(request, "_disconnected", False))
@@ -952,6 +1078,84 @@ def _gone(request: S3Request) -> bool:
 def _finish(request: S3Request) -> None:
     if not _gone(request):
         request.finish()
+
+
+#: Response headers an error answer keeps from what was set before it.
+_ERROR_KEEPS = (b"x-amz-request-id", b"x-amz-id-2", b"server", b"date", b"retry-after")
+
+
+def _reset_headers(request: S3Request) -> None:
+    """Drop the headers a failed handler set (object metadata, ranges, ETag ...)."""
+    headers = request.responseHeaders
+    for name, _values in list(headers.getAllRawHeaders()):
+        if name.lower() not in _ERROR_KEEPS:
+            headers.removeHeader(name)
+
+
+def _abort(request: S3Request) -> None:
+    """End a request we cannot answer properly: drop its connection."""
+    transport = getattr(request.channel, "transport", None)
+    if transport is not None:
+        transport.abortConnection()
+
+
+def _last_resort(request: S3Request, request_id: str) -> None:
+    """Answer a plain 500 when building the real answer failed; abort if even that fails."""
+    if _gone(request):
+        return
+    try:
+        if request.startedWriting:
+            raise RuntimeError("headers already sent")
+        payload = errors.InternalError().to_xml(request_id)
+        request.setResponseCode(500)
+        _reset_headers(request)
+        request.setHeader("content-type", "application/xml")
+        request.setHeader("content-length", str(len(payload)))
+        request.write(payload)
+        request.finish()
+    except Exception:
+        _abort(request)
+
+
+def _resource(state: RequestState) -> str:
+    """The <Resource> of an error document: the request path as received."""
+    return state.raw_path.decode("utf-8", "replace")
+
+
+def _resource_type(raw_path: bytes) -> str:
+    """MethodNotAllowed's ResourceType from the path's shape (path-style)."""
+    path = raw_path.split(b"?", 1)[0]
+    bucket, sep, key = path.lstrip(b"/").partition(b"/")
+    if not bucket:
+        return "SERVICE"
+    return "OBJECT" if sep and key else "BUCKET"
+
+
+def _check_interpreted_input(state: RequestState) -> None:
+    """Query values and the x-amz-*, If-* and Range headers must be valid UTF-8.
+
+    They are decoded with ``surrogateescape``; a stray byte would otherwise reach
+    the store or a response header.  (``response-*`` overrides are checked, with
+    AWS's message, by :func:`response_header_overrides`.)
+    """
+    for name, value in state.query:
+        if _undecodable(name) or (_undecodable(value) and not name.startswith("response-")):
+            raise errors.InvalidArgument(
+                "A query parameter is not valid UTF-8.", ArgumentName=name
+            )
+    for name, values in state.headers.items():
+        if name.startswith(_INTERPRETED_HEADER_PREFIXES) or name == "range":
+            if any(_undecodable(value) for value in values):
+                raise errors.InvalidArgument("Header value is not valid UTF-8.", ArgumentName=name)
+
+
+def _undecodable(value: str) -> bool:
+    """Did ``surrogateescape`` decoding keep bytes that are not UTF-8?"""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def checksum_type(value: str) -> str:
@@ -987,9 +1191,18 @@ def _decode_token(token: str) -> str:
 
 
 def _parse_copy_source(value: str) -> tuple[str, str]:
-    """``/bucket/key`` or ``bucket/key`` (URL-encoded, optional ?versionId)."""
+    """``/bucket/key`` or ``bucket/key`` (URL-encoded, optional ?versionId).
+
+    The decoded key must be valid UTF-8 (400 InvalidArgument, never a 404 for a
+    key that cannot exist).
+    """
     source = value.split("?", 1)[0]
-    source = unquote(source)
+    try:
+        source = unquote_to_bytes(source.encode("utf-8", "surrogateescape")).decode("utf-8")
+    except UnicodeError:
+        raise errors.InvalidArgument(
+            "Invalid copy source object key", ArgumentName="x-amz-copy-source"
+        ) from None
     source = source.lstrip("/")
     if "/" not in source:
         raise errors.InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")

@@ -7,6 +7,11 @@ answers ``503 SlowDown``).  With ``load_shed_threshold`` set, a request may also
 shed before the pool is full, with a probability rising linearly from 0 at
 ``floor(t x cap)`` requests in flight to 1 at ``cap``.
 
+One credential may hold at most ``server.max_concurrent_per_credential`` slots of
+each pool at once (0: a quarter of that pool, at least 1), so a single
+tenant cannot take the whole pool; a request over its credential's share gets the
+same ``503 SlowDown`` after authentication.
+
 Not yet: ``admission_wait`` (waiting up to that long for a slot before refusing; the
 front end decides synchronously when the headers arrive, so a wait needs the channel
 to hold the request back, and the config loader warns that it is ignored), and
@@ -49,8 +54,23 @@ class Slot:
             self.pool.in_use -= 1
 
 
+@dataclass
+class CredentialHold:
+    """One admitted request counted against its credential's share; release exactly once."""
+
+    admission: Admission
+    credential: str
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.admission._credential_released(self.credential)
+
+
 class Refused(Exception):
-    """The request is not admitted: ``reason`` is "capacity" (pool full) or "shed" (load shedding)."""
+    """The request is not admitted: ``reason`` is "capacity" (pool full), "shed" (load
+    shedding) or "credential" (its credential holds its share of the pool)."""
 
     def __init__(self, reason: str, pool: str) -> None:
         super().__init__(reason)
@@ -68,6 +88,7 @@ class Admission:
         max_reads: int = 0,
         max_writes: int = 0,
         shed_threshold: float = 0.0,
+        per_credential: int = 0,
         random_source: Callable[[], float] = random.random,
     ) -> None:
         self.split = max_reads > 0 and max_writes > 0
@@ -82,6 +103,10 @@ class Admission:
         # else: only one split pool configured -> no admission control at all (1.25 Edge)
         self.shed_threshold = shed_threshold if 0 < shed_threshold < 1 else 0.0
         self.random = random_source
+        #: Explicit per-credential cap (0: a quarter of the request's pool).
+        self.per_credential = per_credential
+        #: Slots held per "pool/credential"; an entry disappears when its count reaches 0.
+        self.by_credential: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, server: Any, random_source: Callable[[], float] = random.random) -> Admission:
@@ -90,6 +115,7 @@ class Admission:
             max_reads=int(server.max_concurrent_reads),
             max_writes=int(server.max_concurrent_writes),
             shed_threshold=float(server.load_shed_threshold),
+            per_credential=int(getattr(server, "max_concurrent_per_credential", 0)),
             random_source=random_source,
         )
 
@@ -126,3 +152,35 @@ class Admission:
             raise Refused("shed", pool.name)
         pool.in_use += 1
         return Slot(pool)
+
+    def credential_limit(self, slot: Slot | None) -> int | None:
+        """How many slots one credential may hold for a request holding ``slot`` (None: no cap)."""
+        if self.per_credential > 0:
+            return self.per_credential
+        if slot is None:
+            return None
+        return max(1, slot.pool.capacity // 4)
+
+    def admit_credential(self, credential: str, slot: Slot | None) -> CredentialHold | None:
+        """Count an authenticated request against its credential's share of its pool.
+
+        Shares are per pool: reads in flight do not use up a credential's share of
+        the write pool.  Raises Refused("credential") when the share is taken.
+        """
+        limit = self.credential_limit(slot)
+        if limit is None:
+            return None
+        pool = slot.pool.name if slot is not None else "none"
+        key = f"{pool}/{credential}"
+        held = self.by_credential.get(key, 0)
+        if held >= limit:
+            raise Refused("credential", pool)
+        self.by_credential[key] = held + 1
+        return CredentialHold(self, key)
+
+    def _credential_released(self, credential: str) -> None:
+        held = self.by_credential.get(credential, 0) - 1
+        if held > 0:
+            self.by_credential[credential] = held
+        else:
+            self.by_credential.pop(credential, None)

@@ -171,6 +171,42 @@ class RequestBody:
             pass
 
 
+class DiscardedBody:
+    """Sink for a body sent to an operation that takes none: counted, capped, dropped.
+
+    Nothing is kept, so a thousand such requests cost no memory or disk; a body
+    over ``max_size`` is refused (``MaxMessageLengthExceeded``), as AWS refuses an
+    oversized request.
+    """
+
+    def __init__(self, *, max_size: int, declared_length: int | None) -> None:
+        self.max_size = max_size
+        self.declared_length = declared_length
+        self.received = 0
+        self.failed: errors.S3Error | None = None
+        self.discarded = False
+        if declared_length is not None and declared_length > max_size:
+            raise errors.MaxMessageLengthExceeded()
+
+    def feed(self, data: bytes) -> None:
+        """Count raw bytes; raise once they exceed the cap."""
+        if self.failed is not None or self.discarded:
+            return
+        self.received += len(data)
+        if self.received > self.max_size:
+            self.failed = errors.MaxMessageLengthExceeded()
+            raise self.failed
+
+    def finish(self) -> None:
+        """The body ended: nothing to hand over (the operation takes no body)."""
+        if self.failed is not None:
+            raise self.failed
+
+    def discard(self) -> None:
+        """Nothing is held; stop counting."""
+        self.discarded = True
+
+
 _NON_HASH_CLAIMS = {
     sigv4.UNSIGNED_PAYLOAD,
     sigv4.STREAMING_PAYLOAD,

@@ -15,12 +15,55 @@ import io
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
+from s3orch.observe.metrics import WRITE_TIMEOUTS
+from s3orch.s3.errors import InternalError
+
 #: Bodies of non-S3 requests (admin JSON, UI forms) are capped at this size.
 NON_S3_BODY_LIMIT = 1024 * 1024
+
+#: A Content-Length longer than this many digits is refused (19 digits hold any
+#: 64-bit size; Python's int() of a 4,300-digit string raises ValueError).
+MAX_CONTENT_LENGTH_DIGITS = 19
+
+_log = Logger(namespace="s3orch.http")
+
+
+def _internal_error_rejection() -> RejectedEarly:
+    """The answer when the early handler itself failed: a plain 500 InternalError."""
+    return RejectedEarly(
+        500, [("Content-Type", "application/xml"), ("Server", "s3orch")], InternalError().to_xml()
+    )
+
+
+def _header_bytes(value: str) -> bytes:
+    """A header name or value as bytes, whatever it holds (never raises)."""
+    return value.encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def pending_write_bytes(transport: Any) -> int | None:
+    """Bytes a transport has taken from us but not yet handed to the kernel.
+
+    Reads the buffer of a ``twisted.internet.abstract.FileDescriptor`` (TCP), or of
+    the transport under a wrapper (TLS); None when it cannot be known.  A falling
+    value means the client is reading, however slowly.
+    """
+    for _ in range(4):
+        if transport is None:
+            return None
+        buffered = getattr(transport, "dataBuffer", None)
+        if isinstance(buffered, (bytes, bytearray, memoryview)):
+            offset = getattr(transport, "offset", 0)
+            temp = getattr(transport, "_tempDataLen", 0)
+            if isinstance(offset, int) and isinstance(temp, int):
+                return len(buffered) - offset + temp
+            return None
+        transport = getattr(transport, "transport", None)
+    return None
 
 
 class RejectedEarly(Exception):
@@ -87,7 +130,16 @@ class S3Request(server.Request):
         host = self.requestHeaders.getRawHeaders(b"host", [None])[0]
         if handler is not None and handler.wants(self._early_method, self._early_uri, host):
             self.content = io.BytesIO()
-            self.s3 = handler.prepare(self, self._early_method, self._early_uri, length)
+            try:
+                self.s3 = handler.prepare(self, self._early_method, self._early_uri, length)
+            except RejectedEarly:
+                raise
+            except Exception:
+                # The handler released what it took before letting this through
+                # (S3Frontend.prepare accounts for itself); a bug here must still
+                # be a finished request.
+                _log.failure("request preparation failed", component="http")
+                raise _internal_error_rejection() from None
         else:
             super().gotLength(length)
 
@@ -131,6 +183,8 @@ class S3Channel(http.HTTPChannel):
     site: Any
     _header_deadline: IDelayedCall | None = None
     _read_deadline: IDelayedCall | None = None
+    _write_deadline: IDelayedCall | None = None
+    _write_pending: int | None = None  # transport buffer when the write deadline was armed
     _reading = False  # a request's headers or body are being received
     _got_bytes = False  # some of that request has arrived
 
@@ -207,7 +261,70 @@ class S3Channel(http.HTTPChannel):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._cancel_deadlines()
+        self._disarm_write_deadline()
         super().connectionLost(reason)
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"content-length" and len(value.strip()) > MAX_CONTENT_LENGTH_DIGITS:
+            # Twisted would int() it: a 5,000-digit value raises out of dataReceived.
+            self._respondToBadRequestAndDisconnect()
+            return False
+        result: bool = super().headerReceived(line)
+        return result
+
+    # -- write deadline: a response must make progress every write_timeout ----
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: the client must read within write_timeout."""
+        super().pauseProducing()
+        self._arm_write_deadline()
+
+    def resumeProducing(self) -> None:
+        """The client read enough to drain the buffer: that is progress."""
+        self._disarm_write_deadline()
+        super().resumeProducing()
+
+    def _arm_write_deadline(self) -> None:
+        timeout = getattr(getattr(self, "site", None), "write_timeout", None)
+        if not timeout or self._write_deadline is not None:
+            return
+        self._write_pending = pending_write_bytes(self.transport)
+        self._write_deadline = self._call_later(timeout, self._write_deadline_passed)
+
+    def _disarm_write_deadline(self) -> None:
+        if self._write_deadline is not None and self._write_deadline.active():
+            self._write_deadline.cancel()
+        self._write_deadline = None
+
+    def _write_deadline_passed(self) -> None:
+        self._write_deadline = None
+        transport: Any = self.transport
+        if transport is None:
+            return
+        pending = pending_write_bytes(transport)
+        if pending is not None and self._write_pending is not None and pending < self._write_pending:
+            self._arm_write_deadline()  # some bytes went out: the client is reading, slowly
+            return
+        self._abort_stalled(transport)
+
+    def _abort_stalled(self, transport: Any) -> None:
+        """Drop a connection whose client stopped reading (zero window).
+
+        Aborting runs connectionLost: the request is counted as abandoned, its
+        admission slot released and its backend stream cancelled.
+        """
+        WRITE_TIMEOUTS.inc()
+        _log.info(
+            "aborting connection: the client accepted no response bytes for {timeout}s",
+            timeout=getattr(self.site, "write_timeout", None),
+            component="http",
+        )
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
 
     def allHeadersReceived(self) -> None:
         self._cancel_deadlines(headers_only=True)
@@ -233,26 +350,43 @@ class S3Channel(http.HTTPChannel):
                 self.reject(self.requests[-1], rejection)
 
     def reject(self, request: S3Request | None, rejection: RejectedEarly) -> None:
-        """Answer now and close: the body (if any) is never read or stored."""
+        """Answer now and close: the body (if any) is never read or stored.
+
+        Whatever happens while answering, the connection is closed, and it is
+        aborted if the client does not take the answer within write_timeout.
+        """
         if request is not None:
             if request.rejected:
                 return
             request.rejected = True
-        reason = http.RESPONSES.get(rejection.status, b"Error")
-        lines = [b"HTTP/1.1 %d %s" % (rejection.status, reason)]
-        for name, value in rejection.headers:
-            lines.append(name.encode("latin-1") + b": " + value.encode("latin-1"))
-        lines.append(b"Content-Length: %d" % len(rejection.body))
-        lines.append(b"Connection: close")
-        lines.append(b"Date: " + http.datetimeToString())
         transport: Any = self.transport
-        transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + rejection.body)
         self.persistent = False
         self._cancel_deadlines()
         # Ignore whatever else the client sends; close once the answer is flushed.
         ignore = lambda *args: None  # noqa: E731
         self.dataReceived = self.lineReceived = self.rawDataReceived = ignore  # type: ignore[method-assign]
+        if transport is None:
+            return
+        try:
+            reason = http.RESPONSES.get(rejection.status, b"Error")
+            lines = [b"HTTP/1.1 %d %s" % (rejection.status, reason)]
+            for name, value in rejection.headers:
+                lines.append(_header_bytes(name) + b": " + _header_bytes(value))
+            lines.append(b"Content-Length: %d" % len(rejection.body))
+            lines.append(b"Connection: close")
+            lines.append(b"Date: " + http.datetimeToString())
+            transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + rejection.body)
+        except Exception:
+            _log.failure("sending an early rejection failed", component="http")
+            transport.abortConnection()
+            return
         transport.loseConnection()
+        timeout = getattr(getattr(self, "site", None), "write_timeout", None)
+        if timeout:
+            # A client that never reads its answer must not hold the connection.
+            self._disarm_write_deadline()
+            self._write_pending = pending_write_bytes(transport)
+            self._write_deadline = self._call_later(timeout, self._write_deadline_passed)
 
 
 class S3Site(server.Site):
@@ -270,6 +404,7 @@ class S3Site(server.Site):
         *,
         read_header_timeout: float | None = None,
         read_timeout: float | None = None,
+        write_timeout: float | None = None,
         reactor: Any = None,
     ) -> None:
         super().__init__(resource, timeout=timeout, reactor=reactor)
@@ -277,6 +412,8 @@ class S3Site(server.Site):
         #: Seconds from a request's first byte to its last header / its last body byte (None: no limit).
         self.read_header_timeout = read_header_timeout
         self.read_timeout = read_timeout
+        #: Seconds a response may go without the client accepting a byte (None: no limit).
+        self.write_timeout = write_timeout
 
     def log(self, request: Any) -> None:
         """Access logging is the audit log's job; Twisted's combined log stays quiet."""

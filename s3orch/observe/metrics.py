@@ -22,6 +22,17 @@ BUILD_INFO = Gauge(
 )
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
+#: The HTTP methods that label request metrics; any other method counts as "OTHER".
+#: Methods are client-controlled (and answered before authentication), so a label
+#: taken from the raw method would let anyone create unbounded series.
+METHOD_LABELS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The metric label of an HTTP method: itself if in METHOD_LABELS, else "OTHER"."""
+    return method if method in METHOD_LABELS else "OTHER"
+
+
 REQUESTS = Counter(
     "s3o_requests_total", "HTTP requests", ["method", "status_code"], registry=REGISTRY
 )
@@ -165,5 +176,26 @@ ADMISSION_REJECTIONS = Counter(
 LOAD_SHED = Counter(
     "s3o_load_shed_total",
     "Requests shed before the admission pool was full",
+    registry=REGISTRY,
+)
+#: Our addition: requests refused because their access key already held
+#: ``server.max_concurrent_per_credential`` admission slots.
+CREDENTIAL_REJECTIONS = Counter(
+    "s3o_credential_admission_rejections_total",
+    "Requests rejected because their access key held its share of the admission pool",
+    registry=REGISTRY,
+)
+#: Our addition: connections aborted because a response made no progress for
+#: ``server.write_timeout`` (the client stopped reading).
+WRITE_TIMEOUTS = Counter(
+    "s3o_write_timeouts_total",
+    "Connections aborted because the client accepted no response bytes for write_timeout",
+    registry=REGISTRY,
+)
+#: Our addition: admission slots held now, per pool (global, read, write).
+ADMISSION_IN_USE = Gauge(
+    "s3o_admission_slots_in_use",
+    "Admission slots held by requests in flight",
+    ["pool"],
     registry=REGISTRY,
 )

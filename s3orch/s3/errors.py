@@ -7,8 +7,34 @@ Protocol code raises these; the front door turns them into the AWS-shaped
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import ClassVar
-from xml.sax.saxutils import escape
+
+#: Longest echo of one client-supplied value in an error document.  Bounds the
+#: cost of an error body whatever a client managed to put into a field.
+MAX_FIELD_CHARS = 16 * 1024
+
+
+#: Characters XML 1.0 cannot carry at all (not even as references), and lone
+#: surrogates (``surrogateescape``-decoded bytes that are not UTF-8).
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MARKUP = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord("\r"): "&#xD;"}
+
+
+def xml_safe_text(value: object, limit: int = MAX_FIELD_CHARS) -> str:
+    """Any value as escaped XML 1.0 character data, never raising.
+
+    Client input reaches error documents decoded with ``surrogateescape`` (a
+    stray ``\\xff`` byte becomes U+DCFF), and may hold control characters that
+    XML 1.0 cannot carry even as references.  Both become U+FFFD; ``\\r`` is a
+    character reference (a parser would otherwise read it as ``\\n``).  Values
+    longer than ``limit`` characters are cut.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return _NOT_XML.sub("\ufffd", text).translate(_MARKUP)
 
 
 class S3Error(Exception):
@@ -18,25 +44,37 @@ class S3Error(Exception):
     status: ClassVar[int] = 500
     default_message: ClassVar[str] = "We encountered an internal error. Please try again."
 
+    #: Extra response headers (e.g. Retry-After of a 503 SlowDown); see with_headers.
+    headers: tuple[tuple[str, str], ...] = ()
+
     def __init__(self, message: str | None = None, **fields: str) -> None:
         self.message = message or self.default_message
         #: Extra child elements of <Error>, e.g. Key, BucketName, UploadId.
         self.fields = fields
         super().__init__(self.message)
 
+    def with_headers(self, headers: Sequence[tuple[str, str]]) -> S3Error:
+        """Send these response headers with the error (returns self, for ``raise``)."""
+        self.headers = tuple(headers)
+        return self
+
     def to_xml(self, request_id: str = "", resource: str = "") -> bytes:
-        """Serialize as AWS does: Code, Message, extra fields, Resource, RequestId."""
+        """Serialize as AWS does: Code, Message, extra fields, Resource, RequestId.
+
+        Never raises, whatever the fields echo: every value goes through
+        :func:`xml_safe_text`, so the document is well-formed UTF-8 XML 1.0.
+        """
         parts = [
             '<?xml version="1.0" encoding="UTF-8"?>\n<Error>',
-            f"<Code>{escape(self.code)}</Code>",
-            f"<Message>{escape(self.message)}</Message>",
+            f"<Code>{xml_safe_text(self.code)}</Code>",
+            f"<Message>{xml_safe_text(self.message)}</Message>",
         ]
         for name, value in self.fields.items():
-            parts.append(f"<{name}>{escape(str(value))}</{name}>")
+            parts.append(f"<{name}>{xml_safe_text(value)}</{name}>")
         if resource:
-            parts.append(f"<Resource>{escape(resource)}</Resource>")
-        parts.append(f"<RequestId>{escape(request_id)}</RequestId>")
-        parts.append(f"<HostId>{escape(request_id)}</HostId>")
+            parts.append(f"<Resource>{xml_safe_text(resource)}</Resource>")
+        parts.append(f"<RequestId>{xml_safe_text(request_id)}</RequestId>")
+        parts.append(f"<HostId>{xml_safe_text(request_id)}</HostId>")
         parts.append("</Error>")
         return "".join(parts).encode("utf-8")
 
@@ -108,6 +146,7 @@ IncompleteBody = _error(
 MissingContentLength = _error(
     "MissingContentLength", 411, "You must provide the Content-Length HTTP header."
 )
+MaxMessageLengthExceeded = _error("MaxMessageLengthExceeded", 400, "Your request was too big.")
 InvalidArgument = _error("InvalidArgument", 400, "Invalid Argument")
 InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
 InvalidBucketName = _error("InvalidBucketName", 400, "The specified bucket is not valid.")

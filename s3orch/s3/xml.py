@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import quote_plus
+from urllib.parse import quote
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import ElementTree as DefusedET
@@ -90,11 +90,15 @@ def unquote_etag(etag: str) -> str:
 
 
 def url_encode(value: str) -> str:
-    """encoding-type=url form: AWS keeps ``/``, writes space as ``+`` and ``+`` as ``%2B``.
+    """encoding-type=url form: UTF-8 percent-encoding that keeps ``/``; space is ``%20``.
 
-    botocore decodes with ``unquote_plus``, the exact inverse.
+    ``+`` is ``%2B`` and every control character is escaped, so any key (even one
+    XML 1.0 cannot carry) round-trips.  ``%20`` rather than ``+`` for a space is what
+    the S3 conformance suite (s3-tests) expects, and it decodes to the same key under
+    both ``unquote_plus`` (botocore) and plain percent-decoding (SDKs that do not
+    treat ``+`` as a space).
     """
-    return quote_plus(value, safe="/")
+    return quote(value, safe="/")
 
 
 def check_encoding_type(value: str | None) -> str | None:

@@ -16,7 +16,7 @@ from s3orch.frontend.root import RootResource
 from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.admission import Admission, Refused
 from s3orch.http.site import S3Site
-from s3orch.observe.metrics import ADMISSION_REJECTIONS, AUDIT_EVENTS, LOAD_SHED
+from s3orch.observe.metrics import ADMISSION_REJECTIONS, AUDIT_EVENTS, CREDENTIAL_REJECTIONS, LOAD_SHED
 from s3orch.s3 import sigv4
 
 CONFIG = """
@@ -24,7 +24,9 @@ server:
 {server}
 buckets:
   - name: photos
-    credentials: [{{access_key_id: photoskey, secret_access_key: photossecret}}]
+    credentials:
+      - {{access_key_id: photoskey, secret_access_key: photossecret}}
+      - {{access_key_id: otherkey, secret_access_key: othersecret}}
 backends:
   - name: b1
     endpoint: http://127.0.0.1:1
@@ -59,9 +61,10 @@ def _connect(site: S3Site) -> tuple[object, StringTransport]:
     return protocol, transport
 
 
-def _headers(method: str, path: str, length: int) -> bytes:
+def _headers(method: str, path: str, length: int, access_key: str = "photoskey") -> bytes:
+    secret = {"photoskey": "photossecret", "otherkey": "othersecret"}[access_key]
     signed = sigv4.sign_headers(
-        method, "http://gw.test" + path, {}, sigv4.UNSIGNED_PAYLOAD, "photoskey", "photossecret",
+        method, "http://gw.test" + path, {}, sigv4.UNSIGNED_PAYLOAD, access_key, secret,
         "us-east-1", time.time(),
     )
     lines = [f"{method} {path} HTTP/1.1", "Host: gw.test", f"Content-Length: {length}", "Expect: 100-continue"]
@@ -177,3 +180,77 @@ def test_shed_request_gets_503_and_counts_in_load_shed_total() -> None:
     assert pool.in_use == 8
     _start_put(site)  # draw 0.7 >= 0.6: admitted
     assert pool.in_use == 9
+
+
+# -- max_concurrent_per_credential ----------------------------------------------------
+
+
+def test_default_credential_share_is_a_quarter_of_the_pool_at_least_one() -> None:
+    assert Admission(max_requests=8).credential_limit(Admission(max_requests=8).admit("GET")) == 2
+    small = Admission(max_requests=3)
+    assert small.credential_limit(small.admit("GET")) == 1
+    split = Admission(max_requests=0, max_reads=40, max_writes=12)
+    assert split.credential_limit(split.admit("GET")) == 10
+    assert split.credential_limit(split.admit("PUT")) == 3
+    assert split.credential_limit(None) is None  # an unlimited request has no share
+    assert Admission(max_requests=8, per_credential=5).credential_limit(None) == 5
+
+
+def test_credential_holds_are_counted_and_released_exactly_once() -> None:
+    admission = Admission(max_requests=8, per_credential=2)
+    slot = admission.admit("GET")
+    first = admission.admit_credential("b:k", slot)
+    second = admission.admit_credential("b:k", slot)
+    with pytest.raises(Refused) as info:
+        admission.admit_credential("b:k", slot)
+    assert info.value.reason == "credential"
+    assert admission.admit_credential("b:other", slot) is not None
+    assert first is not None and second is not None
+    first.release()
+    first.release()
+    assert admission.by_credential["global/b:k"] == 1
+    second.release()
+    assert admission.by_credential == {"global/b:other": 1}  # no entry left behind per key
+
+
+def test_credential_shares_are_per_pool() -> None:
+    admission = Admission(max_requests=0, max_reads=8, max_writes=4)  # shares: 2 reads, 1 write
+    reads = [admission.admit("GET"), admission.admit("GET")]
+    for slot in reads:
+        admission.admit_credential("b:k", slot)
+    with pytest.raises(Refused):
+        admission.admit_credential("b:k", admission.admit("HEAD"))
+    assert admission.admit_credential("b:k", admission.admit("PUT")) is not None  # the write share is free
+
+
+def test_one_credential_over_its_share_gets_503_slowdown_before_100_continue() -> None:
+    site, frontend = _site("  max_concurrent_requests: 8")  # share: 2
+    before = CREDENTIAL_REJECTIONS._value.get()
+    held = [_start_put(site), _start_put(site)]
+    protocol, transport = _connect(site)
+    protocol.dataReceived(_headers("PUT", "/photos/k3", 100))  # type: ignore[attr-defined]
+    sent = transport.value()
+    assert sent.startswith(b"HTTP/1.1 503 ") and b"<Code>SlowDown</Code>" in sent
+    assert b"Retry-After: 1\r\n" in sent
+    assert b"100 Continue" not in sent
+    assert CREDENTIAL_REJECTIONS._value.get() == before + 1
+    assert frontend.admission.global_pool is not None
+    assert frontend.admission.global_pool.in_use == 2  # the refused request gave its slot back
+    other, other_transport = _connect(site)
+    other.dataReceived(_headers("PUT", "/photos/k4", 100, access_key="otherkey"))  # type: ignore[attr-defined]
+    assert b"100 Continue" in other_transport.value()  # another credential is admitted
+    held[0][0].connectionLost(Failure(ConnectionError("gone")))  # type: ignore[attr-defined]
+    _start_put(site)  # the first credential has room again
+
+
+def test_explicit_per_credential_cap_applies_to_bodyless_requests_too() -> None:
+    site, frontend = _site("  max_concurrent_requests: 100\n  max_concurrent_per_credential: 1")
+    _start_put(site)
+    protocol, transport = _connect(site)
+    protocol.dataReceived(_headers("GET", "/photos/k", 0))  # type: ignore[attr-defined]
+    sent = transport.value().removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert sent.startswith(b"HTTP/1.1 503 ") and b"<Code>SlowDown</Code>" in sent
+    assert b"Retry-After: 1\r\n" in sent
+    assert frontend.admission.global_pool is not None
+    assert frontend.admission.global_pool.in_use == 1
+    assert frontend.admission.by_credential == {"global/photos:photoskey": 1}

@@ -55,6 +55,14 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_admission.py::test_request_over_capacity_gets_503_slowdown_before_100_continue",
     ),
     "server.backend_timeout": ("tests/integration/test_backend_s3.py::test_unresponsive_server_times_out",),
+    "server.write_timeout": (
+        "tests/unit/test_server_timeouts.py::test_a_client_that_stops_reading_is_aborted_at_write_timeout_and_releases_everything",
+        "tests/integration/test_hostile_requests.py::test_a_client_that_stops_reading_is_cut_off_at_write_timeout",
+    ),
+    "server.max_concurrent_per_credential": (
+        "tests/unit/test_admission.py::test_explicit_per_credential_cap_applies_to_bodyless_requests_too",
+        "tests/unit/test_admission.py::test_one_credential_over_its_share_gets_503_slowdown_before_100_continue",
+    ),
     "server.read_header_timeout": (
         "tests/integration/test_server_limits.py::test_slowloris_headers_are_cut_off_at_read_header_timeout",
     ),
@@ -220,10 +228,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"circuit_breaker": {"degraded_broadcast_parallelism": 4}}, ["circuit_breaker.degraded_broadcast_parallelism"],
     ),
     "cleanup_queue.concurrency": ({"cleanup_queue": {"concurrency": 20}}, ["cleanup_queue.concurrency"]),
-    "server.write_timeout": ({"server": {"write_timeout": "10m"}}, ["server.write_timeout"]),
-    "server.max_concurrent_per_credential": (
-        {"server": {"max_concurrent_per_credential": 10}}, ["server.max_concurrent_per_credential"],
-    ),
 }
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import email.header
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3orch.s3.errors import InvalidArgument, MetadataTooLarge
+from s3orch.s3.errors import InvalidArgument, MetadataTooLarge, S3Error
 from s3orch.s3.metadata import (
     DEFAULT_CONTENT_TYPE,
     MAX_USER_METADATA_BYTES,
@@ -115,12 +118,12 @@ def test_response_headers() -> None:
         {"Color": "blue", "b": ""},
     )
     assert headers == [
-        ("Content-Type", "text/plain"),
-        ("Content-Encoding", "gzip"),
-        ("Cache-Control", "no-cache"),
-        ("Expires", "x"),
-        ("x-amz-meta-color", "blue"),
-        ("x-amz-meta-b", ""),
+        ("Content-Type", b"text/plain"),
+        ("Content-Encoding", b"gzip"),
+        ("Cache-Control", b"no-cache"),
+        ("Expires", b"x"),
+        ("x-amz-meta-color", b"blue"),
+        ("x-amz-meta-b", b""),
     ]
 
 
@@ -137,12 +140,12 @@ def test_response_overrides_last_value_wins_and_others_are_ignored() -> None:
         ("response-content-encoding", "identity"),
     ]
     assert response_header_overrides(query) == [
-        ("Content-Type", "c/d"),
-        ("Content-Language", "fr"),
-        ("Expires", "Thu, 01 Dec 1994 16:00:00 GMT"),
-        ("Cache-Control", "no-store"),
-        ("Content-Disposition", "attachment"),
-        ("Content-Encoding", "identity"),
+        ("Content-Type", b"c/d"),
+        ("Content-Language", b"fr"),
+        ("Expires", b"Thu, 01 Dec 1994 16:00:00 GMT"),
+        ("Cache-Control", b"no-store"),
+        ("Content-Disposition", b"attachment"),
+        ("Content-Encoding", b"identity"),
     ]
 
 
@@ -164,6 +167,102 @@ def test_stored_metadata_round_trips_through_response_headers(
     for name, value in object_response_headers(
         meta.content_type, meta.system, meta.user
     ):
-        again.setdefault(name, []).append(value)
+        again.setdefault(name, []).append(value.decode("ascii"))
     assert extract_object_metadata(again) == meta
     assert meta.user == user
+
+
+def test_utf8_user_metadata_goes_out_as_one_rfc2047_word_as_aws_returns_it() -> None:
+    # Raw UTF-8 on the wire arrives decoded; it goes back encoded, not as raw bytes a
+    # Latin-1 header parser (botocore's) would turn into mojibake.
+    meta = extract_object_metadata({"x-amz-meta-city": ["Z\u00fcrich \u4e2d"]})
+    assert meta.user == {"city": "Z\u00fcrich \u4e2d"}
+    (header,) = [h for h in object_response_headers("", {}, meta.user) if h[0] == "x-amz-meta-city"]
+    assert header[1] == b"=?UTF-8?B?" + base64.b64encode("Z\u00fcrich \u4e2d".encode()) + b"?="
+    word = email.header.decode_header(header[1].decode("ascii"))
+    assert word == [("Z\u00fcrich \u4e2d".encode(), "utf-8")]
+
+
+def test_encoded_words_are_stored_and_returned_as_sent() -> None:
+    sent = "=?UTF-8?Q?Z=C3=BCrich?="
+    meta = extract_object_metadata({"x-amz-meta-city": [sent]})
+    assert meta.user == {"city": sent}
+    assert ("x-amz-meta-city", sent.encode()) in object_response_headers("", {}, meta.user)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("x-amz-meta-k", "a\udcffb"),  # a stray byte, kept by surrogateescape
+        ("x-amz-meta-k", "a\x01b"),
+        ("Content-Type", "text/\udce9"),
+        ("Content-Disposition", "attachment\x00"),
+        ("Cache-Control", "a\nb"),
+    ],
+)
+def test_undecodable_or_control_values_are_refused_on_put(header: str, value: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        extract_object_metadata({header: [value]})
+    assert info.value.fields["ArgumentName"] == header
+    assert info.value.to_xml()  # the error document itself is encodable
+
+
+def test_tab_is_a_valid_header_character() -> None:
+    assert extract_object_metadata({"x-amz-meta-k": ["a\tb"]}).user == {"k": "a\tb"}
+
+
+def test_bad_stored_values_are_still_sendable() -> None:
+    # Written before values were validated: GET must still answer, never fail.
+    headers = object_response_headers(
+        "text/\udce9", {"content-disposition": "a\r\nb"}, {"k": "x\udcffy\x01", "u": "\ud800"}
+    )
+    as_dict = dict(headers)
+    assert as_dict["Content-Type"] == b"text/\xe9"
+    assert as_dict["Content-Disposition"] == b"a  b"
+    assert as_dict["x-amz-meta-k"] == b"=?UTF-8?B?" + base64.b64encode(b"x\xffy\x01") + b"?="
+    assert as_dict["x-amz-meta-u"].startswith(b"=?UTF-8?B?")
+    for _, value in headers:
+        assert b"\r" not in value and b"\n" not in value
+
+
+@pytest.mark.parametrize(
+    "value", ["\udcff", "\u4e2d", "text/plain\r\nx-evil: 1", "a\x00"]
+)
+def test_response_override_that_is_not_an_iso_8859_1_header_is_400(value: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        response_header_overrides([("response-content-type", value)])
+    assert info.value.message == "Header value cannot be represented using ISO-8859-1."
+    assert info.value.fields["ArgumentName"] == "response-content-type"
+    assert info.value.to_xml()
+
+
+def test_latin1_response_override_goes_out_as_latin1() -> None:
+    assert response_header_overrides([("response-content-disposition", "caf\u00e9")]) == [
+        ("Content-Disposition", b"caf\xe9")
+    ]
+
+
+@settings(max_examples=500)
+@given(
+    st.dictionaries(
+        st.sampled_from(["content-type", "x-amz-meta-a", "x-amz-meta-b", "cache-control", "expires", "x-amz-meta-"]),
+        st.lists(st.text(max_size=30), min_size=1, max_size=2),
+        max_size=4,
+    ),
+    st.lists(
+        st.tuples(st.sampled_from(["response-content-type", "response-expires", "prefix"]), st.text(max_size=20)),
+        max_size=3,
+    ),
+)
+def test_metadata_parsers_raise_only_s3_errors(headers: dict[str, list[str]], query: list[tuple[str, str]]) -> None:
+    try:
+        meta = extract_object_metadata(headers)
+    except S3Error as exc:
+        assert exc.to_xml()
+    else:
+        for _name, value in object_response_headers(meta.content_type, meta.system, meta.user):
+            assert isinstance(value, bytes) and b"\n" not in value
+    try:
+        response_header_overrides(query)
+    except S3Error as exc:
+        assert exc.to_xml()

@@ -6,17 +6,22 @@ Byte-level over StringTransport with a MemoryReactorClock: no sockets, no sleeps
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.memory import MemoryStream
 from s3orch.config import load_config_from_string
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
 from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.site import S3Site
+from s3orch.observe.metrics import WRITE_TIMEOUTS
 from s3orch.s3 import sigv4
+from s3orch.store.interface import ObjectRecord
+from tests.unit.frontdoor_fakes import AbortingTransport, FrontDoor, signed_request, status_of
 
 CONFIG = """
 server:
@@ -143,3 +148,116 @@ def test_keep_alive_rearms_the_header_deadline_for_the_next_request() -> None:
     clock.advance(10.5)
     assert transport.value().startswith(b"HTTP/1.1 408 ")
     assert transport.disconnecting
+
+
+# -- write_timeout: a response must make progress --------------------------------------
+
+WRITE_SERVER = "  max_concurrent_requests: 8\n  write_timeout: 30s\n  backend_timeout: 10s"
+
+
+def _stalled_get(door: FrontDoor, key: str = "big", access_key: str = "photoskey") -> tuple[Any, AbortingTransport, MemoryStream]:
+    """A GET whose client stops reading after the first chunk (its TCP window is zero)."""
+    protocol, transport = door.connect()
+    transport.window = 100_000  # the send buffer fills after ~100 KB
+    protocol.dataReceived(signed_request("GET", f"/photos/{key}", access_key=access_key))
+    door.clock.advance(0)  # the backend pushes one chunk per reactor turn
+    stream = door.objects.streams[-1]
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    assert transport.full
+    assert stream.producerState == "paused"  # backpressure reached the backend
+    assert stream.delivered < (1 << 20)
+    return protocol, transport, stream
+
+
+def _door_with_object(size: int = 1 << 20) -> FrontDoor:
+    door = FrontDoor(server=WRITE_SERVER)
+    door.objects.stream_kwargs = {"clock": door.clock, "chunk_size": 65536}
+    for key in ("big", "other"):
+        door.objects.store(ObjectRecord("photos", key, "w", size, "e" * 32, 1_700_000_000.0), b"z" * size)
+    return door
+
+
+def test_a_client_that_stops_reading_is_aborted_at_write_timeout_and_releases_everything() -> None:
+    door = _door_with_object()
+    before = WRITE_TIMEOUTS._value.get()
+    _, transport, stream = _stalled_get(door)
+    assert door.slots_in_use() == 1
+    door.clock.advance(29)
+    assert not transport.aborted
+    door.clock.advance(1.5)
+    assert transport.aborted
+    assert stream.cancelled  # the pooled backend connection is let go
+    assert door.slots_in_use() == 0
+    assert door.frontend.admission.by_credential == {}
+    assert WRITE_TIMEOUTS._value.get() == before + 1
+
+
+def test_progress_resets_the_write_deadline() -> None:
+    door = _door_with_object()
+    protocol, transport, stream = _stalled_get(door)
+    door.clock.advance(25)
+    transport.drain(100_000)  # the client read: the buffer drained, and filled up again
+    door.clock.advance(0)
+    assert transport.full and stream.producerState == "paused"
+    door.clock.advance(25)  # 50 s after the first stall, 25 s after the last progress
+    assert not transport.aborted
+    door.clock.advance(6)
+    assert transport.aborted
+    assert stream.cancelled and door.slots_in_use() == 0
+
+
+def test_bytes_taken_by_the_kernel_count_as_progress_while_paused() -> None:
+    door = _door_with_object()
+    protocol, transport, _ = _stalled_get(door)
+    # A socket transport's own buffer: 100 bytes we wrote, none yet taken by the kernel.
+    transport.dataBuffer = b"x" * 100  # type: ignore[attr-defined]
+    transport.offset = 0  # type: ignore[attr-defined]
+    transport._tempDataLen = 0  # type: ignore[attr-defined]
+    protocol.resumeProducing()
+    protocol.pauseProducing()  # re-armed with 100 bytes pending (the socket stays full)
+    door.clock.advance(20)
+    transport.offset = 60  # type: ignore[attr-defined]  # a slow reader took 60 bytes
+    door.clock.advance(11)  # deadline: progress seen, wait another 30 s
+    assert not transport.aborted
+    door.clock.advance(30)  # nothing more taken
+    assert transport.aborted
+    assert door.slots_in_use() == 0
+
+
+def test_a_stalled_client_does_not_lock_out_another_credential() -> None:
+    door = _door_with_object()
+    # Two stalled GETs: the per-credential share of an 8-slot pool is 2.
+    _stalled_get(door, "big")
+    _stalled_get(door, "other")
+    _, refused = door.send(signed_request("GET", "/photos/big"))
+    assert status_of(refused) == 503 and b"<Code>SlowDown</Code>" in refused.value()
+    assert b"Retry-After: 1\r\n" in refused.value()
+    _, transport = door.send(signed_request("HEAD", "/photos/big", access_key="otherkey"))
+    assert status_of(transport) == 200  # another tenant is served meanwhile
+    door.clock.advance(31)  # both stalled responses hit write_timeout
+    assert door.slots_in_use() == 0
+    assert all(stream.cancelled for stream in door.objects.streams)
+    _, transport = door.send(signed_request("HEAD", "/photos/big"))
+    assert status_of(transport) == 200  # the first tenant is admitted again
+
+
+def test_a_rejection_the_client_never_reads_is_aborted_at_write_timeout() -> None:
+    door = FrontDoor(server="  max_concurrent_requests: 8\n  write_timeout: 30s\n  max_object_size: 10\n  backend_timeout: 10s")
+    protocol, transport = door.send(signed_request("PUT", "/photos/k", b"x" * 100))
+    assert status_of(transport) == 400 and transport.disconnecting
+    transport.protocol = protocol  # still connected: the answer sits in the send buffer
+    door.clock.advance(31)
+    assert transport.aborted
+
+
+def test_no_write_deadline_without_a_full_buffer() -> None:
+    door = _door_with_object(size=3 * 65536)
+    _, transport = door.send(signed_request("GET", "/photos/big"))
+    door.clock.advance(0)
+    door.clock.advance(0)
+    door.clock.advance(0)
+    door.clock.advance(0)
+    assert transport.value().endswith(b"z" * 65536)
+    door.clock.advance(3600)
+    assert not transport.aborted
+    assert door.slots_in_use() == 0

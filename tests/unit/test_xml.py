@@ -247,7 +247,7 @@ def test_list_objects_v1_round_trips_through_botocore(s3: FakeS3) -> None:
     assert out["NextMarker"] == "next mark+"
     assert out["CommonPrefixes"] == [{"Prefix": "a b/c+/"}]
     # AWS url-encodes Prefix in v1 too, and botocore does not decode it.
-    assert out["Prefix"] == "a+b"
+    assert out["Prefix"] == "a%20b"
     assert out["IsTruncated"] is True
     assert out["MaxKeys"] == 100
 
@@ -459,8 +459,8 @@ def test_list_multipart_uploads_url_encoding() -> None:
     body = s3xml.list_multipart_uploads(
         "b", [Upload("a b+", "u")], owner=OWNER, encoding_type="url", key_marker="m n"
     )
-    assert b"<Key>a+b%2B</Key>" in body
-    assert b"<KeyMarker>m+n</KeyMarker>" in body
+    assert b"<Key>a%20b%2B</Key>" in body
+    assert b"<KeyMarker>m%20n</KeyMarker>" in body
     assert b"<EncodingType>url</EncodingType>" in body
 
 
@@ -548,11 +548,21 @@ def test_iso8601_truncates_to_seconds() -> None:
     assert s3xml.iso8601(naive) == "2009-10-12T17:50:30.000Z"
 
 
-def test_url_encode_matches_aws() -> None:
-    # s3-tests test_bucket_listv2_encoding_basic: "foo+1/" -> "foo%2B1/", "quux ab/" -> "quux+ab/"
+def test_url_encode_writes_space_as_percent_20_and_keeps_slash() -> None:
+    # s3-tests test_bucket_listv2_encoding_basic: "foo+1/" -> "foo%2B1/", "quux ab/" -> "quux%20ab/"
     assert s3xml.url_encode("foo+1/") == "foo%2B1/"
-    assert s3xml.url_encode("quux ab/") == "quux+ab/"
-    assert s3xml.url_encode("\x01\u20ac") == "%01%E2%82%AC"
+    assert s3xml.url_encode("quux ab/") == "quux%20ab/"
+    assert s3xml.url_encode("\x01\n\u20ac") == "%01%0A%E2%82%AC"
+    assert s3xml.url_encode("100%") == "100%25"
+
+
+@given(st.text(st.characters(codec="utf-8"), max_size=40))
+def test_url_encoded_values_decode_back_under_both_decoders(value: str) -> None:
+    from urllib.parse import unquote, unquote_plus
+
+    encoded = s3xml.url_encode(value)
+    assert encoded.isascii() and " " not in encoded and "+" not in encoded
+    assert unquote_plus(encoded) == value == unquote(encoded)
 
 
 # ---------------------------------------------------------------------------
