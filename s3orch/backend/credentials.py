@@ -510,7 +510,7 @@ class CredentialRefresher(Service):
     log = Logger(namespace="s3orch.backend.credentials")
 
     def __init__(self, providers: Mapping[str, CredentialProvider]) -> None:
-        self.name = "backend_credentials"
+        self.name = "backend-credentials"
         self.providers = dict(providers)
 
     def startService(self) -> None:
@@ -523,7 +523,7 @@ class CredentialRefresher(Service):
         for provider in {id(p): p for p in self.providers.values()}.values():
             provider.start()
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         for provider in self.providers.values():
             provider.close()

@@ -7,8 +7,8 @@ Configured for object data, not web pages (DESIGN §3.2):
   ``CookieAgent``.  Objects may carry ``Content-Encoding: gzip`` and must pass
   byte-exact, and redirects must not be followed, so neither wrapper is wanted.
 * One persistent ``HTTPConnectionPool`` per backend.
-* Bodies are never buffered whole: uploads stream from the caller's seekable
-  file, downloads are handed out as a :class:`S3Stream` whose body flows with
+* Bodies are never buffered whole: uploads stream from the caller's
+  :class:`~s3orch.payload.Payload`, downloads are handed out as a :class:`S3Stream` whose body flows with
   backpressure; only small bodies (errors, listings) are read, with a bound.
 * The ``timeout`` bounds connecting and waiting for response headers (for an
   upload: each stall of the body upload too); a long body transfer is not
@@ -54,7 +54,7 @@ from twisted.web.client import (
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 
 from s3orch.backend.credentials import (
     CredentialProvider,
@@ -72,6 +72,7 @@ from s3orch.backend.interface import (
     Timer,
 )
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
+from s3orch.payload import Payload
 from s3orch.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, sign_headers, uri_encode
 
 __all__ = ["S3Backend", "S3BackendSettings", "S3Stream"]
@@ -99,13 +100,13 @@ _NETWORK_ERRORS = (
 )
 
 
-class _QuietFactory(_HTTP11ClientFactory):  # type: ignore[misc]
+class _QuietFactory(_HTTP11ClientFactory):
     """Twisted logs "Starting/Stopping factory" for every new pooled connection: noise."""
 
     noisy = False
 
 
-class _QuietPool(HTTPConnectionPool):  # type: ignore[misc]
+class _QuietPool(HTTPConnectionPool):
     _factory = _QuietFactory
 
 
@@ -512,7 +513,13 @@ class S3Backend:
 
     ``reactor`` must be a full reactor (TCP, time, name resolution); it is
     injected so the pool, timeouts and upload scheduling never touch the
-    global one.
+    global one.  ``timeout`` is ``server.backend_timeout``.
+
+    ``agent`` (an ``IAgent``) replaces the Agent over this backend's own
+    connection pool: a test sends the requests to an in-memory S3 resource
+    through treq's ``RequestTraversalAgent``, without a server process.  The
+    requests are the same (signed, no decoding of ``Content-Encoding``, no
+    redirects followed): only the transport differs.
     """
 
     _log = Logger()
@@ -521,12 +528,13 @@ class S3Backend:
         self,
         config: S3BackendSettings,
         reactor: IReactorTime,
-        timeout: float = 30.0,
+        timeout: float,
         *,
         max_persistent_per_host: int = 64,
         cached_connection_timeout: int = 60,
         read_size: int = 256 * 1024,
         credentials: CredentialProvider | None = None,
+        agent: IAgent | None = None,
     ) -> None:
         self.name = config.name
         self.bucket = config.bucket
@@ -552,14 +560,15 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
+        # HTTPConnectionPool is unannotated (ignored once disallow_untyped_calls is on).
         pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
         pool.maxPersistentPerHost = max_persistent_per_host
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests
         self._pool = pool
-        self._agent = Agent(  # type: ignore[no-untyped-call]
-            reactor, connectTimeout=timeout, pool=pool
-        )
+        if agent is None:
+            agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+        self._agent: IAgent = agent
         self._cooperator = Cooperator(scheduler=lambda work: self._clock.callLater(0, work))
         self._bytes_out = BACKEND_BYTES.labels(self.name, "out")
 
@@ -699,46 +708,21 @@ class S3Backend:
 
     # --- ObjectBackend ---
 
-    async def put_object(
-        self,
-        storage_key: str,
-        body: BinaryIO,
-        length: int,
-        *,
-        content_md5_b64: str | None = None,
-        sha256_hex: str | None = None,
-    ) -> str:
-        """Upload ``length`` bytes from the start of ``body``; return the ETag."""
-        return await self._send_body(
-            "PutObject",
-            self.object_url(storage_key),
-            body,
-            length,
-            {"content-type": "application/octet-stream"},
-            content_md5_b64,
-            sha256_hex,
+    async def put_object(self, storage_key: str, payload: Payload) -> str:
+        """Upload the payload (``Content-MD5`` and, unless ``unsigned_payload``, its
+        SHA-256 signed); return the ETag."""
+        headers = {"content-type": "application/octet-stream", "content-md5": payload.md5_b64}
+        payload_hash = UNSIGNED_PAYLOAD if self._unsigned_payload else payload.sha256_hex.lower()
+        producer = _FileSliceProducer(
+            payload.reader(), payload.length, self._cooperator, self._read_size, self._bytes_out.inc
         )
-
-    async def _send_body(
-        self,
-        operation: str,
-        url: str,
-        body: BinaryIO,
-        length: int,
-        headers: dict[str, str],
-        content_md5_b64: str | None,
-        sha256_hex: str | None,
-    ) -> str:
-        """PUT ``length`` bytes from the start of ``body`` (PutObject, UploadPart); return the ETag."""
-        body.seek(0)
-        if content_md5_b64 is not None:
-            headers["content-md5"] = content_md5_b64
-        payload_hash = (
-            sha256_hex.lower() if sha256_hex is not None and not self._unsigned_payload else UNSIGNED_PAYLOAD
-        )
-        producer = _FileSliceProducer(body, length, self._cooperator, self._read_size, self._bytes_out.inc)
         response = await self._request(
-            operation, "PUT", url, headers=headers, body=producer, payload_hash=payload_hash
+            "PutObject",
+            "PUT",
+            self.object_url(storage_key),
+            headers=headers,
+            body=producer,
+            payload_hash=payload_hash,
         )
         if response.code != 200:
             await self._raise_for_error(response)
@@ -870,7 +854,7 @@ class S3Backend:
     async def close(self) -> None:
         """Stop uploads' scheduler and close pooled connections."""
         self._cooperator.stop()
-        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]
+        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # unannotated
 
 
 def _decode_listed_key(key: str) -> str:

@@ -1,7 +1,7 @@
 """The S3 multipart operations of the front door.
 
 Thin handlers: parse and validate the request as AWS does, call
-:class:`~s3orch.core.multipart.MultipartService`, shape the answer.  They are
+:class:`~s3orch.core.uploads.MultipartService`, shape the answer.  They are
 registered into :class:`~s3orch.frontend.s3.S3Frontend`'s handler table, so the
 common envelope (early checks, authentication, bucket binding, spooled and
 verified bodies, errors, metrics, audit) is the front door's.
@@ -14,12 +14,12 @@ from urllib.parse import quote
 
 from s3orch.core.multipart import (
     MAX_LIST,
-    MultipartService,
     checksum_element,
     parse_copy_source_range,
     parse_part_number,
 )
 from s3orch.core.objects import NewObject
+from s3orch.core.uploads import MultipartService
 from s3orch.frontend.s3 import (
     OWNER_ID,
     OWNER_NAME,
@@ -31,14 +31,14 @@ from s3orch.frontend.s3 import (
     checksum_type,
     quote_etag,
 )
-from s3orch.http.body import BodyInfo
 from s3orch.http.site import S3Request
+from s3orch.payload import Payload
 from s3orch.s3 import errors, xml
 from s3orch.s3.checksums import parse_object_checksum_header, parse_upload_checksum
 from s3orch.s3.conditions import check_copy_source_conditions, parse_write_conditions
 from s3orch.s3.metadata import extract_object_metadata
 
-Handler = Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]
+Handler = Callable[[S3Request, RequestState, Payload | None], Awaitable[None]]
 
 #: s3orch extension: the total size a client expects to upload, sent on
 #: CreateMultipartUpload, has the upload refused at once (507) when the backends
@@ -103,7 +103,7 @@ class MultipartHandlers:
             "ListMultipartUploads": self.list_uploads,
         }
 
-    async def create(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def create(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = _where(state)
         meta = extract_object_metadata(state.headers)
         algorithm, kind = parse_upload_checksum(
@@ -126,7 +126,7 @@ class MultipartHandlers:
             request, state, xml.initiate_multipart_upload(bucket, key, upload.upload_id)
         )
 
-    async def upload_part(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def upload_part(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = _where(state)
         assert body is not None
         part_number = parse_part_number(_query_get(state.query, "partNumber"))
@@ -135,11 +135,7 @@ class MultipartHandlers:
             key,
             _upload_id(state),
             part_number,
-            body.file,
-            body.length,
-            md5_hex=body.md5_hex,
-            sha256_hex=body.sha256_hex,
-            checksum=body.checksum,
+            body,
             request_id=state.request_id,
         )
         request.setHeader("etag", quote_etag(part.etag))
@@ -148,7 +144,7 @@ class MultipartHandlers:
         self.frontend._send_empty(request)
 
     async def upload_part_copy(
-        self, request: S3Request, state: RequestState, body: BodyInfo | None
+        self, request: S3Request, state: RequestState, body: Payload | None
     ) -> None:
         bucket, key = _where(state)
         part_number = parse_part_number(_query_get(state.query, "partNumber"))
@@ -170,7 +166,7 @@ class MultipartHandlers:
             request, state, xml.copy_part_result(part.etag, part.last_modified, checksums)
         )
 
-    async def complete(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def complete(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = _where(state)
         payload = body.file.read(xml.COMPLETE_MULTIPART_MAX_BYTES + 1) if body is not None else b""
         requested = xml.parse_complete_multipart_parts(payload)
@@ -203,12 +199,12 @@ class MultipartHandlers:
             xml.complete_multipart_upload(location, bucket, key, record.etag, checksums),
         )
 
-    async def abort(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def abort(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = _where(state)
         await self.service.abort(bucket, key, _upload_id(state), state.request_id)
         self.frontend._send_empty(request, 204)
 
-    async def list_parts(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def list_parts(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = _where(state)
         upload_id = _upload_id(state)
         max_parts = min(_non_negative(state, "max-parts", MAX_LIST), MAX_LIST)
@@ -222,7 +218,7 @@ class MultipartHandlers:
         )
         self.frontend._send_xml(request, state, payload)
 
-    async def list_uploads(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def list_uploads(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, _ = _where(state)
         query = state.query
         prefix = _query_get(query, "prefix") or ""

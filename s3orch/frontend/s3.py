@@ -25,10 +25,11 @@ from twisted.web.server import NOT_DONE_YET
 
 from s3orch.auth.authenticate import authenticate
 from s3orch.auth.registry import CredentialRegistry, Principal
-from s3orch.core.multipart import MultipartService, object_parts_page, part_range
+from s3orch.core.multipart import object_parts_page, part_range
 from s3orch.core.objects import NewObject, ObjectService
+from s3orch.core.uploads import MultipartService
 from s3orch.http.admission import Admission, CredentialHold, Pool, Refused, Slot
-from s3orch.http.body import BodyInfo, DiscardedBody, RequestBody, parse_content_md5
+from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
 from s3orch.http.relay import relay_body
 from s3orch.http.site import RejectedEarly, S3Request
 from s3orch.observe.audit import audit
@@ -49,6 +50,7 @@ from s3orch.observe.metrics import (
     RESPONSE_SIZE,
     method_label,
 )
+from s3orch.payload import Payload
 from s3orch.s3 import acl, errors, sigv4, xml
 from s3orch.s3.addressing import Address, parse_address, virtual_bucket
 from s3orch.s3.checksums import parse_checksum_headers
@@ -236,7 +238,7 @@ class S3Frontend(Resource):
         self.started_at = clock.seconds()
         self._db_error_logged_at = float("-inf")
         self._db_errors_unlogged = 0
-        self._handlers: dict[str, Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]] = {
+        self._handlers: dict[str, Callable[[S3Request, RequestState, Payload | None], Awaitable[None]]] = {
             "ListBuckets": self._list_buckets,
             "HeadBucket": self._head_bucket,
             "GetBucketLocation": self._get_bucket_location,
@@ -550,7 +552,7 @@ class S3Frontend(Resource):
         return NOT_DONE_YET
 
     async def _handle(self, request: S3Request, state: RequestState) -> None:
-        body: BodyInfo | None = None
+        body: Payload | None = None
         try:
             try:
                 request.setHeader("x-amz-request-id", state.request_id)
@@ -712,19 +714,19 @@ class S3Frontend(Resource):
 
     # -- service and bucket level ---------------------------------------------
 
-    async def _list_buckets(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _list_buckets(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.principal is not None
         payload = xml.list_buckets(OWNER_ID, OWNER_NAME, [(state.principal.bucket, self.started_at)])
         self._send_xml(request, state, payload)
 
-    async def _head_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _head_bucket(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         request.setHeader("x-amz-bucket-region", REGION)
         self._send_empty(request)
 
-    async def _get_bucket_location(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _get_bucket_location(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         self._send_xml(request, state, xml.location_constraint(""))
 
-    async def _get_bucket_versioning(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _get_bucket_versioning(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         self._send_xml(request, state, xml.versioning_configuration())
 
     def _list_params(self, state: RequestState) -> tuple[str, str, int, str | None]:
@@ -759,7 +761,7 @@ class S3Frontend(Resource):
             return ListPage((), (), False, None)
         return await self.objects.list(bucket, prefix, delimiter, start, max_keys)
 
-    async def _list_objects_v1(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _list_objects_v1(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket is not None
         prefix, delimiter, max_keys, encoding = self._list_params(state)
         marker = _query_get(state.query, "marker") or ""
@@ -771,7 +773,7 @@ class S3Frontend(Resource):
         )
         self._send_xml(request, state, payload)
 
-    async def _list_objects_v2(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _list_objects_v2(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket is not None
         prefix, delimiter, max_keys, encoding = self._list_params(state)
         token = _query_get(state.query, "continuation-token")
@@ -792,23 +794,23 @@ class S3Frontend(Resource):
 
     def _not_configured(
         self, code: str, status: int, message: str
-    ) -> Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]:
+    ) -> Callable[[S3Request, RequestState, Payload | None], Awaitable[None]]:
         error = type(code, (errors.S3Error,), {"code": code, "status": status, "default_message": message})
 
-        async def handler(request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+        async def handler(request: S3Request, state: RequestState, body: Payload | None) -> None:
             raise error(BucketName=state.address.bucket if state.address else "")
 
         return handler
 
     def _default_configuration(
         self, document: bytes
-    ) -> Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]:
-        async def handler(request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    ) -> Callable[[S3Request, RequestState, Payload | None], Awaitable[None]]:
+        async def handler(request: S3Request, state: RequestState, body: Payload | None) -> None:
             self._send_xml(request, state, document)
 
         return handler
 
-    async def _create_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _create_bucket(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """The caller's own virtual bucket always exists: us-east-1 answers 200 to a re-create."""
         constraint = b""
         if body is not None and body.length:
@@ -818,7 +820,7 @@ class S3Frontend(Resource):
         request.setHeader("location", "/" + ((state.address.bucket if state.address else "") or ""))
         self._send_empty(request)
 
-    async def _delete_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _delete_bucket(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """A virtual bucket is defined by configuration: clients never delete it."""
         assert state.address is not None and state.address.bucket is not None
         page = await self.objects.list(state.address.bucket, "", "", "", 1)
@@ -826,15 +828,15 @@ class S3Frontend(Resource):
             raise errors.BucketNotEmpty(BucketName=state.address.bucket)
         raise errors.AccessDenied("Virtual buckets are defined by the gateway's configuration.")
 
-    async def _get_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _get_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         self._send_xml(request, state, xml.access_control_policy(OWNER_ID, OWNER_NAME))
 
-    async def _get_object_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _get_object_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         await self.objects.head(state.address.bucket, state.address.key)
         self._send_xml(request, state, xml.access_control_policy(OWNER_ID, OWNER_NAME))
 
-    async def _put_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _put_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """Accept the private ACL everything already has; any other was refused at header time
         (acl.check_acl_headers) or is refused here by its document."""
         assert state.address is not None and state.address.bucket
@@ -853,7 +855,7 @@ class S3Frontend(Resource):
         self._send_empty(request)
 
     async def _get_object_attributes(
-        self, request: S3Request, state: RequestState, body: BodyInfo | None
+        self, request: S3Request, state: RequestState, body: Payload | None
     ) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         wanted = {
@@ -896,14 +898,14 @@ class S3Frontend(Resource):
         )
         self._send_xml(request, state, payload)
 
-    async def _get_object_tagging(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _get_object_tagging(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         await self.objects.head(state.address.bucket, state.address.key)
         self._send_xml(request, state, xml.tagging([]))
 
     # -- objects ----------------------------------------------------------------
 
-    async def _put_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _put_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         assert body is not None
         meta = extract_object_metadata(state.headers)
@@ -911,12 +913,8 @@ class S3Frontend(Resource):
         record = await self.objects.put(
             state.address.bucket,
             state.address.key,
-            body.file,
-            body.length,
-            md5_hex=body.md5_hex,
-            sha256_hex=body.sha256_hex,
+            body,
             new=NewObject(meta.content_type, meta.system, meta.user),
-            checksum=body.checksum,
             conditions=conditions,
             request_id=state.request_id,
         )
@@ -925,7 +923,7 @@ class S3Frontend(Resource):
             request.setHeader(f"x-amz-checksum-{body.checksum[0].lower()}", body.checksum[1])
         self._send_empty(request)
 
-    async def _copy_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _copy_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         bucket = state.address.bucket
         source_bucket, source_key = _parse_copy_source(_first(state.headers, "x-amz-copy-source") or "")
@@ -989,7 +987,7 @@ class S3Frontend(Resource):
         else:
             request.setHeader("content-length", str(record.size))
 
-    async def _head_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _head_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         record = await self.objects.head(state.address.bucket, state.address.key)
         self._check_read_conditions(state, record)
@@ -1016,7 +1014,7 @@ class S3Frontend(Resource):
             request.setHeader(f"x-amz-checksum-{record.checksum_algorithm.lower()}", record.checksum_value)
             request.setHeader("x-amz-checksum-type", checksum_type(record.checksum_value))
 
-    async def _get_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _get_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         record = await self.objects.head(state.address.bucket, state.address.key)
         self._check_read_conditions(state, record)
@@ -1051,12 +1049,12 @@ class S3Frontend(Resource):
             if not relayed:
                 stream.cancel()  # never leak the pooled backend connection
 
-    async def _delete_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _delete_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket and state.address.key is not None
         await self.objects.delete(state.address.bucket, state.address.key, state.request_id)
         self._send_empty(request, 204)
 
-    async def _delete_objects(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def _delete_objects(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.address is not None and state.address.bucket is not None and body is not None
         keys, quiet = xml.parse_delete_objects(body.file.read())
         outcomes = await self.objects.delete_many(state.address.bucket, keys, state.request_id)

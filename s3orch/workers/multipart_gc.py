@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from s3orch.core.multipart import MultipartService
+from s3orch.core.uploads import MultipartService
 from s3orch.store.locks import WorkerLock, WorkerLocks
 from s3orch.workers.base import PeriodicWorker
 
-#: The original checks hourly; a short stale timeout (tests, tight quotas) checks more often.
+#: s3-orchestrator checks hourly; a short stale timeout (tests, tight quotas) checks more often.
 MAX_INTERVAL = 3600.0
 MIN_INTERVAL = 1.0
 
@@ -36,13 +36,14 @@ class MultipartGCWorker(PeriodicWorker):
         clock: IReactorTime,
         interval: float | None = None,
         *,
-        locks: WorkerLocks | None = None,
+        locks: WorkerLocks | None,
     ) -> None:
         super().__init__(
-            "multipart_gc",
+            "multipart-gc",
             gc_interval(multipart.stale_timeout) if interval is None else interval,
             clock,
             run_now=True,
+            component="multipart_gc",
             lock_id=WorkerLock.MULTIPART_GC,
             locks=locks,
         )
