@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.python import usage
+from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from s3orch.auth.registry import CredentialRegistry
@@ -43,6 +44,7 @@ from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
 from s3orch.service import GatewayService
 from s3orch.store import open_store
+from s3orch.store.interface import MetadataStore
 from s3orch.store.locks import open_worker_locks
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
@@ -87,22 +89,36 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def build(config: Config, reactor: Any) -> GatewayService:
+def build(
+    config: Config,
+    reactor: Any,
+    *,
+    store: MetadataStore | None = None,
+    backend_agents: Mapping[str, IAgent] | None = None,
+) -> GatewayService:
     """Wire a gateway from a loaded config (used by twistd and by tests); the root of its tree.
 
     ``reactor`` is a whole reactor (TCP, SSL, time, threads, name resolution): no
     one Twisted interface says all of that, hence ``Any``.  Each part gets the
     config section it reads.
+
+    ``store`` (built, not started) replaces the one opened from ``config.database``, and
+    ``backend_agents`` (backend name -> agent) the backends' pooled network agents: an
+    in-process test harness runs this same wiring in memory with them.
     """
     server = config.server
     settings = LogSettings(server.log_level, server.log_format)
-    store = open_store(config.database, reactor)
+    if store is None:
+        store = open_store(config.database, reactor)
+    agents = backend_agents or {}
     # One lock per background worker, shared by every instance on the database
     # (a process mutex on SQLite); closed after the workers have stopped.
     worker_locks = open_worker_locks(config.database, reactor)
     providers = backend_credentials(config.backends, os.environ, reactor, server.backend_timeout)
     clients: dict[str, ObjectBackend] = {
-        b.name: S3Backend(b, reactor, server.backend_timeout, credentials=providers.get(b.name))
+        b.name: S3Backend(
+            b, reactor, server.backend_timeout, credentials=providers.get(b.name), agent=agents.get(b.name)
+        )
         for b in config.backends
     }
     fleet = BackendFleet(config.backends, clients)
@@ -189,7 +205,7 @@ def build(config: Config, reactor: Any) -> GatewayService:
     service.add_worker(
         CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks)
     )
-    service.add_worker(MultipartGCWorker(multipart, reactor, locks=worker_locks))
+    service.add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
     # Every instance refreshes its own gauges (read-only): no worker lock.
     service.add_worker(QuotaMetricsWorker(store, reactor, config.usage_flush))
     pending = config.write_path.pending_pattern

@@ -1,6 +1,6 @@
 """The S3 backend client: Twisted's HTTP/1.1 Agent plus our own SigV4.
 
-Configured for object data, not web pages (DESIGN §3.2):
+Configured for object data, not web pages:
 
 * Twisted's ``Agent`` is used directly, not ``treq.HTTPClient``: treq
   unconditionally wraps every request in ``ContentDecoderAgent`` (gzip) and

@@ -10,7 +10,8 @@ the same transaction; :class:`Cleanups` then deletes them on their backends:
   failed before (the cleanup-queue worker's tick).
 
 A row is removed once its backend delete succeeded; a failed delete stays
-queued with a backoff, so nothing leaks (invariant I4).  Backend deletes run at
+queued with a backoff, so nothing leaks: once the workers are quiet every
+backend object is referenced, queued, or in the dead-letter table.  Backend deletes run at
 most ``concurrency`` at once (``server.delete_concurrency``).
 """
 

@@ -19,7 +19,8 @@ in flight are left alone) and HEADs each one's backend object:
 Intents already marked superseded, or recording no object metadata, are
 dropped without a backend call.  The store re-checks everything in the
 resolving transaction, so a write that commits, or a newer one that lands,
-between the HEAD and the resolution is never overwritten (invariants I3, I4, I5).
+between the HEAD and the resolution is never overwritten: a failed write never
+replaces a newer one, and neither bytes nor quota leak.
 
 ``min_age`` must exceed the longest time an upload may take: an intent
 resolved while its upload is still running is dropped, and that PUT then

@@ -32,7 +32,7 @@ def new_upload_id(now: float) -> str:
 
 
 def bucket_prefix(bucket: str) -> str:
-    """The first segment of every backend key of ``bucket`` (per-bucket isolation, I8).
+    """The first segment of every backend key of ``bucket`` (buckets stay isolated on backends too).
 
     The bucket name itself when it is a valid S3 bucket name, so an operator sees
     whose bytes are whose.  Any other name (the config only warns about those) is

@@ -1,4 +1,4 @@
-"""Prometheus metrics, all named ``s3o_*`` as in the original product.
+"""Prometheus metrics, all named ``s3o_*`` as s3-orchestrator's (the Go product s3orch re-creates).
 
 They live in our own :data:`REGISTRY` (not prometheus-client's global one) so
 that tests can read values and several apps in one process do not collide.

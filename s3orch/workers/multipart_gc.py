@@ -6,13 +6,14 @@ reservation released.  Uploads left ``aborting`` by a crash or a backend
 failure are finished the same way, as are the native uploads an older build
 left on a backend (the schema migration marks them ``aborting``; they are
 aborted on their backend).  Old completed/aborted tombstones are purged
-(invariant I4: no orphan multipart upload remains once workers are quiet).
+(no orphan multipart upload remains once the workers are quiet).
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from s3orch.config.model import CleanupQueueConfig
 from s3orch.core.uploads import MultipartService
 from s3orch.store.locks import WorkerLock, WorkerLocks
 from s3orch.workers.base import PeriodicWorker
@@ -28,19 +29,20 @@ def gc_interval(stale_timeout: float) -> float:
 
 
 class MultipartGCWorker(PeriodicWorker):
-    """Every ``gc_interval(stale_timeout)``, abort stale uploads (and refresh the gauge)."""
+    """Every ``gc_interval(cleanup_queue.multipart_stale_timeout)``, abort stale uploads
+    (and refresh the gauge)."""
 
     def __init__(
         self,
         multipart: MultipartService,
         clock: IReactorTime,
-        interval: float | None = None,
+        config: CleanupQueueConfig,
         *,
         locks: WorkerLocks | None,
     ) -> None:
         super().__init__(
             "multipart-gc",
-            gc_interval(multipart.stale_timeout) if interval is None else interval,
+            gc_interval(config.multipart_stale_timeout),
             clock,
             run_now=True,
             component="multipart_gc",

@@ -100,6 +100,35 @@ class BuiltTreeTests(SynchronousTestCase):
         self.assertEqual([child.name for child in service.listeners], ["s3-listener", "metrics-listener"])
         self.assertEqual(set(service.namedServices), {c.name for c in service.workers + service.listeners})
 
+    def test_the_workers_get_their_config_sections(self) -> None:
+        from s3orch.tap import build
+
+        config = load_config_from_string(
+            CONFIG + "cleanup_queue: {multipart_stale_timeout: 10m, claim_grace_period: 45s}\n"
+            "usage_flush: {interval: 7s}\nwrite_path: {pending_pattern: {reaper_tick: 2m}}\n"
+        )
+        service = build(config, MemoryReactorClock())
+        self.assertEqual(service.getServiceNamed("multipart-gc").interval, 150.0)  # a quarter of 10m
+        self.assertEqual(service.getServiceNamed("cleanup-queue").claim_grace, 45.0)
+        self.assertEqual(service.getServiceNamed("usage-flush").interval, 7.0)
+        self.assertEqual(service.getServiceNamed("pending-reaper").interval, 120.0)
+
+    def test_a_given_store_and_backend_agents_replace_the_configured_ones(self) -> None:
+        from treq.testing import RequestTraversalAgent
+        from twisted.web.resource import Resource
+
+        from s3orch.tap import build
+
+        store = _Store([])
+        agent = RequestTraversalAgent(Resource())
+        service = build(load_config_from_string(CONFIG), MemoryReactorClock(), store=store,  # type: ignore[arg-type]
+                        backend_agents={"b1": agent})
+        self.assertIs(service.store, store)
+        cleanup = service.getServiceNamed("cleanup-queue")
+        assert isinstance(cleanup, CleanupQueueWorker)
+        client = cleanup.cleanups.fleet.client("b1")
+        self.assertIs(client._agent, agent)  # type: ignore[union-attr]
+
     def test_backends_signing_with_the_default_chain_get_a_named_credential_refresher(self) -> None:
         from s3orch.tap import build
 
