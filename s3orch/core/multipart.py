@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from s3orch.core.placement import new_upload_id
 from s3orch.s3 import errors, xml
 from s3orch.s3.checksums import COMPOSITE, FULL_OBJECT, composite_checksum, full_object_checksum
 from s3orch.s3.xml import CompletedPart
-from s3orch.store.interface import MultipartUpload, ObjectRecord, UploadedPart
+from s3orch.store.interface import Extent, MultipartUpload, ObjectRecord, UploadedPart
 
 __all__ = [
     "MAX_LIST",
@@ -30,6 +31,7 @@ __all__ = [
     "parse_part_number",
     "part_range",
     "select_parts",
+    "server_side_part_copy",
 ]
 
 MiB = 1024 * 1024
@@ -293,3 +295,57 @@ def parse_copy_source_range(value: str | None, size: int) -> tuple[int, int] | N
             ArgumentValue=value[:128],
         )
     return start, end
+
+
+@dataclass(frozen=True)
+class ExtentCopy:
+    """An UploadPartCopy a backend holding ``extent`` can do by itself, and what the
+    part then records: the extent's MD5 (its ETag) and its checksum, when the upload has
+    an algorithm."""
+
+    extent: Extent
+    md5_hex: str
+    checksum_value: str | None
+
+
+def server_side_part_copy(
+    source: ObjectRecord, byte_range: tuple[int, int] | None, algorithm: str | None
+) -> ExtentCopy | None:
+    """The server-side copy of ``byte_range`` (None: all) of ``source``, if there is one.
+
+    There is when the range is exactly one extent of the source, the extent's MD5 is
+    known (a single-part ETag), and, for an upload with a checksum ``algorithm``, the
+    extent's checksum in that algorithm is known too (not a composite ``-N`` one).
+    Otherwise the range must be read and hashed (a spool).
+    """
+    extent = _whole_extent(source, byte_range)
+    if extent is None:
+        return None
+    md5 = _plain_md5(extent.etag if source.parts else source.etag)
+    if md5 is None:
+        return None
+    checksum = None
+    if algorithm is not None:
+        if (source.checksum_algorithm or "").upper() == algorithm.upper():
+            value = extent.checksum_value if source.parts else source.checksum_value
+            if value is not None and "-" not in value:
+                checksum = value
+        if checksum is None:
+            return None
+    return ExtentCopy(extent, md5, checksum)
+
+
+def _whole_extent(source: ObjectRecord, byte_range: tuple[int, int] | None) -> Extent | None:
+    """The extent of ``source`` a copy of ``byte_range`` takes whole, if it is exactly one."""
+    if byte_range is None:
+        return source.extents[0] if len(source.extents) == 1 else None
+    for extent in source.extents:
+        if extent.size and (extent.offset, extent.offset + extent.size - 1) == byte_range:
+            return extent
+    return None
+
+
+def _plain_md5(etag: str | None) -> str | None:
+    if etag and len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower()):
+        return etag.lower()
+    return None

@@ -4,10 +4,8 @@ The write path is PUT-before-COMMIT: quota is reserved and an intent row
 written (one transaction), the bytes go to a fresh backend key, then one
 transaction records the location, settles quota and queues the displaced
 copies for deletion.  A failure between the steps leaves either the old
-version intact plus an intent the reaper can resolve, or the new version; it
-never loses both.  So an acknowledged write reads back until overwritten, a
-failed one leaves the previous value, no backend object or quota byte leaks,
-and quota is exact once the workers are quiet.
+version intact plus an intent the reaper can resolve, or the new version:
+never neither, never a leaked byte or quota.
 
 Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`):
 each is placed by the routing strategy with its reservation recorded atomically,

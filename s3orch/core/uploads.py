@@ -51,6 +51,7 @@ from s3orch.core.multipart import (
     complete_checksum,
     multipart_etag,
     select_parts,
+    server_side_part_copy,
 )
 from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService
 from s3orch.core.placement import new_upload_id
@@ -64,7 +65,6 @@ from s3orch.store.interface import (
     ORIGIN_CLIENT,
     UPLOAD_COMPLETED,
     UPLOAD_OPEN,
-    Extent,
     MetadataStore,
     MultipartUpload,
     ObjectRecord,
@@ -92,22 +92,6 @@ def _backend_failure(exc: BackendError) -> errors.S3Error:
     if isinstance(exc, BackendUnavailable):
         return errors.ServiceUnavailable("The storage backend of this upload is unavailable; please retry.")
     return errors.BadGateway()
-
-
-def _copied_extent(source: ObjectRecord, byte_range: tuple[int, int] | None) -> Extent | None:
-    """The extent of ``source`` a copy of ``byte_range`` takes whole, if it is exactly one."""
-    if byte_range is None:
-        return source.extents[0] if len(source.extents) == 1 else None
-    for extent in source.extents:
-        if extent.size and (extent.offset, extent.offset + extent.size - 1) == byte_range:
-            return extent
-    return None
-
-
-def _plain_md5(etag: str | None) -> str | None:
-    if etag and len(etag) == 32 and all(c in "0123456789abcdef" for c in etag.lower()):
-        return etag.lower()
-    return None
 
 
 # --- the service -------------------------------------------------------------------------
@@ -334,24 +318,10 @@ class MultipartService:
                 f"copy source: {MAX_COPY_SOURCE_SIZE}"
             )
         algorithm = upload.checksum_algorithm
-        extent = _copied_extent(source, byte_range)
-        known_md5: str | None = None
-        known_checksum: str | None = None
-        if extent is not None:
-            known_md5 = _plain_md5(extent.etag if source.parts else source.etag)
-            if algorithm is not None and (source.checksum_algorithm or "").upper() == algorithm.upper():
-                value = extent.checksum_value if source.parts else source.checksum_value
-                if value is not None and "-" not in value:
-                    known_checksum = value
-        server_side = (
-            extent is not None
-            and size > 0
-            and known_md5 is not None
-            and (algorithm is None or known_checksum is not None)
-        )
-        holders = {loc.backend: loc for loc in extent.locations} if server_side and extent else {}
+        whole = server_side_part_copy(source, byte_range, algorithm) if size > 0 else None
+        holders = {loc.backend: loc for loc in whole.extent.locations} if whole is not None else {}
         spool: Payload | None = None
-        if not server_side:
+        if whole is None:
             # Read the source before reserving anything: its errors are its own.
             spool = await self._spool(source, byte_range, algorithm)
         used: dict[str, str | None] = {}
@@ -360,9 +330,9 @@ class MultipartService:
             nonlocal spool
             backend = self.fleet[reservation.backend]
             holder = holders.get(reservation.backend)
-            if holder is not None:
+            if holder is not None and whole is not None:
                 await backend.copy_object(holder.storage_key, reservation.storage_key)
-                used.update(md5=known_md5, checksum=known_checksum)
+                used.update(md5=whole.md5_hex, checksum=whole.checksum_value)
                 return
             if spool is None:
                 spool = await self._spool(source, byte_range, algorithm)

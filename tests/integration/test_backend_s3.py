@@ -33,7 +33,9 @@ from s3orch.backend.interface import (
     ObjectBackend,
     PushProducer,
 )
-from s3orch.backend.s3 import S3Backend, S3Stream, parse_content_range, parse_error_body
+from s3orch.backend.s3 import S3Backend
+from s3orch.backend.s3_responses import parse_error_body
+from s3orch.backend.s3_streams import S3Stream, parse_content_range
 from s3orch.config.model import BackendConfig
 from s3orch.http.relay import relay_body
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_REQUESTS
