@@ -154,10 +154,9 @@ def build(
         multipart=multipart,
         reserved_prefixes=reserved,
     )
-    holder: dict[str, GatewayService] = {}
 
     def is_ready() -> bool:
-        return holder["service"].ready
+        return service.ready  # the root built below
 
     ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path)
     site = S3Site(
@@ -198,7 +197,6 @@ def build(
         clock=reactor,
         shutdown_delay=server.shutdown_delay,
     )
-    holder["service"] = service
     owner = instance_id()  # this instance's name on cleanup and intent claims
     if providers:
         service.add_worker(CredentialRefresher(providers))
