@@ -36,8 +36,8 @@ from s3orch.store.locks import WorkerLocks, run_exclusive
 class PeriodicWorker(Service):
     """Subclasses implement ``tick``; ``interval`` is in seconds.
 
-    ``name`` is the worker's name in the service tree (``cleanup-queue``: what an
-    operator, or the admin API, finds it by); ``component`` its name in logs and
+    ``name`` is the worker's name in the service tree (``cleanup-queue``: what
+    ``getServiceNamed`` finds it by); ``component`` its name in logs and
     in the ``service`` label of the worker metrics (``cleanup_queue``, the names
     s3-orchestrator's logs and metrics use).
 
