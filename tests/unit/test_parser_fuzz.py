@@ -21,7 +21,7 @@ from s3orch.http.body import parse_content_md5
 from s3orch.s3.addressing import Address, parse_address, virtual_bucket
 from s3orch.s3.checksums import parse_checksum_headers
 from s3orch.s3.conditions import check_read_conditions, parse_etag_list, parse_http_date
-from s3orch.s3.copy_source import parse_copy_source
+from s3orch.s3.copy_source import parse_copy_source, parse_copy_source_range, parse_metadata_directive
 from s3orch.s3.errors import S3Error
 from s3orch.s3.listing import (
     decode_continuation_token,
@@ -30,7 +30,13 @@ from s3orch.s3.listing import (
     parse_list_uploads,
 )
 from s3orch.s3.metadata import extract_object_metadata, response_header_overrides
-from s3orch.s3.multipart import parse_part_number
+from s3orch.s3.multipart import (
+    SIZE_HINT_HEADER,
+    parse_complete_checksum_type,
+    parse_part_number,
+    parse_size_hint,
+)
+from s3orch.s3.object_attributes import parse_object_attributes, parse_parts_page
 from s3orch.s3.operations import resolve_operation
 from s3orch.s3.ranges import parse_content_range, parse_range
 
@@ -146,6 +152,21 @@ def test_multipart_numbers(name: str, value: str) -> None:
     assert parts is None or (0 <= parts.max_parts <= 1000 and 0 <= parts.marker <= 2147483647)
     uploads = _only_s3_errors(lambda: parse_list_uploads([(name, value)]))
     assert uploads is None or 0 <= uploads.max_uploads <= 1000
+
+
+@settings(max_examples=1000)
+@given(hostile_text, st.integers(min_value=0, max_value=10**13))
+def test_multipart_and_attribute_headers(value: str, size: int) -> None:
+    copied = _only_s3_errors(lambda: parse_copy_source_range(value, size))
+    assert copied is None or 0 <= copied[0] <= copied[1] < size
+    hint = _only_s3_errors(lambda: parse_size_hint({SIZE_HINT_HEADER: [value]}))
+    assert hint is None or hint >= 0
+    page = _only_s3_errors(lambda: parse_parts_page({"x-amz-max-parts": [value], "x-amz-part-number-marker": [value]}))
+    assert page is None or (0 <= page.max_parts <= 1000 and 0 <= page.marker <= 2147483647)
+    wanted = _only_s3_errors(lambda: parse_object_attributes({"x-amz-object-attributes": [value]}))
+    assert wanted is None or wanted
+    _only_s3_errors(lambda: parse_metadata_directive(value))
+    _only_s3_errors(lambda: parse_complete_checksum_type({"x-amz-checksum-type": [value]}))
 
 
 @settings(max_examples=1000)
