@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -62,3 +65,29 @@ def test_bodies_are_read_only_for_operations_that_take_one() -> None:
 def test_without_a_multipart_service_multipart_operations_have_no_route() -> None:
     routes = _frontend(with_multipart=False)
     assert "CreateMultipartUpload" not in routes and "PutObject" in routes
+
+
+FRONTEND = Path(__file__).resolve().parents[2] / "s3orch" / "frontend"
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports count too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_request_module_is_a_leaf_of_the_front_door() -> None:
+    imported = _imported_modules(FRONTEND / "request.py")
+    assert not {name for name in imported if name.startswith("s3orch.frontend")}
+
+
+def test_handlers_never_import_the_envelope_or_the_assembly() -> None:
+    for path in (FRONTEND / "handlers").glob("*.py"):
+        imported = _imported_modules(path)
+        assert not {"s3orch.frontend.envelope", "s3orch.frontend.assembly"} & imported, path.name
