@@ -11,13 +11,14 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorCore
 
 from s3orch.config.model import DatabaseConfig
+from s3orch.store.adbapi_typed import PoolFactory
 from s3orch.store.engine import Engine
 from s3orch.store.interface import MetadataStore
 from s3orch.store.locks import WorkerLocks
 from s3orch.store.migrate import MigrationReport
 from s3orch.store.migrate import migrate_database as _migrate_engine
 from s3orch.store.postgres import PostgresEngine
-from s3orch.store.sqlite import PoolFactory, SQLiteEngine
+from s3orch.store.sqlite import SQLiteEngine
 from s3orch.store.sqlstore import SQLStore
 
 #: The drivers this build knows, by their ``database.driver`` name.

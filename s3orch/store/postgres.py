@@ -47,6 +47,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from s3orch.config.model import DatabaseConfig
+from s3orch.store import adbapi_typed
 from s3orch.store.errors import StoreError
 from s3orch.store.lock_ids import (
     MIGRATION_LOCK_ID,
@@ -223,7 +224,7 @@ class PostgresPools:
         )
 
     def close(self) -> None:
-        self.pool.close()  # type: ignore[no-untyped-call]
+        adbapi_typed.close(self.pool)
 
 
 class PostgresEngine:
@@ -252,7 +253,7 @@ class PostgresEngine:
     async def open_pools(self, reactor: IReactorCore) -> PostgresPools:
         """Open the pool, check the server, bring the schema up to date."""
         settings = self.settings
-        pool = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
+        pool = adbapi_typed.DEFAULT_POOL(
             "psycopg2",
             cp_min=min(settings.min_conns, settings.max_conns),
             cp_max=max(settings.max_conns, 1),
@@ -267,7 +268,7 @@ class PostgresEngine:
             await run_with_connection(pool, reactor, check_server, settings)
             applied = await run_with_connection(pool, reactor, _run_migrations, self)
         except BaseException as exc:
-            pool.close()  # type: ignore[no-untyped-call]
+            adbapi_typed.close(pool)
             if isinstance(exc, psycopg2.Error):
                 raise StoreError(f"cannot use {self.describe()}: {exc}".strip()) from exc
             raise

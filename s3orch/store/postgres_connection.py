@@ -20,6 +20,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
 from s3orch.config.model import DatabaseConfig
+from s3orch.store import adbapi_typed
 from s3orch.store.errors import StoreError
 
 _T = TypeVar("_T")
@@ -87,7 +88,7 @@ class PostgresSettings:
         return f"{where}:{self.connect.get('port', 5432)}/{self.connect.get('dbname', '')}"
 
 
-class AgedConnection(psycopg2.extensions.connection):  # type: ignore[misc]
+class AgedConnection(psycopg2.extensions.connection):  # type: ignore[misc]  # psycopg2 is untyped (Any)
     """A psycopg2 connection that knows its age (for ``max_conn_lifetime``)."""
 
     opened_at = 0.0
@@ -135,13 +136,13 @@ class PooledConnection:
 
     def __init__(self, pool: adbapi.ConnectionPool) -> None:
         self._pool = pool
-        self._connection: Any = pool.connect()  # type: ignore[no-untyped-call]
+        self._connection: Any = adbapi_typed.connect(pool)
 
     def reconnect(self) -> None:
         old, self._connection = self._connection, None
         if old is not None:
-            self._pool.disconnect(old)  # type: ignore[no-untyped-call]  # closes and forgets it
-        self._connection = self._pool.connect()  # type: ignore[no-untyped-call]
+            adbapi_typed.disconnect(self._pool, old)
+        self._connection = adbapi_typed.connect(self._pool)
 
     def __getattr__(self, name: str) -> Any:
         if self._connection is None:

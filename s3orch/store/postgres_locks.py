@@ -20,6 +20,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
+from s3orch.store import adbapi_typed
 from s3orch.store.errors import StoreUnavailable
 from s3orch.store.postgres_connection import (
     UNAVAILABLE_ERRORS,
@@ -65,7 +66,7 @@ class PostgresWorkerLocks:
         self._held: set[int] = set()
         self._reactor = reactor
         # One thread, one connection: every lock of this instance lives in one session.
-        self._pool: adbapi.ConnectionPool | None = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
+        self._pool: adbapi.ConnectionPool | None = adbapi_typed.DEFAULT_POOL(
             "psycopg2",
             cp_min=1,
             cp_max=1,
@@ -119,4 +120,4 @@ class PostgresWorkerLocks:
         self._held.clear()
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close()  # type: ignore[no-untyped-call]  # ending the session frees its locks
+            adbapi_typed.close(pool)  # ending the session frees its locks

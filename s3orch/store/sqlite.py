@@ -34,6 +34,8 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from s3orch.config.model import DatabaseConfig
+from s3orch.store import adbapi_typed
+from s3orch.store.adbapi_typed import PoolFactory
 from s3orch.store.errors import StoreError
 from s3orch.store.locks import LocalWorkerLocks, WorkerLocks
 from s3orch.store.migrate import Migration, MigrationError, migrate
@@ -41,9 +43,6 @@ from s3orch.store.txn.base import Notes, RetryTransaction, Tx
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-#: Builds an adbapi pool: ``(dbapi module name, *connect args, **connect and cp_ keywords)``.
-PoolFactory = Callable[..., adbapi.ConnectionPool]
 
 #: ``busy_timeout`` per attempt, and how many attempts a transaction gets.
 BUSY_TIMEOUT_MS = 5000
@@ -220,14 +219,11 @@ class SQLitePools:
         # COMMIT's outcome unknown to the caller.
         pool = self.readers if read_only else self.writer
         begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        result: Deferred[_T] = pool.runWithConnection(  # type: ignore[no-untyped-call]
-            run_txn, begin, notes, fn, *args, **kwargs
-        )
-        return result
+        return adbapi_typed.run_with_connection(pool, run_txn, begin, notes, fn, *args, **kwargs)
 
     def close(self) -> None:
         for pool in (self.readers, self.writer):
-            pool.close()  # type: ignore[no-untyped-call]
+            adbapi_typed.close(pool)
 
 
 class SQLiteEngine:
@@ -239,7 +235,7 @@ class SQLiteEngine:
 
     def __init__(self, config: DatabaseConfig, *, pool_factory: PoolFactory | None = None) -> None:
         self.path = str(config.path)
-        self._pool_factory: PoolFactory = pool_factory or adbapi.ConnectionPool
+        self._pool_factory = pool_factory or adbapi_typed.DEFAULT_POOL
 
     def describe(self) -> str:
         return f"SQLite database {self.path}"
@@ -269,11 +265,9 @@ class SQLiteEngine:
         check_sqlite_version()
         writer = self._pool(reactor, cp_min=1, cp_max=1, cp_openfun=_open_writer)
         try:
-            applied = await writer.runWithConnection(  # type: ignore[no-untyped-call]
-                migrate, self
-            )
+            applied = await adbapi_typed.run_with_connection(writer, migrate, self)
         except BaseException as exc:
-            writer.close()  # type: ignore[no-untyped-call]
+            adbapi_typed.close(writer)
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot use {self.describe()}: {exc}") from exc
             raise
