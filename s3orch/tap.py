@@ -29,9 +29,9 @@ from s3orch.config import Config, ConfigError, load_config
 from s3orch.config.support import refusals
 from s3orch.core.multipart import MultipartService
 from s3orch.core.objects import ObjectService
+from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.site import S3Site
 from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
@@ -110,8 +110,8 @@ def build(config: Any, reactor: Any) -> GatewayService:
     # then the S3 port treats the path as any other (a request for the bucket "metrics").
     metrics_here = metrics.enabled and not metrics.listen
     reserved = [b"/health", b"/admin", b"/ui"] + ([metrics.path.encode()] if metrics_here else [])
-    s3 = S3Frontend(
-        config=config,
+    s3 = build_frontend(
+        server=config.server,
         registry=registry,
         objects=objects,
         clock=reactor,

@@ -19,9 +19,10 @@ from twisted.logger import LogLevel, globalLogPublisher
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import load_config_from_string
 from s3orch.core.objects import ObjectService
+from s3orch.frontend.assembly import build_frontend
+from s3orch.frontend.envelope import DATABASE_RETRY_AFTER
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import DATABASE_RETRY_AFTER, S3Frontend
 from s3orch.http.site import S3Site
 from s3orch.observe.metrics import REGISTRY
 from s3orch.s3 import sigv4
@@ -61,8 +62,8 @@ def _connect() -> tuple[Any, StringTransport]:
         routing_strategy="pack",
         clock=_Clock(),  # type: ignore[arg-type]
     )
-    frontend = S3Frontend(
-        config=config,
+    frontend = build_frontend(
+        server=config.server,
         registry=CredentialRegistry(config.buckets),
         objects=objects,
         clock=_Clock(),  # type: ignore[arg-type]
