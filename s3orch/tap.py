@@ -36,16 +36,15 @@ from s3orch.core.intents import IntentResolver
 from s3orch.core.objects import ObjectService
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
+from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.site import S3Site
 from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
 from s3orch.service import GatewayService
-from s3orch.store import open_store
+from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
-from s3orch.store.locks import open_worker_locks
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.pending_reaper import PendingReaper
@@ -146,8 +145,8 @@ def build(
     # then the S3 port treats the path as any other (a request for the bucket "metrics").
     metrics_here = metrics.enabled and not metrics.listen
     reserved = [b"/health", b"/admin", b"/ui"] + ([metrics.path.encode()] if metrics_here else [])
-    s3 = S3Frontend(
-        config=config,
+    s3 = build_frontend(
+        server=config.server,
         registry=registry,
         objects=objects,
         clock=reactor,

@@ -1,9 +1,11 @@
 """Authenticate an S3 request and bind it to its bucket.
 
-Order (as the original): SigV4 ``Authorization`` header, SigV4 presigned
-query, SigV2 ``Authorization: AWS`` header, SigV2 presigned query, legacy
-``X-Proxy-Token``; anything else is refused.  A failed authentication happens
-before any backend call or metadata change (I7).
+The schemes are tried in s3-orchestrator's order (the Go product s3orch
+re-creates): SigV4 ``Authorization`` header, SigV4 presigned query, SigV2
+``Authorization: AWS`` header, SigV2 presigned query, legacy ``X-Proxy-Token``;
+anything else is refused.  A failed authentication happens
+before any backend call or metadata change: a refused request costs no backend
+call and changes no metadata or quota.
 """
 
 from __future__ import annotations

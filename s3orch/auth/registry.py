@@ -9,7 +9,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from s3orch.config.model import BucketConfig
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Principal:
 class CredentialRegistry:
     """Access key -> (bucket, secret); token -> bucket."""
 
-    def __init__(self, buckets: Iterable[Any]) -> None:
+    def __init__(self, buckets: Iterable[BucketConfig]) -> None:
         self._keys: dict[str, tuple[str, str]] = {}
         self._tokens: list[tuple[bytes, str]] = []
         self.bucket_names: tuple[str, ...] = ()
@@ -32,9 +33,9 @@ class CredentialRegistry:
         for bucket in buckets:
             names.append(bucket.name)
             for cred in bucket.credentials:
-                if getattr(cred, "access_key_id", None):
+                if cred.access_key_id:
                     self._keys[cred.access_key_id] = (bucket.name, cred.secret_access_key)
-                if getattr(cred, "token", None):
+                if cred.token:
                     self._tokens.append((cred.token.encode("utf-8"), bucket.name))
         self.bucket_names = tuple(names)
 

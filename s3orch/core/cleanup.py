@@ -77,7 +77,7 @@ class Cleanups:
             [Deferred.fromCoroutine(one(item)) for item in items], consumeErrors=True
         )
         if done:
-            await self.store.cleanup_done(done)
+            await self.store.cleanup_done(done, self.clock.seconds())
 
     async def retry_due(self, owner: str, batch: int, claim_grace: float) -> int:
         """Claim up to ``batch`` rows whose backoff has passed for this instance (``owner``)

@@ -1,11 +1,13 @@
 """The S3 rules of multipart uploads, as pure functions: the multipart ETag,
 which parts a CompleteMultipartUpload takes (:func:`select_parts`), the object
 checksum it stores (:func:`complete_checksum`), a part's checksum
-(:func:`check_part_checksum`) and GetObjectAttributes' ObjectParts
-(:func:`object_parts_page`); also the ``?partNumber=`` and copy-range parsing.
+(:func:`check_part_checksum`), the bytes of ``?partNumber=`` (:func:`part_range`),
+GetObjectAttributes' ObjectParts (:func:`object_parts_page`) and which part
+copies a backend can do by itself (:func:`server_side_part_copy`).
 
 The upload lifecycle over the store and the backends (create, parts placed one
-by one, complete, abort, stale uploads) is in :mod:`s3orch.core.uploads`.
+by one, complete, abort, stale uploads) is in :mod:`s3orch.core.uploads`; the
+parsing of multipart request values in :mod:`s3orch.s3.multipart`.
 """
 
 from __future__ import annotations
@@ -17,18 +19,17 @@ from dataclasses import dataclass
 from s3orch.core.placement import new_upload_id
 from s3orch.s3 import errors, xml
 from s3orch.s3.checksums import COMPOSITE, FULL_OBJECT, composite_checksum, full_object_checksum
+from s3orch.s3.multipart import MAX_PART_NUMBER
 from s3orch.s3.xml import CompletedPart
 from s3orch.store.interface import Extent, MultipartUpload, ObjectRecord, UploadedPart
 
 __all__ = [
-    "MAX_LIST",
     "MIN_PART_SIZE",
+    "ExtentCopy",
     "complete_checksum",
     "multipart_etag",
     "new_upload_id",
     "object_parts_page",
-    "parse_copy_source_range",
-    "parse_part_number",
     "part_range",
     "select_parts",
     "server_side_part_copy",
@@ -37,9 +38,6 @@ __all__ = [
 MiB = 1024 * 1024
 #: S3: every part but the last must be at least 5 MiB (checked on Complete).
 MIN_PART_SIZE = 5 * MiB
-MAX_PART_NUMBER = 10000
-#: ListParts / ListMultipartUploads page size cap (AWS's).
-MAX_LIST = 1000
 
 
 # --- pure protocol logic -----------------------------------------------------------------
@@ -49,18 +47,6 @@ def multipart_etag(part_md5s: Sequence[str]) -> str:
     """S3's multipart ETag: MD5 of the concatenated binary part MD5s, then ``-N``."""
     digest = hashlib.md5(b"".join(bytes.fromhex(md5) for md5 in part_md5s)).hexdigest()
     return f"{digest}-{len(part_md5s)}"
-
-
-def parse_part_number(raw: str | None) -> int:
-    """A ``partNumber`` query value: an integer 1..10000, else InvalidArgument."""
-    text = (raw or "").strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 9 or not 1 <= int(text) <= MAX_PART_NUMBER:
-        raise errors.InvalidArgument(
-            "Part number must be an integer between 1 and 10000, inclusive",
-            ArgumentName="partNumber",
-            ArgumentValue=(raw or "")[:64],
-        )
-    return int(text)
 
 
 def checksum_element(algorithm: str) -> str:
@@ -187,14 +173,14 @@ def check_part_checksum(upload: MultipartUpload, checksum: tuple[str, str] | Non
         )
 
 
-def part_range(record: ObjectRecord, raw_part_number: str) -> tuple[int, int] | None:
+def part_range(record: ObjectRecord, number: int) -> tuple[int, int] | None:
     """The inclusive byte range GET/HEAD ``?partNumber=N`` serves (None: the empty object).
 
     N counts the object's parts in order (1 is the first, whatever number it was
     uploaded as); a non-multipart object is one part.  A part beyond the object's
-    parts is 400 InvalidPart, as S3 answers.
+    parts is 400 InvalidPart, as S3 answers.  ``number`` is 1..10000
+    (:func:`s3orch.s3.multipart.parse_part_number`).
     """
-    number = parse_part_number(raw_part_number)
     sizes = record.part_sizes if record.part_sizes else (record.size,)
     if number > len(sizes):
         raise errors.InvalidPart(PartNumber=str(number))
@@ -205,27 +191,13 @@ def part_range(record: ObjectRecord, raw_part_number: str) -> tuple[int, int] | 
     return start, end
 
 
-def _header_int(raw: str | None, name: str, default: int) -> int:
-    if raw is None or not raw.strip():
-        return default
-    text = raw.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > 2147483647:
-        raise errors.InvalidArgument(
-            f"Provided {name} not an integer or within integer range",
-            ArgumentName=name,
-            ArgumentValue=raw[:64],
-        )
-    return int(text)
-
-
-def object_parts_page(
-    record: ObjectRecord, max_parts_raw: str | None, marker_raw: str | None
-) -> xml.ObjectPartsInfo:
+def object_parts_page(record: ObjectRecord, max_parts: int, marker: int) -> xml.ObjectPartsInfo:
     """GetObjectAttributes' ObjectParts of a multipart object, as AWS answers it.
 
     Always ``PartsCount``.  A FULL_OBJECT checksum: nothing else.  Otherwise the
-    pagination (``x-amz-max-parts``, at most 1000, and ``x-amz-part-number-marker``,
-    compared with the numbers the parts were uploaded as); the parts themselves
+    pagination (at most ``max_parts`` parts numbered above ``marker``, compared with
+    the numbers the parts were uploaded as; :mod:`s3orch.s3.object_attributes` parses
+    both); the parts themselves
     (number, size, checksum) only when the object has a COMPOSITE checksum, since
     AWS lists them only for objects uploaded with an additional checksum.
     """
@@ -236,8 +208,6 @@ def object_parts_page(
         kind = COMPOSITE if dash and head and tail.isdigit() else FULL_OBJECT
     if kind == FULL_OBJECT:
         return xml.ObjectPartsInfo(total_parts_count=count)
-    max_parts = min(_header_int(max_parts_raw, "max-parts", MAX_LIST), MAX_LIST)
-    marker = _header_int(marker_raw, "part-number-marker", 0)
     listed: list[xml.ObjectPartInfo] = []
     truncated = False
     if kind == COMPOSITE and record.parts and record.checksum_algorithm:
@@ -255,46 +225,6 @@ def object_parts_page(
         is_truncated=truncated,
         parts=tuple(listed),
     )
-
-
-_RANGE_FORM = (
-    "The x-amz-copy-source-range value must be of the form bytes=first-last where first "
-    "and last are the zero-based offsets of the first and last bytes to copy"
-)
-
-
-def parse_copy_source_range(value: str | None, size: int) -> tuple[int, int] | None:
-    """``x-amz-copy-source-range: bytes=first-last`` within an object of ``size`` bytes.
-
-    Both refusals are 400 InvalidArgument, as S3 answers: one message for a value
-    not of the form ``bytes=first-last`` (ASCII digits), another for a range that
-    does not lie within the source (``last`` past its end, or ``first`` > ``last``).
-    """
-    if value is None:
-        return None
-    unit, _, spec = value.strip().partition("=")
-    first, dash, last = spec.partition("-")
-    if (
-        unit.strip().lower() != "bytes"
-        or not dash
-        or not first.isascii()
-        or not last.isascii()
-        or not first.isdigit()
-        or not last.isdigit()
-        or len(first) > 19
-        or len(last) > 19
-    ):
-        raise errors.InvalidArgument(
-            _RANGE_FORM, ArgumentName="x-amz-copy-source-range", ArgumentValue=value[:128]
-        )
-    start, end = int(first), int(last)
-    if end >= size or start > end:
-        raise errors.InvalidArgument(
-            f"Range specified is not valid for source object of size: {size}",
-            ArgumentName="x-amz-copy-source-range",
-            ArgumentValue=value[:128],
-        )
-    return start, end
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ class ObjectService:
             reserve=lambda names: self._reserve(intent, names),
             backend_of=lambda r: r.backend,
             attempt=upload,
-            undo=lambda r: self.store.release(r.write_id),
+            undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
             request_id=request_id,
         )
         record = ObjectRecord(
@@ -213,7 +213,7 @@ class ObjectService:
         except BackendError:
             # The intent stays: the reaper finds the bytes unreferenced and removes them.
             return
-        await self.store.release(reservation.write_id)
+        await self.store.release(reservation.write_id, self.clock.seconds())
 
     # -- reads ----------------------------------------------------------------
 
@@ -346,7 +346,7 @@ class ObjectService:
             reserve=reserve,
             backend_of=lambda r: r.backend,
             attempt=send,
-            undo=lambda r: self.store.release_part(r.attempt_id),
+            undo=lambda r: self.store.release_part(r.attempt_id, self.clock.seconds()),
             request_id=request_id,
         )
         return reservation
@@ -441,7 +441,7 @@ class ObjectService:
                 ),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
-                undo=lambda r: self.store.release(r.write_id),
+                undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
                 request_id=request_id,
             )
         finally:

@@ -1,4 +1,5 @@
-"""Admission control: how many S3 requests may be in flight at once (BEHAVIOURS 1.25).
+"""Admission control: how many S3 requests may be in flight at once, as in s3-orchestrator
+(the Go product s3orch re-creates).
 
 One global pool (``server.max_concurrent_requests``), or split read and write
 pools when both ``max_concurrent_reads`` and ``max_concurrent_writes`` are set.
@@ -26,7 +27,8 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from s3orch.config.model import ServerConfig
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
@@ -100,7 +102,7 @@ class Admission:
             self.writes = Pool("write", max_writes)
         elif max_requests > 0:
             self.global_pool = Pool("global", max_requests)
-        # else: only one split pool configured -> no admission control at all (1.25 Edge)
+        # else: only one split pool configured -> no admission control at all (as s3-orchestrator)
         self.shed_threshold = shed_threshold if 0 < shed_threshold < 1 else 0.0
         self.random = random_source
         #: Explicit per-credential cap (0: a quarter of the request's pool).
@@ -109,13 +111,15 @@ class Admission:
         self.by_credential: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, server: Any, random_source: Callable[[], float] = random.random) -> Admission:
+    def from_config(
+        cls, server: ServerConfig, random_source: Callable[[], float] = random.random
+    ) -> Admission:
         return cls(
-            max_requests=int(server.max_concurrent_requests),
-            max_reads=int(server.max_concurrent_reads),
-            max_writes=int(server.max_concurrent_writes),
-            shed_threshold=float(server.load_shed_threshold),
-            per_credential=int(getattr(server, "max_concurrent_per_credential", 0)),
+            max_requests=server.max_concurrent_requests,
+            max_reads=server.max_concurrent_reads,
+            max_writes=server.max_concurrent_writes,
+            shed_threshold=server.load_shed_threshold,
+            per_credential=server.max_concurrent_per_credential,
             random_source=random_source,
         )
 

@@ -3,10 +3,11 @@
 The relay sits between a :class:`~s3orch.backend.interface.BackendStream` and a
 ``twisted.web`` request: it is the client request's push producer (so a slow
 client pauses the backend socket) and the stream's consumer.  It enforces
-invariant I2 (no torn reads): once the status line and ``Content-Length`` are
-out, the only honest way to report a failure is to abort the connection, so a
-backend failure or short body mid-stream aborts the client connection instead
-of finishing a short 200.
+the no-torn-reads rule (a 200 delivers every announced byte or the connection
+is aborted): once the status line and ``Content-Length`` are out, the only
+honest way to report a failure is to abort the connection, so a backend
+failure or short body mid-stream aborts the client connection instead of
+finishing a short 200.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _announced_length(request: RelayRequest) -> int | None:
 
 
 def _abort_client(request: RelayRequest) -> None:
-    """Drop the client connection without finishing the response (I2)."""
+    """Drop the client connection without finishing the response (no torn reads)."""
     channel = getattr(request, "channel", None)
     transport = getattr(channel, "transport", None) or getattr(request, "transport", None)
     if transport is None:

@@ -136,7 +136,7 @@ class S3Request(server.Request):
                 raise
             except Exception:
                 # The handler released what it took before letting this through
-                # (S3Frontend.prepare accounts for itself); a bug here must still
+                # (S3Envelope.prepare accounts for itself); a bug here must still
                 # be a finished request.
                 _log.failure("request preparation failed", component="http")
                 raise _internal_error_rejection() from None

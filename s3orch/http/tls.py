@@ -1,4 +1,4 @@
-"""TLS for the S3 listener (BEHAVIOURS 1.36): certificate, minimum version, optional mTLS."""
+"""TLS for the S3 listener (``server.tls``): certificate, minimum version, optional mTLS."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from OpenSSL import crypto
 from twisted.internet import ssl
+
+from s3orch.config.model import TLSConfig
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -32,7 +34,7 @@ def _certificates(path: str) -> list[crypto.X509]:
         raise TLSSetupError(f"{path}: invalid certificate: {exc}") from exc
 
 
-def server_context(tls: Any) -> ssl.CertificateOptions:
+def server_context(tls: TLSConfig) -> ssl.CertificateOptions:
     """Context factory for ``server.tls``: certificate chain, key, min_version, client CA (mTLS).
 
     With ``client_ca_file`` set, a client must present a certificate signed by one of
@@ -46,7 +48,7 @@ def server_context(tls: Any) -> ssl.CertificateOptions:
         raise TLSSetupError(f"cannot read {tls.key_file}: {exc}") from exc
     except crypto.Error as exc:
         raise TLSSetupError(f"{tls.key_file}: invalid private key: {exc}") from exc
-    minimum = _VERSIONS.get(str(tls.min_version or "1.2"))
+    minimum = _VERSIONS.get(tls.min_version)
     if minimum is None:
         raise TLSSetupError(f"server.tls.min_version must be '1.2' or '1.3', not {tls.min_version!r}")
     options: dict[str, Any] = {

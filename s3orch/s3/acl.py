@@ -91,3 +91,20 @@ def check_acl_document(body: bytes, owner_id: str) -> None:
             "Only the private ACL (the owner with FULL_CONTROL) is supported: objects and "
             "buckets here are always private to the bucket's owner."
         )
+
+
+def check_put_acl(headers: Mapping[str, Sequence[str]], document: bytes, owner_id: str) -> None:
+    """PutBucketAcl/PutObjectAcl: the ACL comes from headers or a document, never both.
+
+    Headers asking for anything but the private ACL were refused at header time
+    (:func:`check_acl_headers`); a document must grant the owner FULL_CONTROL only.
+    """
+    if has_acl_headers(headers):
+        if document:
+            raise errors.UnexpectedContent()
+    elif not document:
+        raise errors.MissingSecurityHeader(
+            "Your request was missing a required header", MissingHeaderName="x-amz-acl"
+        )
+    else:
+        check_acl_document(document, owner_id)

@@ -201,6 +201,12 @@ def parse_checksum_headers(
 COMPOSITE = "COMPOSITE"
 FULL_OBJECT = "FULL_OBJECT"
 CHECKSUM_TYPES = (COMPOSITE, FULL_OBJECT)
+
+
+def stored_checksum_type(value: str) -> str:
+    """The type of a stored object checksum: one of part checksums ends in ``-<parts>``."""
+    head, _, parts = value.rpartition("-")
+    return COMPOSITE if head and parts.isdigit() else FULL_OBJECT
 _ALLOWED_TYPES = {
     "crc32": (COMPOSITE, FULL_OBJECT),
     "crc32c": (COMPOSITE, FULL_OBJECT),

@@ -56,7 +56,7 @@ __all__ = [
     "is_streaming_payload",
 ]
 
-#: Longest chunk-header or trailer line accepted (bounded memory, I9).
+#: Longest chunk-header or trailer line accepted (malformed input is refused within bounded memory).
 MAX_LINE = 4096
 #: Most trailer headers accepted.
 MAX_TRAILERS = 16

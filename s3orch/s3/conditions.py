@@ -21,7 +21,6 @@ import datetime
 import email.utils
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -166,7 +165,7 @@ def _evaluate(
 
 
 def check_read_conditions(
-    headers: Headers, etag: str, last_modified: float, *, now: float | None = None
+    headers: Headers, etag: str, last_modified: float, *, now: float
 ) -> None:
     """Raise PreconditionFailed (412) or NotModified (304) for GET/HEAD, else return.
 
@@ -179,13 +178,13 @@ def check_read_conditions(
         header_value(headers, "if-modified-since"),
         etag,
         last_modified,
-        time.time() if now is None else now,
+        now,
         NotModified,
     )
 
 
 def check_copy_source_conditions(
-    headers: Headers, etag: str, last_modified: float, *, now: float | None = None
+    headers: Headers, etag: str, last_modified: float, *, now: float
 ) -> None:
     """The x-amz-copy-source-if-* checks of CopyObject/UploadPartCopy; every failure is 412."""
     _evaluate(
@@ -195,7 +194,7 @@ def check_copy_source_conditions(
         header_value(headers, "x-amz-copy-source-if-modified-since"),
         etag,
         last_modified,
-        time.time() if now is None else now,
+        now,
         PreconditionFailed,
     )
 

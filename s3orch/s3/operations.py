@@ -1,8 +1,8 @@
 """Which AWS operation a request is: (level, method, subresource) -> name.
 
 The name drives routing, authorisation, metrics and audit, so it must be right
-for every request, including the ones we do not implement: the original
-product ran PutObject for ``PUT /b/k?tagging`` and overwrote the object.  Here
+for every request, including the ones we do not implement: s3-orchestrator
+(the Go product s3orch re-creates) ran PutObject for ``PUT /b/k?tagging`` and overwrote the object.  Here
 routing is an allow-list.  A query key is either a *subresource* (it selects
 the operation), a known *parameter* (ignored here), or unknown, which is
 refused with 501 NotImplemented before anything runs.  Operations we know but

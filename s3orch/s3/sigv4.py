@@ -851,8 +851,8 @@ def authenticate(
 
     The credential scope must name ``service`` (a signature made for IAM or STS
     with the same key is refused) and, when ``regions`` is not empty, one of
-    those regions (``server.regions``; empty answers for every region, as the
-    original did).  Scope, dates and SignedHeaders are all checked before any
+    those regions (``server.regions``; empty answers for every region, as
+    s3-orchestrator, the Go product s3orch re-creates, does).  Scope, dates and SignedHeaders are all checked before any
     key is derived.  The caller deals with other schemes (``X-Proxy-Token``)
     before calling; anything unsigned here is AccessDenied.
     """

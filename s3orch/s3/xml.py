@@ -20,7 +20,9 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import ElementTree as DefusedET
 from defusedxml.common import DefusedXmlException
 
-from s3orch.s3.errors import InvalidArgument, InvalidTag, MalformedXML
+from s3orch.s3.errors import InvalidTag, MalformedXML
+from s3orch.s3.listing import parse_encoding_type
+from s3orch.s3.numbers import parse_decimal
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -99,19 +101,6 @@ def url_encode(value: str) -> str:
     treat ``+`` as a space).
     """
     return quote(value, safe="/")
-
-
-def check_encoding_type(value: str | None) -> str | None:
-    """Validate the encoding-type parameter as AWS does (only ``url`` exists)."""
-    if value is None:
-        return None
-    if value != "url":
-        raise InvalidArgument(
-            "Invalid Encoding Method specified in Request",
-            ArgumentName="encoding-type",
-            ArgumentValue=value,
-        )
-    return value
 
 
 def _el(name: str, value: str | int | bool | None) -> str:
@@ -240,7 +229,7 @@ def list_objects_v1(
     Key and CommonPrefixes (botocore decodes all but Prefix).  ``owner`` adds
     Owner to every entry, as AWS's v1 listing does.
     """
-    enc = check_encoding_type(encoding_type) == "url"
+    enc = parse_encoding_type(encoding_type) == "url"
 
     def e(value: str) -> str:
         return url_encode(value) if enc else value
@@ -281,7 +270,7 @@ def list_objects_v2(
     encoding-type=url encodes Prefix, Delimiter, StartAfter, Key and
     CommonPrefixes (not the tokens, which are opaque).  Owner only with fetch-owner.
     """
-    enc = check_encoding_type(encoding_type) == "url"
+    enc = parse_encoding_type(encoding_type) == "url"
 
     def e(value: str) -> str:
         return url_encode(value) if enc else value
@@ -491,7 +480,7 @@ def list_multipart_uploads(
     storage_class: str = "STANDARD",
 ) -> bytes:
     """ListMultipartUploadsResult.  encoding-type=url encodes keys, markers and prefixes."""
-    enc = check_encoding_type(encoding_type) == "url"
+    enc = parse_encoding_type(encoding_type) == "url"
 
     def e(value: str) -> str:
         return url_encode(value) if enc else value
@@ -689,12 +678,8 @@ def parse_complete_multipart_parts(
         raise MalformedXML()
     parts = []
     for element in elements:
-        number_text = (_only_text(element, "PartNumber") or "").strip()
-        if (
-            not number_text.isascii()
-            or not number_text.isdigit()
-            or len(number_text) > 9
-        ):
+        number = parse_decimal((_only_text(element, "PartNumber") or "").strip(), max_digits=9)
+        if number is None:
             raise MalformedXML()
         etag = unquote_etag(_only_text(element, "ETag") or "")
         checksums = {}
@@ -702,7 +687,7 @@ def parse_complete_multipart_parts(
             value = _only_text(element, name, required=False)
             if value is not None:
                 checksums[name] = value.strip()
-        parts.append(CompletedPart(int(number_text), etag, checksums))
+        parts.append(CompletedPart(number, etag, checksums))
     return parts
 
 

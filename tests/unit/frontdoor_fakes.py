@@ -1,14 +1,14 @@
 """In-memory doubles for driving the whole S3 front door over StringTransport.
 
-``FrontDoor`` wires an :class:`S3Frontend` into an :class:`S3Site` with a
-``MemoryReactorClock`` and an in-memory object service, so a test can send raw
-request bytes, read the raw answer, advance time and inspect what the front
-door holds (admission slots, in-flight gauges, open backend streams).
+``FrontDoor`` wires the front door (:func:`build_frontend`) into an :class:`S3Site`
+with a ``MemoryReactorClock`` (starting at :data:`START`) and an in-memory object
+service, so a test can send raw request bytes, read the raw answer, advance time
+and inspect what the front door holds (admission slots, in-flight gauges, open
+backend streams).  Requests are signed at the clock's time (:func:`signed_request`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,9 @@ from twisted.python.failure import Failure
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.memory import MemoryStream
 from s3orch.config import load_config_from_string
+from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.site import S3Site
 from s3orch.observe.metrics import REGISTRY
 from s3orch.payload import Payload
@@ -43,6 +43,9 @@ backends:
 """
 
 SECRETS = {"photoskey": "photossecret", "otherkey": "othersecret"}
+
+#: Where a FrontDoor's clock starts (epoch seconds); requests are signed at this time by default.
+START = 1_750_000_000.0
 
 
 class FakeObjects:
@@ -139,10 +142,12 @@ class FrontDoor:
     clock: MemoryReactorClock = field(default_factory=MemoryReactorClock)
 
     def __post_init__(self) -> None:
+        if self.clock.seconds() < START:
+            self.clock.advance(START - self.clock.seconds())
         self.config = load_config_from_string(CONFIG.format(server=self.server))
         self.objects = FakeObjects(self.clock)
-        self.frontend = S3Frontend(
-            config=self.config,
+        self.frontend = build_frontend(
+            server=self.config.server,
             registry=CredentialRegistry(self.config.buckets),
             objects=self.objects,  # type: ignore[arg-type]
             clock=self.clock,
@@ -184,12 +189,13 @@ def signed_request(
     headers: dict[str, str] | None = None,
     access_key: str = "photoskey",
     content_length: bool = True,
+    now: float = START,
 ) -> bytes:
-    """A SigV4-signed raw request (UNSIGNED-PAYLOAD), as bytes on the wire."""
+    """A SigV4-signed raw request (UNSIGNED-PAYLOAD), as bytes on the wire, signed at ``now``."""
     extra = dict(headers or {})
     signed = sigv4.sign_headers(
         method, "http://gw.test" + path, extra, sigv4.UNSIGNED_PAYLOAD, access_key, SECRETS[access_key],
-        "us-east-1", time.time(),
+        "us-east-1", now,
     )
     lines = [f"{method} {path} HTTP/1.1", "Host: gw.test"]
     if content_length:

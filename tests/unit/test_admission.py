@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -11,13 +9,15 @@ from twisted.python.failure import Failure
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import load_config_from_string
+from s3orch.frontend.assembly import build_frontend
+from s3orch.frontend.envelope import S3Envelope
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.admission import Admission, Refused
 from s3orch.http.site import S3Site
 from s3orch.observe.metrics import ADMISSION_REJECTIONS, AUDIT_EVENTS, CREDENTIAL_REJECTIONS, LOAD_SHED
 from s3orch.s3 import sigv4
+from tests.unit.frontdoor_fakes import START
 
 CONFIG = """
 server:
@@ -36,11 +36,12 @@ backends:
 """
 
 
-def _site(server: str, admission: Admission | None = None) -> tuple[S3Site, S3Frontend]:
+def _site(server: str, admission: Admission | None = None) -> tuple[S3Site, S3Envelope]:
     config = load_config_from_string(CONFIG.format(server=server))
     clock = MemoryReactorClock()
-    frontend = S3Frontend(
-        config=config,
+    clock.advance(START)
+    frontend = build_frontend(
+        server=config.server,
         registry=CredentialRegistry(config.buckets),
         objects=None,  # type: ignore[arg-type]  # no request here completes its body
         clock=clock,
@@ -65,7 +66,7 @@ def _headers(method: str, path: str, length: int, access_key: str = "photoskey")
     secret = {"photoskey": "photossecret", "otherkey": "othersecret"}[access_key]
     signed = sigv4.sign_headers(
         method, "http://gw.test" + path, {}, sigv4.UNSIGNED_PAYLOAD, access_key, secret,
-        "us-east-1", time.time(),
+        "us-east-1", START,
     )
     lines = [f"{method} {path} HTTP/1.1", "Host: gw.test", f"Content-Length: {length}", "Expect: 100-continue"]
     lines += [f"{k}: {v}" for k, v in signed.items()]

@@ -72,7 +72,7 @@ def expect_s3_error_only(call: Callable[[], object]) -> None:
 # Strategies: text as the front door hands it over
 # --------------------------------------------------------------------------
 
-#: Bytes from the wire decoded like S3Frontend does (invalid UTF-8 survives as surrogates).
+#: Bytes from the wire decoded as the front door decodes them (invalid UTF-8 survives as surrogates).
 wire_bytes = st.binary(max_size=200).map(lambda b: b.decode("utf-8", "surrogateescape"))
 tokens = st.sampled_from(
     [

@@ -24,9 +24,10 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.objects import ObjectService
 from s3orch.core.spool import Spooler
+from s3orch.frontend.assembly import build_frontend
+from s3orch.frontend.envelope import DATABASE_RETRY_AFTER
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import DATABASE_RETRY_AFTER, S3Frontend
 from s3orch.http.site import S3Site
 from s3orch.observe.metrics import REGISTRY
 from s3orch.s3 import sigv4
@@ -69,8 +70,8 @@ def _connect() -> tuple[Any, StringTransport]:
         routing_strategy="pack",
         clock=_Clock(),  # type: ignore[arg-type]
     )
-    frontend = S3Frontend(
-        config=config,
+    frontend = build_frontend(
+        server=config.server,
         registry=CredentialRegistry(config.buckets),
         objects=objects,
         clock=_Clock(),  # type: ignore[arg-type]

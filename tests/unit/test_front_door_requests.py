@@ -10,16 +10,19 @@
 
 from __future__ import annotations
 
+from email.utils import formatdate
 from typing import Any
 
 import pytest
 
-import s3orch.frontend.s3 as frontend_module
+import s3orch.frontend.handlers.object as object_handlers
+from s3orch.auth import sigv2
 from s3orch.backend.memory import MemoryStream
 from s3orch.http.body import DiscardedBody
 from s3orch.s3 import errors
+from s3orch.s3.copy_source import parse_copy_source
 from s3orch.store.interface import ObjectRecord
-from tests.unit.frontdoor_fakes import FrontDoor, LogFailures, signed_request, status_of
+from tests.unit.frontdoor_fakes import SECRETS, START, FrontDoor, LogFailures, signed_request, status_of
 
 ETAG = "0123456789abcdef0123456789abcdef"
 
@@ -89,7 +92,7 @@ def test_a_failure_handing_the_stream_to_the_relay_cancels_it(monkeypatch: pytes
     def broken_relay(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("relay bug")
 
-    monkeypatch.setattr(frontend_module, "relay_body", broken_relay)
+    monkeypatch.setattr(object_handlers, "relay_body", broken_relay)
     with LogFailures() as failures:
         _, transport = door.send(signed_request("GET", "/photos/k"))
     assert status_of(transport) == 500
@@ -293,5 +296,39 @@ def test_a_copy_source_that_is_not_utf8_is_400() -> None:
     assert status_of(transport) == 400
     assert b"<Code>InvalidArgument</Code>" in transport.value()
     with pytest.raises(errors.InvalidArgument):
-        frontend_module._parse_copy_source("photos/a%C3%28")
-    assert frontend_module._parse_copy_source("/photos/caf%C3%A9%20x?versionId=1") == ("photos", "caf\u00e9 x")
+        parse_copy_source("photos/a%C3%28")
+    assert parse_copy_source("/photos/caf%C3%A9%20x?versionId=1") == ("photos", "caf\u00e9 x")
+
+
+# -- signatures are checked at the injected clock's time (issue 13) -------------------------
+
+
+def test_sigv4_is_verified_at_the_injected_clock_not_the_wall_clock() -> None:
+    door = _door_with()  # its clock reads START, months away from the wall clock
+    _, transport = door.send(signed_request("HEAD", "/photos/k", now=START))
+    assert status_of(transport) == 200
+    door.clock.advance(16 * 60)  # past the 15 minutes of skew AWS allows
+    _, transport = door.send(signed_request("GET", "/photos/k", now=START))
+    assert status_of(transport) == 403
+    assert b"<Code>RequestTimeTooSkewed</Code>" in transport.value()
+    _, transport = door.send(signed_request("HEAD", "/photos/k", now=door.clock.seconds()))
+    assert status_of(transport) == 200
+
+
+def _sigv2_request(signed_at: float) -> bytes:
+    date = formatdate(signed_at, usegmt=True)
+    text = sigv2.string_to_sign("HEAD", "", "", date, "", "/photos/k")
+    signature = sigv2.sign(SECRETS["photoskey"], text)
+    return (
+        f"HEAD /photos/k HTTP/1.1\r\nHost: gw.test\r\nDate: {date}\r\n"
+        f"Authorization: AWS photoskey:{signature}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_sigv2_is_verified_at_the_injected_clock_not_the_wall_clock() -> None:
+    door = _door_with()
+    _, transport = door.send(_sigv2_request(START))
+    assert status_of(transport) == 200
+    door.clock.advance(16 * 60)
+    _, transport = door.send(_sigv2_request(START))
+    assert status_of(transport) == 403  # RequestTimeTooSkewed (a HEAD answer has no body)

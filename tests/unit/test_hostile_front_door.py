@@ -16,11 +16,12 @@ from email.utils import formatdate
 
 import pytest
 
-from s3orch.frontend.s3 import S3Frontend
+from s3orch.frontend.envelope import S3Envelope
 from s3orch.observe.metrics import REGISTRY
 from s3orch.s3 import errors
 from s3orch.store.interface import ObjectRecord
 from tests.unit.frontdoor_fakes import (
+    START,
     FrontDoor,
     LogFailures,
     inflight_total,
@@ -31,7 +32,7 @@ from tests.unit.frontdoor_fakes import (
 
 
 def _v4_auth(access_key: bytes, extra_signed: bytes = b"") -> tuple[bytes, bytes]:
-    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()).encode()
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(START)).encode()
     auth = (
         b"Authorization: AWS4-HMAC-SHA256 Credential=" + access_key + b"/" + amz_date[:8]
         + b"/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date"
@@ -59,10 +60,10 @@ def hostile_request(rng: random.Random) -> bytes:
         auth, date = _v4_auth(b"photoskey")
         return _raw(method, b"/photos/a", [auth, date, b"x-amz-content-sha256: \xff"], body)
     if kind == 2:  # SigV2 with an undecodable key
-        date = formatdate(usegmt=True).encode()
+        date = formatdate(START, usegmt=True).encode()
         return _raw(method, b"/photos/a", [b"Authorization: AWS \xff:c2lnbmF0dXJl", b"Date: " + date], body)
     if kind == 3:  # SigV2 presigned with an undecodable key
-        expires = b"%d" % (time.time() + 300)
+        expires = b"%d" % (START + 300)
         return _raw(method, b"/photos/a?AWSAccessKeyId=%FF&Signature=abc&Expires=" + expires, [], body)
     if kind == 4:  # a signed listing with an undecodable max-keys
         return signed_request("GET", "/photos?max-keys=%FF")
@@ -160,10 +161,10 @@ def test_an_error_echoing_undecodable_bytes_is_well_formed_xml() -> None:
 def test_a_failure_in_prepare_is_a_500_and_releases_the_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     door = FrontDoor()
 
-    def broken(self: S3Frontend, state: object, length: object) -> None:
+    def broken(self: S3Envelope, state: object, length: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(S3Frontend, "_prepare", broken)
+    monkeypatch.setattr(S3Envelope, "_prepare", broken)
     with LogFailures() as failures:
         for raw in (signed_request("GET", "/photos/k"), signed_request("PUT", "/photos/k", b"abc")):
             _, transport = door.send(raw)

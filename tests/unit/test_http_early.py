@@ -12,9 +12,9 @@ from twisted.internet.testing import StringTransport
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import load_config_from_string
+from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.site import S3Site
 from s3orch.s3 import sigv4
 
@@ -40,8 +40,8 @@ class _Clock:
 
 def _connect() -> tuple[object, StringTransport]:
     config = load_config_from_string(CONFIG)
-    frontend = S3Frontend(
-        config=config,
+    frontend = build_frontend(
+        server=config.server,
         registry=CredentialRegistry(config.buckets),
         objects=None,  # type: ignore[arg-type]  # never reached before the body
         clock=_Clock(),  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
-"""Multipart protocol logic without I/O: ETags, ids, part numbers, Complete lists and
-their checksums, part and copy ranges, GetObjectAttributes' ObjectParts."""
+"""Multipart protocol logic without I/O: ETags, ids, Complete lists and their checksums,
+part ranges, GetObjectAttributes' ObjectParts.  (Parsing the request values is
+tests/unit/test_s3_request_values.py's.)"""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from s3orch.core.multipart import (
     multipart_etag,
     new_upload_id,
     object_parts_page,
-    parse_copy_source_range,
-    parse_part_number,
     part_range,
     select_parts,
     server_side_part_copy,
@@ -69,21 +68,6 @@ def test_upload_ids_are_32_hex_random_and_sort_by_initiation_time() -> None:
     assert ids == sorted(ids)
     same_ms = {new_upload_id(1_700_000_000.0) for _ in range(100)}
     assert len(same_ms) == 100  # 80 random bits
-
-
-# --- part numbers ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("raw, number", [("1", 1), ("10000", 10000), ("007", 7), (" 42 ", 42)])
-def test_part_numbers_in_range_parse(raw: str, number: int) -> None:
-    assert parse_part_number(raw) == number
-
-
-@pytest.mark.parametrize("raw", [None, "", "0", "10001", "-1", "1.5", "x", "٣", "99999999999999999999"])
-def test_part_numbers_out_of_range_are_invalid_argument(raw: str | None) -> None:
-    with pytest.raises(errors.InvalidArgument) as info:
-        parse_part_number(raw)
-    assert info.value.status == 400 and "between 1 and 10000" in info.value.message
 
 
 # --- the Complete part list ---------------------------------------------------------------------
@@ -265,19 +249,17 @@ def record(size: int, part_sizes: tuple[int, ...] | None = None) -> ObjectRecord
 
 def test_part_range_of_a_multipart_object() -> None:
     obj = record(25, (10, 10, 5))
-    assert [part_range(obj, str(n)) for n in (1, 2, 3)] == [(0, 9), (10, 19), (20, 24)]
+    assert [part_range(obj, n) for n in (1, 2, 3)] == [(0, 9), (10, 19), (20, 24)]
     with pytest.raises(errors.InvalidPart) as info:
-        part_range(obj, "4")
+        part_range(obj, 4)
     assert info.value.status == 400  # as S3 answers (not 416)
-    with pytest.raises(errors.InvalidArgument):
-        part_range(obj, "0")
 
 
 def test_a_single_put_object_is_one_part() -> None:
-    assert part_range(record(7), "1") == (0, 6)
-    assert part_range(record(0), "1") is None  # the empty object: nothing to range
+    assert part_range(record(7), 1) == (0, 6)
+    assert part_range(record(0), 1) is None  # the empty object: nothing to range
     with pytest.raises(errors.InvalidPart):
-        part_range(record(7), "2")
+        part_range(record(7), 2)
 
 
 def composite_record(*sizes: int) -> ObjectRecord:
@@ -293,46 +275,23 @@ def composite_record(*sizes: int) -> ObjectRecord:
 
 def test_object_parts_of_a_composite_object_page_like_list_parts() -> None:
     obj = composite_record(10, 20, 30)
-    page = object_parts_page(obj, "2", None)
+    page = object_parts_page(obj, 2, 0)
     assert (page.total_parts_count, page.max_parts, page.is_truncated) == (3, 2, True)
     assert [(p.part_number, p.size, list(p.checksums)) for p in page.parts] == [
         (2, 10, [("ChecksumCRC32", "c1")]), (4, 20, [("ChecksumCRC32", "c2")])]
     assert page.next_part_number_marker == 4
-    rest = object_parts_page(obj, None, "4")
+    rest = object_parts_page(obj, 1000, 4)
     assert [p.part_number for p in rest.parts] == [6] and rest.is_truncated is False
     assert rest.part_number_marker == 4 and rest.max_parts == 1000
-    with pytest.raises(errors.InvalidArgument):
-        object_parts_page(obj, "x", None)
 
 
 def test_object_parts_lists_parts_only_for_composite_checksums() -> None:
     full = replace(composite_record(10, 20), checksum_value="AAAAAA==")
-    page = object_parts_page(full, None, None)
+    page = object_parts_page(full, 1000, 0)
     assert page == ObjectPartsInfo(total_parts_count=2)  # FULL_OBJECT: the count only
     plain = replace(composite_record(10, 20), checksum_algorithm=None, checksum_value=None)
-    page = object_parts_page(plain, None, None)
+    page = object_parts_page(plain, 1000, 0)
     assert page.total_parts_count == 2 and page.parts == () and page.max_parts == 1000
-
-
-@pytest.mark.parametrize("value, expected", [(None, None), ("bytes=0-0", (0, 0)), ("bytes=5-99", (5, 99))])
-def test_copy_source_ranges(value: str | None, expected: tuple[int, int] | None) -> None:
-    assert parse_copy_source_range(value, 100) == expected
-
-
-@pytest.mark.parametrize("value", ["bytes=5-", "bytes=-5", "items=0-1", "0-1", "bytes=a-b", "bytes=0", "bytes=0-2,3-5",
-                                   "bytes=²-3", "bytes=" + "9" * 30 + "-1"])
-def test_malformed_copy_source_ranges_are_invalid_argument(value: str) -> None:
-    with pytest.raises(errors.InvalidArgument) as info:
-        parse_copy_source_range(value, 100)
-    assert info.value.status == 400 and info.value.message.startswith("The x-amz-copy-source-range value must be")
-    assert info.value.fields["ArgumentName"] == "x-amz-copy-source-range"
-
-
-@pytest.mark.parametrize("value, size", [("bytes=0-100", 100), ("bytes=9-3", 100), ("bytes=0-0", 0)])
-def test_copy_source_ranges_outside_the_source_are_invalid_argument(value: str, size: int) -> None:
-    with pytest.raises(errors.InvalidArgument) as info:
-        parse_copy_source_range(value, size)
-    assert info.value.message == f"Range specified is not valid for source object of size: {size}"
 
 
 def test_gc_interval_follows_the_stale_timeout_within_bounds() -> None:

@@ -17,16 +17,28 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s3orch.frontend.s3 import RequestState, _decode_token, _parse_copy_source
 from s3orch.http.body import parse_content_md5
 from s3orch.s3.addressing import Address, parse_address, virtual_bucket
 from s3orch.s3.checksums import parse_checksum_headers
 from s3orch.s3.conditions import check_read_conditions, parse_etag_list, parse_http_date
+from s3orch.s3.copy_source import parse_copy_source, parse_copy_source_range, parse_metadata_directive
 from s3orch.s3.errors import S3Error
+from s3orch.s3.listing import (
+    decode_continuation_token,
+    parse_list_objects,
+    parse_list_parts,
+    parse_list_uploads,
+)
 from s3orch.s3.metadata import extract_object_metadata, response_header_overrides
+from s3orch.s3.multipart import (
+    SIZE_HINT_HEADER,
+    parse_complete_checksum_type,
+    parse_part_number,
+    parse_size_hint,
+)
+from s3orch.s3.object_attributes import parse_object_attributes, parse_parts_page
 from s3orch.s3.operations import resolve_operation
 from s3orch.s3.ranges import parse_content_range, parse_range
-from tests.unit.frontdoor_fakes import FrontDoor
 
 #: Text as the front door sees it: any code point, plus lone surrogates standing
 #: for undecodable bytes, plus digit look-alikes.
@@ -115,9 +127,6 @@ def test_operation_resolution(method: str, query: list[tuple[str, str]], object_
     _only_s3_errors(lambda: resolve_operation(method, address, query, {"x-amz-copy-source": ["/b/x"]}))
 
 
-_door = FrontDoor()
-
-
 @settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
@@ -129,30 +138,42 @@ _door = FrontDoor()
     )
 )
 def test_listing_parameters(query: list[tuple[str, str]]) -> None:
-    state = RequestState("rid", 0.0, "GET", b"/b", query=query)
-    found = _only_s3_errors(lambda: _door.frontend._list_params(state))
+    found = _only_s3_errors(lambda: parse_list_objects(query))
     if found is not None:
-        assert 0 <= found[2] <= 1000
+        assert 0 <= found.max_keys <= 1000
 
 
 @settings(max_examples=1000)
 @given(st.sampled_from(["partNumber", "max-parts", "part-number-marker", "max-uploads"]), hostile_text)
 def test_multipart_numbers(name: str, value: str) -> None:
-    from s3orch.core.multipart import parse_part_number
-    from s3orch.frontend.multipart import _non_negative
-
     number = _only_s3_errors(lambda: parse_part_number(value))
     assert number is None or 1 <= number <= 10000
-    state = RequestState("rid", 0.0, "GET", b"/b/k", query=[(name, value)])
-    found = _only_s3_errors(lambda: _non_negative(state, name, 1000))
-    assert found is None or 0 <= found <= 2147483647
+    parts = _only_s3_errors(lambda: parse_list_parts([(name, value)]))
+    assert parts is None or (0 <= parts.max_parts <= 1000 and 0 <= parts.marker <= 2147483647)
+    uploads = _only_s3_errors(lambda: parse_list_uploads([(name, value)]))
+    assert uploads is None or 0 <= uploads.max_uploads <= 1000
+
+
+@settings(max_examples=1000)
+@given(hostile_text, st.integers(min_value=0, max_value=10**13))
+def test_multipart_and_attribute_headers(value: str, size: int) -> None:
+    copied = _only_s3_errors(lambda: parse_copy_source_range(value, size))
+    assert copied is None or 0 <= copied[0] <= copied[1] < size
+    hint = _only_s3_errors(lambda: parse_size_hint({SIZE_HINT_HEADER: [value]}))
+    assert hint is None or hint >= 0
+    page = _only_s3_errors(lambda: parse_parts_page({"x-amz-max-parts": [value], "x-amz-part-number-marker": [value]}))
+    assert page is None or (0 <= page.max_parts <= 1000 and 0 <= page.marker <= 2147483647)
+    wanted = _only_s3_errors(lambda: parse_object_attributes({"x-amz-object-attributes": [value]}))
+    assert wanted is None or wanted
+    _only_s3_errors(lambda: parse_metadata_directive(value))
+    _only_s3_errors(lambda: parse_complete_checksum_type({"x-amz-checksum-type": [value]}))
 
 
 @settings(max_examples=1000)
 @given(hostile_text)
 def test_continuation_token_and_copy_source(value: str) -> None:
-    _only_s3_errors(lambda: _decode_token(value))
-    source = _only_s3_errors(lambda: _parse_copy_source(value))
+    _only_s3_errors(lambda: decode_continuation_token(value))
+    source = _only_s3_errors(lambda: parse_copy_source(value))
     if source is not None:
         source[1].encode("utf-8")
 
@@ -201,8 +222,8 @@ def test_parsers_stay_in_bounded_memory_on_the_largest_inputs() -> None:
         lambda: parse_checksum_headers({"x-amz-checksum-sha256": [big]}),
         lambda: extract_object_metadata({"x-amz-meta-k": [big]}),
         lambda: response_header_overrides([("response-content-type", big)]),
-        lambda: _door.frontend._list_params(RequestState("r", 0.0, "GET", b"/b", query=[("max-keys", big_digits)])),
-        lambda: _decode_token(big),
+        lambda: parse_list_objects([("max-keys", big_digits)]),
+        lambda: decode_continuation_token(big),
     ]
     for run in inputs:
         tracemalloc.start()

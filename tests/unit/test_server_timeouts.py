@@ -5,7 +5,6 @@ Byte-level over StringTransport with a MemoryReactorClock: no sockets, no sleeps
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -14,14 +13,15 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.memory import MemoryStream
 from s3orch.config import load_config_from_string
+from s3orch.frontend.assembly import build_frontend
+from s3orch.frontend.envelope import S3Envelope
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
-from s3orch.frontend.s3 import S3Frontend
 from s3orch.http.site import S3Site
 from s3orch.observe.metrics import WRITE_TIMEOUTS
 from s3orch.s3 import sigv4
 from s3orch.store.interface import ObjectRecord
-from tests.unit.frontdoor_fakes import AbortingTransport, FrontDoor, signed_request, status_of
+from tests.unit.frontdoor_fakes import START, AbortingTransport, FrontDoor, signed_request, status_of
 
 CONFIG = """
 server:
@@ -41,11 +41,12 @@ backends:
 """
 
 
-def _connect() -> tuple[object, StringTransport, MemoryReactorClock, S3Frontend]:
+def _connect() -> tuple[object, StringTransport, MemoryReactorClock, S3Envelope]:
     config = load_config_from_string(CONFIG)
     clock = MemoryReactorClock()
-    frontend = S3Frontend(
-        config=config,
+    clock.advance(START)
+    frontend = build_frontend(
+        server=config.server,
         registry=CredentialRegistry(config.buckets),
         objects=None,  # type: ignore[arg-type]  # never reached: no request completes its body
         clock=clock,
@@ -68,7 +69,7 @@ def _put_headers(path: str, length: int) -> bytes:
     headers: dict[str, str] = {}
     signed = sigv4.sign_headers(
         "PUT", "http://gw.test" + path, headers, sigv4.UNSIGNED_PAYLOAD, "photoskey", "photossecret",
-        "us-east-1", time.time(),
+        "us-east-1", START,
     )
     lines = [f"PUT {path} HTTP/1.1", "Host: gw.test", f"Content-Length: {length}"]
     lines += [f"{k}: {v}" for k, v in signed.items()]

@@ -44,7 +44,7 @@ class _Store:
         self.log.append("store start")
         return self.started
 
-    def sync_quota_limits(self, limits: dict[str, int]) -> Deferred[None]:
+    def sync_quota_limits(self, limits: dict[str, int], now: float) -> Deferred[None]:
         return succeed(None)
 
     def close(self) -> Deferred[None]:

@@ -238,7 +238,7 @@ class FakeCleanupStore:
         claimed, self.items = self.items[:limit], self.items[limit:]
         return claimed
 
-    async def cleanup_done(self, ids: Sequence[int]) -> None:
+    async def cleanup_done(self, ids: Sequence[int], now: float) -> None:
         self.done.extend(ids)
 
 

@@ -1,0 +1,556 @@
+"""The envelope around every S3 request: what happens before and after its handler.
+
+:class:`S3Envelope` is the :class:`~s3orch.http.site.EarlyHandler` the HTTP layer
+calls when a request's headers are in (``prepare``: admission, address and
+operation, authentication at the injected clock's time, bucket binding, the
+credential's share of the pool, header-time checks, the body sink, so a refused
+upload is answered before ``100 Continue``), as its body arrives (``feed``), when
+it times out or its client goes away; and the Resource that renders it once the
+body is in and verified (``render``: dispatch through the merged route table,
+every error mapped to its S3 answer).  Every request is accounted for exactly
+once, whatever way it ends: admission slot released, in-flight gauge, metrics
+and an audit event.
+
+Request bodies are received here and only here (``_body_sink``, ``feed``,
+``_handle``): handlers get the finished, verified :class:`~s3orch.payload.Payload`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from s3orch.auth.authenticate import authenticate
+from s3orch.auth.registry import CredentialRegistry
+from s3orch.config.model import ServerConfig
+from s3orch.frontend.request import (
+    BodyUse,
+    RequestState,
+    RouteTable,
+    abort,
+    first_header,
+    headers_of,
+    path_of,
+    query_of,
+    resource_of,
+    send_error,
+    send_last_resort,
+)
+from s3orch.http.admission import Admission, Pool, Refused
+from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
+from s3orch.http.site import RejectedEarly, S3Request
+from s3orch.observe.audit import audit
+from s3orch.observe.logging import request_id_from_header
+from s3orch.observe.metrics import (
+    ADMISSION_IN_USE,
+    ADMISSION_REJECTIONS,
+    AUTH_STREAMING,
+    AUTH_STREAMING_REJECTIONS,
+    CREDENTIAL_REJECTIONS,
+    DATABASE_UNAVAILABLE,
+    EARLY_REJECTIONS,
+    INFLIGHT,
+    LOAD_SHED,
+    REQUEST_DURATION,
+    REQUEST_SIZE,
+    REQUESTS,
+    RESPONSE_SIZE,
+    method_label,
+)
+from s3orch.payload import Payload
+from s3orch.s3 import errors, sigv4
+from s3orch.s3.addressing import parse_address, virtual_bucket
+from s3orch.s3.checksums import parse_checksum_headers
+from s3orch.s3.chunked import AwsChunkedDecoder
+from s3orch.s3.numbers import parse_decimal
+from s3orch.s3.operations import resolve_operation
+from s3orch.store.interface import StoreUnavailable
+
+#: XML request bodies (DeleteObjects, CompleteMultipartUpload, ACLs) are capped here.
+XML_BODY_LIMIT = 4 * 1024 * 1024
+#: Bodies sent to operations that take none are counted up to this size and dropped.
+IGNORED_BODY_LIMIT = 4 * 1024 * 1024
+#: Request headers whose values the gateway interprets: they must be valid UTF-8.
+_INTERPRETED_HEADER_PREFIXES = ("x-amz-", "if-")
+STREAMING_VARIANTS = {
+    sigv4.STREAMING_PAYLOAD: "signed",
+    sigv4.STREAMING_PAYLOAD_TRAILER: "signed-trailer",
+    sigv4.STREAMING_UNSIGNED_TRAILER: "unsigned-trailer",
+}
+#: Paths that are not S3 requests on the S3 port (Klein's operational endpoints).
+DEFAULT_RESERVED_PREFIXES = (b"/health", b"/metrics", b"/admin", b"/ui")
+
+#: Seconds a client is asked to wait after a 503 caused by the metadata database.
+DATABASE_RETRY_AFTER = 2
+#: At most one log line per this many seconds while the database is unavailable.
+DATABASE_ERROR_LOG_EVERY = 5.0
+
+
+class S3Envelope(Resource):
+    """Early handler + Resource for every S3 request, dispatching through ``routes``."""
+
+    isLeaf = True
+    log = Logger(namespace="s3orch.s3")
+
+    def __init__(
+        self,
+        *,
+        server: ServerConfig,
+        registry: CredentialRegistry,
+        routes: RouteTable,
+        clock: IReactorTime,
+        reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
+        admission: Admission | None = None,
+    ) -> None:
+        super().__init__()
+        #: ``server:`` of the config (caps, spooling, addressing, which signatures are accepted).
+        self.server_config = server
+        #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
+        self.admission = admission if admission is not None else Admission.from_config(server)
+        for pool in (self.admission.global_pool, self.admission.reads, self.admission.writes):
+            if pool is not None:
+                ADMISSION_IN_USE.labels(pool.name).set_function(_in_use_of(pool))
+        self.registry = registry
+        self.routes = routes
+        #: Request timing, signature dates and database-error log pacing all read this clock.
+        self.clock = clock
+        self.reserved_prefixes = tuple(reserved_prefixes)
+        self._db_error_logged_at = float("-inf")
+        self._db_errors_unlogged = 0
+
+    # -- early phase (headers only) -------------------------------------------
+
+    def wants(self, method: bytes, uri: bytes, host: bytes | None) -> bool:
+        path = path_of(uri)
+        suffix = self.server_config.virtual_host_suffix
+        if suffix and host:
+            name = host.decode("latin-1").split(":")[0].lower().rstrip(".")
+            if name.endswith("." + suffix.lower()):
+                return True
+        for prefix in self.reserved_prefixes:
+            if path == prefix or path.startswith(prefix + b"/") or path.startswith(prefix + b"?"):
+                return False
+        return True
+
+    def prepare(
+        self, request: S3Request, method: bytes, uri: bytes, length: int | None
+    ) -> RequestState:
+        """Headers are in: decide now, before any body byte is read.
+
+        Every way out either returns the state (the request goes on, perhaps to
+        answer ``state.error``) or raises RejectedEarly with the request accounted
+        for (slot and in-flight gauge released); an unexpected exception is
+        accounted for before it propagates (S3Request turns it into a 500).
+        """
+        headers = headers_of(request)
+        state = RequestState(
+            request_id=request_id_from_header(first_header(headers, "x-request-id")),
+            started=self.clock.seconds(),
+            method=method.decode("latin-1"),
+            raw_path=path_of(uri),
+            headers=headers,
+        )
+        state.method_label = method_label(state.method)
+        INFLIGHT.labels(state.method_label).inc()
+        has_body = length is None or length > 0
+        try:
+            try:
+                if state.method_label == "OTHER":
+                    # Unknown methods cost nothing: answered before admission and auth.
+                    raise errors.MethodNotAllowed(
+                        Method=state.method[:64], ResourceType=_resource_type(state.raw_path)
+                    )
+                try:
+                    state.slot = self.admission.admit(state.method)
+                except Refused as refused:
+                    raise self._refuse_admission(state, refused) from None
+                state.query = sigv4.parse_query(query_of(uri))
+                self._prepare(state, length)
+            except (RejectedEarly, errors.S3Error):
+                raise
+            except StoreUnavailable as exc:
+                raise errors.ServiceUnavailable("The metadata database is unavailable.") from exc
+            except Exception as exc:
+                # A bug must cost this request (500 with its id), never the connection.
+                self.log.failure("request preparation failed", component="s3", request_id=state.request_id)
+                raise errors.InternalError() from exc
+        except errors.S3Error as exc:
+            state.error = exc
+            if has_body:
+                EARLY_REJECTIONS.labels(exc.code).inc()
+                raise self._rejection(state, exc) from None
+            # No body: the request goes on, and render() answers state.error.
+        except BaseException:
+            # A RejectedEarly was accounted when it was built; anything else was not.
+            if not state.accounted:
+                self._finish_accounting(state, 500)
+            raise
+        return state
+
+    def _prepare(self, state: RequestState, length: int | None) -> None:
+        headers = state.headers
+        suffix = self.server_config.virtual_host_suffix
+        state.address = parse_address(first_header(headers, "host"), state.raw_path, suffix)
+        state.operation = resolve_operation(state.method, state.address, state.query, headers)
+        outcome = authenticate(
+            self.registry,
+            state.method,
+            state.raw_path,
+            state.query,
+            headers,
+            self.clock.seconds(),
+            allow_sigv2=self.server_config.allow_sigv2,
+            bucket_from_host=virtual_bucket(first_header(headers, "host"), suffix),
+            regions=self.server_config.regions,
+        )
+        state.principal = outcome.principal
+        state.auth = outcome.sigv4
+        if state.operation.level != "service" and state.address.bucket != state.principal.bucket:
+            audit(
+                "s3.BucketMismatch",
+                request_id=state.request_id,
+                access_key=state.principal.access_key,
+            )
+            raise errors.AccessDenied()
+        self._admit_credential(state)
+        _check_interpreted_input(state)
+        route = self.routes.get(state.operation.name)
+        if route is not None and route.early is not None:
+            route.early(state)
+        if route is not None and route.body is not None:
+            state.body = self._body_sink(state, length, route.body)
+        elif length is None or length > 0:
+            # Bodies on operations that take none are counted, capped and dropped.
+            state.body = DiscardedBody(max_size=IGNORED_BODY_LIMIT, declared_length=length)
+
+    def _admit_credential(self, state: RequestState) -> None:
+        """Count the request against its credential's share of the pool (503 SlowDown over it)."""
+        assert state.principal is not None
+        principal = state.principal
+        credential = f"{principal.bucket}:{principal.access_key}"
+        try:
+            state.credential_hold = self.admission.admit_credential(credential, state.slot)
+        except Refused:
+            CREDENTIAL_REJECTIONS.inc()
+            state.event = "s3.AdmissionRejected"
+            raise errors.SlowDown().with_headers([("Retry-After", "1")]) from None
+
+    def _body_sink(self, state: RequestState, length: int | None, use: BodyUse) -> RequestBody:
+        headers = state.headers
+        is_data = use.object_data
+        max_size = self.server_config.max_object_size if is_data else XML_BODY_LIMIT
+        # SigV4: the claim the signature covers (a presigned URL signs UNSIGNED-PAYLOAD
+        # unless the client signed the header); SigV2 signs every x-amz-* header.
+        claim = state.auth.payload_hash if state.auth else first_header(headers, "x-amz-content-sha256")
+        decoder: AwsChunkedDecoder | None = None
+        declared = length
+        decoded = first_header(headers, "x-amz-decoded-content-length")
+        # aws-chunked framing is decoded only when signed data declares it: a STREAMING-*
+        # payload claim, or a decoded length together with a signed
+        # "Content-Encoding: aws-chunked".  Either alone is a plain body (botocore sends a
+        # signed "Content-Encoding: aws-chunked" with plain bodies in some modes); the token
+        # is dropped from the stored Content-Encoding.
+        encoding = (first_header(headers, "content-encoding") or "").lower()
+        encoding_signed = state.auth is not None and "content-encoding" in state.auth.signed_headers
+        declared_by_length = decoded is not None and "aws-chunked" in encoding and encoding_signed
+        if claim in STREAMING_VARIANTS or declared_by_length:
+            variant = STREAMING_VARIANTS.get(claim or "", "unsigned-trailer")
+            AUTH_STREAMING.labels(variant).inc()
+            declared = parse_decimal(decoded)
+            if declared is None:
+                if decoded is not None:
+                    AUTH_STREAMING_REJECTIONS.labels("invalid_decoded_length").inc()
+                    raise errors.InvalidArgument(
+                        "x-amz-decoded-content-length must be a non-negative integer.",
+                        ArgumentName="x-amz-decoded-content-length",
+                        ArgumentValue=decoded[:64],
+                    )
+                AUTH_STREAMING_REJECTIONS.labels("missing_decoded_length").inc()
+                raise errors.MissingContentLength(
+                    "x-amz-decoded-content-length is required for aws-chunked uploads."
+                )
+            signed = claim in (sigv4.STREAMING_PAYLOAD, sigv4.STREAMING_PAYLOAD_TRAILER)
+            if signed and state.auth is None:
+                raise errors.InvalidRequest("Signed streaming uploads need SigV4 authentication.")
+            auth = state.auth
+            decoder = AwsChunkedDecoder(
+                signed=signed,
+                trailer=bool(claim and claim.endswith("TRAILER")) or claim is None,
+                signing_key=auth.signing_key if (signed and auth) else None,
+                seed_signature=auth.seed_signature if (signed and auth) else None,
+                amz_date=auth.amz_date if auth else None,
+                scope=auth.scope if auth else None,
+                decoded_length=declared,
+            )
+        elif length == 0 and is_data and first_header(headers, "content-length") is None:
+            if first_header(headers, "transfer-encoding") is None:
+                raise errors.MissingContentLength()
+        if is_data and declared is not None and declared > max_size:
+            raise errors.EntityTooLarge(
+                MaxSizeAllowed=str(max_size), ProposedSize=str(declared)
+            )
+        if use.oversized_is_malformed and declared is not None and declared > max_size:
+            raise errors.MalformedXML()  # AWS: an oversized part list is malformed, unread
+        trailer = first_header(headers, "x-amz-trailer")
+        trailer_checksum = None
+        if trailer:
+            name = trailer.strip().lower()
+            if name.startswith("x-amz-checksum-"):
+                trailer_checksum = name[len("x-amz-checksum-"):]
+        return RequestBody(
+            max_size=max_size,
+            declared_length=declared,
+            spool_memory_limit=self.server_config.spool_memory_limit,
+            spool_dir=self.server_config.spool_dir or None,
+            decoder=decoder,
+            content_md5=parse_content_md5(first_header(headers, "content-md5")),
+            sha256_claim=claim,
+            checksum_header=parse_checksum_headers(headers) if use.checksum_headers else None,
+            trailer_checksum=trailer_checksum,
+        )
+
+    def feed(self, request: S3Request, data: bytes) -> None:
+        state: RequestState = request.s3
+        if state.body is None or state.error is not None:
+            return
+        try:
+            state.body.feed(data)
+        except errors.S3Error as exc:
+            route = self.routes.get(state.op_name)
+            if exc.code == "EntityTooLarge" and route is not None and route.body is not None:
+                if route.body.oversized_is_malformed:
+                    exc = errors.MalformedXML()
+            state.error = exc
+            if exc.code == "SignatureDoesNotMatch":
+                AUTH_STREAMING_REJECTIONS.labels("chunk_signature").inc()
+            raise self._rejection(state, exc) from None
+        except Exception:
+            self.log.failure("request body handling failed", component="s3", request_id=state.request_id)
+            state.error = errors.InternalError()
+            state.body.discard()
+            raise self._rejection(state, state.error) from None
+
+    def _refuse_admission(self, state: RequestState, refused: Refused) -> RejectedEarly:
+        """503 SlowDown at header time (before 100 Continue): the pool is full or shedding."""
+        if refused.reason == "shed":
+            LOAD_SHED.inc()
+            state.event = "s3.LoadShed"
+        else:
+            ADMISSION_REJECTIONS.inc()
+            state.event = "s3.AdmissionRejected"
+        exc = errors.SlowDown("Server at capacity").with_headers([("Retry-After", "1")])
+        state.error = exc
+        return self._rejection(state, exc)
+
+    def timed_out(self, request: S3Request | None) -> RejectedEarly:
+        """408 RequestTimeout: headers or body did not arrive within the server's read deadlines."""
+        exc = errors.RequestReadTimeout()
+        state: RequestState | None = request.s3 if request is not None else None
+        if state is None:
+            return RejectedEarly(
+                408, [("Content-Type", "application/xml"), ("Server", "s3orch")], exc.to_xml()
+            )
+        state.error = exc
+        if state.body is not None:
+            state.body.discard()
+        return self._rejection(state, exc)
+
+    def _rejection(self, state: RequestState, exc: errors.S3Error) -> RejectedEarly:
+        """Build the immediate answer for a refused body, and account for it (always)."""
+        try:
+            body = b"" if state.method == "HEAD" else exc.to_xml(state.request_id, resource_of(state))
+        finally:
+            self._finish_accounting(state, exc.status)
+        return RejectedEarly(
+            exc.status,
+            [
+                ("Content-Type", "application/xml"),
+                ("x-amz-request-id", state.request_id),
+                ("x-amz-id-2", state.request_id),
+                ("Server", "s3orch"),
+                *exc.headers,
+            ],
+            body,
+        )
+
+    # -- main phase -----------------------------------------------------------
+
+    def render(self, request: S3Request) -> int:
+        state: RequestState = request.s3
+        d = Deferred.fromCoroutine(self._handle(request, state))
+
+        def unhandled(failure: Failure) -> None:
+            self.log.failure("unhandled", failure, component="s3", request_id=state.request_id)
+            abort(request)  # never leave the client waiting on a request we gave up on
+            self._finish_accounting(state, 500, request)
+
+        d.addErrback(unhandled)
+        return NOT_DONE_YET
+
+    async def _handle(self, request: S3Request, state: RequestState) -> None:
+        body: Payload | None = None
+        try:
+            try:
+                request.setHeader("x-amz-request-id", state.request_id)
+                request.setHeader("x-amz-id-2", state.request_id)
+                request.setHeader("server", "s3orch")
+                if state.error is not None:
+                    raise state.error
+                if state.body is not None:
+                    body = state.body.finish()
+                assert state.operation is not None
+                route = self.routes.get(state.operation.name)
+                if route is None:
+                    raise errors.NotImplementedError_(
+                        f"{state.operation.name} is not implemented by this gateway."
+                    )
+                await route.handler(request, state, body)
+            except errors.S3Error as exc:
+                send_error(request, state, exc)
+            except StoreUnavailable as exc:
+                self._database_unavailable(request, state, exc)
+            except Exception:
+                self.log.failure(
+                    "request failed", component="s3", request_id=state.request_id, operation=state.op_name
+                )
+                send_error(request, state, errors.InternalError())
+        except Exception:
+            # Sending the answer itself failed: the request must still end.
+            self.log.failure("sending the answer failed", component="s3", request_id=state.request_id)
+            if state.error is None:
+                state.error = errors.InternalError()
+            send_last_resort(request, state.request_id)
+            self._finish_accounting(state, 500, request)
+        finally:
+            if body is not None:
+                body.close()
+            self._finish_accounting(state, request.code, request)
+
+    def _database_unavailable(self, request: S3Request, state: RequestState, exc: StoreUnavailable) -> None:
+        """503 with Retry-After: the metadata database is down or restarting (never a 500)."""
+        DATABASE_UNAVAILABLE.labels(state.op_name).inc()
+        now = self.clock.seconds()
+        self._db_errors_unlogged += 1
+        if now - self._db_error_logged_at >= DATABASE_ERROR_LOG_EVERY:
+            self.log.warn(
+                "metadata database unavailable; answering 503 ({count} requests since the last"
+                " report): {error}",
+                component="s3",
+                count=self._db_errors_unlogged,
+                error=str(exc),
+                request_id=state.request_id,
+                operation=state.op_name,
+            )
+            self._db_error_logged_at = now
+            self._db_errors_unlogged = 0
+        request.setHeader("retry-after", str(DATABASE_RETRY_AFTER))
+        send_error(
+            request, state, errors.ServiceUnavailable("The metadata database is unavailable; please retry.")
+        )
+
+    def abandoned(self, request: S3Request) -> None:
+        """The client went away before its answer: free the spool, count it once (499)."""
+        state: RequestState = request.s3
+        if state.body is not None:
+            state.body.discard()
+        self._finish_accounting(state, 499, request)
+
+    # -- accounting ---------------------------------------------------------------
+
+    def _finish_accounting(self, state: RequestState, status: int, request: S3Request | None = None) -> None:
+        """Release what the request holds and count it, exactly once, whatever fails."""
+        if state.accounted:
+            return
+        state.accounted = True
+        try:
+            if state.slot is not None:
+                state.slot.release()
+            if state.credential_hold is not None:
+                state.credential_hold.release()
+        finally:
+            INFLIGHT.labels(state.method_label).dec()
+        try:
+            self._count(state, status, request)
+        except Exception:
+            self.log.failure("request accounting failed", component="s3", request_id=state.request_id)
+
+    def _count(self, state: RequestState, status: int, request: S3Request | None) -> None:
+        duration = max(0.0, self.clock.seconds() - state.started)
+        label = state.method_label
+        REQUESTS.labels(label, str(status)).inc()
+        REQUEST_DURATION.labels(label).observe(duration)
+        if state.body is not None:
+            REQUEST_SIZE.labels(label).observe(state.body.received)
+        if state.bytes_out:
+            RESPONSE_SIZE.labels(label).observe(state.bytes_out)
+        address = state.address
+        event = "s3." + state.op_name if state.operation else "s3.InvalidRequest"
+        if state.error is not None and state.error.status == 403:
+            event = "s3.AuthFailure" if state.principal is None else event
+        if state.event is not None:
+            event = state.event
+        remote = None
+        if request is not None:
+            peer = request.getClientAddress()
+            remote = getattr(peer, "host", None) if peer is not None else None
+        audit(
+            event,
+            request_id=state.request_id,
+            method=state.method[:64],
+            bucket=address.bucket if address else None,
+            key=address.key if address else None,
+            status=status,
+            duration=round(duration, 6),
+            access_key=state.principal.access_key if state.principal else None,
+            remote=remote,
+            bytes_in=state.body.received if state.body else 0,
+            bytes_out=state.bytes_out,
+            error=state.error.code if state.error else None,
+        )
+
+
+def _in_use_of(pool: Pool) -> Callable[[], float]:
+    """The s3o_admission_slots_in_use reading of one pool."""
+    return lambda: float(pool.in_use)
+
+
+def _resource_type(raw_path: bytes) -> str:
+    """MethodNotAllowed's ResourceType from the path's shape (path-style)."""
+    path = raw_path.split(b"?", 1)[0]
+    bucket, sep, key = path.lstrip(b"/").partition(b"/")
+    if not bucket:
+        return "SERVICE"
+    return "OBJECT" if sep and key else "BUCKET"
+
+
+def _check_interpreted_input(state: RequestState) -> None:
+    """Query values and the x-amz-*, If-* and Range headers must be valid UTF-8.
+
+    They are decoded with ``surrogateescape``; a stray byte would otherwise reach
+    the store or a response header.  (``response-*`` overrides are checked, with
+    AWS's message, by :func:`~s3orch.s3.metadata.response_header_overrides`.)
+    """
+    for name, value in state.query:
+        if _undecodable(name) or (_undecodable(value) and not name.startswith("response-")):
+            raise errors.InvalidArgument(
+                "A query parameter is not valid UTF-8.", ArgumentName=name
+            )
+    for name, values in state.headers.items():
+        if name.startswith(_INTERPRETED_HEADER_PREFIXES) or name == "range":
+            if any(_undecodable(value) for value in values):
+                raise errors.InvalidArgument("Header value is not valid UTF-8.", ArgumentName=name)
+
+
+def _undecodable(value: str) -> bool:
+    """Did ``surrogateescape`` decoding keep bytes that are not UTF-8?"""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
