@@ -1,18 +1,26 @@
-"""The root service: ordered start-up and a phased, draining stop.
+"""The root service: the gateway's service tree, its ordered start-up and its phased, draining stop.
 
-Start: database (migrations, quota limits) -> workers -> HTTP listener ->
-ready.  Stop: stay ready for ``server.shutdown_delay`` (load balancers keep
-routing while they notice) -> not ready -> stop listening -> let in-flight
-work settle -> workers -> backend pools -> database.
+Every long-lived part of a running gateway is a named child of
+:class:`GatewayService`: the listeners (``s3-listener``, ``metrics-listener``)
+and every background worker (``cleanup-queue``, ``multipart-gc``,
+``usage-flush``, ``pending-reaper``, ``backend-credentials``).  Whoever holds
+the root finds one with ``getServiceNamed(name)``.
+
+Start: database (migrations, quota limits) -> workers -> listeners -> ready.
+Nothing listens before the database is up, so no request meets a store that is
+not there.  Stop: stay ready for ``server.shutdown_delay`` (load balancers keep
+routing while they notice) -> not ready -> stop listening -> workers (each
+waits for its tick in flight) -> the closers (background cleanups settle,
+backend pools, worker locks) -> database.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -20,9 +28,18 @@ from twisted.logger import ILogObserver, Logger
 
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
 
+#: The two phases children start in (workers first) and stop in (listeners first).
+WORKER = "worker"
+LISTENER = "listener"
+
 
 class GatewayService(MultiService):
-    """Owns the store and the order in which everything starts and stops."""
+    """Owns the store, the named children and the order in which everything starts and stops.
+
+    Children are added with :meth:`add_worker` or :meth:`add_listener` (each must
+    have a ``name``).  :attr:`ready` is true from the moment the database is up and
+    every child started until the drain of a stop begins, while every child runs.
+    """
 
     log = Logger(namespace="s3orch.service")
 
@@ -30,9 +47,7 @@ class GatewayService(MultiService):
         self,
         *,
         store: MetadataStore,
-        quota_limits: dict[str, int],
-        workers: Sequence[IService],
-        listeners: Sequence[IService],
+        quota_limits: Mapping[str, int],
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         log_observer: ILogObserver | None = None,
         on_start_failure: Callable[[], None] | None = None,
@@ -41,11 +56,8 @@ class GatewayService(MultiService):
     ) -> None:
         super().__init__()
         self.store = store
-        self.quota_limits = quota_limits
-        self.workers = list(workers)
-        self.listeners = list(listeners)
+        self.quota_limits = dict(quota_limits)
         self.closers = list(closers)
-        self.ready = False
         self.stopping = False
         self.log_observer = log_observer
         self.on_start_failure = on_start_failure
@@ -53,6 +65,49 @@ class GatewayService(MultiService):
         self.clock = clock
         #: Seconds to stay ready (and serving) after a stop is asked, before the drain.
         self.shutdown_delay = shutdown_delay
+        self._phase: dict[str, str] = {}
+        self._up = False
+
+    # -- the tree -------------------------------------------------------------------------
+
+    def add_worker(self, service: IService) -> None:
+        """Add a background worker (started after the database, stopped after the listeners)."""
+        self._add(service, WORKER)
+
+    def add_listener(self, service: IService) -> None:
+        """Add a listener (started last, once the workers run; stopped first)."""
+        self._add(service, LISTENER)
+
+    def _add(self, service: IService, phase: str) -> None:
+        if not service.name:
+            raise ValueError("a child of the gateway needs a name")
+        service.setServiceParent(self)  # RuntimeError if the name is taken
+        self._phase[service.name] = phase
+
+    def removeService(self, service: IService) -> Deferred[None] | None:
+        self._phase.pop(service.name, None)
+        result: Deferred[None] | None = super().removeService(service)
+        return result
+
+    def _children(self, phase: str) -> list[IService]:
+        return [child for child in self if self._phase.get(child.name) == phase]
+
+    @property
+    def workers(self) -> list[IService]:
+        """The background workers, in the order they start."""
+        return self._children(WORKER)
+
+    @property
+    def listeners(self) -> list[IService]:
+        """The listeners, in the order they start."""
+        return self._children(LISTENER)
+
+    @property
+    def ready(self) -> bool:
+        """Serving: the database is up and every child runs (until the drain of a stop)."""
+        return self._up and all(child.running for child in self)
+
+    # -- twistd -----------------------------------------------------------------------------
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd asks the application for a log observer after makeService:
@@ -61,8 +116,16 @@ class GatewayService(MultiService):
             parent.setComponent(ILogObserver, self.log_observer)
         super().setServiceParent(parent)
 
+    def privilegedStartService(self) -> None:
+        # Not the children's: a TCPServer would bind its port here, and the gateway
+        # listens only once the database is up (see startService).
+        Service.privilegedStartService(self)
+
+    # -- start ------------------------------------------------------------------------------
+
     def startService(self) -> None:
-        super().startService()
+        # Not MultiService's: the children start in phases, after the database.
+        Service.startService(self)
         self.started = Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
@@ -84,11 +147,14 @@ class GatewayService(MultiService):
             if self.on_start_failure is not None:
                 self.on_start_failure()
             return
-        self.ready = True
+        self._up = True
         self.log.info("s3orch is ready", component="service")
 
-    def stopService(self) -> Deferred[None]:  # type: ignore[override]
-        super().stopService()
+    # -- stop -------------------------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None]:
+        # Not MultiService's: the phases below, in order, each waiting for the last.
+        Service.stopService(self)
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
@@ -100,12 +166,12 @@ class GatewayService(MultiService):
                 delay=self.shutdown_delay,
             )
             await deferLater(self.clock, self.shutdown_delay, lambda: None)
-        self.ready = False
+        self._up = False
         self.log.info("s3orch is stopping", component="service")
-        for service in self.listeners:
+        for service in reversed(self.listeners):
             if service.running:
                 await _maybe(service.stopService())
-        for service in self.workers:
+        for service in reversed(self.workers):
             if service.running:
                 await _maybe(service.stopService())
         for close in self.closers:

@@ -9,12 +9,13 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.python import usage
+from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from s3orch.auth.registry import CredentialRegistry
@@ -24,11 +25,17 @@ from s3orch.backend.credentials import (
     CredentialRefresher,
     resolve_default_chain,
 )
+from s3orch.backend.interface import ObjectBackend
 from s3orch.backend.s3 import S3Backend
 from s3orch.config import Config, ConfigError, load_config
+from s3orch.config.model import BackendConfig
 from s3orch.config.support import refusals
-from s3orch.core.multipart import MultipartService
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
+from s3orch.core.intents import IntentResolver
 from s3orch.core.objects import ObjectService
+from s3orch.core.spool import Spooler, thread_offload
+from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -37,10 +44,16 @@ from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
+from s3orch.store.interface import MetadataStore
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
+
+#: The S3 listener's name in the service tree (``server.listen_addr``).
+S3_LISTENER = "s3-listener"
+#: The name of the listener ``telemetry.metrics.listen`` adds.
+METRICS_LISTENER = "metrics-listener"
 
 
 class Options(usage.Options):
@@ -75,34 +88,56 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def build(config: Any, reactor: Any) -> GatewayService:
-    """Wire a gateway from a loaded config (used by twistd and by tests)."""
-    settings = LogSettings(config.server.log_level, config.server.log_format)
-    store = open_store(config.database, reactor)
+def build(
+    config: Config,
+    reactor: Any,
+    *,
+    store: MetadataStore | None = None,
+    backend_agents: Mapping[str, IAgent] | None = None,
+) -> GatewayService:
+    """Wire a gateway from a loaded config (used by twistd and by tests); the root of its tree.
+
+    ``reactor`` is a whole reactor (TCP, SSL, time, threads, name resolution): no
+    one Twisted interface says all of that, hence ``Any``.  Each part gets the
+    config section it reads.
+
+    ``store`` (built, not started) replaces the one opened from ``config.database``, and
+    ``backend_agents`` (backend name -> agent) the backends' pooled network agents: an
+    in-process test harness runs this same wiring in memory with them.
+    """
+    server = config.server
+    settings = LogSettings(server.log_level, server.log_format)
+    if store is None:
+        store = open_store(config.database, reactor)
+    agents = backend_agents or {}
     # One lock per background worker, shared by every instance on the database
     # (a process mutex on SQLite); closed after the workers have stopped.
     worker_locks = open_worker_locks(config.database, reactor)
-    providers = backend_credentials(config.backends, os.environ, reactor, config.server.backend_timeout)
-    backends = {
+    providers = backend_credentials(config.backends, os.environ, reactor, server.backend_timeout)
+    clients: dict[str, ObjectBackend] = {
         b.name: S3Backend(
-            b, reactor=reactor, timeout=config.server.backend_timeout, credentials=providers.get(b.name)
+            b, reactor, server.backend_timeout, credentials=providers.get(b.name), agent=agents.get(b.name)
         )
         for b in config.backends
     }
+    fleet = BackendFleet(config.backends, clients)
+    cleanups = Cleanups(store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency)
     objects = ObjectService(
         store=store,
-        backends=backends,
-        backend_configs=config.backends,
+        fleet=fleet,
+        cleanups=cleanups,
+        spooler=Spooler(spool_dir=server.spool_dir or None, offload=thread_offload(reactor)),
         routing_strategy=config.routing_strategy,
         clock=reactor,
-        delete_concurrency=config.server.delete_concurrency,
     )
     multipart = MultipartService(
+        store=store,
+        fleet=fleet,
         objects=objects,
-        bucket_limits={b.name: b.max_multipart_uploads for b in config.buckets},
+        cleanups=cleanups,
         clock=reactor,
+        bucket_limits={b.name: b.max_multipart_uploads for b in config.buckets},
         stale_timeout=config.cleanup_queue.multipart_stale_timeout,
-        spool_dir=config.server.spool_dir or None,
     )
     registry = CredentialRegistry(config.buckets)
     metrics = config.telemetry.metrics
@@ -118,67 +153,32 @@ def build(config: Any, reactor: Any) -> GatewayService:
         multipart=multipart,
         reserved_prefixes=reserved,
     )
-    holder: dict[str, GatewayService] = {}
-    ops = OpsApp(
-        is_ready=lambda: holder["service"].ready,
-        metrics_enabled=metrics_here,
-        metrics_path=metrics.path,
-    )
+
+    def is_ready() -> bool:
+        return service.ready  # the root built below
+
+    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path)
     site = S3Site(
         RootResource(s3, ops.resource()),
         early_handler=s3,
-        timeout=config.server.idle_timeout,
-        read_header_timeout=config.server.read_header_timeout,
-        read_timeout=config.server.read_timeout,
-        write_timeout=config.server.write_timeout,
+        timeout=server.idle_timeout,
+        read_header_timeout=server.read_header_timeout,
+        read_timeout=server.read_timeout,
+        write_timeout=server.write_timeout,
         reactor=reactor,
     )
-    interface, port = parse_listen_addr(config.server.listen_addr)
+    interface, port = parse_listen_addr(server.listen_addr)
     listener: IService
-    if config.server.tls is not None:
-        context = server_context(config.server.tls)
+    if server.tls is not None:
+        context = server_context(server.tls)
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
-    listeners: list[IService] = [listener]
-    if metrics.enabled and metrics.listen:
-        listeners.append(metrics_listener(metrics.listen, metrics.path, lambda: holder["service"].ready, reactor))
-    owner = instance_id()  # this instance's name on cleanup and intent claims
-    workers: list[IService] = [
-        CleanupQueueWorker(
-            objects,
-            reactor,
-            owner=owner,
-            claim_grace=config.cleanup_queue.claim_grace_period,
-            locks=worker_locks,
-        ),
-        MultipartGCWorker(multipart, reactor, locks=worker_locks),
-        # Every instance refreshes its own gauges (read-only): no worker lock.
-        QuotaMetricsWorker(store, reactor, interval=config.usage_flush.interval),
-    ]
-    if providers:
-        workers.insert(0, CredentialRefresher(providers))
-    pending = config.write_path.pending_pattern
-    if pending.enabled:
-        # Intents are always written; without the reaper, those a failed commit leaves
-        # keep their reservation until an operator resolves them.
-        workers.append(
-            PendingReaper(
-                objects,
-                reactor,
-                interval=pending.reaper_tick,
-                min_age=pending.min_age,
-                batch=pending.batch_size,
-                owner=owner,
-                claim_grace=config.cleanup_queue.claim_grace_period,
-                locks=worker_locks,
-            )
-        )
+    listener.setName(S3_LISTENER)
 
     async def close_backends() -> None:
-        await objects.quiesce()
-        for backend in backends.values():
-            await backend.close()
+        await cleanups.quiesce()
+        await fleet.close()
 
     def fail_start() -> None:
         if not reactor.running:  # failed before twistd started the reactor
@@ -189,19 +189,40 @@ def build(config: Any, reactor: Any) -> GatewayService:
 
     service = GatewayService(
         store=store,
-        quota_limits={b.name: b.quota_bytes for b in config.backends},
-        workers=workers,
-        listeners=listeners,
+        quota_limits=fleet.quota_limits(),
         closers=[close_backends, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
         clock=reactor,
-        shutdown_delay=config.server.shutdown_delay,
+        shutdown_delay=server.shutdown_delay,
     )
-    service.objects = objects  # type: ignore[attr-defined]
-    service.site = site  # type: ignore[attr-defined]
-    service.listener = listener  # type: ignore[attr-defined]
-    holder["service"] = service
+    owner = instance_id()  # this instance's name on cleanup and intent claims
+    if providers:
+        service.add_worker(CredentialRefresher(providers))
+    service.add_worker(
+        CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks)
+    )
+    service.add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+    # Every instance refreshes its own gauges (read-only): no worker lock.
+    service.add_worker(QuotaMetricsWorker(store, reactor, config.usage_flush))
+    pending = config.write_path.pending_pattern
+    if pending.enabled:
+        # Intents are always written; without the reaper, those a failed commit leaves
+        # keep their reservation until an operator resolves them.
+        resolver = IntentResolver(store=store, fleet=fleet, cleanups=cleanups, clock=reactor)
+        service.add_worker(
+            PendingReaper(
+                resolver,
+                reactor,
+                pending,
+                owner=owner,
+                claim_grace=config.cleanup_queue.claim_grace_period,
+                locks=worker_locks,
+            )
+        )
+    service.add_listener(listener)
+    if metrics.enabled and metrics.listen:
+        service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
     return service
 
 
@@ -228,7 +249,7 @@ def load_checked_config(path: str) -> Config:
 
 
 def backend_credentials(
-    configs: Any, env: Mapping[str, str], reactor: Any, timeout: float
+    configs: Sequence[BackendConfig], env: Mapping[str, str], reactor: Any, timeout: float
 ) -> dict[str, CredentialProvider]:
     """Backend name -> where its keys come from, for the backends with ``credential_source:
     default_chain`` (the others sign with their keys from config.yaml).
@@ -259,6 +280,7 @@ def metrics_listener(listen: str, path: str, is_ready: Callable[[], bool], react
     site.log = lambda request: None  # type: ignore[method-assign]  # no access log for scrapes
     interface, port = parse_listen_addr(listen)
     service: IService = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    service.setName(METRICS_LISTENER)
     return service
 
 

@@ -2,7 +2,8 @@
 
 ``credential_source: static`` (the default) signs with the backend's ``access_key_id`` and
 ``secret_access_key``. ``credential_source: default_chain`` resolves keys at start-up the way the
-AWS SDK for Go v2 (the SDK of the original product) does, for the sources this build supports:
+AWS SDK for Go v2 (the SDK of s3-orchestrator, the Go product s3orch re-creates) does, for the
+sources this build supports:
 
 1. ``AWS_PROFILE``, when set, names the profile to use, and only that profile is tried;
 2. the environment: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN``);
@@ -275,7 +276,7 @@ class WebIdentity:
         session_name: str,
         endpoint: str,
         reactor: Any,
-        timeout: float = 30.0,
+        timeout: float,
         http: Any = None,
     ) -> None:
         self.role_arn = role_arn
@@ -467,7 +468,7 @@ def _from_profile(
     return None
 
 
-def resolve_default_chain(env: Mapping[str, str], reactor: Any, *, timeout: float = 30.0) -> CredentialProvider:
+def resolve_default_chain(env: Mapping[str, str], reactor: Any, *, timeout: float) -> CredentialProvider:
     """The first source of the chain that has credentials; CredentialError naming what was checked."""
     home = Path(env.get("HOME") or Path.home())
     files = _SharedFiles(
@@ -510,7 +511,7 @@ class CredentialRefresher(Service):
     log = Logger(namespace="s3orch.backend.credentials")
 
     def __init__(self, providers: Mapping[str, CredentialProvider]) -> None:
-        self.name = "backend_credentials"
+        self.name = "backend-credentials"
         self.providers = dict(providers)
 
     def startService(self) -> None:
@@ -523,7 +524,7 @@ class CredentialRefresher(Service):
         for provider in {id(p): p for p in self.providers.values()}.values():
             provider.start()
 
-    def stopService(self) -> None:  # type: ignore[override]
+    def stopService(self) -> None:
         super().stopService()
         for provider in self.providers.values():
             provider.close()

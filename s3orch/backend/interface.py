@@ -11,9 +11,11 @@ the client (try another copy, 503, ...).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
+
+from s3orch.payload import Payload
 
 
 class BackendError(Exception):
@@ -156,17 +158,10 @@ class ObjectBackend(Protocol):
 
     name: str
 
-    async def put_object(
-        self,
-        storage_key: str,
-        body: BinaryIO,
-        length: int,
-        *,
-        content_md5_b64: str | None = None,
-        sha256_hex: str | None = None,
-    ) -> str:
-        """Upload ``length`` bytes of the seekable ``body`` (from its start);
-        return the backend's ETag.  Retries are the caller's job."""
+    async def put_object(self, storage_key: str, payload: Payload) -> str:
+        """Upload ``payload`` (read through ``payload.reader()``, with its MD5 as
+        ``Content-MD5`` so the backend refuses altered bytes); return the backend's
+        ETag.  Retries are the caller's job: a replayable payload may be sent again."""
         ...
 
     async def get_object(self, storage_key: str, byte_range: tuple[int, int] | None = None) -> BackendStream:

@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 from collections import Counter
-from typing import BinaryIO, cast
+from typing import cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -25,6 +25,7 @@ from s3orch.backend.interface import (
     IBodyConsumer,
     Timer,
 )
+from s3orch.payload import Payload
 
 #: Operation names used by the failure knobs and :attr:`MemoryBackend.calls`.
 OPERATIONS = (
@@ -234,19 +235,11 @@ class MemoryBackend:
         except KeyError:
             raise BackendNotFound(f"no such key {key!r}", backend=self.name) from None
 
-    async def put_object(
-        self,
-        storage_key: str,
-        body: BinaryIO,
-        length: int,
-        *,
-        content_md5_b64: str | None = None,
-        sha256_hex: str | None = None,
-    ) -> str:
-        """Store ``length`` bytes from the start of ``body``, checking digests like S3."""
+    async def put_object(self, storage_key: str, payload: Payload) -> str:
+        """Store the payload's bytes, checking its digests like S3 (Content-MD5, SHA-256)."""
         self._enter("put_object", storage_key)
-        body.seek(0)
-        data = body.read(length)
+        length = payload.length
+        data = payload.reader().read(length)
         if len(data) != length:
             raise BackendError(
                 f"body has {len(data)} bytes, expected {length}",
@@ -255,19 +248,18 @@ class MemoryBackend:
                 backend=self.name,
             )
         md5 = hashlib.md5(data)
-        if content_md5_b64 is not None:
-            try:
-                claimed = base64.b64decode(content_md5_b64, validate=True)
-            except binascii.Error:
-                claimed = b""
-            if claimed != md5.digest():
-                raise BackendError(
-                    "Content-MD5 mismatch",
-                    status=400,
-                    code="BadDigest",
-                    backend=self.name,
-                )
-        if sha256_hex is not None and hashlib.sha256(data).hexdigest() != sha256_hex.lower():
+        try:
+            claimed = base64.b64decode(payload.md5_b64, validate=True)
+        except (binascii.Error, ValueError):
+            claimed = b""
+        if claimed != md5.digest():
+            raise BackendError(
+                "Content-MD5 mismatch",
+                status=400,
+                code="BadDigest",
+                backend=self.name,
+            )
+        if hashlib.sha256(data).hexdigest() != payload.sha256_hex.lower():
             raise BackendError(
                 "x-amz-content-sha256 mismatch",
                 status=400,

@@ -1,15 +1,17 @@
 """The S3 backend client: Twisted's HTTP/1.1 Agent plus our own SigV4.
 
-Configured for object data, not web pages (DESIGN §3.2):
+Configured for object data, not web pages:
 
 * Twisted's ``Agent`` is used directly, not ``treq.HTTPClient``: treq
   unconditionally wraps every request in ``ContentDecoderAgent`` (gzip) and
   ``CookieAgent``.  Objects may carry ``Content-Encoding: gzip`` and must pass
   byte-exact, and redirects must not be followed, so neither wrapper is wanted.
 * One persistent ``HTTPConnectionPool`` per backend.
-* Bodies are never buffered whole: uploads stream from the caller's seekable
-  file, downloads are handed out as a :class:`S3Stream` whose body flows with
-  backpressure; only small bodies (errors, listings) are read, with a bound.
+* Bodies are never buffered whole: uploads stream from the caller's
+  :class:`~s3orch.payload.Payload`, downloads are handed out as an
+  :class:`~s3orch.backend.s3_streams.S3Stream` whose body flows with backpressure
+  (:mod:`s3orch.backend.s3_streams`); only small bodies (errors, listings) are
+  read, with a bound (:mod:`s3orch.backend.s3_responses`).
 * The ``timeout`` bounds connecting and waiting for response headers (for an
   upload: each stall of the body upload too); a long body transfer is not
   limited by it.
@@ -17,17 +19,14 @@ Configured for object data, not web pages (DESIGN §3.2):
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from ipaddress import ip_address
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, Protocol, cast
 from urllib.parse import unquote_plus, urlsplit
 
-from defusedxml import ElementTree as DefusedET
-from defusedxml.common import DefusedXmlException
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     ConnectError,
@@ -38,23 +37,18 @@ from twisted.internet.error import (
     TimeoutError as TwistedTimeoutError,
 )
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.internet.protocol import connectionDone
-from twisted.internet.task import Cooperator, NotPaused, TaskFinished, TaskStopped
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
     RequestGenerationFailed,
     RequestTransmissionFailed,
-    ResponseDone,
     ResponseFailed,
     _HTTP11ClientFactory,
 )
-from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.iweb import IAgent
 
 from s3orch.backend.credentials import (
     CredentialProvider,
@@ -67,26 +61,31 @@ from s3orch.backend.interface import (
     BackendNotFound,
     BackendUnavailable,
     Clock,
-    IBodyConsumer,
-    PushProducer,
     Timer,
 )
+from s3orch.backend.s3_responses import (
+    ERROR_BODY_LIMIT,
+    LIST_BODY_LIMIT,
+    Response,
+    child_text,
+    children,
+    error_for_status,
+    local_name,
+    lower_headers,
+    parse_error_body,
+    parse_xml,
+    read_body,
+    unquote_etag,
+)
+from s3orch.backend.s3_streams import FileSliceProducer, S3Stream
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
+from s3orch.payload import Payload
 from s3orch.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, sign_headers, uri_encode
 
 __all__ = ["S3Backend", "S3BackendSettings", "S3Stream"]
 
-#: An ``IResponse`` from Twisted's Agent.  zope interfaces are opaque to mypy
-#: without a plugin, so responses are handled as Any at this one boundary.
-_Response = Any
-
-ERROR_BODY_LIMIT = 64 * 1024
-LIST_BODY_LIMIT = 16 * 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
-_XML_CODE = re.compile(rb"<Code>([^<]{1,256})</Code>")
-_XML_MESSAGE = re.compile(rb"<Message>([^<]{0,2048})</Message>")
 
 #: Failures that mean "the backend could not be reached or the exchange broke".
 _NETWORK_ERRORS = (
@@ -99,13 +98,13 @@ _NETWORK_ERRORS = (
 )
 
 
-class _QuietFactory(_HTTP11ClientFactory):  # type: ignore[misc]
+class _QuietFactory(_HTTP11ClientFactory):
     """Twisted logs "Starting/Stopping factory" for every new pooled connection: noise."""
 
     noisy = False
 
 
-class _QuietPool(HTTPConnectionPool):  # type: ignore[misc]
+class _QuietPool(HTTPConnectionPool):
     _factory = _QuietFactory
 
 
@@ -166,353 +165,18 @@ class _Watchdog:
             self._call.cancel()
 
 
-def _lower_headers(raw: Headers) -> dict[str, str]:
-    """Response headers as a lower-case dict (repeated headers joined by ', ')."""
-    out: dict[str, str] = {}
-    for name, values in raw.getAllRawHeaders():
-        key = name.decode("latin-1").lower()
-        out[key] = ", ".join(v.decode("latin-1") for v in values)
-    return out
-
-
-def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
-    """``bytes start-end/total`` as a tuple (None if absent or total unknown)."""
-    if not value:
-        return None
-    match = _CONTENT_RANGE.fullmatch(value.strip())
-    if match is None or match.group(3) == "*":
-        return None
-    return int(match.group(1)), int(match.group(2)), int(match.group(3))
-
-
-def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
-    """(Code, Message) of an S3 ``<Error>`` document; regex, so a truncated or
-    odd body still yields its code, and no XML parser sees untrusted input."""
-    code = _XML_CODE.search(body)
-    message = _XML_MESSAGE.search(body)
-    return (
-        code.group(1).decode("utf-8", "replace").strip() if code else None,
-        message.group(1).decode("utf-8", "replace").strip() if message else None,
-    )
-
-
-def _parse_xml(body: bytes, what: str, backend: str) -> ET.Element:
-    """Parse a bounded backend XML document through defusedxml, like client XML (no DTD, no entities)."""
-    try:
-        element = DefusedET.fromstring(
-            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
-        )
-    except DefusedXmlException:
-        raise BackendError(f"{what}: XML with a DTD or entities refused", backend=backend) from None
-    except (ET.ParseError, ValueError) as exc:
-        raise BackendError(f"{what}: malformed XML: {exc}", backend=backend) from None
-    if not isinstance(element, ET.Element):
-        raise BackendError(f"{what}: malformed XML", backend=backend)
-    return element
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
-def _children(element: ET.Element, name: str) -> Iterator[ET.Element]:
-    return (child for child in element if _local(child.tag) == name)
-
-
-def _child_text(element: ET.Element, name: str) -> str | None:
-    for child in _children(element, name):
-        return child.text or ""
-    return None
-
-
-def _unquote_etag(value: str | None) -> str:
-    return (value or "").strip().strip('"')
-
-
-def _error_for_status(status: int, code: str | None, message: str | None, backend: str) -> BackendError:
-    """Map an error response to the backend error hierarchy."""
-    text = message or f"HTTP {status}"
-    if status == 404 and code in (None, "NoSuchKey", "NotFound"):
-        return BackendNotFound(text, code=code or "NoSuchKey", backend=backend)
-    transient = (status >= 500 and status != 501) or status in (408, 429)
-    if transient or code in ("SlowDown", "RequestTimeout"):
-        return BackendUnavailable(text, status=status, code=code, backend=backend)
-    return BackendError(text, status=status, code=code, backend=backend)
-
-
-class _BoundedReader(TwistedProtocol):
-    """Collects a small response body; stops the transfer past ``limit``.
-
-    With ``truncate`` the first ``limit`` bytes are kept (enough to find an
-    error code) and the connection is dropped; otherwise an oversize body fails.
-    """
-
-    def __init__(self, limit: int, truncate: bool, backend: str) -> None:
-        self.done: Deferred[bytes] = Deferred()
-        self._limit = limit
-        self._truncate = truncate
-        self._backend = backend
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._finished = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._finished:
-            return
-        self._parts.append(data)
-        self._size += len(data)
-        if self._size > self._limit:
-            self._finished = True
-            cast(PushProducer, self.transport).stopProducing()
-            if self._truncate:
-                self.done.callback(b"".join(self._parts)[: self._limit])
-            else:
-                self.done.errback(
-                    BackendError(
-                        f"response body larger than {self._limit} bytes",
-                        backend=self._backend,
-                    )
-                )
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if isinstance(reason.value, (ResponseDone, PotentialDataLoss)):
-            self.done.callback(b"".join(self._parts))
-        else:
-            self.done.errback(
-                BackendUnavailable(
-                    f"response body lost: {reason.getErrorMessage()}",
-                    backend=self._backend,
-                )
-            )
-
-
-async def _read_body(response: _Response, limit: int, backend: str, *, truncate: bool = False) -> bytes:
-    reader = _BoundedReader(limit, truncate, backend)
-    response.deliverBody(reader)
-    return await reader.done
-
-
-class _NullConsumer:
-    """Consumer for a body nobody wants (a cancelled, undelivered stream)."""
-
-    def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        pass
-
-
-class _StreamProtocol(TwistedProtocol):
-    """Forwards a GET body to an :class:`IBodyConsumer`; is also the producer
-    the consumer pauses, proxying to the response transport
-    (``TransportProxyProducer``) and remembering the pause, because
-    ``Response.deliverBody`` resumes the transport right after
-    ``connectionMade`` and would silently undo a pause made there."""
-
-    def __init__(
-        self,
-        consumer: IBodyConsumer,
-        done: Deferred[None],
-        expected: int | None,
-        backend: str,
-    ) -> None:
-        self._consumer = consumer
-        self._done = done
-        self._expected = expected
-        self._backend = backend
-        self._bytes_in = BACKEND_BYTES.labels(backend, "in")
-        self.received = 0
-        self.stopped = False
-        self.finished = False
-        self.paused = False
-
-    def connectionMade(self) -> None:
-        self._consumer.registerProducer(self, True)
-
-    def _transport(self) -> PushProducer | None:
-        return cast(PushProducer | None, self.transport)
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        transport = self._transport()
-        if transport is not None and not self.finished:
-            transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        transport = self._transport()
-        if transport is not None and not self.finished:
-            transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.stop()
-
-    def reapply_pause(self) -> None:
-        """Called after ``deliverBody`` returns: re-pause if the consumer asked to."""
-        if self.paused:
-            self.pauseProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.stopped:
-            return
-        self.received += len(data)
-        self._bytes_in.inc(len(data))
-        self._consumer.write(data)
-
-    def stop(self) -> None:
-        """Drop the connection; the rest of the body is not drained."""
-        if self.stopped or self.finished:
-            return
-        self.stopped = True
-        transport = self._transport()
-        if transport is not None:
-            transport.stopProducing()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self._consumer.unregisterProducer()
-        complete = isinstance(reason.value, ResponseDone) or (
-            isinstance(reason.value, PotentialDataLoss)
-            and self._expected is not None
-            and self.received == self._expected
-        )
-        if complete:
-            self._done.callback(None)
-        elif self.stopped:
-            self._done.errback(CancelledError())
-        else:
-            self._done.errback(
-                BackendUnavailable(
-                    f"body cut after {self.received} bytes"
-                    + (f" of {self._expected}" if self._expected is not None else "")
-                    + f": {reason.getErrorMessage()}",
-                    backend=self._backend,
-                )
-            )
-
-
-class S3Stream:
-    """A backend GET whose headers have arrived; see ``BackendStream``."""
-
-    def __init__(self, response: _Response, headers: dict[str, str], backend: str) -> None:
-        self.status: int = response.code
-        self.headers = headers
-        self.length: int | None = None if response.length is UNKNOWN_LENGTH else int(response.length)
-        self.content_range = parse_content_range(headers.get("content-range"))
-        self._response = response
-        self._backend = backend
-        self._protocol: _StreamProtocol | None = None
-
-    def _expected(self) -> int | None:
-        if self.length is not None:
-            return self.length
-        if self.content_range is not None:
-            return self.content_range[1] - self.content_range[0] + 1
-        return None
-
-    def deliver(self, consumer: IBodyConsumer) -> Deferred[None]:
-        """Stream the body into ``consumer`` (see ``BackendStream.deliver``)."""
-        if self._protocol is not None:
-            raise RuntimeError("body already delivered or cancelled")
-        done: Deferred[None] = Deferred()
-        protocol = _StreamProtocol(consumer, done, self._expected(), self._backend)
-        self._protocol = protocol
-        self._response.deliverBody(protocol)
-        protocol.reapply_pause()
-        return done
-
-    def cancel(self) -> None:
-        """Abandon the body: the connection is dropped, never drained."""
-        if self._protocol is None:
-            ignored: Deferred[None] = Deferred()
-            ignored.addErrback(lambda _: None)
-            self._protocol = _StreamProtocol(_NullConsumer(), ignored, self._expected(), self._backend)
-            self._response.deliverBody(self._protocol)
-        self._protocol.stop()
-
-
-class _FileSliceProducer:
-    """``IBodyProducer`` sending exactly ``length`` bytes of a seekable file.
-
-    Unlike ``FileBodyProducer`` it does not close the file (the caller's spool
-    may serve a retry on another backend) and it reports progress, which keeps
-    the stall watchdog quiet and feeds the bytes-out counter.
-    """
-
-    def __init__(
-        self,
-        body: BinaryIO,
-        length: int,
-        cooperator: Cooperator,
-        read_size: int,
-        count_bytes: Callable[[int], None],
-    ) -> None:
-        self.length = length
-        self._body = body
-        self._cooperator = cooperator
-        self._read_size = read_size
-        self._count_bytes = count_bytes
-        #: Called after each chunk is handed to the transport (stall watchdog).
-        self.on_chunk: Callable[[], None] = lambda: None
-        self._task: Any = None
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        self._task = self._cooperator.cooperate(self._write_loop(consumer))
-        done: Deferred[None] = Deferred()
-
-        def finished(_: object) -> None:
-            done.callback(None)
-
-        def failed(reason: Failure) -> None:
-            if isinstance(reason.value, TaskStopped):
-                return  # stopProducing: IBodyProducer's Deferred must not fire
-            done.errback(reason)
-
-        self._task.whenDone().addCallbacks(finished, failed)
-        return done
-
-    def _write_loop(self, consumer: Any) -> Iterator[None]:
-        remaining = self.length
-        while remaining > 0:
-            chunk = self._body.read(min(self._read_size, remaining))
-            if not chunk:
-                raise BackendError(f"upload source ended {remaining} bytes early")
-            remaining -= len(chunk)
-            consumer.write(chunk)
-            self._count_bytes(len(chunk))
-            self.on_chunk()
-            yield None
-
-    def pauseProducing(self) -> None:
-        with contextlib.suppress(TaskFinished):  # the transport may lag behind the end
-            self._task.pause()
-
-    def resumeProducing(self) -> None:
-        with contextlib.suppress(NotPaused):
-            self._task.resume()
-
-    def stopProducing(self) -> None:
-        if self._task is not None:
-            try:
-                self._task.stop()
-            except TaskFinished:
-                pass
-
-
 class S3Backend:
     """An :class:`~s3orch.backend.interface.ObjectBackend` over an S3 API.
 
     ``reactor`` must be a full reactor (TCP, time, name resolution); it is
     injected so the pool, timeouts and upload scheduling never touch the
-    global one.
+    global one.  ``timeout`` is ``server.backend_timeout``.
+
+    ``agent`` (an ``IAgent``) replaces the Agent over this backend's own
+    connection pool: a test sends the requests to an in-memory S3 resource
+    through treq's ``RequestTraversalAgent``, without a server process.  The
+    requests are the same (signed, no decoding of ``Content-Encoding``, no
+    redirects followed): only the transport differs.
     """
 
     _log = Logger()
@@ -521,12 +185,13 @@ class S3Backend:
         self,
         config: S3BackendSettings,
         reactor: IReactorTime,
-        timeout: float = 30.0,
+        timeout: float,
         *,
         max_persistent_per_host: int = 64,
         cached_connection_timeout: int = 60,
         read_size: int = 256 * 1024,
         credentials: CredentialProvider | None = None,
+        agent: IAgent | None = None,
     ) -> None:
         self.name = config.name
         self.bucket = config.bucket
@@ -552,14 +217,15 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
+        # HTTPConnectionPool is unannotated (ignored once disallow_untyped_calls is on).
         pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
         pool.maxPersistentPerHost = max_persistent_per_host
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests
         self._pool = pool
-        self._agent = Agent(  # type: ignore[no-untyped-call]
-            reactor, connectTimeout=timeout, pool=pool
-        )
+        if agent is None:
+            agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+        self._agent: IAgent = agent
         self._cooperator = Cooperator(scheduler=lambda work: self._clock.callLater(0, work))
         self._bytes_out = BACKEND_BYTES.labels(self.name, "out")
 
@@ -629,9 +295,9 @@ class S3Backend:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: _FileSliceProducer | None = None,
+        body: FileSliceProducer | None = None,
         payload_hash: str = EMPTY_SHA256,
-    ) -> _Response:
+    ) -> Response:
         """Send one signed request; return the response once headers arrived.
 
         Network failures and timeouts become :class:`BackendUnavailable`
@@ -688,62 +354,37 @@ class S3Backend:
         BACKEND_REQUESTS.labels(operation, self.name, status).inc()
         BACKEND_DURATION.labels(operation, self.name).observe(time.monotonic() - started)
 
-    async def _raise_for_error(self, response: _Response) -> None:
+    async def _raise_for_error(self, response: Response) -> None:
         """Read the (bounded) error body and raise the mapped BackendError."""
         try:
-            body = await _read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
+            body = await read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
         except BackendError:
             body = b""
         code, message = parse_error_body(body)
-        raise _error_for_status(int(response.code), code, message, self.name)
+        raise error_for_status(int(response.code), code, message, self.name)
 
     # --- ObjectBackend ---
 
-    async def put_object(
-        self,
-        storage_key: str,
-        body: BinaryIO,
-        length: int,
-        *,
-        content_md5_b64: str | None = None,
-        sha256_hex: str | None = None,
-    ) -> str:
-        """Upload ``length`` bytes from the start of ``body``; return the ETag."""
-        return await self._send_body(
-            "PutObject",
-            self.object_url(storage_key),
-            body,
-            length,
-            {"content-type": "application/octet-stream"},
-            content_md5_b64,
-            sha256_hex,
+    async def put_object(self, storage_key: str, payload: Payload) -> str:
+        """Upload the payload (``Content-MD5`` and, unless ``unsigned_payload``, its
+        SHA-256 signed); return the ETag."""
+        headers = {"content-type": "application/octet-stream", "content-md5": payload.md5_b64}
+        payload_hash = UNSIGNED_PAYLOAD if self._unsigned_payload else payload.sha256_hex.lower()
+        producer = FileSliceProducer(
+            payload.reader(), payload.length, self._cooperator, self._read_size, self._bytes_out.inc
         )
-
-    async def _send_body(
-        self,
-        operation: str,
-        url: str,
-        body: BinaryIO,
-        length: int,
-        headers: dict[str, str],
-        content_md5_b64: str | None,
-        sha256_hex: str | None,
-    ) -> str:
-        """PUT ``length`` bytes from the start of ``body`` (PutObject, UploadPart); return the ETag."""
-        body.seek(0)
-        if content_md5_b64 is not None:
-            headers["content-md5"] = content_md5_b64
-        payload_hash = (
-            sha256_hex.lower() if sha256_hex is not None and not self._unsigned_payload else UNSIGNED_PAYLOAD
-        )
-        producer = _FileSliceProducer(body, length, self._cooperator, self._read_size, self._bytes_out.inc)
         response = await self._request(
-            operation, "PUT", url, headers=headers, body=producer, payload_hash=payload_hash
+            "PutObject",
+            "PUT",
+            self.object_url(storage_key),
+            headers=headers,
+            body=producer,
+            payload_hash=payload_hash,
         )
         if response.code != 200:
             await self._raise_for_error(response)
-        etag = _unquote_etag(_lower_headers(response.headers).get("etag"))
-        await _read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
+        etag = unquote_etag(lower_headers(response.headers).get("etag"))
+        await read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
         return etag
 
     async def get_object(self, storage_key: str, byte_range: tuple[int, int] | None = None) -> S3Stream:
@@ -757,20 +398,20 @@ class S3Backend:
         response = await self._request("GetObject", "GET", self.object_url(storage_key), headers=headers)
         if response.code not in (200, 206):
             await self._raise_for_error(response)
-        return S3Stream(response, _lower_headers(response.headers), self.name)
+        return S3Stream(response, lower_headers(response.headers), self.name)
 
     async def head_object(self, storage_key: str) -> dict[str, str]:
         """Response headers of a HEAD, names lower-case."""
         response = await self._request("HeadObject", "HEAD", self.object_url(storage_key))
         if response.code != 200:
-            raise _error_for_status(int(response.code), None, None, self.name)
-        return _lower_headers(response.headers)
+            raise error_for_status(int(response.code), None, None, self.name)
+        return lower_headers(response.headers)
 
     async def delete_object(self, storage_key: str) -> None:
         """Delete; 404 counts as success."""
         response = await self._request("DeleteObject", "DELETE", self.object_url(storage_key))
         if response.code in (200, 204):
-            await _read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
+            await read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
             return
         try:
             await self._raise_for_error(response)
@@ -788,12 +429,12 @@ class S3Backend:
         )
         if response.code != 200:
             await self._raise_for_error(response)
-        body = await _read_body(response, ERROR_BODY_LIMIT, self.name)
-        root = _parse_xml(body, "CopyObject", self.name)
-        if _local(root.tag) == "Error":
+        body = await read_body(response, ERROR_BODY_LIMIT, self.name)
+        root = parse_xml(body, "CopyObject", self.name)
+        if local_name(root.tag) == "Error":
             code, message = parse_error_body(body)
-            raise _error_for_status(500, code, message, self.name)
-        return _unquote_etag(_child_text(root, "ETag"))
+            raise error_for_status(500, code, message, self.name)
+        return unquote_etag(child_text(root, "ETag"))
 
     async def list_keys(
         self, prefix: str, continuation: str | None = None, max_keys: int = 1000
@@ -810,30 +451,30 @@ class S3Backend:
         response = await self._request("ListObjectsV2", "GET", self.bucket_url(query))
         if response.code != 200:
             await self._raise_for_error(response)
-        body = await _read_body(response, LIST_BODY_LIMIT, self.name)
-        root = _parse_xml(body, "ListObjectsV2", self.name)
-        url_encoded = (_child_text(root, "EncodingType") or "").lower() == "url"
+        body = await read_body(response, LIST_BODY_LIMIT, self.name)
+        root = parse_xml(body, "ListObjectsV2", self.name)
+        url_encoded = (child_text(root, "EncodingType") or "").lower() == "url"
         keys: list[tuple[str, int]] = []
-        for item in _children(root, "Contents"):
-            key = _child_text(item, "Key") or ""
+        for item in children(root, "Contents"):
+            key = child_text(item, "Key") or ""
             if url_encoded:
                 key = _decode_listed_key(key)
-            keys.append((key, int(_child_text(item, "Size") or "0")))
-        truncated = (_child_text(root, "IsTruncated") or "").lower() == "true"
-        token = _child_text(root, "NextContinuationToken") if truncated else None
+            keys.append((key, int(child_text(item, "Size") or "0")))
+        truncated = (child_text(root, "IsTruncated") or "").lower() == "true"
+        token = child_text(root, "NextContinuationToken") if truncated else None
         return keys, token or None
 
     # --- native multipart uploads (only what aborting an older build's uploads needs) ---
 
-    async def _xml_result(self, response: _Response, what: str, limit: int = ERROR_BODY_LIMIT) -> ET.Element:
+    async def _xml_result(self, response: Response, what: str, limit: int = ERROR_BODY_LIMIT) -> ET.Element:
         """The XML document of a 200 answer; S3 may report a failure inside a 200 body."""
         if response.code != 200:
             await self._raise_for_error(response)
-        body = await _read_body(response, limit, self.name)
-        root = _parse_xml(body, what, self.name)
-        if _local(root.tag) == "Error":
+        body = await read_body(response, limit, self.name)
+        root = parse_xml(body, what, self.name)
+        if local_name(root.tag) == "Error":
             code, message = parse_error_body(body)
-            raise _error_for_status(500, code, message, self.name)
+            raise error_for_status(500, code, message, self.name)
         return root
 
     async def abort_multipart_upload(self, storage_key: str, upload_id: str) -> None:
@@ -844,7 +485,7 @@ class S3Backend:
             self.object_url(storage_key, [("uploadId", upload_id)]),
         )
         if response.code in (200, 204):
-            await _read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
+            await read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
             return
         try:
             await self._raise_for_error(response)
@@ -863,14 +504,14 @@ class S3Backend:
         response = await self._request("ListMultipartUploads", "GET", self.bucket_url(query))
         root = await self._xml_result(response, "ListMultipartUploads", LIST_BODY_LIMIT)
         return [
-            (_child_text(item, "Key") or "", _child_text(item, "UploadId") or "")
-            for item in _children(root, "Upload")
+            (child_text(item, "Key") or "", child_text(item, "UploadId") or "")
+            for item in children(root, "Upload")
         ]
 
     async def close(self) -> None:
         """Stop uploads' scheduler and close pooled connections."""
         self._cooperator.stop()
-        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]
+        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # unannotated
 
 
 def _decode_listed_key(key: str) -> str:

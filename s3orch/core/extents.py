@@ -8,13 +8,14 @@ relay's guarantees:
 
 * the first extent the range touches is opened, failing over between its
   copies, before the caller sets any response header, so an unreachable only
-  holder is a 503 and never a 404 or a short 200 (I1);
+  holder is a 503 and never a 404 or a short 200 (an acknowledged write never
+  reads as missing);
 * each following extent is opened while the previous one streams (one ahead),
   so the seams cost no round trip;
 * client backpressure reaches the backend socket of the extent being read;
   cancelling stops the extent being read and the one opened ahead;
 * a failure after the first byte of the body errbacks the delivery (the relay
-  then aborts the client connection: never a short 200, I2).  An extent whose
+  then aborts the client connection: never a short 200, no torn read).  An extent whose
   stream fails before its first byte is opened once more (on any copy) first.
 
 Backends that ignore a Range and send a whole extent are cut to the range here,

@@ -4,8 +4,8 @@ The write path is PUT-before-COMMIT: quota is reserved and an intent row
 written (one transaction), the bytes go to a fresh backend key, then one
 transaction records the location, settles quota and queues the displaced
 copies for deletion.  A failure between the steps leaves either the old
-version intact plus an intent the reaper can resolve, or the new version; it
-never loses both (invariants I1, I3, I4, I5 in DESIGN.md).
+version intact plus an intent the reaper can resolve, or the new version:
+never neither, never a leaked byte or quota.
 
 Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`):
 each is placed by the routing strategy with its reservation recorded atomically,
@@ -15,15 +15,10 @@ streams its extents in order (:mod:`s3orch.core.extents`).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -31,21 +26,17 @@ from s3orch.backend.interface import (
     BackendError,
     BackendNotFound,
     BackendStream,
-    BackendUnavailable,
-    ObjectBackend,
 )
+from s3orch.core.cleanup import Cleanups
 from s3orch.core.extents import open_extents
 from s3orch.core.failover import with_failover
-from s3orch.core.placement import new_upload_id, part_storage_key, storage_key, write_candidates
+from s3orch.core.fleet import BackendFleet
+from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
+from s3orch.core.spool import Spooler
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import (
-    CLEANUP_ENQUEUED,
-    CLEANUP_PROCESSED,
-    PENDING_ENQUEUED,
-    PENDING_RESOLVED,
-)
+from s3orch.observe.metrics import PENDING_ENQUEUED, PENDING_RESOLVED
+from s3orch.payload import Payload
 from s3orch.s3 import errors
-from s3orch.s3.checksums import new_checksum
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions, raise_violation
 from s3orch.store.interface import (
     ORIGIN_COPY,
@@ -80,27 +71,19 @@ class NewObject:
 
 
 @dataclass(frozen=True)
-class Spooled:
-    """A copy source range downloaded into a temporary file, with its digests."""
-
-    file: BinaryIO
-    size: int
-    md5_hex: str
-    sha256_hex: str
-    checksum: tuple[str, str] | None  # (ALGORITHM, base64) when one was asked for
-
-    def close(self) -> None:
-        self.file.close()
-
-
-@dataclass(frozen=True)
 class DeleteOutcome:
     key: str
     error: tuple[str, str] | None  # (code, message) when the key could not be deleted
 
 
 class ObjectService:
-    """The orchestration core: one instance per process, shared by every request."""
+    """The object operations of the S3 API over the store and the backend fleet (one
+    instance per process, shared by every request).
+
+    Backend deletes go through ``cleanups``; copy sources that must be read back
+    are spooled by ``spooler`` (``server.spool_dir``); ``routing_strategy`` (pack
+    or spread) is what the store's reservation uses to choose among candidates.
+    """
 
     log = Logger(namespace="s3orch.core")
 
@@ -108,19 +91,18 @@ class ObjectService:
         self,
         *,
         store: MetadataStore,
-        backends: Mapping[str, ObjectBackend],
-        backend_configs: Sequence[Any],
+        fleet: BackendFleet,
+        cleanups: Cleanups,
+        spooler: Spooler,
         routing_strategy: str,
         clock: IReactorTime,
-        delete_concurrency: int = 16,
     ) -> None:
         self.store = store
-        self.backends = backends
-        self.backend_configs = list(backend_configs)
+        self.fleet = fleet
+        self.cleanups = cleanups
+        self.spooler = spooler
         self.routing_strategy = routing_strategy
         self.clock = clock
-        self._delete_limit = DeferredSemaphore(max(1, delete_concurrency))
-        self._background: set[Deferred[Any]] = set()
 
     # -- writes ---------------------------------------------------------------
 
@@ -128,17 +110,13 @@ class ObjectService:
         self,
         bucket: str,
         key: str,
-        body: BinaryIO,
-        length: int,
+        payload: Payload,
         *,
-        md5_hex: str,
-        sha256_hex: str | None,
         new: NewObject,
-        checksum: tuple[str, str] | None = None,
         conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Store a spooled body as the new version of ``bucket/key``.
+        """Store ``payload`` as the new version of ``bucket/key``.
 
         ``conditions`` are checked before any byte is sent (a write that cannot
         succeed costs nothing) and again in the commit transaction (atomic against a
@@ -146,30 +124,41 @@ class ObjectService:
         await self.check_conditions(bucket, key, conditions)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
+        length = payload.length
         intent = Intent(
             write_id, bucket, key, length, skey,
-            etag=md5_hex, content_type=new.content_type,
+            etag=payload.md5_hex, content_type=new.content_type,
             headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
-            checksum_algorithm=checksum[0] if checksum else None,
-            checksum_value=checksum[1] if checksum else None,
-            content_hash=sha256_hex, conditions=conditions,
+            checksum_algorithm=payload.checksum_algorithm,
+            checksum_value=payload.checksum_value,
+            content_hash=payload.sha256_hex, conditions=conditions,
         )
-        reservation = await self._upload_with_failover(
-            bucket, key, write_id, skey, body, length, md5_hex, sha256_hex, request_id, intent
+
+        async def upload(reservation: Reservation) -> None:
+            await self.fleet[reservation.backend].put_object(skey, payload)
+
+        reservation, _ = await with_failover(
+            operation="PUT",
+            candidates=lambda failed: self.fleet.write_candidates(length, exclude=failed),
+            reserve=lambda names: self._reserve(intent, names),
+            backend_of=lambda r: r.backend,
+            attempt=upload,
+            undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
+            request_id=request_id,
         )
         record = ObjectRecord(
             bucket=bucket,
             key=key,
             write_id=write_id,
             size=length,
-            etag=md5_hex,
+            etag=payload.md5_hex,
             last_modified=self.clock.seconds(),
             content_type=new.content_type,
             headers=dict(new.system_headers),
             user_metadata=dict(new.user_metadata),
-            checksum_algorithm=checksum[0] if checksum else None,
-            checksum_value=checksum[1] if checksum else None,
-            content_hash=sha256_hex,
+            checksum_algorithm=payload.checksum_algorithm,
+            checksum_value=payload.checksum_value,
+            content_hash=payload.sha256_hex,
             locations=(Location(reservation.backend, reservation.storage_key, length),),
         )
         return await self._commit(reservation, record, conditions, request_id)
@@ -179,43 +168,6 @@ class ObjectService:
         if conditions.active:
             current = await self.store.get_object(bucket, key)
             conditions.check(current.etag if current is not None else None)
-
-    async def _upload_with_failover(
-        self,
-        bucket: str,
-        key: str,
-        write_id: str,
-        skey: str,
-        body: BinaryIO,
-        length: int,
-        md5_hex: str,
-        sha256_hex: str | None,
-        request_id: str,
-        intent: Intent | None = None,
-    ) -> Reservation:
-        """Reserve quota on a backend and upload; on failure try the next one."""
-
-        async def upload(reservation: Reservation) -> None:
-            await self.backends[reservation.backend].put_object(
-                skey,
-                body,
-                length,
-                content_md5_b64=base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii"),
-                sha256_hex=sha256_hex,
-            )
-
-        reservation, _ = await with_failover(
-            operation="PUT",
-            candidates=lambda failed: write_candidates(self.backend_configs, length, exclude=failed),
-            reserve=lambda names: self._reserve(
-                intent or Intent(write_id, bucket, key, length, skey), names
-            ),
-            backend_of=lambda r: r.backend,
-            attempt=upload,
-            undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
-            request_id=request_id,
-        )
-        return reservation
 
     async def _reserve(self, intent: Intent, names: list[str]) -> Reservation | None:
         reservation = await self.store.reserve(intent, names, self.routing_strategy, self.clock.seconds())
@@ -241,7 +193,7 @@ class ObjectService:
         except IntentNotFound as exc:
             # Our intent was resolved elsewhere (reaper): the upload is queued for cleanup.
             if exc.cleanup is not None:
-                await self.run_cleanups([exc.cleanup], "intent_missing")
+                await self.cleanups.run([exc.cleanup], "intent_missing")
             raise errors.ServiceUnavailable("The write was superseded; please retry.") from None
         PENDING_RESOLVED.labels("committed").inc()
         audit(
@@ -252,12 +204,12 @@ class ObjectService:
             key=record.key,
             size=record.size,
         )
-        self._cleanup_in_background(displaced, "overwrite_displaced")
+        self.cleanups.in_background(displaced, "overwrite_displaced")
         return record
 
     async def _undo_upload(self, reservation: Reservation) -> None:
         try:
-            await self.backends[reservation.backend].delete_object(reservation.storage_key)
+            await self.fleet[reservation.backend].delete_object(reservation.storage_key)
         except BackendError:
             # The intent stays: the reaper finds the bytes unreferenced and removes them.
             return
@@ -296,7 +248,7 @@ class ObjectService:
     ) -> tuple[BackendStream, Location]:
         unavailable = 0
         for location in locations:
-            backend = self.backends.get(location.backend)
+            backend = self.fleet.client(location.backend)
             if backend is None:
                 continue
             try:
@@ -329,7 +281,7 @@ class ObjectService:
         items = await self.store.delete_object(bucket, key, self.clock.seconds())
         if items:
             audit("storage.DeleteObject", request_id=request_id, bucket=bucket, key=key)
-        await self.run_cleanups(items, "delete")
+        await self.cleanups.run(items, "delete")
 
     async def delete_many(
         self, bucket: str, keys: Sequence[str], request_id: str = ""
@@ -355,62 +307,8 @@ class ObjectService:
             outcomes.append(DeleteOutcome(key, None))
         if pending:
             audit("storage.DeleteObjects", request_id=request_id, bucket=bucket, count=len(pending))
-        await self.run_cleanups(pending, "delete")
+        await self.cleanups.run(pending, "delete")
         return outcomes
-
-    async def run_cleanups(self, items: Sequence[CleanupItem], reason: str) -> None:
-        """Delete unreferenced backend objects now; failures stay queued for the worker."""
-        if not items:
-            return
-        CLEANUP_ENQUEUED.labels(reason).inc(len(items))
-        await self.retry_cleanups(items)
-
-    async def retry_cleanups(self, items: Sequence[CleanupItem]) -> None:
-        """Try the backend deletes of queued cleanup rows (bounded concurrency)."""
-        if not items:
-            return
-        done: list[int] = []
-
-        async def one(item: CleanupItem) -> None:
-            backend = self.backends.get(item.backend)
-            if backend is None:
-                done.append(item.id)  # backend gone from config: nothing to delete
-                return
-            try:
-                await self._delete_limit.run(
-                    lambda: Deferred.fromCoroutine(backend.delete_object(item.storage_key))
-                )
-            except BackendError as exc:
-                CLEANUP_PROCESSED.labels("retry").inc()
-                await self.store.cleanup_failed(item.id, str(exc), self.clock.seconds())
-                return
-            CLEANUP_PROCESSED.labels("success").inc()
-            done.append(item.id)
-
-        await DeferredList(
-            [Deferred.fromCoroutine(one(item)) for item in items], consumeErrors=True
-        )
-        if done:
-            await self.store.cleanup_done(done, self.clock.seconds())
-
-    def _cleanup_in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
-        if not items:
-            return
-        d = Deferred.fromCoroutine(self.run_cleanups(items, reason))
-        self._background.add(d)
-
-        def forget(result: object) -> None:
-            self._background.discard(d)
-
-        d.addErrback(
-            lambda f: self.log.failure("background cleanup failed", f, component="objects")
-        )
-        d.addBoth(forget)
-
-    async def quiesce(self) -> None:
-        """Wait for background cleanups (shutdown, tests)."""
-        while self._background:
-            await DeferredList(list(self._background), consumeErrors=True)
 
     # -- parts ------------------------------------------------------------------
 
@@ -435,9 +333,6 @@ class ObjectService:
         """
         attempt_id = uuid.uuid4().hex
         key = part_storage_key(upload.bucket, upload.key, upload.upload_id, part_number, attempt_id)
-        configs = self.backend_configs
-        if prefer:
-            configs = sorted(configs, key=lambda b: b.name not in prefer)
 
         async def reserve(names: list[str]) -> PartReservation | None:
             return await self.store.reserve_part(
@@ -447,7 +342,7 @@ class ObjectService:
 
         reservation, _ = await with_failover(
             operation="UploadPart",
-            candidates=lambda failed: write_candidates(configs, size, exclude=failed),
+            candidates=lambda failed: self.fleet.write_candidates(size, exclude=failed, prefer=prefer),
             reserve=reserve,
             backend_of=lambda r: r.backend,
             attempt=send,
@@ -461,9 +356,9 @@ class ObjectService:
         upload was completed or aborted while the part travelled."""
         outcome = await self.store.commit_part(reservation.attempt_id, part, self.clock.seconds())
         if not outcome.committed:
-            await self.run_cleanups(outcome.cleanup, "part_orphaned")
+            await self.cleanups.run(outcome.cleanup, "part_orphaned")
             raise errors.NoSuchUpload(UploadId=reservation.upload_id)
-        self._cleanup_in_background(outcome.cleanup, "part_replaced")
+        self.cleanups.in_background(outcome.cleanup, "part_replaced")
 
     async def spool_range(
         self,
@@ -471,66 +366,19 @@ class ObjectService:
         byte_range: tuple[int, int] | None,
         *,
         checksum_algorithm: str | None = None,
-        spool_dir: str | None = None,
-    ) -> Spooled:
-        """Download (a range of) an object into a temporary file (never into memory
-        whole), hashing it on the way: MD5, SHA-256 and ``checksum_algorithm``.
+    ) -> Payload:
+        """Read (a range of) an object into a spool (never into memory whole), hashing
+        it on the way: MD5, SHA-256 and ``checksum_algorithm``.  The caller closes it.
 
         An empty range (``end`` = ``start`` - 1) reads nothing."""
         size = source.size if byte_range is None else max(0, byte_range[1] - byte_range[0] + 1)
-        spool: BinaryIO = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - closed by the caller
-        md5 = hashlib.md5()
-        sha256 = hashlib.sha256()
-        extra = new_checksum(checksum_algorithm) if checksum_algorithm else None
-
-        def finish() -> Spooled:
-            spool.seek(0)
-            checksum = None
-            if extra is not None:
-                checksum = (extra.algorithm.upper(), extra.b64digest())
-            return Spooled(spool, size, md5.hexdigest(), sha256.hexdigest(), checksum)
-
         if size == 0:
-            return finish()
-        try:
-            stream, _ = await self.open(source, byte_range)
-        except BaseException:
-            spool.close()
-            raise
+            return await self.spooler.empty(checksum_algorithm=checksum_algorithm)
+        stream, _ = await self.open(source, byte_range)
         skip = 0
         if byte_range is not None and stream.content_range is None:
             skip = byte_range[0]  # the backend ignored the Range: cut it ourselves
-        state = {"skip": skip, "left": size}
-
-        class _Sink:
-            def registerProducer(self, producer: object, streaming: bool) -> None:
-                pass
-
-            def unregisterProducer(self) -> None:
-                pass
-
-            def write(self, data: bytes) -> None:
-                if state["skip"]:
-                    dropped = min(state["skip"], len(data))
-                    data = data[dropped:]
-                    state["skip"] -= dropped
-                data = data[: state["left"]]
-                state["left"] -= len(data)
-                md5.update(data)
-                sha256.update(data)
-                if extra is not None:
-                    extra.update(data)
-                spool.write(data)
-
-        try:
-            await stream.deliver(_Sink())  # type: ignore[arg-type]
-        except BaseException:
-            spool.close()
-            raise
-        if state["left"]:
-            spool.close()
-            raise BackendUnavailable(f"copy source ended {state['left']} bytes early")
-        return finish()
+        return await self.spooler.spool(stream, size, skip=skip, checksum_algorithm=checksum_algorithm)
 
     # -- copy -----------------------------------------------------------------
 
@@ -560,29 +408,25 @@ class ObjectService:
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
-        ordered = sorted(self.backend_configs, key=lambda b: b.name not in holders)
-        spool: Spooled | None = None
+        spool: Payload | None = None
 
         async def copy_to(reservation: Reservation) -> None:
             nonlocal spool
-            backend = self.backends[reservation.backend]
+            backend = self.fleet[reservation.backend]
             if reservation.backend in holders:
                 await backend.copy_object(holders[reservation.backend].storage_key, skey)
                 return
             if spool is None:
                 spool = await self.spool_range(source, None)
-            await backend.put_object(
-                skey,
-                spool.file,
-                source.size,
-                content_md5_b64=_md5_b64(source.etag),
-                sha256_hex=source.content_hash,
-            )
+            _check_read_back(spool, source.etag)
+            await backend.put_object(skey, spool)
 
         try:
             reservation, _ = await with_failover(
                 operation="copy",
-                candidates=lambda failed: write_candidates(ordered, source.size, exclude=failed),
+                candidates=lambda failed: self.fleet.write_candidates(
+                    source.size, exclude=failed, prefer=holders
+                ),
                 reserve=lambda names: self._reserve(
                     Intent(
                         write_id, bucket, dest_key, source.size, skey,
@@ -683,30 +527,25 @@ class ObjectService:
             size=record.size,
             parts=len(source.parts),
         )
-        self._cleanup_in_background(outcome.displaced, "overwrite_displaced")
+        self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         return record
 
     async def _copy_extent(
         self, upload: MultipartUpload, source: ObjectRecord, extent: Extent, request_id: str
     ) -> None:
         holders = {loc.backend: loc for loc in extent.locations}
-        spool: Spooled | None = None
+        spool: Payload | None = None
 
         async def send(reservation: PartReservation) -> None:
             nonlocal spool
-            backend = self.backends[reservation.backend]
+            backend = self.fleet[reservation.backend]
             if reservation.backend in holders and extent.size > 0:
                 await backend.copy_object(holders[reservation.backend].storage_key, reservation.storage_key)
                 return
             if spool is None:
                 spool = await self.spool_range(source, (extent.offset, extent.offset + extent.size - 1))
-            await backend.put_object(
-                reservation.storage_key,
-                spool.file,
-                extent.size,
-                content_md5_b64=_md5_b64(extent.etag or ""),
-                sha256_hex=spool.sha256_hex,
-            )
+            _check_read_back(spool, extent.etag or "")
+            await backend.put_object(reservation.storage_key, spool)
 
         try:
             reservation = await self.place_part(
@@ -740,7 +579,7 @@ class ObjectService:
                 "could not abort copy upload {upload_id}", component="objects", upload_id=upload.upload_id
             )
             return
-        await self.run_cleanups(items, "abort_part_cleanup")
+        await self.cleanups.run(items, "abort_part_cleanup")
 
     # -- listing --------------------------------------------------------------
 
@@ -750,7 +589,12 @@ class ObjectService:
         return await self.store.list_objects(bucket, prefix, delimiter, start_after, max_keys)
 
 
-def _md5_b64(etag: str) -> str | None:
+def _check_read_back(payload: Payload, etag: str) -> None:
+    """A copy source read back must be the bytes its record describes (when the ETag
+    recorded is their MD5): what was stored is what is copied, byte for byte."""
     if "-" in etag or len(etag) != 32:
-        return None
-    return base64.b64encode(bytes.fromhex(etag)).decode("ascii")
+        return  # a multipart ETag says nothing of these bytes' MD5
+    if payload.md5_hex != etag.lower():
+        raise BackendError(
+            f"copy source read back with MD5 {payload.md5_hex}, its record says {etag}", code="BadDigest"
+        )

@@ -12,7 +12,8 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+
+from s3orch.config.model import BackendConfig
 
 #: A bucket name used as it is in backend keys: what a valid S3 bucket name can be.
 _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
@@ -31,7 +32,7 @@ def new_upload_id(now: float) -> str:
 
 
 def bucket_prefix(bucket: str) -> str:
-    """The first segment of every backend key of ``bucket`` (per-bucket isolation, I8).
+    """The first segment of every backend key of ``bucket`` (buckets stay isolated on backends too).
 
     The bucket name itself when it is a valid S3 bucket name, so an operator sees
     whose bytes are whose.  Any other name (the config only warns about those) is
@@ -70,7 +71,7 @@ def part_storage_key(bucket: str, key: str, upload_id: str, part_number: int, at
 
 
 def write_candidates(
-    backends: Sequence[Any],
+    backends: Sequence[BackendConfig],
     size: int,
     exclude: Collection[str] = (),
     is_available: Callable[[str], bool] = lambda name: True,
@@ -84,7 +85,7 @@ def write_candidates(
     for backend in backends:
         if backend.name in exclude or not is_available(backend.name):
             continue
-        limit = getattr(backend, "max_object_size", 0) or 0
+        limit = backend.max_object_size
         if limit and size > limit:
             continue
         names.append(backend.name)

@@ -12,8 +12,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config.model import ServerConfig
-from s3orch.core.multipart import MultipartService
 from s3orch.core.objects import ObjectService
+from s3orch.core.uploads import MultipartService
 from s3orch.frontend.envelope import DEFAULT_RESERVED_PREFIXES, S3Envelope
 from s3orch.frontend.handlers.bucket import BucketHandlers
 from s3orch.frontend.handlers.multipart import MultipartHandlers

@@ -12,7 +12,7 @@ once, whatever way it ends: admission slot released, in-flight gauge, metrics
 and an audit event.
 
 Request bodies are received here and only here (``_body_sink``, ``feed``,
-``_handle``): handlers get the finished, verified :class:`~s3orch.http.body.BodyInfo`.
+``_handle``): handlers get the finished, verified :class:`~s3orch.payload.Payload`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from s3orch.frontend.request import (
     send_last_resort,
 )
 from s3orch.http.admission import Admission, Pool, Refused
-from s3orch.http.body import BodyInfo, DiscardedBody, RequestBody, parse_content_md5
+from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
 from s3orch.http.site import RejectedEarly, S3Request
 from s3orch.observe.audit import audit
 from s3orch.observe.logging import request_id_from_header
@@ -63,6 +63,7 @@ from s3orch.observe.metrics import (
     RESPONSE_SIZE,
     method_label,
 )
+from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
 from s3orch.s3.addressing import parse_address, virtual_bucket
 from s3orch.s3.checksums import parse_checksum_headers
@@ -393,7 +394,7 @@ class S3Envelope(Resource):
         return NOT_DONE_YET
 
     async def _handle(self, request: S3Request, state: RequestState) -> None:
-        body: BodyInfo | None = None
+        body: Payload | None = None
         try:
             try:
                 request.setHeader("x-amz-request-id", state.request_id)

@@ -16,8 +16,9 @@ from email.utils import formatdate
 
 from s3orch.auth.registry import Principal
 from s3orch.http.admission import CredentialHold, Slot
-from s3orch.http.body import BodyInfo, DiscardedBody, RequestBody
+from s3orch.http.body import DiscardedBody, RequestBody
 from s3orch.http.site import S3Request
+from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
 from s3orch.s3.addressing import Address
 from s3orch.s3.operations import Operation
@@ -73,7 +74,7 @@ class RequestState:
 
 
 #: Serves one operation once its body (if it takes one) is in and verified.
-Handler = Callable[[S3Request, RequestState, BodyInfo | None], Awaitable[None]]
+Handler = Callable[[S3Request, RequestState, Payload | None], Awaitable[None]]
 #: Validates an operation's headers and query when the headers arrive (raise an S3Error
 #: to refuse it before ``100 Continue`` and before any body byte is read).
 EarlyCheck = Callable[[RequestState], None]

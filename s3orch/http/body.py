@@ -4,8 +4,9 @@ A body is never held whole in memory: it goes to a ``SpooledTemporaryFile``
 (memory up to ``server.spool_memory_limit``, then ``server.spool_dir``).
 Hashes (MD5 for the ETag, SHA-256 for the payload claim and backend signing,
 the client's ``x-amz-checksum-*`` algorithm) are computed incrementally, so
-verification costs no second pass, and the spool can be replayed to another
-backend when the first one fails.
+verification costs no second pass.  A verified body is a
+:class:`~s3orch.payload.Payload`, the value the core and the backends take: a
+replayable spool, so a write can go to another backend when the first one fails.
 """
 
 from __future__ import annotations
@@ -14,33 +15,12 @@ import base64
 import binascii
 import hashlib
 import tempfile
-from dataclasses import dataclass
 from typing import BinaryIO
 
+from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
 from s3orch.s3.checksums import Checksum, new_checksum
 from s3orch.s3.chunked import AwsChunkedDecoder
-
-
-@dataclass
-class BodyInfo:
-    """A fully received and verified body."""
-
-    file: BinaryIO
-    length: int
-    md5_hex: str
-    sha256_hex: str
-    checksum: tuple[str, str] | None  # (ALGORITHM upper-case, base64 value) verified
-
-    @property
-    def md5_b64(self) -> str:
-        return base64.b64encode(bytes.fromhex(self.md5_hex)).decode("ascii")
-
-    def close(self) -> None:
-        try:
-            self.file.close()
-        except OSError:
-            pass
 
 
 def parse_content_md5(value: str | None) -> bytes | None:
@@ -83,6 +63,7 @@ class RequestBody:
         self._sha256 = hashlib.sha256()
         algorithm = checksum_header[0] if checksum_header else trailer_checksum
         self._checksum: Checksum | None = new_checksum(algorithm) if algorithm else None
+        # typeshed types SpooledTemporaryFile apart from BinaryIO, whose methods it has.
         self._spool: BinaryIO = tempfile.SpooledTemporaryFile(  # type: ignore[assignment]
             max_size=spool_memory_limit, dir=spool_dir or None
         )
@@ -119,8 +100,8 @@ class RequestBody:
             self.discard()
             raise
 
-    def finish(self) -> BodyInfo:
-        """The body ended: verify framing, length and every digest."""
+    def finish(self) -> Payload:
+        """The body ended: verify framing, length and every digest; the verified payload."""
         if self.failed is not None:
             raise self.failed
         try:
@@ -156,7 +137,7 @@ class RequestBody:
                     )
                 checksum = (algorithm, actual)
             self._spool.seek(0)
-            return BodyInfo(self._spool, self.received, md5.hex(), sha256_hex, checksum)
+            return Payload(self._spool, self.received, md5.hex(), sha256_hex, checksum)
         except errors.S3Error as exc:
             self.failed = exc
             self.discard()

@@ -187,7 +187,7 @@ class LogSettings:
 
 
 def new_request_id() -> str:
-    """16 random bytes as 32 hex characters (the original's format)."""
+    """16 random bytes as 32 hex characters (s3-orchestrator's request id format)."""
     return os.urandom(16).hex().upper()
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics, all named ``s3o_*`` as in the original product.
+"""Prometheus metrics, all named ``s3o_*`` as s3-orchestrator's (the Go product s3orch re-creates).
 
 They live in our own :data:`REGISTRY` (not prometheus-client's global one) so
 that tests can read values and several apps in one process do not collide.
@@ -131,8 +131,8 @@ CLEANUP_ENQUEUED = Counter(
     registry=REGISTRY,
 )
 #: PUT-before-COMMIT intents: written by the core's reserve step, resolved by its commit
-#: (status "committed") or by the pending reaper (the other statuses; see
-#: s3orch.workers.pending_reaper).
+#: (status "committed") or by the pending-intent resolution the reaper schedules (the other
+#: statuses; see s3orch.core.intents).
 PENDING_ENQUEUED = Counter(
     "s3o_pending_intents_enqueued_total",
     "Pending intents written before a backend PUT",
@@ -197,5 +197,23 @@ ADMISSION_IN_USE = Gauge(
     "s3o_admission_slots_in_use",
     "Admission slots held by requests in flight",
     ["pool"],
+    registry=REGISTRY,
+)
+
+# --- background workers (s3orch.workers.base counts every tick of every worker) ---------------
+
+WORKER_TICKS = Counter(
+    "s3o_worker_ticks_total", "Worker ticks by outcome", ["service", "result"], registry=REGISTRY
+)
+WORKER_LAST_SUCCESS = Gauge(
+    "s3o_worker_last_success_timestamp_seconds",
+    "Unix time of the last successful tick",
+    ["service"],
+    registry=REGISTRY,
+)
+WORKER_FAILURES = Gauge(
+    "s3o_worker_consecutive_failures",
+    "Consecutive failed ticks since the last success",
+    ["service"],
     registry=REGISTRY,
 )

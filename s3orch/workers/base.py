@@ -1,8 +1,10 @@
 """A background worker: a Service that runs one async tick on an interval.
 
 A LoopingCall whose function raises stops forever, so every tick is caught,
-logged with its component and counted; ticks never overlap (a slow tick
-delays the next one instead of stacking up).
+logged with its component and counted (``s3o_worker_*``, in
+:mod:`s3orch.observe.metrics`); ticks never overlap (a slow tick delays the
+next one instead of stacking up).  A worker is a named child of the gateway's
+service tree (:class:`~s3orch.service.GatewayService`), started and stopped with it.
 
 Several instances on one PostgreSQL database run each worker on one of them
 at a time: a worker given a :class:`~s3orch.store.locks.WorkerLock` id and the
@@ -20,36 +22,24 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import Counter, Gauge
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from s3orch.observe.metrics import REGISTRY
+from s3orch.observe.metrics import WORKER_FAILURES, WORKER_LAST_SUCCESS, WORKER_TICKS
 from s3orch.store.interface import StoreUnavailable
 from s3orch.store.locks import WorkerLocks, run_exclusive
-
-WORKER_TICKS = Counter(
-    "s3o_worker_ticks_total", "Worker ticks by outcome", ["service", "result"], registry=REGISTRY
-)
-WORKER_LAST_SUCCESS = Gauge(
-    "s3o_worker_last_success_timestamp_seconds",
-    "Unix time of the last successful tick",
-    ["service"],
-    registry=REGISTRY,
-)
-WORKER_FAILURES = Gauge(
-    "s3o_worker_consecutive_failures",
-    "Consecutive failed ticks since the last success",
-    ["service"],
-    registry=REGISTRY,
-)
 
 
 class PeriodicWorker(Service):
     """Subclasses implement ``tick``; ``interval`` is in seconds.
+
+    ``name`` is the worker's name in the service tree (``cleanup-queue``: what
+    ``getServiceNamed`` finds it by); ``component`` its name in logs and
+    in the ``service`` label of the worker metrics (``cleanup_queue``, the names
+    s3-orchestrator's logs and metrics use).
 
     ``lock_id`` (a :class:`~s3orch.store.locks.WorkerLock`) and ``locks`` make
     the worker exclusive across instances; ``jitter`` returns a fraction in
@@ -66,11 +56,13 @@ class PeriodicWorker(Service):
         clock: IReactorTime,
         run_now: bool = False,
         *,
+        component: str,
         lock_id: int | None = None,
         locks: WorkerLocks | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.name = name
+        self.component = component
         self.interval = interval
         self.clock = clock
         self.run_now = run_now
@@ -102,7 +94,7 @@ class PeriodicWorker(Service):
         try:
             if self.exclusive:
                 if not await self._locked_tick():
-                    WORKER_TICKS.labels(self.name, "skipped").inc()
+                    WORKER_TICKS.labels(self.component, "skipped").inc()
                     return True
             else:
                 await self.tick()
@@ -110,23 +102,23 @@ class PeriodicWorker(Service):
             # Expected while the database restarts: say so without a traceback.
             self._count_failure()
             self.log.warn(
-                "worker tick failed: database unavailable: {error}", component=self.name, error=str(exc)
+                "worker tick failed: database unavailable: {error}", component=self.component, error=str(exc)
             )
             return False
         except Exception:
             self._count_failure()
-            self.log.failure("worker tick failed", component=self.name)
+            self.log.failure("worker tick failed", component=self.component)
             return False
         self._failures = 0
-        WORKER_TICKS.labels(self.name, "success").inc()
-        WORKER_FAILURES.labels(self.name).set(0)
-        WORKER_LAST_SUCCESS.labels(self.name).set(self.clock.seconds())
+        WORKER_TICKS.labels(self.component, "success").inc()
+        WORKER_FAILURES.labels(self.component).set(0)
+        WORKER_LAST_SUCCESS.labels(self.component).set(self.clock.seconds())
         return True
 
     def _count_failure(self) -> None:
         self._failures += 1
-        WORKER_TICKS.labels(self.name, "error").inc()
-        WORKER_FAILURES.labels(self.name).set(self._failures)
+        WORKER_TICKS.labels(self.component, "error").inc()
+        WORKER_FAILURES.labels(self.component).set(self._failures)
 
     def _tick(self) -> Deferred[Any]:
         return Deferred.fromCoroutine(self.run_once())
@@ -147,7 +139,7 @@ class PeriodicWorker(Service):
         self._loop.clock = self.clock
         self._loop_done = self._loop.start(self.interval, now=self.run_now)
 
-    def stopService(self) -> Deferred[Any] | None:  # type: ignore[override]
+    def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         delayed, self._delayed_start = self._delayed_start, None
         if delayed is not None and delayed.active():

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from s3orch.core.objects import ObjectService
+from s3orch.config.model import CleanupQueueConfig
+from s3orch.core.cleanup import Cleanups
 from s3orch.store.locks import WorkerLock, WorkerLocks
 from s3orch.workers.base import PeriodicWorker
+
+#: The queue is worked every minute, 50 rows a tick (as s3-orchestrator does).
+INTERVAL = 60.0
+BATCH = 50
 
 
 class CleanupQueueWorker(PeriodicWorker):
@@ -15,29 +20,34 @@ class CleanupQueueWorker(PeriodicWorker):
     Rows are *claimed* for this instance (``owner``) before the backend deletes,
     so two instances never work on the same row even if both tick at once (the
     worker lock :attr:`WorkerLock.CLEANUP` normally keeps them apart; the claim
-    is what makes it safe when it does not).  A claim older than ``claim_grace``
-    seconds belongs to an instance presumed dead and is taken over.
+    is what makes it safe when it does not).  A claim older than
+    ``cleanup_queue.claim_grace_period`` belongs to an instance presumed dead and
+    is taken over.
     """
 
     def __init__(
         self,
-        objects: ObjectService,
+        cleanups: Cleanups,
         clock: IReactorTime,
-        interval: float = 60.0,
-        batch: int = 50,
+        config: CleanupQueueConfig,
         *,
-        owner: str = "s3orch",
-        claim_grace: float = 300.0,
-        locks: WorkerLocks | None = None,
+        owner: str,
+        locks: WorkerLocks | None,
+        interval: float = INTERVAL,
+        batch: int = BATCH,
     ) -> None:
-        super().__init__("cleanup_queue", interval, clock, lock_id=WorkerLock.CLEANUP, locks=locks)
-        self.objects = objects
+        super().__init__(
+            "cleanup-queue",
+            interval,
+            clock,
+            component="cleanup_queue",
+            lock_id=WorkerLock.CLEANUP,
+            locks=locks,
+        )
+        self.cleanups = cleanups
         self.batch = batch
         self.owner = owner
-        self.claim_grace = claim_grace
+        self.claim_grace = config.claim_grace_period
 
     async def tick(self) -> None:
-        items = await self.objects.store.claim_cleanups(
-            self.clock.seconds(), self.batch, self.owner, self.claim_grace
-        )
-        await self.objects.retry_cleanups(items)
+        await self.cleanups.retry_due(self.owner, self.batch, self.claim_grace)

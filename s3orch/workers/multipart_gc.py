@@ -6,18 +6,19 @@ reservation released.  Uploads left ``aborting`` by a crash or a backend
 failure are finished the same way, as are the native uploads an older build
 left on a backend (the schema migration marks them ``aborting``; they are
 aborted on their backend).  Old completed/aborted tombstones are purged
-(invariant I4: no orphan multipart upload remains once workers are quiet).
+(no orphan multipart upload remains once the workers are quiet).
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from s3orch.core.multipart import MultipartService
+from s3orch.config.model import CleanupQueueConfig
+from s3orch.core.uploads import MultipartService
 from s3orch.store.locks import WorkerLock, WorkerLocks
 from s3orch.workers.base import PeriodicWorker
 
-#: The original checks hourly; a short stale timeout (tests, tight quotas) checks more often.
+#: s3-orchestrator checks hourly; a short stale timeout (tests, tight quotas) checks more often.
 MAX_INTERVAL = 3600.0
 MIN_INTERVAL = 1.0
 
@@ -28,21 +29,23 @@ def gc_interval(stale_timeout: float) -> float:
 
 
 class MultipartGCWorker(PeriodicWorker):
-    """Every ``gc_interval(stale_timeout)``, abort stale uploads (and refresh the gauge)."""
+    """Every ``gc_interval(cleanup_queue.multipart_stale_timeout)``, abort stale uploads
+    (and refresh the gauge)."""
 
     def __init__(
         self,
         multipart: MultipartService,
         clock: IReactorTime,
-        interval: float | None = None,
+        config: CleanupQueueConfig,
         *,
-        locks: WorkerLocks | None = None,
+        locks: WorkerLocks | None,
     ) -> None:
         super().__init__(
-            "multipart_gc",
-            gc_interval(multipart.stale_timeout) if interval is None else interval,
+            "multipart-gc",
+            gc_interval(config.multipart_stale_timeout),
             clock,
             run_now=True,
+            component="multipart_gc",
             lock_id=WorkerLock.MULTIPART_GC,
             locks=locks,
         )

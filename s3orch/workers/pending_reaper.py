@@ -1,237 +1,62 @@
-"""Resolve the writes whose commit failed: promote them if their bytes arrived, else drop them.
+"""When to resolve the writes whose commit failed (the resolution itself is core's).
 
-A PUT writes a pending intent (reserving quota) before sending the bytes to a
-fresh backend key, and its commit deletes the intent.  When the commit fails
-(the database went away after the backend PUT) the client gets a 5xx and the
-intent stays, holding its reservation, with the bytes maybe on the backend.
-Every ``write_path.pending_pattern.reaper_tick`` the reaper claims intents at
-least ``min_age`` old (so writes still in flight are left alone) and HEADs
-each one's backend object:
-
-* present with the intent's size: **promote** -- the write becomes the key's
-  current version exactly as its commit would have made it (the previous
-  copies are queued for cleanup), unless a later write or delete of the key
-  superseded it, or its condition (If-None-Match / If-Match) no longer holds:
-  then it is dropped;
-* absent (404), or not what the write stored: **drop** -- the reservation is
-  released and the backend key queued for cleanup;
-* any other backend error: **keep** (ambiguous) -- tried again on a later tick.
-
-Intents already marked superseded, or recording no object metadata, are
-dropped without a backend call.  The store re-checks everything in the
-resolving transaction, so a write that commits, or a newer one that lands,
-between the HEAD and the resolution is never overwritten (invariants I3, I4, I5).
-
-``min_age`` must exceed the longest time an upload may take: an intent
-resolved while its upload is still running is dropped, and that PUT then
-fails with 503 (its bytes are cleaned up; nothing leaks).
+Every ``write_path.pending_pattern.reaper_tick`` the reaper asks
+:class:`~s3orch.core.intents.IntentResolver` to resolve up to ``batch_size``
+intents at least ``min_age`` old: promote a write whose bytes arrived, drop one
+whose bytes did not (see :mod:`s3orch.core.intents`).  Under the worker lock
+:attr:`~s3orch.store.locks.WorkerLock.PENDING_REAPER` one instance reaps at a
+time; intents are also claimed per row, so two instances never resolve the same
+one even when both tick.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.interfaces import IReactorTime
 
-from s3orch.backend.interface import BackendError, BackendNotFound
-from s3orch.core.objects import ObjectService
-from s3orch.observe.audit import audit
-from s3orch.observe.metrics import PENDING_DEPTH, PENDING_RESOLVED
-from s3orch.store.interface import (
-    INTENT_ALREADY_RESOLVED,
-    INTENT_AMBIGUOUS,
-    INTENT_DROP,
-    INTENT_KEEP,
-    INTENT_PROMOTE,
-    INTENT_PROMOTED,
-    INTENT_SUPERSEDED,
-    IntentResolution,
-    PendingIntent,
-    StoreUnavailable,
-)
+from s3orch.config.model import PendingPatternConfig
+from s3orch.core.intents import COMPONENT, IntentResolver
 from s3orch.store.locks import WorkerLock, WorkerLocks
 from s3orch.workers.base import PeriodicWorker
 
-#: Metric status of each resolution (a superseded write is counted as dropped).
-_METRIC_STATUS = {INTENT_SUPERSEDED: "dropped"}
-
 
 class PendingReaper(PeriodicWorker):
-    """Every ``interval``, resolve up to ``batch`` stale intents (see the module).
+    """Every ``reaper_tick``, resolve up to ``batch_size`` intents at least ``min_age`` old.
 
-    Intents are claimed for this instance (``owner``) like cleanup rows, so two
-    instances never resolve the same one even without the worker lock; a claim
-    older than ``claim_grace`` belongs to an instance presumed dead.  Up to
-    ``concurrency`` backend HEADs run at once.
+    ``owner`` names this instance on its claims; a claim older than
+    ``claim_grace`` (``cleanup_queue.claim_grace_period``) belongs to an instance
+    presumed dead.
     """
 
     def __init__(
         self,
-        objects: ObjectService,
+        resolver: IntentResolver,
         clock: IReactorTime,
-        interval: float = 60.0,
+        config: PendingPatternConfig,
         *,
-        min_age: float = 300.0,
-        batch: int = 50,
-        owner: str = "s3orch",
-        claim_grace: float = 300.0,
-        concurrency: int = 8,
-        locks: WorkerLocks | None = None,
+        owner: str,
+        claim_grace: float,
+        locks: WorkerLocks | None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(
-            "pending_reaper",
-            interval,
+            "pending-reaper",
+            config.reaper_tick,
             clock,
+            component=COMPONENT,
             lock_id=WorkerLock.PENDING_REAPER,
             locks=locks,
             jitter=jitter,
         )
-        self.objects = objects
-        self.min_age = min_age
-        self.batch = batch
+        self.resolver = resolver
+        self.min_age = config.min_age
+        self.batch = config.batch_size
         self.owner = owner
         self.claim_grace = claim_grace
-        self._limit = DeferredSemaphore(max(1, concurrency))
 
     async def tick(self) -> None:
-        store = self.objects.store
-        intents = await store.stale_intents(
-            self.clock.seconds(), self.min_age, self.batch, self.owner, self.claim_grace
+        await self.resolver.resolve_stale(
+            min_age=self.min_age, batch=self.batch, owner=self.owner, claim_grace=self.claim_grace
         )
-        await self.resolve_all(intents)
-        PENDING_DEPTH.set(await store.count_intents())
-
-    async def resolve_all(self, intents: Sequence[PendingIntent]) -> list[str]:
-        """Resolve claimed intents (bounded concurrency); their statuses, in order.
-
-        One intent's failure does not stop the others; a database failure fails the
-        tick afterwards (the unresolved claims are taken again after the grace).
-        """
-
-        unavailable: list[StoreUnavailable] = []
-
-        async def guarded(intent: PendingIntent) -> str:
-            try:
-                return await self._limit.run(lambda: Deferred.fromCoroutine(self.resolve(intent)))
-            except StoreUnavailable as exc:
-                unavailable.append(exc)
-            except Exception:
-                self.log.failure(
-                    "resolving pending intent {write_id} failed",
-                    component=self.name,
-                    write_id=intent.write_id,
-                )
-            return "error"
-
-        statuses = await gatherResults([Deferred.fromCoroutine(guarded(i)) for i in intents])
-        if unavailable:
-            raise unavailable[0]
-        return list(statuses)
-
-    async def resolve(self, intent: PendingIntent) -> str:
-        """HEAD one intent's backend object and resolve it; the resolution's status."""
-        outcome, why = await self._decide(intent)
-        resolution = await self.objects.store.resolve_intent(
-            intent.write_id, outcome, self.clock.seconds()
-        )
-        status = resolution.status
-        PENDING_RESOLVED.labels(_METRIC_STATUS.get(status, status)).inc()
-        self._report(intent, resolution, why)
-        if resolution.cleanup:
-            reason = "overwrite_displaced" if status == INTENT_PROMOTED else "pending_dropped"
-            await self.objects.run_cleanups(resolution.cleanup, reason)
-        return status
-
-    async def _decide(self, intent: PendingIntent) -> tuple[str, str]:
-        """The outcome to ask for, and why when it is not a promotion."""
-        if intent.superseded or not intent.promotable:
-            return INTENT_DROP, ""  # it can only be dropped (the store says why)
-        backend = self.objects.backends.get(intent.backend)
-        if backend is None:
-            self.log.warn(
-                "pending intent {write_id} is on backend {backend}, which is no longer"
-                " configured; dropping it",
-                component=self.name,
-                write_id=intent.write_id,
-                backend=intent.backend,
-            )
-            return INTENT_DROP, f"backend {intent.backend} is no longer configured"
-        try:
-            headers = await backend.head_object(intent.storage_key)
-        except BackendNotFound:
-            return INTENT_DROP, "its bytes are not on the backend"
-        except BackendError as exc:
-            self.log.warn(
-                "HEAD of pending write {backend}/{storage_key} failed ({error});"
-                " keeping the intent for a later try",
-                component=self.name,
-                backend=intent.backend,
-                storage_key=intent.storage_key,
-                error=str(exc),
-            )
-            return INTENT_KEEP, ""
-        size = _content_length(headers)
-        if size is None:
-            self.log.warn(
-                "HEAD of pending write {backend}/{storage_key} gave no usable Content-Length;"
-                " keeping the intent for a later try",
-                component=self.name,
-                backend=intent.backend,
-                storage_key=intent.storage_key,
-            )
-            return INTENT_KEEP, ""
-        if size != intent.size:
-            # The key is this write's own: bytes of another size are not what it stored.
-            self.log.error(
-                "pending write {backend}/{storage_key} holds {found} bytes, not {expected};"
-                " dropping it",
-                component=self.name,
-                backend=intent.backend,
-                storage_key=intent.storage_key,
-                found=size,
-                expected=intent.size,
-            )
-            return INTENT_DROP, f"the backend holds {size} bytes, not {intent.size}"
-        return INTENT_PROMOTE, ""
-
-    def _report(self, intent: PendingIntent, resolution: IntentResolution, why: str) -> None:
-        status = resolution.status
-        if status in (INTENT_AMBIGUOUS, INTENT_ALREADY_RESOLVED):
-            return
-        fields: dict[str, Any] = {
-            "write_id": intent.write_id,
-            "bucket": intent.bucket,
-            "key": intent.key,
-            "backend": intent.backend,
-            "size": intent.size,
-        }
-        if status == INTENT_PROMOTED:
-            audit("pending_reaper.promoted", **fields)
-            self.log.info(
-                "promoted pending write {write_id} of {bucket}/{key}", component=self.name, **fields
-            )
-            return
-        reason = resolution.reason or why
-        audit(f"pending_reaper.{status}", reason=reason, **fields)
-        self.log.info(
-            "dropped pending write {write_id} of {bucket}/{key}: {reason}",
-            component=self.name,
-            reason=reason,
-            status=status,
-            **fields,
-        )
-
-
-def _content_length(headers: dict[str, str]) -> int | None:
-    value = headers.get("content-length")
-    if value is None:
-        return None
-    try:
-        size = int(value.strip())
-    except ValueError:
-        return None
-    return size if size >= 0 else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from s3orch.config.model import UsageFlushConfig
 from s3orch.observe.metrics import (
     OBJECTS_COUNT,
     PENDING_DEPTH,
@@ -17,10 +18,13 @@ from s3orch.workers.base import PeriodicWorker
 
 
 class QuotaMetricsWorker(PeriodicWorker):
-    """Gauges come from the DB (no backend calls), every usage_flush.interval."""
+    """Gauges come from the DB (no backend calls), every ``usage_flush.interval``.
 
-    def __init__(self, store: MetadataStore, clock: IReactorTime, interval: float = 30.0) -> None:
-        super().__init__("usage_flush", interval, clock, run_now=True)
+    Every instance refreshes its own ``/metrics``, so this worker takes no worker lock.
+    """
+
+    def __init__(self, store: MetadataStore, clock: IReactorTime, config: UsageFlushConfig) -> None:
+        super().__init__("usage-flush", config.interval, clock, run_now=True, component="usage_flush")
         self.store = store
 
     async def tick(self) -> None:

@@ -3,13 +3,12 @@ SeaweedFS ``weed mini`` (checks SigV4 and Content-MD5, persists)."""
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
-import io
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,13 @@ from s3orch.backend.interface import (
     ObjectBackend,
     PushProducer,
 )
-from s3orch.backend.s3 import S3Backend, S3Stream, parse_content_range, parse_error_body
+from s3orch.backend.s3 import S3Backend
+from s3orch.backend.s3_responses import parse_error_body
+from s3orch.backend.s3_streams import S3Stream, parse_content_range
 from s3orch.config.model import BackendConfig
 from s3orch.http.relay import relay_body
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_REQUESTS
+from s3orch.payload import Payload
 from s3orch.testing.servers import MotoServer, WeedServer, free_port
 
 from .conftest import ServerT, fresh_bucket
@@ -89,8 +91,9 @@ async def read_all(stream: S3Stream) -> bytes:
     return bytes(sink.kept)
 
 
-async def put_bytes(backend: ObjectBackend, key: str, data: bytes, **kwargs: Any) -> str:
-    return await backend.put_object(key, io.BytesIO(data), len(data), **kwargs)
+async def put_bytes(backend: ObjectBackend, key: str, data: bytes, **digests: str) -> str:
+    """PUT ``data``; ``md5_hex`` replaces its true MD5 (to test a refusal)."""
+    return await backend.put_object(key, replace(Payload.from_bytes(data), **digests))
 
 
 def counter(metric: Any, *labels: str) -> float:
@@ -122,7 +125,7 @@ async def test_put_get_round_trip(backend: S3Backend, size: int, tmp_path: Path)
     in_before = counter(BACKEND_BYTES, backend.name, "in")
     with source.open("rb") as body:
         body.seek(size // 2)  # put_object rewinds
-        etag = await backend.put_object("obj/key", body, size, sha256_hex=sha)
+        etag = await backend.put_object("obj/key", Payload(body, size, md5, sha))
     assert etag == md5
     assert counter(BACKEND_BYTES, backend.name, "out") - out_before == size
     stream = await backend.get_object("obj/key")
@@ -139,7 +142,7 @@ async def test_put_get_round_trip(backend: S3Backend, size: int, tmp_path: Path)
 @pytest_twisted.ensureDeferred
 async def test_large_body_streams_with_backpressure(backend: S3Backend) -> None:
     data = os.urandom(3 * MiB)
-    await put_bytes(backend, "big", data, content_md5_b64=_md5_b64(data))
+    await put_bytes(backend, "big", data)
     stream = await backend.get_object("big")
     sink = Sink(pause=0.02)
     await stream.deliver(sink)
@@ -334,7 +337,7 @@ async def test_upload_source_shorter_than_length_fails_without_retry_hint(
 ) -> None:
     backend = make_backend(moto)
     with pytest.raises(BackendError) as info:
-        await backend.put_object("short", io.BytesIO(b"only ten b"), 100)
+        await backend.put_object("short", replace(Payload.from_bytes(b"only ten b"), length=100))
     assert not info.value.retryable
     assert "ended 90 bytes early" in str(info.value)
     with pytest.raises(BackendNotFound):
@@ -431,7 +434,7 @@ async def test_signed_payload_and_unsigned_payload_are_both_accepted(
     unsigned = make_backend(weed, weed_bucket, unsigned_payload=True)
     virtual = make_backend(weed, weed_bucket, force_path_style=False)  # IP host: path-style
     assert await put_bytes(signed, "s", data, sha256_hex=sha) == hashlib.md5(data).hexdigest()
-    assert await put_bytes(unsigned, "u", data, sha256_hex=sha) == hashlib.md5(data).hexdigest()
+    assert await put_bytes(unsigned, "u", data) == hashlib.md5(data).hexdigest()
     assert await read_all(await virtual.get_object("u")) == data
 
 
@@ -441,9 +444,9 @@ async def test_content_md5_mismatch_is_rejected(
 ) -> None:
     backend = make_backend(weed, weed_bucket)
     data = b"the real bytes"
-    await put_bytes(backend, "ok", data, content_md5_b64=_md5_b64(data))
+    await put_bytes(backend, "ok", data)
     with pytest.raises(BackendError) as info:
-        await put_bytes(backend, "bad", data, content_md5_b64=_md5_b64(b"other bytes"))
+        await put_bytes(backend, "bad", data, md5_hex=hashlib.md5(b"other bytes").hexdigest())
     assert (info.value.status, info.value.code) == (400, "BadDigest")
     with pytest.raises(BackendNotFound):
         await backend.head_object("bad")
@@ -528,10 +531,6 @@ async def test_missing_bucket_is_an_error_not_a_missing_key(
     with pytest.raises(BackendError) as delete_info:
         await backend.delete_object("k")
     assert delete_info.value.code == "NoSuchBucket"
-
-
-def _md5_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 # --- addressing and parsing (pure; no server needed) ---

@@ -11,7 +11,6 @@ backend and no backend object left that nothing references (I1, I4, I5).
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from s3orch.backend.memory import MemoryBackend
-from s3orch.config.model import DatabaseConfig
-from s3orch.core.multipart import MultipartService, multipart_etag
+from s3orch.config.model import BackendConfig, DatabaseConfig
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
+from s3orch.core.multipart import multipart_etag
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.placement import part_storage_key
+from s3orch.core.spool import Spooler
+from s3orch.core.uploads import MultipartService
+from s3orch.payload import Payload
 from s3orch.s3 import errors
 from s3orch.s3.checksums import new_checksum
 from s3orch.s3.conditions import WriteConditions
@@ -62,9 +66,9 @@ class Backend(MemoryBackend):
                 self.reached.pop((stage, marker)).callback(None)
                 await gate
 
-    async def put_object(self, storage_key: str, body: Any, length: int, **kwargs: Any) -> str:
+    async def put_object(self, storage_key: str, payload: Payload) -> str:
         await self._gate("before", storage_key)
-        etag = await super().put_object(storage_key, body, length, **kwargs)
+        etag = await super().put_object(storage_key, payload)
         await self._gate("after", storage_key)
         return etag
 
@@ -94,12 +98,15 @@ class Rig:
         self.store = store
         self.backends = {name: Backend(name) for name in ("b1", "b2", "b3")}
         self.clock = clock
-        configs = [type("Cfg", (), {"name": n, "max_object_size": 0})() for n in self.backends]
+        self.configs = [BackendConfig(name=n) for n in self.backends]
+        fleet = BackendFleet(self.configs, self.backends)
+        self.cleanups = Cleanups(store=store, fleet=fleet, clock=clock, concurrency=16)
         self.objects = ObjectService(
-            store=store, backends=self.backends, backend_configs=configs, routing_strategy="pack", clock=clock
+            store=store, fleet=fleet, cleanups=self.cleanups, spooler=Spooler(), routing_strategy="pack", clock=clock
         )
         self.mp = MultipartService(
-            objects=self.objects, bucket_limits=limits, clock=clock, stale_timeout=STALE, min_part_size=MIN
+            store=store, fleet=fleet, objects=self.objects, cleanups=self.cleanups, clock=clock,
+            bucket_limits=limits, stale_timeout=STALE, min_part_size=MIN,
         )
 
     @property
@@ -123,11 +130,7 @@ class Rig:
             summer = new_checksum(checksum)
             summer.update(data)
             value = (checksum, summer.b64digest())
-        return await self.mp.upload_part(
-            "bkt", key, upload.upload_id, number, io.BytesIO(data), len(data),
-            md5_hex=hashlib.md5(data).hexdigest(), sha256_hex=hashlib.sha256(data).hexdigest(),
-            checksum=value,
-        )
+        return await self.mp.upload_part("bkt", key, upload.upload_id, number, Payload.from_bytes(data, value))
 
     async def read(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
         record = await self.store.get_object("bkt", key)
@@ -143,9 +146,9 @@ class Rig:
     async def settle(self) -> None:
         """Let background cleanups finish, then delete whatever is due far in the future
         (as the cleanup worker would once the graces have passed)."""
-        await self.objects.quiesce()
+        await self.cleanups.quiesce()
         due = await self.store.due_cleanups(self.clock.seconds() + 10 * IN_FLIGHT_GRACE, 1000)
-        await self.objects.retry_cleanups(due)
+        await self.cleanups.retry(due)
 
     async def assert_clean(self, keys: list[str]) -> None:
         """Every backend object belongs to one of ``keys``' copies or an open upload's part,
@@ -190,13 +193,12 @@ async def raises(coro: Any, error: type[errors.S3Error]) -> errors.S3Error:
 async def fill(rig: Rig, key: str, size: int, backend: str) -> None:
     """A committed object of ``size`` bytes on ``backend`` (through the PUT path)."""
     data = b"f" * size
-    configs = rig.objects.backend_configs
-    rig.objects.backend_configs = [c for c in configs if c.name == backend]
+    everywhere = rig.objects.fleet
+    rig.objects.fleet = BackendFleet([c for c in rig.configs if c.name == backend], rig.backends)
     try:
-        await rig.objects.put("bkt", key, io.BytesIO(data), size, md5_hex=hashlib.md5(data).hexdigest(),
-                              sha256_hex=None, new=NEW)
+        await rig.objects.put("bkt", key, Payload.from_bytes(data), new=NEW)
     finally:
-        rig.objects.backend_configs = configs
+        rig.objects.fleet = everywhere
 
 
 @pytest_twisted.ensureDeferred
@@ -303,7 +305,7 @@ async def test_a_part_stored_by_a_process_that_died_before_recording_it_is_clean
     key = part_storage_key("bkt", "k", upload.upload_id, 2, "dead")
     res = await rig.store.reserve_part("bkt", "k", upload.upload_id, 2, 50, "dead", key, ["b2"], "pack", 0.0)
     assert res is not None
-    await rig.backends["b2"].put_object(key, io.BytesIO(b"d" * 50), 50)
+    await rig.backends["b2"].put_object(key, Payload.from_bytes(b"d" * 50))
     await rig.mp.complete("bkt", "k", upload.upload_id, listing([kept]))
     assert (await rig.quota("b2")).orphan_bytes == 50  # queued, first tried after a grace
     assert key in rig.backends["b2"].objects

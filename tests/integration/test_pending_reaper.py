@@ -11,7 +11,6 @@ The store is wrapped so that its next ``commit_object`` raises StoreUnavailable
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,14 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from s3orch.backend.memory import MemoryBackend
-from s3orch.config.model import DatabaseConfig
+from s3orch.config.model import BackendConfig, DatabaseConfig, PendingPatternConfig
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
+from s3orch.core.intents import IntentResolver
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.placement import storage_key
+from s3orch.core.spool import Spooler
+from s3orch.payload import Payload
 from s3orch.store import open_store
 from s3orch.store.interface import Intent, MetadataStore, ObjectRecord, QuotaRow, StoreUnavailable
 from s3orch.workers.pending_reaper import PendingReaper
@@ -66,28 +70,29 @@ class Rig:
         self.store = FlakyCommits(store)
         self.clock = clock
         self.b1 = MemoryBackend("b1")
-        configs = [type("Cfg", (), {"name": "b1", "max_object_size": 0})()]
+        store: Any = self.store
+        fleet = BackendFleet([BackendConfig(name="b1")], {"b1": self.b1})
+        self.cleanups = Cleanups(store=store, fleet=fleet, clock=clock, concurrency=16)
         self.objects = ObjectService(
-            store=self.store,  # type: ignore[arg-type]
-            backends={"b1": self.b1},
-            backend_configs=configs,
+            store=store,
+            fleet=fleet,
+            cleanups=self.cleanups,
+            spooler=Spooler(),
             routing_strategy="pack",
             clock=clock,
         )
         self.reaper = PendingReaper(
-            self.objects, clock, interval=TICK, min_age=MIN_AGE, owner="test", jitter=lambda: 0.0
+            IntentResolver(store=store, fleet=fleet, cleanups=self.cleanups, clock=clock),
+            clock,
+            PendingPatternConfig(reaper_tick=TICK, min_age=MIN_AGE),
+            owner="test",
+            claim_grace=300.0,
+            locks=None,
+            jitter=lambda: 0.0,
         )
 
     async def put(self, key: str, data: bytes) -> ObjectRecord:
-        return await self.objects.put(
-            "bkt",
-            key,
-            io.BytesIO(data),
-            len(data),
-            md5_hex=hashlib.md5(data).hexdigest(),
-            sha256_hex=hashlib.sha256(data).hexdigest(),
-            new=NEW,
-        )
+        return await self.objects.put("bkt", key, Payload.from_bytes(data), new=NEW)
 
     async def read(self, key: str) -> bytes | None:
         record = await self.store.get_object("bkt", key)
@@ -112,7 +117,7 @@ class Rig:
     async def tick_after(self, seconds: float) -> bool:
         self.clock.advance(seconds)
         ok = await self.reaper.run_once()
-        await self.objects.quiesce()
+        await self.cleanups.quiesce()
         return ok
 
     async def quota(self) -> QuotaRow:
@@ -243,5 +248,5 @@ async def test_a_commit_whose_answer_was_lost_leaves_the_reaper_nothing_to_do(ri
     assert [c for c in rig.b1.calls[calls:] if c[0] == "head_object"] == []
     # the displaced copy was queued by the commit; the cleanup worker's retry deletes it
     (item,) = await rig.store.due_cleanups(rig.clock.seconds() + 60, 10)
-    await rig.objects.retry_cleanups([item])
+    await rig.cleanups.retry([item])
     await rig.assert_quiet_and_exact({"k": b"new"})

@@ -21,8 +21,12 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from s3orch.backend.memory import MemoryBackend
-from s3orch.core.multipart import MultipartService
+from s3orch.config.model import BackendConfig
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
 from s3orch.core.objects import ObjectService
+from s3orch.core.spool import Spooler
+from s3orch.core.uploads import MultipartService
 from s3orch.store.interface import (
     INTENT_DROPPED,
     INTENT_PROMOTE,
@@ -144,12 +148,15 @@ async def test_data_of_the_previous_version_reads_and_cleans_up_after_migration(
             "bid-completing": ("bkt/completing-key@u-completing", {}),
         }
         b1.objects["bkt/completing-key@u-completing"] = b"y" * 25  # the backend had assembled it
-        configs = [type("Cfg", (), {"name": n, "max_object_size": 0})() for n in ("b1", "b2")]
+        fleet = BackendFleet([BackendConfig(name=n) for n in ("b1", "b2")], {"b1": b1, "b2": MemoryBackend("b2")})
+        cleanups = Cleanups(store=store, fleet=fleet, clock=clock, concurrency=16)
         objects = ObjectService(
-            store=store, backends={"b1": b1, "b2": MemoryBackend("b2")}, backend_configs=configs,
-            routing_strategy="pack", clock=clock,
+            store=store, fleet=fleet, cleanups=cleanups, spooler=Spooler(), routing_strategy="pack", clock=clock
         )
-        service = MultipartService(objects=objects, bucket_limits={}, clock=clock)
+        service = MultipartService(
+            store=store, fleet=fleet, objects=objects, cleanups=cleanups, clock=clock,
+            bucket_limits={}, stale_timeout=24 * 3600.0,
+        )
         assert await service.abort_stale() == 3
         assert b1.uploads == {}
         assert "bkt/completing-key@u-completing" not in b1.objects

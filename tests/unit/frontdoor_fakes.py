@@ -26,6 +26,7 @@ from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
 from s3orch.http.site import S3Site
 from s3orch.observe.metrics import REGISTRY
+from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
 from s3orch.store.interface import ListPage, ObjectRecord
 
@@ -60,15 +61,15 @@ class FakeObjects:
     def store(self, record: ObjectRecord, data: bytes) -> None:
         self.data[(record.bucket, record.key)] = (record, data)
 
-    async def put(self, bucket: str, key: str, file: Any, length: int, **kwargs: Any) -> ObjectRecord:
+    async def put(self, bucket: str, key: str, payload: Payload, **kwargs: Any) -> ObjectRecord:
         self.puts += 1
         new = kwargs["new"]
         record = ObjectRecord(
-            bucket, key, f"w{self.puts}", length, kwargs["md5_hex"], 1_700_000_000.0,
+            bucket, key, f"w{self.puts}", payload.length, payload.md5_hex, 1_700_000_000.0,
             content_type=new.content_type, headers=dict(new.system_headers),
             user_metadata=dict(new.user_metadata),
         )
-        self.store(record, file.read())
+        self.store(record, payload.reader().read())
         return record
 
     async def head(self, bucket: str, key: str) -> ObjectRecord:

@@ -20,7 +20,8 @@ from botocore.config import Config
 from s3orch.auth import sigv2
 from s3orch.auth.authenticate import authenticate as authenticate_request
 from s3orch.auth.registry import CredentialRegistry
-from s3orch.backend.s3 import BackendError, _parse_xml
+from s3orch.backend.interface import BackendError
+from s3orch.backend.s3_responses import parse_xml
 from s3orch.s3 import sigv4
 from s3orch.s3.errors import (
     AccessDenied,
@@ -582,11 +583,11 @@ LAUGHS = b"""<?xml version="1.0"?>
 )
 def test_backend_xml_with_entities_or_garbage_is_a_backend_error(body: bytes) -> None:
     with pytest.raises(BackendError):
-        _parse_xml(body, "ListObjectsV2", "backend-1")
+        parse_xml(body, "ListObjectsV2", "backend-1")
 
 
 def test_backend_xml_plain_document_parses() -> None:
-    root = _parse_xml(b"<ListBucketResult><Name>b</Name></ListBucketResult>", "ListObjectsV2", "backend-1")
+    root = parse_xml(b"<ListBucketResult><Name>b</Name></ListBucketResult>", "ListObjectsV2", "backend-1")
     assert root.findtext("Name") == "b"
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -21,6 +21,7 @@ from s3orch.backend.interface import (
     PushProducer,
 )
 from s3orch.backend.memory import MemoryBackend, MemoryStream
+from s3orch.payload import Payload
 
 T = TypeVar("T")
 
@@ -68,8 +69,10 @@ def outcome(d: Deferred[None]) -> list[object]:
     return seen
 
 
-def put(backend: MemoryBackend, key: str, data: bytes, **kwargs: Any) -> str:
-    return run(backend.put_object(key, io.BytesIO(data), len(data), **kwargs))
+def put(backend: MemoryBackend, key: str, data: bytes, **digests: str) -> str:
+    """PUT ``data``; ``md5_hex``/``sha256_hex`` replace its true digests (to test refusals)."""
+    payload = replace(Payload.from_bytes(data), **digests)
+    return run(backend.put_object(key, payload))
 
 
 def test_memory_backend_satisfies_the_protocol() -> None:
@@ -92,30 +95,26 @@ def test_put_then_get_round_trips_and_returns_md5_etag() -> None:
     assert len(consumer.chunks) == -(-len(data) // 65536)
 
 
-def test_put_reads_from_the_start_of_the_file_and_exactly_length_bytes() -> None:
+def test_put_reads_from_the_start_of_the_payload_and_exactly_length_bytes() -> None:
     backend = MemoryBackend()
-    f = io.BytesIO(b"hello world, and more")
-    f.seek(5)
-    run(backend.put_object("k", f, 11))
+    data = b"hello world"
+    payload = Payload(io.BytesIO(data + b", and more"), 11, hashlib.md5(data).hexdigest(),
+                      hashlib.sha256(data).hexdigest())
+    payload.file.seek(5)
+    run(backend.put_object("k", payload))
     assert backend.objects["k"] == b"hello world"
     with pytest.raises(BackendError) as info:
-        run(backend.put_object("k2", io.BytesIO(b"abc"), 10))
+        run(backend.put_object("k2", replace(Payload.from_bytes(b"abc"), length=10)))
     assert info.value.code == "IncompleteBody"
 
 
 def test_put_checks_content_md5_and_sha256_like_s3() -> None:
     backend = MemoryBackend()
     data = b"payload"
-    good_md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-    put(
-        backend,
-        "ok",
-        data,
-        content_md5_b64=good_md5,
-        sha256_hex=hashlib.sha256(data).hexdigest(),
-    )
+    put(backend, "ok", data)
+    assert backend.objects["ok"] == data
     with pytest.raises(BackendError) as info:
-        put(backend, "bad", data, content_md5_b64=base64.b64encode(b"x" * 16).decode())
+        put(backend, "bad", data, md5_hex=hashlib.md5(b"x").hexdigest())
     assert (info.value.status, info.value.code, info.value.retryable) == (
         400,
         "BadDigest",

@@ -55,7 +55,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def _chain(env: dict[str, str], home: Path) -> Any:
-    return resolve_default_chain({"HOME": str(home), **env}, MemoryReactorClock())
+    return resolve_default_chain({"HOME": str(home), **env}, MemoryReactorClock(), timeout=30.0)
 
 
 def _keys(provider: Any) -> tuple[str, str, str]:
@@ -308,7 +308,7 @@ def _web_identity(tmp_path: Path, sts: FakeSTS) -> WebIdentity:
     token = tmp_path / "token"
     token.write_text("the-token\n")
     return WebIdentity(role_arn="arn:aws:iam::1:role/r", token_file=str(token), session_name="s",
-                       endpoint="http://sts.test/", reactor=Clock(), http=StubTreq(sts))
+                       endpoint="http://sts.test/", reactor=Clock(), timeout=30.0, http=StubTreq(sts))
 
 
 def test_web_identity_posts_the_token_and_reads_the_temporary_keys(tmp_path: Path) -> None:

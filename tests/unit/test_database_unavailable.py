@@ -17,8 +17,13 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 
 from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.memory import MemoryBackend
 from s3orch.config import load_config_from_string
+from s3orch.config.model import UsageFlushConfig
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
 from s3orch.core.objects import ObjectService
+from s3orch.core.spool import Spooler
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.envelope import DATABASE_RETRY_AFTER
 from s3orch.frontend.ops import OpsApp
@@ -55,10 +60,13 @@ class _Clock:
 
 def _connect() -> tuple[Any, StringTransport]:
     config = load_config_from_string(CONFIG)
+    store: Any = DownStore()
+    fleet = BackendFleet(config.backends, {"b1": MemoryBackend("b1")})
     objects = ObjectService(
-        store=DownStore(),  # type: ignore[arg-type]
-        backends={},
-        backend_configs=config.backends,
+        store=store,
+        fleet=fleet,
+        cleanups=Cleanups(store=store, fleet=fleet, clock=_Clock(), concurrency=4),  # type: ignore[arg-type]
+        spooler=Spooler(),
         routing_strategy="pack",
         clock=_Clock(),  # type: ignore[arg-type]
     )
@@ -130,7 +138,7 @@ def test_a_worker_tick_without_a_database_is_a_failed_tick_and_a_warning() -> No
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        worker = QuotaMetricsWorker(DownStore(), Clock())  # type: ignore[arg-type]
+        worker = QuotaMetricsWorker(DownStore(), Clock(), UsageFlushConfig())  # type: ignore[arg-type]
         d = Deferred.fromCoroutine(worker.run_once())
         results: list[bool] = []
         d.addCallback(results.append)

@@ -22,8 +22,12 @@ from twisted.python.failure import Failure
 
 from s3orch.backend.interface import BackendUnavailable, PushProducer
 from s3orch.backend.memory import MemoryBackend, MemoryStream
+from s3orch.config.model import BackendConfig
+from s3orch.core.cleanup import Cleanups
 from s3orch.core.extents import ExtentStream, plan_reads
+from s3orch.core.fleet import BackendFleet
 from s3orch.core.objects import ObjectService
+from s3orch.core.spool import Spooler
 from s3orch.http.relay import relay_body
 from s3orch.s3 import errors
 from s3orch.store.interface import Extent, Location, ObjectRecord
@@ -64,9 +68,17 @@ class Rig:
             offset += size
         self.record = ObjectRecord("bkt", "k", "w", offset, "e-3", 0.0, parts_count=len(sizes),
                                    part_sizes=sizes, parts=tuple(parts))
-        configs = [type("Cfg", (), {"name": n, "max_object_size": 0})() for n in self.backends]
-        self.objects = ObjectService(store=None, backends=self.backends, backend_configs=configs,  # type: ignore[arg-type]
-                                     routing_strategy="pack", clock=self.clock)
+        self.configs = [BackendConfig(name=n) for n in self.backends]
+        fleet = BackendFleet(self.configs, self.backends)
+        store: Any = None  # reading an object needs no metadata store
+        self.objects = ObjectService(
+            store=store,
+            fleet=fleet,
+            cleanups=Cleanups(store=store, fleet=fleet, clock=self.clock, concurrency=4),
+            spooler=Spooler(),
+            routing_strategy="pack",
+            clock=self.clock,
+        )
 
     def open(self, byte_range: tuple[int, int] | None = None) -> ExtentStream:
         stream, _ = run(self.objects.open(self.record, byte_range))
@@ -220,7 +232,7 @@ def test_an_extent_whose_body_dies_before_its_first_byte_is_opened_again() -> No
     flaky = FlakyBody("b3", chunk_size=16)
     flaky.objects = rig.backends["b3"].objects
     rig.backends["b3"] = flaky
-    rig.objects.backends = rig.backends  # type: ignore[misc]
+    rig.objects.fleet = BackendFleet(rig.configs, rig.backends)
     stream = rig.open()
     sink = Sink()
     assert deliver(stream, sink) == [None]

@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from s3orch.config import Config, load_config, load_config_from_string
 from s3orch.config.support import NOT_SUPPORTED, UNSUPPORTED, covering_row, refusals
-from s3orch.core.objects import ObjectService
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
 from s3orch.store.interface import CleanupItem
 from tests.unit.test_config import BASE, DATA, EXAMPLE, EXAMPLE_ENV, ORIGINAL_ENV, merge
 
@@ -374,22 +375,26 @@ def _build(overrides: dict[str, Any]) -> Any:
 
 
 def test_usage_flush_interval_paces_the_quota_gauges() -> None:
-    workers = {w.name: w for w in _build({"usage_flush": {"interval": "7s"}}).workers}
-    assert workers["usage_flush"].interval == 7.0
+    assert _build({"usage_flush": {"interval": "7s"}}).getServiceNamed("usage-flush").interval == 7.0
+
+
+def _s3_frontend(service: Any) -> Any:
+    """The S3 front door behind the gateway's S3 listener (a TCPServer: port, site)."""
+    return service.getServiceNamed("s3-listener").args[1].early_handler
 
 
 def test_the_metrics_path_is_served_and_reserved_as_configured() -> None:
     service = _build({"telemetry": {"metrics": {"enabled": True, "path": "/prom"}}})
-    frontend = service.site.early_handler
+    frontend = _s3_frontend(service)
     assert not frontend.wants(b"GET", b"/prom", None)  # operational endpoint
     assert frontend.wants(b"GET", b"/metrics", None)  # just a bucket named "metrics" now
     assert not frontend.wants(b"GET", b"/health/ready", None)
-    assert len(service.listeners) == 1
-    off = _build({"telemetry": {"metrics": {"enabled": False}}}).site.early_handler
+    assert [listener.name for listener in service.listeners] == ["s3-listener"]
+    off = _s3_frontend(_build({"telemetry": {"metrics": {"enabled": False}}}))
     assert off.wants(b"GET", b"/metrics", None)
     apart = _build({"telemetry": {"metrics": {"enabled": True, "listen": "127.0.0.1:9091"}}})
-    assert apart.site.early_handler.wants(b"GET", b"/metrics", None)
-    assert [listener.args[0] for listener in apart.listeners[1:]] == [9091]
+    assert _s3_frontend(apart).wants(b"GET", b"/metrics", None)
+    assert apart.getServiceNamed("metrics-listener").args[0] == 9091
 
 
 def test_idle_keep_alive_connections_close_at_idle_timeout() -> None:
@@ -421,10 +426,10 @@ class DeleteConcurrencyTests(SynchronousTestCase):
                 self.done.extend(ids)
 
         store = Store()
-        objects = ObjectService(store=store, backends={"b1": Backend()}, backend_configs=[],  # type: ignore[arg-type, dict-item]
-                                routing_strategy="pack", clock=MemoryReactorClock(), delete_concurrency=3)
+        cleanups = Cleanups(store=store, fleet=BackendFleet([], {"b1": Backend()}),  # type: ignore[arg-type, dict-item]
+                            clock=MemoryReactorClock(), concurrency=3)
         items = [CleanupItem(i, "b1", f"k{i}", 1, "delete") for i in range(7)]
-        finished = Deferred.fromCoroutine(objects.retry_cleanups(items))
+        finished = Deferred.fromCoroutine(cleanups.retry(items))
         seen = []
         while pending:
             seen.append(sum(1 for d in pending if not d.called))

@@ -24,6 +24,7 @@ from s3orch.core.multipart import (
     object_parts_page,
     part_range,
     select_parts,
+    server_side_part_copy,
 )
 from s3orch.s3 import errors
 from s3orch.s3.checksums import new_checksum
@@ -311,3 +312,40 @@ def test_memory_backend_lists_and_aborts_native_uploads_left_by_an_older_build()
     run(backend.abort_multipart_upload("bkt/key@u1", "old-1"))  # already gone: fine
     assert list(backend.uploads) == ["old-2"]
     assert not hasattr(backend, "complete_multipart_upload")
+
+
+# --- UploadPartCopy: server-side or through a spool ----------------------------------------
+
+
+def _two_extents(checksums: tuple[str | None, str | None] = (None, None)) -> ObjectRecord:
+    parts = (
+        Extent(1, 0, 100, (Location("b1", "p1", 100),), md5(b"one"), checksums[0]),
+        Extent(2, 100, 50, (Location("b2", "p2", 50),), md5(b"two"), checksums[1]),
+    )
+    return ObjectRecord("bkt", "src", "u", 150, "e" * 32 + "-2", 0.0, checksum_algorithm="CRC32",
+                        checksum_value="AAAAAA==-2", parts_count=2, part_sizes=(100, 50), parts=parts)
+
+
+def test_a_part_copy_of_exactly_one_extent_is_server_side_with_its_md5() -> None:
+    source = _two_extents()
+    whole = server_side_part_copy(source, (100, 149), None)
+    assert whole is not None and whole.extent.part_number == 2
+    assert (whole.md5_hex, whole.checksum_value) == (md5(b"two"), None)
+    assert server_side_part_copy(source, (99, 149), None) is None  # across two extents
+    assert server_side_part_copy(source, None, None) is None  # the whole object is two
+
+
+def test_a_single_part_object_copies_server_side_only_with_a_plain_md5_etag() -> None:
+    plain = ObjectRecord("bkt", "k", "w", 10, md5(b"x"), 0.0, locations=(Location("b1", "k1", 10),))
+    assert server_side_part_copy(plain, None, None) is not None
+    legacy = replace(plain, etag="f" * 32 + "-3")  # a multipart ETag says nothing of the bytes
+    assert server_side_part_copy(legacy, None, None) is None
+
+
+def test_an_upload_with_a_checksum_needs_the_extents_checksum_in_that_algorithm() -> None:
+    source = _two_extents(("c1==", "c2=="))
+    assert server_side_part_copy(source, (0, 99), "crc32") == server_side_part_copy(source, (0, 99), "CRC32")
+    whole = server_side_part_copy(source, (0, 99), "CRC32")
+    assert whole is not None and whole.checksum_value == "c1=="
+    assert server_side_part_copy(source, (0, 99), "SHA256") is None  # another algorithm: read it
+    assert server_side_part_copy(_two_extents(), (0, 99), "CRC32") is None  # no checksum recorded

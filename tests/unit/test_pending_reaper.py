@@ -1,4 +1,5 @@
-"""The pending reaper: what it decides from a backend HEAD, what it counts, how it ticks.
+"""Pending-intent resolution (``s3orch.core.intents``: what it decides from a backend
+HEAD, what it counts) and the pending reaper that schedules it (how it ticks).
 
 Driven by ``task.Clock``, ``MemoryBackend`` and an in-memory fake of the store's
 intent calls (the store's own behaviour is the contract suite's:
@@ -17,7 +18,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from s3orch.backend.interface import BackendError
 from s3orch.backend.memory import MemoryBackend
 from s3orch.config import load_config_from_string
-from s3orch.core.objects import ObjectService
+from s3orch.config.model import PendingPatternConfig, UsageFlushConfig
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
+from s3orch.core.intents import IntentResolver
 from s3orch.observe.metrics import CLEANUP_ENQUEUED, PENDING_DEPTH, PENDING_RESOLVED
 from s3orch.store.interface import (
     INTENT_ALREADY_RESOLVED,
@@ -126,16 +130,25 @@ class ReaperTests(SynchronousTestCase):
         self.b1 = MemoryBackend("b1")
         self.b2 = MemoryBackend("b2")
 
-    def reaper(self, store: FakeIntentStore, **kwargs: Any) -> PendingReaper:
-        objects = ObjectService(
+    def resolver(self, store: FakeIntentStore, concurrency: int = 8) -> IntentResolver:
+        fleet = BackendFleet([], {"b1": self.b1, "b2": self.b2})
+        cleanups = Cleanups(store=store, fleet=fleet, clock=self.clock, concurrency=16)  # type: ignore[arg-type]
+        return IntentResolver(
             store=store,  # type: ignore[arg-type]
-            backends={"b1": self.b1, "b2": self.b2},
-            backend_configs=[],
-            routing_strategy="pack",
+            fleet=fleet,
+            cleanups=cleanups,
             clock=self.clock,
+            concurrency=concurrency,
         )
+
+    def reaper(
+        self, store: FakeIntentStore, config: PendingPatternConfig = PendingPatternConfig(), **kwargs: Any
+    ) -> PendingReaper:
         kwargs.setdefault("jitter", lambda: 0.0)
-        return PendingReaper(objects, self.clock, **kwargs)
+        kwargs.setdefault("owner", "test")
+        kwargs.setdefault("claim_grace", 300.0)
+        kwargs.setdefault("locks", None)
+        return PendingReaper(self.resolver(store), self.clock, config, **kwargs)
 
     def wait(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.successResultOf(Deferred.fromCoroutine(coro))
@@ -150,7 +163,7 @@ class ReaperTests(SynchronousTestCase):
         store = FakeIntentStore([intent])
         store.displaced = [CleanupItem(7, "b2", "bkt/k/old", 3, "overwrite_displaced")]
         before, displaced = resolved("promoted"), enqueued("overwrite_displaced")
-        statuses = self.wait(self.reaper(store).resolve_all([intent]))
+        statuses = self.wait(self.resolver(store).resolve_all([intent]))
         self.assertEqual(statuses, [INTENT_PROMOTED])
         self.assertEqual(store.resolved, [("w-k", INTENT_PROMOTE, NOW)])
         self.assertEqual(self.b1.calls, [("head_object", intent.storage_key)])
@@ -163,7 +176,7 @@ class ReaperTests(SynchronousTestCase):
         intent = pending("k")
         store = FakeIntentStore([intent])
         before = resolved("dropped")
-        self.assertEqual(self.wait(self.reaper(store).resolve_all([intent])), [INTENT_DROPPED])
+        self.assertEqual(self.wait(self.resolver(store).resolve_all([intent])), [INTENT_DROPPED])
         self.assertEqual(store.resolved, [("w-k", INTENT_DROP, NOW)])
         self.assertEqual(
             self.b1.calls, [("head_object", intent.storage_key), ("delete_object", intent.storage_key)]
@@ -177,17 +190,17 @@ class ReaperTests(SynchronousTestCase):
         self.b1.fail_next("head_object", error=BackendError("forbidden", status=403, code="AccessDenied"))
         store = FakeIntentStore([intent])
         before = resolved("ambiguous")
-        reaper = self.reaper(store)
-        self.assertEqual(self.wait(reaper.resolve_all([intent])), [INTENT_AMBIGUOUS])
+        resolver = self.resolver(store)
+        self.assertEqual(self.wait(resolver.resolve_all([intent])), [INTENT_AMBIGUOUS])
         self.assertEqual(store.resolved, [("w-k", INTENT_KEEP, NOW)])
         self.assertEqual(resolved("ambiguous") - before, 1)
-        self.assertEqual(self.wait(reaper.resolve_all([intent])), [INTENT_PROMOTED])  # next tick
+        self.assertEqual(self.wait(resolver.resolve_all([intent])), [INTENT_PROMOTED])  # next tick
 
     def test_bytes_of_another_size_are_not_the_write_and_are_dropped(self) -> None:
         intent = pending("k", 5)
         self.stored(intent, b"1234")
         store = FakeIntentStore([intent])
-        self.assertEqual(self.wait(self.reaper(store).resolve_all([intent])), [INTENT_DROPPED])
+        self.assertEqual(self.wait(self.resolver(store).resolve_all([intent])), [INTENT_DROPPED])
         self.assertEqual(store.resolved[0][1], INTENT_DROP)
 
     def test_a_head_without_a_usable_content_length_is_ambiguous(self) -> None:
@@ -199,7 +212,7 @@ class ReaperTests(SynchronousTestCase):
 
         self.b1.head_object = no_length  # type: ignore[method-assign]
         store = FakeIntentStore([intent])
-        self.assertEqual(self.wait(self.reaper(store).resolve_all([intent])), [INTENT_AMBIGUOUS])
+        self.assertEqual(self.wait(self.resolver(store).resolve_all([intent])), [INTENT_AMBIGUOUS])
 
     def test_superseded_or_undescribed_intents_are_dropped_without_a_backend_call(self) -> None:
         old = pending("old", superseded=True)
@@ -209,7 +222,7 @@ class ReaperTests(SynchronousTestCase):
             INTENT_DROPPED, [], "the intent recorded no object metadata"
         )
         dropped = resolved("dropped")
-        statuses = self.wait(self.reaper(store).resolve_all([old, bare]))
+        statuses = self.wait(self.resolver(store).resolve_all([old, bare]))
         self.assertEqual(statuses, [INTENT_SUPERSEDED, INTENT_DROPPED])
         self.assertEqual([r[1] for r in store.resolved], [INTENT_DROP, INTENT_DROP])
         self.assertEqual(self.b1.calls, [("delete_object", old.storage_key)])  # no HEAD at all
@@ -218,7 +231,7 @@ class ReaperTests(SynchronousTestCase):
     def test_an_intent_on_a_backend_no_longer_configured_is_dropped(self) -> None:
         intent = pending("k", backend="gone")
         store = FakeIntentStore([intent])
-        self.assertEqual(self.wait(self.reaper(store).resolve_all([intent])), [INTENT_DROPPED])
+        self.assertEqual(self.wait(self.resolver(store).resolve_all([intent])), [INTENT_DROPPED])
         self.assertEqual(store.done, [101])  # its cleanup row is simply finished
 
     def test_an_intent_resolved_meanwhile_is_counted_already_resolved(self) -> None:
@@ -227,7 +240,7 @@ class ReaperTests(SynchronousTestCase):
         store = FakeIntentStore([intent])
         store.answers["w-k"] = IntentResolution(INTENT_ALREADY_RESOLVED)
         before = resolved("already_resolved")
-        self.assertEqual(self.wait(self.reaper(store).resolve_all([intent])), [INTENT_ALREADY_RESOLVED])
+        self.assertEqual(self.wait(self.resolver(store).resolve_all([intent])), [INTENT_ALREADY_RESOLVED])
         self.assertEqual(resolved("already_resolved") - before, 1)
 
     def test_one_failing_intent_does_not_stop_the_others_and_a_database_failure_fails_the_tick(self) -> None:
@@ -238,7 +251,7 @@ class ReaperTests(SynchronousTestCase):
         store.answers["w-a"] = StoreUnavailable("connection refused")
         store.answers["w-b"] = RuntimeError("a bug")
         reaper = self.reaper(store)
-        failure = self.failureResultOf(Deferred.fromCoroutine(reaper.resolve_all(intents)))
+        failure = self.failureResultOf(Deferred.fromCoroutine(reaper.resolver.resolve_all(intents)))
         failure.trap(StoreUnavailable)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)  # the bug is logged
         self.assertEqual([r[0] for r in store.resolved], ["w-a", "w-b", "w-c"])
@@ -252,9 +265,16 @@ class ReaperTests(SynchronousTestCase):
         store = FakeIntentStore([fresh, stale])
         locks = FakeLocks()
         reaper = self.reaper(
-            store, interval=60.0, min_age=300.0, batch=7, owner="host:1:abc", claim_grace=90.0, locks=locks
+            store,
+            PendingPatternConfig(reaper_tick=60.0, min_age=300.0, batch_size=7),
+            owner="host:1:abc",
+            claim_grace=90.0,
+            locks=locks,
         )
-        self.assertEqual((reaper.name, reaper.lock_id), ("pending_reaper", WorkerLock.PENDING_REAPER))
+        self.assertEqual(
+            (reaper.name, reaper.component, reaper.lock_id),
+            ("pending-reaper", "pending_reaper", WorkerLock.PENDING_REAPER),
+        )
         reaper.startService()
         self.clock.advance(60)
         self.assertEqual(store.claims, [(NOW + 60, 300.0, 7, "host:1:abc", 90.0)])
@@ -287,7 +307,7 @@ class ReaperTests(SynchronousTestCase):
 
         self.b1.head_object = slow_head  # type: ignore[method-assign]
         store = FakeIntentStore(intents)
-        done = Deferred.fromCoroutine(self.reaper(store, concurrency=2).resolve_all(intents))
+        done = Deferred.fromCoroutine(self.resolver(store, concurrency=2).resolve_all(intents))
         while gates:
             self.assertLessEqual(active[0], 2)
             gates.pop(0).callback(None)
@@ -315,24 +335,24 @@ backends:
 
         config = load_config_from_string(self.CONFIG.format(pending=pending))
         service = build(config, MemoryReactorClock())
-        return {w.name: w for w in service.workers}  # type: ignore[attr-defined]
+        return {w.name: w for w in service.workers}
 
     def test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims(self) -> None:
         workers = self.build("{reaper_tick: 2m, min_age: 10m, batch_size: 20}")
-        reaper = workers["pending_reaper"]
+        reaper = workers["pending-reaper"]
         self.assertIsInstance(reaper, PendingReaper)
         self.assertEqual((reaper.interval, reaper.min_age, reaper.batch), (120.0, 600.0, 20))
         self.assertEqual((reaper.lock_id, reaper.claim_grace), (WorkerLock.PENDING_REAPER, 90.0))
-        cleanup = workers["cleanup_queue"]
+        cleanup = workers["cleanup-queue"]
         self.assertIs(reaper.locks, cleanup.locks)
         self.assertEqual(reaper.owner, cleanup.owner)  # one name per instance
 
     def test_the_defaults_are_one_minute_five_minutes_fifty(self) -> None:
-        reaper = self.build("{}")["pending_reaper"]
+        reaper = self.build("{}")["pending-reaper"]
         self.assertEqual((reaper.interval, reaper.min_age, reaper.batch), (60.0, 300.0, 50))
 
     def test_disabled_means_no_reaper(self) -> None:
-        self.assertNotIn("pending_reaper", self.build("{enabled: false}"))
+        self.assertNotIn("pending-reaper", self.build("{enabled: false}"))
 
 
 class DepthGaugeTests(SynchronousTestCase):
@@ -346,7 +366,7 @@ class DepthGaugeTests(SynchronousTestCase):
             async def count_intents(self) -> int:
                 return 3
 
-        worker = QuotaMetricsWorker(Store(), Clock())  # type: ignore[arg-type]
+        worker = QuotaMetricsWorker(Store(), Clock(), UsageFlushConfig())  # type: ignore[arg-type]
         self.assertFalse(worker.exclusive)
         self.assertTrue(self.successResultOf(Deferred.fromCoroutine(worker.run_once())))
         self.assertEqual(PENDING_DEPTH._value.get(), 3)

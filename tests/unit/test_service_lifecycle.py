@@ -33,16 +33,21 @@ class _Store:
         return succeed(None)
 
 
+def _named(name: str) -> Service:
+    service = Service()
+    service.setName(name)
+    return service
+
+
 class LifecycleTests(SynchronousTestCase):
     def _service(self) -> tuple[GatewayService, _Store, Service]:
         store = _Store()
-        listener = Service()
+        listener = _named("s3-listener")
         service = GatewayService(
             store=store,  # type: ignore[arg-type]
             quota_limits={"b1": 10},
-            workers=[],
-            listeners=[listener],
         )
+        service.add_listener(listener)
         return service, store, listener
 
     def test_not_ready_until_the_store_has_started(self) -> None:
@@ -67,16 +72,15 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_shutdown_delay_keeps_serving_and_ready_before_the_drain(self) -> None:
         store = _Store()
-        listener = Service()
+        listener = _named("s3-listener")
         clock = Clock()
         service = GatewayService(
             store=store,  # type: ignore[arg-type]
             quota_limits={},
-            workers=[],
-            listeners=[listener],
             clock=clock,
             shutdown_delay=5.0,
         )
+        service.add_listener(listener)
         service.startService()
         store.started.callback(None)
         d = service.stopService()

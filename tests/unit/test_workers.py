@@ -8,15 +8,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from s3orch.backend.memory import MemoryBackend
 from s3orch.config import load_config_from_string
+from s3orch.config.model import CleanupQueueConfig
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
+from s3orch.observe.metrics import WORKER_TICKS
 from s3orch.store.interface import CleanupItem
 from s3orch.store.locks import LocalWorkerLocks, WorkerLock
-from s3orch.workers.base import WORKER_TICKS, PeriodicWorker
+from s3orch.workers.base import PeriodicWorker
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 
 
@@ -56,10 +61,11 @@ class CountingWorker(PeriodicWorker):
     def __init__(self, clock: Clock, locks: Any = None, *, jitter: float = 0.0, run_now: bool = True,
                  interval: float = 60.0) -> None:
         super().__init__(
-            "test_worker",
+            "test-worker",
             interval,
             clock,
             run_now=run_now,
+            component="test_worker",
             lock_id=WorkerLock.CLEANUP if locks is not None else None,
             locks=locks,
             jitter=lambda: jitter,
@@ -220,41 +226,45 @@ class PeriodicWorkerTests(SynchronousTestCase):
 
 
 class FakeCleanupStore:
+    """The cleanup calls of a store."""
+
     def __init__(self, items: list[CleanupItem]) -> None:
         self.items = items
         self.claims: list[tuple[float, int, str, float]] = []
+        self.done: list[int] = []
 
     async def claim_cleanups(self, now: float, limit: int, owner: str, grace: float) -> list[CleanupItem]:
         self.claims.append((now, limit, owner, grace))
         claimed, self.items = self.items[:limit], self.items[limit:]
         return claimed
 
-
-class FakeObjects:
-    def __init__(self, store: FakeCleanupStore) -> None:
-        self.store = store
-        self.retried: list[list[CleanupItem]] = []
-
-    def retry_cleanups(self, items: Sequence[CleanupItem]) -> Deferred[None]:
-        self.retried.append(list(items))
-        return succeed(None)
+    async def cleanup_done(self, ids: Sequence[int], now: float) -> None:
+        self.done.extend(ids)
 
 
 class CleanupQueueWorkerTests(SynchronousTestCase):
-    def test_ticks_claim_due_rows_for_this_instance_and_retry_them(self) -> None:
+    def test_ticks_claim_due_rows_for_this_instance_and_delete_them(self) -> None:
         clock = Clock()
         clock.advance(1000)
         items = [CleanupItem(i, "b1", f"k{i}", 10, "delete") for i in range(3)]
         store = FakeCleanupStore(items)
-        objects = FakeObjects(store)
+        backend = MemoryBackend("b1")
+        backend.objects.update({item.storage_key: b"x" * 10 for item in items})
+        cleanups = Cleanups(
+            store=store,  # type: ignore[arg-type]
+            fleet=BackendFleet([], {"b1": backend}),
+            clock=clock,
+            concurrency=4,
+        )
         locks = FakeLocks()
         worker = CleanupQueueWorker(
-            objects, clock, batch=2, owner="host:42:abc", claim_grace=300.0, locks=locks  # type: ignore[arg-type]
+            cleanups, clock, CleanupQueueConfig(claim_grace_period=300.0), owner="host:42:abc", locks=locks, batch=2
         )
-        self.assertEqual((worker.lock_id, worker.interval), (WorkerLock.CLEANUP, 60.0))
+        self.assertEqual((worker.name, worker.lock_id, worker.interval), ("cleanup-queue", WorkerLock.CLEANUP, 60.0))
         self.assertTrue(self.successResultOf(Deferred.fromCoroutine(worker.run_once())))
         self.assertEqual(store.claims, [(1000.0, 2, "host:42:abc", 300.0)])
-        self.assertEqual(objects.retried, [items[:2]])
+        self.assertEqual(sorted(store.done), [0, 1])
+        self.assertEqual(sorted(backend.objects), ["k2"])  # the third waits for the next tick
         self.assertEqual(locks.calls, [("try", 1003), ("release", 1003)])
 
 
@@ -263,6 +273,8 @@ class BuildTests(SynchronousTestCase):
 
     def test_workers_get_locks_an_owner_and_the_claim_grace_and_locks_close_after_them(self) -> None:
         from s3orch.tap import build
+        from s3orch.workers.multipart_gc import MultipartGCWorker
+        from s3orch.workers.quota_metrics import QuotaMetricsWorker
 
         config = load_config_from_string(
             """
@@ -277,13 +289,18 @@ backends:
 """
         )
         service = build(config, MemoryReactorClock())
-        by_name = {w.name: w for w in service.workers}  # type: ignore[attr-defined]
-        cleanup = by_name["cleanup_queue"]
+        cleanup = service.getServiceNamed("cleanup-queue")
+        assert isinstance(cleanup, CleanupQueueWorker)
         self.assertIsInstance(cleanup.locks, LocalWorkerLocks)
         self.assertEqual(cleanup.lock_id, WorkerLock.CLEANUP)
         self.assertEqual(cleanup.claim_grace, 90.0)
         self.assertRegex(cleanup.owner, r"^.+:\d+:[0-9a-f]{8}$")
-        self.assertIs(by_name["multipart_gc"].locks, cleanup.locks)
-        self.assertEqual(by_name["multipart_gc"].lock_id, WorkerLock.MULTIPART_GC)
-        self.assertFalse(by_name["usage_flush"].exclusive)  # per-instance gauges
+        gc = service.getServiceNamed("multipart-gc")
+        assert isinstance(gc, MultipartGCWorker)
+        self.assertIs(gc.locks, cleanup.locks)
+        self.assertEqual(gc.lock_id, WorkerLock.MULTIPART_GC)
+        usage = service.getServiceNamed("usage-flush")
+        assert isinstance(usage, QuotaMetricsWorker)
+        self.assertFalse(usage.exclusive)  # per-instance gauges
+        assert cleanup.locks is not None
         self.assertIn(cleanup.locks.close, service.closers)

@@ -20,8 +20,8 @@ from s3orch.frontend.request import (
     send_empty,
     send_xml,
 )
-from s3orch.http.body import BodyInfo
 from s3orch.http.site import S3Request
+from s3orch.payload import Payload
 from s3orch.s3 import acl, errors, xml
 from s3orch.s3.listing import (
     ListObjectsParams,
@@ -67,14 +67,14 @@ class BucketHandlers:
             table[name] = Route(_default_configuration(document))
         return table
 
-    async def head_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def head_bucket(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         request.setHeader("x-amz-bucket-region", REGION)
         send_empty(request)
 
-    async def get_bucket_location(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def get_bucket_location(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         send_xml(request, state, xml.location_constraint(""))
 
-    async def get_bucket_versioning(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def get_bucket_versioning(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         send_xml(request, state, xml.versioning_configuration())
 
     async def _list_page(self, bucket: str, params: ListObjectsParams, start: str) -> ListPage:
@@ -83,7 +83,7 @@ class BucketHandlers:
             return ListPage((), (), False, None)
         return await self.objects.list(bucket, params.prefix, params.delimiter, start, params.max_keys)
 
-    async def list_objects_v1(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def list_objects_v1(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         params = parse_list_objects(state.query)
         marker = list_objects_v1_marker(state.query)
         page = await self._list_page(state.bucket, params, marker)
@@ -94,7 +94,7 @@ class BucketHandlers:
         )
         send_xml(request, state, payload)
 
-    async def list_objects_v2(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def list_objects_v2(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         params = parse_list_objects(state.query)
         start = parse_list_objects_v2_start(state.query)
         page = await self._list_page(state.bucket, params, start.start)
@@ -109,7 +109,7 @@ class BucketHandlers:
         )
         send_xml(request, state, payload)
 
-    async def create_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def create_bucket(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """The caller's own virtual bucket always exists: us-east-1 answers 200 to a re-create."""
         constraint = b""
         if body is not None and body.length:
@@ -123,14 +123,14 @@ class BucketHandlers:
         request.setHeader("location", "/" + state.bucket)
         send_empty(request)
 
-    async def delete_bucket(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def delete_bucket(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """A virtual bucket is defined by configuration: clients never delete it."""
         page = await self.objects.list(state.bucket, "", "", "", 1)
         if page.entries:
             raise errors.BucketNotEmpty(BucketName=state.bucket)
         raise errors.AccessDenied("Virtual buckets are defined by the gateway's configuration.")
 
-    async def delete_objects(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def delete_objects(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert body is not None
         keys, quiet = xml.parse_delete_objects(body.file.read())
         outcomes = await self.objects.delete_many(state.bucket, keys, state.request_id)
@@ -138,16 +138,16 @@ class BucketHandlers:
         failed = [(o.key, o.error[0], o.error[1]) for o in outcomes if o.error is not None]
         send_xml(request, state, xml.delete_result(deleted, failed, quiet))
 
-    async def get_bucket_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def get_bucket_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         send_xml(request, state, xml.access_control_policy(OWNER_ID, OWNER_NAME))
 
-    async def put_bucket_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def put_bucket_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """Accept the private ACL everything already has; refuse any other."""
         acl.check_put_acl(state.headers, read_acl_document(body), OWNER_ID)
         send_empty(request)
 
 
-def read_acl_document(body: BodyInfo | None) -> bytes:
+def read_acl_document(body: Payload | None) -> bytes:
     """The AccessControlPolicy of a Put*Acl (b"" when none was sent)."""
     if body is None or not body.length:
         return b""
@@ -155,14 +155,14 @@ def read_acl_document(body: BodyInfo | None) -> bytes:
 
 
 def _not_configured(operation: str) -> Handler:
-    async def handler(request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def handler(request: S3Request, state: RequestState, body: Payload | None) -> None:
         raise not_configured(operation, state.bucket)
 
     return handler
 
 
 def _default_configuration(document: bytes) -> Handler:
-    async def handler(request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def handler(request: S3Request, state: RequestState, body: Payload | None) -> None:
         send_xml(request, state, document)
 
     return handler

@@ -2,7 +2,7 @@
 
 Thin handlers: parse and validate the request as AWS does (:mod:`s3orch.s3.multipart`,
 :mod:`s3orch.s3.listing`, :mod:`s3orch.s3.copy_source`), call
-:class:`~s3orch.core.multipart.MultipartService`, shape the answer.
+:class:`~s3orch.core.uploads.MultipartService`, shape the answer.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from urllib.parse import quote
 
 from twisted.internet.interfaces import IReactorTime
 
-from s3orch.core.multipart import MultipartService, checksum_element
+from s3orch.core.multipart import checksum_element
 from s3orch.core.objects import NewObject, ObjectService
+from s3orch.core.uploads import MultipartService
 from s3orch.frontend.handlers.object import check_new_object_headers
 from s3orch.frontend.request import (
     OBJECT_DATA,
@@ -27,8 +28,8 @@ from s3orch.frontend.request import (
     send_empty,
     send_xml,
 )
-from s3orch.http.body import BodyInfo
 from s3orch.http.site import S3Request
+from s3orch.payload import Payload
 from s3orch.s3 import errors, xml
 from s3orch.s3.checksums import (
     parse_object_checksum_header,
@@ -67,7 +68,7 @@ class MultipartHandlers:
             "ListMultipartUploads": Route(self.list_uploads),
         }
 
-    async def create(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def create(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = state.bucket, state.key
         meta = extract_object_metadata(state.headers)
         algorithm, kind = parse_upload_checksum(
@@ -88,7 +89,7 @@ class MultipartHandlers:
             request.setHeader("x-amz-checksum-type", kind)
         send_xml(request, state, xml.initiate_multipart_upload(bucket, key, upload.upload_id))
 
-    async def upload_part(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def upload_part(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert body is not None
         part_number = parse_part_number(query_get(state.query, "partNumber"))
         part = await self.service.upload_part(
@@ -96,11 +97,7 @@ class MultipartHandlers:
             state.key,
             _upload_id(state),
             part_number,
-            body.file,
-            body.length,
-            md5_hex=body.md5_hex,
-            sha256_hex=body.sha256_hex,
-            checksum=body.checksum,
+            body,
             request_id=state.request_id,
         )
         request.setHeader("etag", quote_etag(part.etag))
@@ -109,7 +106,7 @@ class MultipartHandlers:
         send_empty(request)
 
     async def upload_part_copy(
-        self, request: S3Request, state: RequestState, body: BodyInfo | None
+        self, request: S3Request, state: RequestState, body: Payload | None
     ) -> None:
         bucket, key = state.bucket, state.key
         part_number = parse_part_number(query_get(state.query, "partNumber"))
@@ -131,7 +128,7 @@ class MultipartHandlers:
             checksums.append((checksum_element(part.checksum_algorithm), part.checksum_value))
         send_xml(request, state, xml.copy_part_result(part.etag, part.last_modified, checksums))
 
-    async def complete(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def complete(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = state.bucket, state.key
         payload = body.file.read(xml.COMPLETE_MULTIPART_MAX_BYTES + 1) if body is not None else b""
         requested = xml.parse_complete_multipart_parts(payload)
@@ -160,11 +157,11 @@ class MultipartHandlers:
             xml.complete_multipart_upload(location, bucket, key, record.etag, checksums),
         )
 
-    async def abort(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def abort(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         await self.service.abort(state.bucket, state.key, _upload_id(state), state.request_id)
         send_empty(request, 204)
 
-    async def list_parts(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def list_parts(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket, key = state.bucket, state.key
         upload_id = _upload_id(state)
         params = parse_list_parts(state.query)
@@ -180,7 +177,7 @@ class MultipartHandlers:
         )
         send_xml(request, state, payload)
 
-    async def list_uploads(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def list_uploads(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket = state.bucket
         params = parse_list_uploads(state.query)
         page = await self.service.list_uploads(

@@ -29,9 +29,9 @@ from s3orch.frontend.request import (
     send_empty,
     send_xml,
 )
-from s3orch.http.body import BodyInfo
 from s3orch.http.relay import relay_body
 from s3orch.http.site import S3Request
+from s3orch.payload import Payload
 from s3orch.s3 import acl, errors, xml
 from s3orch.s3.checksums import COMPOSITE, stored_checksum_type
 from s3orch.s3.conditions import (
@@ -93,19 +93,15 @@ class ObjectHandlers:
 
     # -- writes ------------------------------------------------------------------
 
-    async def put_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def put_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert body is not None
         meta = extract_object_metadata(state.headers)
         conditions = parse_write_conditions(state.headers)
         record = await self.objects.put(
             state.bucket,
             state.key,
-            body.file,
-            body.length,
-            md5_hex=body.md5_hex,
-            sha256_hex=body.sha256_hex,
+            body,
             new=NewObject(meta.content_type, meta.system, meta.user),
-            checksum=body.checksum,
             conditions=conditions,
             request_id=state.request_id,
         )
@@ -114,7 +110,7 @@ class ObjectHandlers:
             request.setHeader(f"x-amz-checksum-{body.checksum[0].lower()}", body.checksum[1])
         send_empty(request)
 
-    async def copy_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def copy_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket = state.bucket
         source_bucket, source_key = parse_copy_source(first_header(state.headers, "x-amz-copy-source") or "")
         if source_bucket != bucket:
@@ -146,7 +142,7 @@ class ObjectHandlers:
         )
         send_xml(request, state, xml.copy_object_result(record.etag, record.last_modified))
 
-    async def delete_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def delete_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         await self.objects.delete(state.bucket, state.key, state.request_id)
         send_empty(request, 204)
 
@@ -200,7 +196,7 @@ class ObjectHandlers:
             request.setHeader(f"x-amz-checksum-{record.checksum_algorithm.lower()}", record.checksum_value)
             request.setHeader("x-amz-checksum-type", stored_checksum_type(record.checksum_value))
 
-    async def head_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def head_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         record = await self.objects.head(state.bucket, state.key)
         self._check_read_conditions(state, record)
         byte_range = self._read_range(state, record)
@@ -209,7 +205,7 @@ class ObjectHandlers:
         self._range_headers(request, record, byte_range)
         finish(request)
 
-    async def get_object(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def get_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         record = await self.objects.head(state.bucket, state.key)
         self._check_read_conditions(state, record)
         byte_range = self._read_range(state, record)
@@ -245,22 +241,22 @@ class ObjectHandlers:
 
     # -- subresources ---------------------------------------------------------------
 
-    async def get_object_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def get_object_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         await self.objects.head(state.bucket, state.key)
         send_xml(request, state, xml.access_control_policy(OWNER_ID, OWNER_NAME))
 
-    async def put_object_acl(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def put_object_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """Accept the private ACL the object already has; refuse any other."""
         acl.check_put_acl(state.headers, read_acl_document(body), OWNER_ID)
         await self.objects.head(state.bucket, state.key)
         send_empty(request)
 
-    async def get_object_tagging(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def get_object_tagging(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         await self.objects.head(state.bucket, state.key)
         send_xml(request, state, xml.tagging([]))
 
     async def get_object_attributes(
-        self, request: S3Request, state: RequestState, body: BodyInfo | None
+        self, request: S3Request, state: RequestState, body: Payload | None
     ) -> None:
         wanted = parse_object_attributes(state.headers)
         record = await self.objects.head(state.bucket, state.key)

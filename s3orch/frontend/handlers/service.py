@@ -7,8 +7,8 @@ tell) when the gateway started.
 from __future__ import annotations
 
 from s3orch.frontend.request import OWNER_ID, OWNER_NAME, RequestState, Route, send_xml
-from s3orch.http.body import BodyInfo
 from s3orch.http.site import S3Request
+from s3orch.payload import Payload
 from s3orch.s3 import xml
 
 
@@ -21,7 +21,7 @@ class ServiceHandlers:
     def routes(self) -> dict[str, Route]:
         return {"ListBuckets": Route(self.list_buckets)}
 
-    async def list_buckets(self, request: S3Request, state: RequestState, body: BodyInfo | None) -> None:
+    async def list_buckets(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         assert state.principal is not None
         payload = xml.list_buckets(OWNER_ID, OWNER_NAME, [(state.principal.bucket, self.started_at)])
         send_xml(request, state, payload)

@@ -1,0 +1,252 @@
+"""Object bodies to and from an S3 backend, never buffered whole.
+
+* :class:`S3Stream`: a GET whose headers have arrived, its body delivered into an
+  :class:`~s3orch.backend.interface.IBodyConsumer` with backpressure reaching the
+  backend socket (the :class:`~s3orch.backend.interface.BackendStream` of this client);
+* :class:`FileSliceProducer`: the ``IBodyProducer`` of an upload, sending a payload's
+  bytes from its reader with progress reported to the stall watchdog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, cast
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.internet.task import Cooperator, NotPaused, TaskFinished, TaskStopped
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH
+
+from s3orch.backend.interface import BackendError, BackendUnavailable, IBodyConsumer, PushProducer
+from s3orch.backend.s3_responses import Response
+from s3orch.observe.metrics import BACKEND_BYTES
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
+    """``bytes start-end/total`` as a tuple (None if absent or total unknown)."""
+    if not value:
+        return None
+    match = _CONTENT_RANGE.fullmatch(value.strip())
+    if match is None or match.group(3) == "*":
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+class _NullConsumer:
+    """Consumer for a body nobody wants (a cancelled, undelivered stream)."""
+
+    def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+class _StreamProtocol(TwistedProtocol):
+    """Forwards a GET body to an :class:`IBodyConsumer`; is also the producer
+    the consumer pauses, proxying to the response transport
+    (``TransportProxyProducer``) and remembering the pause, because
+    ``Response.deliverBody`` resumes the transport right after
+    ``connectionMade`` and would silently undo a pause made there."""
+
+    def __init__(
+        self,
+        consumer: IBodyConsumer,
+        done: Deferred[None],
+        expected: int | None,
+        backend: str,
+    ) -> None:
+        self._consumer = consumer
+        self._done = done
+        self._expected = expected
+        self._backend = backend
+        self._bytes_in = BACKEND_BYTES.labels(backend, "in")
+        self.received = 0
+        self.stopped = False
+        self.finished = False
+        self.paused = False
+
+    def connectionMade(self) -> None:
+        self._consumer.registerProducer(self, True)
+
+    def _transport(self) -> PushProducer | None:
+        return cast(PushProducer | None, self.transport)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        transport = self._transport()
+        if transport is not None and not self.finished:
+            transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        transport = self._transport()
+        if transport is not None and not self.finished:
+            transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.stop()
+
+    def reapply_pause(self) -> None:
+        """Called after ``deliverBody`` returns: re-pause if the consumer asked to."""
+        if self.paused:
+            self.pauseProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.stopped:
+            return
+        self.received += len(data)
+        self._bytes_in.inc(len(data))
+        self._consumer.write(data)
+
+    def stop(self) -> None:
+        """Drop the connection; the rest of the body is not drained."""
+        if self.stopped or self.finished:
+            return
+        self.stopped = True
+        transport = self._transport()
+        if transport is not None:
+            transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._consumer.unregisterProducer()
+        complete = isinstance(reason.value, ResponseDone) or (
+            isinstance(reason.value, PotentialDataLoss)
+            and self._expected is not None
+            and self.received == self._expected
+        )
+        if complete:
+            self._done.callback(None)
+        elif self.stopped:
+            self._done.errback(CancelledError())
+        else:
+            self._done.errback(
+                BackendUnavailable(
+                    f"body cut after {self.received} bytes"
+                    + (f" of {self._expected}" if self._expected is not None else "")
+                    + f": {reason.getErrorMessage()}",
+                    backend=self._backend,
+                )
+            )
+
+
+class S3Stream:
+    """A backend GET whose headers have arrived; see ``BackendStream``."""
+
+    def __init__(self, response: Response, headers: dict[str, str], backend: str) -> None:
+        self.status: int = response.code
+        self.headers = headers
+        self.length: int | None = None if response.length is UNKNOWN_LENGTH else int(response.length)
+        self.content_range = parse_content_range(headers.get("content-range"))
+        self._response = response
+        self._backend = backend
+        self._protocol: _StreamProtocol | None = None
+
+    def _expected(self) -> int | None:
+        if self.length is not None:
+            return self.length
+        if self.content_range is not None:
+            return self.content_range[1] - self.content_range[0] + 1
+        return None
+
+    def deliver(self, consumer: IBodyConsumer) -> Deferred[None]:
+        """Stream the body into ``consumer`` (see ``BackendStream.deliver``)."""
+        if self._protocol is not None:
+            raise RuntimeError("body already delivered or cancelled")
+        done: Deferred[None] = Deferred()
+        protocol = _StreamProtocol(consumer, done, self._expected(), self._backend)
+        self._protocol = protocol
+        self._response.deliverBody(protocol)
+        protocol.reapply_pause()
+        return done
+
+    def cancel(self) -> None:
+        """Abandon the body: the connection is dropped, never drained."""
+        if self._protocol is None:
+            ignored: Deferred[None] = Deferred()
+            ignored.addErrback(lambda _: None)
+            self._protocol = _StreamProtocol(_NullConsumer(), ignored, self._expected(), self._backend)
+            self._response.deliverBody(self._protocol)
+        self._protocol.stop()
+
+
+class FileSliceProducer:
+    """``IBodyProducer`` sending exactly ``length`` bytes of a seekable file.
+
+    Unlike ``FileBodyProducer`` it does not close the file (the caller's spool
+    may serve a retry on another backend) and it reports progress, which keeps
+    the stall watchdog quiet and feeds the bytes-out counter.
+    """
+
+    def __init__(
+        self,
+        body: BinaryIO,
+        length: int,
+        cooperator: Cooperator,
+        read_size: int,
+        count_bytes: Callable[[int], None],
+    ) -> None:
+        self.length = length
+        self._body = body
+        self._cooperator = cooperator
+        self._read_size = read_size
+        self._count_bytes = count_bytes
+        #: Called after each chunk is handed to the transport (stall watchdog).
+        self.on_chunk: Callable[[], None] = lambda: None
+        self._task: Any = None
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        self._task = self._cooperator.cooperate(self._write_loop(consumer))
+        done: Deferred[None] = Deferred()
+
+        def finished(_: object) -> None:
+            done.callback(None)
+
+        def failed(reason: Failure) -> None:
+            if isinstance(reason.value, TaskStopped):
+                return  # stopProducing: IBodyProducer's Deferred must not fire
+            done.errback(reason)
+
+        self._task.whenDone().addCallbacks(finished, failed)
+        return done
+
+    def _write_loop(self, consumer: Any) -> Iterator[None]:
+        remaining = self.length
+        while remaining > 0:
+            chunk = self._body.read(min(self._read_size, remaining))
+            if not chunk:
+                raise BackendError(f"upload source ended {remaining} bytes early")
+            remaining -= len(chunk)
+            consumer.write(chunk)
+            self._count_bytes(len(chunk))
+            self.on_chunk()
+            yield None
+
+    def pauseProducing(self) -> None:
+        with contextlib.suppress(TaskFinished):  # the transport may lag behind the end
+            self._task.pause()
+
+    def resumeProducing(self) -> None:
+        with contextlib.suppress(NotPaused):
+            self._task.resume()
+
+    def stopProducing(self) -> None:
+        if self._task is not None:
+            try:
+                self._task.stop()
+            except TaskFinished:
+                pass

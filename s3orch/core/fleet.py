@@ -1,0 +1,64 @@
+"""The backend fleet: every configured backend's client and config, and which may take a write.
+
+One object answers "which backends are there, how do I talk to one, which may
+receive ``size`` bytes now": the write paths, the readers, the cleanups and the
+pending-intent resolution take it instead of a dict of clients plus a list of
+configs.  A backend's health (circuit breakers) and usage limits, when they
+come, narrow :meth:`BackendFleet.write_candidates` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from s3orch.backend.interface import ObjectBackend
+from s3orch.config.model import BackendConfig
+from s3orch.core.placement import write_candidates
+
+
+class BackendFleet:
+    """The backends of ``configs`` (in config order), each with its client in ``clients``."""
+
+    def __init__(self, configs: Sequence[BackendConfig], clients: Mapping[str, ObjectBackend]) -> None:
+        missing = [config.name for config in configs if config.name not in clients]
+        if missing:
+            raise ValueError(f"no client for backend {', '.join(missing)}")
+        self.configs: tuple[BackendConfig, ...] = tuple(configs)
+        self._clients = dict(clients)
+
+    @property
+    def names(self) -> list[str]:
+        """The backends' names, in config order."""
+        return [config.name for config in self.configs]
+
+    def client(self, name: str) -> ObjectBackend | None:
+        """The client of backend ``name``; None when it is no longer configured (a
+        location or a queued cleanup may name a backend removed from the config)."""
+        return self._clients.get(name)
+
+    def __getitem__(self, name: str) -> ObjectBackend:
+        """The client of a backend the caller just chose among the configured ones."""
+        return self._clients[name]
+
+    def write_candidates(
+        self, size: int, *, exclude: Collection[str] = (), prefer: Collection[str] = ()
+    ) -> list[str]:
+        """Backends that may receive ``size`` bytes, ``prefer``-red ones first, then in
+        config order; without those in ``exclude`` (they failed for this write).
+
+        The choice among them (pack/spread by free room) is the store's, inside the
+        reservation transaction, so it is atomic with the quota update.
+        """
+        configs: Sequence[BackendConfig] = self.configs
+        if prefer:
+            configs = sorted(configs, key=lambda config: config.name not in prefer)
+        return write_candidates(configs, size, exclude=exclude)
+
+    def quota_limits(self) -> dict[str, int]:
+        """Each backend's ``quota_bytes`` (0: unlimited), as the store records them."""
+        return {config.name: config.quota_bytes for config in self.configs}
+
+    async def close(self) -> None:
+        """Release every client's connections (shutdown)."""
+        for client in self._clients.values():
+            await client.close()
