@@ -29,7 +29,7 @@ def test_demo_serves_the_readme_commands_and_stops_cleanly(tmp_path: Path) -> No
     assert not busy, f"ports {busy} are taken (is `make run` already running?): the demo needs them"
     root = Path(__file__).resolve().parents[2]
     demo = subprocess.Popen(
-        [sys.executable, "-m", "s3orch.testing.demo", "--dir", str(tmp_path / "demo"), "--fresh-config"],
+        [sys.executable, "-m", "tools.demo", "--dir", str(tmp_path / "demo"), "--fresh-config"],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:

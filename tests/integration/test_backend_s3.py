@@ -38,7 +38,7 @@ from s3orch.backend.s3 import S3Backend, S3Stream, parse_content_range, parse_er
 from s3orch.config.model import BackendConfig
 from s3orch.http.relay import relay_body
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_REQUESTS
-from s3orch.testing.servers import MotoServer, WeedServer, free_port
+from tests.support.servers import MotoServer, WeedServer, free_port
 
 from .conftest import ServerT, fresh_bucket
 

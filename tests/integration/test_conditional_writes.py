@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from s3orch.testing.configs import GatewayConfig
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
+from tests.support.configs import GatewayConfig
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3orch.core.placement import key_digest
-from s3orch.testing.configs import GatewayConfig
-from s3orch.testing.servers import MotoServer, create_bucket
 from tests.conftest import DOCS, PHOTOS, backend_keys, quota_rows, s3_client
+from tests.support.configs import GatewayConfig
+from tests.support.servers import MotoServer, create_bucket
 
 KiB = 1024
 
@@ -168,7 +168,7 @@ def test_backend_stopped_mid_test_new_puts_go_elsewhere(start_gateway, moto_back
     try:
         create_bucket(lonely.endpoint, "first", "testing", "testing", "us-east-1")
         others = moto_backends(1, quota=1024 * 1024)
-        from s3orch.testing.configs import BackendSpec
+        from tests.support.configs import BackendSpec
 
         first = BackendSpec("backend-first", lonely.endpoint, "first", quota_bytes=1024 * 1024)
         gw = start_gateway(GatewayConfig(backends=[first, *others]))

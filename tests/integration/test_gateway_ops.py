@@ -7,8 +7,8 @@ import json
 import time
 
 from s3orch.s3 import sigv4
-from s3orch.testing.configs import GatewayConfig
 from tests.conftest import PHOTOS, s3_client
+from tests.support.configs import GatewayConfig
 
 
 def _signed(gw_port: int, method: str, host: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
@@ -86,7 +86,7 @@ def test_encryption_enabled_stops_twistd_with_status_1_naming_the_key(tmp_path, 
 
     import pytest
 
-    from s3orch.testing.gateway import GatewayProcess
+    from tests.support.gateway import GatewayProcess
 
     key = base64.b64encode(b"k" * 32).decode()
     config = GatewayConfig(backends=moto_backends(1, quota=1 << 20),
@@ -131,7 +131,7 @@ def test_metrics_and_health_are_public_on_the_s3_port_when_metrics_have_no_addre
 
 
 def test_metrics_listen_moves_metrics_to_their_own_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
-    from s3orch.testing.servers import free_port
+    from tests.support.servers import free_port
 
     metrics_port = free_port()
     config = GatewayConfig(

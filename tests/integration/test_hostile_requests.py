@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from s3orch.testing.configs import GatewayConfig
+from tests.support.configs import GatewayConfig
 
 HOSTILE = [
     b"GET /photos/%ZZ HTTP/1.1\r\nHost: x\r\n\r\n",

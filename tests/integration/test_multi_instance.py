@@ -24,10 +24,10 @@ import psycopg2
 import pytest
 from botocore.exceptions import ClientError
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.postgres import database_section
 from tests.conftest import PHOTOS, backend_keys, postgres_quota_rows, s3_client
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.postgres import database_section
 
 KiB = 1024
 

@@ -21,11 +21,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3orch.core.placement import key_digest
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.servers import create_bucket
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.servers import create_bucket
 
 MiB = 1024 * 1024
 

@@ -33,7 +33,7 @@ import pytest_twisted
 from s3orch.store.interface import MetadataStore
 from s3orch.store.postgres import PostgresSettings, PostgresStore
 from s3orch.store.sqlite import SQLiteStore
-from s3orch.testing.postgres import admin_dsn
+from tests.support.postgres import admin_dsn
 
 #: Engines the contract runs against.
 ENGINES = ["sqlite", "postgres"]

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from s3orch.testing.servers import free_port
+from tests.support.servers import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

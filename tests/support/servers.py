@@ -1,10 +1,11 @@
 """Real S3 servers as child processes, for integration tests, ``make run`` and
-``make bench`` (see ``shared/reference/backends.md``).
+``make bench``.
 
 * :class:`MotoServer`: ``moto_server``; broad, exact S3 semantics, in memory,
   signatures not checked.
 * :class:`WeedServer`: SeaweedFS ``weed mini``; checks SigV4 and Content-MD5,
   keeps data across restarts, fast.
+* :class:`RcloneServer`: ``rclone serve s3``; a deliberately quirky backend.
 
 Every server listens on loopback ports of its own, logs to a file (never the
 terminal), and is stopped at interpreter exit if the caller forgot (or was
