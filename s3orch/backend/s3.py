@@ -54,7 +54,7 @@ from twisted.web.client import (
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent
 
 from s3orch.backend.credentials import (
     CredentialProvider,
@@ -527,6 +527,7 @@ class S3Backend:
         cached_connection_timeout: int = 60,
         read_size: int = 256 * 1024,
         credentials: CredentialProvider | None = None,
+        agent: IAgent | None = None,
     ) -> None:
         self.name = config.name
         self.bucket = config.bucket
@@ -557,7 +558,8 @@ class S3Backend:
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests
         self._pool = pool
-        self._agent = Agent(  # type: ignore[no-untyped-call]
+        #: ``agent`` (tests: an in-memory one) replaces the pooled Agent; the watchdog still applies.
+        self._agent: IAgent = agent if agent is not None else Agent(  # type: ignore[no-untyped-call]
             reactor, connectTimeout=timeout, pool=pool
         )
         self._cooperator = Cooperator(scheduler=lambda work: self._clock.callLater(0, work))
