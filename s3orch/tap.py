@@ -15,6 +15,7 @@ from typing import Any
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.python import usage
+from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from s3orch.auth.registry import CredentialRegistry
@@ -37,6 +38,7 @@ from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
 from s3orch.service import GatewayService
 from s3orch.store import open_store
+from s3orch.store.interface import MetadataStore
 from s3orch.store.locks import open_worker_locks
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
@@ -76,17 +78,34 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def build(config: Any, reactor: Any) -> GatewayService:
-    """Wire a gateway from a loaded config (used by twistd and by tests)."""
+def build(
+    config: Any,
+    reactor: Any,
+    *,
+    store: MetadataStore | None = None,
+    backend_agents: Mapping[str, IAgent] | None = None,
+) -> GatewayService:
+    """Wire a gateway from a loaded config (used by twistd and by tests).
+
+    ``store`` (built, not started) replaces the one opened from ``config.database``, and
+    ``backend_agents`` (backend name -> agent) the backends' pooled network agents: the
+    in-process harness (``s3orch.testing.harness``) runs this same wiring in memory with them.
+    """
     settings = LogSettings(config.server.log_level, config.server.log_format)
-    store = open_store(config.database, reactor)
+    if store is None:
+        store = open_store(config.database, reactor)
+    agents = backend_agents or {}
     # One lock per background worker, shared by every instance on the database
     # (a process mutex on SQLite); closed after the workers have stopped.
     worker_locks = open_worker_locks(config.database, reactor)
     providers = backend_credentials(config.backends, os.environ, reactor, config.server.backend_timeout)
     backends = {
         b.name: S3Backend(
-            b, reactor=reactor, timeout=config.server.backend_timeout, credentials=providers.get(b.name)
+            b,
+            reactor=reactor,
+            timeout=config.server.backend_timeout,
+            credentials=providers.get(b.name),
+            agent=agents.get(b.name),
         )
         for b in config.backends
     }
