@@ -14,7 +14,8 @@ import pytest
 
 from s3orch.config import ConfigError
 from s3orch.testing.config import config_from_string
-from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness, HarnessError, parse_response
+from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness, HarnessError
+from s3orch.testing.httpclient import parse_response
 
 BACKEND_BUCKET = {"backend-1": "store-1", "backend-2": "store-2"}
 
