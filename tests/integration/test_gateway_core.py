@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from s3orch.core.placement import key_digest
 from tests.conftest import DOCS, PHOTOS, backend_keys, quota_rows, s3_client
 from tests.support.configs import GatewayConfig
+from tests.support.polling import poll
 from tests.support.servers import MotoServer, create_bucket
 
 KiB = 1024
@@ -112,14 +113,7 @@ def test_concurrent_puts_never_exceed_quota(start_gateway, moto_backends) -> Non
 
 
 def _wait_quiet(gw, backend: str, predicate, timeout: float = 10.0) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        row = quota_rows(gw)[backend]
-        if predicate(row) or time.monotonic() > deadline:
-            return row
-        time.sleep(0.05)
+    return poll(lambda: quota_rows(gw)[backend], predicate, timeout)
 
 
 def test_overwrite_and_delete_settle_quota_exactly(photos) -> None:  # type: ignore[no-untyped-def]

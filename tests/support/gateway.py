@@ -7,12 +7,12 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.polling import poll
 from tests.support.servers import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -63,21 +63,25 @@ class GatewayProcess:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"s3orch exited early:\n{self.log_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(
-                    self.endpoint + "/health/ready", timeout=1, context=self.tls_context
-                ) as resp:
-                    if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.05)
+        state = poll(self._probe, lambda found: found != "starting", timeout)
+        if state == "exited":
+            raise RuntimeError(f"s3orch exited early:\n{self.log_text()[-4000:]}")
+        if state == "ready":
+            return self
         self.stop()
         raise RuntimeError(f"s3orch did not become ready:\n{self.log_text()[-4000:]}")
+
+    def _probe(self) -> str:
+        """``exited``, ``ready`` (/health/ready answers 200) or still ``starting``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return "exited"
+        try:
+            with urllib.request.urlopen(
+                self.endpoint + "/health/ready", timeout=1, context=self.tls_context
+            ) as resp:
+                return "ready" if resp.status == 200 else "starting"
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return "starting"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         proc, self.proc = self.proc, None

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from s3orch.s3.sigv4 import EMPTY_SHA256, sign_headers
+from tests.support.polling import poll
 
 __all__ = [
     "MotoServer",
@@ -122,9 +123,6 @@ atexit.register(stop_all)
 class ServerProcess:
     """A child server process: start, wait until it serves, stop, kill."""
 
-    #: Seconds to wait between readiness probes.
-    poll_interval = 0.1
-
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -187,22 +185,20 @@ class ServerProcess:
         )
         with _LIVE_LOCK:
             _LIVE.add(self)
-        deadline = started + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise ServerError(
-                    f"{type(self).__name__} exited with {self._process.returncode}; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
-            if self._ready():
-                self.start_seconds = time.monotonic() - started
-                return
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"{type(self).__name__} not ready after {timeout:g}s; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
-            time.sleep(self.poll_interval)
+        process = self._process
+        ready = poll(lambda: process.poll() is None and self._ready(), lambda up: up or process.poll() is not None,
+                     timeout)
+        if process.poll() is not None:
+            raise ServerError(
+                f"{type(self).__name__} exited with {process.returncode}; "
+                f"log {self.log_path}:\n{self._log_tail()}"
+            )
+        if not ready:
+            raise ServerError(
+                f"{type(self).__name__} not ready after {timeout:g}s; "
+                f"log {self.log_path}:\n{self._log_tail()}"
+            )
+        self.start_seconds = time.monotonic() - started
 
     def _log_tail(self, size: int = 3000) -> str:
         try:
