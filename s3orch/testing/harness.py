@@ -14,7 +14,7 @@ from a config.yaml text, and changes only what touches the outside world:
   HTTP/1.1 bytes, signed with SigV4 at ``clock.seconds()``.
 
 The clock starts at the wall-clock time by default, so request dates and stored timestamps look
-like real ones.  Everything else -- the front door, authentication, admission, spooling,
+like real ones (and the front door, which checks SigV4 dates against the wall clock, accepts them).  Everything else -- the front door, authentication, admission, spooling,
 placement, quotas, multipart, the workers -- is production code.
 
 A test calls :meth:`~GatewayHarness.put`, :meth:`~GatewayHarness.get`,
@@ -100,6 +100,9 @@ backends:
     quota_bytes: 1048576
 """
 
+#: What ``{port}`` in a config text becomes (nothing listens on it: connections are in memory).
+DEFAULT_PORT = 9000
+
 #: Rounds of pumping without a settled state before the harness calls it a livelock.
 MAX_ROUNDS = 100_000
 
@@ -163,8 +166,10 @@ class _Problems:
 class GatewayHarness:
     """One s3orch gateway in memory; see the module docstring.
 
-    ``config_text`` is config.yaml text (``{workdir}`` is replaced by ``workdir``); the database
-    must be SQLite.  ``start`` is the clock's first reading (default: now).
+    ``config_text`` is config.yaml text (``{workdir}`` is replaced by ``workdir``, ``{port}`` by
+    :data:`DEFAULT_PORT`); the database must be SQLite.  ``start`` is the clock's first reading
+    (default: now; the front door checks SigV4 request dates against the wall clock, so requests
+    signed on a clock far from it are refused with RequestTimeTooSkewed).
     """
 
     def __init__(
@@ -177,7 +182,8 @@ class GatewayHarness:
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config: Config = config_from_string(config_text.replace("{workdir}", str(self.workdir)))
+        text = config_text.replace("{workdir}", str(self.workdir)).replace("{port}", str(DEFAULT_PORT))
+        self.config: Config = config_from_string(text)
         if self.config.database.driver != "sqlite":
             raise HarnessError(f"the harness runs SQLite only, not {self.config.database.driver!r}")
         self.clock = HarnessReactor()

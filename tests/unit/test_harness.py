@@ -16,6 +16,8 @@ from s3orch.config import ConfigError
 from s3orch.testing.config import config_from_string
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness, HarnessError
 from s3orch.testing.httpclient import parse_response
+from tests.conftest import quota_rows
+from tests.support.configs import BackendSpec, GatewayConfig
 
 BACKEND_BUCKET = {"backend-1": "store-1", "backend-2": "store-2"}
 
@@ -214,3 +216,12 @@ def test_a_gateway_that_cannot_start_is_a_harness_error_naming_why(tmp_path: Pat
     harness = GatewayHarness(tmp_path, unopenable)
     with pytest.raises(HarnessError, match="did not become ready: .*unable to open database"):
         harness.start()
+
+
+def test_a_gateway_config_from_tests_support_runs_in_the_harness(tmp_path: Path) -> None:
+    """The configs the process tests render work here too: the follow-up moves tests, not configs."""
+    config = GatewayConfig(backends=[BackendSpec("b1", "http://moto.test:5000", "bucket-1", quota_bytes=1 << 20)])
+    with GatewayHarness(tmp_path, config.render()) as gateway:
+        assert gateway.put("photos", "k", b"data").status == 200
+        assert gateway.backends["b1"].objects("bucket-1") != {}
+        assert quota_rows(gateway)["b1"]["used"] == 4  # tests.conftest reads <workdir>/s3orch.db
