@@ -8,6 +8,7 @@ work settle -> workers -> backend pools -> database.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -67,7 +68,9 @@ class GatewayService(MultiService):
     async def _start(self) -> None:
         try:
             await self.store.start()
-            await self.store.sync_quota_limits(self.quota_limits)
+            # The store stamps the caller's time; without an injected clock, the machine's.
+            now = self.clock.seconds() if self.clock is not None else time.time()
+            await self.store.sync_quota_limits(self.quota_limits, now)
             for service in self.workers + self.listeners:
                 service.startService()
         except (StoreError, StoreUnavailable) as exc:

@@ -37,9 +37,7 @@ from s3orch.http.site import S3Site
 from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
 from s3orch.service import GatewayService
-from s3orch.store import open_store
-from s3orch.store.interface import MetadataStore
-from s3orch.store.locks import open_worker_locks
+from s3orch.store import MetadataStore, open_store, open_worker_locks
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.pending_reaper import PendingReaper

@@ -99,8 +99,7 @@ def migrate(config_path: str) -> None:
     prefer to migrate before rolling out a new version.  Exit 1 on any error,
     including a database written by a newer s3orch.
     """
-    from s3orch.store.interface import StoreError
-    from s3orch.store.migrate import migrate_database
+    from s3orch.store import StoreError, migrate_database
 
     try:
         config = load_config(config_path)

@@ -212,7 +212,7 @@ class ObjectService:
             ),
             backend_of=lambda r: r.backend,
             attempt=upload,
-            undo=lambda r: self.store.release(r.write_id),
+            undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
             request_id=request_id,
         )
         return reservation
@@ -261,7 +261,7 @@ class ObjectService:
         except BackendError:
             # The intent stays: the reaper finds the bytes unreferenced and removes them.
             return
-        await self.store.release(reservation.write_id)
+        await self.store.release(reservation.write_id, self.clock.seconds())
 
     # -- reads ----------------------------------------------------------------
 
@@ -391,7 +391,7 @@ class ObjectService:
             [Deferred.fromCoroutine(one(item)) for item in items], consumeErrors=True
         )
         if done:
-            await self.store.cleanup_done(done)
+            await self.store.cleanup_done(done, self.clock.seconds())
 
     def _cleanup_in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
         if not items:
@@ -451,7 +451,7 @@ class ObjectService:
             reserve=reserve,
             backend_of=lambda r: r.backend,
             attempt=send,
-            undo=lambda r: self.store.release_part(r.attempt_id),
+            undo=lambda r: self.store.release_part(r.attempt_id, self.clock.seconds()),
             request_id=request_id,
         )
         return reservation
@@ -597,7 +597,7 @@ class ObjectService:
                 ),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
-                undo=lambda r: self.store.release(r.write_id),
+                undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
                 request_id=request_id,
             )
         finally:

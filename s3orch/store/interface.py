@@ -1,11 +1,15 @@
-"""The metadata store contract.
+"""The metadata store contract: :class:`MetadataStore`, one call = one transaction.
 
-Every engine (SQLite, PostgreSQL) implements :class:`MetadataStore` and passes
-one contract test suite; both run the same transactions (:mod:`s3orch.store.txn`)
-through :class:`s3orch.store.sqlstore.SQLStore`.  Each method is one transaction: the
-quota reservation, the location record, the intent and the cleanup rows of
-one step always commit together, so quota is exact and nothing leaks even if
-the process dies between two steps.
+Every engine (SQLite, PostgreSQL; :mod:`s3orch.store.engine`) runs the same
+transactions (:mod:`s3orch.store.txn`) through :class:`s3orch.store.sqlstore.SQLStore`
+and passes one contract test suite (``tests/store``).  Each method is one
+transaction: the quota reservation, the location record, the intent and the
+cleanup rows of one step always commit together, so quota is exact and nothing
+leaks even if the process dies between two steps.
+
+Time is the caller's: every method that stamps a row takes ``now`` (epoch
+seconds from the caller's injected clock); no transaction reads the wall clock,
+so a test clock drives the store exactly as it drives everything else.
 
 Quota accounting per backend::
 
@@ -19,397 +23,105 @@ Quota accounting per backend::
 * ``bytes_used``: bytes of committed object copies (one per extent and backend).
 * ``orphan_bytes``: bytes of backend objects no longer referenced but not yet
   deleted (rows in ``cleanup_queue`` / ``cleanup_dlq``).
+
+The values (:mod:`s3orch.store.records`) and exceptions (:mod:`s3orch.store.errors`)
+of the contract are importable from here too, as callers have always imported them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
-
-
-@dataclass(frozen=True)
-class Location:
-    """One stored copy of an extent (of a whole single-extent object) on one backend."""
-
-    backend: str
-    storage_key: str
-    size: int  # bytes stored on the backend (== the extent's size without encryption)
-
-
-@dataclass(frozen=True)
-class Extent:
-    """A run of an object's bytes stored as one backend object per copy.
-
-    A PUT or a copy makes one extent, part 0, holding the whole object.  A
-    completed multipart upload is one extent per part, numbered as the part was
-    (ascending, possibly with gaps), each placed on its own backend.
-    """
-
-    part_number: int  # 0: the whole object; N: part N of a multipart object
-    offset: int  # the first byte of the object it holds
-    size: int
-    locations: tuple[Location, ...]  # its copies, in read-preference order
-    etag: str | None = None  # MD5 hex of the part's bytes (parts of multipart objects)
-    checksum_value: str | None = None  # the part's checksum in the object's algorithm
-
-
-@dataclass(frozen=True)
-class ObjectRecord:
-    """The client-visible identity of an object plus where its copies live.
-
-    A single-extent object (every PUT and copy of one, and native multipart
-    objects of older builds) keeps its copies in ``locations`` and has no
-    ``parts``.  A multi-extent object (a completed multipart upload) has its
-    extents, in order, in ``parts`` and no ``locations``.  :attr:`extents` is the
-    one view readers need for both.
-    """
-
-    bucket: str
-    key: str
-    write_id: str
-    size: int
-    etag: str  # without quotes: md5 hex, or "<hex>-N" for multipart
-    last_modified: float  # epoch seconds
-    content_type: str = "application/octet-stream"
-    #: Stored system headers by lower-case name: content-encoding, content-disposition,
-    #: content-language, cache-control, expires.
-    headers: dict[str, str] = field(default_factory=dict)
-    #: User metadata, names lower-case *without* the ``x-amz-meta-`` prefix.
-    user_metadata: dict[str, str] = field(default_factory=dict)
-    checksum_algorithm: str | None = None  # e.g. "CRC32", "SHA256"
-    checksum_value: str | None = None  # base64, as the client sent it
-    parts_count: int | None = None
-    #: Sizes of the parts, in order, for multipart objects (GET ?partNumber=N).
-    part_sizes: tuple[int, ...] | None = None
-    content_hash: str | None = None  # sha256 hex of the plaintext
-    locations: tuple[Location, ...] = ()
-    #: The extents of a multi-extent object, by part number (empty otherwise).
-    parts: tuple[Extent, ...] = ()
-
-    @property
-    def extents(self) -> tuple[Extent, ...]:
-        """The object's extents in order: its parts, or one extent with ``locations``."""
-        if self.parts:
-            return self.parts
-        return (Extent(0, 0, self.size, self.locations),)
-
-
-@dataclass(frozen=True)
-class ListEntry:
-    key: str
-    size: int
-    etag: str
-    last_modified: float
-
-
-@dataclass(frozen=True)
-class ListPage:
-    entries: tuple[ListEntry, ...]
-    common_prefixes: tuple[str, ...]
-    is_truncated: bool
-    #: The last key or common prefix returned (the next page starts after it);
-    #: None unless ``is_truncated``.
-    next_marker: str | None
-
-
-@dataclass(frozen=True)
-class QuotaRow:
-    backend: str
-    bytes_limit: int
-    bytes_used: int
-    orphan_bytes: int
-    reserved_bytes: int
-    object_count: int
-
-    @property
-    def available(self) -> int | None:
-        """Free bytes, or None when the backend is unlimited."""
-        if self.bytes_limit == 0:
-            return None
-        return self.bytes_limit - self.bytes_used - self.orphan_bytes - self.reserved_bytes
-
-
-@dataclass(frozen=True)
-class Intent:
-    """A write about to be sent to a backend (PUT-before-COMMIT).
-
-    The fields after ``storage_key`` describe the object row the write's commit
-    will record.  They are kept with the intent so that, when the commit fails
-    after the bytes were stored, the pending reaper can finish the write exactly
-    as the commit would have (see :meth:`MetadataStore.resolve_intent`).  An
-    intent without an ``etag`` cannot be finished that way: the reaper drops it.
-    The object's size is ``size`` (what is stored equals what the client sent).
-    """
-
-    write_id: str
-    bucket: str
-    key: str
-    size: int  # bytes to reserve (what will be stored on the backend)
-    storage_key: str  # the backend object key for this write (the same on any backend)
-    etag: str | None = None  # as in ObjectRecord; None: unknown, the write cannot be promoted
-    content_type: str = "application/octet-stream"
-    headers: dict[str, str] = field(default_factory=dict)
-    user_metadata: dict[str, str] = field(default_factory=dict)
-    checksum_algorithm: str | None = None
-    checksum_value: str | None = None
-    content_hash: str | None = None
-    parts_count: int | None = None
-    part_sizes: tuple[int, ...] | None = None
-    #: The write's conditions (as given to ``commit_object``), re-checked on promotion.
-    conditions: WriteConditions = UNCONDITIONAL
-
-
-@dataclass(frozen=True)
-class PendingIntent:
-    """A pending intent as the reaper sees it (claimed by :meth:`MetadataStore.stale_intents`)."""
-
-    write_id: str
-    bucket: str
-    key: str
-    backend: str
-    storage_key: str
-    size: int
-    created_at: float
-    #: A later commit or delete of the key made this write obsolete: it can only be dropped.
-    superseded: bool = False
-    #: The intent records the object row (an ETag): it can be promoted.
-    promotable: bool = True
-
-
-#: What the reaper asks :meth:`MetadataStore.resolve_intent` to do with an intent.
-INTENT_PROMOTE = "promote"  # the backend holds the bytes: commit the write
-INTENT_DROP = "drop"  # the bytes are absent (or unusable): give the write up
-INTENT_KEEP = "keep"  # the backend could not say: try again later
-
-#: What :meth:`MetadataStore.resolve_intent` did.
-INTENT_PROMOTED = "promoted"
-INTENT_DROPPED = "dropped"
-INTENT_SUPERSEDED = "superseded"  # dropped because a newer write (or delete) of the key exists
-INTENT_AMBIGUOUS = "ambiguous"  # kept for another try
-INTENT_ALREADY_RESOLVED = "already_resolved"  # no such intent (committed, or resolved elsewhere)
-
-
-@dataclass(frozen=True)
-class IntentResolution:
-    """The outcome of :meth:`MetadataStore.resolve_intent`.
-
-    ``cleanup``: backend objects queued for deletion by it, for an immediate
-    delete attempt: the displaced copies of the previous version (promoted), or
-    the write's own upload (dropped, superseded).
-    """
-
-    status: str
-    cleanup: list[CleanupItem] = field(default_factory=list)
-    #: Why a promotion became a drop (superseded, a failed condition, no metadata).
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Reservation:
-    write_id: str
-    backend: str
-    storage_key: str
-    size: int
-
-
-@dataclass(frozen=True)
-class CleanupItem:
-    id: int
-    backend: str
-    storage_key: str
-    size: int
-    reason: str
-    attempts: int = 0
-
-
-class StoreError(Exception):
-    """The database cannot be used as configured (wrong path, server, version or schema).
-
-    Its message is written for the operator; a gateway that meets one at start-up
-    refuses to start.
-    """
-
-
-class StoreUnavailable(Exception):
-    """The database did not answer (down, restarting, connection lost, locked or out of
-    disk) after the engine's own retries; the work may be tried again later.
-
-    The front door answers 503 ServiceUnavailable with ``Retry-After``, never 500.
-    Every engine raises this, and only this, for such failures (the driver's
-    exception is its ``__cause__``).
-    """
-
-
-class PreconditionConflict(Exception):
-    """A conditional commit found the key's current object failing its conditions.
-
-    ``violation`` is what :meth:`WriteConditions.violation` said (the failed header, or
-    :data:`~s3orch.s3.conditions.KEY_MISSING`); nothing was changed.
-    """
-
-    def __init__(self, message: str, violation: str) -> None:
-        super().__init__(message)
-        self.violation = violation
-
-
-class IntentNotFound(Exception):
-    """``commit_object`` found no pending intent for the reservation's write.
-
-    It was released (the write was given up on, or the pending reaper dropped
-    it), or the write was committed and has since been overwritten.  Committing
-    anyway could bring an old write back over a newer one, so the write fails.
-    Its uploaded copy is queued for cleanup (reason ``intent_missing``) in the
-    same transaction and carried here for an immediate delete attempt.
-    """
-
-    def __init__(self, write_id: str, cleanup: CleanupItem | None = None) -> None:
-        super().__init__(write_id)
-        self.write_id = write_id
-        self.cleanup = cleanup
-
-
-#: Multipart upload states (see sql/sqlite/0004_extents.sql for the life cycle).  An
-#: upload of this version is open, then completed, or aborting then aborted; creating and
-#: completing only describe native uploads of older builds.
-UPLOAD_CREATING = "creating"
-UPLOAD_OPEN = "open"
-UPLOAD_COMPLETING = "completing"
-UPLOAD_COMPLETED = "completed"
-UPLOAD_ABORTING = "aborting"
-UPLOAD_ABORTED = "aborted"
-
-#: Who started an upload: a client, or a CopyObject of a multi-extent object.
-ORIGIN_CLIENT = "client"
-ORIGIN_COPY = "copy"
-
-
-@dataclass(frozen=True)
-class MultipartUpload:
-    """A multipart upload as the store keeps it.
-
-    ``upload_id`` is ours and doubles as the write id of the object the upload
-    becomes.  Its parts are placed one by one (each :class:`UploadedPart` names its
-    backend and storage key).  ``backend``, ``storage_key`` and ``backend_upload_id``
-    are set only on the native uploads of older builds, whose parts lived inside one
-    backend upload: those can only be aborted.
-    """
-
-    upload_id: str
-    bucket: str
-    key: str
-    initiated: float  # created_at, epoch seconds
-    state: str = UPLOAD_OPEN
-    content_type: str = "application/octet-stream"
-    headers: dict[str, str] = field(default_factory=dict)
-    user_metadata: dict[str, str] = field(default_factory=dict)
-    checksum_algorithm: str | None = None  # upper-case (CRC32 ...)
-    checksum_type: str | None = None  # COMPOSITE or FULL_OBJECT, with an algorithm
-    origin: str = ORIGIN_CLIENT
-    updated_at: float = 0.0
-    etag: str | None = None  # the object's ETag once completed
-    backend: str | None = None
-    storage_key: str | None = None
-    backend_upload_id: str | None = None
-    #: Part numbers a native Complete sent to the backend (state completing, older builds).
-    complete_parts: tuple[int, ...] | None = None
-
-    @property
-    def native(self) -> bool:
-        """A backend-native upload of an older build (abort only)."""
-        return self.backend is not None
-
-
-@dataclass(frozen=True)
-class UploadedPart:
-    """One part: ``etag`` is the MD5 of its bytes, stored at ``storage_key`` on ``backend``.
-
-    ``backend``/``storage_key`` are None only for the parts of native uploads of older
-    builds (then inside the upload's backend upload, with the backend's ``backend_etag``).
-    """
-
-    part_number: int
-    etag: str
-    size: int
-    last_modified: float
-    backend: str | None = None
-    storage_key: str | None = None
-    checksum_algorithm: str | None = None
-    checksum_value: str | None = None
-    backend_etag: str | None = None
-
-
-@dataclass(frozen=True)
-class PartReservation:
-    """Room reserved for one part upload on the backend placement chose."""
-
-    attempt_id: str
-    upload_id: str
-    backend: str
-    storage_key: str
-    size: int
-
-
-@dataclass(frozen=True)
-class PartCommit:
-    """What :meth:`MetadataStore.commit_part` did.
-
-    ``committed`` False: the upload was completed or aborted meanwhile (or the
-    attempt given up); the part's backend object is queued for cleanup instead.
-    ``cleanup``: backend objects queued by the call, for an immediate delete: the
-    part this one replaced, or the part itself when not committed.
-    """
-
-    committed: bool
-    cleanup: list[CleanupItem] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class UploadListPage:
-    """A page of ListMultipartUploads (open uploads only)."""
-
-    uploads: tuple[MultipartUpload, ...]
-    common_prefixes: tuple[str, ...]
-    is_truncated: bool
-    next_key_marker: str | None
-    next_upload_id_marker: str | None
-
-
-class UploadNotFound(Exception):
-    """No upload with that id in that bucket and key, or not in a state allowing the call.
-
-    Callers answer exactly what a missing upload answers (404 NoSuchUpload): a
-    wrong bucket or key must be indistinguishable from a missing upload.
-    """
-
-    def __init__(self, upload_id: str) -> None:
-        super().__init__(upload_id)
-        self.upload_id = upload_id
-
-
-class UploadLimitReached(Exception):
-    """The bucket already has ``max_multipart_uploads`` active uploads."""
-
-
-class PartMismatch(Exception):
-    """``complete_upload``: a listed part is missing or its ETag changed."""
-
-
-@dataclass(frozen=True)
-class CompleteOutcome:
-    """What ``complete_upload`` did.
-
-    ``displaced``: the previous version's copies, queued for cleanup
-    (``overwrite_displaced``); ``discarded``: the upload's parts not listed, queued
-    for cleanup (``part_discarded``).  Both for an immediate delete attempt.
-    ``already_completed``: a repeat; nothing changed.
-    """
-
-    displaced: list[CleanupItem]
-    discarded: list[CleanupItem] = field(default_factory=list)
-    already_completed: bool = False
+from s3orch.store.errors import (
+    IntentNotFound,
+    PartMismatch,
+    PreconditionConflict,
+    StoreError,
+    StoreUnavailable,
+    UploadLimitReached,
+    UploadNotFound,
+)
+from s3orch.store.records import (
+    INTENT_ALREADY_RESOLVED,
+    INTENT_AMBIGUOUS,
+    INTENT_DROP,
+    INTENT_DROPPED,
+    INTENT_KEEP,
+    INTENT_PROMOTE,
+    INTENT_PROMOTED,
+    INTENT_SUPERSEDED,
+    ORIGIN_CLIENT,
+    ORIGIN_COPY,
+    UPLOAD_ABORTED,
+    UPLOAD_ABORTING,
+    UPLOAD_COMPLETED,
+    UPLOAD_COMPLETING,
+    UPLOAD_CREATING,
+    UPLOAD_OPEN,
+    CleanupItem,
+    CompleteOutcome,
+    Extent,
+    Intent,
+    IntentResolution,
+    ListEntry,
+    ListPage,
+    Location,
+    MultipartUpload,
+    ObjectRecord,
+    PartCommit,
+    PartReservation,
+    PendingIntent,
+    QuotaRow,
+    Reservation,
+    UploadedPart,
+    UploadListPage,
+)
+
+__all__ = [
+    "CleanupItem",
+    "CompleteOutcome",
+    "Extent",
+    "INTENT_ALREADY_RESOLVED",
+    "INTENT_AMBIGUOUS",
+    "INTENT_DROP",
+    "INTENT_DROPPED",
+    "INTENT_KEEP",
+    "INTENT_PROMOTE",
+    "INTENT_PROMOTED",
+    "INTENT_SUPERSEDED",
+    "Intent",
+    "IntentNotFound",
+    "IntentResolution",
+    "ListEntry",
+    "ListPage",
+    "Location",
+    "MetadataStore",
+    "MultipartUpload",
+    "ORIGIN_CLIENT",
+    "ORIGIN_COPY",
+    "ObjectRecord",
+    "PartCommit",
+    "PartMismatch",
+    "PartReservation",
+    "PendingIntent",
+    "PreconditionConflict",
+    "QuotaRow",
+    "Reservation",
+    "StoreError",
+    "StoreUnavailable",
+    "UPLOAD_ABORTED",
+    "UPLOAD_ABORTING",
+    "UPLOAD_COMPLETED",
+    "UPLOAD_COMPLETING",
+    "UPLOAD_CREATING",
+    "UPLOAD_OPEN",
+    "UploadLimitReached",
+    "UploadListPage",
+    "UploadNotFound",
+    "UploadedPart",
+]
 
 
 class MetadataStore(Protocol):
@@ -424,7 +136,7 @@ class MetadataStore(Protocol):
     async def ping(self) -> None:
         """Raise if the database cannot answer."""
 
-    async def sync_quota_limits(self, limits: dict[str, int]) -> None:
+    async def sync_quota_limits(self, limits: dict[str, int], now: float) -> None:
         """Create missing ``backend_quotas`` rows and set ``bytes_limit`` from config."""
 
     async def get_quotas(self) -> dict[str, QuotaRow]:
@@ -446,7 +158,7 @@ class MetadataStore(Protocol):
         Returns None when no candidate has room.
         """
 
-    async def release(self, write_id: str) -> None:
+    async def release(self, write_id: str, now: float) -> None:
         """Drop an intent and its reservation (the backend write failed or was undone)."""
 
     async def commit_object(
@@ -501,7 +213,7 @@ class MetadataStore(Protocol):
         common prefix, in which case every key under it is skipped.
         """
 
-    async def cleanup_done(self, ids: Sequence[int]) -> None:
+    async def cleanup_done(self, ids: Sequence[int], now: float) -> None:
         """The backend deletes succeeded (or found nothing): drop rows, release orphan bytes."""
 
     async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
@@ -602,7 +314,7 @@ class MetadataStore(Protocol):
         A retried call (same ``attempt_id``) returns the first reservation.
         """
 
-    async def release_part(self, attempt_id: str) -> None:
+    async def release_part(self, attempt_id: str, now: float) -> None:
         """Drop a part attempt and its reservation (its backend call failed)."""
 
     async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> PartCommit:

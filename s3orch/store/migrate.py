@@ -1,36 +1,31 @@
 """Schema migrations: numbered SQL files applied in order, recorded in ``schema_version``.
 
-The functions here are synchronous and take a plain DB-API connection, so the
-store (inside an adbapi thread) and ``s3orch-admin migrate`` share them.  Each
-file ``NNNN_name.sql`` is applied in its own transaction together with its
-``schema_version`` row, so a crash never leaves a half-applied version.  A
-database written by a newer s3orch is refused rather than used: its schema may
-mean things this version does not know about.
+Engine-neutral: which files, in which order, what is already applied, what a
+database newer than this s3orch means.  How one file is applied, and which lock
+keeps two instances starting together from both applying it, is the engine's
+(:class:`Migrator`, answered by :class:`~s3orch.store.sqlite.SQLiteEngine` and
+:class:`~s3orch.store.postgres.PostgresEngine`).
 
-Two instances starting together must not both apply a version: SQLite takes
-the write lock (``BEGIN IMMEDIATE``) per file; PostgreSQL runs the whole check
-and apply under the session advisory lock :data:`~s3orch.store.locks.MIGRATION_LOCK_ID`
-(1000), waited for, so the second instance finds the work done.
+The functions here are synchronous and take a plain DB-API connection, so the
+store (inside an adbapi thread, at start-up) and ``s3orch-admin migrate`` share
+them.  Each file ``NNNN_name.sql`` is applied in its own transaction together
+with its ``schema_version`` row, so a crash never leaves a half-applied version.
+A database written by a newer s3orch is refused rather than used: its schema may
+mean things this version does not know about.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import s3orch
-from s3orch.store.interface import StoreError
-from s3orch.store.locks import MIGRATION_LOCK_ID
-
-if TYPE_CHECKING:
-    from s3orch.store import DatabaseSection
+from s3orch.store.errors import StoreError
 
 #: File names of migrations: four digits, an underscore, a name, ``.sql``.
 _FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
@@ -40,9 +35,6 @@ _SCHEMA_VERSION_DDL = (
     "CREATE TABLE IF NOT EXISTS schema_version ("
     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
 )
-
-#: STRICT tables need 3.37; UPSERT and RETURNING are older.
-MIN_SQLITE_VERSION = (3, 37, 0)
 
 
 class MigrationError(StoreError):
@@ -57,6 +49,27 @@ class Migration:
 
     def sql(self) -> str:
         return self.path.read_text(encoding="utf-8")
+
+
+class Migrator(Protocol):
+    """What migrating needs from an engine."""
+
+    #: The engine's directory under ``sql/`` (``sqlite``, ``postgres``).
+    name: str
+
+    def check_library(self) -> None:
+        """Raise :class:`MigrationError` when the driver cannot run the schema at all."""
+
+    def migration_lock(self, conn: Any) -> AbstractContextManager[None]:
+        """Held around the whole check-and-apply, so instances starting together apply
+        each version once (the engine may instead lock per file in :meth:`apply_migration`)."""
+
+    def apply_migration(self, conn: Any, migration: Migration, applied_at: str) -> bool:
+        """Apply one file and its ``schema_version`` row in one transaction; False when
+        another process recorded that version first (nothing was changed)."""
+
+    def admin_connection(self) -> tuple[Any, str]:
+        """A plain connection for ``s3orch-admin`` (no statement timeout) and where it points."""
 
 
 def sql_dir(engine: str) -> Path:
@@ -109,53 +122,21 @@ def current_version(conn: Any) -> int:
     return max(applied_versions(conn), default=0)
 
 
-def migrate(conn: Any, engine: str, directory: Path | None = None) -> list[int]:
+def migrate(conn: Any, engine: Migrator, directory: Path | None = None) -> list[int]:
     """Apply every migration not yet recorded, oldest first; return the versions applied.
 
     Re-running is a no-op.  Raises :class:`MigrationError` when the database is
     newer than the newest file, or when a migration fails (that migration is
-    rolled back; earlier ones stay).
-
-    SQLite connections must be opened with ``isolation_level=None``: this
-    function issues its own ``BEGIN IMMEDIATE`` so that two processes starting
-    together apply each version once.
+    rolled back; earlier ones stay).  ``directory`` defaults to the engine's own.
     """
-    migrations = discover(directory if directory is not None else sql_dir(engine))
-    if engine == "sqlite":
-        check_sqlite_version()
-    if engine == "postgres":
-        with postgres_migration_lock(conn):
-            return _apply_pending(conn, engine, migrations)
-    return _apply_pending(conn, engine, migrations)
+    migrations = discover(directory if directory is not None else sql_dir(engine.name))
+    engine.check_library()
+    with engine.migration_lock(conn):
+        return _apply_pending(conn, engine, migrations)
 
 
-@contextmanager
-def postgres_migration_lock(conn: Any) -> Iterator[None]:
-    """Hold the migration advisory lock for the block (waiting for another holder).
-
-    A session lock, so it spans the per-file transactions; it is released at the
-    end, or by PostgreSQL itself if the connection dies first.
-    """
-    cur = conn.cursor()
-    try:
-        cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
-        cur.fetchone()
-        conn.commit()
-        yield
-    finally:
-        try:
-            conn.rollback()  # leave no aborted transaction in the way of the unlock
-            cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
-            cur.fetchone()
-            conn.commit()
-        except Exception:  # the connection is gone, and its lock with it
-            pass
-        finally:
-            cur.close()
-
-
-def _apply_pending(conn: Any, engine: str, migrations: list[Migration]) -> list[int]:
-    """The body of :func:`migrate` once any engine-level lock is held."""
+def _apply_pending(conn: Any, engine: Migrator, migrations: list[Migration]) -> list[int]:
+    """The body of :func:`migrate` once the engine's migration lock is held."""
     newest = migrations[-1].version if migrations else 0
     done = applied_versions(conn)
     if done and max(done) > newest:
@@ -168,10 +149,9 @@ def _apply_pending(conn: Any, engine: str, migrations: list[Migration]) -> list[
         if migration.version in done:
             continue
         try:
-            if engine == "sqlite":
-                ran = _apply_sqlite(conn, migration)
-            else:
-                ran = _apply_dbapi(conn, migration)
+            # When the schema was applied is an operator's fact (shown by ``s3orch-admin``),
+            # not data any transaction decides on, so it is the machine's wall clock.
+            ran = engine.apply_migration(conn, migration, _utc_now())
         except MigrationError:
             raise
         except Exception as exc:
@@ -193,23 +173,17 @@ class MigrationReport:
     applied: tuple[int, ...]
 
 
-def migrate_database(config: DatabaseSection) -> MigrationReport:
-    """Apply the pending migrations of the configured database, synchronously.
+def migrate_database(engine: Migrator) -> MigrationReport:
+    """Apply the pending migrations of ``engine``'s database, synchronously.
 
     The same migrations, under the same locks, as an instance applies at
     start-up; for operators who prefer an explicit step before rolling out a
     new version.  Raises :class:`StoreError` (or :class:`MigrationError`) with a
     message for the operator.
     """
-    if config.driver == "sqlite":
-        from s3orch.store.sqlite import admin_connection
-    elif config.driver == "postgres":
-        from s3orch.store.postgres import admin_connection  # type: ignore[assignment]
-    else:
-        raise StoreError(f"unknown database.driver {config.driver!r} (expected 'sqlite' or 'postgres')")
-    conn, where = admin_connection(config)
+    conn, where = engine.admin_connection()
     try:
-        applied = migrate(conn, config.driver)
+        applied = migrate(conn, engine)
         done = applied_versions(conn)
     except StoreError:
         raise
@@ -219,96 +193,6 @@ def migrate_database(config: DatabaseSection) -> MigrationReport:
         conn.close()
     before = max(done - set(applied), default=0)
     return MigrationReport(where, before, max(done, default=0), tuple(applied))
-
-
-def check_sqlite_version() -> None:
-    """Refuse SQLite libraries too old for the schema (clearer than a syntax error)."""
-    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-        need = ".".join(map(str, MIN_SQLITE_VERSION))
-        raise MigrationError(f"SQLite {need} or newer is required; found {sqlite3.sqlite_version}")
-
-
-def split_sqlite_script(script: str) -> list[str]:
-    """Split a script into single statements (``execute`` runs one at a time).
-
-    ``sqlite3.complete_statement`` knows about strings, comments and trigger
-    bodies, so a ``;`` inside them does not end a statement.
-    """
-    statements: list[str] = []
-    buffer = ""
-    *pieces, last = script.split(";")
-    for piece in pieces:
-        buffer += piece + ";"
-        if sqlite3.complete_statement(buffer):
-            if _has_code(buffer):
-                statements.append(buffer.strip())
-            buffer = ""
-    buffer += last  # text after the last ';' (a statement without one, or comments)
-    if _has_code(buffer):
-        statements.append(buffer.strip())
-    return statements
-
-
-def _has_code(text: str) -> bool:
-    """Whether ``text`` holds more than comments, whitespace and semicolons."""
-    lines = (line.split("--", 1)[0] for line in text.splitlines())
-    return any(line.strip().strip(";").strip() for line in lines)
-
-
-def _apply_sqlite(conn: Any, migration: Migration) -> bool:
-    """Apply one file in one ``BEGIN IMMEDIATE`` transaction; False if already applied.
-
-    ``executescript`` is avoided on purpose: it commits any open transaction first.
-    """
-    statements = split_sqlite_script(migration.sql())
-    cur = conn.cursor()
-    try:
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            cur.execute("SELECT 1 FROM schema_version WHERE version = ?", (migration.version,))
-            if cur.fetchone() is not None:  # another process was first
-                cur.execute("ROLLBACK")
-                return False
-            for statement in statements:
-                cur.execute(statement)
-            cur.execute(
-                "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name, _utc_now()),
-            )
-            cur.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
-        return True
-    finally:
-        cur.close()
-
-
-def _apply_dbapi(conn: Any, migration: Migration) -> bool:
-    """Apply one file on a driver with implicit transactions and ``%s`` parameters.
-
-    This is the shape PostgreSQL (psycopg2) takes: DDL is transactional there, so a
-    failing file leaves nothing behind.  The whole file goes in one ``execute``.
-    """
-    cur = conn.cursor()
-    try:
-        cur.execute("SELECT 1 FROM schema_version WHERE version = %s", (migration.version,))
-        if cur.fetchone() is not None:
-            conn.rollback()
-            return False
-        cur.execute(migration.sql())
-        cur.execute(
-            "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
-            (migration.version, migration.name, _utc_now()),
-        )
-        conn.commit()
-        return True
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        cur.close()
 
 
 def _utc_now() -> str:

@@ -1,4 +1,4 @@
-"""The SQLite metadata store (single instance).
+"""The SQLite engine: one s3orch instance on one database file.
 
 Two adbapi pools: one connection for writes, so write transactions are
 serialised by construction and ``BEGIN IMMEDIATE`` takes the write lock up
@@ -12,25 +12,34 @@ transaction that is rolled back on any error and retried when SQLite reports
 the database locked (another process, e.g. ``s3orch-admin``, holding the write
 lock past ``busy_timeout``); a rolled-back attempt left no trace, so a retry
 is safe.  When the database stays locked, or the disk fails or fills, the
-store raises :class:`~s3orch.store.interface.StoreUnavailable`.
+engine classifies the error as unavailable and the store raises
+:class:`~s3orch.store.errors.StoreUnavailable`.
+
+Tests may pass a ``pool_factory`` (an :class:`adbapi.ConnectionPool` subclass,
+e.g. :class:`s3orch.testing.syncpool.SynchronousConnectionPool`) to run every
+transaction on the calling thread; production uses adbapi's own pool.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
-from s3orch.store import migrate
-from s3orch.store.interface import StoreError, StoreUnavailable
-from s3orch.store.sqlstore import SQLStore
-from s3orch.store.txn import Notes, RetryTransaction, Tx
+from s3orch.config.model import DatabaseConfig
+from s3orch.store import adbapi_typed
+from s3orch.store.adbapi_typed import PoolFactory
+from s3orch.store.errors import StoreError
+from s3orch.store.locks import LocalWorkerLocks, WorkerLocks
+from s3orch.store.migrate import Migration, MigrationError, migrate
+from s3orch.store.txn.base import Notes, RetryTransaction, Tx
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -40,12 +49,13 @@ BUSY_TIMEOUT_MS = 5000
 LOCK_RETRIES = 3
 READ_POOL_SIZE = 4
 
+#: STRICT tables need 3.37; UPSERT and RETURNING are older.
+MIN_SQLITE_VERSION = (3, 37, 0)
+
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 #: Primary result codes that mean "not now" (BUSY, LOCKED, IOERR, FULL, CANTOPEN).
 _UNAVAILABLE_CODES = (_SQLITE_BUSY, _SQLITE_LOCKED, 10, 13, 14)
-
-__all__ = ["SQLITE", "SQLiteDialect", "SQLiteStore", "StoreError"]
 
 
 class SQLiteDialect:
@@ -91,24 +101,11 @@ def _open_reader(conn: sqlite3.Connection) -> None:
     _open_connection(conn, read_only=True)
 
 
-def admin_connection(config: Any) -> tuple[sqlite3.Connection, str]:
-    """A writer connection to ``config.path`` for ``s3orch-admin`` (and where it points)."""
-    migrate.check_sqlite_version()
-    try:
-        conn = sqlite3.connect(config.path, isolation_level=None)
-        try:
-            _open_writer(conn)
-        except BaseException:
-            conn.close()
-            raise
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot use SQLite database {config.path}: {exc}") from exc
-    return conn, str(config.path)
-
-
-def is_unavailable(exc: sqlite3.OperationalError) -> bool:
+def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot serve now (locked past the retries,
     I/O failing, disk full) rather than that the statement is wrong."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return int(code) & 0xFF in _UNAVAILABLE_CODES
@@ -116,14 +113,20 @@ def is_unavailable(exc: sqlite3.OperationalError) -> bool:
     return any(word in text for word in ("locked", "busy", "disk I/O", "disk is full", "unable to open"))
 
 
-def _is_locked(exc: sqlite3.OperationalError) -> bool:
+def is_retryable(exc: BaseException) -> bool:
+    """Whether running the whole transaction again may succeed: the database was
+    locked by another process, or the transaction asked for it (a lost race)."""
+    if isinstance(exc, RetryTransaction):
+        return True
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return int(code) & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _run_txn(
+def run_txn(
     conn: Any,
     begin: str,
     notes: Notes,
@@ -146,8 +149,7 @@ def _run_txn(
                 raise
             return result
         except (sqlite3.OperationalError, RetryTransaction) as exc:
-            retry = isinstance(exc, RetryTransaction) or _is_locked(exc)
-            if attempt + 1 < LOCK_RETRIES and retry:
+            if attempt + 1 < LOCK_RETRIES and is_retryable(exc):
                 time.sleep(0.05 * (attempt + 1))
                 continue
             raise
@@ -156,46 +158,118 @@ def _run_txn(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _run_migrations(conn: Any) -> list[int]:
-    return migrate.migrate(conn, "sqlite")
+# --- migrations (plain connections, also used by s3orch-admin) --------------------------
 
 
-# --- the store ------------------------------------------------------------------------
+def check_sqlite_version() -> None:
+    """Refuse SQLite libraries too old for the schema (clearer than a syntax error)."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+        need = ".".join(map(str, MIN_SQLITE_VERSION))
+        raise MigrationError(f"SQLite {need} or newer is required; found {sqlite3.sqlite_version}")
 
 
-class SQLiteStore(SQLStore):
-    """:class:`~s3orch.store.interface.MetadataStore` on one SQLite file (one instance only)."""
+def split_sqlite_script(script: str) -> list[str]:
+    """Split a script into single statements (``execute`` runs one at a time).
 
+    ``sqlite3.complete_statement`` knows about strings, comments and trigger
+    bodies, so a ``;`` inside them does not end a statement.
+    """
+    statements: list[str] = []
+    buffer = ""
+    *pieces, last = script.split(";")
+    for piece in pieces:
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if _has_code(buffer):
+                statements.append(buffer.strip())
+            buffer = ""
+    buffer += last  # text after the last ';' (a statement without one, or comments)
+    if _has_code(buffer):
+        statements.append(buffer.strip())
+    return statements
+
+
+def _has_code(text: str) -> bool:
+    """Whether ``text`` holds more than comments, whitespace and semicolons."""
+    lines = (line.split("--", 1)[0] for line in text.splitlines())
+    return any(line.strip().strip(";").strip() for line in lines)
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+class SQLitePools:
+    """One store's pools: the one writer connection and the readers."""
+
+    def __init__(self, writer: adbapi.ConnectionPool, readers: adbapi.ConnectionPool) -> None:
+        self.writer = writer
+        self.readers = readers
+
+    def run_transaction(
+        self,
+        read_only: bool,
+        idempotent: bool,
+        notes: Notes,
+        fn: Callable[Concatenate[Tx, Notes, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> Deferred[_T]:
+        # Reads take a plain BEGIN: one snapshot for the whole read, even when it takes
+        # several queries.  ``idempotent`` needs no care here: SQLite never leaves a
+        # COMMIT's outcome unknown to the caller.
+        pool = self.readers if read_only else self.writer
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        return adbapi_typed.run_with_connection(pool, run_txn, begin, notes, fn, *args, **kwargs)
+
+    def close(self) -> None:
+        for pool in (self.readers, self.writer):
+            adbapi_typed.close(pool)
+
+
+class SQLiteEngine:
+    """Everything that is SQLite's: pools, migrations, locks, errors (see the module)."""
+
+    name = "sqlite"
+    dialect = SQLITE
     _log = Logger(namespace="s3orch.store")
 
-    def __init__(self, path: str | Path, reactor: IReactorCore) -> None:
-        self.path = str(path)
-        self._reactor = reactor
-        self._writer: adbapi.ConnectionPool | None = None
-        self._readers: adbapi.ConnectionPool | None = None
+    def __init__(self, config: DatabaseConfig, *, pool_factory: PoolFactory | None = None) -> None:
+        self.path = str(config.path)
+        self._pool_factory = pool_factory or adbapi_typed.DEFAULT_POOL
 
-    def _pool(self, **kwargs: Any) -> adbapi.ConnectionPool:
-        return adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
+    def describe(self) -> str:
+        return f"SQLite database {self.path}"
+
+    # -- classification -----------------------------------------------------------------
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return is_unavailable(exc)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return is_retryable(exc)
+
+    # -- pools --------------------------------------------------------------------------
+
+    def _pool(self, reactor: IReactorCore, **kwargs: Any) -> adbapi.ConnectionPool:
+        return self._pool_factory(
             "sqlite3",
             self.path,
             check_same_thread=False,  # adbapi closes connections from the reactor thread
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            cp_reactor=self._reactor,
+            cp_reactor=reactor,
             **kwargs,
         )
 
-    async def start(self) -> None:
-        migrate.check_sqlite_version()
-        self._writer = self._pool(cp_min=1, cp_max=1, cp_openfun=_open_writer)
+    async def open_pools(self, reactor: IReactorCore) -> SQLitePools:
+        """Open the writer, bring the schema up to date on it, then open the readers."""
+        check_sqlite_version()
+        writer = self._pool(reactor, cp_min=1, cp_max=1, cp_openfun=_open_writer)
         try:
-            applied = await self._writer.runWithConnection(  # type: ignore[no-untyped-call]
-                _run_migrations
-            )
+            applied = await adbapi_typed.run_with_connection(writer, migrate, self)
         except BaseException as exc:
-            self._writer.close()  # type: ignore[no-untyped-call]
-            self._writer = None
+            adbapi_typed.close(writer)
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot use SQLite database {self.path}: {exc}") from exc
+                raise StoreError(f"cannot use {self.describe()}: {exc}") from exc
             raise
         if applied:
             self._log.info(
@@ -204,39 +278,65 @@ class SQLiteStore(SQLStore):
                 path=self.path,
                 component="store",
             )
-        self._readers = self._pool(cp_min=1, cp_max=READ_POOL_SIZE, cp_openfun=_open_reader)
+        readers = self._pool(reactor, cp_min=1, cp_max=READ_POOL_SIZE, cp_openfun=_open_reader)
+        return SQLitePools(writer, readers)
 
-    async def close(self) -> None:
-        for pool in (self._readers, self._writer):
-            if pool is not None:
-                pool.close()  # type: ignore[no-untyped-call]
-        self._readers = self._writer = None
+    def worker_locks(self, reactor: IReactorCore) -> WorkerLocks:
+        """One instance per database file: a process mutex is enough."""
+        return LocalWorkerLocks()
 
-    async def _call(
-        self,
-        read_only: bool,
-        idempotent: bool,
-        fn: Callable[Concatenate[Tx, Notes, _P], _T],
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> _T:
-        # Reads take a plain BEGIN: one snapshot for the whole read, even when it takes
-        # several queries.  ``idempotent`` needs no care here: SQLite never leaves a
-        # COMMIT's outcome unknown to the caller.
-        pool = self._readers if read_only else self._writer
-        if pool is None:
-            raise StoreError("the store is not started")
-        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        notes = Notes()
+    # -- migrations (see :class:`s3orch.store.migrate.Migrator`) ------------------------
+
+    def check_library(self) -> None:
+        check_sqlite_version()
+
+    @contextmanager
+    def migration_lock(self, conn: Any) -> Iterator[None]:
+        """Nothing around the whole run: each file takes the write lock itself
+        (``BEGIN IMMEDIATE`` in :meth:`apply_migration`) and re-checks its version
+        under it, so a second process finds the work done."""
+        yield
+
+    def apply_migration(self, conn: Any, migration: Migration, applied_at: str) -> bool:
+        """Apply one file in one ``BEGIN IMMEDIATE`` transaction; False if already applied.
+
+        ``conn`` must be opened with ``isolation_level=None``.  ``executescript`` is
+        avoided on purpose: it commits any open transaction first.
+        """
+        statements = split_sqlite_script(migration.sql())
+        cur = conn.cursor()
         try:
-            result = await pool.runWithConnection(  # type: ignore[no-untyped-call]
-                _run_txn, begin, notes, fn, *args, **kwargs
-            )
-        except sqlite3.OperationalError as exc:
-            if is_unavailable(exc):
-                raise StoreUnavailable(f"SQLite database {self.path}: {exc}") from exc
-            raise
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("SELECT 1 FROM schema_version WHERE version = ?", (migration.version,))
+                if cur.fetchone() is not None:  # another process was first
+                    cur.execute("ROLLBACK")
+                    return False
+                for statement in statements:
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, applied_at),
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+            return True
         finally:
-            for fmt, fields in notes.warnings:
-                self._log.warn(fmt, component="store", **fields)
-        return cast(_T, result)
+            cur.close()
+
+    def admin_connection(self) -> tuple[sqlite3.Connection, str]:
+        """A writer connection for ``s3orch-admin`` (and where it points)."""
+        check_sqlite_version()
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                _open_writer(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot use {self.describe()}: {exc}") from exc
+        return conn, self.path

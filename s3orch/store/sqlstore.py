@@ -1,19 +1,17 @@
-"""The MetadataStore methods over the shared transactions of :mod:`s3orch.store.txn`.
+"""The MetadataStore, written once over an engine and the shared transactions.
 
-An engine (:class:`~s3orch.store.sqlite.SQLiteStore`,
-:class:`~s3orch.store.postgres.PostgresStore`) subclasses :class:`SQLStore`
-and supplies how it starts, closes and runs one transaction (``_call``); the
-argument checks, the choice of transaction and the mapping of results to the
-contract's exceptions are here, once.
+:class:`SQLStore` takes an :class:`~s3orch.store.engine.Engine` (SQLite,
+PostgreSQL) that opens its pools and runs one transaction; the argument
+checks, the choice of transaction and the mapping of results to the contract's
+exceptions are here, once, for every engine.
 
 ``_call(read_only, idempotent, fn, *args)`` runs ``fn(tx, notes, *args)`` in one
 transaction.  ``read_only`` asks for one consistent snapshot and no writes;
 ``idempotent=False`` marks the few calls that must not be re-run when the
 outcome of their COMMIT is unknown (a lost connection while committing):
 running them again would answer differently (``commit_part``) or count a
-failure twice (``cleanup_failed``).  Engines
-raise :class:`~s3orch.store.interface.StoreUnavailable` when the database
-cannot answer.
+failure twice (``cleanup_failed``).  An error the engine classifies as
+unavailable becomes :class:`~s3orch.store.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -21,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
-from s3orch.store import txn
-from s3orch.store.interface import (
+from s3orch.store.engine import ConnectionPools, Engine
+from s3orch.store.errors import IntentNotFound, StoreError, StoreUnavailable
+from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
     Intent,
-    IntentNotFound,
     IntentResolution,
     ListPage,
     MultipartUpload,
@@ -40,7 +41,8 @@ from s3orch.store.interface import (
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.txn import Notes, Tx
+from s3orch.store.txn import cleanup, intents, listing, multipart, objects, quota
+from s3orch.store.txn.base import Notes, Tx, txn_ping
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -56,11 +58,21 @@ def _check_strategy(strategy: str) -> None:
 class SQLStore:
     """:class:`~s3orch.store.interface.MetadataStore` on a SQL database (see the module)."""
 
+    _log = Logger(namespace="s3orch.store")
+
+    def __init__(self, engine: Engine, reactor: IReactorCore) -> None:
+        self.engine = engine
+        self._reactor = reactor
+        self._pools: ConnectionPools | None = None
+
     async def start(self) -> None:
-        raise NotImplementedError
+        if self._pools is None:
+            self._pools = await self.engine.open_pools(self._reactor)
 
     async def close(self) -> None:
-        raise NotImplementedError
+        pools, self._pools = self._pools, None
+        if pools is not None:
+            pools.close()
 
     async def _call(
         self,
@@ -70,7 +82,19 @@ class SQLStore:
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
-        raise NotImplementedError
+        pools = self._pools
+        if pools is None:
+            raise StoreError("the store is not started")
+        notes = Notes()
+        try:
+            return await pools.run_transaction(read_only, idempotent, notes, fn, *args, **kwargs)
+        except Exception as exc:
+            if self.engine.is_unavailable(exc):
+                raise StoreUnavailable(f"{self.engine.describe()}: {exc}".strip()) from exc
+            raise
+        finally:
+            for fmt, fields in notes.warnings:
+                self._log.warn(fmt, component="store", **fields)
 
     async def _write(
         self, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
@@ -91,16 +115,16 @@ class SQLStore:
     # -- objects and quotas ---------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._read(txn.txn_ping)
+        await self._read(txn_ping)
 
-    async def sync_quota_limits(self, limits: dict[str, int]) -> None:
+    async def sync_quota_limits(self, limits: dict[str, int], now: float) -> None:
         for backend, limit in limits.items():
             if limit < 0:
                 raise ValueError(f"negative quota limit for backend {backend!r}: {limit}")
-        await self._write(txn.txn_sync_quota_limits, dict(limits))
+        await self._write(quota.txn_sync_quota_limits, dict(limits), now)
 
     async def get_quotas(self) -> dict[str, QuotaRow]:
-        return await self._read(txn.txn_get_quotas)
+        return await self._read(quota.txn_get_quotas)
 
     async def reserve(
         self,
@@ -115,10 +139,10 @@ class SQLStore:
         _check_strategy(strategy)
         if intent.size < 0:
             raise ValueError(f"negative intent size {intent.size}")
-        return await self._write(txn.txn_reserve, intent, tuple(candidates), strategy, now)
+        return await self._write(objects.txn_reserve, intent, tuple(candidates), strategy, now)
 
-    async def release(self, write_id: str) -> None:
-        await self._write(txn.txn_release, write_id)
+    async def release(self, write_id: str, now: float) -> None:
+        await self._write(objects.txn_release, write_id, now)
 
     async def commit_object(
         self,
@@ -129,16 +153,16 @@ class SQLStore:
     ) -> list[CleanupItem]:
         """See the protocol.  ``record.locations`` and ``parts`` are ignored: the new
         version has exactly the reservation's copy, as its one extent."""
-        result = await self._write(txn.txn_commit_object, reservation, record, now, conditions)
-        if isinstance(result, txn.IntentGone):
+        result = await self._write(objects.txn_commit_object, reservation, record, now, conditions)
+        if isinstance(result, objects.IntentGone):
             raise IntentNotFound(reservation.write_id, result.cleanup)
         return result
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
-        return await self._read(txn.txn_get_object, bucket, key)
+        return await self._read(objects.txn_get_object, bucket, key)
 
     async def delete_object(self, bucket: str, key: str, now: float) -> list[CleanupItem]:
-        return await self._write(txn.txn_delete_object, bucket, key, now)
+        return await self._write(objects.txn_delete_object, bucket, key, now)
 
     async def list_objects(
         self,
@@ -151,30 +175,30 @@ class SQLStore:
         if max_keys < 0:
             raise ValueError(f"negative max_keys {max_keys}")
         return await self._read(
-            txn.txn_list_objects, bucket, prefix, delimiter, start_after, max_keys
+            listing.txn_list_objects, bucket, prefix, delimiter, start_after, max_keys
         )
 
     async def object_counts(self) -> dict[str, int]:
-        return await self._read(txn.txn_object_counts)
+        return await self._read(quota.txn_object_counts)
 
     # -- the cleanup queue ------------------------------------------------------------------
 
-    async def cleanup_done(self, ids: Sequence[int]) -> None:
+    async def cleanup_done(self, ids: Sequence[int], now: float) -> None:
         if ids:
-            await self._write(txn.txn_cleanup_done, tuple(ids))
+            await self._write(cleanup.txn_cleanup_done, tuple(ids), now)
 
     async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
-        await self._write_once(txn.txn_cleanup_failed, item_id, error, now)
+        await self._write_once(cleanup.txn_cleanup_failed, item_id, error, now)
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
-        return await self._read(txn.txn_due_cleanups, now, limit)
+        return await self._read(cleanup.txn_due_cleanups, now, limit)
 
     async def claim_cleanups(
         self, now: float, limit: int, owner: str, grace: float
     ) -> list[CleanupItem]:
         if limit <= 0:
             return []
-        return await self._write(txn.txn_claim_cleanups, now, limit, owner, grace)
+        return await self._write(cleanup.txn_claim_cleanups, now, limit, owner, grace)
 
     # -- pending intents --------------------------------------------------------------------
 
@@ -183,25 +207,25 @@ class SQLStore:
     ) -> list[PendingIntent]:
         if limit <= 0:
             return []
-        return await self._write(txn.txn_stale_intents, now, min_age, limit, owner, grace)
+        return await self._write(intents.txn_stale_intents, now, min_age, limit, owner, grace)
 
     async def resolve_intent(self, write_id: str, outcome: str, now: float) -> IntentResolution:
-        return await self._write(txn.txn_resolve_intent, write_id, outcome, now)
+        return await self._write(intents.txn_resolve_intent, write_id, outcome, now)
 
     async def count_intents(self) -> int:
-        return await self._read(txn.txn_count_intents)
+        return await self._read(intents.txn_count_intents)
 
     # -- multipart uploads ------------------------------------------------------------------
 
     async def create_multipart_upload(
         self, upload: MultipartUpload, max_uploads: int, now: float
     ) -> MultipartUpload:
-        return await self._write(txn.txn_create_multipart_upload, upload, max_uploads, now)
+        return await self._write(multipart.txn_create_multipart_upload, upload, max_uploads, now)
 
     async def get_multipart_upload(
         self, bucket: str, key: str, upload_id: str
     ) -> MultipartUpload | None:
-        return await self._read(txn.txn_get_multipart_upload, bucket, key, upload_id)
+        return await self._read(multipart.txn_get_multipart_upload, bucket, key, upload_id)
 
     async def reserve_part(
         self,
@@ -220,7 +244,7 @@ class SQLStore:
         if size < 0:
             raise ValueError(f"negative part size {size}")
         return await self._write(
-            txn.txn_reserve_part,
+            multipart.txn_reserve_part,
             bucket,
             key,
             upload_id,
@@ -233,17 +257,17 @@ class SQLStore:
             now,
         )
 
-    async def release_part(self, attempt_id: str) -> None:
-        await self._write(txn.txn_release_part, attempt_id)
+    async def release_part(self, attempt_id: str, now: float) -> None:
+        await self._write(multipart.txn_release_part, attempt_id, now)
 
     async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> PartCommit:
-        return await self._write_once(txn.txn_commit_part, attempt_id, part, now)
+        return await self._write_once(multipart.txn_commit_part, attempt_id, part, now)
 
     async def list_parts(
         self, upload_id: str, part_number_marker: int = 0, max_parts: int = 10000
     ) -> tuple[list[UploadedPart], bool]:
         return await self._read(
-            txn.txn_list_parts, upload_id, part_number_marker, max(0, max_parts)
+            multipart.txn_list_parts, upload_id, part_number_marker, max(0, max_parts)
         )
 
     async def complete_upload(
@@ -259,16 +283,16 @@ class SQLStore:
         """See the protocol.  Idempotent under retry: a transaction re-run after an
         unknown COMMIT outcome finds the upload completed and answers a repeat."""
         return await self._write(
-            txn.txn_complete_upload, bucket, key, upload_id, tuple(parts), record, now, conditions
+            multipart.txn_complete_upload, bucket, key, upload_id, tuple(parts), record, now, conditions
         )
 
     async def begin_abort(
         self, bucket: str, key: str, upload_id: str, now: float, *, stale: bool = False
     ) -> MultipartUpload:
-        return await self._write(txn.txn_begin_abort, bucket, key, upload_id, now, stale)
+        return await self._write(multipart.txn_begin_abort, bucket, key, upload_id, now, stale)
 
     async def finish_abort(self, upload_id: str, now: float) -> list[CleanupItem]:
-        return await self._write(txn.txn_finish_abort, upload_id, now)
+        return await self._write(multipart.txn_finish_abort, upload_id, now)
 
     async def list_multipart_uploads(
         self,
@@ -282,7 +306,7 @@ class SQLStore:
         if max_uploads < 0:
             raise ValueError(f"negative max_uploads {max_uploads}")
         return await self._read(
-            txn.txn_list_multipart_uploads,
+            listing.txn_list_multipart_uploads,
             bucket,
             prefix,
             delimiter,
@@ -294,10 +318,10 @@ class SQLStore:
     async def stale_multipart_uploads(
         self, created_before: float, busy_before: float, limit: int
     ) -> list[MultipartUpload]:
-        return await self._read(txn.txn_stale_multipart_uploads, created_before, busy_before, limit)
+        return await self._read(multipart.txn_stale_multipart_uploads, created_before, busy_before, limit)
 
     async def purge_multipart_uploads(self, before: float) -> int:
-        return await self._write(txn.txn_purge_multipart_uploads, before)
+        return await self._write(multipart.txn_purge_multipart_uploads, before)
 
     async def active_multipart_counts(self) -> dict[str, int]:
-        return await self._read(txn.txn_active_multipart_counts)
+        return await self._read(multipart.txn_active_multipart_counts)

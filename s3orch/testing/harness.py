@@ -36,7 +36,6 @@ from typing import Any
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IReactorCore
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -47,8 +46,7 @@ from s3orch import tap
 from s3orch.config import Config
 from s3orch.s3.sigv4 import sign_headers, uri_encode
 from s3orch.service import GatewayService
-from s3orch.store.interface import MetadataStore
-from s3orch.store.sqlite import SQLiteStore
+from s3orch.store import MetadataStore, open_store
 from s3orch.testing.config import config_from_string
 from s3orch.testing.httpclient import Client, HarnessConnection, HarnessResponse
 from s3orch.testing.s3server import InMemoryS3
@@ -201,7 +199,9 @@ class GatewayHarness:
             )
             self.backends[backend.name] = server
             self._agents[backend.name] = InMemoryAgent(server)
-        self.store = _synchronous_sqlite_store(self.config.database.path, self.clock)
+        self.store: MetadataStore = open_store(
+            self.config.database, self.clock, pool_factory=SynchronousConnectionPool
+        )
         self.service: GatewayService = tap.build(
             self.config, self.clock, store=self.store, backend_agents=self._agents
         )
@@ -414,25 +414,3 @@ class GatewayHarness:
         if continuation_token is not None:
             query.append(("continuation-token", continuation_token))
         return self.request("GET", bucket, query=query, **kwargs)
-
-
-class _SynchronousSQLiteStore(SQLiteStore):
-    """The SQLite store with its pools made synchronous.
-
-    The one place that knows how :class:`SQLiteStore` builds its pools (``_pool``): once the
-    store takes a pool factory, :class:`SynchronousConnectionPool` is passed to it instead.
-    """
-
-    def _pool(self, **kwargs: Any) -> Any:
-        return SynchronousConnectionPool(  # type: ignore[no-untyped-call]  # adbapi is unannotated
-            "sqlite3",
-            self.path,
-            check_same_thread=False,
-            isolation_level=None,
-            cp_reactor=self._reactor,
-            **kwargs,
-        )
-
-
-def _synchronous_sqlite_store(path: str, reactor: IReactorCore) -> MetadataStore:
-    return _SynchronousSQLiteStore(path, reactor)

@@ -1,11 +1,16 @@
-"""Database transactions run synchronously on the calling thread, for clock-driven tests.
+"""An adbapi connection pool that runs every call on the calling thread, at once.
 
-s3orch runs every transaction in an ``adbapi`` thread pool, so a test on a ``task.Clock`` would
-have to wait for threads.  :class:`SynchronousConnectionPool` is an ``adbapi.ConnectionPool``
-whose ``runWithConnection``/``runInteraction`` run the work at once, in the caller's thread,
-and return an already-fired Deferred: the same transaction code on the same database with the
-same connection settings, but deterministic.  Its thread pool is never started, so a pool holds
-one connection (there is one thread).
+For tests of code that uses the SQLite metadata store under a fake clock
+(``MemoryReactorClock``): pass :class:`SynchronousConnectionPool` as the
+``pool_factory`` of :class:`~s3orch.store.sqlite.SQLiteEngine` (or of
+:func:`s3orch.store.open_store`), and every store call has its result the moment
+it is made: no threads, no reactor iterations, no waiting.  The connections and
+transactions are SQLite's own, exactly as in production; only the thread they
+run on differs.  Never use it in a server: each call blocks its caller.
+
+The reactor passed as ``cp_reactor`` must provide ``callWhenRunning`` and
+``addSystemEventTrigger`` (a ``MemoryReactorClock`` does), as adbapi registers
+start and shutdown hooks there; no thread is ever started.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, maybeDeferred
-
-__all__ = ["SynchronousConnectionPool"]
+from twisted.internet import defer
 
 
 class SynchronousConnectionPool(adbapi.ConnectionPool):
-    """An ``adbapi.ConnectionPool`` that runs each call on the caller's thread."""
+    """A :class:`adbapi.ConnectionPool` whose calls run synchronously (see the module)."""
 
-    def runWithConnection(self, func: Any, *args: Any, **kw: Any) -> Deferred[Any]:
-        return maybeDeferred(self._runWithConnection, func, *args, **kw)
+    def start(self) -> None:
+        """Mark the pool running without starting its thread pool (nothing runs there)."""
+        self.running = True
 
-    def runInteraction(self, interaction: Any, *args: Any, **kw: Any) -> Deferred[Any]:
-        return maybeDeferred(self._runInteraction, interaction, *args, **kw)
+    def runWithConnection(self, func: Any, *args: Any, **kw: Any) -> defer.Deferred[Any]:
+        return defer.maybeDeferred(self._runWithConnection, func, *args, **kw)
+
+    def runInteraction(self, interaction: Any, *args: Any, **kw: Any) -> defer.Deferred[Any]:
+        return defer.maybeDeferred(self._runInteraction, interaction, *args, **kw)

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from s3orch.backend.memory import MemoryBackend
+from s3orch.config.model import DatabaseConfig
 from s3orch.core.multipart import MultipartService, multipart_etag
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.placement import part_storage_key
@@ -30,9 +31,9 @@ from s3orch.s3 import errors
 from s3orch.s3.checksums import new_checksum
 from s3orch.s3.conditions import WriteConditions
 from s3orch.s3.xml import CompletedPart
-from s3orch.store.interface import MultipartUpload, ObjectRecord, QuotaRow, UploadedPart
-from s3orch.store.sqlite import SQLiteStore
-from s3orch.store.txn import IN_FLIGHT_GRACE
+from s3orch.store import open_store
+from s3orch.store.interface import MetadataStore, MultipartUpload, ObjectRecord, QuotaRow, UploadedPart
+from s3orch.store.txn.multipart import IN_FLIGHT_GRACE
 
 MIN = 100  # the minimum part size in these tests (S3's is 5 MiB)
 STALE = 3600.0
@@ -89,7 +90,7 @@ class Sink:
 
 
 class Rig:
-    def __init__(self, store: SQLiteStore, clock: Clock, limits: dict[str, int]) -> None:
+    def __init__(self, store: MetadataStore, clock: Clock, limits: dict[str, int]) -> None:
         self.store = store
         self.backends = {name: Backend(name) for name in ("b1", "b2", "b3")}
         self.clock = clock
@@ -163,11 +164,11 @@ class Rig:
 
 @pytest_twisted.async_yield_fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    store = SQLiteStore(tmp_path / "meta.db", reactor)
+    store = open_store(DatabaseConfig(path=str(tmp_path / "meta.db")), reactor)
     await store.start()
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000, "b3": 1000})
     clock = Clock()
     clock.advance(1_700_000_000)
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000, "b3": 1000}, clock.seconds())
     yield Rig(store, clock, {"bkt": 3})
     await store.close()
 

@@ -22,10 +22,11 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from s3orch.backend.memory import MemoryBackend
+from s3orch.config.model import DatabaseConfig
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.placement import storage_key
-from s3orch.store.interface import Intent, ObjectRecord, QuotaRow, StoreUnavailable
-from s3orch.store.sqlite import SQLiteStore
+from s3orch.store import open_store
+from s3orch.store.interface import Intent, MetadataStore, ObjectRecord, QuotaRow, StoreUnavailable
 from s3orch.workers.pending_reaper import PendingReaper
 
 MIN_AGE = 300.0
@@ -40,7 +41,7 @@ NEW = NewObject("text/plain", {"cache-control": "no-cache"}, {"owner": "alice"})
 class FlakyCommits:
     """A store whose next commits fail like a database outage (everything else passes through)."""
 
-    def __init__(self, inner: SQLiteStore) -> None:
+    def __init__(self, inner: MetadataStore) -> None:
         self.inner = inner
         self.fail_before = 0  # commits that raise without committing
         self.fail_after = 0  # commits that commit, then raise (the answer is lost)
@@ -60,7 +61,7 @@ class FlakyCommits:
 
 
 class Rig:
-    def __init__(self, store: SQLiteStore, clock: Clock) -> None:
+    def __init__(self, store: MetadataStore, clock: Clock) -> None:
         self.sqlite = store
         self.store = FlakyCommits(store)
         self.clock = clock
@@ -132,11 +133,11 @@ class Rig:
 
 @pytest_twisted.async_yield_fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    store = SQLiteStore(tmp_path / "meta.db", reactor)
+    store = open_store(DatabaseConfig(path=str(tmp_path / "meta.db")), reactor)
     await store.start()
-    await store.sync_quota_limits({"b1": 10_000})
     clock = Clock()
     clock.advance(1_700_000_000)
+    await store.sync_quota_limits({"b1": 10_000}, clock.seconds())
     yield Rig(store, clock)
     await store.close()
 

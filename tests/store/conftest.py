@@ -3,7 +3,7 @@
 pytest-twisted (loaded through its entry point) runs the default reactor in a
 greenlet; async tests are decorated with ``@pytest_twisted.ensureDeferred``.
 ``store`` is parametrised over every engine, so one suite is the contract: a
-new engine joins by adding itself to :data:`ENGINES` and :class:`StoreFactory`.
+new engine joins by adding itself to :data:`ENGINES` and :meth:`StoreFactory.engine`.
 
 PostgreSQL: the session creates a throw-away database ``s3orch_test_<random>``
 through the ``postgres`` maintenance database and drops it at the end; each
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ import psycopg2.extensions
 import pytest
 import pytest_twisted
 
-from s3orch.store.interface import MetadataStore
-from s3orch.store.postgres import PostgresSettings, PostgresStore
-from s3orch.store.sqlite import SQLiteStore
+from s3orch.config.model import DatabaseConfig
+from s3orch.store.engine import Engine
+from s3orch.store.postgres import PostgresEngine
+from s3orch.store.sqlite import SQLiteEngine
+from s3orch.store.sqlstore import SQLStore
 from tests.support.postgres import admin_dsn
 
 #: Engines the contract runs against.
@@ -70,11 +73,17 @@ class PostgresDatabase:
     def schema_dsn(self, schema: str) -> str:
         return psycopg2.extensions.make_dsn(self.dsn, options=f"-c search_path={schema}")
 
-    def settings(self, schema: str, **overrides: Any) -> PostgresSettings:
-        params = dict(psycopg2.extensions.parse_dsn(self.schema_dsn(schema)))
-        fields: dict[str, Any] = {"min_conns": 1, "max_conns": 4, "max_conn_lifetime": 300.0}
+    def config(self, schema: str, **overrides: Any) -> DatabaseConfig:
+        """The ``database`` section of a gateway using ``schema`` (small pools, no TLS)."""
+        fields: dict[str, Any] = {
+            "dsn": self.schema_dsn(schema),
+            "ssl_mode": "prefer",
+            "min_conns": 1,
+            "max_conns": 4,
+            "max_conn_lifetime": 300.0,
+        }
         fields.update(overrides)
-        return PostgresSettings(connect=params, **fields)
+        return DatabaseConfig(**fields)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -121,24 +130,40 @@ def postgres_db() -> Iterator[PostgresDatabase]:
 class StoreFactory:
     """Makes stores of one engine on one database, so a test can reopen it (or open two)."""
 
-    def __init__(self, engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-        self.engine = engine
+    def __init__(self, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        self.kind = kind
         self.tmp_path = tmp_path
         self.schema: str | None = None
         self.postgres: PostgresDatabase | None = None
-        if engine == "postgres":
+        if kind == "postgres":
             self.postgres = request.getfixturevalue("postgres_db")
             self.schema = self.postgres.new_schema()
 
-    def make(self, **overrides: Any) -> MetadataStore:
+    def config(self, **overrides: Any) -> DatabaseConfig:
+        if self.kind == "sqlite":
+            return DatabaseConfig(path=str(self.tmp_path / "metadata.db"), **overrides)
+        assert self.postgres is not None and self.schema is not None
+        return self.postgres.config(self.schema, **overrides)
+
+    def engine(self, **overrides: Any) -> Engine:
+        config = self.config(**overrides)
+        if self.kind == "sqlite":
+            return SQLiteEngine(config)
+        if self.kind == "postgres":
+            return PostgresEngine(config)
+        raise AssertionError(f"unknown engine {self.kind}")
+
+    def make(self, **overrides: Any) -> SQLStore:
         from twisted.internet import reactor
 
-        if self.engine == "sqlite":
-            return SQLiteStore(self.tmp_path / "metadata.db", reactor)
-        if self.engine == "postgres":
-            assert self.postgres is not None and self.schema is not None
-            return PostgresStore(self.postgres.settings(self.schema, **overrides), reactor)
-        raise AssertionError(f"unknown engine {self.engine}")
+        return SQLStore(self.engine(**overrides), reactor)
+
+    def connect(self) -> Any:
+        """A plain DB-API connection to the database (to read what the store wrote)."""
+        if self.kind == "sqlite":
+            return sqlite3.connect(self.tmp_path / "metadata.db", isolation_level=None)
+        assert self.postgres is not None and self.schema is not None
+        return psycopg2.connect(self.postgres.schema_dsn(self.schema))
 
 
 @pytest.fixture(params=ENGINES)
@@ -153,7 +178,7 @@ def pg_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
 
 
 @pytest_twisted.async_yield_fixture()
-async def store(store_factory: StoreFactory) -> AsyncIterator[MetadataStore]:
+async def store(store_factory: StoreFactory) -> AsyncIterator[SQLStore]:
     opened = store_factory.make()
     await opened.start()
     try:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from typing import Any
 
 import pytest
 import pytest_twisted
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, gatherResults
 
 from s3orch.s3.conditions import KEY_MISSING, WriteConditions
@@ -17,7 +14,6 @@ from s3orch.store.interface import (
     CleanupItem,
     Intent,
     IntentNotFound,
-    ListPage,
     Location,
     MetadataStore,
     ObjectRecord,
@@ -77,7 +73,7 @@ async def test_ping_answers(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_reopening_keeps_data_and_reapplies_nothing(store: MetadataStore, store_factory: Any) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     await put(store, "k", 10)
     again = store_factory.make()
     await again.start()
@@ -94,12 +90,12 @@ async def test_reopening_keeps_data_and_reapplies_nothing(store: MetadataStore, 
 
 @pytest_twisted.ensureDeferred
 async def test_sync_quota_limits_creates_and_updates_rows(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 100, "b2": 0})
+    await store.sync_quota_limits({"b1": 100, "b2": 0}, NOW)
     quotas = await store.get_quotas()
     assert quotas["b1"] == QuotaRow("b1", 100, 0, 0, 0, 0)
     assert quotas["b2"].bytes_limit == 0 and quotas["b2"].available is None
     await put(store, "k", 30)
-    await store.sync_quota_limits({"b1": 500})
+    await store.sync_quota_limits({"b1": 500}, NOW)
     row = await quota(store, "b1")
     assert (row.bytes_limit, row.bytes_used, row.available) == (500, 30, 470)
     assert "b2" in await store.get_quotas()  # rows of unlisted backends stay
@@ -107,7 +103,7 @@ async def test_sync_quota_limits_creates_and_updates_rows(store: MetadataStore) 
 
 @pytest_twisted.ensureDeferred
 async def test_pack_takes_first_candidate_with_room(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 100, "b2": 100})
+    await store.sync_quota_limits({"b1": 100, "b2": 100}, NOW)
     res = await store.reserve(intent("k", 60), ["b1", "b2"], "pack", NOW)
     assert res is not None and res.backend == "b1"
     res = await store.reserve(intent("k2", 40), ["b1", "b2"], "pack", NOW)
@@ -118,7 +114,7 @@ async def test_pack_takes_first_candidate_with_room(store: MetadataStore) -> Non
 
 @pytest_twisted.ensureDeferred
 async def test_put_over_quota_overflows_to_next_backend(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 100, "b2": 100})
+    await store.sync_quota_limits({"b1": 100, "b2": 100}, NOW)
     first, _ = await put(store, "a", 80, ("b1", "b2"))
     second, _ = await put(store, "b", 30, ("b1", "b2"))
     assert (first.backend, second.backend) == ("b1", "b2")
@@ -128,7 +124,7 @@ async def test_put_over_quota_overflows_to_next_backend(store: MetadataStore) ->
 
 @pytest_twisted.ensureDeferred
 async def test_reserve_returns_none_when_nothing_fits(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 100, "b2": 50})
+    await store.sync_quota_limits({"b1": 100, "b2": 50}, NOW)
     it = intent("k", 101)
     assert await store.reserve(it, ["b1", "b2"], "pack", NOW) is None
     assert await store.reserve(it, ["b1", "b2"], "spread", NOW) is None
@@ -138,7 +134,7 @@ async def test_reserve_returns_none_when_nothing_fits(store: MetadataStore) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_orphan_bytes_block_a_write(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 100})
+    await store.sync_quota_limits({"b1": 100}, NOW)
     await put(store, "k", 60)
     await store.delete_object(BUCKET, "k", NOW)  # 60 orphaned until cleaned up
     assert await store.reserve(intent("k2", 50), ["b1"], "pack", NOW) is None
@@ -147,7 +143,7 @@ async def test_orphan_bytes_block_a_write(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_spread_picks_least_utilised(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 100, "b3": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 100, "b3": 1000}, NOW)
     await put(store, "x", 500, ("b1",))  # b1 50 %
     await put(store, "y", 20, ("b2",))  # b2 20 %
     await put(store, "z", 300, ("b3",))  # b3 30 %
@@ -160,7 +156,7 @@ async def test_spread_picks_least_utilised(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_spread_ties_go_to_candidate_order_and_unlimited_counts_as_empty(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 100, "b2": 200, "u": 0})
+    await store.sync_quota_limits({"b1": 100, "b2": 200, "u": 0}, NOW)
     await put(store, "x", 10, ("b1",))
     await put(store, "y", 20, ("b2",))  # both 10 %
     res = await store.reserve(intent("k", 1), ["b2", "b1"], "spread", NOW)
@@ -172,7 +168,7 @@ async def test_spread_ties_go_to_candidate_order_and_unlimited_counts_as_empty(s
 
 @pytest_twisted.ensureDeferred
 async def test_unlimited_backend_always_fits(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"u": 0})
+    await store.sync_quota_limits({"u": 0}, NOW)
     for i in range(3):
         res = await store.reserve(intent(f"k{i}", 10**15), ["u"], "pack", NOW)
         assert res is not None and res.backend == "u"
@@ -189,7 +185,7 @@ async def test_candidate_without_quota_row_is_unlimited(store: MetadataStore) ->
 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_reserves_never_exceed_the_limit(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     attempts = [
         Deferred.fromCoroutine(store.reserve(intent(f"k{i}", 300), ["b1"], "pack", NOW))
         for i in range(20)
@@ -203,7 +199,7 @@ async def test_concurrent_reserves_never_exceed_the_limit(store: MetadataStore) 
 
 @pytest_twisted.ensureDeferred
 async def test_reserving_the_same_write_twice_reserves_once(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     it = intent("k", 100)
     first = await store.reserve(it, ["b1"], "pack", NOW)
     again = await store.reserve(it, ["b1"], "pack", NOW)
@@ -213,12 +209,12 @@ async def test_reserving_the_same_write_twice_reserves_once(store: MetadataStore
 
 @pytest_twisted.ensureDeferred
 async def test_release_gives_the_bytes_back(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     res = await store.reserve(intent("k", 400), ["b1"], "pack", NOW)
     assert res is not None
-    await store.release(res.write_id)
-    await store.release(res.write_id)  # idempotent
-    await store.release("no-such-write")
+    await store.release(res.write_id, NOW)
+    await store.release(res.write_id, NOW)  # idempotent
+    await store.release("no-such-write", NOW)
     assert counters(await quota(store, "b1")) == (0, 0, 0, 0)
 
 
@@ -227,7 +223,7 @@ async def test_release_gives_the_bytes_back(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_commit_moves_reserved_to_used_and_records_everything(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     res = await store.reserve(intent("dir/k", 100), ["b1"], "pack", NOW)
     assert res is not None
     assert (await quota(store, "b1")).reserved_bytes == 100
@@ -260,7 +256,7 @@ async def test_commit_moves_reserved_to_used_and_records_everything(store: Metad
 
 @pytest_twisted.ensureDeferred
 async def test_commit_retry_is_a_no_op(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     res = await store.reserve(intent("k", 100), ["b1"], "pack", NOW)
     assert res is not None
     rec = record_for(res, "k", 100)
@@ -271,7 +267,7 @@ async def test_commit_retry_is_a_no_op(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_overwrite_displaces_old_copy_into_cleanup_queue(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000}, NOW)
     old, _ = await put(store, "k", 100, ("b1",))
     new, displaced = await put(store, "k", 100, ("b2",), now=NOW + 1)
     assert displaced == [CleanupItem(displaced[0].id, "b1", old.storage_key, 100, "overwrite_displaced", 0)]
@@ -283,14 +279,14 @@ async def test_overwrite_displaces_old_copy_into_cleanup_queue(store: MetadataSt
     # the caller deletes at once; the queue's own first try waits
     assert await store.due_cleanups(NOW + 1, 10) == []
     assert await store.due_cleanups(NOW + 61, 10) == displaced
-    await store.cleanup_done([displaced[0].id])
+    await store.cleanup_done([displaced[0].id], NOW)
     assert counters(await quota(store, "b1")) == (0, 0, 0, 0)
     assert await store.due_cleanups(NOW + 10**6, 10) == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_overwrite_on_same_backend_with_different_size_is_exact(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     old, _ = await put(store, "k", 100)
     new, displaced = await put(store, "k", 40)
     assert [(d.backend, d.storage_key, d.size) for d in displaced] == [("b1", old.storage_key, 100)]
@@ -303,7 +299,7 @@ async def test_overwrite_on_same_backend_with_different_size_is_exact(store: Met
 
 @pytest_twisted.ensureDeferred
 async def test_if_none_match_conflict_changes_nothing(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     first, _ = await put(store, "k", 100)
     res = await store.reserve(intent("k", 50), ["b1"], "pack", NOW)
     assert res is not None
@@ -312,7 +308,7 @@ async def test_if_none_match_conflict_changes_nothing(store: MetadataStore) -> N
     got = await store.get_object(BUCKET, "k")
     assert got is not None and got.write_id == first.write_id
     assert counters(await quota(store, "b1")) == (100, 0, 50, 1)  # the intent stays
-    await store.release(res.write_id)
+    await store.release(res.write_id, NOW)
     assert counters(await quota(store, "b1")) == (100, 0, 0, 1)
     # on an absent key it succeeds
     res = await store.reserve(intent("new", 5), ["b1"], "pack", NOW)
@@ -322,14 +318,14 @@ async def test_if_none_match_conflict_changes_nothing(store: MetadataStore) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_if_match_commits_only_over_the_matching_etag(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     res = await store.reserve(intent("k", 10), ["b1"], "pack", NOW)
     assert res is not None
     with pytest.raises(PreconditionConflict) as missing:  # nothing to match
         await store.commit_object(res, record_for(res, "k", 10), NOW, WriteConditions(("*",), None))
     assert missing.value.violation == KEY_MISSING
     assert await store.get_object(BUCKET, "k") is None
-    await store.release(res.write_id)
+    await store.release(res.write_id, NOW)
     await put(store, "k", 10)
     current = await store.get_object(BUCKET, "k")
     assert current is not None
@@ -350,7 +346,7 @@ async def test_if_match_commits_only_over_the_matching_etag(store: MetadataStore
 
 @pytest_twisted.ensureDeferred
 async def test_if_none_match_etag_commits_unless_the_current_etag_is_listed(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     res = await store.reserve(intent("k", 10), ["b1"], "pack", NOW)
     assert res is not None
     await store.commit_object(res, record_for(res, "k", 10), NOW, WriteConditions(None, ("x",)))  # absent: fine
@@ -368,10 +364,10 @@ async def test_if_none_match_etag_commits_unless_the_current_etag_is_listed(stor
 
 @pytest_twisted.ensureDeferred
 async def test_commit_without_intent_fails_and_queues_the_upload(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     res = await store.reserve(intent("k", 70), ["b1"], "pack", NOW)
     assert res is not None
-    await store.release(res.write_id)  # e.g. the pending reaper gave up on it
+    await store.release(res.write_id, NOW)  # e.g. the pending reaper gave up on it
     with pytest.raises(IntentNotFound) as caught:
         await store.commit_object(res, record_for(res, "k", 70), NOW)
     assert await store.get_object(BUCKET, "k") is None
@@ -379,13 +375,13 @@ async def test_commit_without_intent_fails_and_queues_the_upload(store: Metadata
     assert item is not None
     assert (item.backend, item.storage_key, item.size, item.reason) == ("b1", res.storage_key, 70, "intent_missing")
     assert counters(await quota(store, "b1")) == (0, 70, 0, 0)
-    await store.cleanup_done([item.id])
+    await store.cleanup_done([item.id], NOW)
     assert counters(await quota(store, "b1")) == (0, 0, 0, 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_stale_commit_retry_never_brings_an_old_write_back(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     old, _ = await put(store, "k", 10)
     new, _ = await put(store, "k", 20)
     with pytest.raises(IntentNotFound):
@@ -401,7 +397,7 @@ async def test_stale_commit_retry_never_brings_an_old_write_back(store: Metadata
 
 @pytest_twisted.ensureDeferred
 async def test_delete_orphans_every_copy(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     res, _ = await put(store, "k", 100)
     items = await store.delete_object(BUCKET, "k", NOW)
     assert [(i.backend, i.storage_key, i.size, i.reason) for i in items] == [("b1", res.storage_key, 100, "delete")]
@@ -416,19 +412,19 @@ async def test_delete_orphans_every_copy(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_cleanup_done_is_idempotent(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     await put(store, "a", 10)
     await put(store, "b", 20)
     items = await store.delete_object(BUCKET, "a", NOW) + await store.delete_object(BUCKET, "b", NOW)
-    await store.cleanup_done([items[0].id])
-    await store.cleanup_done([items[0].id])
-    await store.cleanup_done([])
+    await store.cleanup_done([items[0].id], NOW)
+    await store.cleanup_done([items[0].id], NOW)
+    await store.cleanup_done([], NOW)
     assert counters(await quota(store, "b1")) == (0, 20, 0, 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_cleanup_failures_back_off_exponentially(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     await put(store, "k", 10)
     (item,) = await store.delete_object(BUCKET, "k", NOW)
     now = NOW + 60
@@ -443,7 +439,7 @@ async def test_cleanup_failures_back_off_exponentially(store: MetadataStore) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_ninth_failure_waits_60_times_2_to_the_8th(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     await put(store, "k", 10)
     (item,) = await store.delete_object(BUCKET, "k", NOW)
     for _ in range(9):
@@ -455,7 +451,7 @@ async def test_ninth_failure_waits_60_times_2_to_the_8th(store: MetadataStore) -
 
 @pytest_twisted.ensureDeferred
 async def test_tenth_cleanup_failure_moves_the_row_to_the_dlq(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     await put(store, "k", 10)
     await put(store, "other", 5)
     (item,) = await store.delete_object(BUCKET, "k", NOW)
@@ -465,13 +461,13 @@ async def test_tenth_cleanup_failure_moves_the_row_to_the_dlq(store: MetadataSto
     # the bytes still exist somewhere, so they stay counted
     assert counters(await quota(store, "b1")) == (5, 10, 0, 1)
     await store.cleanup_failed(item.id, "again", NOW)  # gone from the queue: no-op
-    await store.cleanup_done([item.id])
+    await store.cleanup_done([item.id], NOW)
     assert counters(await quota(store, "b1")) == (5, 10, 0, 1)
 
 
 @pytest_twisted.ensureDeferred
 async def test_due_cleanups_respects_limit_and_order(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 10**6})
+    await store.sync_quota_limits({"b1": 10**6}, NOW)
     ids = []
     for i in range(5):
         await put(store, f"k{i}", 1)
@@ -483,178 +479,10 @@ async def test_due_cleanups_respects_limit_and_order(store: MetadataStore) -> No
 
 @pytest_twisted.ensureDeferred
 async def test_object_counts_follow_commits_and_deletes(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000}, NOW)
     await put(store, "a", 1, ("b1",))
     await put(store, "b", 1, ("b1",))
     await put(store, "c", 1, ("b2",))
     await put(store, "a", 1, ("b2",))  # moves a from b1 to b2
     await store.delete_object(BUCKET, "b", NOW)
     assert await store.object_counts() == {"b1": 0, "b2": 2}
-
-
-# --- listing ----------------------------------------------------------------------------
-
-
-async def seed(store: MetadataStore, keys: list[str], bucket: str = BUCKET) -> None:
-    for key in keys:
-        await put(store, key, len(key.encode()), ("b1",), bucket=bucket)
-
-
-def names(page: ListPage) -> list[str]:
-    """Entries and common prefixes merged in listing order (they never collide)."""
-    return sorted([e.key for e in page.entries] + list(page.common_prefixes))
-
-
-@pytest_twisted.ensureDeferred
-async def test_list_prefix_and_delimiter(store: MetadataStore) -> None:
-    await seed(store, ["a.txt", "dir/x", "dir/y", "dir/sub/z", "dirt", "e/f", "z"])
-    await seed(store, ["dir/elsewhere"], bucket="other")
-    page = await store.list_objects(BUCKET, "", "/", "", 1000)
-    assert [e.key for e in page.entries] == ["a.txt", "dirt", "z"]
-    assert page.common_prefixes == ("dir/", "e/")
-    assert (page.is_truncated, page.next_marker) == (False, None)
-    page = await store.list_objects(BUCKET, "dir/", "/", "", 1000)
-    assert [e.key for e in page.entries] == ["dir/x", "dir/y"]
-    assert page.common_prefixes == ("dir/sub/",)
-    page = await store.list_objects(BUCKET, "dir", "", "", 1000)
-    assert [e.key for e in page.entries] == ["dir/sub/z", "dir/x", "dir/y", "dirt"]
-    assert page.entries[0].size == len("dir/sub/z") and page.entries[0].last_modified == NOW
-
-
-@pytest_twisted.ensureDeferred
-async def test_list_start_after_a_common_prefix_skips_its_group(store: MetadataStore) -> None:
-    await seed(store, ["a/1", "a/2", "a/3", "b", "c/1"])
-    page = await store.list_objects(BUCKET, "", "/", "", 1)
-    assert (page.common_prefixes, page.is_truncated, page.next_marker) == (("a/",), True, "a/")
-    page = await store.list_objects(BUCKET, "", "/", "a/", 1)
-    assert ([e.key for e in page.entries], page.next_marker) == (["b"], "b")
-    page = await store.list_objects(BUCKET, "", "/", "b", 5)
-    assert (page.common_prefixes, page.is_truncated) == (("c/",), False)
-    # without a delimiter "a/" is only a marker between keys
-    page = await store.list_objects(BUCKET, "", "", "a/", 2)
-    assert [e.key for e in page.entries] == ["a/1", "a/2"]
-
-
-@pytest_twisted.ensureDeferred
-async def test_list_max_keys_edges(store: MetadataStore) -> None:
-    await seed(store, ["a", "b", "c"])
-    page = await store.list_objects(BUCKET, "", "", "", 0)
-    assert (page.entries, page.common_prefixes, page.is_truncated) == ((), (), True)
-    page = await store.list_objects(BUCKET, "", "", "c", 0)
-    assert page.is_truncated is False
-    page = await store.list_objects(BUCKET, "", "", "", 3)
-    assert (len(page.entries), page.is_truncated, page.next_marker) == (3, False, None)
-    page = await store.list_objects(BUCKET, "", "", "", 2)
-    assert (len(page.entries), page.is_truncated, page.next_marker) == (2, True, "b")
-    page = await store.list_objects("empty", "", "/", "", 1000)
-    assert page == ListPage((), (), False, None)
-
-
-@pytest_twisted.ensureDeferred
-async def test_list_orders_by_utf8_bytes(store: MetadataStore) -> None:
-    keys = ["中", "é", "b", "a", "\U0001f600", "\uffff", "Z", "a b"]
-    await seed(store, keys)
-    page = await store.list_objects(BUCKET, "", "", "", 100)
-    assert [e.key for e in page.entries] == ["Z", "a", "a b", "b", "é", "中", "\uffff", "\U0001f600"]
-    assert [e.key for e in page.entries] == sorted(keys, key=lambda k: k.encode())
-
-
-@pytest_twisted.ensureDeferred
-async def test_list_has_no_like_pitfalls(store: MetadataStore) -> None:
-    await seed(store, ["a%b", "a_b", "axb", "a\\b", "%", "_"])
-    page = await store.list_objects(BUCKET, "a%", "", "", 100)
-    assert [e.key for e in page.entries] == ["a%b"]
-    page = await store.list_objects(BUCKET, "a_", "", "", 100)
-    assert [e.key for e in page.entries] == ["a_b"]
-    page = await store.list_objects(BUCKET, "a\\", "", "", 100)
-    assert [e.key for e in page.entries] == ["a\\b"]
-    page = await store.list_objects(BUCKET, "", "_", "", 100)
-    assert page.common_prefixes == ("_", "a_")
-
-
-@pytest_twisted.ensureDeferred
-async def test_list_prefix_ending_in_the_highest_code_points(store: MetadataStore) -> None:
-    await seed(store, ["\U0010ffff", "\U0010ffffa", "\ud7ffx", "\ue000", "a\U0010ffff/b"])
-    page = await store.list_objects(BUCKET, "\U0010ffff", "", "", 100)
-    assert [e.key for e in page.entries] == ["\U0010ffff", "\U0010ffffa"]
-    page = await store.list_objects(BUCKET, "\ud7ff", "", "", 100)
-    assert [e.key for e in page.entries] == ["\ud7ffx"]
-    page = await store.list_objects(BUCKET, "a", "\U0010ffff", "", 100)
-    assert page.common_prefixes == ("a\U0010ffff",)
-
-
-def model_listing(keys: set[str], prefix: str, delimiter: str, start_after: str) -> list[tuple[str, bool]]:
-    """The whole listing as (name, is_common_prefix), straight from the definition."""
-
-    def rolled(key: str) -> str | None:
-        if not delimiter:
-            return None
-        at = key.find(delimiter, len(prefix))
-        return None if at < 0 else key[: at + len(delimiter)]
-
-    skip = start_after if start_after.startswith(prefix) and rolled(start_after) == start_after else None
-    out: list[tuple[str, bool]] = []
-    for key in sorted(keys, key=lambda k: k.encode()):
-        if not key.startswith(prefix) or key <= start_after:
-            continue
-        if skip is not None and key.startswith(skip):
-            continue
-        common = rolled(key)
-        if common is None:
-            out.append((key, False))
-        elif not out or out[-1] != (common, True):
-            out.append((common, True))
-    return out
-
-
-ALPHABET = ["a", "b", "/", "-", "%", "_", "é", "中", "\ud7ff", "\ue000", "\U0010ffff"]
-key_text = st.text(st.sampled_from(ALPHABET), min_size=1, max_size=5)
-_buckets = itertools.count()
-
-
-@given(
-    keys=st.sets(key_text, max_size=20),
-    prefix=st.one_of(st.just(""), st.text(st.sampled_from(ALPHABET), max_size=2)),
-    delimiter=st.sampled_from(["", "/", "-", "//", "é"]),
-    start_after=st.one_of(st.just(""), key_text),
-    max_keys=st.integers(min_value=1, max_value=6),
-)
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@pytest_twisted.ensureDeferred
-async def test_list_matches_a_python_model(
-    store: MetadataStore,
-    keys: set[str],
-    prefix: str,
-    delimiter: str,
-    start_after: str,
-    max_keys: int,
-) -> None:
-    bucket = f"h{next(_buckets)}"  # one store for all examples: a fresh bucket each
-    await seed(store, sorted(keys), bucket=bucket)
-    expected = model_listing(keys, prefix, delimiter, start_after)
-
-    zero = await store.list_objects(bucket, prefix, delimiter, start_after, 0)
-    assert (zero.entries, zero.common_prefixes, zero.is_truncated) == ((), (), bool(expected))
-
-    walked: list[tuple[str, bool]] = []
-    marker = start_after
-    for _ in range(len(keys) + 2):
-        page = await store.list_objects(bucket, prefix, delimiter, marker, max_keys)
-        got = sorted([(e.key, False) for e in page.entries] + [(c, True) for c in page.common_prefixes])
-        assert len(got) <= max_keys
-        for entry in page.entries:
-            assert entry.size == len(entry.key.encode())
-        if not walked:
-            assert got == expected[:max_keys]
-            assert page.is_truncated == (len(expected) > max_keys)
-        walked += got
-        if not page.is_truncated:
-            assert page.next_marker is None
-            break
-        assert len(got) == max_keys and page.next_marker == got[-1][0]
-        marker = page.next_marker
-    assert walked == expected

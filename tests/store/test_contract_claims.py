@@ -16,7 +16,7 @@ GRACE = 300.0
 
 async def queued(store: MetadataStore, count: int) -> list[CleanupItem]:
     """``count`` cleanup rows, due at NOW + 60 + i (in that order)."""
-    await store.sync_quota_limits({"b1": 10**6})
+    await store.sync_quota_limits({"b1": 10**6}, NOW)
     items = []
     for i in range(count):
         await put(store, f"k{i}", 10 + i)
@@ -56,6 +56,6 @@ async def test_done_rows_are_never_claimed_again(store: MetadataStore) -> None:
     items = await queued(store, 2)
     claimed = await store.claim_cleanups(NOW + 100, 10, "a", GRACE)
     assert claimed == items
-    await store.cleanup_done([items[0].id])
+    await store.cleanup_done([items[0].id], NOW)
     assert await store.claim_cleanups(NOW + 10**6, 10, "b", GRACE) == items[1:]
     assert await store.claim_cleanups(NOW + 10**6, 0, "c", 0.0) == []

@@ -121,7 +121,7 @@ def record(upload: MultipartUpload, sizes: tuple[int, ...], etag: str = "abc-2")
 
 @pytest_twisted.ensureDeferred
 async def test_create_records_an_open_upload_and_reserves_nothing(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 100})
+    await store.sync_quota_limits({"b1": 100}, NOW)
     upload = await store.create_multipart_upload(template("k"), 0, NOW)
     assert (upload.state, upload.backend, upload.storage_key, upload.native) == ("open", None, None, False)
     assert (upload.content_type, upload.headers, upload.user_metadata) == (
@@ -167,7 +167,7 @@ async def test_an_upload_is_found_only_under_its_bucket_and_key(store: MetadataS
 
 @pytest_twisted.ensureDeferred
 async def test_parts_are_placed_by_the_strategy_each_on_its_own_backend(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000, "b3": 4000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000, "b3": 4000}, NOW)
     await put(store, "filler", 900, ("b1",))
     upload = await opened(store, "k")
     # pack: the first backend (config order) with room for THIS part
@@ -186,14 +186,14 @@ async def test_parts_are_placed_by_the_strategy_each_on_its_own_backend(store: M
     assert [(p.part_number, p.backend, p.storage_key, p.size, p.checksum_value) for p in parts] == [
         (1, "b1", small.storage_key, 100, "crc-1"), (2, "b2", big.storage_key, 300, "crc-2")]
     assert not more
-    await store.release_part("s")
-    await store.release_part("s")  # twice is harmless
+    await store.release_part("s", NOW)
+    await store.release_part("s", NOW)  # twice is harmless
     assert counters(await quota(store, "b3")) == (0, 0, 0, 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_part_upload_that_finishes_last_wins_and_the_other_is_queued(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000}, NOW)
     upload = await opened(store, "k")
     first = await reserve(store, upload, 1, 300, "first", ("b1",))
     second = await reserve(store, upload, 1, 200, "second", ("b2",))
@@ -211,7 +211,7 @@ async def test_the_part_upload_that_finishes_last_wins_and_the_other_is_queued(s
     assert [(p.etag, p.backend, p.storage_key) for p in parts] == [("a" * 32, "b1", first.storage_key)]
     assert counters(await quota(store, "b1")) == (0, 0, 300, 0)
     assert counters(await quota(store, "b2")) == (0, 200, 0, 0)  # orphaned until deleted
-    await store.cleanup_done([outcome.cleanup[0].id])
+    await store.cleanup_done([outcome.cleanup[0].id], NOW)
     assert counters(await quota(store, "b2")) == (0, 0, 0, 0)
     # a committed attempt committed again (a lost answer) changes nothing
     again = await store.commit_part("first", part(1, 300, first, "a" * 32), NOW)
@@ -232,7 +232,7 @@ async def test_list_parts_pages_by_part_number(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_complete_makes_the_listed_parts_the_extents_where_they_live(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 10_000, "b2": 10_000})
+    await store.sync_quota_limits({"b1": 10_000, "b2": 10_000}, NOW)
     old, _ = await put(store, "k", 70)
     upload = await opened(store, "k")
     one = await add_part(store, upload, 1, 100, "a" * 32, ("b1",))
@@ -281,7 +281,7 @@ async def test_complete_makes_the_listed_parts_the_extents_where_they_live(store
 
 @pytest_twisted.ensureDeferred
 async def test_complete_checks_write_conditions_in_its_transaction(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     upload = await opened(store, "k")
     await add_part(store, upload, 1, 10, "a" * 32)
     with pytest.raises(PreconditionConflict) as missing:
@@ -307,7 +307,7 @@ async def test_complete_checks_write_conditions_in_its_transaction(store: Metada
 
 @pytest_twisted.ensureDeferred
 async def test_a_part_landing_after_complete_or_abort_is_queued_for_cleanup(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     upload = await opened(store, "k")
     await add_part(store, upload, 1, 10, "a" * 32)
     late = await reserve(store, upload, 2, 20, "late")
@@ -321,7 +321,7 @@ async def test_a_part_landing_after_complete_or_abort_is_queued_for_cleanup(stor
     # it landed: due now, queued once
     assert [i.storage_key for i in await store.due_cleanups(NOW + 5, 10)] == [late.storage_key]
     assert counters(await quota(store, "b1")) == (10, 20, 0, 1)
-    await store.cleanup_done([i.id for i in outcome.cleanup])
+    await store.cleanup_done([i.id for i in outcome.cleanup], NOW)
     assert counters(await quota(store, "b1")) == (10, 0, 0, 1)
     other = await opened(store, "o")
     late2 = await reserve(store, other, 1, 30, "late2")
@@ -334,7 +334,7 @@ async def test_a_part_landing_after_complete_or_abort_is_queued_for_cleanup(stor
 
 @pytest_twisted.ensureDeferred
 async def test_abort_queues_every_part_releases_everything_and_only_once(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000}, NOW)
     upload = await opened(store, "k")
     one = await add_part(store, upload, 1, 40, candidates=("b1",))
     two = await add_part(store, upload, 2, 60, candidates=("b2",))
@@ -351,7 +351,7 @@ async def test_abort_queues_every_part_releases_everything_and_only_once(store: 
     assert await store.finish_abort(upload.upload_id, NOW) == []
     assert counters(await quota(store, "b1")) == (0, 40, 0, 0)
     assert counters(await quota(store, "b2")) == (0, 67, 0, 0)
-    await store.cleanup_done([i.id for i in items])
+    await store.cleanup_done([i.id for i in items], NOW)
     assert counters(await quota(store, "b1")) == (0, 0, 0, 0)
     assert counters(await quota(store, "b2")) == (0, 7, 0, 0)  # the part in flight, after its grace
     with pytest.raises(UploadNotFound):
@@ -362,7 +362,7 @@ async def test_abort_queues_every_part_releases_everything_and_only_once(store: 
 
 @pytest_twisted.ensureDeferred
 async def test_deleting_or_overwriting_a_multi_extent_object_orphans_every_extent(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000}, NOW)
     for key in ("gone", "over"):
         upload = await opened(store, key)
         await add_part(store, upload, 1, 30, "a" * 32, ("b1",))
@@ -416,7 +416,7 @@ async def test_list_uploads_orders_by_key_and_id_with_markers_and_groups(store: 
 
 @pytest_twisted.ensureDeferred
 async def test_stale_uploads_active_counts_and_tombstone_purge(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000}, NOW)
     old = await opened(store, "old", when=NOW - 100)
     fresh = await opened(store, "fresh", when=NOW)
     copy = await opened(store, "copy", when=NOW - 100, origin=ORIGIN_COPY)

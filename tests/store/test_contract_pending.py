@@ -92,7 +92,7 @@ def expected_record(it: Intent, res: Reservation, now: float) -> ObjectRecord:
 async def test_stale_intents_claims_only_old_intents_once_until_the_claim_goes_stale(
     store: MetadataStore,
 ) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     first = described("a", 10)
     res = await reserve(store, first)
     await reserve(store, described("b", 20), now=NOW + 10)
@@ -113,7 +113,7 @@ async def test_stale_intents_claims_only_old_intents_once_until_the_claim_goes_s
 
 @pytest_twisted.ensureDeferred
 async def test_two_instances_claiming_at_once_never_get_the_same_intent(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 10**6})
+    await store.sync_quota_limits({"b1": 10**6}, NOW)
     ids = set()
     for i in range(20):
         ids.add((await reserve(store, described(f"k{i}", 1), now=NOW + i)).write_id)
@@ -129,7 +129,7 @@ async def test_two_instances_claiming_at_once_never_get_the_same_intent(store: M
 
 @pytest_twisted.ensureDeferred
 async def test_keep_gives_the_claim_back_behind_the_intents_never_tried(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     old = await reserve(store, described("old", 10))
     new = await reserve(store, described("new", 10), now=NOW + 1)
     (claimed,) = await store.stale_intents(LATER + 1, MIN_AGE, 1, "i1", GRACE)
@@ -149,7 +149,7 @@ async def test_keep_gives_the_claim_back_behind_the_intents_never_tried(store: M
 
 @pytest_twisted.ensureDeferred
 async def test_promote_commits_the_write_as_its_commit_would_have(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000, "b2": 1000})
+    await store.sync_quota_limits({"b1": 1000, "b2": 1000}, NOW)
     old, _ = await put(store, "k", 100, ("b1",))
     it = described("k", 40)
     res = await reserve(store, it, "b2", now=NOW + 1)
@@ -173,13 +173,13 @@ async def test_promote_commits_the_write_as_its_commit_would_have(store: Metadat
     # the write's own commit, retried late, finds it current: a no-op
     assert await store.commit_object(res, record_for(res, "k", 40), NOW + 403) == []
     assert counters(await quota(store, "b2")) == (40, 0, 0, 1)
-    await store.cleanup_done([resolution.cleanup[0].id])
+    await store.cleanup_done([resolution.cleanup[0].id], NOW)
     assert counters(await quota(store, "b1")) == (0, 0, 0, 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_promote_keeps_multipart_shape_of_a_copied_object(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     it = described("copy", 30, etag="feedface" * 4 + "-2", parts_count=2, part_sizes=(20, 10))
     res = await reserve(store, it)
     assert (await store.resolve_intent(it.write_id, INTENT_PROMOTE, LATER)).status == INTENT_PROMOTED
@@ -188,7 +188,7 @@ async def test_promote_keeps_multipart_shape_of_a_copied_object(store: MetadataS
 
 @pytest_twisted.ensureDeferred
 async def test_an_intent_without_object_metadata_can_only_be_dropped(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     bare = Intent("w" * 32, BUCKET, "k", 10, f"{BUCKET}/k/{'w' * 32}")
     await reserve(store, bare)
     (claimed,) = await store.stale_intents(LATER, MIN_AGE, 10, "i1", GRACE)
@@ -201,7 +201,7 @@ async def test_an_intent_without_object_metadata_can_only_be_dropped(store: Meta
 
 @pytest_twisted.ensureDeferred
 async def test_promote_rechecks_the_writes_conditions(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     existing, _ = await put(store, "k", 10)
     current = await store.get_object(BUCKET, "k")
     assert current is not None
@@ -242,7 +242,7 @@ async def test_promote_rechecks_the_writes_conditions(store: MetadataStore) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_a_later_commit_supersedes_a_failed_write(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     failed = described("k", 10)
     res = await reserve(store, failed)
     newer, _ = await put(store, "k", 20, now=NOW + 1)  # reserved after, committed
@@ -259,7 +259,7 @@ async def test_a_later_commit_supersedes_a_failed_write(store: MetadataStore) ->
 @pytest_twisted.ensureDeferred
 async def test_a_superseded_write_still_commits_itself(store: MetadataStore) -> None:
     """Superseding only stops promotion: two PUTs in flight still end last-commit-wins."""
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     slow = described("k", 10)
     res = await reserve(store, slow)
     await put(store, "k", 20, now=NOW + 1)
@@ -271,7 +271,7 @@ async def test_a_superseded_write_still_commits_itself(store: MetadataStore) -> 
 
 @pytest_twisted.ensureDeferred
 async def test_a_later_delete_supersedes_a_failed_write_even_of_an_absent_key(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     failed = described("k", 10)
     await reserve(store, failed)
     assert await store.delete_object(BUCKET, "k", NOW + 1) == []  # nothing to delete ...
@@ -287,7 +287,7 @@ async def test_a_later_delete_supersedes_a_failed_write_even_of_an_absent_key(st
 
 @pytest_twisted.ensureDeferred
 async def test_of_two_failed_writes_the_newer_wins_in_either_resolution_order(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     for order in ("oldest first", "newest first"):
         key = order.replace(" ", "-")
         older, newer = described(key, 10), described(key, 20)
@@ -307,7 +307,7 @@ async def test_of_two_failed_writes_the_newer_wins_in_either_resolution_order(st
 
 @pytest_twisted.ensureDeferred
 async def test_drop_releases_the_reservation_and_queues_the_upload(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     old, _ = await put(store, "k", 100)
     it = described("k", 70)
     res = await reserve(store, it, now=NOW + 1)
@@ -325,14 +325,14 @@ async def test_drop_releases_the_reservation_and_queues_the_upload(store: Metada
         await store.commit_object(res, record_for(res, "k", 70), LATER + 3)
     assert caught.value.cleanup is not None and caught.value.cleanup.id == item.id
     assert counters(await quota(store, "b1")) == (100, 70, 0, 1)
-    await store.cleanup_done([item.id])
+    await store.cleanup_done([item.id], NOW)
     assert counters(await quota(store, "b1")) == (100, 0, 0, 1)  # exact
     assert await store.count_intents() == 0
 
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_outcomes_are_refused(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 1000})
+    await store.sync_quota_limits({"b1": 1000}, NOW)
     it = described("k", 1)
     await reserve(store, it)
     with pytest.raises(ValueError):
@@ -342,7 +342,7 @@ async def test_unknown_outcomes_are_refused(store: MetadataStore) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_promote_racing_a_newer_commit_of_the_key_ends_with_the_newer(store: MetadataStore) -> None:
-    await store.sync_quota_limits({"b1": 10**6})
+    await store.sync_quota_limits({"b1": 10**6}, NOW)
     for i in range(5):
         key = f"k{i}"
         failed = described(key, 10)
@@ -363,7 +363,7 @@ async def test_promote_racing_a_newer_commit_of_the_key_ends_with_the_newer(stor
 @pytest_twisted.ensureDeferred
 async def test_resolutions_racing_commits_deletes_and_claims_leave_quota_exact(store: MetadataStore) -> None:
     """Everything that touches a key's intents at once: no deadlock, no lost or doubled bytes."""
-    await store.sync_quota_limits({"b1": 10**9, "b2": 10**9})
+    await store.sync_quota_limits({"b1": 10**9, "b2": 10**9}, NOW)
     keys = [f"k{i}" for i in range(24)]
     failed: dict[str, Intent] = {}
     newer: dict[str, Reservation] = {}

@@ -40,18 +40,18 @@ NOW = 1_700_000_000.0
 
 def _at_version_3(factory: StoreFactory, tmp_path: Path) -> Any:
     """A raw connection to the factory's database, migrated to version 3 only."""
-    older = tmp_path / f"sql-{factory.engine}"
+    older = tmp_path / f"sql-{factory.kind}"
     older.mkdir()
-    for path in sorted(sql_dir(factory.engine).iterdir()):
+    for path in sorted(sql_dir(factory.kind).iterdir()):
         if path.name[:4] in ("0001", "0002", "0003"):
             shutil.copy(path, older / path.name)
-    if factory.engine == "sqlite":
+    if factory.kind == "sqlite":
         conn: Any = sqlite3.connect(factory.tmp_path / "metadata.db", isolation_level=None)
         conn.execute("PRAGMA foreign_keys = ON")
     else:
         assert factory.postgres is not None and factory.schema is not None
         conn = psycopg2.connect(factory.postgres.schema_dsn(factory.schema))
-    assert migrate(conn, factory.engine, older) == [1, 2, 3]
+    assert migrate(conn, factory.engine(), older) == [1, 2, 3]
     return conn
 
 
@@ -112,7 +112,7 @@ async def test_data_of_the_previous_version_reads_and_cleans_up_after_migration(
 ) -> None:
     conn = _at_version_3(store_factory, tmp_path)
     try:
-        _fill_version_3(conn, store_factory.engine)
+        _fill_version_3(conn, store_factory.kind)
     finally:
         conn.close()
     store: MetadataStore = store_factory.make()

@@ -1,13 +1,12 @@
-"""PostgreSQL-specific behaviour: several instances on one database, migrations under the
-advisory lock, retries, dropped connections, connection settings and worker locks."""
+"""PostgreSQL-specific behaviour: several instances on one database, retries, dropped
+connections and connection settings (migrations and worker locks across instances:
+``test_postgres_coordination.py``)."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,23 +19,15 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from s3orch.config.model import DatabaseConfig
 from s3orch.s3.conditions import WriteConditions
-from s3orch.store import UnsupportedDriver, open_store, txn
+from s3orch.store import StoreError, StoreUnavailable
 from s3orch.store import postgres as pg
-from s3orch.store.interface import PreconditionConflict, StoreUnavailable
-from s3orch.store.locks import (
-    MIGRATION_LOCK_ID,
-    LocalWorkerLocks,
-    PostgresWorkerLocks,
-    WorkerLock,
-    WorkerLocks,
-    open_worker_locks,
-    run_exclusive,
-)
-from s3orch.store.migrate import MigrationError, discover, migrate, sql_dir
-from s3orch.store.postgres import PostgresSettings, PostgresStore, StoreError
-from s3orch.store.txn import Notes
+from s3orch.store.interface import PreconditionConflict
+from s3orch.store.postgres import PostgresEngine
+from s3orch.store.postgres_connection import PostgresSettings
+from s3orch.store.sqlstore import SQLStore
+from s3orch.store.txn.base import Notes
 from tests.store.conftest import PostgresDatabase, StoreFactory
-from tests.store.test_contract import BUCKET, NOW, counters, intent, model_listing, put, quota, record_for
+from tests.store.test_contract import BUCKET, NOW, counters, intent, put, quota, record_for
 from tests.store.test_contract_multipart import opened, part
 
 
@@ -63,7 +54,7 @@ def sleep(seconds: float) -> Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-async def in_txn(store: PostgresStore, fn: Callable[..., Any], *args: Any, read_only: bool = False) -> Any:
+async def in_txn(store: SQLStore, fn: Callable[..., Any], *args: Any, read_only: bool = False) -> Any:
     """Run a raw ``fn(cur, notes, *args)`` through the store's pool and transaction runner."""
     return await store._call(read_only, True, fn, *args)
 
@@ -96,7 +87,7 @@ def terminate_sessions(db: PostgresDatabase, application_name: str = "s3orch") -
 @pytest_twisted.ensureDeferred
 async def test_two_instances_reserving_concurrently_never_exceed_a_quota(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 2) as (a, b):
-        await a.sync_quota_limits({"b1": 1000, "b2": 500})
+        await a.sync_quota_limits({"b1": 1000, "b2": 500}, NOW)
         # both candidate orders at once: one lock order still serialises them
         attempts = [
             (a if i % 2 else b).reserve(
@@ -116,7 +107,7 @@ async def test_two_instances_reserving_concurrently_never_exceed_a_quota(pg_fact
 @pytest_twisted.ensureDeferred
 async def test_one_intent_reserved_by_two_instances_at_once_is_reserved_once(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 2) as (a, b):
-        await a.sync_quota_limits({"b1": 1000})
+        await a.sync_quota_limits({"b1": 1000}, NOW)
         for round_ in range(5):
             it = intent(f"k{round_}", 10)
             results = await gather(*((a, b)[i % 2].reserve(it, ["b1"], "pack", NOW) for i in range(6)))
@@ -129,7 +120,7 @@ async def test_concurrent_commits_of_a_new_key_leave_one_version_and_exact_quota
     pg_factory: StoreFactory,
 ) -> None:
     async with stores(pg_factory, 2) as (a, b):
-        await a.sync_quota_limits({"b1": 10**6, "b2": 10**6})
+        await a.sync_quota_limits({"b1": 10**6, "b2": 10**6}, NOW)
         for round_ in range(6):
             key = f"race{round_}"
             reservations = []
@@ -159,7 +150,7 @@ async def test_concurrent_commits_of_a_new_key_leave_one_version_and_exact_quota
 @pytest_twisted.ensureDeferred
 async def test_concurrent_if_none_match_commits_let_exactly_one_win(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 2) as (a, b):
-        await a.sync_quota_limits({"b1": 10**6})
+        await a.sync_quota_limits({"b1": 10**6}, NOW)
         reservations = []
         for i in range(6):
             s = (a, b)[i % 2]
@@ -170,7 +161,7 @@ async def test_concurrent_if_none_match_commits_let_exactly_one_win(pg_factory: 
             try:
                 await s.commit_object(res, record_for(res, "once", 5), NOW, WriteConditions(None, ("*",)))
             except PreconditionConflict:
-                await s.release(res.write_id)
+                await s.release(res.write_id, NOW)
                 return False
             return True
 
@@ -182,7 +173,7 @@ async def test_concurrent_if_none_match_commits_let_exactly_one_win(pg_factory: 
 @pytest_twisted.ensureDeferred
 async def test_concurrent_if_match_commits_over_one_etag_let_exactly_one_win(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 2) as (a, b):
-        await a.sync_quota_limits({"b1": 10**6})
+        await a.sync_quota_limits({"b1": 10**6}, NOW)
         await put(a, "k", 1)
         current = await a.get_object(BUCKET, "k")
         assert current is not None
@@ -197,7 +188,7 @@ async def test_concurrent_if_match_commits_over_one_etag_let_exactly_one_win(pg_
                 await s.commit_object(res, record_for(res, "k", 7), NOW, WriteConditions((current.etag,), None))
             except PreconditionConflict as exc:
                 assert exc.violation == "If-Match"
-                await s.release(res.write_id)
+                await s.release(res.write_id, NOW)
                 return False
             return True
 
@@ -209,7 +200,7 @@ async def test_concurrent_if_match_commits_over_one_etag_let_exactly_one_win(pg_
 @pytest_twisted.ensureDeferred
 async def test_skip_locked_claims_never_hand_a_row_to_two_instances(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 2) as (a, b):
-        await a.sync_quota_limits({"b1": 10**6})
+        await a.sync_quota_limits({"b1": 10**6}, NOW)
         ids = set()
         for i in range(60):
             await put(a, f"k{i}", 1)
@@ -229,7 +220,7 @@ async def test_skip_locked_claims_never_hand_a_row_to_two_instances(pg_factory: 
 @pytest_twisted.ensureDeferred
 async def test_a_claim_skips_rows_locked_by_another_transaction(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 1) as (a,):
-        await a.sync_quota_limits({"b1": 10**6})
+        await a.sync_quota_limits({"b1": 10**6}, NOW)
         items = []
         for i in range(3):
             await put(a, f"k{i}", 1)
@@ -250,7 +241,7 @@ async def test_a_claim_skips_rows_locked_by_another_transaction(pg_factory: Stor
 @pytest_twisted.ensureDeferred
 async def test_reads_see_one_snapshot_while_another_instance_overwrites(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 2) as (reader, writer):
-        await writer.sync_quota_limits({"b1": 0})
+        await writer.sync_quota_limits({"b1": 0}, NOW)
         await put(writer, "hot", 1)
 
         async def overwrite() -> None:
@@ -271,7 +262,7 @@ async def test_reads_see_one_snapshot_while_another_instance_overwrites(pg_facto
 @pytest_twisted.ensureDeferred
 async def test_part_reservations_from_two_instances_stay_exact_through_an_abort(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 2) as (a, b):
-        await a.sync_quota_limits({"b1": 2000})
+        await a.sync_quota_limits({"b1": 2000}, NOW)
         other = await a.reserve(intent("unrelated", 500), ["b1"], "pack", NOW)  # must stay reserved
         assert other is not None
         up = await opened(a)
@@ -292,7 +283,7 @@ async def test_part_reservations_from_two_instances_stay_exact_through_an_abort(
         await b.begin_abort(BUCKET, "big", up.upload_id, NOW)
         await gather(
             a.finish_abort(up.upload_id, NOW),
-            *((a, b)[i % 2].release_part(attempt) for i, attempt in enumerate(names[:8])),
+            *((a, b)[i % 2].release_part(attempt, NOW) for i, attempt in enumerate(names[:8])),
             *(
                 (a, b)[i % 2].commit_part(attempt, part(1, 100, granted[attempt]), NOW)
                 for i, attempt in enumerate(names[8:])
@@ -365,7 +356,7 @@ async def test_a_connection_killed_mid_transaction_is_reopened_and_the_work_retr
 @pytest_twisted.ensureDeferred
 async def test_the_store_survives_a_database_restart(pg_factory: StoreFactory) -> None:
     async with stores(pg_factory, 1) as (store,):
-        await store.sync_quota_limits({"b1": 1000})
+        await store.sync_quota_limits({"b1": 1000}, NOW)
         await gather(*(store.get_quotas() for _ in range(8)))  # open every pooled connection
         assert pg_factory.postgres is not None
         assert terminate_sessions(pg_factory.postgres) >= 1
@@ -407,12 +398,12 @@ def test_an_unknown_commit_outcome_is_retried_only_when_idempotent() -> None:
         calls.append(1)
         return "done"
 
-    assert pg._run_txn(_LostAtCommit(), False, True, 0.0, Notes(), txn) == "done"
+    assert pg.run_txn(_LostAtCommit(), False, True, 0.0, Notes(), txn) == "done"
     assert len(calls) == 2
     calls.clear()
     conn = _LostAtCommit()
     with pytest.raises(psycopg2.OperationalError):
-        pg._run_txn(conn, False, False, 0.0, Notes(), txn)
+        pg.run_txn(conn, False, False, 0.0, Notes(), txn)
     assert len(calls) == 1 and conn.reconnects == 1  # not re-run, but left usable
 
 
@@ -474,20 +465,12 @@ def test_a_dsn_wins_over_the_separate_fields() -> None:
     assert connect["connect_timeout"] == "3" and connect["password"] == "pw"  # filled in
 
 
-def test_open_store_builds_each_engine(tmp_path: Path) -> None:
-    store = open_store(DatabaseConfig(host="db", database="s3", user="u", max_conns=3, min_conns=1), reactor)
-    assert isinstance(store, PostgresStore)
-    assert (store.settings.max_conns, store.settings.connect["dbname"]) == (3, "s3")
-    with pytest.raises(UnsupportedDriver, match="mysql"):
-        open_store(SimpleNamespace(driver="mysql"), reactor)  # type: ignore[arg-type]
-
-
 @pytest_twisted.ensureDeferred
 async def test_an_unreachable_server_is_a_clear_error(postgres_db: PostgresDatabase) -> None:
-    settings = PostgresSettings(
-        connect={"host": "127.0.0.1", "port": "1", "dbname": "x", "connect_timeout": 2}, max_conns=1
+    config = DatabaseConfig(
+        dsn="host=127.0.0.1 port=1 dbname=x connect_timeout=2", ssl_mode="disable", max_conns=1
     )
-    store = PostgresStore(settings, reactor)
+    store = SQLStore(PostgresEngine(config), reactor)
     with pytest.raises(StoreError, match="127.0.0.1:1/x"):
         await store.start()
     with pytest.raises(StoreError, match="not started"):
@@ -503,262 +486,10 @@ async def test_a_database_not_in_utf8_is_refused(postgres_db: PostgresDatabase) 
         f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
     )
     try:
-        params = dict(psycopg2.extensions.parse_dsn(psycopg2.extensions.make_dsn(postgres_db.dsn, dbname=name)))
-        store = PostgresStore(PostgresSettings(connect=params, max_conns=1), reactor)
+        dsn = psycopg2.extensions.make_dsn(postgres_db.dsn, dbname=name)
+        store = SQLStore(PostgresEngine(DatabaseConfig(dsn=dsn, ssl_mode="prefer", max_conns=1)), reactor)
         with pytest.raises(StoreError, match="SQL_ASCII"):
             await store.start()
     finally:
         admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
         admin.close()
-
-
-# --- listing in batches ---------------------------------------------------------------
-
-
-@pytest_twisted.ensureDeferred
-async def test_listing_batches_match_the_model(
-    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The batching is shared by both engines; many small batches exercise each continuation.
-    monkeypatch.setattr(txn, "LIST_BATCH_MIN", 2)
-    keys = {f"k{i:03d}" for i in range(70)} | {f"d{i % 3}/x{i}" for i in range(20)} | {"z/1", "z/2/3"}
-    async with stores(store_factory, 1) as (store,):
-        for key in sorted(keys):
-            await put(store, key, 1, ("b1",))
-        for prefix, delimiter, start_after, max_keys in [
-            ("", "/", "", 1000),
-            ("", "/", "", 7),
-            ("", "/", "d1/", 50),
-            ("k", "/", "k010", 33),
-            ("", "", "", 80),
-            ("z/", "/", "", 10),
-        ]:
-            page = await store.list_objects(BUCKET, prefix, delimiter, start_after, max_keys)
-            got = sorted([(e.key, False) for e in page.entries] + [(c, True) for c in page.common_prefixes])
-            expected = model_listing(keys, prefix, delimiter, start_after)
-            assert got == expected[:max_keys]
-            assert page.is_truncated == (len(expected) > max_keys)
-
-
-# --- migrations -------------------------------------------------------------------------
-
-
-def schema_connection(db: PostgresDatabase) -> tuple[Any, str]:
-    schema = db.new_schema()
-    return psycopg2.connect(db.schema_dsn(schema)), schema
-
-
-def test_migrations_apply_once_and_a_newer_schema_is_refused(postgres_db: PostgresDatabase) -> None:
-    conn, _ = schema_connection(postgres_db)
-    try:
-        assert migrate(conn, "postgres") == [m.version for m in discover(sql_dir("postgres"))]
-        assert migrate(conn, "postgres") == []
-        cur = conn.cursor()
-        cur.execute("INSERT INTO schema_version VALUES (9999, 'future', '2099-01-01')")
-        conn.commit()
-        with pytest.raises(MigrationError, match="schema version 9999 is newer than this s3orch knows"):
-            migrate(conn, "postgres")
-        cur.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
-        assert cur.fetchone()[0] is True  # the refusal released the migration lock
-    finally:
-        conn.close()
-
-
-def test_a_failing_postgres_migration_is_rolled_back_whole(postgres_db: PostgresDatabase, tmp_path: Path) -> None:
-    (tmp_path / "0001_first.sql").write_text("CREATE TABLE a (x INTEGER);")
-    (tmp_path / "0002_broken.sql").write_text("CREATE TABLE b (x INTEGER);\nINSERT INTO nowhere VALUES (1);")
-    conn, schema = schema_connection(postgres_db)
-    try:
-        with pytest.raises(MigrationError, match="0002_broken.sql failed"):
-            migrate(conn, "postgres", tmp_path)
-        cur = conn.cursor()
-        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
-        assert {r[0] for r in cur.fetchall()} == {"schema_version", "a"}
-        conn.rollback()
-    finally:
-        conn.close()
-
-
-@pytest.mark.parametrize("slow", [False, True])
-def test_concurrent_migrations_both_succeed_and_apply_once(
-    postgres_db: PostgresDatabase, tmp_path: Path, slow: bool
-) -> None:
-    directory = sql_dir("postgres")
-    if slow:  # a migration that takes a while: the others must wait, then find it done
-        (tmp_path / "0001_slow.sql").write_text("SELECT pg_sleep(0.5);\nCREATE TABLE t (x INTEGER);")
-        directory = tmp_path
-    schema = postgres_db.new_schema()
-    barrier = threading.Barrier(4)
-    results: list[list[int]] = []
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        conn = psycopg2.connect(postgres_db.schema_dsn(schema))
-        try:
-            barrier.wait()
-            results.append(migrate(conn, "postgres", directory))
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert failures == []
-    expected = [m.version for m in discover(directory)]
-    assert sorted(results) == [[], [], [], expected]
-    conn = psycopg2.connect(postgres_db.schema_dsn(schema))
-    try:
-        cur = conn.cursor()
-        cur.execute("SELECT version FROM schema_version ORDER BY version")
-        assert [r[0] for r in cur.fetchall()] == expected
-    finally:
-        conn.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_instances_starting_together_share_one_migration(pg_factory: StoreFactory) -> None:
-    first, second = pg_factory.make(), pg_factory.make()
-    try:
-        await gather(first.start(), second.start())
-        await put(first, "k", 1)
-        assert (await second.get_object(BUCKET, "k")) is not None
-    finally:
-        await first.close()
-        await second.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_start_waits_for_another_instances_migration_past_the_statement_timeout(
-    pg_factory: StoreFactory,
-) -> None:
-    assert pg_factory.postgres is not None and pg_factory.schema is not None
-    other = psycopg2.connect(pg_factory.postgres.schema_dsn(pg_factory.schema))
-    other.autocommit = True
-    try:
-        other.cursor().execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
-        reactor.callLater(0.6, other.cursor().execute, "SELECT pg_advisory_unlock_all()")  # type: ignore[attr-defined]
-        async with stores(pg_factory, 1, statement_timeout=0.2) as (store,):
-
-            def timeout(cur: Any, notes: Notes) -> str:
-                cur.execute("SHOW statement_timeout")
-                return str(cur.fetchone()[0])
-
-            assert await in_txn(store, timeout) == "200ms"  # restored after migrating
-    finally:
-        other.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_store_refuses_to_start_on_a_newer_database(pg_factory: StoreFactory) -> None:
-    async with stores(pg_factory, 1) as (store,):
-
-        def future(cur: Any, notes: Notes) -> None:
-            cur.execute("INSERT INTO schema_version VALUES (9999, 'future', '2099-01-01')")
-
-        await in_txn(store, future)
-    newer = pg_factory.make()
-    with pytest.raises(MigrationError, match="upgrade s3orch"):
-        await newer.start()
-    await newer.close()
-
-
-# --- worker locks ---------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def worker_locks(db: PostgresDatabase, count: int) -> AsyncIterator[list[PostgresWorkerLocks]]:
-    params = dict(psycopg2.extensions.parse_dsn(db.dsn))
-    made = [PostgresWorkerLocks(params, reactor) for _ in range(count)]
-    try:
-        yield made
-    finally:
-        for locks in made:
-            await locks.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_worker_lock_is_held_by_one_instance_at_a_time(postgres_db: PostgresDatabase) -> None:
-    async with worker_locks(postgres_db, 2) as (a, b):
-        assert await a.try_lock(WorkerLock.CLEANUP)
-        assert not await b.try_lock(WorkerLock.CLEANUP)
-        assert not await a.try_lock(WorkerLock.CLEANUP)  # a second holder in the same process
-        assert await b.try_lock(WorkerLock.REPLICATOR)  # other workers are independent
-        await a.release(WorkerLock.CLEANUP)
-        await a.release(WorkerLock.CLEANUP)  # releasing twice is harmless
-        assert await b.try_lock(WorkerLock.CLEANUP)
-        assert not await a.try_lock(WorkerLock.CLEANUP)
-
-
-async def eventually_locked(locks: WorkerLocks, worker_id: int, within: float = 5.0) -> bool:
-    """A session's end frees its locks a moment after the client lets go: poll briefly."""
-    for _ in range(int(within / 0.05)):
-        if await locks.try_lock(worker_id):
-            return True
-        await sleep(0.05)
-    return False
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_dead_instance_frees_its_worker_locks(postgres_db: PostgresDatabase) -> None:
-    async with worker_locks(postgres_db, 2) as (a, b):
-        assert await a.try_lock(WorkerLock.SCRUBBER)
-        await a.close()  # the process goes away: its session, and the lock, with it
-        assert await eventually_locked(b, WorkerLock.SCRUBBER)
-        await b.release(WorkerLock.SCRUBBER)
-        assert await b.try_lock(WorkerLock.SCRUBBER)
-        assert terminate_sessions(postgres_db) >= 1  # b's connection is cut
-        async with worker_locks(postgres_db, 1) as (c,):
-            assert await eventually_locked(c, WorkerLock.SCRUBBER)
-            await c.release(WorkerLock.SCRUBBER)
-        await b.release(WorkerLock.SCRUBBER)  # its session is gone: nothing to release
-        assert await b.try_lock(WorkerLock.SCRUBBER)  # b reconnects on its next call
-
-
-@pytest_twisted.ensureDeferred
-async def test_run_exclusive_skips_when_another_instance_holds_the_lock(postgres_db: PostgresDatabase) -> None:
-    ran: list[str] = []
-
-    async def work() -> str:
-        ran.append("tick")
-        return "done"
-
-    async with worker_locks(postgres_db, 2) as (a, b):
-        assert await run_exclusive(a, WorkerLock.LIFECYCLE, work) == (True, "done")
-        assert await b.try_lock(WorkerLock.LIFECYCLE)
-        assert await run_exclusive(a, WorkerLock.LIFECYCLE, work) == (False, None)
-        assert ran == ["tick"]
-    local: WorkerLocks = LocalWorkerLocks()
-    assert await local.try_lock(WorkerLock.DRAIN) and not await local.try_lock(WorkerLock.DRAIN)
-    await local.release(WorkerLock.DRAIN)
-    assert await run_exclusive(local, WorkerLock.DRAIN, work) == (True, "done")
-    await local.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_worker_locks_without_a_server_are_unavailable_not_a_driver_error() -> None:
-    settings = PostgresSettings(connect={"host": "127.0.0.1", "port": "1", "dbname": "x", "connect_timeout": 2})
-    locks = PostgresWorkerLocks(settings.connect, reactor)
-    try:
-        with pytest.raises(StoreUnavailable):
-            await locks.try_lock(WorkerLock.CLEANUP)
-        with pytest.raises(StoreUnavailable):  # and says so again, without leaking a holder
-            await locks.try_lock(WorkerLock.CLEANUP)
-    finally:
-        await locks.close()
-
-
-def test_open_worker_locks_follows_the_driver() -> None:
-    assert isinstance(open_worker_locks(DatabaseConfig(path="x.db"), reactor), LocalWorkerLocks)
-    assert [int(w) for w in WorkerLock] == list(range(1001, 1013))
-
-
-def test_object_key_lock_ids_are_stable_signed_32_bit() -> None:
-    assert pg.key_lock_id("b", "k") == pg.key_lock_id("b", "k")
-    assert pg.key_lock_id("b", "k") != pg.key_lock_id("b", "k2")
-    assert all(-(2**31) <= pg.key_lock_id("b", f"k{i}") < 2**31 for i in range(100))
-
-

@@ -98,8 +98,8 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "buckets[].max_multipart_uploads": (
         "tests/integration/test_multipart.py::test_max_multipart_uploads_limits_active_uploads_per_bucket",
     ),
-    "database.driver": ("tests/store/test_sqlite.py::test_open_store_builds_sqlite_and_refuses_unknown_drivers",
-                        f"{PG}::test_open_store_builds_each_engine"),
+    "database.driver": ("tests/store/test_engines.py::test_the_driver_selects_the_engine_and_its_settings",
+                        "tests/store/test_engines.py::test_an_unknown_driver_is_refused_by_every_entry_point"),
     "database.path": ("tests/store/test_sqlite.py::test_an_unopenable_path_is_a_clear_error",),
     "database.host": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
     "database.port": (f"{PG}::test_settings_from_config_default_to_tls_and_keep_the_password_out_of_repr",),
@@ -417,7 +417,7 @@ class DeleteConcurrencyTests(SynchronousTestCase):
         class Store:
             done: list[int] = []
 
-            async def cleanup_done(self, ids: list[int]) -> None:
+            async def cleanup_done(self, ids: list[int], now: float) -> None:
                 self.done.extend(ids)
 
         store = Store()

@@ -91,7 +91,7 @@ class FakeIntentStore:
     async def count_intents(self) -> int:
         return len(self.intents)
 
-    async def cleanup_done(self, ids: list[int]) -> None:
+    async def cleanup_done(self, ids: list[int], now: float) -> None:
         self.done.extend(ids)
 
     async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:

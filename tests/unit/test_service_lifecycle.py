@@ -24,7 +24,7 @@ class _Store:
     def start(self) -> Deferred[None]:
         return self.started
 
-    def sync_quota_limits(self, limits: dict[str, int]) -> Deferred[None]:
+    def sync_quota_limits(self, limits: dict[str, int], now: float) -> Deferred[None]:
         self.limits = limits
         return succeed(None)
 

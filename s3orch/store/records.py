@@ -1,0 +1,328 @@
+"""The values that cross the metadata store's boundary: records, reservations, outcomes.
+
+Plain frozen dataclasses and the string constants they carry, so the core, the
+front door and the workers can hold them without importing any database code.
+:mod:`s3orch.store.interface` says what each store call does with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
+
+
+@dataclass(frozen=True)
+class Location:
+    """One stored copy of an extent (of a whole single-extent object) on one backend."""
+
+    backend: str
+    storage_key: str
+    size: int  # bytes stored on the backend (== the extent's size without encryption)
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A run of an object's bytes stored as one backend object per copy.
+
+    A PUT or a copy makes one extent, part 0, holding the whole object.  A
+    completed multipart upload is one extent per part, numbered as the part was
+    (ascending, possibly with gaps), each placed on its own backend.
+    """
+
+    part_number: int  # 0: the whole object; N: part N of a multipart object
+    offset: int  # the first byte of the object it holds
+    size: int
+    locations: tuple[Location, ...]  # its copies, in read-preference order
+    etag: str | None = None  # MD5 hex of the part's bytes (parts of multipart objects)
+    checksum_value: str | None = None  # the part's checksum in the object's algorithm
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """The client-visible identity of an object plus where its copies live.
+
+    A single-extent object (every PUT and copy of one, and native multipart
+    objects of older builds) keeps its copies in ``locations`` and has no
+    ``parts``.  A multi-extent object (a completed multipart upload) has its
+    extents, in order, in ``parts`` and no ``locations``.  :attr:`extents` is the
+    one view readers need for both.
+    """
+
+    bucket: str
+    key: str
+    write_id: str
+    size: int
+    etag: str  # without quotes: md5 hex, or "<hex>-N" for multipart
+    last_modified: float  # epoch seconds
+    content_type: str = "application/octet-stream"
+    #: Stored system headers by lower-case name: content-encoding, content-disposition,
+    #: content-language, cache-control, expires.
+    headers: dict[str, str] = field(default_factory=dict)
+    #: User metadata, names lower-case *without* the ``x-amz-meta-`` prefix.
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None  # e.g. "CRC32", "SHA256"
+    checksum_value: str | None = None  # base64, as the client sent it
+    parts_count: int | None = None
+    #: Sizes of the parts, in order, for multipart objects (GET ?partNumber=N).
+    part_sizes: tuple[int, ...] | None = None
+    content_hash: str | None = None  # sha256 hex of the plaintext
+    locations: tuple[Location, ...] = ()
+    #: The extents of a multi-extent object, by part number (empty otherwise).
+    parts: tuple[Extent, ...] = ()
+
+    @property
+    def extents(self) -> tuple[Extent, ...]:
+        """The object's extents in order: its parts, or one extent with ``locations``."""
+        if self.parts:
+            return self.parts
+        return (Extent(0, 0, self.size, self.locations),)
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    key: str
+    size: int
+    etag: str
+    last_modified: float
+
+
+@dataclass(frozen=True)
+class ListPage:
+    entries: tuple[ListEntry, ...]
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    #: The last key or common prefix returned (the next page starts after it);
+    #: None unless ``is_truncated``.
+    next_marker: str | None
+
+
+@dataclass(frozen=True)
+class QuotaRow:
+    backend: str
+    bytes_limit: int
+    bytes_used: int
+    orphan_bytes: int
+    reserved_bytes: int
+    object_count: int
+
+    @property
+    def available(self) -> int | None:
+        """Free bytes, or None when the backend is unlimited."""
+        if self.bytes_limit == 0:
+            return None
+        return self.bytes_limit - self.bytes_used - self.orphan_bytes - self.reserved_bytes
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A write about to be sent to a backend (PUT-before-COMMIT).
+
+    The fields after ``storage_key`` describe the object row the write's commit
+    will record.  They are kept with the intent so that, when the commit fails
+    after the bytes were stored, the pending reaper can finish the write exactly
+    as the commit would have (see :meth:`MetadataStore.resolve_intent`).  An
+    intent without an ``etag`` cannot be finished that way: the reaper drops it.
+    The object's size is ``size`` (what is stored equals what the client sent).
+    """
+
+    write_id: str
+    bucket: str
+    key: str
+    size: int  # bytes to reserve (what will be stored on the backend)
+    storage_key: str  # the backend object key for this write (the same on any backend)
+    etag: str | None = None  # as in ObjectRecord; None: unknown, the write cannot be promoted
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+    content_hash: str | None = None
+    parts_count: int | None = None
+    part_sizes: tuple[int, ...] | None = None
+    #: The write's conditions (as given to ``commit_object``), re-checked on promotion.
+    conditions: WriteConditions = UNCONDITIONAL
+
+
+@dataclass(frozen=True)
+class PendingIntent:
+    """A pending intent as the reaper sees it (claimed by :meth:`MetadataStore.stale_intents`)."""
+
+    write_id: str
+    bucket: str
+    key: str
+    backend: str
+    storage_key: str
+    size: int
+    created_at: float
+    #: A later commit or delete of the key made this write obsolete: it can only be dropped.
+    superseded: bool = False
+    #: The intent records the object row (an ETag): it can be promoted.
+    promotable: bool = True
+
+
+#: What the reaper asks :meth:`MetadataStore.resolve_intent` to do with an intent.
+INTENT_PROMOTE = "promote"  # the backend holds the bytes: commit the write
+INTENT_DROP = "drop"  # the bytes are absent (or unusable): give the write up
+INTENT_KEEP = "keep"  # the backend could not say: try again later
+
+#: What :meth:`MetadataStore.resolve_intent` did.
+INTENT_PROMOTED = "promoted"
+INTENT_DROPPED = "dropped"
+INTENT_SUPERSEDED = "superseded"  # dropped because a newer write (or delete) of the key exists
+INTENT_AMBIGUOUS = "ambiguous"  # kept for another try
+INTENT_ALREADY_RESOLVED = "already_resolved"  # no such intent (committed, or resolved elsewhere)
+
+
+@dataclass(frozen=True)
+class IntentResolution:
+    """The outcome of :meth:`MetadataStore.resolve_intent`.
+
+    ``cleanup``: backend objects queued for deletion by it, for an immediate
+    delete attempt: the displaced copies of the previous version (promoted), or
+    the write's own upload (dropped, superseded).
+    """
+
+    status: str
+    cleanup: list[CleanupItem] = field(default_factory=list)
+    #: Why a promotion became a drop (superseded, a failed condition, no metadata).
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    write_id: str
+    backend: str
+    storage_key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class CleanupItem:
+    id: int
+    backend: str
+    storage_key: str
+    size: int
+    reason: str
+    attempts: int = 0
+
+
+#: Multipart upload states (see sql/sqlite/0004_extents.sql for the life cycle).  An
+#: upload of this version is open, then completed, or aborting then aborted; creating and
+#: completing only describe native uploads of older builds.
+UPLOAD_CREATING = "creating"
+UPLOAD_OPEN = "open"
+UPLOAD_COMPLETING = "completing"
+UPLOAD_COMPLETED = "completed"
+UPLOAD_ABORTING = "aborting"
+UPLOAD_ABORTED = "aborted"
+
+#: Who started an upload: a client, or a CopyObject of a multi-extent object.
+ORIGIN_CLIENT = "client"
+ORIGIN_COPY = "copy"
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """A multipart upload as the store keeps it.
+
+    ``upload_id`` is ours and doubles as the write id of the object the upload
+    becomes.  Its parts are placed one by one (each :class:`UploadedPart` names its
+    backend and storage key).  ``backend``, ``storage_key`` and ``backend_upload_id``
+    are set only on the native uploads of older builds, whose parts lived inside one
+    backend upload: those can only be aborted.
+    """
+
+    upload_id: str
+    bucket: str
+    key: str
+    initiated: float  # created_at, epoch seconds
+    state: str = UPLOAD_OPEN
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    user_metadata: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None  # upper-case (CRC32 ...)
+    checksum_type: str | None = None  # COMPOSITE or FULL_OBJECT, with an algorithm
+    origin: str = ORIGIN_CLIENT
+    updated_at: float = 0.0
+    etag: str | None = None  # the object's ETag once completed
+    backend: str | None = None
+    storage_key: str | None = None
+    backend_upload_id: str | None = None
+    #: Part numbers a native Complete sent to the backend (state completing, older builds).
+    complete_parts: tuple[int, ...] | None = None
+
+    @property
+    def native(self) -> bool:
+        """A backend-native upload of an older build (abort only)."""
+        return self.backend is not None
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One part: ``etag`` is the MD5 of its bytes, stored at ``storage_key`` on ``backend``.
+
+    ``backend``/``storage_key`` are None only for the parts of native uploads of older
+    builds (then inside the upload's backend upload, with the backend's ``backend_etag``).
+    """
+
+    part_number: int
+    etag: str
+    size: int
+    last_modified: float
+    backend: str | None = None
+    storage_key: str | None = None
+    checksum_algorithm: str | None = None
+    checksum_value: str | None = None
+    backend_etag: str | None = None
+
+
+@dataclass(frozen=True)
+class PartReservation:
+    """Room reserved for one part upload on the backend placement chose."""
+
+    attempt_id: str
+    upload_id: str
+    backend: str
+    storage_key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PartCommit:
+    """What :meth:`MetadataStore.commit_part` did.
+
+    ``committed`` False: the upload was completed or aborted meanwhile (or the
+    attempt given up); the part's backend object is queued for cleanup instead.
+    ``cleanup``: backend objects queued by the call, for an immediate delete: the
+    part this one replaced, or the part itself when not committed.
+    """
+
+    committed: bool
+    cleanup: list[CleanupItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UploadListPage:
+    """A page of ListMultipartUploads (open uploads only)."""
+
+    uploads: tuple[MultipartUpload, ...]
+    common_prefixes: tuple[str, ...]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_upload_id_marker: str | None
+
+
+@dataclass(frozen=True)
+class CompleteOutcome:
+    """What ``complete_upload`` did.
+
+    ``displaced``: the previous version's copies, queued for cleanup
+    (``overwrite_displaced``); ``discarded``: the upload's parts not listed, queued
+    for cleanup (``part_discarded``).  Both for an immediate delete attempt.
+    ``already_completed``: a repeat; nothing changed.
+    """
+
+    displaced: list[CleanupItem]
+    discarded: list[CleanupItem] = field(default_factory=list)
+    already_completed: bool = False

@@ -1,0 +1,404 @@
+"""Object versions: reserve, commit, read and delete one key's current version.
+
+A write reserves quota with a pending intent (:func:`txn_reserve`), stores its
+bytes on a backend, then commits (:func:`txn_commit_object`): the intent goes,
+the reservation becomes used bytes, the previous version's copies are orphaned
+into the cleanup queue, all in one transaction.  Multipart completion and the
+pending reaper's promotion reuse :func:`commit_write`, :func:`write_object_row`
+and :func:`orphan_locations`, so every way a version becomes current is one code
+path under one lock order (object key, object row, intents, locations, quotas).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from s3orch.s3.conditions import WriteConditions
+from s3orch.store.errors import PreconditionConflict
+from s3orch.store.records import CleanupItem, Extent, Intent, Location, ObjectRecord, Reservation
+from s3orch.store.txn.base import Notes, RetryTransaction, Tx
+from s3orch.store.txn.cleanup import IMMEDIATE_DELETE_GRACE, enqueue_cleanup, queue_backend_object
+from s3orch.store.txn.quota import adjust_quota, lock_quotas, pick_backend
+
+
+def check_conditions(
+    conditions: WriteConditions, bucket: str, key: str, current: Sequence[Any] | None
+) -> None:
+    """PreconditionConflict unless ``conditions`` hold for the key's current object
+    (``current``: its locked (write_id, etag) row, or None)."""
+    violation = conditions.violation(None if current is None else str(current[1]))
+    if violation is not None:
+        raise PreconditionConflict(f"{bucket}/{key}: {violation}", violation)
+
+
+@dataclass(frozen=True)
+class IntentGone:
+    """The commit found no intent; raised as IntentNotFound once the transaction committed."""
+
+    cleanup: CleanupItem | None
+
+
+def orphan_locations(
+    tx: Tx,
+    notes: Notes,
+    bucket: str,
+    key: str,
+    reason: str,
+    now: float,
+    keep: tuple[str, str] | None = None,
+    also_lock: Sequence[str] = (),
+) -> list[CleanupItem]:
+    """Drop a key's locations: bytes_used -> orphan_bytes, each copy into cleanup_queue.
+
+    ``keep`` names a backend object that is being re-recorded (its bytes are
+    replaced, not orphaned), so it must never be queued for deletion.
+    ``also_lock`` are backends the caller adjusts next: every quota row of the
+    transaction is locked here, in one ordered pass.  The caller holds the key's
+    object row, so its locations cannot change underneath.
+    """
+    rows = tx.execute(
+        "SELECT backend_name, storage_key, size_bytes FROM object_locations"
+        f" WHERE bucket = ? AND object_key = ? ORDER BY backend_name{tx.for_update()}",
+        (bucket, key),
+    ).fetchall()
+    lock_quotas(tx, [row[0] for row in rows] + list(also_lock))
+    tx.execute("DELETE FROM object_locations WHERE bucket = ? AND object_key = ?", (bucket, key))
+    items: list[CleanupItem] = []
+    for backend, storage_key, size in rows:
+        adjust_quota(tx, notes, backend, now, used=-int(size), count=-1)
+        if keep is not None and (backend, storage_key) == keep:
+            continue
+        items.append(
+            enqueue_cleanup(
+                tx, notes, backend, storage_key, int(size), reason, now,
+                now + IMMEDIATE_DELETE_GRACE,
+            )
+        )
+    return items
+
+
+def txn_reserve(
+    tx: Tx,
+    notes: Notes,
+    intent: Intent,
+    candidates: Sequence[str],
+    strategy: str,
+    now: float,
+) -> Reservation | None:
+    existing = tx.execute(
+        "SELECT backend_name, storage_key, size_bytes FROM pending_objects WHERE write_id = ?",
+        (intent.write_id,),
+    ).fetchone()
+    if existing is not None:  # the same intent again (a retried call): one reservation only
+        return Reservation(intent.write_id, existing[0], existing[1], int(existing[2]))
+    chosen = pick_backend(tx, candidates, strategy, intent.size, lock=True)
+    if chosen is None:
+        return None
+    adjust_quota(tx, notes, chosen, now, reserved=intent.size)
+    tx.execute(
+        "INSERT INTO pending_objects (write_id, bucket, object_key, backend_name, storage_key,"
+        " size_bytes, created_at, etag, content_type, headers, user_metadata, checksum_algorithm,"
+        " checksum_value, content_hash, parts_count, part_sizes, conditions)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (write_id) DO NOTHING",
+        (
+            intent.write_id,
+            intent.bucket,
+            intent.key,
+            chosen,
+            intent.storage_key,
+            intent.size,
+            now,
+            intent.etag,
+            intent.content_type,
+            json.dumps(intent.headers, sort_keys=True),
+            json.dumps(intent.user_metadata, sort_keys=True),
+            intent.checksum_algorithm,
+            intent.checksum_value,
+            intent.content_hash,
+            intent.parts_count,
+            None if intent.part_sizes is None else json.dumps(list(intent.part_sizes)),
+            intent.conditions.to_json(),
+        ),
+    )
+    if tx.rowcount == 0:
+        raise RetryTransaction(f"intent {intent.write_id} was reserved concurrently")
+    return Reservation(intent.write_id, chosen, intent.storage_key, intent.size)
+
+
+def txn_release(tx: Tx, notes: Notes, write_id: str, now: float) -> None:
+    row = tx.execute(
+        "DELETE FROM pending_objects WHERE write_id = ? RETURNING backend_name, size_bytes",
+        (write_id,),
+    ).fetchone()
+    if row is None:
+        return
+    adjust_quota(tx, notes, row[0], now, reserved=-int(row[1]))
+
+
+def txn_commit_object(
+    tx: Tx,
+    notes: Notes,
+    reservation: Reservation,
+    record: ObjectRecord,
+    now: float,
+    conditions: WriteConditions,
+) -> list[CleanupItem] | IntentGone:
+    tx.dialect.lock_key(tx, record.bucket, record.key)
+    current = tx.execute(
+        f"SELECT write_id, etag FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
+        (record.bucket, record.key),
+    ).fetchone()
+    if current is not None and current[0] == record.write_id:
+        return []  # already committed: a retry of a call whose answer was lost
+    pending = tx.execute(
+        "SELECT bucket, object_key, backend_name, size_bytes FROM pending_objects"
+        f" WHERE write_id = ?{tx.for_update()}",
+        (reservation.write_id,),
+    ).fetchone()
+    if pending is None:
+        return IntentGone(
+            queue_backend_object(
+                tx, notes, reservation.backend, reservation.storage_key, reservation.size,
+                "intent_missing", now,
+            )
+        )
+    if (pending[0], pending[1]) != (record.bucket, record.key):
+        raise ValueError(
+            f"intent {reservation.write_id} is for {pending[0]}/{pending[1]},"
+            f" not {record.bucket}/{record.key}"
+        )
+    check_conditions(conditions, record.bucket, record.key, current)
+    supersede_intents(tx, record.bucket, record.key, now, but=reservation.write_id)
+    return commit_write(tx, notes, reservation, record, str(pending[2]), int(pending[3]), now)
+
+
+def supersede_intents(
+    tx: Tx,
+    bucket: str,
+    key: str,
+    now: float,
+    *,
+    but: str | None = None,
+    created_before: float | None = None,
+) -> None:
+    """Mark the key's pending intents (all but ``but``; only those created at or before
+    ``created_before`` when given) as made obsolete by the write or delete committing now.
+
+    Their own commits still succeed (a write in flight that commits later is simply
+    the newer version), but a write whose commit failed must never be promoted over a
+    newer version or back after a delete: the pending reaper drops marked intents.
+    Called before any quota row is locked (the one lock order: key, object row,
+    intents, quotas).
+    """
+    sql = (
+        "UPDATE pending_objects SET superseded_at = ?"
+        " WHERE bucket = ? AND object_key = ? AND superseded_at IS NULL"
+    )
+    params: list[Any] = [now, bucket, key]
+    if but is not None:
+        sql += " AND write_id <> ?"
+        params.append(but)
+    if created_before is not None:
+        sql += " AND created_at <= ?"
+        params.append(created_before)
+    tx.execute(sql, params)
+
+
+def commit_write(
+    tx: Tx,
+    notes: Notes,
+    reservation: Reservation,
+    record: ObjectRecord,
+    pending_backend: str,
+    pending_size: int,
+    now: float,
+) -> list[CleanupItem]:
+    """Make a reserved write the key's current version (the caller holds the key, its
+    object row and the intent): the previous copies are orphaned, the intent and its
+    reservation go, the stored bytes count as used."""
+    new_copy = (reservation.backend, reservation.storage_key)
+    displaced = orphan_locations(
+        tx, notes, record.bucket, record.key, "overwrite_displaced", now, keep=new_copy,
+        also_lock=(pending_backend, reservation.backend),
+    )
+    tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (reservation.write_id,))
+    adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size)
+    adjust_quota(tx, notes, reservation.backend, now, used=reservation.size, count=1)
+    write_object_row(
+        tx, record, [NewCopy(0, reservation.backend, reservation.storage_key, reservation.size)], now
+    )
+    return displaced
+
+
+@dataclass(frozen=True)
+class NewCopy:
+    """A backend object that becomes a copy of one extent of the object being written."""
+
+    part_number: int
+    backend: str
+    storage_key: str
+    size: int
+    etag: str | None = None  # the part's MD5 (multi-extent objects)
+    checksum_value: str | None = None
+
+
+def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], now: float) -> None:
+    """Make ``record`` the key's row with exactly ``copies`` as its extents' copies (the
+    old locations are gone).  Copies of part 0 make a single-extent object; copies of
+    parts 1.. make a multi-extent object whose extents are those parts, in order."""
+    tx.execute(
+        "INSERT INTO objects (bucket, object_key, write_id, size_bytes, etag, content_type,"
+        " headers, user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
+        " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size,"
+        " last_modified, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?, ?)"
+        " ON CONFLICT (bucket, object_key) DO UPDATE SET"
+        " write_id = excluded.write_id, size_bytes = excluded.size_bytes,"
+        " etag = excluded.etag, content_type = excluded.content_type,"
+        " headers = excluded.headers, user_metadata = excluded.user_metadata,"
+        " checksum_algorithm = excluded.checksum_algorithm,"
+        " checksum_value = excluded.checksum_value, parts_count = excluded.parts_count,"
+        " part_sizes = excluded.part_sizes, content_hash = excluded.content_hash,"
+        " encrypted = excluded.encrypted, wrapped_dek = excluded.wrapped_dek,"
+        " base_nonce = excluded.base_nonce, key_id = excluded.key_id,"
+        " plaintext_size = excluded.plaintext_size, last_modified = excluded.last_modified,"
+        " created_at = excluded.created_at",
+        (
+            record.bucket,
+            record.key,
+            record.write_id,
+            record.size,
+            record.etag,
+            record.content_type,
+            json.dumps(record.headers, sort_keys=True),
+            json.dumps(record.user_metadata, sort_keys=True),
+            record.checksum_algorithm,
+            record.checksum_value,
+            record.parts_count,
+            None if record.part_sizes is None else json.dumps(list(record.part_sizes)),
+            record.content_hash,
+            False,  # encrypted
+            record.last_modified,
+            now,
+        ),
+    )
+    # A new version starts without the old version's tags (S3 PUT replaces them) and
+    # without its extents.
+    tx.execute(
+        "DELETE FROM object_tags WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
+    )
+    tx.execute(
+        "DELETE FROM object_parts WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
+    )
+    offset = 0
+    written: set[int] = set()
+    for copy in sorted(copies, key=lambda c: c.part_number):
+        if copy.part_number and copy.part_number not in written:
+            written.add(copy.part_number)
+            tx.execute(
+                "INSERT INTO object_parts (bucket, object_key, part_number, write_id, offset_bytes,"
+                " size_bytes, etag, checksum_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.bucket,
+                    record.key,
+                    copy.part_number,
+                    record.write_id,
+                    offset,
+                    copy.size,
+                    copy.etag or "",
+                    copy.checksum_value,
+                ),
+            )
+            offset += copy.size
+        tx.execute(
+            "INSERT INTO object_locations (bucket, object_key, part_number, backend_name,"
+            " storage_key, write_id, size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.bucket,
+                record.key,
+                copy.part_number,
+                copy.backend,
+                copy.storage_key,
+                record.write_id,
+                copy.size,
+                now,
+            ),
+        )
+
+
+def load_extents(
+    tx: Tx, bucket: str, key: str
+) -> tuple[tuple[Location, ...], tuple[Extent, ...]]:
+    """(copies of a single-extent object, extents of a multi-extent object) of a key."""
+    copies: dict[int, list[Location]] = {}
+    for part_number, backend, storage_key, size in tx.execute(
+        "SELECT part_number, backend_name, storage_key, size_bytes FROM object_locations"
+        " WHERE bucket = ? AND object_key = ? ORDER BY part_number, created_at, backend_name",
+        (bucket, key),
+    ).fetchall():
+        copies.setdefault(int(part_number), []).append(Location(backend, storage_key, int(size)))
+    parts = tuple(
+        Extent(
+            int(number),
+            int(offset),
+            int(size),
+            tuple(copies.get(int(number), ())),
+            etag,
+            checksum,
+        )
+        for number, offset, size, etag, checksum in tx.execute(
+            "SELECT part_number, offset_bytes, size_bytes, etag, checksum_value FROM object_parts"
+            " WHERE bucket = ? AND object_key = ? ORDER BY part_number",
+            (bucket, key),
+        ).fetchall()
+    )
+    return tuple(copies.get(0, ())), parts
+
+
+def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord | None:
+    row = tx.execute(
+        "SELECT write_id, size_bytes, etag, last_modified, content_type, headers,"
+        " user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
+        " content_hash FROM objects WHERE bucket = ? AND object_key = ?",
+        (bucket, key),
+    ).fetchone()
+    if row is None:
+        return None
+    locations, parts = load_extents(tx, bucket, key)
+    return ObjectRecord(
+        bucket=bucket,
+        key=key,
+        write_id=row[0],
+        size=int(row[1]),
+        etag=row[2],
+        last_modified=float(row[3]),
+        content_type=row[4],
+        headers=json.loads(row[5]),
+        user_metadata=json.loads(row[6]),
+        checksum_algorithm=row[7],
+        checksum_value=row[8],
+        parts_count=row[9],
+        part_sizes=None if row[10] is None else tuple(json.loads(row[10])),
+        content_hash=row[11],
+        locations=locations,
+        parts=parts,
+    )
+
+
+def txn_delete_object(tx: Tx, notes: Notes, bucket: str, key: str, now: float) -> list[CleanupItem]:
+    tx.dialect.lock_key(tx, bucket, key)
+    found = tx.execute(
+        f"SELECT 1 FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}", (bucket, key)
+    ).fetchone()
+    # Even when the key is absent: a failed write of it must not reappear after the delete.
+    supersede_intents(tx, bucket, key, now)
+    if found is None:
+        return []
+    items = orphan_locations(tx, notes, bucket, key, "delete", now)
+    # object_tags go with the row (ON DELETE CASCADE)
+    tx.execute("DELETE FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key))
+    return items
