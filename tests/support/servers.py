@@ -272,6 +272,20 @@ def _http_status(
         conn.close()
 
 
+def _http_json(port: int, path: str) -> Any:
+    """The JSON document at 127.0.0.1:port/path, None if nothing (valid) answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        return json.loads(body) if response.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
 class MotoServer(ServerProcess):
     """``moto_server`` on a loopback port: in memory, any credentials accepted."""
 
@@ -440,7 +454,26 @@ class WeedServer(ServerProcess):
         super()._spawn_and_wait(timeout)
 
     def _ready(self) -> bool:
-        """Ready when a signed ListBuckets succeeds (S3 up, identities loaded)."""
+        """Ready when a signed ListBuckets succeeds (S3 up, identities loaded) and the master
+        knows as many volumes as the volume server holds: after a restart, stored objects are
+        readable only once the volume server has reported its volumes (slow on a busy machine)."""
+        return self._lists_buckets() and self._volumes_registered()
+
+    def _volumes_registered(self) -> bool:
+        local = _http_json(self.ports["volume.port"], "/status")
+        topology = _http_json(self.ports["master.port"], "/dir/status")
+        if local is None or topology is None:
+            return False
+        nodes = [
+            node
+            for center in topology.get("Topology", {}).get("DataCenters") or []
+            for rack in center.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+        ]
+        held = len(local.get("Volumes") or [])
+        return bool(nodes) and sum(int(node.get("Volumes", 0)) for node in nodes) >= held
+
+    def _lists_buckets(self) -> bool:
         url = f"{self.endpoint}/"
         headers = sign_headers(
             "GET",
