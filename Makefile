@@ -8,10 +8,10 @@
 # The stamp files depend on setup.py/setup.cfg, so a re-run is instant until the
 # packaging metadata changes.
 #
-#   make run     three local SeaweedFS backends + s3orch on 127.0.0.1:9000 (SQLite)
+#   make run     three local SeaweedFS backends + s3orch on 127.0.0.1:9000 (SQLite; tools/demo.py)
 #   make test    the whole test suite (pytest; configuration lives in setup.cfg)
 #   make lint    ruff + mypy
-#   make bench   benchmarks (s3orch.testing.bench)
+#   make bench   benchmarks (python -m tools.bench: tools/bench/)
 #   make deb     Debian package (needs: apt-get install debhelper dh-virtualenv python3-venv)
 
 PYTHON ?= python3
@@ -83,21 +83,21 @@ test-tools: $(STAMP) $(JS_STAMP)
 	  fi; }
 
 run: $(RUN_STAMP)
-	$(BIN)/python -m s3orch.testing.demo $(DEMO_ARGS)
+	$(BIN)/python -m tools.demo $(DEMO_ARGS)
 
 run-backends: $(RUN_STAMP)
-	$(BIN)/python -m s3orch.testing.demo --backends-only $(DEMO_ARGS)
+	$(BIN)/python -m tools.demo --backends-only $(DEMO_ARGS)
 
 # pytest's exit status is make's: 1 = failures, 5 = no tests collected; both fail the target.
 test: $(STAMP) test-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check s3orch tests twisted
-	$(BIN)/mypy s3orch
+	$(BIN)/ruff check s3orch tests tools twisted
+	$(BIN)/mypy s3orch tools tests/support
 
 bench: $(STAMP)
-	$(BIN)/python -m s3orch.testing.bench $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
 # dpkg-buildpackage writes next to the source tree (..); collect the results in $(DIST)/,
 # then remove the staging tree and the in-tree build/ and *.egg-info that pip left.

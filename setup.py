@@ -9,6 +9,8 @@ ROOT = Path(__file__).parent
 setup(
     # twisted/plugins has no __init__.py (it must not: it is Twisted's namespace),
     # so find: cannot see it; list it by hand so the plugin ships in wheels and the .deb.
+    # Only s3orch is found: tools/ (make run, make bench) and tests/ never ship
+    # (tests/integration/test_packaging.py checks the wheel).
     packages=find_packages(include=["s3orch", "s3orch.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["s3orch_plugin.py"]},
     data_files=[

@@ -14,10 +14,10 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
-from s3orch.testing.configs import BackendSpec, BucketSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.postgres import admin_dsn, create_database, drop_database
-from s3orch.testing.servers import MotoServer, create_bucket
+from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.postgres import admin_dsn, create_database, drop_database
+from tests.support.servers import MotoServer, create_bucket
 
 
 @pytest.fixture(scope="session")

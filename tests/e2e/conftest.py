@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.servers import MotoServer, create_bucket
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.servers import MotoServer, create_bucket
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from s3orch.testing.gateway import GatewayProcess
 from tests.e2e import clients
 from tests.e2e.clients import AWKWARD_NAMES, make_tree, run, sha256_file, tree_digests
 from tests.e2e.conftest import venv_tool
+from tests.support.gateway import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from s3orch.testing.gateway import GatewayProcess
 from tests.conftest import s3_client
 from tests.e2e.conftest import venv_tool
+from tests.support.gateway import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -7,13 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import venv_tool
+from tests.support.polling import poll, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DEMO_PORTS = (9000, 19000, 19002, 19004)
@@ -29,21 +29,19 @@ def test_demo_serves_the_readme_commands_and_stops_cleanly(tmp_path: Path) -> No
     assert not busy, f"ports {busy} are taken (is `make run` already running?): the demo needs them"
     root = Path(__file__).resolve().parents[2]
     demo = subprocess.Popen(
-        [sys.executable, "-m", "s3orch.testing.demo", "--dir", str(tmp_path / "demo"), "--fresh-config"],
+        [sys.executable, "-m", "tools.demo", "--dir", str(tmp_path / "demo"), "--fresh-config"],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
+        def ready() -> bool:
             assert demo.poll() is None, demo.stdout.read() if demo.stdout else ""
             try:
                 with urllib.request.urlopen("http://127.0.0.1:9000/health/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
+                    return bool(resp.status == 200)
             except OSError:
-                pass
-            assert time.monotonic() < deadline, "demo did not become ready"
-            time.sleep(0.2)
+                return False
+
+        assert wait_for(ready, 90), "demo did not become ready"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ACCESS_KEY_ID="photoskey", AWS_SECRET_ACCESS_KEY="photossecret",
                    AWS_DEFAULT_REGION="us-east-1", HOME=str(tmp_path))
@@ -73,5 +71,5 @@ def test_demo_serves_the_readme_commands_and_stops_cleanly(tmp_path: Path) -> No
     # The banner gives a ready-to-paste PATH line for the venv's `aws`; the text log shows each request.
     assert f'export PATH="{Path(sys.executable).parent}:$PATH"' in output
     assert "event=s3.PutObject" in output and "bucket=photos" in output
-    time.sleep(0.5)
-    assert [p for p in DEMO_PORTS if _port_in_use(p)] == [], "Ctrl-C left something running"
+    still_open = poll(lambda: [p for p in DEMO_PORTS if _port_in_use(p)], lambda ports: ports == [], 2)
+    assert still_open == [], "Ctrl-C left something running"

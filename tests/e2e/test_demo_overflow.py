@@ -1,6 +1,6 @@
 """What a new user does in the demo: ``aws s3 cp`` of 50 MiB, then of 20 MiB.
 
-The demo's backends (``s3orch.testing.demo.BACKENDS``: pack over 64, 64 and 256 MiB
+The demo's backends (``tools.demo.BACKENDS``: pack over 64, 64 and 256 MiB
 quotas, SeaweedFS) with the AWS CLI's default 8 MiB multipart chunks.  The first
 upload nearly fills the first backend; the second must still succeed, its parts
 overflowing to the next backend part by part, and both files must read back
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.demo import BACKENDS
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.servers import WeedServer, create_bucket
 from tests.conftest import backend_keys, quota_rows
 from tests.e2e.conftest import venv_tool
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.servers import WeedServer, create_bucket
+from tools.demo import BACKENDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from s3orch.core.placement import key_digest
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.servers import MotoServer, WeedServer, create_bucket
 from tests.conftest import backend_keys, quota_rows, s3_client
 from tests.e2e.conftest import venv_tool
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.servers import MotoServer, WeedServer, create_bucket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Integration fixtures: real S3 servers as child processes (s3orch.testing.servers).
+"""Integration fixtures: real S3 servers as child processes (tests.support.servers).
 
 ``moto`` and ``weed`` are started once per session; every test gets a fresh
 bucket, so tests never see each other's objects.
@@ -17,7 +17,7 @@ from twisted.internet import reactor
 
 from s3orch.backend.s3 import S3Backend
 from s3orch.config.model import BackendConfig
-from s3orch.testing.servers import MotoServer, WeedServer, create_bucket
+from tests.support.servers import MotoServer, WeedServer, create_bucket
 
 WEED_ACCESS_KEY = "s3orch-test-key"
 WEED_SECRET_KEY = "s3orch-test-secret-0123456789"

@@ -17,10 +17,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3orch.s3 import sigv4
-from s3orch.testing.awschunked import streaming_put
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
 from tests.conftest import PHOTOS, backend_keys, s3_client
+from tests.support.awschunked import streaming_put
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
 
 
 @dataclass

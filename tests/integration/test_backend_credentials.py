@@ -9,10 +9,10 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
 from tests.conftest import PHOTOS, quota_rows, s3_client
 from tests.integration.conftest import fresh_bucket
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
 
 
 class _DefaultChain(GatewayConfig):

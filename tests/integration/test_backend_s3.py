@@ -40,7 +40,7 @@ from s3orch.config.model import BackendConfig
 from s3orch.http.relay import relay_body
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_REQUESTS
 from s3orch.payload import Payload
-from s3orch.testing.servers import MotoServer, WeedServer, free_port
+from tests.support.servers import MotoServer, WeedServer, free_port
 
 from .conftest import ServerT, fresh_bucket
 

@@ -29,11 +29,11 @@ from xml.etree import ElementTree
 import pytest
 
 from s3orch.s3 import sigv4
-from s3orch.testing.awschunked import streaming_put
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.servers import MotoServer, create_bucket
 from tests.conftest import DOCS, PHOTOS
+from tests.support.awschunked import streaming_put
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.servers import MotoServer, create_bucket
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 

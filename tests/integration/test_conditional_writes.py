@@ -9,15 +9,15 @@ writers racing on one condition let exactly one through (checked in the commit).
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from s3orch.testing.configs import GatewayConfig
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
+from tests.support.configs import GatewayConfig
+from tests.support.polling import poll
 
 
 @pytest.fixture
@@ -34,12 +34,7 @@ def _error(call: Any) -> tuple[int, str]:
 
 
 def _settled(proc: Any, spec: Any) -> dict[str, int]:
-    deadline = time.monotonic() + 10
-    row = quota_rows(proc)[spec.name]
-    while (row["orphan"] or row["reserved"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        row = quota_rows(proc)[spec.name]
-    return row
+    return poll(lambda: quota_rows(proc)[spec.name], lambda row: not (row["orphan"] or row["reserved"]), 10)
 
 
 def test_put_if_match_and_if_none_match_in_every_form(gw: tuple[Any, Any, Any]) -> None:

@@ -27,11 +27,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.postgres import PostgresCluster, bindir, create_database, database_section
 from tests.conftest import PHOTOS
 from tests.integration.test_multi_instance import start_together
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.polling import wait_for
+from tests.support.postgres import PostgresCluster, bindir, create_database, database_section
 
 KiB = 1024
 #: How long the database stays down, and the bound on recovery once it is back.
@@ -131,15 +132,6 @@ def single_attempt_client(endpoint: str) -> Any:
             read_timeout=30,
         ),
     )
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3orch.core.placement import key_digest
-from s3orch.testing.configs import GatewayConfig
-from s3orch.testing.servers import MotoServer, create_bucket
 from tests.conftest import DOCS, PHOTOS, backend_keys, quota_rows, s3_client
+from tests.support.configs import GatewayConfig
+from tests.support.polling import poll
+from tests.support.servers import MotoServer, create_bucket
 
 KiB = 1024
 
@@ -112,14 +113,7 @@ def test_concurrent_puts_never_exceed_quota(start_gateway, moto_backends) -> Non
 
 
 def _wait_quiet(gw, backend: str, predicate, timeout: float = 10.0) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        row = quota_rows(gw)[backend]
-        if predicate(row) or time.monotonic() > deadline:
-            return row
-        time.sleep(0.05)
+    return poll(lambda: quota_rows(gw)[backend], predicate, timeout)
 
 
 def test_overwrite_and_delete_settle_quota_exactly(photos) -> None:  # type: ignore[no-untyped-def]
@@ -168,7 +162,7 @@ def test_backend_stopped_mid_test_new_puts_go_elsewhere(start_gateway, moto_back
     try:
         create_bucket(lonely.endpoint, "first", "testing", "testing", "us-east-1")
         others = moto_backends(1, quota=1024 * 1024)
-        from s3orch.testing.configs import BackendSpec
+        from tests.support.configs import BackendSpec
 
         first = BackendSpec("backend-first", lonely.endpoint, "first", quota_bytes=1024 * 1024)
         gw = start_gateway(GatewayConfig(backends=[first, *others]))

@@ -7,8 +7,9 @@ import json
 import time
 
 from s3orch.s3 import sigv4
-from s3orch.testing.configs import GatewayConfig
 from tests.conftest import PHOTOS, s3_client
+from tests.support.configs import GatewayConfig
+from tests.support.polling import wait_for
 
 
 def _signed(gw_port: int, method: str, host: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
@@ -50,7 +51,8 @@ def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_b
     s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
     s3.put_object(Bucket="photos", Key="log-me", Body=b"x")
     s3.get_object(Bucket="photos", Key="log-me")["Body"].read()
-    time.sleep(0.2)  # let the subprocess flush its last line (this is a real process)
+    # A real process: wait until the GET's audit line (the last one) has reached the file.
+    wait_for(lambda: '"event":"s3.GetObject"' in gw.log_text())
     records = [json.loads(line) for line in gw.log_text().splitlines() if line.strip()]
     assert records and all("component" in r and "level" in r and "time" in r for r in records)
     audits = [r for r in records if r.get("audit")]
@@ -72,10 +74,7 @@ def test_sighup_keeps_serving_and_says_reload_is_not_implemented(start_gateway, 
     gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20)))
     assert gw.proc is not None
     os.kill(gw.proc.pid, signal.SIGHUP)  # what `systemctl reload` sends
-    deadline = time.monotonic() + 10
-    while "hot reload is not implemented" not in gw.log_text():
-        assert time.monotonic() < deadline, "no log line for SIGHUP"
-        time.sleep(0.05)
+    assert wait_for(lambda: "hot reload is not implemented" in gw.log_text(), 10), "no log line for SIGHUP"
     assert gw.proc.poll() is None
     with urllib.request.urlopen(gw.endpoint + "/health/ready", timeout=5) as resp:
         assert resp.status == 200
@@ -86,7 +85,7 @@ def test_encryption_enabled_stops_twistd_with_status_1_naming_the_key(tmp_path, 
 
     import pytest
 
-    from s3orch.testing.gateway import GatewayProcess
+    from tests.support.gateway import GatewayProcess
 
     key = base64.b64encode(b"k" * 32).decode()
     config = GatewayConfig(backends=moto_backends(1, quota=1 << 20),
@@ -131,7 +130,7 @@ def test_metrics_and_health_are_public_on_the_s3_port_when_metrics_have_no_addre
 
 
 def test_metrics_listen_moves_metrics_to_their_own_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
-    from s3orch.testing.servers import free_port
+    from tests.support.servers import free_port
 
     metrics_port = free_port()
     config = GatewayConfig(
@@ -161,10 +160,7 @@ def test_text_logs_carry_the_audit_fields(start_gateway, moto_backends) -> None:
     gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20), extra_server={"log_format": "text"}))
     s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
     s3.put_object(Bucket="photos", Key="text log.txt", Body=b"x")
-    deadline = time.monotonic() + 10
-    while "event=s3.PutObject" not in gw.log_text():
-        assert time.monotonic() < deadline, gw.log_text()
-        time.sleep(0.05)
+    assert wait_for(lambda: "event=s3.PutObject" in gw.log_text(), 10), gw.log_text()
     (line,) = [line for line in gw.log_text().splitlines() if "event=s3.PutObject" in line]
     assert " INFO  [audit] audit event=s3.PutObject " in line
     assert 'bucket=photos key="text log.txt"' in line and "status=200" in line

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import time
 
-from s3orch.testing.configs import GatewayConfig
+from tests.support.configs import GatewayConfig
+from tests.support.polling import wait_for
 
 HOSTILE = [
     b"GET /photos/%ZZ HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -154,20 +155,13 @@ def test_a_client_that_stops_reading_is_cut_off_at_write_timeout(start_gateway, 
     try:
         sock.sendall(head.encode())
         slots = '{pool="global"}'
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # the response starts and stalls
-            if _metric(gw.port, "s3o_admission_slots_in_use").get("s3o_admission_slots_in_use" + slots) == 1:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the GET never took its slot")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if _metric(gw.port, "s3o_admission_slots_in_use").get("s3o_admission_slots_in_use" + slots) == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the stalled GET kept its slot past write_timeout")
+
+        def slots_in_use() -> float | None:
+            return _metric(gw.port, "s3o_admission_slots_in_use").get("s3o_admission_slots_in_use" + slots)
+
+        # the response starts and stalls
+        assert wait_for(lambda: slots_in_use() == 1, 5), "the GET never took its slot"
+        assert wait_for(lambda: slots_in_use() == 0, 20), "the stalled GET kept its slot past write_timeout"
         assert _metric(gw.port, "s3o_write_timeouts_total") == {"s3o_write_timeouts_total": 1.0}
         assert sum(_metric(gw.port, "s3o_inflight_requests").values()) == 0
     finally:

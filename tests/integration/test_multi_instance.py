@@ -24,10 +24,11 @@ import psycopg2
 import pytest
 from botocore.exceptions import ClientError
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.postgres import database_section
 from tests.conftest import PHOTOS, backend_keys, postgres_quota_rows, s3_client
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.polling import poll
+from tests.support.postgres import database_section
 
 KiB = 1024
 
@@ -235,13 +236,11 @@ def test_concurrent_overwrites_from_both_instances_leave_one_winner_and_nothing_
     assert got_a["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
 
     # Displaced copies are deleted right after each commit; wait for those deletes.
-    deadline = time.monotonic() + 20
-    while True:
+    def leftovers() -> tuple[list[tuple[str, str]], int]:
         on_backends = [(spec.name, key) for spec in pair.backends for key, _ in backend_keys(spec)]
-        queued = pair.query("SELECT COUNT(*) FROM cleanup_queue")[0][0]
-        if (len(on_backends), queued) == (1, 0) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return on_backends, pair.query("SELECT COUNT(*) FROM cleanup_queue")[0][0]
+
+    on_backends, queued = poll(leftovers, lambda found: (len(found[0]), found[1]) == (1, 0), 20)
     location = pair.query("SELECT backend_name, storage_key FROM object_locations")
     assert on_backends == location  # the winner's copy, and nothing else anywhere
     assert queued == 0

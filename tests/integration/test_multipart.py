@@ -26,11 +26,12 @@ from botocore.exceptions import ClientError
 
 from s3orch.backend.s3 import S3Backend
 from s3orch.s3 import sigv4
-from s3orch.testing.awschunked import streaming_put
-from s3orch.testing.configs import BackendSpec, BucketSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
 from tests.conftest import DOCS, PHOTOS, backend_keys, quota_rows, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY, fresh_bucket
+from tests.support.awschunked import streaming_put
+from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.polling import wait_for
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -160,12 +161,7 @@ def _backend_uploads(spec: BackendSpec) -> list[str]:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+    return wait_for(predicate, timeout)
 
 
 def _upload(s3: Any, key: str, parts: list[bytes], bucket: str = "photos", **create: Any) -> tuple[str, list[str]]:

@@ -24,8 +24,8 @@ from botocore.exceptions import ClientError
 
 from s3orch.s3 import sigv4
 from s3orch.s3.checksums import new_checksum
-from s3orch.testing.configs import GatewayConfig
 from tests.conftest import PHOTOS, quota_rows, s3_client
+from tests.support.configs import GatewayConfig
 
 MiB = 1024 * 1024
 

@@ -21,11 +21,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from s3orch.core.placement import key_digest
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.servers import create_bucket
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.polling import poll
+from tests.support.servers import create_bucket
 
 MiB = 1024 * 1024
 
@@ -151,14 +152,7 @@ def test_an_object_larger_than_any_backends_free_space_is_stored_across_them(
 
 def _wait_quiet(gw: GatewayProcess, backends: list[BackendSpec], timeout: float = 20.0) -> None:
     """Wait until no deleted object's bytes are still being removed."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = quota_rows(gw)
-        if all(rows[b.name]["orphan"] == 0 for b in backends):
-            return
-        time.sleep(0.1)
+    poll(lambda: quota_rows(gw), lambda rows: all(rows[b.name]["orphan"] == 0 for b in backends), timeout)
 
 
 def test_a_part_sent_twice_at_once_keeps_one_winner_and_deletes_the_other(

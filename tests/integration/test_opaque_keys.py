@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.servers import create_bucket
 from tests.conftest import PHOTOS, backend_keys, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.servers import create_bucket
 
 KEYS = [
     "../x",

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.servers import RcloneServer, WeedServer, create_bucket
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.servers import RcloneServer, WeedServer, create_bucket
 
 
 @pytest.fixture(scope="module")

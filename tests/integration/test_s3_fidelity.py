@@ -28,11 +28,11 @@ import pytest
 from botocore.config import Config
 
 from s3orch.s3.checksums import new_checksum
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
 from tests.conftest import PHOTOS
 from tests.integration.conftest import fresh_bucket
 from tests.integration.test_client_compat import NS, Client, Reply, _read_reply
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
 
 
 @pytest.fixture(scope="module", params=["moto", "weed"])

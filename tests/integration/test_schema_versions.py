@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from s3orch.cli.main import cli
 from s3orch.store.migrate import discover, sql_dir
-from s3orch.testing.configs import GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
-from s3orch.testing.postgres import database_section
+from tests.support.configs import GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.postgres import database_section
 
 ENGINES = ["sqlite", "postgres"]
 

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 from s3orch.s3 import sigv4
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
 from tests.conftest import PHOTOS
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
 
 
 def _read_all(sock: socket.socket, limit: float = 5.0) -> bytes:

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from s3orch.s3 import sigv4
-from s3orch.testing.awschunked import streaming_put
-from s3orch.testing.configs import GatewayConfig
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
+from tests.support.awschunked import streaming_put
+from tests.support.configs import GatewayConfig
 
 VARIANTS = [sigv4.STREAMING_PAYLOAD, sigv4.STREAMING_PAYLOAD_TRAILER, sigv4.STREAMING_UNSIGNED_TRAILER]
 

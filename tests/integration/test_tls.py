@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from s3orch.testing.configs import BackendSpec, GatewayConfig
-from s3orch.testing.gateway import GatewayProcess
 from tests.conftest import PHOTOS
+from tests.support.configs import BackendSpec, GatewayConfig
+from tests.support.gateway import GatewayProcess
 
 
 def _name(common_name: str) -> x509.Name:

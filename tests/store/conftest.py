@@ -36,7 +36,7 @@ from s3orch.store.engine import Engine
 from s3orch.store.postgres import PostgresEngine
 from s3orch.store.sqlite import SQLiteEngine
 from s3orch.store.sqlstore import SQLStore
-from s3orch.testing.postgres import admin_dsn
+from tests.support.postgres import admin_dsn
 
 #: Engines the contract runs against.
 ENGINES = ["sqlite", "postgres"]

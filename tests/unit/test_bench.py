@@ -10,28 +10,18 @@ from collections import Counter
 
 import pytest
 
-from s3orch.testing.bench import (
-    CellResult,
-    MiB,
-    Part,
+from tools.bench.client import (
     ProtocolError,
     Response,
-    Row,
-    Spread,
-    ab_plan,
     complete_body,
     describe,
-    format_table,
     is_multipart_etag,
-    parse_args,
-    part_plan,
-    percentile,
     read_response,
-    select_workloads,
-    summarize,
-    workloads,
     xml_text,
 )
+from tools.bench.run import parse_args
+from tools.bench.stats import CellResult, Row, Spread, format_table, percentile, summarize
+from tools.bench.workloads import MiB, Part, ab_plan, part_plan, select_workloads, workloads
 
 # --- statistics -----------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from types import TracebackType
 import psycopg2
 import psycopg2.extensions
 
-from s3orch.testing.servers import free_port
+from tests.support.servers import free_port
 
 DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 sslmode=disable connect_timeout=5"
 

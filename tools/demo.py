@@ -35,7 +35,7 @@ from types import FrameType
 
 import yaml
 
-from s3orch.testing.servers import ServerError, WeedServer, create_bucket
+from tests.support.servers import ServerError, WeedServer, create_bucket
 
 MiB = 1024 * 1024
 REGION = "us-east-1"
@@ -98,7 +98,7 @@ def render_config(state: str) -> str:
         for b in BACKENDS
     )
     return (
-        "# s3orch demo configuration, written by `make run` (python -m s3orch.testing.demo).\n"
+        "# s3orch demo configuration, written by `make run` (python -m tools.demo).\n"
         "# Kept across runs: edit freely; `make clean-demo` (or --fresh-config) starts over.\n"
         "# The format is s3-orchestrator's config.yaml; packaging/config.example.yaml lists every key.\n"
         "\n"
@@ -391,7 +391,7 @@ def run(demo_dir: Path, backends_only: bool, fresh_config: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m s3orch.testing.demo",
+        prog="python -m tools.demo",
         description="Three local SeaweedFS S3 backends + s3orch on " + LISTEN_ADDR,
     )
     parser.add_argument("--dir", type=Path, default=Path(".demo"), help="state directory (default: .demo)")

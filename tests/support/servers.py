@@ -1,10 +1,11 @@
 """Real S3 servers as child processes, for integration tests, ``make run`` and
-``make bench`` (see ``shared/reference/backends.md``).
+``make bench``.
 
 * :class:`MotoServer`: ``moto_server``; broad, exact S3 semantics, in memory,
   signatures not checked.
 * :class:`WeedServer`: SeaweedFS ``weed mini``; checks SigV4 and Content-MD5,
   keeps data across restarts, fast.
+* :class:`RcloneServer`: ``rclone serve s3``; a deliberately quirky backend.
 
 Every server listens on loopback ports of its own, logs to a file (never the
 terminal), and is stopped at interpreter exit if the caller forgot (or was
@@ -32,6 +33,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from s3orch.s3.sigv4 import EMPTY_SHA256, sign_headers
+from tests.support.polling import poll
 
 __all__ = [
     "MotoServer",
@@ -121,9 +123,6 @@ atexit.register(stop_all)
 class ServerProcess:
     """A child server process: start, wait until it serves, stop, kill."""
 
-    #: Seconds to wait between readiness probes.
-    poll_interval = 0.1
-
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -186,22 +185,20 @@ class ServerProcess:
         )
         with _LIVE_LOCK:
             _LIVE.add(self)
-        deadline = started + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise ServerError(
-                    f"{type(self).__name__} exited with {self._process.returncode}; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
-            if self._ready():
-                self.start_seconds = time.monotonic() - started
-                return
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"{type(self).__name__} not ready after {timeout:g}s; "
-                    f"log {self.log_path}:\n{self._log_tail()}"
-                )
-            time.sleep(self.poll_interval)
+        process = self._process
+        ready = poll(lambda: process.poll() is None and self._ready(), lambda up: up or process.poll() is not None,
+                     timeout)
+        if process.poll() is not None:
+            raise ServerError(
+                f"{type(self).__name__} exited with {process.returncode}; "
+                f"log {self.log_path}:\n{self._log_tail()}"
+            )
+        if not ready:
+            raise ServerError(
+                f"{type(self).__name__} not ready after {timeout:g}s; "
+                f"log {self.log_path}:\n{self._log_tail()}"
+            )
+        self.start_seconds = time.monotonic() - started
 
     def _log_tail(self, size: int = 3000) -> str:
         try:
@@ -270,6 +267,20 @@ def _http_status(
         response.read()
         return response.status
     except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _http_json(port: int, path: str) -> Any:
+    """The JSON document at 127.0.0.1:port/path, None if nothing (valid) answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        return json.loads(body) if response.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
         return None
     finally:
         conn.close()
@@ -443,7 +454,26 @@ class WeedServer(ServerProcess):
         super()._spawn_and_wait(timeout)
 
     def _ready(self) -> bool:
-        """Ready when a signed ListBuckets succeeds (S3 up, identities loaded)."""
+        """Ready when a signed ListBuckets succeeds (S3 up, identities loaded) and the master
+        knows as many volumes as the volume server holds: after a restart, stored objects are
+        readable only once the volume server has reported its volumes (slow on a busy machine)."""
+        return self._lists_buckets() and self._volumes_registered()
+
+    def _volumes_registered(self) -> bool:
+        local = _http_json(self.ports["volume.port"], "/status")
+        topology = _http_json(self.ports["master.port"], "/dir/status")
+        if local is None or topology is None:
+            return False
+        nodes = [
+            node
+            for center in topology.get("Topology", {}).get("DataCenters") or []
+            for rack in center.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+        ]
+        held = len(local.get("Volumes") or [])
+        return bool(nodes) and sum(int(node.get("Volumes", 0)) for node in nodes) >= held
+
+    def _lists_buckets(self) -> bool:
         url = f"{self.endpoint}/"
         headers = sign_headers(
             "GET",

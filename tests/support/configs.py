@@ -36,7 +36,7 @@ class GatewayConfig:
     )
     routing_strategy: str = "pack"
     db_path: str = "{workdir}/s3orch.db"
-    #: A whole ``database:`` section (e.g. :func:`s3orch.testing.postgres.database_section`);
+    #: A whole ``database:`` section (e.g. :func:`tests.support.postgres.database_section`);
     #: None means SQLite at ``db_path``.
     database: dict[str, object] | None = None
     extra_server: dict[str, object] = field(default_factory=dict)

@@ -1,1 +1,0 @@
-"""s3orch.crypto."""

@@ -1,0 +1,417 @@
+"""The run: weed mini and s3orch as processes, CPU and memory of each, the A/B rounds, and the
+results (table on stdout, JSON under ``bench-results/``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
+from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.servers import WeedServer, create_bucket
+from tools.bench.cells import BenchAborted, OpContext, run_cell, seed
+from tools.bench.cpu import CpuMeter, process_peak_rss
+from tools.bench.stats import (
+    CPU_PROCESSES,
+    CellResult,
+    Row,
+    Spread,
+    error_banner,
+    format_number,
+    format_table,
+    summarize,
+)
+from tools.bench.workloads import (
+    BASELINE,
+    CANDIDATE,
+    MPU_PART_SIZE,
+    MPU_SIZE,
+    QUICK_MPU_PART_SIZE,
+    QUICK_MPU_SIZE,
+    REGION,
+    SMALL_SIZE,
+    STREAM_CHUNK,
+    MiB,
+    Step,
+    Target,
+    Workload,
+    ab_plan,
+    select_workloads,
+    size_label,
+    workloads,
+)
+
+
+class Environment:
+    """The backend, the gateway in front of it, and the two targets that reach the same bucket."""
+
+    backend_bucket = "bench-backend"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.weed = WeedServer(workdir / "weed", "benchbackendkey", "benchbackendsecret")
+        self.gateway: GatewayProcess | None = None
+        self.targets: dict[str, Target] = {}
+
+    def start(self) -> None:
+        self.weed.start()
+        create_bucket(
+            self.weed.endpoint, self.backend_bucket, self.weed.access_key, self.weed.secret_key, REGION
+        )
+        bucket = BucketSpec("bench", "benchkey", "benchsecret")
+        config = GatewayConfig(
+            backends=[
+                BackendSpec(
+                    "weed",
+                    self.weed.endpoint,
+                    self.backend_bucket,
+                    self.weed.access_key,
+                    self.weed.secret_key,
+                )
+            ],
+            buckets=[bucket],
+            # The bench measures speed; a 256 MiB transfer must not trip the tests' 10 s timeout.
+            extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s"},
+        )
+        gw_dir = self.workdir / "s3orch"
+        (gw_dir / "spool").mkdir(parents=True, exist_ok=True)
+        self.gateway = GatewayProcess(gw_dir, config.render()).start()
+        self.targets = {
+            BASELINE: Target(
+                BASELINE,
+                "127.0.0.1",
+                self.weed.s3_port,
+                self.backend_bucket,
+                self.weed.access_key,
+                self.weed.secret_key,
+            ),
+            CANDIDATE: Target(
+                CANDIDATE, "127.0.0.1", self.gateway.port, bucket.name, bucket.access_key, bucket.secret_key
+            ),
+        }
+
+    @property
+    def pids(self) -> dict[str, int | None]:
+        gw = self.gateway.proc if self.gateway is not None else None
+        return {CANDIDATE: gw.pid if gw is not None else None, "weed": self.weed.pid}
+
+    def check_alive(self) -> None:
+        proc = self.gateway.proc if self.gateway is not None else None
+        if proc is None or proc.poll() is not None:
+            code = proc.returncode if proc is not None else None
+            raise BenchAborted(f"s3orch is not running (exit status {code}); its log is saved below")
+        if not self.weed.running:
+            raise BenchAborted("weed is not running; its log is saved below")
+
+    def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+        self.weed.stop()
+
+
+@dataclass
+class Options:
+    rounds: int
+    duration: float
+    large_size: int
+    only: str | None
+    results_dir: Path
+    keep: bool
+    quick: bool
+    mpu_size: int = MPU_SIZE
+    mpu_part_size: int = MPU_PART_SIZE
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress(step: Step, rounds: int, w: Workload, cell: CellResult) -> str:
+    thr = cell.throughput(w)
+    text = (
+        f"[round {step.round + 1}/{rounds}] {w.name:<11} {step.target:<6} "
+        f"{format_number(thr):>7} {w.unit}  p50 {format_number(cell.p50_ms)} ms  p99 {format_number(cell.p99_ms)} ms  "
+        f"cpu " + "/".join(f"{cell.cpu.get(p, math.nan):.0f}" for p in CPU_PROCESSES)
+    )
+    if cell.errors:
+        text += f"  ERRORS {cell.errors}: {cell.error_samples[0] if cell.error_samples else ''}"
+    return text
+
+
+async def run_bench(
+    env: Environment, selected: Sequence[Workload], opts: Options, results: list[CellResult]
+) -> None:
+    """Seed, warm up, then run the A/B plan, appending every cell's result to ``results`` (which
+    thus keeps what was measured before an abort)."""
+    targets = [env.targets[BASELINE], env.targets[CANDIDATE]]
+    large_file: Path | None = None
+    # One file for every large body: PUT and GET send its first bytes, multipart parts its slices.
+    file_size = max((w.size for w in selected if w.large), default=0)
+    if file_size:
+        large_file = env.workdir / "large.bin"
+        _log(f"writing a {size_label(file_size)} random body to {large_file}")
+        rng = random.Random(256)
+        with large_file.open("wb") as out:
+            for offset in range(0, file_size, STREAM_CHUNK):
+                out.write(rng.randbytes(min(STREAM_CHUNK, file_size - offset)))
+    _log("seeding the objects GET/HEAD/LIST read, on both targets")
+    await seed(targets, selected, large_file)
+
+    meter = CpuMeter(env.pids)
+    small_ops = [w.op for w in selected if not w.large]
+    # Warm both paths (connection pools, caches, the gateway's first requests) off the clock.  With
+    # only large rows, small PUTs: a fresh weed's first write costs ~1 s (volume allocation), which
+    # would otherwise land in the first large or multipart cell.
+    op = "get" if "get" in small_ops or "head" in small_ops else (small_ops[0] if small_ops else "put")
+    warm = Workload("warmup", "warmup", op, 16, SMALL_SIZE)
+    for target in targets:
+        cell = await run_cell(OpContext(warm, -1, large_file), target, 0.3 if opts.quick else 1.0, meter)
+        results.append(cell)
+        if cell.errors:
+            _log(f"WARM-UP ERRORS against {target.name}: {cell.errors}, e.g. {cell.error_samples[:1]}")
+
+    by_name = {w.name: w for w in selected}
+    plan = ab_plan([w.name for w in selected], (BASELINE, CANDIDATE), opts.rounds)
+    for step in plan:
+        env.check_alive()
+        # Off the clock: write back what earlier cells left dirty (a 256 MiB PUT leaves GiBs
+        # between weed and the spool), so no cell pays for its predecessor's writeback.
+        os.sync()
+        w = by_name[step.workload]
+        cell = await run_cell(
+            OpContext(w, step.round, large_file), env.targets[step.target], opts.duration, meter
+        )
+        results.append(cell)
+        _log(_progress(step, opts.rounds, w, cell))
+    env.check_alive()
+
+
+def _git_revision() -> dict[str, object]:
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
+
+
+def results_document(
+    started: float,
+    opts: Options,
+    selected: Sequence[Workload],
+    cells: Sequence[CellResult],
+    rows: Sequence[Row],
+    peak_rss: dict[str, int | None],
+) -> dict[str, Any]:
+    """Everything the table says and the raw per-round cells behind it, for later comparison."""
+
+    def spread(s: Spread) -> dict[str, float | None]:
+        return {"median": _json_float(s.median), "min": _json_float(s.low), "max": _json_float(s.high)}
+
+    return {
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "git": _git_revision(),
+        "host": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "options": {
+            "rounds": opts.rounds,
+            "duration_s": opts.duration,
+            "large_size": opts.large_size,
+            "mpu_size": opts.mpu_size,
+            "mpu_part_size": opts.mpu_part_size,
+            "only": opts.only,
+            "quick": opts.quick,
+        },
+        "workloads": [asdict(w) for w in selected],
+        "summary": [
+            {
+                "workload": r.workload.name,
+                "label": r.workload.label,
+                "target": r.target,
+                "unit": r.workload.unit,
+                "rounds": r.rounds,
+                "throughput": spread(r.throughput),
+                "p50_ms": spread(r.p50_ms),
+                "p99_ms": spread(r.p99_ms),
+                "ops": r.ops,
+                "errors": r.errors,
+                "cpu_percent": {k: _json_float(v) for k, v in r.cpu.items()},
+                "throughput_ratio": None if r.throughput_ratio is None else spread(r.throughput_ratio),
+                "p50_ratio": None if r.p50_ratio is None else spread(r.p50_ratio),
+            }
+            for r in rows
+        ],
+        "cells": [
+            {
+                **{k: v for k, v in asdict(c).items() if k not in ("p50_ms", "p99_ms", "seconds")},
+                "seconds": round(c.seconds, 4),
+                "p50_ms": _json_float(c.p50_ms),
+                "p99_ms": _json_float(c.p99_ms),
+            }
+            for c in cells
+        ],
+        "errors_total": sum(c.errors for c in cells),
+        "peak_rss_bytes": peak_rss,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    names = ", ".join(w.name for w in workloads())
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description="s3orch vs the bare SeaweedFS backend behind it, A/B alternated.",
+    )
+    parser.add_argument("--rounds", type=int, help="A/B rounds per workload (default 3; --quick: 1)")
+    parser.add_argument("--duration", type=float, help="seconds per small-object cell (default 3; --quick: 0.5)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 round, 0.5 s cells, 16 MiB large object, 16 MiB multipart upload in 5 MiB parts",
+    )
+    parser.add_argument("--only", metavar="PATTERN", help=f"comma-separated globs or substrings of: {names}")
+    parser.add_argument("--large-mib", type=int, help="size of the large object in MiB (default 256; --quick: 16)")
+    parser.add_argument("--results-dir", type=Path, default=Path("bench-results"), help="where the JSON goes")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) after the run")
+    args = parser.parse_args(argv)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    duration = args.duration if args.duration is not None else (0.5 if args.quick else 3.0)
+    large_mib = args.large_mib if args.large_mib is not None else (16 if args.quick else 256)
+    if rounds < 1 or duration <= 0 or large_mib < 1:
+        parser.error("--rounds, --duration and --large-mib must be positive")
+    mpu_size, mpu_part_size = (QUICK_MPU_SIZE, QUICK_MPU_PART_SIZE) if args.quick else (MPU_SIZE, MPU_PART_SIZE)
+    return Options(
+        rounds,
+        duration,
+        large_mib * MiB,
+        args.only,
+        args.results_dir,
+        args.keep,
+        args.quick,
+        mpu_size,
+        mpu_part_size,
+    )
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _save_logs(env: Environment, results_dir: Path, stamp: str) -> list[Path]:
+    """Copy the servers' logs next to the JSON: the work directory (GiBs of data) is deleted."""
+    saved: list[Path] = []
+    sources = {"weed": env.weed.log_path}
+    if env.gateway is not None:
+        sources[CANDIDATE] = env.gateway.log_path
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in sources.items():
+        if source.exists():
+            dest = results_dir / f"{stamp}-{name}.log"
+            shutil.copyfile(source, dest)
+            saved.append(dest)
+    return saved
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the bench; 0 when every request succeeded, 1 on request errors, 2 when aborted."""
+    opts = parse_args(argv)
+    selected = select_workloads(workloads(opts.large_size, opts.mpu_size, opts.mpu_part_size), opts.only)
+    if not selected:
+        _log(f"--only {opts.only!r} matches no workload")
+        return 2
+    # SIGTERM (e.g. from a CI runner) unwinds like Ctrl-C, so the finally below stops the servers.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    workdir = Path(tempfile.mkdtemp(prefix="s3orch-bench-"))
+    env = Environment(workdir)
+    cells: list[CellResult] = []
+    peak_rss: dict[str, int | None] = {}
+    saved_logs: list[Path] = []
+    status = 0
+    try:
+        _log(f"starting weed mini and s3orch in {workdir}")
+        env.start()
+        asyncio.run(run_bench(env, selected, opts, cells))
+    except KeyboardInterrupt:
+        _log("interrupted; stopping the servers")
+        status = 130
+    except BenchAborted as exc:
+        _log(f"BENCH ABORTED: {exc}")
+        status = 2
+    finally:
+        peak_rss = {name: process_peak_rss(pid) for name, pid in env.pids.items()}
+        env.stop()
+        if status == 2 or any(c.errors for c in cells):
+            saved_logs = _save_logs(env, opts.results_dir, stamp)
+            for path in saved_logs:
+                _log(f"log saved: {path}")
+        if opts.keep:
+            _log(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if status == 130 or not cells:
+        return status
+
+    rows = summarize(selected, cells)
+    errors = sum(c.errors for c in cells)
+    doc = results_document(started, opts, selected, cells, rows, peak_rss)
+    doc["saved_logs"] = [str(p) for p in saved_logs]
+    doc["aborted"] = status == 2
+    opts.results_dir.mkdir(parents=True, exist_ok=True)
+    out_path = opts.results_dir / f"{stamp}.json"
+    out_path.write_text(json.dumps(doc, indent=2) + "\n")
+
+    print(
+        f"s3orch bench: {opts.rounds} round(s), {opts.duration:g} s per small-object cell; "
+        "median (min..max) across rounds"
+    )
+    print(
+        f"ratios: {CANDIDATE}/{BASELINE} of the back-to-back pair in each round; cpu%: 100 = one "
+        f"core of {os.cpu_count()}, other = every other process on the machine (noise)"
+    )
+    print()
+    print(format_table(rows))
+    rss = ", ".join(f"{name} {v / MiB:.0f} MiB" for name, v in peak_rss.items() if v is not None)
+    print()
+    print(f"peak RSS: {rss}")
+    print(f"results: {out_path}")
+    if status:
+        print("\n!!! ABORTED: the table holds only the cells measured before a server died !!!")
+    if errors:
+        samples = [f"  {c.workload}/{c.target} r{c.round}: {s}" for c in cells for s in c.error_samples]
+        timed = sum(r.errors for r in rows)
+        print(f"\n{error_banner(errors)} ({timed} in timed cells, {errors - timed} in warm-up)", file=sys.stderr)
+        print("error samples:\n" + "\n".join(samples[:20]), file=sys.stderr)
+    return status or (1 if errors else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
