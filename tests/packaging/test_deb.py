@@ -50,7 +50,9 @@ from botocore.config import Config as BotoConfig
 
 from s3orch.testing.servers import MotoServer, create_bucket
 
-pytestmark = pytest.mark.slow
+# Three package builds and a debootstrap share the first test's setup: more than the suite's 600 s
+# on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("S3ORCH_DEB_CACHE", ROOT / ".cache" / "deb"))
