@@ -17,7 +17,8 @@ answers on loopback.
 Last, the same chroot boots with systemd-nspawn (a real systemd as its PID 1, sharing the
 host's network): there the package is installed again and the unit runs with all its
 hardening, serves a PUT and a GET against a moto backend, is restarted by an upgrade, gives up
-after its start limit on a configuration error, and is stopped by ``dpkg -r``.
+after its start limit on a configuration error, listens below port 1024 with the documented
+drop-in, and is stopped by ``dpkg -r``.
 
 Needs root, dpkg-dev, debhelper, dh-virtualenv, python3.11-venv, lintian, debootstrap,
 systemd-analyze and systemd-nspawn (``.ci/run`` installs them), and network access to PyPI and
@@ -463,6 +464,18 @@ def test_s3orch_admin_runs_with_the_service_environment_directory_and_user(chroo
     assert "cannot read /etc/default/s3orch" in proc.stderr and "working in /tmp" in proc.stderr, proc.stderr
 
 
+def free_low_port() -> int:
+    """A port below 1024 that nothing listens on."""
+    for port in range(1023, 600, -1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below 1024 on 127.0.0.1")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -712,6 +725,19 @@ def test_under_systemd_the_hardened_service_serves_restarts_on_upgrade_gives_up_
         config_path.write_text(config)
         sh("systemctl reset-failed s3orch && systemctl start s3orch")
         wait_until(lambda: health(port) == 200, 60, "/health after the fix")
+
+        # the documented drop-in for a port below 1024 (the unit alone holds no capability)
+        low = free_low_port()
+        dropin = root / "etc/systemd/system/s3orch.service.d/low-port.conf"
+        dropin.parent.mkdir(parents=True)
+        shutil.copy2(root / "usr/share/doc/s3orch/examples/s3orch.service.d/low-port.conf", dropin)
+        config_path.write_text(config.replace(f'"127.0.0.1:{port}"', f'"127.0.0.1:{low}"'))
+        sh("systemctl daemon-reload && systemctl restart s3orch")
+        wait_until(lambda: health(low) == 200, 60, f"/health on port {low}")
+        shutil.rmtree(dropin.parent)
+        config_path.write_text(config)
+        sh("systemctl daemon-reload && systemctl restart s3orch")
+        wait_until(lambda: health(port) == 200, 60, "/health back on the high port")
 
         # remove: the service is stopped
         sh("dpkg -r s3orch >/dev/null")
