@@ -12,7 +12,9 @@
 #   make test    the whole test suite (pytest; configuration lives in setup.cfg)
 #   make lint    ruff + mypy
 #   make bench   benchmarks (python -m tools.bench: tools/bench/)
-#   make deb     Debian package (needs: apt-get install debhelper dh-virtualenv python3-venv)
+#   make deb     Debian package (needs: apt-get install build-essential debhelper dh-virtualenv
+#                python3.11-venv python3-pip python3-setuptools python3-wheel), from packaging/requirements.lock
+#   make deb-lock  regenerate packaging/requirements.lock from setup.cfg (pip-tools, hashes)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -100,10 +102,14 @@ bench: $(STAMP)
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
 # dpkg-buildpackage writes next to the source tree (..); collect the results in $(DIST)/,
-# then remove the staging tree and the in-tree build/ and *.egg-info that pip left.
+# then remove the staging tree and the in-tree build/ and *.egg-info that the build left.
+# The venv installs exactly packaging/requirements.lock (see debian/rules).
 deb:
-	@command -v dpkg-buildpackage >/dev/null && command -v dh_virtualenv >/dev/null || { \
-	  echo "make deb needs: sudo apt-get install build-essential debhelper dh-virtualenv python3-venv" >&2; exit 1; }
+	@command -v dpkg-buildpackage >/dev/null && command -v dh_virtualenv >/dev/null \
+	  && [ -x /usr/bin/python3.11 ] && /usr/bin/python3.11 -c 'import setuptools, wheel, ensurepip' 2>/dev/null \
+	  && /usr/bin/python3.11 -m pip --version >/dev/null 2>&1 || { \
+	  echo "make deb needs: sudo apt-get install build-essential debhelper dh-virtualenv python3.11-venv" \
+	    "python3-pip python3-setuptools python3-wheel" >&2; exit 1; }
 	dpkg-buildpackage -us -uc -b
 	mkdir -p $(DIST)
 	v=$$(dpkg-parsechangelog -S Version); \
@@ -111,6 +117,11 @@ deb:
 	    [ ! -e "$$f" ] || mv "$$f" $(DIST)/; done
 	debian/rules clean
 	@ls -l $(DIST)/*.deb
+
+# After changing install_requires in setup.cfg (tests/packaging/test_lock.py fails until then).
+.PHONY: deb-lock
+deb-lock:
+	packaging/update-lock.sh
 
 clean:
 	rm -f $(STAMP) $(RUN_STAMP) $(JS_STAMP) twisted/plugins/dropin.cache
