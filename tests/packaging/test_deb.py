@@ -49,7 +49,7 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from s3orch.testing.servers import MotoServer, create_bucket
+from tests.support.servers import MotoServer, create_bucket
 
 # Three package builds and a debootstrap share the first test's setup: more than the suite's 600 s
 # on a loaded machine.
