@@ -4,7 +4,6 @@ and x-amz-content-sha256 as a real provider does, so these tests fail on a signi
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from twisted.python.failure import Failure
 from s3orch.backend.interface import BackendError, BackendNotFound
 from s3orch.backend.s3 import S3Backend, S3Stream
 from s3orch.config import BackendConfig
+from s3orch.payload import Payload
 from s3orch.testing.s3server import InMemoryS3
 
 T = TypeVar("T")
@@ -65,12 +65,15 @@ class Rig:
         self.run(_deliver(stream, sink))
         return sink.data()
 
-    def put(self, key: str, data: bytes, **kwargs: Any) -> str:
-        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-        sha = hashlib.sha256(data).hexdigest()
-        kwargs.setdefault("content_md5_b64", md5)
-        kwargs.setdefault("sha256_hex", sha)
-        return str(self.run(self.backend.put_object(key, BytesIO(data), len(data), **kwargs)))
+    def put(self, key: str, data: bytes, *, md5_hex: str | None = None, sha256_hex: str | None = None) -> str:
+        """PUT ``data``; ``md5_hex``/``sha256_hex`` override the digests the payload claims."""
+        payload = Payload(
+            BytesIO(data),
+            len(data),
+            md5_hex or hashlib.md5(data).hexdigest(),
+            sha256_hex or hashlib.sha256(data).hexdigest(),
+        )
+        return str(self.run(self.backend.put_object(key, payload)))
 
 
 async def _deliver(stream: S3Stream, sink: Collector) -> None:
@@ -141,9 +144,8 @@ def test_clock_far_from_the_servers_is_request_time_too_skewed() -> None:
 
 
 def test_content_md5_of_other_bytes_is_bad_digest(rig: Rig) -> None:
-    other = base64.b64encode(hashlib.md5(b"other").digest()).decode()
     with pytest.raises(BackendError) as caught:
-        rig.put("k", b"data", content_md5_b64=other)
+        rig.put("k", b"data", md5_hex=hashlib.md5(b"other").hexdigest())
     assert (caught.value.status, caught.value.code) == (400, "BadDigest")
     assert rig.server.objects(BUCKET) == {}
 
