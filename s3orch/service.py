@@ -67,6 +67,11 @@ class GatewayService(MultiService):
         self.shutdown_delay = shutdown_delay
         self._phase: dict[str, str] = {}
         self._up = False
+        #: The last SIGHUP reload's outcome (``s3orch.reload``): status, at, error, changed,
+        #: restart_required; ``{"status": "never"}`` until one ran.
+        self.last_reload: dict[str, Any] = {"status": "never"}
+        #: What reloads this gateway's config (``s3orch.reload.Reloader``), set by ``tap.build``.
+        self.reloader: Any = None
 
     # -- the tree -------------------------------------------------------------------------
 

@@ -173,17 +173,46 @@ class LogSettings:
 
     def __init__(self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=level_from_name(level))
+        self.level = level.lower()
         self.format = fmt
         self.stream = stream
         self.json = JSONLineObserver(stream)
 
     def set_level(self, level: str) -> None:
-        self.predicate.setLogLevelForNamespace("", level_from_name(level))
+        # The default level, not a namespace's: setLogLevelForNamespace("") leaves events
+        # without a namespace (log.msg, twistd's own) at the level given at start.
+        self.predicate.defaultLogLevel = level_from_name(level)
+        self.predicate.clearLogLevels()
+        self.level = level.lower()
 
     def observer(self) -> ILogObserver:
-        """The observer twistd installs for the whole process."""
+        """The observer twistd installs for the whole process (and the one
+        :func:`set_log_level` changes from then on)."""
+        global _ACTIVE
+        _ACTIVE = self
         base: ILogObserver = TextLineObserver(self.stream) if self.format == "text" else self.json
         return FilteringLogObserver(base, [self.predicate])
+
+
+#: The settings whose observer was installed last (the process's): what set_log_level changes.
+_ACTIVE: LogSettings | None = None
+
+
+def set_log_level(level: str) -> None:
+    """Change the process's log level at run time (SIGHUP reload, the admin API).
+
+    ``level`` is one of debug, info, warn (warning), error; anything else is a ValueError,
+    so a caller cannot silently fall back to info.
+    """
+    if level.lower() not in _LEVELS:
+        raise ValueError(f"log level must be one of debug, info, warn, error, not {level!r}")
+    if _ACTIVE is not None:
+        _ACTIVE.set_level(level)
+
+
+def current_log_level() -> str | None:
+    """The process's log level name, or None before an observer was installed."""
+    return _ACTIVE.level if _ACTIVE is not None else None
 
 
 def new_request_id() -> str:
