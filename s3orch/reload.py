@@ -306,8 +306,9 @@ class Reloader:
                 targets.fleet.configs = merged.backends
             log.info("Reloaded backend quota limits", component="reload")
         if "server.log_level" in changed:
+            # Said at the old level: at a stricter one the line would not be written.
+            log.info("Reloaded log level", component="reload", new_level=merged.server.log_level)
             targets.set_log_level(merged.server.log_level)
-            log.info("Reloaded log level", component="reload", level=merged.server.log_level)
         if any(name.startswith("usage_flush") for name in changed):
             if targets.usage_flush is not None:
                 targets.usage_flush.set_interval(merged.usage_flush.interval)

@@ -72,6 +72,8 @@ class GatewayService(MultiService):
         self.last_reload: dict[str, Any] = {"status": "never"}
         #: What reloads this gateway's config (``s3orch.reload.Reloader``), set by ``tap.build``.
         self.reloader: Any = None
+        #: The run mode (``s3orch.modes``): which children ``tap.build`` gave this process.
+        self.mode = "all"
 
     # -- the tree -------------------------------------------------------------------------
 
@@ -153,7 +155,13 @@ class GatewayService(MultiService):
                 self.on_start_failure()
             return
         self._up = True
-        self.log.info("s3orch is ready", component="service")
+        self.log.info(
+            "s3orch is ready",
+            component="service",
+            mode=self.mode,
+            workers=[child.name for child in self.workers],
+            listeners=[child.name for child in self.listeners],
+        )
 
     # -- stop -------------------------------------------------------------------------------
 

@@ -204,6 +204,7 @@ def build(
         clock=reactor,
         shutdown_delay=server.shutdown_delay,
     )
+    service.mode = mode
     owner = instance_id()  # this instance's name on cleanup and intent claims
 
     def add_worker(worker: IService) -> None:
