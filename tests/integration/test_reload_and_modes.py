@@ -79,8 +79,8 @@ def test_sighup_swaps_credentials_keeps_a_put_in_flight_and_names_restart_only_f
     start_gateway: Callable[..., GatewayProcess], moto_backends: Callable[..., list[BackendSpec]]
 ) -> None:
     gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 30)))
-    old = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
-    new = s3_client(gw.endpoint, *NEW_KEY)
+    old: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    new: Any = s3_client(gw.endpoint, *NEW_KEY)
     old.put_object(Bucket="photos", Key="before", Body=b"1")
     assert _status(lambda: new.head_object(Bucket="photos", Key="before")) == 403
 
@@ -115,7 +115,7 @@ def test_an_invalid_file_changes_nothing_and_the_log_level_reloads(
     start_gateway: Callable[..., GatewayProcess], moto_backends: Callable[..., list[BackendSpec]]
 ) -> None:
     gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 30)))
-    client = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    client: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
     good = gw.config_path.read_text()
     _edit(gw, f"access_key_id: {PHOTOS.access_key}\n", f"access_key_id: {NEW_KEY[0]}\n")
     gw.config_path.write_text(gw.config_path.read_text() + "routing_strategy: random\nrate_limit: {enabled: true}\n")
@@ -153,7 +153,7 @@ def test_api_mode_serves_s3_and_runs_no_worker_but_usage_flush(
 ) -> None:
     config = GatewayConfig(backends=moto_backends(1, quota=1 << 30))
     with GatewayProcess(tmp_path / "api", config.render(), args=["--mode", "api"]) as gw:
-        client = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+        client: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
         client.put_object(Bucket="photos", Key="a", Body=b"api")
         assert client.get_object(Bucket="photos", Key="a")["Body"].read() == b"api"
         ready = _ready_line(gw)
@@ -174,7 +174,7 @@ def test_worker_mode_runs_every_worker_and_answers_s3_paths_with_503(
         assert _get(gw.endpoint + "/health") == (200, b'{"status": "ok"}')
         status, body = _get(gw.endpoint + "/photos/a")
         assert status == 503 and b"<Code>ServiceUnavailable</Code>" in body and b"worker mode" in body
-        client = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+        client: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
         assert _status(lambda: client.put_object(Bucket="photos", Key="b", Body=b"x" * 1000)) == 503
         assert _get(gw.endpoint + "/metrics")[0] == 200
 

@@ -98,9 +98,9 @@ def _reloader(config: Config, store: _Store | None = None) -> tuple[Reloader, di
 @pytest.fixture
 def logged() -> Iterator[list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    globalLogPublisher.addObserver(events.append)  # type: ignore[arg-type]
     yield events
-    globalLogPublisher.removeObserver(events.append)
+    globalLogPublisher.removeObserver(events.append)  # type: ignore[arg-type]
 
 
 # --- the diff --------------------------------------------------------------------------------
