@@ -222,9 +222,17 @@ class Reloader:
     check: Callable[[str], Config] = check_config
     _running: bool = field(default=False, init=False)
     _again: str | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
+
+    def close(self) -> None:
+        """The process is shutting down: a later SIGHUP is logged and ignored."""
+        self._closed = True
 
     def request(self, path: str) -> None:
         """Start a reload of ``path`` (what the SIGHUP handler calls, on the reactor thread)."""
+        if self._closed:
+            log.info("SIGHUP ignored: s3orch is shutting down", component="reload")
+            return
         if self._running:
             self._again = path
             return

@@ -327,6 +327,7 @@ def makeService(options: Options) -> GatewayService:
 
     service.reloader.offload = deferToThread
     reload_on_sighup(reactor, service.reloader, os.path.abspath(options["config"]))
+    reactor.addSystemEventTrigger("before", "shutdown", service.reloader.close)
     reactor.callWhenRunning(warn_if_expiring, config, reactor.seconds())
     return service
 

@@ -259,6 +259,9 @@ def test_sighups_during_a_reload_collapse_into_one_more() -> None:
     assert seen == ["a", "c"]
     reloader.request("d")
     assert seen == ["a", "c", "d"]
+    reloader.close()  # shutting down
+    reloader.request("e")
+    assert seen == ["a", "c", "d"]
 
 
 # --- in a whole gateway ----------------------------------------------------------------------
