@@ -259,6 +259,8 @@ class Reloader:
         except Exception as exc:  # a bug must not kill the process, nor a later reload
             log.failure("configuration reload failed", component="reload")
             return self._failed([f"unexpected error: {exc}"])
+        for warning in prepared.config.warnings:  # as a start prints them; they do not stop it
+            log.warn("config warning: {warning}", component="reload", warning=str(warning))
         return await self.apply(prepared.config, prepared.tls)
 
     def _prepare(self, path: str) -> _Prepared:

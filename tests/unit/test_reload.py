@@ -236,6 +236,11 @@ def test_an_invalid_file_changes_nothing_and_logs_each_problem(tmp_path: Path, l
     assert refused["status"] == "failed" and refused["error"].startswith("rate_limit.enabled: not supported")
     assert parts["front_door"].registry is before
     assert len(records) == 2
+    # The loader's warnings are logged, as a start prints them, and do not stop the reload.
+    path.write_text(NEW_CREDENTIALS.replace("name: photos", "name: Photos_2024"))
+    warned = _result(Deferred.fromCoroutine(reloader.reload(str(path))))
+    assert warned["status"] == "ok"
+    assert any(e.get("log_format") == "config warning: {warning}" and "Photos_2024" in e["warning"] for e in logged)
 
 
 def test_sighups_during_a_reload_collapse_into_one_more() -> None:
