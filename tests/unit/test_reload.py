@@ -333,3 +333,28 @@ def test_in_a_gateway_a_new_quota_reaches_the_database_and_limits_writes(
         conn.close()
     assert limits == {"backend-1": 100, "backend-2": 100}
     assert gateway.put("photos", "big", b"y" * 101).status == 507
+
+
+def test_the_sighup_handler_schedules_a_reload_on_the_reactor_and_can_be_removed() -> None:
+    import os
+    import signal
+
+    from s3orch.reload import reload_on_sighup
+
+    class _Reactor:
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, tuple[Any, ...]]] = []
+
+        def callFromThread(self, function: Any, *args: Any) -> None:
+            self.calls.append((function, args))
+
+    reactor = _Reactor()
+    reloader, _, _ = _reloader(_config())
+    before = signal.getsignal(signal.SIGHUP)
+    remove = reload_on_sighup(reactor, reloader, "/etc/s3orch/config.yaml")
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reactor.calls == [(reloader.request, ("/etc/s3orch/config.yaml",))]
+    finally:
+        remove()
+    assert signal.getsignal(signal.SIGHUP) == before
