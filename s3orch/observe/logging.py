@@ -169,50 +169,45 @@ class TextLineObserver:
 
 
 class LogSettings:
-    """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter."""
+    """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter.
+
+    The settings whose observer was made last are the process's: :func:`set_log_level` and
+    :func:`get_log_level` act on them (a SIGHUP reload, the admin API).
+    """
 
     def __init__(self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
+        self.level = level.strip().lower() if level.strip().lower() in _LEVELS else "info"
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=level_from_name(level))
-        self.level = level.lower()
         self.format = fmt
         self.stream = stream
         self.json = JSONLineObserver(stream)
 
     def set_level(self, level: str) -> None:
-        # The default level, not a namespace's: setLogLevelForNamespace("") leaves events
-        # without a namespace (log.msg, twistd's own) at the level given at start.
-        self.predicate.defaultLogLevel = level_from_name(level)
-        self.predicate.clearLogLevels()
-        self.level = level.lower()
+        self.level = level.strip().lower()
+        self.predicate.setLogLevelForNamespace("", level_from_name(level))
 
     def observer(self) -> ILogObserver:
-        """The observer twistd installs for the whole process (and the one
-        :func:`set_log_level` changes from then on)."""
-        global _ACTIVE
-        _ACTIVE = self
+        """The observer twistd installs for the whole process (these settings become the active ones)."""
+        global _active
+        _active = self
         base: ILogObserver = TextLineObserver(self.stream) if self.format == "text" else self.json
         return FilteringLogObserver(base, [self.predicate])
 
 
-#: The settings whose observer was installed last (the process's): what set_log_level changes.
-_ACTIVE: LogSettings | None = None
+_active: LogSettings | None = None
 
 
 def set_log_level(level: str) -> None:
-    """Change the process's log level at run time (SIGHUP reload, the admin API).
-
-    ``level`` is one of debug, info, warn (warning), error; anything else is a ValueError,
-    so a caller cannot silently fall back to info.
-    """
-    if level.lower() not in _LEVELS:
-        raise ValueError(f"log level must be one of debug, info, warn, error, not {level!r}")
-    if _ACTIVE is not None:
-        _ACTIVE.set_level(level)
+    """Change the running process's log level (reload, admin API); ValueError for an unknown name."""
+    if level.strip().lower() not in _LEVELS:
+        raise ValueError(f"unknown log level {level!r} (one of debug, info, warn, error)")
+    if _active is not None:
+        _active.set_level(level)
 
 
-def current_log_level() -> str | None:
-    """The process's log level name, or None before an observer was installed."""
-    return _ACTIVE.level if _ACTIVE is not None else None
+def get_log_level() -> str:
+    """The running process's log level."""
+    return _active.level if _active is not None else "info"
 
 
 def new_request_id() -> str:

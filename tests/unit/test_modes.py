@@ -7,7 +7,6 @@ import dataclasses
 import datetime
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,20 +128,13 @@ def test_set_interval_before_start_is_used_when_the_loop_starts() -> None:
 # --- the log level ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def restore_active() -> Iterator[None]:
-    before = s3log._ACTIVE
-    yield
-    s3log._ACTIVE = before
-
-
-def test_set_log_level_changes_the_installed_observer_and_refuses_unknown_levels(restore_active: None) -> None:
+def test_set_log_level_changes_the_installed_observer_and_refuses_unknown_levels() -> None:
     out = io.StringIO()
     observer = s3log.LogSettings("info", "json", out).observer()
     log = Logger(namespace="s3orch.test", observer=LogPublisher(observer))
     log.info("one")
     s3log.set_log_level("error")
-    assert s3log.current_log_level() == "error"
+    assert s3log.get_log_level() == "error"
     log.info("two")
     log.warn("three")
     log.error("four")
@@ -151,7 +143,7 @@ def test_set_log_level_changes_the_installed_observer_and_refuses_unknown_levels
     assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["one", "four", "five"]
     with pytest.raises(ValueError, match="debug, info, warn, error"):
         s3log.set_log_level("loud")
-    assert s3log.current_log_level() == "debug"
+    assert s3log.get_log_level() == "debug"
 
 
 # --- TLS -------------------------------------------------------------------------------------
