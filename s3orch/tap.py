@@ -159,12 +159,13 @@ def build(
         multipart=multipart,
         reserved_prefixes=reserved,
     )
+    # Worker mode: no S3 API on the listener, only the operational endpoints.
+    front = s3 if serves_s3(mode) else NoS3Service(reserved)
 
     def is_ready() -> bool:
         return service.ready  # the root built below
 
     ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path)
-    front = s3 if serves_s3(mode) else NoS3Service(reserved)
     site = S3Site(
         RootResource(s3, ops.resource()),
         early_handler=front,
