@@ -209,6 +209,8 @@ def build(
     owner = instance_id()  # this instance's name on cleanup and intent claims
 
     def add_worker(worker: IService) -> None:
+        """A background worker, if the run mode has it (infrastructure every mode needs, such
+        as a tracer, goes to ``service.add_worker`` directly)."""
         if runs_worker(mode, worker.name):
             service.add_worker(worker)
 
