@@ -67,6 +67,9 @@ class GatewayService(MultiService):
         self.shutdown_delay = shutdown_delay
         self._phase: dict[str, str] = {}
         self._up = False
+        #: The last configuration reload's outcome (status, at, error, changed,
+        #: restart_required), filled by the reload; the admin API's ``reload-status``.
+        self.last_reload: dict[str, Any] = {"status": "never"}
 
     # -- the tree -------------------------------------------------------------------------
 
