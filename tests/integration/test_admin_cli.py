@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from click.testing import CliRunner, Result
 
 from s3orch.cli.main import cli
 from tests.conftest import PHOTOS, s3_client
+from tests.integration.test_tls import PKI
 from tests.support.configs import GatewayConfig
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess
 
@@ -233,3 +235,28 @@ def test_a_silent_server_times_out_after_one_timeout(slow_server: Any) -> None:
     )
     assert result.exit_code == 2
     assert "timed out" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def tls_gateway(tmp_path: Path, moto_backends) -> Iterator[tuple[GatewayProcess, PKI]]:  # type: ignore[no-untyped-def]
+    pki = PKI(tmp_path / "pki")
+    config = GatewayConfig(
+        backends=moto_backends(1),
+        extra_server={"tls": {"cert_file": pki.server_cert, "key_file": pki.server_key}},
+        extra={"ui": {"admin_token": TOKEN}},
+    )
+    gw = GatewayProcess(tmp_path / "tls-gw", config.render(), tls_context=pki.client_context()).start()
+    try:
+        yield gw, pki
+    finally:
+        gw.stop()
+
+
+def test_over_tls_the_address_from_the_config_is_https(tls_gateway: tuple[GatewayProcess, PKI]) -> None:
+    gw, pki = tls_gateway
+    trusted = _cli(gw, "status", "--cacert", pki.ca_file)
+    assert trusted.exit_code == 0, trusted.output
+    assert "database: healthy" in trusted.stdout
+    untrusted = _cli(gw, "status")
+    assert untrusted.exit_code == 2 and f"https://127.0.0.1:{gw.port}" in untrusted.stderr
+    assert _cli(gw, "status", "--insecure").exit_code == 0

@@ -288,6 +288,19 @@ def test_bodies_over_1_mib_get_413_json(gateway: GatewayHarness) -> None:
     assert ok(call(gateway, "PUT", "log-level", body=padded))["level"] == "warn"
 
 
+def test_a_chunked_body_over_1_mib_is_cut_off_with_413_json(gateway: GatewayHarness) -> None:
+    chunk = b" " * 65536
+    head = (
+        f"PUT /admin/api/log-level HTTP/1.1\r\nHost: {gateway.host}\r\nX-Admin-Token: {TOKEN}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(17)) + b"0\r\n\r\n"
+    response = gateway.send_raw(head + body)
+    assert response.status == 413
+    assert json.loads(response.body)["error"] == "request body too large"
+    assert ok(call(gateway, "GET", "log-level"))["level"] == "info"
+
+
 def test_unknown_routes_and_methods_are_json_errors(gateway: GatewayHarness) -> None:
     unknown = call(gateway, "GET", "nope")
     assert unknown.status == 404 and json.loads(unknown.body)["error"].startswith("no admin route")
