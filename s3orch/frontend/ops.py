@@ -68,9 +68,11 @@ class OpsApp:
     @app.route("/admin/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
     def admin_api(self, request: IRequest, rest: str) -> bytes | Deferred[bytes]:
         if self.admin is None:  # no token configured, or a listener without the admin API
+            request_id = new_request_id()
             request.setResponseCode(404)
             request.setHeader("content-type", "application/json")
-            return json.dumps({"error": "not found", "request_id": new_request_id()}).encode() + b"\n"
+            request.setHeader("x-request-id", request_id)
+            return json.dumps({"error": "not found", "request_id": request_id}).encode() + b"\n"
         return self.admin.render(request, rest)
 
     @app.route("/<path:rest>", methods=["GET", "HEAD"])

@@ -101,12 +101,14 @@ class PeriodicWorker(Service):
             if self.exclusive:
                 if not await self._locked_tick():
                     WORKER_TICKS.labels(self.component, "skipped").inc()
+                    self._finished("skipped")
                     return True
             else:
                 await self.tick()
         except StoreUnavailable as exc:
             # Expected while the database restarts: say so without a traceback.
             self._count_failure()
+            self._finished("error", f"database unavailable: {exc}")
             self.log.warn(
                 "worker tick failed: database unavailable: {error}", component=self.component, error=str(exc)
             )
