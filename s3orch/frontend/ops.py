@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from s3orch.admin.app import AdminApp
 
 
+_ADMIN_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+
+
 class OpsApp:
     """Liveness, readiness and Prometheus metrics (no authentication, no S3).
 
@@ -65,7 +68,8 @@ class OpsApp:
         request.setResponseCode(503)
         return b'{"status":"not ready"}'
 
-    @app.route("/admin/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
+    @app.route("/admin/", methods=_ADMIN_METHODS, defaults={"rest": ""}, strict_slashes=False)
+    @app.route("/admin/<path:rest>", methods=_ADMIN_METHODS)
     def admin_api(self, request: IRequest, rest: str) -> bytes | Deferred[bytes]:
         if self.admin is None:  # no token configured, or a listener without the admin API
             request_id = new_request_id()

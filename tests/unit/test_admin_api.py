@@ -302,6 +302,11 @@ def test_a_chunked_body_over_1_mib_is_cut_off_with_413_json(gateway: GatewayHarn
 
 
 def test_unknown_routes_and_methods_are_json_errors(gateway: GatewayHarness) -> None:
+    for path in ("/admin", "/admin/", "/admin/api", "/admin/api/", "/admin/other"):
+        raw = gateway.send_raw(f"GET {path} HTTP/1.1\r\nHost: {gateway.host}\r\nX-Admin-Token: {TOKEN}\r\n\r\n".encode())
+        assert raw.status == 404 and "request_id" in json.loads(raw.body), path
+        anonymous = gateway.send_raw(f"GET {path} HTTP/1.1\r\nHost: {gateway.host}\r\n\r\n".encode())
+        assert anonymous.status in (401, 404) and "request_id" in json.loads(anonymous.body), path
     unknown = call(gateway, "GET", "nope")
     assert unknown.status == 404 and json.loads(unknown.body)["error"].startswith("no admin route")
     wrong = call(gateway, "DELETE", "log-level")

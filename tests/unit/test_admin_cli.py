@@ -185,3 +185,5 @@ def test_an_unreachable_gateway_is_exit_2_with_one_line(runner: CliRunner) -> No
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot reach http://127.0.0.1:1") and result.stderr.count("\n") == 1
+    from_env = runner.invoke(cli, ["status", "--timeout", "2"], env={"S3ORCH_ADMIN_TOKEN": "t", "S3ORCH_ADMIN_ADDR": "127.0.0.1:2"})
+    assert from_env.exit_code == 2 and "http://127.0.0.1:2" in from_env.stderr
