@@ -32,3 +32,11 @@ def test_every_route_has_a_handler_and_no_route_is_listed_twice() -> None:
     for route in ROUTES:
         assert callable(getattr(AdminHandlers, route.handler, None)), route
     assert len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
+
+
+def test_every_route_has_an_s3orch_admin_command() -> None:
+    from s3orch.cli.main import cli
+
+    commands = set(cli.commands)
+    missing = [route.path for route in ROUTES if route.path.replace("/", "-") not in commands]
+    assert missing == []
