@@ -18,6 +18,8 @@ from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
+from s3orch.admin.app import AdminApp
+from s3orch.admin.handlers import AdminHandlers
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.credentials import (
     CredentialError,
@@ -165,7 +167,15 @@ def build(
     def is_ready() -> bool:
         return service.ready  # the root built below
 
-    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path)
+    def root() -> GatewayService:
+        return service
+
+    # The admin API is served only with a token (ui.admin_token, else ui.admin_key).
+    admin = None
+    if config.ui.effective_admin_token:
+        handlers = AdminHandlers(store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring)
+        admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
+    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path, admin=admin)
     site = S3Site(
         RootResource(s3, ops.resource()),
         early_handler=front,

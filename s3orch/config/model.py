@@ -425,8 +425,8 @@ class IntegrityConfig:
 class UIConfig:
     """The web dashboard; ``admin_token`` (the admin API token) falls back to ``admin_key``.
 
-    Not yet supported by this build, nor is the admin API: ``enabled``, and an admin token, are
-    refused at start-up (``s3orch.config.support``).
+    The dashboard is not yet supported by this build (``enabled`` is refused at start-up,
+    ``s3orch.config.support``); the admin API is served whenever it has a token.
     """
 
     enabled: bool = False

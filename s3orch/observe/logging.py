@@ -28,6 +28,8 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from s3orch.observe.ring import LogRing
+
 _SECRET_FIELD = re.compile(r"secret|password|token|signature|authorization|credential|master_key", re.I)
 _LEVELS = {
     "debug": LogLevel.debug,
@@ -168,45 +170,91 @@ class TextLineObserver:
             pass
 
 
+#: The level names ``server.log_level`` and the admin API accept, as they are reported back.
+LEVEL_NAMES = ("debug", "info", "warn", "error")
+
+
+def normalise_level(name: str) -> str:
+    """``name`` as one of :data:`LEVEL_NAMES` (``warning`` is ``warn``); ValueError otherwise."""
+    value = name.strip().lower()
+    value = "warn" if value == "warning" else value
+    if value not in LEVEL_NAMES:
+        raise ValueError(f"unknown log level {name!r} (one of {', '.join(LEVEL_NAMES)})")
+    return value
+
+
+@implementer(ILogObserver)
+class _RingObserver:
+    """Feeds the ring when lines are written as text (the JSON observer feeds it as a sink)."""
+
+    def __init__(self, ring: LogRing) -> None:
+        self.ring = ring
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.ring.append(event_to_dict(event))
+
+
+@implementer(ILogObserver)
+class _Both:
+    def __init__(self, *observers: ILogObserver) -> None:
+        self.observers = observers
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(event)
+
+
 class LogSettings:
     """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter.
 
-    The settings whose observer was made last are the process's: :func:`set_log_level` and
-    :func:`get_log_level` act on them (a SIGHUP reload, the admin API).
+    Every line written also goes to :attr:`ring` (the admin API's ``logs``).  The settings
+    whose observer was made last are the process's: :func:`set_log_level` and
+    :func:`get_log_level` act on them (the admin API's ``log-level``, a reload).
     """
 
-    def __init__(self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
-        self.level = level.strip().lower() if level.strip().lower() in _LEVELS else "info"
+    def __init__(
+        self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None, ring: LogRing | None = None
+    ) -> None:
+        self.level = normalise_level(level) if level.strip().lower() in _LEVELS else "info"
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=level_from_name(level))
         self.format = fmt
         self.stream = stream
+        self.ring = ring if ring is not None else LogRing()
         self.json = JSONLineObserver(stream)
+        self.json.sinks.append(self.ring.append)
 
     def set_level(self, level: str) -> None:
-        self.level = level.strip().lower()
-        self.predicate.setLogLevelForNamespace("", level_from_name(level))
+        """Filter from ``level`` on, at once (ValueError for an unknown name)."""
+        self.level = normalise_level(level)
+        self.predicate.setLogLevelForNamespace("", level_from_name(self.level))
 
     def observer(self) -> ILogObserver:
         """The observer twistd installs for the whole process (these settings become the active ones)."""
         global _active
         _active = self
-        base: ILogObserver = TextLineObserver(self.stream) if self.format == "text" else self.json
+        base: ILogObserver = (
+            _Both(TextLineObserver(self.stream), _RingObserver(self.ring)) if self.format == "text" else self.json
+        )
         return FilteringLogObserver(base, [self.predicate])
 
 
 _active: LogSettings | None = None
 
 
+def active_settings() -> LogSettings | None:
+    """The settings of the process's log observer (None before one was made)."""
+    return _active
+
+
 def set_log_level(level: str) -> None:
-    """Change the running process's log level (reload, admin API); ValueError for an unknown name."""
-    if level.strip().lower() not in _LEVELS:
-        raise ValueError(f"unknown log level {level!r} (one of debug, info, warn, error)")
+    """Change the running process's log level (admin API, reload); ValueError for an unknown name."""
+    normalise_level(level)
     if _active is not None:
         _active.set_level(level)
 
 
 def get_log_level() -> str:
-    """The running process's log level."""
+    """The running process's log level, one of :data:`LEVEL_NAMES`."""
     return _active.level if _active is not None else "info"
 
 

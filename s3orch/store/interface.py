@@ -62,6 +62,7 @@ from s3orch.store.records import (
     UPLOAD_OPEN,
     CleanupItem,
     CompleteOutcome,
+    DeadCleanup,
     Extent,
     Intent,
     IntentResolution,
@@ -73,6 +74,7 @@ from s3orch.store.records import (
     PartCommit,
     PartReservation,
     PendingIntent,
+    QueuedCleanup,
     QuotaRow,
     Reservation,
     UploadedPart,
@@ -82,6 +84,7 @@ from s3orch.store.records import (
 __all__ = [
     "CleanupItem",
     "CompleteOutcome",
+    "DeadCleanup",
     "Extent",
     "INTENT_ALREADY_RESOLVED",
     "INTENT_AMBIGUOUS",
@@ -107,6 +110,7 @@ __all__ = [
     "PartReservation",
     "PendingIntent",
     "PreconditionConflict",
+    "QueuedCleanup",
     "QuotaRow",
     "Reservation",
     "StoreError",
@@ -235,6 +239,29 @@ class MetadataStore(Protocol):
 
     async def object_counts(self) -> dict[str, int]:
         """Committed copies per backend."""
+
+    async def cleanup_queue_page(self, limit: int) -> tuple[int, list[QueuedCleanup]]:
+        """(rows in the cleanup queue, the first ``limit`` by retry time): for operators."""
+
+    async def cleanup_dlq_page(self, backend: str | None, limit: int) -> tuple[int, int, list[DeadCleanup]]:
+        """(rows, bytes, the first ``limit`` rows by id) of the dead-letter table, of one
+        backend or (None) all."""
+
+    async def requeue_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> list[int]:
+        """Move up to ``limit`` dead-letter rows (those of ``ids`` if given, of ``backend`` if
+        given, lowest id first) back to the cleanup queue, due at ``now`` with no attempts;
+        their bytes stay orphaned.  A row whose backend object is already queued is dropped
+        and its bytes released (they were counted twice).  Returns the dead-letter ids moved.
+        """
+
+    async def write_off_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> tuple[int, int]:
+        """Forget up to ``limit`` dead-letter rows (the operator deleted the backend objects
+        by hand, or accepts the leak) and release their ``orphan_bytes``; (rows, bytes)."""
+
 
     # -- pending intents (the pending reaper) -----------------------------------------
 

@@ -326,3 +326,39 @@ class CompleteOutcome:
     displaced: list[CleanupItem]
     discarded: list[CleanupItem] = field(default_factory=list)
     already_completed: bool = False
+
+
+@dataclass(frozen=True)
+class QueuedCleanup:
+    """A cleanup_queue row as an operator sees it (the admin API's ``cleanup-queue``)."""
+
+    id: int
+    backend: str
+    storage_key: str
+    reason: str
+    size: int
+    attempts: int
+    next_retry: float
+    last_error: str | None
+    created_at: float
+    claimed_by: str | None
+
+
+@dataclass(frozen=True)
+class DeadCleanup:
+    """A cleanup_dlq row: a backend delete that failed :data:`CLEANUP_MAX_ATTEMPTS` times.
+
+    Its bytes still count as ``orphan_bytes`` until it is requeued and succeeds, or an
+    operator writes it off.
+    """
+
+    id: int
+    original_id: int
+    backend: str
+    storage_key: str
+    reason: str
+    size: int
+    attempts: int
+    last_error: str | None
+    first_enqueued_at: float
+    moved_at: float

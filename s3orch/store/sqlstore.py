@@ -28,6 +28,7 @@ from s3orch.store.errors import IntentNotFound, StoreError, StoreUnavailable
 from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
+    DeadCleanup,
     Intent,
     IntentResolution,
     ListPage,
@@ -36,12 +37,13 @@ from s3orch.store.records import (
     PartCommit,
     PartReservation,
     PendingIntent,
+    QueuedCleanup,
     QuotaRow,
     Reservation,
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.txn import cleanup, intents, listing, multipart, objects, quota
+from s3orch.store.txn import cleanup, dlq, intents, listing, multipart, objects, quota
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
 _P = ParamSpec("_P")
@@ -199,6 +201,28 @@ class SQLStore:
         if limit <= 0:
             return []
         return await self._write(cleanup.txn_claim_cleanups, now, limit, owner, grace)
+
+    async def cleanup_queue_page(self, limit: int) -> tuple[int, list[QueuedCleanup]]:
+        return await self._read(dlq.txn_cleanup_queue_page, max(0, limit))
+
+    async def cleanup_dlq_page(self, backend: str | None, limit: int) -> tuple[int, int, list[DeadCleanup]]:
+        return await self._read(dlq.txn_cleanup_dlq_page, backend, max(0, limit))
+
+    async def requeue_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> list[int]:
+        if limit <= 0:
+            return []
+        wanted = None if ids is None else tuple(sorted(set(ids)))
+        return await self._write(dlq.txn_requeue_dlq, wanted, backend, limit, now)
+
+    async def write_off_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> tuple[int, int]:
+        if limit <= 0:
+            return 0, 0
+        wanted = None if ids is None else tuple(sorted(set(ids)))
+        return await self._write(dlq.txn_write_off_dlq, wanted, backend, limit, now)
 
     # -- pending intents --------------------------------------------------------------------
 

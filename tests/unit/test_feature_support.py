@@ -159,6 +159,12 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     # Paces the quota gauges (this build has no usage counters to flush).
     "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
+    # The admin API's token; admin_key stands in when it is empty (ui.enabled stays refused).
+    "ui.admin_token": (
+        "tests/unit/test_admin_api.py::test_every_route_refuses_a_missing_or_wrong_token",
+        "tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",
+    ),
+    "ui.admin_key": ("tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",),
     # true (the default) is what this build does; false is refused.
     "write_path.pending_pattern.enabled": (
         "tests/integration/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
@@ -202,7 +208,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
     ),
-    "ui.admin_token": ({"ui": {"admin_token": "t"}}, ["ui.admin_token"]),
     "telemetry.tracing.enabled": (
         {"telemetry": {"tracing": {"enabled": True, "endpoint": "localhost:4317"}}}, ["telemetry.tracing.enabled"],
     ),
@@ -346,13 +351,13 @@ def test_switched_off_features_may_carry_any_settings() -> None:
 def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> None:
     original = load_config(DATA / "original_config.yaml", ORIGINAL_ENV)
     assert {issue.path for issue in refusals(original)} == {
-        "lifecycle.rules", "ui.admin_key", "telemetry.tracing.enabled",
+        "lifecycle.rules", "telemetry.tracing.enabled",
     }
     with_extras = load_config_from_string(
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "lifecycle.rules", "cache.enabled", "redis.address", "notifications.endpoints", "ui.admin_key",
+        "lifecycle.rules", "cache.enabled", "redis.address", "notifications.endpoints",
         "telemetry.tracing.enabled", "backend_circuit_breaker.enabled", "reconcile.enabled",
     }
 
