@@ -126,9 +126,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
-    Unsupported(
-        "notifications.endpoints", _on("notifications.endpoints"), covers=("notifications.*",)
-    ),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
     Unsupported("ui.admin_token", _admin_token, hint="the admin API is not in this build"),
     Unsupported(

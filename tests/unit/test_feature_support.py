@@ -195,10 +195,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
-    "notifications.endpoints": (
-        {"notifications": {"endpoints": [{"url": "https://h.example/x", "events": ["s3:*"]}]}},
-        ["notifications.endpoints"],
-    ),
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
     ),
@@ -352,9 +348,16 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "lifecycle.rules", "cache.enabled", "redis.address", "notifications.endpoints", "ui.admin_key",
+        "lifecycle.rules", "cache.enabled", "redis.address", "ui.admin_key",
         "telemetry.tracing.enabled", "backend_circuit_breaker.enabled", "reconcile.enabled",
     }
+
+
+def test_webhook_endpoints_are_built_now_and_accepted() -> None:
+    config = _load({"notifications": {"endpoints": [
+        {"url": "https://h.example/x", "events": ["s3:*"], "secret": "k", "prefix": "up/"}
+    ]}})
+    assert refusals(config) == []
 
 
 def test_the_refusal_line_is_the_one_the_issue_asks_for() -> None:

@@ -1,0 +1,232 @@
+"""Webhooks end to end: each event type this build emits, seen by a real HTTP receiver.
+
+Real ``twistd`` gateways over moto (object events, filters, service life, capacity
+warnings, crash safety), and the real store, cleanup and notifier over the reactor for
+``cleanup.exhausted`` (a backend delete must fail ten times, a day of backoff apart:
+the clock is a test clock there, the HTTP is real).  Every delivery's signature is
+checked with the endpoint's secret.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import re
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from s3orch.backend.memory import MemoryBackend
+from s3orch.config.model import BackendConfig, DatabaseConfig, NotificationEndpoint
+from s3orch.core.cleanup import Cleanups
+from s3orch.core.fleet import BackendFleet
+from s3orch.notify.delivery import TreqPoster
+from s3orch.notify.sink import OutboxSink
+from s3orch.store import open_store
+from s3orch.store.interface import Intent, ObjectRecord
+from s3orch.workers.notifier import Notifier
+from tests.conftest import PHOTOS, s3_client
+from tests.support.configs import GatewayConfig
+from tests.support.gateway import GatewayProcess
+from tests.support.polling import poll
+from tests.support.webhooks import WebhookReceiver
+
+SECRET = "hook-secret"
+OTHER_SECRET = "other-secret"
+
+
+@pytest.fixture
+def receiver() -> Any:
+    with WebhookReceiver() as hooks:
+        yield hooks
+
+
+def notifications(hooks: WebhookReceiver, **first: object) -> dict[str, object]:
+    """Two endpoints: /all (every event) and /removed (removals under up/ only)."""
+    return {
+        "notifications": {
+            "endpoints": [
+                {"url": hooks.url("/all"), "events": ["*"], "secret": SECRET, **first},
+                {
+                    "url": hooks.url("/removed"),
+                    "events": ["s3:ObjectRemoved:*"],
+                    "prefix": "up/",
+                    "secret": OTHER_SECRET,
+                },
+            ]
+        }
+    }
+
+
+def client(gw: GatewayProcess) -> Any:
+    return s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+
+
+def test_object_events_are_delivered_signed_and_filtered(  # type: ignore[no-untyped-def]
+    start_gateway, moto_backends, receiver: WebhookReceiver
+) -> None:
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1), extra=notifications(receiver)))
+    s3 = client(gw)
+    put = s3.put_object(Bucket="photos", Key="up/a.txt", Body=b"hello")
+    created = receiver.wait_for("s3:ObjectCreated:Put", "/all", key="up/a.txt")
+    assert created.signed_with(SECRET) and not created.signed_with(OTHER_SECRET)
+    assert created.headers["content-type"].startswith("application/cloudevents+json")
+    event = created.event
+    assert {k: event[k] for k in ("specversion", "source", "subject", "datacontenttype")} == {
+        "specversion": "1.0", "source": "/s3-orchestrator", "subject": "up/a.txt",
+        "datacontenttype": "application/json",
+    }
+    assert event["id"].startswith("evt_") and event["time"].endswith("Z")
+    assert event["data"] == {"bucket": "photos", "key": "up/a.txt", "size": 5, "etag": put["ETag"].strip('"')}
+
+    s3.copy_object(Bucket="photos", Key="up/b.txt", CopySource={"Bucket": "photos", "Key": "up/a.txt"})
+    assert receiver.wait_for("s3:ObjectCreated:Copy", "/all", key="up/b.txt").signed_with(SECRET)
+
+    upload = s3.create_multipart_upload(Bucket="photos", Key="up/big")
+    parts = []
+    for number, body in ((1, b"x" * (5 << 20)), (2, b"tail")):
+        answer = s3.upload_part(
+            Bucket="photos", Key="up/big", UploadId=upload["UploadId"], PartNumber=number, Body=body
+        )
+        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+    s3.complete_multipart_upload(
+        Bucket="photos", Key="up/big", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    done = receiver.wait_for("s3:ObjectCreated:CompleteMultipartUpload", "/all", key="up/big")
+    assert done.event["data"]["size"] == (5 << 20) + 4 and done.event["data"]["etag"].endswith("-2")
+    # a copy of a multipart object goes part by part, through its own upload: still a Copy
+    s3.copy_object(Bucket="photos", Key="up/big2", CopySource={"Bucket": "photos", "Key": "up/big"})
+    receiver.wait_for("s3:ObjectCreated:Copy", "/all", key="up/big2", size=(5 << 20) + 4)
+
+    s3.put_object(Bucket="photos", Key="other/x", Body=b"x")
+    s3.delete_object(Bucket="photos", Key="up/a.txt")
+    s3.delete_object(Bucket="photos", Key="up/never-existed")
+    s3.delete_objects(
+        Bucket="photos", Delete={"Objects": [{"Key": "up/b.txt"}, {"Key": "other/x"}]}
+    )
+    assert receiver.wait_for("s3:ObjectRemoved:Delete", "/all", key="up/a.txt").signed_with(SECRET)
+    receiver.wait_for("s3:ObjectRemoved:DeleteBatch", "/all", key="up/b.txt")
+    receiver.wait_for("s3:ObjectRemoved:DeleteBatch", "/all", key="other/x")
+    # /removed: removals only, under up/ only, signed with its own secret
+    receiver.wait_for("s3:ObjectRemoved:DeleteBatch", "/removed", key="up/b.txt")
+    removed = receiver.events("/removed")
+    assert sorted((d.event["type"], d.event["subject"]) for d in removed) == [
+        ("s3:ObjectRemoved:Delete", "up/a.txt"), ("s3:ObjectRemoved:DeleteBatch", "up/b.txt"),
+    ]
+    assert all(d.signed_with(OTHER_SECRET) for d in removed)
+    # a delete of a key that did not exist changes nothing, so it says nothing
+    assert not [d for d in receiver.events() if d.event["subject"] == "up/never-existed"]
+
+
+def test_service_started_and_stopping_reach_the_receiver(  # type: ignore[no-untyped-def]
+    start_gateway, moto_backends, receiver: WebhookReceiver
+) -> None:
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1), extra=notifications(receiver)))
+    started = receiver.wait_for("service.started", "/all")
+    assert started.signed_with(SECRET) and started.event["data"]["instance"] == started.event["subject"]
+    gw.stop()  # SIGTERM: a graceful stop
+    assert 'service.stopping' in [t for t, _, _ in outbox_rows(gw)]
+    # written while stopping, delivered by the next start (the outbox outlives the process)
+    gw.start()
+    stopping = receiver.wait_for("service.stopping", "/all")
+    assert stopping.event["subject"] == started.event["subject"]
+    assert len([d for d in receiver.events("/all") if d.event["type"] == "service.started"]) == 2
+
+
+def test_a_nearly_full_backend_sends_one_capacity_warning(  # type: ignore[no-untyped-def]
+    start_gateway, moto_backends, receiver: WebhookReceiver
+) -> None:
+    gw = start_gateway(
+        GatewayConfig(backends=moto_backends(1, quota=1000), extra=notifications(receiver))
+    )
+    client(gw).put_object(Bucket="photos", Key="big", Body=b"z" * 850)
+    warning = receiver.wait_for("backend.capacity.warning", "/all", backend="backend-1")
+    assert warning.signed_with(SECRET) and warning.event["subject"] == "backend-1"
+    assert warning.event["data"]["utilisation"] == 0.85 and warning.event["data"]["bytes_limit"] == 1000
+    client(gw).put_object(Bucket="photos", Key="more", Body=b"z" * 50)
+    receiver.wait_for("s3:ObjectCreated:Put", "/all", key="more")
+    # usage_flush ticks every second: three more ticks, still one warning (once per hour)
+    ticks = usage_flush_ticks(gw)
+    assert poll(lambda: usage_flush_ticks(gw), lambda n: n >= ticks + 3, 20) >= ticks + 3
+    assert len([d for d in receiver.events("/all") if d.event["type"] == "backend.capacity.warning"]) == 1
+
+
+def usage_flush_ticks(gw: GatewayProcess) -> float:
+    with urllib.request.urlopen(gw.endpoint + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(r'^s3o_worker_ticks_total\{result="success",service="usage_flush"\} (\S+)$', text, re.M)
+    assert found, "no usage_flush ticks in /metrics"
+    return float(found.group(1))
+
+
+def outbox_rows(gw: GatewayProcess) -> list[tuple[str, str, int]]:
+    conn = sqlite3.connect(str(gw.workdir / "s3orch.db"), timeout=10)
+    try:
+        return conn.execute(
+            "SELECT event_type, subject, attempts FROM notification_outbox ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_events_survive_a_crash_before_delivery(  # type: ignore[no-untyped-def]
+    start_gateway, moto_backends, receiver: WebhookReceiver
+) -> None:
+    receiver.status = 503  # the receiver is down: deliveries fail and stay queued
+    gw = start_gateway(
+        GatewayConfig(backends=moto_backends(1), extra=notifications(receiver, max_retries=50))
+    )
+    client(gw).put_object(Bucket="photos", Key="precious", Body=b"data")
+    assert gw.stop(signal.SIGKILL) == -signal.SIGKILL  # no goodbye, no stopping event
+    rows = outbox_rows(gw)
+    assert ("s3:ObjectCreated:Put", "precious") in [(t, s) for t, s, _ in rows]
+    assert receiver.events() == []
+    receiver.status = 204
+    gw.start()
+    delivered = receiver.wait_for("s3:ObjectCreated:Put", "/all", key="precious", timeout=90)
+    assert delivered.signed_with(SECRET)
+    receiver.wait_for("service.started", "/all")
+    # delivered rows are deleted
+    assert ("s3:ObjectCreated:Put", "precious") not in [(t, s) for t, s, _ in outbox_rows(gw)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cleanup_given_up_sends_cleanup_exhausted(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    store = open_store(DatabaseConfig(path=str(tmp_path / "meta.db")), reactor)
+    await store.start()
+    poster = TreqPoster(reactor)
+    try:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        hook = NotificationEndpoint(url=receiver.url("/ops"), events=("cleanup.*",), secret=SECRET)
+        sink = OutboxSink([hook], store, clock)
+        backend = MemoryBackend("b1", fail={"delete_object"})
+        fleet = BackendFleet([BackendConfig(name="b1")], {"b1": backend})
+        cleanups = Cleanups(store=store, fleet=fleet, clock=clock, concurrency=4, events=sink)
+        await store.sync_quota_limits({"b1": 0}, clock.seconds())
+        res = await store.reserve(Intent("w1", "bkt", "k", 3, "bkt/k/w1"), ["b1"], "pack", clock.seconds())
+        assert res is not None
+        await store.commit_object(
+            res, ObjectRecord(bucket="bkt", key="k", write_id="w1", size=3, etag="e", last_modified=0), clock.seconds()
+        )
+        await cleanups.run(await store.delete_object("bkt", "k", clock.seconds()), "delete")
+        for _ in range(9):  # nine more failures, each after its backoff
+            clock.advance(86400)
+            assert await cleanups.retry_due("me", 10, 300.0) == 1
+        assert await store.due_cleanups(clock.seconds() + 10**9, 10) == []  # in the DLQ now
+        notifier = Notifier(store, sink, [hook], poster, clock, locks=None)
+        assert await notifier.run_once()
+        (delivery,) = receiver.events("/ops")
+        assert delivery.signed_with(SECRET)
+        assert (delivery.event["type"], delivery.event["subject"]) == ("cleanup.exhausted", "b1")
+        assert delivery.event["data"]["storage_key"] == "bkt/k/w1"
+        assert delivery.event["data"]["size"] == 3
+        assert await store.count_events() == 0
+    finally:
+        await poster.close()
+        await store.close()
