@@ -38,10 +38,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendNotFound
-from s3orch.notify.events import OBJECT_CREATED_PUT
-from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
+from s3orch.notify.events import OBJECT_CREATED_PUT
+from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import PENDING_DEPTH, PENDING_RESOLVED
 from s3orch.store.interface import (

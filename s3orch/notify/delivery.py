@@ -19,6 +19,7 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from s3orch import __version__
 
@@ -71,9 +72,7 @@ class TreqPoster:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
         async def exchange() -> int:
-            response = await self._client.post(
-                url, data=body, headers={k: [v] for k, v in headers.items()}
-            )
+            response = await self._client.post(url, data=body, headers=Headers({k: [v] for k, v in headers.items()}))
             await treq.collect(response, lambda chunk: None)
             return int(response.code)
 

@@ -9,9 +9,9 @@ checked with the endpoint's secret.
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
-import re
 import urllib.request
 from pathlib import Path
 from typing import Any
