@@ -378,3 +378,38 @@ def test_treq_poster_times_out_on_its_reactor() -> None:
     reactor.advance(0.2)
     assert len(results) == 1 and isinstance(results[0], TimeoutError)
     assert str(results[0]) == "no answer within 5s"
+
+
+# --- wiring -------------------------------------------------------------------------------------
+
+_GATEWAY = """
+server: {listen_addr: "127.0.0.1:9000"}
+database: {driver: sqlite, path: "/nonexistent/s3orch.db"}
+buckets:
+  - name: photos
+    credentials: [{access_key_id: AK, secret_access_key: SK}]
+backends:
+  - {name: b1, endpoint: "http://127.0.0.1:1", bucket: x, access_key_id: k, secret_access_key: s}
+"""
+
+
+def test_tap_adds_the_notifier_and_one_sink_only_with_endpoints() -> None:
+    from s3orch.config import load_config_from_string
+    from s3orch.tap import build
+
+    plain = build(load_config_from_string(_GATEWAY), MemoryReactorClock())
+    assert "notifier" not in [w.name for w in plain.workers]
+    assert plain.getServiceNamed("usage-flush").events is NULL_SINK  # type: ignore[attr-defined]
+    hooked = build(
+        load_config_from_string(
+            _GATEWAY + 'notifications: {endpoints: [{url: "http://h/x", events: ["s3:*"], max_retries: 7}]}\n'
+        ),
+        MemoryReactorClock(),
+    )
+    notifier = hooked.getServiceNamed("notifier")
+    assert isinstance(notifier, Notifier)
+    assert notifier.lock_id == WorkerLock.NOTIFICATION_OUTBOX == 1011 and notifier.interval == 2.0
+    assert notifier.endpoints["http://h/x"].max_retries == 7
+    assert isinstance(notifier.sink, OutboxSink)
+    assert hooked.getServiceNamed("usage-flush").events is notifier.sink  # type: ignore[attr-defined]
+    assert hooked.getServiceNamed("pending-reaper").resolver.events is notifier.sink  # type: ignore[attr-defined]
