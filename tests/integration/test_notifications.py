@@ -13,6 +13,7 @@ import re
 import signal
 import sqlite3
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,17 @@ from s3orch.backend.memory import MemoryBackend
 from s3orch.config.model import BackendConfig, DatabaseConfig, NotificationEndpoint
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
+from s3orch.core.intents import IntentResolver
+from s3orch.core.objects import ObjectService
+from s3orch.core.spool import Spooler
 from s3orch.notify.delivery import TreqPoster
 from s3orch.notify.sink import OutboxSink
+from s3orch.payload import Payload
 from s3orch.store import open_store
-from s3orch.store.interface import Intent, ObjectRecord
+from s3orch.store.interface import StoreUnavailable
 from s3orch.workers.notifier import Notifier
 from tests.conftest import PHOTOS, s3_client
+from tests.integration.test_pending_reaper import NEW, FlakyCommits
 from tests.support.configs import GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.polling import poll
@@ -195,38 +201,78 @@ def test_events_survive_a_crash_before_delivery(  # type: ignore[no-untyped-def]
     assert ("s3:ObjectCreated:Put", "precious") not in [(t, s) for t, s, _ in outbox_rows(gw)]
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_cleanup_given_up_sends_cleanup_exhausted(tmp_path: Path, receiver: WebhookReceiver) -> None:
+class InProcess:
+    """The real store (SQLite), core and notifier on the reactor, a test clock, one endpoint
+    (``/ops``, every event) at the receiver, and a MemoryBackend ``b1``."""
+
+    def __init__(self, store: Any, receiver: WebhookReceiver) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.hook = NotificationEndpoint(url=receiver.url("/ops"), events=("*",), secret=SECRET)
+        self.sqlite = store
+        self.store = FlakyCommits(store)
+        self.sink = OutboxSink([self.hook], store, self.clock)
+        self.backend = MemoryBackend("b1")
+        fleet = BackendFleet([BackendConfig(name="b1")], {"b1": self.backend})
+        self.cleanups = Cleanups(store=self.store, fleet=fleet, clock=self.clock, concurrency=4, events=self.sink)
+        self.objects = ObjectService(
+            store=self.store, fleet=fleet, cleanups=self.cleanups, spooler=Spooler(),
+            routing_strategy="pack", clock=self.clock, events=self.sink,
+        )
+        self.resolver = IntentResolver(
+            store=self.store, fleet=fleet, cleanups=self.cleanups, clock=self.clock, events=self.sink
+        )
+        self.poster = TreqPoster(reactor)
+        self.notifier = Notifier(store, self.sink, [self.hook], self.poster, self.clock, locks=None)
+
+
+@pytest_twisted.async_yield_fixture
+async def inprocess(tmp_path: Path, receiver: WebhookReceiver) -> AsyncIterator[InProcess]:
     store = open_store(DatabaseConfig(path=str(tmp_path / "meta.db")), reactor)
     await store.start()
-    poster = TreqPoster(reactor)
-    try:
-        clock = Clock()
-        clock.advance(1_700_000_000)
-        hook = NotificationEndpoint(url=receiver.url("/ops"), events=("cleanup.*",), secret=SECRET)
-        sink = OutboxSink([hook], store, clock)
-        backend = MemoryBackend("b1", fail={"delete_object"})
-        fleet = BackendFleet([BackendConfig(name="b1")], {"b1": backend})
-        cleanups = Cleanups(store=store, fleet=fleet, clock=clock, concurrency=4, events=sink)
-        await store.sync_quota_limits({"b1": 0}, clock.seconds())
-        res = await store.reserve(Intent("w1", "bkt", "k", 3, "bkt/k/w1"), ["b1"], "pack", clock.seconds())
-        assert res is not None
-        await store.commit_object(
-            res, ObjectRecord(bucket="bkt", key="k", write_id="w1", size=3, etag="e", last_modified=0), clock.seconds()
-        )
-        await cleanups.run(await store.delete_object("bkt", "k", clock.seconds()), "delete")
-        for _ in range(9):  # nine more failures, each after its backoff
-            clock.advance(86400)
-            assert await cleanups.retry_due("me", 10, 300.0) == 1
-        assert await store.due_cleanups(clock.seconds() + 10**9, 10) == []  # in the DLQ now
-        notifier = Notifier(store, sink, [hook], poster, clock, locks=None)
-        assert await notifier.run_once()
-        (delivery,) = receiver.events("/ops")
-        assert delivery.signed_with(SECRET)
-        assert (delivery.event["type"], delivery.event["subject"]) == ("cleanup.exhausted", "b1")
-        assert delivery.event["data"]["storage_key"] == "bkt/k/w1"
-        assert delivery.event["data"]["size"] == 3
-        assert await store.count_events() == 0
-    finally:
-        await poster.close()
-        await store.close()
+    rig = InProcess(store, receiver)
+    await store.sync_quota_limits({"b1": 0}, rig.clock.seconds())
+    yield rig
+    await rig.poster.close()
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cleanup_given_up_sends_cleanup_exhausted(inprocess: InProcess, receiver: WebhookReceiver) -> None:
+    rig = inprocess
+    await rig.objects.put("bkt", "k", Payload.from_bytes(b"abc"), new=NEW)
+    await rig.notifier.run_once()
+    rig.backend.fail.add("delete_object")
+    await rig.objects.delete("bkt", "k")  # the backend delete fails: queued
+    for _ in range(9):  # nine more failures, each after its backoff
+        rig.clock.advance(86400)
+        assert await rig.cleanups.retry_due("me", 10, 300.0) == 1
+    assert await rig.store.due_cleanups(rig.clock.seconds() + 10**9, 10) == []  # in the DLQ now
+    assert await rig.notifier.run_once()
+    delivered = [d for d in receiver.events("/ops") if d.event["type"] == "cleanup.exhausted"]
+    (delivery,) = delivered
+    assert delivery.signed_with(SECRET) and delivery.event["subject"] == "b1"
+    assert delivery.event["data"]["storage_key"].startswith("bkt/")
+    assert (delivery.event["data"]["size"], delivery.event["data"]["reason"]) == (3, "delete")
+    assert delivery.event["data"]["error"] == "[b1] injected delete_object failure"
+    assert await rig.store.count_events() == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_the_reaper_promotes_sends_object_created(
+    inprocess: InProcess, receiver: WebhookReceiver
+) -> None:
+    rig = inprocess
+    rig.store.fail_before = 1
+    with pytest.raises(StoreUnavailable):  # the client got 503: no event yet
+        await rig.objects.put("bkt", "late", Payload.from_bytes(b"bytes"), new=NEW)
+    assert await rig.notifier.run_once()
+    assert receiver.events("/ops") == []
+    rig.clock.advance(300)
+    assert await rig.resolver.resolve_stale(min_age=300, batch=10, owner="me", claim_grace=300) == ["promoted"]
+    assert await rig.notifier.run_once()
+    (delivery,) = receiver.events("/ops")
+    assert delivery.signed_with(SECRET)
+    assert (delivery.event["type"], delivery.event["data"]) == (
+        "s3:ObjectCreated:Put", {"bucket": "bkt", "key": "late", "size": 5}
+    )
