@@ -40,6 +40,7 @@ from tests.integration.test_pending_reaper import NEW, FlakyCommits
 from tests.support.configs import GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.polling import poll
+from tests.support.postgres import database_section
 from tests.support.webhooks import WebhookReceiver
 
 SECRET = "hook-secret"
@@ -276,3 +277,32 @@ async def test_a_write_the_reaper_promotes_sends_object_created(
     assert (delivery.event["type"], delivery.event["data"]) == (
         "s3:ObjectCreated:Put", {"bucket": "bkt", "key": "late", "size": 5}
     )
+
+
+@pytest.mark.slow
+def test_two_instances_on_postgresql_deliver_each_event_once_and_survive_a_crash(  # type: ignore[no-untyped-def]
+    start_gateway, moto_backends, receiver: WebhookReceiver, postgres_dsn: str
+) -> None:
+    receiver.status = 503
+    config = GatewayConfig(
+        backends=moto_backends(1),
+        database=database_section(postgres_dsn),
+        extra=notifications(receiver, max_retries=50),
+    )
+    first = start_gateway(config, "a")
+    second = start_gateway(config, "b")
+    client(first).put_object(Bucket="photos", Key="before-crash", Body=b"x")
+    first.stop(signal.SIGKILL)
+    receiver.status = 204
+    receiver.wait_for("s3:ObjectCreated:Put", "/all", key="before-crash", timeout=90)  # the survivor sends it
+    for index in range(10):
+        target = first if index % 2 else second
+        if index == 1:
+            first.start()
+        client(target).put_object(Bucket="photos", Key=f"k{index}", Body=b"y")
+    for index in range(10):
+        receiver.wait_for("s3:ObjectCreated:Put", "/all", key=f"k{index}", timeout=90)
+    puts = [d.event["subject"] for d in receiver.events("/all") if d.event["type"] == "s3:ObjectCreated:Put"]
+    assert sorted(puts) == sorted(["before-crash"] + [f"k{i}" for i in range(10)])  # each exactly once
+    ids = [d.event["id"] for d in receiver.events()]
+    assert len(ids) == len(set(ids))
