@@ -5,7 +5,8 @@ instance delivers), the notifier reads the due rows (one per event and endpoint)
 and POSTs each row's CloudEvents body (:mod:`s3orch.notify.delivery`).  A 2xx
 deletes the row.  Anything else counts a failed attempt and retries after
 ``2^min(attempts, 6)`` seconds, until the endpoint's ``max_retries`` attempts
-have failed: then the row is dropped, counted and logged.  Each endpoint's rows
+have failed: then the row is dropped, counted, logged and audited
+(``notification.dropped``).  Each endpoint's rows
 back off on their own, so one endpoint down delays nobody else.  Rows wait in the
 database meanwhile: a crash or restart loses nothing, and they are sent after.
 
@@ -26,6 +27,7 @@ from s3orch.config.model import NotificationEndpoint
 from s3orch.notify.delivery import Poster, endpoint_label, request_headers
 from s3orch.notify.events import SERVICE_STARTED, SERVICE_STOPPING
 from s3orch.notify.sink import EventSink
+from s3orch.observe.audit import audit
 from s3orch.observe.metrics import (
     NOTIFICATION_DROPPED,
     NOTIFICATION_DURATION,
@@ -140,6 +142,10 @@ class Notifier(PeriodicWorker):
         attempts = entry.attempts + 1
         if attempts >= max(1, endpoint.max_retries):
             NOTIFICATION_DROPPED.labels(label, entry.event_type).inc()
+            audit(
+                "notification.dropped", event_id=entry.event_id, event_type=entry.event_type,
+                endpoint=label, attempts=attempts,
+            )
             self.log.warn(
                 "notification {event_id} ({event_type}) to {endpoint} dropped after {attempts}"
                 " failed attempts: {error}",

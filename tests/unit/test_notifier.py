@@ -289,6 +289,8 @@ def test_failures_back_off_exponentially_then_drop_with_metric_and_log(logged: l
     drops = [e for e in logged if "dropped after" in str(e.get("log_format", ""))]
     assert len(drops) == 1 and drops[0]["attempts"] == 4 and drops[0]["error"] == "HTTP 503"
     assert "s3cret" not in repr(drops[0])
+    (audited,) = [e for e in logged if e.get("audit") and e.get("event") == "notification.dropped"]
+    assert (audited["event_type"], audited["attempts"], audited["endpoint"]) == (ev.OBJECT_REMOVED_DELETE, 4, HOOK)
 
 
 def test_backoff_is_capped_at_64_seconds() -> None:
