@@ -128,6 +128,11 @@ def test_object_events_are_delivered_signed_and_filtered(  # type: ignore[no-unt
     assert all(d.signed_with(OTHER_SECRET) for d in removed)
     # a delete of a key that did not exist changes nothing, so it says nothing
     assert not [d for d in receiver.events() if d.event["subject"] == "up/never-existed"]
+    metrics = metrics_text(gw)
+    label = f'endpoint="{receiver.url("/removed")}",event_type="s3:ObjectRemoved:Delete"'
+    assert f"s3o_notification_sent_total{{{label}}} 1.0" in metrics
+    assert f's3o_notification_duration_seconds_count{{endpoint="{receiver.url("/all")}"}}' in metrics
+    assert "s3o_notification_queue_depth " in metrics
 
 
 def test_service_started_and_stopping_reach_the_receiver(  # type: ignore[no-untyped-def]
@@ -163,9 +168,13 @@ def test_a_nearly_full_backend_sends_one_capacity_warning(  # type: ignore[no-un
     assert len([d for d in receiver.events("/all") if d.event["type"] == "backend.capacity.warning"]) == 1
 
 
-def usage_flush_ticks(gw: GatewayProcess) -> float:
+def metrics_text(gw: GatewayProcess) -> str:
     with urllib.request.urlopen(gw.endpoint + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+        return str(resp.read().decode())
+
+
+def usage_flush_ticks(gw: GatewayProcess) -> float:
+    text = metrics_text(gw)
     found = re.search(r'^s3o_worker_ticks_total\{result="success",service="usage_flush"\} (\S+)$', text, re.M)
     assert found, "no usage_flush ticks in /metrics"
     return float(found.group(1))

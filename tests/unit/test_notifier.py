@@ -30,6 +30,7 @@ from s3orch.observe.metrics import (
     NOTIFICATION_QUEUE_DEPTH,
     NOTIFICATION_SENT,
     NOTIFICATION_STORE_ERRORS,
+    REGISTRY,
 )
 from s3orch.store.interface import OutboxEntry, OutboxEvent
 from s3orch.store.locks import WorkerLock
@@ -154,6 +155,11 @@ def value(counter: object, *labels: str) -> float:
     return float(metric._value.get())
 
 
+def duration_count(endpoint: str) -> float:
+    found = REGISTRY.get_sample_value("s3o_notification_duration_seconds_count", {"endpoint": endpoint})
+    return found or 0.0
+
+
 # --- events and filters ---------------------------------------------------------------------
 
 
@@ -246,6 +252,7 @@ def test_delivery_posts_signed_cloudevents_and_deletes_the_row() -> None:
     rig = Rig(endpoint(timeout=7.0))
     rig.emit(ev.OBJECT_CREATED_PUT, "photo.jpg", key="photo.jpg")
     before = value(NOTIFICATION_SENT, HOOK, ev.OBJECT_CREATED_PUT)
+    timed = duration_count(HOOK)
     rig.tick()
     ((url, body, headers, timeout),) = rig.poster.calls
     assert (url, timeout) == (HOOK, 7.0)
@@ -258,6 +265,7 @@ def test_delivery_posts_signed_cloudevents_and_deletes_the_row() -> None:
     assert sent["id"].startswith("evt_")
     assert rig.store.rows == {}
     assert value(NOTIFICATION_SENT, HOOK, ev.OBJECT_CREATED_PUT) == before + 1
+    assert duration_count(HOOK) == timed + 1
     assert NOTIFICATION_QUEUE_DEPTH._value.get() == 0
 
 
