@@ -104,15 +104,21 @@ class Notifier(PeriodicWorker):
     async def tick(self) -> None:
         due = await self.store.due_events(self.clock.seconds(), self.batch)
         finished: list[int] = []
+        errors: list[Exception] = []
 
         async def one(entry: OutboxEntry) -> None:
-            if await self._limit.run(lambda: Deferred.fromCoroutine(self._deliver(entry))):
-                finished.append(entry.id)
+            try:
+                if await self._limit.run(lambda: Deferred.fromCoroutine(self._deliver(entry))):
+                    finished.append(entry.id)
+            except Exception as exc:  # recording a failure failed (the database): tried next tick
+                errors.append(exc)
 
         await DeferredList([Deferred.fromCoroutine(one(e)) for e in due], consumeErrors=True)
         if finished:
             await self.store.events_done(finished)
         NOTIFICATION_QUEUE_DEPTH.set(await self.store.count_events())
+        if errors:
+            raise errors[0]  # the tick counts as failed, and is logged
 
     async def _deliver(self, entry: OutboxEntry) -> bool:
         """One attempt; True when the row is finished (delivered or dropped)."""

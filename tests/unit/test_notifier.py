@@ -423,3 +423,17 @@ def test_tap_adds_the_notifier_and_one_sink_only_with_endpoints() -> None:
     assert isinstance(notifier.sink, OutboxSink)
     assert hooked.getServiceNamed("usage-flush").events is notifier.sink  # type: ignore[attr-defined]
     assert hooked.getServiceNamed("pending-reaper").resolver.events is notifier.sink  # type: ignore[attr-defined]
+
+
+def test_a_database_failure_recording_an_attempt_fails_the_tick_but_keeps_deliveries() -> None:
+    rig = Rig(endpoint(HOOK), endpoint(OTHER))
+    rig.poster.status[HOOK] = 500
+    rig.emit(ev.OBJECT_CREATED_PUT)
+
+    async def broken(entry_id: int, error: str, next_attempt: float) -> int:
+        raise RuntimeError("database is locked")
+
+    rig.store.event_failed = broken  # type: ignore[method-assign]
+    assert run(rig.notifier.run_once()) is False  # counted as a failed tick
+    # OTHER's delivery is done and its row gone; HOOK's row stays for the next tick
+    assert [r.endpoint for r in rig.store.rows.values()] == [HOOK]
