@@ -507,8 +507,8 @@ class NotificationEndpoint:
 
 @dataclass(frozen=True)
 class NotificationsConfig:
-    """Webhook endpoints; none means no notifier. Not yet supported by this build: endpoints are
-    refused at start-up (``s3orch.config.support``)."""
+    """Webhook endpoints (CloudEvents through a transactional outbox, :mod:`s3orch.notify`);
+    none means no notifier and no outbox rows."""
 
     endpoints: tuple[NotificationEndpoint, ...] = ()
 

@@ -117,9 +117,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
-    Unsupported(
-        "notifications.endpoints", _on("notifications.endpoints"), covers=("notifications.*",)
-    ),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
     Unsupported(
         "telemetry.tracing.enabled", _on("telemetry.tracing.enabled"), covers=("telemetry.tracing.*",)

@@ -55,6 +55,8 @@ from s3orch.core.multipart import (
 )
 from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService
 from s3orch.core.placement import new_upload_id
+from s3orch.notify import events as ev
+from s3orch.notify.emit import object_created
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import ACTIVE_MULTIPART
 from s3orch.payload import Payload
@@ -452,6 +454,7 @@ class MultipartService:
             outcome = await self.store.complete_upload(
                 bucket, key, upload_id, [(p.part_number, p.etag) for p in chosen], record,
                 self._now(), conditions,
+                events=object_created(self.objects.events, ev.OBJECT_CREATED_COMPLETE, record),
             )
         except PartMismatch:
             raise errors.InvalidPart() from None

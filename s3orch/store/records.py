@@ -362,3 +362,34 @@ class DeadCleanup:
     last_error: str | None
     first_enqueued_at: float
     moved_at: float
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One webhook delivery to record in the notification outbox: an event for one endpoint.
+
+    ``payload`` is the whole request body (the CloudEvents JSON), fixed when the event
+    happens, so a retry after a restart sends the same bytes.  ``event_id`` is the
+    CloudEvents ``id`` (one per event, shared by its endpoints' rows).
+    """
+
+    endpoint: str
+    event_id: str
+    event_type: str
+    subject: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A delivery waiting in the outbox; ``attempts`` failed so far."""
+
+    id: int
+    endpoint: str
+    event_id: str
+    event_type: str
+    subject: str
+    payload: str
+    attempts: int
+    next_attempt: float
+    created_at: float

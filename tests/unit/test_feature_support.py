@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 GW_CORE = "tests/integration/test_gateway_core.py"
 GW_OPS = "tests/integration/test_gateway_ops.py"
+NOTIFY = "tests/integration/test_notifications.py"
 PG = "tests/store/test_postgres.py"
 
 #: key -> the tests that prove this build honours it ("file::test_name").
@@ -157,6 +158,27 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "cleanup_queue.multipart_stale_timeout": (
         "tests/integration/test_multipart.py::test_stale_uploads_are_aborted_and_release_their_bytes",
     ),
+    # Webhooks (s3orch.notify, s3orch.workers.notifier).
+    "notifications.endpoints[].url": (f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",),
+    "notifications.endpoints[].events": (
+        f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",
+        "tests/unit/test_notifier.py::test_event_patterns",
+    ),
+    "notifications.endpoints[].prefix": (
+        f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",
+        "tests/unit/test_notifier.py::test_prefix_filters_data_events_only",
+    ),
+    "notifications.endpoints[].secret": (
+        f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",
+        "tests/unit/test_notifier.py::test_no_secret_no_signature_header",
+    ),
+    "notifications.endpoints[].timeout": (
+        "tests/unit/test_notifier.py::test_delivery_posts_signed_cloudevents_and_deletes_the_row",
+        "tests/unit/test_notifier.py::test_treq_poster_times_out_on_its_reactor",
+    ),
+    "notifications.endpoints[].max_retries": (
+        "tests/unit/test_notifier.py::test_failures_back_off_exponentially_then_drop_with_metric_and_log",
+    ),
     # Paces the quota gauges (this build has no usage counters to flush).
     "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
     # The admin API's token; admin_key stands in when it is empty (ui.enabled stays refused).
@@ -201,10 +223,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
-    "notifications.endpoints": (
-        {"notifications": {"endpoints": [{"url": "https://h.example/x", "events": ["s3:*"]}]}},
-        ["notifications.endpoints"],
-    ),
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
     ),
@@ -357,9 +375,16 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "lifecycle.rules", "cache.enabled", "redis.address", "notifications.endpoints",
+        "lifecycle.rules", "cache.enabled", "redis.address",
         "telemetry.tracing.enabled", "backend_circuit_breaker.enabled", "reconcile.enabled",
     }
+
+
+def test_webhook_endpoints_are_built_now_and_accepted() -> None:
+    config = _load({"notifications": {"endpoints": [
+        {"url": "https://h.example/x", "events": ["s3:*"], "secret": "k", "prefix": "up/"}
+    ]}})
+    assert refusals(config) == []
 
 
 def test_the_refusal_line_is_the_one_the_issue_asks_for() -> None:
