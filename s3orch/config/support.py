@@ -132,9 +132,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
     Unsupported("ui.admin_token", _admin_token, hint="the admin API is not in this build"),
     Unsupported(
-        "telemetry.tracing.enabled", _on("telemetry.tracing.enabled"), covers=("telemetry.tracing.*",)
-    ),
-    Unsupported(
         "backend_circuit_breaker.enabled", _on("backend_circuit_breaker.enabled"),
         covers=("backend_circuit_breaker.*",),
     ),
