@@ -157,7 +157,7 @@ class S3Envelope(Resource):
             raw_path=path_of(uri),
             headers=headers,
         )
-        state.span = tracing.server_span(state.method, state.raw_path.decode("latin-1"), headers)
+        state.span = tracing.server_span(state.method, state.raw_path, headers)
         state.method_label = method_label(state.method)
         INFLIGHT.labels(state.method_label).inc()
         has_body = length is None or length > 0

@@ -22,8 +22,8 @@ request's coroutine starts is the parent of everything it awaits.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
@@ -182,7 +182,7 @@ def extract_parent(headers: Mapping[str, Sequence[str]]) -> Context | None:
     return context if span_context.is_valid else None
 
 
-def server_span(method: str, path: str, headers: Mapping[str, Sequence[str]]) -> Span | None:
+def server_span(method: str, path: bytes, headers: Mapping[str, Sequence[str]]) -> Span | None:
     """Start the server span of one S3 request (named once its operation is known)."""
     if _tracer is None:
         return None
@@ -190,7 +190,7 @@ def server_span(method: str, path: str, headers: Mapping[str, Sequence[str]]) ->
         f"HTTP {method}",
         context=extract_parent(headers),
         kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "url.path": path},
+        attributes={"http.request.method": method, "url.path": path.decode("utf-8", "replace")},
     )
 
 
@@ -208,14 +208,14 @@ def end_server_span(span: Span, operation: str | None, status: int, attributes: 
     span.end()
 
 
-@contextmanager
-def using(span: Span | None) -> Iterator[None]:
-    """Make ``span`` current inside the block (nothing when it is None)."""
+def using(span: Span | None) -> AbstractContextManager[object]:
+    """Make ``span`` current inside the block (a shared do-nothing block when it is None)."""
     if span is None:
-        yield
-        return
-    with trace.use_span(span, end_on_exit=False):
-        yield
+        return _NOTHING
+    return trace.use_span(span, end_on_exit=False)
+
+
+_NOTHING: AbstractContextManager[object] = nullcontext()
 
 
 def traced(name: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:

@@ -20,10 +20,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 
+from s3orch.config import ConfigError
 from s3orch.config.model import TracingConfig
 from s3orch.observe import tracing
 from s3orch.observe.logging import TextLineObserver, event_to_dict
-from s3orch.config import ConfigError
 from s3orch.testing.config import config_from_string
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 
@@ -89,7 +89,7 @@ def test_no_traceparent_no_parent() -> None:
 
 
 def test_server_span_continues_the_clients_trace(exported: InMemorySpanExporter) -> None:
-    span = tracing.server_span("GET", "/b/k", {"traceparent": [traceparent()]})
+    span = tracing.server_span("GET", b"/b/k", {"traceparent": [traceparent()]})
     assert span is not None
     tracing.end_server_span(span, "GetObject", 200, {"s3o.bucket": "b", "s3o.error_code": None})
     (done,) = exported.get_finished_spans()
@@ -149,7 +149,7 @@ def test_rate_zero_drops_new_traces_but_a_sampled_client_trace_is_kept() -> None
             ("root", {}),
             ("client-sampled", {"traceparent": [traceparent("01")]}),
         ):
-            span = tracing.server_span("GET", "/", headers)
+            span = tracing.server_span("GET", b"/", headers)
             assert span is not None
             tracing.end_server_span(span, name, 200, {})
     finally:
@@ -166,7 +166,7 @@ def test_rate_one_keeps_new_traces_but_an_unsampled_client_trace_is_dropped() ->
             ("root", {}),
             ("client-unsampled", {"traceparent": [traceparent("00")]}),
         ):
-            span = tracing.server_span("GET", "/", headers)
+            span = tracing.server_span("GET", b"/", headers)
             assert span is not None
             tracing.end_server_span(span, name, 200, {})
     finally:
@@ -237,7 +237,7 @@ def test_the_current_span_survives_awaits_of_deferreds_fired_later(exported: InM
         seen.append(await step())
         seen.append(ids_now())
 
-    span = tracing.server_span("PUT", "/b/k", {})
+    span = tracing.server_span("PUT", b"/b/k", {})
     assert span is not None
     with tracing.using(span):
         done = Deferred.fromCoroutine(handler())
@@ -286,7 +286,7 @@ def test_log_lines_inside_a_span_carry_its_ids_in_json_and_text(exported: InMemo
     globalLogPublisher.addObserver(cast(ILogObserver, observe))
     try:
         log.info("outside", component="t")
-        span = tracing.server_span("GET", "/", {})
+        span = tracing.server_span("GET", b"/", {})
         assert span is not None
         with tracing.using(span):
             log.info("inside", component="t")
@@ -310,7 +310,7 @@ def test_log_lines_inside_a_span_carry_its_ids_in_json_and_text(exported: InMemo
 def test_tracing_off_creates_nothing() -> None:
     assert not tracing.active()
     carrier: dict[str, str] = {}
-    assert tracing.server_span("GET", "/", {"traceparent": [traceparent()]}) is None
+    assert tracing.server_span("GET", b"/", {"traceparent": [traceparent()]}) is None
     assert tracing.backend_span("b1", "GetObject", "GET", carrier) is None
     assert carrier == {}
     assert tracing.log_ids() is None
