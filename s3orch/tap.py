@@ -42,7 +42,7 @@ from s3orch.frontend.root import RootResource
 from s3orch.http.site import S3Site
 from s3orch.http.tls import TLSSetupError, server_context
 from s3orch.observe.logging import LogSettings
-from s3orch.observe.tracing import TracingService, provider_for
+from s3orch.observe.tracing import TracingService
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
@@ -199,7 +199,7 @@ def build(
     )
     owner = instance_id()  # this instance's name on cleanup and intent claims
     if config.telemetry.tracing.enabled:  # first worker: up before, flushed after, the others
-        service.add_worker(TracingService(provider_for(config.telemetry.tracing), reactor))
+        service.add_worker(TracingService(config.telemetry.tracing, reactor))
     if providers:
         service.add_worker(CredentialRefresher(providers))
     service.add_worker(

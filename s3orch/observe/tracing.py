@@ -33,7 +33,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -144,26 +144,34 @@ def http_traces_url(endpoint: str, insecure: bool) -> str:
 
 
 class TracingService(Service):
-    """The ``tracing`` child of the gateway: installs the tracer at start, and at stop flushes the
-    spans still queued (in a thread: export is blocking network I/O) and removes it."""
+    """The ``tracing`` child of the gateway: builds and installs the tracer at start, and at stop
+    flushes the spans still queued (in a thread: export is blocking network I/O) and removes it.
+
+    The provider (its export thread, a gRPC channel) is made at start, not when the service tree
+    is built: twistd forks to daemonize in between, and neither survives a fork.
+    """
 
     name = "tracing"
     log = Logger(namespace="s3orch.tracing")
 
-    def __init__(self, provider: TracerProvider, reactor: Any) -> None:
-        self.provider = provider
+    def __init__(self, config: TracingConfig, reactor: Any, exporter: SpanExporter | None = None) -> None:
+        self.config = config
+        self.provider: TracerProvider | None = None
         self._reactor = reactor
+        self._exporter = exporter
 
     def startService(self) -> None:
         super().startService()
+        self.provider = provider_for(self.config, self._exporter)
         install(self.provider)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         uninstall()
-        d: Deferred[None] = deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self.provider.shutdown
-        )
+        provider, self.provider = self.provider, None
+        if provider is None:
+            return succeed(None)
+        d: Deferred[None] = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), provider.shutdown)
 
         def failed(failure: Any) -> None:
             self.log.failure("flushing traces failed", failure, component="tracing")

@@ -351,3 +351,53 @@ def test_a_put_through_the_gateway_makes_linked_server_core_and_backend_spans(
     (put,) = [r for r in gateway.backends["backend-1"].received if r.method == "PUT"]
     assert put.header("traceparent") == f"00-{TRACE_ID}-{ids(backend)[1]}-01"
     assert "traceparent" not in put.signed_headers
+
+
+# --- the service ------------------------------------------------------------------------------------
+
+
+class _InlineThreads:
+    """A reactor whose thread pool runs work at once, on the caller's thread."""
+
+    def getThreadPool(self) -> _InlineThreads:  # noqa: N802  # IReactorThreads' naming
+        return self
+
+    def callInThreadWithCallback(self, on_result: Any, fn: Any, *args: Any) -> None:  # noqa: N802
+        on_result(True, fn(*args))
+
+    def callFromThread(self, fn: Any, *args: Any) -> None:  # noqa: N802
+        fn(*args)
+
+
+def test_the_service_traces_while_running_and_its_stop_flushes_the_queue() -> None:
+    exporter = InMemorySpanExporter()
+    service = tracing.TracingService(
+        TracingConfig(enabled=True, endpoint="-", sample_rate=1.0), _InlineThreads(), exporter
+    )
+    assert not tracing.active()
+    service.startService()
+    assert tracing.active()
+    span = tracing.server_span("PUT", b"/b/k", {})
+    assert span is not None
+    tracing.end_server_span(span, "PutObject", 200, {})
+    assert exporter.get_finished_spans() == ()  # queued for the batch processor's next run
+    stopped = service.stopService()
+    assert stopped.called and stopped.result is None
+    assert not tracing.active()
+    assert [s.name for s in exporter.get_finished_spans()] == ["s3.PutObject"]
+
+
+def test_the_gateway_gets_the_tracing_service_first_only_when_enabled() -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from s3orch.tap import build
+
+    base = DEFAULT_CONFIG.replace("{workdir}", "/nonexistent")
+    on = build(
+        config_from_string(base + "telemetry:\n  tracing:\n    enabled: true\n    endpoint: c:4317\n"),
+        MemoryReactorClock(),
+    )
+    assert on.workers[0].name == "tracing"
+    assert on.getServiceNamed("tracing").config.endpoint == "c:4317"
+    off = build(config_from_string(base), MemoryReactorClock())
+    assert "tracing" not in [worker.name for worker in off.workers]
