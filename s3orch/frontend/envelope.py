@@ -173,7 +173,8 @@ class S3Envelope(Resource):
                 except Refused as refused:
                     raise self._refuse_admission(state, refused) from None
                 state.query = sigv4.parse_query(query_of(uri))
-                self._prepare(state, length)
+                with tracing.using(state.span):  # its log lines (audit refusals) carry the trace
+                    self._prepare(state, length)
             except (RejectedEarly, errors.S3Error):
                 raise
             except StoreUnavailable as exc:

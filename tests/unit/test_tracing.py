@@ -333,10 +333,22 @@ def test_tracing_off_creates_nothing() -> None:
 def test_a_put_through_the_gateway_makes_linked_server_core_and_backend_spans(
     tmp_path: Path, exported: InMemorySpanExporter
 ) -> None:
+    records: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        records.append(event_to_dict(event))  # as the gateway's observer: where the line is written
+
     with GatewayHarness(tmp_path) as gateway:
-        response = gateway.put("photos", "cat.jpg", b"meow", {"traceparent": traceparent()})
-        assert response.status == 200
-    spans = {span.name: span for span in exported.get_finished_spans()}
+        globalLogPublisher.addObserver(cast(ILogObserver, observe))
+        try:
+            response = gateway.put("photos", "cat.jpg", b"meow", {"traceparent": traceparent()})
+            assert response.status == 200
+            # Refused while its headers are prepared (photos' keys on documents): still in its span.
+            refused = gateway.put("documents", "x", b"", credentials=gateway.credentials("photos"))
+            assert refused.status == 403
+        finally:
+            globalLogPublisher.removeObserver(cast(ILogObserver, observe))
+    spans = {span.name: span for span in exported.get_finished_spans() if ids(span)[0] == TRACE_ID}
     server = spans["s3.PutObject"]
     core = spans["core.PutObject"]
     backend = spans["backend.PutObject"]
@@ -351,6 +363,13 @@ def test_a_put_through_the_gateway_makes_linked_server_core_and_backend_spans(
     (put,) = [r for r in gateway.backends["backend-1"].received if r.method == "PUT"]
     assert put.header("traceparent") == f"00-{TRACE_ID}-{ids(backend)[1]}-01"
     assert "traceparent" not in put.signed_headers
+    audits = {r["event"]: r for r in records if r.get("audit") and r.get("key") in ("cat.jpg", None)}
+    assert (audits["s3.PutObject"]["trace_id"], audits["s3.PutObject"]["span_id"]) == ids(server)
+    assert (audits["storage.PutObject"]["trace_id"], audits["storage.PutObject"]["span_id"]) == ids(spans["core.Commit"])
+    mismatch = audits["s3.BucketMismatch"]
+    (refused_span,) = [s for s in exported.get_finished_spans() if ids(s)[1] == mismatch["span_id"]]
+    assert refused_span.name == "s3.PutObject" and refused_span.attributes is not None
+    assert refused_span.attributes["http.response.status_code"] == 403
 
 
 # --- the service ------------------------------------------------------------------------------------
