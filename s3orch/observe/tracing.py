@@ -44,13 +44,16 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
+    "FLUSH_TIMEOUT",
     "SERVICE_NAME",
     "TracingService",
+    "active",
     "backend_span",
     "end_backend_span",
     "end_server_span",
     "exporter_for",
     "extract_parent",
+    "http_traces_url",
     "install",
     "log_ids",
     "provider_for",
@@ -62,6 +65,8 @@ __all__ = [
 
 #: ``service.name`` of the exported resource.
 SERVICE_NAME = "s3orch"
+#: Seconds a stop waits for the spans still queued to be exported.
+FLUSH_TIMEOUT = 5.0
 #: The process's tracer; None while tracing is off (every entry point checks it first).
 _tracer: Tracer | None = None
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -171,13 +176,19 @@ class TracingService(Service):
         provider, self.provider = self.provider, None
         if provider is None:
             return succeed(None)
-        d: Deferred[None] = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), provider.shutdown)
+        d: Deferred[None] = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _flush, provider)
 
         def failed(failure: Any) -> None:
             self.log.failure("flushing traces failed", failure, component="tracing")
 
         d.addErrback(failed)
         return d
+
+
+def _flush(provider: TracerProvider) -> None:
+    """Export what is queued, waiting at most FLUSH_TIMEOUT for a slow collector, then close."""
+    provider.force_flush(int(FLUSH_TIMEOUT * 1000))
+    provider.shutdown()
 
 
 # --- spans -------------------------------------------------------------------------------------
