@@ -246,7 +246,7 @@ def traced(name: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callabl
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-            if _tracer is None:
+            if _tracer is None or _unsampled():
                 return fn(*args, **kwargs)
             return _in_span(_tracer, name, fn(*args, **kwargs))
 
@@ -264,6 +264,12 @@ async def _in_span(tracer: Tracer, name: str, coroutine: Coroutine[Any, Any, R])
             raise
 
 
+def _unsampled() -> bool:
+    """Inside a trace that is not sampled: its children would be dropped, so none is made."""
+    context = trace.get_current_span().get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
+
+
 def _record_failure(span: Span, exc: BaseException) -> None:
     """An exception ends the span as an error, except a client's fault (an S3 4xx answer)."""
     status = getattr(exc, "status", None)
@@ -275,8 +281,14 @@ def _record_failure(span: Span, exc: BaseException) -> None:
 
 
 def backend_span(backend: str, operation: str, method: str, carrier: dict[str, str]) -> Span | None:
-    """Start the client span of one backend request; put its ``traceparent`` in ``carrier``."""
+    """Start the client span of one backend request; put its ``traceparent`` in ``carrier``.
+
+    In a trace that is not sampled, no span: the current context goes to the backend as it is.
+    """
     if _tracer is None:
+        return None
+    if _unsampled():
+        _PROPAGATOR.inject(carrier)
         return None
     span = _tracer.start_span(
         f"backend.{operation}",

@@ -208,6 +208,22 @@ def test_protocol_must_be_grpc_or_http() -> None:
     assert "telemetry.tracing.protocol: must be 'grpc' or 'http'" in str(raised.value)
 
 
+def test_an_unsampled_trace_makes_no_child_spans_and_passes_its_context_on(exported: InMemorySpanExporter) -> None:
+    @tracing.traced("core.Step")
+    async def step() -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        assert tracing.backend_span("b1", "GetObject", "GET", carrier) is None
+        return carrier
+
+    span = tracing.server_span("GET", b"/", {"traceparent": [traceparent("00")]})
+    assert span is not None and not span.is_recording()
+    with tracing.using(span):
+        carrier = Deferred.fromCoroutine(step()).result
+    server_id = format(span.get_span_context().span_id, "016x")
+    assert carrier == {"traceparent": traceparent("00", parent=server_id)}  # same trace, unsampled
+    assert exported.get_finished_spans() == ()
+
+
 # --- context across Deferreds ---------------------------------------------------------------------
 
 
