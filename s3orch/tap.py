@@ -47,6 +47,7 @@ from s3orch.modes import MODE_ALL, InvalidMode, NoS3Service, check_mode, runs_wo
 from s3orch.notify.delivery import TreqPoster
 from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
+from s3orch.observe.tracing import TracingService
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
@@ -232,6 +233,8 @@ def build(
         if runs_worker(mode, worker.name):
             service.add_worker(worker)
 
+    if config.telemetry.tracing.enabled:  # first worker: up before, flushed after, the others
+        service.add_worker(TracingService(config.telemetry.tracing, reactor))
     if providers:
         add_worker(CredentialRefresher(providers))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))

@@ -278,12 +278,17 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class TracingConfig:
-    """OpenTelemetry export over OTLP gRPC. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """OpenTelemetry spans exported over OTLP (``s3orch.observe.tracing``).
+
+    ``protocol`` is ours: ``grpc`` (the original's, ``endpoint`` is ``host:port``) or ``http``
+    (OTLP/HTTP protobuf; ``endpoint`` is ``host:port`` or a URL, ``/v1/traces`` by default).
+    """
 
     enabled: bool = False
     endpoint: str = ""
     insecure: bool = False
     sample_rate: float = knob(1.0, min_value=0)
+    protocol: str = knob("grpc", empty_default=True)
 
 
 @dataclass(frozen=True)

@@ -119,9 +119,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
     Unsupported(
-        "telemetry.tracing.enabled", _on("telemetry.tracing.enabled"), covers=("telemetry.tracing.*",)
-    ),
-    Unsupported(
         "backend_circuit_breaker.enabled", _on("backend_circuit_breaker.enabled"),
         covers=("backend_circuit_breaker.*",),
     ),

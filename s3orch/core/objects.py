@@ -1,16 +1,14 @@
 """Object operations across backends: put, read, delete, copy, list.
 
-The write path is PUT-before-COMMIT: quota is reserved and an intent row
-written (one transaction), the bytes go to a fresh backend key, then one
-transaction records the location, settles quota and queues the displaced
-copies for deletion.  A failure between the steps leaves either the old
-version intact plus an intent the reaper can resolve, or the new version:
-never neither, never a leaked byte or quota.
+The write path is PUT-before-COMMIT: quota is reserved and an intent row written (one
+transaction), the bytes go to a fresh backend key, then one transaction records the location,
+settles quota and queues the displaced copies for deletion.  A failure between the steps leaves
+either the old version intact plus an intent the reaper can resolve, or the new version: never
+neither, never a leaked byte or quota.
 
-Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`):
-each is placed by the routing strategy with its reservation recorded atomically,
-so one object's parts may live on different backends.  Reading such an object
-streams its extents in order (:mod:`s3orch.core.extents`).
+Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`): each
+is placed by the routing strategy with its reservation recorded atomically, so one object's parts
+may live on different backends; reading one streams its extents (:mod:`s3orch.core.extents`).
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
+from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created, object_removed
@@ -79,6 +78,7 @@ class DeleteOutcome:
     error: tuple[str, str] | None  # (code, message) when the key could not be deleted
 
 
+@traced_methods(OBJECT_SPANS)
 class ObjectService:
     """The object operations of the S3 API over the store and the backend fleet (one
     instance per process, shared by every request).

@@ -55,6 +55,7 @@ from s3orch.core.multipart import (
 )
 from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService
 from s3orch.core.placement import new_upload_id
+from s3orch.core.spans import MULTIPART_SPANS, traced_methods
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created
 from s3orch.observe.audit import audit
@@ -99,6 +100,7 @@ def _backend_failure(exc: BackendError) -> errors.S3Error:
 # --- the service -------------------------------------------------------------------------
 
 
+@traced_methods(MULTIPART_SPANS)
 class MultipartService:
     """Multipart uploads over the store and the backend fleet (one per process).
 

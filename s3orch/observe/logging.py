@@ -4,7 +4,8 @@ Every long-lived component logs through ``Logger(namespace=...)`` with a
 ``component`` field; the observer turns each event into JSON with ``time``,
 ``level``, ``component``, ``msg`` and the event's keyword fields
 (``server.log_format: json``, the default), or into a text line carrying the
-same fields as ``key=value`` pairs (``text``).  Fields whose names look like
+same fields as ``key=value`` pairs (``text``).  A line written inside a trace span carries its
+``trace_id`` and ``span_id``.  Fields whose names look like
 secrets are dropped, so a careless log call cannot leak one.
 """
 
@@ -29,6 +30,7 @@ from twisted.logger import (
 from zope.interface import implementer
 
 from s3orch.observe.ring import LogRing
+from s3orch.observe.tracing import log_ids
 
 _SECRET_FIELD = re.compile(r"secret|password|token|signature|authorization|credential|master_key", re.I)
 _LEVELS = {
@@ -82,6 +84,9 @@ def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
     out["component"] = component
     if event.get("log_format") is not None or "log_io" in event:
         out["msg"] = formatEvent(event)
+    ids = log_ids()  # observers run where the line is written: inside its span, if any
+    if ids is not None:
+        out["trace_id"], out["span_id"] = ids
     for key, value in event.items():
         if key in _INTERNAL or key in out or key.startswith("log_"):
             continue

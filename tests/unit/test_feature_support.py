@@ -31,6 +31,7 @@ GW_CORE = "tests/integration/test_gateway_core.py"
 GW_OPS = "tests/integration/test_gateway_ops.py"
 NOTIFY = "tests/integration/test_notifications.py"
 PG = "tests/store/test_postgres.py"
+TRACING = "tests/integration/test_tracing.py"
 
 #: key -> the tests that prove this build honours it ("file::test_name").
 HONOURED: dict[str, tuple[str, ...]] = {
@@ -150,6 +151,23 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "telemetry.metrics.enabled": ("tests/unit/test_service_lifecycle.py::test_metrics_served_only_where_configured",),
     "telemetry.metrics.path": ("tests/unit/test_feature_support.py::test_the_metrics_path_is_served_and_reserved_as_configured",),
     "telemetry.metrics.listen": (f"{GW_OPS}::test_metrics_listen_moves_metrics_to_their_own_address",),
+    "telemetry.tracing.enabled": (f"{TRACING}::test_a_put_trace_reaches_an_otlp_http_receiver_linked",),
+    "telemetry.tracing.endpoint": (
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_http_receiver_linked",
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_grpc_receiver_and_stop_flushes_it",
+    ),
+    "telemetry.tracing.protocol": (
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_grpc_receiver_and_stop_flushes_it",
+        "tests/unit/test_tracing.py::test_protocol_chooses_the_otlp_exporter",
+    ),
+    "telemetry.tracing.insecure": (
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_grpc_receiver_and_stop_flushes_it",
+        "tests/unit/test_tracing.py::test_http_endpoint_becomes_the_otlp_traces_url",
+    ),
+    "telemetry.tracing.sample_rate": (
+        "tests/unit/test_tracing.py::test_provider_samples_parent_based_trace_id_ratio",
+        "tests/unit/test_tracing.py::test_rate_zero_drops_new_traces_but_a_sampled_client_trace_is_kept",
+    ),
     # 1 copy (the default) is what this build keeps; above 1 is refused.
     "replication.factor": (f"{GW_CORE}::test_overwrite_and_delete_settle_quota_exactly",),
     "cleanup_queue.claim_grace_period": (
@@ -225,9 +243,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
-    ),
-    "telemetry.tracing.enabled": (
-        {"telemetry": {"tracing": {"enabled": True, "endpoint": "localhost:4317"}}}, ["telemetry.tracing.enabled"],
     ),
     "backend_circuit_breaker.enabled": ({"backend_circuit_breaker": {"enabled": True}}, ["backend_circuit_breaker.enabled"]),
     "backends[].api_request_limit": (
@@ -369,14 +384,14 @@ def test_switched_off_features_may_carry_any_settings() -> None:
 def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> None:
     original = load_config(DATA / "original_config.yaml", ORIGINAL_ENV)
     assert {issue.path for issue in refusals(original)} == {
-        "lifecycle.rules", "telemetry.tracing.enabled",
+        "lifecycle.rules",
     }
     with_extras = load_config_from_string(
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
         "lifecycle.rules", "cache.enabled", "redis.address",
-        "telemetry.tracing.enabled", "backend_circuit_breaker.enabled", "reconcile.enabled",
+        "backend_circuit_breaker.enabled", "reconcile.enabled",
     }
 
 
