@@ -20,8 +20,9 @@ from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
+from s3orch.observe.logging import new_request_id
 from s3orch.observe.metrics import WRITE_TIMEOUTS
-from s3orch.s3.errors import InternalError
+from s3orch.s3 import errors
 
 #: Bodies of non-S3 requests (admin JSON, UI forms) are capped at this size.
 NON_S3_BODY_LIMIT = 1024 * 1024
@@ -36,7 +37,26 @@ _log = Logger(namespace="s3orch.http")
 def _internal_error_rejection() -> RejectedEarly:
     """The answer when the early handler itself failed: a plain 500 InternalError."""
     return RejectedEarly(
-        500, [("Content-Type", "application/xml"), ("Server", "s3orch")], InternalError().to_xml()
+        500, [("Content-Type", "application/xml"), ("Server", "s3orch")], errors.InternalError().to_xml()
+    )
+
+
+def unprepared_rejection(exc: errors.S3Error) -> RejectedEarly:
+    """The S3 XML answer to a request refused before the front end saw its headers.
+
+    It gets a fresh request id (nothing else has one yet), sent as ``x-amz-request-id``
+    as on every S3 answer.
+    """
+    request_id = new_request_id()
+    return RejectedEarly(
+        exc.status,
+        [
+            ("Content-Type", "application/xml"),
+            ("x-amz-request-id", request_id),
+            ("x-amz-id-2", request_id),
+            ("Server", "s3orch"),
+        ],
+        exc.to_xml(request_id),
     )
 
 
@@ -97,6 +117,9 @@ class EarlyHandler(Protocol):
 
     def timed_out(self, request: S3Request | None) -> RejectedEarly:
         """The request's headers or body did not arrive in time: the answer to send before closing."""
+
+    def refused(self, request: S3Request | None, exc: errors.S3Error) -> RejectedEarly:
+        """The HTTP layer gives up on ``request`` with ``exc``: release what it holds, the answer to send."""
 
 
 class S3ResponseHeaders(Headers):
@@ -263,6 +286,40 @@ class S3Channel(http.HTTPChannel):
         self._cancel_deadlines()
         self._disarm_write_deadline()
         super().connectionLost(reason)
+
+    # -- framing errors: Twisted's parser refuses, we answer S3 XML and close ---
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """Twisted's parser refused the request's framing: a 400 S3 error, then close.
+
+        Twisted calls this private hook (tests/unit/test_twisted_private.py checks it
+        is still there) for a malformed request line or header, a Content-Length that
+        is not digits, two framing headers, an unknown Transfer-Encoding, bad chunked
+        framing, and too many or too large headers; its own answer is a bare
+        plain-text 400 that S3 clients cannot parse.
+        """
+        too_large = self._receivedHeaderSize > self.totalHeadersSize or self._receivedHeaderCount > self.maxHeaders
+        self._refuse_framing(errors.RequestHeaderSectionTooLarge() if too_large else errors.BadRequest())
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request or header line over MAX_LENGTH: LineReceiver would drop the connection unanswered."""
+        self._refuse_framing(errors.RequestHeaderSectionTooLarge())
+
+    def _refuse_framing(self, exc: errors.S3Error) -> None:
+        request: S3Request | None = self.requests[-1] if self.requests else None
+        if request is not None and request.startedWriting:
+            # An answer is already on the wire: no second one can follow it.
+            self.persistent = False
+            self.loseConnection()
+            return
+        rejection: RejectedEarly | None = None
+        handler: EarlyHandler | None = getattr(getattr(self, "site", None), "early_handler", None)
+        if request is not None and request.s3 is not None and handler is not None and not request.rejected:
+            try:
+                rejection = handler.refused(request, exc)
+            except Exception:
+                _log.failure("refusing a malformed request failed", component="http")
+        self.reject(request, rejection or unprepared_rejection(exc))
 
     def headerReceived(self, line: bytes) -> bool:
         name, sep, value = line.partition(b":")
