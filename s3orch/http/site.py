@@ -323,6 +323,10 @@ class S3Channel(http.HTTPChannel):
 
     def headerReceived(self, line: bytes) -> bool:
         name, sep, value = line.partition(b":")
+        if len(value.translate(None, b"\x00\r\n")) != len(value):
+            # RFC 9110 5.5 forbids NUL, CR and LF in a value; older Twisteds in the pinned range pass them.
+            self._respondToBadRequestAndDisconnect()
+            return False
         if sep and name.strip().lower() == b"content-length" and len(value.strip()) > MAX_CONTENT_LENGTH_DIGITS:
             # Twisted would int() it: a 5,000-digit value raises out of dataReceived.
             self._respondToBadRequestAndDisconnect()

@@ -38,6 +38,7 @@ CASES: dict[str, tuple[bytes, str]] = {
     "header without a colon": (_HEAD + b"this is not a header\r\n\r\n", "BadRequest"),
     "header name with a space": (_HEAD + b"Bad Name: x\r\n\r\n", "BadRequest"),
     "NUL in a header value": (_HEAD + b"x-amz-meta-a: a\x00b\r\n\r\n", "BadRequest"),
+    "bare LF in a header value": (_HEAD + b"x-amz-meta-a: a\nb\r\n\r\n", "BadRequest"),
     "too many headers": (
         _HEAD + b"".join(b"x-h%d: v\r\n" % i for i in range(600)) + b"\r\n",
         "RequestHeaderSectionTooLarge",
