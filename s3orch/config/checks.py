@@ -94,7 +94,7 @@ def normalise(config: Config, report: Report) -> Config:
     suffix = server.virtual_host_suffix.strip().lower().lstrip(".")
     tls = server.tls
     if tls is not None and not (tls.cert_file or tls.key_file or tls.client_ca_file):
-        tls = None  # an empty tls block means plain HTTP, as in the original
+        tls = None  # an empty tls block means plain HTTP, as in s3-orchestrator's files
     server = dataclasses.replace(
         server, log_level=server.log_level.lower(), virtual_host_suffix=suffix, tls=tls
     )

@@ -49,7 +49,7 @@ def _shell_name(text: str, start: int) -> tuple[str, int]:
 def expand_env(text: str, env: Mapping[str, str]) -> str:
     """Replace ``$VAR`` and ``${VAR}`` exactly as Go's ``os.Expand`` does; unset variables expand to "".
 
-    As in the original there is no escape: ``$2a$10$...`` bcrypt hashes must come in through a
+    As in s3-orchestrator (whose files must load unchanged) there is no escape: ``$2a$10$...`` bcrypt hashes must come in through a
     variable (``admin_secret: "${UI_ADMIN_SECRET}"``), because values are not expanded again.
     """
     parts: list[str] = []

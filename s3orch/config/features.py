@@ -93,7 +93,8 @@ class CircuitBreakerConfig:
 
 @dataclass(frozen=True)
 class BackendCircuitBreakerConfig:
-    """Per-backend breakers (off by default); 5 failures, as the code does (BEHAVIOURS 1.40). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Per-backend breakers (off by default); trip after 5 failures (s3-orchestrator's code default;
+    one of its guides says 10). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     failure_threshold: int = knob(5, positive=True)
@@ -180,7 +181,7 @@ class EncryptionConfig:
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """Chunked zstd before encryption (a later addition of the original, kept for drop-in configs). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Chunked zstd before encryption (a later addition to s3-orchestrator, kept for drop-in configs). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
     level: str = knob("default", empty_default=True)
@@ -313,7 +314,7 @@ class RedisConfig:
 class PendingPatternConfig:
     """PUT-before-COMMIT intents and the reaper that resolves the ones a failed commit left.
 
-    ``enabled: false`` (the original's legacy write path) is not yet supported: refused at start-up.
+    ``enabled: false`` (s3-orchestrator's legacy write path) is not yet supported: refused at start-up.
     """
 
     enabled: bool = True
@@ -324,7 +325,7 @@ class PendingPatternConfig:
 
 @dataclass(frozen=True)
 class ParallelCopiesConfig:
-    """Write all replicas during the PUT (a later addition of the original). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Write all replicas during the PUT (a later addition to s3-orchestrator). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
 
     enabled: bool = False
 

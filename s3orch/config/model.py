@@ -3,7 +3,8 @@
 The sections of optional features and background workers live in ``s3orch.config.features`` and
 are re-exported here.
 
-Attribute names are exactly the YAML key names of the original product's config.yaml, so a reader
+Attribute names are exactly the YAML key names of s3-orchestrator's config.yaml (the Go product
+whose config files s3orch loads unchanged), so a reader
 can go from a key in a file to the attribute without a mapping table. Every key loads; the keys of
 features this build does not have yet are refused at start-up when a file asks for them
 (``s3orch.config.support``), so no section here promises behaviour by itself. Durations are float seconds,
@@ -107,8 +108,9 @@ class ServerConfig:
 
     Not applied yet, and refused when set (``s3orch.config.support``): ``admission_wait`` above 0.
 
-    ``max_concurrent_requests`` becomes 1000 when it and both split pools are 0: the original cannot
-    run without admission control, whatever its docs say (BEHAVIOURS 1.40).
+    ``max_concurrent_requests`` becomes 1000 when it and both split pools are 0: s3-orchestrator
+    does the same (its code never runs without admission control, although its docs say 0 disables
+    it), so a drop-in file keeps its meaning.
     """
 
     listen_addr: str = knob("0.0.0.0:9000", empty_default=True)
@@ -133,7 +135,7 @@ class ServerConfig:
     virtual_host_suffix: str = ""
     delete_concurrency: int = knob(16, positive=True)
     allow_sigv2: bool = True
-    #: Regions a SigV4 credential scope may name (empty: any region, as the original).
+    #: Regions a SigV4 credential scope may name (empty: any region, as s3-orchestrator accepts).
     regions: tuple[str, ...] = ()
     #: Admission slots one access key may hold at once in each pool (0: a quarter of that pool).
     max_concurrent_per_credential: int = knob(0, min_value=0)
@@ -175,7 +177,7 @@ class BucketConfig:
 class DatabaseConfig:
     """The metadata store. ``driver`` is inferred when empty: postgres if ``host`` (or ``dsn``) is set.
 
-    ``database`` also answers to ``name`` (our alias; the original has no ``name`` key).
+    ``database`` also answers to ``name`` (our alias; s3-orchestrator's files have no ``name`` key).
     ``dsn`` and ``statement_timeout`` are s3orch additions.
     """
 

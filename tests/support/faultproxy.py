@@ -1,6 +1,6 @@
 """A TCP fault proxy between s3orch and one backend, switchable while traffic flows.
 
-The fault rig's first tool (DESIGN §5): put it in front of a real S3 server,
+The fault-injection rig's first tool (integration tests inject faults between s3orch and a backend): put it in front of a real S3 server,
 point the gateway's backend ``endpoint`` at :attr:`FaultProxy.endpoint`, then
 change :attr:`FaultProxy.mode` at any moment.  Each new connection takes the
 mode current when it is accepted (a connection already flowing keeps its own,

@@ -487,7 +487,7 @@ def test_region_must_be_a_configured_one() -> None:
     query_error = error_of(authenticate, presigned(url), lookup, NOW, regions=regions)
     assert isinstance(query_error, AuthorizationQueryParametersError)
     assert query_error.fields == {"Region": "eu-west-3"}
-    # No regions configured: any region, as the original.
+    # No regions configured: any region, as s3-orchestrator accepts.
     assert authenticate(signed(region="mars-1"), lookup, NOW).scope.endswith("/mars-1/s3/aws4_request")
 
 
