@@ -54,7 +54,7 @@ class GatewayService(MultiService):
         clock: IReactorTime | None = None,
         shutdown_delay: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's MultiService is unannotated
         self.store = store
         self.quota_limits = dict(quota_limits)
         self.closers = list(closers)
@@ -86,7 +86,7 @@ class GatewayService(MultiService):
 
     def removeService(self, service: IService) -> Deferred[None] | None:
         self._phase.pop(service.name, None)
-        result: Deferred[None] | None = super().removeService(service)
+        result: Deferred[None] | None = super().removeService(service)  # type: ignore[no-untyped-call]  # Twisted's MultiService is unannotated
         return result
 
     def _children(self, phase: str) -> list[IService]:
@@ -114,7 +114,7 @@ class GatewayService(MultiService):
         # hand it ours (JSON lines) instead of its default text log.
         if self.log_observer is not None and hasattr(parent, "setComponent"):
             parent.setComponent(ILogObserver, self.log_observer)
-        super().setServiceParent(parent)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]  # Twisted's MultiService is unannotated
 
     def privilegedStartService(self) -> None:
         # Not the children's: a TCPServer would bind its port here, and the gateway

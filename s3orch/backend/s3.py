@@ -217,8 +217,7 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
-        # HTTPConnectionPool is unannotated (ignored once disallow_untyped_calls is on).
-        pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+        pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]  # Twisted's pool: unannotated
         pool.maxPersistentPerHost = max_persistent_per_host
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests

@@ -73,7 +73,12 @@ def _changed(path: str) -> Callable[[Config], list[str]]:
 
 def _above(path: str, limit: float) -> Callable[[Config], list[str]]:
     get = _get(path)
-    return lambda config: [path] if float(get(config)) > limit else []  # type: ignore[arg-type]
+
+    def asks(config: Config) -> list[str]:
+        value = get(config)
+        return [path] if isinstance(value, (int, float)) and value > limit else []
+
+    return asks
 
 
 def _each_backend(name: str) -> Callable[[Config], list[str]]:

@@ -108,7 +108,7 @@ class S3Envelope(Resource):
         reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
         admission: Admission | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted.web's Resource is unannotated
         #: ``server:`` of the config (caps, spooling, addressing, which signatures are accepted).
         self.server_config = server
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).

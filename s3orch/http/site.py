@@ -65,6 +65,10 @@ def _header_bytes(value: str) -> bytes:
     return value.encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
 
 
+def _ignore_input(*args: object) -> None:
+    """Stands in for a channel's input methods once its answer is final."""
+
+
 def pending_write_bytes(transport: Any) -> int | None:
     """Bytes a transport has taken from us but not yet handed to the kernel.
 
@@ -147,9 +151,13 @@ class S3Request(server.Request):
         super().__init__(*args, **kwargs)
         self.responseHeaders = S3ResponseHeaders()
 
+    def _early_handler(self) -> EarlyHandler | None:
+        """The front end's hooks, through the channel's site (None once the channel is gone)."""
+        channel = self.channel
+        return channel.site.early_handler if isinstance(channel, S3Channel) else None
+
     def gotLength(self, length: int | None) -> None:
-        site = getattr(self.channel, "site", None)
-        handler: EarlyHandler | None = getattr(site, "early_handler", None)
+        handler = self._early_handler()
         host = self.requestHeaders.getRawHeaders(b"host", [None])[0]
         if handler is not None and handler.wants(self._early_method, self._early_uri, host):
             self.content = io.BytesIO()
@@ -169,9 +177,9 @@ class S3Request(server.Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self.rejected:
             return
-        if self.s3 is not None:
-            site: Any = getattr(self.channel, "site", None)
-            site.early_handler.feed(self, data)
+        handler = self._early_handler()
+        if self.s3 is not None and handler is not None:
+            handler.feed(self, data)
             return
         content: Any = self.content
         if content.tell() + len(data) > NON_S3_BODY_LIMIT:
@@ -185,9 +193,9 @@ class S3Request(server.Request):
 
     def connectionLost(self, reason: Any) -> None:
         if self.s3 is not None and not self.rejected:
-            site: Any = getattr(self.channel, "site", None)
-            if site is not None and site.early_handler is not None:
-                site.early_handler.abandoned(self)
+            handler = self._early_handler()
+            if handler is not None:
+                handler.abandoned(self)
         super().connectionLost(reason)
 
 
@@ -203,7 +211,7 @@ class S3Channel(http.HTTPChannel):
     closes.
     """
 
-    site: Any
+    site: S3Site  # set by Site.buildProtocol before the connection is made
     _header_deadline: IDelayedCall | None = None
     _read_deadline: IDelayedCall | None = None
     _write_deadline: IDelayedCall | None = None
@@ -232,12 +240,11 @@ class S3Channel(http.HTTPChannel):
         super().lineReceived(line)
 
     def _start_request_deadlines(self) -> None:
-        site = getattr(self, "site", None)
         self._cancel_deadlines()
         self._reading = True
         self._got_bytes = False
-        header_timeout = getattr(site, "read_header_timeout", None)
-        read_timeout = getattr(site, "read_timeout", None)
+        header_timeout = self.site.read_header_timeout
+        read_timeout = self.site.read_timeout
         if header_timeout:
             self._header_deadline = self._call_later(header_timeout, self._deadline_passed, "headers")
         if read_timeout:
@@ -271,7 +278,7 @@ class S3Channel(http.HTTPChannel):
             # there is no one to answer, just close.
             transport.loseConnection()
             return
-        handler: EarlyHandler | None = getattr(getattr(self, "site", None), "early_handler", None)
+        handler: EarlyHandler | None = self.site.early_handler
         if handler is not None:
             rejection = handler.timed_out(request)
         else:
@@ -313,7 +320,7 @@ class S3Channel(http.HTTPChannel):
             self.loseConnection()
             return
         rejection: RejectedEarly | None = None
-        handler: EarlyHandler | None = getattr(getattr(self, "site", None), "early_handler", None)
+        handler: EarlyHandler | None = self.site.early_handler
         if request is not None and request.s3 is not None and handler is not None and not request.rejected:
             try:
                 rejection = handler.refused(request, exc)
@@ -347,7 +354,7 @@ class S3Channel(http.HTTPChannel):
         super().resumeProducing()
 
     def _arm_write_deadline(self) -> None:
-        timeout = getattr(getattr(self, "site", None), "write_timeout", None)
+        timeout = self.site.write_timeout
         if not timeout or self._write_deadline is not None:
             return
         self._write_pending = pending_write_bytes(self.transport)
@@ -378,7 +385,7 @@ class S3Channel(http.HTTPChannel):
         WRITE_TIMEOUTS.inc()
         _log.info(
             "aborting connection: the client accepted no response bytes for {timeout}s",
-            timeout=getattr(self.site, "write_timeout", None),
+            timeout=self.site.write_timeout,
             component="http",
         )
         abort = getattr(transport, "abortConnection", None)
@@ -424,8 +431,9 @@ class S3Channel(http.HTTPChannel):
         self.persistent = False
         self._cancel_deadlines()
         # Ignore whatever else the client sends; close once the answer is flushed.
-        ignore = lambda *args: None  # noqa: E731
-        self.dataReceived = self.lineReceived = self.rawDataReceived = ignore  # type: ignore[method-assign]
+        # Shadowing the methods on the instance is how Twisted itself drops input after the last request.
+        for name in ("dataReceived", "lineReceived", "rawDataReceived"):
+            setattr(self, name, _ignore_input)
         if transport is None:
             return
         try:
@@ -442,7 +450,7 @@ class S3Channel(http.HTTPChannel):
             transport.abortConnection()
             return
         transport.loseConnection()
-        timeout = getattr(getattr(self, "site", None), "write_timeout", None)
+        timeout = self.site.write_timeout
         if timeout:
             # A client that never reads its answer must not hold the connection.
             self._disarm_write_deadline()
@@ -453,7 +461,7 @@ class S3Channel(http.HTTPChannel):
 class S3Site(server.Site):
     """Site wiring S3Channel/S3Request and the front end's early hooks."""
 
-    protocol = S3Channel  # type: ignore[assignment]
+    protocol = S3Channel  # type: ignore[assignment]  # Twisted declares it as its factory function
     requestFactory = S3Request
     displayTracebacks = False
 
