@@ -217,7 +217,7 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
-        pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]  # Twisted's pool: unannotated
+        pool = _QuietPool(reactor, persistent=True)
         pool.maxPersistentPerHost = max_persistent_per_host
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests
@@ -510,7 +510,7 @@ class S3Backend:
     async def close(self) -> None:
         """Stop uploads' scheduler and close pooled connections."""
         self._cooperator.stop()
-        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # unannotated
+        await self._pool.closeCachedConnections()
 
 
 def _decode_listed_key(key: str) -> str:
