@@ -204,7 +204,7 @@ def build(
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
-    listener.setName(S3_LISTENER)
+    listener.setName(S3_LISTENER)  # type: ignore[no-untyped-call]  # IService's methods are unannotated
 
     async def close_backends() -> None:
         await cleanups.quiesce()

@@ -166,12 +166,12 @@ class TracingService(Service):
         self._exporter = exporter
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         self.provider = provider_for(self.config, self._exporter)
         install(self.provider)
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         uninstall()
         provider, self.provider = self.provider, None
         if provider is None:
