@@ -126,7 +126,7 @@ def provider_for(config: TracingConfig, exporter: SpanExporter | None = None) ->
 
 
 def exporter_for(config: TracingConfig) -> SpanExporter:
-    """The OTLP exporter of ``telemetry.tracing``: gRPC (the original's) or HTTP/protobuf."""
+    """The OTLP exporter of ``telemetry.tracing``: gRPC (s3-orchestrator's, whose config s3orch loads) or HTTP/protobuf."""
     if config.protocol == "http":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HTTPExporter,

@@ -155,7 +155,7 @@ class OTLPGrpcReceiver(_Receiver):
 
     @property
     def endpoint(self) -> str:
-        """What ``telemetry.tracing.endpoint`` names (``host:port``, the original's form)."""
+        """What ``telemetry.tracing.endpoint`` names (``host:port``, s3-orchestrator's form)."""
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
