@@ -19,6 +19,7 @@ from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
 from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.breaker import guard
 from s3orch.backend.credentials import (
     CredentialError,
     CredentialProvider,
@@ -47,6 +48,7 @@ from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_exp
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
+from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.pending_reaper import PendingReaper
@@ -126,7 +128,17 @@ def build(
         )
         for b in config.backends
     }
-    fleet = BackendFleet(config.backends, clients)
+    # Per-backend circuit breakers wrap the clients: an open backend fails at once.
+    breaking = config.backend_circuit_breaker
+    breakers = None
+    if breaking.enabled:
+        clients, breakers = guard(
+            clients,
+            failure_threshold=breaking.failure_threshold,
+            open_timeout=breaking.open_timeout,
+            clock=reactor,
+        )
+    fleet = BackendFleet(config.backends, clients, breakers)
     cleanups = Cleanups(store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency)
     objects = ObjectService(
         store=store,
@@ -216,6 +228,9 @@ def build(
 
     if providers:
         add_worker(CredentialRefresher(providers))
+    if breakers is not None:
+        # Every process with backend clients has breakers to watch: not filtered by run mode.
+        service.add_worker(BreakerWatchdog(breakers, reactor))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
     add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
     # Every instance refreshes its own gauges (read-only): no worker lock.

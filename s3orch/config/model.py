@@ -314,7 +314,7 @@ class CircuitBreakerConfig:
 
 @dataclass(frozen=True)
 class BackendCircuitBreakerConfig:
-    """Per-backend breakers (off by default); 5 failures, as the code does (BEHAVIOURS 1.40). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Per-backend breakers (off by default; ``s3orch.backend.breaker``); 5 failures, as the code does (BEHAVIOURS 1.40)."""
 
     enabled: bool = False
     failure_threshold: int = knob(5, positive=True)

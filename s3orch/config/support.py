@@ -134,10 +134,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported(
         "telemetry.tracing.enabled", _on("telemetry.tracing.enabled"), covers=("telemetry.tracing.*",)
     ),
-    Unsupported(
-        "backend_circuit_breaker.enabled", _on("backend_circuit_breaker.enabled"),
-        covers=("backend_circuit_breaker.*",),
-    ),
     # Monthly usage limits (0 = unlimited, the default) and what only acts with them.
     Unsupported("backends[].api_request_limit", _each_backend("api_request_limit")),
     Unsupported("backends[].egress_byte_limit", _each_backend("egress_byte_limit")),

@@ -158,6 +158,16 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/integration/test_multipart.py::test_stale_uploads_are_aborted_and_release_their_bytes",
     ),
     # Paces the quota gauges (this build has no usage counters to flush).
+    "backend_circuit_breaker.enabled": (
+        "tests/integration/test_backend_breakers.py::test_a_refusing_backend_opens_its_breaker_and_the_probe_closes_it",
+        "tests/unit/test_backend_breaker.py::test_build_wraps_the_backends_and_adds_the_watchdog_only_when_enabled",
+    ),
+    "backend_circuit_breaker.failure_threshold": (
+        "tests/unit/test_backend_breaker.py::test_opens_after_failure_threshold_consecutive_failures",
+    ),
+    "backend_circuit_breaker.open_timeout": (
+        "tests/unit/test_backend_breaker.py::test_the_probe_waits_open_timeout_plus_a_fresh_jitter_up_to_a_quarter",
+    ),
     "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
     # true (the default) is what this build does; false is refused.
     "write_path.pending_pattern.enabled": (
@@ -206,7 +216,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "telemetry.tracing.enabled": (
         {"telemetry": {"tracing": {"enabled": True, "endpoint": "localhost:4317"}}}, ["telemetry.tracing.enabled"],
     ),
-    "backend_circuit_breaker.enabled": ({"backend_circuit_breaker": {"enabled": True}}, ["backend_circuit_breaker.enabled"]),
     "backends[].api_request_limit": (
         {"backends": [BASE["backends"][0], dict(BASE["backends"][0], name="b2", api_request_limit=1000)]},
         ["backends[1].api_request_limit"],
@@ -343,6 +352,12 @@ def test_switched_off_features_may_carry_any_settings() -> None:
     assert refusals(config) == []
 
 
+def test_backend_circuit_breakers_are_built_and_load_switched_on() -> None:
+    config = _load({"backend_circuit_breaker": {"enabled": True, "failure_threshold": 2, "open_timeout": "30s"}})
+    assert refusals(config) == []
+    assert (config.backend_circuit_breaker.failure_threshold, config.backend_circuit_breaker.open_timeout) == (2, 30.0)
+
+
 def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> None:
     original = load_config(DATA / "original_config.yaml", ORIGINAL_ENV)
     assert {issue.path for issue in refusals(original)} == {
@@ -353,7 +368,7 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
     )
     assert {issue.path for issue in refusals(with_extras)} == {
         "lifecycle.rules", "cache.enabled", "redis.address", "notifications.endpoints", "ui.admin_key",
-        "telemetry.tracing.enabled", "backend_circuit_breaker.enabled", "reconcile.enabled",
+        "telemetry.tracing.enabled", "reconcile.enabled",
     }
 
 
