@@ -94,8 +94,17 @@ class Breaker:
         clock: Clock,
         random: Callable[[], float] = _random.random,
         on_transition: TransitionHook | None = None,
+        subject: str = "backend",
+        jitter_fraction: float = 0.25,
+        refuse: Callable[[str], Exception] | None = None,
     ) -> None:
+        """``subject`` names what is guarded in log lines and audit events (``backend``,
+        ``database``); ``jitter_fraction`` of ``open_timeout`` bounds the jitter; ``refuse(name)``
+        is the exception a refused call raises (default :class:`CircuitOpen`)."""
         self.name = name
+        self.subject = subject
+        self.jitter_fraction = jitter_fraction
+        self.refuse = refuse or (lambda name: CircuitOpen("circuit breaker open", backend=name))
         self.failure_threshold = failure_threshold
         self.open_timeout = open_timeout
         self.clock = clock
@@ -135,7 +144,7 @@ class Breaker:
         if self.state == HALF_OPEN and self._probe_free(now):
             return self._dispatch_probe(now)
         BREAKER_REJECTIONS.labels(self.name).inc()
-        raise CircuitOpen("circuit breaker open", backend=self.name)
+        raise self.refuse(self.name)
 
     def _probe_free(self, now: float) -> bool:
         started = self.probe_started
@@ -182,8 +191,9 @@ class Breaker:
         if self.state != HALF_OPEN or started is None or now - started <= STALE_PROBE:
             return False
         _log.warn(
-            "backend circuit breaker probe stuck for {seconds:.0f}s; reset to open",
+            "{subject} circuit breaker probe stuck for {seconds:.0f}s; reset to open",
             component="circuit_breaker",
+            subject=self.subject,
             backend=self.name,
             seconds=now - started,
         )
@@ -199,7 +209,7 @@ class Breaker:
         self.probe_started = None
         if new == OPEN:
             if retry_at is None:
-                retry_at = now + self.open_timeout + self.random() * self.open_timeout / 4
+                retry_at = now + self.open_timeout * (1 + self.random() * self.jitter_fraction)
             self.retry_at = retry_at
             if old == CLOSED:
                 self.opened_at = now
@@ -211,26 +221,30 @@ class Breaker:
         BREAKER_TRANSITIONS.labels(self.name, old, new).inc()
         if new == OPEN and old == CLOSED:
             _log.warn(
-                "backend circuit breaker opened after {failures} consecutive failures; "
+                "{subject} circuit breaker opened after {failures} consecutive failures; "
                 "calls fail at once until a probe at +{delay:.1f}s",
                 component="circuit_breaker",
+                subject=self.subject,
                 backend=self.name,
                 failures=self.failures,
                 delay=self.retry_at - now,
                 error=str(error) if error is not None else None,
             )
-            audit("backend.circuit.opened", backend=self.name, failures=self.failures)
+            audit(f"{self.subject}.circuit.opened", backend=self.name, failures=self.failures)
         elif new == OPEN and old == HALF_OPEN and error is not None:
             _log.info(
-                "backend circuit breaker probe failed; open again until +{delay:.1f}s",
+                "{subject} circuit breaker probe failed; open again until +{delay:.1f}s",
                 component="circuit_breaker",
+                subject=self.subject,
                 backend=self.name,
                 delay=self.retry_at - now,
                 error=str(error) if error is not None else None,
             )
         elif new == CLOSED:
-            _log.info("backend circuit breaker closed", component="circuit_breaker", backend=self.name)
-            audit("backend.circuit.closed", backend=self.name)
+            _log.info(
+                "{subject} circuit breaker closed", component="circuit_breaker", subject=self.subject, backend=self.name
+            )
+            audit(f"{self.subject}.circuit.closed", backend=self.name)
         if self.on_transition is not None:
             try:
                 self.on_transition(self.name, old, new)

@@ -239,3 +239,9 @@ BREAKER_REJECTIONS = Counter(
     ["name"],
     registry=REGISTRY,
 )
+DEGRADED_WRITE_REJECTIONS = Counter(
+    "s3o_degraded_write_rejections_total",
+    "Writes refused because the database circuit breaker was open",
+    ["operation"],
+    registry=REGISTRY,
+)
