@@ -67,7 +67,10 @@ class BackendFleet:
             configs = sorted(configs, key=lambda config: config.name not in prefer)
         if self.breakers is None:
             return write_candidates(configs, size, exclude=exclude)
-        return write_candidates(configs, size, exclude=exclude, is_available=self.breakers.available)
+        healthy = write_candidates(configs, size, exclude=exclude, is_available=self.breakers.available)
+        # Every candidate is behind an open breaker: offer them anyway, so that the write fails
+        # at once with 503 (the breaker refuses the call), not 507 as if no backend had room.
+        return healthy or write_candidates(configs, size, exclude=exclude)
 
     def breaker_states(self) -> dict[str, dict[str, Any]]:
         """Each backend's circuit breaker (state, consecutive failures, when it opened, when

@@ -313,6 +313,10 @@ def test_writes_skip_an_open_backend_until_its_probe_is_due() -> None:
     breakers["f1"].admit()
     assert fleet.write_candidates(10) == ["f2"]  # the probe is in flight
     assert fleet.breaker_states()["f1"]["probe_in_flight"] is True
+    fail(breakers["f2"])
+    # Every backend open: all are offered, so the write fails fast with 503 rather than 507.
+    assert fleet.write_candidates(10) == ["f1", "f2"]
+    assert fleet.write_candidates(10, exclude={"f1"}) == ["f2"]
     assert BackendFleet(config.backends, clients).breaker_states() == {}
 
 
@@ -358,3 +362,41 @@ def test_build_wraps_the_backends_and_adds_the_watchdog_only_when_enabled(tmp_pa
         with pytest.raises(KeyError):
             gateway.service.getServiceNamed("breaker-watchdog")
         assert gateway.service.reloader.targets.fleet.breaker_states() == {}
+
+
+HARNESS_BREAKERS = DEFAULT_CONFIG + "backend_circuit_breaker:\n  enabled: true\n  failure_threshold: 2\n  open_timeout: 1m\n"
+
+
+def test_through_the_gateway_writes_skip_an_open_backend_and_the_probe_closes_it(tmp_path: Path) -> None:
+    with GatewayHarness(tmp_path, HARNESS_BREAKERS, start=1_000_000.0) as gateway:
+        first = gateway.backends["backend-1"]
+        second = gateway.backends["backend-2"]
+        breaker = gateway.service.reloader.targets.fleet["backend-1"].breaker
+        first.redirect("store-1", "http://elsewhere.test/")  # backend-1 now fails every call
+        for i in range(2):
+            assert gateway.put("photos", f"k{i}", b"data").status == 200  # failed over
+        assert breaker.state == OPEN and len(second.objects("store-2")) == 2
+        seen = len(first.received)
+        assert gateway.put("photos", "k2", b"data").status == 200
+        assert len(first.received) == seen  # the open backend was not called at all
+        assert len(second.objects("store-2")) == 3
+        first._redirects.clear()  # healthy again
+        gateway.advance(60 + 15)  # open_timeout plus the largest jitter
+        assert gateway.put("photos", "k3", b"data").status == 200  # the probe, on backend-1
+        assert breaker.state == CLOSED
+        assert len(first.objects("store-1")) == 1
+        assert gateway.get("photos", "k3").body == b"data"
+
+
+def test_through_the_gateway_every_backend_open_is_a_503_never_a_507(tmp_path: Path) -> None:
+    with GatewayHarness(tmp_path, HARNESS_BREAKERS, start=1_000_000.0) as gateway:
+        fleet = gateway.service.reloader.targets.fleet
+        assert gateway.put("photos", "before", b"old bytes").status == 200
+        for name in ("backend-1", "backend-2"):
+            fail(fleet[name].breaker, 2)
+        seen = [len(server.received) for server in gateway.backends.values()]
+        put = gateway.put("photos", "k", b"data")
+        assert put.status == 503 and b"<Code>ServiceUnavailable</Code>" in put.body
+        get = gateway.get("photos", "before")
+        assert get.status == 503  # the only holder is behind an open breaker: never 404
+        assert [len(server.received) for server in gateway.backends.values()] == seen
