@@ -20,6 +20,10 @@ protocol) so that every call passes through it:
 
 Each call's outcome is matched to the state it was admitted in (an *epoch*), so a slow call
 that started before a transition cannot close or open the breaker after it.
+
+:class:`Breaker` itself knows nothing of S3: the database breaker
+(:mod:`s3orch.core.degraded`) is one too, with its own refusal, no jitter and its own
+idea of which errors count.
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ def counts_as_failure(exc: BaseException) -> bool:
 
 
 class Breaker:
-    """The state machine of one backend's breaker; ``clock`` and ``random`` are injected."""
+    """The state machine of one breaker (a backend's, or the database's); ``clock`` and
+    ``random`` are injected."""
 
     def __init__(
         self,
