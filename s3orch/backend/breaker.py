@@ -29,11 +29,11 @@ idea of which errors count.
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -46,6 +46,7 @@ from s3orch.backend.interface import (
     IBodyConsumer,
     ObjectBackend,
 )
+from s3orch.notify.events import CIRCUIT_CLOSED, CIRCUIT_OPENED
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import BREAKER_REJECTIONS, BREAKER_STATE, BREAKER_TRANSITIONS
 from s3orch.payload import Payload
@@ -293,6 +294,27 @@ class Breakers:
     def reset_stale_probes(self) -> list[str]:
         """Give up every probe stuck half-open; the names of the breakers reset."""
         return [name for name, breaker in self._breakers.items() if breaker.reset_stale_probe()]
+
+
+#: ``emit(event_type, subject, data)``: an event sink's ``emit`` (``s3orch.notify.sink``).
+Emit = Callable[[str, str, Mapping[str, Any]], Coroutine[Any, Any, None]]
+
+
+def transition_events(emit: Emit) -> TransitionHook:
+    """A transition hook sending ``backend.circuit.opened`` when a closed breaker opens and
+    ``backend.circuit.closed`` when a probe closes it (subject: the backend); the sink writes
+    them in a transaction of its own, without holding up the call that tripped the breaker."""
+
+    def hook(name: str, old: str, new: str) -> None:
+        if new == OPEN and old == CLOSED:
+            event_type = CIRCUIT_OPENED
+        elif new == CLOSED:
+            event_type = CIRCUIT_CLOSED
+        else:
+            return
+        ensureDeferred(emit(event_type, name, {"backend": name, "state": new, "previous_state": old}))
+
+    return hook
 
 
 def guard(

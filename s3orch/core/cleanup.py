@@ -26,6 +26,8 @@ from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError
 from s3orch.core.fleet import BackendFleet
+from s3orch.notify.emit import cleanup_exhausted
+from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.metrics import CLEANUP_ENQUEUED, CLEANUP_PROCESSED
 from s3orch.store.interface import CleanupItem, MetadataStore
 
@@ -36,8 +38,15 @@ class Cleanups:
     log = Logger(namespace="s3orch.core.cleanup")
 
     def __init__(
-        self, *, store: MetadataStore, fleet: BackendFleet, clock: IReactorTime, concurrency: int
+        self,
+        *,
+        store: MetadataStore,
+        fleet: BackendFleet,
+        clock: IReactorTime,
+        concurrency: int,
+        events: EventSink = NULL_SINK,
     ) -> None:
+        self.events = events
         self.store = store
         self.fleet = fleet
         self.clock = clock
@@ -68,7 +77,11 @@ class Cleanups:
                 )
             except BackendError as exc:
                 CLEANUP_PROCESSED.labels("retry").inc()
-                await self.store.cleanup_failed(item.id, str(exc), self.clock.seconds())
+                await self.store.cleanup_failed(
+                    item.id, str(exc), self.clock.seconds(),
+                    # written only if this failure moves the row to the dead-letter table
+                    exhausted_events=cleanup_exhausted(self.events, item, str(exc)),
+                )
                 return
             CLEANUP_PROCESSED.labels("success").inc()
             done.append(item.id)

@@ -21,6 +21,7 @@ from s3orch.backend.breaker import (
     Breakers,
     CircuitOpen,
     guard,
+    transition_events,
 )
 from s3orch.backend.interface import BackendError, BackendNotFound, BackendUnavailable
 from s3orch.backend.memory import MemoryBackend
@@ -400,3 +401,43 @@ def test_through_the_gateway_every_backend_open_is_a_503_never_a_507(tmp_path: P
         get = gateway.get("photos", "before")
         assert get.status == 503  # the only holder is behind an open breaker: never 404
         assert [len(server.received) for server in gateway.backends.values()] == seen
+
+
+def test_transitions_become_backend_circuit_events() -> None:
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def emit(event_type: str, subject: str, data: Any) -> None:
+        sent.append((event_type, subject, dict(data)))
+
+    clock = Clock()
+    breaker = Breaker("ev-1", failure_threshold=1, open_timeout=10.0, clock=clock, random=lambda: 0.0,
+                      on_transition=transition_events(emit))
+    fail(breaker)
+    clock.advance(10)
+    probe = breaker.admit()  # open -> half-open: no event
+    breaker.failed(probe, BackendUnavailable("still down"))  # half-open -> open: no new "opened"
+    clock.advance(10)
+    breaker.succeeded(breaker.admit())
+    assert sent == [
+        ("backend.circuit.opened", "ev-1", {"backend": "ev-1", "state": OPEN, "previous_state": CLOSED}),
+        ("backend.circuit.closed", "ev-1", {"backend": "ev-1", "state": CLOSED, "previous_state": HALF_OPEN}),
+    ]
+
+
+def test_through_the_gateway_the_events_reach_the_outbox(tmp_path: Path) -> None:
+    config = HARNESS_BREAKERS + 'notifications: {endpoints: [{url: "http://hook.test/x", events: ["backend.*"]}]}\n'
+    with GatewayHarness(tmp_path, config, start=1_000_000.0) as gateway:
+        first = gateway.backends["backend-1"]
+        first.redirect("store-1", "http://elsewhere.test/")
+        for i in range(2):
+            assert gateway.put("photos", f"k{i}", b"data").status == 200
+
+        def outbox() -> list[tuple[str, str]]:
+            rows = run(gateway.store.due_events(gateway.clock.seconds() + 86400, 100))
+            return [(r.event_type, r.subject) for r in rows]
+
+        assert ("backend.circuit.opened", "backend-1") in outbox()
+        first._redirects.clear()
+        gateway.advance(75)  # the notifier meanwhile tries (and fails) to deliver to hook.test
+        assert gateway.put("photos", "k3", b"data").status == 200  # the probe closes it
+        assert ("backend.circuit.closed", "backend-1") in outbox()

@@ -8,7 +8,7 @@ tests/store/test_contract_pending.py).  No sockets, threads or sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -70,7 +70,9 @@ class FakeIntentStore:
         stale = [i for i in self.intents if i.created_at <= now - min_age][:limit]
         return stale
 
-    async def resolve_intent(self, write_id: str, outcome: str, now: float) -> IntentResolution:
+    async def resolve_intent(
+        self, write_id: str, outcome: str, now: float, *, events: Sequence[object] = ()
+    ) -> IntentResolution:
         self.resolved.append((write_id, outcome, now))
         answer = self.answers.get(write_id)
         if isinstance(answer, Exception):
