@@ -78,8 +78,11 @@ from s3orch.store.records import (
     PendingIntent,
     QueuedCleanup,
     QuotaRow,
+    ReplicaOutcome,
+    ReplicaReservation,
     Reservation,
     UploadedPart,
+    UnderReplicated,
     UploadListPage,
 )
 
@@ -116,6 +119,8 @@ __all__ = [
     "PreconditionConflict",
     "QueuedCleanup",
     "QuotaRow",
+    "ReplicaOutcome",
+    "ReplicaReservation",
     "Reservation",
     "StoreError",
     "StoreUnavailable",
@@ -125,6 +130,7 @@ __all__ = [
     "UPLOAD_COMPLETING",
     "UPLOAD_CREATING",
     "UPLOAD_OPEN",
+    "UnderReplicated",
     "UploadLimitReached",
     "UploadListPage",
     "UploadNotFound",
@@ -479,3 +485,41 @@ class MetadataStore(Protocol):
 
     async def count_events(self) -> int:
         """Deliveries waiting."""
+
+    # -- replicas (s3orch.store.txn.replicas) ---------------------------------------------
+
+    async def under_replicated(
+        self,
+        factor: int,
+        limit: int,
+        after: tuple[str, str, int] | None = None,
+        uncounted: Sequence[str] = (),
+    ) -> list[UnderReplicated]:
+        """Up to ``limit`` extents of current objects with fewer than ``factor`` copies not on
+        an ``uncounted`` backend, in (bucket, key, part number) order after ``after``."""
+
+    async def reserve_replica(
+        self,
+        extent: UnderReplicated,
+        factor: int,
+        uncounted: Sequence[str],
+        candidates: Sequence[str],
+        strategy: str,
+        storage_key: str,
+        now: float,
+        hold: float,
+    ) -> ReplicaOutcome:
+        """Reserve room for one more copy of ``extent`` at ``storage_key`` on the candidate
+        (holding no copy of it) the strategy picks; the room is a cleanup row due after
+        ``hold`` seconds, so an abandoned copy is deleted by the queue."""
+
+    async def record_replica(
+        self,
+        extent: UnderReplicated,
+        reservation: ReplicaReservation,
+        factor: int,
+        uncounted: Sequence[str],
+        now: float,
+    ) -> ReplicaOutcome:
+        """Record the copy made for ``reservation`` if the object is still the same write
+        and the extent still needs it; otherwise its cleanup row (due now) is returned."""
