@@ -38,6 +38,7 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
 from s3orch.core.objects import ObjectService
+from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
@@ -61,6 +62,7 @@ from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
+from s3orch.workers.replicator import ReplicatorWorker
 
 #: The S3 listener's name in the service tree (``server.listen_addr``).
 S3_LISTENER = "s3-listener"
@@ -261,6 +263,13 @@ def build(
         service.add_worker(BreakerWatchdog(breakers, reactor))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
     add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+    if config.replication.factor > 1:
+        replicator = Replicator(
+            store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler,
+            routing_strategy=config.routing_strategy, clock=reactor, config=config.replication,
+            events=events,
+        )
+        add_worker(ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks))
     # Every instance refreshes its own gauges (read-only): no worker lock.
     usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)

@@ -223,6 +223,16 @@ class AdminHandlers:
             raise AdminError(503, "usage flush failed (see the log)")
         return {"status": "flushed"}
 
+    async def replicate(self, call: AdminCall) -> dict[str, Any]:
+        try:
+            worker: Any = self.service().getServiceNamed("replicator")
+        except KeyError:
+            return {"status": "skipped", "reason": "replication.factor is 1 or this process runs no replicator"}
+        result = await worker.run_now_pass(call.progress)
+        if result is None:
+            return {"status": "skipped", "reason": "another replication pass is running"}
+        return {"status": "ok", **result.as_dict()}
+
     async def cleanup_dlq_requeue(self, call: AdminCall) -> dict[str, Any]:
         ids = _ids(call)
         backend = call.query.get("backend") or None

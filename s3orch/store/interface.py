@@ -81,8 +81,8 @@ from s3orch.store.records import (
     ReplicaOutcome,
     ReplicaReservation,
     Reservation,
-    UploadedPart,
     UnderReplicated,
+    UploadedPart,
     UploadListPage,
 )
 

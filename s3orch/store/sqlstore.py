@@ -44,8 +44,8 @@ from s3orch.store.records import (
     ReplicaOutcome,
     ReplicaReservation,
     Reservation,
-    UploadedPart,
     UnderReplicated,
+    UploadedPart,
     UploadListPage,
 )
 from s3orch.store.txn import (
