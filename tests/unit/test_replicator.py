@@ -300,7 +300,7 @@ def test_admin_replicate_streams_progress_and_answers_the_count(gateway: Gateway
     for index in range(3):
         assert gateway.put("photos", f"a{index}", b"q" * 10).status == 200
     lines = [
-        f"POST /admin/api/replicate HTTP/1.1", f"Host: {gateway.host}", "Content-Length: 0",
+        "POST /admin/api/replicate HTTP/1.1", f"Host: {gateway.host}", "Content-Length: 0",
         f"X-Admin-Token: {TOKEN}", "Accept: application/x-ndjson",
     ]
     response = gateway.send_raw("\r\n".join(lines).encode() + b"\r\n\r\n")
@@ -321,7 +321,7 @@ def test_admin_replicate_is_skipped_with_factor_one(tmp_path: Path) -> None:
     with GatewayHarness(tmp_path, config) as h:
         with pytest.raises(KeyError):
             h.service.getServiceNamed("replicator")
-        lines = [f"POST /admin/api/replicate HTTP/1.1", f"Host: {h.host}", "Content-Length: 0", f"X-Admin-Token: {TOKEN}"]
+        lines = ["POST /admin/api/replicate HTTP/1.1", f"Host: {h.host}", "Content-Length: 0", f"X-Admin-Token: {TOKEN}"]
         answer = json.loads(h.send_raw("\r\n".join(lines).encode() + b"\r\n\r\n").body)
         assert answer["status"] == "skipped" and "factor" in answer["reason"]
 
