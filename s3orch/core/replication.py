@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
@@ -105,7 +105,10 @@ class PassResult:
     no_target: int = 0
     stale: int = 0
     bytes_copied: int = 0
-    exhausted: list[str] = field(default_factory=list)
+    #: Extents found short when the pass started (counted only when progress is watched).
+    total: int | None = None
+    #: Extents handled so far (the progress ``done``).
+    handled: int = 0
 
     @property
     def status(self) -> str:
@@ -203,7 +206,10 @@ class Replicator:
             return result
         uncounted = self.uncounted()
         audit("replication.start", run_id=result.run_id, factor=factor, uncounted=uncounted)
-        report.start(total=None, run_id=result.run_id, factor=factor)
+        # Someone watches (the admin API): tell them how much there is (one more scan).
+        total = None if progress is None else await self.store.count_under_replicated(factor, uncounted)
+        result.total = total
+        report.start(total=total, run_id=result.run_id, factor=factor)
         limit = DeferredSemaphore(max(1, self.config.concurrency))
         after: tuple[str, str, int] | None = None
         try:
@@ -250,9 +256,13 @@ class Replicator:
             result.failed += 1
             REPLICATION_FAILURES.labels("error").inc()
             self.log.failure("replicating {key} failed", component="replication", key=name)
-            report.step_end("extent", key=name, outcome=outcome, error=str(exc))
+            result.handled += 1
+            report.step_end("extent", key=name, outcome=outcome, error=str(exc),
+                            done=result.handled, total=result.total)
             return
-        report.step_end("extent", key=name, outcome=outcome, created=result.copies_created)
+        result.handled += 1
+        report.step_end("extent", key=name, outcome=outcome, created=result.copies_created,
+                        done=result.handled, total=result.total)
 
     async def replicate(
         self, extent: UnderReplicated, factor: int, uncounted: Sequence[str], result: PassResult

@@ -498,6 +498,9 @@ class MetadataStore(Protocol):
         """Up to ``limit`` extents of current objects with fewer than ``factor`` copies not on
         an ``uncounted`` backend, in (bucket, key, part number) order after ``after``."""
 
+    async def count_under_replicated(self, factor: int, uncounted: Sequence[str] = ()) -> int:
+        """How many extents :meth:`under_replicated` would return now (a progress total)."""
+
     async def reserve_replica(
         self,
         extent: UnderReplicated,

@@ -416,6 +416,11 @@ class SQLStore:
             replicas.txn_under_replicated, factor, limit, after, tuple(sorted(set(uncounted)))
         )
 
+    async def count_under_replicated(self, factor: int, uncounted: Sequence[str] = ()) -> int:
+        return await self._read(
+            replicas.txn_count_under_replicated, factor, tuple(sorted(set(uncounted)))
+        )
+
     async def reserve_replica(
         self,
         extent: UnderReplicated,

@@ -34,6 +34,9 @@ async def test_under_replicated_pages_in_key_order_and_skips_satisfied(store: Me
     rest = await store.under_replicated(2, 2, after=(page[-1].bucket, page[-1].key, page[-1].part_number))
     assert [e.key for e in rest] == ["c"]
     assert await store.under_replicated(1, 10) == []
+    assert await store.count_under_replicated(2) == 3
+    assert await store.count_under_replicated(1) == 0
+    assert await store.count_under_replicated(1, ("b1",)) == 3  # b1's copies do not count
 
 
 @pytest_twisted.ensureDeferred

@@ -306,8 +306,9 @@ def test_admin_replicate_streams_progress_and_answers_the_count(gateway: Gateway
     response = gateway.send_raw("\r\n".join(lines).encode() + b"\r\n\r\n")
     assert response.status == 200 and response.header("content-type") == "application/x-ndjson"
     events = [json.loads(line) for line in response.body.splitlines()]
-    assert events[0]["type"] == "start"
-    assert [e["outcome"] for e in events if e["type"] == "step_end"] == ["copied"] * 3
+    assert events[0]["type"] == "start" and events[0]["total"] == 3
+    steps = [e for e in events if e["type"] == "step_end"]
+    assert [(e["outcome"], e["done"], e["total"]) for e in steps] == [("copied", n, 3) for n in (1, 2, 3)]
     assert events[-1]["type"] == "result" and events[-1]["status"] == "ok"
     assert events[-1]["copies_created"] == 3
     plain = gateway.send_raw("\r\n".join(lines[:-1]).encode() + b"\r\n\r\n")
@@ -370,3 +371,24 @@ def test_the_worker_runs_every_worker_interval_and_copies_concurrency_extents_at
         replicator.fleet._clients.update(clients)
     assert inflight[1] == 2
     assert done[0].copies_created == 5 and done[0].scanned == 5  # in pages of batch_size 2
+
+
+def test_a_pass_writes_replication_webhooks_completed_and_target_exhausted(tmp_path: Path) -> None:
+    config = (
+        CONFIG.replace("quota_bytes: 16777216", "quota_bytes: 1000")
+        + 'notifications: {endpoints: [{url: "http://hooks.test/x", events: ["replication.*"]}]}\n'
+    )
+    with GatewayHarness(tmp_path, config) as h:
+        assert h.put("photos", "small", b"s" * 100).status == 200  # backend-1: room elsewhere
+        assert h.put("photos", "a", b"a" * 850).status == 200  # backend-1 is full now
+        assert h.put("photos", "b", b"b" * 850).status == 200  # backend-2
+        assert h.put("photos", "c", b"c" * 850).status == 200  # backend-3
+        result = run(h, worker(h).run_now_pass())
+        assert (result.copies_created, result.no_target) == (1, 3)
+        entries = run(h, h.store.due_events(h.clock.seconds() + 60, 100))
+        kinds = sorted(entry.event_type for entry in entries)
+        assert kinds == ["replication.completed"] + ["replication.target_exhausted"] * 3
+        completed = next(json.loads(e.payload) for e in entries if e.event_type == "replication.completed")
+        assert completed["data"]["copies_created"] == 1 and completed["data"]["no_target"] == 3
+        exhausted = sorted(json.loads(e.payload)["subject"] for e in entries if e.event_type != "replication.completed")
+        assert exhausted == ["photos/a", "photos/b", "photos/c"]

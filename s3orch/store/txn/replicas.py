@@ -103,6 +103,17 @@ def txn_under_replicated(
     return out
 
 
+def txn_count_under_replicated(tx: Tx, notes: Notes, factor: int, uncounted: Sequence[str]) -> int:
+    """How many extents :func:`txn_under_replicated` would page through now."""
+    counted, params = _counted(uncounted)
+    row = tx.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM object_locations"
+        f" GROUP BY bucket, object_key, part_number HAVING {counted} < ?) AS short",
+        [*params, factor],
+    ).fetchone()
+    return int(row[0])
+
+
 def _check_extent(
     tx: Tx, bucket: str, key: str, write_id: str, part_number: int, factor: int, uncounted: Sequence[str]
 ) -> tuple[str, list[Location]]:
