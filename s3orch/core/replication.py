@@ -50,6 +50,7 @@ from s3orch.observe.metrics import (
     REPLICATION_HEALTH_COPIES,
     REPLICATION_PENDING,
     REPLICATION_RUNS,
+    REPLICATION_STALE_ROWS,
 )
 from s3orch.payload import Payload
 from s3orch.s3 import errors
@@ -363,8 +364,16 @@ class Replicator:
                 stream = await client.get_object(source.storage_key)
                 payload = await self.spooler.spool(stream, extent.size)
             except BackendNotFound:
+                # Its record is stale (the bytes were removed behind our back): forget it,
+                # unless it is the extent's last copy.
+                dropped = await self.store.drop_missing_copy(
+                    extent, source.backend, source.storage_key, self.clock.seconds()
+                )
+                if dropped:
+                    REPLICATION_STALE_ROWS.labels(source.backend).inc()
                 self.log.error(
-                    "replication source missing on its backend", component="replication",
+                    "replication source missing on its backend; its record {what}",
+                    what="is removed" if dropped else "stays (the only copy)", component="replication",
                     backend=source.backend, storage_key=source.storage_key,
                 )
                 continue

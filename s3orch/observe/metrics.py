@@ -313,3 +313,9 @@ REPLICATION_RUNS = Counter(
     ["status"],
     registry=REGISTRY,
 )
+REPLICATION_STALE_ROWS = Counter(
+    "s3o_replication_stale_copies_removed_total",
+    "Copy records removed because their backend answered 404 when the replicator read them",
+    ["backend"],
+    registry=REGISTRY,
+)

@@ -501,6 +501,12 @@ class MetadataStore(Protocol):
     async def count_under_replicated(self, factor: int, uncounted: Sequence[str] = ()) -> int:
         """How many extents :meth:`under_replicated` would return now (a progress total)."""
 
+    async def drop_missing_copy(
+        self, extent: UnderReplicated, backend: str, storage_key: str, now: float
+    ) -> bool:
+        """Forget the copy of ``extent`` at ``backend``/``storage_key`` (its backend answered 404)
+        if the object is still the same write and another copy remains; whether it did."""
+
     async def reserve_replica(
         self,
         extent: UnderReplicated,

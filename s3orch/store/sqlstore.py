@@ -421,6 +421,11 @@ class SQLStore:
             replicas.txn_count_under_replicated, factor, tuple(sorted(set(uncounted)))
         )
 
+    async def drop_missing_copy(
+        self, extent: UnderReplicated, backend: str, storage_key: str, now: float
+    ) -> bool:
+        return await self._write(replicas.txn_drop_missing_copy, extent, backend, storage_key, now)
+
     async def reserve_replica(
         self,
         extent: UnderReplicated,

@@ -123,3 +123,19 @@ async def test_a_replica_whose_row_the_cleanup_queue_took_is_not_recorded(store:
     assert outcome.reason == "expired" and outcome.cleanup is None
     record = await store.get_object("bkt", "k")
     assert record is not None and [loc.backend for loc in record.locations] == ["b1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_missing_copy_is_forgotten_only_while_another_remains(store: MetadataStore) -> None:
+    await _setup(store)
+    await put(store, "k", 10)
+    [extent] = await store.under_replicated(2, 10)
+    only = extent.copies[0]
+    assert not await store.drop_missing_copy(extent, only.backend, only.storage_key, NOW)  # the last copy
+    reservation = await _reserve(store, extent, "bkt/x/r1")
+    assert (await store.record_replica(extent, reservation, 2, (), NOW)).reason == "ok"
+    assert await store.drop_missing_copy(extent, only.backend, only.storage_key, NOW)
+    record = await store.get_object("bkt", "k")
+    assert record is not None and [loc.backend for loc in record.locations] == ["b2"]
+    assert counters(await quota(store, "b1")) == (0, 0, 0, 0)
+    assert not await store.drop_missing_copy(extent, only.backend, only.storage_key, NOW)  # gone already

@@ -3,6 +3,7 @@ three in-memory backends, a clock): passes, quotas, races with overwrites, admin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -392,3 +393,21 @@ def test_a_pass_writes_replication_webhooks_completed_and_target_exhausted(tmp_p
         assert completed["data"]["copies_created"] == 1 and completed["data"]["no_target"] == 3
         exhausted = sorted(json.loads(e.payload)["subject"] for e in entries if e.event_type != "replication.completed")
         assert exhausted == ["photos/a", "photos/b", "photos/c"]
+
+
+def test_a_source_answering_404_loses_its_record_and_the_next_copy_is_read(gateway: GatewayHarness) -> None:
+    assert gateway.put("photos", "k", b"k" * 700).status == 200
+    replicator = worker(gateway).replicator
+    assert run(gateway, replicator.run_pass()).copies_created == 1
+    first = record(gateway, "k").locations[0]
+    assert first.backend == "backend-1"
+    del gateway.backends["backend-1"].objects("store-1")[first.storage_key]  # lost behind our back
+    before = metric("s3o_replication_stale_copies_removed_total", backend="backend-1")
+    replicator.config = dataclasses.replace(replicator.config, factor=3)
+    result = run(gateway, replicator.run_pass())
+    assert result.copies_created == 1
+    assert holders(gateway, "k") == [["backend-2", "backend-3"]]
+    assert metric("s3o_replication_stale_copies_removed_total", backend="backend-1") == before + 1
+    assert used(gateway)["backend-1"] == (0, 0, 0, 0)
+    assert gateway.get("photos", "k").body == b"k" * 700
+    gateway.problems.events.clear()

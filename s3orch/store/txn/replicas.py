@@ -135,6 +135,32 @@ def _check_extent(
     return "ok", copies
 
 
+def txn_drop_missing_copy(
+    tx: Tx, notes: Notes, extent: UnderReplicated, backend: str, storage_key: str, now: float
+) -> bool:
+    """Forget a copy its backend answered 404 for (its bytes are gone), while the object is
+    still the same write and another copy of the extent remains; True when it was dropped."""
+    tx.dialect.lock_key(tx, extent.bucket, extent.key)
+    row = tx.execute(
+        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
+        (extent.bucket, extent.key),
+    ).fetchone()
+    if row is None or row[0] != extent.write_id:
+        return False
+    copies = _copies(tx, extent.bucket, extent.key, extent.part_number, lock=True)
+    missing = [c for c in copies if (c.backend, c.storage_key) == (backend, storage_key)]
+    if not missing or len(copies) < 2:
+        return False  # never the last record of an extent: its reads must keep failing loudly
+    lock_quotas(tx, [backend])
+    tx.execute(
+        "DELETE FROM object_locations WHERE bucket = ? AND object_key = ? AND part_number = ?"
+        " AND backend_name = ?",
+        (extent.bucket, extent.key, extent.part_number, backend),
+    )
+    adjust_quota(tx, notes, backend, now, used=-missing[0].size, count=-1)
+    return True
+
+
 def txn_reserve_replica(
     tx: Tx,
     notes: Notes,
