@@ -271,7 +271,6 @@ class Replicator:
         """Copy one extent until it has ``factor`` counted copies; how it ended."""
         skipped = set(uncounted)
         counted = sum(1 for c in extent.copies if c.backend not in skipped)
-        replacing = len(extent.copies) >= factor  # only uncounted copies make it short
         payload: Payload | None = None
         made = 0
         holders = [c.backend for c in extent.copies]
@@ -318,14 +317,14 @@ class Replicator:
                         reason=recorded.reason, backend=reservation.backend,
                     )
                     return recorded.reason
+                if len(extent.copies) + made >= factor:
+                    REPLICATION_HEALTH_COPIES.inc()  # needed only because some copies do not count
                 made += 1
                 holders.append(reservation.backend)
                 result.copies_created += 1
                 result.bytes_copied += extent.size
                 REPLICATION_COPIES.labels(reservation.backend).inc()
                 REPLICATION_BYTES.labels(reservation.backend).inc(extent.size)
-                if replacing:
-                    REPLICATION_HEALTH_COPIES.inc()
                 audit(
                     "replication.copy", run_id=result.run_id, bucket=extent.bucket, key=extent.key,
                     part_number=extent.part_number, target=reservation.backend, size=extent.size,
