@@ -381,3 +381,13 @@ def test_a_failed_reload_is_announced_as_config_reload_failed(tmp_path: Path) ->
         assert [row.event_type for row in rows].count("config.reload_failed") == 1
     finally:
         harness.stop()
+
+
+def test_replication_settings_are_not_reloaded_they_wait_for_a_restart(logged: list[dict[str, Any]]) -> None:
+    old = _config()
+    reloader, _, _ = _reloader(old)
+    new = _config(BASE + "replication:\n  worker_interval: 1m\n  batch_size: 10\n")
+    outcome = _result(Deferred.fromCoroutine(reloader.apply(new)))
+    assert outcome["status"] == "ok" and outcome["changed"] == []
+    assert outcome["restart_required"] == ["replication.worker_interval", "replication.batch_size"]
+    assert reloader.current.replication == old.replication

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.logger import globalLogPublisher
 
 from s3orch.core.placement import storage_key
 from s3orch.core.replication import Replicator
@@ -411,3 +412,31 @@ def test_a_source_answering_404_loses_its_record_and_the_next_copy_is_read(gatew
     assert used(gateway)["backend-1"] == (0, 0, 0, 0)
     assert gateway.get("photos", "k").body == b"k" * 700
     gateway.problems.events.clear()
+
+
+def test_a_target_whose_max_object_size_is_smaller_is_skipped_and_each_copy_is_audited(tmp_path: Path) -> None:
+    config = CONFIG.replace(
+        "    bucket: store-2\n", "    bucket: store-2\n    max_object_size: 100\n"
+    )
+    seen: list[dict[str, Any]] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("audit"):
+            seen.append(event)
+
+    with GatewayHarness(tmp_path, config) as h:
+        assert h.put("photos", "big", b"b" * 500).status == 200  # backend-1
+        assert h.put("photos", "tiny", b"t" * 50).status == 200  # backend-1
+        globalLogPublisher.addObserver(observer)
+        try:
+            result = run(h, worker(h).run_now_pass())
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        assert result.copies_created == 2
+        assert holders(h, "big") == [["backend-1", "backend-3"]]  # backend-2 takes at most 100 bytes
+        assert holders(h, "tiny") == [["backend-1", "backend-2"]]  # pack: the first with room
+    kinds = [e["event"] for e in seen]
+    assert kinds[0] == "replication.start" and kinds[-1] == "replication.complete"
+    copies = [e for e in seen if e["event"] == "replication.copy"]
+    assert sorted((e["key"], e["target"]) for e in copies) == [("big", "backend-3"), ("tiny", "backend-2")]
+    assert {e["run_id"] for e in seen} == {result.run_id}
