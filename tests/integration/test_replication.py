@@ -344,3 +344,42 @@ def _admin_post(gw: GatewayProcess, path: str) -> tuple[int, dict[str, Any]]:
     out = response.status, json.loads(response.read())
     conn.close()
     return out
+
+
+@pytest.mark.slow
+def test_replicating_a_large_object_does_not_grow_the_gateways_memory(
+    start_gateway, moto_backends, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    import os
+
+    from boto3.s3.transfer import TransferConfig
+
+    from tests.integration.test_gateway_core import _peak_rss_kib
+
+    backends = moto_backends(2)
+    gw = start_gateway(GatewayConfig(
+        backends=backends,
+        extra={"ui": {"admin_token": TOKEN}, "replication": {"factor": 2, "worker_interval": INTERVAL}},
+    ))
+    assert gw.proc is not None
+    client = _client(gw)
+    client.put_object(Bucket="photos", Key="warm", Body=b"w" * 1024)
+    assert _replicate(gw)["copies_created"] == 1
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as out:
+        for _ in range(96):
+            out.write(os.urandom(1024 * 1024))
+    client.upload_file(str(src), "photos", "big.bin", Config=TransferConfig(multipart_threshold=1 << 30))
+    before = _peak_rss_kib(gw.proc.pid)
+    answer = _replicate(gw)
+    growth_mib = (_peak_rss_kib(gw.proc.pid) - before) / 1024
+    print(f"replicating 96 MiB: gateway peak RSS grew {growth_mib:.1f} MiB")
+    assert answer["copies_created"] == 1 and answer["bytes_copied"] == 96 * 1024 * 1024
+    assert growth_mib < 40, f"gateway peak RSS grew by {growth_mib:.0f} MiB replicating a 96 MiB object"
+    assert len({backend for _, backend, _ in _locations(gw, "big.bin")}) == 2
+    direct = {spec.name: spec for spec in backends}
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    for _, backend, key in _locations(gw, "big.bin"):
+        spec = direct[backend]
+        reader = s3_client(spec.endpoint, spec.access_key, spec.secret_key)
+        assert _sha(reader.get_object(Bucket=spec.bucket, Key=key)["Body"].read()) == digest  # type: ignore[attr-defined]
