@@ -17,10 +17,12 @@ turn, so no request sees half a reload:
 * ``usage_flush`` (the quota-gauge worker's interval);
 * the TLS certificate and key, re-read from the files the listener was started with (new
   connections get the new certificate; a certificate expiring within 24 h is warned about);
+* ``replication`` (the replicator's factor, interval, batch size, concurrency and
+  ``unhealthy_threshold``, for its next pass), as long as replication stays on or stays off:
+  turning it on (``factor`` from 1) or off takes effect at restart, as the worker exists or not;
 * s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``, ``lifecycle``,
   ``integrity``): accepted and recorded, but inert, as their features are not in this build
-  (switching one on is refused like at start).  ``replication`` is not reloaded by this build:
-  its changes take effect at restart.
+  (switching one on is refused like at start).
 
 Every other changed field needs a restart: each is logged by name and listed in
 ``restart_required``; the running config keeps its old value, so the next reload names it again.
@@ -42,7 +44,7 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig, ConfigIssue
+from s3orch.config.model import BackendConfig, ConfigIssue, ReplicationConfig
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
     EXPIRY_WARNING,
@@ -130,6 +132,8 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "server": dataclasses.replace(current.server, log_level=new.server.log_level),
         "usage_flush": new.usage_flush,
     }
+    if (new.replication.factor > 1) == (current.replication.factor > 1):
+        changes["replication"] = new.replication  # on or off stays as the start built it
     changes.update({name: getattr(new, name) for name in INERT_SECTIONS})
     return dataclasses.replace(current, **changes)
 
@@ -153,6 +157,10 @@ class HasInterval(Protocol):
     def set_interval(self, interval: float) -> None: ...
 
 
+class HasReplication(Protocol):
+    def reconfigure(self, config: ReplicationConfig) -> None: ...
+
+
 class QuotaStore(Protocol):
     async def sync_quota_limits(self, limits: dict[str, int], now: float) -> None: ...
 
@@ -166,6 +174,7 @@ class ReloadTargets:
     multipart: HasBucketLimits | None = None
     fleet: HasConfigs | None = None
     usage_flush: HasInterval | None = None
+    replicator: HasReplication | None = None
     tls: ReloadableContext | None = None
     set_log_level: Callable[[str], None] = set_log_level
 
@@ -325,6 +334,10 @@ class Reloader:
             if targets.usage_flush is not None:
                 targets.usage_flush.set_interval(merged.usage_flush.interval)
             log.info("Reloaded usage-flush config", component="reload", interval=merged.usage_flush.interval)
+        if any(name.startswith("replication") for name in changed):
+            if targets.replicator is not None:
+                targets.replicator.reconfigure(merged.replication)
+            log.info("Reloaded replication config", component="reload", factor=merged.replication.factor)
         for name in changed:
             if name.split(".")[0].split("[")[0] in INERT_SECTIONS:
                 log.info(

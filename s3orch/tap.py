@@ -263,13 +263,15 @@ def build(
         service.add_worker(BreakerWatchdog(breakers, reactor))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
     add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+    replicating: ReplicatorWorker | None = None
     if config.replication.factor > 1:
         replicator = Replicator(
             store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler,
             routing_strategy=config.routing_strategy, clock=reactor, config=config.replication,
             events=events,
         )
-        add_worker(ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks))
+        replicating = ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks)
+        add_worker(replicating)
     # Every instance refreshes its own gauges (read-only): no worker lock.
     usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)
@@ -311,7 +313,8 @@ def build(
             )
 
     targets = ReloadTargets(
-        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context
+        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
+        replicator=replicating,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

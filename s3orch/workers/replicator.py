@@ -40,6 +40,13 @@ class ReplicatorWorker(PeriodicWorker):
         #: The last pass's result (ticks and admin calls alike).
         self.last: PassResult | None = None
 
+    def reconfigure(self, config: ReplicationConfig) -> None:
+        """New settings (a SIGHUP reload): the next pass uses them, the next tick is one new
+        ``worker_interval`` from now."""
+        self.replicator.config = config
+        if config.worker_interval != self.interval:
+            self.set_interval(config.worker_interval)
+
     async def tick(self) -> None:
         self.last = await self.replicator.run_pass()
 

@@ -373,6 +373,9 @@ def test_the_worker_runs_every_worker_interval_and_copies_concurrency_extents_at
         replicator.fleet._clients.update(clients)
     assert inflight[1] == 2
     assert done[0].copies_created == 5 and done[0].scanned == 5  # in pages of batch_size 2
+    # A reload's new settings: the next pass uses them, the next tick is the new interval away.
+    found.reconfigure(dataclasses.replace(replicator.config, worker_interval=600.0, batch_size=9))
+    assert (found.interval, replicator.config.batch_size) == (600.0, 9)
 
 
 def test_a_pass_writes_replication_webhooks_completed_and_target_exhausted(tmp_path: Path) -> None:
