@@ -443,3 +443,21 @@ def test_a_target_whose_max_object_size_is_smaller_is_skipped_and_each_copy_is_a
     copies = [e for e in seen if e["event"] == "replication.copy"]
     assert sorted((e["key"], e["target"]) for e in copies) == [("big", "backend-3"), ("tiny", "backend-2")]
     assert {e["run_id"] for e in seen} == {result.run_id}
+
+
+def test_a_replicated_object_copies_and_reads_in_ranges_from_either_copy(gateway: GatewayHarness) -> None:
+    body = bytes(range(256)) * 40
+    assert gateway.put("photos", "src", body).status == 200
+    gateway.advance(INTERVAL)
+    assert len(holders(gateway, "src")[0]) == 2
+    copied = gateway.request("PUT", "photos", "dst", headers={"x-amz-copy-source": "/photos/src"})
+    assert copied.status == 200, copied.text
+    assert gateway.get("photos", "dst").body == body
+    down(gateway, record(gateway, "src").locations[0].backend)
+    ranged = gateway.get("photos", "src", headers={"Range": "bytes=1000-5119"})
+    assert ranged.status == 206 and ranged.body == body[1000:5120]
+    assert ranged.header("content-range") == f"bytes 1000-5119/{len(body)}"
+    copied_again = gateway.request("PUT", "photos", "dst2", headers={"x-amz-copy-source": "/photos/src"})
+    assert copied_again.status == 200, copied_again.text
+    assert gateway.get("photos", "dst2").body == body
+    gateway.problems.events.clear()
