@@ -268,7 +268,7 @@ def build(
         replicator = Replicator(
             store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler,
             routing_strategy=config.routing_strategy, clock=reactor, config=config.replication,
-            events=events,
+            events=events, reader=objects.reader,
         )
         replicating = ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks)
         add_worker(replicating)

@@ -39,6 +39,7 @@ from s3orch.config.model import ReplicationConfig
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.extents import check_read_back
 from s3orch.core.fleet import BackendFleet
+from s3orch.core.reads import CopyReader
 from s3orch.core.spool import Spooler
 from s3orch.notify import events as ev
 from s3orch.notify.sink import NULL_SINK, EventSink
@@ -148,6 +149,7 @@ class Replicator:
         clock: IReactorTime,
         config: ReplicationConfig,
         events: EventSink = NULL_SINK,
+        reader: CopyReader | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
@@ -157,6 +159,8 @@ class Replicator:
         self.clock = clock
         self.config = config
         self.events = events
+        #: The read order GETs use (breakers, then recent read failures), shared with them.
+        self.reader = reader or CopyReader(fleet, clock)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -175,16 +179,9 @@ class Replicator:
             and now - float(state["opened_at"]) >= threshold
         )
 
-    def _healthy(self, name: str) -> bool:
-        state = self.fleet.breaker_states().get(name)
-        return state is None or state.get("state") == CLOSED
-
     def sources(self, copies: Sequence[Location]) -> list[Location]:
-        """The copies to read from, healthy backends first (then config order is kept)."""
-        return sorted(
-            (c for c in copies if self.fleet.client(c.backend) is not None),
-            key=lambda c: not self._healthy(c.backend),
-        )
+        """The copies to read from, healthy ones first (:meth:`CopyReader.order`)."""
+        return self.reader.order(copies)
 
     def targets(self, size: int, holders: Sequence[str]) -> list[str]:
         """Backends that may take a new copy: room for ``size`` by ``max_object_size``, no copy
@@ -377,6 +374,7 @@ class Replicator:
                 )
                 continue
             except BackendError as exc:
+                self.reader.failed(source.backend)
                 self.log.warn(
                     "replication read failed; trying the next copy", component="replication",
                     backend=source.backend, error=str(exc),

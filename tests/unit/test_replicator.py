@@ -461,3 +461,29 @@ def test_a_replicated_object_copies_and_reads_in_ranges_from_either_copy(gateway
     assert copied_again.status == 200, copied_again.text
     assert gateway.get("photos", "dst2").body == body
     gateway.problems.events.clear()
+
+
+def test_a_read_failure_moves_on_to_the_next_source_and_a_write_failure_frees_the_room(
+    gateway: GatewayHarness,
+) -> None:
+    assert gateway.put("photos", "k", b"r" * 900).status == 200
+    replicator = worker(gateway).replicator
+    assert run(gateway, replicator.run_pass()).copies_created == 1  # backend-1 and backend-2
+    replicator.config = dataclasses.replace(replicator.config, factor=3)
+    down(gateway, "backend-3")  # the only target refuses the write
+    failed = run(gateway, replicator.run_pass())
+    assert (failed.failed, failed.copies_created) == (1, 0)
+    # Its room is queued for deletion now (not after the 6 h hold): backend-3 refused that too.
+    depth, rows = run(gateway, gateway.store.cleanup_queue_page(10))
+    assert depth == 1 and rows[0].reason == "replication_orphan" and rows[0].attempts == 1
+    assert rows[0].next_retry <= gateway.clock.seconds() + 120
+    assert used(gateway)["backend-3"] == (0, 900, 0, 0)
+    server: Any = gateway.backends["backend-3"]
+    del server.render  # backend-3 is back (the class's render again)
+    down(gateway, "backend-1")  # the first source now fails: copies are read from backend-2
+    gateway.advance(2 * INTERVAL + 10)  # the cleanup retry, and the worker's passes
+    assert run(gateway, gateway.store.cleanup_queue_page(10))[0] == 0
+    assert holders(gateway, "k") == [["backend-1", "backend-2", "backend-3"]]
+    assert stored(gateway, "backend-3") and list(stored(gateway, "backend-3").values()) == [b"r" * 900]
+    assert used(gateway)["backend-3"] == (900, 0, 0, 1)
+    gateway.problems.events.clear()
