@@ -37,25 +37,50 @@ def txn_expired_objects(
     limit: int,
 ) -> list[ExpiredObject]:
     bucket, exact, key_prefix = split_prefix(prefix)
+    if exact:
+        key_upper = prefix_upper_bound(key_prefix)
+        if after is None or after[1] < key_prefix:
+            return _scan(tx, created_before, limit, bucket=bucket, key_range=(key_prefix, False, key_upper))
+        return _scan(tx, created_before, limit, bucket=bucket, key_range=(after[1], True, key_upper))
+    upper = prefix_upper_bound(bucket)
+    found: list[ExpiredObject] = []
+    start = bucket
+    if after is not None:
+        # The rest of the bucket the last page ended in, then the buckets after it: each an
+        # index seek (a row-value cursor over the range would rescan it on SQLite).
+        found = _scan(tx, created_before, limit, bucket=after[0], key_range=(after[1], True, None))
+        start = after[0]
+    if len(found) < limit:
+        found += _scan(
+            tx, created_before, limit - len(found), bucket_range=(start, after is not None, upper)
+        )
+    return found
+
+
+def _scan(
+    tx: Tx,
+    created_before: float,
+    limit: int,
+    *,
+    bucket: str | None = None,
+    key_range: tuple[str, bool, str | None] | None = None,
+    bucket_range: tuple[str, bool, str | None] | None = None,
+) -> list[ExpiredObject]:
+    """One range scan of the primary key: keys of one ``bucket`` in ``key_range``, or every
+    key of the buckets in ``bucket_range``; a range is (lower, lower excluded, upper or None)."""
     sql = "SELECT bucket, object_key, write_id, size_bytes, created_at FROM objects WHERE created_at < ?"
     params: list[Any] = [created_before]
-    if exact:
-        sql += " AND bucket = ? AND object_key >= ?"
-        params += [bucket, key_prefix]
-        upper = prefix_upper_bound(key_prefix)
-        if upper is not None:
-            sql += " AND object_key < ?"
-            params.append(upper)
-    else:
-        sql += " AND bucket >= ?"
+    column, bounds = ("object_key", key_range) if bucket is not None else ("bucket", bucket_range)
+    if bucket is not None:
+        sql += " AND bucket = ?"
         params.append(bucket)
-        upper = prefix_upper_bound(bucket)
-        if upper is not None:
-            sql += " AND bucket < ?"
-            params.append(upper)
-    if after is not None:
-        sql += " AND (bucket > ? OR (bucket = ? AND object_key > ?))"
-        params += [after[0], after[0], after[1]]
+    assert bounds is not None
+    lower, excluded, upper = bounds
+    sql += f" AND {column} {'>' if excluded else '>='} ?"
+    params.append(lower)
+    if upper is not None:
+        sql += f" AND {column} < ?"
+        params.append(upper)
     sql += " ORDER BY bucket, object_key LIMIT ?"
     params.append(limit)
     return [
