@@ -124,12 +124,8 @@ class LifecycleWorker(PeriodicWorker):
         counts = {"deleted": 0, "failed": 0, "skipped": 0}
         now = self.clock.seconds()
         try:
-            for index, rule in enumerate(rules):
-                progress.step_start("rule", index=index, prefix=rule.prefix)
+            for rule in rules:
                 await self._expire_rule(rule, now - rule.expiration_days * DAY, batch, run_id, counts, progress)
-                progress.step_end(
-                    "rule", index=index, prefix=rule.prefix, done=counts["deleted"] + counts["failed"], **counts
-                )
         except Exception:
             LIFECYCLE_RUNS.labels("error").inc()
             audit("lifecycle.complete", request_id=run_id, status="error", **counts)
@@ -153,14 +149,15 @@ class LifecycleWorker(PeriodicWorker):
         progress: Progress,
     ) -> None:
         """Page through the rule's expired keys, resuming after the last key of each page (a
-        key that failed is retried by the next pass, not again in this one)."""
+        key that failed is retried by the next pass, not again in this one); each page is a
+        progress step, ``done`` counting the keys handled so far in the pass."""
         after: tuple[str, str] | None = None
         while True:
+            progress.step_start("page", prefix=rule.prefix)
             page = await self.store.expired_objects(rule.prefix, cutoff, after, batch)
             for found in page:
                 counts[await self._expire(found, rule, run_id)] += 1
-            if page:
-                progress.emit("page", prefix=rule.prefix, keys=len(page), done=counts["deleted"] + counts["failed"])
+            progress.step_end("page", prefix=rule.prefix, keys=len(page), done=sum(counts.values()), **counts)
             if len(page) < batch:
                 return
             after = (page[-1].bucket, page[-1].key)

@@ -107,6 +107,6 @@ def test_an_expired_object_disappears_after_an_admin_triggered_run(start_gateway
     assert "s3o_lifecycle_deleted_total 1.0" in metrics
     assert 's3o_lifecycle_runs_total{status="success"}' in metrics
 
-    result = CliRunner().invoke(cli, ["lifecycle", "--config", str(gw.config_path)], env={"S3ORCH_ADMIN_TOKEN": TOKEN})
-    assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("lifecycle empty: deleted 0, failed 0")
+    ran = CliRunner().invoke(cli, ["lifecycle", "--config", str(gw.config_path)], env={"S3ORCH_ADMIN_TOKEN": TOKEN})
+    assert ran.exit_code == 0, ran.output
+    assert ran.stdout.startswith("lifecycle empty: deleted 0, failed 0")

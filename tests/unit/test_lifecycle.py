@@ -147,7 +147,7 @@ def test_an_overwrite_racing_the_pass_is_never_deleted(gateway: GatewayHarness) 
             )
         return page
 
-    h.store.expired_objects = then_overwrite  # type: ignore[method-assign]
+    h.store.expired_objects = then_overwrite  # type: ignore[method-assign, assignment]
     skipped_before = LIFECYCLE_SKIPPED._value.get()
     outcome = run(h, lifecycle.run_pass())
     h.store.expired_objects = real  # type: ignore[method-assign]
@@ -168,7 +168,11 @@ def test_no_rules_take_no_lock_and_run_no_query_and_a_reload_brings_rules(tmp_pa
         queries: list[Any] = []
         locks: list[Any] = []
         real_query = h.store.expired_objects
-        h.store.expired_objects = lambda *a: queries.append(a) or real_query(*a)  # type: ignore[method-assign]
+        async def counted(*args: Any) -> Any:
+            queries.append(args)
+            return await real_query(*args)
+
+        h.store.expired_objects = counted  # type: ignore[method-assign, assignment]
         assert lifecycle.locks is not None
         real_try = lifecycle.locks.try_lock
 
@@ -176,7 +180,7 @@ def test_no_rules_take_no_lock_and_run_no_query_and_a_reload_brings_rules(tmp_pa
             locks.append(lock_id)
             return await real_try(lock_id)
 
-        lifecycle.locks.try_lock = spy  # type: ignore[method-assign]
+        lifecycle.locks.try_lock = spy  # type: ignore[method-assign, assignment]
         assert h.put("photos", "tmp/a", b"a").status == 200
         jump(h, 9 * DAY)
         assert lifecycle.status()["last_result"] == "success"
@@ -216,8 +220,11 @@ def test_the_admin_route_runs_a_pass_now_with_ndjson_progress(tmp_path: Path) ->
         events = admin(h, "tok", ndjson=True)
         kinds = [e["type"] for e in events]
         assert kinds[0] == "start" and kinds[-1] == "result"
-        assert kinds.count("step_end") == 2  # one per rule
-        assert [e["keys"] for e in events if e["type"] == "page"] == [2, 2, 1]  # batch_size 2
+        pages = [(e["prefix"], e["keys"], e["done"]) for e in events if e["type"] == "step_end"]
+        assert pages == [  # batch_size 2; the second rule finds nothing
+            ("photos/tmp/", 2, 2), ("photos/tmp/", 2, 4), ("photos/tmp/", 1, 5), ("documents/drafts/", 0, 5),
+        ]
+        assert kinds.count("step_start") == 4 and events[0]["rules"] == 2
         result = events[-1]
         assert (result["status"], result["outcome"], result["deleted"], result["failed"]) == ("ok", "success", 5, 0)
         assert keys(h, "photos") == []
@@ -229,6 +236,28 @@ def test_run_status_names_the_outcome() -> None:
     assert [run_status(1, 0), run_status(1, 1), run_status(0, 1), run_status(0, 0)] == [
         "success", "partial", "failed", "empty",
     ]
+
+
+def test_a_database_outage_ends_the_pass_as_an_error_and_the_admin_route_answers_503(tmp_path: Path) -> None:
+    from s3orch.store.interface import StoreUnavailable
+
+    with GatewayHarness(tmp_path, DEFAULT_CONFIG + RULES + 'ui:\n  admin_token: "tok"\n') as h:
+        lifecycle = worker(h)
+
+        async def down(*args: Any) -> Any:
+            raise StoreUnavailable("connection refused")
+
+        h.store.expired_objects = down  # type: ignore[method-assign, assignment]
+        errors = LIFECYCLE_RUNS.labels("error")._value.get()
+        response = h.send_raw(
+            f"POST /admin/api/lifecycle HTTP/1.1\r\nHost: {h.host}\r\nX-Admin-Token: tok\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
+        assert response.status == 503 and "database" in json.loads(response.body)["error"]
+        assert run(h, lifecycle.run_once()) is False  # the scheduled tick: counted, not raised
+        assert lifecycle.status()["last_result"] == "error"
+        assert LIFECYCLE_RUNS.labels("error")._value.get() - errors == 2
+        h.problems.events.clear()
 
 
 def test_a_failing_delete_is_counted_and_the_pass_goes_on(gateway: GatewayHarness) -> None:
