@@ -110,3 +110,20 @@ def test_an_expired_object_disappears_after_an_admin_triggered_run(start_gateway
     ran = CliRunner().invoke(cli, ["lifecycle", "--config", str(gw.config_path)], env={"S3ORCH_ADMIN_TOKEN": TOKEN})
     assert ran.exit_code == 0, ran.output
     assert ran.stdout.startswith("lifecycle empty: deleted 0, failed 0")
+
+
+def test_rules_added_by_a_sighup_expire_objects_without_a_restart(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_reload_and_modes import _hup_and_wait
+
+    gw = start_gateway(GatewayConfig(backends=moto_backends(1), extra={"ui": {"admin_token": TOKEN}}))
+    s3: Any = s3_client(gw.endpoint, "photoskey", "photossecret")
+    s3.put_object(Bucket="photos", Key="scratch/1", Body=b"1")
+    _age(gw, "photos", "scratch/1", 3)
+    (result,) = [e for e in _lifecycle(gw) if e["type"] == "result"]
+    assert (result["status"], result["reason"]) == ("skipped", "no lifecycle rules are configured")
+    with gw.config_path.open("a") as config:
+        config.write('lifecycle:\n  rules:\n    - prefix: "photos/scratch/"\n      expiration_days: 2\n')
+    _hup_and_wait(gw, "Configuration reload complete")
+    (result,) = [e for e in _lifecycle(gw) if e["type"] == "result"]
+    assert (result["status"], result["deleted"]) == ("ok", 1) or _lifecycle_worker(gw)["last_tick_at"] is not None
+    assert s3.list_objects_v2(Bucket="photos").get("KeyCount") == 0
