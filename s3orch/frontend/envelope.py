@@ -32,6 +32,7 @@ from s3orch.config.model import ServerConfig
 from s3orch.frontend.request import (
     BodyUse,
     RequestState,
+    Route,
     RouteTable,
     abort,
     first_header,
@@ -45,7 +46,7 @@ from s3orch.frontend.request import (
 from s3orch.http.admission import Admission, Pool, Refused
 from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
 from s3orch.http.site import RejectedEarly, S3Request
-from s3orch.observe.audit import audit
+from s3orch.observe.audit import audit, bind
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
     ADMISSION_IN_USE,
@@ -57,6 +58,8 @@ from s3orch.observe.metrics import (
     EARLY_REJECTIONS,
     INFLIGHT,
     LOAD_SHED,
+    MANAGER_DURATION,
+    MANAGER_REQUESTS,
     REQUEST_DURATION,
     REQUEST_SIZE,
     REQUESTS,
@@ -212,11 +215,7 @@ class S3Envelope(Resource):
         state.principal = outcome.principal
         state.auth = outcome.sigv4
         if state.operation.level != "service" and state.address.bucket != state.principal.bucket:
-            audit(
-                "s3.BucketMismatch",
-                request_id=state.request_id,
-                access_key=state.principal.access_key,
-            )
+            state.event = "s3.BucketMismatch"  # the request's one HTTP-level audit event
             raise errors.AccessDenied()
         self._admit_credential(state)
         _check_interpreted_input(state)
@@ -410,7 +409,7 @@ class S3Envelope(Resource):
                     raise errors.NotImplementedError_(
                         f"{state.operation.name} is not implemented by this gateway."
                     )
-                await route.handler(request, state, body)
+                await self._run(route, request, state, body)
             except errors.S3Error as exc:
                 send_error(request, state, exc)
             except StoreUnavailable as exc:
@@ -431,6 +430,22 @@ class S3Envelope(Resource):
             if body is not None:
                 body.close()
             self._finish_accounting(state, request.code, request)
+
+    async def _run(self, route: Route, request: S3Request, state: RequestState, body: Payload | None) -> None:
+        """The operation's handler with the request's audit scope bound (its storage events
+        carry the access key), counted as a manager operation under the backend they name."""
+        scope = bind(state.request_id, state.principal.access_key if state.principal else None)
+        started = self.clock.seconds()
+        status = "error"
+        try:
+            await route.handler(request, state, body)
+            status = "success"
+        except errors.S3Error as exc:
+            status = "client_error" if exc.status < 500 else "error"
+            raise
+        finally:
+            MANAGER_REQUESTS.labels(state.op_name, scope.backend, status).inc()
+            MANAGER_DURATION.labels(state.op_name, scope.backend).observe(self.clock.seconds() - started)
 
     def _database_unavailable(self, request: S3Request, state: RequestState, exc: StoreUnavailable) -> None:
         """503 with Retry-After: the metadata database is down or restarting (never a 500)."""
@@ -490,7 +505,9 @@ class S3Envelope(Resource):
         if state.bytes_out:
             RESPONSE_SIZE.labels(label).observe(state.bytes_out)
         address = state.address
-        event = "s3." + state.op_name if state.operation else "s3.InvalidRequest"
+        event = "s3." + state.op_name if state.operation else "s3.InvalidPath"
+        if state.error is not None and state.error.code == "MethodNotAllowed":
+            event = "s3.MethodNotAllowed"
         if state.error is not None and state.error.status == 403:
             event = "s3.AuthFailure" if state.principal is None else event
         if state.event is not None:

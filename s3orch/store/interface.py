@@ -216,8 +216,9 @@ class MetadataStore(Protocol):
     async def cleanup_done(self, ids: Sequence[int], now: float) -> None:
         """The backend deletes succeeded (or found nothing): drop rows, release orphan bytes."""
 
-    async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
-        """Count a failed attempt and schedule the retry with backoff."""
+    async def cleanup_failed(self, item_id: int, error: str, now: float) -> bool:
+        """Count a failed attempt and schedule the retry with backoff; True when it was the
+        last attempt and the row moved to the dead-letter table."""
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
         """Cleanup rows whose retry time has come, claimed or not (a read-only view)."""
@@ -271,6 +272,9 @@ class MetadataStore(Protocol):
 
     async def count_intents(self) -> int:
         """Pending intents (writes in flight plus those waiting for the reaper)."""
+
+    async def count_cleanups(self) -> tuple[int, int]:
+        """Rows in the cleanup queue and in its dead-letter table (the depth gauges)."""
 
     # -- multipart uploads ------------------------------------------------------------
 

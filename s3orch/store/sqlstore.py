@@ -187,8 +187,8 @@ class SQLStore:
         if ids:
             await self._write(cleanup.txn_cleanup_done, tuple(ids), now)
 
-    async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
-        await self._write_once(cleanup.txn_cleanup_failed, item_id, error, now)
+    async def cleanup_failed(self, item_id: int, error: str, now: float) -> bool:
+        return await self._write_once(cleanup.txn_cleanup_failed, item_id, error, now)
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
         return await self._read(cleanup.txn_due_cleanups, now, limit)
@@ -214,6 +214,9 @@ class SQLStore:
 
     async def count_intents(self) -> int:
         return await self._read(intents.txn_count_intents)
+
+    async def count_cleanups(self) -> tuple[int, int]:
+        return await self._read(cleanup.txn_count_cleanups)
 
     # -- multipart uploads ------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Refresh the quota, object-count and pending-intent gauges from the metadata store."""
+"""Refresh the quota, object-count, pending-intent and cleanup-depth gauges from the metadata store."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from s3orch.config.model import UsageFlushConfig
 from s3orch.observe.metrics import (
+    CLEANUP_DEPTH,
+    CLEANUP_DLQ_DEPTH,
     OBJECTS_COUNT,
     PENDING_DEPTH,
     QUOTA_AVAILABLE,
@@ -24,7 +26,9 @@ class QuotaMetricsWorker(PeriodicWorker):
     """
 
     def __init__(self, store: MetadataStore, clock: IReactorTime, config: UsageFlushConfig) -> None:
-        super().__init__("usage-flush", config.interval, clock, run_now=True, component="usage_flush")
+        super().__init__(
+            "usage-flush", config.interval, clock, run_now=True, component="usage_flush", audited=False
+        )
         self.store = store
 
     async def tick(self) -> None:
@@ -38,3 +42,6 @@ class QuotaMetricsWorker(PeriodicWorker):
             OBJECTS_COUNT.labels(name).set(row.object_count)
         # Here as well as in the pending reaper: that runs on one instance at a time.
         PENDING_DEPTH.set(await self.store.count_intents())
+        queued, dead = await self.store.count_cleanups()
+        CLEANUP_DEPTH.set(queued)
+        CLEANUP_DLQ_DEPTH.set(dead)

@@ -98,8 +98,9 @@ class FakeIntentStore:
     async def cleanup_done(self, ids: list[int], now: float) -> None:
         self.done.extend(ids)
 
-    async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
+    async def cleanup_failed(self, item_id: int, error: str, now: float) -> bool:
         self.failed.append(item_id)
+        return False
 
 
 def pending(name: str, size: int = 5, *, backend: str = "b1", age: float = 600.0, **flags: bool) -> PendingIntent:
@@ -365,6 +366,9 @@ class DepthGaugeTests(SynchronousTestCase):
 
             async def count_intents(self) -> int:
                 return 3
+
+            async def count_cleanups(self) -> tuple[int, int]:
+                return 0, 0
 
         worker = QuotaMetricsWorker(Store(), Clock(), UsageFlushConfig())  # type: ignore[arg-type]
         self.assertFalse(worker.exclusive)

@@ -116,14 +116,14 @@ def txn_cleanup_done(tx: Tx, notes: Notes, ids: Sequence[int], now: float) -> No
         adjust_quota(tx, notes, backend, now, orphan=-int(size))
 
 
-def txn_cleanup_failed(tx: Tx, notes: Notes, item_id: int, error: str, now: float) -> None:
+def txn_cleanup_failed(tx: Tx, notes: Notes, item_id: int, error: str, now: float) -> bool:
     row = tx.execute(
         "SELECT backend_name, storage_key, reason, size_bytes, attempts, created_at"
         f" FROM cleanup_queue WHERE id = ?{tx.for_update()}",
         (item_id,),
     ).fetchone()
     if row is None:
-        return
+        return False
     backend, storage_key, reason, size, attempts_before, created_at = row
     attempts = int(attempts_before) + 1
     error = error[:MAX_ERROR_TEXT]
@@ -142,12 +142,13 @@ def txn_cleanup_failed(tx: Tx, notes: Notes, item_id: int, error: str, now: floa
             storage_key=storage_key,
             attempts=attempts,
         )
-        return
+        return True
     tx.execute(
         "UPDATE cleanup_queue SET attempts = ?, next_retry = ?, last_error = ?,"
         " claimed_at = NULL, claimed_by = NULL WHERE id = ?",
         (attempts, now + cleanup_backoff(int(attempts_before)), error, item_id),
     )
+    return False
 
 
 def txn_due_cleanups(tx: Tx, notes: Notes, now: float, limit: int) -> list[CleanupItem]:
@@ -186,4 +187,11 @@ def txn_claim_cleanups(
                 claimer=row[6],
                 age=now - float(row[7]),
             )
-    return _cleanup_items(rows)
+    # A row whose claimer never finished is marked: its claim was recovered.
+    return [CleanupItem(int(r[0]), r[1], r[2], int(r[3]), r[4], int(r[5]), r[7] is not None) for r in rows]
+
+
+def txn_count_cleanups(tx: Tx, notes: Notes) -> tuple[int, int]:
+    queued = int(tx.execute("SELECT COUNT(*) FROM cleanup_queue").fetchone()[0])
+    dead = int(tx.execute("SELECT COUNT(*) FROM cleanup_dlq").fetchone()[0])
+    return queued, dead
