@@ -19,8 +19,9 @@ from twisted.internet.defer import Deferred
 
 import twisted
 from s3orch import __version__
-from s3orch.s3.sigv4 import UNSIGNED_PAYLOAD, sign_headers
+from s3orch.s3.sigv4 import STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, sign_headers
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
+from tests.support.awschunked import streaming_put
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
@@ -248,3 +249,38 @@ def test_a_stale_claim_taken_over_moves_its_counter(gateway: GatewayHarness) -> 
     assert s.moved("s3o_cleanup_queue_stale_claims_recovered_total", backend="backend-1") == 1
     assert s.moved("s3o_audit_events_total", event="cleanup_queue.claim_recovered") == 1
     assert s.moved("s3o_cleanup_queue_processed_total", status="success") == 1
+
+
+def _send_streaming(gateway: GatewayHarness, key: str, data: bytes, *, tamper: bool = False) -> int:
+    access_key, secret_key = gateway.credentials("photos")
+    put = streaming_put(
+        f"http://{gateway.host}/photos/{key}", data, access_key=access_key, secret_key=secret_key,
+        now=gateway.clock.seconds(), variant=STREAMING_PAYLOAD, chunk_size=8192,
+    )
+    body = put.body.replace(data[:16], b"X" * 16, 1) if tamper else put.body
+    lines = [f"PUT /photos/{key} HTTP/1.1", f"Host: {gateway.host}"]  # the headers carry Content-Length
+    lines += [f"{name}: {value}" for name, value in put.headers.items()]
+    return gateway.send_raw("\r\n".join(lines).encode() + b"\r\n\r\n" + body).status
+
+
+def test_aws_chunked_uploads_move_the_streaming_counters(gateway: GatewayHarness) -> None:
+    s = Scrapes(gateway)
+    assert _send_streaming(gateway, "chunked", b"c" * 20000) == 200
+    assert _send_streaming(gateway, "tampered", b"t" * 20000, tamper=True) == 403
+    s.again()
+    assert s.moved("s3o_auth_streaming_requests_total", variant="signed") == 2
+    assert s.moved("s3o_auth_streaming_rejections_total", reason="chunk_signature") == 1
+
+
+def test_a_credential_over_its_share_moves_credential_rejections(tmp_path: Path) -> None:
+    config = CONFIG.replace("max_concurrent_per_credential: 3", "max_concurrent_per_credential: 1")
+    with GatewayHarness(tmp_path, config) as gateway:
+        held = gateway.connect()
+        held.send(signed_put_head(gateway, "held", 10))
+        s = Scrapes(gateway)
+        assert gateway.put("photos", "second", b"2").status == 503
+        assert gateway.put("documents", "other", b"3").status == 200  # another credential's share
+        s.again()
+        assert s.moved("s3o_credential_admission_rejections_total") == 1
+        assert s.moved("s3o_audit_events_total", event="s3.AdmissionRejected") == 1
+        held.close()
