@@ -115,10 +115,13 @@ def test_another_buckets_credential_is_one_bucket_mismatch_naming_that_key(
     assert (mismatch["access_key"], mismatch["bucket"], mismatch["error"]) == ("docskey", "photos", "AccessDenied")
 
 
-def test_an_unknown_method_is_method_not_allowed(gateway: GatewayHarness, audit_lines: AuditLines) -> None:
+def test_an_unknown_method_and_an_unparsable_path_are_their_own_events(gateway: GatewayHarness, audit_lines: AuditLines) -> None:
     answer = gateway.send_raw(f"BREW /photos/k HTTP/1.1\r\nHost: {gateway.host}\r\n\r\n".encode())
     assert answer.status == 405
     assert _one(audit_lines.named("s3.MethodNotAllowed"))["status"] == 405
+    answer = gateway.send_raw(f"GET /%ZZ HTTP/1.1\r\nHost: {gateway.host}\r\n\r\n".encode())
+    assert answer.status == 400
+    assert audit_lines.of_request(answer.headers["x-amz-request-id"]) == ["s3.InvalidPath"]
 
 
 def test_each_worker_pass_has_its_own_correlation_id(gateway: GatewayHarness, audit_lines: AuditLines) -> None:
