@@ -284,3 +284,21 @@ def test_a_credential_over_its_share_moves_credential_rejections(tmp_path: Path)
         assert s.moved("s3o_credential_admission_rejections_total") == 1
         assert s.moved("s3o_audit_events_total", event="s3.AdmissionRejected") == 1
         held.close()
+
+
+def test_a_failing_worker_pass_moves_its_error_ticks_and_consecutive_failures(
+    gateway: GatewayHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> list[object]:
+        raise RuntimeError("claim failed")
+
+    monkeypatch.setattr(gateway.store, "claim_cleanups", broken)
+    s = Scrapes(gateway)
+    gateway.advance(150)  # two passes of the cleanup-queue worker (after its jitter, under 30s)
+    s.again()
+    assert s.moved("s3o_worker_ticks_total", service="cleanup_queue", result="error") == 2
+    assert value(s.after, "s3o_worker_consecutive_failures", service="cleanup_queue") == 2
+    assert s.moved("s3o_audit_events_total", event="cleanup_queue.complete") == 2  # result=error
+    monkeypatch.undo()
+    gateway.advance(60)
+    assert value(scrape(gateway), "s3o_worker_consecutive_failures", service="cleanup_queue") == 0
