@@ -58,12 +58,11 @@ from s3orch.observe.metrics import (
     EARLY_REJECTIONS,
     INFLIGHT,
     LOAD_SHED,
-    MANAGER_DURATION,
-    MANAGER_REQUESTS,
     REQUEST_DURATION,
     REQUEST_SIZE,
     REQUESTS,
     RESPONSE_SIZE,
+    manager_children,
     method_label,
 )
 from s3orch.payload import Payload
@@ -444,8 +443,9 @@ class S3Envelope(Resource):
             status = "client_error" if exc.status < 500 else "error"
             raise
         finally:
-            MANAGER_REQUESTS.labels(state.op_name, scope.backend, status).inc()
-            MANAGER_DURATION.labels(state.op_name, scope.backend).observe(self.clock.seconds() - started)
+            count, duration = manager_children(state.op_name, scope.backend, status)
+            count.inc()
+            duration.observe(self.clock.seconds() - started)
 
     def _database_unavailable(self, request: S3Request, state: RequestState, exc: StoreUnavailable) -> None:
         """503 with Retry-After: the metadata database is down or restarting (never a 500)."""

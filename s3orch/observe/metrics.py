@@ -7,6 +7,7 @@ that tests can read values and several apps in one process do not collide.
 from __future__ import annotations
 
 import platform
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -91,6 +92,15 @@ MANAGER_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+
+
+
+@lru_cache(maxsize=4096)
+def manager_children(operation: str, backend: str, status: str) -> tuple[Counter, Histogram]:
+    """The pre-bound manager counter and histogram of one (operation, backend, status): the
+    request path looks them up without building label tuples under the client's lock."""
+    return MANAGER_REQUESTS.labels(operation, backend, status), MANAGER_DURATION.labels(operation, backend)
+
 
 QUOTA_USED = Gauge("s3o_quota_bytes_used", "Current bytes used", ["backend"], registry=REGISTRY)
 QUOTA_LIMIT = Gauge("s3o_quota_bytes_limit", "Quota limit", ["backend"], registry=REGISTRY)
