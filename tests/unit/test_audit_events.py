@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from zope.interface import implementer
 
 from s3orch.testing.harness import GatewayHarness
 
 SECRETS = ("photossecret", "docssecret", "backend1secret", "backend2secret")
 
 
+@implementer(ILogObserver)
 class AuditLines:
     """The audit events logged while the test runs."""
 

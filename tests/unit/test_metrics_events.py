@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 import twisted
 from s3orch import __version__
 from s3orch.s3.sigv4 import STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, sign_headers
+from s3orch.store.interface import CleanupItem
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from tests.support.awschunked import streaming_put
 
@@ -239,9 +240,12 @@ def test_a_stale_claim_taken_over_moves_its_counter(gateway: GatewayHarness) -> 
     gateway.delete("photos", "k")
     # Another instance claims the row and dies: after the grace period this one takes it over.
     now = gateway.clock.seconds()
-    claimed = Deferred.fromCoroutine(gateway.store.claim_cleanups(now + 600, 10, "dead-instance", 300.0))
+    claimed: list[CleanupItem] = []
+    Deferred.fromCoroutine(gateway.store.claim_cleanups(now + 600, 10, "dead-instance", 300.0)).addCallback(
+        claimed.extend
+    )
     gateway.settle()
-    assert len(claimed.result) == 1
+    assert len(claimed) == 1
     failing._redirects.clear()
     s = Scrapes(gateway)
     gateway.advance(1200)
