@@ -116,6 +116,9 @@ class Cleanups:
         """:meth:`run` without waiting; :meth:`quiesce` waits for these."""
         if not items:
             return
+        if reason == "overwrite_displaced":
+            for item in items:
+                audit("storage.overwrite_displaced", backend=item.backend, storage_key=item.storage_key, size=item.size)
         d = Deferred.fromCoroutine(self.run(items, reason))
         self._background.add(d)
 

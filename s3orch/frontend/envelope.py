@@ -417,6 +417,7 @@ class S3Envelope(Resource):
                 self.log.failure(
                     "request failed", component="s3", request_id=state.request_id, operation=state.op_name
                 )
+                audit("http.PanicRecovered", request_id=state.request_id, operation=state.op_name)
                 send_error(request, state, errors.InternalError())
         except Exception:
             # Sending the answer itself failed: the request must still end.

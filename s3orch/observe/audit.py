@@ -37,7 +37,7 @@ class AuditScope:
     def __init__(self, request_id: str, access_key: str | None = None) -> None:
         self.request_id = request_id
         self.access_key = access_key
-        #: The backend the last storage event named (the manager metrics' label).
+        #: The backend the first storage event naming one named (the manager metrics' label).
         self.backend = ""
 
 
@@ -73,6 +73,6 @@ def audit(event: str, **fields: Any) -> None:
         if scope.access_key is not None and "access_key" not in fields:
             fields["access_key"] = scope.access_key
         backend = fields.get("backend")
-        if backend:
+        if backend and not scope.backend:  # the operation's own event comes first
             scope.backend = str(backend)
     _log.info("audit", audit=True, event=event, component="audit", **fields)

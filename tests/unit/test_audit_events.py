@@ -79,7 +79,8 @@ def test_each_request_writes_an_s3_and_a_storage_event_with_one_id_and_the_acces
     request_id = answer.headers["x-amz-request-id"]
     http = _one(audit_lines.named(f"s3.{operation}"))
     storage = _one(audit_lines.named(f"storage.{operation}"))
-    assert audit_lines.of_request(request_id) == [f"storage.{operation}", f"s3.{operation}"]
+    displaced = ["storage.overwrite_displaced"] if method == "PUT" else []  # the PUT replaced an object
+    assert audit_lines.of_request(request_id) == [f"storage.{operation}", *displaced, f"s3.{operation}"]
     assert http["access_key"] == storage["access_key"] == "photoskey"
     assert (http["bucket"], http["key"], http["status"], http["method"]) == ("photos", "cat.jpg", status, method)
     assert http["remote"] == "127.0.0.1" and http["duration"] >= 0
@@ -144,3 +145,28 @@ def test_each_worker_pass_has_its_own_correlation_id(gateway: GatewayHarness, au
     assert processed["request_id"] in run_ids and processed["backend"] == "backend-1"
     assert processed["reason"] == "delete" and "access_key" not in processed
     assert not audit_lines.named("usage_flush.start")  # the gauge refresh is not an audited action
+
+
+def test_an_overwrite_audits_the_displaced_copy_under_the_puts_request_id(
+    gateway: GatewayHarness, audit_lines: AuditLines
+) -> None:
+    gateway.put("photos", "k", b"old")
+    answer = gateway.put("photos", "k", b"newer")
+    request_id = answer.headers["x-amz-request-id"]
+    assert audit_lines.of_request(request_id) == ["storage.PutObject", "storage.overwrite_displaced", "s3.PutObject"]
+    displaced = _one(audit_lines.named("storage.overwrite_displaced"))
+    assert (displaced["backend"], displaced["size"], displaced["access_key"]) == ("backend-1", 3, "photoskey")
+
+
+def test_an_unexpected_failure_is_a_500_with_panic_recovered(
+    gateway: GatewayHarness, audit_lines: AuditLines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway.store, "get_object", broken)
+    answer = gateway.get("photos", "k")
+    assert answer.status == 500
+    gateway.problems.events.clear()  # the failure was logged, as it should be
+    assert audit_lines.of_request(answer.headers["x-amz-request-id"]) == ["http.PanicRecovered", "s3.GetObject"]
+    assert _one(audit_lines.named("http.PanicRecovered"))["operation"] == "GetObject"
