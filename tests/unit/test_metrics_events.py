@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 import twisted
 from s3orch import __version__
 from s3orch.s3.sigv4 import STREAMING_PAYLOAD, UNSIGNED_PAYLOAD, sign_headers
-from s3orch.store.interface import CleanupItem
+from s3orch.store.interface import CleanupItem, StoreUnavailable
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from tests.support.awschunked import streaming_put
 
@@ -306,3 +306,27 @@ def test_a_failing_worker_pass_moves_its_error_ticks_and_consecutive_failures(
     monkeypatch.undo()
     gateway.advance(60)
     assert value(scrape(gateway), "s3o_worker_consecutive_failures", service="cleanup_queue") == 0
+
+
+def test_a_commit_lost_to_the_database_moves_database_errors_then_the_reaper_promotes_it(
+    gateway: GatewayHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unavailable(*args: object) -> None:
+        raise StoreUnavailable("database restarting")
+
+    s = Scrapes(gateway)
+    monkeypatch.setattr(gateway.store, "commit_object", unavailable)
+    assert gateway.put("photos", "orphan?", b"o" * 50).status == 503
+    monkeypatch.undo()
+    gateway.advance(30)
+    s.again()
+    assert s.moved("s3o_database_errors_total", operation="PutObject") == 1
+    assert s.moved("s3o_manager_requests_total", operation="PutObject", backend="", status="error") == 1
+    assert value(s.after, "s3o_pending_intents_depth") == 1
+    s = Scrapes(gateway)
+    gateway.advance(400)  # past write_path.pending_pattern.min_age, then a reaper tick
+    s.again()
+    assert s.moved("s3o_pending_intents_resolved_total", status="promoted") == 1
+    assert s.moved("s3o_audit_events_total", event="pending_reaper.promoted") == 1
+    assert value(s.after, "s3o_pending_intents_depth") == 0
+    assert gateway.get("photos", "orphan?").body == b"o" * 50
