@@ -330,3 +330,20 @@ def test_a_commit_lost_to_the_database_moves_database_errors_then_the_reaper_pro
     assert s.moved("s3o_audit_events_total", event="pending_reaper.promoted") == 1
     assert value(s.after, "s3o_pending_intents_depth") == 0
     assert gateway.get("photos", "orphan?").body == b"o" * 50
+
+
+def test_shedding_above_the_threshold_moves_load_shed(tmp_path: Path) -> None:
+    config = CONFIG.replace("max_concurrent_requests: 2", "max_concurrent_requests: 4\n  load_shed_threshold: 0.5")
+    with GatewayHarness(tmp_path, config.replace("per_credential: 3", "per_credential: 10")) as gateway:
+        gateway._site.early_handler.admission.random = lambda: 0.0  # the draw always sheds
+        held = [gateway.connect() for _ in range(3)]
+        for n, connection in enumerate(held):
+            connection.send(signed_put_head(gateway, f"held{n}", 10))
+        s = Scrapes(gateway)
+        assert gateway.put("photos", "shed", b"s").status == 503
+        s.again()
+        assert s.moved("s3o_load_shed_total") == 1
+        assert s.moved("s3o_admission_rejections_total") == 0
+        assert s.moved("s3o_audit_events_total", event="s3.LoadShed") == 1
+        for connection in held:
+            connection.close()
