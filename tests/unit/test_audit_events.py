@@ -170,3 +170,14 @@ def test_an_unexpected_failure_is_a_500_with_panic_recovered(
     gateway.problems.events.clear()  # the failure was logged, as it should be
     assert audit_lines.of_request(answer.headers["x-amz-request-id"]) == ["http.PanicRecovered", "s3.GetObject"]
     assert _one(audit_lines.named("http.PanicRecovered"))["operation"] == "GetObject"
+
+
+def test_a_stale_upload_aborted_by_the_worker_carries_the_passs_correlation_id(
+    gateway: GatewayHarness, audit_lines: AuditLines
+) -> None:
+    created = gateway.request("POST", "photos", "big", query=[("uploads", "")])
+    assert created.status == 200
+    gateway.advance(2 * 24 * 3600)  # past cleanup_queue.multipart_stale_timeout (24h)
+    cleanup = _one(audit_lines.named("storage.MultipartCleanup"))
+    assert cleanup["request_id"].startswith("multipart_gc-") and cleanup["key"] == "big"
+    assert "multipart_gc.start" in audit_lines.of_request(cleanup["request_id"])
