@@ -56,6 +56,10 @@ class GatewayService(MultiService):
     ) -> None:
         super().__init__()
         self.store = store
+        #: What reloads this gateway's config on SIGHUP (``s3orch.reload.Reloader``), set by ``tap.build``.
+        self.reloader: Any = None
+        #: The run mode (``s3orch.modes``): which children ``tap.build`` gave this process.
+        self.mode = "all"
         self.quota_limits = dict(quota_limits)
         self.closers = list(closers)
         self.stopping = False
@@ -67,6 +71,9 @@ class GatewayService(MultiService):
         self.shutdown_delay = shutdown_delay
         self._phase: dict[str, str] = {}
         self._up = False
+        #: The last configuration reload's outcome (status, at, error, changed,
+        #: restart_required), filled by the reload; the admin API's ``reload-status``.
+        self.last_reload: dict[str, Any] = {"status": "never"}
 
     # -- the tree -------------------------------------------------------------------------
 
@@ -148,7 +155,13 @@ class GatewayService(MultiService):
                 self.on_start_failure()
             return
         self._up = True
-        self.log.info("s3orch is ready", component="service")
+        self.log.info(
+            "s3orch is ready",
+            component="service",
+            mode=self.mode,
+            workers=[child.name for child in self.workers],
+            listeners=[child.name for child in self.listeners],
+        )
 
     # -- stop -------------------------------------------------------------------------------
 

@@ -40,8 +40,10 @@ from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
 from s3orch.http.site import S3Site
-from s3orch.http.tls import TLSSetupError, server_context
+from s3orch.http.tls import ReloadableContext, TLSSetupError, server_context
+from s3orch.modes import MODE_ALL, InvalidMode, NoS3Service, check_mode, runs_worker, serves_s3
 from s3orch.observe.logging import LogSettings
+from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
@@ -59,6 +61,7 @@ METRICS_LISTENER = "metrics-listener"
 class Options(usage.Options):
     optParameters = [
         ["config", "c", "config.yaml", "Path to the YAML configuration file."],
+        ["mode", "m", MODE_ALL, "all (default), api (S3, no workers but usage flush) or worker (workers, no S3)."],
     ]
 
 
@@ -94,6 +97,7 @@ def build(
     *,
     store: MetadataStore | None = None,
     backend_agents: Mapping[str, IAgent] | None = None,
+    mode: str = MODE_ALL,
 ) -> GatewayService:
     """Wire a gateway from a loaded config (used by twistd and by tests); the root of its tree.
 
@@ -104,6 +108,8 @@ def build(
     ``store`` (built, not started) replaces the one opened from ``config.database``, and
     ``backend_agents`` (backend name -> agent) the backends' pooled network agents: an
     in-process test harness runs this same wiring in memory with them.
+
+    ``mode`` (``s3orch.modes``) leaves out the S3 API (worker) or most workers (api).
     """
     server = config.server
     settings = LogSettings(server.log_level, server.log_format)
@@ -153,6 +159,8 @@ def build(
         multipart=multipart,
         reserved_prefixes=reserved,
     )
+    # Worker mode: no S3 API on the listener, only the operational endpoints.
+    front = s3 if serves_s3(mode) else NoS3Service(reserved)
 
     def is_ready() -> bool:
         return service.ready  # the root built below
@@ -160,7 +168,7 @@ def build(
     ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path)
     site = S3Site(
         RootResource(s3, ops.resource()),
-        early_handler=s3,
+        early_handler=front,
         timeout=server.idle_timeout,
         read_header_timeout=server.read_header_timeout,
         read_timeout=server.read_timeout,
@@ -169,8 +177,9 @@ def build(
     )
     interface, port = parse_listen_addr(server.listen_addr)
     listener: IService
+    context: ReloadableContext | None = None
     if server.tls is not None:
-        context = server_context(server.tls)
+        context = ReloadableContext(server_context(server.tls))
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
@@ -196,21 +205,28 @@ def build(
         clock=reactor,
         shutdown_delay=server.shutdown_delay,
     )
+    service.mode = mode
     owner = instance_id()  # this instance's name on cleanup and intent claims
+
+    def add_worker(worker: IService) -> None:
+        """A background worker, if the run mode has it (infrastructure every mode needs, such
+        as a tracer, goes to ``service.add_worker`` directly)."""
+        if runs_worker(mode, worker.name):
+            service.add_worker(worker)
+
     if providers:
-        service.add_worker(CredentialRefresher(providers))
-    service.add_worker(
-        CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks)
-    )
-    service.add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+        add_worker(CredentialRefresher(providers))
+    add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
+    add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
     # Every instance refreshes its own gauges (read-only): no worker lock.
-    service.add_worker(QuotaMetricsWorker(store, reactor, config.usage_flush))
+    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush)
+    add_worker(usage_flush)
     pending = config.write_path.pending_pattern
     if pending.enabled:
         # Intents are always written; without the reaper, those a failed commit leaves
         # keep their reservation until an operator resolves them.
         resolver = IntentResolver(store=store, fleet=fleet, cleanups=cleanups, clock=reactor)
-        service.add_worker(
+        add_worker(
             PendingReaper(
                 resolver,
                 reactor,
@@ -223,6 +239,14 @@ def build(
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
         service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
+
+    def record(outcome: dict[str, Any]) -> None:
+        service.last_reload = outcome
+
+    targets = ReloadTargets(
+        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context
+    )
+    service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service
 
 
@@ -291,32 +315,22 @@ def makeService(options: Options) -> GatewayService:
     sys.setswitchinterval(0.0005)
     from twisted.internet import reactor
 
+    try:
+        mode = check_mode(options["mode"])
+    except InvalidMode as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     config = load_checked_config(options["config"])
     try:
-        service = build(config, reactor)
+        service = build(config, reactor, mode=mode)
     except (TLSSetupError, CredentialError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    _ignore_sighup(reactor)
+    from twisted.internet.threads import deferToThread
+
+    service.reloader.offload = deferToThread
+    reload_on_sighup(reactor, service.reloader, os.path.abspath(options["config"]))
+    reactor.addSystemEventTrigger("before", "shutdown", service.reloader.close)
+    reactor.callWhenRunning(warn_if_expiring, config, reactor.seconds())
     return service
 
-
-def _ignore_sighup(reactor: Any) -> None:
-    """SIGHUP would terminate the process by default (``systemctl reload`` sends it).
-
-    Hot reload is not implemented yet: say so in the log and keep serving.
-    """
-    import signal
-
-    from twisted.logger import Logger
-
-    log = Logger(namespace="s3orch.service")
-
-    def on_hup(signum: int, frame: object) -> None:
-        reactor.callFromThread(
-            log.warn,
-            "SIGHUP received: configuration hot reload is not implemented yet; restart to apply changes",
-            component="service",
-        )
-
-    signal.signal(signal.SIGHUP, on_hup)

@@ -112,7 +112,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Serve HTTPS (with ``client_ca_file``: mTLS); the files are read once, at start-up."""
+    """Serve HTTPS (with ``client_ca_file``: mTLS); the files are read at start-up, and the
+    certificate and key again on each SIGHUP reload (``s3orch.reload``)."""
 
     cert_file: str = ""
     key_file: str = ""

@@ -169,21 +169,45 @@ class TextLineObserver:
 
 
 class LogSettings:
-    """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter."""
+    """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter.
+
+    The settings whose observer was made last are the process's: :func:`set_log_level` and
+    :func:`get_log_level` act on them (a SIGHUP reload, the admin API).
+    """
 
     def __init__(self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
+        self.level = level.strip().lower() if level.strip().lower() in _LEVELS else "info"
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=level_from_name(level))
         self.format = fmt
         self.stream = stream
         self.json = JSONLineObserver(stream)
 
     def set_level(self, level: str) -> None:
+        self.level = level.strip().lower()
         self.predicate.setLogLevelForNamespace("", level_from_name(level))
 
     def observer(self) -> ILogObserver:
-        """The observer twistd installs for the whole process."""
+        """The observer twistd installs for the whole process (these settings become the active ones)."""
+        global _active
+        _active = self
         base: ILogObserver = TextLineObserver(self.stream) if self.format == "text" else self.json
         return FilteringLogObserver(base, [self.predicate])
+
+
+_active: LogSettings | None = None
+
+
+def set_log_level(level: str) -> None:
+    """Change the running process's log level (reload, admin API); ValueError for an unknown name."""
+    if level.strip().lower() not in _LEVELS:
+        raise ValueError(f"unknown log level {level!r} (one of debug, info, warn, error)")
+    if _active is not None:
+        _active.set_level(level)
+
+
+def get_log_level() -> str:
+    """The running process's log level."""
+    return _active.level if _active is not None else "info"
 
 
 def new_request_id() -> str:

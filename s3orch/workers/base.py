@@ -157,6 +157,20 @@ class PeriodicWorker(Service):
         else:
             self._start_loop()
 
+    def set_interval(self, interval: float) -> None:
+        """A new interval (a SIGHUP reload): the next tick is ``interval`` from now.
+
+        A tick in flight finishes first; the loop then goes on at the new pace. Not running
+        (or waiting for its first, jittered tick): the interval is used when the loop starts.
+        """
+        self.interval = interval
+        loop = self._loop
+        if loop is None or not loop.running:
+            return
+        loop.interval = interval
+        if loop.call is not None:  # waiting between ticks, not inside one
+            loop.reset()
+
     def _start_loop(self) -> None:
         self._delayed_start = None
         self._loop = LoopingCall(self._tick)

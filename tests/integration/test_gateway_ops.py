@@ -70,20 +70,6 @@ def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_b
     assert PHOTOS.secret_key not in text and "Signature=" not in text
 
 
-def test_sighup_keeps_serving_and_says_reload_is_not_implemented(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
-    import os
-    import signal
-    import urllib.request
-
-    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20)))
-    assert gw.proc is not None
-    os.kill(gw.proc.pid, signal.SIGHUP)  # what `systemctl reload` sends
-    assert wait_for(lambda: "hot reload is not implemented" in gw.log_text(), 10), "no log line for SIGHUP"
-    assert gw.proc.poll() is None
-    with urllib.request.urlopen(gw.endpoint + "/health/ready", timeout=5) as resp:
-        assert resp.status == 200
-
-
 def test_encryption_enabled_stops_twistd_with_status_1_naming_the_key(tmp_path, moto_backends) -> None:  # type: ignore[no-untyped-def]
     import base64
 
