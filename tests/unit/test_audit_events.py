@@ -15,6 +15,7 @@ import pytest
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from zope.interface import implementer
 
+from s3orch.observe.audit import _SCOPE as audit_scope
 from s3orch.testing.harness import GatewayHarness
 
 SECRETS = ("photossecret", "docssecret", "backend1secret", "backend2secret")
@@ -87,6 +88,7 @@ def test_each_request_writes_an_s3_and_a_storage_event_with_one_id_and_the_acces
     assert (storage["bucket"], storage["key"]) == ("photos", "cat.jpg")
     if method in ("PUT", "GET"):
         assert storage["backend"] == "backend-1" and storage["size"] == 1234
+    assert audit_scope.get() is None  # the request's scope stayed in its own coroutine's context
 
 
 def test_a_listing_writes_its_storage_event(gateway: GatewayHarness, audit_lines: AuditLines) -> None:
@@ -181,3 +183,27 @@ def test_a_stale_upload_aborted_by_the_worker_carries_the_passs_correlation_id(
     cleanup = _one(audit_lines.named("storage.MultipartCleanup"))
     assert cleanup["request_id"].startswith("multipart_gc-") and cleanup["key"] == "big"
     assert "multipart_gc.start" in audit_lines.of_request(cleanup["request_id"])
+
+
+def test_the_scope_fills_only_what_the_caller_left_out(audit_lines: AuditLines) -> None:
+    from contextvars import copy_context
+
+    from s3orch.observe.audit import audit, background_run, bind
+
+    def in_request() -> None:
+        bind("req-1", "AKIDEXAMPLE")
+        audit("storage.Test", backend="b1")
+        audit("storage.Test", request_id="explicit", access_key=None)
+        with background_run("worker") as run_id:
+            audit("worker.step")
+        audit("storage.Test", backend="b2")  # the request's scope is back; its backend stays b1
+        assert audit_scope.get() is not None and audit_scope.get().backend == "b1"  # type: ignore[union-attr]
+        assert run_id.startswith("worker-")
+
+    copy_context().run(in_request)
+    first, explicit, step, last = (dict(e) for e in audit_lines.events)
+    assert (first["request_id"], first["access_key"]) == ("req-1", "AKIDEXAMPLE")
+    assert (explicit["request_id"], explicit["access_key"]) == ("explicit", None)
+    assert step["request_id"].startswith("worker-") and "access_key" not in step
+    assert last["request_id"] == "req-1"
+    assert audit_scope.get() is None
