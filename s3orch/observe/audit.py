@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 from twisted.logger import Logger
@@ -40,6 +41,9 @@ class AuditScope:
         #: The backend the first storage event naming one named (the manager metrics' label).
         self.backend = ""
 
+
+#: The counter child of each event name (a closed set: operations, refusals, worker events).
+_event_counter = lru_cache(maxsize=1024)(AUDIT_EVENTS.labels)
 
 _SCOPE: ContextVar[AuditScope | None] = ContextVar("s3orch_audit_scope", default=None)
 
@@ -65,7 +69,7 @@ def background_run(component: str) -> Iterator[str]:
 
 def audit(event: str, **fields: Any) -> None:
     """Emit one audit event (``s3.PutObject``, ``storage.PutObject``, ...)."""
-    AUDIT_EVENTS.labels(event).inc()
+    _event_counter(event).inc()
     scope = _SCOPE.get()
     if scope is not None:
         if not fields.get("request_id"):
