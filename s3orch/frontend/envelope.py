@@ -520,7 +520,9 @@ class S3Envelope(Resource):
         audit(
             event,
             request_id=state.request_id,
+            operation=state.op_name,
             method=state.method[:64],
+            path=state.raw_path[:1024].decode("latin-1"),  # as sent (no query: no presigned signature)
             bucket=address.bucket if address else None,
             key=address.key if address else None,
             status=status,

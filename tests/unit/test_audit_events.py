@@ -85,6 +85,7 @@ def test_each_request_writes_an_s3_and_a_storage_event_with_one_id_and_the_acces
     assert http["access_key"] == storage["access_key"] == "photoskey"
     assert (http["bucket"], http["key"], http["status"], http["method"]) == ("photos", "cat.jpg", status, method)
     assert http["remote"] == "127.0.0.1" and http["duration"] >= 0
+    assert (http["operation"], http["path"]) == (operation, "/photos/cat.jpg")
     assert (storage["bucket"], storage["key"]) == ("photos", "cat.jpg")
     if method in ("PUT", "GET"):
         assert storage["backend"] == "backend-1" and storage["size"] == 1234
