@@ -706,6 +706,8 @@ def _check_workers(config: Config, report: _Report) -> None:
     tracing = config.telemetry.tracing
     if tracing.sample_rate > 1:
         report.error("telemetry.tracing.sample_rate", "must be between 0 and 1")
+    if tracing.protocol not in ("grpc", "http"):
+        report.error("telemetry.tracing.protocol", "must be 'grpc' or 'http'")
     if tracing.enabled and not tracing.endpoint:
         report.error(
             "telemetry.tracing.endpoint", "is required when tracing is enabled"

@@ -278,12 +278,17 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class TracingConfig:
-    """OpenTelemetry export over OTLP gRPC. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """OpenTelemetry spans exported over OTLP (``s3orch.observe.tracing``).
+
+    ``protocol`` is ours: ``grpc`` (the original's, ``endpoint`` is ``host:port``) or ``http``
+    (OTLP/HTTP protobuf; ``endpoint`` is ``host:port`` or a URL, ``/v1/traces`` by default).
+    """
 
     enabled: bool = False
     endpoint: str = ""
     insecure: bool = False
     sample_rate: float = knob(1.0, min_value=0)
+    protocol: str = knob("grpc", empty_default=True)
 
 
 @dataclass(frozen=True)
@@ -425,8 +430,8 @@ class IntegrityConfig:
 class UIConfig:
     """The web dashboard; ``admin_token`` (the admin API token) falls back to ``admin_key``.
 
-    Not yet supported by this build, nor is the admin API: ``enabled``, and an admin token, are
-    refused at start-up (``s3orch.config.support``).
+    The dashboard is not yet supported by this build (``enabled`` is refused at start-up,
+    ``s3orch.config.support``); the admin API is served whenever it has a token.
     """
 
     enabled: bool = False
@@ -507,8 +512,8 @@ class NotificationEndpoint:
 
 @dataclass(frozen=True)
 class NotificationsConfig:
-    """Webhook endpoints; none means no notifier. Not yet supported by this build: endpoints are
-    refused at start-up (``s3orch.config.support``)."""
+    """Webhook endpoints (CloudEvents through a transactional outbox, :mod:`s3orch.notify`);
+    none means no notifier and no outbox rows."""
 
     endpoints: tuple[NotificationEndpoint, ...] = ()
 

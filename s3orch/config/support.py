@@ -83,15 +83,6 @@ def _each_backend(name: str) -> Callable[[Config], list[str]]:
     ]
 
 
-def _admin_token(config: Config) -> list[str]:
-    """The admin API is served (in the original) whenever it has a token; it is not in this build."""
-    if config.ui.admin_token:
-        return ["ui.admin_token"]
-    if config.ui.admin_key and not config.ui.enabled:
-        return ["ui.admin_key"]  # the admin API's token when admin_token is empty
-    return []
-
-
 def _default_of(path: str) -> str:
     value = _get(path)(_DEFAULTS)
     return f"remove it or set the default ({value!r})"
@@ -126,14 +117,7 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
-    Unsupported(
-        "notifications.endpoints", _on("notifications.endpoints"), covers=("notifications.*",)
-    ),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
-    Unsupported("ui.admin_token", _admin_token, hint="the admin API is not in this build"),
-    Unsupported(
-        "telemetry.tracing.enabled", _on("telemetry.tracing.enabled"), covers=("telemetry.tracing.*",)
-    ),
     Unsupported(
         "backend_circuit_breaker.enabled", _on("backend_circuit_breaker.enabled"),
         covers=("backend_circuit_breaker.*",),

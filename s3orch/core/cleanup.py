@@ -26,6 +26,8 @@ from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError
 from s3orch.core.fleet import BackendFleet
+from s3orch.notify.emit import cleanup_exhausted
+from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import (
     CLEANUP_DLQ_ENQUEUED,
@@ -42,8 +44,15 @@ class Cleanups:
     log = Logger(namespace="s3orch.core.cleanup")
 
     def __init__(
-        self, *, store: MetadataStore, fleet: BackendFleet, clock: IReactorTime, concurrency: int
+        self,
+        *,
+        store: MetadataStore,
+        fleet: BackendFleet,
+        clock: IReactorTime,
+        concurrency: int,
+        events: EventSink = NULL_SINK,
     ) -> None:
+        self.events = events
         self.store = store
         self.fleet = fleet
         self.clock = clock
@@ -76,7 +85,12 @@ class Cleanups:
                     lambda: Deferred.fromCoroutine(backend.delete_object(item.storage_key))
                 )
             except BackendError as exc:
-                if await self.store.cleanup_failed(item.id, str(exc), self.clock.seconds()):
+                moved = await self.store.cleanup_failed(
+                    item.id, str(exc), self.clock.seconds(),
+                    # written only if this failure moves the row to the dead-letter table
+                    exhausted_events=cleanup_exhausted(self.events, item, str(exc)),
+                )
+                if moved:
                     CLEANUP_PROCESSED.labels("exhausted").inc()
                     CLEANUP_DLQ_ENQUEUED.labels(item.backend).inc()
                     audit(

@@ -46,6 +46,7 @@ from s3orch.frontend.request import (
 from s3orch.http.admission import Admission, Pool, Refused
 from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
 from s3orch.http.site import RejectedEarly, S3Request
+from s3orch.observe import tracing
 from s3orch.observe.audit import audit, bind
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
@@ -158,6 +159,7 @@ class S3Envelope(Resource):
             raw_path=path_of(uri),
             headers=headers,
         )
+        state.span = tracing.server_span(state.method, state.raw_path, headers)
         state.method_label = method_label(state.method)
         INFLIGHT.labels(state.method_label).inc()
         has_body = length is None or length > 0
@@ -173,7 +175,8 @@ class S3Envelope(Resource):
                 except Refused as refused:
                     raise self._refuse_admission(state, refused) from None
                 state.query = sigv4.parse_query(query_of(uri))
-                self._prepare(state, length)
+                with tracing.using(state.span):  # its log lines (audit refusals) carry the trace
+                    self._prepare(state, length)
             except (RejectedEarly, errors.S3Error):
                 raise
             except StoreUnavailable as exc:
@@ -381,7 +384,8 @@ class S3Envelope(Resource):
 
     def render(self, request: S3Request) -> int:
         state: RequestState = request.s3
-        d = Deferred.fromCoroutine(self._handle(request, state))
+        with tracing.using(state.span):  # the coroutine runs in a copy of this context
+            d = Deferred.fromCoroutine(self._handle(request, state))
 
         def unhandled(failure: Failure) -> None:
             self.log.failure("unhandled", failure, component="s3", request_id=state.request_id)
@@ -492,9 +496,16 @@ class S3Envelope(Resource):
         finally:
             INFLIGHT.labels(state.method_label).dec()
         try:
-            self._count(state, status, request)
+            with tracing.using(state.span):  # the audit line carries the trace id
+                self._count(state, status, request)
         except Exception:
             self.log.failure("request accounting failed", component="s3", request_id=state.request_id)
+        if state.span is not None:
+            tracing.end_server_span(state.span, state.op_name if state.operation else None, status, {
+                "s3o.request_id": state.request_id,
+                "s3o.bucket": state.address.bucket if state.address else None,
+                "s3o.error_code": state.error.code if state.error else None,
+            })
 
     def _count(self, state: RequestState, status: int, request: S3Request | None) -> None:
         duration = max(0.0, self.clock.seconds() - state.started)

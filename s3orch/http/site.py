@@ -12,6 +12,7 @@ delegate the S3 decisions to an :class:`EarlyHandler` (the S3 front end).
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
@@ -20,6 +21,7 @@ from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
+from s3orch.observe.logging import new_request_id
 from s3orch.observe.metrics import WRITE_TIMEOUTS
 from s3orch.s3.errors import InternalError
 
@@ -37,6 +39,15 @@ def _internal_error_rejection() -> RejectedEarly:
     """The answer when the early handler itself failed: a plain 500 InternalError."""
     return RejectedEarly(
         500, [("Content-Type", "application/xml"), ("Server", "s3orch")], InternalError().to_xml()
+    )
+
+
+def _too_large_rejection() -> RejectedEarly:
+    """A non-S3 body over :data:`NON_S3_BODY_LIMIT`: 413 in JSON (the admin API's error form)."""
+    request_id = new_request_id()
+    body = json.dumps({"error": "request body too large", "request_id": request_id}).encode() + b"\n"
+    return RejectedEarly(
+        413, [("Content-Type", "application/json"), ("X-Request-Id", request_id)], body
     )
 
 
@@ -141,6 +152,8 @@ class S3Request(server.Request):
                 _log.failure("request preparation failed", component="http")
                 raise _internal_error_rejection() from None
         else:
+            if length is not None and length > NON_S3_BODY_LIMIT:
+                raise _too_large_rejection()  # before 100 Continue: the body is never sent
             super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -152,7 +165,7 @@ class S3Request(server.Request):
             return
         content: Any = self.content
         if content.tell() + len(data) > NON_S3_BODY_LIMIT:
-            raise RejectedEarly(413, [("Content-Type", "text/plain")], b"request body too large\n")
+            raise _too_large_rejection()
         super().handleContentChunk(data)
 
     def process(self) -> None:

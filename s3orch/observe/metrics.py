@@ -248,3 +248,42 @@ WORKER_FAILURES = Gauge(
     ["service"],
     registry=REGISTRY,
 )
+
+# --- webhook notifications (s3orch.workers.notifier, s3orch.notify) ---------------------------
+
+#: ``endpoint`` is the webhook URL without its query string (which may carry a token).
+NOTIFICATION_SENT = Counter(
+    "s3o_notification_sent_total",
+    "Webhook deliveries acknowledged with a 2xx",
+    ["endpoint", "event_type"],
+    registry=REGISTRY,
+)
+NOTIFICATION_FAILED = Counter(
+    "s3o_notification_failed_total",
+    "Webhook delivery attempts that failed (retried later or dropped)",
+    ["endpoint", "event_type"],
+    registry=REGISTRY,
+)
+NOTIFICATION_DROPPED = Counter(
+    "s3o_notification_dropped_total",
+    "Webhook deliveries given up after max_retries attempts",
+    ["endpoint", "event_type"],
+    registry=REGISTRY,
+)
+NOTIFICATION_QUEUE_DEPTH = Gauge(
+    "s3o_notification_queue_depth",
+    "Webhook deliveries waiting in the outbox",
+    registry=REGISTRY,
+)
+NOTIFICATION_DURATION = Histogram(
+    "s3o_notification_duration_seconds",
+    "Webhook delivery attempt latency",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+NOTIFICATION_STORE_ERRORS = Counter(
+    "s3o_notification_store_errors_total",
+    "Events that could not be written to the outbox",
+    registry=REGISTRY,
+)

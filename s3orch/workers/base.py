@@ -80,6 +80,11 @@ class PeriodicWorker(Service):
         self._delayed_start: IDelayedCall | None = None
         self._loop_done: Deferred[LoopingCall] | None = None
         self._failures = 0
+        #: What the last tick did (``status()``): when it started and ended, how, and why not.
+        self._last_started: float | None = None
+        self._last_finished: float | None = None
+        self._last_result: str | None = None
+        self._last_error: str | None = None
 
     @property
     def exclusive(self) -> bool:
@@ -115,29 +120,74 @@ class PeriodicWorker(Service):
     async def run_once(self) -> bool:
         """Run one tick now; True when it succeeded or was skipped because another
         instance holds the worker's lock (also used by tests and admin calls)."""
+        self._last_started = self.clock.seconds()
         try:
             if self.exclusive:
                 if not await self._locked_tick():
                     WORKER_TICKS.labels(self.component, "skipped").inc()
+                    self._finished("skipped")
                     return True
             else:
                 await self._audited_tick()
         except StoreUnavailable as exc:
             # Expected while the database restarts: say so without a traceback.
             self._count_failure()
+            self._finished("error", f"database unavailable: {exc}")
             self.log.warn(
                 "worker tick failed: database unavailable: {error}", component=self.component, error=str(exc)
             )
             return False
-        except Exception:
+        except Exception as exc:
             self._count_failure()
+            self._finished("error", f"{type(exc).__name__}: {exc}")
             self.log.failure("worker tick failed", component=self.component)
             return False
+        self._finished("success")
         self._failures = 0
         WORKER_TICKS.labels(self.component, "success").inc()
         WORKER_FAILURES.labels(self.component).set(0)
         WORKER_LAST_SUCCESS.labels(self.component).set(self.clock.seconds())
         return True
+
+    def _finished(self, result: str, error: str | None = None) -> None:
+        self._last_finished = self.clock.seconds()
+        self._last_result = result
+        self._last_error = error[:500] if error is not None else None
+
+    def status(self) -> dict[str, Any]:
+        """The worker as the admin API's ``workers`` shows it: its last tick, how it ended,
+        when the next one runs and who held its lock (for operators, JSON-ready)."""
+        if not self.exclusive:
+            holder = None
+        elif self._last_result == "skipped":
+            holder = "another instance"
+        elif self._last_result is None:
+            holder = "unknown"
+        else:
+            holder = "this instance"
+        next_run: float | None = None
+        delayed = self._delayed_start
+        if delayed is not None and delayed.active():
+            next_run = delayed.getTime()
+        elif self._loop is not None and self._loop.running:
+            call = getattr(self._loop, "call", None)
+            if call is not None and call.active():
+                next_run = call.getTime()
+            # no call pending: a tick is running now (the next is scheduled when it ends)
+        return {
+            "name": self.name,
+            "component": self.component,
+            "running": bool(self.running),
+            "interval_seconds": self.interval,
+            "last_tick_at": self._last_started,
+            "last_finished_at": self._last_finished,
+            "last_result": self._last_result,
+            "last_error": self._last_error,
+            "consecutive_failures": self._failures,
+            "next_run_at": next_run,
+            "lock_id": self.lock_id if self.exclusive else None,
+            "lock_holder": holder,
+        }
 
     def _count_failure(self) -> None:
         self._failures += 1

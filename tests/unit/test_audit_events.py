@@ -164,7 +164,7 @@ def test_an_overwrite_audits_the_displaced_copy_under_the_puts_request_id(
 def test_an_unexpected_failure_is_a_500_with_panic_recovered(
     gateway: GatewayHarness, audit_lines: AuditLines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*args: object) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(gateway.store, "get_object", broken)

@@ -163,6 +163,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
                 "endpoint": "",
                 "insecure": False,
                 "sample_rate": 1.0,
+                "protocol": "grpc",
             },
         },
         "circuit_breaker": {

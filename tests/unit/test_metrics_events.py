@@ -293,7 +293,7 @@ def test_a_credential_over_its_share_moves_credential_rejections(tmp_path: Path)
 def test_a_failing_worker_pass_moves_its_error_ticks_and_consecutive_failures(
     gateway: GatewayHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*args: object) -> list[object]:
+    async def broken(*args: object, **kwargs: object) -> list[object]:
         raise RuntimeError("claim failed")
 
     monkeypatch.setattr(gateway.store, "claim_cleanups", broken)
@@ -311,7 +311,7 @@ def test_a_failing_worker_pass_moves_its_error_ticks_and_consecutive_failures(
 def test_a_commit_lost_to_the_database_moves_database_errors_then_the_reaper_promotes_it(
     gateway: GatewayHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def unavailable(*args: object) -> None:
+    async def unavailable(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("database restarting")
 
     s = Scrapes(gateway)

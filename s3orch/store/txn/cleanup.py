@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from s3orch.store.records import CleanupItem
+from s3orch.store.records import CleanupItem, OutboxEvent
 from s3orch.store.txn.base import Notes, Tx, marks
+from s3orch.store.txn.outbox import add_events
 from s3orch.store.txn.quota import adjust_quota, lock_quotas
 
 #: The caller tries to delete displaced/deleted copies at once; the queue waits this
@@ -116,7 +117,14 @@ def txn_cleanup_done(tx: Tx, notes: Notes, ids: Sequence[int], now: float) -> No
         adjust_quota(tx, notes, backend, now, orphan=-int(size))
 
 
-def txn_cleanup_failed(tx: Tx, notes: Notes, item_id: int, error: str, now: float) -> bool:
+def txn_cleanup_failed(
+    tx: Tx,
+    notes: Notes,
+    item_id: int,
+    error: str,
+    now: float,
+    exhausted_events: Sequence[OutboxEvent] = (),
+) -> bool:
     row = tx.execute(
         "SELECT backend_name, storage_key, reason, size_bytes, attempts, created_at"
         f" FROM cleanup_queue WHERE id = ?{tx.for_update()}",
@@ -136,6 +144,7 @@ def txn_cleanup_failed(tx: Tx, notes: Notes, item_id: int, error: str, now: floa
             (item_id, backend, storage_key, reason, size, attempts, error, created_at, now),
         )
         tx.execute("DELETE FROM cleanup_queue WHERE id = ?", (item_id,))
+        add_events(tx, exhausted_events, now)  # the DLQ move and its event commit together
         notes.warn(
             "cleanup of {backend}/{storage_key} failed {attempts} times; moved to the DLQ",
             backend=backend,
@@ -189,9 +198,3 @@ def txn_claim_cleanups(
             )
     # A row whose claimer never finished is marked: its claim was recovered.
     return [CleanupItem(int(r[0]), r[1], r[2], int(r[3]), r[4], int(r[5]), r[7] is not None) for r in rows]
-
-
-def txn_count_cleanups(tx: Tx, notes: Notes) -> tuple[int, int]:
-    queued = int(tx.execute("SELECT COUNT(*) FROM cleanup_queue").fetchone()[0])
-    dead = int(tx.execute("SELECT COUNT(*) FROM cleanup_dlq").fetchone()[0])
-    return queued, dead
