@@ -17,7 +17,7 @@ turn, so no request sees half a reload:
 * ``usage_flush`` (the quota-gauge worker's interval);
 * the TLS certificate and key, re-read from the files the listener was started with (new
   connections get the new certificate; a certificate expiring within 24 h is warned about);
-* the original's other reloadable sections (``rate_limit``, ``rebalance``, ``replication``,
+* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``, ``replication``,
   ``lifecycle``, ``integrity``): accepted and recorded, but inert, as their features are not in
   this build (switching one on is refused like at start).
 
@@ -56,7 +56,8 @@ __all__ = ["ReloadRejected", "ReloadTargets", "Reloader", "check_config", "diff_
 
 log = Logger(namespace="s3orch.reload")
 
-#: Sections the original reloads whose features this build does not have (off: inert; on: refused).
+#: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
+#: this build does not have (off: inert; on: refused).
 INERT_SECTIONS = ("rate_limit", "rebalance", "replication", "lifecycle", "integrity")
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
@@ -45,6 +46,7 @@ from s3orch.http.site import S3Site
 from s3orch.http.tls import ReloadableContext, TLSSetupError, server_context
 from s3orch.modes import MODE_ALL, InvalidMode, NoS3Service, check_mode, runs_worker, serves_s3
 from s3orch.notify.delivery import TreqPoster
+from s3orch.notify.events import RELOAD_FAILED
 from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
 from s3orch.observe.tracing import TracingService
@@ -202,7 +204,7 @@ def build(
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
-    listener.setName(S3_LISTENER)
+    listener.setName(S3_LISTENER)  # type: ignore[no-untyped-call]  # IService's methods are unannotated
 
     async def close_backends() -> None:
         await cleanups.quiesce()
@@ -274,6 +276,10 @@ def build(
 
     def record(outcome: dict[str, Any]) -> None:
         service.last_reload = outcome
+        if outcome["status"] == "failed":  # the file on disk is not what runs: tell the operator
+            Deferred.fromCoroutine(
+                events.emit(RELOAD_FAILED, owner, {"instance": owner, "error": outcome["error"]})
+            )
 
     targets = ReloadTargets(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context

@@ -219,8 +219,7 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
-        # HTTPConnectionPool is unannotated (ignored once disallow_untyped_calls is on).
-        pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+        pool = _QuietPool(reactor, persistent=True)
         pool.maxPersistentPerHost = max_persistent_per_host
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests
@@ -519,7 +518,7 @@ class S3Backend:
     async def close(self) -> None:
         """Stop uploads' scheduler and close pooled connections."""
         self._cooperator.stop()
-        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # unannotated
+        await self._pool.closeCachedConnections()
 
 
 def _decode_listed_key(key: str) -> str:

@@ -1,7 +1,7 @@
 """The ``s3orch-admin`` / ``s3orch`` click group.
 
-Each command stays small and delegates to the package that owns the work. Flags keep the original
-product's single-dash spelling working (``validate -config F``) so existing scripts run unchanged.
+Each command stays small and delegates to the package that owns the work. Flags keep s3-orchestrator's
+(the Go product s3orch re-creates) single-dash spelling working (``validate -config F``) so existing scripts run unchanged.
 """
 
 from __future__ import annotations

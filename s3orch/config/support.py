@@ -1,6 +1,7 @@
 """What this build of s3orch does not do yet: one table, consulted at start-up and by ``validate``.
 
-Every key of the original product's config.yaml is *accepted*, so that an existing file loads. A key
+Every key of s3-orchestrator's config.yaml (the Go product s3orch is a drop-in for) is *accepted*,
+so that an existing file loads. A key
 that switches on behaviour this build does not have must not be accepted silently, though: an
 operator who writes ``encryption.enabled: true`` and gets plaintext on the backends has been lied
 to. So ``twistd s3orch`` (``s3orch.tap``) and ``s3orch-admin validate`` (``s3orch.cli.main``) refuse
@@ -11,7 +12,8 @@ such a file, one line per key::
 Each row names a key, when the file counts as asking for it, and (``covers``) the keys that only act
 through it, which are therefore inert while it is off. A feature is "asked for" by its switch, or, for
 a knob of behaviour this build has only in its default form, by any value other than the default:
-a file that merely carries the original's defaults (its README's example config does) still starts.
+a file that merely carries s3-orchestrator's defaults (its README's example config does) still
+starts.
 
 When a feature lands, delete its row. ``tests/unit/test_feature_support.py`` walks every key of the
 config schema and demands, for each, either a row here (or a row that covers it) or a test that
@@ -71,7 +73,12 @@ def _changed(path: str) -> Callable[[Config], list[str]]:
 
 def _above(path: str, limit: float) -> Callable[[Config], list[str]]:
     get = _get(path)
-    return lambda config: [path] if float(get(config)) > limit else []  # type: ignore[arg-type]
+
+    def asks(config: Config) -> list[str]:
+        value = get(config)
+        return [path] if isinstance(value, (int, float)) and value > limit else []
+
+    return asks
 
 
 def _each_backend(name: str) -> Callable[[Config], list[str]]:
@@ -95,7 +102,7 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="objects would be stored in plaintext", covers=("encryption.*",),
     ),
     Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
-    # verify_on_replicate defaults to true in the original; it only acts with integrity enabled.
+    # verify_on_replicate defaults to true (as in s3-orchestrator); it only acts with integrity enabled.
     Unsupported("integrity.enabled", _on("integrity.enabled"), covers=("integrity.*",)),
     # factor 1 (the default) is what this build does: one copy. The worker knobs act only above 1.
     Unsupported(
@@ -103,7 +110,7 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="this build keeps exactly one copy of each object", covers=("replication.*",),
     ),
     Unsupported("write_path.parallel_copies.enabled", _on("write_path.parallel_copies.enabled")),
-    # The original's "false" is its legacy write path (delete the bytes when the commit fails).
+    # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's
     # reservation would stay forever. So only the default, true, is accepted.
     Unsupported(

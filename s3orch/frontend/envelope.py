@@ -45,7 +45,7 @@ from s3orch.frontend.request import (
 )
 from s3orch.http.admission import Admission, Pool, Refused
 from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
-from s3orch.http.site import RejectedEarly, S3Request
+from s3orch.http.site import RejectedEarly, S3Request, unprepared_rejection
 from s3orch.observe import tracing
 from s3orch.observe.audit import audit, bind
 from s3orch.observe.logging import request_id_from_header
@@ -111,7 +111,7 @@ class S3Envelope(Resource):
         reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
         admission: Admission | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted.web's Resource is unannotated
         #: ``server:`` of the config (caps, spooling, addressing, which signatures are accepted).
         self.server_config = server
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
@@ -351,12 +351,17 @@ class S3Envelope(Resource):
 
     def timed_out(self, request: S3Request | None) -> RejectedEarly:
         """408 RequestTimeout: headers or body did not arrive within the server's read deadlines."""
-        exc = errors.RequestReadTimeout()
+        return self.refused(request, errors.RequestReadTimeout())
+
+    def refused(self, request: S3Request | None, exc: errors.S3Error) -> RejectedEarly:
+        """The HTTP layer gives up on a request mid-way (deadline, broken framing): its answer.
+
+        A request whose headers were prepared holds a slot and a body sink: both
+        are released and it is counted, once, with ``exc``'s status.
+        """
         state: RequestState | None = request.s3 if request is not None else None
         if state is None:
-            return RejectedEarly(
-                408, [("Content-Type", "application/xml"), ("Server", "s3orch")], exc.to_xml()
-            )
+            return unprepared_rejection(exc)
         state.error = exc
         if state.body is not None:
             state.body.discard()

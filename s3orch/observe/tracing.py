@@ -126,7 +126,7 @@ def provider_for(config: TracingConfig, exporter: SpanExporter | None = None) ->
 
 
 def exporter_for(config: TracingConfig) -> SpanExporter:
-    """The OTLP exporter of ``telemetry.tracing``: gRPC (the original's) or HTTP/protobuf."""
+    """The OTLP exporter of ``telemetry.tracing``: gRPC (s3-orchestrator's, whose config s3orch loads) or HTTP/protobuf."""
     if config.protocol == "http":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter as HTTPExporter,
@@ -166,12 +166,12 @@ class TracingService(Service):
         self._exporter = exporter
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         self.provider = provider_for(self.config, self._exporter)
         install(self.provider)
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         uninstall()
         provider, self.provider = self.provider, None
         if provider is None:

@@ -198,7 +198,7 @@ class PeriodicWorker(Service):
         return Deferred.fromCoroutine(self.run_once())
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         if self.interval <= 0:
             return
         delay = max(0.0, min(1.0, self.jitter())) * self.interval / 2 if self.exclusive else 0.0
@@ -228,7 +228,7 @@ class PeriodicWorker(Service):
         self._loop_done = self._loop.start(self.interval, now=self.run_now)
 
     def stopService(self) -> Deferred[Any] | None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         delayed, self._delayed_start = self._delayed_start, None
         if delayed is not None and delayed.active():
             delayed.cancel()

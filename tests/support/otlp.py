@@ -148,13 +148,14 @@ class OTLPGrpcReceiver(_Receiver):
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
+        # generated gRPC code is unannotated
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)  # type: ignore[no-untyped-call]
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self._server.start()
 
     @property
     def endpoint(self) -> str:
-        """What ``telemetry.tracing.endpoint`` names (``host:port``, the original's form)."""
+        """What ``telemetry.tracing.endpoint`` names (``host:port``, s3-orchestrator's form)."""
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:

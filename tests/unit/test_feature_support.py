@@ -138,7 +138,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "backends[].unsigned_payload": (
         "tests/integration/test_backend_s3.py::test_signed_payload_and_unsigned_payload_are_both_accepted",
     ),
-    # For Google Cloud Storage in the original; this client sends neither flexible checksums nor
+    # For Google Cloud Storage in s3-orchestrator; this client sends neither flexible checksums nor
     # SDK headers, so true and false both hold.
     "backends[].disable_checksum": (
         "tests/unit/test_credentials.py::test_backend_requests_carry_no_sdk_or_flexible_checksum_headers",
@@ -337,7 +337,7 @@ def test_every_key_of_the_originals_config_files_is_in_the_schema() -> None:
     documents = [yaml.safe_load((DATA / name).read_text()) for name in ("original_config.yaml", "original_extra_blocks.yaml")]
     written = set().union(*(file_keys(doc) for doc in documents))
     assert written - set(schema_keys()) == set()
-    # The original's README has a block for every section.
+    # s3-orchestrator's README example config has a block for every section.
     assert {key.split(".")[0].split("[")[0] for key in written} >= {
         "server", "buckets", "database", "routing_strategy", "backends", "telemetry", "circuit_breaker",
         "backend_circuit_breaker", "rebalance", "replication", "cleanup_queue", "rate_limit", "encryption",
