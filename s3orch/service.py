@@ -3,7 +3,7 @@
 Every long-lived part of a running gateway is a named child of
 :class:`GatewayService`: the listeners (``s3-listener``, ``metrics-listener``)
 and every background worker (``cleanup-queue``, ``multipart-gc``,
-``usage-flush``, ``pending-reaper``, ``backend-credentials``).  Whoever holds
+``usage-flush``, ``pending-reaper``, ``backend-credentials``, ``breaker-watchdog``).  Whoever holds
 the root finds one with ``getServiceNamed(name)``.
 
 Start: database (migrations, quota limits) -> workers -> listeners -> ready.

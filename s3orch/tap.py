@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from s3orch.admin.app import AdminApp
 from s3orch.admin.handlers import AdminHandlers
 from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.breaker import guard, transition_events
 from s3orch.backend.credentials import (
     CredentialError,
     CredentialProvider,
@@ -54,6 +55,7 @@ from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_exp
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
+from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
@@ -134,9 +136,21 @@ def build(
         )
         for b in config.backends
     }
-    fleet = BackendFleet(config.backends, clients)
+    # Per-backend circuit breakers wrap the clients: an open backend fails at once.
+    breaking = config.backend_circuit_breaker
+    breakers = None
+    if breaking.enabled:
+        clients, breakers = guard(
+            clients,
+            failure_threshold=breaking.failure_threshold,
+            open_timeout=breaking.open_timeout,
+            clock=reactor,
+        )
+    fleet = BackendFleet(config.backends, clients, breakers)
     # Webhooks: events are written to the outbox with their change; NULL_SINK without endpoints.
     events = sink_for(config.notifications.endpoints, store, reactor)
+    if breakers is not None:
+        breakers.set_transition_hook(transition_events(events.emit))
     cleanups = Cleanups(
         store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency, events=events
     )
@@ -184,7 +198,10 @@ def build(
     # The admin API is served only with a token (ui.admin_token, else ui.admin_key).
     admin = None
     if config.ui.effective_admin_token:
-        handlers = AdminHandlers(store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring)
+        handlers = AdminHandlers(
+            store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
+            breaker_states=fleet.breaker_states,
+        )
         admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
     ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path, admin=admin)
     site = S3Site(
@@ -239,6 +256,9 @@ def build(
         service.add_worker(TracingService(config.telemetry.tracing, reactor))
     if providers:
         add_worker(CredentialRefresher(providers))
+    if breakers is not None:
+        # Every process with backend clients has breakers to watch: not filtered by run mode.
+        service.add_worker(BreakerWatchdog(breakers, reactor))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
     add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
     # Every instance refreshes its own gauges (read-only): no worker lock.

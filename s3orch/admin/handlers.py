@@ -7,7 +7,7 @@ read.  Serving (auth, JSON, streaming, errors) is :mod:`s3orch.admin.app`'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +78,11 @@ class AdminHandlers:
         backends: Sequence[str],
         clock: IReactorTime,
         ring: LogRing,
+        breaker_states: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
     ) -> None:
         self.store = store
+        #: Backend name -> its circuit breaker's state (empty when breakers are off).
+        self.breaker_states = breaker_states
         self.service = service
         self.backends = list(backends)
         self.clock = clock
@@ -96,6 +99,7 @@ class AdminHandlers:
         except (StoreError, StoreUnavailable):
             healthy = False
         backends = []
+        breakers = self.breaker_states()
         for name in self.backends + sorted(set(quotas) - set(self.backends)):
             row = quotas.get(name)
             backends.append({
@@ -107,6 +111,7 @@ class AdminHandlers:
                 "reserved_bytes": row.reserved_bytes if row else None,
                 "available_bytes": row.available if row else None,
                 "object_count": row.object_count if row else None,
+                "circuit_breaker": dict(breakers[name]) if name in breakers else None,
             })
         return {
             "db_healthy": healthy,

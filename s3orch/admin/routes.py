@@ -47,9 +47,10 @@ _IDS = Param("ids", "body", "array", "Only these DLQ row ids (integers).")
 ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "status", "status",
-        "Database health, readiness and every backend's quota counters.",
+        "Database health, readiness, every backend's quota counters and circuit breaker.",
         "`{db_healthy, ready, version, backends: [{name, bytes_limit, bytes_used, orphan_bytes,"
-        " reserved_bytes, available_bytes, object_count}]}`",
+        " reserved_bytes, available_bytes, object_count, circuit_breaker}]}` (circuit_breaker:"
+        " null when breakers are off, else {state, consecutive_failures, ...})",
     ),
     Route(
         "GET", "object-locations", "object_locations",

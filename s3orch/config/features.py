@@ -98,8 +98,8 @@ class CircuitBreakerConfig:
 
 @dataclass(frozen=True)
 class BackendCircuitBreakerConfig:
-    """Per-backend breakers (off by default); trip after 5 failures (s3-orchestrator's code default;
-    one of its guides says 10). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Per-backend breakers (off by default; ``s3orch.backend.breaker``); trip after 5 failures
+    (s3-orchestrator's code default; one of its guides says 10)."""
 
     enabled: bool = False
     failure_threshold: int = knob(5, positive=True)

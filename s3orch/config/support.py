@@ -125,10 +125,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
-    Unsupported(
-        "backend_circuit_breaker.enabled", _on("backend_circuit_breaker.enabled"),
-        covers=("backend_circuit_breaker.*",),
-    ),
     # Monthly usage limits (0 = unlimited, the default) and what only acts with them.
     Unsupported("backends[].api_request_limit", _each_backend("api_request_limit")),
     Unsupported("backends[].egress_byte_limit", _each_backend("egress_byte_limit")),

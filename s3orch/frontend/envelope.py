@@ -89,6 +89,9 @@ STREAMING_VARIANTS = {
 #: Paths that are not S3 requests on the S3 port (Klein's operational endpoints).
 DEFAULT_RESERVED_PREFIXES = (b"/health", b"/metrics", b"/admin", b"/ui")
 
+#: ``(method, operation) -> the error refusing it, or None``: refuses writes while degraded.
+WriteGate = Callable[[str, str], errors.S3Error | None]
+
 #: Seconds a client is asked to wait after a 503 caused by the metadata database.
 DATABASE_RETRY_AFTER = 2
 #: At most one log line per this many seconds while the database is unavailable.
@@ -110,8 +113,11 @@ class S3Envelope(Resource):
         clock: IReactorTime,
         reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
         admission: Admission | None = None,
+        write_gate: WriteGate | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # twisted.web's Resource is unannotated
+        #: Degraded mode (``s3orch.core.degraded``): the 503 a write gets before its body, or None.
+        self.write_gate = write_gate
         #: ``server:`` of the config (caps, spooling, addressing, which signatures are accepted).
         self.server_config = server
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
@@ -220,6 +226,10 @@ class S3Envelope(Resource):
             state.event = "s3.BucketMismatch"  # the request's one HTTP-level audit event
             raise errors.AccessDenied()
         self._admit_credential(state)
+        if self.write_gate is not None:
+            refusal = self.write_gate(state.method, state.op_name)
+            if refusal is not None:
+                raise refusal
         _check_interpreted_input(state)
         route = self.routes.get(state.operation.name)
         if route is not None and route.early is not None:

@@ -287,3 +287,31 @@ NOTIFICATION_STORE_ERRORS = Counter(
     "Events that could not be written to the outbox",
     registry=REGISTRY,
 )
+
+# --- circuit breakers (s3orch.backend.breaker; name is the backend, "database" the database's) ---
+
+BREAKER_STATE = Gauge(
+    "s3o_circuit_breaker_state",
+    "Circuit breaker state (0 closed, 1 open, 2 half-open)",
+    ["name"],
+    registry=REGISTRY,
+)
+BREAKER_TRANSITIONS = Counter(
+    "s3o_circuit_breaker_transitions_total",
+    "Circuit breaker state transitions",
+    ["name", "from", "to"],
+    registry=REGISTRY,
+)
+#: Our addition: calls failed at once because the breaker was open (or its probe in flight).
+BREAKER_REJECTIONS = Counter(
+    "s3o_circuit_breaker_rejections_total",
+    "Calls refused without contacting the backend because its circuit breaker was open",
+    ["name"],
+    registry=REGISTRY,
+)
+DEGRADED_WRITE_REJECTIONS = Counter(
+    "s3o_degraded_write_rejections_total",
+    "Writes refused because the database circuit breaker was open",
+    ["operation"],
+    registry=REGISTRY,
+)

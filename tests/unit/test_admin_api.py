@@ -362,3 +362,16 @@ def test_long_passes_stream_ndjson_progress_when_asked(gateway: GatewayHarness) 
 def test_a_refusal_before_the_first_event_keeps_its_status(gateway: GatewayHarness) -> None:
     response = call(gateway, "POST", "cleanup-dlq/write-off", headers={"Accept": "application/x-ndjson"})
     assert response.status == 400 and response.header("content-type") == "application/json"
+
+
+def test_status_shows_each_backends_circuit_breaker(tmp_path: Path) -> None:
+    config = WITH_TOKEN + "backend_circuit_breaker:\n  enabled: true\n  failure_threshold: 2\n  open_timeout: 60s\n"
+    with GatewayHarness(tmp_path, config) as h:
+        h.backends["backend-1"].redirect("store-1", "http://elsewhere.test/")  # every call fails
+        for i in range(2):
+            assert h.put("photos", f"k{i}", b"data").status == 200  # failed over to backend-2
+        backends = {b["name"]: b for b in ok(call(h, "GET", "status"))["backends"]}
+        assert backends["backend-1"]["circuit_breaker"]["state"] == "open"
+        assert backends["backend-2"]["circuit_breaker"]["state"] == "closed"
+    with GatewayHarness(tmp_path / "off", WITH_TOKEN) as h:  # breakers off: nothing to show
+        assert all(b["circuit_breaker"] is None for b in ok(call(h, "GET", "status"))["backends"])

@@ -198,6 +198,16 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_notifier.py::test_failures_back_off_exponentially_then_drop_with_metric_and_log",
     ),
     # Paces the quota gauges (this build has no usage counters to flush).
+    "backend_circuit_breaker.enabled": (
+        "tests/integration/test_backend_breakers.py::test_a_refusing_backend_opens_its_breaker_and_the_probe_closes_it",
+        "tests/unit/test_backend_breaker.py::test_build_wraps_the_backends_and_adds_the_watchdog_only_when_enabled",
+    ),
+    "backend_circuit_breaker.failure_threshold": (
+        "tests/unit/test_backend_breaker.py::test_opens_after_failure_threshold_consecutive_failures",
+    ),
+    "backend_circuit_breaker.open_timeout": (
+        "tests/unit/test_backend_breaker.py::test_the_probe_waits_open_timeout_plus_a_fresh_jitter_up_to_a_quarter",
+    ),
     "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
     # The admin API's token; admin_key stands in when it is empty (ui.enabled stays refused).
     "ui.admin_token": (
@@ -244,7 +254,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
     ),
-    "backend_circuit_breaker.enabled": ({"backend_circuit_breaker": {"enabled": True}}, ["backend_circuit_breaker.enabled"]),
     "backends[].api_request_limit": (
         {"backends": [BASE["backends"][0], dict(BASE["backends"][0], name="b2", api_request_limit=1000)]},
         ["backends[1].api_request_limit"],
@@ -381,6 +390,12 @@ def test_switched_off_features_may_carry_any_settings() -> None:
     assert refusals(config) == []
 
 
+def test_backend_circuit_breakers_are_built_and_load_switched_on() -> None:
+    config = _load({"backend_circuit_breaker": {"enabled": True, "failure_threshold": 2, "open_timeout": "30s"}})
+    assert refusals(config) == []
+    assert (config.backend_circuit_breaker.failure_threshold, config.backend_circuit_breaker.open_timeout) == (2, 30.0)
+
+
 def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> None:
     original = load_config(DATA / "original_config.yaml", ORIGINAL_ENV)
     assert {issue.path for issue in refusals(original)} == {
@@ -390,8 +405,7 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "lifecycle.rules", "cache.enabled", "redis.address",
-        "backend_circuit_breaker.enabled", "reconcile.enabled",
+        "lifecycle.rules", "cache.enabled", "redis.address", "reconcile.enabled",
     }
 
 
