@@ -16,8 +16,10 @@ contend at the same instant forever after.  On SQLite the locks are a process
 mutex and the same code runs.
 
 Each pass that runs (not one skipped for the lock) gets its own audit correlation id
-(:func:`s3orch.observe.audit.background_run`) between ``<component>.start`` and
-``<component>.complete`` audit events; the quota-gauge refresh is not audited.
+(:func:`s3orch.observe.audit.background_run`), which the pass's audit events carry, and is
+framed by ``<component>.start`` and ``<component>.complete`` audit events; the workers that run
+every few seconds or only refresh state (quota gauges, the notifier, the breaker watchdog:
+``audited=False``) write no frame, so their passes do not flood the audit log.
 """
 
 from __future__ import annotations
@@ -101,12 +103,13 @@ class PeriodicWorker(Service):
         return ran
 
     async def _audited_tick(self) -> None:
-        """One pass under its own correlation id: ``<component>.start``, the pass's events
-        (which carry the id as their request_id), ``<component>.complete`` with the result."""
-        if not self.audited:
-            await self.tick()
-            return
+        """One pass under its own correlation id, which the pass's audit events carry as
+        their request_id; an ``audited`` worker also writes ``<component>.start`` and
+        ``<component>.complete`` (with the result) around it."""
         with background_run(self.component):
+            if not self.audited:
+                await self.tick()
+                return
             started = self.clock.seconds()
             audit(f"{self.component}.start")
             result = "error"

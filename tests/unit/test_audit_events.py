@@ -208,3 +208,24 @@ def test_the_scope_fills_only_what_the_caller_left_out(audit_lines: AuditLines) 
     assert step["request_id"].startswith("worker-") and "access_key" not in step
     assert last["request_id"] == "req-1"
     assert audit_scope.get() is None
+
+
+def test_frequent_workers_write_no_pass_frame_but_their_events_carry_the_pass_id(
+    audit_lines: AuditLines,
+) -> None:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from s3orch.observe.audit import audit
+    from s3orch.workers.base import PeriodicWorker
+
+    class Quiet(PeriodicWorker):
+        async def tick(self) -> None:
+            audit("quiet.dropped")
+
+    worker = Quiet("quiet", 2.0, Clock(), component="quiet", audited=False)
+    done: list[bool] = []
+    Deferred.fromCoroutine(worker.run_once()).addCallback(done.append)
+    assert done == [True]
+    (dropped,) = audit_lines.events
+    assert dropped["event"] == "quiet.dropped" and dropped["request_id"].startswith("quiet-")
