@@ -63,7 +63,7 @@ from s3orch.observe.metrics import (
     REQUEST_SIZE,
     REQUESTS,
     RESPONSE_SIZE,
-    manager_children,
+    count_manager,
     method_label,
 )
 from s3orch.payload import Payload
@@ -451,11 +451,9 @@ class S3Envelope(Resource):
             self._finish_accounting(state, request.code, request)
 
     async def _run(self, route: Route, request: S3Request, state: RequestState, body: Payload | None) -> None:
-        """The operation's handler with the request's audit scope bound (its storage events
-        carry the access key), counted as a manager operation under the backend they name."""
+        """The handler, its storage events bound to the request (audit.bind), counted in s3o_manager_*."""
         scope = bind(state.request_id, state.principal.access_key if state.principal else None)
-        started = self.clock.seconds()
-        status = "error"
+        started, status = self.clock.seconds(), "error"
         try:
             await route.handler(request, state, body)
             status = "success"
@@ -463,9 +461,7 @@ class S3Envelope(Resource):
             status = "client_error" if exc.status < 500 else "error"
             raise
         finally:
-            count, duration = manager_children(state.op_name, scope.backend, status)
-            count.inc()
-            duration.observe(self.clock.seconds() - started)
+            count_manager(state.op_name, scope.backend, status, self.clock.seconds() - started)
 
     def _database_unavailable(self, request: S3Request, state: RequestState, exc: StoreUnavailable) -> None:
         """503 with Retry-After: the metadata database is down or restarting (never a 500)."""

@@ -96,10 +96,16 @@ MANAGER_DURATION = Histogram(
 
 
 @lru_cache(maxsize=4096)
-def manager_children(operation: str, backend: str, status: str) -> tuple[Counter, Histogram]:
-    """The pre-bound manager counter and histogram of one (operation, backend, status): the
-    request path looks them up without building label tuples under the client's lock."""
+def _manager_children(operation: str, backend: str, status: str) -> tuple[Counter, Histogram]:
     return MANAGER_REQUESTS.labels(operation, backend, status), MANAGER_DURATION.labels(operation, backend)
+
+
+def count_manager(operation: str, backend: str, status: str, seconds: float) -> None:
+    """One manager-level operation, through pre-bound children: the request path builds no
+    label tuples under the client library's lock."""
+    requests, duration = _manager_children(operation, backend, status)
+    requests.inc()
+    duration.observe(seconds)
 
 
 QUOTA_USED = Gauge("s3o_quota_bytes_used", "Current bytes used", ["backend"], registry=REGISTRY)
