@@ -250,9 +250,10 @@ class MetadataStore(Protocol):
 
     async def cleanup_failed(
         self, item_id: int, error: str, now: float, *, exhausted_events: Sequence[OutboxEvent] = ()
-    ) -> None:
+    ) -> bool:
         """Count a failed attempt and schedule the retry with backoff; after the last
-        attempt the row moves to the dead-letter table, with ``exhausted_events``."""
+        attempt the row moves to the dead-letter table, with ``exhausted_events``, and the
+        answer is True."""
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
         """Cleanup rows whose retry time has come, claimed or not (a read-only view)."""

@@ -205,6 +205,9 @@ class CleanupItem:
     size: int
     reason: str
     attempts: int = 0
+    #: Claimed over a stale claim of an instance presumed dead (claim_cleanups); not part
+    #: of the row's identity.
+    reclaimed: bool = field(default=False, compare=False)
 
 
 #: Multipart upload states (see sql/sqlite/0004_extents.sql for the life cycle).  An

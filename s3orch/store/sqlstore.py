@@ -212,8 +212,8 @@ class SQLStore:
 
     async def cleanup_failed(
         self, item_id: int, error: str, now: float, *, exhausted_events: Sequence[OutboxEvent] = ()
-    ) -> None:
-        await self._write_once(
+    ) -> bool:
+        return await self._write_once(
             cleanup.txn_cleanup_failed, item_id, error, now, tuple(exhausted_events)
         )
 
