@@ -31,7 +31,7 @@ from s3orch.config.model import LifecycleConfig, LifecycleRule
 from s3orch.core.objects import ObjectService
 from s3orch.notify.events import LIFECYCLE_COMPLETED, LIFECYCLE_DELETE
 from s3orch.notify.sink import NULL_SINK, EventSink
-from s3orch.observe.audit import audit
+from s3orch.observe.audit import audit, background_run, current_id
 from s3orch.observe.metrics import LIFECYCLE_DELETED, LIFECYCLE_FAILED, LIFECYCLE_RUNS, LIFECYCLE_SKIPPED
 from s3orch.store.interface import ExpiredObject, MetadataStore, StoreUnavailable
 from s3orch.store.locks import WorkerLock, WorkerLocks
@@ -110,16 +110,29 @@ class LifecycleWorker(PeriodicWorker):
         return await super()._locked_tick()
 
     async def tick(self) -> None:
+        """A scheduled pass: the worker base binds its correlation id and writes the
+        ``lifecycle.start``/``lifecycle.complete`` audit frame around it."""
         if self.rules:
-            await self.run_pass(trigger="schedule")
+            await self._pass(SilentProgress(), current_id() or f"lifecycle-{uuid.uuid4().hex[:16]}", "schedule")
 
     async def run_pass(self, progress: Progress | None = None, *, trigger: str = "admin") -> LifecycleOutcome:
-        """One pass over every rule; raises StoreUnavailable (counted as ``error``) when the
-        database goes away, leaving what is not deleted yet to the next pass."""
-        progress = progress or SilentProgress()
+        """A pass now (the admin route): its own correlation id and audit frame, as a
+        scheduled pass has; raises StoreUnavailable when the database goes away."""
+        with background_run(self.component) as run_id:
+            started = self.clock.seconds()
+            audit("lifecycle.start", trigger=trigger)
+            result = "error"
+            try:
+                outcome = await self._pass(progress or SilentProgress(), run_id, trigger)
+                result = "success"
+                return outcome
+            finally:
+                audit("lifecycle.complete", result=result, duration=round(self.clock.seconds() - started, 6))
+
+    async def _pass(self, progress: Progress, run_id: str, trigger: str) -> LifecycleOutcome:
+        """One pass over every rule (``s3o_lifecycle_runs_total`` counts how it ended; a pass
+        that raises counts as ``error``, and leaves what it did not delete to the next)."""
         rules, batch = self.rules, self.batch_size
-        run_id = uuid.uuid4().hex
-        audit("lifecycle.start", request_id=run_id, rules=len(rules), trigger=trigger)
         progress.start(total=None, run_id=run_id, rules=len(rules))
         counts = {"deleted": 0, "failed": 0, "skipped": 0}
         now = self.clock.seconds()
@@ -128,11 +141,10 @@ class LifecycleWorker(PeriodicWorker):
                 await self._expire_rule(rule, now - rule.expiration_days * DAY, batch, run_id, counts, progress)
         except Exception:
             LIFECYCLE_RUNS.labels("error").inc()
-            audit("lifecycle.complete", request_id=run_id, status="error", **counts)
             raise
         outcome = LifecycleOutcome(run_id, run_status(counts["deleted"], counts["failed"]), **counts)
         LIFECYCLE_RUNS.labels(outcome.status).inc()
-        audit("lifecycle.complete", request_id=run_id, status=outcome.status, **counts)
+        audit("lifecycle.expired", rules=len(rules), trigger=trigger, outcome=outcome.status, **counts)
         await self.events.emit(
             LIFECYCLE_COMPLETED, self.instance or "lifecycle",
             {**outcome.as_dict(), "rules": len(rules), "trigger": trigger, "instance": self.instance},
@@ -186,6 +198,5 @@ class LifecycleWorker(PeriodicWorker):
             LIFECYCLE_SKIPPED.inc()
             return "skipped"
         LIFECYCLE_DELETED.inc()
-        audit("lifecycle.delete", request_id=run_id, bucket=found.bucket, key=found.key, size=found.size,
-              rule_prefix=rule.prefix)
+        audit("lifecycle.delete", bucket=found.bucket, key=found.key, size=found.size, rule_prefix=rule.prefix)
         return "deleted"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.logger import globalLogPublisher
 
 from s3orch.admin.ndjson import Progress
 from s3orch.config.model import LifecycleConfig, LifecycleRule
@@ -25,6 +26,7 @@ from s3orch.payload import Payload
 from s3orch.store.locks import WorkerLock
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from s3orch.workers.lifecycle import LifecycleWorker, run_status
+from tests.unit.test_audit_events import AuditLines
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -84,6 +86,14 @@ def outbox(h: GatewayHarness) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def audit_lines() -> Iterator[AuditLines]:
+    lines = AuditLines()
+    globalLogPublisher.addObserver(lines)
+    yield lines
+    globalLogPublisher.removeObserver(lines)
+
+
+@pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayHarness]:
     harness = GatewayHarness(tmp_path, DEFAULT_CONFIG + RULES).start()
     try:
@@ -93,7 +103,7 @@ def gateway(tmp_path: Path) -> Iterator[GatewayHarness]:
 
 
 def test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path(
-    gateway: GatewayHarness,
+    gateway: GatewayHarness, audit_lines: AuditLines
 ) -> None:
     h = gateway
     for bucket, key in [("photos", "tmp/a"), ("photos", "tmp/b"), ("photos", "tmp/sub/c"),
@@ -122,6 +132,14 @@ def test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_p
     assert [(c["deleted"], c["status"], c["trigger"]) for c in completed][-1] == (4, "success", "schedule")
     assert completed[-1]["run_id"] == sample["run_id"]
     assert not [e for e in events if e["type"].startswith("s3:")]  # expiry is not a client delete
+    # the audit log: the pass's frame and each delete under the pass's correlation id
+    run_id = sample["run_id"]
+    assert run_id.startswith("lifecycle-")
+    assert audit_lines.of_request(run_id).count("lifecycle.delete") == 4
+    assert audit_lines.of_request(run_id).count("storage.DeleteObject") == 4
+    assert {"lifecycle.start", "lifecycle.complete", "lifecycle.expired"} <= set(audit_lines.of_request(run_id))
+    (summary,) = [e for e in audit_lines.named("lifecycle.expired") if e["request_id"] == run_id]
+    assert (summary["deleted"], summary["outcome"], summary["trigger"]) == (4, "success", "schedule")
     jump(h, 2 * DAY)  # the young one's turn
     assert keys(h, "photos") == ["keep/d", "tmpx"]
     status = worker(h).status()
@@ -228,6 +246,7 @@ def test_the_admin_route_runs_a_pass_now_with_ndjson_progress(tmp_path: Path) ->
         result = events[-1]
         assert (result["status"], result["outcome"], result["deleted"], result["failed"]) == ("ok", "success", 5, 0)
         assert keys(h, "photos") == []
+        assert events[0]["run_id"].startswith("lifecycle-") and result["run_id"] == events[0]["run_id"]
         again = admin(h, "tok")
         assert (again["status"], again["outcome"], again["deleted"]) == ("ok", "empty", 0)
 
