@@ -21,7 +21,7 @@ from twisted.logger import globalLogPublisher
 from s3orch.admin.ndjson import Progress
 from s3orch.config.model import LifecycleConfig, LifecycleRule
 from s3orch.core.objects import NewObject
-from s3orch.observe.metrics import LIFECYCLE_DELETED, LIFECYCLE_RUNS, LIFECYCLE_SKIPPED
+from s3orch.observe.metrics import LIFECYCLE_DELETED, LIFECYCLE_FAILED, LIFECYCLE_RUNS, LIFECYCLE_SKIPPED
 from s3orch.payload import Payload
 from s3orch.store.locks import WorkerLock
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
@@ -295,9 +295,11 @@ def test_a_failing_delete_is_counted_and_the_pass_goes_on(gateway: GatewayHarnes
 
     lifecycle.objects.delete = flaky  # type: ignore[method-assign]
     partial = LIFECYCLE_RUNS.labels("partial")._value.get()
+    failed = LIFECYCLE_FAILED._value.get()
     progress = Progress()
     outcome = run(h, lifecycle.run_pass(progress))
     assert (outcome.deleted, outcome.failed, outcome.status) == (2, 1, "partial")
+    assert LIFECYCLE_FAILED._value.get() - failed == 1
     assert LIFECYCLE_RUNS.labels("partial")._value.get() - partial == 1
     assert keys(h, "photos") == ["tmp/2"]
     h.problems.events.clear()  # the failure was logged, as it should be
