@@ -2,7 +2,8 @@
 
 The prefix is matched against the internal key ``{bucket}/{key}`` (s3-orchestrator's rule),
 age is the commit time of the key's current version, pages resume after their last key, and
-the conditional delete never removes a version other than the one found.
+the conditional delete never removes a version other than the one found (also when it races
+an overwrite committed by another instance, on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import pytest_twisted
 
 from s3orch.store.interface import MetadataStore, OutboxEvent
-from tests.store.test_contract import BUCKET, NOW, counters, put, quota
+from tests.store.conftest import StoreFactory
+from tests.store.test_contract import BUCKET, NOW, counters, intent, put, quota, record_for
+from tests.store.test_postgres import gather, stores
 
 DAY = 86400.0
 
@@ -91,3 +94,29 @@ async def test_conditional_delete_removes_only_the_write_it_names(store: Metadat
     assert counters(await quota(store, "b1")) == (0, 30, 0, 0)  # both copies await their backend delete
     assert [e.event_type for e in await store.due_events(NOW + 10**6, 10)] == ["lifecycle.delete"]
     assert await store.delete_object_if(BUCKET, "tmp/k", newer.write_id, NOW) is None  # gone: nothing
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_expiry_racing_an_overwrite_on_two_instances_never_deletes_the_overwrite(
+    pg_factory: StoreFactory,
+) -> None:
+    """PostgreSQL, two instances: one expires the old version while the other commits a new one,
+    again and again; whichever wins the key lock, the new version is what remains, quota exact."""
+    async with stores(pg_factory, 2) as (a, b):
+        await a.sync_quota_limits({"b1": 10**6}, NOW)
+        for round_ in range(8):
+            key = f"tmp/race{round_}"
+            old, _ = await put(a, key, 10, now=NOW - 8 * DAY)
+            res = await b.reserve(intent(key, 20), ["b1"], "pack", NOW)
+            assert res is not None
+            expired_items, displaced = await gather(
+                a.delete_object_if(BUCKET, key, old.write_id, NOW),
+                b.commit_object(res, record_for(res, key, 20), NOW),
+            )
+            current = await a.get_object(BUCKET, key)
+            assert current is not None and current.write_id == res.write_id
+            # the old copy is queued exactly once: by the expiry or by the overwrite
+            queued = [i.storage_key for i in (expired_items or []) + displaced]
+            assert queued == [old.storage_key]
+        row = await quota(a, "b1")
+        assert counters(row) == (8 * 20, 8 * 10, 0, 8)
