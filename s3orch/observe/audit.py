@@ -67,6 +67,12 @@ def background_run(component: str) -> Iterator[str]:
         _SCOPE.reset(token)
 
 
+def current_id() -> str | None:
+    """The request id or pass correlation id bound where this runs (None: nothing bound)."""
+    scope = _SCOPE.get()
+    return scope.request_id if scope is not None else None
+
+
 def audit(event: str, **fields: Any) -> None:
     """Emit one audit event (``s3.PutObject``, ``storage.PutObject``, ...)."""
     _event_counter(event).inc()

@@ -321,3 +321,24 @@ DEGRADED_WRITE_REJECTIONS = Counter(
     ["operation"],
     registry=REGISTRY,
 )
+
+# --- lifecycle expiration (s3orch.workers.lifecycle) ------------------------------------------
+
+LIFECYCLE_DELETED = Counter(
+    "s3o_lifecycle_deleted_total", "Objects deleted by lifecycle expiration", registry=REGISTRY
+)
+LIFECYCLE_FAILED = Counter(
+    "s3o_lifecycle_failed_total", "Objects that failed lifecycle deletion", registry=REGISTRY
+)
+#: Our addition: expired keys overwritten (or deleted) between the scan and the delete, left alone.
+LIFECYCLE_SKIPPED = Counter(
+    "s3o_lifecycle_skipped_total",
+    "Expired objects not deleted because a newer write replaced them before the delete",
+    registry=REGISTRY,
+)
+LIFECYCLE_RUNS = Counter(
+    "s3o_lifecycle_runs_total",
+    "Lifecycle passes by outcome (success, partial, failed, empty, error)",
+    ["status"],
+    registry=REGISTRY,
+)

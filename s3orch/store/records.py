@@ -396,3 +396,17 @@ class OutboxEntry:
     attempts: int
     next_attempt: float
     created_at: float
+
+
+@dataclass(frozen=True)
+class ExpiredObject:
+    """A key whose current version was committed before a lifecycle rule's cutoff.
+
+    ``write_id`` names that version: the expiry deletes the key only while it is still
+    current (:meth:`~s3orch.store.interface.MetadataStore.delete_object_if`)."""
+
+    bucket: str
+    key: str
+    write_id: str
+    size: int
+    created_at: float
