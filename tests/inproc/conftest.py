@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.logger import LogEvent, globalLogPublisher
 
 from s3orch.testing import GatewayHarness
 from tests.conftest import PHOTOS
@@ -54,3 +55,31 @@ def backend_keys(harness: GatewayHarness, spec: BackendSpec) -> list[tuple[str, 
     """(key, size) of every object on ``spec``'s in-memory server, in key order."""
     objects = harness.backends[spec.name].objects(spec.bucket)
     return sorted((key, len(stored.data)) for key, stored in objects.items())
+
+
+@pytest.fixture
+def audit_events() -> Iterator[list[str]]:
+    """The ``event`` of every audit record logged during the test (what the log file would hold)."""
+    events: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("audit"):
+            events.append(str(event.get("event")))
+
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+
+
+def metric(harness: GatewayHarness, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples matching ``labels``, read from the gateway's /metrics.
+
+    The registry is the process's, shared by every harness of a test run: compare counters
+    before and after, not with absolute values."""
+    answer = harness.send_raw(f"GET /metrics HTTP/1.1\r\nHost: {harness.host}\r\n\r\n".encode())
+    assert answer.status == 200, answer.text
+    total = 0.0
+    for line in answer.text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
