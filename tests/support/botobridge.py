@@ -6,6 +6,9 @@ checksums, Content-MD5, query encoding), then, at its documented ``before-send``
 request is re-signed at the harness clock's time and sent over the harness's in-memory
 connection; the answer goes back to botocore as if from the wire.  Re-signing matters: botocore
 signs at the wall clock, and the gateway checks dates against its own clock.
+
+The harness is single-threaded: use the client from the test's thread only (for boto3's
+transfer manager, ``TransferConfig(use_threads=False)``).
 """
 
 from __future__ import annotations
