@@ -118,5 +118,3 @@ def test_an_upload_survives_a_gateway_crash_and_resumes(start_gateway, moto_back
     assert got["Body"].read() == b"".join(parts) and got["Metadata"] == {"kept": "yes"}
     row = quota_rows(gw)[backends[0].name]
     assert (row["used"], row["reserved"]) == (6 * MiB, 0)
-
-

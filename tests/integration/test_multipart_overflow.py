@@ -150,5 +150,3 @@ def test_an_object_larger_than_any_backends_free_space_is_stored_across_them(
 def _wait_quiet(gw: GatewayProcess, backends: list[BackendSpec], timeout: float = 20.0) -> None:
     """Wait until no deleted object's bytes are still being removed."""
     poll(lambda: quota_rows(gw), lambda rows: all(rows[b.name]["orphan"] == 0 for b in backends), timeout)
-
-
