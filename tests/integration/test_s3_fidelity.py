@@ -17,9 +17,9 @@ from botocore.config import Config
 
 from tests.conftest import PHOTOS
 from tests.integration.conftest import fresh_bucket
-from tests.integration.test_client_compat import Client
 from tests.support.configs import BackendSpec, GatewayConfig
 from tests.support.gateway import GatewayProcess
+from tests.support.socketclient import Client
 
 
 @pytest.fixture(scope="module")
