@@ -14,10 +14,16 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
+from tests.support import fuzz
 from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.postgres import admin_dsn, create_database, drop_database
 from tests.support.servers import MotoServer, create_bucket
+
+
+def pytest_report_header() -> str:
+    """Say how many fuzz examples this run uses (a local run takes a tenth of CI's)."""
+    return fuzz.describe()
 
 
 @pytest.fixture(scope="session")
