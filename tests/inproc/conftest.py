@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from zope.interface import implementer
 
 from s3orch.testing import GatewayHarness
 from tests.conftest import PHOTOS
@@ -57,18 +58,25 @@ def backend_keys(harness: GatewayHarness, spec: BackendSpec) -> list[tuple[str, 
     return sorted((key, len(stored.data)) for key, stored in objects.items())
 
 
+@implementer(ILogObserver)
+class _AuditEvents:
+    """Collects the ``event`` of every audit record."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def __call__(self, event: LogEvent) -> None:
+        if event.get("audit"):
+            self.events.append(str(event.get("event")))
+
+
 @pytest.fixture
 def audit_events() -> Iterator[list[str]]:
     """The ``event`` of every audit record logged during the test (what the log file would hold)."""
-    events: list[str] = []
-
-    def observe(event: LogEvent) -> None:
-        if event.get("audit"):
-            events.append(str(event.get("event")))
-
-    globalLogPublisher.addObserver(observe)
-    yield events
-    globalLogPublisher.removeObserver(observe)
+    observer = _AuditEvents()
+    globalLogPublisher.addObserver(observer)
+    yield observer.events
+    globalLogPublisher.removeObserver(observer)
 
 
 def metric(harness: GatewayHarness, name: str, **labels: str) -> float:

@@ -37,7 +37,7 @@ def _error(call: Any) -> tuple[int, str]:
 
 def _settled(harness: GatewayHarness, spec: BackendSpec) -> dict[str, int]:
     harness.advance(60)  # the cleanup queue removes displaced and refused copies
-    row: dict[str, int] = quota_rows(harness)[spec.name]  # type: ignore[arg-type]
+    row: dict[str, int] = quota_rows(harness)[spec.name]
     return row
 
 

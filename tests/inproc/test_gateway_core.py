@@ -73,7 +73,7 @@ def test_pack_fills_backends_in_config_order_and_overflows_at_quota(start_harnes
     for i in range(6):
         s3.put_object(Bucket="photos", Key=f"k{i}", Body=b"x" * (4 * KiB))
     assert [len(backend_keys(gw, b)) for b in backends] == [2, 2, 2]
-    rows = quota_rows(gw)  # type: ignore[arg-type]  # reads <workdir>/s3orch.db of either kind
+    rows = quota_rows(gw)
     assert [rows[b.name]["used"] for b in backends] == [8 * KiB] * 3
     with pytest.raises(ClientError) as info:
         s3.put_object(Bucket="photos", Key="full", Body=b"x" * (4 * KiB))
@@ -103,7 +103,7 @@ def test_concurrent_puts_never_exceed_quota(start_harness: Start) -> None:
     ]
     statuses = [answer.status for answer in gw.send_together(racing)]
     assert statuses.count(200) == 5 and statuses.count(507) == 15
-    rows = quota_rows(gw)[backends[0].name]  # type: ignore[arg-type]
+    rows = quota_rows(gw)[backends[0].name]
     assert rows["used"] == 45 * KiB + 5 * 10 * KiB <= rows["limit"]
     assert rows["reserved"] == 0
     assert sum(size for _, size in backend_keys(gw, backends[0])) == rows["used"]
@@ -115,13 +115,13 @@ def test_overwrite_and_delete_settle_quota_exactly(photos: Any) -> None:
     s3.put_object(Bucket="photos", Key="k", Body=b"a" * 3000)
     s3.put_object(Bucket="photos", Key="k", Body=b"b" * 1200)
     gw.advance(60)  # the cleanup queue removes the displaced copy
-    row = quota_rows(gw)[name]  # type: ignore[arg-type]
+    row = quota_rows(gw)[name]
     assert (row["used"], row["orphan"], row["reserved"], row["objects"]) == (1200, 0, 0, 1)
     assert [size for _, size in backend_keys(gw, backends[0])] == [1200]
     assert s3.get_object(Bucket="photos", Key="k")["Body"].read() == b"b" * 1200
     s3.delete_object(Bucket="photos", Key="k")
     gw.advance(60)
-    row = quota_rows(gw)[name]  # type: ignore[arg-type]
+    row = quota_rows(gw)[name]
     assert (row["used"], row["orphan"], row["objects"]) == (0, 0, 0)
     assert backend_keys(gw, backends[0]) == []
     # Deleting again is idempotent.
@@ -188,7 +188,7 @@ def test_integrity_errors_store_nothing(photos: Any) -> None:
     answer = gw.put("photos", "k" * 1025, b"payload")
     assert answer.status == 400 and b"<Code>KeyTooLongError</Code>" in answer.body
     assert backend_keys(gw, backends[0]) == []
-    rows = quota_rows(gw)  # type: ignore[arg-type]
+    rows = quota_rows(gw)
     assert all(r["used"] == 0 and r["reserved"] == 0 for r in rows.values())
 
 
@@ -261,7 +261,7 @@ def test_presigned_get_and_request_ids(photos: Any) -> None:
     s3.put_object(Bucket="photos", Key="p.txt", Body=b"presigned")
     # boto3's default presigner (SigV2 query parameters) and an explicit SigV4 one.
     for version in (None, "s3v4"):
-        extra = {"signature_version": version} if version else {}
+        extra: dict[str, Any] = {"signature_version": version} if version else {}
         signer = boto(gw, **extra)
         url = urlsplit(
             signer.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "p.txt"}, ExpiresIn=60)
@@ -290,5 +290,5 @@ def test_single_unlimited_backend_takes_anything(start_harness: Start) -> None:
     backends = make_backends(1, quota=0)
     gw = start_harness(GatewayConfig(backends=backends))
     boto(gw).put_object(Bucket="photos", Key="big", Body=b"u" * (2 * MiB))
-    row = quota_rows(gw)[backends[0].name]  # type: ignore[arg-type]
+    row = quota_rows(gw)[backends[0].name]
     assert (row["limit"], row["used"]) == (0, 2 * MiB)

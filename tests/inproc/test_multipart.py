@@ -47,7 +47,7 @@ def _status(exc: ClientError) -> int:
 
 
 def _rows(gw: GatewayHarness) -> dict[str, dict[str, int]]:
-    return quota_rows(gw)  # type: ignore[arg-type]  # reads <workdir>/s3orch.db of either kind
+    return quota_rows(gw)
 
 
 def _raw(

@@ -174,7 +174,7 @@ def test_checksum_rules_of_create_and_upload_part(gw: tuple[Any, Any]) -> None:
     crc = base64.b64encode(zlib.crc32(b"data").to_bytes(4, "big")).decode()
     status, body = _signed(proc, "PUT", target, b"data", {"x-amz-checksum-crc32": crc})
     assert status == 200, body
-    row = quota_rows(proc)  # type: ignore[arg-type]  # reads <workdir>/s3orch.db of either kind
+    row = quota_rows(proc)
     assert sum(r["reserved"] for r in row.values()) == 4  # only the accepted part
 
 

@@ -46,7 +46,7 @@ def _copies(gw: GatewayHarness, key: str) -> list[tuple[int, str, str, int]]:
 
 
 def _assert_quota_is_what_the_backends_hold(gw: GatewayHarness, backends: list[BackendSpec]) -> None:
-    rows = quota_rows(gw)  # type: ignore[arg-type]  # reads <workdir>/s3orch.db of either kind
+    rows = quota_rows(gw)
     for spec in backends:
         held = held_by(gw, spec)
         row = rows[spec.name]

@@ -28,7 +28,7 @@ def _send(gateway: GatewayHarness, path: str, headers: dict[str, str], body: byt
 
 
 def _rows(gateway: GatewayHarness) -> dict[str, dict[str, int]]:
-    return quota_rows(gateway)  # type: ignore[arg-type]  # reads <workdir>/s3orch.db of either kind
+    return quota_rows(gateway)
 
 
 @pytest.fixture
