@@ -141,7 +141,7 @@ def test_upload_file_with_a_checksum_end_to_end(gw: tuple[Any, Any], tmp_path: A
     head = s3.head_object(Bucket="photos", Key="uploaded", ChecksumMode="ENABLED")
     assert head["ChecksumCRC32"].endswith("-4") and head["PartsCount"] == 4
     out = tmp_path / "out.bin"
-    s3.download_file("photos", "uploaded", str(out))
+    s3.download_file("photos", "uploaded", str(out), Config=config)
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
 
 

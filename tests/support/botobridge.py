@@ -7,13 +7,15 @@ request is re-signed at the harness clock's time and sent over the harness's in-
 connection; the answer goes back to botocore as if from the wire.  Re-signing matters: botocore
 signs at the wall clock, and the gateway checks dates against its own clock.
 
-The harness is single-threaded: use the client from the test's thread only (for boto3's
-transfer manager, ``TransferConfig(use_threads=False)``).
+The harness is single-threaded: use the client from the test's thread (for boto3's transfer
+manager, ``TransferConfig(use_threads=False)``).  Requests from other threads are serialised
+by a lock, never interleaved inside the harness.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,6 +72,8 @@ def harness_client(harness: GatewayHarness, access_key: str, secret_key: str, **
         ),
     )
 
+    lock = threading.Lock()
+
     def send(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
         url = urlsplit(request.url)
         target = url.path + (f"?{url.query}" if url.query else "")
@@ -86,7 +90,8 @@ def harness_client(harness: GatewayHarness, access_key: str, secret_key: str, **
             payload_hash=payload_hash,
             host=url.netloc,
         )
-        answer = harness.send_raw(raw)
+        with lock:
+            answer = harness.send_raw(raw)
         return AWSResponse(request.url, answer.status, dict(answer.headers), _Raw(answer.body))
 
     client.meta.events.register("before-send.s3", send)
