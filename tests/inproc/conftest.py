@@ -2,7 +2,9 @@
 
 The S3 semantics -- operations, errors, conditionals, ranges, listing, multipart, auth
 refusals, quota accounting -- are tested here, through the production wiring, without a
-process, socket or sleep; tests/integration keeps what needs real processes.
+process, socket or sleep; tests/integration keeps what needs real processes.  The core
+services' crash and race windows (test_multipart_service.py, test_pending_reaper.py) are here
+too: a real SQLite store and in-memory backends, held on gates.
 """
 
 from __future__ import annotations

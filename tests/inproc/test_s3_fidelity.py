@@ -1,5 +1,5 @@
-"""Object-level S3 fidelity (issue 12 item 2), in-process over an in-memory backend (the three
-tests of what a real provider stores run over SeaweedFS in tests/integration/test_s3_fidelity.py).
+"""Object-level S3 fidelity (issue 12 item 2), in-process over an in-memory backend (the two
+tests of what a real provider is handed run over SeaweedFS in tests/integration/test_s3_fidelity.py).
 
 Each behaviour as AWS S3 answers it, with its status and error code:
 

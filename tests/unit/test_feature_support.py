@@ -163,7 +163,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
     # true (the default) is what this build does; false is refused.
     "write_path.pending_pattern.enabled": (
-        "tests/integration/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
+        "tests/inproc/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
     ),
     "write_path.pending_pattern.reaper_tick": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
