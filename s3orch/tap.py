@@ -14,11 +14,15 @@ from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
+from s3orch.admin.app import AdminApp
+from s3orch.admin.handlers import AdminHandlers
 from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.breaker import guard, transition_events
 from s3orch.backend.credentials import (
     CredentialError,
     CredentialProvider,
@@ -40,13 +44,21 @@ from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
 from s3orch.http.site import S3Site
-from s3orch.http.tls import TLSSetupError, server_context
+from s3orch.http.tls import ReloadableContext, TLSSetupError, server_context
+from s3orch.modes import MODE_ALL, InvalidMode, NoS3Service, check_mode, runs_worker, serves_s3
+from s3orch.notify.delivery import TreqPoster
+from s3orch.notify.events import RELOAD_FAILED
+from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
+from s3orch.observe.tracing import TracingService
+from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
+from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
+from s3orch.workers.notifier import Notifier
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 
@@ -59,6 +71,7 @@ METRICS_LISTENER = "metrics-listener"
 class Options(usage.Options):
     optParameters = [
         ["config", "c", "config.yaml", "Path to the YAML configuration file."],
+        ["mode", "m", MODE_ALL, "all (default), api (S3, no workers but usage flush) or worker (workers, no S3)."],
     ]
 
 
@@ -94,6 +107,7 @@ def build(
     *,
     store: MetadataStore | None = None,
     backend_agents: Mapping[str, IAgent] | None = None,
+    mode: str = MODE_ALL,
 ) -> GatewayService:
     """Wire a gateway from a loaded config (used by twistd and by tests); the root of its tree.
 
@@ -104,6 +118,8 @@ def build(
     ``store`` (built, not started) replaces the one opened from ``config.database``, and
     ``backend_agents`` (backend name -> agent) the backends' pooled network agents: an
     in-process test harness runs this same wiring in memory with them.
+
+    ``mode`` (``s3orch.modes``) leaves out the S3 API (worker) or most workers (api).
     """
     server = config.server
     settings = LogSettings(server.log_level, server.log_format)
@@ -120,8 +136,24 @@ def build(
         )
         for b in config.backends
     }
-    fleet = BackendFleet(config.backends, clients)
-    cleanups = Cleanups(store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency)
+    # Per-backend circuit breakers wrap the clients: an open backend fails at once.
+    breaking = config.backend_circuit_breaker
+    breakers = None
+    if breaking.enabled:
+        clients, breakers = guard(
+            clients,
+            failure_threshold=breaking.failure_threshold,
+            open_timeout=breaking.open_timeout,
+            clock=reactor,
+        )
+    fleet = BackendFleet(config.backends, clients, breakers)
+    # Webhooks: events are written to the outbox with their change; NULL_SINK without endpoints.
+    events = sink_for(config.notifications.endpoints, store, reactor)
+    if breakers is not None:
+        breakers.set_transition_hook(transition_events(events.emit))
+    cleanups = Cleanups(
+        store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency, events=events
+    )
     objects = ObjectService(
         store=store,
         fleet=fleet,
@@ -129,6 +161,7 @@ def build(
         spooler=Spooler(spool_dir=server.spool_dir or None, offload=thread_offload(reactor)),
         routing_strategy=config.routing_strategy,
         clock=reactor,
+        events=events,
     )
     multipart = MultipartService(
         store=store,
@@ -153,14 +186,27 @@ def build(
         multipart=multipart,
         reserved_prefixes=reserved,
     )
+    # Worker mode: no S3 API on the listener, only the operational endpoints.
+    front = s3 if serves_s3(mode) else NoS3Service(reserved)
 
     def is_ready() -> bool:
         return service.ready  # the root built below
 
-    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path)
+    def root() -> GatewayService:
+        return service
+
+    # The admin API is served only with a token (ui.admin_token, else ui.admin_key).
+    admin = None
+    if config.ui.effective_admin_token:
+        handlers = AdminHandlers(
+            store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
+            breaker_states=fleet.breaker_states,
+        )
+        admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
+    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path, admin=admin)
     site = S3Site(
         RootResource(s3, ops.resource()),
-        early_handler=s3,
+        early_handler=front,
         timeout=server.idle_timeout,
         read_header_timeout=server.read_header_timeout,
         read_timeout=server.read_timeout,
@@ -169,12 +215,13 @@ def build(
     )
     interface, port = parse_listen_addr(server.listen_addr)
     listener: IService
+    context: ReloadableContext | None = None
     if server.tls is not None:
-        context = server_context(server.tls)
+        context = ReloadableContext(server_context(server.tls))
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
-    listener.setName(S3_LISTENER)
+    listener.setName(S3_LISTENER)  # type: ignore[no-untyped-call]  # IService's methods are unannotated
 
     async def close_backends() -> None:
         await cleanups.quiesce()
@@ -196,21 +243,35 @@ def build(
         clock=reactor,
         shutdown_delay=server.shutdown_delay,
     )
+    service.mode = mode
     owner = instance_id()  # this instance's name on cleanup and intent claims
+
+    def add_worker(worker: IService) -> None:
+        """A background worker, if the run mode has it (infrastructure every mode needs, such
+        as a tracer, goes to ``service.add_worker`` directly)."""
+        if runs_worker(mode, worker.name):
+            service.add_worker(worker)
+
+    if config.telemetry.tracing.enabled:  # first worker: up before, flushed after, the others
+        service.add_worker(TracingService(config.telemetry.tracing, reactor))
     if providers:
-        service.add_worker(CredentialRefresher(providers))
-    service.add_worker(
-        CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks)
-    )
-    service.add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+        add_worker(CredentialRefresher(providers))
+    if breakers is not None:
+        # Every process with backend clients has breakers to watch: not filtered by run mode.
+        service.add_worker(BreakerWatchdog(breakers, reactor))
+    add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
+    add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
     # Every instance refreshes its own gauges (read-only): no worker lock.
-    service.add_worker(QuotaMetricsWorker(store, reactor, config.usage_flush))
+    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
+    add_worker(usage_flush)
     pending = config.write_path.pending_pattern
     if pending.enabled:
         # Intents are always written; without the reaper, those a failed commit leaves
         # keep their reservation until an operator resolves them.
-        resolver = IntentResolver(store=store, fleet=fleet, cleanups=cleanups, clock=reactor)
-        service.add_worker(
+        resolver = IntentResolver(
+            store=store, fleet=fleet, cleanups=cleanups, clock=reactor, events=events
+        )
+        add_worker(
             PendingReaper(
                 resolver,
                 reactor,
@@ -220,9 +281,30 @@ def build(
                 locks=worker_locks,
             )
         )
+    if config.notifications.endpoints:
+        poster = TreqPoster(reactor)
+        service.closers.append(poster.close)
+        add_worker(
+            Notifier(
+                store, events, config.notifications.endpoints, poster, reactor,
+                locks=worker_locks, instance=owner,
+            )
+        )
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
         service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
+
+    def record(outcome: dict[str, Any]) -> None:
+        service.last_reload = outcome
+        if outcome["status"] == "failed":  # the file on disk is not what runs: tell the operator
+            Deferred.fromCoroutine(
+                events.emit(RELOAD_FAILED, owner, {"instance": owner, "error": outcome["error"]})
+            )
+
+    targets = ReloadTargets(
+        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context
+    )
+    service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service
 
 
@@ -291,32 +373,22 @@ def makeService(options: Options) -> GatewayService:
     sys.setswitchinterval(0.0005)
     from twisted.internet import reactor
 
+    try:
+        mode = check_mode(options["mode"])
+    except InvalidMode as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     config = load_checked_config(options["config"])
     try:
-        service = build(config, reactor)
+        service = build(config, reactor, mode=mode)
     except (TLSSetupError, CredentialError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    _ignore_sighup(reactor)
+    from twisted.internet.threads import deferToThread
+
+    service.reloader.offload = deferToThread
+    reload_on_sighup(reactor, service.reloader, os.path.abspath(options["config"]))
+    reactor.addSystemEventTrigger("before", "shutdown", service.reloader.close)
+    reactor.callWhenRunning(warn_if_expiring, config, reactor.seconds())
     return service
 
-
-def _ignore_sighup(reactor: Any) -> None:
-    """SIGHUP would terminate the process by default (``systemctl reload`` sends it).
-
-    Hot reload is not implemented yet: say so in the log and keep serving.
-    """
-    import signal
-
-    from twisted.logger import Logger
-
-    log = Logger(namespace="s3orch.service")
-
-    def on_hup(signum: int, frame: object) -> None:
-        reactor.callFromThread(
-            log.warn,
-            "SIGHUP received: configuration hot reload is not implemented yet; restart to apply changes",
-            component="service",
-        )
-
-    signal.signal(signal.SIGHUP, on_hup)

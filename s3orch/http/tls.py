@@ -7,6 +7,8 @@ from typing import Any
 
 from OpenSSL import crypto
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 from s3orch.config.model import TLSConfig
 
@@ -69,3 +71,33 @@ def server_context(tls: TLSConfig) -> ssl.CertificateOptions:
     except Exception as exc:  # OpenSSL reports a mismatch as a generic SSL error
         raise TLSSetupError(f"server.tls: {exc}") from exc
     return context
+
+
+#: A certificate that expires within this many seconds is warned about (at start and on reload).
+EXPIRY_WARNING = 24 * 3600.0
+
+
+def seconds_to_expiry(tls: TLSConfig, now: float) -> float:
+    """Seconds from ``now`` until the leaf certificate of ``tls.cert_file`` expires (negative: expired)."""
+    leaf = _certificates(tls.cert_file)[0]
+    not_after = leaf.to_cryptography().not_valid_after_utc.timestamp()
+    return not_after - now
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableContext:
+    """The S3 listener's context factory: each new connection gets the current context.
+
+    Twisted asks an old-style context factory for its context once per connection, so
+    :meth:`swap` (a SIGHUP reload of a renewed certificate) reaches new connections only;
+    a connection already established keeps the certificate it was served.
+    """
+
+    def __init__(self, options: ssl.CertificateOptions) -> None:
+        self.options = options
+
+    def swap(self, options: ssl.CertificateOptions) -> None:
+        self.options = options
+
+    def getContext(self) -> Any:
+        return self.options.getContext()

@@ -1,4 +1,4 @@
-"""HTTPS on the S3 listener (BEHAVIOURS 1.36): CRUD over TLS, and mTLS refusing clients without a certificate."""
+"""HTTPS on the S3 listener (``server.tls``): CRUD over TLS, and mTLS refusing clients without a certificate."""
 
 from __future__ import annotations
 
@@ -197,3 +197,55 @@ def test_mtls_refuses_clients_without_a_ca_signed_certificate(
     with pytest.raises(Exception) as refused:
         bare.head_bucket(Bucket="photos")
     assert "SSL" in repr(refused.value) or "Connection" in repr(refused.value)
+
+
+def _served_certificate(gateway: GatewayProcess, context: ssl.SSLContext) -> x509.Certificate:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_sighup_serves_a_renewed_certificate_to_new_connections_and_warns_of_expiry(
+    moto_backends: Callable[..., list[BackendSpec]], start_tls_gateway: Callable[..., GatewayProcess], pki: PKI,
+    tmp_path: Path,
+) -> None:
+    import json
+    import os
+    import signal
+
+    from tests.support.polling import wait_for
+
+    config = GatewayConfig(
+        backends=moto_backends(1),
+        extra_server={"tls": {"cert_file": pki.server_cert, "key_file": pki.server_key}},
+    )
+    gateway = start_tls_gateway(config, pki.client_context())
+    first = _served_certificate(gateway, pki.client_context())
+    # The test certificates are valid for a day: less than 24h from now.
+    assert "expires within 24h" in gateway.log_text()
+
+    # Renewal: new key and certificate (same CA) written over the files the listener uses.
+    ca_cert = x509.load_pem_x509_certificate(Path(pki.ca_file).read_bytes())
+    ca_key = serialization.load_pem_private_key(Path(pki.ca_file).with_suffix(".key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    renewed, key = _issue("127.0.0.1", (ca_cert, ca_key), server=True)
+    staging = tmp_path / "renewed"
+    cert_file, key_file = _write(staging, renewed, key)
+    os.replace(cert_file, pki.server_cert)
+    os.replace(key_file, pki.server_key)
+    assert gateway.proc is not None
+    os.kill(gateway.proc.pid, signal.SIGHUP)
+
+    def reloaded() -> bool:
+        return any(
+            json.loads(line).get("msg") == "Reloaded TLS certificate"
+            for line in gateway.log_text().splitlines()
+            if line.startswith("{")
+        )
+
+    assert wait_for(reloaded, 15), gateway.log_text()[-2000:]
+    second = _served_certificate(gateway, pki.client_context())
+    assert second.serial_number == renewed.serial_number != first.serial_number
+    assert _handshake(gateway, pki.client_context()).startswith(b"HTTP/1.1 200")

@@ -61,7 +61,7 @@ MIRROR = os.environ.get("S3ORCH_DEB_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 # What the package depends on beyond minbase, and systemd for the unit files systemd-analyze
 # resolves (sysinit.target, ...).
-CHROOT_PACKAGES = ("python3.11", "adduser", "systemd")
+CHROOT_PACKAGES = ("python3.11", "adduser", "procps", "systemd")
 TOOLS = (
     "dpkg-buildpackage",
     "dh_virtualenv",
@@ -704,11 +704,22 @@ def test_under_systemd_the_hardened_service_serves_restarts_on_upgrade_gives_up_
         sh("dpkg -i /var/tmp/upgrade.deb >/dev/null")
         assert sh("dpkg-query -W -f='${Version}' s3orch").stdout == UPGRADE_VERSION
         wait_until(lambda: health(port) == 200, 60, "/health after the upgrade")
-        assert sh("systemctl show -p MainPID --value s3orch").stdout.strip() not in ("0", pid)
+        upgraded = sh("systemctl show -p MainPID --value s3orch").stdout.strip()
+        assert upgraded not in ("0", pid)
         assert (
             client.get_object(Bucket="app1-files", Key="from-the-package")["Body"].read()
             == b"hello from systemd"
         )
+
+        # systemctl reload: SIGHUP (ExecReload), the file is re-read by the same process
+        sh("systemctl reload s3orch")
+        wait_until(
+            lambda: "Configuration reload complete" in sh("journalctl -u s3orch -o cat --no-pager").stdout,
+            30,
+            "the reload's last log line",
+        )
+        assert sh("systemctl show -p MainPID --value s3orch").stdout.strip() == upgraded
+        assert health(port) == 200
 
         # a configuration error: restarted 4 times, then left failed
         config_path.write_text(config + "\nrouting_strategy: spread\n")  # a duplicate key

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -32,8 +33,11 @@ class GatewayProcess:
         config_text: str,
         port: int | None = None,
         tls_context: ssl.SSLContext | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.tls_context = tls_context
+        #: Extra options after ``s3orch --config F`` (e.g. ``["--mode", "api"]``).
+        self.args = list(args)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.yaml"
@@ -79,7 +83,7 @@ class GatewayProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [twistd, "-n", "--pidfile=", "s3orch", "--config", str(self.config_path)],
+            [twistd, "-n", "--pidfile=", "s3orch", "--config", str(self.config_path), *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=str(self.workdir),
