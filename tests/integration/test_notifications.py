@@ -36,7 +36,7 @@ from s3orch.store import open_store
 from s3orch.store.interface import StoreUnavailable
 from s3orch.workers.notifier import Notifier
 from tests.conftest import PHOTOS, s3_client
-from tests.integration.test_pending_reaper import NEW, FlakyCommits
+from tests.inproc.test_pending_reaper import NEW, FlakyCommits
 from tests.support.configs import GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.polling import poll
