@@ -15,12 +15,13 @@ turn, so no request sees half a reload:
   them fails the reload, and nothing changes;
 * ``server.log_level`` (:func:`s3orch.observe.logging.set_log_level`);
 * ``usage_flush`` (the quota-gauge worker's interval);
+* ``lifecycle`` (the expiration worker's rules and batch size, from its next pass);
 * the TLS certificate and key, re-read from the files the listener was started with (new
   connections get the new certificate; a certificate expiring within 24 h is warned about);
 * ``replication`` (the replicator's factor, interval, batch size, concurrency and
   ``unhealthy_threshold``, for its next pass), as long as replication stays on or stays off:
   turning it on (``factor`` from 1) or off takes effect at restart, as the worker exists or not;
-* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``, ``lifecycle``,
+* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``,
   ``integrity``): accepted and recorded, but inert, as their features are not in this build
   (switching one on is refused like at start).
 
@@ -44,7 +45,7 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig, ConfigIssue, ReplicationConfig
+from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig, ReplicationConfig
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
     EXPIRY_WARNING,
@@ -61,7 +62,7 @@ log = Logger(namespace="s3orch.reload")
 
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit", "rebalance", "lifecycle", "integrity")
+INERT_SECTIONS = ("rate_limit", "rebalance", "integrity")
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -131,6 +132,7 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "backends": backends,
         "server": dataclasses.replace(current.server, log_level=new.server.log_level),
         "usage_flush": new.usage_flush,
+        "lifecycle": new.lifecycle,
     }
     if (new.replication.factor > 1) == (current.replication.factor > 1):
         changes["replication"] = new.replication  # on or off stays as the start built it
@@ -161,6 +163,10 @@ class HasReplication(Protocol):
     def reconfigure(self, config: ReplicationConfig) -> None: ...
 
 
+class HasLifecycleRules(Protocol):
+    def set_rules(self, config: LifecycleConfig) -> None: ...
+
+
 class QuotaStore(Protocol):
     async def sync_quota_limits(self, limits: dict[str, int], now: float) -> None: ...
 
@@ -176,6 +182,7 @@ class ReloadTargets:
     usage_flush: HasInterval | None = None
     replicator: HasReplication | None = None
     tls: ReloadableContext | None = None
+    lifecycle: HasLifecycleRules | None = None
     set_log_level: Callable[[str], None] = set_log_level
 
 
@@ -338,6 +345,10 @@ class Reloader:
             if targets.replicator is not None:
                 targets.replicator.reconfigure(merged.replication)
             log.info("Reloaded replication config", component="reload", factor=merged.replication.factor)
+        if any(name.startswith("lifecycle") for name in changed):
+            if targets.lifecycle is not None:
+                targets.lifecycle.set_rules(merged.lifecycle)
+            log.info("Reloaded lifecycle rules", component="reload", rules=len(merged.lifecycle.rules))
         for name in changed:
             if name.split(".")[0].split("[")[0] in INERT_SECTIONS:
                 log.info(

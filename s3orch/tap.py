@@ -58,6 +58,7 @@ from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
+from s3orch.workers.lifecycle import LifecycleWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
 from s3orch.workers.pending_reaper import PendingReaper
@@ -263,6 +264,11 @@ def build(
         service.add_worker(BreakerWatchdog(breakers, reactor))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
     add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+    # Always built (idle without rules: a reload may add some).
+    lifecycle = LifecycleWorker(
+        objects, store, reactor, config.lifecycle, events=events, instance=owner, locks=worker_locks
+    )
+    add_worker(lifecycle)
     replicating: ReplicatorWorker | None = None
     if config.replication.factor > 1:
         replicator = Replicator(
@@ -314,7 +320,7 @@ def build(
 
     targets = ReloadTargets(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
-        replicator=replicating,
+        lifecycle=lifecycle, replicator=replicating,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

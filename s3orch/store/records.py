@@ -205,6 +205,9 @@ class CleanupItem:
     size: int
     reason: str
     attempts: int = 0
+    #: Claimed over a stale claim of an instance presumed dead (claim_cleanups); not part
+    #: of the row's identity.
+    reclaimed: bool = field(default=False, compare=False)
 
 
 #: Multipart upload states (see sql/sqlite/0004_extents.sql for the life cycle).  An
@@ -434,8 +437,23 @@ class ReplicaOutcome:
     """What a replica reservation or record found: ``reason`` is ``ok``, ``stale``
     (the object was overwritten or deleted, or the extent gained a copy there meanwhile),
     ``satisfied`` (enough counted copies already), ``no_target`` (no candidate has
-    room) or ``expired`` (the cleanup queue took the copy: it outlived its hold); ``cleanup`` is the new copy's cleanup row when it must be deleted now."""
+    room) or ``expired`` (the cleanup queue took the copy: it outlived its hold);
+    ``cleanup`` is the new copy's cleanup row when it must be deleted now."""
 
     reason: str
     reservation: ReplicaReservation | None = None
     cleanup: CleanupItem | None = None
+
+
+@dataclass(frozen=True)
+class ExpiredObject:
+    """A key whose current version was committed before a lifecycle rule's cutoff.
+
+    ``write_id`` names that version: the expiry deletes the key only while it is still
+    current (:meth:`~s3orch.store.interface.MetadataStore.delete_object_if`)."""
+
+    bucket: str
+    key: str
+    write_id: str
+    size: int
+    created_at: float

@@ -337,6 +337,14 @@ def test_two_instances_on_postgresql_replicate_while_both_overwrite_and_every_co
     assert sum(r["used"] for r in quotas.values()) == total
 
 
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
 def _admin_post(gw: GatewayProcess, path: str) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=60)
     conn.request("POST", "/admin/api/" + path, headers={"X-Admin-Token": TOKEN, "Content-Length": "0"})
@@ -353,8 +361,6 @@ def test_replicating_a_large_object_does_not_grow_the_gateways_memory(
     import os
 
     from boto3.s3.transfer import TransferConfig
-
-    from tests.integration.test_gateway_core import _peak_rss_kib
 
     backends = moto_backends(2)
     gw = start_gateway(GatewayConfig(
