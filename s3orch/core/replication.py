@@ -195,15 +195,18 @@ class Replicator:
 
     # -- a pass -----------------------------------------------------------------------------
 
-    async def run_pass(self, progress: PassProgress | None = None) -> PassResult:
-        """Page through every under-replicated extent once and copy what is missing."""
+    async def run_pass(self, progress: PassProgress | None = None, *, run_id: str | None = None) -> PassResult:
+        """Page through every under-replicated extent once and copy what is missing.
+
+        ``run_id`` is the pass's audit correlation id (the worker's ``replication.start`` and
+        ``replication.complete`` frame it); each copy is audited as ``replication.copy`` and
+        the pass's counts as ``replication.copied``."""
         report = progress or _Quiet()
-        result = PassResult(run_id=uuid.uuid4().hex)
+        result = PassResult(run_id=run_id or f"replication-{uuid.uuid4().hex[:16]}")
         factor = self.config.factor
         if factor <= 1:
             return result
         uncounted = self.uncounted()
-        audit("replication.start", run_id=result.run_id, factor=factor, uncounted=uncounted)
         # Someone watches (the admin API): tell them how much there is (one more scan).
         total = None if progress is None else await self.store.count_under_replicated(factor, uncounted)
         result.total = total
@@ -232,7 +235,7 @@ class Replicator:
             raise
         REPLICATION_PENDING.set(result.failed + result.no_target)
         REPLICATION_RUNS.labels(result.status).inc()
-        audit("replication.complete", **result.as_dict())
+        audit("replication.copied", factor=factor, uncounted=uncounted, **result.as_dict())
         if result.scanned:
             await self.events.emit(ev.REPLICATION_COMPLETED, "replication", result.as_dict())
         return result

@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from s3orch.config.model import ReplicationConfig
 from s3orch.core.replication import PassProgress, PassResult, Replicator
+from s3orch.observe.audit import audit, background_run, current_id
 from s3orch.store.locks import WorkerLock, WorkerLocks, run_exclusive
 from s3orch.workers.base import PeriodicWorker
 
@@ -48,14 +49,26 @@ class ReplicatorWorker(PeriodicWorker):
             self.set_interval(config.worker_interval)
 
     async def tick(self) -> None:
-        self.last = await self.replicator.run_pass()
+        """A scheduled pass: the worker base binds its correlation id and writes the
+        ``replication.start``/``replication.complete`` audit frame around it."""
+        self.last = await self.replicator.run_pass(run_id=current_id())
 
     async def run_now_pass(self, progress: PassProgress | None = None) -> PassResult | None:
         """One pass now (an operator asked), under the worker's lock; None when another
         instance (or this one's tick) holds it."""
 
         async def work() -> PassResult:
-            return await self.replicator.run_pass(progress)
+            # Its own correlation id and audit frame, as a scheduled pass has.
+            with background_run(self.component) as run_id:
+                started = self.clock.seconds()
+                audit("replication.start", trigger="admin")
+                outcome = "error"
+                try:
+                    done = await self.replicator.run_pass(progress, run_id=run_id)
+                    outcome = "success"
+                    return done
+                finally:
+                    audit("replication.complete", result=outcome, duration=round(self.clock.seconds() - started, 6))
 
         if self.locks is None:
             result: PassResult | None = await work()

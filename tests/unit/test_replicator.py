@@ -439,10 +439,11 @@ def test_a_target_whose_max_object_size_is_smaller_is_skipped_and_each_copy_is_a
         assert holders(h, "big") == [["backend-1", "backend-3"]]  # backend-2 takes at most 100 bytes
         assert holders(h, "tiny") == [["backend-1", "backend-2"]]  # pack: the first with room
     kinds = [e["event"] for e in seen]
-    assert kinds[0] == "replication.start" and kinds[-1] == "replication.complete"
+    assert kinds[0] == "replication.start" and kinds[-2:] == ["replication.copied", "replication.complete"]
     copies = [e for e in seen if e["event"] == "replication.copy"]
     assert sorted((e["key"], e["target"]) for e in copies) == [("big", "backend-3"), ("tiny", "backend-2")]
-    assert {e["run_id"] for e in seen} == {result.run_id}
+    assert {e["request_id"] for e in seen} == {result.run_id}  # one correlation id for the pass
+    assert result.run_id.startswith("replication-")
 
 
 def test_a_replicated_object_copies_and_reads_in_ranges_from_either_copy(gateway: GatewayHarness) -> None:
@@ -487,3 +488,22 @@ def test_a_read_failure_moves_on_to_the_next_source_and_a_write_failure_frees_th
     assert stored(gateway, "backend-3") and list(stored(gateway, "backend-3").values()) == [b"r" * 900]
     assert used(gateway)["backend-3"] == (900, 0, 0, 1)
     gateway.problems.events.clear()
+
+
+def test_a_scheduled_pass_is_framed_once_by_the_worker_with_one_correlation_id(gateway: GatewayHarness) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        if event.get("audit") and str(event.get("event", "")).startswith("replication."):
+            seen.append(event)
+
+    assert gateway.put("photos", "k", b"k" * 10).status == 200
+    globalLogPublisher.addObserver(observer)
+    try:
+        gateway.advance(INTERVAL)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    copying = [e["request_id"] for e in seen if e["event"] == "replication.copy"]
+    assert len(copying) == 1
+    framed = [e["event"] for e in seen if e["request_id"] == copying[0]]
+    assert framed == ["replication.start", "replication.copy", "replication.copied", "replication.complete"]
