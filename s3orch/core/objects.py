@@ -28,6 +28,7 @@ from s3orch.backend.interface import (
     BackendStream,
 )
 from s3orch.core.cleanup import Cleanups
+from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import open_extents
 from s3orch.core.failover import with_failover
 from s3orch.core.fleet import BackendFleet
@@ -146,6 +147,7 @@ class ObjectService:
             undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
             request_id=request_id,
         )
+        crash_point("after-backend-put")
         record = ObjectRecord(
             bucket=bucket,
             key=key,
@@ -195,16 +197,13 @@ class ObjectService:
             if exc.cleanup is not None:
                 await self.cleanups.run([exc.cleanup], "intent_missing")
             raise errors.ServiceUnavailable("The write was superseded; please retry.") from None
+        if displaced:
+            crash_point("overwrite-displaced")
         PENDING_RESOLVED.labels("committed").inc()
-        audit(
-            "storage.PutObject",
-            request_id=request_id,
-            backend=reservation.backend,
-            bucket=record.bucket,
-            key=record.key,
-            size=record.size,
-        )
+        audit("storage.PutObject", request_id=request_id, backend=reservation.backend,
+              bucket=record.bucket, key=record.key, size=record.size)
         self.cleanups.in_background(displaced, "overwrite_displaced")
+        crash_point("after-commit")
         return record
 
     async def _undo_upload(self, reservation: Reservation) -> None:
