@@ -38,6 +38,8 @@ class GatewayProcess:
         self.tls_context = tls_context
         #: Extra options after ``s3orch --config F`` (e.g. ``["--mode", "api"]``).
         self.args = list(args)
+        #: Extra environment for the next starts (e.g. ``{"S3ORCH_CRASH_AT": "after-commit"}``).
+        self.env: dict[str, str] = {}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.yaml"
@@ -79,6 +81,7 @@ class GatewayProcess:
     def _spawn_and_wait(self, timeout: float) -> str:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.env)
         twistd = str(Path(sys.executable).with_name("twistd"))
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
