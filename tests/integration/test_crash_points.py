@@ -51,11 +51,11 @@ KiB = 1024
 BUCKET = "photos"
 #: The pass of each point that kills the gateway (late enough that acknowledged writes exist).
 HIT = {
-    "after-backend-put": 9,
-    "overwrite-displaced": 4,
-    "after-commit": 9,
-    "complete-before-commit": 3,
-    "complete-after-commit": 3,
+    "after-backend-put": 25,
+    "overwrite-displaced": 10,
+    "after-commit": 25,
+    "complete-before-commit": 6,
+    "complete-after-commit": 6,
 }
 THREADS = 3
 
