@@ -12,7 +12,9 @@ the same transaction; :class:`Cleanups` then deletes them on their backends:
 A row is removed once its backend delete succeeded; a failed delete stays
 queued with a backoff, so nothing leaks: once the workers are quiet every
 backend object is referenced, queued, or in the dead-letter table.  Backend deletes run at
-most ``concurrency`` at once (``server.delete_concurrency``).
+most ``concurrency`` at once (``server.delete_concurrency``); the queue worker's retries
+have their own bound (``cleanup_queue.concurrency``), so a backlog being worked off never
+holds the slots the requests' deletes need.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ class Cleanups:
         CLEANUP_ENQUEUED.labels(reason).inc(len(items))
         await self.retry(items)
 
-    async def retry(self, items: Sequence[CleanupItem]) -> None:
-        """Try the backend deletes of queued rows; remove the rows that succeeded."""
+    async def retry(self, items: Sequence[CleanupItem], limit: DeferredSemaphore | None = None) -> None:
+        """Try the backend deletes of queued rows (at most ``limit``'s tokens at once, by
+        default ``concurrency``); remove the rows that succeeded."""
         if not items:
             return
+        slots = self._limit if limit is None else limit
         done: list[int] = []
 
         async def one(item: CleanupItem) -> None:
@@ -63,9 +67,7 @@ class Cleanups:
                 done.append(item.id)  # backend gone from the config: nothing to delete
                 return
             try:
-                await self._limit.run(
-                    lambda: Deferred.fromCoroutine(backend.delete_object(item.storage_key))
-                )
+                await slots.run(lambda: Deferred.fromCoroutine(backend.delete_object(item.storage_key)))
             except BackendError as exc:
                 CLEANUP_PROCESSED.labels("retry").inc()
                 await self.store.cleanup_failed(item.id, str(exc), self.clock.seconds())
@@ -79,12 +81,16 @@ class Cleanups:
         if done:
             await self.store.cleanup_done(done, self.clock.seconds())
 
-    async def retry_due(self, owner: str, batch: int, claim_grace: float) -> int:
+    async def retry_due(
+        self, owner: str, batch: int, claim_grace: float, concurrency: int | None = None
+    ) -> int:
         """Claim up to ``batch`` rows whose backoff has passed for this instance (``owner``)
-        and retry them; a claim older than ``claim_grace`` seconds belongs to an instance
-        presumed dead and is taken over.  Returns how many rows were claimed."""
+        and retry them, ``concurrency`` deletes at once (default: the requests' bound); a
+        claim older than ``claim_grace`` seconds belongs to an instance presumed dead and
+        is taken over.  Returns how many rows were claimed."""
         items = await self.store.claim_cleanups(self.clock.seconds(), batch, owner, claim_grace)
-        await self.retry(items)
+        limit = None if concurrency is None else DeferredSemaphore(max(1, concurrency))
+        await self.retry(items, limit)
         return len(items)
 
     def in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
