@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from s3orch.backend.interface import BackendError
 from s3orch.core.fleet import BackendFleet
 from s3orch.observe.metrics import CLEANUP_ENQUEUED, CLEANUP_PROCESSED
-from s3orch.store.interface import CleanupItem, MetadataStore
+from s3orch.store.interface import INTENT_DROP, CleanupItem, MetadataStore
 
 
 class Cleanups:
@@ -92,6 +92,16 @@ class Cleanups:
         limit = None if concurrency is None else DeferredSemaphore(max(1, concurrency))
         await self.retry(items, limit)
         return len(items)
+
+    async def abandon(self, write_id: str) -> None:
+        """Give up a write whose backend PUT failed before the next backend is tried: its
+        intent and reservation go, and its storage key is queued for deletion -- a backend
+        that timed out, reset or garbled its answer may have stored the bytes all the same
+        (merely releasing the reservation leaked them, I4).  The delete runs in the
+        background (a hung backend must not cost the failover another timeout); a delete of
+        bytes that never arrived is a harmless 404."""
+        resolution = await self.store.resolve_intent(write_id, INTENT_DROP, self.clock.seconds())
+        self.in_background(resolution.cleanup, "write_failed")
 
     def in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
         """:meth:`run` without waiting; :meth:`quiesce` waits for these."""

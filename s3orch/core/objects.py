@@ -144,7 +144,7 @@ class ObjectService:
             reserve=lambda names: self._reserve(intent, names),
             backend_of=lambda r: r.backend,
             attempt=upload,
-            undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
+            undo=lambda r: self.cleanups.abandon(r.write_id),
             request_id=request_id,
         )
         crash_point("after-backend-put")
@@ -440,7 +440,7 @@ class ObjectService:
                 ),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
-                undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
+                undo=lambda r: self.cleanups.abandon(r.write_id),
                 request_id=request_id,
             )
         finally:

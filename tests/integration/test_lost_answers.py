@@ -1,0 +1,60 @@
+"""A backend PUT whose bytes arrive but whose answer is lost leaks nothing (I4, I5).
+
+Over the real SQLite store and a memory backend (the rig of ``test_pending_reaper``):
+the backend stores the object and then fails the call, as a backend that times out,
+resets or garbles its answer does.  The gateway gives the write up (503 with no other
+backend) or fails over; either way the copy it cannot know about must be queued for
+deletion, not forgotten.  Found by the fault rig (``test_fault_rig``): releasing the
+reservation alone left such copies on the backend, unreferenced and unqueued.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from s3orch.backend.interface import BackendUnavailable
+from s3orch.s3 import errors
+from tests.integration import test_pending_reaper as base
+from tests.integration.test_pending_reaper import Rig
+
+rig = base.rig  # the fixture: a real SQLite store, a memory backend, a clock
+
+
+def lose_next_put_answer(rig: Rig) -> None:
+    original = rig.b1.put_object
+
+    async def stored_then_failed(key: str, payload: Any) -> Any:
+        rig.b1.put_object = original  # type: ignore[method-assign]
+        await original(key, payload)
+        raise BackendUnavailable("b1: read timeout after the request was sent")
+
+    rig.b1.put_object = stored_then_failed  # type: ignore[method-assign]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_put_stored_by_a_backend_that_lost_its_answer_is_queued_and_deleted(rig: Rig) -> None:
+    await rig.put("k", b"previous")
+    lose_next_put_answer(rig)
+    with pytest.raises(errors.ServiceUnavailable):
+        await rig.put("k", b"stored, answer lost")
+    await rig.cleanups.quiesce()
+    assert await rig.read("k") == b"previous"  # the failed write left the previous value (I3)
+    await rig.assert_quiet_and_exact({"k": b"previous"})  # its copy deleted, quota exact
+
+
+@pytest_twisted.ensureDeferred
+async def test_when_the_delete_fails_too_the_copy_stays_queued_with_its_bytes_counted(rig: Rig) -> None:
+    lose_next_put_answer(rig)
+    rig.b1.fail_next("delete_object", 1)
+    with pytest.raises(errors.ServiceUnavailable):
+        await rig.put("k", b"12345")
+    await rig.cleanups.quiesce()
+    (item,) = await rig.store.due_cleanups(rig.clock.seconds() + 3600, 10)
+    assert (item.backend, item.size) == ("b1", 5)
+    quota = await rig.quota()
+    assert (quota.bytes_used, quota.orphan_bytes, quota.reserved_bytes) == (0, 5, 0)
+    await rig.cleanups.retry([item])  # the queue worker's retry
+    await rig.assert_quiet_and_exact({})
