@@ -103,6 +103,10 @@ class Cleanups:
         resolution = await self.store.resolve_intent(write_id, INTENT_DROP, self.clock.seconds())
         self.in_background(resolution.cleanup, "write_failed")
 
+    async def abandon_part(self, attempt_id: str) -> None:
+        """:meth:`abandon` for a part upload whose backend call failed."""
+        self.in_background(await self.store.release_part(attempt_id, self.clock.seconds()), "part_failed")
+
     def in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
         """:meth:`run` without waiting; :meth:`quiesce` waits for these."""
         if not items:

@@ -345,7 +345,7 @@ class ObjectService:
             reserve=reserve,
             backend_of=lambda r: r.backend,
             attempt=send,
-            undo=lambda r: self.store.release_part(r.attempt_id, self.clock.seconds()),
+            undo=lambda r: self.cleanups.abandon_part(r.attempt_id),
             request_id=request_id,
         )
         return reservation

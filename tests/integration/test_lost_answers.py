@@ -16,9 +16,12 @@ import pytest
 import pytest_twisted
 
 from s3orch.backend.interface import BackendUnavailable
+from s3orch.core.uploads import MultipartService
+from s3orch.payload import Payload
 from s3orch.s3 import errors
+from s3orch.s3.xml import CompletedPart
 from tests.integration import test_pending_reaper as base
-from tests.integration.test_pending_reaper import Rig
+from tests.integration.test_pending_reaper import NEW, Rig
 
 rig = base.rig  # the fixture: a real SQLite store, a memory backend, a clock
 
@@ -58,3 +61,28 @@ async def test_when_the_delete_fails_too_the_copy_stays_queued_with_its_bytes_co
     assert (quota.bytes_used, quota.orphan_bytes, quota.reserved_bytes) == (0, 5, 0)
     await rig.cleanups.retry([item])  # the queue worker's retry
     await rig.assert_quiet_and_exact({})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_part_stored_by_a_backend_that_lost_its_answer_is_queued_and_deleted(rig: Rig) -> None:
+    multipart = MultipartService(
+        store=rig.store,  # type: ignore[arg-type]
+        fleet=rig.objects.fleet,
+        objects=rig.objects,
+        cleanups=rig.cleanups,
+        clock=rig.clock,
+        bucket_limits={},
+        stale_timeout=86400.0,
+    )
+    upload = await multipart.create("bkt", "k", NEW)
+    lose_next_put_answer(rig)
+    with pytest.raises(errors.ServiceUnavailable):
+        await multipart.upload_part("bkt", "k", upload.upload_id, 1, Payload.from_bytes(b"part one"))
+    await rig.cleanups.quiesce()
+    assert rig.b1.objects == {}  # the copy the client never heard of is gone
+    quota = await rig.quota()
+    assert (quota.bytes_used, quota.orphan_bytes, quota.reserved_bytes) == (0, 0, 0)
+    part = await multipart.upload_part("bkt", "k", upload.upload_id, 1, Payload.from_bytes(b"part one"))
+    await multipart.complete("bkt", "k", upload.upload_id, [CompletedPart(1, part.etag)])
+    await rig.cleanups.quiesce()
+    await rig.assert_quiet_and_exact({"k": b"part one"})
