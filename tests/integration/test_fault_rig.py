@@ -178,3 +178,43 @@ def test_faults_switched_under_a_stream_of_writes_lose_nothing_and_leak_nothing(
 
     assert Auditor.check_reads(read, allowed) == []
     rig.audit_when_quiet()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known violation: a backend that stalls mid-body holds the client's GET open until the"
+    " client gives up; backend_timeout bounds only connecting and the headers (s3orch/backend/s3.py)",
+)
+def test_a_backend_stalling_mid_body_gets_the_client_connection_aborted_within_a_bound(rig: Rig) -> None:
+    body = os.urandom(300 * KiB)
+    rig.s3.put_object(Bucket="photos", Key="k", Body=body)
+    rig.proxy.set(Fault.STALL_BODY, after=100 * KiB)
+    patient: Any = s3_client(rig.gateway.endpoint, PHOTOS.access_key, PHOTOS.secret_key, read_timeout=8)
+    started = time.monotonic()
+    with pytest.raises(BotoCoreError) as info:
+        patient.get_object(Bucket="photos", Key="k")["Body"].read()
+    elapsed = time.monotonic() - started
+    rig.proxy.set(Fault.PASS)
+    rig.proxy.reset_all()
+    # The gateway must cut the connection itself (I2) well before the client's own timeout.
+    assert "timeout" not in type(info.value).__name__.lower() and elapsed < 4 * BACKEND_TIMEOUT
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known violation: a byte corrupted between the backend and s3orch reaches the client in a"
+    " 200; s3orch holds the object's SHA-256 but does not check it while streaming (clients that do"
+    " not validate checksums get other bytes)",
+)
+def test_a_corrupted_backend_answer_never_reaches_a_client_as_a_200(rig: Rig) -> None:
+    body = os.urandom(300 * KiB)
+    rig.s3.put_object(Bucket="photos", Key="k", Body=body)
+    rig.proxy.set(Fault.CORRUPT, after=200 * KiB)
+    trusting: Any = s3_client(
+        rig.gateway.endpoint, PHOTOS.access_key, PHOTOS.secret_key, response_checksum_validation="when_required"
+    )
+    try:
+        got = trusting.get_object(Bucket="photos", Key="k")["Body"].read()
+    except BotoCoreError:
+        got = None  # the connection was aborted: what I2 asks
+    assert got is None or got == body
