@@ -1,7 +1,7 @@
 """kill -9 at each named point of the write path, restart, settle: nothing acknowledged is lost.
 
 For each crash point (``s3orch.core.crashpoints``) a real ``twistd s3orch``
-gateway over two moto backends runs with ``S3ORCH_CRASH_AT=<point>:<n>`` while
+gateway over two moto backends (on SQLite, then on PostgreSQL) runs with ``S3ORCH_CRASH_AT=<point>:<n>`` while
 client threads stream new PUTs, overwrites and multipart completions, each
 thread on keys of its own (so the order of writes to a key is known).  The
 gateway SIGKILLs itself at the n-th pass of the point.  It is restarted without
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psycopg2
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -46,6 +47,7 @@ from tests.support.auditor import Auditor
 from tests.support.configs import BackendSpec, GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.polling import poll
+from tests.support.postgres import database_section
 
 KiB = 1024
 BUCKET = "photos"
@@ -210,38 +212,55 @@ def read_key(s3: Any) -> Callable[[str], bytes | None]:
     return read
 
 
-def unsettled(db: Path) -> int:
+def unsettled(connect: Callable[[], Any]) -> int:
     """Intents, part attempts and unfinished uploads still in the store."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn = connect()
     try:
-        return sum(
-            int(conn.execute(sql).fetchone()[0])
-            for sql in (
-                "SELECT COUNT(*) FROM pending_objects",
-                "SELECT COUNT(*) FROM multipart_part_attempts",
-                "SELECT COUNT(*) FROM multipart_uploads"
-                " WHERE state IN ('creating', 'open', 'completing', 'aborting')",
-            )
-        )
+        cur = conn.cursor()
+        total = 0
+        for sql in (
+            "SELECT COUNT(*) FROM pending_objects",
+            "SELECT COUNT(*) FROM multipart_part_attempts",
+            "SELECT COUNT(*) FROM multipart_uploads WHERE state IN ('creating', 'open', 'completing', 'aborting')",
+        ):
+            cur.execute(sql)
+            total += int(cur.fetchone()[0])
+        return total
     finally:
         conn.close()
 
 
-def crash_config(specs: list[BackendSpec]) -> str:
+def crash_config(specs: list[BackendSpec], database: dict[str, object] | None) -> str:
     return GatewayConfig(
         specs,
         routing_strategy="spread",
+        database=database,
         extra={"write_path": {"pending_pattern": {"reaper_tick": "1s", "min_age": "3s"}}},
     ).render()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_of(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, object] | None, Callable[[], Any]]:
+    """The gateway's ``database:`` section (None: SQLite in its workdir) and a DB-API
+    connection to it for the auditor."""
+    if request.param == "sqlite":
+        db = tmp_path / "gw" / "s3orch.db"
+        return None, lambda: sqlite3.connect(str(db), timeout=10)
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return database_section(dsn), lambda: psycopg2.connect(dsn)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", sorted(POINTS))
 def test_kill_9_at_a_crash_point_loses_no_acknowledged_write_and_leaks_nothing(
-    point: str, tmp_path: Path, moto_backends: Callable[..., list[BackendSpec]]
+    point: str,
+    tmp_path: Path,
+    moto_backends: Callable[..., list[BackendSpec]],
+    store_of: tuple[dict[str, object] | None, Callable[[], Any]],
 ) -> None:
+    database, connect = store_of
     specs = moto_backends(2, quota=64 * 1024 * KiB)
-    gateway = GatewayProcess(tmp_path / "gw", crash_config(specs))
+    gateway = GatewayProcess(tmp_path / "gw", crash_config(specs, database))
     gateway.env = {"S3ORCH_CRASH_AT": f"{point}:{HIT[point]}"}
     gateway.start()
     proc = gateway.proc
@@ -256,14 +275,13 @@ def test_kill_9_at_a_crash_point_loses_no_acknowledged_write_and_leaks_nothing(
     gateway.start()
     try:
         work.finish_after_restart()
-        db = gateway.workdir / "s3orch.db"
-        left = poll(lambda: unsettled(db), lambda n: n == 0, timeout=60)
+        left = poll(lambda: unsettled(connect), lambda n: n == 0, timeout=60)
         assert left == 0, "the reaper did not settle the intents the crash left"
         problems = Auditor.check_reads(read_key(client(gateway.endpoint)), work.ledger.allowed())
         assert problems == [], "acknowledged writes lost:\n  " + "\n  ".join(problems)
     finally:
         gateway.stop()
-    report = Auditor(lambda: sqlite3.connect(str(db)), specs).audit()
+    report = Auditor(connect, specs).audit()
     report.assert_clean()
     assert report.referenced > 0
 
