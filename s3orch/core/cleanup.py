@@ -94,18 +94,23 @@ class Cleanups:
         return len(items)
 
     async def abandon(self, write_id: str) -> None:
-        """Give up a write whose backend PUT failed before the next backend is tried: its
+        """Give up a write whose backend PUT failed, before the next backend is tried: its
         intent and reservation go, and its storage key is queued for deletion -- a backend
         that timed out, reset or garbled its answer may have stored the bytes all the same
-        (merely releasing the reservation leaked them, I4).  The delete runs in the
-        background (a hung backend must not cost the failover another timeout); a delete of
-        bytes that never arrived is a harmless 404."""
+        (merely releasing the reservation leaked them, I4).
+
+        The delete is left to the queue worker, after the queue's grace (a minute): a
+        delete sent now could race a PUT still landing on a slow backend, and a hung
+        backend must not cost the failover another timeout.  A delete of bytes that never
+        arrived is a harmless 404.
+        """
         resolution = await self.store.resolve_intent(write_id, INTENT_DROP, self.clock.seconds())
-        self.in_background(resolution.cleanup, "write_failed")
+        CLEANUP_ENQUEUED.labels("write_failed").inc(len(resolution.cleanup))
 
     async def abandon_part(self, attempt_id: str) -> None:
         """:meth:`abandon` for a part upload whose backend call failed."""
-        self.in_background(await self.store.release_part(attempt_id, self.clock.seconds()), "part_failed")
+        queued = await self.store.release_part(attempt_id, self.clock.seconds())
+        CLEANUP_ENQUEUED.labels("part_failed").inc(len(queued))
 
     def in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
         """:meth:`run` without waiting; :meth:`quiesce` waits for these."""
