@@ -15,7 +15,7 @@ the SQL is the same for both) and lists every backend bucket with boto3, then:
 * **I5, quotas exact**: per backend ``bytes_used`` is the sum of referenced
   sizes, ``orphan_bytes`` the sum of queued and dead-lettered sizes,
   ``reserved_bytes`` what intents and open uploads still hold, ``object_count``
-  the referenced locations;
+  the referenced locations; and the three together stay within ``bytes_limit``;
 * **I1, acknowledged writes read back** (:meth:`Auditor.check_reads`): each key
   reads back through the gateway with one of the SHA-256s the test allows (the
   last acknowledged value, or a later write whose client got no definitive
@@ -133,7 +133,7 @@ class Auditor:
                                  " FROM cleanup_queue"),
             "dlq": _rows(conn, "SELECT backend_name, storage_key, size_bytes, reason FROM cleanup_dlq"),
             "quotas": _rows(conn, "SELECT backend_name, bytes_used, orphan_bytes, reserved_bytes,"
-                                  " object_count FROM backend_quotas"),
+                                  " object_count, bytes_limit FROM backend_quotas"),
         }
 
     @staticmethod
@@ -194,7 +194,11 @@ class Auditor:
             orphan[backend] += int(size)
         for backend, _, size, *_ in [*tables["intents"], *tables["attempts"], *tables["parts"]]:
             reserved[backend] += int(size)
-        rows = {str(r[0]): tuple(int(v) for v in r[1:]) for r in tables["quotas"]}
+        rows = {str(r[0]): tuple(int(v) for v in r[1:5]) for r in tables["quotas"]}
+        for row in tables["quotas"]:
+            occupied, limit = sum(int(v) for v in row[1:4]), int(row[5])
+            if limit and occupied > limit:
+                report.add(f"quota of {row[0]} exceeded: {occupied} B held or reserved, limit {limit} B")
         for backend in sorted(set(rows) | set(used) | set(orphan) | set(reserved)):
             have = rows.get(backend, (0, 0, 0, 0))
             want = (used[backend], orphan[backend], reserved[backend], count[backend])

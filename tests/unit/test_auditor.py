@@ -147,6 +147,13 @@ def test_a_quota_counter_off_by_one_byte_is_found(rig: Rig) -> None:
     ]
 
 
+def test_a_backend_over_its_limit_is_found(rig: Rig) -> None:
+    rig.conn.execute("UPDATE backend_quotas SET bytes_limit = 29 WHERE backend_name = 'b1'")
+    assert rig.auditor().audit().problems == []  # 10 used + 5 orphaned: within 29
+    rig.conn.execute("UPDATE backend_quotas SET bytes_limit = 14 WHERE backend_name = 'b1'")
+    assert rig.auditor().audit().problems == ["quota of b1 exceeded: 15 B held or reserved, limit 14 B"]
+
+
 def test_reads_must_give_an_allowed_value() -> None:
     store = {"good": b"v2", "old": b"v1", "gone": None}
     sha = {v: hashlib.sha256(v).hexdigest() for v in (b"v1", b"v2")}
