@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from s3orch.frontend.request import path_of
-from s3orch.http.site import RejectedEarly, S3Request
-from s3orch.s3.errors import ServiceUnavailable
+from s3orch.http.site import RejectedEarly, S3Request, unprepared_rejection
+from s3orch.s3.errors import RequestReadTimeout, S3Error, ServiceUnavailable
 
 MODE_ALL = "all"
 MODE_API = "api"
@@ -80,4 +80,8 @@ class NoS3Service:
         """Nothing was prepared, so nothing to release."""
 
     def timed_out(self, request: S3Request | None) -> RejectedEarly:
-        return RejectedEarly(408, [("Content-Type", "text/plain"), ("Server", "s3orch")], b"request timeout\n")
+        return unprepared_rejection(RequestReadTimeout())
+
+    def refused(self, request: S3Request | None, exc: S3Error) -> RejectedEarly:
+        """Broken framing: the same S3 XML answer the S3 service gives (nothing was prepared)."""
+        return unprepared_rejection(exc)

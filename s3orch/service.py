@@ -3,7 +3,7 @@
 Every long-lived part of a running gateway is a named child of
 :class:`GatewayService`: the listeners (``s3-listener``, ``metrics-listener``)
 and every background worker (``cleanup-queue``, ``multipart-gc``,
-``usage-flush``, ``pending-reaper``, ``backend-credentials``).  Whoever holds
+``usage-flush``, ``pending-reaper``, ``backend-credentials``, ``breaker-watchdog``).  Whoever holds
 the root finds one with ``getServiceNamed(name)``.
 
 Start: database (migrations, quota limits) -> workers -> listeners -> ready.
@@ -54,7 +54,7 @@ class GatewayService(MultiService):
         clock: IReactorTime | None = None,
         shutdown_delay: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's MultiService is unannotated
         self.store = store
         #: What reloads this gateway's config on SIGHUP (``s3orch.reload.Reloader``), set by ``tap.build``.
         self.reloader: Any = None
@@ -93,7 +93,7 @@ class GatewayService(MultiService):
 
     def removeService(self, service: IService) -> Deferred[None] | None:
         self._phase.pop(service.name, None)
-        result: Deferred[None] | None = super().removeService(service)
+        result: Deferred[None] | None = super().removeService(service)  # type: ignore[no-untyped-call]  # Twisted's MultiService is unannotated
         return result
 
     def _children(self, phase: str) -> list[IService]:
@@ -121,7 +121,7 @@ class GatewayService(MultiService):
         # hand it ours (JSON lines) instead of its default text log.
         if self.log_observer is not None and hasattr(parent, "setComponent"):
             parent.setComponent(ILogObserver, self.log_observer)
-        super().setServiceParent(parent)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]  # Twisted's MultiService is unannotated
 
     def privilegedStartService(self) -> None:
         # Not the children's: a TCPServer would bind its port here, and the gateway

@@ -14,11 +14,15 @@ from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
 
+from s3orch.admin.app import AdminApp
+from s3orch.admin.handlers import AdminHandlers
 from s3orch.auth.registry import CredentialRegistry
+from s3orch.backend.breaker import guard, transition_events
 from s3orch.backend.credentials import (
     CredentialError,
     CredentialProvider,
@@ -42,13 +46,20 @@ from s3orch.frontend.root import RootResource
 from s3orch.http.site import S3Site
 from s3orch.http.tls import ReloadableContext, TLSSetupError, server_context
 from s3orch.modes import MODE_ALL, InvalidMode, NoS3Service, check_mode, runs_worker, serves_s3
+from s3orch.notify.delivery import TreqPoster
+from s3orch.notify.events import RELOAD_FAILED
+from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
+from s3orch.observe.tracing import TracingService
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
+from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
+from s3orch.workers.lifecycle import LifecycleWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
+from s3orch.workers.notifier import Notifier
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 
@@ -126,8 +137,24 @@ def build(
         )
         for b in config.backends
     }
-    fleet = BackendFleet(config.backends, clients)
-    cleanups = Cleanups(store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency)
+    # Per-backend circuit breakers wrap the clients: an open backend fails at once.
+    breaking = config.backend_circuit_breaker
+    breakers = None
+    if breaking.enabled:
+        clients, breakers = guard(
+            clients,
+            failure_threshold=breaking.failure_threshold,
+            open_timeout=breaking.open_timeout,
+            clock=reactor,
+        )
+    fleet = BackendFleet(config.backends, clients, breakers)
+    # Webhooks: events are written to the outbox with their change; NULL_SINK without endpoints.
+    events = sink_for(config.notifications.endpoints, store, reactor)
+    if breakers is not None:
+        breakers.set_transition_hook(transition_events(events.emit))
+    cleanups = Cleanups(
+        store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency, events=events
+    )
     objects = ObjectService(
         store=store,
         fleet=fleet,
@@ -135,6 +162,7 @@ def build(
         spooler=Spooler(spool_dir=server.spool_dir or None, offload=thread_offload(reactor)),
         routing_strategy=config.routing_strategy,
         clock=reactor,
+        events=events,
     )
     multipart = MultipartService(
         store=store,
@@ -165,7 +193,18 @@ def build(
     def is_ready() -> bool:
         return service.ready  # the root built below
 
-    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path)
+    def root() -> GatewayService:
+        return service
+
+    # The admin API is served only with a token (ui.admin_token, else ui.admin_key).
+    admin = None
+    if config.ui.effective_admin_token:
+        handlers = AdminHandlers(
+            store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
+            breaker_states=fleet.breaker_states,
+        )
+        admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
+    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path, admin=admin)
     site = S3Site(
         RootResource(s3, ops.resource()),
         early_handler=front,
@@ -183,7 +222,7 @@ def build(
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
-    listener.setName(S3_LISTENER)
+    listener.setName(S3_LISTENER)  # type: ignore[no-untyped-call]  # IService's methods are unannotated
 
     async def close_backends() -> None:
         await cleanups.quiesce()
@@ -214,18 +253,30 @@ def build(
         if runs_worker(mode, worker.name):
             service.add_worker(worker)
 
+    if config.telemetry.tracing.enabled:  # first worker: up before, flushed after, the others
+        service.add_worker(TracingService(config.telemetry.tracing, reactor))
     if providers:
         add_worker(CredentialRefresher(providers))
+    if breakers is not None:
+        # Every process with backend clients has breakers to watch: not filtered by run mode.
+        service.add_worker(BreakerWatchdog(breakers, reactor))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
     add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+    # Always built (idle without rules: a reload may add some).
+    lifecycle = LifecycleWorker(
+        objects, store, reactor, config.lifecycle, events=events, instance=owner, locks=worker_locks
+    )
+    add_worker(lifecycle)
     # Every instance refreshes its own gauges (read-only): no worker lock.
-    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush)
+    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)
     pending = config.write_path.pending_pattern
     if pending.enabled:
         # Intents are always written; without the reaper, those a failed commit leaves
         # keep their reservation until an operator resolves them.
-        resolver = IntentResolver(store=store, fleet=fleet, cleanups=cleanups, clock=reactor)
+        resolver = IntentResolver(
+            store=store, fleet=fleet, cleanups=cleanups, clock=reactor, events=events
+        )
         add_worker(
             PendingReaper(
                 resolver,
@@ -236,15 +287,29 @@ def build(
                 locks=worker_locks,
             )
         )
+    if config.notifications.endpoints:
+        poster = TreqPoster(reactor)
+        service.closers.append(poster.close)
+        add_worker(
+            Notifier(
+                store, events, config.notifications.endpoints, poster, reactor,
+                locks=worker_locks, instance=owner,
+            )
+        )
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
         service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
 
     def record(outcome: dict[str, Any]) -> None:
         service.last_reload = outcome
+        if outcome["status"] == "failed":  # the file on disk is not what runs: tell the operator
+            Deferred.fromCoroutine(
+                events.emit(RELOAD_FAILED, owner, {"instance": owner, "error": outcome["error"]})
+            )
 
     targets = ReloadTargets(
-        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context
+        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
+        lifecycle=lifecycle,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

@@ -4,7 +4,7 @@ Everything lives under ``.demo/`` (git-ignored, kept across runs):
 
 * ``backend-N/`` -- data and log (``weed.log``) of backend N, a ``weed mini`` on S3 port
   19000, 19002 or 19004 with its own key pair and bucket;
-* ``config.yaml`` -- the s3orch configuration (the original product's format), written on
+* ``config.yaml`` -- the s3orch configuration (s3-orchestrator's config.yaml format, which s3orch loads unchanged), written on
   the first run and then left alone, so it can be edited (``--fresh-config`` rewrites it);
 * ``s3orch.db`` -- the SQLite metadata.
 

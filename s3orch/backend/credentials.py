@@ -515,7 +515,7 @@ class CredentialRefresher(Service):
         self.providers = dict(providers)
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         for backend, provider in self.providers.items():
             self.log.info(
                 "backend {backend} signs with credentials from {source}",
@@ -525,6 +525,6 @@ class CredentialRefresher(Service):
             provider.start()
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
         for provider in self.providers.values():
             provider.close()

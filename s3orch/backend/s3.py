@@ -27,6 +27,7 @@ from ipaddress import ip_address
 from typing import Any, Protocol, cast
 from urllib.parse import unquote_plus, urlsplit
 
+from opentelemetry.trace import Span
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import (
     ConnectError,
@@ -78,6 +79,7 @@ from s3orch.backend.s3_responses import (
     unquote_etag,
 )
 from s3orch.backend.s3_streams import FileSliceProducer, S3Stream
+from s3orch.observe import tracing
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
 from s3orch.payload import Payload
 from s3orch.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, sign_headers, uri_encode
@@ -217,8 +219,7 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
-        # HTTPConnectionPool is unannotated (ignored once disallow_untyped_calls is on).
-        pool = _QuietPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+        pool = _QuietPool(reactor, persistent=True)
         pool.maxPersistentPerHost = max_persistent_per_host
         pool.cachedConnectionTimeout = cached_connection_timeout
         pool.retryAutomatically = True  # only idempotent, body-less requests
@@ -305,12 +306,16 @@ class S3Backend:
         the caller, which counts them via :meth:`_count`.
         """
         started = time.monotonic()
+        trace_headers: dict[str, str] = {}
+        span = tracing.backend_span(self.name, operation, method, trace_headers)
         try:
             credentials = await self.credentials.get()
         except CredentialsUnavailable as exc:
-            self._count(operation, "error", started)
+            self._count(operation, "error", started, span)
             raise BackendUnavailable(f"{operation}: {exc}", backend=self.name) from None
         request_headers = self._headers(method, url, headers or {}, payload_hash, credentials)
+        for name, value in trace_headers.items():  # traceparent: sent, not signed
+            request_headers.setRawHeaders(name.encode("ascii"), [value.encode("ascii")])
         pending: Deferred[Any] = self._agent.request(
             method.encode("ascii"),
             url.encode("ascii"),
@@ -324,22 +329,22 @@ class S3Backend:
             response = await pending
         except CancelledError:
             if not watchdog.expired:
-                self._count(operation, "cancelled", started)
+                self._count(operation, "cancelled", started, span)
                 raise  # the caller cancelled us: not the backend's fault
-            self._count(operation, "timeout", started)
+            self._count(operation, "timeout", started, span)
             raise BackendUnavailable(
                 f"{operation}: no response within {self._timeout:g}s", backend=self.name
             ) from None
         except _NETWORK_ERRORS as exc:
             timed_out = watchdog.expired
-            self._count(operation, "timeout" if timed_out else "error", started)
+            self._count(operation, "timeout" if timed_out else "error", started, span)
             raise BackendUnavailable(
                 f"{operation}: "
                 + (f"no response within {self._timeout:g}s" if timed_out else _describe(exc)),
                 backend=self.name,
             ) from None
         except RequestGenerationFailed as exc:
-            self._count(operation, "error", started)
+            self._count(operation, "error", started, span)
             cause = exc.reasons[0].value if exc.reasons else exc
             if isinstance(cause, BackendError):
                 cause.backend = self.name
@@ -347,12 +352,14 @@ class S3Backend:
             raise BackendError(f"{operation}: {_describe(exc)}", backend=self.name) from None
         finally:
             watchdog.stop()
-        self._count(operation, str(response.code), started)
+        self._count(operation, str(response.code), started, span)
         return response
 
-    def _count(self, operation: str, status: str, started: float) -> None:
+    def _count(self, operation: str, status: str, started: float, span: Span | None) -> None:
         BACKEND_REQUESTS.labels(operation, self.name, status).inc()
         BACKEND_DURATION.labels(operation, self.name).observe(time.monotonic() - started)
+        if span is not None:
+            tracing.end_backend_span(span, status)
 
     async def _raise_for_error(self, response: Response) -> None:
         """Read the (bounded) error body and raise the mapped BackendError."""
@@ -511,7 +518,7 @@ class S3Backend:
     async def close(self) -> None:
         """Stop uploads' scheduler and close pooled connections."""
         self._cooperator.stop()
-        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # unannotated
+        await self._pool.closeCachedConnections()
 
 
 def _decode_listed_key(key: str) -> str:

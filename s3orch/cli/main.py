@@ -1,7 +1,7 @@
 """The ``s3orch-admin`` / ``s3orch`` click group.
 
-Each command stays small and delegates to the package that owns the work. Flags keep the original
-product's single-dash spelling working (``validate -config F``) so existing scripts run unchanged.
+Each command stays small and delegates to the package that owns the work. Flags keep s3-orchestrator's
+(the Go product s3orch re-creates) single-dash spelling working (``validate -config F``) so existing scripts run unchanged.
 """
 
 from __future__ import annotations
@@ -13,33 +13,13 @@ import click
 
 import twisted
 from s3orch import __version__
+from s3orch.cli.admin import COMMANDS as ADMIN_COMMANDS
+from s3orch.cli.init import init
+from s3orch.cli.options import DEFAULT_CONFIG, config_option
 from s3orch.config import ConfigError, load_config
 from s3orch.config.support import refusals
 
-__all__ = ["cli", "version_string"]
-
-DEFAULT_CONFIG = "config.yaml"
-
-
-def config_option(function: click.decorators.FC) -> click.decorators.FC:
-    """``--config``/``-config``/``-c FILE``: the config file a command reads.
-
-    ``S3ORCH_CONFIG`` stands in for a missing flag: the Debian package's /usr/bin/s3orch-admin
-    sets it to the service's /etc/s3orch/config.yaml.
-    """
-    return click.option(
-        "-c",
-        "--config",
-        "-config",
-        "config_path",
-        default=DEFAULT_CONFIG,
-        show_default=True,
-        envvar="S3ORCH_CONFIG",
-        show_envvar=True,
-        metavar="FILE",
-        help="Configuration file.",
-    )(function)
-
+__all__ = ["DEFAULT_CONFIG", "cli", "config_option", "version_string"]
 
 def version_string() -> str:
     """What ``version`` prints: our version, the runtime versions and the platform."""
@@ -129,3 +109,7 @@ def migrate(config_path: str) -> None:
             f"database {report.database} ({config.database.driver}): schema version"
             f" {report.after}, up to date"
         )
+
+
+for _command in (*ADMIN_COMMANDS, init):
+    cli.add_command(_command)

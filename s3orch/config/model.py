@@ -1,12 +1,17 @@
-"""The typed, frozen configuration model.
+"""The typed, frozen configuration model: the whole file (``Config``) and its core sections.
 
-Attribute names are exactly the YAML key names of the original product's config.yaml, so a reader
+The sections of optional features and background workers live in ``s3orch.config.features`` and
+are re-exported here.
+
+Attribute names are exactly the YAML key names of s3-orchestrator's config.yaml (the Go product
+whose config files s3orch loads unchanged), so a reader
 can go from a key in a file to the attribute without a mapping table. Every key loads; the keys of
 features this build does not have yet are refused at start-up when a file asks for them
 (``s3orch.config.support``), so no section here promises behaviour by itself. Durations are float seconds,
 sizes int bytes. Secrets are left out of every ``repr``/``str`` so a logged config never leaks them.
 
-Field metadata drives the loader (``s3orch.config.load``): ``kind`` ("duration"/"size"/"str_map"),
+Keys are declared with ``knob``/``hidden`` (``s3orch.config.fields``), whose field metadata drives
+the loader (``s3orch.config.load``): ``kind`` ("duration"/"size"/"str_map"),
 ``min``/``positive`` bounds (``min_value=``/``positive=`` in ``knob``), ``empty_default`` (an explicit "" means the default, as Go's zero-value
 idiom does for these keys), ``aliases`` (our extra spellings of a key), ``yaml`` (False: not a key).
 """
@@ -16,9 +21,36 @@ from __future__ import annotations
 import functools
 import hmac
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-from s3orch.config.units import GiB, KiB, MiB
+from s3orch.config.features import (
+    BackendCircuitBreakerConfig,
+    CacheConfig,
+    CircuitBreakerConfig,
+    CleanupQueueConfig,
+    CompressionConfig,
+    EncryptionConfig,
+    IntegrityConfig,
+    LifecycleConfig,
+    LifecycleRule,
+    MetricsConfig,
+    NotificationEndpoint,
+    NotificationsConfig,
+    ParallelCopiesConfig,
+    PendingPatternConfig,
+    RateLimitConfig,
+    RebalanceConfig,
+    ReconcileConfig,
+    RedisConfig,
+    ReplicationConfig,
+    TelemetryConfig,
+    TracingConfig,
+    UIConfig,
+    UsageFlushConfig,
+    VaultConfig,
+    WritePathConfig,
+)
+from s3orch.config.fields import ConfigError, ConfigIssue, hidden, knob
+from s3orch.config.units import GiB, MiB
 
 __all__ = [
     "BackendCircuitBreakerConfig",
@@ -57,56 +89,6 @@ __all__ = [
     "WritePathConfig",
 ]
 
-T = TypeVar("T")
-
-
-def knob(
-    default: T,
-    *,
-    kind: str | None = None,
-    min_value: float | None = None,
-    positive: bool = False,
-    empty_default: bool = False,
-    secret: bool = False,
-    aliases: tuple[str, ...] = (),
-) -> T:
-    """Declare a config key with its default and the loader's rules for it."""
-    metadata: dict[str, Any] = {
-        "kind": kind,
-        "min": min_value,
-        "positive": positive,
-        "empty_default": empty_default,
-        "aliases": aliases,
-    }
-    result: T = field(default=default, repr=not secret, metadata=metadata)
-    return result
-
-
-def hidden(default: str = "") -> str:
-    """A string key whose value must never appear in logs or reprs."""
-    return knob(default, secret=True)
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem in a config file: the key path (``backends[1].quota_bytes``) and what is wrong."""
-
-    path: str
-    message: str
-    line: int | None = field(default=None, compare=False)
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """Every problem found in a config file at once, so an operator fixes them in one pass."""
-
-    def __init__(self, errors: list[ConfigIssue]) -> None:
-        self.errors = list(errors)
-        super().__init__("; ".join(str(issue) for issue in self.errors))
-
-
 # --- server -----------------------------------------------------------------------------------
 
 
@@ -127,8 +109,9 @@ class ServerConfig:
 
     Not applied yet, and refused when set (``s3orch.config.support``): ``admission_wait`` above 0.
 
-    ``max_concurrent_requests`` becomes 1000 when it and both split pools are 0: the original cannot
-    run without admission control, whatever its docs say (BEHAVIOURS 1.40).
+    ``max_concurrent_requests`` becomes 1000 when it and both split pools are 0: s3-orchestrator
+    does the same (its code never runs without admission control, although its docs say 0 disables
+    it), so a drop-in file keeps its meaning.
     """
 
     listen_addr: str = knob("0.0.0.0:9000", empty_default=True)
@@ -153,7 +136,7 @@ class ServerConfig:
     virtual_host_suffix: str = ""
     delete_concurrency: int = knob(16, positive=True)
     allow_sigv2: bool = True
-    #: Regions a SigV4 credential scope may name (empty: any region, as the original).
+    #: Regions a SigV4 credential scope may name (empty: any region, as s3-orchestrator accepts).
     regions: tuple[str, ...] = ()
     #: Admission slots one access key may hold at once in each pool (0: a quarter of that pool).
     max_concurrent_per_credential: int = knob(0, min_value=0)
@@ -195,7 +178,7 @@ class BucketConfig:
 class DatabaseConfig:
     """The metadata store. ``driver`` is inferred when empty: postgres if ``host`` (or ``dsn``) is set.
 
-    ``database`` also answers to ``name`` (our alias; the original has no ``name`` key).
+    ``database`` also answers to ``name`` (our alias; s3-orchestrator's files have no ``name`` key).
     ``dsn`` and ``statement_timeout`` are s3orch additions.
     """
 
@@ -262,300 +245,6 @@ class BackendConfig:
     def unlimited(self) -> bool:
         """True when the backend has no byte quota."""
         return self.quota_bytes == 0
-
-
-# --- telemetry --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """Prometheus endpoint; ``listen`` serves it on its own address instead of the S3 port."""
-
-    enabled: bool = False
-    path: str = knob("/metrics", empty_default=True)
-    listen: str = ""
-
-
-@dataclass(frozen=True)
-class TracingConfig:
-    """OpenTelemetry export over OTLP gRPC. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    endpoint: str = ""
-    insecure: bool = False
-    sample_rate: float = knob(1.0, min_value=0)
-
-
-@dataclass(frozen=True)
-class TelemetryConfig:
-    """Metrics and tracing."""
-
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    tracing: TracingConfig = field(default_factory=TracingConfig)
-
-
-# --- resilience -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CircuitBreakerConfig:
-    """The database breaker that switches to degraded (read-only broadcast) mode.
-
-    Not yet supported by this build (a database outage answers 503): any value but the defaults
-    is refused at start-up (``s3orch.config.support``).
-    """
-
-    failure_threshold: int = knob(3, positive=True)
-    open_timeout: float = knob(15.0, kind="duration", positive=True)
-    cache_ttl: float = knob(60.0, kind="duration", positive=True)
-    parallel_broadcast: bool = False
-    degraded_broadcast_parallelism: int = knob(0, min_value=0)
-
-
-@dataclass(frozen=True)
-class BackendCircuitBreakerConfig:
-    """Per-backend breakers (off by default); 5 failures, as the code does (BEHAVIOURS 1.40). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    failure_threshold: int = knob(5, positive=True)
-    open_timeout: float = knob(300.0, kind="duration", positive=True)
-
-
-# --- background workers -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RebalanceConfig:
-    """The rebalancer; off by default because moves cost egress. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    strategy: str = knob("pack", empty_default=True)
-    interval: float = knob(6 * 3600.0, kind="duration", positive=True)
-    batch_size: int = knob(100, positive=True)
-    threshold: float = knob(0.1, min_value=0)
-    concurrency: int = knob(5, positive=True)
-
-
-@dataclass(frozen=True)
-class ReplicationConfig:
-    """Copies per object and the replicator's pace; ``unhealthy_threshold`` 0 turns health-awareness off.
-
-    This build keeps one copy: a ``factor`` above 1 is refused at start-up (``s3orch.config.support``).
-    """
-
-    factor: int = knob(1, positive=True)
-    worker_interval: float = knob(300.0, kind="duration", positive=True)
-    batch_size: int = knob(50, positive=True)
-    concurrency: int = knob(5, positive=True)
-    unhealthy_threshold: float = knob(600.0, kind="duration", min_value=0)
-
-
-@dataclass(frozen=True)
-class CleanupQueueConfig:
-    """Retry queue for backend deletes that failed, and the stale-multipart timeout.
-
-    ``concurrency``: backend deletes the queue worker runs at once.
-    """
-
-    concurrency: int = knob(10, positive=True)
-    claim_grace_period: float = knob(300.0, kind="duration", positive=True)
-    multipart_stale_timeout: float = knob(24 * 3600.0, kind="duration", positive=True)
-
-
-@dataclass(frozen=True)
-class RateLimitConfig:
-    """Per-client-IP token buckets. ``trusted_proxies`` are normalised CIDR strings. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    requests_per_sec: float = knob(100.0, positive=True)
-    burst: int = knob(200, positive=True)
-    cleanup_interval: float = knob(60.0, kind="duration", positive=True)
-    cleanup_max_age: float = knob(300.0, kind="duration", positive=True)
-    trusted_proxies: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class VaultConfig:
-    """Vault Transit as the master-key holder."""
-
-    address: str = ""
-    token: str = hidden()
-    token_file: str = ""
-    key_name: str = ""
-    mount_path: str = knob("transit", empty_default=True)
-    ca_cert: str = ""
-    renew_interval: float = knob(300.0, kind="duration", positive=True)
-
-
-@dataclass(frozen=True)
-class EncryptionConfig:
-    """Envelope encryption; exactly one key source when enabled. ``chunk_size`` must never change. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    master_key: str = hidden()
-    master_key_file: str = ""
-    vault: VaultConfig | None = None
-    previous_keys: tuple[str, ...] = knob((), secret=True)
-    chunk_size: int = knob(64 * KiB, kind="size", positive=True)
-
-
-@dataclass(frozen=True)
-class CompressionConfig:
-    """Chunked zstd before encryption (a later addition of the original, kept for drop-in configs). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    level: str = knob("default", empty_default=True)
-    chunk_size: int = knob(1 * MiB, kind="size", positive=True)
-    min_size: int = knob(4096, kind="size", min_value=0)
-    min_ratio: float = knob(0.95, positive=True)
-
-
-@dataclass(frozen=True)
-class IntegrityConfig:
-    """Content hashing and the scrubber (``scrubber_interval`` 0 disables it). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    verify_on_read: bool = False
-    verify_on_replicate: bool = True
-    scrubber_interval: float = knob(6 * 3600.0, kind="duration", min_value=0)
-    scrubber_batch_size: int = knob(100, positive=True)
-
-
-@dataclass(frozen=True)
-class UIConfig:
-    """The web dashboard; ``admin_token`` (the admin API token) falls back to ``admin_key``.
-
-    Not yet supported by this build, nor is the admin API: ``enabled``, and an admin token, are
-    refused at start-up (``s3orch.config.support``).
-    """
-
-    enabled: bool = False
-    path: str = knob("/ui", empty_default=True)
-    admin_key: str = ""
-    admin_secret: str = hidden()
-    session_secret: str = hidden()
-    admin_token: str = hidden()
-    force_secure_cookies: bool = False
-
-    @property
-    def effective_admin_token(self) -> str:
-        """The token the admin API accepts."""
-        return self.admin_token or self.admin_key
-
-
-@dataclass(frozen=True)
-class UsageFlushConfig:
-    """How often usage counters reach the DB, faster near a limit when adaptive.
-
-    This build has no usage counters: ``interval`` paces the quota gauges, and ``adaptive_enabled``
-    is refused at start-up (``s3orch.config.support``).
-    """
-
-    interval: float = knob(30.0, kind="duration", positive=True)
-    adaptive_enabled: bool = False
-    adaptive_threshold: float = 0.8
-    fast_interval: float = knob(5.0, kind="duration", positive=True)
-
-
-@dataclass(frozen=True)
-class LifecycleRule:
-    """Expire objects under ``prefix`` (and carrying all ``tags``) after ``expiration_days``."""
-
-    prefix: str = ""
-    expiration_days: int = knob(0, positive=True)
-    tags: tuple[tuple[str, str], ...] = knob((), kind="str_map")
-
-
-@dataclass(frozen=True)
-class LifecycleConfig:
-    """Expiration rules; none means the worker never runs. Not yet supported by this build: rules are
-    refused at start-up (``s3orch.config.support``)."""
-
-    rules: tuple[LifecycleRule, ...] = ()
-    batch_size: int = knob(100, positive=True)
-
-
-@dataclass(frozen=True)
-class ReconcileConfig:
-    """Periodic backend-vs-DB reconciliation. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    interval: float = knob(24 * 3600.0, kind="duration", positive=True)
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    """In-memory LRU of whole plaintext objects. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-    max_size: int = knob(256 * MiB, kind="size", positive=True)
-    max_object_size: int = knob(10 * MiB, kind="size", positive=True)
-    ttl: float = knob(300.0, kind="duration", positive=True)
-
-
-@dataclass(frozen=True)
-class NotificationEndpoint:
-    """A webhook receiving CloudEvents whose type matches one of ``events`` (trailing ``*`` allowed)."""
-
-    url: str = ""
-    events: tuple[str, ...] = ()
-    prefix: str = ""
-    secret: str = hidden()
-    timeout: float = knob(5.0, kind="duration", positive=True)
-    max_retries: int = knob(3, min_value=0)
-
-
-@dataclass(frozen=True)
-class NotificationsConfig:
-    """Webhook endpoints; none means no notifier. Not yet supported by this build: endpoints are
-    refused at start-up (``s3orch.config.support``)."""
-
-    endpoints: tuple[NotificationEndpoint, ...] = ()
-
-
-@dataclass(frozen=True)
-class RedisConfig:
-    """Shared usage counters; an empty ``address`` means Redis is not used. Not yet supported by this
-    build: an address is refused at start-up (``s3orch.config.support``)."""
-
-    address: str = ""
-    password: str = hidden()
-    key_prefix: str = knob("s3orch", empty_default=True)
-    failure_threshold: int = knob(3, positive=True)
-    open_timeout: float = knob(15.0, kind="duration", positive=True)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether counters are shared through Redis."""
-        return self.address != ""
-
-
-@dataclass(frozen=True)
-class PendingPatternConfig:
-    """PUT-before-COMMIT intents and the reaper that resolves the ones a failed commit left.
-
-    ``enabled: false`` (the original's legacy write path) is not yet supported: refused at start-up.
-    """
-
-    enabled: bool = True
-    reaper_tick: float = knob(60.0, kind="duration", positive=True)
-    min_age: float = knob(300.0, kind="duration", min_value=0)
-    batch_size: int = knob(50, positive=True)
-
-
-@dataclass(frozen=True)
-class ParallelCopiesConfig:
-    """Write all replicas during the PUT (a later addition of the original). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
-
-    enabled: bool = False
-
-
-@dataclass(frozen=True)
-class WritePathConfig:
-    """How writes reach backends."""
-
-    pending_pattern: PendingPatternConfig = field(default_factory=PendingPatternConfig)
-    parallel_copies: ParallelCopiesConfig = field(default_factory=ParallelCopiesConfig)
 
 
 # --- the whole file ---------------------------------------------------------------------------

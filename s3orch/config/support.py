@@ -1,6 +1,7 @@
 """What this build of s3orch does not do yet: one table, consulted at start-up and by ``validate``.
 
-Every key of the original product's config.yaml is *accepted*, so that an existing file loads. A key
+Every key of s3-orchestrator's config.yaml (the Go product s3orch is a drop-in for) is *accepted*,
+so that an existing file loads. A key
 that switches on behaviour this build does not have must not be accepted silently, though: an
 operator who writes ``encryption.enabled: true`` and gets plaintext on the backends has been lied
 to. So ``twistd s3orch`` (``s3orch.tap``) and ``s3orch-admin validate`` (``s3orch.cli.main``) refuse
@@ -11,7 +12,8 @@ such a file, one line per key::
 Each row names a key, when the file counts as asking for it, and (``covers``) the keys that only act
 through it, which are therefore inert while it is off. A feature is "asked for" by its switch, or, for
 a knob of behaviour this build has only in its default form, by any value other than the default:
-a file that merely carries the original's defaults (its README's example config does) still starts.
+a file that merely carries s3-orchestrator's defaults (its README's example config does) still
+starts.
 
 When a feature lands, delete its row. ``tests/unit/test_feature_support.py`` walks every key of the
 config schema and demands, for each, either a row here (or a row that covers it) or a test that
@@ -71,7 +73,12 @@ def _changed(path: str) -> Callable[[Config], list[str]]:
 
 def _above(path: str, limit: float) -> Callable[[Config], list[str]]:
     get = _get(path)
-    return lambda config: [path] if float(get(config)) > limit else []  # type: ignore[arg-type]
+
+    def asks(config: Config) -> list[str]:
+        value = get(config)
+        return [path] if isinstance(value, (int, float)) and value > limit else []
+
+    return asks
 
 
 def _each_backend(name: str) -> Callable[[Config], list[str]]:
@@ -81,15 +88,6 @@ def _each_backend(name: str) -> Callable[[Config], list[str]]:
         for index, backend in enumerate(config.backends)
         if getattr(backend, name) > 0
     ]
-
-
-def _admin_token(config: Config) -> list[str]:
-    """The admin API is served (in the original) whenever it has a token; it is not in this build."""
-    if config.ui.admin_token:
-        return ["ui.admin_token"]
-    if config.ui.admin_key and not config.ui.enabled:
-        return ["ui.admin_key"]  # the admin API's token when admin_token is empty
-    return []
 
 
 def _default_of(path: str) -> str:
@@ -104,7 +102,7 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="objects would be stored in plaintext", covers=("encryption.*",),
     ),
     Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
-    # verify_on_replicate defaults to true in the original; it only acts with integrity enabled.
+    # verify_on_replicate defaults to true (as in s3-orchestrator); it only acts with integrity enabled.
     Unsupported("integrity.enabled", _on("integrity.enabled"), covers=("integrity.*",)),
     # factor 1 (the default) is what this build does: one copy. The worker knobs act only above 1.
     Unsupported(
@@ -112,7 +110,7 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="this build keeps exactly one copy of each object", covers=("replication.*",),
     ),
     Unsupported("write_path.parallel_copies.enabled", _on("write_path.parallel_copies.enabled")),
-    # The original's "false" is its legacy write path (delete the bytes when the commit fails).
+    # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's
     # reservation would stay forever. So only the default, true, is accepted.
     Unsupported(
@@ -122,22 +120,16 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     ),
     Unsupported("rebalance.enabled", _on("rebalance.enabled"), covers=("rebalance.*",)),
     Unsupported("reconcile.enabled", _on("reconcile.enabled"), covers=("reconcile.*",)),
-    Unsupported("lifecycle.rules", _on("lifecycle.rules"), covers=("lifecycle.*",)),
+    # Object tags are not stored by this build, so a rule naming tags could never match.
+    Unsupported(
+        "lifecycle.rules[].tags",
+        lambda config: [f"lifecycle.rules[{i}].tags" for i, rule in enumerate(config.lifecycle.rules) if rule.tags],
+        hint="object tags are not stored by this build; expire by prefix instead",
+    ),
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
-    Unsupported(
-        "notifications.endpoints", _on("notifications.endpoints"), covers=("notifications.*",)
-    ),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
-    Unsupported("ui.admin_token", _admin_token, hint="the admin API is not in this build"),
-    Unsupported(
-        "telemetry.tracing.enabled", _on("telemetry.tracing.enabled"), covers=("telemetry.tracing.*",)
-    ),
-    Unsupported(
-        "backend_circuit_breaker.enabled", _on("backend_circuit_breaker.enabled"),
-        covers=("backend_circuit_breaker.*",),
-    ),
     # Monthly usage limits (0 = unlimited, the default) and what only acts with them.
     Unsupported("backends[].api_request_limit", _each_backend("api_request_limit")),
     Unsupported("backends[].egress_byte_limit", _each_backend("egress_byte_limit")),

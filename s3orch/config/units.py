@@ -1,12 +1,13 @@
 """Byte sizes and Go-style durations as written in config files.
 
-Sizes: the original product reads ``KB``/``MB``/``GB`` as *binary* units (1 MB = 1048576 bytes),
-so configs written for it keep their meaning here. ``KiB``/``MiB``/``GiB`` are accepted too and mean
+Sizes: s3-orchestrator (the Go product whose config files s3orch loads unchanged) reads
+``KB``/``MB``/``GB`` as *binary* units (1 MB = 1048576 bytes), so configs written for it keep their
+meaning here. ``KiB``/``MiB``/``GiB`` are accepted too and mean
 the same thing; there are no decimal (1000-based) units.
 
 Durations: the syntax of Go's ``time.ParseDuration`` ("30s", "1h30m", "500ms", "0"), because that is
-what the original's config files contain. A bare number other than 0 is refused ("missing unit"):
-the original would have read ``timeout: 5`` as five nanoseconds, which nobody means.
+what s3-orchestrator's config files contain. A bare number other than 0 is refused ("missing
+unit"): Go would read ``timeout: 5`` as five nanoseconds, which nobody means.
 """
 
 from __future__ import annotations

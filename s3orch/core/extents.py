@@ -39,6 +39,7 @@ from s3orch.backend.interface import (
     IBodyConsumer,
     PushProducer,
 )
+from s3orch.payload import Payload
 from s3orch.store.interface import Extent, Location
 
 #: Opens (a range of) one extent on one of its copies, failing over between copies.
@@ -417,3 +418,14 @@ class ExtentStream:
             done.callback(None)
         else:
             done.errback(reason)
+
+
+def check_read_back(payload: Payload, etag: str) -> None:
+    """A copy source read back must be the bytes its record describes (when the ETag
+    recorded is their MD5): what was stored is what is copied, byte for byte."""
+    if "-" in etag or len(etag) != 32:
+        return  # a multipart ETag says nothing of these bytes' MD5
+    if payload.md5_hex != etag.lower():
+        raise BackendError(
+            f"copy source read back with MD5 {payload.md5_hex}, its record says {etag}", code="BadDigest"
+        )

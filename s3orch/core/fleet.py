@@ -3,28 +3,41 @@
 One object answers "which backends are there, how do I talk to one, which may
 receive ``size`` bytes now": the write paths, the readers, the cleanups and the
 pending-intent resolution take it instead of a dict of clients plus a list of
-configs.  A backend's health (circuit breakers) and usage limits, when they
-come, narrow :meth:`BackendFleet.write_candidates` here and nowhere else.
+configs.  A backend's health (its circuit breaker, when ``backend_circuit_breaker``
+is on) and usage limits, when they come, narrow :meth:`BackendFleet.write_candidates`
+here and nowhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
+from s3orch.backend.breaker import Breakers
 from s3orch.backend.interface import ObjectBackend
 from s3orch.config.model import BackendConfig
 from s3orch.core.placement import write_candidates
 
 
 class BackendFleet:
-    """The backends of ``configs`` (in config order), each with its client in ``clients``."""
+    """The backends of ``configs`` (in config order), each with its client in ``clients``.
 
-    def __init__(self, configs: Sequence[BackendConfig], clients: Mapping[str, ObjectBackend]) -> None:
+    ``breakers`` (``s3orch.backend.breaker.guard``, which also wrapped ``clients``) keeps an
+    open backend out of the write candidates.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[BackendConfig],
+        clients: Mapping[str, ObjectBackend],
+        breakers: Breakers | None = None,
+    ) -> None:
         missing = [config.name for config in configs if config.name not in clients]
         if missing:
             raise ValueError(f"no client for backend {', '.join(missing)}")
         self.configs: tuple[BackendConfig, ...] = tuple(configs)
         self._clients = dict(clients)
+        self.breakers = breakers
 
     @property
     def names(self) -> list[str]:
@@ -52,7 +65,17 @@ class BackendFleet:
         configs: Sequence[BackendConfig] = self.configs
         if prefer:
             configs = sorted(configs, key=lambda config: config.name not in prefer)
-        return write_candidates(configs, size, exclude=exclude)
+        if self.breakers is None:
+            return write_candidates(configs, size, exclude=exclude)
+        healthy = write_candidates(configs, size, exclude=exclude, is_available=self.breakers.available)
+        # Every candidate is behind an open breaker: offer them anyway, so that the write fails
+        # at once with 503 (the breaker refuses the call), not 507 as if no backend had room.
+        return healthy or write_candidates(configs, size, exclude=exclude)
+
+    def breaker_states(self) -> dict[str, dict[str, Any]]:
+        """Each backend's circuit breaker (state, consecutive failures, when it opened, when
+        its probe is due), for ``/admin/api/status``; empty when breakers are off."""
+        return {} if self.breakers is None else self.breakers.states()
 
     def quota_limits(self) -> dict[str, int]:
         """Each backend's ``quota_bytes`` (0: unlimited), as the store records them."""

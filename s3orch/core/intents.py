@@ -40,6 +40,8 @@ from twisted.logger import Logger
 from s3orch.backend.interface import BackendError, BackendNotFound
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
+from s3orch.notify.events import OBJECT_CREATED_PUT
+from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import PENDING_DEPTH, PENDING_RESOLVED
 from s3orch.store.interface import (
@@ -85,7 +87,9 @@ class IntentResolver:
         cleanups: Cleanups,
         clock: IReactorTime,
         concurrency: int = HEAD_CONCURRENCY,
+        events: EventSink = NULL_SINK,
     ) -> None:
+        self.events = events
         self.store = store
         self.fleet = fleet
         self.cleanups = cleanups
@@ -130,7 +134,14 @@ class IntentResolver:
     async def resolve(self, intent: PendingIntent) -> str:
         """HEAD one intent's backend object and resolve it; the resolution's status."""
         outcome, why = await self._decide(intent)
-        resolution = await self.store.resolve_intent(intent.write_id, outcome, self.clock.seconds())
+        # A promoted write is an object created, as its own commit would have said.
+        created = self.events.events(
+            OBJECT_CREATED_PUT, intent.key, {"bucket": intent.bucket, "key": intent.key, "size": intent.size},
+            key=intent.key,
+        ) if outcome == INTENT_PROMOTE else ()
+        resolution = await self.store.resolve_intent(
+            intent.write_id, outcome, self.clock.seconds(), events=created
+        )
         status = resolution.status
         PENDING_RESOLVED.labels(_METRIC_STATUS.get(status, status)).inc()
         self._report(intent, resolution, why)

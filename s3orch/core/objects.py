@@ -1,16 +1,14 @@
 """Object operations across backends: put, read, delete, copy, list.
 
-The write path is PUT-before-COMMIT: quota is reserved and an intent row
-written (one transaction), the bytes go to a fresh backend key, then one
-transaction records the location, settles quota and queues the displaced
-copies for deletion.  A failure between the steps leaves either the old
-version intact plus an intent the reaper can resolve, or the new version:
-never neither, never a leaked byte or quota.
+The write path is PUT-before-COMMIT: quota is reserved and an intent row written (one
+transaction), the bytes go to a fresh backend key, then one transaction records the location,
+settles quota and queues the displaced copies for deletion.  A failure between the steps leaves
+either the old version intact plus an intent the reaper can resolve, or the new version: never
+neither, never a leaked byte or quota.
 
-Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`):
-each is placed by the routing strategy with its reservation recorded atomically,
-so one object's parts may live on different backends.  Reading such an object
-streams its extents in order (:mod:`s3orch.core.extents`).
+Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`): each
+is placed by the routing strategy with its reservation recorded atomically, so one object's parts
+may live on different backends; reading one streams its extents (:mod:`s3orch.core.extents`).
 """
 
 from __future__ import annotations
@@ -29,11 +27,15 @@ from s3orch.backend.interface import (
 )
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
-from s3orch.core.extents import open_extents
+from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
+from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
+from s3orch.notify import events as ev
+from s3orch.notify.emit import object_created, object_removed
+from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import PENDING_ENQUEUED, PENDING_RESOLVED
 from s3orch.payload import Payload
@@ -50,6 +52,7 @@ from s3orch.store.interface import (
     MetadataStore,
     MultipartUpload,
     ObjectRecord,
+    OutboxEvent,
     PartReservation,
     PreconditionConflict,
     Reservation,
@@ -77,6 +80,7 @@ class DeleteOutcome:
     error: tuple[str, str] | None  # (code, message) when the key could not be deleted
 
 
+@traced_methods(OBJECT_SPANS)
 class ObjectService:
     """The object operations of the S3 API over the store and the backend fleet (one
     instance per process, shared by every request).
@@ -97,7 +101,9 @@ class ObjectService:
         spooler: Spooler,
         routing_strategy: str,
         clock: IReactorTime,
+        events: EventSink = NULL_SINK,
     ) -> None:
+        self.events = events  # webhooks: written with the change (see s3orch.notify)
         self.store = store
         self.fleet = fleet
         self.cleanups = cleanups
@@ -149,11 +155,7 @@ class ObjectService:
         )
         crash_point("after-backend-put")
         record = ObjectRecord(
-            bucket=bucket,
-            key=key,
-            write_id=write_id,
-            size=length,
-            etag=payload.md5_hex,
+            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
             last_modified=self.clock.seconds(),
             content_type=new.content_type,
             headers=dict(new.system_headers),
@@ -163,7 +165,7 @@ class ObjectService:
             content_hash=payload.sha256_hex,
             locations=(Location(reservation.backend, reservation.storage_key, length),),
         )
-        return await self._commit(reservation, record, conditions, request_id)
+        return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_PUT)
 
     async def check_conditions(self, bucket: str, key: str, conditions: WriteConditions) -> None:
         """Raise what AWS answers when ``conditions`` fail for the key's current object."""
@@ -178,15 +180,13 @@ class ObjectService:
         return reservation
 
     async def _commit(
-        self,
-        reservation: Reservation,
-        record: ObjectRecord,
-        conditions: WriteConditions,
-        request_id: str,
+        self, reservation: Reservation, record: ObjectRecord, conditions: WriteConditions,
+        request_id: str, event_type: str,
     ) -> ObjectRecord:
         try:
             displaced = await self.store.commit_object(
-                reservation, record, self.clock.seconds(), conditions
+                reservation, record, self.clock.seconds(), conditions,
+                events=object_created(self.events, event_type, record),
             )
         except PreconditionConflict as exc:
             await self._undo_upload(reservation)
@@ -276,11 +276,25 @@ class ObjectService:
 
     # -- deletes --------------------------------------------------------------
 
-    async def delete(self, bucket: str, key: str, request_id: str = "") -> None:
-        items = await self.store.delete_object(bucket, key, self.clock.seconds())
-        if items:
-            audit("storage.DeleteObject", request_id=request_id, bucket=bucket, key=key)
+    async def delete(
+        self, bucket: str, key: str, request_id: str = "", *,
+        write_id: str | None = None, events: Sequence[OutboxEvent] | None = None,
+    ) -> bool:
+        """Delete a key; True if it existed.  With ``write_id`` only while that write is still
+        current (a lifecycle expiry never deletes a newer overwrite); ``events`` replace the
+        ``s3:ObjectRemoved:Delete`` event."""
+        now = self.clock.seconds()
+        removed = object_removed(self.events, ev.OBJECT_REMOVED_DELETE, bucket, key) if events is None else events
+        if write_id is None:
+            items: list[CleanupItem] | None = await self.store.delete_object(bucket, key, now, events=removed)
+            items = items or None  # [] is an absent key
+        else:
+            items = await self.store.delete_object_if(bucket, key, write_id, now, events=removed)
+        if items is None:
+            return False
+        audit("storage.DeleteObject", request_id=request_id, bucket=bucket, key=key)
         await self.cleanups.run(items, "delete")
+        return True
 
     async def delete_many(
         self, bucket: str, keys: Sequence[str], request_id: str = ""
@@ -290,7 +304,8 @@ class ObjectService:
         pending: list[CleanupItem] = []
         for key in keys:
             try:
-                items = await self.store.delete_object(bucket, key, self.clock.seconds())
+                removed = object_removed(self.events, ev.OBJECT_REMOVED_BATCH, bucket, key)
+                items = await self.store.delete_object(bucket, key, self.clock.seconds(), events=removed)
             except errors.S3Error as exc:
                 outcomes.append(DeleteOutcome(key, (exc.code, exc.message)))
                 continue
@@ -417,7 +432,7 @@ class ObjectService:
                 return
             if spool is None:
                 spool = await self.spool_range(source, None)
-            _check_read_back(spool, source.etag)
+            check_read_back(spool, source.etag)
             await backend.put_object(skey, spool)
 
         try:
@@ -456,7 +471,7 @@ class ObjectService:
             user_metadata=dict(new.user_metadata),
             locations=(Location(reservation.backend, skey, source.size),),
         )
-        return await self._commit(reservation, record, conditions, request_id)
+        return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_COPY)
 
     async def _copy_extents(
         self,
@@ -508,6 +523,7 @@ class ObjectService:
                 record,
                 self.clock.seconds(),
                 conditions,
+                events=object_created(self.events, ev.OBJECT_CREATED_COPY, record),
             )
         except UploadNotFound:
             raise errors.ServiceUnavailable("The copy was interrupted; please retry.") from None
@@ -518,14 +534,8 @@ class ObjectService:
         except BaseException:
             await self._abandon(upload)
             raise
-        audit(
-            "storage.CopyObject",
-            request_id=request_id,
-            bucket=bucket,
-            key=dest_key,
-            size=record.size,
-            parts=len(source.parts),
-        )
+        audit("storage.CopyObject", request_id=request_id, bucket=bucket, key=dest_key,
+              size=record.size, parts=len(source.parts))
         self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         return record
 
@@ -543,7 +553,7 @@ class ObjectService:
                 return
             if spool is None:
                 spool = await self.spool_range(source, (extent.offset, extent.offset + extent.size - 1))
-            _check_read_back(spool, extent.etag or "")
+            check_read_back(spool, extent.etag or "")
             await backend.put_object(reservation.storage_key, spool)
 
         try:
@@ -587,13 +597,3 @@ class ObjectService:
     ) -> ListPage:
         return await self.store.list_objects(bucket, prefix, delimiter, start_after, max_keys)
 
-
-def _check_read_back(payload: Payload, etag: str) -> None:
-    """A copy source read back must be the bytes its record describes (when the ETag
-    recorded is their MD5): what was stored is what is copied, byte for byte."""
-    if "-" in etag or len(etag) != 32:
-        return  # a multipart ETag says nothing of these bytes' MD5
-    if payload.md5_hex != etag.lower():
-        raise BackendError(
-            f"copy source read back with MD5 {payload.md5_hex}, its record says {etag}", code="BadDigest"
-        )

@@ -56,6 +56,9 @@ from s3orch.core.multipart import (
 )
 from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService
 from s3orch.core.placement import new_upload_id
+from s3orch.core.spans import MULTIPART_SPANS, traced_methods
+from s3orch.notify import events as ev
+from s3orch.notify.emit import object_created
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import ACTIVE_MULTIPART
 from s3orch.payload import Payload
@@ -98,6 +101,7 @@ def _backend_failure(exc: BackendError) -> errors.S3Error:
 # --- the service -------------------------------------------------------------------------
 
 
+@traced_methods(MULTIPART_SPANS)
 class MultipartService:
     """Multipart uploads over the store and the backend fleet (one per process).
 
@@ -454,6 +458,7 @@ class MultipartService:
             outcome = await self.store.complete_upload(
                 bucket, key, upload_id, [(p.part_number, p.etag) for p in chosen], record,
                 self._now(), conditions,
+                events=object_created(self.objects.events, ev.OBJECT_CREATED_COMPLETE, record),
             )
         except PartMismatch:
             raise errors.InvalidPart() from None

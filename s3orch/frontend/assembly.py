@@ -14,7 +14,7 @@ from s3orch.auth.registry import CredentialRegistry
 from s3orch.config.model import ServerConfig
 from s3orch.core.objects import ObjectService
 from s3orch.core.uploads import MultipartService
-from s3orch.frontend.envelope import DEFAULT_RESERVED_PREFIXES, S3Envelope
+from s3orch.frontend.envelope import DEFAULT_RESERVED_PREFIXES, S3Envelope, WriteGate
 from s3orch.frontend.handlers.bucket import BucketHandlers
 from s3orch.frontend.handlers.multipart import MultipartHandlers
 from s3orch.frontend.handlers.object import ObjectHandlers
@@ -43,6 +43,7 @@ def build_frontend(
     multipart: MultipartService | None = None,
     reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
     admission: Admission | None = None,
+    write_gate: WriteGate | None = None,
 ) -> S3Envelope:
     """The S3 front door over these services.
 
@@ -62,4 +63,5 @@ def build_frontend(
         clock=clock,
         reserved_prefixes=reserved_prefixes,
         admission=admission,
+        write_gate=write_gate,
     )

@@ -32,6 +32,7 @@ from s3orch.config.model import ServerConfig
 from s3orch.frontend.request import (
     BodyUse,
     RequestState,
+    Route,
     RouteTable,
     abort,
     first_header,
@@ -44,8 +45,9 @@ from s3orch.frontend.request import (
 )
 from s3orch.http.admission import Admission, Pool, Refused
 from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
-from s3orch.http.site import RejectedEarly, S3Request
-from s3orch.observe.audit import audit
+from s3orch.http.site import RejectedEarly, S3Request, unprepared_rejection
+from s3orch.observe import tracing
+from s3orch.observe.audit import audit, bind
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
     ADMISSION_IN_USE,
@@ -61,6 +63,7 @@ from s3orch.observe.metrics import (
     REQUEST_SIZE,
     REQUESTS,
     RESPONSE_SIZE,
+    count_manager,
     method_label,
 )
 from s3orch.payload import Payload
@@ -86,6 +89,9 @@ STREAMING_VARIANTS = {
 #: Paths that are not S3 requests on the S3 port (Klein's operational endpoints).
 DEFAULT_RESERVED_PREFIXES = (b"/health", b"/metrics", b"/admin", b"/ui")
 
+#: ``(method, operation) -> the error refusing it, or None``: refuses writes while degraded.
+WriteGate = Callable[[str, str], errors.S3Error | None]
+
 #: Seconds a client is asked to wait after a 503 caused by the metadata database.
 DATABASE_RETRY_AFTER = 2
 #: At most one log line per this many seconds while the database is unavailable.
@@ -107,8 +113,11 @@ class S3Envelope(Resource):
         clock: IReactorTime,
         reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
         admission: Admission | None = None,
+        write_gate: WriteGate | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted.web's Resource is unannotated
+        #: Degraded mode (``s3orch.core.degraded``): the 503 a write gets before its body, or None.
+        self.write_gate = write_gate
         #: ``server:`` of the config (caps, spooling, addressing, which signatures are accepted).
         self.server_config = server
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
@@ -156,6 +165,7 @@ class S3Envelope(Resource):
             raw_path=path_of(uri),
             headers=headers,
         )
+        state.span = tracing.server_span(state.method, state.raw_path, headers)
         state.method_label = method_label(state.method)
         INFLIGHT.labels(state.method_label).inc()
         has_body = length is None or length > 0
@@ -171,7 +181,8 @@ class S3Envelope(Resource):
                 except Refused as refused:
                     raise self._refuse_admission(state, refused) from None
                 state.query = sigv4.parse_query(query_of(uri))
-                self._prepare(state, length)
+                with tracing.using(state.span):  # its log lines (audit refusals) carry the trace
+                    self._prepare(state, length)
             except (RejectedEarly, errors.S3Error):
                 raise
             except StoreUnavailable as exc:
@@ -212,13 +223,13 @@ class S3Envelope(Resource):
         state.principal = outcome.principal
         state.auth = outcome.sigv4
         if state.operation.level != "service" and state.address.bucket != state.principal.bucket:
-            audit(
-                "s3.BucketMismatch",
-                request_id=state.request_id,
-                access_key=state.principal.access_key,
-            )
+            state.event = "s3.BucketMismatch"  # the request's one HTTP-level audit event
             raise errors.AccessDenied()
         self._admit_credential(state)
+        if self.write_gate is not None:
+            refusal = self.write_gate(state.method, state.op_name)
+            if refusal is not None:
+                raise refusal
         _check_interpreted_input(state)
         route = self.routes.get(state.operation.name)
         if route is not None and route.early is not None:
@@ -350,12 +361,17 @@ class S3Envelope(Resource):
 
     def timed_out(self, request: S3Request | None) -> RejectedEarly:
         """408 RequestTimeout: headers or body did not arrive within the server's read deadlines."""
-        exc = errors.RequestReadTimeout()
+        return self.refused(request, errors.RequestReadTimeout())
+
+    def refused(self, request: S3Request | None, exc: errors.S3Error) -> RejectedEarly:
+        """The HTTP layer gives up on a request mid-way (deadline, broken framing): its answer.
+
+        A request whose headers were prepared holds a slot and a body sink: both
+        are released and it is counted, once, with ``exc``'s status.
+        """
         state: RequestState | None = request.s3 if request is not None else None
         if state is None:
-            return RejectedEarly(
-                408, [("Content-Type", "application/xml"), ("Server", "s3orch")], exc.to_xml()
-            )
+            return unprepared_rejection(exc)
         state.error = exc
         if state.body is not None:
             state.body.discard()
@@ -383,7 +399,8 @@ class S3Envelope(Resource):
 
     def render(self, request: S3Request) -> int:
         state: RequestState = request.s3
-        d = Deferred.fromCoroutine(self._handle(request, state))
+        with tracing.using(state.span):  # the coroutine runs in a copy of this context
+            d = Deferred.fromCoroutine(self._handle(request, state))
 
         def unhandled(failure: Failure) -> None:
             self.log.failure("unhandled", failure, component="s3", request_id=state.request_id)
@@ -410,7 +427,7 @@ class S3Envelope(Resource):
                     raise errors.NotImplementedError_(
                         f"{state.operation.name} is not implemented by this gateway."
                     )
-                await route.handler(request, state, body)
+                await self._run(route, request, state, body)
             except errors.S3Error as exc:
                 send_error(request, state, exc)
             except StoreUnavailable as exc:
@@ -419,6 +436,7 @@ class S3Envelope(Resource):
                 self.log.failure(
                     "request failed", component="s3", request_id=state.request_id, operation=state.op_name
                 )
+                audit("http.PanicRecovered", request_id=state.request_id, operation=state.op_name)
                 send_error(request, state, errors.InternalError())
         except Exception:
             # Sending the answer itself failed: the request must still end.
@@ -431,6 +449,19 @@ class S3Envelope(Resource):
             if body is not None:
                 body.close()
             self._finish_accounting(state, request.code, request)
+
+    async def _run(self, route: Route, request: S3Request, state: RequestState, body: Payload | None) -> None:
+        """The handler, its storage events bound to the request (audit.bind), counted in s3o_manager_*."""
+        scope = bind(state.request_id, state.principal.access_key if state.principal else None)
+        started, status = self.clock.seconds(), "error"
+        try:
+            await route.handler(request, state, body)
+            status = "success"
+        except errors.S3Error as exc:
+            status = "client_error" if exc.status < 500 else "error"
+            raise
+        finally:
+            count_manager(state.op_name, scope.backend, status, self.clock.seconds() - started)
 
     def _database_unavailable(self, request: S3Request, state: RequestState, exc: StoreUnavailable) -> None:
         """503 with Retry-After: the metadata database is down or restarting (never a 500)."""
@@ -476,9 +507,16 @@ class S3Envelope(Resource):
         finally:
             INFLIGHT.labels(state.method_label).dec()
         try:
-            self._count(state, status, request)
+            with tracing.using(state.span):  # the audit line carries the trace id
+                self._count(state, status, request)
         except Exception:
             self.log.failure("request accounting failed", component="s3", request_id=state.request_id)
+        if state.span is not None:
+            tracing.end_server_span(state.span, state.op_name if state.operation else None, status, {
+                "s3o.request_id": state.request_id,
+                "s3o.bucket": state.address.bucket if state.address else None,
+                "s3o.error_code": state.error.code if state.error else None,
+            })
 
     def _count(self, state: RequestState, status: int, request: S3Request | None) -> None:
         duration = max(0.0, self.clock.seconds() - state.started)
@@ -490,7 +528,9 @@ class S3Envelope(Resource):
         if state.bytes_out:
             RESPONSE_SIZE.labels(label).observe(state.bytes_out)
         address = state.address
-        event = "s3." + state.op_name if state.operation else "s3.InvalidRequest"
+        event = "s3." + state.op_name if state.operation else "s3.InvalidPath"
+        if state.error is not None and state.error.code == "MethodNotAllowed":
+            event = "s3.MethodNotAllowed"
         if state.error is not None and state.error.status == 403:
             event = "s3.AuthFailure" if state.principal is None else event
         if state.event is not None:
@@ -502,7 +542,9 @@ class S3Envelope(Resource):
         audit(
             event,
             request_id=state.request_id,
+            operation=state.op_name,
             method=state.method[:64],
+            path=state.raw_path[:1024].decode("latin-1"),  # as sent (no query: no presigned signature)
             bucket=address.bucket if address else None,
             key=address.key if address else None,
             status=status,

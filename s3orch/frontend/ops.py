@@ -1,4 +1,5 @@
-"""Klein app for the operational endpoints: /health, /health/ready, /metrics.
+"""Klein app for the operational endpoints: /health, /health/ready, /metrics, and /admin/
+(the admin API, :mod:`s3orch.admin`, on the S3 port only).
 
 One instance serves them on the S3 port; with ``telemetry.metrics.listen`` a second one serves
 them on that address, and the S3 port's no longer serves /metrics (``s3orch.tap``).
@@ -8,13 +9,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.iweb import IRequest
 
+from s3orch.observe.logging import new_request_id
 from s3orch.observe.metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from s3orch.admin.app import AdminApp
+
+
+_ADMIN_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
 
 
 class OpsApp:
@@ -33,8 +43,10 @@ class OpsApp:
         is_degraded: Callable[[], bool] = lambda: False,
         metrics_enabled: bool = True,
         metrics_path: str = "/metrics",
+        admin: AdminApp | None = None,
     ) -> None:
         self.is_ready = is_ready
+        self.admin = admin
         self.is_degraded = is_degraded
         self.metrics_enabled = metrics_enabled
         self.metrics_path = metrics_path
@@ -55,6 +67,17 @@ class OpsApp:
             return b'{"status":"ready"}'
         request.setResponseCode(503)
         return b'{"status":"not ready"}'
+
+    @app.route("/admin/", methods=_ADMIN_METHODS, defaults={"rest": ""}, strict_slashes=False)
+    @app.route("/admin/<path:rest>", methods=_ADMIN_METHODS)
+    def admin_api(self, request: IRequest, rest: str) -> bytes | Deferred[bytes]:
+        if self.admin is None:  # no token configured, or a listener without the admin API
+            request_id = new_request_id()
+            request.setResponseCode(404)
+            request.setHeader("content-type", "application/json")
+            request.setHeader("x-request-id", request_id)
+            return json.dumps({"error": "not found", "request_id": request_id}).encode() + b"\n"
+        return self.admin.render(request, rest)
 
     @app.route("/<path:rest>", methods=["GET", "HEAD"])
     def other(self, request: IRequest, rest: str) -> bytes:

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
+from opentelemetry.trace import Span
+
 from s3orch.auth.registry import Principal
 from s3orch.http.admission import CredentialHold, Slot
 from s3orch.http.body import DiscardedBody, RequestBody
@@ -55,6 +57,8 @@ class RequestState:
     method_label: str = "OTHER"
     #: Audit event name when it is not the operation's (admission refusals).
     event: str | None = None
+    #: The request's server span (tracing on; None when off).
+    span: Span | None = None
 
     @property
     def op_name(self) -> str:

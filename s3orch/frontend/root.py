@@ -17,7 +17,7 @@ class RootResource(Resource):
     isLeaf = True
 
     def __init__(self, s3: IResource, ops: IResource) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted.web's Resource is unannotated
         self.s3 = s3
         self.ops = ops
 

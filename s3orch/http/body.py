@@ -63,8 +63,7 @@ class RequestBody:
         self._sha256 = hashlib.sha256()
         algorithm = checksum_header[0] if checksum_header else trailer_checksum
         self._checksum: Checksum | None = new_checksum(algorithm) if algorithm else None
-        # typeshed types SpooledTemporaryFile apart from BinaryIO, whose methods it has.
-        self._spool: BinaryIO = tempfile.SpooledTemporaryFile(  # type: ignore[assignment]
+        self._spool: BinaryIO = tempfile.SpooledTemporaryFile(  # type: ignore[assignment]  # has BinaryIO's methods
             max_size=spool_memory_limit, dir=spool_dir or None
         )
         self.received = 0

@@ -12,6 +12,7 @@ delegate the S3 decisions to an :class:`EarlyHandler` (the S3 front end).
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
@@ -20,8 +21,9 @@ from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
+from s3orch.observe.logging import new_request_id
 from s3orch.observe.metrics import WRITE_TIMEOUTS
-from s3orch.s3.errors import InternalError
+from s3orch.s3 import errors
 
 #: Bodies of non-S3 requests (admin JSON, UI forms) are capped at this size.
 NON_S3_BODY_LIMIT = 1024 * 1024
@@ -36,13 +38,45 @@ _log = Logger(namespace="s3orch.http")
 def _internal_error_rejection() -> RejectedEarly:
     """The answer when the early handler itself failed: a plain 500 InternalError."""
     return RejectedEarly(
-        500, [("Content-Type", "application/xml"), ("Server", "s3orch")], InternalError().to_xml()
+        500, [("Content-Type", "application/xml"), ("Server", "s3orch")], errors.InternalError().to_xml()
+    )
+
+
+def unprepared_rejection(exc: errors.S3Error) -> RejectedEarly:
+    """The S3 XML answer to a request refused before the front end saw its headers.
+
+    It gets a fresh request id (nothing else has one yet), sent as ``x-amz-request-id``
+    as on every S3 answer.
+    """
+    request_id = new_request_id()
+    return RejectedEarly(
+        exc.status,
+        [
+            ("Content-Type", "application/xml"),
+            ("x-amz-request-id", request_id),
+            ("x-amz-id-2", request_id),
+            ("Server", "s3orch"),
+        ],
+        exc.to_xml(request_id),
+    )
+
+
+def _too_large_rejection() -> RejectedEarly:
+    """A non-S3 body over :data:`NON_S3_BODY_LIMIT`: 413 in JSON (the admin API's error form)."""
+    request_id = new_request_id()
+    body = json.dumps({"error": "request body too large", "request_id": request_id}).encode() + b"\n"
+    return RejectedEarly(
+        413, [("Content-Type", "application/json"), ("X-Request-Id", request_id)], body
     )
 
 
 def _header_bytes(value: str) -> bytes:
     """A header name or value as bytes, whatever it holds (never raises)."""
     return value.encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def _ignore_input(*args: object) -> None:
+    """Stands in for a channel's input methods once its answer is final."""
 
 
 def pending_write_bytes(transport: Any) -> int | None:
@@ -98,6 +132,9 @@ class EarlyHandler(Protocol):
     def timed_out(self, request: S3Request | None) -> RejectedEarly:
         """The request's headers or body did not arrive in time: the answer to send before closing."""
 
+    def refused(self, request: S3Request | None, exc: errors.S3Error) -> RejectedEarly:
+        """The HTTP layer gives up on ``request`` with ``exc``: release what it holds, the answer to send."""
+
 
 class S3ResponseHeaders(Headers):
     """Emit ``x-amz-*`` names in lower case, as S3 does.
@@ -124,9 +161,13 @@ class S3Request(server.Request):
         super().__init__(*args, **kwargs)
         self.responseHeaders = S3ResponseHeaders()
 
+    def _early_handler(self) -> EarlyHandler | None:
+        """The front end's hooks, through the channel's site (None once the channel is gone)."""
+        channel = self.channel
+        return channel.site.early_handler if isinstance(channel, S3Channel) else None
+
     def gotLength(self, length: int | None) -> None:
-        site = getattr(self.channel, "site", None)
-        handler: EarlyHandler | None = getattr(site, "early_handler", None)
+        handler = self._early_handler()
         host = self.requestHeaders.getRawHeaders(b"host", [None])[0]
         if handler is not None and handler.wants(self._early_method, self._early_uri, host):
             self.content = io.BytesIO()
@@ -141,18 +182,20 @@ class S3Request(server.Request):
                 _log.failure("request preparation failed", component="http")
                 raise _internal_error_rejection() from None
         else:
+            if length is not None and length > NON_S3_BODY_LIMIT:
+                raise _too_large_rejection()  # before 100 Continue: the body is never sent
             super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.rejected:
             return
-        if self.s3 is not None:
-            site: Any = getattr(self.channel, "site", None)
-            site.early_handler.feed(self, data)
+        handler = self._early_handler()
+        if self.s3 is not None and handler is not None:
+            handler.feed(self, data)
             return
         content: Any = self.content
         if content.tell() + len(data) > NON_S3_BODY_LIMIT:
-            raise RejectedEarly(413, [("Content-Type", "text/plain")], b"request body too large\n")
+            raise _too_large_rejection()
         super().handleContentChunk(data)
 
     def process(self) -> None:
@@ -162,9 +205,9 @@ class S3Request(server.Request):
 
     def connectionLost(self, reason: Any) -> None:
         if self.s3 is not None and not self.rejected:
-            site: Any = getattr(self.channel, "site", None)
-            if site is not None and site.early_handler is not None:
-                site.early_handler.abandoned(self)
+            handler = self._early_handler()
+            if handler is not None:
+                handler.abandoned(self)
         super().connectionLost(reason)
 
 
@@ -180,7 +223,7 @@ class S3Channel(http.HTTPChannel):
     closes.
     """
 
-    site: Any
+    site: S3Site  # set by Site.buildProtocol before the connection is made
     _header_deadline: IDelayedCall | None = None
     _read_deadline: IDelayedCall | None = None
     _write_deadline: IDelayedCall | None = None
@@ -209,12 +252,11 @@ class S3Channel(http.HTTPChannel):
         super().lineReceived(line)
 
     def _start_request_deadlines(self) -> None:
-        site = getattr(self, "site", None)
         self._cancel_deadlines()
         self._reading = True
         self._got_bytes = False
-        header_timeout = getattr(site, "read_header_timeout", None)
-        read_timeout = getattr(site, "read_timeout", None)
+        header_timeout = self.site.read_header_timeout
+        read_timeout = self.site.read_timeout
         if header_timeout:
             self._header_deadline = self._call_later(header_timeout, self._deadline_passed, "headers")
         if read_timeout:
@@ -248,7 +290,7 @@ class S3Channel(http.HTTPChannel):
             # there is no one to answer, just close.
             transport.loseConnection()
             return
-        handler: EarlyHandler | None = getattr(getattr(self, "site", None), "early_handler", None)
+        handler: EarlyHandler | None = self.site.early_handler
         if handler is not None:
             rejection = handler.timed_out(request)
         else:
@@ -264,8 +306,46 @@ class S3Channel(http.HTTPChannel):
         self._disarm_write_deadline()
         super().connectionLost(reason)
 
+    # -- framing errors: Twisted's parser refuses, we answer S3 XML and close ---
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """Twisted's parser refused the request's framing: a 400 S3 error, then close.
+
+        Twisted calls this private hook (tests/unit/test_twisted_private.py checks it
+        is still there) for a malformed request line or header, a Content-Length that
+        is not digits, two framing headers, an unknown Transfer-Encoding, bad chunked
+        framing, and too many or too large headers; its own answer is a bare
+        plain-text 400 that S3 clients cannot parse.
+        """
+        too_large = self._receivedHeaderSize > self.totalHeadersSize or self._receivedHeaderCount > self.maxHeaders
+        self._refuse_framing(errors.RequestHeaderSectionTooLarge() if too_large else errors.BadRequest())
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request or header line over MAX_LENGTH: LineReceiver would drop the connection unanswered."""
+        self._refuse_framing(errors.RequestHeaderSectionTooLarge())
+
+    def _refuse_framing(self, exc: errors.S3Error) -> None:
+        request: S3Request | None = self.requests[-1] if self.requests else None
+        if request is not None and request.startedWriting:
+            # An answer is already on the wire: no second one can follow it.
+            self.persistent = False
+            self.loseConnection()
+            return
+        rejection: RejectedEarly | None = None
+        handler: EarlyHandler | None = self.site.early_handler
+        if request is not None and request.s3 is not None and handler is not None and not request.rejected:
+            try:
+                rejection = handler.refused(request, exc)
+            except Exception:
+                _log.failure("refusing a malformed request failed", component="http")
+        self.reject(request, rejection or unprepared_rejection(exc))
+
     def headerReceived(self, line: bytes) -> bool:
         name, sep, value = line.partition(b":")
+        if len(value.translate(None, b"\x00\r\n")) != len(value):
+            # RFC 9110 5.5 forbids NUL, CR and LF in a value; older Twisteds in the pinned range pass them.
+            self._respondToBadRequestAndDisconnect()
+            return False
         if sep and name.strip().lower() == b"content-length" and len(value.strip()) > MAX_CONTENT_LENGTH_DIGITS:
             # Twisted would int() it: a 5,000-digit value raises out of dataReceived.
             self._respondToBadRequestAndDisconnect()
@@ -286,7 +366,7 @@ class S3Channel(http.HTTPChannel):
         super().resumeProducing()
 
     def _arm_write_deadline(self) -> None:
-        timeout = getattr(getattr(self, "site", None), "write_timeout", None)
+        timeout = self.site.write_timeout
         if not timeout or self._write_deadline is not None:
             return
         self._write_pending = pending_write_bytes(self.transport)
@@ -317,7 +397,7 @@ class S3Channel(http.HTTPChannel):
         WRITE_TIMEOUTS.inc()
         _log.info(
             "aborting connection: the client accepted no response bytes for {timeout}s",
-            timeout=getattr(self.site, "write_timeout", None),
+            timeout=self.site.write_timeout,
             component="http",
         )
         abort = getattr(transport, "abortConnection", None)
@@ -363,8 +443,9 @@ class S3Channel(http.HTTPChannel):
         self.persistent = False
         self._cancel_deadlines()
         # Ignore whatever else the client sends; close once the answer is flushed.
-        ignore = lambda *args: None  # noqa: E731
-        self.dataReceived = self.lineReceived = self.rawDataReceived = ignore  # type: ignore[method-assign]
+        # Shadowing the methods on the instance is how Twisted itself drops input after the last request.
+        for name in ("dataReceived", "lineReceived", "rawDataReceived"):
+            setattr(self, name, _ignore_input)
         if transport is None:
             return
         try:
@@ -381,7 +462,7 @@ class S3Channel(http.HTTPChannel):
             transport.abortConnection()
             return
         transport.loseConnection()
-        timeout = getattr(getattr(self, "site", None), "write_timeout", None)
+        timeout = self.site.write_timeout
         if timeout:
             # A client that never reads its answer must not hold the connection.
             self._disarm_write_deadline()
@@ -392,7 +473,7 @@ class S3Channel(http.HTTPChannel):
 class S3Site(server.Site):
     """Site wiring S3Channel/S3Request and the front end's early hooks."""
 
-    protocol = S3Channel  # type: ignore[assignment]
+    protocol = S3Channel  # type: ignore[assignment]  # Twisted declares it as its factory function
     requestFactory = S3Request
     displayTracebacks = False
 

@@ -4,7 +4,8 @@ Every long-lived component logs through ``Logger(namespace=...)`` with a
 ``component`` field; the observer turns each event into JSON with ``time``,
 ``level``, ``component``, ``msg`` and the event's keyword fields
 (``server.log_format: json``, the default), or into a text line carrying the
-same fields as ``key=value`` pairs (``text``).  Fields whose names look like
+same fields as ``key=value`` pairs (``text``).  A line written inside a trace span carries its
+``trace_id`` and ``span_id``.  Fields whose names look like
 secrets are dropped, so a careless log call cannot leak one.
 """
 
@@ -27,6 +28,9 @@ from twisted.logger import (
     formatEvent,
 )
 from zope.interface import implementer
+
+from s3orch.observe.ring import LogRing
+from s3orch.observe.tracing import log_ids
 
 _SECRET_FIELD = re.compile(r"secret|password|token|signature|authorization|credential|master_key", re.I)
 _LEVELS = {
@@ -80,6 +84,9 @@ def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
     out["component"] = component
     if event.get("log_format") is not None or "log_io" in event:
         out["msg"] = formatEvent(event)
+    ids = log_ids()  # observers run where the line is written: inside its span, if any
+    if ids is not None:
+        out["trace_id"], out["span_id"] = ids
     for key, value in event.items():
         if key in _INTERNAL or key in out or key.startswith("log_"):
             continue
@@ -168,45 +175,91 @@ class TextLineObserver:
             pass
 
 
+#: The level names ``server.log_level`` and the admin API accept, as they are reported back.
+LEVEL_NAMES = ("debug", "info", "warn", "error")
+
+
+def normalise_level(name: str) -> str:
+    """``name`` as one of :data:`LEVEL_NAMES` (``warning`` is ``warn``); ValueError otherwise."""
+    value = name.strip().lower()
+    value = "warn" if value == "warning" else value
+    if value not in LEVEL_NAMES:
+        raise ValueError(f"unknown log level {name!r} (one of {', '.join(LEVEL_NAMES)})")
+    return value
+
+
+@implementer(ILogObserver)
+class _RingObserver:
+    """Feeds the ring when lines are written as text (the JSON observer feeds it as a sink)."""
+
+    def __init__(self, ring: LogRing) -> None:
+        self.ring = ring
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.ring.append(event_to_dict(event))
+
+
+@implementer(ILogObserver)
+class _Both:
+    def __init__(self, *observers: ILogObserver) -> None:
+        self.observers = observers
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(event)
+
+
 class LogSettings:
     """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter.
 
-    The settings whose observer was made last are the process's: :func:`set_log_level` and
-    :func:`get_log_level` act on them (a SIGHUP reload, the admin API).
+    Every line written also goes to :attr:`ring` (the admin API's ``logs``).  The settings
+    whose observer was made last are the process's: :func:`set_log_level` and
+    :func:`get_log_level` act on them (the admin API's ``log-level``, a reload).
     """
 
-    def __init__(self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
-        self.level = level.strip().lower() if level.strip().lower() in _LEVELS else "info"
+    def __init__(
+        self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None, ring: LogRing | None = None
+    ) -> None:
+        self.level = normalise_level(level) if level.strip().lower() in _LEVELS else "info"
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=level_from_name(level))
         self.format = fmt
         self.stream = stream
+        self.ring = ring if ring is not None else LogRing()
         self.json = JSONLineObserver(stream)
+        self.json.sinks.append(self.ring.append)
 
     def set_level(self, level: str) -> None:
-        self.level = level.strip().lower()
-        self.predicate.setLogLevelForNamespace("", level_from_name(level))
+        """Filter from ``level`` on, at once (ValueError for an unknown name)."""
+        self.level = normalise_level(level)
+        self.predicate.setLogLevelForNamespace("", level_from_name(self.level))
 
     def observer(self) -> ILogObserver:
         """The observer twistd installs for the whole process (these settings become the active ones)."""
         global _active
         _active = self
-        base: ILogObserver = TextLineObserver(self.stream) if self.format == "text" else self.json
+        base: ILogObserver = (
+            _Both(TextLineObserver(self.stream), _RingObserver(self.ring)) if self.format == "text" else self.json
+        )
         return FilteringLogObserver(base, [self.predicate])
 
 
 _active: LogSettings | None = None
 
 
+def active_settings() -> LogSettings | None:
+    """The settings of the process's log observer (None before one was made)."""
+    return _active
+
+
 def set_log_level(level: str) -> None:
-    """Change the running process's log level (reload, admin API); ValueError for an unknown name."""
-    if level.strip().lower() not in _LEVELS:
-        raise ValueError(f"unknown log level {level!r} (one of debug, info, warn, error)")
+    """Change the running process's log level (admin API, reload); ValueError for an unknown name."""
+    normalise_level(level)
     if _active is not None:
         _active.set_level(level)
 
 
 def get_log_level() -> str:
-    """The running process's log level."""
+    """The running process's log level, one of :data:`LEVEL_NAMES`."""
     return _active.level if _active is not None else "info"
 
 

@@ -198,6 +198,12 @@ RequestTimeout = _error(
     "Your socket connection to the server was not read from or written to within the timeout "
     "period.",
 )
+#: Twisted's HTTP parser refused the request's framing (request line, header syntax, Content-Length,
+#: chunked encoding): AWS's front end answers these 400 BadRequest.
+BadRequest = _error("BadRequest", 400, "An error occurred when parsing the HTTP request.")
+RequestHeaderSectionTooLarge = _error(
+    "RequestHeaderSectionTooLarge", 400, "Your request header section exceeds the maximum allowed size."
+)
 #: The server's own read deadlines (read_header_timeout, read_timeout) passed: 408, then close.
 RequestReadTimeout = _error(
     "RequestTimeout",

@@ -62,6 +62,8 @@ from s3orch.store.records import (
     UPLOAD_OPEN,
     CleanupItem,
     CompleteOutcome,
+    DeadCleanup,
+    ExpiredObject,
     Extent,
     Intent,
     IntentResolution,
@@ -70,9 +72,12 @@ from s3orch.store.records import (
     Location,
     MultipartUpload,
     ObjectRecord,
+    OutboxEntry,
+    OutboxEvent,
     PartCommit,
     PartReservation,
     PendingIntent,
+    QueuedCleanup,
     QuotaRow,
     Reservation,
     UploadedPart,
@@ -82,6 +87,8 @@ from s3orch.store.records import (
 __all__ = [
     "CleanupItem",
     "CompleteOutcome",
+    "DeadCleanup",
+    "ExpiredObject",
     "Extent",
     "INTENT_ALREADY_RESOLVED",
     "INTENT_AMBIGUOUS",
@@ -102,11 +109,14 @@ __all__ = [
     "ORIGIN_CLIENT",
     "ORIGIN_COPY",
     "ObjectRecord",
+    "OutboxEntry",
+    "OutboxEvent",
     "PartCommit",
     "PartMismatch",
     "PartReservation",
     "PendingIntent",
     "PreconditionConflict",
+    "QueuedCleanup",
     "QuotaRow",
     "Reservation",
     "StoreError",
@@ -167,8 +177,14 @@ class MetadataStore(Protocol):
         record: ObjectRecord,
         now: float,
         conditions: WriteConditions = UNCONDITIONAL,
+        *,
+        events: Sequence[OutboxEvent] = (),
     ) -> list[CleanupItem]:
         """Make ``record`` the current version of its key, in one transaction.
+
+        ``events`` (webhook deliveries, :meth:`enqueue_events`) are written in the same
+        transaction when, and only when, the write becomes current (not on a retry
+        that finds it committed, nor when a condition fails).
 
         Deletes the intent, moves the reservation into ``bytes_used`` of the
         reservation's backend (stored size = ``reservation.size``), removes the
@@ -192,11 +208,27 @@ class MetadataStore(Protocol):
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
         """The current version of a key with its copies (and extents), or None."""
 
-    async def delete_object(self, bucket: str, key: str, now: float) -> list[CleanupItem]:
-        """Remove a key; its copies' bytes move to orphan_bytes and into cleanup_queue
+    async def delete_object(
+        self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> list[CleanupItem]:
+        """Remove a key (and write ``events`` with it, only when the key existed); its copies' bytes move to orphan_bytes and into cleanup_queue
         (reason ``delete``).  Returns the cleanup items; [] when the key is absent.
         Present or not, the key's pending intents are marked superseded (a write whose
         commit failed never reappears after a later delete)."""
+
+    async def delete_object_if(
+        self, bucket: str, key: str, write_id: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> list[CleanupItem] | None:
+        """:meth:`delete_object`, but only while ``write_id`` is the key's current version:
+        None (nothing changed, no events) when the key is gone or was overwritten since.
+        The key's pending intents are left alone (they are newer writes)."""
+
+    async def expired_objects(
+        self, prefix: str, created_before: float, after: tuple[str, str] | None, limit: int
+    ) -> list[ExpiredObject]:
+        """Up to ``limit`` keys whose internal key ``{bucket}/{key}`` starts with ``prefix`` and
+        whose current version was committed before ``created_before``, in (bucket, key) order
+        after ``after`` (see :mod:`s3orch.store.txn.expiry`)."""
 
     async def list_objects(
         self,
@@ -216,8 +248,12 @@ class MetadataStore(Protocol):
     async def cleanup_done(self, ids: Sequence[int], now: float) -> None:
         """The backend deletes succeeded (or found nothing): drop rows, release orphan bytes."""
 
-    async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
-        """Count a failed attempt and schedule the retry with backoff."""
+    async def cleanup_failed(
+        self, item_id: int, error: str, now: float, *, exhausted_events: Sequence[OutboxEvent] = ()
+    ) -> bool:
+        """Count a failed attempt and schedule the retry with backoff; after the last
+        attempt the row moves to the dead-letter table, with ``exhausted_events``, and the
+        answer is True."""
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
         """Cleanup rows whose retry time has come, claimed or not (a read-only view)."""
@@ -236,6 +272,29 @@ class MetadataStore(Protocol):
     async def object_counts(self) -> dict[str, int]:
         """Committed copies per backend."""
 
+    async def cleanup_queue_page(self, limit: int) -> tuple[int, list[QueuedCleanup]]:
+        """(rows in the cleanup queue, the first ``limit`` by retry time): for operators."""
+
+    async def cleanup_dlq_page(self, backend: str | None, limit: int) -> tuple[int, int, list[DeadCleanup]]:
+        """(rows, bytes, the first ``limit`` rows by id) of the dead-letter table, of one
+        backend or (None) all."""
+
+    async def requeue_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> list[int]:
+        """Move up to ``limit`` dead-letter rows (those of ``ids`` if given, of ``backend`` if
+        given, lowest id first) back to the cleanup queue, due at ``now`` with no attempts;
+        their bytes stay orphaned.  A row whose backend object is already queued is dropped
+        and its bytes released (they were counted twice).  Returns the dead-letter ids moved.
+        """
+
+    async def write_off_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> tuple[int, int]:
+        """Forget up to ``limit`` dead-letter rows (the operator deleted the backend objects
+        by hand, or accepts the leak) and release their ``orphan_bytes``; (rows, bytes)."""
+
+
     # -- pending intents (the pending reaper) -----------------------------------------
 
     async def stale_intents(
@@ -250,8 +309,11 @@ class MetadataStore(Protocol):
         claim ends with :meth:`resolve_intent`.
         """
 
-    async def resolve_intent(self, write_id: str, outcome: str, now: float) -> IntentResolution:
-        """Resolve a claimed intent in one transaction; idempotent.
+    async def resolve_intent(
+        self, write_id: str, outcome: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> IntentResolution:
+        """Resolve a claimed intent in one transaction; idempotent.  ``events`` are
+        written only when the write is promoted.
 
         * :data:`INTENT_PROMOTE` (the backend holds the bytes): the same effect as
           ``commit_object`` for the write, with the object row the intent recorded
@@ -344,8 +406,11 @@ class MetadataStore(Protocol):
         record: ObjectRecord,
         now: float,
         conditions: WriteConditions = UNCONDITIONAL,
+        *,
+        events: Sequence[OutboxEvent] = (),
     ) -> CompleteOutcome:
-        """Make the listed ``(part number, etag)`` parts the key's current version.
+        """Make the listed ``(part number, etag)`` parts the key's current version
+        (with ``events``, unless the upload was already completed).
 
         One transaction, no backend call: each listed part becomes an extent of
         ``record`` (whose ``write_id`` must be the upload id; its ``locations`` and
@@ -412,3 +477,23 @@ class MetadataStore(Protocol):
     async def active_multipart_counts(self) -> dict[str, int]:
         """Uploads not completed or aborted, per backend holding at least one of their
         parts or part uploads in flight (an upload counts on each such backend)."""
+
+    # -- the notification outbox ------------------------------------------------------
+
+    async def enqueue_events(self, events: Sequence[OutboxEvent], now: float) -> None:
+        """Write webhook deliveries in a transaction of their own (events not caused by
+        another transaction: a service starting, a capacity warning), due at once."""
+
+    async def due_events(self, now: float, limit: int) -> list[OutboxEntry]:
+        """Deliveries whose next attempt has come, oldest first (the notifier works them
+        under its worker lock)."""
+
+    async def events_done(self, ids: Sequence[int]) -> None:
+        """Delivered or dropped: remove the rows (missing ids are ignored)."""
+
+    async def event_failed(self, entry_id: int, error: str, next_attempt: float) -> int:
+        """Count a failed attempt, retry at ``next_attempt``; the attempts so far (0 when
+        the row is gone)."""
+
+    async def count_events(self) -> int:
+        """Deliveries waiting."""

@@ -205,6 +205,9 @@ class CleanupItem:
     size: int
     reason: str
     attempts: int = 0
+    #: Claimed over a stale claim of an instance presumed dead (claim_cleanups); not part
+    #: of the row's identity.
+    reclaimed: bool = field(default=False, compare=False)
 
 
 #: Multipart upload states (see sql/sqlite/0004_extents.sql for the life cycle).  An
@@ -326,3 +329,84 @@ class CompleteOutcome:
     displaced: list[CleanupItem]
     discarded: list[CleanupItem] = field(default_factory=list)
     already_completed: bool = False
+
+
+@dataclass(frozen=True)
+class QueuedCleanup:
+    """A cleanup_queue row as an operator sees it (the admin API's ``cleanup-queue``)."""
+
+    id: int
+    backend: str
+    storage_key: str
+    reason: str
+    size: int
+    attempts: int
+    next_retry: float
+    last_error: str | None
+    created_at: float
+    claimed_by: str | None
+
+
+@dataclass(frozen=True)
+class DeadCleanup:
+    """A cleanup_dlq row: a backend delete that failed :data:`CLEANUP_MAX_ATTEMPTS` times.
+
+    Its bytes still count as ``orphan_bytes`` until it is requeued and succeeds, or an
+    operator writes it off.
+    """
+
+    id: int
+    original_id: int
+    backend: str
+    storage_key: str
+    reason: str
+    size: int
+    attempts: int
+    last_error: str | None
+    first_enqueued_at: float
+    moved_at: float
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One webhook delivery to record in the notification outbox: an event for one endpoint.
+
+    ``payload`` is the whole request body (the CloudEvents JSON), fixed when the event
+    happens, so a retry after a restart sends the same bytes.  ``event_id`` is the
+    CloudEvents ``id`` (one per event, shared by its endpoints' rows).
+    """
+
+    endpoint: str
+    event_id: str
+    event_type: str
+    subject: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A delivery waiting in the outbox; ``attempts`` failed so far."""
+
+    id: int
+    endpoint: str
+    event_id: str
+    event_type: str
+    subject: str
+    payload: str
+    attempts: int
+    next_attempt: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ExpiredObject:
+    """A key whose current version was committed before a lifecycle rule's cutoff.
+
+    ``write_id`` names that version: the expiry deletes the key only while it is still
+    current (:meth:`~s3orch.store.interface.MetadataStore.delete_object_if`)."""
+
+    bucket: str
+    key: str
+    write_id: str
+    size: int
+    created_at: float

@@ -28,20 +28,25 @@ from s3orch.store.errors import IntentNotFound, StoreError, StoreUnavailable
 from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
+    DeadCleanup,
+    ExpiredObject,
     Intent,
     IntentResolution,
     ListPage,
     MultipartUpload,
     ObjectRecord,
+    OutboxEntry,
+    OutboxEvent,
     PartCommit,
     PartReservation,
     PendingIntent,
+    QueuedCleanup,
     QuotaRow,
     Reservation,
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.txn import cleanup, intents, listing, multipart, objects, quota
+from s3orch.store.txn import cleanup, dlq, expiry, intents, listing, multipart, objects, outbox, quota
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
 _P = ParamSpec("_P")
@@ -150,10 +155,14 @@ class SQLStore:
         record: ObjectRecord,
         now: float,
         conditions: WriteConditions = UNCONDITIONAL,
+        *,
+        events: Sequence[OutboxEvent] = (),
     ) -> list[CleanupItem]:
         """See the protocol.  ``record.locations`` and ``parts`` are ignored: the new
         version has exactly the reservation's copy, as its one extent."""
-        result = await self._write(objects.txn_commit_object, reservation, record, now, conditions)
+        result = await self._write(
+            objects.txn_commit_object, reservation, record, now, conditions, tuple(events)
+        )
         if isinstance(result, objects.IntentGone):
             raise IntentNotFound(reservation.write_id, result.cleanup)
         return result
@@ -161,8 +170,22 @@ class SQLStore:
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
         return await self._read(objects.txn_get_object, bucket, key)
 
-    async def delete_object(self, bucket: str, key: str, now: float) -> list[CleanupItem]:
-        return await self._write(objects.txn_delete_object, bucket, key, now)
+    async def delete_object(
+        self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> list[CleanupItem]:
+        return await self._write(objects.txn_delete_object, bucket, key, now, tuple(events))
+
+    async def delete_object_if(
+        self, bucket: str, key: str, write_id: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> list[CleanupItem] | None:
+        return await self._write(objects.txn_delete_object_if, bucket, key, write_id, now, tuple(events))
+
+    async def expired_objects(
+        self, prefix: str, created_before: float, after: tuple[str, str] | None, limit: int
+    ) -> list[ExpiredObject]:
+        if limit <= 0:
+            return []
+        return await self._read(expiry.txn_expired_objects, prefix, created_before, after, limit)
 
     async def list_objects(
         self,
@@ -187,8 +210,12 @@ class SQLStore:
         if ids:
             await self._write(cleanup.txn_cleanup_done, tuple(ids), now)
 
-    async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
-        await self._write_once(cleanup.txn_cleanup_failed, item_id, error, now)
+    async def cleanup_failed(
+        self, item_id: int, error: str, now: float, *, exhausted_events: Sequence[OutboxEvent] = ()
+    ) -> bool:
+        return await self._write_once(
+            cleanup.txn_cleanup_failed, item_id, error, now, tuple(exhausted_events)
+        )
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
         return await self._read(cleanup.txn_due_cleanups, now, limit)
@@ -200,6 +227,28 @@ class SQLStore:
             return []
         return await self._write(cleanup.txn_claim_cleanups, now, limit, owner, grace)
 
+    async def cleanup_queue_page(self, limit: int) -> tuple[int, list[QueuedCleanup]]:
+        return await self._read(dlq.txn_cleanup_queue_page, max(0, limit))
+
+    async def cleanup_dlq_page(self, backend: str | None, limit: int) -> tuple[int, int, list[DeadCleanup]]:
+        return await self._read(dlq.txn_cleanup_dlq_page, backend, max(0, limit))
+
+    async def requeue_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> list[int]:
+        if limit <= 0:
+            return []
+        wanted = None if ids is None else tuple(sorted(set(ids)))
+        return await self._write(dlq.txn_requeue_dlq, wanted, backend, limit, now)
+
+    async def write_off_dlq(
+        self, ids: Sequence[int] | None, backend: str | None, limit: int, now: float
+    ) -> tuple[int, int]:
+        if limit <= 0:
+            return 0, 0
+        wanted = None if ids is None else tuple(sorted(set(ids)))
+        return await self._write(dlq.txn_write_off_dlq, wanted, backend, limit, now)
+
     # -- pending intents --------------------------------------------------------------------
 
     async def stale_intents(
@@ -209,8 +258,10 @@ class SQLStore:
             return []
         return await self._write(intents.txn_stale_intents, now, min_age, limit, owner, grace)
 
-    async def resolve_intent(self, write_id: str, outcome: str, now: float) -> IntentResolution:
-        return await self._write(intents.txn_resolve_intent, write_id, outcome, now)
+    async def resolve_intent(
+        self, write_id: str, outcome: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> IntentResolution:
+        return await self._write(intents.txn_resolve_intent, write_id, outcome, now, tuple(events))
 
     async def count_intents(self) -> int:
         return await self._read(intents.txn_count_intents)
@@ -279,11 +330,14 @@ class SQLStore:
         record: ObjectRecord,
         now: float,
         conditions: WriteConditions = UNCONDITIONAL,
+        *,
+        events: Sequence[OutboxEvent] = (),
     ) -> CompleteOutcome:
         """See the protocol.  Idempotent under retry: a transaction re-run after an
         unknown COMMIT outcome finds the upload completed and answers a repeat."""
         return await self._write(
-            multipart.txn_complete_upload, bucket, key, upload_id, tuple(parts), record, now, conditions
+            multipart.txn_complete_upload, bucket, key, upload_id, tuple(parts), record, now,
+            conditions, tuple(events),
         )
 
     async def begin_abort(
@@ -325,3 +379,24 @@ class SQLStore:
 
     async def active_multipart_counts(self) -> dict[str, int]:
         return await self._read(multipart.txn_active_multipart_counts)
+
+    # -- the notification outbox ------------------------------------------------------------
+
+    async def enqueue_events(self, events: Sequence[OutboxEvent], now: float) -> None:
+        if events:
+            await self._write(outbox.txn_enqueue_events, tuple(events), now)
+
+    async def due_events(self, now: float, limit: int) -> list[OutboxEntry]:
+        if limit <= 0:
+            return []
+        return await self._read(outbox.txn_due_events, now, limit)
+
+    async def events_done(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._write(outbox.txn_events_done, tuple(ids))
+
+    async def event_failed(self, entry_id: int, error: str, next_attempt: float) -> int:
+        return await self._write_once(outbox.txn_event_failed, entry_id, error, next_attempt)
+
+    async def count_events(self) -> int:
+        return await self._read(outbox.txn_count_events)

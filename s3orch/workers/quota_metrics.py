@@ -1,11 +1,16 @@
-"""Refresh the quota, object-count and pending-intent gauges from the metadata store."""
+"""Refresh the quota, object-count, pending-intent and cleanup-depth gauges from the metadata
+store, and warn (``backend.capacity.warning``) when a backend is nearly full."""
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
 from s3orch.config.model import UsageFlushConfig
+from s3orch.notify.events import CAPACITY_WARNING
+from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.metrics import (
+    CLEANUP_DEPTH,
+    CLEANUP_DLQ_DEPTH,
     OBJECTS_COUNT,
     PENDING_DEPTH,
     QUOTA_AVAILABLE,
@@ -13,19 +18,35 @@ from s3orch.observe.metrics import (
     QUOTA_ORPHAN,
     QUOTA_USED,
 )
-from s3orch.store.interface import MetadataStore
+from s3orch.store.interface import MetadataStore, QuotaRow
 from s3orch.workers.base import PeriodicWorker
+
+#: A limited backend at least this full (used, orphaned and reserved bytes) gets a warning...
+CAPACITY_WARNING_RATIO = 0.8
+#: ... at most this often (s3-orchestrator's rule: one per hour per backend).
+CAPACITY_WARNING_EVERY = 3600.0
 
 
 class QuotaMetricsWorker(PeriodicWorker):
     """Gauges come from the DB (no backend calls), every ``usage_flush.interval``.
 
-    Every instance refreshes its own ``/metrics``, so this worker takes no worker lock.
+    Every instance refreshes its own ``/metrics``, so this worker takes no worker lock
+    (and each instance sends its own capacity warnings, at most hourly per backend).
     """
 
-    def __init__(self, store: MetadataStore, clock: IReactorTime, config: UsageFlushConfig) -> None:
-        super().__init__("usage-flush", config.interval, clock, run_now=True, component="usage_flush")
+    def __init__(
+        self,
+        store: MetadataStore,
+        clock: IReactorTime,
+        config: UsageFlushConfig,
+        events: EventSink = NULL_SINK,
+    ) -> None:
+        super().__init__(
+            "usage-flush", config.interval, clock, run_now=True, component="usage_flush", audited=False
+        )
         self.store = store
+        self.events = events
+        self._warned: dict[str, float] = {}
 
     async def tick(self) -> None:
         quotas = await self.store.get_quotas()
@@ -36,5 +57,30 @@ class QuotaMetricsWorker(PeriodicWorker):
             available = row.available
             QUOTA_AVAILABLE.labels(name).set(available if available is not None else -1)
             OBJECTS_COUNT.labels(name).set(row.object_count)
+            await self._check_capacity(name, row)
         # Here as well as in the pending reaper: that runs on one instance at a time.
         PENDING_DEPTH.set(await self.store.count_intents())
+        queued, _ = await self.store.cleanup_queue_page(0)
+        CLEANUP_DEPTH.set(queued)
+        dead, _, _ = await self.store.cleanup_dlq_page(None, 0)
+        CLEANUP_DLQ_DEPTH.set(dead)
+
+    async def _check_capacity(self, name: str, row: QuotaRow) -> None:
+        if not self.events.enabled or row.bytes_limit <= 0:
+            return
+        taken = row.bytes_used + row.orphan_bytes + row.reserved_bytes
+        ratio = taken / row.bytes_limit
+        now = self.clock.seconds()
+        last = self._warned.get(name)
+        if ratio < CAPACITY_WARNING_RATIO or (last is not None and now - last < CAPACITY_WARNING_EVERY):
+            return
+        self._warned[name] = now
+        data = {
+            "backend": name,
+            "utilisation": round(ratio, 4),
+            "bytes_used": row.bytes_used,
+            "orphan_bytes": row.orphan_bytes,
+            "reserved_bytes": row.reserved_bytes,
+            "bytes_limit": row.bytes_limit,
+        }
+        await self.events.emit(CAPACITY_WARNING, name, data)

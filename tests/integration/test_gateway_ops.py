@@ -61,7 +61,11 @@ def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_b
     put = puts[0]
     assert put["bucket"] == "photos" and put["key"] == "log-me" and put["status"] == 200
     assert put["access_key"] == PHOTOS.access_key and put["request_id"] and put["duration"] >= 0
-    assert any(r["event"] == "storage.PutObject" and r["request_id"] == put["request_id"] for r in audits)
+    stored = [r for r in audits if r["event"] == "storage.PutObject" and r["request_id"] == put["request_id"]]
+    assert len(stored) == 1 and stored[0]["access_key"] == PHOTOS.access_key and stored[0]["size"] == 1
+    gets = [r for r in audits if r["event"] in ("s3.GetObject", "storage.GetObject")]
+    assert len({r["request_id"] for r in gets}) == 1 and len(gets) == 2
+    assert all(r["access_key"] == PHOTOS.access_key for r in gets)
     text = gw.log_text()
     assert PHOTOS.secret_key not in text and "Signature=" not in text
 

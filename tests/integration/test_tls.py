@@ -1,4 +1,4 @@
-"""HTTPS on the S3 listener (BEHAVIOURS 1.36): CRUD over TLS, and mTLS refusing clients without a certificate."""
+"""HTTPS on the S3 listener (``server.tls``): CRUD over TLS, and mTLS refusing clients without a certificate."""
 
 from __future__ import annotations
 

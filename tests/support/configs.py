@@ -1,4 +1,4 @@
-"""Build s3orch config files (the original product's format) for tests, demo and bench."""
+"""Build s3orch config files (s3-orchestrator's config.yaml format, which s3orch loads unchanged) for tests, demo and bench."""
 
 from __future__ import annotations
 

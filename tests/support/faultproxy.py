@@ -1,6 +1,6 @@
 """A TCP fault proxy between s3orch and one backend, switchable while traffic flows.
 
-The fault rig's first tool (DESIGN §5): put it in front of a real S3 server,
+The fault-injection rig's first tool (integration tests inject faults between s3orch and a backend): put it in front of a real S3 server,
 point the gateway's backend ``endpoint`` at :attr:`FaultProxy.endpoint`, then
 change :attr:`FaultProxy.mode` at any moment.  Each request takes the mode
 current when it starts -- on a new connection, or on a kept-alive one (the
@@ -36,7 +36,7 @@ import struct
 import threading
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Self
+from typing import Self, TypedDict, Unpack
 
 
 class Fault(enum.Enum):
@@ -62,6 +62,14 @@ class Mode:
     rate: int = 64 * 1024
     #: DELAY: seconds before the answer's first byte.
     delay: float = 0.0
+
+
+class ModeFields(TypedDict, total=False):
+    """The fields of a :class:`Mode` besides its fault, as ``FaultProxy.set`` takes them."""
+
+    after: int
+    rate: int
+    delay: float
 
 
 class FaultProxy:
@@ -103,9 +111,9 @@ class FaultProxy:
         with self._lock:
             self._mode = mode if isinstance(mode, Mode) else Mode(mode)
 
-    def set(self, fault: Fault, **fields: float) -> None:
+    def set(self, fault: Fault, **fields: Unpack[ModeFields]) -> None:
         """Switch the mode for new connections: ``proxy.set(Fault.SLOW, rate=1000)``."""
-        self.mode = replace(Mode(fault), **fields)  # type: ignore[arg-type]
+        self.mode = replace(Mode(fault), **fields)
 
     def reset_all(self) -> None:
         """Reset every open connection now (whatever its mode)."""

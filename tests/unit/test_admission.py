@@ -1,4 +1,4 @@
-"""Admission control (BEHAVIOURS 1.25): pools, 503 SlowDown at header time, shedding."""
+"""Admission control (``server.max_concurrent_*``): pools, 503 SlowDown at header time, shedding."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The s3orch-admin click group: version, help and validate (with the original's -config flag)."""
+"""The s3orch-admin click group: version, help and validate (with s3-orchestrator's single-dash -config flag)."""
 
 from __future__ import annotations
 

@@ -163,6 +163,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
                 "endpoint": "",
                 "insecure": False,
                 "sample_rate": 1.0,
+                "protocol": "grpc",
             },
         },
         "circuit_breaker": {
@@ -319,7 +320,7 @@ def test_only_one_split_pool_is_accepted_with_a_warning() -> None:
     cfg = load({"server": {"max_concurrent_reads": 50}})
     assert (
         cfg.server.max_concurrent_requests == 0
-    )  # the original then has no admission control
+    )  # 0 everywhere would mean no admission control at all
     assert [w.path for w in cfg.warnings] == ["server.max_concurrent_reads"]
 
 
@@ -695,7 +696,7 @@ def test_every_problem_is_reported_at_once() -> None:
 TWO_CREDS = {"access_key_id": "A", "secret_access_key": "S"}
 
 RULES: list[tuple[str, dict[str, Any], str]] = [
-    # buckets (BEHAVIOURS 1.4)
+    # buckets
     ("no buckets", {"buckets": []}, "buckets: at least one bucket is required"),
     ("empty name", {"buckets": [bucket("")]}, "buckets[0].name: is required"),
     (
@@ -753,7 +754,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"buckets": [bucket("photos", max_multipart_uploads=-1)]},
         "buckets[0].max_multipart_uploads: must be >= 0",
     ),
-    # backends and routing (BEHAVIOURS 1.6, 1.8, 1.38)
+    # backends and routing
     ("no backends", {"backends": []}, "backends: at least one backend is required"),
     (
         "mixed quotas",
@@ -849,7 +850,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"routing_strategy": "random"},
         "routing_strategy: must be 'pack' or 'spread'",
     ),
-    # database (BEHAVIOURS 1.38)
+    # database
     (
         "driver",
         {"database": {"driver": "mysql"}},
@@ -897,7 +898,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"database": {"max_conns": 0}},
         "database.max_conns: must be > 0",
     ),
-    # server (BEHAVIOURS 1.25, 1.36)
+    # server (admission pools, TLS)
     (
         "read header timeout",
         {"server": {"read_header_timeout": "10m"}},
@@ -968,7 +969,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"server": {"tls": {"cert_file": "c", "key_file": "k", "min_version": "1.1"}}},
         "server.tls.min_version: must be '1.2' or '1.3'",
     ),
-    # usage flush (BEHAVIOURS 1.8)
+    # usage flush
     (
         "fast interval",
         {"usage_flush": {"adaptive_enabled": True, "fast_interval": "30s"}},
@@ -984,7 +985,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"usage_flush": {"adaptive_threshold": 0}},
         "usage_flush.adaptive_threshold: must be between 0 and 1 (exclusive)",
     ),
-    # encryption (BEHAVIOURS 1.19)
+    # encryption
     (
         "no key source",
         {"encryption": {"enabled": True}},
@@ -1066,7 +1067,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"encryption": {"enabled": True, "vault": {"token": "t", "key_name": "k"}}},
         "encryption.vault.address: is required",
     ),
-    # lifecycle (BEHAVIOURS 1.18)
+    # lifecycle
     (
         "rule without prefix",
         {"lifecycle": {"rules": [{"expiration_days": 3}]}},
@@ -1094,13 +1095,13 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         },
         "lifecycle.rules[1].prefix: duplicate rule (same as lifecycle.rules[0])",
     ),
-    # cache (BEHAVIOURS 1.23)
+    # cache
     (
         "cache object above cache",
         {"cache": {"enabled": True, "max_size": "1MB", "max_object_size": "2MB"}},
         "cache.max_object_size: must be <= max_size",
     ),
-    # ui (BEHAVIOURS 1.29)
+    # ui
     (
         "ui admin key",
         {"ui": {"enabled": True, "admin_secret": "s", "session_secret": "x"}},
@@ -1121,7 +1122,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"ui": {"path": "ui"}},
         "ui.path: must start with '/' and name a sub-path, e.g. /ui",
     ),
-    # rate limit (BEHAVIOURS 1.24)
+    # rate limit
     (
         "bad cidr",
         {"rate_limit": {"trusted_proxies": ["10.0.0.0/8", "bogus"]}},
@@ -1132,7 +1133,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         {"rate_limit": {"requests_per_sec": 0}},
         "rate_limit.requests_per_sec: must be > 0",
     ),
-    # notifications (BEHAVIOURS 1.32)
+    # notifications
     (
         "hook without url",
         {"notifications": {"endpoints": [{"events": ["s3:*"]}]}},

@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 GW_CORE = "tests/integration/test_gateway_core.py"
 GW_OPS = "tests/integration/test_gateway_ops.py"
+NOTIFY = "tests/integration/test_notifications.py"
 PG = "tests/store/test_postgres.py"
+TRACING = "tests/integration/test_tracing.py"
 
 #: key -> the tests that prove this build honours it ("file::test_name").
 HONOURED: dict[str, tuple[str, ...]] = {
@@ -136,7 +138,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "backends[].unsigned_payload": (
         "tests/integration/test_backend_s3.py::test_signed_payload_and_unsigned_payload_are_both_accepted",
     ),
-    # For Google Cloud Storage in the original; this client sends neither flexible checksums nor
+    # For Google Cloud Storage in s3-orchestrator; this client sends neither flexible checksums nor
     # SDK headers, so true and false both hold.
     "backends[].disable_checksum": (
         "tests/unit/test_credentials.py::test_backend_requests_carry_no_sdk_or_flexible_checksum_headers",
@@ -149,6 +151,23 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "telemetry.metrics.enabled": ("tests/unit/test_service_lifecycle.py::test_metrics_served_only_where_configured",),
     "telemetry.metrics.path": ("tests/unit/test_feature_support.py::test_the_metrics_path_is_served_and_reserved_as_configured",),
     "telemetry.metrics.listen": (f"{GW_OPS}::test_metrics_listen_moves_metrics_to_their_own_address",),
+    "telemetry.tracing.enabled": (f"{TRACING}::test_a_put_trace_reaches_an_otlp_http_receiver_linked",),
+    "telemetry.tracing.endpoint": (
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_http_receiver_linked",
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_grpc_receiver_and_stop_flushes_it",
+    ),
+    "telemetry.tracing.protocol": (
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_grpc_receiver_and_stop_flushes_it",
+        "tests/unit/test_tracing.py::test_protocol_chooses_the_otlp_exporter",
+    ),
+    "telemetry.tracing.insecure": (
+        f"{TRACING}::test_a_put_trace_reaches_an_otlp_grpc_receiver_and_stop_flushes_it",
+        "tests/unit/test_tracing.py::test_http_endpoint_becomes_the_otlp_traces_url",
+    ),
+    "telemetry.tracing.sample_rate": (
+        "tests/unit/test_tracing.py::test_provider_samples_parent_based_trace_id_ratio",
+        "tests/unit/test_tracing.py::test_rate_zero_drops_new_traces_but_a_sampled_client_trace_is_kept",
+    ),
     # 1 copy (the default) is what this build keeps; above 1 is refused.
     "replication.factor": (f"{GW_CORE}::test_overwrite_and_delete_settle_quota_exactly",),
     "cleanup_queue.concurrency": (
@@ -160,8 +179,45 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "cleanup_queue.multipart_stale_timeout": (
         "tests/integration/test_multipart.py::test_stale_uploads_are_aborted_and_release_their_bytes",
     ),
+    # Webhooks (s3orch.notify, s3orch.workers.notifier).
+    "notifications.endpoints[].url": (f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",),
+    "notifications.endpoints[].events": (
+        f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",
+        "tests/unit/test_notifier.py::test_event_patterns",
+    ),
+    "notifications.endpoints[].prefix": (
+        f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",
+        "tests/unit/test_notifier.py::test_prefix_filters_data_events_only",
+    ),
+    "notifications.endpoints[].secret": (
+        f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",
+        "tests/unit/test_notifier.py::test_no_secret_no_signature_header",
+    ),
+    "notifications.endpoints[].timeout": (
+        "tests/unit/test_notifier.py::test_delivery_posts_signed_cloudevents_and_deletes_the_row",
+        "tests/unit/test_notifier.py::test_treq_poster_times_out_on_its_reactor",
+    ),
+    "notifications.endpoints[].max_retries": (
+        "tests/unit/test_notifier.py::test_failures_back_off_exponentially_then_drop_with_metric_and_log",
+    ),
     # Paces the quota gauges (this build has no usage counters to flush).
+    "backend_circuit_breaker.enabled": (
+        "tests/integration/test_backend_breakers.py::test_a_refusing_backend_opens_its_breaker_and_the_probe_closes_it",
+        "tests/unit/test_backend_breaker.py::test_build_wraps_the_backends_and_adds_the_watchdog_only_when_enabled",
+    ),
+    "backend_circuit_breaker.failure_threshold": (
+        "tests/unit/test_backend_breaker.py::test_opens_after_failure_threshold_consecutive_failures",
+    ),
+    "backend_circuit_breaker.open_timeout": (
+        "tests/unit/test_backend_breaker.py::test_the_probe_waits_open_timeout_plus_a_fresh_jitter_up_to_a_quarter",
+    ),
     "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
+    # The admin API's token; admin_key stands in when it is empty (ui.enabled stays refused).
+    "ui.admin_token": (
+        "tests/unit/test_admin_api.py::test_every_route_refuses_a_missing_or_wrong_token",
+        "tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",
+    ),
+    "ui.admin_key": ("tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",),
     # true (the default) is what this build does; false is refused.
     "write_path.pending_pattern.enabled": (
         "tests/integration/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
@@ -171,6 +227,19 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     "write_path.pending_pattern.min_age": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
+    ),
+    # Lifecycle expiration (s3orch.workers.lifecycle); rules with tags stay refused.
+    "lifecycle.rules[].prefix": (
+        "tests/store/test_contract_lifecycle.py::test_the_prefix_is_matched_against_bucket_slash_key",
+        "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
+    ),
+    "lifecycle.rules[].expiration_days": (
+        "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
+        "tests/integration/test_lifecycle.py::test_an_expired_object_disappears_after_an_admin_triggered_run",
+    ),
+    "lifecycle.batch_size": (
+        "tests/unit/test_lifecycle.py::test_the_admin_route_runs_a_pass_now_with_ndjson_progress",
+        "tests/store/test_contract_lifecycle.py::test_pages_are_bounded_and_resume_after_the_last_key_across_buckets",
     ),
     "write_path.pending_pattern.batch_size": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
@@ -194,22 +263,17 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
     "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
-    "lifecycle.rules": ({"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7}]}}, ["lifecycle.rules"]),
+    "lifecycle.rules[].tags": (
+        {"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7},
+                                 {"prefix": "a/", "expiration_days": 1, "tags": {"env": "dev"}}]}},
+        ["lifecycle.rules[1].tags"],
+    ),
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
-    "notifications.endpoints": (
-        {"notifications": {"endpoints": [{"url": "https://h.example/x", "events": ["s3:*"]}]}},
-        ["notifications.endpoints"],
-    ),
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
     ),
-    "ui.admin_token": ({"ui": {"admin_token": "t"}}, ["ui.admin_token"]),
-    "telemetry.tracing.enabled": (
-        {"telemetry": {"tracing": {"enabled": True, "endpoint": "localhost:4317"}}}, ["telemetry.tracing.enabled"],
-    ),
-    "backend_circuit_breaker.enabled": ({"backend_circuit_breaker": {"enabled": True}}, ["backend_circuit_breaker.enabled"]),
     "backends[].api_request_limit": (
         {"backends": [BASE["backends"][0], dict(BASE["backends"][0], name="b2", api_request_limit=1000)]},
         ["backends[1].api_request_limit"],
@@ -301,7 +365,7 @@ def test_every_key_of_the_originals_config_files_is_in_the_schema() -> None:
     documents = [yaml.safe_load((DATA / name).read_text()) for name in ("original_config.yaml", "original_extra_blocks.yaml")]
     written = set().union(*(file_keys(doc) for doc in documents))
     assert written - set(schema_keys()) == set()
-    # The original's README has a block for every section.
+    # s3-orchestrator's README example config has a block for every section.
     assert {key.split(".")[0].split("[")[0] for key in written} >= {
         "server", "buckets", "database", "routing_strategy", "backends", "telemetry", "circuit_breaker",
         "backend_circuit_breaker", "rebalance", "replication", "cleanup_queue", "rate_limit", "encryption",
@@ -345,18 +409,29 @@ def test_switched_off_features_may_carry_any_settings() -> None:
     assert refusals(config) == []
 
 
+def test_backend_circuit_breakers_are_built_and_load_switched_on() -> None:
+    config = _load({"backend_circuit_breaker": {"enabled": True, "failure_threshold": 2, "open_timeout": "30s"}})
+    assert refusals(config) == []
+    assert (config.backend_circuit_breaker.failure_threshold, config.backend_circuit_breaker.open_timeout) == (2, 30.0)
+
+
 def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> None:
     original = load_config(DATA / "original_config.yaml", ORIGINAL_ENV)
-    assert {issue.path for issue in refusals(original)} == {
-        "lifecycle.rules", "ui.admin_key", "telemetry.tracing.enabled",
-    }
+    assert refusals(original) == []  # its lifecycle rules (prefix, expiration_days) are built now
+    assert [r.prefix for r in original.lifecycle.rules] == ["tmp/", "uploads/staging/"]
     with_extras = load_config_from_string(
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "lifecycle.rules", "cache.enabled", "redis.address", "notifications.endpoints", "ui.admin_key",
-        "telemetry.tracing.enabled", "backend_circuit_breaker.enabled", "reconcile.enabled",
+        "cache.enabled", "redis.address", "reconcile.enabled",
     }
+
+
+def test_webhook_endpoints_are_built_now_and_accepted() -> None:
+    config = _load({"notifications": {"endpoints": [
+        {"url": "https://h.example/x", "events": ["s3:*"], "secret": "k", "prefix": "up/"}
+    ]}})
+    assert refusals(config) == []
 
 
 def test_the_refusal_line_is_the_one_the_issue_asks_for() -> None:

@@ -186,7 +186,7 @@ def test_unknown_subresource_is_not_implemented_never_a_data_operation(
 
 
 def test_object_subresources_never_fall_through_to_data_operations() -> None:
-    """The original's worst bug: ?tagging/?acl on PUT overwrote, on DELETE deleted the object."""
+    """?tagging/?acl on PUT must not overwrite the object, on DELETE must not delete it (a data-loss bug seen in S3 gateways)."""
     assert resolve("PUT", OBJECT, "tagging").name == "PutObjectTagging"
     assert resolve("PUT", OBJECT, "acl").name == "PutObjectAcl"
     assert resolve("DELETE", OBJECT, "tagging").name == "DeleteObjectTagging"

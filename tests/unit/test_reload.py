@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,25 @@ def test_the_sighup_handler_schedules_a_reload_on_the_reactor_and_can_be_removed
     finally:
         remove()
     assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_a_failed_reload_is_announced_as_config_reload_failed(tmp_path: Path) -> None:
+    """With webhooks on, a reload that keeps the old config writes ``config.reload_failed`` to the outbox."""
+    text = DEFAULT_CONFIG + 'notifications: {endpoints: [{url: "http://127.0.0.1:9/hook", events: ["config.*"]}]}\n'
+    harness = GatewayHarness(tmp_path, text).start()
+    try:
+        outcome = _reload(harness, tmp_path, "buckets: [not: a: valid: file\n")
+        assert outcome["status"] == "failed"
+        harness.settle()
+        rows = _result(Deferred.fromCoroutine(harness.store.due_events(harness.clock.seconds() + 3600, 10)))
+        reload_rows = [row for row in rows if row.event_type == "config.reload_failed"]
+        assert len(reload_rows) == 1
+        body = json.loads(reload_rows[0].payload)
+        assert body["type"] == "config.reload_failed" and body["data"]["error"] == outcome["error"]
+        # A good reload says nothing.
+        assert _reload(harness, tmp_path, text)["status"] == "ok"
+        harness.settle()
+        rows = _result(Deferred.fromCoroutine(harness.store.due_events(harness.clock.seconds() + 3600, 10)))
+        assert [row.event_type for row in rows].count("config.reload_failed") == 1
+    finally:
+        harness.stop()

@@ -408,7 +408,7 @@ def test_unknown_key_is_invalid_access_key_id(s3client: tuple[Any, Captured]) ->
 
 def test_unknown_keys_are_not_cached_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
     cache = sigv4._SigningKeyCache(maxsize=1024)
-    monkeypatch.setattr(sigv4, "_KEY_CACHE", cache)
+    monkeypatch.setattr(sigv4.canonical, "_KEY_CACHE", cache)
     amz_date = "20240101T000000Z"
     for n in range(50):
         credential = f"AKUNKNOWN{n}/20240101/us-east-1/s3/aws4_request"

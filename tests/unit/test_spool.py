@@ -236,7 +236,9 @@ def test_a_copy_to_a_backend_without_the_source_spools_in_the_spool_dir(
 
             return Reservation(intent.write_id, "b2", intent.storage_key, intent.size)
 
-        async def commit_object(self, reservation: Any, record: Any, now: float, conditions: Any) -> list[Any]:
+        async def commit_object(
+            self, reservation: Any, record: Any, now: float, conditions: Any, **_: Any
+        ) -> list[Any]:
             return []
 
     b1, b2 = MemoryBackend("b1"), MemoryBackend("b2")

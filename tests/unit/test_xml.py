@@ -830,7 +830,7 @@ def test_malformed_tagging(body: bytes) -> None:
     ],
 )
 def test_invalid_tags(tags: list[tuple[str, str]]) -> None:
-    with pytest.raises(s3xml.InvalidTag) as info:
+    with pytest.raises(errors.InvalidTag) as info:
         s3xml.parse_tagging(tagging_body(tags))
     assert info.value.status == 400
 

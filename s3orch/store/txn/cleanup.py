@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from s3orch.store.records import CleanupItem
+from s3orch.store.records import CleanupItem, OutboxEvent
 from s3orch.store.txn.base import Notes, Tx, marks
+from s3orch.store.txn.outbox import add_events
 from s3orch.store.txn.quota import adjust_quota, lock_quotas
 
 #: The caller tries to delete displaced/deleted copies at once; the queue waits this
@@ -116,14 +117,21 @@ def txn_cleanup_done(tx: Tx, notes: Notes, ids: Sequence[int], now: float) -> No
         adjust_quota(tx, notes, backend, now, orphan=-int(size))
 
 
-def txn_cleanup_failed(tx: Tx, notes: Notes, item_id: int, error: str, now: float) -> None:
+def txn_cleanup_failed(
+    tx: Tx,
+    notes: Notes,
+    item_id: int,
+    error: str,
+    now: float,
+    exhausted_events: Sequence[OutboxEvent] = (),
+) -> bool:
     row = tx.execute(
         "SELECT backend_name, storage_key, reason, size_bytes, attempts, created_at"
         f" FROM cleanup_queue WHERE id = ?{tx.for_update()}",
         (item_id,),
     ).fetchone()
     if row is None:
-        return
+        return False
     backend, storage_key, reason, size, attempts_before, created_at = row
     attempts = int(attempts_before) + 1
     error = error[:MAX_ERROR_TEXT]
@@ -136,18 +144,20 @@ def txn_cleanup_failed(tx: Tx, notes: Notes, item_id: int, error: str, now: floa
             (item_id, backend, storage_key, reason, size, attempts, error, created_at, now),
         )
         tx.execute("DELETE FROM cleanup_queue WHERE id = ?", (item_id,))
+        add_events(tx, exhausted_events, now)  # the DLQ move and its event commit together
         notes.warn(
             "cleanup of {backend}/{storage_key} failed {attempts} times; moved to the DLQ",
             backend=backend,
             storage_key=storage_key,
             attempts=attempts,
         )
-        return
+        return True
     tx.execute(
         "UPDATE cleanup_queue SET attempts = ?, next_retry = ?, last_error = ?,"
         " claimed_at = NULL, claimed_by = NULL WHERE id = ?",
         (attempts, now + cleanup_backoff(int(attempts_before)), error, item_id),
     )
+    return False
 
 
 def txn_due_cleanups(tx: Tx, notes: Notes, now: float, limit: int) -> list[CleanupItem]:
@@ -186,4 +196,5 @@ def txn_claim_cleanups(
                 claimer=row[6],
                 age=now - float(row[7]),
             )
-    return _cleanup_items(rows)
+    # A row whose claimer never finished is marked: its claim was recovered.
+    return [CleanupItem(int(r[0]), r[1], r[2], int(r[3]), r[4], int(r[5]), r[7] is not None) for r in rows]

@@ -26,12 +26,14 @@ from s3orch.store.records import (
     INTENT_SUPERSEDED,
     IntentResolution,
     ObjectRecord,
+    OutboxEvent,
     PendingIntent,
     Reservation,
 )
 from s3orch.store.txn.base import Notes, Tx, marks
 from s3orch.store.txn.cleanup import queue_backend_object
 from s3orch.store.txn.objects import commit_write, supersede_intents
+from s3orch.store.txn.outbox import add_events
 from s3orch.store.txn.quota import adjust_quota, lock_quotas
 
 _INTENT_COLUMNS = (
@@ -109,7 +111,12 @@ def txn_stale_intents(
 
 
 def txn_resolve_intent(
-    tx: Tx, notes: Notes, write_id: str, outcome: str, now: float
+    tx: Tx,
+    notes: Notes,
+    write_id: str,
+    outcome: str,
+    now: float,
+    events: Sequence[OutboxEvent] = (),
 ) -> IntentResolution:
     if outcome not in (INTENT_PROMOTE, INTENT_DROP, INTENT_KEEP):
         raise ValueError(f"unknown intent outcome {outcome!r}")
@@ -158,6 +165,7 @@ def txn_resolve_intent(
             displaced = commit_write(
                 tx, notes, reservation, _intent_record(row, now), intent.backend, intent.size, now
             )
+            add_events(tx, events, now)
             return IntentResolution(INTENT_PROMOTED, displaced)
     tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (write_id,))
     lock_quotas(tx, [intent.backend])

@@ -29,6 +29,7 @@ from s3orch.store.records import (
     CompleteOutcome,
     MultipartUpload,
     ObjectRecord,
+    OutboxEvent,
     PartCommit,
     PartReservation,
     UploadedPart,
@@ -42,6 +43,7 @@ from s3orch.store.txn.objects import (
     supersede_intents,
     write_object_row,
 )
+from s3orch.store.txn.outbox import add_events
 from s3orch.store.txn.quota import adjust_quota, lock_quotas, pick_backend
 
 #: A part upload still in flight when its upload completed or was aborted may still
@@ -385,6 +387,7 @@ def txn_complete_upload(
     record: ObjectRecord,
     now: float,
     conditions: WriteConditions,
+    events: Sequence[OutboxEvent] = (),
 ) -> CompleteOutcome:
     if record.write_id != upload_id or (record.bucket, record.key) != (bucket, key):
         raise ValueError(f"the object of upload {upload_id} must be {bucket}/{key} with it as write id")
@@ -443,6 +446,7 @@ def txn_complete_upload(
         "UPDATE multipart_uploads SET state = ?, etag = ?, updated_at = ? WHERE upload_id = ?",
         (UPLOAD_COMPLETED, record.etag, now, upload_id),
     )
+    add_events(tx, events, now)
     return CompleteOutcome(displaced, discarded)
 
 

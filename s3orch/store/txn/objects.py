@@ -18,9 +18,18 @@ from typing import Any
 
 from s3orch.s3.conditions import WriteConditions
 from s3orch.store.errors import PreconditionConflict
-from s3orch.store.records import CleanupItem, Extent, Intent, Location, ObjectRecord, Reservation
+from s3orch.store.records import (
+    CleanupItem,
+    Extent,
+    Intent,
+    Location,
+    ObjectRecord,
+    OutboxEvent,
+    Reservation,
+)
 from s3orch.store.txn.base import Notes, RetryTransaction, Tx
 from s3orch.store.txn.cleanup import IMMEDIATE_DELETE_GRACE, enqueue_cleanup, queue_backend_object
+from s3orch.store.txn.outbox import add_events
 from s3orch.store.txn.quota import adjust_quota, lock_quotas, pick_backend
 
 
@@ -146,6 +155,7 @@ def txn_commit_object(
     record: ObjectRecord,
     now: float,
     conditions: WriteConditions,
+    events: Sequence[OutboxEvent] = (),
 ) -> list[CleanupItem] | IntentGone:
     tx.dialect.lock_key(tx, record.bucket, record.key)
     current = tx.execute(
@@ -173,7 +183,9 @@ def txn_commit_object(
         )
     check_conditions(conditions, record.bucket, record.key, current)
     supersede_intents(tx, record.bucket, record.key, now, but=reservation.write_id)
-    return commit_write(tx, notes, reservation, record, str(pending[2]), int(pending[3]), now)
+    displaced = commit_write(tx, notes, reservation, record, str(pending[2]), int(pending[3]), now)
+    add_events(tx, events, now)
+    return displaced
 
 
 def supersede_intents(
@@ -389,7 +401,9 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
     )
 
 
-def txn_delete_object(tx: Tx, notes: Notes, bucket: str, key: str, now: float) -> list[CleanupItem]:
+def txn_delete_object(
+    tx: Tx, notes: Notes, bucket: str, key: str, now: float, events: Sequence[OutboxEvent] = ()
+) -> list[CleanupItem]:
     tx.dialect.lock_key(tx, bucket, key)
     found = tx.execute(
         f"SELECT 1 FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}", (bucket, key)
@@ -398,7 +412,38 @@ def txn_delete_object(tx: Tx, notes: Notes, bucket: str, key: str, now: float) -
     supersede_intents(tx, bucket, key, now)
     if found is None:
         return []
+    return _remove_object(tx, notes, bucket, key, now, events)
+
+
+def txn_delete_object_if(
+    tx: Tx,
+    notes: Notes,
+    bucket: str,
+    key: str,
+    write_id: str,
+    now: float,
+    events: Sequence[OutboxEvent] = (),
+) -> list[CleanupItem] | None:
+    """Delete the key only while ``write_id`` is its current version (None otherwise).
+
+    Pending intents are left alone: they are writes newer than the version deleted (its
+    commit superseded every older one), and a lifecycle expiry must not drop them.
+    """
+    tx.dialect.lock_key(tx, bucket, key)
+    found = tx.execute(
+        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}", (bucket, key)
+    ).fetchone()
+    if found is None or str(found[0]) != write_id:
+        return None
+    return _remove_object(tx, notes, bucket, key, now, events)
+
+
+def _remove_object(
+    tx: Tx, notes: Notes, bucket: str, key: str, now: float, events: Sequence[OutboxEvent]
+) -> list[CleanupItem]:
+    """Drop the locked row of a key: its copies to the cleanup queue, ``events`` to the outbox."""
     items = orphan_locations(tx, notes, bucket, key, "delete", now)
     # object_tags go with the row (ON DELETE CASCADE)
     tx.execute("DELETE FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key))
+    add_events(tx, events, now)  # only when something was deleted
     return items

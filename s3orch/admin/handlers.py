@@ -1,0 +1,276 @@
+"""What each admin route does, one method per entry of :data:`s3orch.admin.routes.ROUTES`.
+
+A handler gets an :class:`AdminCall` (query, JSON body, request id, progress) and returns
+the JSON answer as a dict, or raises :class:`AdminError` for a 4xx/5xx the operator should
+read.  Serving (auth, JSON, streaming, errors) is :mod:`s3orch.admin.app`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+
+from s3orch import __version__
+from s3orch.admin.ndjson import Progress, SilentProgress
+from s3orch.observe.logging import get_log_level, set_log_level
+from s3orch.observe.ring import LogRing
+from s3orch.service import GatewayService
+from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+
+#: Rows a DLQ pass moves per transaction (one progress step each).
+DLQ_BATCH = 100
+
+#: The most items a listing returns.
+MAX_LIMIT = 1000
+
+
+class AdminError(Exception):
+    """An answer other than 200, with the message the operator reads."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class AdminCall:
+    query: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+    progress: Progress = field(default_factory=SilentProgress)
+
+
+def _int(call: AdminCall, name: str, default: int, maximum: int = MAX_LIMIT) -> int:
+    raw = call.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise AdminError(400, f"{name} must be an integer") from None
+    if value < 0:
+        raise AdminError(400, f"{name} must not be negative")
+    return min(value, maximum)
+
+
+def _ids(call: AdminCall) -> list[int] | None:
+    ids = call.body.get("ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise AdminError(400, "ids must be a list of integers")
+    return ids
+
+
+class AdminHandlers:
+    """The admin routes over one gateway's parts (``service`` is called: the root of the tree
+    is built after this)."""
+
+    def __init__(
+        self,
+        *,
+        store: MetadataStore,
+        service: Callable[[], GatewayService],
+        backends: Sequence[str],
+        clock: IReactorTime,
+        ring: LogRing,
+        breaker_states: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+    ) -> None:
+        self.store = store
+        #: Backend name -> its circuit breaker's state (empty when breakers are off).
+        self.breaker_states = breaker_states
+        self.service = service
+        self.backends = list(backends)
+        self.clock = clock
+        self.ring = ring
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def status(self, call: AdminCall) -> dict[str, Any]:
+        healthy = True
+        quotas: dict[str, Any] = {}
+        try:
+            await self.store.ping()
+            quotas = await self.store.get_quotas()
+        except (StoreError, StoreUnavailable):
+            healthy = False
+        backends = []
+        breakers = self.breaker_states()
+        for name in self.backends + sorted(set(quotas) - set(self.backends)):
+            row = quotas.get(name)
+            backends.append({
+                "name": name,
+                "configured": name in self.backends,
+                "bytes_limit": row.bytes_limit if row else None,
+                "bytes_used": row.bytes_used if row else None,
+                "orphan_bytes": row.orphan_bytes if row else None,
+                "reserved_bytes": row.reserved_bytes if row else None,
+                "available_bytes": row.available if row else None,
+                "object_count": row.object_count if row else None,
+                "circuit_breaker": dict(breakers[name]) if name in breakers else None,
+            })
+        return {
+            "db_healthy": healthy,
+            "ready": self.service().ready,
+            "version": __version__,
+            "backends": backends,
+        }
+
+    async def object_locations(self, call: AdminCall) -> dict[str, Any]:
+        qualified = call.query.get("key", "")
+        if not qualified:
+            raise AdminError(400, "key parameter is required")
+        bucket, _, key = qualified.partition("/")
+        if not bucket or not key:
+            raise AdminError(400, "key must be bucket/key")
+        record = await self.store.get_object(bucket, key)
+        if record is None:
+            raise AdminError(404, f"no object {qualified}")
+        return {
+            "key": qualified,
+            "size": record.size,
+            "etag": record.etag,
+            "locations": [
+                {"backend": loc.backend, "storage_key": loc.storage_key, "size": loc.size,
+                 "part_number": extent.part_number}
+                for extent in record.extents
+                for loc in extent.locations
+            ],
+        }
+
+    async def cleanup_queue(self, call: AdminCall) -> dict[str, Any]:
+        depth, rows = await self.store.cleanup_queue_page(_int(call, "limit", 50))
+        return {
+            "depth": depth,
+            "items": [
+                {"id": r.id, "backend": r.backend, "storage_key": r.storage_key, "reason": r.reason,
+                 "size": r.size, "attempts": r.attempts, "next_retry": r.next_retry,
+                 "last_error": r.last_error, "created_at": r.created_at, "claimed_by": r.claimed_by}
+                for r in rows
+            ],
+        }
+
+    async def cleanup_dlq(self, call: AdminCall) -> dict[str, Any]:
+        count, size, rows = await self.store.cleanup_dlq_page(
+            call.query.get("backend") or None, _int(call, "limit", 50)
+        )
+        return {
+            "count": count,
+            "bytes": size,
+            "items": [
+                {"id": r.id, "original_id": r.original_id, "backend": r.backend,
+                 "storage_key": r.storage_key, "reason": r.reason, "size": r.size,
+                 "attempts": r.attempts, "last_error": r.last_error,
+                 "first_enqueued_at": r.first_enqueued_at, "moved_at": r.moved_at}
+                for r in rows
+            ],
+        }
+
+    async def get_log_level(self, call: AdminCall) -> dict[str, Any]:
+        return {"level": get_log_level()}
+
+    async def workers(self, call: AdminCall) -> dict[str, Any]:
+        workers = self.service().workers
+        if not workers:
+            raise AdminError(503, "this process runs no background workers")
+        out = []
+        for worker in workers:
+            status = getattr(worker, "status", None)
+            out.append(status() if callable(status) else {"name": worker.name, "running": bool(worker.running)})
+        return {"workers": out}
+
+    async def reload_status(self, call: AdminCall) -> dict[str, Any]:
+        return dict(self.service().last_reload)
+
+    async def logs(self, call: AdminCall) -> dict[str, Any]:
+        try:
+            lines = self.ring.recent(
+                level=call.query.get("level") or None,
+                component=call.query.get("component") or None,
+                limit=_int(call, "limit", 100, self.ring.capacity),
+            )
+        except ValueError as exc:
+            raise AdminError(400, str(exc)) from None
+        return {"lines": lines, "capacity": self.ring.capacity}
+
+    # -- changing ----------------------------------------------------------------------------
+
+    async def put_log_level(self, call: AdminCall) -> dict[str, Any]:
+        level = call.body.get("level")
+        if not isinstance(level, str):
+            raise AdminError(400, "body must be {\"level\": \"debug|info|warn|error\"}")
+        previous = get_log_level()
+        try:
+            set_log_level(level)
+        except ValueError as exc:
+            raise AdminError(400, str(exc)) from None
+        return {"level": get_log_level(), "previous": previous}
+
+    async def usage_flush(self, call: AdminCall) -> dict[str, Any]:
+        try:
+            worker: Any = self.service().getServiceNamed("usage-flush")
+        except KeyError:
+            return {"status": "skipped", "reason": "this process runs no usage flush"}
+        call.progress.start(total=1)
+        call.progress.step_start("quota_gauges")
+        ok = await worker.run_once()
+        call.progress.step_end("quota_gauges", ok=ok, done=1, total=1)
+        if not ok:
+            raise AdminError(503, "usage flush failed (see the log)")
+        return {"status": "flushed"}
+
+    async def lifecycle(self, call: AdminCall) -> dict[str, Any]:
+        try:
+            worker: Any = self.service().getServiceNamed("lifecycle")
+        except KeyError:
+            return {"status": "skipped", "reason": "this process runs no lifecycle worker"}
+        if not worker.rules:
+            return {"status": "skipped", "reason": "no lifecycle rules are configured"}
+        try:
+            outcome = await worker.run_pass(call.progress, trigger="admin")
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        return {
+            "status": "ok", "run_id": outcome.run_id, "outcome": outcome.status,
+            "deleted": outcome.deleted, "failed": outcome.failed, "skipped": outcome.skipped,
+        }
+
+    async def cleanup_dlq_requeue(self, call: AdminCall) -> dict[str, Any]:
+        ids = _ids(call)
+        backend = call.query.get("backend") or None
+        total = len(set(ids)) if ids is not None else (await self.store.cleanup_dlq_page(backend, 0))[0]
+        call.progress.start(total=total)
+        moved = 0
+        batch = 0
+        while True:
+            call.progress.step_start("batch", index=batch)
+            done = await self.store.requeue_dlq(ids, backend, DLQ_BATCH, self.clock.seconds())
+            moved += len(done)
+            call.progress.step_end("batch", index=batch, moved=len(done), done=moved, total=total)
+            batch += 1
+            if len(done) < DLQ_BATCH:
+                break
+        return {"status": "requeued", "requeued": moved}
+
+    async def cleanup_dlq_write_off(self, call: AdminCall) -> dict[str, Any]:
+        ids = _ids(call)
+        backend = call.query.get("backend") or None
+        if ids is None and backend is None and call.body.get("all") is not True:
+            raise AdminError(400, "say which rows: ids, backend, or {\"all\": true}")
+        total = len(set(ids)) if ids is not None else (await self.store.cleanup_dlq_page(backend, 0))[0]
+        call.progress.start(total=total)
+        rows = size = batch = 0
+        while True:
+            call.progress.step_start("batch", index=batch)
+            count, freed = await self.store.write_off_dlq(ids, backend, DLQ_BATCH, self.clock.seconds())
+            rows += count
+            size += freed
+            call.progress.step_end("batch", index=batch, rows=count, bytes=freed, done=rows, total=total)
+            batch += 1
+            if count < DLQ_BATCH:
+                break
+        return {"status": "written_off", "rows": rows, "bytes": size}

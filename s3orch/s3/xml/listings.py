@@ -1,0 +1,295 @@
+"""S3 XML listing responses: ListBuckets, ListObjects (v1, v2), ListParts, ListMultipartUploads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from s3orch.s3.listing import parse_encoding_type
+from s3orch.s3.xml.common import (
+    Owner,
+    Timestamp,
+    _doc,
+    _el,
+    _owner,
+    iso8601,
+    quote_etag,
+    url_encode,
+)
+
+# ---------------------------------------------------------------------------
+# what list builders read from rows (duck-typed: dataclasses, named tuples, rows)
+
+
+class ListEntry(Protocol):
+    """An object row as ListObjects needs it."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def etag(self) -> str: ...
+    @property
+    def last_modified(self) -> Timestamp: ...
+
+
+class PartEntry(Protocol):
+    """An uploaded part as ListParts needs it."""
+
+    @property
+    def part_number(self) -> int: ...
+    @property
+    def etag(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def last_modified(self) -> Timestamp: ...
+
+
+class UploadEntry(Protocol):
+    """An in-progress multipart upload as ListMultipartUploads needs it."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def upload_id(self) -> str: ...
+    @property
+    def initiated(self) -> Timestamp: ...
+
+
+# ---------------------------------------------------------------------------
+# response builders
+
+
+def list_buckets(
+    owner_id: str, owner_name: str, buckets: Sequence[tuple[str, Timestamp]]
+) -> bytes:
+    """ListAllMyBucketsResult for (name, creation time) pairs."""
+    parts = [_owner("Owner", (owner_id, owner_name)), "<Buckets>"]
+    for name, created in buckets:
+        parts.append(
+            "<Bucket>"
+            + _el("Name", name)
+            + _el("CreationDate", iso8601(created))
+            + "</Bucket>"
+        )
+    parts.append("</Buckets>")
+    return _doc("ListAllMyBucketsResult", parts)
+
+
+def _contents(entry: ListEntry, encode: bool, owner: Owner | None) -> str:
+    key = url_encode(entry.key) if encode else entry.key
+    storage_class = getattr(entry, "storage_class", None) or "STANDARD"
+    return (
+        "<Contents>"
+        + _el("Key", key)
+        + _el("LastModified", iso8601(entry.last_modified))
+        + _el("ETag", quote_etag(entry.etag))
+        + _el("Size", entry.size)
+        + (_owner("Owner", owner) if owner is not None else "")
+        + _el("StorageClass", str(storage_class))
+        + "</Contents>"
+    )
+
+
+def _common_prefixes(prefixes: Iterable[str], encode: bool) -> str:
+    return "".join(
+        "<CommonPrefixes>"
+        + _el("Prefix", url_encode(p) if encode else p)
+        + "</CommonPrefixes>"
+        for p in prefixes
+    )
+
+
+def list_objects_v1(
+    bucket: str,
+    prefix: str,
+    marker: str,
+    delimiter: str | None,
+    max_keys: int,
+    is_truncated: bool,
+    next_marker: str | None,
+    entries: Iterable[ListEntry],
+    common_prefixes: Iterable[str],
+    encoding_type: str | None,
+    owner: Owner | None = None,
+) -> bytes:
+    """ListBucketResult of ListObjects (v1).
+
+    With encoding-type=url, AWS encodes Prefix, Marker, NextMarker, Delimiter,
+    Key and CommonPrefixes (botocore decodes all but Prefix).  ``owner`` adds
+    Owner to every entry, as AWS's v1 listing does.
+    """
+    enc = parse_encoding_type(encoding_type) == "url"
+
+    def e(value: str) -> str:
+        return url_encode(value) if enc else value
+
+    parts = [
+        _el("Name", bucket),
+        _el("Prefix", e(prefix)),
+        _el("Marker", e(marker)),
+        _el("NextMarker", e(next_marker) if next_marker is not None else None),
+        _el("MaxKeys", max_keys),
+        _el("Delimiter", e(delimiter) if delimiter else None),
+        _el("EncodingType", "url" if enc else None),
+        _el("IsTruncated", is_truncated),
+    ]
+    parts.extend(_contents(entry, enc, owner) for entry in entries)
+    parts.append(_common_prefixes(common_prefixes, enc))
+    return _doc("ListBucketResult", parts)
+
+
+def list_objects_v2(
+    bucket: str,
+    prefix: str,
+    delimiter: str | None,
+    max_keys: int,
+    key_count: int,
+    is_truncated: bool,
+    continuation_token: str | None,
+    next_continuation_token: str | None,
+    start_after: str | None,
+    entries: Iterable[ListEntry],
+    common_prefixes: Iterable[str],
+    encoding_type: str | None,
+    fetch_owner: bool = False,
+    owner: Owner | None = None,
+) -> bytes:
+    """ListBucketResult of ListObjectsV2.
+
+    encoding-type=url encodes Prefix, Delimiter, StartAfter, Key and
+    CommonPrefixes (not the tokens, which are opaque).  Owner only with fetch-owner.
+    """
+    enc = parse_encoding_type(encoding_type) == "url"
+
+    def e(value: str) -> str:
+        return url_encode(value) if enc else value
+
+    parts = [
+        _el("Name", bucket),
+        _el("Prefix", e(prefix)),
+        _el("StartAfter", e(start_after) if start_after is not None else None),
+        _el("ContinuationToken", continuation_token),
+        _el("NextContinuationToken", next_continuation_token if is_truncated else None),
+        _el("KeyCount", key_count),
+        _el("MaxKeys", max_keys),
+        _el("Delimiter", e(delimiter) if delimiter else None),
+        _el("EncodingType", "url" if enc else None),
+        _el("IsTruncated", is_truncated),
+    ]
+    entry_owner = owner if fetch_owner else None
+    parts.extend(_contents(entry, enc, entry_owner) for entry in entries)
+    parts.append(_common_prefixes(common_prefixes, enc))
+    return _doc("ListBucketResult", parts)
+
+
+def list_parts(
+    bucket: str,
+    key: str,
+    upload_id: str,
+    part_number_marker: int,
+    next_part_number_marker: int | None,
+    max_parts: int,
+    is_truncated: bool,
+    parts: Iterable[PartEntry],
+    owner: Owner,
+    storage_class: str = "STANDARD",
+    *,
+    checksum_algorithm: str | None = None,
+    checksum_type: str | None = None,
+) -> bytes:
+    """ListPartsResult in AWS's order (Initiator/Owner/StorageClass before the markers).
+
+    With the upload's checksum algorithm, each part carries its checksum
+    (``checksum_algorithm``/``checksum_value`` attributes of the entries)."""
+    out = [
+        _el("Bucket", bucket),
+        _el("Key", key),
+        _el("UploadId", upload_id),
+        _owner("Initiator", owner),
+        _owner("Owner", owner),
+        _el("StorageClass", storage_class),
+        _el("ChecksumAlgorithm", checksum_algorithm),
+        _el("ChecksumType", checksum_type if checksum_algorithm else None),
+        _el("PartNumberMarker", part_number_marker),
+        _el("NextPartNumberMarker", next_part_number_marker),
+        _el("MaxParts", max_parts),
+        _el("IsTruncated", is_truncated),
+    ]
+    for part in parts:
+        out.append(
+            "<Part>"
+            + _el("PartNumber", part.part_number)
+            + _el("LastModified", iso8601(part.last_modified))
+            + _el("ETag", quote_etag(part.etag))
+            + _el("Size", part.size)
+            + _part_checksum(part, checksum_algorithm)
+            + "</Part>"
+        )
+    return _doc("ListPartsResult", out)
+
+
+def _part_checksum(part: object, algorithm: str | None) -> str:
+    """The ``ChecksumX`` element of a part in ``algorithm`` ("" without one)."""
+    value = getattr(part, "checksum_value", None)
+    if not algorithm or not value:
+        return ""
+    if (getattr(part, "checksum_algorithm", None) or "").upper() != algorithm.upper():
+        return ""
+    return _el("Checksum" + algorithm.upper(), value)
+
+
+def list_multipart_uploads(
+    bucket: str,
+    uploads: Iterable[UploadEntry],
+    *,
+    owner: Owner,
+    prefix: str = "",
+    delimiter: str | None = None,
+    key_marker: str = "",
+    upload_id_marker: str = "",
+    next_key_marker: str | None = None,
+    next_upload_id_marker: str | None = None,
+    max_uploads: int = 1000,
+    is_truncated: bool = False,
+    common_prefixes: Iterable[str] = (),
+    encoding_type: str | None = None,
+    storage_class: str = "STANDARD",
+) -> bytes:
+    """ListMultipartUploadsResult.  encoding-type=url encodes keys, markers and prefixes."""
+    enc = parse_encoding_type(encoding_type) == "url"
+
+    def e(value: str) -> str:
+        return url_encode(value) if enc else value
+
+    out = [
+        _el("Bucket", bucket),
+        _el("KeyMarker", e(key_marker)),
+        _el("UploadIdMarker", upload_id_marker),
+        _el(
+            "NextKeyMarker", e(next_key_marker) if next_key_marker is not None else None
+        ),
+        _el("NextUploadIdMarker", next_upload_id_marker),
+        _el("Delimiter", e(delimiter) if delimiter else None),
+        _el("Prefix", e(prefix)),
+        _el("EncodingType", "url" if enc else None),
+        _el("MaxUploads", max_uploads),
+        _el("IsTruncated", is_truncated),
+    ]
+    for upload in uploads:
+        out.append(
+            "<Upload>"
+            + _el("Key", e(upload.key))
+            + _el("UploadId", upload.upload_id)
+            + _owner("Initiator", owner)
+            + _owner("Owner", owner)
+            + _el("StorageClass", storage_class)
+            + _el("Initiated", iso8601(upload.initiated))
+            + _el("ChecksumAlgorithm", getattr(upload, "checksum_algorithm", None))
+            + _el("ChecksumType", getattr(upload, "checksum_type", None))
+            + "</Upload>"
+        )
+    out.append(_common_prefixes(common_prefixes, enc))
+    return _doc("ListMultipartUploadsResult", out)
