@@ -134,22 +134,27 @@ class Cleanups:
         await self.retry(items, from_queue=True, limit=limit)
         return len(items)
 
-    async def abandon(self, write_id: str) -> None:
-        """Give up a write whose backend PUT failed, before the next backend is tried: its
-        intent and reservation go, and its storage key is queued for deletion -- a backend
-        that timed out, reset or garbled its answer may have stored the bytes all the same
-        (merely releasing the reservation leaked them, I4).
+    async def abandon(self, write_id: str, error: BaseException) -> None:
+        """Give up a write whose backend PUT failed with ``error``, before the next backend
+        is tried: its intent and reservation go.  A backend that answered (an HTTP error)
+        stored nothing; one that never answered -- timed out, reset, garbled its answer, or
+        the call was cancelled -- may have stored the bytes all the same, so its storage key
+        is queued for deletion (merely releasing the reservation leaked them, I4).
 
         The delete is left to the queue worker, after the queue's grace (a minute): a
         delete sent now could race a PUT still landing on a slow backend, and a hung
         backend must not cost the failover another timeout.  A delete of bytes that never
         arrived is a harmless 404.
         """
+        if isinstance(error, BackendError) and error.status is not None:
+            await self.store.release(write_id, self.clock.seconds())
+            return
         resolution = await self.store.resolve_intent(write_id, INTENT_DROP, self.clock.seconds())
         CLEANUP_ENQUEUED.labels("write_failed").inc(len(resolution.cleanup))
 
     async def abandon_part(self, attempt_id: str) -> None:
-        """:meth:`abandon` for a part upload whose backend call failed."""
+        """:meth:`abandon` for a part upload whose backend call failed; its key is always
+        queued (the store's ``release_part``), whatever the failure."""
         queued = await self.store.release_part(attempt_id, self.clock.seconds())
         CLEANUP_ENQUEUED.labels("part_failed").inc(len(queued))
 

@@ -150,7 +150,7 @@ class ObjectService:
             reserve=lambda names: self._reserve(intent, names),
             backend_of=lambda r: r.backend,
             attempt=upload,
-            undo=lambda r: self.cleanups.abandon(r.write_id),
+            undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
             request_id=request_id,
         )
         crash_point("after-backend-put")
@@ -360,7 +360,7 @@ class ObjectService:
             reserve=reserve,
             backend_of=lambda r: r.backend,
             attempt=send,
-            undo=lambda r: self.cleanups.abandon_part(r.attempt_id),
+            undo=lambda r, exc: self.cleanups.abandon_part(r.attempt_id),
             request_id=request_id,
         )
         return reservation
@@ -455,7 +455,7 @@ class ObjectService:
                 ),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
-                undo=lambda r: self.cleanups.abandon(r.write_id),
+                undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
                 request_id=request_id,
             )
         finally:

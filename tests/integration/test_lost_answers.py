@@ -96,3 +96,14 @@ async def test_a_part_stored_by_a_backend_that_lost_its_answer_is_queued_and_del
     await rig.cleanups.quiesce()
     await queue_tick(rig, 60)
     await rig.assert_quiet_and_exact({"k": b"part one"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_backend_that_answered_with_an_error_stored_nothing_and_nothing_is_queued(rig: Rig) -> None:
+    rig.b1.fail_next("put_object", 1, BackendUnavailable("InternalError", status=500))
+    with pytest.raises(errors.ServiceUnavailable):
+        await rig.put("k", b"refused")
+    quota = await rig.quota()
+    assert (quota.bytes_used, quota.orphan_bytes, quota.reserved_bytes) == (0, 0, 0)
+    assert await rig.store.due_cleanups(rig.clock.seconds() + 3600, 10) == []
+    await rig.assert_quiet_and_exact({})
