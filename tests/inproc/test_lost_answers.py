@@ -20,8 +20,8 @@ from s3orch.core.uploads import MultipartService
 from s3orch.payload import Payload
 from s3orch.s3 import errors
 from s3orch.s3.xml import CompletedPart
-from tests.integration import test_pending_reaper as base
-from tests.integration.test_pending_reaper import NEW, Rig
+from tests.inproc import test_pending_reaper as base
+from tests.inproc.test_pending_reaper import NEW, Rig
 
 rig = base.rig  # the fixture: a real SQLite store, a memory backend, a clock
 

@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 from s3orch.config.model import CleanupQueueConfig, DatabaseConfig
 from s3orch.store import open_store
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
-from tests.integration.test_pending_reaper import Rig
+from tests.inproc.test_pending_reaper import Rig
 from tests.support.auditor import Auditor
 from tests.support.configs import BackendSpec
 

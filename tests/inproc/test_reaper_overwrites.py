@@ -17,8 +17,8 @@ from s3orch.core.uploads import MultipartService
 from s3orch.payload import Payload
 from s3orch.s3.xml import CompletedPart
 from s3orch.store.interface import PendingIntent, StoreUnavailable
-from tests.integration import test_pending_reaper as base
-from tests.integration.test_pending_reaper import MIN_AGE, NEW, Rig
+from tests.inproc import test_pending_reaper as base
+from tests.inproc.test_pending_reaper import MIN_AGE, NEW, Rig
 
 rig = base.rig  # the fixture: a real SQLite store, a memory backend, a clock
 
