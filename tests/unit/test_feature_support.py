@@ -172,6 +172,9 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     # 1 copy (the default) is what this build keeps; above 1 is refused.
     "replication.factor": (f"{GW_CORE}::test_overwrite_and_delete_settle_quota_exactly",),
+    "cleanup_queue.concurrency": (
+        "tests/unit/test_workers.py::CleanupQueueWorkerTests::test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once",
+    ),
     "cleanup_queue.claim_grace_period": (
         "tests/unit/test_workers.py::BuildTests::test_workers_get_locks_an_owner_and_the_claim_grace_and_locks_close_after_them",
     ),
@@ -294,7 +297,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "circuit_breaker.degraded_broadcast_parallelism": (
         {"circuit_breaker": {"degraded_broadcast_parallelism": 4}}, ["circuit_breaker.degraded_broadcast_parallelism"],
     ),
-    "cleanup_queue.concurrency": ({"cleanup_queue": {"concurrency": 20}}, ["cleanup_queue.concurrency"]),
 }
 
 
