@@ -182,11 +182,6 @@ def test_faults_switched_under_a_stream_of_writes_lose_nothing_and_leak_nothing(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known violation: a backend that stalls mid-body holds the client's GET open until the"
-    " client gives up; backend_timeout bounds only connecting and the headers (s3orch/backend/s3.py)",
-)
 def test_a_backend_stalling_mid_body_gets_the_client_connection_aborted_within_a_bound(rig: Rig) -> None:
     body = os.urandom(300 * KiB)
     rig.s3.put_object(Bucket="photos", Key="k", Body=body)
