@@ -405,7 +405,9 @@ class S3Backend:
         response = await self._request("GetObject", "GET", self.object_url(storage_key), headers=headers)
         if response.code not in (200, 206):
             await self._raise_for_error(response)
-        return S3Stream(response, lower_headers(response.headers), self.name)
+        return S3Stream(
+            response, lower_headers(response.headers), self.name, clock=cast(IReactorTime, self._clock), idle_timeout=self._timeout
+        )
 
     async def head_object(self, storage_key: str) -> dict[str, str]:
         """Response headers of a HEAD, names lower-case."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Cooperator, NotPaused, TaskFinished, TaskStopped
@@ -58,7 +59,14 @@ class _StreamProtocol(TwistedProtocol):
     the consumer pauses, proxying to the response transport
     (``TransportProxyProducer``) and remembering the pause, because
     ``Response.deliverBody`` resumes the transport right after
-    ``connectionMade`` and would silently undo a pause made there."""
+    ``connectionMade`` and would silently undo a pause made there.
+
+    With a ``clock`` and an ``idle_timeout`` (``server.backend_timeout``), a backend that
+    sends nothing for that long while we are ready to read is cut off and the body fails
+    as a :class:`BackendUnavailable`, so the client's connection is aborted at once (a
+    short 200 is never an option) instead of hanging until the client gives up. While the
+    consumer has paused us the wait is the client's, not the backend's: no countdown.
+    """
 
     def __init__(
         self,
@@ -66,25 +74,54 @@ class _StreamProtocol(TwistedProtocol):
         done: Deferred[None],
         expected: int | None,
         backend: str,
+        clock: IReactorTime | None = None,
+        idle_timeout: float = 0.0,
     ) -> None:
         self._consumer = consumer
         self._done = done
         self._expected = expected
         self._backend = backend
         self._bytes_in = BACKEND_BYTES.labels(backend, "in")
+        self._clock = clock
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall | None = None
         self.received = 0
         self.stopped = False
+        self.stalled = False
         self.finished = False
         self.paused = False
 
+    def _arm(self) -> None:
+        """(Re)start the countdown to a stall: called on each sign of life and on resume."""
+        if self._clock is None or self._idle_timeout <= 0 or self.paused or self.stopped or self.finished:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self._idle_timeout)
+        else:
+            self._idle = self._clock.callLater(self._idle_timeout, self._stall)
+
+    def _disarm(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+    def _stall(self) -> None:
+        self._idle = None
+        if self.stopped or self.finished:
+            return
+        self.stalled = True
+        self.stop()
+
     def connectionMade(self) -> None:
         self._consumer.registerProducer(self, True)
+        self._arm()
 
     def _transport(self) -> PushProducer | None:
         return cast(PushProducer | None, self.transport)
 
     def pauseProducing(self) -> None:
         self.paused = True
+        self._disarm()
         transport = self._transport()
         if transport is not None and not self.finished:
             transport.pauseProducing()
@@ -94,6 +131,7 @@ class _StreamProtocol(TwistedProtocol):
         transport = self._transport()
         if transport is not None and not self.finished:
             transport.resumeProducing()
+        self._arm()
 
     def stopProducing(self) -> None:
         self.stop()
@@ -108,6 +146,7 @@ class _StreamProtocol(TwistedProtocol):
             return
         self.received += len(data)
         self._bytes_in.inc(len(data))
+        self._arm()
         self._consumer.write(data)
 
     def stop(self) -> None:
@@ -115,6 +154,7 @@ class _StreamProtocol(TwistedProtocol):
         if self.stopped or self.finished:
             return
         self.stopped = True
+        self._disarm()
         transport = self._transport()
         if transport is not None:
             transport.stopProducing()
@@ -123,6 +163,7 @@ class _StreamProtocol(TwistedProtocol):
         if self.finished:
             return
         self.finished = True
+        self._disarm()
         self._consumer.unregisterProducer()
         complete = isinstance(reason.value, ResponseDone) or (
             isinstance(reason.value, PotentialDataLoss)
@@ -131,6 +172,13 @@ class _StreamProtocol(TwistedProtocol):
         )
         if complete:
             self._done.callback(None)
+        elif self.stalled:
+            self._done.errback(
+                BackendUnavailable(
+                    f"body stalled after {self.received} bytes: nothing for {self._idle_timeout:g}s",
+                    backend=self._backend,
+                )
+            )
         elif self.stopped:
             self._done.errback(CancelledError())
         else:
@@ -147,13 +195,22 @@ class _StreamProtocol(TwistedProtocol):
 class S3Stream:
     """A backend GET whose headers have arrived; see ``BackendStream``."""
 
-    def __init__(self, response: Response, headers: dict[str, str], backend: str) -> None:
+    def __init__(
+        self,
+        response: Response,
+        headers: dict[str, str],
+        backend: str,
+        clock: IReactorTime | None = None,
+        idle_timeout: float = 0.0,
+    ) -> None:
         self.status: int = response.code
         self.headers = headers
         self.length: int | None = None if response.length is UNKNOWN_LENGTH else int(response.length)
         self.content_range = parse_content_range(headers.get("content-range"))
         self._response = response
         self._backend = backend
+        self._clock = clock
+        self._idle_timeout = idle_timeout
         self._protocol: _StreamProtocol | None = None
 
     def _expected(self) -> int | None:
@@ -168,7 +225,9 @@ class S3Stream:
         if self._protocol is not None:
             raise RuntimeError("body already delivered or cancelled")
         done: Deferred[None] = Deferred()
-        protocol = _StreamProtocol(consumer, done, self._expected(), self._backend)
+        protocol = _StreamProtocol(
+            consumer, done, self._expected(), self._backend, self._clock, self._idle_timeout
+        )
         self._protocol = protocol
         self._response.deliverBody(protocol)
         protocol.reapply_pause()

@@ -140,7 +140,7 @@ class ReplicationConfig:
 class CleanupQueueConfig:
     """Retry queue for backend deletes that failed, and the stale-multipart timeout.
 
-    ``concurrency`` is not read (deletes share ``server.delete_concurrency``): refused unless 10.
+    ``concurrency``: backend deletes the queue worker runs at once.
     """
 
     concurrency: int = knob(10, positive=True)

@@ -150,11 +150,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
             "degraded_broadcast_parallelism",
         )
     ),
-    # Backend deletes of the cleanup queue share server.delete_concurrency; this key is not read.
-    Unsupported(
-        "cleanup_queue.concurrency", _changed("cleanup_queue.concurrency"),
-        hint=_default_of("cleanup_queue.concurrency"),
-    ),
 )
 
 

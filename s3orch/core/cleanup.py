@@ -12,7 +12,9 @@ the same transaction; :class:`Cleanups` then deletes them on their backends:
 A row is removed once its backend delete succeeded; a failed delete stays
 queued with a backoff, so nothing leaks: once the workers are quiet every
 backend object is referenced, queued, or in the dead-letter table.  Backend deletes run at
-most ``concurrency`` at once (``server.delete_concurrency``).
+most ``concurrency`` at once (``server.delete_concurrency``); the queue worker's retries
+have their own bound (``cleanup_queue.concurrency``), so a backlog being worked off never
+holds the slots the requests' deletes need.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from s3orch.observe.metrics import (
     CLEANUP_PROCESSED,
     CLEANUP_STALE_CLAIMS,
 )
-from s3orch.store.interface import CleanupItem, MetadataStore
+from s3orch.store.interface import INTENT_DROP, CleanupItem, MetadataStore
 
 
 class Cleanups:
@@ -66,13 +68,17 @@ class Cleanups:
         CLEANUP_ENQUEUED.labels(reason).inc(len(items))
         await self.retry(items)
 
-    async def retry(self, items: Sequence[CleanupItem], *, from_queue: bool = False) -> None:
-        """Try the backend deletes of queued rows; remove the rows that succeeded.
+    async def retry(
+        self, items: Sequence[CleanupItem], *, from_queue: bool = False, limit: DeferredSemaphore | None = None
+    ) -> None:
+        """Try the backend deletes of queued rows (at most ``limit``'s tokens at once, by
+        default ``concurrency``); remove the rows that succeeded.
 
         ``from_queue``: the queue worker's retries, each success audited
         (``cleanup_queue.processed``); a request's own deletes are its storage event."""
         if not items:
             return
+        slots = self._limit if limit is None else limit
         done: list[int] = []
 
         async def one(item: CleanupItem) -> None:
@@ -81,9 +87,7 @@ class Cleanups:
                 done.append(item.id)  # backend gone from the config: nothing to delete
                 return
             try:
-                await self._limit.run(
-                    lambda: Deferred.fromCoroutine(backend.delete_object(item.storage_key))
-                )
+                await slots.run(lambda: Deferred.fromCoroutine(backend.delete_object(item.storage_key)))
             except BackendError as exc:
                 moved = await self.store.cleanup_failed(
                     item.id, str(exc), self.clock.seconds(),
@@ -114,17 +118,45 @@ class Cleanups:
         if done:
             await self.store.cleanup_done(done, self.clock.seconds())
 
-    async def retry_due(self, owner: str, batch: int, claim_grace: float) -> int:
+    async def retry_due(
+        self, owner: str, batch: int, claim_grace: float, concurrency: int | None = None
+    ) -> int:
         """Claim up to ``batch`` rows whose backoff has passed for this instance (``owner``)
-        and retry them; a claim older than ``claim_grace`` seconds belongs to an instance
-        presumed dead and is taken over.  Returns how many rows were claimed."""
+        and retry them, ``concurrency`` deletes at once (default: the requests' bound); a
+        claim older than ``claim_grace`` seconds belongs to an instance presumed dead and
+        is taken over.  Returns how many rows were claimed."""
         items = await self.store.claim_cleanups(self.clock.seconds(), batch, owner, claim_grace)
         for item in items:
             if item.reclaimed:
                 CLEANUP_STALE_CLAIMS.labels(item.backend).inc()
                 audit("cleanup_queue.claim_recovered", backend=item.backend, storage_key=item.storage_key)
-        await self.retry(items, from_queue=True)
+        limit = None if concurrency is None else DeferredSemaphore(max(1, concurrency))
+        await self.retry(items, from_queue=True, limit=limit)
         return len(items)
+
+    async def abandon(self, write_id: str, error: BaseException) -> None:
+        """Give up a write whose backend PUT failed with ``error``, before the next backend
+        is tried: its intent and reservation go.  A backend that answered (an HTTP error)
+        stored nothing; one that never answered -- timed out, reset, garbled its answer, or
+        the call was cancelled -- may have stored the bytes all the same, so its storage key
+        is queued for deletion (merely releasing the reservation leaked them, I4).
+
+        The delete is left to the queue worker, after the queue's grace (a minute): a
+        delete sent now could race a PUT still landing on a slow backend, and a hung
+        backend must not cost the failover another timeout.  A delete of bytes that never
+        arrived is a harmless 404.
+        """
+        if isinstance(error, BackendError) and error.status is not None:
+            await self.store.release(write_id, self.clock.seconds())
+            return
+        resolution = await self.store.resolve_intent(write_id, INTENT_DROP, self.clock.seconds())
+        CLEANUP_ENQUEUED.labels("write_failed").inc(len(resolution.cleanup))
+
+    async def abandon_part(self, attempt_id: str) -> None:
+        """:meth:`abandon` for a part upload whose backend call failed; its key is always
+        queued (the store's ``release_part``), whatever the failure."""
+        queued = await self.store.release_part(attempt_id, self.clock.seconds())
+        CLEANUP_ENQUEUED.labels("part_failed").inc(len(queued))
 
     def in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
         """:meth:`run` without waiting; :meth:`quiesce` waits for these."""

@@ -38,7 +38,7 @@ async def with_failover(
     reserve: Callable[[list[str]], Awaitable[R | None]],
     backend_of: Callable[[R], str],
     attempt: Callable[[R], Awaitable[T]],
-    undo: Callable[[R], Awaitable[None]],
+    undo: Callable[[R, BaseException], Awaitable[None]],
     failure: Callable[[BackendError], errors.S3Error] = unavailable,
     request_id: str = "",
 ) -> tuple[R, T]:
@@ -47,7 +47,8 @@ async def with_failover(
     ``candidates(failed)`` lists eligible backends minus those that failed;
     ``reserve(names)`` returns None when none has room.  Any other exception
     from ``attempt`` (cancellation included) undoes the reservation and
-    propagates.
+    propagates.  ``undo`` gets the exception too: a backend that answered with an
+    error stored nothing, one that never answered may have stored the bytes.
     """
     failed: set[str] = set()
     last_error: BackendError | None = None
@@ -62,7 +63,7 @@ async def with_failover(
         try:
             result = await attempt(reservation)
         except BackendError as exc:
-            await undo(reservation)
+            await undo(reservation, exc)
             failed.add(backend)
             last_error = exc
             WRITE_FAILOVER.labels(backend).inc()
@@ -75,7 +76,7 @@ async def with_failover(
                 request_id=request_id,
             )
             continue
-        except BaseException:
-            await undo(reservation)
+        except BaseException as exc:
+            await undo(reservation, exc)
             raise
         return reservation, result

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendStream
 from s3orch.core.cleanup import Cleanups
+from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
 from s3orch.core.fleet import BackendFleet
@@ -157,9 +158,10 @@ class ObjectService:
             reserve=lambda names: self._reserve(intent, names),
             backend_of=lambda r: r.backend,
             attempt=upload,
-            undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
+            undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
             request_id=request_id,
         )
+        crash_point("after-backend-put")
         record = ObjectRecord(
             bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
             last_modified=self.clock.seconds(),
@@ -186,12 +188,8 @@ class ObjectService:
         return reservation
 
     async def _commit(
-        self,
-        reservation: Reservation,
-        record: ObjectRecord,
-        conditions: WriteConditions,
-        request_id: str,
-        event_type: str,
+        self, reservation: Reservation, record: ObjectRecord, conditions: WriteConditions,
+        request_id: str, event_type: str,
     ) -> ObjectRecord:
         try:
             displaced = await self.store.commit_object(
@@ -207,10 +205,13 @@ class ObjectService:
             if exc.cleanup is not None:
                 await self.cleanups.run([exc.cleanup], "intent_missing")
             raise errors.ServiceUnavailable("The write was superseded; please retry.") from None
+        if displaced:
+            crash_point("overwrite-displaced")
         PENDING_RESOLVED.labels("committed").inc()
         audit("storage.PutObject", request_id=request_id, backend=reservation.backend,
               bucket=record.bucket, key=record.key, size=record.size)
         self.cleanups.in_background(displaced, "overwrite_displaced")
+        crash_point("after-commit")
         return record
 
     async def _undo_upload(self, reservation: Reservation) -> None:
@@ -340,7 +341,7 @@ class ObjectService:
             reserve=reserve,
             backend_of=lambda r: r.backend,
             attempt=send,
-            undo=lambda r: self.store.release_part(r.attempt_id, self.clock.seconds()),
+            undo=lambda r, exc: self.cleanups.abandon_part(r.attempt_id),
             request_id=request_id,
         )
         return reservation
@@ -435,7 +436,7 @@ class ObjectService:
                 ),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
-                undo=lambda r: self.store.release(r.write_id, self.clock.seconds()),
+                undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
                 request_id=request_id,
             )
         finally:

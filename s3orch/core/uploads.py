@@ -44,6 +44,7 @@ from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendUnavailable
 from s3orch.core.cleanup import Cleanups
+from s3orch.core.crashpoints import crash_point
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.multipart import (
     MIN_PART_SIZE,
@@ -452,6 +453,7 @@ class MultipartService:
             parts_count=len(chosen),
             part_sizes=tuple(part.size for part in chosen),
         )
+        crash_point("complete-before-commit")
         try:
             outcome = await self.store.complete_upload(
                 bucket, key, upload_id, [(p.part_number, p.etag) for p in chosen], record,
@@ -467,6 +469,7 @@ class MultipartService:
             raise  # unreachable
         if outcome.already_completed:
             return await self._repeat(bucket, key, upload_id)
+        crash_point("complete-after-commit")
         audit(
             "storage.CompleteMultipartUpload",
             request_id=request_id,

@@ -382,8 +382,9 @@ class MetadataStore(Protocol):
         A retried call (same ``attempt_id``) returns the first reservation.
         """
 
-    async def release_part(self, attempt_id: str, now: float) -> None:
-        """Drop a part attempt and its reservation (its backend call failed)."""
+    async def release_part(self, attempt_id: str, now: float) -> list[CleanupItem]:
+        """Drop a part attempt (its backend call failed): its reservation becomes orphaned
+        bytes and its storage key is queued for deletion (the bytes may have landed)."""
 
     async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> PartCommit:
         """Record an uploaded part (``part.backend``/``storage_key``: the attempt's).

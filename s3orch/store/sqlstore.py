@@ -322,8 +322,8 @@ class SQLStore:
             now,
         )
 
-    async def release_part(self, attempt_id: str, now: float) -> None:
-        await self._write(multipart.txn_release_part, attempt_id, now)
+    async def release_part(self, attempt_id: str, now: float) -> list[CleanupItem]:
+        return await self._write(multipart.txn_release_part, attempt_id, now)
 
     async def commit_part(self, attempt_id: str, part: UploadedPart, now: float) -> PartCommit:
         return await self._write_once(multipart.txn_commit_part, attempt_id, part, now)

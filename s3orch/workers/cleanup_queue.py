@@ -22,7 +22,7 @@ class CleanupQueueWorker(PeriodicWorker):
     worker lock :attr:`WorkerLock.CLEANUP` normally keeps them apart; the claim
     is what makes it safe when it does not).  A claim older than
     ``cleanup_queue.claim_grace_period`` belongs to an instance presumed dead and
-    is taken over.
+    is taken over.  At most ``cleanup_queue.concurrency`` backend deletes run at once.
     """
 
     def __init__(
@@ -48,6 +48,7 @@ class CleanupQueueWorker(PeriodicWorker):
         self.batch = batch
         self.owner = owner
         self.claim_grace = config.claim_grace_period
+        self.concurrency = config.concurrency
 
     async def tick(self) -> None:
-        await self.cleanups.retry_due(self.owner, self.batch, self.claim_grace)
+        await self.cleanups.retry_due(self.owner, self.batch, self.claim_grace, self.concurrency)

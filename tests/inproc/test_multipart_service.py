@@ -258,11 +258,12 @@ async def test_a_failing_backend_makes_the_part_fail_over_to_the_next(rig: Rig) 
     rig.b1.fail_next("put_object")
     part = await rig.part(upload, 1, b"x" * 120)
     assert part.backend == "b2"
-    assert await rig.used() == {"b1": (0, 0, 0, 0), "b2": (0, 0, 120, 0), "b3": (0, 0, 0, 0)}
+    # b1 failed: its bytes may have landed anyway, so its key is queued, counted as orphaned
+    assert await rig.used() == {"b1": (0, 120, 0, 0), "b2": (0, 0, 120, 0), "b3": (0, 0, 0, 0)}
     for backend in rig.backends.values():
         backend.fail.add("put_object")
     await raises(rig.part(upload, 2, b"y" * 120), errors.ServiceUnavailable)
-    assert (await rig.quota("b2")).reserved_bytes == 120  # every failed attempt released
+    assert (await rig.quota("b2")).reserved_bytes == 120  # every failed attempt released (and queued)
 
 
 @pytest_twisted.ensureDeferred

@@ -13,12 +13,36 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.faultproxy import Fault, FaultProxy, Mode
+from tests.support.polling import wait_for
 
 BODY = os.urandom(256 * 1024)
 
 
+#: Bytes of each PUT body the upstream received (RESET_REQUEST cuts them short).
+RECEIVED: list[int] = []
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's name
+        wanted = int(self.headers["Content-Length"])
+        got = 0
+        while got < wanted:
+            try:
+                chunk = self.rfile.read(min(65536, wanted - got))
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                break
+            got += len(chunk)
+        RECEIVED.append(got)
+        if got < wanted:
+            self.close_connection = True
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         self.send_response(200)
@@ -120,3 +144,49 @@ def test_a_mode_change_applies_to_new_connections_and_reset_all_cuts_old_ones(pr
         resp.read()
     conn.close()
     assert proxy.connections >= 2
+
+
+def test_slow_delivers_at_about_the_rate_asked(proxy: FaultProxy) -> None:
+    proxy.set(Fault.SLOW, rate=len(BODY) * 2)  # the body in about half a second
+    started = time.monotonic()
+    assert _get(proxy) == (200, BODY)
+    assert time.monotonic() - started >= 0.4  # a lower bound: the sleeps guarantee it
+
+
+def test_a_kept_alive_connection_takes_the_new_mode_at_its_next_request(proxy: FaultProxy) -> None:
+    """The gateway pools connections: a switch must reach them too, request by request."""
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    try:
+        conn.request("GET", "/obj")
+        first = conn.getresponse()
+        assert (first.status, first.read()) == (200, BODY)
+        proxy.set(Fault.CORRUPT, after=10_000)
+        conn.request("GET", "/obj")
+        second = conn.getresponse().read()
+        assert len(second) == len(BODY) and second != BODY and second[10_001:] == BODY[10_001:]
+        proxy.set(Fault.REFUSE)
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            conn.request("GET", "/obj")
+            conn.getresponse().read()
+    finally:
+        conn.close()
+    assert proxy.connections == 1  # all three went over the one kept-alive connection
+
+
+def test_reset_request_cuts_the_request_body_and_the_connection(proxy: FaultProxy) -> None:
+    RECEIVED.clear()
+    proxy.set(Fault.RESET_REQUEST, after=50_000)
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        conn.request("PUT", "/obj", body=BODY)
+        conn.getresponse().read()
+    conn.close()
+    assert wait_for(lambda: RECEIVED, timeout=5)
+    assert RECEIVED[0] < len(BODY)  # the upstream saw a cut body, never the whole
+    RECEIVED.clear()
+    proxy.set(Fault.PASS)
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    conn.request("PUT", "/obj", body=BODY)
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert RECEIVED == [len(BODY)]

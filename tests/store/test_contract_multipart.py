@@ -186,8 +186,11 @@ async def test_parts_are_placed_by_the_strategy_each_on_its_own_backend(store: M
     assert [(p.part_number, p.backend, p.storage_key, p.size, p.checksum_value) for p in parts] == [
         (1, "b1", small.storage_key, 100, "crc-1"), (2, "b2", big.storage_key, 300, "crc-2")]
     assert not more
-    await store.release_part("s", NOW)
-    await store.release_part("s", NOW)  # twice is harmless
+    (queued,) = await store.release_part("s", NOW)  # its bytes may have landed: queued
+    assert (queued.backend, queued.storage_key, queued.size) == ("b3", spread.storage_key, 10)
+    assert await store.release_part("s", NOW) == []  # twice is harmless
+    assert counters(await quota(store, "b3")) == (0, 10, 0, 0)  # reserved -> orphaned
+    await store.cleanup_done([queued.id], NOW)
     assert counters(await quota(store, "b3")) == (0, 0, 0, 0)
 
 

@@ -2,15 +2,18 @@
 
 The fault-injection rig's first tool (integration tests inject faults between s3orch and a backend): put it in front of a real S3 server,
 point the gateway's backend ``endpoint`` at :attr:`FaultProxy.endpoint`, then
-change :attr:`FaultProxy.mode` at any moment.  Each new connection takes the
-mode current when it is accepted (a connection already flowing keeps its own,
-so a test can break new requests while old ones finish, or break every
-connection at once with :meth:`FaultProxy.reset_all`).
+change :attr:`FaultProxy.mode` at any moment.  Each request takes the mode
+current when it starts -- on a new connection, or on a kept-alive one (the
+gateway's connection pool) when its next request line arrives -- and keeps it
+until its answer is done, so a test can break new requests while those in
+flight finish, or break every connection at once with :meth:`FaultProxy.reset_all`.
 
 Modes (``Fault``):
 
 * ``PASS``          forward both ways untouched;
-* ``REFUSE``        accept and close at once with a TCP reset (a dead backend);
+* ``REFUSE``        accept and close at once with a TCP reset (a dead backend); on a
+                    kept-alive connection, reset it when the next request starts;
+* ``RESET_REQUEST`` forward ``after`` bytes of the request (a PUT's body cut), then reset;
 * ``RESET_BODY``    forward the request, forward ``after`` bytes of the answer, then reset;
 * ``STALL_HEADERS`` read the request, never answer (a hung backend);
 * ``STALL_BODY``    forward the answer's first ``after`` bytes, then stop sending (the socket stays open);
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import re
 import socket
 import struct
 import threading
@@ -38,6 +42,7 @@ from typing import Self, TypedDict, Unpack
 class Fault(enum.Enum):
     PASS = "pass"
     REFUSE = "refuse"
+    RESET_REQUEST = "reset_request"
     RESET_BODY = "reset_body"
     STALL_HEADERS = "stall_headers"
     STALL_BODY = "stall_body"
@@ -152,10 +157,9 @@ class FaultProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
-        mode = self.mode
         self._writers.add(client_w)
         try:
-            if mode.fault is Fault.REFUSE:
+            if self.mode.fault is Fault.REFUSE:
                 _reset(client_w)
                 return
             try:
@@ -165,7 +169,7 @@ class FaultProxy:
                 return
             self._writers.add(up_w)
             try:
-                await self._pump(mode, client_r, client_w, up_r, up_w)
+                await self._pump(_Exchange(self.mode), client_r, client_w, up_r, up_w)
             finally:
                 self._writers.discard(up_w)
                 _close(up_w)
@@ -175,71 +179,115 @@ class FaultProxy:
 
     async def _pump(
         self,
-        mode: Mode,
+        exchange: _Exchange,
         client_r: asyncio.StreamReader,
         client_w: asyncio.StreamWriter,
         up_r: asyncio.StreamReader,
         up_w: asyncio.StreamWriter,
     ) -> None:
-        upstream = asyncio.ensure_future(_copy(client_r, up_w))
-        if mode.fault is Fault.STALL_HEADERS:
-            # Swallow the answer: the client sees a backend that never replies.
-            await _drain_forever(up_r)
-            upstream.cancel()
-            return
+        upstream = asyncio.ensure_future(self._requests(exchange, client_r, client_w, up_w))
         try:
-            await self._answer(mode, up_r, client_w)
+            await self._answer(exchange, up_r, client_w)
         finally:
             upstream.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await upstream
 
-    async def _answer(self, mode: Mode, up_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        sent = 0
-        first = True
+    async def _requests(
+        self,
+        exchange: _Exchange,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        up_w: asyncio.StreamWriter,
+    ) -> None:
+        """Client to upstream; each new request on a kept-alive connection takes the current mode."""
+        try:
+            while True:
+                data = await client_r.read(64 * 1024)
+                if not data:
+                    if up_w.can_write_eof():
+                        up_w.write_eof()
+                    return
+                if exchange.answered and _REQUEST_LINE.match(data):
+                    exchange.begin(self.mode)
+                    if exchange.mode.fault is Fault.REFUSE:
+                        _reset(client_w)
+                        _reset(up_w)
+                        return
+                mode = exchange.mode
+                if mode.fault is Fault.RESET_REQUEST and exchange.received + len(data) > mode.after:
+                    head = data[: max(0, mode.after - exchange.received)]
+                    if head:
+                        up_w.write(head)
+                        await up_w.drain()
+                    _reset(up_w)
+                    _reset(client_w)
+                    return
+                exchange.received += len(data)
+                up_w.write(data)
+                await up_w.drain()
+        except (ConnectionError, OSError):
+            return
+
+    async def _answer(
+        self, exchange: _Exchange, up_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        """Upstream to client, with the fault of the exchange being answered."""
         while True:
             data = await up_r.read(64 * 1024)
             if not data:
+                if exchange.mode.fault in (Fault.STALL_HEADERS, Fault.STALL_BODY):
+                    await asyncio.Event().wait()  # keep the client hanging until cancelled
                 return
+            mode = exchange.mode
+            first = not exchange.answered
+            exchange.answered = True
+            if mode.fault is Fault.STALL_HEADERS:
+                continue  # swallow the answer: a backend that never replies
             if first and mode.fault is Fault.DELAY and mode.delay > 0:
                 await asyncio.sleep(mode.delay)
-            first = False
+            sent = exchange.sent
             if mode.fault in (Fault.RESET_BODY, Fault.STALL_BODY) and sent + len(data) > mode.after:
                 head = data[: max(0, mode.after - sent)]
+                exchange.sent += len(head)
                 if head:
                     client_w.write(head)
                     await client_w.drain()
                 if mode.fault is Fault.RESET_BODY:
                     _reset(client_w)
                     return
-                await _drain_forever(up_r)
-                return
+                exchange.mode = replace(mode, fault=Fault.STALL_HEADERS)  # drop the rest
+                continue
             if mode.fault is Fault.CORRUPT and sent <= mode.after < sent + len(data):
                 index = mode.after - sent
                 data = data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1 :]
             if mode.fault is Fault.SLOW:
-                for start in range(0, len(data), max(1, mode.rate // 10)):
-                    client_w.write(data[start : start + max(1, mode.rate // 10)])
+                step = max(1, mode.rate // 10)
+                for start in range(0, len(data), step):
+                    client_w.write(data[start : start + step])
                     await client_w.drain()
                     await asyncio.sleep(0.1)
             else:
                 client_w.write(data)
                 await client_w.drain()
-            sent += len(data)
+            exchange.sent += len(data)
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(64 * 1024)
-            if not data:
-                if writer.can_write_eof():
-                    writer.write_eof()
-                return
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        return
+class _Exchange:
+    """One connection's current request and answer: its mode and the bytes counted so far."""
+
+    def __init__(self, mode: Mode) -> None:
+        self.mode = mode
+        self.received = 0  # request bytes of this exchange
+        self.sent = 0  # answer bytes of this exchange
+        self.answered = False  # the upstream has begun answering this exchange
+
+    def begin(self, mode: Mode) -> None:
+        self.mode, self.received, self.sent, self.answered = mode, 0, 0, False
+
+
+#: The start of an HTTP/1.x request: a new exchange on a kept-alive connection.
+_REQUEST_LINE = re.compile(rb"^[A-Z]{3,10} \S+ HTTP/1\.[01]\r\n")
 
 
 async def _drain_forever(reader: asyncio.StreamReader) -> None:

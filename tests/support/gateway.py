@@ -38,6 +38,11 @@ class GatewayProcess:
         self.tls_context = tls_context
         #: Extra options after ``s3orch --config F`` (e.g. ``["--mode", "api"]``).
         self.args = list(args)
+        #: Extra environment for the next starts (e.g. ``{"S3ORCH_CRASH_AT": "after-commit"}``).
+        self.env: dict[str, str] = {}
+        #: RLIMIT_FSIZE of the next starts in bytes (a full disk without mounting one; see
+        #: tests.support.diskfull).  Every file the gateway writes is limited, its log too.
+        self.file_size_limit: int | None = None
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.yaml"
@@ -79,6 +84,7 @@ class GatewayProcess:
     def _spawn_and_wait(self, timeout: float) -> str:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.env)
         twistd = str(Path(sys.executable).with_name("twistd"))
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
@@ -89,9 +95,18 @@ class GatewayProcess:
             cwd=str(self.workdir),
             env=env,
             start_new_session=True,
+            preexec_fn=None if self.file_size_limit is None else self._limit_file_size,
         )
         log.close()
         return poll(self._probe, lambda found: found != "starting", timeout)
+
+    def _limit_file_size(self) -> None:
+        """In the child, before exec: files past the limit fail with EFBIG."""
+        import resource
+
+        limit = self.file_size_limit
+        assert limit is not None
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     def _new_log(self) -> str:
         """What this process has logged since it was started."""

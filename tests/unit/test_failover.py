@@ -26,7 +26,7 @@ class FailoverTests(SynchronousTestCase):
                 raise BackendUnavailable("down")
             return "etag-" + name
 
-        async def undo(name: str) -> None:
+        async def undo(name: str, exc: BaseException) -> None:
             undone.append(name)
 
         d = Deferred.fromCoroutine(
@@ -62,8 +62,8 @@ class FailoverTests(SynchronousTestCase):
         async def boom(name: str) -> str:
             raise ValueError("bug")
 
-        async def undo(name: str) -> None:
-            undone.append(name)
+        async def undo(name: str, exc: BaseException) -> None:
+            undone.append(f"{name}: {exc}")  # undo is told why (an answer, or none)
 
         d = Deferred.fromCoroutine(
             with_failover(
@@ -76,4 +76,4 @@ class FailoverTests(SynchronousTestCase):
             )
         )
         self.failureResultOf(d, ValueError)
-        self.assertEqual(undone, ["a"])
+        self.assertEqual(undone, ["a: bug"])

@@ -188,6 +188,9 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "replication.unhealthy_threshold": (
         "tests/unit/test_replicator.py::test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced",
     ),
+    "cleanup_queue.concurrency": (
+        "tests/unit/test_workers.py::CleanupQueueWorkerTests::test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once",
+    ),
     "cleanup_queue.claim_grace_period": (
         "tests/unit/test_workers.py::BuildTests::test_workers_get_locks_an_owner_and_the_claim_grace_and_locks_close_after_them",
     ),
@@ -306,7 +309,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "circuit_breaker.degraded_broadcast_parallelism": (
         {"circuit_breaker": {"degraded_broadcast_parallelism": 4}}, ["circuit_breaker.degraded_broadcast_parallelism"],
     ),
-    "cleanup_queue.concurrency": ({"cleanup_queue": {"concurrency": 20}}, ["cleanup_queue.concurrency"]),
 }
 
 

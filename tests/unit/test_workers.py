@@ -268,6 +268,38 @@ class CleanupQueueWorkerTests(SynchronousTestCase):
         self.assertEqual(locks.calls, [("try", 1003), ("release", 1003)])
 
 
+    def test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once(self) -> None:
+        """``cleanup_queue.concurrency`` bounds the worker's deletes, apart from the requests'
+        bound (``server.delete_concurrency``, 16 here)."""
+        pending: list[Deferred[None]] = []
+
+        class SlowBackend:
+            async def delete_object(self, key: str) -> None:
+                d: Deferred[None] = Deferred()
+                pending.append(d)
+                await d
+
+        clock = Clock()
+        store = FakeCleanupStore([CleanupItem(i, "b1", f"k{i}", 1, "delete") for i in range(7)])
+        cleanups = Cleanups(
+            store=store,  # type: ignore[arg-type]
+            fleet=BackendFleet([], {"b1": SlowBackend()}),  # type: ignore[dict-item]
+            clock=clock,
+            concurrency=16,
+        )
+        worker = CleanupQueueWorker(
+            cleanups, clock, CleanupQueueConfig(concurrency=3), owner="o", locks=None, batch=50
+        )
+        tick = Deferred.fromCoroutine(worker.run_once())
+        in_flight: list[int] = []
+        while not all(d.called for d in pending) or len(pending) < 7:
+            waiting = [d for d in pending if not d.called]
+            in_flight.append(len(waiting))
+            waiting[0].callback(None)
+        self.assertTrue(self.successResultOf(tick))
+        self.assertEqual((max(in_flight), len(pending), sorted(store.done)), (3, 7, list(range(7))))
+
+
 class BuildTests(SynchronousTestCase):
     """tap.build gives every shared-state worker the instance's worker locks."""
 

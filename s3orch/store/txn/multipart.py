@@ -227,11 +227,14 @@ def _delete_attempt(tx: Tx, attempt_id: str) -> bool:
     return tx.rowcount == 1
 
 
-def txn_release_part(tx: Tx, notes: Notes, attempt_id: str, now: float) -> None:
+def txn_release_part(tx: Tx, notes: Notes, attempt_id: str, now: float) -> list[CleanupItem]:
+    """Drop a failed part attempt: its reservation becomes orphaned bytes queued for
+    deletion, as a backend that failed to answer may have stored them (I4)."""
     found = _attempt(tx, attempt_id)
     if found is None or not _delete_attempt(tx, attempt_id):
-        return  # already released (or Complete/Abort released it)
+        return []  # already released (or Complete/Abort released it)
     adjust_quota(tx, notes, found.backend, now, reserved=-found.size)
+    return _queue_part_object(tx, notes, found.backend, found.storage_key, found.size, now)
 
 
 def _queue_part_object(
