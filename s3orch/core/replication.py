@@ -67,6 +67,10 @@ from s3orch.store.interface import (
 #: (a copy slower than this is refused at record time, never recorded half-deleted).
 REPLICA_HOLD = 6 * 3600.0
 
+#: How long a copy whose PUT got no answer waits before the cleanup queue deletes it (the
+#: queue's own grace for displaced copies: a PUT still landing has surely ended by then).
+ABANDON_GRACE = 60.0
+
 
 def replica_storage_key(source_key: str, part_number: int) -> str:
     """The backend key of one new copy: the source's key plus a fresh attempt id, so two
@@ -403,12 +407,22 @@ class Replicator:
                 "replication write failed; this object waits for the next pass", component="replication",
                 backend=reservation.backend, bucket=extent.bucket, key=extent.key, error=str(exc),
             )
-            await self._drop(reservation)
+            if isinstance(exc, BackendError) and exc.status is None:
+                await self._abandon(reservation)  # no answer: the bytes may still land
+            else:
+                await self._drop(reservation)  # the backend answered: it stored nothing
             return False
         except BaseException:
-            await self._drop(reservation)
+            await self._abandon(reservation)
             raise
         return True
+
+    async def _abandon(self, reservation: ReplicaReservation) -> None:
+        """A copy whose PUT got no answer: the cleanup queue deletes it after its grace (as an
+        abandoned client write), never at once, which could race the PUT still landing."""
+        await self.store.abandon_replica(
+            reservation.cleanup_id, self.clock.seconds() + ABANDON_GRACE
+        )
 
     async def _drop(self, reservation: ReplicaReservation) -> None:
         """Delete a copy that will not be recorded (and free its room) now; a failure

@@ -540,6 +540,10 @@ class MetadataStore(Protocol):
         (holding no copy of it) the strategy picks; the room is a cleanup row due after
         ``hold`` seconds, so an abandoned copy is deleted by the queue."""
 
+    async def abandon_replica(self, cleanup_id: int, due: float) -> None:
+        """Make the cleanup row of a replica whose PUT got no answer due at ``due`` (the
+        queue then deletes it; a delete sent at once could race the PUT still landing)."""
+
     async def record_replica(
         self,
         extent: UnderReplicated,

@@ -457,6 +457,9 @@ class SQLStore:
             tuple(candidates), strategy, storage_key, now, hold,
         )
 
+    async def abandon_replica(self, cleanup_id: int, due: float) -> None:
+        await self._write(replicas.txn_abandon_replica, cleanup_id, due)
+
     async def record_replica(
         self,
         extent: UnderReplicated,

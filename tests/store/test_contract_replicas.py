@@ -139,3 +139,16 @@ async def test_a_missing_copy_is_forgotten_only_while_another_remains(store: Met
     assert record is not None and [loc.backend for loc in record.locations] == ["b2"]
     assert counters(await quota(store, "b1")) == (0, 0, 0, 0)
     assert not await store.drop_missing_copy(extent, only.backend, only.storage_key, NOW)  # gone already
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_abandoned_replica_becomes_due_after_the_grace_never_later_than_its_hold(store: MetadataStore) -> None:
+    await _setup(store)
+    await put(store, "k", 10)
+    [extent] = await store.under_replicated(2, 10)
+    reservation = await _reserve(store, extent, "bkt/x/r1")
+    assert await store.due_cleanups(NOW + 59, 10) == []
+    await store.abandon_replica(reservation.cleanup_id, NOW + 60)
+    due = await store.due_cleanups(NOW + 60, 10)
+    assert [(d.backend, d.storage_key, d.reason) for d in due] == [("b2", "bkt/x/r1", "replication_orphan")]
+    assert counters(await quota(store, "b2")) == (0, 10, 0, 0)  # still counted until deleted

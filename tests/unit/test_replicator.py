@@ -507,3 +507,36 @@ def test_a_scheduled_pass_is_framed_once_by_the_worker_with_one_correlation_id(g
     assert len(copying) == 1
     framed = [e["event"] for e in seen if e["request_id"] == copying[0]]
     assert framed == ["replication.start", "replication.copy", "replication.copied", "replication.complete"]
+
+
+def test_a_copy_whose_put_got_no_answer_is_left_to_the_queue_after_its_grace(gateway: GatewayHarness) -> None:
+    from s3orch.backend.interface import BackendUnavailable
+
+    assert gateway.put("photos", "k", b"n" * 400).status == 200
+    replicator = worker(gateway).replicator
+    target: Any = replicator.fleet["backend-2"]
+
+    class Unanswered:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(target, name)
+
+        async def put_object(self, key: str, payload: Payload) -> str:
+            await target.put_object(key, payload)  # the bytes land, the answer is lost
+            raise BackendUnavailable("connection reset", backend="backend-2")
+
+    replicator.fleet._clients["backend-2"] = Unanswered()
+    try:
+        result = run(gateway, replicator.run_pass())
+    finally:
+        replicator.fleet._clients["backend-2"] = target
+    assert (result.failed, result.copies_created) == (1, 0)
+    landed = stored(gateway, "backend-2")
+    assert len(landed) == 1  # not deleted at once: a delete could race a PUT still landing
+    _, rows = run(gateway, gateway.store.cleanup_queue_page(10))
+    assert [(r.reason, r.storage_key) for r in rows] == [("replication_orphan", next(iter(landed)))]
+    assert rows[0].next_retry <= gateway.clock.seconds() + 60
+    assert used(gateway)["backend-2"][1] == 400  # orphaned until the queue deletes it
+    gateway.advance(2 * INTERVAL + 10)  # the queue deletes it; the next passes copy again
+    assert run(gateway, gateway.store.cleanup_queue_page(10))[0] == 0
+    assert holders(gateway, "k") == [["backend-1", "backend-2"]]
+    assert len(stored(gateway, "backend-2")) == 1 and used(gateway)["backend-2"] == (400, 0, 0, 1)

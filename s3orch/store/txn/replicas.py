@@ -187,6 +187,15 @@ def txn_reserve_replica(
     return ReplicaOutcome("ok", ReplicaReservation(chosen, storage_key, size, item.id))
 
 
+def txn_abandon_replica(tx: Tx, notes: Notes, cleanup_id: int, due: float) -> None:
+    """A copy whose PUT got no answer (it may still land): its cleanup row becomes due at
+    ``due`` (after a grace), so the queue deletes it once a slow PUT has surely ended."""
+    tx.execute(
+        "UPDATE cleanup_queue SET next_retry = ? WHERE id = ? AND claimed_by IS NULL AND next_retry > ?",
+        (due, cleanup_id, due),
+    )
+
+
 def txn_record_replica(
     tx: Tx,
     notes: Notes,
