@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from s3orch.cli.main import cli
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY, fresh_bucket
+from tests.support.auditor import Auditor
 from tests.support.configs import BackendSpec, GatewayConfig
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.gateway import GatewayProcess
@@ -122,6 +123,11 @@ def _locations(gw: GatewayProcess, key: str) -> list[tuple[int, str, str]]:
     return [(int(r[0]), r[1], r[2]) for r in rows]
 
 
+def _audit(gw: GatewayProcess, backends: list[BackendSpec]) -> None:
+    """The fault rig's auditor (nothing leaked, referenced bytes present, quotas exact)."""
+    Auditor(lambda: sqlite3.connect(str(gw.workdir / "s3orch.db"), timeout=10), backends).audit().assert_clean()
+
+
 def _client(gw: GatewayProcess) -> Any:
     return s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
 
@@ -166,6 +172,7 @@ def test_factor_two_reaches_two_backends_and_survives_any_one_stopped(
     assert sum(r["used"] for r in rows.values()) == 2 * sum(len(b) for b in bodies.values())
     assert all(r["orphan"] == 0 and r["reserved"] == 0 for r in rows.values()), rows
     assert _replicate(gateway)["copies_created"] == 0
+    _audit(gateway, rig.direct)
     # Any one backend down (connections reset): every object reads back, byte for byte.
     for proxy in rig.proxies:
         proxy.set(Fault.REFUSE)
@@ -217,6 +224,11 @@ def test_an_overwrite_racing_a_copy_keeps_its_bytes_and_only_the_new_copy_is_del
         spec = direct[backend]
         reader = s3_client(spec.endpoint, spec.access_key, spec.secret_key)
         assert _sha(reader.get_object(Bucket=spec.bucket, Key=key)["Body"].read()) == _sha(new)  # type: ignore[attr-defined]
+    # The old write's copy was displaced by the overwrite; once the queue is empty, nothing leaked.
+    deadline = time.monotonic() + 15
+    while quota_rows(gateway)["backend-1"]["orphan"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _audit(gateway, rig.direct)
 
 
 def test_replicate_streams_ndjson_progress_one_step_per_extent(
@@ -335,6 +347,7 @@ def test_two_instances_on_postgresql_replicate_while_both_overwrite_and_every_co
         time.sleep(0.2)
     assert settled, quotas
     assert sum(r["used"] for r in quotas.values()) == total
+    Auditor(lambda: psycopg2.connect(postgres_dsn), backends).audit().assert_clean()
 
 
 def _peak_rss_kib(pid: int) -> int:
