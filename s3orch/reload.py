@@ -18,7 +18,10 @@ turn, so no request sees half a reload:
 * ``lifecycle`` (the expiration worker's rules and batch size, from its next pass);
 * the TLS certificate and key, re-read from the files the listener was started with (new
   connections get the new certificate; a certificate expiring within 24 h is warned about);
-* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``, ``replication``,
+* ``replication`` (the replicator's factor, interval, batch size, concurrency and
+  ``unhealthy_threshold``, for its next pass), as long as replication stays on or stays off:
+  turning it on (``factor`` from 1) or off takes effect at restart, as the worker exists or not;
+* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``,
   ``integrity``): accepted and recorded, but inert, as their features are not in this build
   (switching one on is refused like at start).
 
@@ -42,7 +45,7 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig
+from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig, ReplicationConfig
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
     EXPIRY_WARNING,
@@ -59,7 +62,7 @@ log = Logger(namespace="s3orch.reload")
 
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit", "rebalance", "replication", "integrity")
+INERT_SECTIONS = ("rate_limit", "rebalance", "integrity")
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -131,6 +134,8 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "usage_flush": new.usage_flush,
         "lifecycle": new.lifecycle,
     }
+    if (new.replication.factor > 1) == (current.replication.factor > 1):
+        changes["replication"] = new.replication  # on or off stays as the start built it
     changes.update({name: getattr(new, name) for name in INERT_SECTIONS})
     return dataclasses.replace(current, **changes)
 
@@ -154,6 +159,10 @@ class HasInterval(Protocol):
     def set_interval(self, interval: float) -> None: ...
 
 
+class HasReplication(Protocol):
+    def reconfigure(self, config: ReplicationConfig) -> None: ...
+
+
 class HasLifecycleRules(Protocol):
     def set_rules(self, config: LifecycleConfig) -> None: ...
 
@@ -171,6 +180,7 @@ class ReloadTargets:
     multipart: HasBucketLimits | None = None
     fleet: HasConfigs | None = None
     usage_flush: HasInterval | None = None
+    replicator: HasReplication | None = None
     tls: ReloadableContext | None = None
     lifecycle: HasLifecycleRules | None = None
     set_log_level: Callable[[str], None] = set_log_level
@@ -331,6 +341,10 @@ class Reloader:
             if targets.usage_flush is not None:
                 targets.usage_flush.set_interval(merged.usage_flush.interval)
             log.info("Reloaded usage-flush config", component="reload", interval=merged.usage_flush.interval)
+        if any(name.startswith("replication") for name in changed):
+            if targets.replicator is not None:
+                targets.replicator.reconfigure(merged.replication)
+            log.info("Reloaded replication config", component="reload", factor=merged.replication.factor)
         if any(name.startswith("lifecycle") for name in changed):
             if targets.lifecycle is not None:
                 targets.lifecycle.set_rules(merged.lifecycle)

@@ -38,6 +38,7 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
 from s3orch.core.objects import ObjectService
+from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
@@ -62,6 +63,7 @@ from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
+from s3orch.workers.replicator import ReplicatorWorker
 
 #: The S3 listener's name in the service tree (``server.listen_addr``).
 S3_LISTENER = "s3-listener"
@@ -267,6 +269,15 @@ def build(
         objects, store, reactor, config.lifecycle, events=events, instance=owner, locks=worker_locks
     )
     add_worker(lifecycle)
+    replicating: ReplicatorWorker | None = None
+    if config.replication.factor > 1:
+        replicator = Replicator(
+            store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler,
+            routing_strategy=config.routing_strategy, clock=reactor, config=config.replication,
+            events=events, reader=objects.reader,
+        )
+        replicating = ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks)
+        add_worker(replicating)
     # Every instance refreshes its own gauges (read-only): no worker lock.
     usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)
@@ -309,7 +320,7 @@ def build(
 
     targets = ReloadTargets(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
-        lifecycle=lifecycle,
+        lifecycle=lifecycle, replicator=replicating,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

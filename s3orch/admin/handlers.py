@@ -223,6 +223,19 @@ class AdminHandlers:
             raise AdminError(503, "usage flush failed (see the log)")
         return {"status": "flushed"}
 
+    async def replicate(self, call: AdminCall) -> dict[str, Any]:
+        try:
+            worker: Any = self.service().getServiceNamed("replicator")
+        except KeyError:
+            return {"status": "skipped", "reason": "replication.factor is 1 or this process runs no replicator"}
+        try:
+            result = await worker.run_now_pass(call.progress)
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if result is None:
+            return {"status": "skipped", "reason": "another replication pass is running"}
+        return {"status": "ok", **result.as_dict()}
+
     async def lifecycle(self, call: AdminCall) -> dict[str, Any]:
         try:
             worker: Any = self.service().getServiceNamed("lifecycle")

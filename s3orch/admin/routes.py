@@ -95,6 +95,15 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "POST", "replicate", "replicate",
+        "Run a replication pass now: copy every extent with fewer than `replication.factor` copies"
+        " (under the replicator's worker lock).",
+        "`{status: \"ok\", copies_created, run_id, scanned, failed, no_target, stale, bytes_copied}`;"
+        " `{status: \"skipped\", reason}` when the factor is 1, this process runs no replicator,"
+        " or another pass holds the lock.",
+        streams=True,
+    ),
+    Route(
         "POST", "lifecycle", "lifecycle",
         "Run the lifecycle expiration rules now (without the worker lock: deletes are conditional,"
         " so a scheduled pass running at the same time is harmless).",

@@ -282,6 +282,24 @@ def usage_flush(**options: Any) -> None:
 
 @click.command()
 @admin_options
+def replicate(**options: Any) -> None:
+    """Run a replication pass now, drawing its progress (one step per under-replicated extent)."""
+
+    def show(a: dict[str, Any]) -> None:
+        if a.get("status") != "ok":
+            click.echo(f"{a.get('status')}: {a.get('reason', '')}")
+            return
+        click.echo(
+            f"copies created: {a.get('copies_created')}, extents scanned: {a.get('scanned')},"
+            f" failed: {a.get('failed')}, no target: {a.get('no_target')}, stale: {a.get('stale')},"
+            f" copied {_size(a.get('bytes_copied'))}"
+        )
+
+    run(options, streamed(options, "POST", "replicate", "replicate"), show)
+
+
+@click.command()
+@admin_options
 def lifecycle(**options: Any) -> None:
     """Run the lifecycle expiration rules now."""
 
@@ -372,5 +390,5 @@ def logs(level: str | None, component: str | None, limit: int, **options: Any) -
 #: Every admin command, added to the ``s3orch-admin`` group by :mod:`s3orch.cli.main`.
 COMMANDS = (
     status, object_locations, cleanup_queue, cleanup_dlq, cleanup_dlq_requeue, cleanup_dlq_write_off,
-    usage_flush, lifecycle, log_level, workers, reload_status, logs,
+    usage_flush, replicate, lifecycle, log_level, workers, reload_status, logs,
 )

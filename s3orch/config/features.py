@@ -125,7 +125,8 @@ class RebalanceConfig:
 class ReplicationConfig:
     """Copies per object and the replicator's pace; ``unhealthy_threshold`` 0 turns health-awareness off.
 
-    This build keeps one copy: a ``factor`` above 1 is refused at start-up (``s3orch.config.support``).
+    With a ``factor`` above 1 the replicator (``s3orch.workers.replicator``) copies every extent
+    with fewer copies to other backends, at start-up and every ``worker_interval``.
     """
 
     factor: int = knob(1, positive=True)

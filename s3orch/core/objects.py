@@ -20,17 +20,14 @@ from dataclasses import dataclass, replace
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from s3orch.backend.interface import (
-    BackendError,
-    BackendNotFound,
-    BackendStream,
-)
+from s3orch.backend.interface import BackendError, BackendStream
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
+from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
 from s3orch.notify import events as ev
@@ -105,11 +102,22 @@ class ObjectService:
     ) -> None:
         self.events = events  # webhooks: written with the change (see s3orch.notify)
         self.store = store
+        self.reader = CopyReader(fleet, clock)  # which copy a read tries first
         self.fleet = fleet
         self.cleanups = cleanups
         self.spooler = spooler
         self.routing_strategy = routing_strategy
         self.clock = clock
+
+    @property
+    def fleet(self) -> BackendFleet:
+        return self._fleet
+
+    @fleet.setter
+    def fleet(self, fleet: BackendFleet) -> None:
+        """A new fleet (tests swap it) is the readers' too."""
+        self._fleet = fleet
+        self.reader.fleet = fleet
 
     # -- writes ---------------------------------------------------------------
 
@@ -233,8 +241,8 @@ class ObjectService:
         the holders are unreachable, 500 when no copy exists (never 404).  The
         location is the copy the first byte comes from.
         """
-        if record.parts:
-            return await open_extents(record.parts, record.size, byte_range, self._open_extent)
+        if record.parts or len(record.locations) > 1:  # several copies: a retry may take another
+            return await open_extents(record.extents, record.size, byte_range, self._open_extent)
         return await self._open_copies(record.locations, byte_range)
 
     async def _open_extent(
@@ -245,34 +253,7 @@ class ObjectService:
     async def _open_copies(
         self, locations: Sequence[Location], byte_range: tuple[int, int] | None
     ) -> tuple[BackendStream, Location]:
-        unavailable = 0
-        for location in locations:
-            backend = self.fleet.client(location.backend)
-            if backend is None:
-                continue
-            try:
-                stream = await backend.get_object(location.storage_key, byte_range)
-            except BackendNotFound:
-                self.log.error(
-                    "tracked object missing on its backend",
-                    component="objects",
-                    backend=location.backend,
-                    storage_key=location.storage_key,
-                )
-                continue
-            except BackendError as exc:
-                unavailable += 1
-                self.log.warn(
-                    "backend GET failed; trying the next copy",
-                    component="objects",
-                    backend=location.backend,
-                    error=str(exc),
-                )
-                continue
-            return stream, location
-        if unavailable:
-            raise errors.ServiceUnavailable("The storage backend holding this object is unavailable.")
-        raise errors.InternalError("The object's data could not be found on any backend.")
+        return await self.reader.open(locations, byte_range)
 
     # -- deletes --------------------------------------------------------------
 

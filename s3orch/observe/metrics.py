@@ -342,3 +342,37 @@ LIFECYCLE_RUNS = Counter(
     ["status"],
     registry=REGISTRY,
 )
+# --- replication (s3orch.core.replication) ----------------------------------------------------
+
+REPLICATION_COPIES = Counter(
+    "s3o_replication_copies_created_total", "Replica copies created and recorded", ["backend"], registry=REGISTRY
+)
+REPLICATION_BYTES = Counter(
+    "s3o_replication_bytes_total", "Bytes written to backends as new replicas", ["backend"], registry=REGISTRY
+)
+REPLICATION_FAILURES = Counter(
+    "s3o_replication_failures_total",
+    "Extents a replication pass could not bring to the factor (read, write, stale, no_target, error)",
+    ["reason"],
+    registry=REGISTRY,
+)
+REPLICATION_HEALTH_COPIES = Counter(
+    "s3o_replication_health_copies_total",
+    "Replacement copies made because a copy sat on a backend unhealthy past unhealthy_threshold",
+    registry=REGISTRY,
+)
+REPLICATION_PENDING = Gauge(
+    "s3o_replication_pending", "Under-replicated extents left after the last pass", registry=REGISTRY
+)
+REPLICATION_RUNS = Counter(
+    "s3o_replication_runs_total",
+    "Replication passes by outcome (success, partial, failed, empty, error)",
+    ["status"],
+    registry=REGISTRY,
+)
+REPLICATION_STALE_ROWS = Counter(
+    "s3o_replication_stale_copies_removed_total",
+    "Copy records removed because their backend answered 404 when the replicator read them",
+    ["backend"],
+    registry=REGISTRY,
+)

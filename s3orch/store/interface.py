@@ -79,7 +79,10 @@ from s3orch.store.records import (
     PendingIntent,
     QueuedCleanup,
     QuotaRow,
+    ReplicaOutcome,
+    ReplicaReservation,
     Reservation,
+    UnderReplicated,
     UploadedPart,
     UploadListPage,
 )
@@ -118,6 +121,8 @@ __all__ = [
     "PreconditionConflict",
     "QueuedCleanup",
     "QuotaRow",
+    "ReplicaOutcome",
+    "ReplicaReservation",
     "Reservation",
     "StoreError",
     "StoreUnavailable",
@@ -127,6 +132,7 @@ __all__ = [
     "UPLOAD_COMPLETING",
     "UPLOAD_CREATING",
     "UPLOAD_OPEN",
+    "UnderReplicated",
     "UploadLimitReached",
     "UploadListPage",
     "UploadNotFound",
@@ -497,3 +503,54 @@ class MetadataStore(Protocol):
 
     async def count_events(self) -> int:
         """Deliveries waiting."""
+
+    # -- replicas (s3orch.store.txn.replicas) ---------------------------------------------
+
+    async def under_replicated(
+        self,
+        factor: int,
+        limit: int,
+        after: tuple[str, str, int] | None = None,
+        uncounted: Sequence[str] = (),
+    ) -> list[UnderReplicated]:
+        """Up to ``limit`` extents of current objects with fewer than ``factor`` copies not on
+        an ``uncounted`` backend, in (bucket, key, part number) order after ``after``."""
+
+    async def count_under_replicated(self, factor: int, uncounted: Sequence[str] = ()) -> int:
+        """How many extents :meth:`under_replicated` would return now (a progress total)."""
+
+    async def drop_missing_copy(
+        self, extent: UnderReplicated, backend: str, storage_key: str, now: float
+    ) -> bool:
+        """Forget the copy of ``extent`` at ``backend``/``storage_key`` (its backend answered 404)
+        if the object is still the same write and another copy remains; whether it did."""
+
+    async def reserve_replica(
+        self,
+        extent: UnderReplicated,
+        factor: int,
+        uncounted: Sequence[str],
+        candidates: Sequence[str],
+        strategy: str,
+        storage_key: str,
+        now: float,
+        hold: float,
+    ) -> ReplicaOutcome:
+        """Reserve room for one more copy of ``extent`` at ``storage_key`` on the candidate
+        (holding no copy of it) the strategy picks; the room is a cleanup row due after
+        ``hold`` seconds, so an abandoned copy is deleted by the queue."""
+
+    async def abandon_replica(self, cleanup_id: int, due: float) -> None:
+        """Make the cleanup row of a replica whose PUT got no answer due at ``due`` (the
+        queue then deletes it; a delete sent at once could race the PUT still landing)."""
+
+    async def record_replica(
+        self,
+        extent: UnderReplicated,
+        reservation: ReplicaReservation,
+        factor: int,
+        uncounted: Sequence[str],
+        now: float,
+    ) -> ReplicaOutcome:
+        """Record the copy made for ``reservation`` if the object is still the same write
+        and the extent still needs it; otherwise its cleanup row (due now) is returned."""

@@ -399,6 +399,53 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True)
+class UnderReplicated:
+    """One extent of a current object with fewer counted copies than the replication factor.
+
+    ``etag`` is the MD5 hex of the extent's bytes when known (a single-part object's
+    ETag, a part's), so a copy read back can be checked before it is written elsewhere;
+    ``copies`` are every copy of the extent (uncounted ones included: never a target).
+    """
+
+    bucket: str
+    key: str
+    write_id: str
+    part_number: int
+    size: int
+    etag: str
+    copies: tuple[Location, ...]
+
+
+@dataclass(frozen=True)
+class ReplicaReservation:
+    """Room reserved for one new copy of an extent on ``backend`` at ``storage_key``.
+
+    The bytes are held as a cleanup row (``cleanup_id``, counted in ``orphan_bytes``)
+    due only after a long hold, so a copy abandoned by a crash is deleted and its
+    bytes freed without anyone's help; recording the replica turns the row into a
+    location (orphan -> used) in one transaction.
+    """
+
+    backend: str
+    storage_key: str
+    size: int
+    cleanup_id: int
+
+
+@dataclass(frozen=True)
+class ReplicaOutcome:
+    """What a replica reservation or record found: ``reason`` is ``ok``, ``stale``
+    (the object was overwritten or deleted, or the extent gained a copy there meanwhile),
+    ``satisfied`` (enough counted copies already), ``no_target`` (no candidate has
+    room) or ``expired`` (the cleanup queue took the copy: it outlived its hold);
+    ``cleanup`` is the new copy's cleanup row when it must be deleted now."""
+
+    reason: str
+    reservation: ReplicaReservation | None = None
+    cleanup: CleanupItem | None = None
+
+
+@dataclass(frozen=True)
 class ExpiredObject:
     """A key whose current version was committed before a lifecycle rule's cutoff.
 

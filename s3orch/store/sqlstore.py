@@ -42,11 +42,25 @@ from s3orch.store.records import (
     PendingIntent,
     QueuedCleanup,
     QuotaRow,
+    ReplicaOutcome,
+    ReplicaReservation,
     Reservation,
+    UnderReplicated,
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.txn import cleanup, dlq, expiry, intents, listing, multipart, objects, outbox, quota
+from s3orch.store.txn import (
+    cleanup,
+    dlq,
+    expiry,
+    intents,
+    listing,
+    multipart,
+    objects,
+    outbox,
+    quota,
+    replicas,
+)
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
 _P = ParamSpec("_P")
@@ -400,3 +414,61 @@ class SQLStore:
 
     async def count_events(self) -> int:
         return await self._read(outbox.txn_count_events)
+
+    # -- replicas ------------------------------------------------------------------------
+
+    async def under_replicated(
+        self,
+        factor: int,
+        limit: int,
+        after: tuple[str, str, int] | None = None,
+        uncounted: Sequence[str] = (),
+    ) -> list[UnderReplicated]:
+        if factor < 1 or limit < 1:
+            raise ValueError("factor and limit must be at least 1")
+        return await self._read(
+            replicas.txn_under_replicated, factor, limit, after, tuple(sorted(set(uncounted)))
+        )
+
+    async def count_under_replicated(self, factor: int, uncounted: Sequence[str] = ()) -> int:
+        return await self._read(
+            replicas.txn_count_under_replicated, factor, tuple(sorted(set(uncounted)))
+        )
+
+    async def drop_missing_copy(
+        self, extent: UnderReplicated, backend: str, storage_key: str, now: float
+    ) -> bool:
+        return await self._write(replicas.txn_drop_missing_copy, extent, backend, storage_key, now)
+
+    async def reserve_replica(
+        self,
+        extent: UnderReplicated,
+        factor: int,
+        uncounted: Sequence[str],
+        candidates: Sequence[str],
+        strategy: str,
+        storage_key: str,
+        now: float,
+        hold: float,
+    ) -> ReplicaOutcome:
+        _check_strategy(strategy)
+        return await self._write(
+            replicas.txn_reserve_replica, extent, factor, tuple(sorted(set(uncounted))),
+            tuple(candidates), strategy, storage_key, now, hold,
+        )
+
+    async def abandon_replica(self, cleanup_id: int, due: float) -> None:
+        await self._write(replicas.txn_abandon_replica, cleanup_id, due)
+
+    async def record_replica(
+        self,
+        extent: UnderReplicated,
+        reservation: ReplicaReservation,
+        factor: int,
+        uncounted: Sequence[str],
+        now: float,
+    ) -> ReplicaOutcome:
+        return await self._write(
+            replicas.txn_record_replica, extent, reservation, factor,
+            tuple(sorted(set(uncounted))), now,
+        )

@@ -170,8 +170,24 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_tracing.py::test_provider_samples_parent_based_trace_id_ratio",
         "tests/unit/test_tracing.py::test_rate_zero_drops_new_traces_but_a_sampled_client_trace_is_kept",
     ),
-    # 1 copy (the default) is what this build keeps; above 1 is refused.
-    "replication.factor": (f"{GW_CORE}::test_overwrite_and_delete_settle_quota_exactly",),
+    # The replicator (s3orch.core.replication, s3orch.workers.replicator).
+    "replication.factor": (
+        "tests/unit/test_replicator.py::test_a_pass_brings_every_extent_to_two_distinct_backends_with_exact_quota",
+        "tests/unit/test_replicator.py::test_admin_replicate_is_skipped_with_factor_one",
+        "tests/integration/test_replication.py::test_factor_two_reaches_two_backends_and_survives_any_one_stopped",
+    ),
+    "replication.worker_interval": (
+        "tests/unit/test_replicator.py::test_the_worker_runs_every_worker_interval_and_copies_concurrency_extents_at_once",
+    ),
+    "replication.batch_size": (
+        "tests/unit/test_replicator.py::test_the_worker_runs_every_worker_interval_and_copies_concurrency_extents_at_once",
+    ),
+    "replication.concurrency": (
+        "tests/unit/test_replicator.py::test_the_worker_runs_every_worker_interval_and_copies_concurrency_extents_at_once",
+    ),
+    "replication.unhealthy_threshold": (
+        "tests/unit/test_replicator.py::test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced",
+    ),
     "cleanup_queue.concurrency": (
         "tests/unit/test_workers.py::CleanupQueueWorkerTests::test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once",
     ),
@@ -253,10 +269,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "encryption.enabled": ({"encryption": {"enabled": True, "master_key": "a" * 43 + "="}}, ["encryption.enabled"]),
     "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
     "integrity.enabled": ({"integrity": {"enabled": True}}, ["integrity.enabled"]),
-    "replication.factor": (
-        {"replication": {"factor": 2}, "backends": [BASE["backends"][0], dict(BASE["backends"][0], name="b2")]},
-        ["replication.factor"],
-    ),
     "write_path.parallel_copies.enabled": (
         {"write_path": {"parallel_copies": {"enabled": True}}}, ["write_path.parallel_copies.enabled"],
     ),

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config
-from s3orch.config.model import BackendConfig
+from s3orch.config.model import BackendConfig, ReplicationConfig
 from s3orch.reload import Reloader, ReloadTargets, diff_paths, merge_reloadable
 from s3orch.s3.sigv4 import sign_headers
 from s3orch.testing.config import config_from_string
@@ -381,3 +381,28 @@ def test_a_failed_reload_is_announced_as_config_reload_failed(tmp_path: Path) ->
         assert [row.event_type for row in rows].count("config.reload_failed") == 1
     finally:
         harness.stop()
+
+
+def test_replication_settings_reload_but_switching_it_on_waits_for_a_restart(logged: list[dict[str, Any]]) -> None:
+    two = BASE + "replication:\n  factor: 2\n"
+    old = _config(two)
+    reloader, _, _ = _reloader(old)
+    replicator = _Replicator()
+    reloader.targets.replicator = replicator
+    new = _config(two + "  worker_interval: 1m\n  batch_size: 10\n")
+    outcome = _result(Deferred.fromCoroutine(reloader.apply(new)))
+    assert outcome["status"] == "ok" and outcome["restart_required"] == []
+    assert outcome["changed"] == ["replication.worker_interval", "replication.batch_size"]
+    assert [(c.worker_interval, c.batch_size) for c in replicator.configs] == [(60.0, 10)]
+    # From 2 copies to 1 (the worker exists only when started with more than one): at restart.
+    off = _result(Deferred.fromCoroutine(reloader.apply(_config(BASE))))
+    assert off["changed"] == [] and "replication.factor" in off["restart_required"]
+    assert reloader.current.replication.factor == 2 and len(replicator.configs) == 1
+
+
+class _Replicator:
+    def __init__(self) -> None:
+        self.configs: list[ReplicationConfig] = []
+
+    def reconfigure(self, config: ReplicationConfig) -> None:
+        self.configs.append(config)
