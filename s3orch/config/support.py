@@ -139,16 +139,12 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="a request over capacity is refused at once (503 SlowDown); remove it or set 0s",
     ),
     # --- knobs of behaviour this build has only in its default form ---------------------------
-    # The database circuit breaker and its degraded (broadcast-read) mode are always on in the
-    # original and cannot be switched off, so its defaults must load; this build has neither (a
-    # database outage answers 503 to every request), so any other value is refused.
+    # Degraded reads find an object's copies in the location journal (s3orch.core.journal) and
+    # try them in order; the original's parallel broadcast to every backend is not built.
     *(
         Unsupported(f"circuit_breaker.{name}", _changed(f"circuit_breaker.{name}"),
                     hint=_default_of(f"circuit_breaker.{name}"))
-        for name in (
-            "failure_threshold", "open_timeout", "cache_ttl", "parallel_broadcast",
-            "degraded_broadcast_parallelism",
-        )
+        for name in ("parallel_broadcast", "degraded_broadcast_parallelism")
     ),
     # Backend deletes of the cleanup queue share server.delete_concurrency; this key is not read.
     Unsupported(

@@ -30,7 +30,7 @@ of the contract are importable from here too, as callers have always imported th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
@@ -205,6 +205,17 @@ class MetadataStore(Protocol):
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
         """The current version of a key with its copies (and extents), or None."""
+
+    async def objects_since(
+        self, since: float, limit: int, known: Collection[tuple[str, str, str]] = ()
+    ) -> tuple[list[ObjectRecord], list[tuple[str, str, str, float]]]:
+        """Up to ``limit`` objects with ``last_modified >= since``, oldest first: the records of
+        those whose (bucket, key, write id) is not in ``known``, and every row seen as (bucket,
+        key, write id, last_modified) (the location journal's refresh, :mod:`s3orch.core.journal`)."""
+
+    async def objects_after(self, bucket: str, key: str, limit: int) -> list[ObjectRecord]:
+        """Up to ``limit`` current records after ``(bucket, key)`` in key order (the journal's
+        sweep, which finds keys deleted by other instances)."""
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

@@ -16,7 +16,7 @@ unavailable becomes :class:`~s3orch.store.errors.StoreUnavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from twisted.internet.interfaces import IReactorCore
@@ -45,7 +45,7 @@ from s3orch.store.records import (
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.txn import cleanup, dlq, intents, listing, multipart, objects, outbox, quota
+from s3orch.store.txn import cleanup, dlq, intents, journal, listing, multipart, objects, outbox, quota
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
 _P = ParamSpec("_P")
@@ -168,6 +168,14 @@ class SQLStore:
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
         return await self._read(objects.txn_get_object, bucket, key)
+
+    async def objects_since(
+        self, since: float, limit: int, known: Collection[tuple[str, str, str]] = ()
+    ) -> tuple[list[ObjectRecord], list[tuple[str, str, str, float]]]:
+        return await self._read(journal.txn_objects_since, since, limit, known)
+
+    async def objects_after(self, bucket: str, key: str, limit: int) -> list[ObjectRecord]:
+        return await self._read(journal.txn_objects_after, bucket, key, limit)
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

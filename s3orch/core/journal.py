@@ -1,0 +1,305 @@
+"""The location journal: a local, read-only-when-degraded copy of where every object lives.
+
+Backend keys are opaque and per write (``{bucket}/{sha256(key)}/{write id}``), so while the
+database is down no broadcast can guess them.  Each instance therefore keeps, in a small SQLite
+file of its own (``circuit_breaker.journal_path``), ``(bucket, key) -> current record`` (size,
+etag, content type, metadata, checksums and every extent's copies with their backend and storage
+keys).  During an outage GET and HEAD answer from it (:mod:`s3orch.core.degraded_reads`).
+
+It is fed three ways, none on a request's critical path:
+
+* this instance's commits and deletes are noted in memory (:meth:`LocationJournal.note`,
+  :meth:`~LocationJournal.note_deleted`) and written in batches, one transaction every
+  ``FLUSH_DELAY`` seconds, on a thread of the journal's own;
+* :class:`s3orch.workers.journal_refresh.JournalRefresher` reads what changed in the database
+  since a watermark (``last_modified``): other instances' writes;
+* the same worker sweeps all keys in key order, a page per tick: a journal row the database no
+  longer has becomes a tombstone (other instances' deletes).
+
+Every entry carries a stamp (a record's ``last_modified``, a delete's time) and an older stamp
+never replaces a newer one, so a refresh that read a record just before this instance deleted it
+cannot bring it back: a key known deleted answers 404, never its old bytes.  Tombstones are
+dropped after ``TOMBSTONE_TTL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from s3orch.backend.interface import Clock
+from s3orch.store.records import Extent, Location, ObjectRecord
+
+#: Seconds between a noted change and the batch that writes it (and its neighbours).
+FLUSH_DELAY = 0.2
+#: How long a tombstone is kept (longer than any refresh can lag behind).
+TOMBSTONE_TTL = 3600.0
+
+_T = TypeVar("_T")
+#: Runs a blocking function off the reactor thread (the journal's own thread in a gateway).
+Offload = Callable[[Callable[[], _T]], "Deferred[_T]"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS entries (bucket TEXT NOT NULL, object_key TEXT NOT NULL,"
+    " stamp REAL NOT NULL, record TEXT, PRIMARY KEY (bucket, object_key)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the journal knows of a key: the record, or None for a tombstone, as of ``stamp``."""
+
+    stamp: float
+    record: ObjectRecord | None
+
+
+def record_to_json(record: ObjectRecord) -> str:
+    return json.dumps(asdict(record), separators=(",", ":"))
+
+
+def record_from_json(text: str) -> ObjectRecord:
+    data: dict[str, Any] = json.loads(text)
+
+    def locations(items: Iterable[dict[str, Any]]) -> tuple[Location, ...]:
+        return tuple(Location(**item) for item in items)
+
+    data["locations"] = locations(data["locations"])
+    data["parts"] = tuple(
+        Extent(**{**part, "locations": locations(part["locations"])}) for part in data["parts"]
+    )
+    if data["part_sizes"] is not None:
+        data["part_sizes"] = tuple(data["part_sizes"])
+    return ObjectRecord(**data)
+
+
+def newer(incoming: Entry, existing: Entry | None) -> bool:
+    """Whether ``incoming`` replaces ``existing``: a later stamp wins; at an equal stamp a
+    tombstone wins over a record (a delete at the same instant as a read must not be undone)."""
+    if existing is None:
+        return True
+    if incoming.stamp != existing.stamp:
+        return incoming.stamp > existing.stamp
+    return incoming.record is None or existing.record is not None
+
+
+def default_journal_path(database_path: str, driver: str, spool_dir: str, state_dir: str) -> str:
+    """Next to a SQLite database (``<db>.locations``); else in the spool dir, else ``state_dir``."""
+    if driver == "sqlite":
+        return os.path.abspath(database_path) + ".locations"
+    return os.path.join(spool_dir or state_dir, "s3orch-locations.db")
+
+
+class JournalFile:
+    """The SQLite file; every method blocks, and runs on the journal's thread only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    def get(self, key: Key) -> Entry | None:
+        row = self._db().execute(
+            "SELECT stamp, record FROM entries WHERE bucket = ? AND object_key = ?", key
+        ).fetchone()
+        if row is None:
+            return None
+        return Entry(float(row[0]), None if row[1] is None else record_from_json(row[1]))
+
+    def write(self, batch: Sequence[tuple[Key, Entry]]) -> None:
+        """Apply a batch in one transaction, keeping the newer of each pair (:func:`newer`)."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for key, entry in batch:
+                if newer(entry, self.get(key)):
+                    text = None if entry.record is None else record_to_json(entry.record)
+                    db.execute(
+                        "INSERT OR REPLACE INTO entries (bucket, object_key, stamp, record)"
+                        " VALUES (?, ?, ?, ?)",
+                        (key[0], key[1], entry.stamp, text),
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def live_keys(self, after: Key, upto: Key | None, before: float) -> list[Key]:
+        """Keys with a record in (after, upto] (no upper bound when None), stamped before ``before``."""
+        sql = "SELECT bucket, object_key FROM entries WHERE (bucket, object_key) > (?, ?)"
+        params: list[Any] = [after[0], after[1]]
+        if upto is not None:
+            sql += " AND (bucket, object_key) <= (?, ?)"
+            params += [upto[0], upto[1]]
+        sql += " AND record IS NOT NULL AND stamp < ?"
+        params.append(before)
+        return [(b, k) for b, k in self._db().execute(sql, params).fetchall()]
+
+    def purge_tombstones(self, before: float) -> None:
+        self._db().execute("DELETE FROM entries WHERE record IS NULL AND stamp < ?", (before,))
+
+    def get_meta(self, name: str) -> str | None:
+        row = self._db().execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._db().execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def count(self) -> int:
+        return int(self._db().execute("SELECT COUNT(*) FROM entries WHERE record IS NOT NULL").fetchone()[0])
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def run_here(work: Callable[[], _T]) -> Deferred[_T]:
+    """Offload for tests: run on the calling thread."""
+    return succeed(work())
+
+
+def journal_offload(reactor: object) -> tuple[Offload[Any], Callable[[], None]]:
+    """(offload, stop): one thread of the journal's own, so its file is only ever touched by
+    that thread and its work never waits behind the reactor's pool (the spool, DNS).  A reactor
+    without threads (a test's MemoryReactorClock) works on the calling thread."""
+    if not IReactorThreads.providedBy(reactor):
+        return run_here, lambda: None
+    pool = ThreadPool(minthreads=1, maxthreads=1, name="s3orch-journal")
+    started = False
+
+    def offload(work: Callable[[], Any]) -> Deferred[Any]:
+        nonlocal started
+        if not started:
+            pool.start()
+            started = True
+        return deferToThreadPool(reactor, pool, work)
+
+    def stop() -> None:
+        if started:
+            pool.stop()
+
+    return offload, stop
+
+
+class LocationJournal:
+    """In-memory overlay of noted changes over the :class:`JournalFile`, written in batches."""
+
+    log = Logger(namespace="s3orch.journal")
+
+    def __init__(self, path: str, clock: Clock, offload: Offload[Any] = run_here) -> None:
+        self.file = JournalFile(path)
+        self.clock = clock
+        self.offload = offload
+        self._pending: dict[Key, Entry] = {}
+        #: What the batch being written holds (still answers lookups until it is on disk).
+        self._writing: dict[Key, Entry] = {}
+        self._flush_call: IDelayedCall | None = None
+        #: Told of every key whose entry changes (the location cache drops it).
+        self.on_change: Callable[[str, str], object] = lambda bucket, key: None
+        self._flushing: Deferred[None] | None = None
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def note(self, record: ObjectRecord) -> None:
+        """A current record (this instance's commit, or a refresh's read)."""
+        self._add((record.bucket, record.key), Entry(record.last_modified, record))
+
+    def note_deleted(self, bucket: str, key: str, stamp: float) -> None:
+        self._add((bucket, key), Entry(stamp, None))
+
+    def _add(self, key: Key, entry: Entry) -> None:
+        if newer(entry, self._pending.get(key)):
+            self._pending[key] = entry
+            self.on_change(*key)
+        if self._flush_call is None and self._flushing is None:
+            self._flush_call = self.clock.callLater(FLUSH_DELAY, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_call = None
+        Deferred.fromCoroutine(self.flush())
+
+    async def flush(self) -> None:
+        """Write what is pending, in one transaction on the journal's thread."""
+        if self._flushing is not None or not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        self._writing = batch
+        done: Deferred[None] = Deferred()
+        self._flushing = done
+        try:
+            await self.offload(lambda: self.file.write(list(batch.items())))
+        except Exception:
+            self.log.failure("location journal write failed", component="journal")
+            for key, entry in batch.items():  # try again with the next batch
+                if newer(entry, self._pending.get(key)):
+                    self._pending[key] = entry
+        finally:
+            self._writing = {}
+            self._flushing = None
+            done.callback(None)
+        if self._pending and self._flush_call is None:
+            self._flush_call = self.clock.callLater(FLUSH_DELAY, self._flush_due)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def lookup(self, bucket: str, key: str) -> Entry | None:
+        """What the journal knows of a key (None: nothing; an Entry without record: deleted)."""
+        found = self._pending.get((bucket, key)) or self._writing.get((bucket, key))
+        if found is not None:
+            return found
+        entry: Entry | None = await self.offload(lambda: self.file.get((bucket, key)))
+        return entry
+
+    async def sweep(self, after: Key, upto: Key | None, present: Iterable[Key], before: float) -> int:
+        """Tombstone the keys in (after, upto] the database no longer has (their rows stamped
+        before ``before``: newer ones may be writes the database's page predates).  Returns
+        how many."""
+        await self.flush()
+        if self._flushing is not None:
+            await self._flushing
+        live = await self.offload(lambda: self.file.live_keys(after, upto, before))
+        gone = set(live) - set(present)
+        now = self.clock.seconds()
+        for key in gone:
+            self.note_deleted(key[0], key[1], max(before, 0.0))
+        if upto is None:  # a whole cycle done: old tombstones can go
+            await self.offload(lambda: self.file.purge_tombstones(now - TOMBSTONE_TTL))
+        return len(gone)
+
+    async def get_meta(self, name: str) -> str | None:
+        value: str | None = await self.offload(lambda: self.file.get_meta(name))
+        return value
+
+    async def set_meta(self, name: str, value: str) -> None:
+        await self.offload(lambda: self.file.set_meta(name, value))
+
+    async def close(self) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        await self.flush()
+        if self._flushing is not None:
+            await self._flushing
+        await self.offload(self.file.close)

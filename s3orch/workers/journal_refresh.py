@@ -1,0 +1,96 @@
+"""Keep this instance's location journal (:mod:`s3orch.core.journal`) in step with the database.
+
+Every ``circuit_breaker.journal_refresh`` seconds, on every instance (no worker lock: each has
+its own journal), while the database breaker is closed:
+
+1. *changes*: the objects whose ``last_modified`` is at or after the watermark, pages of
+   ``PAGE`` until a short one; only writes not yet journaled have their extents read.  After a
+   short page the watermark becomes ``now - OVERLAP``: a commit still in flight, or stamped by
+   an instance whose clock lags, is seen by a later tick.  The watermark is kept in the journal
+   file, so a restart resumes where it stopped (a new journal starts from 0: a full load);
+2. *sweep*: one page of all keys in key order from a cursor; journal rows in the page's range
+   that the database no longer has become tombstones (deletes by other instances), the page's
+   records are noted (promotions the watermark cannot see).  A short page ends a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IReactorTime
+
+from s3orch.core.journal import Key, LocationJournal
+from s3orch.observe.metrics import JOURNAL_ENTRIES
+from s3orch.store.interface import MetadataStore
+from s3orch.workers.base import PeriodicWorker
+
+#: Rows per database read.
+PAGE = 500
+#: Change pages per tick at most (a fresh journal loads this many rows a tick).
+MAX_PAGES = 20
+#: Seconds a commit may take, or an instance's clock lag, and still be seen by the next tick.
+OVERLAP = 30.0
+_WATERMARK = "watermark"
+
+
+class JournalRefresher(PeriodicWorker):
+    def __init__(
+        self,
+        store: MetadataStore,
+        journal: LocationJournal,
+        clock: IReactorTime,
+        interval: float,
+        degraded: Callable[[], bool],
+    ) -> None:
+        super().__init__("journal-refresh", interval, clock, run_now=True, component="journal_refresh")
+        self.store = store
+        self.journal = journal
+        self.degraded = degraded
+        self.watermark: float | None = None
+        self.sweep_from: Key = ("", "")
+        #: (bucket, key, write id) of the writes seen in the last OVERLAP seconds.
+        self._recent: dict[tuple[str, str, str], float] = {}
+        self.cycles = 0
+
+    async def tick(self) -> None:
+        if self.degraded():  # the breaker answers for the database: nothing to read
+            return
+        if self.watermark is None:
+            stored = await self.journal.get_meta(_WATERMARK)
+            self.watermark = float(stored) if stored is not None else 0.0
+        await self._changes()
+        await self._sweep()
+        await self.journal.flush()
+        await self.journal.set_meta(_WATERMARK, repr(self.watermark))
+        JOURNAL_ENTRIES.set(await self.journal.offload(self.journal.file.count))
+
+    async def _changes(self) -> None:
+        assert self.watermark is not None
+        started = self.clock.seconds()
+        for _ in range(MAX_PAGES):
+            records, rows = await self.store.objects_since(self.watermark, PAGE, frozenset(self._recent))
+            for record in records:
+                self.journal.note(record)
+            for bucket, key, write_id, modified in rows:
+                self._recent[(bucket, key, write_id)] = modified
+            if len(rows) < PAGE:
+                self.watermark = max(self.watermark, started - OVERLAP)
+                break
+            # A full page: go on from its last stamp (rows at that stamp are re-read, and skipped).
+            self.watermark = max(self.watermark, rows[-1][3])
+        floor = self.watermark - OVERLAP
+        self._recent = {k: m for k, m in self._recent.items() if m >= floor}
+
+    async def _sweep(self) -> None:
+        started = self.clock.seconds()
+        records = await self.store.objects_after(*self.sweep_from, PAGE)
+        for record in records:
+            self.journal.note(record)
+        present = [(r.bucket, r.key) for r in records]
+        upto = present[-1] if len(records) == PAGE else None
+        await self.journal.sweep(self.sweep_from, upto, present, started - OVERLAP)
+        if upto is None:
+            self.sweep_from = ("", "")
+            self.cycles += 1
+        else:
+            self.sweep_from = upto
