@@ -139,7 +139,8 @@ def build(
     journal = LocationJournal(
         breaking_db.journal_path
         or default_journal_path(
-            config.database.path, config.database.driver, config.server.spool_dir, tempfile.gettempdir()
+            config.database.path, config.database.driver, config.server.spool_dir, tempfile.gettempdir(),
+            f"{config.database.dsn}|{config.database.host}:{config.database.port}/{config.database.database}",
         ),
         reactor,
         journal_offload_,

@@ -87,8 +87,8 @@ class CircuitBreakerConfig:
 
     ``journal_path`` and ``journal_refresh`` are ours: the location journal that lets degraded
     reads find every object, not only cached ones (``s3orch.core.journal``).  An empty path is
-    ``<database.path>.locations`` on SQLite, else ``s3orch-locations.db`` in ``server.spool_dir``
-    (or the system's temporary directory).
+    ``<database.path>.locations`` on SQLite, else ``s3orch-locations-<hash of the database>.db`` in
+    ``server.spool_dir`` (or the system's temporary directory).
     """
 
     failure_threshold: int = knob(3, positive=True)

@@ -24,6 +24,7 @@ dropped after ``TOMBSTONE_TTL``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -95,11 +96,14 @@ def newer(incoming: Entry, existing: Entry | None) -> bool:
     return incoming.record is None or existing.record is not None
 
 
-def default_journal_path(database_path: str, driver: str, spool_dir: str, state_dir: str) -> str:
-    """Next to a SQLite database (``<db>.locations``); else in the spool dir, else ``state_dir``."""
+def default_journal_path(database_path: str, driver: str, spool_dir: str, state_dir: str, server: str = "") -> str:
+    """Next to a SQLite database (``<db>.locations``); else in the spool dir (else ``state_dir``),
+    named after the database ``server`` (``host:port/name``), so a journal never mirrors another
+    database."""
     if driver == "sqlite":
         return os.path.abspath(database_path) + ".locations"
-    return os.path.join(spool_dir or state_dir, "s3orch-locations.db")
+    tag = hashlib.sha256(server.encode()).hexdigest()[:12]
+    return os.path.join(spool_dir or state_dir, f"s3orch-locations-{tag}.db")
 
 
 class JournalFile:

@@ -116,7 +116,7 @@ def read_body(client: Any, key: str) -> bytes:
     return bytes(client.get_object(Bucket="photos", Key=key)["Body"].read())
 
 
-def single_attempt_client(endpoint: str) -> Any:
+def single_attempt_client(endpoint: str, read_timeout: float = 30) -> Any:
     """boto3 as a user has it, but without retries: every 503 must be seen here."""
     return boto3.client(
         "s3",
@@ -129,7 +129,7 @@ def single_attempt_client(endpoint: str) -> Any:
             retries={"total_max_attempts": 1},
             max_pool_connections=32,
             connect_timeout=5,
-            read_timeout=30,
+            read_timeout=read_timeout,
         ),
     )
 

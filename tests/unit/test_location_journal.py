@@ -117,5 +117,7 @@ def test_the_sweep_tombstones_old_rows_the_database_no_longer_has(tmp_path: Path
 
 def test_the_default_path_is_next_to_a_sqlite_database_else_in_the_spool_dir() -> None:
     assert default_journal_path("/var/lib/s3o/meta.db", "sqlite", "/spool", "/tmp") == "/var/lib/s3o/meta.db.locations"
-    assert default_journal_path("x", "postgres", "/spool", "/tmp") == "/spool/s3orch-locations.db"
-    assert default_journal_path("x", "postgres", "", "/tmp") == "/tmp/s3orch-locations.db"
+    one = default_journal_path("x", "postgres", "/spool", "/tmp", "db1:5432/meta")
+    assert one.startswith("/spool/s3orch-locations-") and one.endswith(".db")
+    other = default_journal_path("x", "postgres", "", "/tmp", "db2:5432/meta")
+    assert other.startswith("/tmp/s3orch-locations-") and other[5:] != one[7:]
