@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -52,7 +52,7 @@ Offload = Callable[[Callable[[], _T]], "Deferred[_T]"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (bucket TEXT NOT NULL, object_key TEXT NOT NULL,"
-    " stamp REAL NOT NULL, record TEXT, PRIMARY KEY (bucket, object_key)) WITHOUT ROWID",
+    " stamp REAL NOT NULL, write_id TEXT, record TEXT, PRIMARY KEY (bucket, object_key)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
@@ -138,27 +138,27 @@ class JournalFile:
         try:
             for key, entry in batch:
                 if newer(entry, self.get(key)):
-                    text = None if entry.record is None else record_to_json(entry.record)
+                    text = write_id = None
+                    if entry.record is not None:
+                        text, write_id = record_to_json(entry.record), entry.record.write_id
                     db.execute(
-                        "INSERT OR REPLACE INTO entries (bucket, object_key, stamp, record)"
-                        " VALUES (?, ?, ?, ?)",
-                        (key[0], key[1], entry.stamp, text),
+                        "INSERT OR REPLACE INTO entries (bucket, object_key, stamp, write_id, record)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (key[0], key[1], entry.stamp, write_id, text),
                     )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def live_keys(self, after: Key, upto: Key | None, before: float) -> list[Key]:
-        """Keys with a record in (after, upto] (no upper bound when None), stamped before ``before``."""
-        sql = "SELECT bucket, object_key FROM entries WHERE (bucket, object_key) > (?, ?)"
+    def range(self, after: Key, upto: Key | None) -> dict[Key, tuple[str | None, float]]:
+        """Key -> (write id, None for a tombstone; stamp) in (after, upto] (no bound: None)."""
+        sql = "SELECT bucket, object_key, write_id, stamp FROM entries WHERE (bucket, object_key) > (?, ?)"
         params: list[Any] = [after[0], after[1]]
         if upto is not None:
             sql += " AND (bucket, object_key) <= (?, ?)"
             params += [upto[0], upto[1]]
-        sql += " AND record IS NOT NULL AND stamp < ?"
-        params.append(before)
-        return [(b, k) for b, k in self._db().execute(sql, params).fetchall()]
+        return {(b, k): (w, float(t)) for b, k, w, t in self._db().execute(sql, params).fetchall()}
 
     def purge_tombstones(self, before: float) -> None:
         self._db().execute("DELETE FROM entries WHERE record IS NULL AND stamp < ?", (before,))
@@ -220,6 +220,9 @@ class LocationJournal:
         #: What the batch being written holds (still answers lookups until it is on disk).
         self._writing: dict[Key, Entry] = {}
         self._flush_call: IDelayedCall | None = None
+        #: (bucket, key, write id) -> last_modified of the records noted lately: the refresh
+        #: does not read their extents again (pruned by the refresh).
+        self.seen: dict[tuple[str, str, str], float] = {}
         #: Told of every key whose entry changes (the location cache drops it).
         self.on_change: Callable[[str, str], object] = lambda bucket, key: None
         self._flushing: Deferred[None] | None = None
@@ -228,6 +231,7 @@ class LocationJournal:
 
     def note(self, record: ObjectRecord) -> None:
         """A current record (this instance's commit, or a refresh's read)."""
+        self.seen[(record.bucket, record.key, record.write_id)] = record.last_modified
         self._add((record.bucket, record.key), Entry(record.last_modified, record))
 
     def note_deleted(self, bucket: str, key: str, stamp: float) -> None:
@@ -276,21 +280,28 @@ class LocationJournal:
         entry: Entry | None = await self.offload(lambda: self.file.get((bucket, key)))
         return entry
 
-    async def sweep(self, after: Key, upto: Key | None, present: Iterable[Key], before: float) -> int:
-        """Tombstone the keys in (after, upto] the database no longer has (their rows stamped
-        before ``before``: newer ones may be writes the database's page predates).  Returns
-        how many."""
+    async def sweep(
+        self, after: Key, upto: Key | None, present: Mapping[Key, str], before: float
+    ) -> tuple[int, list[Key]]:
+        """Compare the database's keys in (after, upto] (``present``: key -> write id) with the
+        journal's: a key the database no longer has becomes a tombstone, if its entry is stamped
+        before ``before`` (a newer one may be a write the database's page predates).  Returns
+        (how many went, the keys whose current record the journal lacks: to read and note)."""
         await self.flush()
         if self._flushing is not None:
             await self._flushing
-        live = await self.offload(lambda: self.file.live_keys(after, upto, before))
-        gone = set(live) - set(present)
-        now = self.clock.seconds()
+        known = await self.offload(lambda: self.file.range(after, upto))
+        gone = [
+            key for key, (write_id, stamp) in known.items()
+            if write_id is not None and key not in present and stamp < before
+        ]
         for key in gone:
-            self.note_deleted(key[0], key[1], max(before, 0.0))
+            self.note_deleted(key[0], key[1], before)
+        missing = [key for key, write_id in present.items() if known.get(key, (None, 0.0))[0] != write_id]
         if upto is None:  # a whole cycle done: old tombstones can go
+            now = self.clock.seconds()
             await self.offload(lambda: self.file.purge_tombstones(now - TOMBSTONE_TTL))
-        return len(gone)
+        return len(gone), missing
 
     async def get_meta(self, name: str) -> str | None:
         value: str | None = await self.offload(lambda: self.file.get_meta(name))

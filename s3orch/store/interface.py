@@ -213,9 +213,12 @@ class MetadataStore(Protocol):
         those whose (bucket, key, write id) is not in ``known``, and every row seen as (bucket,
         key, write id, last_modified) (the location journal's refresh, :mod:`s3orch.core.journal`)."""
 
-    async def objects_after(self, bucket: str, key: str, limit: int) -> list[ObjectRecord]:
-        """Up to ``limit`` current records after ``(bucket, key)`` in key order (the journal's
-        sweep, which finds keys deleted by other instances)."""
+    async def keys_after(self, bucket: str, key: str, limit: int) -> list[tuple[str, str, str]]:
+        """Up to ``limit`` (bucket, key, write id) after ``(bucket, key)`` in key order (the
+        journal's sweep, which finds keys deleted by other instances)."""
+
+    async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
+        """The current records of ``keys``, those that exist (the journal's sweep)."""
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

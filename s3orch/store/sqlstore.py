@@ -174,8 +174,11 @@ class SQLStore:
     ) -> tuple[list[ObjectRecord], list[tuple[str, str, str, float]]]:
         return await self._read(journal.txn_objects_since, since, limit, known)
 
-    async def objects_after(self, bucket: str, key: str, limit: int) -> list[ObjectRecord]:
-        return await self._read(journal.txn_objects_after, bucket, key, limit)
+    async def keys_after(self, bucket: str, key: str, limit: int) -> list[tuple[str, str, str]]:
+        return await self._read(journal.txn_keys_after, bucket, key, limit)
+
+    async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
+        return await self._read(journal.txn_objects_of, tuple(keys))
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

@@ -8,9 +8,10 @@ its own journal), while the database breaker is closed:
    short page the watermark becomes ``now - OVERLAP``: a commit still in flight, or stamped by
    an instance whose clock lags, is seen by a later tick.  The watermark is kept in the journal
    file, so a restart resumes where it stopped (a new journal starts from 0: a full load);
-2. *sweep*: one page of all keys in key order from a cursor; journal rows in the page's range
-   that the database no longer has become tombstones (deletes by other instances), the page's
-   records are noted (promotions the watermark cannot see).  A short page ends a cycle.
+2. *sweep*: one page of all keys (with their write ids, no extents) in key order from a
+   cursor; journal rows in the page's range that the database no longer has become tombstones
+   (deletes by other instances), and the records of keys whose write the journal lacks are read
+   and noted (a write the watermark missed, e.g. a promoted intent).  A short page ends a cycle.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ class JournalRefresher(PeriodicWorker):
         self.degraded = degraded
         self.watermark: float | None = None
         self.sweep_from: Key = ("", "")
-        #: (bucket, key, write id) of the writes seen in the last OVERLAP seconds.
-        self._recent: dict[tuple[str, str, str], float] = {}
         self.cycles = 0
 
     async def tick(self) -> None:
@@ -68,27 +67,29 @@ class JournalRefresher(PeriodicWorker):
         assert self.watermark is not None
         started = self.clock.seconds()
         for _ in range(MAX_PAGES):
-            records, rows = await self.store.objects_since(self.watermark, PAGE, frozenset(self._recent))
+            seen = self.journal.seen
+            records, rows = await self.store.objects_since(self.watermark, PAGE, frozenset(seen))
             for record in records:
                 self.journal.note(record)
             for bucket, key, write_id, modified in rows:
-                self._recent[(bucket, key, write_id)] = modified
+                seen[(bucket, key, write_id)] = modified
             if len(rows) < PAGE:
                 self.watermark = max(self.watermark, started - OVERLAP)
                 break
             # A full page: go on from its last stamp (rows at that stamp are re-read, and skipped).
             self.watermark = max(self.watermark, rows[-1][3])
         floor = self.watermark - OVERLAP
-        self._recent = {k: m for k, m in self._recent.items() if m >= floor}
+        self.journal.seen = {k: m for k, m in self.journal.seen.items() if m >= floor}
 
     async def _sweep(self) -> None:
         started = self.clock.seconds()
-        records = await self.store.objects_after(*self.sweep_from, PAGE)
-        for record in records:
-            self.journal.note(record)
-        present = [(r.bucket, r.key) for r in records]
-        upto = present[-1] if len(records) == PAGE else None
-        await self.journal.sweep(self.sweep_from, upto, present, started - OVERLAP)
+        rows = await self.store.keys_after(*self.sweep_from, PAGE)
+        present = {(b, k): w for b, k, w in rows}
+        upto = (rows[-1][0], rows[-1][1]) if len(rows) == PAGE else None
+        _, missing = await self.journal.sweep(self.sweep_from, upto, present, started - OVERLAP)
+        if missing:
+            for record in await self.store.objects_of(missing):
+                self.journal.note(record)
         if upto is None:
             self.sweep_from = ("", "")
             self.cycles += 1

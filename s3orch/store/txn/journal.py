@@ -1,14 +1,15 @@
 """Pages of current object records for the location journal (:mod:`s3orch.core.journal`).
 
-Two reads feed every instance's journal: what changed since a watermark (``last_modified``,
-indexed by migration 0006), and a rolling sweep through all keys in key order, which is how
-a journal learns of deletes made by other instances.  Each record comes with its copies and
+Reads feed every instance's journal: what changed since a watermark (``last_modified``,
+indexed by migration 0006), and a rolling sweep through all keys in key order (keys and write
+ids only; the records of those the journal lacks are read by key), which is how a journal
+learns of deletes made by other instances.  Each record comes with its copies and
 extents, exactly as :func:`~s3orch.store.txn.objects.txn_get_object` returns it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from s3orch.store.records import ObjectRecord
 from s3orch.store.txn.base import Notes, Tx
@@ -33,16 +34,24 @@ def txn_objects_since(
     return _records(tx, notes, wanted), rows
 
 
-def txn_objects_after(
+def txn_keys_after(
     tx: Tx, notes: Notes, bucket: str, key: str, limit: int
-) -> list[ObjectRecord]:
-    """Up to ``limit`` current records after (bucket, key), in key order (the sweep)."""
-    rows = tx.execute(
-        "SELECT bucket, object_key FROM objects WHERE (bucket, object_key) > (?, ?)"
-        " ORDER BY bucket, object_key LIMIT ?",
-        (bucket, key, limit),
-    ).fetchall()
-    return _records(tx, notes, rows)
+) -> list[tuple[str, str, str]]:
+    """Up to ``limit`` (bucket, key, write id) after (bucket, key), in key order (the sweep: a
+    range scan of the primary key, no extents)."""
+    return [
+        (str(b), str(k), str(w))
+        for b, k, w in tx.execute(
+            "SELECT bucket, object_key, write_id FROM objects WHERE (bucket, object_key) > (?, ?)"
+            " ORDER BY bucket, object_key LIMIT ?",
+            (bucket, key, limit),
+        ).fetchall()
+    ]
+
+
+def txn_objects_of(tx: Tx, notes: Notes, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
+    """The current records of ``keys`` (those that still exist)."""
+    return _records(tx, notes, list(keys))
 
 
 def _records(tx: Tx, notes: Notes, rows: list[tuple[str, str]]) -> list[ObjectRecord]:
