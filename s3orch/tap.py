@@ -35,13 +35,13 @@ from s3orch.backend.s3 import S3Backend
 from s3orch.config import Config, ConfigError, load_config
 from s3orch.config.model import BackendConfig
 from s3orch.config.support import refusals
+from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.degraded import DatabaseBreaker
 from s3orch.core.degraded_reads import DegradedReads, LocationCache
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
 from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
-from s3orch.core.objects import ObjectService
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
@@ -176,7 +176,10 @@ def build(
     cleanups = Cleanups(
         store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency, events=events
     )
-    objects = ObjectService(
+    # Degraded reads race an object's copies when circuit_breaker.parallel_broadcast is on.
+    objects = BroadcastingObjectService(
+        racing=lambda: breaking_db.parallel_broadcast and database.degraded(),
+        parallelism=breaking_db.degraded_broadcast_parallelism,
         store=store,
         fleet=fleet,
         cleanups=cleanups,

@@ -139,13 +139,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="a request over capacity is refused at once (503 SlowDown); remove it or set 0s",
     ),
     # --- knobs of behaviour this build has only in its default form ---------------------------
-    # Degraded reads find an object's copies in the location journal (s3orch.core.journal) and
-    # try them in order; the original's parallel broadcast to every backend is not built.
-    *(
-        Unsupported(f"circuit_breaker.{name}", _changed(f"circuit_breaker.{name}"),
-                    hint=_default_of(f"circuit_breaker.{name}"))
-        for name in ("parallel_broadcast", "degraded_broadcast_parallelism")
-    ),
     # Backend deletes of the cleanup queue share server.delete_concurrency; this key is not read.
     Unsupported(
         "cleanup_queue.concurrency", _changed("cleanup_queue.concurrency"),

@@ -10,6 +10,7 @@ import pytest
 from twisted.internet.defer import ensureDeferred
 
 from s3orch.backend.breaker import CLOSED, OPEN
+from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.degraded_reads import DegradedReads
 from s3orch.observe.metrics import REGISTRY
 from s3orch.store.interface import StoreUnavailable
@@ -157,3 +158,27 @@ def test_the_breaker_opens_only_on_outages_and_stays_closed_while_reads_work(gat
         for _ in range(3):
             gateway.get("photos", "missing")
         assert _breaker(gateway).state == OPEN
+
+
+def test_parallel_broadcast_races_copies_only_while_degraded(tmp_path: Path) -> None:
+    text = CONFIG + "  parallel_broadcast: true\n  degraded_broadcast_parallelism: 2\n"
+    with GatewayHarness(tmp_path, text) as gateway:
+        targets: Any = gateway.service.reloader.targets
+        objects = targets.multipart.objects
+        assert isinstance(objects, BroadcastingObjectService) and objects.parallelism == 2
+        assert not objects.racing()
+        with Outage(gateway.store):
+            for _ in range(3):
+                gateway.get("photos", "missing")
+            assert objects.racing()
+        gateway.advance(5)
+        assert gateway.put("photos", "k", b"x").status == 200  # the probe closes the breaker
+        assert not objects.racing()
+
+
+def test_by_default_copies_are_never_raced(gateway: GatewayHarness) -> None:
+    targets: Any = gateway.service.reloader.targets
+    with Outage(gateway.store):
+        for _ in range(3):
+            gateway.get("photos", "missing")
+        assert _breaker(gateway).state == OPEN and not targets.multipart.objects.racing()

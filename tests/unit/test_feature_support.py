@@ -209,6 +209,14 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "circuit_breaker.cache_ttl": (
         "tests/unit/test_degraded_reads.py::test_a_hot_key_is_answered_from_the_cache_within_cache_ttl",
     ),
+    "circuit_breaker.parallel_broadcast": (
+        "tests/unit/test_degraded_broadcast.py::test_the_first_copy_to_answer_wins_and_the_others_are_cancelled",
+        "tests/unit/test_degraded_reads.py::test_parallel_broadcast_races_copies_only_while_degraded",
+    ),
+    "circuit_breaker.degraded_broadcast_parallelism": (
+        "tests/unit/test_degraded_broadcast.py::test_the_window_caps_opens_in_flight_and_a_failure_starts_the_next_copy",
+        "tests/unit/test_degraded_reads.py::test_parallel_broadcast_races_copies_only_while_degraded",
+    ),
     # Ours: the location journal that makes every object readable during an outage.
     "circuit_breaker.journal_path": (
         "tests/unit/test_location_journal.py::test_the_default_path_is_next_to_a_sqlite_database_else_in_the_spool_dir",
@@ -285,12 +293,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "usage_flush.adaptive_enabled": ({"usage_flush": {"adaptive_enabled": True}}, ["usage_flush.adaptive_enabled"]),
     "server.admission_wait": ({"server": {"admission_wait": "100ms"}}, ["server.admission_wait"]),
-    "circuit_breaker.parallel_broadcast": (
-        {"circuit_breaker": {"parallel_broadcast": True}}, ["circuit_breaker.parallel_broadcast"],
-    ),
-    "circuit_breaker.degraded_broadcast_parallelism": (
-        {"circuit_breaker": {"degraded_broadcast_parallelism": 4}}, ["circuit_breaker.degraded_broadcast_parallelism"],
-    ),
     "cleanup_queue.concurrency": ({"cleanup_queue": {"concurrency": 20}}, ["cleanup_queue.concurrency"]),
 }
 
