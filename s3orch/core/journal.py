@@ -274,11 +274,12 @@ class LocationJournal:
 
     async def lookup(self, bucket: str, key: str) -> Entry | None:
         """What the journal knows of a key (None: nothing; an Entry without record: deleted)."""
-        found = self._pending.get((bucket, key)) or self._writing.get((bucket, key))
-        if found is not None:
-            return found
-        entry: Entry | None = await self.offload(lambda: self.file.get((bucket, key)))
-        return entry
+        stored: Entry | None = await self.offload(lambda: self.file.get((bucket, key)))
+        best = stored
+        for waiting in (self._writing.get((bucket, key)), self._pending.get((bucket, key))):
+            if waiting is not None and newer(waiting, best):
+                best = waiting
+        return best
 
     async def sweep(
         self, after: Key, upto: Key | None, present: Mapping[Key, str], before: float

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from s3orch.core.journal import (
     FLUSH_DELAY,
     Entry,
+    JournalFile,
     LocationJournal,
     default_journal_path,
     newer,
@@ -69,7 +70,7 @@ def test_notes_answer_at_once_and_reach_the_file_in_one_batch(tmp_path: Path) ->
     journal.note_deleted("photos", "b", 11)
     got = lookup(journal, "a")
     assert got is not None and got.record == record("a", 10)  # from memory, before any write
-    assert not path.exists()  # nothing written yet: the batch waits FLUSH_DELAY
+    assert JournalFile(str(path)).count() == 0  # nothing written yet: the batch waits FLUSH_DELAY
     clock.advance(FLUSH_DELAY)
     again = LocationJournal(str(path), Clock())  # a restart reads the file
     got = lookup(again, "a")
@@ -123,3 +124,16 @@ def test_the_default_path_is_next_to_a_sqlite_database_else_in_the_spool_dir() -
     assert one.startswith("/spool/s3orch-locations-") and one.endswith(".db")
     other = default_journal_path("x", "postgres", "", "/tmp", "db2:5432/meta")
     assert other.startswith("/tmp/s3orch-locations-") and other[5:] != one[7:]
+
+
+def test_a_lookup_answers_the_newer_of_memory_and_file(tmp_path: Path) -> None:
+    clock = Clock()
+    journal = LocationJournal(str(tmp_path / "j.db"), clock)
+    journal.note(record("k", 20, "new"))
+    clock.advance(FLUSH_DELAY)
+    journal.note(record("k", 10, "old"))  # a late read of an older version, not yet written
+    got = lookup(journal, "k")
+    assert got is not None and got.record is not None and got.record.write_id == "new"
+    journal.note_deleted("photos", "k", 30)
+    gone = lookup(journal, "k")
+    assert gone is not None and gone.record is None
