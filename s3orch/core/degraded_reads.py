@@ -17,12 +17,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, cast
 
+from twisted.internet.defer import Deferred
+
 from s3orch.backend.interface import Clock
 from s3orch.core.journal import LocationJournal
 from s3orch.observe.metrics import DEGRADED_CACHE_HITS, DEGRADED_READS
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
 from s3orch.store.interface import MetadataStore, StoreUnavailable
-from s3orch.store.records import CleanupItem, Location, ObjectRecord, OutboxEvent, Reservation
+from s3orch.store.records import (
+    CleanupItem,
+    CompleteOutcome,
+    Location,
+    ObjectRecord,
+    OutboxEvent,
+    Reservation,
+)
 
 #: Keys the location cache holds at most (least recently used go first).
 CACHE_ENTRIES = 10_000
@@ -117,6 +126,31 @@ class DegradedReads:
         )
         self.journal.note(committed)
         return displaced
+
+    async def complete_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        record: ObjectRecord,
+        now: float,
+        conditions: WriteConditions = UNCONDITIONAL,
+        *,
+        events: Sequence[OutboxEvent] = (),
+    ) -> CompleteOutcome:
+        outcome = await self._store.complete_upload(
+            bucket, key, upload_id, parts, record, now, conditions, events=events
+        )
+        # The extents are the store's to say: read the new version back, off the request's path
+        # (a failure is left to the journal's refresh).
+        reading = Deferred.fromCoroutine(self._store.get_object(bucket, key))
+        reading.addCallbacks(self._noted, lambda failure: None)
+        return outcome
+
+    def _noted(self, record: ObjectRecord | None) -> None:
+        if record is not None:
+            self.journal.note(record)
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

@@ -182,3 +182,23 @@ def test_by_default_copies_are_never_raced(gateway: GatewayHarness) -> None:
         for _ in range(3):
             gateway.get("photos", "missing")
         assert _breaker(gateway).state == OPEN and not targets.multipart.objects.racing()
+
+
+def test_a_completed_multipart_upload_is_journaled_at_once_and_read_during_an_outage(
+    gateway: GatewayHarness,
+) -> None:
+    created = gateway.request("POST", "photos", "mp", query=[("uploads", "")])
+    assert created.status == 200, created.text
+    upload_id = created.text.split("<UploadId>")[1].split("</UploadId>")[0]
+    part = gateway.request("PUT", "photos", "mp", query=[("partNumber", "1"), ("uploadId", upload_id)], body=b"parts!")
+    assert part.status == 200, part.text
+    etag = part.header("etag")
+    xml = f"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+    done = gateway.request("POST", "photos", "mp", query=[("uploadId", upload_id)], body=xml.encode())
+    assert done.status == 200, done.text
+    reads, _ = _parts(gateway)
+    entry = _lookup(gateway, reads, "mp")  # no time has passed: not the refresh's doing
+    assert entry is not None and entry.record is not None and entry.record.parts_count == 1
+    with Outage(gateway.store):
+        got = gateway.get("photos", "mp")
+        assert (got.status, got.body) == (200, b"parts!")
