@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from botocore.exceptions import ClientError
 
@@ -160,6 +161,21 @@ def test_postgres_stopped_under_load_every_object_stays_readable_and_writes_resu
                 lambda: {i for i, _, at in list(load.acknowledged.values()) if at > back} == {0, 1}, 30
             ), "writes did not resume on both instances"
             assert wait_for(lambda: all(health(gw) == "ok" for gw in gateways), 10)
+        # Nothing acknowledged is lost, and cut-off writes keep exactly their reservations.
+        conn = psycopg2.connect(dsn)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT object_key, etag FROM objects WHERE bucket = 'photos'")
+            committed = dict(cur.fetchall())
+            cur.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM pending_objects")
+            (pending_bytes,) = cur.fetchone()
+            cur.execute("SELECT COALESCE(SUM(reserved_bytes), 0) FROM backend_quotas")
+            (reserved,) = cur.fetchone()
+        finally:
+            conn.close()
+        acknowledged = {k: md5 for k, (_, md5, _) in load.acknowledged.items()}
+        assert {k: committed.get(k) for k in acknowledged} == acknowledged
+        assert reserved == pending_bytes
         for gw in gateways:
             log = gw.log_text()
             assert "Traceback" not in log, log[-4000:]
