@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from s3orch.backend.interface import Clock
 from s3orch.core.journal import LocationJournal
@@ -70,6 +71,8 @@ class LocationCache:
 class DegradedReads:
     """A MetadataStore proxy (see the module); ``store`` is the breaker-guarded store."""
 
+    log = Logger(namespace="s3orch.journal")
+
     def __init__(
         self, store: MetadataStore, journal: LocationJournal, cache: LocationCache, clock: Clock
     ) -> None:
@@ -102,7 +105,11 @@ class DegradedReads:
             DEGRADED_CACHE_HITS.inc()
             DEGRADED_READS.labels("cache").inc()
             return cached
-        entry = await self.journal.lookup(bucket, key)
+        try:
+            entry = await self.journal.lookup(bucket, key)
+        except Exception:  # an unreadable journal must not turn the database's 503 into a 500
+            self.log.failure("location journal lookup failed", component="journal")
+            raise exc from None
         if entry is None:
             raise exc
         DEGRADED_READS.labels("journal").inc()

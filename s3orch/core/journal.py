@@ -57,6 +57,8 @@ _SCHEMA = (
 )
 
 Key = tuple[str, str]
+#: Stands for "a record" where only an entry's kind matters.
+_PRESENT = ObjectRecord(bucket="", key="", write_id="", size=0, etag="", last_modified=0.0)
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,22 @@ class JournalFile:
             return None
         return Entry(float(row[0]), None if row[1] is None else record_from_json(row[1]))
 
+    def _head(self, key: Key) -> Entry | None:
+        """The stored entry's stamp and kind, without parsing its record (enough for :func:`newer`)."""
+        row = self._db().execute(
+            "SELECT stamp, write_id FROM entries WHERE bucket = ? AND object_key = ?", key
+        ).fetchone()
+        if row is None:
+            return None
+        return Entry(float(row[0]), None if row[1] is None else _PRESENT)
+
     def write(self, batch: Sequence[tuple[Key, Entry]]) -> None:
         """Apply a batch in one transaction, keeping the newer of each pair (:func:`newer`)."""
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
             for key, entry in batch:
-                if newer(entry, self.get(key)):
+                if newer(entry, self._head(key)):
                     text = write_id = None
                     if entry.record is not None:
                         text, write_id = record_to_json(entry.record), entry.record.write_id

@@ -50,6 +50,7 @@ class JournalRefresher(PeriodicWorker):
         self.watermark: float | None = None
         self.sweep_from: Key = ("", "")
         self.cycles = 0
+        self._counted = False
 
     async def tick(self) -> None:
         if self.degraded():  # the breaker answers for the database: nothing to read
@@ -61,7 +62,9 @@ class JournalRefresher(PeriodicWorker):
         await self._sweep()
         await self.journal.flush()
         await self.journal.set_meta(_WATERMARK, repr(self.watermark))
-        JOURNAL_ENTRIES.set(await self.journal.offload(self.journal.file.count))
+        if self.sweep_from == ("", "") or not self._counted:  # once per sweep cycle: a full count
+            self._counted = True
+            JOURNAL_ENTRIES.set(await self.journal.offload(self.journal.file.count))
 
     async def _changes(self) -> None:
         assert self.watermark is not None

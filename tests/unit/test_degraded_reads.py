@@ -202,3 +202,16 @@ def test_a_completed_multipart_upload_is_journaled_at_once_and_read_during_an_ou
     with Outage(gateway.store):
         got = gateway.get("photos", "mp")
         assert (got.status, got.body) == (200, b"parts!")
+
+
+def test_an_unreadable_journal_leaves_the_503_never_a_500(gateway: GatewayHarness) -> None:
+    reads, _ = _parts(gateway)
+
+    async def broken(bucket: str, key: str) -> Any:
+        raise OSError("journal file unreadable")
+
+    reads.journal.lookup = broken  # type: ignore[method-assign]
+    with Outage(gateway.store):
+        got = gateway.get("photos", "k")
+        assert got.status == 503 and got.header("retry-after")
+    assert "journal file unreadable" in gateway.problems.describe()  # logged, with its cause
