@@ -52,7 +52,8 @@ Offload = Callable[[Callable[[], _T]], "Deferred[_T]"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (bucket TEXT NOT NULL, object_key TEXT NOT NULL,"
-    " stamp REAL NOT NULL, write_id TEXT, record TEXT, PRIMARY KEY (bucket, object_key)) WITHOUT ROWID",
+    " stamp REAL NOT NULL, learned REAL NOT NULL, write_id TEXT, record TEXT,"
+    " PRIMARY KEY (bucket, object_key)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
@@ -63,10 +64,12 @@ _PRESENT = ObjectRecord(bucket="", key="", write_id="", size=0, etag="", last_mo
 
 @dataclass(frozen=True)
 class Entry:
-    """What the journal knows of a key: the record, or None for a tombstone, as of ``stamp``."""
+    """What the journal knows of a key: the record, or None for a tombstone, as of ``stamp``;
+    ``learned`` is when this instance learned it (its own clock: what the sweep compares)."""
 
     stamp: float
     record: ObjectRecord | None
+    learned: float = 0.0
 
 
 def record_to_json(record: ObjectRecord) -> str:
@@ -127,11 +130,11 @@ class JournalFile:
 
     def get(self, key: Key) -> Entry | None:
         row = self._db().execute(
-            "SELECT stamp, record FROM entries WHERE bucket = ? AND object_key = ?", key
+            "SELECT stamp, record, learned FROM entries WHERE bucket = ? AND object_key = ?", key
         ).fetchone()
         if row is None:
             return None
-        return Entry(float(row[0]), None if row[1] is None else record_from_json(row[1]))
+        return Entry(float(row[0]), None if row[1] is None else record_from_json(row[1]), float(row[2]))
 
     def _head(self, key: Key) -> Entry | None:
         """The stored entry's stamp and kind, without parsing its record (enough for :func:`newer`)."""
@@ -153,26 +156,32 @@ class JournalFile:
                     if entry.record is not None:
                         text, write_id = record_to_json(entry.record), entry.record.write_id
                     db.execute(
-                        "INSERT OR REPLACE INTO entries (bucket, object_key, stamp, write_id, record)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (key[0], key[1], entry.stamp, write_id, text),
+                        "INSERT OR REPLACE INTO entries (bucket, object_key, stamp, learned, write_id, record)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (key[0], key[1], entry.stamp, entry.learned, write_id, text),
                     )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
-    def range(self, after: Key, upto: Key | None) -> dict[Key, tuple[str | None, float]]:
-        """Key -> (write id, None for a tombstone; stamp) in (after, upto] (no bound: None)."""
-        sql = "SELECT bucket, object_key, write_id, stamp FROM entries WHERE (bucket, object_key) > (?, ?)"
+    def range(self, after: Key, upto: Key | None) -> dict[Key, tuple[str | None, float, float]]:
+        """Key -> (write id, None for a tombstone; stamp; learned) in (after, upto] (no bound: None)."""
+        sql = (
+            "SELECT bucket, object_key, write_id, stamp, learned FROM entries"
+            " WHERE (bucket, object_key) > (?, ?)"
+        )
         params: list[Any] = [after[0], after[1]]
         if upto is not None:
             sql += " AND (bucket, object_key) <= (?, ?)"
             params += [upto[0], upto[1]]
-        return {(b, k): (w, float(t)) for b, k, w, t in self._db().execute(sql, params).fetchall()}
+        return {
+            (b, k): (w, float(t), float(learned))
+            for b, k, w, t, learned in self._db().execute(sql, params).fetchall()
+        }
 
     def purge_tombstones(self, before: float) -> None:
-        self._db().execute("DELETE FROM entries WHERE record IS NULL AND stamp < ?", (before,))
+        self._db().execute("DELETE FROM entries WHERE record IS NULL AND learned < ?", (before,))
 
     def get_meta(self, name: str) -> str | None:
         row = self._db().execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -243,10 +252,10 @@ class LocationJournal:
     def note(self, record: ObjectRecord) -> None:
         """A current record (this instance's commit, or a refresh's read)."""
         self.seen[(record.bucket, record.key, record.write_id)] = record.last_modified
-        self._add((record.bucket, record.key), Entry(record.last_modified, record))
+        self._add((record.bucket, record.key), Entry(record.last_modified, record, self.clock.seconds()))
 
     def note_deleted(self, bucket: str, key: str, stamp: float) -> None:
-        self._add((bucket, key), Entry(stamp, None))
+        self._add((bucket, key), Entry(stamp, None, self.clock.seconds()))
 
     def _add(self, key: Key, entry: Entry) -> None:
         if newer(entry, self._pending.get(key)):
@@ -295,21 +304,24 @@ class LocationJournal:
     async def sweep(
         self, after: Key, upto: Key | None, present: Mapping[Key, str], before: float
     ) -> tuple[int, list[Key]]:
-        """Compare the database's keys in (after, upto] (``present``: key -> write id) with the
-        journal's: a key the database no longer has becomes a tombstone, if its entry is stamped
-        before ``before`` (a newer one may be a write the database's page predates).  Returns
-        (how many went, the keys whose current record the journal lacks: to read and note)."""
+        """Compare the database's keys in (after, upto] (``present``: key -> write id, read from
+        ``before`` on, this instance's clock) with the journal's: a key the database no longer has
+        becomes a tombstone, if this instance learned of it before ``before`` (it was committed
+        then, so a read that began later and misses it means it was deleted; one learned later
+        may be a write the page predates).  The tombstone takes the record's stamp (a tie goes to
+        the tombstone), so only a newer write of the key replaces it.  Returns (how many went,
+        the keys whose current record the journal lacks: to read and note)."""
         await self.flush()
         if self._flushing is not None:
             await self._flushing
         known = await self.offload(lambda: self.file.range(after, upto))
         gone = [
-            key for key, (write_id, stamp) in known.items()
-            if write_id is not None and key not in present and stamp < before
+            (key, stamp) for key, (write_id, stamp, learned) in known.items()
+            if write_id is not None and key not in present and learned < before
         ]
-        for key in gone:
-            self.note_deleted(key[0], key[1], before)
-        missing = [key for key, write_id in present.items() if known.get(key, (None, 0.0))[0] != write_id]
+        for key, stamp in gone:
+            self.note_deleted(key[0], key[1], stamp)
+        missing = [key for key, write_id in present.items() if key not in known or known[key][0] != write_id]
         if upto is None:  # a whole cycle done: old tombstones can go
             now = self.clock.seconds()
             await self.offload(lambda: self.file.purge_tombstones(now - TOMBSTONE_TTL))

@@ -9,8 +9,8 @@ its own journal), while the database breaker is closed:
    an instance whose clock lags, is seen by a later tick.  The watermark is kept in the journal
    file, so a restart resumes where it stopped (a new journal starts from 0: a full load);
 2. *sweep*: one page of all keys (with their write ids, no extents) in key order from a
-   cursor; journal rows in the page's range that the database no longer has become tombstones
-   (deletes by other instances), and the records of keys whose write the journal lacks are read
+   cursor; journal rows in the page's range that the database no longer has, and that this
+   instance learned of before the page was read, become tombstones (deletes by other instances), and the records of keys whose write the journal lacks are read
    and noted (a write the watermark missed, e.g. a promoted intent).  A short page ends a cycle.
 """
 
@@ -89,7 +89,7 @@ class JournalRefresher(PeriodicWorker):
         rows = await self.store.keys_after(*self.sweep_from, PAGE)
         present = {(b, k): w for b, k, w in rows}
         upto = (rows[-1][0], rows[-1][1]) if len(rows) == PAGE else None
-        _, missing = await self.journal.sweep(self.sweep_from, upto, present, started - OVERLAP)
+        _, missing = await self.journal.sweep(self.sweep_from, upto, present, started)
         if missing:
             for record in await self.store.objects_of(missing):
                 self.journal.note(record)

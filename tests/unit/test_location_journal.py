@@ -102,14 +102,16 @@ def test_a_stale_read_cannot_undo_a_delete_or_an_overwrite_in_the_file(tmp_path:
 def test_the_sweep_tombstones_old_rows_the_database_no_longer_has_and_names_what_it_lacks(tmp_path: Path) -> None:
     clock = Clock()
     journal = LocationJournal(str(tmp_path / "j.db"), clock)
-    for key, stamp in (("a", 10), ("b", 10), ("c", 10), ("d", 100), ("e", 10)):
-        journal.note(record(key, stamp))
+    for key in "abce":
+        journal.note(record(key, 10))
+    clock.advance(10)
+    journal.note(record("d", 10))  # learned at 10, after the page below was read (from 5 on)
     clock.advance(FLUSH_DELAY)
     # The database's page covered ("", "") .. ("photos", "d"): a as journaled, c overwritten
-    # (another write id), c2 new to the journal; b is gone; d is gone too but newer than the
-    # page's read, so it may be a commit the page predates: kept.
+    # (another write id), c2 new to the journal; b is gone; d is missing too but this instance
+    # learned of it after the page was read, so it may be a commit the page predates: kept.
     page = {("photos", "a"): "w1", ("photos", "c"): "w9", ("photos", "c2"): "w1"}
-    swept = result(ensureDeferred(journal.sweep(("", ""), ("photos", "d"), page, 50)))
+    swept = result(ensureDeferred(journal.sweep(("", ""), ("photos", "d"), page, 5)))
     assert swept == (1, [("photos", "c"), ("photos", "c2")])
     clock.advance(FLUSH_DELAY)
     states = {key: lookup(journal, key) for key in "abcde"}
