@@ -50,6 +50,8 @@ _T = TypeVar("_T")
 #: Runs a blocking function off the reactor thread (the journal's own thread in a gateway).
 Offload = Callable[[Callable[[], _T]], "Deferred[_T]"]
 
+#: The file's layout (``PRAGMA user_version``).
+_VERSION = 1
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS entries (bucket TEXT NOT NULL, object_key TEXT NOT NULL,"
     " stamp REAL NOT NULL, learned REAL NOT NULL, write_id TEXT, record TEXT,"
@@ -123,6 +125,11 @@ class JournalFile:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
+                # Another layout (another build): the file is a cache, so start it afresh.
+                conn.execute("DROP TABLE IF EXISTS entries")
+                conn.execute("DROP TABLE IF EXISTS meta")
+                conn.execute(f"PRAGMA user_version = {_VERSION}")
             for statement in _SCHEMA:
                 conn.execute(statement)
             self._conn = conn

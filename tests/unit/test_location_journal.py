@@ -3,6 +3,7 @@ task.Clock with its file written on the calling thread."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -139,3 +140,19 @@ def test_a_lookup_answers_the_newer_of_memory_and_file(tmp_path: Path) -> None:
     journal.note_deleted("photos", "k", 30)
     gone = lookup(journal, "k")
     assert gone is not None and gone.record is None
+
+
+def test_a_file_of_another_layout_is_started_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE entries (bucket TEXT, object_key TEXT, stamp REAL, record TEXT)")
+    old.execute("INSERT INTO entries VALUES ('photos', 'k', 1, NULL)")
+    old.commit()
+    old.close()
+    clock = Clock()
+    journal = LocationJournal(str(path), clock)
+    assert lookup(journal, "k") is None
+    journal.note(record("k", 2))
+    clock.advance(FLUSH_DELAY)
+    got = lookup(LocationJournal(str(path), Clock()), "k")
+    assert got is not None and got.record == record("k", 2)
