@@ -6,7 +6,8 @@ the database is back the breaker closes by itself and writes succeed.
 PostgreSQL: a private cluster stopped under load, two instances.  An instance knows its own
 writes at once; another instance's writes reach it through the journal refresh
 (``circuit_breaker.journal_refresh``), so keys acknowledged more than ``SEEN_BY_PEERS`` before
-the stop are checked on both instances, the newest on the instance that wrote them.
+the stop are checked on both instances, the newest on the instance that wrote them; keys deleted
+on one instance before the stop answer 404 on both (the sweep saw the delete).
 
 SQLite: another process holds the database's write lock (``BEGIN EXCLUSIVE``) until released.
 """
@@ -137,11 +138,18 @@ def test_postgres_stopped_under_load_every_object_stays_readable_and_writes_resu
         clients = [single_attempt_client(gw.endpoint) for gw in gateways]
         with Writer(clients) as load:
             assert wait_for(lambda: len(load.acknowledged) >= 150, 30), "no traffic before the outage"
-            time.sleep(SEEN_BY_PEERS + 1)  # some of them are old enough to be checked on the peer
+            # Deletes, each on one instance: neither may serve the old bytes during the outage.
+            deleted = sorted(load.acknowledged)[:20]
+            for n, key in enumerate(deleted):
+                clients[n % 2].delete_object(Bucket="photos", Key=key)
+            time.sleep(SEEN_BY_PEERS + 1)  # some writes are old enough to be checked on the peer
             cluster.stop("fast")
             stopped = time.monotonic()
             time.sleep(1.0)  # the load trips both breakers
-            before = {k: v for k, v in load.acknowledged.items() if v[2] < stopped}
+            before = {k: v for k, v in load.acknowledged.items() if v[2] < stopped and k not in deleted}
+            for client in clients:
+                for key in deleted:
+                    assert status_of(partial(read_body, client, key))[0] == 404, key
             assert all(health(gw) == "degraded" for gw in gateways)
             # Every object: on the instance that wrote it, and on the other one when older than a refresh.
             expected = [(k, i, md5) for k, (i, md5, _) in before.items()]
@@ -173,8 +181,9 @@ def test_postgres_stopped_under_load_every_object_stays_readable_and_writes_resu
             (reserved,) = cur.fetchone()
         finally:
             conn.close()
-        acknowledged = {k: md5 for k, (_, md5, _) in load.acknowledged.items()}
+        acknowledged = {k: md5 for k, (_, md5, _) in load.acknowledged.items() if k not in deleted}
         assert {k: committed.get(k) for k in acknowledged} == acknowledged
+        assert not set(deleted) & set(committed)
         assert reserved == pending_bytes
         for gw in gateways:
             log = gw.log_text()
