@@ -15,11 +15,12 @@ turn, so no request sees half a reload:
   them fails the reload, and nothing changes;
 * ``server.log_level`` (:func:`s3orch.observe.logging.set_log_level`);
 * ``usage_flush`` (the quota-gauge worker's interval);
+* ``lifecycle`` (the expiration worker's rules and batch size, from its next pass);
 * the TLS certificate and key, re-read from the files the listener was started with (new
   connections get the new certificate; a certificate expiring within 24 h is warned about);
 * s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``, ``replication``,
-  ``lifecycle``, ``integrity``): accepted and recorded, but inert, as their features are not in
-  this build (switching one on is refused like at start).
+  ``integrity``): accepted and recorded, but inert, as their features are not in this build
+  (switching one on is refused like at start).
 
 Every other changed field needs a restart: each is logged by name and listed in
 ``restart_required``; the running config keeps its old value, so the next reload names it again.
@@ -41,7 +42,7 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig, ConfigIssue
+from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
     EXPIRY_WARNING,
@@ -58,7 +59,7 @@ log = Logger(namespace="s3orch.reload")
 
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit", "rebalance", "replication", "lifecycle", "integrity")
+INERT_SECTIONS = ("rate_limit", "rebalance", "replication", "integrity")
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -128,6 +129,7 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "backends": backends,
         "server": dataclasses.replace(current.server, log_level=new.server.log_level),
         "usage_flush": new.usage_flush,
+        "lifecycle": new.lifecycle,
     }
     changes.update({name: getattr(new, name) for name in INERT_SECTIONS})
     return dataclasses.replace(current, **changes)
@@ -152,6 +154,10 @@ class HasInterval(Protocol):
     def set_interval(self, interval: float) -> None: ...
 
 
+class HasLifecycleRules(Protocol):
+    def set_rules(self, config: LifecycleConfig) -> None: ...
+
+
 class QuotaStore(Protocol):
     async def sync_quota_limits(self, limits: dict[str, int], now: float) -> None: ...
 
@@ -166,6 +172,7 @@ class ReloadTargets:
     fleet: HasConfigs | None = None
     usage_flush: HasInterval | None = None
     tls: ReloadableContext | None = None
+    lifecycle: HasLifecycleRules | None = None
     set_log_level: Callable[[str], None] = set_log_level
 
 
@@ -324,6 +331,10 @@ class Reloader:
             if targets.usage_flush is not None:
                 targets.usage_flush.set_interval(merged.usage_flush.interval)
             log.info("Reloaded usage-flush config", component="reload", interval=merged.usage_flush.interval)
+        if any(name.startswith("lifecycle") for name in changed):
+            if targets.lifecycle is not None:
+                targets.lifecycle.set_rules(merged.lifecycle)
+            log.info("Reloaded lifecycle rules", component="reload", rules=len(merged.lifecycle.rules))
         for name in changed:
             if name.split(".")[0].split("[")[0] in INERT_SECTIONS:
                 log.info(

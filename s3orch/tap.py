@@ -62,6 +62,7 @@ from s3orch.store.interface import MetadataStore
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.journal_refresh import JournalRefresher
+from s3orch.workers.lifecycle import LifecycleWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
 from s3orch.workers.pending_reaper import PendingReaper
@@ -296,6 +297,11 @@ def build(
         service.add_worker(BreakerWatchdog(breakers, reactor))
     add_worker(CleanupQueueWorker(cleanups, reactor, config.cleanup_queue, owner=owner, locks=worker_locks))
     add_worker(MultipartGCWorker(multipart, reactor, config.cleanup_queue, locks=worker_locks))
+    # Always built (idle without rules: a reload may add some).
+    lifecycle = LifecycleWorker(
+        objects, store, reactor, config.lifecycle, events=events, instance=owner, locks=worker_locks
+    )
+    add_worker(lifecycle)
     # Every instance refreshes its own gauges (read-only): no worker lock.
     usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)
@@ -339,7 +345,8 @@ def build(
             )
 
     targets = ReloadTargets(
-        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context
+        store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
+        lifecycle=lifecycle,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

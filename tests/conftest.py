@@ -7,17 +7,23 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import psycopg2
 import pytest
 from botocore.config import Config
 
+from tests.support import fuzz
 from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.postgres import admin_dsn, create_database, drop_database
 from tests.support.servers import MotoServer, create_bucket
+
+
+def pytest_report_header() -> str:
+    """Say how many fuzz examples this run uses (a local run takes a tenth of CI's)."""
+    return fuzz.describe()
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +100,14 @@ def _quota_dict(rows: list[Any]) -> dict[str, dict[str, int]]:
     }
 
 
-def quota_rows(gateway: GatewayProcess) -> dict[str, dict[str, int]]:
+class HasWorkdir(Protocol):
+    """A gateway process or an in-process harness: its SQLite file is ``<workdir>/s3orch.db``."""
+
+    @property
+    def workdir(self) -> Path: ...
+
+
+def quota_rows(gateway: HasWorkdir) -> dict[str, dict[str, int]]:
     """Read backend_quotas straight from the gateway's SQLite file."""
     conn = sqlite3.connect(str(gateway.workdir / "s3orch.db"), timeout=10)
     try:
@@ -136,7 +149,7 @@ def postgres_dsn() -> Iterator[str]:
 def backend_keys(spec: BackendSpec) -> list[tuple[str, int]]:
     """(key, size) of every object in a backend bucket, read directly from the backend."""
     client = s3_client(spec.endpoint, spec.access_key, spec.secret_key)
-    out = []
+    out: list[tuple[str, int]] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=spec.bucket):  # type: ignore[attr-defined]
         out.extend((o["Key"], o["Size"]) for o in page.get("Contents", []))
     return out

@@ -223,6 +223,22 @@ class AdminHandlers:
             raise AdminError(503, "usage flush failed (see the log)")
         return {"status": "flushed"}
 
+    async def lifecycle(self, call: AdminCall) -> dict[str, Any]:
+        try:
+            worker: Any = self.service().getServiceNamed("lifecycle")
+        except KeyError:
+            return {"status": "skipped", "reason": "this process runs no lifecycle worker"}
+        if not worker.rules:
+            return {"status": "skipped", "reason": "no lifecycle rules are configured"}
+        try:
+            outcome = await worker.run_pass(call.progress, trigger="admin")
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        return {
+            "status": "ok", "run_id": outcome.run_id, "outcome": outcome.status,
+            "deleted": outcome.deleted, "failed": outcome.failed, "skipped": outcome.skipped,
+        }
+
     async def cleanup_dlq_requeue(self, call: AdminCall) -> dict[str, Any]:
         ids = _ids(call)
         backend = call.query.get("backend") or None

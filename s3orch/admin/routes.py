@@ -95,6 +95,16 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "POST", "lifecycle", "lifecycle",
+        "Run the lifecycle expiration rules now (without the worker lock: deletes are conditional,"
+        " so a scheduled pass running at the same time is harmless).",
+        "`{status: \"ok\", run_id, outcome, deleted, failed, skipped}` (outcome: success, partial,"
+        " failed or empty; skipped: expired keys overwritten before their delete); `{status:"
+        " \"skipped\", reason}` when no rules are configured or this process runs no lifecycle"
+        " worker; 503 when the database is unavailable.",
+        streams=True,
+    ),
+    Route(
         "GET", "log-level", "get_log_level",
         "The running process's log level.",
         "`{level}` (debug, info, warn or error)",

@@ -280,6 +280,23 @@ def usage_flush(**options: Any) -> None:
     run(options, streamed(options, "POST", "usage-flush", "usage-flush"), show)
 
 
+@click.command()
+@admin_options
+def lifecycle(**options: Any) -> None:
+    """Run the lifecycle expiration rules now."""
+
+    def show(a: dict[str, Any]) -> None:
+        if a.get("status") != "ok":
+            click.echo(a.get("status", "") + (f": {a['reason']}" if a.get("reason") else ""))
+            return
+        click.echo(
+            f"lifecycle {a.get('outcome')}: deleted {a.get('deleted')}, failed {a.get('failed')},"
+            f" skipped {a.get('skipped')} (overwritten since they expired); run {a.get('run_id')}"
+        )
+
+    run(options, streamed(options, "POST", "lifecycle", "lifecycle"), show)
+
+
 @click.command(name="log-level")
 @click.option("--set", "-set", "level", type=click.Choice(["debug", "info", "warn", "error"]), help="The new level.")
 @admin_options
@@ -355,5 +372,5 @@ def logs(level: str | None, component: str | None, limit: int, **options: Any) -
 #: Every admin command, added to the ``s3orch-admin`` group by :mod:`s3orch.cli.main`.
 COMMANDS = (
     status, object_locations, cleanup_queue, cleanup_dlq, cleanup_dlq_requeue, cleanup_dlq_write_off,
-    usage_flush, log_level, workers, reload_status, logs,
+    usage_flush, lifecycle, log_level, workers, reload_status, logs,
 )

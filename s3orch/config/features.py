@@ -257,8 +257,9 @@ class LifecycleRule:
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    """Expiration rules; none means the worker never runs. Not yet supported by this build: rules are
-    refused at start-up (``s3orch.config.support``)."""
+    """Expiration rules (:mod:`s3orch.workers.lifecycle`); none means the worker takes no lock and
+    runs no query. Rules with ``tags`` are refused at start-up (``s3orch.config.support``): this
+    build stores no object tags."""
 
     rules: tuple[LifecycleRule, ...] = ()
     batch_size: int = knob(100, positive=True)

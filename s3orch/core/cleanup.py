@@ -28,7 +28,13 @@ from s3orch.backend.interface import BackendError
 from s3orch.core.fleet import BackendFleet
 from s3orch.notify.emit import cleanup_exhausted
 from s3orch.notify.sink import NULL_SINK, EventSink
-from s3orch.observe.metrics import CLEANUP_ENQUEUED, CLEANUP_PROCESSED
+from s3orch.observe.audit import audit
+from s3orch.observe.metrics import (
+    CLEANUP_DLQ_ENQUEUED,
+    CLEANUP_ENQUEUED,
+    CLEANUP_PROCESSED,
+    CLEANUP_STALE_CLAIMS,
+)
 from s3orch.store.interface import CleanupItem, MetadataStore
 
 
@@ -60,8 +66,11 @@ class Cleanups:
         CLEANUP_ENQUEUED.labels(reason).inc(len(items))
         await self.retry(items)
 
-    async def retry(self, items: Sequence[CleanupItem]) -> None:
-        """Try the backend deletes of queued rows; remove the rows that succeeded."""
+    async def retry(self, items: Sequence[CleanupItem], *, from_queue: bool = False) -> None:
+        """Try the backend deletes of queued rows; remove the rows that succeeded.
+
+        ``from_queue``: the queue worker's retries, each success audited
+        (``cleanup_queue.processed``); a request's own deletes are its storage event."""
         if not items:
             return
         done: list[int] = []
@@ -76,14 +85,27 @@ class Cleanups:
                     lambda: Deferred.fromCoroutine(backend.delete_object(item.storage_key))
                 )
             except BackendError as exc:
-                CLEANUP_PROCESSED.labels("retry").inc()
-                await self.store.cleanup_failed(
+                moved = await self.store.cleanup_failed(
                     item.id, str(exc), self.clock.seconds(),
                     # written only if this failure moves the row to the dead-letter table
                     exhausted_events=cleanup_exhausted(self.events, item, str(exc)),
                 )
+                if moved:
+                    CLEANUP_PROCESSED.labels("exhausted").inc()
+                    CLEANUP_DLQ_ENQUEUED.labels(item.backend).inc()
+                    audit(
+                        "cleanup_queue.exhausted_to_dlq", backend=item.backend,
+                        storage_key=item.storage_key, reason=item.reason, size=item.size, error=str(exc),
+                    )
+                else:
+                    CLEANUP_PROCESSED.labels("retry").inc()
                 return
             CLEANUP_PROCESSED.labels("success").inc()
+            if from_queue:
+                audit(
+                    "cleanup_queue.processed", backend=item.backend, storage_key=item.storage_key,
+                    reason=item.reason, size=item.size,
+                )
             done.append(item.id)
 
         await DeferredList(
@@ -97,13 +119,20 @@ class Cleanups:
         and retry them; a claim older than ``claim_grace`` seconds belongs to an instance
         presumed dead and is taken over.  Returns how many rows were claimed."""
         items = await self.store.claim_cleanups(self.clock.seconds(), batch, owner, claim_grace)
-        await self.retry(items)
+        for item in items:
+            if item.reclaimed:
+                CLEANUP_STALE_CLAIMS.labels(item.backend).inc()
+                audit("cleanup_queue.claim_recovered", backend=item.backend, storage_key=item.storage_key)
+        await self.retry(items, from_queue=True)
         return len(items)
 
     def in_background(self, items: Sequence[CleanupItem], reason: str) -> None:
         """:meth:`run` without waiting; :meth:`quiesce` waits for these."""
         if not items:
             return
+        if reason == "overwrite_displaced":
+            for item in items:
+                audit("storage.overwrite_displaced", backend=item.backend, storage_key=item.storage_key, size=item.size)
         d = Deferred.fromCoroutine(self.run(items, reason))
         self._background.add(d)
 

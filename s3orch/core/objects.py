@@ -51,6 +51,7 @@ from s3orch.store.interface import (
     MetadataStore,
     MultipartUpload,
     ObjectRecord,
+    OutboxEvent,
     PartReservation,
     PreconditionConflict,
     Reservation,
@@ -152,11 +153,7 @@ class ObjectService:
             request_id=request_id,
         )
         record = ObjectRecord(
-            bucket=bucket,
-            key=key,
-            write_id=write_id,
-            size=length,
-            etag=payload.md5_hex,
+            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
             last_modified=self.clock.seconds(),
             content_type=new.content_type,
             headers=dict(new.system_headers),
@@ -203,14 +200,8 @@ class ObjectService:
                 await self.cleanups.run([exc.cleanup], "intent_missing")
             raise errors.ServiceUnavailable("The write was superseded; please retry.") from None
         PENDING_RESOLVED.labels("committed").inc()
-        audit(
-            "storage.PutObject",
-            request_id=request_id,
-            backend=reservation.backend,
-            bucket=record.bucket,
-            key=record.key,
-            size=record.size,
-        )
+        audit("storage.PutObject", request_id=request_id, backend=reservation.backend,
+              bucket=record.bucket, key=record.key, size=record.size)
         self.cleanups.in_background(displaced, "overwrite_displaced")
         return record
 
@@ -284,12 +275,25 @@ class ObjectService:
 
     # -- deletes --------------------------------------------------------------
 
-    async def delete(self, bucket: str, key: str, request_id: str = "") -> None:
-        removed = object_removed(self.events, ev.OBJECT_REMOVED_DELETE, bucket, key)
-        items = await self.store.delete_object(bucket, key, self.clock.seconds(), events=removed)
-        if items:
-            audit("storage.DeleteObject", request_id=request_id, bucket=bucket, key=key)
+    async def delete(
+        self, bucket: str, key: str, request_id: str = "", *,
+        write_id: str | None = None, events: Sequence[OutboxEvent] | None = None,
+    ) -> bool:
+        """Delete a key; True if it existed.  With ``write_id`` only while that write is still
+        current (a lifecycle expiry never deletes a newer overwrite); ``events`` replace the
+        ``s3:ObjectRemoved:Delete`` event."""
+        now = self.clock.seconds()
+        removed = object_removed(self.events, ev.OBJECT_REMOVED_DELETE, bucket, key) if events is None else events
+        if write_id is None:
+            items: list[CleanupItem] | None = await self.store.delete_object(bucket, key, now, events=removed)
+            items = items or None  # [] is an absent key
+        else:
+            items = await self.store.delete_object_if(bucket, key, write_id, now, events=removed)
+        if items is None:
+            return False
+        audit("storage.DeleteObject", request_id=request_id, bucket=bucket, key=key)
         await self.cleanups.run(items, "delete")
+        return True
 
     async def delete_many(
         self, bucket: str, keys: Sequence[str], request_id: str = ""
@@ -529,14 +533,8 @@ class ObjectService:
         except BaseException:
             await self._abandon(upload)
             raise
-        audit(
-            "storage.CopyObject",
-            request_id=request_id,
-            bucket=bucket,
-            key=dest_key,
-            size=record.size,
-            parts=len(source.parts),
-        )
+        audit("storage.CopyObject", request_id=request_id, bucket=bucket, key=dest_key,
+              size=record.size, parts=len(source.parts))
         self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         return record
 

@@ -32,6 +32,7 @@ from s3orch.config.model import ServerConfig
 from s3orch.frontend.request import (
     BodyUse,
     RequestState,
+    Route,
     RouteTable,
     abort,
     first_header,
@@ -46,7 +47,7 @@ from s3orch.http.admission import Admission, Pool, Refused
 from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
 from s3orch.http.site import RejectedEarly, S3Request, unprepared_rejection
 from s3orch.observe import tracing
-from s3orch.observe.audit import audit
+from s3orch.observe.audit import audit, bind
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
     ADMISSION_IN_USE,
@@ -62,6 +63,7 @@ from s3orch.observe.metrics import (
     REQUEST_SIZE,
     REQUESTS,
     RESPONSE_SIZE,
+    count_manager,
     method_label,
 )
 from s3orch.payload import Payload
@@ -221,11 +223,7 @@ class S3Envelope(Resource):
         state.principal = outcome.principal
         state.auth = outcome.sigv4
         if state.operation.level != "service" and state.address.bucket != state.principal.bucket:
-            audit(
-                "s3.BucketMismatch",
-                request_id=state.request_id,
-                access_key=state.principal.access_key,
-            )
+            state.event = "s3.BucketMismatch"  # the request's one HTTP-level audit event
             raise errors.AccessDenied()
         self._admit_credential(state)
         if self.write_gate is not None:
@@ -429,7 +427,7 @@ class S3Envelope(Resource):
                     raise errors.NotImplementedError_(
                         f"{state.operation.name} is not implemented by this gateway."
                     )
-                await route.handler(request, state, body)
+                await self._run(route, request, state, body)
             except errors.S3Error as exc:
                 send_error(request, state, exc)
             except StoreUnavailable as exc:
@@ -438,6 +436,7 @@ class S3Envelope(Resource):
                 self.log.failure(
                     "request failed", component="s3", request_id=state.request_id, operation=state.op_name
                 )
+                audit("http.PanicRecovered", request_id=state.request_id, operation=state.op_name)
                 send_error(request, state, errors.InternalError())
         except Exception:
             # Sending the answer itself failed: the request must still end.
@@ -450,6 +449,19 @@ class S3Envelope(Resource):
             if body is not None:
                 body.close()
             self._finish_accounting(state, request.code, request)
+
+    async def _run(self, route: Route, request: S3Request, state: RequestState, body: Payload | None) -> None:
+        """The handler, its storage events bound to the request (audit.bind), counted in s3o_manager_*."""
+        scope = bind(state.request_id, state.principal.access_key if state.principal else None)
+        started, status = self.clock.seconds(), "error"
+        try:
+            await route.handler(request, state, body)
+            status = "success"
+        except errors.S3Error as exc:
+            status = "client_error" if exc.status < 500 else "error"
+            raise
+        finally:
+            count_manager(state.op_name, scope.backend, status, self.clock.seconds() - started)
 
     def _database_unavailable(self, request: S3Request, state: RequestState, exc: StoreUnavailable) -> None:
         """503 with Retry-After: the metadata database is down or restarting (never a 500)."""
@@ -516,7 +528,9 @@ class S3Envelope(Resource):
         if state.bytes_out:
             RESPONSE_SIZE.labels(label).observe(state.bytes_out)
         address = state.address
-        event = "s3." + state.op_name if state.operation else "s3.InvalidRequest"
+        event = "s3." + state.op_name if state.operation else "s3.InvalidPath"
+        if state.error is not None and state.error.code == "MethodNotAllowed":
+            event = "s3.MethodNotAllowed"
         if state.error is not None and state.error.status == 403:
             event = "s3.AuthFailure" if state.principal is None else event
         if state.event is not None:
@@ -528,7 +542,9 @@ class S3Envelope(Resource):
         audit(
             event,
             request_id=state.request_id,
+            operation=state.op_name,
             method=state.method[:64],
+            path=state.raw_path[:1024].decode("latin-1"),  # as sent (no query: no presigned signature)
             bucket=address.bucket if address else None,
             key=address.key if address else None,
             status=status,

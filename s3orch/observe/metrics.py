@@ -7,9 +7,11 @@ that tests can read values and several apps in one process do not collide.
 from __future__ import annotations
 
 import platform
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+import twisted
 from s3orch import __version__
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -17,10 +19,11 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _SIZE_BUCKETS = (1024, 16384, 65536, 262144, 1048576, 8388608, 67108864, 268435456, 1073741824, 5368709120)
 
+#: The original's ``{version, go_version}`` becomes ``{version, python, twisted}``.
 BUILD_INFO = Gauge(
-    "s3o_build_info", "Build metadata", ["version", "python_version"], registry=REGISTRY
+    "s3o_build_info", "Build metadata", ["version", "python", "twisted"], registry=REGISTRY
 )
-BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+BUILD_INFO.labels(__version__, platform.python_version(), twisted.__version__).set(1)
 
 #: The HTTP methods that label request metrics; any other method counts as "OTHER".
 #: Methods are client-controlled (and answered before authentication), so a label
@@ -90,6 +93,21 @@ MANAGER_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+
+
+@lru_cache(maxsize=4096)
+def _manager_children(operation: str, backend: str, status: str) -> tuple[Counter, Histogram]:
+    return MANAGER_REQUESTS.labels(operation, backend, status), MANAGER_DURATION.labels(operation, backend)
+
+
+def count_manager(operation: str, backend: str, status: str, seconds: float) -> None:
+    """One manager-level operation, through pre-bound children: the request path builds no
+    label tuples under the client library's lock."""
+    requests, duration = _manager_children(operation, backend, status)
+    requests.inc()
+    duration.observe(seconds)
+
+
 QUOTA_USED = Gauge("s3o_quota_bytes_used", "Current bytes used", ["backend"], registry=REGISTRY)
 QUOTA_LIMIT = Gauge("s3o_quota_bytes_limit", "Quota limit", ["backend"], registry=REGISTRY)
 QUOTA_ORPHAN = Gauge(
@@ -151,6 +169,25 @@ CLEANUP_PROCESSED = Counter(
     "s3o_cleanup_queue_processed_total",
     "Items processed from the cleanup queue",
     ["status"],
+    registry=REGISTRY,
+)
+#: Queue and dead-letter depths, refreshed with the quota gauges (usage_flush.interval).
+CLEANUP_DEPTH = Gauge(
+    "s3o_cleanup_queue_depth", "Current pending items in the cleanup queue", registry=REGISTRY
+)
+CLEANUP_DLQ_DEPTH = Gauge(
+    "s3o_cleanup_dlq_depth", "Unrecoverable orphans waiting in the cleanup dead-letter table", registry=REGISTRY
+)
+CLEANUP_DLQ_ENQUEUED = Counter(
+    "s3o_cleanup_dlq_enqueued_total",
+    "Cleanup rows moved to the dead-letter table after exhausting their retries",
+    ["backend"],
+    registry=REGISTRY,
+)
+CLEANUP_STALE_CLAIMS = Counter(
+    "s3o_cleanup_queue_stale_claims_recovered_total",
+    "Cleanup rows whose claim by an instance presumed dead was taken over",
+    ["backend"],
     registry=REGISTRY,
 )
 AUDIT_EVENTS = Counter(
@@ -301,5 +338,26 @@ DEGRADED_WRITE_REJECTIONS = Counter(
     "s3o_degraded_write_rejections_total",
     "Writes refused because the database circuit breaker was open",
     ["operation"],
+    registry=REGISTRY,
+)
+
+# --- lifecycle expiration (s3orch.workers.lifecycle) ------------------------------------------
+
+LIFECYCLE_DELETED = Counter(
+    "s3o_lifecycle_deleted_total", "Objects deleted by lifecycle expiration", registry=REGISTRY
+)
+LIFECYCLE_FAILED = Counter(
+    "s3o_lifecycle_failed_total", "Objects that failed lifecycle deletion", registry=REGISTRY
+)
+#: Our addition: expired keys overwritten (or deleted) between the scan and the delete, left alone.
+LIFECYCLE_SKIPPED = Counter(
+    "s3o_lifecycle_skipped_total",
+    "Expired objects not deleted because a newer write replaced them before the delete",
+    registry=REGISTRY,
+)
+LIFECYCLE_RUNS = Counter(
+    "s3o_lifecycle_runs_total",
+    "Lifecycle passes by outcome (success, partial, failed, empty, error)",
+    ["status"],
     registry=REGISTRY,
 )

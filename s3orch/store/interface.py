@@ -63,6 +63,7 @@ from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
     DeadCleanup,
+    ExpiredObject,
     Extent,
     Intent,
     IntentResolution,
@@ -87,6 +88,7 @@ __all__ = [
     "CleanupItem",
     "CompleteOutcome",
     "DeadCleanup",
+    "ExpiredObject",
     "Extent",
     "INTENT_ALREADY_RESOLVED",
     "INTENT_AMBIGUOUS",
@@ -228,6 +230,20 @@ class MetadataStore(Protocol):
         Present or not, the key's pending intents are marked superseded (a write whose
         commit failed never reappears after a later delete)."""
 
+    async def delete_object_if(
+        self, bucket: str, key: str, write_id: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> list[CleanupItem] | None:
+        """:meth:`delete_object`, but only while ``write_id`` is the key's current version:
+        None (nothing changed, no events) when the key is gone or was overwritten since.
+        The key's pending intents are left alone (they are newer writes)."""
+
+    async def expired_objects(
+        self, prefix: str, created_before: float, after: tuple[str, str] | None, limit: int
+    ) -> list[ExpiredObject]:
+        """Up to ``limit`` keys whose internal key ``{bucket}/{key}`` starts with ``prefix`` and
+        whose current version was committed before ``created_before``, in (bucket, key) order
+        after ``after`` (see :mod:`s3orch.store.txn.expiry`)."""
+
     async def list_objects(
         self,
         bucket: str,
@@ -248,9 +264,10 @@ class MetadataStore(Protocol):
 
     async def cleanup_failed(
         self, item_id: int, error: str, now: float, *, exhausted_events: Sequence[OutboxEvent] = ()
-    ) -> None:
+    ) -> bool:
         """Count a failed attempt and schedule the retry with backoff; after the last
-        attempt the row moves to the dead-letter table, with ``exhausted_events``."""
+        attempt the row moves to the dead-letter table, with ``exhausted_events``, and the
+        answer is True."""
 
     async def due_cleanups(self, now: float, limit: int) -> list[CleanupItem]:
         """Cleanup rows whose retry time has come, claimed or not (a read-only view)."""

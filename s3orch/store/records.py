@@ -205,6 +205,9 @@ class CleanupItem:
     size: int
     reason: str
     attempts: int = 0
+    #: Claimed over a stale claim of an instance presumed dead (claim_cleanups); not part
+    #: of the row's identity.
+    reclaimed: bool = field(default=False, compare=False)
 
 
 #: Multipart upload states (see sql/sqlite/0004_extents.sql for the life cycle).  An
@@ -392,4 +395,18 @@ class OutboxEntry:
     payload: str
     attempts: int
     next_attempt: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ExpiredObject:
+    """A key whose current version was committed before a lifecycle rule's cutoff.
+
+    ``write_id`` names that version: the expiry deletes the key only while it is still
+    current (:meth:`~s3orch.store.interface.MetadataStore.delete_object_if`)."""
+
+    bucket: str
+    key: str
+    write_id: str
+    size: int
     created_at: float

@@ -29,6 +29,7 @@ from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
     DeadCleanup,
+    ExpiredObject,
     Intent,
     IntentResolution,
     ListPage,
@@ -45,7 +46,18 @@ from s3orch.store.records import (
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.txn import cleanup, dlq, intents, journal, listing, multipart, objects, outbox, quota
+from s3orch.store.txn import (
+    cleanup,
+    dlq,
+    expiry,
+    intents,
+    journal,
+    listing,
+    multipart,
+    objects,
+    outbox,
+    quota,
+)
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
 _P = ParamSpec("_P")
@@ -185,6 +197,18 @@ class SQLStore:
     ) -> list[CleanupItem]:
         return await self._write(objects.txn_delete_object, bucket, key, now, tuple(events))
 
+    async def delete_object_if(
+        self, bucket: str, key: str, write_id: str, now: float, *, events: Sequence[OutboxEvent] = ()
+    ) -> list[CleanupItem] | None:
+        return await self._write(objects.txn_delete_object_if, bucket, key, write_id, now, tuple(events))
+
+    async def expired_objects(
+        self, prefix: str, created_before: float, after: tuple[str, str] | None, limit: int
+    ) -> list[ExpiredObject]:
+        if limit <= 0:
+            return []
+        return await self._read(expiry.txn_expired_objects, prefix, created_before, after, limit)
+
     async def list_objects(
         self,
         bucket: str,
@@ -210,8 +234,8 @@ class SQLStore:
 
     async def cleanup_failed(
         self, item_id: int, error: str, now: float, *, exhausted_events: Sequence[OutboxEvent] = ()
-    ) -> None:
-        await self._write_once(
+    ) -> bool:
+        return await self._write_once(
             cleanup.txn_cleanup_failed, item_id, error, now, tuple(exhausted_events)
         )
 

@@ -21,7 +21,9 @@ A test calls :meth:`~GatewayHarness.put`, :meth:`~GatewayHarness.get`,
 :meth:`~GatewayHarness.head`, :meth:`~GatewayHarness.delete`, :meth:`~GatewayHarness.list` or
 :meth:`~GatewayHarness.request` (any signed request) and gets a :class:`HarnessResponse`
 (status, headers, body) back synchronously; :meth:`~GatewayHarness.send_raw` sends bytes as
-they are, :meth:`~GatewayHarness.connect` opens a connection to drive by hand.  The harness pumps
+they are (:meth:`~GatewayHarness.encode_request` makes signed ones to alter first),
+:meth:`~GatewayHarness.send_together` sends several on their own connections at once (concurrent
+clients), :meth:`~GatewayHarness.connect` opens a connection to drive by hand.  The harness pumps
 until nothing is left to do: it runs what is due, never advances time by itself.
 """
 
@@ -359,6 +361,19 @@ class GatewayHarness:
         """A path-style request, SigV4-signed at ``clock.seconds()`` with ``credentials`` (default:
         the bucket's own) over the payload's SHA-256 (or ``payload_hash``); ``signed=False``
         sends it anonymous.  Every header given is signed."""
+        target = self.target(bucket, key, query)
+        if signed and credentials is None:
+            credentials = self.credentials(bucket or "")
+        return self.send_raw(
+            self.encode_request(
+                method, target, headers=headers, body=body,
+                credentials=credentials if signed else None, payload_hash=payload_hash, region=region,
+            )
+        )
+
+    @staticmethod
+    def target(bucket: str | None = None, key: str | None = None, query: Sequence[tuple[str, str]] = ()) -> str:
+        """The path-style request target (path and query, URI-encoded as S3 signs them)."""
         path = "/"
         if bucket is not None:
             path += bucket
@@ -368,13 +383,32 @@ class GatewayHarness:
             path += "?" + "&".join(
                 f"{uri_encode(k, encode_slash=True)}={uri_encode(v, encode_slash=True)}" for k, v in query
             )
+        return path
+
+    def encode_request(
+        self,
+        method: str,
+        target: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        credentials: tuple[str, str] | None = None,
+        payload_hash: str | None = None,
+        region: str = "us-east-1",
+        host: str | None = None,
+    ) -> bytes:
+        """The bytes of one request for ``target`` (path and query as sent), SigV4-signed at
+        ``clock.seconds()`` when ``credentials`` are given (anonymous otherwise), with a
+        Content-Length unless ``headers`` carry their own framing.  For :meth:`send_raw` and
+        :meth:`send_together`, or to alter before sending."""
         extra = dict(headers or {})
-        if signed:
-            access_key, secret_key = credentials or self.credentials(bucket or "")
+        host = host or self.host
+        if credentials is not None:
+            access_key, secret_key = credentials
             extra.update(
                 sign_headers(
                     method,
-                    f"http://{self.host}{path}",
+                    f"http://{host}{target}",
                     extra,
                     payload_hash or hashlib.sha256(body).hexdigest(),
                     access_key,
@@ -383,9 +417,29 @@ class GatewayHarness:
                     self.clock.seconds(),
                 )
             )
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+        framed = {name.lower() for name in extra} & {"content-length", "transfer-encoding"}
+        if not framed:
+            lines.append(f"Content-Length: {len(body)}")
         lines += [f"{name}: {value}" for name, value in extra.items()]
-        return self.send_raw("\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body)
+        return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + body
+
+    def send_together(self, requests: Sequence[bytes]) -> list[HarnessResponse]:
+        """Each request on its own connection, every one written before any is pumped: the
+        gateway interleaves them at each backend or timer wait, as it does concurrent clients.
+        The responses in the order of ``requests``."""
+        connections = [self.connect() for _ in requests]
+        for connection, data in zip(connections, requests, strict=True):
+            connection.pump.clientIO.write(data)
+        self.settle()
+        try:
+            return [
+                connection.response(data.split(b" ", 1)[0].decode("latin-1"))
+                for connection, data in zip(connections, requests, strict=True)
+            ]
+        finally:
+            for connection in connections:
+                connection.close()
 
     def put(self, bucket: str, key: str, body: bytes, headers: Mapping[str, str] | None = None,
             **kwargs: Any) -> HarnessResponse:

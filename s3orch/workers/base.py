@@ -14,6 +14,12 @@ it (counted as ``result="skipped"``).  Locked workers start after a random
 delay of up to half their interval, so instances started together do not
 contend at the same instant forever after.  On SQLite the locks are a process
 mutex and the same code runs.
+
+Each pass that runs (not one skipped for the lock) gets its own audit correlation id
+(:func:`s3orch.observe.audit.background_run`), which the pass's audit events carry, and is
+framed by ``<component>.start`` and ``<component>.complete`` audit events; the workers that run
+every few seconds or only refresh state (quota gauges, the notifier, the breaker watchdog:
+``audited=False``) write no frame, so their passes do not flood the audit log.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from s3orch.observe.audit import audit, background_run
 from s3orch.observe.metrics import WORKER_FAILURES, WORKER_LAST_SUCCESS, WORKER_TICKS
 from s3orch.store.interface import StoreUnavailable
 from s3orch.store.locks import WorkerLocks, run_exclusive
@@ -60,6 +67,7 @@ class PeriodicWorker(Service):
         lock_id: int | None = None,
         locks: WorkerLocks | None = None,
         jitter: Callable[[], float] = random.random,
+        audited: bool = True,
     ) -> None:
         self.name = name
         self.component = component
@@ -69,6 +77,7 @@ class PeriodicWorker(Service):
         self.lock_id = lock_id
         self.locks = locks
         self.jitter = jitter
+        self.audited = audited
         self._loop: LoopingCall | None = None
         self._delayed_start: IDelayedCall | None = None
         self._loop_done: Deferred[LoopingCall] | None = None
@@ -90,8 +99,26 @@ class PeriodicWorker(Service):
     async def _locked_tick(self) -> bool:
         """One tick under the worker's lock; False when another holder has it."""
         assert self.locks is not None and self.lock_id is not None
-        ran, _ = await run_exclusive(self.locks, self.lock_id, self.tick)
+        ran, _ = await run_exclusive(self.locks, self.lock_id, self._audited_tick)
         return ran
+
+    async def _audited_tick(self) -> None:
+        """One pass under its own correlation id, which the pass's audit events carry as
+        their request_id; an ``audited`` worker also writes ``<component>.start`` and
+        ``<component>.complete`` (with the result) around it."""
+        with background_run(self.component):
+            if not self.audited:
+                await self.tick()
+                return
+            started = self.clock.seconds()
+            audit(f"{self.component}.start")
+            result = "error"
+            try:
+                await self.tick()
+                result = "success"
+            finally:
+                duration = round(self.clock.seconds() - started, 6)
+                audit(f"{self.component}.complete", result=result, duration=duration)
 
     async def run_once(self) -> bool:
         """Run one tick now; True when it succeeded or was skipped because another
@@ -104,7 +131,7 @@ class PeriodicWorker(Service):
                     self._finished("skipped")
                     return True
             else:
-                await self.tick()
+                await self._audited_tick()
         except StoreUnavailable as exc:
             # Expected while the database restarts: say so without a traceback.
             self._count_failure()

@@ -20,7 +20,9 @@ WATCHDOG_INTERVAL = 60.0
 
 class BreakerWatchdog(PeriodicWorker):
     def __init__(self, breakers: Breakers, clock: IReactorTime, interval: float = WATCHDOG_INTERVAL) -> None:
-        super().__init__("breaker-watchdog", interval, clock, component="circuit_breaker_watchdog")
+        super().__init__(
+            "breaker-watchdog", interval, clock, component="circuit_breaker_watchdog", audited=False
+        )
         self.breakers = breakers
 
     async def tick(self) -> None:

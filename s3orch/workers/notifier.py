@@ -74,6 +74,7 @@ class Notifier(PeriodicWorker):
             clock,
             run_now=True,
             component="notifier",
+            audited=False,  # a pass every 2 s: its drops are audited, not the passes
             lock_id=WorkerLock.NOTIFICATION_OUTBOX,
             locks=locks,
         )

@@ -1,5 +1,5 @@
-"""Refresh the quota, object-count and pending-intent gauges from the metadata store, and warn
-(``backend.capacity.warning``) when a backend is nearly full."""
+"""Refresh the quota, object-count, pending-intent and cleanup-depth gauges from the metadata
+store, and warn (``backend.capacity.warning``) when a backend is nearly full."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from s3orch.config.model import UsageFlushConfig
 from s3orch.notify.events import CAPACITY_WARNING
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.metrics import (
+    CLEANUP_DEPTH,
+    CLEANUP_DLQ_DEPTH,
     OBJECTS_COUNT,
     PENDING_DEPTH,
     QUOTA_AVAILABLE,
@@ -39,7 +41,9 @@ class QuotaMetricsWorker(PeriodicWorker):
         config: UsageFlushConfig,
         events: EventSink = NULL_SINK,
     ) -> None:
-        super().__init__("usage-flush", config.interval, clock, run_now=True, component="usage_flush")
+        super().__init__(
+            "usage-flush", config.interval, clock, run_now=True, component="usage_flush", audited=False
+        )
         self.store = store
         self.events = events
         self._warned: dict[str, float] = {}
@@ -56,6 +60,10 @@ class QuotaMetricsWorker(PeriodicWorker):
             await self._check_capacity(name, row)
         # Here as well as in the pending reaper: that runs on one instance at a time.
         PENDING_DEPTH.set(await self.store.count_intents())
+        queued, _ = await self.store.cleanup_queue_page(0)
+        CLEANUP_DEPTH.set(queued)
+        dead, _, _ = await self.store.cleanup_dlq_page(None, 0)
+        CLEANUP_DLQ_DEPTH.set(dead)
 
     async def _check_capacity(self, name: str, row: QuotaRow) -> None:
         if not self.events.enabled or row.bytes_limit <= 0:

@@ -26,10 +26,10 @@ ServerT = MotoServer | WeedServer
 
 
 @pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    """One moto_server for the session (in memory, signatures not checked)."""
-    with MotoServer() as server:
-        yield server
+def moto(moto_server: MotoServer) -> MotoServer:
+    """The session's one moto_server (in memory, signatures not checked): tests isolate by bucket,
+    so the backend tests share the gateway tests' server rather than start a second one."""
+    return moto_server
 
 
 @pytest.fixture(scope="session")

@@ -1,49 +1,14 @@
-"""Addressing styles and the operational surface of a running gateway."""
+"""The operational surface of a running gateway process: logs, signals, start-up refusals and a
+separate metrics listener.  Addressing styles, the public /metrics and /health, proxy tokens and
+the spool directory are tested in-process: tests/inproc/test_gateway_ops.py."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import time
 
-from s3orch.s3 import sigv4
 from tests.conftest import PHOTOS, s3_client
 from tests.support.configs import GatewayConfig
 from tests.support.polling import wait_for
-
-
-def _signed(gw_port: int, method: str, host: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-    url = f"http://{host}{path}"
-    import hashlib
-
-    headers = sigv4.sign_headers(method, url, {}, hashlib.sha256(body).hexdigest(), PHOTOS.access_key,
-                                 PHOTOS.secret_key, "us-east-1", time.time())
-    conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=10)
-    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-    conn.putheader("Host", host)
-    for name, value in headers.items():
-        conn.putheader(name, value)
-    conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders()
-    conn.send(body)
-    resp = conn.getresponse()
-    out = resp.status, resp.read()
-    conn.close()
-    return out
-
-
-def test_virtual_hosted_style_when_suffix_is_set(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
-    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20),
-                                     extra_server={"virtual_host_suffix": "s3.example.test"}))
-    host = f"photos.s3.example.test:{gw.port}"
-    assert _signed(gw.port, "PUT", host, "/v/key.txt", b"vhost")[0] == 200
-    assert _signed(gw.port, "GET", host, "/v/key.txt") == (200, b"vhost")
-    # The same object, path-style.
-    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
-    assert s3.get_object(Bucket="photos", Key="v/key.txt")["Body"].read() == b"vhost"
-    # Another bucket's virtual host is refused for these credentials.
-    status, body = _signed(gw.port, "GET", f"documents.s3.example.test:{gw.port}", "/v/key.txt")
-    assert status == 403 and b"AccessDenied" in body
 
 
 def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
@@ -61,7 +26,11 @@ def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_b
     put = puts[0]
     assert put["bucket"] == "photos" and put["key"] == "log-me" and put["status"] == 200
     assert put["access_key"] == PHOTOS.access_key and put["request_id"] and put["duration"] >= 0
-    assert any(r["event"] == "storage.PutObject" and r["request_id"] == put["request_id"] for r in audits)
+    stored = [r for r in audits if r["event"] == "storage.PutObject" and r["request_id"] == put["request_id"]]
+    assert len(stored) == 1 and stored[0]["access_key"] == PHOTOS.access_key and stored[0]["size"] == 1
+    gets = [r for r in audits if r["event"] in ("s3.GetObject", "storage.GetObject")]
+    assert len({r["request_id"] for r in gets}) == 1 and len(gets) == 2
+    assert all(r["access_key"] == PHOTOS.access_key for r in gets)
     text = gw.log_text()
     assert PHOTOS.secret_key not in text and "Signature=" not in text
 
@@ -108,13 +77,6 @@ def _get(url: str) -> tuple[int, bytes, str]:
         return exc.code, exc.read(), exc.headers.get("content-type", "")
 
 
-def test_metrics_and_health_are_public_on_the_s3_port_when_metrics_have_no_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
-    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20)))
-    status, body, _ = _get(gw.endpoint + "/metrics")
-    assert status == 200 and b"s3o_requests_total" in body
-    assert _get(gw.endpoint + "/health")[:2] == (200, b'{"status": "ok"}')
-
-
 def test_metrics_listen_moves_metrics_to_their_own_address(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
     from tests.support.servers import free_port
 
@@ -151,50 +113,3 @@ def test_text_logs_carry_the_audit_fields(start_gateway, moto_backends) -> None:
     assert " INFO  [audit] audit event=s3.PutObject " in line
     assert 'bucket=photos key="text log.txt"' in line and "status=200" in line
     assert f"access_key={PHOTOS.access_key}" in line and PHOTOS.secret_key not in gw.log_text()
-
-
-def _raw(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request(method, path, body=body, headers={**headers, "Content-Length": str(len(body))})
-    resp = conn.getresponse()
-    out = resp.status, resp.read()
-    conn.close()
-    return out
-
-
-def test_a_legacy_proxy_token_opens_its_own_bucket_only(start_gateway, moto_backends) -> None:  # type: ignore[no-untyped-def]
-    config = GatewayConfig(backends=moto_backends(1, quota=1 << 20))
-    gw = start_gateway(config)
-    text = gw.config_path.read_text().replace(
-        "- name: documents\n  credentials:\n",
-        "- name: documents\n  credentials:\n  - token: legacy-token-123\n",
-    )
-    assert "legacy-token-123" in text
-    gw.stop()
-    gw.config_path.write_text(text)
-    gw.start()
-    token = {"X-Proxy-Token": "legacy-token-123"}
-    assert _raw(gw.port, "PUT", "/documents/t.txt", token, b"by token")[0] == 200
-    assert _raw(gw.port, "GET", "/documents/t.txt", token) == (200, b"by token")
-    assert _raw(gw.port, "GET", "/photos/t.txt", token)[0] == 403  # another bucket
-    status, body = _raw(gw.port, "GET", "/documents/t.txt", {"X-Proxy-Token": "legacy-token-124"})
-    assert status == 403 and b"<Code>AccessDenied</Code>" in body
-
-
-def test_bodies_over_spool_memory_limit_go_to_spool_dir(start_gateway, moto_backends, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    spool = tmp_path / "spool-that-is-missing"
-    gw = start_gateway(GatewayConfig(backends=moto_backends(1, quota=1 << 20),
-                                     extra_server={"spool_dir": str(spool), "spool_memory_limit": "4KiB"}))
-    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
-    s3.put_object(Bucket="photos", Key="small", Body=b"s" * 4096)  # stays in memory
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.put_object(Bucket="photos", Key="large", Body=b"l" * 4097)  # needs the spool directory
-        raise AssertionError("a body over spool_memory_limit was stored without spool_dir")
-    except ClientError as exc:
-        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503
-    spool.mkdir()
-    s3.put_object(Bucket="photos", Key="large", Body=b"l" * 4097)
-    assert s3.get_object(Bucket="photos", Key="large")["Body"].read() == b"l" * 4097
-    assert list(spool.iterdir()) == []  # the spool file is gone once the object is stored

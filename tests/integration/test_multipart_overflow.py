@@ -4,8 +4,9 @@ Three small-quota backends behind a real gateway.  An upload that starts when th
 first backend is nearly full completes, every byte reads back (SHA-256), its parts
 are spread over the backends (read from the backends themselves), and the quota
 counters equal what the backends hold.  An object larger than any backend's free
-space is stored across them.  Over moto_server and SeaweedFS (which checks every
-signature and keeps data like a real provider).
+space is stored across them.  Over SeaweedFS here (which checks every signature and keeps
+data like a real provider); over in-memory backends in tests/inproc/test_multipart_overflow.py,
+with the part-sent-twice race.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import os
 import sqlite3
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +32,6 @@ MiB = 1024 * 1024
 
 
 def _backends(kind: str, request: pytest.FixtureRequest, quota: int) -> list[BackendSpec]:
-    if kind == "moto":
-        made: list[BackendSpec] = request.getfixturevalue("moto_backends")(3, quota=quota)
-        return made
     weed = request.getfixturevalue("weed")
     specs = []
     for i in range(3):
@@ -83,7 +80,7 @@ def _upload(s3: Any, key: str, data: bytes, part_size: int) -> str:
     return str(done["ETag"])
 
 
-@pytest.mark.parametrize("kind", ["moto", "weed"])
+@pytest.mark.parametrize("kind", ["weed"])
 def test_a_multipart_upload_started_on_a_nearly_full_backend_completes_across_backends(
     kind: str, request: pytest.FixtureRequest, start_gateway: Any
 ) -> None:
@@ -115,7 +112,7 @@ def test_a_multipart_upload_started_on_a_nearly_full_backend_completes_across_ba
     assert ranged["Body"].read() == data[start:start + 10]
 
 
-@pytest.mark.parametrize("kind", ["moto", "weed"])
+@pytest.mark.parametrize("kind", ["weed"])
 def test_an_object_larger_than_any_backends_free_space_is_stored_across_them(
     kind: str, request: pytest.FixtureRequest, start_gateway: Any
 ) -> None:
@@ -153,35 +150,3 @@ def test_an_object_larger_than_any_backends_free_space_is_stored_across_them(
 def _wait_quiet(gw: GatewayProcess, backends: list[BackendSpec], timeout: float = 20.0) -> None:
     """Wait until no deleted object's bytes are still being removed."""
     poll(lambda: quota_rows(gw), lambda rows: all(rows[b.name]["orphan"] == 0 for b in backends), timeout)
-
-
-def test_a_part_sent_twice_at_once_keeps_one_winner_and_deletes_the_other(
-    start_gateway: Any, moto_backends: Any, tmp_path: Path
-) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    backends = moto_backends(2, quota=64 * MiB)
-    gw = start_gateway(GatewayConfig(backends=backends))
-    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
-    upload_id = s3.create_multipart_upload(Bucket="photos", Key="twice")["UploadId"]
-    bodies = [os.urandom(6 * MiB), os.urandom(6 * MiB)]
-
-    def send(body: bytes) -> str:
-        return str(s3.upload_part(Bucket="photos", Key="twice", UploadId=upload_id, PartNumber=1, Body=body)["ETag"])
-
-    with ThreadPoolExecutor(2) as pool:
-        etags = list(pool.map(send, bodies))
-    listed = s3.list_parts(Bucket="photos", Key="twice", UploadId=upload_id)["Parts"]
-    assert len(listed) == 1 and listed[0]["ETag"] in etags
-    winner = etags.index(listed[0]["ETag"])
-    loser_etag = etags[1 - winner]
-    with pytest.raises(ClientError) as info:
-        s3.complete_multipart_upload(Bucket="photos", Key="twice", UploadId=upload_id,
-                                     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": loser_etag}]})
-    assert info.value.response["Error"]["Code"] == "InvalidPart"
-    s3.complete_multipart_upload(Bucket="photos", Key="twice", UploadId=upload_id,
-                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": listed[0]["ETag"]}]})
-    assert s3.get_object(Bucket="photos", Key="twice")["Body"].read() == bodies[winner]
-    _wait_quiet(gw, backends)
-    _assert_quota_is_what_the_backends_hold(gw, backends)
-    assert sum(len(backend_keys(b)) for b in backends) == 1  # the loser's bytes are gone

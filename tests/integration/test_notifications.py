@@ -36,7 +36,7 @@ from s3orch.store import open_store
 from s3orch.store.interface import StoreUnavailable
 from s3orch.workers.notifier import Notifier
 from tests.conftest import PHOTOS, s3_client
-from tests.integration.test_pending_reaper import NEW, FlakyCommits
+from tests.inproc.test_pending_reaper import NEW, FlakyCommits
 from tests.support.configs import GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.polling import poll
@@ -207,8 +207,9 @@ def test_events_survive_a_crash_before_delivery(  # type: ignore[no-untyped-def]
     delivered = receiver.wait_for("s3:ObjectCreated:Put", "/all", key="precious", timeout=90)
     assert delivered.signed_with(SECRET)
     receiver.wait_for("service.started", "/all")
-    # delivered rows are deleted
-    assert ("s3:ObjectCreated:Put", "precious") not in [(t, s) for t, s, _ in outbox_rows(gw)]
+    # delivered rows are deleted (just after the receiver answered: poll for it)
+    left = poll(lambda: [(t, s) for t, s, _ in outbox_rows(gw)], lambda rows: ("s3:ObjectCreated:Put", "precious") not in rows)
+    assert ("s3:ObjectCreated:Put", "precious") not in left
 
 
 class InProcess:

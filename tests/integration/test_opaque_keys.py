@@ -1,54 +1,32 @@
 """Every key AWS accepts round-trips, and none reaches a backend as a path it would rewrite.
 
-Keys with dot segments, empty segments, trailing dots and slashes, 1024 bytes or
-unicode go through a real gateway over moto_server and over SeaweedFS (which answers
-503 to a path like ``/photos/../x``): PUT, HEAD, GET, a listing (in key order, from
-the database), a copy, a multipart upload and DELETE.  On the backends only opaque
-keys appear: the bucket, lower-case hex and the write's ids.
+Keys with dot segments, empty segments, trailing dots and slashes, 1024 bytes or unicode go
+through a real gateway over SeaweedFS (which answers 503 to a path like ``/photos/../x``):
+PUT, HEAD, GET, a listing (in key order, from the database), a copy, a multipart upload and
+DELETE.  On the backends only opaque keys appear: the bucket, lower-case hex and the write's
+ids.  The in-memory run is tests/inproc/test_opaque_keys.py.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
 import pytest
 
 from tests.conftest import PHOTOS, backend_keys, s3_client
+from tests.inproc.test_opaque_keys import KEYS, OPAQUE
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY
 from tests.support.configs import BackendSpec, GatewayConfig
 from tests.support.servers import create_bucket
 
-KEYS = [
-    "../x",
-    "../../etc/passwd",
-    "a/./b",
-    "a//b",
-    "x.",
-    "..",
-    ".",
-    "a/../b",
-    "dir/",
-    "./lead",
-    "k" * 1024,
-    "ünïcödé/日本語/ключ",
-    "sp ace+plus%25",
-]
-#: What a backend key may look like: the bucket, then lower-case hex and '-' segments.
-OPAQUE = re.compile(r"photos(/[0-9a-f]{64})(/[0-9a-f]{32})(/[0-9]{5}-[0-9a-f]{32})?")
 
-
-@pytest.fixture(params=["moto", "weed"])
-def gateway(request: pytest.FixtureRequest, start_gateway: Any) -> tuple[Any, BackendSpec]:
-    if request.param == "moto":
-        spec: BackendSpec = request.getfixturevalue("moto_backends")(1, quota=256 * 1024 * 1024)[0]
-    else:
-        weed = request.getfixturevalue("weed")
-        bucket = f"keys-{uuid.uuid4().hex[:10]}"
-        create_bucket(weed.endpoint, bucket, WEED_ACCESS_KEY, WEED_SECRET_KEY, "us-east-1")
-        spec = BackendSpec("backend-1", weed.endpoint, bucket, WEED_ACCESS_KEY, WEED_SECRET_KEY,
-                           quota_bytes=256 * 1024 * 1024)
+@pytest.fixture
+def gateway(weed: Any, start_gateway: Any) -> tuple[Any, BackendSpec]:
+    bucket = f"keys-{uuid.uuid4().hex[:10]}"
+    create_bucket(weed.endpoint, bucket, WEED_ACCESS_KEY, WEED_SECRET_KEY, "us-east-1")
+    spec = BackendSpec("backend-1", weed.endpoint, bucket, WEED_ACCESS_KEY, WEED_SECRET_KEY,
+                       quota_bytes=256 * 1024 * 1024)
     return start_gateway(GatewayConfig(backends=[spec])), spec
 
 

@@ -59,3 +59,20 @@ async def test_done_rows_are_never_claimed_again(store: MetadataStore) -> None:
     await store.cleanup_done([items[0].id], NOW)
     assert await store.claim_cleanups(NOW + 10**6, 10, "b", GRACE) == items[1:]
     assert await store.claim_cleanups(NOW + 10**6, 0, "c", 0.0) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_takeover_is_marked_and_the_last_failure_says_it_moved_the_row(store: MetadataStore) -> None:
+    (item,) = await queued(store, 1)
+    assert (await store.cleanup_queue_page(0))[0] == 1
+    (first,) = await store.claim_cleanups(NOW + 60, 10, "a", GRACE)
+    assert not first.reclaimed
+    (taken,) = await store.claim_cleanups(NOW + 60 + GRACE, 10, "b", GRACE)
+    assert taken.reclaimed and taken == item  # the mark is not part of the row's identity
+    now = NOW + 60 + GRACE
+    moved = []
+    for _ in range(10):  # CLEANUP_MAX_ATTEMPTS failures: the last one moves it to the DLQ
+        moved.append(await store.cleanup_failed(item.id, "503 Slow Down", now))
+    assert moved == [False] * 9 + [True]
+    assert (await store.cleanup_queue_page(0))[0] == 0 and (await store.cleanup_dlq_page(None, 0))[0] == 1
+    assert await store.cleanup_failed(item.id, "gone", now) is False  # the row is no longer queued

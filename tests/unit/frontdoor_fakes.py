@@ -28,7 +28,7 @@ from s3orch.http.site import S3Site
 from s3orch.observe.metrics import REGISTRY
 from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
-from s3orch.store.interface import ListPage, ObjectRecord
+from s3orch.store.interface import ListPage, Location, ObjectRecord
 
 CONFIG = """
 server:
@@ -78,7 +78,7 @@ class FakeObjects:
             raise errors.NoSuchKey(Key=key)
         return found[0]
 
-    async def open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> tuple[MemoryStream, Any]:
+    async def open(self, record: ObjectRecord, byte_range: tuple[int, int] | None) -> tuple[MemoryStream, Location]:
         data = self.data[(record.bucket, record.key)][1]
         content_range = None
         if byte_range is not None:
@@ -86,7 +86,7 @@ class FakeObjects:
             content_range = (byte_range[0], byte_range[1], record.size)
         stream = MemoryStream(data, content_range=content_range, **self.stream_kwargs)
         self.streams.append(stream)
-        return stream, None
+        return stream, Location("memory", record.key, record.size)
 
     async def list(self, bucket: str, prefix: str, delimiter: str, start: str, max_keys: int) -> ListPage:
         return ListPage((), (), False, None)

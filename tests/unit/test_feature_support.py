@@ -27,8 +27,10 @@ from tests.unit.test_config import BASE, DATA, EXAMPLE, EXAMPLE_ENV, ORIGINAL_EN
 
 REPO = Path(__file__).resolve().parents[2]
 
-GW_CORE = "tests/integration/test_gateway_core.py"
-GW_OPS = "tests/integration/test_gateway_ops.py"
+GW_CORE = "tests/inproc/test_gateway_core.py"
+GW_OPS = "tests/inproc/test_gateway_ops.py"
+GW_PROCESS = "tests/integration/test_gateway_core.py"
+OPS_PROCESS = "tests/integration/test_gateway_ops.py"
 NOTIFY = "tests/integration/test_notifications.py"
 PG = "tests/store/test_postgres.py"
 TRACING = "tests/integration/test_tracing.py"
@@ -36,13 +38,13 @@ TRACING = "tests/integration/test_tracing.py"
 #: key -> the tests that prove this build honours it ("file::test_name").
 HONOURED: dict[str, tuple[str, ...]] = {
     "server.regions": (
-        "tests/integration/test_auth_attacks.py::test_credential_scope_service_and_region_are_checked",
+        "tests/inproc/test_auth_attacks.py::test_credential_scope_service_and_region_are_checked",
         "tests/unit/test_auth_hardening.py::test_region_must_be_a_configured_one",
     ),
-    "server.listen_addr": (f"{GW_CORE}::test_put_get_round_trip_with_md5_etag_and_metadata",),
+    "server.listen_addr": (f"{GW_PROCESS}::test_health_metrics_and_audit_log",),
     "server.max_object_size": (f"{GW_CORE}::test_entity_too_large_refused_before_body",),
     "server.max_concurrent_requests": (
-        "tests/integration/test_server_limits.py::test_full_admission_pool_answers_503_slowdown_and_health_still_answers",
+        "tests/inproc/test_server_limits.py::test_full_admission_pool_answers_503_slowdown_and_health_still_answers",
     ),
     "server.max_concurrent_reads": (
         "tests/unit/test_admission.py::test_split_pools_keep_reads_flowing_when_writes_are_full",
@@ -84,8 +86,8 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     "server.log_level": ("tests/unit/test_logging.py::test_log_level_filters_what_is_written",),
     "server.log_format": (
-        f"{GW_OPS}::test_logs_are_json_lines_with_component_and_no_secrets",
-        f"{GW_OPS}::test_text_logs_carry_the_audit_fields",
+        f"{OPS_PROCESS}::test_logs_are_json_lines_with_component_and_no_secrets",
+        f"{OPS_PROCESS}::test_text_logs_carry_the_audit_fields",
     ),
     "server.spool_dir": (f"{GW_OPS}::test_bodies_over_spool_memory_limit_go_to_spool_dir",),
     "server.spool_memory_limit": (f"{GW_OPS}::test_bodies_over_spool_memory_limit_go_to_spool_dir",),
@@ -99,7 +101,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "buckets[].credentials[].secret_access_key": (f"{GW_CORE}::test_bucket_isolation",),
     "buckets[].credentials[].token": (f"{GW_OPS}::test_a_legacy_proxy_token_opens_its_own_bucket_only",),
     "buckets[].max_multipart_uploads": (
-        "tests/integration/test_multipart.py::test_max_multipart_uploads_limits_active_uploads_per_bucket",
+        "tests/inproc/test_multipart.py::test_max_multipart_uploads_limits_active_uploads_per_bucket",
     ),
     "database.driver": ("tests/store/test_engines.py::test_the_driver_selects_the_engine_and_its_settings",
                         "tests/store/test_engines.py::test_an_unknown_driver_is_refused_by_every_entry_point"),
@@ -118,7 +120,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "routing_strategy": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",
                          f"{GW_CORE}::test_spread_balances_writes"),
     "backends[].name": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
-    "backends[].endpoint": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
+    "backends[].endpoint": (f"{GW_PROCESS}::test_backend_stopped_mid_test_new_puts_go_elsewhere",),
     "backends[].bucket": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
     "backends[].region": (
         "tests/integration/test_real_backends.py::test_gateway_over_seaweedfs_signs_and_survives_restarts",
@@ -150,7 +152,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "backends[].max_object_size": (f"{GW_CORE}::test_backend_max_object_size_skips_to_the_next_backend",),
     "telemetry.metrics.enabled": ("tests/unit/test_service_lifecycle.py::test_metrics_served_only_where_configured",),
     "telemetry.metrics.path": ("tests/unit/test_feature_support.py::test_the_metrics_path_is_served_and_reserved_as_configured",),
-    "telemetry.metrics.listen": (f"{GW_OPS}::test_metrics_listen_moves_metrics_to_their_own_address",),
+    "telemetry.metrics.listen": (f"{OPS_PROCESS}::test_metrics_listen_moves_metrics_to_their_own_address",),
     "telemetry.tracing.enabled": (f"{TRACING}::test_a_put_trace_reaches_an_otlp_http_receiver_linked",),
     "telemetry.tracing.endpoint": (
         f"{TRACING}::test_a_put_trace_reaches_an_otlp_http_receiver_linked",
@@ -174,7 +176,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_workers.py::BuildTests::test_workers_get_locks_an_owner_and_the_claim_grace_and_locks_close_after_them",
     ),
     "cleanup_queue.multipart_stale_timeout": (
-        "tests/integration/test_multipart.py::test_stale_uploads_are_aborted_and_release_their_bytes",
+        "tests/inproc/test_multipart.py::test_stale_uploads_are_aborted_and_release_their_bytes",
     ),
     # Webhooks (s3orch.notify, s3orch.workers.notifier).
     "notifications.endpoints[].url": (f"{NOTIFY}::test_object_events_are_delivered_signed_and_filtered",),
@@ -244,13 +246,26 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "ui.admin_key": ("tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",),
     # true (the default) is what this build does; false is refused.
     "write_path.pending_pattern.enabled": (
-        "tests/integration/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
+        "tests/inproc/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
     ),
     "write_path.pending_pattern.reaper_tick": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
     ),
     "write_path.pending_pattern.min_age": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
+    ),
+    # Lifecycle expiration (s3orch.workers.lifecycle); rules with tags stay refused.
+    "lifecycle.rules[].prefix": (
+        "tests/store/test_contract_lifecycle.py::test_the_prefix_is_matched_against_bucket_slash_key",
+        "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
+    ),
+    "lifecycle.rules[].expiration_days": (
+        "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
+        "tests/integration/test_lifecycle.py::test_an_expired_object_disappears_after_an_admin_triggered_run",
+    ),
+    "lifecycle.batch_size": (
+        "tests/unit/test_lifecycle.py::test_the_admin_route_runs_a_pass_now_with_ndjson_progress",
+        "tests/store/test_contract_lifecycle.py::test_pages_are_bounded_and_resume_after_the_last_key_across_buckets",
     ),
     "write_path.pending_pattern.batch_size": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
@@ -274,7 +289,11 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
     "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
-    "lifecycle.rules": ({"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7}]}}, ["lifecycle.rules"]),
+    "lifecycle.rules[].tags": (
+        {"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7},
+                                 {"prefix": "a/", "expiration_days": 1, "tags": {"env": "dev"}}]}},
+        ["lifecycle.rules[1].tags"],
+    ),
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
@@ -416,14 +435,13 @@ def test_backend_circuit_breakers_are_built_and_load_switched_on() -> None:
 
 def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> None:
     original = load_config(DATA / "original_config.yaml", ORIGINAL_ENV)
-    assert {issue.path for issue in refusals(original)} == {
-        "lifecycle.rules",
-    }
+    assert refusals(original) == []  # its lifecycle rules (prefix, expiration_days) are built now
+    assert [r.prefix for r in original.lifecycle.rules] == ["tmp/", "uploads/staging/"]
     with_extras = load_config_from_string(
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "lifecycle.rules", "cache.enabled", "redis.address", "reconcile.enabled",
+        "cache.enabled", "redis.address", "reconcile.enabled",
     }
 
 

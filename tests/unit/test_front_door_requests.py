@@ -21,7 +21,7 @@ from s3orch.backend.memory import MemoryStream
 from s3orch.http.body import DiscardedBody
 from s3orch.s3 import errors
 from s3orch.s3.copy_source import parse_copy_source
-from s3orch.store.interface import ObjectRecord
+from s3orch.store.interface import Location, ObjectRecord
 from tests.unit.frontdoor_fakes import SECRETS, START, FrontDoor, LogFailures, signed_request, status_of
 
 ETAG = "0123456789abcdef0123456789abcdef"
@@ -70,10 +70,10 @@ def test_a_backend_answering_another_range_is_cancelled_not_leaked(monkeypatch: 
     door = _door_with(data=b"0123456789")
     opened: list[MemoryStream] = []
 
-    async def wrong_range(record: ObjectRecord, byte_range: tuple[int, int] | None) -> tuple[MemoryStream, None]:
+    async def wrong_range(record: ObjectRecord, byte_range: tuple[int, int] | None) -> tuple[MemoryStream, Location]:
         stream = MemoryStream(b"56789", content_range=(5, 9, 10))
         opened.append(stream)
-        return stream, None
+        return stream, Location("memory", record.key, record.size)
 
     door.objects.open = wrong_range  # type: ignore[method-assign]
     _, transport = door.send(signed_request("GET", "/photos/k", headers={"Range": "bytes=0-3"}))

@@ -225,3 +225,32 @@ def test_a_gateway_config_from_tests_support_runs_in_the_harness(tmp_path: Path)
         assert gateway.put("photos", "k", b"data").status == 200
         assert gateway.backends["b1"].objects("bucket-1") != {}
         assert quota_rows(gateway)["b1"]["used"] == 4  # tests.conftest reads <workdir>/s3orch.db
+
+
+def test_requests_sent_together_interleave_like_concurrent_clients(gateway: GatewayHarness) -> None:
+    """Three creates of one key at once: all three upload (each waits on the backend while the
+    others run), and the commit lets exactly one through."""
+    credentials = gateway.credentials("photos")
+    target = gateway.target("photos", "race")
+    writes = [
+        gateway.encode_request("PUT", target, headers={"If-None-Match": "*"}, body=b"w%d" % i, credentials=credentials)
+        for i in range(3)
+    ]
+    answers = gateway.send_together(writes)
+    assert sorted(a.status for a in answers) == [200, 412, 412]
+    assert [r.method for r in gateway.backends["backend-1"].received].count("PUT") == 3
+    winner = next(i for i, a in enumerate(answers) if a.status == 200)
+    assert gateway.get("photos", "race").body == b"w%d" % winner
+
+
+def test_an_encoded_request_keeps_the_framing_its_headers_give(gateway: GatewayHarness) -> None:
+    body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    raw = gateway.encode_request(
+        "PUT", gateway.target("photos", "chunked"), headers={"Transfer-Encoding": "chunked"}, body=body,
+        credentials=gateway.credentials("photos"), payload_hash=hashlib.sha256(b"hello world").hexdigest(),
+    )
+    assert b"Content-Length" not in raw.split(b"\r\n\r\n", 1)[0]
+    assert gateway.send_raw(raw).status == 200
+    assert gateway.get("photos", "chunked").body == b"hello world"
+    anonymous = gateway.encode_request("GET", "/photos/chunked")
+    assert b"Authorization" not in anonymous and gateway.send_raw(anonymous).status == 403

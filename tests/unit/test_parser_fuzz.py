@@ -3,8 +3,9 @@
 Issue 11 item 8.  Each parser gets arbitrary text (Unicode digits, surrogates from
 ``surrogateescape``-decoded bytes, control characters, huge numbers) and must
 either return a bounded result or raise an :class:`S3Error` whose XML document can
-be built.  Example counts are fixed per test (``settings(max_examples=...)``) so
-the total is known; a memory test feeds each parser the largest input a request
+be built.  Example counts are fixed per test (``settings(max_examples=examples(...))``) so
+the total is known: the count written under CI, a tenth of it locally (tests/support/fuzz.py; pytest's
+header says which); a memory test feeds each parser the largest input a request
 line or header can carry and bounds its peak allocation.
 """
 
@@ -39,6 +40,7 @@ from s3orch.s3.multipart import (
 from s3orch.s3.object_attributes import parse_object_attributes, parse_parts_page
 from s3orch.s3.operations import resolve_operation
 from s3orch.s3.ranges import parse_content_range, parse_range
+from tests.support.fuzz import examples
 
 #: Text as the front door sees it: any code point, plus lone surrogates standing
 #: for undecodable bytes, plus digit look-alikes.
@@ -57,7 +59,7 @@ def _only_s3_errors(fn: Callable[[], Any]) -> Any:
         return None
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(hostile_text, st.integers(min_value=0, max_value=10**13))
 def test_range_header(header: str, size: int) -> None:
     found = _only_s3_errors(lambda: parse_range(header, size))
@@ -66,7 +68,7 @@ def test_range_header(header: str, size: int) -> None:
         assert 0 <= start <= end < size
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(hostile_text)
 def test_backend_content_range(value: str) -> None:
     found = parse_content_range(value)
@@ -90,13 +92,13 @@ conditional_headers = st.dictionaries(
 )
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(conditional_headers, st.floats(min_value=0, max_value=2**33, allow_nan=False))
 def test_read_conditions(headers: dict[str, list[str]], last_modified: float) -> None:
     _only_s3_errors(lambda: check_read_conditions(headers, '"abc"', last_modified, now=1.7e9))
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(hostile_text)
 def test_http_dates_and_etag_lists(value: str) -> None:
     parsed = parse_http_date(value)
@@ -104,7 +106,7 @@ def test_http_dates_and_etag_lists(value: str) -> None:
     assert parse_etag_list(value) is not None
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(
     st.one_of(st.none(), hostile_text, st.sampled_from(["b.s3.test", "[::1]:9000", "x.s3.test."])),
     st.binary(max_size=80).map(lambda b: b"/" + b),
@@ -116,7 +118,7 @@ def test_addressing(host: str | None, raw_path: bytes) -> None:
     virtual_bucket(host, "s3.test")
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(
     st.sampled_from(["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"]),
     st.lists(st.tuples(hostile_text, hostile_text), max_size=4),
@@ -127,7 +129,7 @@ def test_operation_resolution(method: str, query: list[tuple[str, str]], object_
     _only_s3_errors(lambda: resolve_operation(method, address, query, {"x-amz-copy-source": ["/b/x"]}))
 
 
-@settings(max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(2000), suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(
@@ -143,7 +145,7 @@ def test_listing_parameters(query: list[tuple[str, str]]) -> None:
         assert 0 <= found.max_keys <= 1000
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(st.sampled_from(["partNumber", "max-parts", "part-number-marker", "max-uploads"]), hostile_text)
 def test_multipart_numbers(name: str, value: str) -> None:
     number = _only_s3_errors(lambda: parse_part_number(value))
@@ -154,7 +156,7 @@ def test_multipart_numbers(name: str, value: str) -> None:
     assert uploads is None or 0 <= uploads.max_uploads <= 1000
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(hostile_text, st.integers(min_value=0, max_value=10**13))
 def test_multipart_and_attribute_headers(value: str, size: int) -> None:
     copied = _only_s3_errors(lambda: parse_copy_source_range(value, size))
@@ -169,7 +171,7 @@ def test_multipart_and_attribute_headers(value: str, size: int) -> None:
     _only_s3_errors(lambda: parse_complete_checksum_type({"x-amz-checksum-type": [value]}))
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(hostile_text)
 def test_continuation_token_and_copy_source(value: str) -> None:
     _only_s3_errors(lambda: decode_continuation_token(value))
@@ -178,7 +180,7 @@ def test_continuation_token_and_copy_source(value: str) -> None:
         source[1].encode("utf-8")
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(
     st.dictionaries(
         st.sampled_from([
@@ -195,7 +197,7 @@ def test_checksum_and_md5_headers(headers: dict[str, list[str]], md5: str) -> No
     _only_s3_errors(lambda: parse_content_md5(md5))
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(
     st.dictionaries(
         st.sampled_from(["content-type", "x-amz-meta-a", "x-amz-meta-", "content-encoding", "expires"]),

@@ -100,8 +100,9 @@ class FakeIntentStore:
     async def cleanup_done(self, ids: list[int], now: float) -> None:
         self.done.extend(ids)
 
-    async def cleanup_failed(self, item_id: int, error: str, now: float) -> None:
+    async def cleanup_failed(self, item_id: int, error: str, now: float) -> bool:
         self.failed.append(item_id)
+        return False
 
 
 def pending(name: str, size: int = 5, *, backend: str = "b1", age: float = 600.0, **flags: bool) -> PendingIntent:
@@ -367,6 +368,12 @@ class DepthGaugeTests(SynchronousTestCase):
 
             async def count_intents(self) -> int:
                 return 3
+
+            async def cleanup_queue_page(self, limit: int) -> tuple[int, list[object]]:
+                return 0, []
+
+            async def cleanup_dlq_page(self, backend: str | None, limit: int) -> tuple[int, int, list[object]]:
+                return 0, 0, []
 
         worker = QuotaMetricsWorker(Store(), Clock(), UsageFlushConfig())  # type: ignore[arg-type]
         self.assertFalse(worker.exclusive)

@@ -21,6 +21,7 @@ from s3orch.frontend.request import (
     send_xml,
 )
 from s3orch.http.site import S3Request
+from s3orch.observe.audit import audit
 from s3orch.payload import Payload
 from s3orch.s3 import acl, errors, xml
 from s3orch.s3.listing import (
@@ -81,7 +82,9 @@ class BucketHandlers:
         """A listing page; ``max-keys=0`` is answered empty and not truncated, as AWS does."""
         if params.max_keys == 0:
             return ListPage((), (), False, None)
-        return await self.objects.list(bucket, params.prefix, params.delimiter, start, params.max_keys)
+        page = await self.objects.list(bucket, params.prefix, params.delimiter, start, params.max_keys)
+        audit("storage.ListObjects", bucket=bucket, prefix=params.prefix, count=len(page.entries))
+        return page
 
     async def list_objects_v1(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         params = parse_list_objects(state.query)

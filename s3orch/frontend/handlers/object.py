@@ -31,6 +31,7 @@ from s3orch.frontend.request import (
 )
 from s3orch.http.relay import relay_body
 from s3orch.http.site import S3Request
+from s3orch.observe.audit import audit
 from s3orch.payload import Payload
 from s3orch.s3 import acl, errors, xml
 from s3orch.s3.checksums import COMPOSITE, stored_checksum_type
@@ -203,6 +204,7 @@ class ObjectHandlers:
         self._object_headers(request, state, record)
         self._checksum_header(request, state, record, byte_range)
         self._range_headers(request, record, byte_range)
+        audit("storage.HeadObject", bucket=state.bucket, key=state.key, size=record.size)
         finish(request)
 
     async def get_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
@@ -215,12 +217,15 @@ class ObjectHandlers:
         self._checksum_header(request, state, record, byte_range)
         if record.size == 0:
             self._range_headers(request, record, None)
+            audit("storage.GetObject", bucket=state.bucket, key=state.key, size=0)
             finish(request)
             return
         self._range_headers(request, record, byte_range)
-        stream, _ = await self.objects.open(record, byte_range)
+        stream, location = await self.objects.open(record, byte_range)
         relayed = False
         try:
+            size = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
+            audit("storage.GetObject", backend=location.backend, bucket=state.bucket, key=state.key, size=size)
             skip, limit = 0, None
             if byte_range is not None:
                 start, end = byte_range

@@ -124,14 +124,14 @@ def txn_cleanup_failed(
     error: str,
     now: float,
     exhausted_events: Sequence[OutboxEvent] = (),
-) -> None:
+) -> bool:
     row = tx.execute(
         "SELECT backend_name, storage_key, reason, size_bytes, attempts, created_at"
         f" FROM cleanup_queue WHERE id = ?{tx.for_update()}",
         (item_id,),
     ).fetchone()
     if row is None:
-        return
+        return False
     backend, storage_key, reason, size, attempts_before, created_at = row
     attempts = int(attempts_before) + 1
     error = error[:MAX_ERROR_TEXT]
@@ -151,12 +151,13 @@ def txn_cleanup_failed(
             storage_key=storage_key,
             attempts=attempts,
         )
-        return
+        return True
     tx.execute(
         "UPDATE cleanup_queue SET attempts = ?, next_retry = ?, last_error = ?,"
         " claimed_at = NULL, claimed_by = NULL WHERE id = ?",
         (attempts, now + cleanup_backoff(int(attempts_before)), error, item_id),
     )
+    return False
 
 
 def txn_due_cleanups(tx: Tx, notes: Notes, now: float, limit: int) -> list[CleanupItem]:
@@ -195,4 +196,5 @@ def txn_claim_cleanups(
                 claimer=row[6],
                 age=now - float(row[7]),
             )
-    return _cleanup_items(rows)
+    # A row whose claimer never finished is marked: its claim was recovered.
+    return [CleanupItem(int(r[0]), r[1], r[2], int(r[3]), r[4], int(r[5]), r[7] is not None) for r in rows]

@@ -412,6 +412,36 @@ def txn_delete_object(
     supersede_intents(tx, bucket, key, now)
     if found is None:
         return []
+    return _remove_object(tx, notes, bucket, key, now, events)
+
+
+def txn_delete_object_if(
+    tx: Tx,
+    notes: Notes,
+    bucket: str,
+    key: str,
+    write_id: str,
+    now: float,
+    events: Sequence[OutboxEvent] = (),
+) -> list[CleanupItem] | None:
+    """Delete the key only while ``write_id`` is its current version (None otherwise).
+
+    Pending intents are left alone: they are writes newer than the version deleted (its
+    commit superseded every older one), and a lifecycle expiry must not drop them.
+    """
+    tx.dialect.lock_key(tx, bucket, key)
+    found = tx.execute(
+        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}", (bucket, key)
+    ).fetchone()
+    if found is None or str(found[0]) != write_id:
+        return None
+    return _remove_object(tx, notes, bucket, key, now, events)
+
+
+def _remove_object(
+    tx: Tx, notes: Notes, bucket: str, key: str, now: float, events: Sequence[OutboxEvent]
+) -> list[CleanupItem]:
+    """Drop the locked row of a key: its copies to the cleanup queue, ``events`` to the outbox."""
     items = orphan_locations(tx, notes, bucket, key, "delete", now)
     # object_tags go with the row (ON DELETE CASCADE)
     tx.execute("DELETE FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key))

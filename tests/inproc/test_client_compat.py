@@ -1,5 +1,5 @@
-"""What real S3 clients send, as raw HTTP against a live gateway: the regression net under
-tests/e2e/test_client_matrix.py.
+"""What real S3 clients send, as raw HTTP to an in-process gateway: the regression net under
+tests/e2e/test_client_matrix.py (which runs the real clients against a process).
 
 * bucket-level calls answered as AWS answers for a bucket with nothing configured, and
   configuration or ACL changes refused with 501 NotImplemented (never a 500, never a silent
@@ -9,132 +9,41 @@ tests/e2e/test_client_matrix.py.
 * full-object checksums out (GET/HEAD with ``x-amz-checksum-mode``, GetObjectAttributes);
 * directory markers (zero-byte keys ending in ``/``).
 
-Every request is signed here with SigV4 (``UNSIGNED-PAYLOAD`` or the body's SHA-256), so the
-bytes on the wire are exactly the ones a test writes.
+Every request is signed here with SigV4 (``UNSIGNED-PAYLOAD`` or the body's SHA-256) at the
+harness clock's time, so the bytes the gateway reads are exactly the ones a test writes.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import socket
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from urllib.parse import quote
 from xml.etree import ElementTree
 
 import pytest
 
 from s3orch.s3 import sigv4
+from s3orch.testing import GatewayHarness
 from tests.conftest import DOCS, PHOTOS
+from tests.inproc.conftest import make_backends
+from tests.inproc.rawclient import NS, Client, Reply
 from tests.support.awschunked import streaming_put
-from tests.support.configs import BackendSpec, GatewayConfig
-from tests.support.gateway import GatewayProcess
-from tests.support.servers import MotoServer, create_bucket
-
-NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+from tests.support.configs import GatewayConfig
 
 
 @pytest.fixture(scope="module")
-def gateway(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    bucket = f"compat-{uuid.uuid4().hex[:10]}"
-    create_bucket(moto_server.endpoint, bucket, "testing", "testing", "us-east-1")
-    config = GatewayConfig(backends=[BackendSpec("backend-1", moto_server.endpoint, bucket)])
-    proc = GatewayProcess(tmp_path_factory.mktemp("compat-gw"), config.render())
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-    @property
-    def code(self) -> str | None:
-        """The S3 error code of an XML error body."""
-        if not self.body.startswith(b"<?xml") and not self.body.startswith(b"<Error"):
-            return None
-        root = ElementTree.fromstring(self.body)
-        return root.findtext("Code") if root.tag == "Error" else None
-
-    def xml(self) -> ElementTree.Element:
-        return ElementTree.fromstring(self.body)
-
-
-def _read_reply(sock: socket.socket, method: str) -> Reply:
-    """Read one HTTP/1.1 response (Content-Length framed, which is all s3orch sends)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        if not more:
-            raise ConnectionError(f"connection closed before a response: {data!r}")
-        data += more
-    head, rest = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if status == 100:
-        return Reply(100, headers, rest)
-    length = 0 if method == "HEAD" or status in (204, 304) else int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        more = sock.recv(65536)
-        if not more:
-            break
-        rest += more
-    return Reply(status, headers, rest[:length])
-
-
-class Client:
-    """A raw HTTP/1.1 client signing with SigV4 (one connection per request)."""
-
-    def __init__(self, gateway: GatewayProcess, access_key: str = PHOTOS.access_key,
-                 secret_key: str = PHOTOS.secret_key) -> None:
-        self.port = gateway.port
-        self.access_key = access_key
-        self.secret_key = secret_key
-
-    def url(self, path: str, query: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
-
-    def sign(self, method: str, path: str, query: str = "", headers: dict[str, str] | None = None,
-             payload_hash: str = sigv4.UNSIGNED_PAYLOAD) -> dict[str, str]:
-        headers = dict(headers or {})
-        headers.update(sigv4.sign_headers(method, self.url(path, query), headers, payload_hash,
-                                          self.access_key, self.secret_key, "us-east-1", time.time()))
-        return headers
-
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=30)
-
-    def send_raw(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
-        target = path + (f"?{query}" if query else "")
-        head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
-        with self.connect() as sock:
-            sock.sendall(head.encode("utf-8") + body)
-            return _read_reply(sock, method)
-
-    def request(self, method: str, path: str, query: str = "", headers: dict[str, str] | None = None,
-                body: bytes = b"", sign_body: bool = False) -> Reply:
-        headers = dict(headers or {})
-        payload = hashlib.sha256(body).hexdigest() if sign_body else sigv4.UNSIGNED_PAYLOAD
-        signed = self.sign(method, path, query, headers, payload)
-        if body or method in ("PUT", "POST"):
-            signed.setdefault("content-length", str(len(body)))
-        return self.send_raw(method, path, query, signed, body)
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
+    """One gateway for the module: every test writes under keys of its own."""
+    config = GatewayConfig(backends=make_backends(1))
+    with GatewayHarness(tmp_path_factory.mktemp("compat-gw"), config.render()) as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")
-def client(gateway: GatewayProcess) -> Client:
+def client(gateway: GatewayHarness) -> Client:
     return Client(gateway)
 
 
@@ -173,7 +82,7 @@ def test_create_other_bucket_is_access_denied(client: Client) -> None:
     assert (reply.status, reply.code) == (403, "AccessDenied")
 
 
-def test_delete_bucket_never_deletes_a_virtual_bucket(gateway: GatewayProcess, client: Client) -> None:
+def test_delete_bucket_never_deletes_a_virtual_bucket(gateway: GatewayHarness, client: Client) -> None:
     _put(client, _key("keep.txt"))
     reply = client.request("DELETE", "/photos")
     assert (reply.status, reply.code) == (409, "BucketNotEmpty")
@@ -402,7 +311,7 @@ def test_aws_chunked_inside_transfer_encoding_chunked(client: Client) -> None:
     path = _key("sdk-js.bin")
     data = bytes(range(256)) * 400
     req = streaming_put(client.url(path), data, access_key=client.access_key, secret_key=client.secret_key,
-                        now=time.time(), variant=sigv4.STREAMING_UNSIGNED_TRAILER)
+                        now=client.harness.clock.seconds(), variant=sigv4.STREAMING_UNSIGNED_TRAILER)
     headers = {k: v for k, v in req.headers.items() if k.lower() != "content-length"}
     headers["transfer-encoding"] = "chunked"
     reply = client.send_raw("PUT", path, "", headers, _chunked(req.body, 1000))
@@ -416,7 +325,7 @@ def test_aws_chunked_inside_transfer_encoding_chunked(client: Client) -> None:
 def test_aws_chunked_without_decoded_length_is_refused(client: Client) -> None:
     path = _key("no-decoded-length.bin")
     req = streaming_put(client.url(path), b"abc", access_key=client.access_key, secret_key=client.secret_key,
-                        now=time.time(), variant=sigv4.STREAMING_UNSIGNED_TRAILER)
+                        now=client.harness.clock.seconds(), variant=sigv4.STREAMING_UNSIGNED_TRAILER)
     headers = client.sign("PUT", path, headers={"content-encoding": "aws-chunked",
                                                  "x-amz-trailer": "x-amz-checksum-crc32"},
                           payload_hash=sigv4.STREAMING_UNSIGNED_TRAILER)
@@ -427,30 +336,19 @@ def test_aws_chunked_without_decoded_length_is_refused(client: Client) -> None:
 
 def _expect_continue(client: Client, path: str, headers: dict[str, str], body: bytes) -> tuple[Reply, Reply | None]:
     """Send headers with Expect: 100-continue; send the body only after ``100 Continue``."""
-    head = f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{client.port}\r\nExpect: 100-continue\r\n"
+    head = f"PUT {path} HTTP/1.1\r\nHost: {client.harness.host}\r\nExpect: 100-continue\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    with client.connect() as sock:
-        sock.sendall(head.encode())
-        first = _read_reply(sock, "PUT")
-        if first.status != 100:
-            return first, None
-        sock.sendall(body)
-        # Anything read after the interim response belongs to the final one.
-        return first, _read_rest(sock, first.body)
-
-
-def _read_rest(sock: socket.socket, pending: bytes) -> Reply:
-    class Prefixed:
-        def __init__(self) -> None:
-            self.pending = pending
-
-        def recv(self, size: int) -> bytes:
-            if self.pending:
-                out, self.pending = self.pending, b""
-                return out
-            return sock.recv(size)
-
-    return _read_reply(Prefixed(), "PUT")  # type: ignore[arg-type]
+    connection = client.harness.connect()
+    try:
+        connection.send(head.encode())
+        if not connection.received.startswith(b"HTTP/1.1 100 "):
+            answer = connection.response("PUT")
+            return Reply(answer.status, dict(answer.headers), answer.body), None
+        connection.send(body)
+        answer = connection.response("PUT")  # the interim response is skipped
+        return Reply(100, {}, b""), Reply(answer.status, dict(answer.headers), answer.body)
+    finally:
+        connection.close()
 
 
 def test_expect_100_continue_only_after_the_header_checks_pass(client: Client) -> None:
@@ -464,7 +362,7 @@ def test_expect_100_continue_only_after_the_header_checks_pass(client: Client) -
 
 
 @pytest.mark.parametrize("problem", ["signature", "unknown-key", "too-large", "other-bucket"])
-def test_expect_100_continue_refusals_come_before_the_body(gateway: GatewayProcess, problem: str) -> None:
+def test_expect_100_continue_refusals_come_before_the_body(gateway: GatewayHarness, problem: str) -> None:
     path = _key("refused.bin")
     client = Client(gateway)
     if problem == "signature":
@@ -487,7 +385,7 @@ def test_aws_chunked_gzip_keeps_gzip_as_the_stored_content_encoding(client: Clie
     path = _key("zipped.gz")
     data = zlib.compress(b"hello " * 1000)
     req = streaming_put(client.url(path), data, access_key=client.access_key, secret_key=client.secret_key,
-                        now=time.time(), variant=sigv4.STREAMING_UNSIGNED_TRAILER)
+                        now=client.harness.clock.seconds(), variant=sigv4.STREAMING_UNSIGNED_TRAILER)
     # Re-sign with the combined Content-Encoding (it is a signed header).
     headers = {"x-amz-decoded-content-length": str(len(data)), "content-encoding": encoding,
                "x-amz-trailer": "x-amz-checksum-crc32"}
@@ -537,7 +435,7 @@ def test_trailer_checksum_is_returned(client: Client) -> None:
     path = _key("trailer.bin")
     data = b"t" * 70000
     req = streaming_put(client.url(path), data, access_key=client.access_key, secret_key=client.secret_key,
-                        now=time.time(), variant=sigv4.STREAMING_PAYLOAD_TRAILER, checksum="crc32c")
+                        now=client.harness.clock.seconds(), variant=sigv4.STREAMING_PAYLOAD_TRAILER, checksum="crc32c")
     reply = client.send_raw("PUT", path, "", req.headers, req.body)
     assert reply.status == 200, reply.body
     trailer = req.body.split(b"x-amz-checksum-crc32c:")[1].split(b"\r\n")[0].decode()

@@ -1,5 +1,5 @@
 """Flexible checksums of multipart uploads, GetObjectAttributes' ObjectParts, ?partNumber=
-and UploadPartCopy ranges, through a real gateway over moto_server, as boto3 sends them.
+and UploadPartCopy ranges, in-process over in-memory backends, as boto3 sends them.
 
 boto3 computes each part's checksum itself (header or aws-chunked trailer) once the
 upload names an algorithm; the gateway verifies every part, checks the Complete's
@@ -13,28 +13,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import os
-import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from s3orch.s3 import sigv4
 from s3orch.s3.checksums import new_checksum
-from tests.conftest import PHOTOS, quota_rows, s3_client
+from s3orch.testing import GatewayHarness
+from tests.conftest import PHOTOS, quota_rows
+from tests.inproc.conftest import MiB, boto, make_backends
 from tests.support.configs import GatewayConfig
-
-MiB = 1024 * 1024
 
 
 @pytest.fixture
-def gw(start_gateway: Any, moto_backends: Any) -> tuple[Any, Any]:
-    backends = moto_backends(2, quota=128 * MiB)
-    proc = start_gateway(GatewayConfig(backends=backends))
-    return proc, s3_client(proc.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+def gw(start_harness: Callable[..., GatewayHarness]) -> tuple[GatewayHarness, Any]:
+    harness = start_harness(GatewayConfig(backends=make_backends(2, quota=128 * MiB)))
+    return harness, boto(harness)
 
 
 def _b64(algorithm: str, data: bytes) -> str:
@@ -137,30 +134,21 @@ def test_upload_file_with_a_checksum_end_to_end(gw: tuple[Any, Any], tmp_path: A
     data = os.urandom(18 * MiB + 5)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=3)
+    # One thread: the harness is driven from the test's thread (the parts' concurrency is not
+    # what this checks; tests/inproc/test_multipart.py sends parts together).
+    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, use_threads=False)
     s3.upload_file(str(path), "photos", "uploaded", Config=config, ExtraArgs={"ChecksumAlgorithm": "CRC32"})
     head = s3.head_object(Bucket="photos", Key="uploaded", ChecksumMode="ENABLED")
     assert head["ChecksumCRC32"].endswith("-4") and head["PartsCount"] == 4
     out = tmp_path / "out.bin"
-    s3.download_file("photos", "uploaded", str(out))
+    s3.download_file("photos", "uploaded", str(out), Config=config)
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
 
 
-def _signed(proc: Any, method: str, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    url = proc.endpoint + target
-    signed = sigv4.sign_headers(method, url, dict(headers), hashlib.sha256(body).hexdigest(),
-                                PHOTOS.access_key, PHOTOS.secret_key, "us-east-1", time.time())
-    conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=30)
-    try:
-        conn.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in {**headers, **signed, "content-length": str(len(body))}.items():
-            conn.putheader(name, value)
-        conn.endheaders()
-        conn.send(body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+def _signed(proc: GatewayHarness, method: str, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    answer = proc.send_raw(proc.encode_request(
+        method, target, headers=headers, body=body, credentials=(PHOTOS.access_key, PHOTOS.secret_key)))
+    return answer.status, answer.body
 
 
 def test_checksum_rules_of_create_and_upload_part(gw: tuple[Any, Any]) -> None:
