@@ -41,9 +41,8 @@ from s3orch.core.degraded import DatabaseBreaker
 from s3orch.core.degraded_reads import DegradedReads, LocationCache
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
-from s3orch.core.objects import ObjectService
-from s3orch.core.replication import Replicator
 from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
+from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
