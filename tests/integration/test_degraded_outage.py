@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -243,7 +244,9 @@ def test_sqlite_locked_by_another_process_degrades_then_recovers_when_released(
     # (about 15 s) while the lock is held: one failure opens the breaker here, and the probe
     # waits long enough for the checks below to meet the open breaker, not a probe.
     breaker = {**BREAKER, "failure_threshold": 1, "open_timeout": "30s"}
-    config = GatewayConfig(backends=moto_backends(2, quota=256 * 1024 * 1024), extra={"circuit_breaker": breaker})
+    specs = moto_backends(2, quota=256 * 1024 * 1024)
+    reaper = {"pending_pattern": {"reaper_tick": "1s", "min_age": "3s"}}
+    config = GatewayConfig(backends=specs, extra={"circuit_breaker": breaker, "write_path": reaper})
     with GatewayProcess(tmp_path / "gw", config.render()) as gw:
         client = single_attempt_client(gw.endpoint, read_timeout=60)
         written: dict[str, str] = {}
@@ -265,3 +268,8 @@ def test_sqlite_locked_by_another_process_degrades_then_recovers_when_released(
         assert wait_for(lambda: status_of(lambda: client.put_object(Bucket="photos", Key="after", Body=b"y"))[0] == 200, 60)
         assert health(gw) == "ok"
         assert "Traceback" not in gw.log_text()
+        # The refused writes leave nothing behind once the reaper has run (I4, I5).
+        database = gw.workdir / "s3orch.db"
+        left = poll(lambda: unsettled(lambda: sqlite3.connect(str(database), timeout=10)), lambda n: n == 0, timeout=60)
+        assert left == 0, "the reaper did not settle the writes the lock cut off"
+        Auditor(lambda: sqlite3.connect(str(database), timeout=10), specs).audit().assert_clean()
