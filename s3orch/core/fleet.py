@@ -38,6 +38,9 @@ class BackendFleet:
         self.configs: tuple[BackendConfig, ...] = tuple(configs)
         self._clients = dict(clients)
         self.breakers = breakers
+        #: Backends being drained (a cache of the store's ``backend_drains``, kept by the drain
+        #: worker and the admin calls): never a write candidate, so no request queries it.
+        self.draining: frozenset[str] = frozenset()
 
     @property
     def names(self) -> list[str]:
@@ -63,6 +66,8 @@ class BackendFleet:
         reservation transaction, so it is atomic with the quota update.
         """
         configs: Sequence[BackendConfig] = self.configs
+        if self.draining:
+            exclude = {*exclude, *self.draining}
         if prefer:
             configs = sorted(configs, key=lambda config: config.name not in prefer)
         if self.breakers is None:

@@ -63,6 +63,7 @@ from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
     DeadCleanup,
+    DrainState,
     ExpiredObject,
     Extent,
     Intent,
@@ -91,6 +92,7 @@ __all__ = [
     "CleanupItem",
     "CompleteOutcome",
     "DeadCleanup",
+    "DrainState",
     "ExpiredObject",
     "Extent",
     "INTENT_ALREADY_RESOLVED",
@@ -554,3 +556,37 @@ class MetadataStore(Protocol):
     ) -> ReplicaOutcome:
         """Record the copy made for ``reservation`` if the object is still the same write
         and the extent still needs it; otherwise its cleanup row (due now) is returned."""
+
+    # -- drains (s3orch.store.txn.drains) -------------------------------------------------
+
+    async def drains(self) -> list[DrainState]:
+        """Every persisted drain (writes avoid their backends)."""
+
+    async def start_drain(self, backend: str, now: float) -> bool:
+        """Start draining ``backend``; False when a drain of it is already active."""
+
+    async def cancel_drain(self, backend: str) -> bool:
+        """Forget the drain of ``backend``; False when there was none."""
+
+    async def drain_moved(self, backend: str, objects: int, size: int) -> None:
+        """Add to the drain's moved counters."""
+
+    async def finish_drain(self, backend: str, state: str, error: str | None, now: float) -> bool:
+        """Mark the drain ``completed``/``failed``; False when it is gone or completed."""
+
+    async def backend_holdings(self, backend: str) -> tuple[int, int]:
+        """The copies and bytes ``backend`` still holds by the database."""
+
+    async def backend_extents(
+        self, backend: str, limit: int, after: tuple[str, str, int] | None = None
+    ) -> list[UnderReplicated]:
+        """Up to ``limit`` extents with a copy on ``backend``, in key order after ``after``."""
+
+    async def drop_drained_copy(
+        self, extent: UnderReplicated, backend: str, now: float
+    ) -> CleanupItem | None:
+        """Drop the copy on ``backend`` (queued for cleanup) if the write is unchanged and
+        another copy remains; the cleanup row, or None."""
+
+    async def backend_uploads(self, backend: str) -> list[tuple[str, str, str]]:
+        """(bucket, key, upload id) of open client uploads with bytes on ``backend``."""

@@ -457,3 +457,16 @@ class ExpiredObject:
     write_id: str
     size: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class DrainState:
+    """One backend's drain as persisted (``backend_drains``): writes avoid it while the row exists."""
+
+    backend: str
+    state: str
+    started_at: float
+    finished_at: float | None
+    objects_moved: int
+    bytes_moved: int
+    error: str | None

@@ -1,0 +1,159 @@
+"""Drains: the persisted state of a backend being emptied, and the copies still on it.
+
+A drain's row lives in ``backend_drains`` until it is cancelled, so a restart
+resumes it (the original forgot drains on restart).  The drain worker pages
+through the extents with a copy on the backend; one whose other copies already
+exist elsewhere loses only its source copy (:func:`txn_drop_drained_copy`: the
+location becomes a cleanup row, its bytes orphaned until the queue deletes them),
+one with no other copy is first copied by the replicator's machinery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from s3orch.store.records import CleanupItem, DrainState, UnderReplicated
+from s3orch.store.txn.base import Notes, Tx
+from s3orch.store.txn.cleanup import enqueue_cleanup
+from s3orch.store.txn.quota import adjust_quota, lock_quotas
+from s3orch.store.txn.replicas import _copies
+
+#: The cleanup reason of a drained source copy.
+DRAIN_REASON = "drain"
+
+_COLUMNS = "backend_name, state, started_at, finished_at, objects_moved, bytes_moved, error"
+
+
+def _state(row: Any) -> DrainState:
+    return DrainState(
+        str(row[0]), str(row[1]), float(row[2]), None if row[3] is None else float(row[3]),
+        int(row[4]), int(row[5]), row[6],
+    )
+
+
+def txn_drains(tx: Tx, notes: Notes) -> list[DrainState]:
+    """Every persisted drain, by backend name."""
+    rows = tx.execute(f"SELECT {_COLUMNS} FROM backend_drains ORDER BY backend_name").fetchall()
+    return [_state(row) for row in rows]
+
+
+def txn_start_drain(tx: Tx, notes: Notes, backend: str, now: float) -> bool:
+    """Start (or restart a finished) drain of ``backend``; False when one is already active."""
+    row = tx.execute(
+        f"SELECT state FROM backend_drains WHERE backend_name = ?{tx.for_update()}", (backend,)
+    ).fetchone()
+    if row is not None and row[0] == "active":
+        return False
+    tx.execute("DELETE FROM backend_drains WHERE backend_name = ?", (backend,))
+    tx.execute(
+        "INSERT INTO backend_drains (backend_name, state, started_at) VALUES (?, 'active', ?)",
+        (backend, now),
+    )
+    return True
+
+
+def txn_cancel_drain(tx: Tx, notes: Notes, backend: str) -> bool:
+    """Forget the drain of ``backend`` (it takes writes again); False when there was none."""
+    gone = tx.execute(
+        "DELETE FROM backend_drains WHERE backend_name = ? RETURNING backend_name", (backend,)
+    ).fetchone()
+    return gone is not None
+
+
+def txn_drain_moved(tx: Tx, notes: Notes, backend: str, objects: int, size: int) -> None:
+    """Count moved copies on the drain's row (nothing when it was cancelled meanwhile)."""
+    tx.execute(
+        "UPDATE backend_drains SET objects_moved = objects_moved + ?, bytes_moved = bytes_moved + ?"
+        " WHERE backend_name = ?",
+        (objects, size, backend),
+    )
+
+
+def txn_finish_drain(
+    tx: Tx, notes: Notes, backend: str, state: str, error: str | None, now: float
+) -> bool:
+    """Mark an active drain ``completed`` or ``failed``; False when it is not active any more."""
+    done = tx.execute(
+        "UPDATE backend_drains SET state = ?, error = ?, finished_at = ?"
+        " WHERE backend_name = ? AND state <> 'completed' RETURNING backend_name",
+        (state, error, now, backend),
+    ).fetchone()
+    return done is not None
+
+
+def txn_backend_holdings(tx: Tx, notes: Notes, backend: str) -> tuple[int, int]:
+    """How many copies (extents) and bytes ``backend`` still holds by the database."""
+    row = tx.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM object_locations WHERE backend_name = ?",
+        (backend,),
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def txn_backend_extents(
+    tx: Tx, notes: Notes, backend: str, limit: int, after: tuple[str, str, int] | None
+) -> list[UnderReplicated]:
+    """Up to ``limit`` extents with a copy on ``backend``, in (bucket, key, part) order after ``after``."""
+    where = " AND (l.bucket, l.object_key, l.part_number) > (?, ?, ?)" if after is not None else ""
+    rows = tx.execute(
+        "SELECT l.bucket, l.object_key, l.part_number, l.write_id, o.etag FROM object_locations l"
+        " JOIN objects o ON o.bucket = l.bucket AND o.object_key = l.object_key"
+        f" WHERE l.backend_name = ?{where}"
+        " ORDER BY l.bucket, l.object_key, l.part_number LIMIT ?",
+        [backend, *(after if after is not None else ()), limit],
+    ).fetchall()
+    out: list[UnderReplicated] = []
+    for bucket, key, part_number, write_id, etag in rows:
+        etag = str(etag)
+        if int(part_number):
+            part = tx.execute(
+                "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
+                (bucket, key, part_number),
+            ).fetchone()
+            etag = "" if part is None else str(part[0] or "")
+        copies = _copies(tx, bucket, key, int(part_number))
+        out.append(
+            UnderReplicated(bucket, key, str(write_id), int(part_number), copies[0].size, etag, tuple(copies))
+        )
+    return out
+
+
+def txn_drop_drained_copy(
+    tx: Tx, notes: Notes, extent: UnderReplicated, backend: str, now: float
+) -> CleanupItem | None:
+    """Remove the copy of ``extent`` on ``backend`` while the object is still the same write and
+    a copy remains on another backend; its bytes are queued for cleanup (due now).  None when
+    nothing was dropped (the object changed, or that copy is the only one)."""
+    tx.dialect.lock_key(tx, extent.bucket, extent.key)
+    row = tx.execute(
+        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
+        (extent.bucket, extent.key),
+    ).fetchone()
+    if row is None or row[0] != extent.write_id:
+        return None
+    copies = _copies(tx, extent.bucket, extent.key, extent.part_number, lock=True)
+    source = [c for c in copies if c.backend == backend]
+    if not source or len(copies) < 2:
+        return None
+    lock_quotas(tx, [backend])
+    tx.execute(
+        "DELETE FROM object_locations WHERE bucket = ? AND object_key = ? AND part_number = ?"
+        " AND backend_name = ?",
+        (extent.bucket, extent.key, extent.part_number, backend),
+    )
+    adjust_quota(tx, notes, backend, now, used=-source[0].size, count=-1)
+    return enqueue_cleanup(tx, notes, backend, source[0].storage_key, source[0].size, DRAIN_REASON, now, now)
+
+
+def txn_backend_uploads(tx: Tx, notes: Notes, backend: str) -> list[tuple[str, str, str]]:
+    """(bucket, key, upload id) of every open client upload with a part (or a part in flight,
+    or its native upload) on ``backend``: a drain aborts them."""
+    rows = tx.execute(
+        "SELECT bucket, object_key, upload_id FROM multipart_uploads u WHERE state = 'open'"
+        " AND origin = 'client' AND (backend_name = ?"
+        " OR EXISTS (SELECT 1 FROM multipart_parts p WHERE p.upload_id = u.upload_id AND p.backend_name = ?)"
+        " OR EXISTS (SELECT 1 FROM multipart_part_attempts a WHERE a.upload_id = u.upload_id"
+        " AND a.backend_name = ?)) ORDER BY bucket, object_key, upload_id",
+        (backend, backend, backend),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
