@@ -1,6 +1,6 @@
 """Draining a backend: stop writes to it at once, then move every copy it holds elsewhere.
 
-The drain's state is the store's (``backend_drains``), so a restart resumes it; the
+The drain's state is the store's (``drain_state``), so a restart resumes it; the
 fleet keeps the set of draining backends in memory (:attr:`BackendFleet.draining`,
 refreshed by every pass and by every admin call of this process) so that placement
 never queries the database per request.

@@ -38,7 +38,7 @@ class BackendFleet:
         self.configs: tuple[BackendConfig, ...] = tuple(configs)
         self._clients = dict(clients)
         self.breakers = breakers
-        #: Backends being drained (a cache of the store's ``backend_drains``, kept by the drain
+        #: Backends being drained (a cache of the store's ``drain_state``, kept by the drain
         #: worker and the admin calls): never a write candidate, so no request queries it.
         self.draining: frozenset[str] = frozenset()
 

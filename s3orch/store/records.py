@@ -461,12 +461,16 @@ class ExpiredObject:
 
 @dataclass(frozen=True)
 class DrainState:
-    """One backend's drain as persisted (``backend_drains``): writes avoid it while the row exists."""
+    """One backend's drain as persisted (``drain_state``): writes avoid it while the row exists.
+
+    ``state``: ``active`` (copies are being moved), ``completed`` (nothing left on it),
+    ``failed`` (a pass could not move everything; the next one retries); ``updated_at``
+    is when it started or last finished a pass."""
 
     backend: str
     state: str
     started_at: float
-    finished_at: float | None
+    updated_at: float
     objects_moved: int
     bytes_moved: int
     error: str | None

@@ -18,11 +18,11 @@ async def test_drain_state_is_persisted_started_once_finished_and_cancelled(stor
     await store.drain_moved("b1", 2, 30)
     [state] = await store.drains()
     assert (state.backend, state.state, state.started_at) == ("b1", "active", NOW)
-    assert (state.objects_moved, state.bytes_moved, state.finished_at) == (2, 30, None)
+    assert (state.objects_moved, state.bytes_moved, state.updated_at) == (2, 30, NOW)
     assert await store.finish_drain("b1", "completed", None, NOW + 5) is True
     assert await store.finish_drain("b1", "failed", "late", NOW + 6) is False  # completed stays
     [state] = await store.drains()
-    assert state.state == "completed" and state.finished_at == NOW + 5
+    assert state.state == "completed" and state.updated_at == NOW + 5
     assert await store.start_drain("b1", NOW + 7) is True  # a finished drain may start again
     assert (await store.drains())[0].objects_moved == 0
     assert await store.cancel_drain("b1") is True

@@ -1,6 +1,6 @@
 """Drains: the persisted state of a backend being emptied, and the copies still on it.
 
-A drain's row lives in ``backend_drains`` until it is cancelled, so a restart
+A drain's row lives in ``drain_state`` (schema version 1) until it is cancelled, so a restart
 resumes it (the original forgot drains on restart).  The drain worker pages
 through the extents with a copy on the backend; one whose other copies already
 exist elsewhere loses only its source copy (:func:`txn_drop_drained_copy`: the
@@ -21,33 +21,33 @@ from s3orch.store.txn.replicas import _copies
 #: The cleanup reason of a drained source copy.
 DRAIN_REASON = "drain"
 
-_COLUMNS = "backend_name, state, started_at, finished_at, objects_moved, bytes_moved, error"
+_COLUMNS = "backend_name, state, started_at, updated_at, objects_moved, bytes_moved, error"
 
 
 def _state(row: Any) -> DrainState:
     return DrainState(
-        str(row[0]), str(row[1]), float(row[2]), None if row[3] is None else float(row[3]),
+        str(row[0]), str(row[1]), float(row[2]), float(row[3]),
         int(row[4]), int(row[5]), row[6],
     )
 
 
 def txn_drains(tx: Tx, notes: Notes) -> list[DrainState]:
     """Every persisted drain, by backend name."""
-    rows = tx.execute(f"SELECT {_COLUMNS} FROM backend_drains ORDER BY backend_name").fetchall()
+    rows = tx.execute(f"SELECT {_COLUMNS} FROM drain_state ORDER BY backend_name").fetchall()
     return [_state(row) for row in rows]
 
 
 def txn_start_drain(tx: Tx, notes: Notes, backend: str, now: float) -> bool:
     """Start (or restart a finished) drain of ``backend``; False when one is already active."""
     row = tx.execute(
-        f"SELECT state FROM backend_drains WHERE backend_name = ?{tx.for_update()}", (backend,)
+        f"SELECT state FROM drain_state WHERE backend_name = ?{tx.for_update()}", (backend,)
     ).fetchone()
     if row is not None and row[0] == "active":
         return False
-    tx.execute("DELETE FROM backend_drains WHERE backend_name = ?", (backend,))
+    tx.execute("DELETE FROM drain_state WHERE backend_name = ?", (backend,))
     tx.execute(
-        "INSERT INTO backend_drains (backend_name, state, started_at) VALUES (?, 'active', ?)",
-        (backend, now),
+        "INSERT INTO drain_state (backend_name, state, started_at, updated_at) VALUES (?, 'active', ?, ?)",
+        (backend, now, now),
     )
     return True
 
@@ -55,7 +55,7 @@ def txn_start_drain(tx: Tx, notes: Notes, backend: str, now: float) -> bool:
 def txn_cancel_drain(tx: Tx, notes: Notes, backend: str) -> bool:
     """Forget the drain of ``backend`` (it takes writes again); False when there was none."""
     gone = tx.execute(
-        "DELETE FROM backend_drains WHERE backend_name = ? RETURNING backend_name", (backend,)
+        "DELETE FROM drain_state WHERE backend_name = ? RETURNING backend_name", (backend,)
     ).fetchone()
     return gone is not None
 
@@ -63,7 +63,7 @@ def txn_cancel_drain(tx: Tx, notes: Notes, backend: str) -> bool:
 def txn_drain_moved(tx: Tx, notes: Notes, backend: str, objects: int, size: int) -> None:
     """Count moved copies on the drain's row (nothing when it was cancelled meanwhile)."""
     tx.execute(
-        "UPDATE backend_drains SET objects_moved = objects_moved + ?, bytes_moved = bytes_moved + ?"
+        "UPDATE drain_state SET objects_moved = objects_moved + ?, bytes_moved = bytes_moved + ?"
         " WHERE backend_name = ?",
         (objects, size, backend),
     )
@@ -74,7 +74,7 @@ def txn_finish_drain(
 ) -> bool:
     """Mark an active drain ``completed`` or ``failed``; False when it is not active any more."""
     done = tx.execute(
-        "UPDATE backend_drains SET state = ?, error = ?, finished_at = ?"
+        "UPDATE drain_state SET state = ?, error = ?, updated_at = ?"
         " WHERE backend_name = ? AND state <> 'completed' RETURNING backend_name",
         (state, error, now, backend),
     ).fetchone()
