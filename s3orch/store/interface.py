@@ -590,3 +590,7 @@ class MetadataStore(Protocol):
 
     async def backend_uploads(self, backend: str) -> list[tuple[str, str, str]]:
         """(bucket, key, upload id) of open client uploads with bytes on ``backend``."""
+
+    async def remove_backend(self, backend: str, now: float) -> tuple[int, int]:
+        """Forget every row of ``backend`` (objects left without a copy are deleted); (copies
+        forgotten, objects deleted), or (-1, 0) while it is draining."""

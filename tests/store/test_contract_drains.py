@@ -76,3 +76,24 @@ async def test_backend_uploads_lists_open_uploads_with_parts_there(store: Metada
     await store.reserve_part("bkt", "k", "u2", 1, 5, "a2", "bkt/x/u2/1", ("b2",), "pack", NOW)
     assert await store.backend_uploads("b1") == [("bkt", "k", "u1")]
     assert await store.backend_uploads("b2") == [("bkt", "k", "u2")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_remove_backend_forgets_its_rows_and_objects_left_without_a_copy(store: MetadataStore) -> None:
+    await store.sync_quota_limits({"b1": 0, "b2": 0, "b3": 0}, NOW)
+    await put(store, "only", 10)  # only on b1
+    await put(store, "both", 7)
+    [both, _] = await store.backend_extents("b1", 10)
+    assert both.key == "both"
+    reservation = await _reserve(store, both, "bkt/x/r1")
+    assert (await store.record_replica(both, reservation, 2, (), NOW)).reason == "ok"
+    await put(store, "other", 3, candidates=("b2",))
+    assert await store.start_drain("b1", NOW) is True
+    assert await store.remove_backend("b1", NOW) == (-1, 0)  # refused while draining
+    assert await store.cancel_drain("b1") is True
+    assert await store.remove_backend("b1", NOW) == (2, 1)
+    assert await store.get_object("bkt", "only") is None
+    record = await store.get_object("bkt", "both")
+    assert record is not None and [loc.backend for loc in record.locations] == ["b2"]
+    assert "b1" not in await store.get_quotas()
+    assert counters(await quota(store, "b2")) == (10, 0, 0, 2)

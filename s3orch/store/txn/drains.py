@@ -157,3 +157,50 @@ def txn_backend_uploads(tx: Tx, notes: Notes, backend: str) -> list[tuple[str, s
         (backend, backend, backend),
     ).fetchall()
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def txn_remove_backend(tx: Tx, notes: Notes, backend: str, now: float) -> tuple[int, int]:
+    """Forget ``backend`` (its bytes stay where they are): its copies, queued cleanups, dead
+    letters, usage and quota rows.  An object left without any copy of one of its extents
+    is deleted too, its copies on other backends queued for cleanup (their bytes orphaned).
+    Returns (copies forgotten, objects deleted).  Refused (-1, 0) while a drain of it is active."""
+    row = tx.execute(
+        f"SELECT state FROM drain_state WHERE backend_name = ?{tx.for_update()}", (backend,)
+    ).fetchone()
+    if row is not None and row[0] != "completed":
+        return -1, 0
+    keys = tx.execute(
+        "SELECT DISTINCT bucket, object_key FROM object_locations WHERE backend_name = ?"
+        " ORDER BY bucket, object_key",
+        (backend,),
+    ).fetchall()
+    forgotten = tx.execute(
+        "DELETE FROM object_locations WHERE backend_name = ? RETURNING 1", (backend,)
+    ).fetchall()
+    deleted = 0
+    for bucket, key in keys:
+        lost = tx.execute(
+            "SELECT 1 FROM objects o WHERE o.bucket = ? AND o.object_key = ? AND ("
+            " NOT EXISTS (SELECT 1 FROM object_locations l WHERE l.bucket = o.bucket"
+            " AND l.object_key = o.object_key)"
+            " OR EXISTS (SELECT 1 FROM object_parts p WHERE p.bucket = o.bucket AND p.object_key = o.object_key"
+            " AND NOT EXISTS (SELECT 1 FROM object_locations l WHERE l.bucket = p.bucket"
+            " AND l.object_key = p.object_key AND l.part_number = p.part_number)))",
+            (bucket, key),
+        ).fetchone()
+        if lost is None:
+            continue
+        rest = tx.execute(
+            "SELECT backend_name, storage_key, size_bytes FROM object_locations"
+            " WHERE bucket = ? AND object_key = ? ORDER BY backend_name, storage_key",
+            (bucket, key),
+        ).fetchall()
+        lock_quotas(tx, [r[0] for r in rest])
+        for name, skey, size in rest:
+            adjust_quota(tx, notes, name, now, used=-int(size), count=-1)
+            enqueue_cleanup(tx, notes, name, skey, int(size), "backend_removed", now, now)
+        tx.execute("DELETE FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key))
+        deleted += 1
+    for table in ("cleanup_queue", "cleanup_dlq", "backend_usage", "backend_quotas", "drain_state"):
+        tx.execute(f"DELETE FROM {table} WHERE backend_name = ?", (backend,))
+    return len(forgotten), deleted
