@@ -35,6 +35,7 @@ from s3orch.core.replication import PassResult, Replicator
 from s3orch.notify import events as ev
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
+from s3orch.observe.metrics import DRAIN_ACTIVE, DRAIN_BYTES_MOVED, DRAIN_OBJECTS_MOVED
 from s3orch.store.interface import DrainState, MetadataStore, UnderReplicated
 
 #: Extents per page (the original's batch of 100 objects).
@@ -90,7 +91,12 @@ class Drainer:
     async def refresh(self) -> list[DrainState]:
         """The persisted drains; the fleet's cache of draining backends follows them."""
         states = await self.store.drains()
+        gone = self.fleet.draining - {state.backend for state in states}
         self.fleet.draining = frozenset(state.backend for state in states)
+        for state in states:
+            DRAIN_ACTIVE.labels(state.backend).set(0 if state.state == "completed" else 1)
+        for backend in gone:
+            DRAIN_ACTIVE.labels(backend).set(0)
         return states
 
     def _check(self, backend: str) -> None:
@@ -104,6 +110,7 @@ class Drainer:
         if not await self.store.start_drain(backend, self.clock.seconds()):
             return False
         self.fleet.draining = self.fleet.draining | {backend}
+        DRAIN_ACTIVE.labels(backend).set(1)
         audit("drain.start", backend=backend)
         if self.aborter is not None:
             for bucket, key, upload_id in await self.store.backend_uploads(backend):
@@ -121,6 +128,7 @@ class Drainer:
         self._check(backend)
         cancelled = await self.store.cancel_drain(backend)
         self.fleet.draining = self.fleet.draining - {backend}
+        DRAIN_ACTIVE.labels(backend).set(0)
         if cancelled:
             audit("drain.cancel", backend=backend)
         return cancelled
@@ -150,12 +158,9 @@ class Drainer:
     # -- a pass -----------------------------------------------------------------------------
 
     async def run_pass(self) -> list[DrainPass]:
-        """Move what every unfinished drain still has (a worker tick)."""
-        done = []
-        for state in await self.refresh():
-            if state.state != "completed":
-                done.append(await self.drain(state))
-        return done
+        """Move what every drain still has (a worker tick); a completed one too, should a write
+        that raced its start have landed there since."""
+        return [await self.drain(state) for state in await self.refresh()]
 
     async def drain(self, state: DrainState) -> DrainPass:
         """One pass over ``state.backend``: every extent on it, page by page."""
@@ -180,7 +185,8 @@ class Drainer:
         now = self.clock.seconds()
         data = {"backend": backend, "objects_remaining": remaining, "bytes_remaining": size}
         if remaining == 0:
-            if await self.store.finish_drain(backend, "completed", None, now):
+            if state.state != "completed" and await self.store.finish_drain(backend, "completed", None, now):
+                DRAIN_ACTIVE.labels(backend).set(0)
                 audit("drain.completed", backend=backend)
                 await self.events.emit(ev.DRAIN_COMPLETED, backend, data)
         elif result.failed:
@@ -208,5 +214,7 @@ class Drainer:
         await self.cleanups.run([item], "drain")
         result.moved += 1
         result.bytes_moved += item.size
+        DRAIN_OBJECTS_MOVED.labels(backend).inc()
+        DRAIN_BYTES_MOVED.labels(backend).inc(item.size)
         audit("drain.move", backend=backend, bucket=extent.bucket, key=extent.key,
               part_number=extent.part_number, size=item.size)

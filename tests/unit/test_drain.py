@@ -4,6 +4,7 @@ everything moves off, writes avoid the backend at once, cancel, a restart resume
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 from s3orch.core.drain import Drainer
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from s3orch.workers.drainer import DRAIN_INTERVAL, DrainWorker
-from tests.unit.test_replicator import THIRD, holders, run, stored, used
+from tests.unit.test_harness import xml_value
+from tests.unit.test_replicator import THIRD, holders, metric, run, stored, used
 
 CONFIG = DEFAULT_CONFIG.replace("quota_bytes: 1048576", "quota_bytes: 16777216") + THIRD
 
@@ -131,3 +133,65 @@ def holders_of(tmp_path: Path, buckets: dict[str, Any], bodies: dict[str, bytes]
         return True
     finally:
         second.stop()
+
+
+def test_events_completed_and_failed_and_metrics(tmp_path: Path) -> None:
+    config = (
+        CONFIG.replace("quota_bytes: 16777216", "quota_bytes: 3000")
+        + 'notifications: {endpoints: [{url: "http://hooks.test/x", events: ["backend.drain.*"]}]}\n'
+    )
+    with GatewayHarness(tmp_path, config) as h:
+        for key in ("a", "b", "c", "d"):
+            assert h.put("photos", key, key.encode() * 1400).status == 200  # 2 on each of 1 and 2
+        assert holders(h, "c") == [["backend-2"]]
+        assert h.put("photos", "e", b"e" * 1400).status == 200  # backend-3
+        before = metric("s3o_drain_objects_moved_total", backend="backend-1")
+        d = drainer(h)
+        assert run(h, d.start("backend-1")) is True
+        assert metric("s3o_drain_active", backend="backend-1") == 1
+        worker: Any = h.service.getServiceNamed("drain")
+        run(h, worker.run_once())
+        # Room for one of the two on backend-3 only: one moved, one left.
+        assert metric("s3o_drain_objects_moved_total", backend="backend-1") == before + 1
+        status = run(h, d.status("backend-1"))
+        assert status["state"] == "failed" and status["objects_remaining"] == 1 and "1 copies" in status["error"]
+        [failed] = run(h, h.store.due_events(h.clock.seconds() + 86400, 100))
+        assert failed.event_type == "backend.drain.failed"
+        assert json.loads(failed.payload)["data"]["objects_remaining"] == 1
+        run(h, h.store.events_done([failed.id]))
+        assert h.delete("photos", "e").status == 204  # room again
+        h.advance(DRAIN_INTERVAL)  # the queue frees e's bytes; the next pass moves the last one
+        run(h, worker.run_once())
+        assert run(h, d.status("backend-1"))["state"] == "completed"
+        assert metric("s3o_drain_active", backend="backend-1") == 0
+        entries = run(h, h.store.due_events(h.clock.seconds() + 86400, 100))
+        assert [entry.event_type for entry in entries] == ["backend.drain.completed"]
+        done = json.loads(entries[-1].payload)
+        assert done["subject"] == "backend-1" and done["data"]["objects_remaining"] == 0
+        h.problems.events.clear()
+
+
+def test_open_uploads_with_parts_on_the_backend_are_aborted(gateway: GatewayHarness) -> None:
+    created = gateway.request("POST", "photos", "big", query=[("uploads", "")])
+    upload_id = xml_value(created.body, "UploadId")
+    part = gateway.request("PUT", "photos", "big", query=[("partNumber", "1"), ("uploadId", upload_id)], body=b"p" * 100)
+    assert part.status == 200
+    assert run(gateway, drainer(gateway).start("backend-1")) is True
+    listed = gateway.request("GET", "photos", None, query=[("uploads", "")])
+    assert upload_id.encode() not in listed.body
+    again = gateway.request("PUT", "photos", "big", query=[("partNumber", "2"), ("uploadId", upload_id)], body=b"q")
+    assert again.status == 404
+
+
+def test_with_factor_two_the_drain_keeps_two_copies_elsewhere(tmp_path: Path) -> None:
+    config = CONFIG + "replication:\n  factor: 2\n  worker_interval: 600s\n"
+    with GatewayHarness(tmp_path, config) as h:
+        bodies = fill(h, 3)
+        replicator: Any = h.service.getServiceNamed("replicator")
+        run(h, replicator.run_now_pass())
+        assert all(holders(h, key) == [["backend-1", "backend-2"]] for key in bodies)
+        assert run(h, drainer(h).start("backend-1")) is True
+        worker: Any = h.service.getServiceNamed("drain")
+        run(h, worker.run_once())
+        assert all(holders(h, key) == [["backend-2", "backend-3"]] for key in bodies)
+        reads_back(h, bodies)
