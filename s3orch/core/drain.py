@@ -111,7 +111,7 @@ class Drainer:
             return False
         self.fleet.draining = self.fleet.draining | {backend}
         DRAIN_ACTIVE.labels(backend).set(1)
-        audit("drain.start", backend=backend)
+        audit("drain.started", backend=backend)
         if self.aborter is not None:
             for bucket, key, upload_id in await self.store.backend_uploads(backend):
                 try:
@@ -130,7 +130,7 @@ class Drainer:
         self.fleet.draining = self.fleet.draining - {backend}
         DRAIN_ACTIVE.labels(backend).set(0)
         if cancelled:
-            audit("drain.cancel", backend=backend)
+            audit("drain.cancelled", backend=backend)
         return cancelled
 
     async def status(self, backend: str) -> dict[str, Any] | None:
