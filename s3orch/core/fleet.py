@@ -77,6 +77,11 @@ class BackendFleet:
         # at once with 503 (the breaker refuses the call), not 507 as if no backend had room.
         return healthy or write_candidates(configs, size, exclude=exclude)
 
+    def takes_writes(self, name: str) -> bool:
+        """Whether ``name`` is not being drained (checked again after a reservation: a drain
+        started while the reservation was made sends the write elsewhere)."""
+        return name not in self.draining
+
     def breaker_states(self) -> dict[str, dict[str, Any]]:
         """Each backend's circuit breaker (state, consecutive failures, when it opened, when
         its probe is due), for ``/admin/api/status``; empty when breakers are off."""
