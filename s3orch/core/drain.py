@@ -168,6 +168,8 @@ class Drainer:
         result = DrainPass(backend)
         after: tuple[str, str, int] | None = None
         while True:
+            if after is not None and backend not in {s.backend for s in await self.refresh()}:
+                return result  # cancelled meanwhile (here or by another instance)
             page = await self.store.backend_extents(backend, self.batch_size, after)
             if not page:
                 break

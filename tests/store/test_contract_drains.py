@@ -23,7 +23,10 @@ async def test_drain_state_is_persisted_started_once_finished_and_cancelled(stor
     assert await store.finish_drain("b1", "failed", "late", NOW + 6) is False  # completed stays
     [state] = await store.drains()
     assert state.state == "completed" and state.updated_at == NOW + 5
-    assert await store.start_drain("b1", NOW + 7) is True  # a finished drain may start again
+    assert await store.start_drain("b1", NOW + 7) is True  # a completed drain may start again
+    assert await store.finish_drain("b1", "failed", "stuck", NOW + 8) is True
+    assert await store.start_drain("b1", NOW + 9) is False  # a failed one is still draining
+    assert (await store.drains())[0].error == "stuck"
     assert (await store.drains())[0].objects_moved == 0
     assert await store.cancel_drain("b1") is True
     assert await store.cancel_drain("b1") is False

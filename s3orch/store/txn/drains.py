@@ -38,18 +38,15 @@ def txn_drains(tx: Tx, notes: Notes) -> list[DrainState]:
 
 
 def txn_start_drain(tx: Tx, notes: Notes, backend: str, now: float) -> bool:
-    """Start (or restart a finished) drain of ``backend``; False when one is already active."""
-    row = tx.execute(
-        f"SELECT state FROM drain_state WHERE backend_name = ?{tx.for_update()}", (backend,)
-    ).fetchone()
-    if row is not None and row[0] == "active":
-        return False
-    tx.execute("DELETE FROM drain_state WHERE backend_name = ?", (backend,))
-    tx.execute(
-        "INSERT INTO drain_state (backend_name, state, started_at, updated_at) VALUES (?, 'active', ?, ?)",
+    """Start (or restart a completed) drain of ``backend``; False when one is active or failed (still
+    draining; two instances starting it at once: exactly one wins, by the primary key)."""
+    tx.execute("DELETE FROM drain_state WHERE backend_name = ? AND state = 'completed'", (backend,))
+    inserted = tx.execute(
+        "INSERT INTO drain_state (backend_name, state, started_at, updated_at) VALUES (?, 'active', ?, ?)"
+        " ON CONFLICT (backend_name) DO NOTHING RETURNING backend_name",
         (backend, now, now),
-    )
-    return True
+    ).fetchone()
+    return inserted is not None
 
 
 def txn_cancel_drain(tx: Tx, notes: Notes, backend: str) -> bool:
