@@ -30,7 +30,7 @@ of the contract are importable from here too, as callers have always imported th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
@@ -43,6 +43,7 @@ from s3orch.store.errors import (
     UploadLimitReached,
     UploadNotFound,
 )
+from s3orch.store.interface_drains import DrainStore
 from s3orch.store.records import (
     INTENT_ALREADY_RESOLVED,
     INTENT_AMBIGUOUS,
@@ -142,7 +143,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(Protocol):
+class MetadataStore(DrainStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:
@@ -215,6 +216,20 @@ class MetadataStore(Protocol):
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
         """The current version of a key with its copies (and extents), or None."""
+
+    async def objects_since(
+        self, since: float, limit: int, known: Collection[tuple[str, str, str]] = ()
+    ) -> tuple[list[ObjectRecord], list[tuple[str, str, str, float]]]:
+        """Up to ``limit`` objects with ``last_modified >= since``, oldest first: the records of
+        those whose (bucket, key, write id) is not in ``known``, and every row seen as (bucket,
+        key, write id, last_modified) (the location journal's refresh, :mod:`s3orch.core.journal`)."""
+
+    async def keys_after(self, bucket: str, key: str, limit: int) -> list[tuple[str, str, str]]:
+        """Up to ``limit`` (bucket, key, write id) after ``(bucket, key)`` in key order (the
+        journal's sweep, which finds keys deleted by other instances)."""
+
+    async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
+        """The current records of ``keys``, those that exist (the journal's sweep)."""
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()
@@ -556,41 +571,3 @@ class MetadataStore(Protocol):
     ) -> ReplicaOutcome:
         """Record the copy made for ``reservation`` if the object is still the same write
         and the extent still needs it; otherwise its cleanup row (due now) is returned."""
-
-    # -- drains (s3orch.store.txn.drains) -------------------------------------------------
-
-    async def drains(self) -> list[DrainState]:
-        """Every persisted drain (writes avoid their backends)."""
-
-    async def start_drain(self, backend: str, now: float) -> bool:
-        """Start draining ``backend``; False when a drain of it is already active."""
-
-    async def cancel_drain(self, backend: str) -> bool:
-        """Forget the drain of ``backend``; False when there was none."""
-
-    async def drain_moved(self, backend: str, objects: int, size: int) -> None:
-        """Add to the drain's moved counters."""
-
-    async def finish_drain(self, backend: str, state: str, error: str | None, now: float) -> bool:
-        """Mark the drain ``completed``/``failed``; False when it is gone or completed."""
-
-    async def backend_holdings(self, backend: str) -> tuple[int, int]:
-        """The copies and bytes ``backend`` still holds by the database."""
-
-    async def backend_extents(
-        self, backend: str, limit: int, after: tuple[str, str, int] | None = None
-    ) -> list[UnderReplicated]:
-        """Up to ``limit`` extents with a copy on ``backend``, in key order after ``after``."""
-
-    async def drop_drained_copy(
-        self, extent: UnderReplicated, backend: str, now: float
-    ) -> CleanupItem | None:
-        """Drop the copy on ``backend`` (queued for cleanup) if the write is unchanged and
-        another copy remains; the cleanup row, or None."""
-
-    async def backend_uploads(self, backend: str) -> list[tuple[str, str, str]]:
-        """(bucket, key, upload id) of open client uploads with bytes on ``backend``."""
-
-    async def remove_backend(self, backend: str, now: float) -> tuple[int, int]:
-        """Forget every row of ``backend`` (objects left without a copy are deleted); (copies
-        forgotten, objects deleted), or (-1, 0) while it is draining."""
