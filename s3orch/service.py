@@ -62,6 +62,9 @@ class GatewayService(MultiService):
         self.mode = "all"
         self.quota_limits = dict(quota_limits)
         self.closers = list(closers)
+        #: Awaited after the database is up and before any child starts (state the request
+        #: path needs from the start, such as the draining backends).
+        self.preloads: list[Callable[[], Awaitable[Any]]] = []
         self.stopping = False
         self.log_observer = log_observer
         self.on_start_failure = on_start_failure
@@ -141,6 +144,8 @@ class GatewayService(MultiService):
             # The store stamps the caller's time; without an injected clock, the machine's.
             now = self.clock.seconds() if self.clock is not None else time.time()
             await self.store.sync_quota_limits(self.quota_limits, now)
+            for preload in self.preloads:
+                await preload()
             for service in self.workers + self.listeners:
                 service.startService()
         except (StoreError, StoreUnavailable) as exc:

@@ -39,6 +39,7 @@ from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.degraded import DatabaseBreaker
 from s3orch.core.degraded_reads import DegradedReads, LocationCache
+from s3orch.core.drain import Drainer
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
 from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
@@ -62,6 +63,7 @@ from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
+from s3orch.workers.drainer import DrainWorker
 from s3orch.workers.journal_refresh import JournalRefresher
 from s3orch.workers.lifecycle import LifecycleWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
@@ -313,6 +315,19 @@ def build(
         )
         replicating = ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks)
         add_worker(replicating)
+    # Drains: the copier is the replicator's machinery, placing on the least utilised backend.
+    drainer = Drainer(
+        store=store, fleet=fleet, cleanups=cleanups, clock=reactor, factor=config.replication.factor,
+        events=events, aborter=multipart,
+        copier=Replicator(
+            store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler, routing_strategy="spread",
+            clock=reactor, config=config.replication, events=events, reader=objects.reader,
+        ),
+    )
+    # Every process keeps its placement's draining set fresh (from before it serves); only
+    # workers move data.
+    service.preloads.append(drainer.refresh)
+    service.add_worker(DrainWorker(drainer, reactor, locks=worker_locks, move=runs_worker(mode, "drain")))
     # Every instance refreshes its own gauges (read-only): no worker lock.
     usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)

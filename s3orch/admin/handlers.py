@@ -7,11 +7,15 @@ read.  Serving (auth, JSON, streaming, errors) is :mod:`s3orch.admin.app`'s.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from s3orch import __version__
 from s3orch.admin.ndjson import Progress, SilentProgress
@@ -20,11 +24,16 @@ from s3orch.observe.ring import LogRing
 from s3orch.service import GatewayService
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
 
+_log = Logger(namespace="s3orch.admin.handlers")
+
 #: Rows a DLQ pass moves per transaction (one progress step each).
 DLQ_BATCH = 100
 
 #: The most items a listing returns.
 MAX_LIMIT = 1000
+
+#: Seconds a purge confirmation token stays valid.
+PURGE_TOKEN_TTL = 60.0
 
 
 class AdminError(Exception):
@@ -87,6 +96,8 @@ class AdminHandlers:
         self.backends = list(backends)
         self.clock = clock
         self.ring = ring
+        #: Signs purge confirmation tokens (per process: a token is redeemed where it was shown).
+        self._purge_key = secrets.token_bytes(32)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -287,3 +298,118 @@ class AdminHandlers:
             if count < DLQ_BATCH:
                 break
         return {"status": "written_off", "rows": rows, "bytes": size}
+
+    # -- drain and remove-backend ---------------------------------------------------------------
+
+    def _drainer(self) -> Any:
+        try:
+            worker: Any = self.service().getServiceNamed("drain")
+        except KeyError:
+            raise AdminError(503, "this process runs no drain worker") from None
+        return worker.drainer
+
+    def _backend(self, call: AdminCall, name: str = "backend") -> str:
+        backend = call.query.get(name, "")
+        if not backend:
+            raise AdminError(400, f"{name} is required")
+        if backend not in self.backends:
+            raise AdminError(400, f"unknown backend {backend!r}")
+        return backend
+
+    async def start_drain(self, call: AdminCall) -> dict[str, Any]:
+        backend = self._backend(call)
+        try:
+            started = await self._drainer().start(backend)
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if not started:
+            raise AdminError(400, f"drain operation failed: backend {backend!r} is already draining")
+        return {"status": "drain started", "backend": backend}
+
+    async def drain_status(self, call: AdminCall) -> dict[str, Any]:
+        backend = self._backend(call)
+        status = await self._drainer().status(backend)
+        if status is None:
+            return {"backend": backend, "active": False, "state": "none"}
+        return status  # type: ignore[no-any-return]
+
+    async def cancel_drain(self, call: AdminCall) -> dict[str, Any]:
+        backend = self._backend(call)
+        if not await self._drainer().cancel(backend):
+            raise AdminError(404, f"backend {backend!r} is not draining")
+        return {"status": "drain cancelled", "backend": backend}
+
+    def _purge_token(self, backend: str, expires: int) -> str:
+        mac = hmac.new(self._purge_key, f"{backend}\n{expires}".encode(), hashlib.sha256).hexdigest()
+        return f"{expires}.{mac}"
+
+    def _token_valid(self, backend: str, token: str) -> bool:
+        expires_text, _, _mac = token.partition(".")
+        try:
+            expires = int(expires_text)
+        except ValueError:
+            return False
+        good = hmac.compare_digest(self._purge_token(backend, expires).encode(), token.encode())
+        return good and self.clock.seconds() <= expires
+
+    async def remove_backend(self, call: AdminCall) -> dict[str, Any]:
+        """Metadata only; with ``purge``, a preview and a token, then (with the token) the
+        backend's objects are deleted too."""
+        backend = call.query.get("name", "")
+        if not backend:
+            raise AdminError(400, "name is required")
+        drains = {state.backend: state for state in await self.store.drains()}
+        if backend in drains and drains[backend].state != "completed":
+            raise AdminError(409, f"backend {backend!r} is draining: cancel the drain first")
+        purge = call.query.get("purge", "").lower() in ("1", "true", "yes")
+        deleted_objects = 0
+        failed = 0
+        if purge:
+            token = call.query.get("confirm", "")
+            if not token:
+                objects, size = await self.store.backend_holdings(backend)
+                expires = int(self.clock.seconds() + PURGE_TOKEN_TTL)
+                return {
+                    "status": "preview", "backend": backend, "object_count": objects, "total_bytes": size,
+                    "confirm_token": self._purge_token(backend, expires), "expires_in": int(PURGE_TOKEN_TTL),
+                }
+            if not self._token_valid(backend, token):
+                raise AdminError(403, "invalid or expired confirmation token")
+            deleted_objects, failed = await self._purge(backend)
+        copies, objects_lost = await self.store.remove_backend(backend, self.clock.seconds())
+        if copies < 0:
+            raise AdminError(409, f"backend {backend!r} is draining: cancel the drain first")
+        answer: dict[str, Any] = {
+            "status": "backend removed", "backend": backend, "copies_forgotten": copies,
+            "objects_lost": objects_lost,
+        }
+        if purge:
+            answer.update(purged=deleted_objects, purge_failures=failed)
+        return answer
+
+    async def _purge(self, backend: str) -> tuple[int, int]:
+        """Delete every copy the database knows on ``backend``; (deleted, failed)."""
+        client = self._drainer().fleet.client(backend)
+        if client is None:
+            raise AdminError(400, f"backend {backend!r} is not configured: its objects cannot be reached")
+        deleted = failed = 0
+        after: tuple[str, str, int] | None = None
+        while True:
+            page = await self.store.backend_extents(backend, DLQ_BATCH, after)
+            if not page:
+                break
+            after = (page[-1].bucket, page[-1].key, page[-1].part_number)
+            for extent in page:
+                for copy in extent.copies:
+                    if copy.backend != backend:
+                        continue
+                    try:
+                        await client.delete_object(copy.storage_key)
+                        deleted += 1
+                    except Exception as exc:
+                        failed += 1
+                        _log.warn("purge: deleting {storage_key} failed: {error}", component="admin",
+                                  backend=backend, storage_key=copy.storage_key, error=str(exc))
+            if len(page) < DLQ_BATCH:
+                break
+        return deleted, failed

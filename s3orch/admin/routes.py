@@ -42,6 +42,7 @@ class Route:
 
 _LIMIT = Param("limit", "query", "integer", "How many items to return (default 50, at most 1000).")
 _BACKEND = Param("backend", "query", "string", "Only the rows of this backend.")
+_DRAIN = Param("backend", "query", "string", "The backend's name.", required=True)
 _IDS = Param("ids", "body", "array", "Only these DLQ row ids (integers).")
 
 ROUTES: tuple[Route, ...] = (
@@ -112,6 +113,45 @@ ROUTES: tuple[Route, ...] = (
         " \"skipped\", reason}` when no rules are configured or this process runs no lifecycle"
         " worker; 503 when the database is unavailable.",
         streams=True,
+    ),
+    Route(
+        "POST", "drain", "start_drain",
+        "Start draining a backend: writes avoid it at once, its open multipart uploads are aborted,"
+        " and the drain worker moves every copy it holds to the least utilised eligible backend"
+        " (or drops it when a copy exists elsewhere).  The drain is persisted: a restart resumes it.",
+        "`{status: \"drain started\", backend}`; 400 `drain operation failed` for a backend already"
+        " draining, or an unknown one.",
+        (_DRAIN,),
+    ),
+    Route(
+        "GET", "drain", "drain_status",
+        "A backend's drain and what it still holds.",
+        "`{backend, active, state, objects_remaining, bytes_remaining, objects_moved, bytes_moved,"
+        " started_at[, error]}` (state: active, failed or completed); `{backend, active: false,"
+        " state: \"none\"}` when it is not draining.",
+        (_DRAIN,),
+    ),
+    Route(
+        "DELETE", "drain", "cancel_drain",
+        "Cancel a backend's drain: it takes writes again; copies already moved stay moved.",
+        "`{status: \"drain cancelled\", backend}`; 404 when it is not draining.",
+        (_DRAIN,),
+    ),
+    Route(
+        "DELETE", "backend", "remove_backend",
+        "Remove a backend from the metadata (its objects stay on it), or with `purge` delete its"
+        " objects too: first a preview with a confirmation token valid 60 s for that backend only,"
+        " then the same call with `confirm`.  Objects left without any copy are deleted from the"
+        " metadata.  Refused while the backend is draining.",
+        "`{status: \"backend removed\", backend, copies_forgotten, objects_lost[, purged,"
+        " purge_failures]}`; with `purge` and no `confirm`: `{status: \"preview\", backend,"
+        " object_count, total_bytes, confirm_token, expires_in}`; 403 for a bad or expired token;"
+        " 409 while draining.",
+        (
+            Param("name", "query", "string", "The backend's name.", required=True),
+            Param("purge", "query", "boolean", "Delete the backend's objects as well."),
+            Param("confirm", "query", "string", "The token a purge preview returned."),
+        ),
     ),
     Route(
         "GET", "log-level", "get_log_level",

@@ -41,6 +41,7 @@ async def with_failover(
     undo: Callable[[R, BaseException], Awaitable[None]],
     failure: Callable[[BackendError], errors.S3Error] = unavailable,
     request_id: str = "",
+    eligible: Callable[[str], bool] = lambda name: True,
 ) -> tuple[R, T]:
     """Reserve on a candidate, run ``attempt``; on BackendError undo and try the next.
 
@@ -49,6 +50,8 @@ async def with_failover(
     from ``attempt`` (cancellation included) undoes the reservation and
     propagates.  ``undo`` gets the exception too: a backend that answered with an
     error stored nothing, one that never answered may have stored the bytes.
+    A reservation on a backend no longer ``eligible`` when it returns (its drain started
+    meanwhile) is undone before any byte is sent, and the next candidate is tried.
     """
     failed: set[str] = set()
     last_error: BackendError | None = None
@@ -60,6 +63,10 @@ async def with_failover(
                 raise failure(last_error) from last_error
             raise errors.InsufficientStorage()
         backend = backend_of(reservation)
+        if not eligible(backend):
+            await undo(reservation, BackendError(f"backend {backend} is draining", status=409))
+            failed.add(backend)
+            continue
         try:
             result = await attempt(reservation)
         except BackendError as exc:

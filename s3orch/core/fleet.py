@@ -38,6 +38,9 @@ class BackendFleet:
         self.configs: tuple[BackendConfig, ...] = tuple(configs)
         self._clients = dict(clients)
         self.breakers = breakers
+        #: Backends being drained (a cache of the store's ``drain_state``, kept by the drain
+        #: worker and the admin calls): never a write candidate, so no request queries it.
+        self.draining: frozenset[str] = frozenset()
 
     @property
     def names(self) -> list[str]:
@@ -63,6 +66,8 @@ class BackendFleet:
         reservation transaction, so it is atomic with the quota update.
         """
         configs: Sequence[BackendConfig] = self.configs
+        if self.draining:
+            exclude = {*exclude, *self.draining}
         if prefer:
             configs = sorted(configs, key=lambda config: config.name not in prefer)
         if self.breakers is None:
@@ -71,6 +76,11 @@ class BackendFleet:
         # Every candidate is behind an open breaker: offer them anyway, so that the write fails
         # at once with 503 (the breaker refuses the call), not 507 as if no backend had room.
         return healthy or write_candidates(configs, size, exclude=exclude)
+
+    def takes_writes(self, name: str) -> bool:
+        """Whether ``name`` is not being drained (checked again after a reservation: a drain
+        started while the reservation was made sends the write elsewhere)."""
+        return name not in self.draining
 
     def breaker_states(self) -> dict[str, dict[str, Any]]:
         """Each backend's circuit breaker (state, consecutive failures, when it opened, when

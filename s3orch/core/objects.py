@@ -160,6 +160,7 @@ class ObjectService:
             attempt=upload,
             undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
             request_id=request_id,
+            eligible=self.fleet.takes_writes,
         )
         crash_point("after-backend-put")
         record = ObjectRecord(
@@ -343,6 +344,7 @@ class ObjectService:
             attempt=send,
             undo=lambda r, exc: self.cleanups.abandon_part(r.attempt_id),
             request_id=request_id,
+            eligible=self.fleet.takes_writes,
         )
         return reservation
 
@@ -438,6 +440,7 @@ class ObjectService:
                 attempt=copy_to,
                 undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
                 request_id=request_id,
+                eligible=self.fleet.takes_writes,
             )
         finally:
             if spool is not None:

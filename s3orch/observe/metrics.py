@@ -395,3 +395,14 @@ REPLICATION_STALE_ROWS = Counter(
     ["backend"],
     registry=REGISTRY,
 )
+
+DRAIN_ACTIVE = Gauge(
+    "s3o_drain_active", "1 while the backend is being drained (not completed), else 0", ["backend"],
+    registry=REGISTRY,
+)
+DRAIN_OBJECTS_MOVED = Counter(
+    "s3o_drain_objects_moved_total", "Copies moved off draining backends", ["backend"], registry=REGISTRY
+)
+DRAIN_BYTES_MOVED = Counter(
+    "s3o_drain_bytes_moved_total", "Bytes moved off draining backends", ["backend"], registry=REGISTRY
+)

@@ -43,6 +43,7 @@ from s3orch.store.errors import (
     UploadLimitReached,
     UploadNotFound,
 )
+from s3orch.store.interface_drains import DrainStore
 from s3orch.store.records import (
     INTENT_ALREADY_RESOLVED,
     INTENT_AMBIGUOUS,
@@ -63,6 +64,7 @@ from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
     DeadCleanup,
+    DrainState,
     ExpiredObject,
     Extent,
     Intent,
@@ -91,6 +93,7 @@ __all__ = [
     "CleanupItem",
     "CompleteOutcome",
     "DeadCleanup",
+    "DrainState",
     "ExpiredObject",
     "Extent",
     "INTENT_ALREADY_RESOLVED",
@@ -140,7 +143,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(Protocol):
+class MetadataStore(DrainStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:

@@ -457,3 +457,20 @@ class ExpiredObject:
     write_id: str
     size: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class DrainState:
+    """One backend's drain as persisted (``drain_state``): writes avoid it while the row exists.
+
+    ``state``: ``active`` (copies are being moved), ``completed`` (nothing left on it),
+    ``failed`` (a pass could not move everything; the next one retries); ``updated_at``
+    is when it started or last finished a pass."""
+
+    backend: str
+    state: str
+    started_at: float
+    updated_at: float
+    objects_moved: int
+    bytes_moved: int
+    error: str | None

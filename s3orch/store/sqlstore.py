@@ -29,6 +29,7 @@ from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
     DeadCleanup,
+    DrainState,
     ExpiredObject,
     Intent,
     IntentResolution,
@@ -52,6 +53,7 @@ from s3orch.store.records import (
 from s3orch.store.txn import (
     cleanup,
     dlq,
+    drains,
     expiry,
     intents,
     journal,
@@ -484,3 +486,39 @@ class SQLStore:
             replicas.txn_record_replica, extent, reservation, factor,
             tuple(sorted(set(uncounted))), now,
         )
+
+    # -- drains --------------------------------------------------------------------------
+
+    async def drains(self) -> list[DrainState]:
+        return await self._read(drains.txn_drains)
+
+    async def start_drain(self, backend: str, now: float) -> bool:
+        return await self._write(drains.txn_start_drain, backend, now)
+
+    async def cancel_drain(self, backend: str) -> bool:
+        return await self._write(drains.txn_cancel_drain, backend)
+
+    async def drain_moved(self, backend: str, objects: int, size: int) -> None:
+        await self._write(drains.txn_drain_moved, backend, objects, size)
+
+    async def finish_drain(self, backend: str, state: str, error: str | None, now: float) -> bool:
+        return await self._write(drains.txn_finish_drain, backend, state, error, now)
+
+    async def backend_holdings(self, backend: str) -> tuple[int, int]:
+        return await self._read(drains.txn_backend_holdings, backend)
+
+    async def backend_extents(
+        self, backend: str, limit: int, after: tuple[str, str, int] | None = None
+    ) -> list[UnderReplicated]:
+        return await self._read(drains.txn_backend_extents, backend, limit, after)
+
+    async def drop_drained_copy(
+        self, extent: UnderReplicated, backend: str, now: float
+    ) -> CleanupItem | None:
+        return await self._write(drains.txn_drop_drained_copy, extent, backend, now)
+
+    async def backend_uploads(self, backend: str) -> list[tuple[str, str, str]]:
+        return await self._read(drains.txn_backend_uploads, backend)
+
+    async def remove_backend(self, backend: str, now: float) -> tuple[int, int]:
+        return await self._write(drains.txn_remove_backend, backend, now)

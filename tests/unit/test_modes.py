@@ -58,10 +58,11 @@ def _build(tmp_path: Path, mode: str) -> Any:
 @pytest.mark.parametrize(
     ("mode", "workers", "front"),
     [
-        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "usage-flush", "pending-reaper", "journal-refresh"],
-         S3Envelope),
-        ("api", ["usage-flush", "journal-refresh"], S3Envelope),
-        ("worker", ["cleanup-queue", "multipart-gc", "lifecycle", "usage-flush", "pending-reaper"], NoS3Service),
+        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "drain", "usage-flush", "pending-reaper",
+                 "journal-refresh"], S3Envelope),
+        ("api", ["drain", "usage-flush", "journal-refresh"], S3Envelope),
+        ("worker", ["cleanup-queue", "multipart-gc", "lifecycle", "drain", "usage-flush", "pending-reaper"],
+         NoS3Service),
     ],
 )
 def test_build_gives_each_mode_its_workers_and_front_door(
@@ -75,6 +76,10 @@ def test_build_gives_each_mode_its_workers_and_front_door(
     site = listener.args[1]
     assert isinstance(site.early_handler, front)
     assert service.last_reload == {"status": "never"}
+    # An API-only process keeps its placement's draining set fresh but moves nothing.
+    drain = service.getServiceNamed("drain")
+    assert drain.move is (mode != "api")
+    assert (drain.lock_id is None) is (mode == "api")
 
 
 def test_a_worker_mode_listener_refuses_s3_paths_before_the_body_and_leaves_ops_paths_alone() -> None:

@@ -1,0 +1,90 @@
+"""The drain and remove-backend admin routes through a whole in-process gateway with a clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3orch.testing.harness import GatewayHarness
+from s3orch.workers.drainer import DRAIN_INTERVAL
+from tests.unit.test_drain import CONFIG, fill, reads_back
+from tests.unit.test_replicator import stored
+
+TOKEN = "drain-token"
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayHarness]:
+    harness = GatewayHarness(tmp_path, CONFIG + f'ui:\n  admin_token: "{TOKEN}"\n').start()
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def admin(h: GatewayHarness, method: str, target: str) -> tuple[int, dict[str, Any]]:
+    lines = [f"{method} /admin/api/{target} HTTP/1.1", f"Host: {h.host}", "Content-Length: 0",
+             f"X-Admin-Token: {TOKEN}"]
+    response = h.send_raw("\r\n".join(lines).encode() + b"\r\n\r\n")
+    answer = json.loads(response.body)
+    answer.pop("request_id", None)
+    return response.status, answer
+
+
+def test_drain_routes_start_report_and_complete(gateway: GatewayHarness) -> None:
+    bodies = fill(gateway, 3)
+    assert admin(gateway, "POST", "drain?backend=backend-1") == (
+        200, {"status": "drain started", "backend": "backend-1"}
+    )
+    status, answer = admin(gateway, "POST", "drain?backend=backend-1")
+    assert status == 400 and "drain operation failed" in answer["error"]
+    assert admin(gateway, "POST", "drain?backend=nope")[0] == 400
+    status, answer = admin(gateway, "GET", "drain?backend=backend-1")
+    assert status == 200 and answer["active"] and answer["objects_remaining"] == 3
+    gateway.advance(DRAIN_INTERVAL)
+    status, answer = admin(gateway, "GET", "drain?backend=backend-1")
+    assert answer["state"] == "completed" and answer["objects_remaining"] == 0 and answer["objects_moved"] == 3
+    reads_back(gateway, bodies)
+
+
+def test_cancel_route_and_remove_refused_while_draining(gateway: GatewayHarness) -> None:
+    fill(gateway, 1)
+    assert admin(gateway, "DELETE", "drain?backend=backend-1")[0] == 404
+    admin(gateway, "POST", "drain?backend=backend-1")
+    assert admin(gateway, "DELETE", "backend?name=backend-1")[0] == 409
+    assert admin(gateway, "DELETE", "drain?backend=backend-1") == (
+        200, {"status": "drain cancelled", "backend": "backend-1"}
+    )
+    assert admin(gateway, "GET", "drain?backend=backend-1")[1]["state"] == "none"
+
+
+def test_remove_backend_forgets_metadata_and_leaves_the_bytes(gateway: GatewayHarness) -> None:
+    fill(gateway, 2)
+    status, answer = admin(gateway, "DELETE", "backend?name=backend-1")
+    assert status == 200 and answer["status"] == "backend removed"
+    assert answer["copies_forgotten"] == 2 and answer["objects_lost"] == 2
+    assert len(stored(gateway, "backend-1")) == 2  # the bytes stay
+    assert gateway.get("photos", "k0").status == 404
+
+
+def test_purge_needs_a_fresh_token_for_that_backend(gateway: GatewayHarness) -> None:
+    fill(gateway, 2)
+    assert gateway.put("photos", "b2", b"x").status == 200
+    status, preview = admin(gateway, "DELETE", "backend?name=backend-1&purge=true")
+    assert status == 200 and preview["status"] == "preview"
+    assert preview["object_count"] == 3 and preview["total_bytes"] == 1000 + 1001 + 1
+    token = preview["confirm_token"]
+    assert admin(gateway, "DELETE", f"backend?name=backend-2&purge=true&confirm={token}")[0] == 403
+    assert admin(gateway, "DELETE", "backend?name=backend-1&purge=true&confirm=1.bad")[0] == 403
+    gateway.advance(61)
+    assert admin(gateway, "DELETE", f"backend?name=backend-1&purge=true&confirm={token}")[0] == 403
+    assert len(stored(gateway, "backend-1")) == 3
+    token = admin(gateway, "DELETE", "backend?name=backend-1&purge=true")[1]["confirm_token"]
+    status, answer = admin(gateway, "DELETE", f"backend?name=backend-1&purge=true&confirm={token}")
+    assert status == 200 and answer["purged"] == 3 and answer["purge_failures"] == 0
+    assert stored(gateway, "backend-1") == {}
+    assert gateway.get("photos", "b2").status == 404  # its only copy was purged: forgotten too
