@@ -16,7 +16,7 @@ unavailable becomes :class:`~s3orch.store.errors.StoreUnavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from twisted.internet.interfaces import IReactorCore
@@ -29,6 +29,7 @@ from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
     DeadCleanup,
+    ExcessCopies,
     ExpiredObject,
     Intent,
     IntentResolution,
@@ -52,6 +53,7 @@ from s3orch.store.records import (
 from s3orch.store.txn import (
     cleanup,
     dlq,
+    excess,
     expiry,
     intents,
     listing,
@@ -472,3 +474,20 @@ class SQLStore:
             replicas.txn_record_replica, extent, reservation, factor,
             tuple(sorted(set(uncounted))), now,
         )
+
+    # -- excess copies ---------------------------------------------------------------------
+
+    async def over_replicated(
+        self, factor: int, limit: int, after: tuple[str, str, int] | None = None
+    ) -> list[ExcessCopies]:
+        if factor < 1 or limit < 1:
+            raise ValueError("factor and limit must be at least 1")
+        return await self._read(excess.txn_over_replicated, factor, limit, after)
+
+    async def count_over_replicated(self, factor: int) -> int:
+        return await self._read(excess.txn_count_over_replicated, factor)
+
+    async def remove_excess(
+        self, extent: ExcessCopies, factor: int, scores: Mapping[str, float], now: float, grace: float
+    ) -> list[CleanupItem]:
+        return await self._write(excess.txn_remove_excess, extent, factor, dict(scores), now, grace)
