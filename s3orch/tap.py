@@ -38,6 +38,7 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
 from s3orch.core.objects import ObjectService
+from s3orch.core.over_replication import OverReplicationCleaner
 from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
@@ -61,6 +62,7 @@ from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.lifecycle import LifecycleWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
+from s3orch.workers.over_replication import OverReplicationWorker
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.replicator import ReplicatorWorker
@@ -270,6 +272,7 @@ def build(
     )
     add_worker(lifecycle)
     replicating: ReplicatorWorker | None = None
+    trimming: OverReplicationWorker | None = None
     if config.replication.factor > 1:
         replicator = Replicator(
             store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler,
@@ -278,6 +281,11 @@ def build(
         )
         replicating = ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks)
         add_worker(replicating)
+        cleaner = OverReplicationCleaner(
+            store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.replication
+        )
+        trimming = OverReplicationWorker(cleaner, reactor, config.replication, locks=worker_locks)
+        add_worker(trimming)
     # Every instance refreshes its own gauges (read-only): no worker lock.
     usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)
@@ -320,7 +328,7 @@ def build(
 
     targets = ReloadTargets(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
-        lifecycle=lifecycle, replicator=replicating,
+        lifecycle=lifecycle, replicator=replicating, over_replication=trimming,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

@@ -376,3 +376,26 @@ REPLICATION_STALE_ROWS = Counter(
     ["backend"],
     registry=REGISTRY,
 )
+# --- over-replication (s3orch.core.over_replication) ------------------------------------------
+
+OVER_REPLICATION_REMOVED = Counter(
+    "s3o_over_replication_copies_removed_total",
+    "Excess copies removed by the over-replication cleaner",
+    ["backend"],
+    registry=REGISTRY,
+)
+OVER_REPLICATION_BYTES = Counter(
+    "s3o_over_replication_bytes_freed_total",
+    "Bytes of excess copies removed (queued for deletion) by the over-replication cleaner",
+    ["backend"],
+    registry=REGISTRY,
+)
+OVER_REPLICATION_PENDING = Gauge(
+    "s3o_over_replication_pending", "Over-replicated extents left after the last pass", registry=REGISTRY
+)
+OVER_REPLICATION_RUNS = Counter(
+    "s3o_over_replication_runs_total",
+    "Over-replication passes by outcome (success, empty, error)",
+    ["status"],
+    registry=REGISTRY,
+)
