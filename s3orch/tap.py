@@ -282,7 +282,8 @@ def build(
         replicating = ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks)
         add_worker(replicating)
         cleaner = OverReplicationCleaner(
-            store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.replication
+            store=store, fleet=fleet, cleanups=cleanups, clock=reactor,
+            settings=lambda: replicator.config,
         )
         trimming = OverReplicationWorker(cleaner, reactor, config.replication, locks=worker_locks)
         add_worker(trimming)

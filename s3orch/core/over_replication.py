@@ -18,7 +18,7 @@ failed delete is left to the cleanup queue, which frees the bytes when it succee
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,13 +99,20 @@ class OverReplicationCleaner:
         fleet: BackendFleet,
         cleanups: Cleanups,
         clock: IReactorTime,
-        config: ReplicationConfig,
+        settings: Callable[[], ReplicationConfig],
     ) -> None:
         self.store = store
         self.fleet = fleet
         self.cleanups = cleanups
         self.clock = clock
-        self.config = config
+        #: The replicator's settings, read at each use: one factor for both, so the cleaner
+        #: never trims what the replicator, working to another factor, would copy again.
+        self.settings = settings
+
+    @property
+    def config(self) -> ReplicationConfig:
+        """The replication settings now (``factor``, ``batch_size``)."""
+        return self.settings()
 
     async def scores(self) -> dict[str, float]:
         """Each configured backend's copy score (see the module): 1 with its breaker not

@@ -44,8 +44,8 @@ class OverReplicationWorker(PeriodicWorker):
         self.last: CleanResult | None = None
 
     def reconfigure(self, config: ReplicationConfig) -> None:
-        """New settings (a SIGHUP reload): the next pass uses them."""
-        self.cleaner.config = config
+        """New settings (a SIGHUP reload): the next tick is one new ``worker_interval`` from
+        now (the cleaner reads the factor and batch size from the replicator's settings)."""
         if config.worker_interval != self.interval:
             self.set_interval(config.worker_interval)
 
