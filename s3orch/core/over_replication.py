@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -33,6 +34,8 @@ from s3orch.core.replication import PassProgress
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import (
     OVER_REPLICATION_BYTES,
+    OVER_REPLICATION_DURATION,
+    OVER_REPLICATION_ERRORS,
     OVER_REPLICATION_PENDING,
     OVER_REPLICATION_REMOVED,
     OVER_REPLICATION_RUNS,
@@ -66,12 +69,21 @@ class CleanResult:
     bytes_freed: int = 0
     #: Extents that kept their copies (overwritten meanwhile, or nothing removable).
     unchanged: int = 0
+    #: Extents whose removal raised (the database failed): left for the next pass.
+    failed: int = 0
+    #: Extents handled so far (the progress ``done``).
+    handled: int = 0
     removed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def status(self) -> str:
-        """``empty`` or ``success`` (``s3o_over_replication_runs_total``; ``error`` when it raised)."""
-        return "success" if self.scanned else "empty"
+        """``empty``, ``success``, ``partial`` or ``failed`` (``s3o_over_replication_runs_total``;
+        ``error`` when the pass itself raised)."""
+        if not self.scanned:
+            return "empty"
+        if not self.failed:
+            return "success"
+        return "partial" if self.copies_removed else "failed"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +92,7 @@ class CleanResult:
             "copies_removed": self.copies_removed,
             "bytes_freed": self.bytes_freed,
             "unchanged": self.unchanged,
+            "failed": self.failed,
         }
 
 
@@ -168,14 +181,17 @@ class OverReplicationCleaner:
         run_id: str | None = None,
         batch_size: int | None = None,
     ) -> CleanResult:
-        """Page through every over-replicated extent once and remove its excess copies;
-        each removal is audited as ``over_replication.remove`` with the pass's ``run_id``."""
+        """Page through every over-replicated extent once and remove its excess copies
+        (``concurrency`` extents at once, as the replicator); each removal is audited as
+        ``over_replication.remove`` with the pass's ``run_id``."""
         report = progress or _Quiet()
         result = CleanResult(run_id=run_id or f"over_replication-{uuid.uuid4().hex[:16]}")
         factor = self.config.factor
         if factor <= 1:
             return result
+        started = self.clock.seconds()
         size = max(1, batch_size or self.config.batch_size)
+        limit = DeferredSemaphore(max(1, self.config.concurrency))
         total = None if progress is None else await self.store.count_over_replicated(factor)
         report.start(total=total, run_id=result.run_id, factor=factor)
         after: tuple[str, str, int] | None = None
@@ -187,15 +203,20 @@ class OverReplicationCleaner:
                     break
                 last = page[-1]
                 after = (last.bucket, last.key, last.part_number)
-                for extent in page:
-                    result.scanned += 1
-                    await self._one(extent, factor, scores, result, report, total)
+                result.scanned += len(page)
+
+                def one(extent: ExcessCopies) -> Deferred[None]:
+                    return Deferred.fromCoroutine(self._one(extent, factor, scores, result, report, total))
+
+                await DeferredList([limit.run(one, extent) for extent in page], consumeErrors=True)
                 if len(page) < size:
                     break
         except Exception:
             OVER_REPLICATION_RUNS.labels("error").inc()
             raise
-        OVER_REPLICATION_PENDING.set(result.unchanged)
+        finally:
+            OVER_REPLICATION_DURATION.observe(max(0.0, self.clock.seconds() - started))
+        OVER_REPLICATION_PENDING.set(result.failed)
         OVER_REPLICATION_RUNS.labels(result.status).inc()
         audit("over_replication.cleaned", factor=factor, **result.as_dict())
         return result
@@ -211,9 +232,17 @@ class OverReplicationCleaner:
     ) -> None:
         name = _name(extent)
         report.step_start("extent", key=name, copies=len(extent.copies))
-        items = await self.store.remove_excess(
-            extent, factor, scores, self.clock.seconds(), IMMEDIATE_DELETE_GRACE
-        )
+        try:
+            items = await self.store.remove_excess(
+                extent, factor, scores, self.clock.seconds(), IMMEDIATE_DELETE_GRACE
+            )
+        except Exception as exc:
+            result.failed += 1
+            result.handled += 1
+            OVER_REPLICATION_ERRORS.inc()
+            self.log.failure("removing excess copies of {key} failed", component="over_replication", key=name)
+            report.step_end("extent", key=name, error=str(exc), done=result.handled, total=total)
+            return
         if not items:
             result.unchanged += 1
         for item in items:
@@ -227,8 +256,9 @@ class OverReplicationCleaner:
                 part_number=extent.part_number, backend=item.backend, size=item.size,
                 score=round(scores.get(item.backend, 1.0), 4),
             )
+        result.handled += 1
+        report.step_end(
+            "extent", key=name, removed=[i.backend for i in items], done=result.handled, total=total
+        )
         # The bytes are orphaned and queued: delete them now; a failure stays queued.
         await self.cleanups.run(items, EXCESS_REASON)
-        report.step_end(
-            "extent", key=name, removed=[i.backend for i in items], done=result.scanned, total=total
-        )

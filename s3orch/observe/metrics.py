@@ -379,7 +379,7 @@ REPLICATION_STALE_ROWS = Counter(
 # --- over-replication (s3orch.core.over_replication) ------------------------------------------
 
 OVER_REPLICATION_REMOVED = Counter(
-    "s3o_over_replication_copies_removed_total",
+    "s3o_over_replication_removed_total",
     "Excess copies removed by the over-replication cleaner",
     ["backend"],
     registry=REGISTRY,
@@ -390,12 +390,21 @@ OVER_REPLICATION_BYTES = Counter(
     ["backend"],
     registry=REGISTRY,
 )
+OVER_REPLICATION_ERRORS = Counter(
+    "s3o_over_replication_errors_total", "Over-replicated extents a pass failed to clean", registry=REGISTRY
+)
 OVER_REPLICATION_PENDING = Gauge(
     "s3o_over_replication_pending", "Over-replicated extents left after the last pass", registry=REGISTRY
 )
 OVER_REPLICATION_RUNS = Counter(
     "s3o_over_replication_runs_total",
-    "Over-replication passes by outcome (success, empty, error)",
+    "Over-replication passes by outcome (success, partial, failed, empty, error)",
     ["status"],
+    registry=REGISTRY,
+)
+OVER_REPLICATION_DURATION = Histogram(
+    "s3o_over_replication_duration_seconds",
+    "Over-replication pass time",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
     registry=REGISTRY,
 )

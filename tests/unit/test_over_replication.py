@@ -76,7 +76,7 @@ def admin(h: GatewayHarness, method: str, path: str, *, ndjson: bool = False) ->
 def test_the_copy_on_the_fullest_backend_goes_and_quota_settles(gateway: GatewayHarness) -> None:
     three_copies(gateway)
     before = used(gateway)
-    removed = metric("s3o_over_replication_copies_removed_total", backend="backend-3")
+    removed = metric("s3o_over_replication_removed_total", backend="backend-3")
     result = run(gateway, cleaner_worker(gateway).run_now_pass())
     assert (result.scanned, result.copies_removed, result.bytes_freed) == (1, 1, len(BODY))
     assert holders(gateway, "k") == [["backend-1", "backend-2"]]
@@ -85,7 +85,7 @@ def test_the_copy_on_the_fullest_backend_goes_and_quota_settles(gateway: Gateway
     assert after["backend-3"] == (0, 0, 0, 0)  # used -> orphan -> freed
     assert after["backend-1"] == before["backend-1"] and after["backend-2"] == before["backend-2"]
     assert run(gateway, gateway.store.cleanup_queue_page(10))[0] == 0
-    assert metric("s3o_over_replication_copies_removed_total", backend="backend-3") == removed + 1
+    assert metric("s3o_over_replication_removed_total", backend="backend-3") == removed + 1
     assert gateway.get("photos", "k").body == BODY
     # Nothing more to do: the next pass is empty and the replicator adds nothing back.
     assert run(gateway, cleaner_worker(gateway).cleaner.run_pass()).status == "empty"
@@ -157,6 +157,32 @@ def test_an_overwrite_between_scan_and_removal_keeps_every_copy_of_the_new_write
     scores = run(gateway, cleaner.scores())
     assert run(gateway, gateway.store.remove_excess(extent, 2, scores, gateway.clock.seconds(), 60.0)) == []
     assert gateway.get("photos", "k").body == b"new"
+
+
+def test_a_failing_extent_is_counted_and_the_pass_goes_on(gateway: GatewayHarness) -> None:
+    three_copies(gateway, ("a", "b"))
+    cleaner = cleaner_worker(gateway).cleaner
+    store = cleaner.store
+    errors = metric("s3o_over_replication_errors_total")
+
+    class Failing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        async def remove_excess(self, extent: Any, *args: Any) -> Any:
+            if extent.key == "a":
+                raise RuntimeError("database hiccup")
+            return await store.remove_excess(extent, *args)
+
+    cleaner.store = Failing()
+    result = run(gateway, cleaner.run_pass())
+    cleaner.store = store
+    assert (result.scanned, result.failed, result.copies_removed, result.status) == (2, 1, 1, "partial")
+    assert metric("s3o_over_replication_errors_total") == errors + 1
+    assert metric("s3o_over_replication_pending") == 1
+    assert len(holders(gateway, "a")[0]) == 3 and len(holders(gateway, "b")[0]) == 2
+    assert run(gateway, cleaner.run_pass()).copies_removed == 1  # the next pass finishes it
+    gateway.problems.events.clear()
 
 
 def test_get_previews_without_removing_and_post_streams_progress(gateway: GatewayHarness) -> None:
