@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
 
 from s3orch.cli.main import cli
-from tests.conftest import backend_keys, quota_rows
+from tests.conftest import backend_keys, quota_rows, s3_client
 from tests.integration.test_replication import (  # noqa: F401  # the fixtures
     TOKEN,
     Rig,
@@ -96,3 +98,121 @@ def test_excess_copies_are_removed_from_the_fullest_backend_after_the_factor_dro
         assert _admin(gw, "replicate")["copies_created"] == 0
     finally:
         gw.stop()
+
+
+def test_a_factor_three_replicator_and_a_factor_two_cleaner_race_on_postgresql_with_overwrites(
+    start_gateway, moto_backends, postgres_dsn: str  # type: ignore[no-untyped-def]
+) -> None:
+    """The adversarial case: one instance copies to three while the other trims to two, both
+    overwriting the same keys; every copy left is its write's, the auditor is clean, and once
+    the copier stops, the cleaner leaves exactly two copies of everything with quotas exact."""
+    import psycopg2
+
+    from tests.conftest import postgres_quota_rows
+    from tests.integration.test_replication import _admin_post
+    from tests.support.auditor import Auditor
+    from tests.support.postgres import database_section
+
+    backends = moto_backends(3)
+
+    def config(factor: int) -> GatewayConfig:
+        return GatewayConfig(
+            backends=backends,
+            database=database_section(postgres_dsn, max_conns=16),
+            extra={
+                "ui": {"admin_token": TOKEN},
+                "replication": {"factor": factor, "worker_interval": "24h", "batch_size": 5, "concurrency": 4},
+            },
+        )
+
+    copier, trimmer = start_gateway(config(3), name="three"), start_gateway(config(2), name="two")
+    clients = [_client(copier), _client(trimmer)]
+    keys = [f"r/{i:02d}" for i in range(18)]
+    for index, key in enumerate(keys):
+        clients[index % 2].put_object(Bucket="photos", Key=key, Body=f"{key} v0 ".encode() * 300)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    answers: dict[str, list[dict[str, Any]]] = {"replicate": [], "over-replication": []}
+
+    def overwrite(side: int) -> None:
+        version = 0
+        try:
+            while not stop.is_set():
+                version += 1
+                for key in keys[side::3]:
+                    body = f"{key} v{version} side {side} ".encode() * (200 + version)
+                    clients[side].put_object(Bucket="photos", Key=key, Body=body)
+        except BaseException as exc:
+            failures.append(exc)
+
+    copying = threading.Event()
+
+    def passes(gw: GatewayProcess, path: str) -> None:
+        """Five replicate passes; cleaner passes for as long as the copier runs (and one more)."""
+        try:
+            count = 0
+            while count < 5 if path == "replicate" else not copying.is_set():
+                status, body = _admin_post(gw, path)
+                assert status == 200, body
+                answers[path].append(body)
+                count += 1
+            answers[path].append(_admin_post(gw, path)[1])
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            if path == "replicate":
+                copying.set()
+
+    threads = [threading.Thread(target=overwrite, args=(side,)) for side in (0, 1)]
+    runners = [
+        threading.Thread(target=passes, args=(copier, "replicate")),
+        threading.Thread(target=passes, args=(trimmer, "over-replication")),
+    ]
+    for thread in threads + runners:
+        thread.start()
+    for thread in runners:
+        thread.join(180)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    made = sum(a.get("copies_created", 0) for a in answers["replicate"])
+    removed = sum(a.get("copies_removed", 0) for a in answers["over-replication"])
+    print(f"racing: {made} copies made at factor 3, {removed} removed at factor 2")
+    assert made > 0 and removed > 0
+    # Quiet now: the factor-2 instance brings everything to exactly two.
+    _admin_post(trimmer, "replicate")
+    _admin_post(trimmer, "over-replication")
+    conn = psycopg2.connect(postgres_dsn)
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT o.object_key, o.etag, o.size_bytes, l.backend_name, l.storage_key FROM objects o"
+            " JOIN object_locations l ON l.bucket = o.bucket AND l.object_key = o.object_key"
+            " WHERE o.bucket = 'photos' ORDER BY o.object_key, l.backend_name"
+        )
+        rows = cur.fetchall()
+    finally:
+        conn.close()
+    direct = {spec.name: spec for spec in backends}
+    copies: dict[str, list[str]] = {}
+    total = 0
+    for key, etag, size, backend, storage_key in rows:
+        copies.setdefault(key, []).append(backend)
+        spec = direct[backend]
+        reader = s3_client(spec.endpoint, spec.access_key, spec.secret_key)
+        data = reader.get_object(Bucket=spec.bucket, Key=storage_key)["Body"].read()  # type: ignore[attr-defined]
+        assert hashlib.md5(data).hexdigest() == etag, (key, backend)  # every copy is its write's
+        total += int(size)
+    assert sorted(copies) == keys
+    assert all(len(set(holders)) == len(holders) == 2 for holders in copies.values()), copies
+    deadline = time.monotonic() + 30
+    while True:
+        quotas = postgres_quota_rows(postgres_dsn)
+        settled = all(r["orphan"] == 0 and r["reserved"] == 0 for r in quotas.values())
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert settled, quotas
+    assert sum(r["used"] for r in quotas.values()) == total
+    Auditor(lambda: psycopg2.connect(postgres_dsn), backends).audit().assert_clean()
