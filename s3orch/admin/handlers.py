@@ -240,7 +240,10 @@ class AdminHandlers:
         try:
             worker: Any = self.service().getServiceNamed("over-replication")
         except KeyError:
-            return {"factor": 1, "pending": 0, "removals": []}
+            return {
+                "status": "skipped", "reason": "replication.factor is 1 or this process runs no cleaner",
+                "pending": 0, "removals": [],
+            }
         try:
             preview: dict[str, Any] = await worker.cleaner.preview(_int(call, "limit", 100))
         except StoreUnavailable:

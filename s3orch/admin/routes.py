@@ -109,7 +109,8 @@ ROUTES: tuple[Route, ...] = (
         " `replication.factor` and, per extent, the lowest-scored copies (draining 0, open circuit 1,"
         " healthy 2 + free fraction).",
         "`{factor, pending, removals: [{bucket, key, part_number, size, copies, remove: [{backend,"
-        " storage_key, score}]}]}` (at most `limit` extents listed; `pending` counts them all).",
+        " storage_key, score}]}]}` (at most `limit` extents listed; `pending` counts them all);"
+        " `{status: \"skipped\", reason, pending: 0}` when the factor is 1 or this process runs no cleaner.",
         (Param("limit", "query", "integer", "Most extents listed (default 100, at most 1000)."),),
     ),
     Route(

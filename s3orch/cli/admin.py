@@ -395,6 +395,9 @@ def over_replication(execute: bool, batch_size: int | None, **options: Any) -> N
     """Show the copies beyond replication.factor that would be removed; --execute removes them."""
 
     def preview(a: dict[str, Any]) -> None:
+        if a.get("status") == "skipped":
+            click.echo(f"skipped: {a.get('reason', '')}")
+            return
         click.echo(f"factor: {a.get('factor')}, over-replicated extents: {a.get('pending')}")
         rows = [["KEY", "SIZE", "COPIES", "REMOVE"]]
         for r in a.get("removals", []):
