@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import json
 import threading
 import time
@@ -29,6 +30,7 @@ from tests.integration.test_replication import (  # noqa: F401  # the fixtures
     rig,
 )
 from tests.support.configs import GatewayConfig
+from tests.support.faultproxy import Fault
 from tests.support.gateway import GatewayProcess
 
 MB = 1024 * 1024
@@ -216,3 +218,74 @@ def test_a_factor_three_replicator_and_a_factor_two_cleaner_race_on_postgresql_w
     assert settled, quotas
     assert sum(r["used"] for r in quotas.values()) == total
     Auditor(lambda: psycopg2.connect(postgres_dsn), backends).audit().assert_clean()
+
+
+def _breaker(gw: GatewayProcess, backend: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        conn.request("GET", "/admin/api/status", headers={"X-Admin-Token": TOKEN})
+        status = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    [found] = [b for b in status["backends"] if b["name"] == backend]
+    return str(found["circuit_breaker"]["state"])
+
+
+def test_a_backend_down_past_the_threshold_is_replaced_then_the_excess_removed_after_recovery(
+    rig: Rig,  # noqa: F811  # the imported fixture
+    start_gateway,  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 16's acceptance: factor 2; backend-1 refuses connections past
+    ``unhealthy_threshold``, so replacement copies appear on the healthy backends; once it is
+    back (its breaker closed by a probe) the cleaner leaves exactly two copies, quotas exact."""
+    gw = start_gateway(
+        GatewayConfig(
+            backends=rig.specs(),
+            extra={
+                "ui": {"admin_token": TOKEN},
+                "replication": {"factor": 2, "worker_interval": "24h", "unhealthy_threshold": "1s"},
+                "backend_circuit_breaker": {"enabled": True, "failure_threshold": 1, "open_timeout": "3s"},
+            },
+        )
+    )
+    from tests.integration.test_replication import _admin_post
+
+    client = _client(gw)
+    bodies = {f"h/{i:02d}": bytes([97 + i]) * (3000 + 111 * i) for i in range(6)}
+    for key, body in bodies.items():
+        client.put_object(Bucket="photos", Key=key, Body=body)
+    _admin_post(gw, "replicate")
+    assert all(sorted(b for _, b, _ in _locations(gw, k)) == ["backend-1", "backend-2"] for k in bodies)
+    rig.proxies[0].set(Fault.REFUSE)  # backend-1 down
+    for key, body in bodies.items():  # the first read fails over (and opens backend-1's breaker)
+        assert client.get_object(Bucket="photos", Key=key)["Body"].read() == body
+    assert _breaker(gw, "backend-1") == "open"
+    time.sleep(1.2)  # past unhealthy_threshold
+    status, answer = _admin_post(gw, "replicate")
+    assert status == 200 and answer["copies_created"] == len(bodies), answer
+    assert all(
+        sorted(b for _, b, _ in _locations(gw, k)) == ["backend-1", "backend-2", "backend-3"] for k in bodies
+    )
+    # Back: after open_timeout a write probes backend-1 (pack: the first) and closes its breaker.
+    rig.proxies[0].set(Fault.PASS)
+    time.sleep(3.2)
+    client.put_object(Bucket="photos", Key="probe", Body=b"probe")
+    assert _breaker(gw, "backend-1") == "closed"
+    status, answer = _admin_post(gw, "over-replication")
+    assert status == 200 and answer["copies_removed"] == len(bodies), answer
+    _admin_post(gw, "replicate")  # "probe" gets its second copy
+    for key, body in bodies.items():
+        assert len(_locations(gw, key)) == 2, key
+        assert client.get_object(Bucket="photos", Key=key)["Body"].read() == body
+    total = sum(len(b) for b in bodies.values()) + len(b"probe")
+    deadline = time.monotonic() + 30
+    while True:
+        rows = quota_rows(gw)
+        settled = all(r["orphan"] == 0 and r["reserved"] == 0 for r in rows.values())
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert settled, rows
+    assert sum(r["used"] for r in rows.values()) == 2 * total
+    assert sum(len(backend_keys(spec)) for spec in rig.direct) == 2 * (len(bodies) + 1)
+    _audit(gw, rig.direct)
