@@ -27,7 +27,7 @@ MODE_WORKER = "worker"
 MODES = (MODE_ALL, MODE_API, MODE_WORKER)
 
 #: Workers an api-mode process still runs (by service name).
-API_MODE_WORKERS = frozenset({"usage-flush", "backend-credentials"})
+API_MODE_WORKERS = frozenset({"usage-flush", "backend-credentials", "journal-refresh"})
 
 
 class InvalidMode(ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,10 +35,13 @@ from s3orch.backend.s3 import S3Backend
 from s3orch.config import Config, ConfigError, load_config
 from s3orch.config.model import BackendConfig
 from s3orch.config.support import refusals
+from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.cleanup import Cleanups
+from s3orch.core.degraded import DatabaseBreaker
+from s3orch.core.degraded_reads import DegradedReads, LocationCache
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
-from s3orch.core.objects import ObjectService
+from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
 from s3orch.core.over_replication import OverReplicationCleaner
 from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
@@ -59,6 +63,7 @@ from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
+from s3orch.workers.journal_refresh import JournalRefresher
 from s3orch.workers.lifecycle import LifecycleWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
@@ -130,6 +135,23 @@ def build(
     settings = LogSettings(server.log_level, server.log_format)
     if store is None:
         store = open_store(config.database, reactor)
+    raw_store = store  # started and closed by the service, past the breaker
+    # The database breaker: an outage fails calls at once; reads fall back to the location
+    # cache and this instance's journal of locations (degraded mode, BEHAVIOURS §1.26).
+    breaking_db = config.circuit_breaker
+    database = DatabaseBreaker(breaking_db, reactor)
+    journal_offload_, stop_journal_thread = journal_offload(reactor)
+    journal = LocationJournal(
+        breaking_db.journal_path
+        or default_journal_path(
+            config.database.path, config.database.driver, config.server.spool_dir, tempfile.gettempdir(),
+            f"{config.database.dsn}|{config.database.host}:{config.database.port}/{config.database.database}",
+        ),
+        reactor,
+        journal_offload_,
+    )
+    reads = DegradedReads(database.guard(store), journal, LocationCache(breaking_db.cache_ttl, reactor), reactor)
+    store = reads.as_store()
     agents = backend_agents or {}
     # One lock per background worker, shared by every instance on the database
     # (a process mutex on SQLite); closed after the workers have stopped.
@@ -159,7 +181,10 @@ def build(
     cleanups = Cleanups(
         store=store, fleet=fleet, clock=reactor, concurrency=server.delete_concurrency, events=events
     )
-    objects = ObjectService(
+    # Degraded reads race an object's copies when circuit_breaker.parallel_broadcast is on.
+    objects = BroadcastingObjectService(
+        racing=lambda: breaking_db.parallel_broadcast and database.degraded(),
+        parallelism=breaking_db.degraded_broadcast_parallelism,
         store=store,
         fleet=fleet,
         cleanups=cleanups,
@@ -190,6 +215,7 @@ def build(
         clock=reactor,
         multipart=multipart,
         reserved_prefixes=reserved,
+        write_gate=database.write_refusal,
     )
     # Worker mode: no S3 API on the listener, only the operational endpoints.
     front = s3 if serves_s3(mode) else NoS3Service(reserved)
@@ -208,7 +234,10 @@ def build(
             breaker_states=fleet.breaker_states,
         )
         admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
-    ops = OpsApp(is_ready=is_ready, metrics_enabled=metrics_here, metrics_path=metrics.path, admin=admin)
+    ops = OpsApp(
+        is_ready=is_ready, is_degraded=database.degraded, metrics_enabled=metrics_here,
+        metrics_path=metrics.path, admin=admin,
+    )
     site = S3Site(
         RootResource(s3, ops.resource()),
         early_handler=front,
@@ -232,6 +261,12 @@ def build(
         await cleanups.quiesce()
         await fleet.close()
 
+    async def close_journal() -> None:
+        try:
+            await journal.close()
+        finally:
+            stop_journal_thread()
+
     def fail_start() -> None:
         if not reactor.running:  # failed before twistd started the reactor
             reactor.callWhenRunning(fail_start)
@@ -240,9 +275,9 @@ def build(
         reactor.stop()
 
     service = GatewayService(
-        store=store,
+        store=raw_store,
         quota_limits=fleet.quota_limits(),
-        closers=[close_backends, worker_locks.close],
+        closers=[close_backends, close_journal, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
         clock=reactor,
@@ -316,6 +351,8 @@ def build(
                 locks=worker_locks, instance=owner,
             )
         )
+    if serves_s3(mode):  # the journal serves degraded reads: only where the S3 API is
+        add_worker(JournalRefresher(store, journal, reactor, breaking_db.journal_refresh, database.degraded))
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
         service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))

@@ -83,10 +83,12 @@ class TelemetryConfig:
 
 @dataclass(frozen=True)
 class CircuitBreakerConfig:
-    """The database breaker that switches to degraded (read-only broadcast) mode.
+    """The database breaker that switches to degraded (read-only) mode (``s3orch.core.degraded``).
 
-    Not yet supported by this build (a database outage answers 503): any value but the defaults
-    is refused at start-up (``s3orch.config.support``).
+    ``journal_path`` and ``journal_refresh`` are ours: the location journal that lets degraded
+    reads find every object, not only cached ones (``s3orch.core.journal``).  An empty path is
+    ``<database.path>.locations`` on SQLite, else ``s3orch-locations-<hash of the database>.db`` in
+    ``server.spool_dir`` (or the system's temporary directory).
     """
 
     failure_threshold: int = knob(3, positive=True)
@@ -94,6 +96,8 @@ class CircuitBreakerConfig:
     cache_ttl: float = knob(60.0, kind="duration", positive=True)
     parallel_broadcast: bool = False
     degraded_broadcast_parallelism: int = knob(0, min_value=0)
+    journal_path: str = ""
+    journal_refresh: float = knob(2.0, kind="duration", positive=True)
 
 
 @dataclass(frozen=True)

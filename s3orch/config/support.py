@@ -138,18 +138,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         "server.admission_wait", _above("server.admission_wait", 0),
         hint="a request over capacity is refused at once (503 SlowDown); remove it or set 0s",
     ),
-    # --- knobs of behaviour this build has only in its default form ---------------------------
-    # The database circuit breaker and its degraded (broadcast-read) mode are always on in the
-    # original and cannot be switched off, so its defaults must load; this build has neither (a
-    # database outage answers 503 to every request), so any other value is refused.
-    *(
-        Unsupported(f"circuit_breaker.{name}", _changed(f"circuit_breaker.{name}"),
-                    hint=_default_of(f"circuit_breaker.{name}"))
-        for name in (
-            "failure_threshold", "open_timeout", "cache_ttl", "parallel_broadcast",
-            "degraded_broadcast_parallelism",
-        )
-    ),
 )
 
 

@@ -1,5 +1,5 @@
 """The database circuit breaker and the degraded mode it switches (``circuit_breaker.*``,
-BEHAVIOURS §1.26): groundwork, not wired into :func:`s3orch.tap.build` yet.
+BEHAVIOURS §1.26), wired by :func:`s3orch.tap.build`.
 
 Without it, a database outage costs every request the engine's own connect timeout and
 retries before its 503.  :class:`DatabaseBreaker` puts the state machine of
@@ -14,11 +14,9 @@ one database, so there are no breakers to spread out.
 While it is open the gateway is *degraded*: :meth:`DatabaseBreaker.write_refusal` refuses
 writes (PUT, POST, DELETE: puts, copies, deletes, multipart) with 503 before their body is
 read, with a Retry-After of the seconds until the probe is due, counted in
-``s3o_degraded_write_rejections_total{operation}``; listings and reads get 503 from the
-store at once; ``/health`` answers ``{"status":"degraded"}`` (:meth:`DatabaseBreaker.degraded`).
-
-Not built yet (why the ``circuit_breaker.*`` keys stay refused when changed, and why this is
-not wired): reads during the outage (the location cache and the backend broadcast).
+``s3o_degraded_write_rejections_total{operation}``; listings get 503 from the store at once;
+reads are answered by :mod:`s3orch.core.degraded_reads` (the location cache and journal);
+``/health`` answers ``{"status":"degraded"}`` (:meth:`DatabaseBreaker.degraded`).
 """
 
 from __future__ import annotations

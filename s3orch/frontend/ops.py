@@ -30,8 +30,8 @@ _ADMIN_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
 class OpsApp:
     """Liveness, readiness and Prometheus metrics (no authentication, no S3).
 
-    ``is_degraded`` is for a degraded (database breaker open) mode this build does not have yet:
-    nothing passes it, so /health answers ``ok`` while the process runs.
+    ``is_degraded`` says whether the database breaker is open (``s3orch.core.degraded``): /health
+    then answers ``{"status": "degraded"}``, still 200 (the process serves reads).
     """
 
     app = Klein()

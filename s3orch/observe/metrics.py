@@ -315,6 +315,25 @@ BREAKER_REJECTIONS = Counter(
     ["name"],
     registry=REGISTRY,
 )
+#: ``operation``: where the answer came from, ``cache`` (the location cache) or ``journal``
+#: (s3orch.core.journal); the original counts GET and HEAD here, which both look the key up.
+DEGRADED_READS = Counter(
+    "s3o_degraded_reads_total",
+    "Object lookups answered without the database while it was unavailable",
+    ["operation"],
+    registry=REGISTRY,
+)
+DEGRADED_CACHE_HITS = Counter(
+    "s3o_degraded_cache_hits_total",
+    "Degraded lookups answered from the location cache",
+    registry=REGISTRY,
+)
+#: Our addition: live keys in this instance's location journal, after its last refresh.
+JOURNAL_ENTRIES = Gauge(
+    "s3o_location_journal_entries",
+    "Objects this instance could serve from its location journal during a database outage",
+    registry=REGISTRY,
+)
 DEGRADED_WRITE_REJECTIONS = Counter(
     "s3o_degraded_write_rejections_total",
     "Writes refused because the database circuit breaker was open",

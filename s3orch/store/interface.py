@@ -30,7 +30,7 @@ of the contract are importable from here too, as callers have always imported th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
@@ -215,6 +215,20 @@ class MetadataStore(Protocol):
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
         """The current version of a key with its copies (and extents), or None."""
+
+    async def objects_since(
+        self, since: float, limit: int, known: Collection[tuple[str, str, str]] = ()
+    ) -> tuple[list[ObjectRecord], list[tuple[str, str, str, float]]]:
+        """Up to ``limit`` objects with ``last_modified >= since``, oldest first: the records of
+        those whose (bucket, key, write id) is not in ``known``, and every row seen as (bucket,
+        key, write id, last_modified) (the location journal's refresh, :mod:`s3orch.core.journal`)."""
+
+    async def keys_after(self, bucket: str, key: str, limit: int) -> list[tuple[str, str, str]]:
+        """Up to ``limit`` (bucket, key, write id) after ``(bucket, key)`` in key order (the
+        journal's sweep, which finds keys deleted by other instances)."""
+
+    async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
+        """The current records of ``keys``, those that exist (the journal's sweep)."""
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

@@ -16,7 +16,7 @@ unavailable becomes :class:`~s3orch.store.errors.StoreUnavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from twisted.internet.interfaces import IReactorCore
@@ -56,6 +56,7 @@ from s3orch.store.txn import (
     excess,
     expiry,
     intents,
+    journal,
     listing,
     multipart,
     objects,
@@ -185,6 +186,17 @@ class SQLStore:
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
         return await self._read(objects.txn_get_object, bucket, key)
+
+    async def objects_since(
+        self, since: float, limit: int, known: Collection[tuple[str, str, str]] = ()
+    ) -> tuple[list[ObjectRecord], list[tuple[str, str, str, float]]]:
+        return await self._read(journal.txn_objects_since, since, limit, known)
+
+    async def keys_after(self, bucket: str, key: str, limit: int) -> list[tuple[str, str, str]]:
+        return await self._read(journal.txn_keys_after, bucket, key, limit)
+
+    async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
+        return await self._read(journal.txn_objects_of, tuple(keys))
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

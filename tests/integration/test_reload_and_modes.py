@@ -157,7 +157,8 @@ def test_api_mode_serves_s3_and_runs_no_worker_but_usage_flush(
         client.put_object(Bucket="photos", Key="a", Body=b"api")
         assert client.get_object(Bucket="photos", Key="a")["Body"].read() == b"api"
         ready = _ready_line(gw)
-        assert ready["mode"] == "api" and ready["workers"] == ["usage-flush"]
+        # The location journal's refresh serves degraded S3 reads: it runs where the S3 API is.
+        assert ready["mode"] == "api" and ready["workers"] == ["usage-flush", "journal-refresh"]
         status, metrics = _get(gw.endpoint + "/metrics")
         assert status == 200 and b'service="usage_flush"' in metrics
         assert b'service="cleanup_queue"' not in metrics

@@ -172,6 +172,8 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "cache_ttl": 60.0,
             "parallel_broadcast": False,
             "degraded_broadcast_parallelism": 0,
+            "journal_path": "",  # ours
+            "journal_refresh": 2.0,  # ours
         },
         "backend_circuit_breaker": {
             "enabled": False,

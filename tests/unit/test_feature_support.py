@@ -219,6 +219,33 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_notifier.py::test_failures_back_off_exponentially_then_drop_with_metric_and_log",
     ),
     # Paces the quota gauges (this build has no usage counters to flush).
+    "circuit_breaker.failure_threshold": (
+        "tests/unit/test_degraded_mode.py::test_failure_threshold_outage_errors_open_it_and_then_the_database_is_not_called",
+        "tests/unit/test_degraded_reads.py::test_the_breaker_opens_only_on_outages_and_stays_closed_while_reads_work",
+    ),
+    "circuit_breaker.open_timeout": (
+        "tests/unit/test_degraded_mode.py::test_the_probe_after_open_timeout_closes_it_and_writes_go_on",
+        "tests/unit/test_degraded_reads.py::test_an_outage_serves_every_journaled_object_and_refuses_writes_and_lists",
+    ),
+    "circuit_breaker.cache_ttl": (
+        "tests/unit/test_degraded_reads.py::test_a_hot_key_is_answered_from_the_cache_within_cache_ttl",
+    ),
+    "circuit_breaker.parallel_broadcast": (
+        "tests/unit/test_degraded_broadcast.py::test_the_first_copy_to_answer_wins_and_the_others_are_cancelled",
+        "tests/unit/test_degraded_reads.py::test_parallel_broadcast_races_copies_only_while_degraded",
+    ),
+    "circuit_breaker.degraded_broadcast_parallelism": (
+        "tests/unit/test_degraded_broadcast.py::test_the_window_caps_opens_in_flight_and_a_failure_starts_the_next_copy",
+        "tests/unit/test_degraded_reads.py::test_parallel_broadcast_races_copies_only_while_degraded",
+    ),
+    # Ours: the location journal that makes every object readable during an outage.
+    "circuit_breaker.journal_path": (
+        "tests/unit/test_location_journal.py::test_the_default_path_is_next_to_a_sqlite_database_else_in_the_spool_dir",
+        "tests/unit/test_degraded_reads.py::test_an_outage_serves_every_journaled_object_and_refuses_writes_and_lists",
+    ),
+    "circuit_breaker.journal_refresh": (
+        "tests/unit/test_degraded_reads.py::test_the_refresh_learns_other_instances_writes_and_deletes",
+    ),
     "backend_circuit_breaker.enabled": (
         "tests/integration/test_backend_breakers.py::test_a_refusing_backend_opens_its_breaker_and_the_probe_closes_it",
         "tests/unit/test_backend_breaker.py::test_build_wraps_the_backends_and_adds_the_watchdog_only_when_enabled",
@@ -300,15 +327,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "usage_flush.adaptive_enabled": ({"usage_flush": {"adaptive_enabled": True}}, ["usage_flush.adaptive_enabled"]),
     "server.admission_wait": ({"server": {"admission_wait": "100ms"}}, ["server.admission_wait"]),
-    "circuit_breaker.failure_threshold": ({"circuit_breaker": {"failure_threshold": 5}}, ["circuit_breaker.failure_threshold"]),
-    "circuit_breaker.open_timeout": ({"circuit_breaker": {"open_timeout": "30s"}}, ["circuit_breaker.open_timeout"]),
-    "circuit_breaker.cache_ttl": ({"circuit_breaker": {"cache_ttl": "2m"}}, ["circuit_breaker.cache_ttl"]),
-    "circuit_breaker.parallel_broadcast": (
-        {"circuit_breaker": {"parallel_broadcast": True}}, ["circuit_breaker.parallel_broadcast"],
-    ),
-    "circuit_breaker.degraded_broadcast_parallelism": (
-        {"circuit_breaker": {"degraded_broadcast_parallelism": 4}}, ["circuit_breaker.degraded_broadcast_parallelism"],
-    ),
 }
 
 

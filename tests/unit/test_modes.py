@@ -58,8 +58,9 @@ def _build(tmp_path: Path, mode: str) -> Any:
 @pytest.mark.parametrize(
     ("mode", "workers", "front"),
     [
-        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "usage-flush", "pending-reaper"], S3Envelope),
-        ("api", ["usage-flush"], S3Envelope),
+        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "usage-flush", "pending-reaper", "journal-refresh"],
+         S3Envelope),
+        ("api", ["usage-flush", "journal-refresh"], S3Envelope),
         ("worker", ["cleanup-queue", "multipart-gc", "lifecycle", "usage-flush", "pending-reaper"], NoS3Service),
     ],
 )
