@@ -44,7 +44,8 @@ from s3orch.store.interface import ExcessCopies, MetadataStore
 from s3orch.store.txn.cleanup import IMMEDIATE_DELETE_GRACE
 from s3orch.store.txn.excess import EXCESS_REASON, choose_excess
 
-#: The most extents a preview lists (its ``pending`` counts them all).
+#: The most extents a preview lists (its ``pending`` counts them all), and the most removals
+#: a pass's answer lists (its ``copies_removed`` counts them all).
 PREVIEW_LIMIT = 1000
 
 
@@ -248,7 +249,8 @@ class OverReplicationCleaner:
         for item in items:
             result.copies_removed += 1
             result.bytes_freed += item.size
-            result.removed.append({"key": name, "backend": item.backend})
+            if len(result.removed) < PREVIEW_LIMIT:  # the answer's sample: bounded, whatever the pass
+                result.removed.append({"key": name, "backend": item.backend})
             OVER_REPLICATION_REMOVED.labels(item.backend).inc()
             OVER_REPLICATION_BYTES.labels(item.backend).inc(item.size)
             audit(
