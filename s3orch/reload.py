@@ -181,6 +181,7 @@ class ReloadTargets:
     fleet: HasConfigs | None = None
     usage_flush: HasInterval | None = None
     replicator: HasReplication | None = None
+    over_replication: HasReplication | None = None
     tls: ReloadableContext | None = None
     lifecycle: HasLifecycleRules | None = None
     set_log_level: Callable[[str], None] = set_log_level
@@ -344,6 +345,8 @@ class Reloader:
         if any(name.startswith("replication") for name in changed):
             if targets.replicator is not None:
                 targets.replicator.reconfigure(merged.replication)
+            if targets.over_replication is not None:
+                targets.over_replication.reconfigure(merged.replication)
             log.info("Reloaded replication config", component="reload", factor=merged.replication.factor)
         if any(name.startswith("lifecycle") for name in changed):
             if targets.lifecycle is not None:

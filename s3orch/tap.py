@@ -43,6 +43,7 @@ from s3orch.core.drain import Drainer
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.intents import IntentResolver
 from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
+from s3orch.core.over_replication import OverReplicationCleaner
 from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
@@ -68,6 +69,7 @@ from s3orch.workers.journal_refresh import JournalRefresher
 from s3orch.workers.lifecycle import LifecycleWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.notifier import Notifier
+from s3orch.workers.over_replication import OverReplicationWorker
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.replicator import ReplicatorWorker
@@ -307,6 +309,7 @@ def build(
     )
     add_worker(lifecycle)
     replicating: ReplicatorWorker | None = None
+    trimming: OverReplicationWorker | None = None
     if config.replication.factor > 1:
         replicator = Replicator(
             store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler,
@@ -315,6 +318,12 @@ def build(
         )
         replicating = ReplicatorWorker(replicator, reactor, config.replication, locks=worker_locks)
         add_worker(replicating)
+        cleaner = OverReplicationCleaner(
+            store=store, fleet=fleet, cleanups=cleanups, clock=reactor,
+            settings=lambda: replicator.config,
+        )
+        trimming = OverReplicationWorker(cleaner, reactor, config.replication, locks=worker_locks)
+        add_worker(trimming)
     # Drains: the copier is the replicator's machinery, placing on the least utilised backend.
     drainer = Drainer(
         store=store, fleet=fleet, cleanups=cleanups, clock=reactor, factor=config.replication.factor,
@@ -372,7 +381,7 @@ def build(
 
     targets = ReloadTargets(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
-        lifecycle=lifecycle, replicator=replicating,
+        lifecycle=lifecycle, replicator=replicating, over_replication=trimming,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

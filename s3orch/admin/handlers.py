@@ -247,6 +247,34 @@ class AdminHandlers:
             return {"status": "skipped", "reason": "another replication pass is running"}
         return {"status": "ok", **result.as_dict()}
 
+    async def get_over_replication(self, call: AdminCall) -> dict[str, Any]:
+        try:
+            worker: Any = self.service().getServiceNamed("over-replication")
+        except KeyError:
+            return {
+                "status": "skipped", "reason": "replication.factor is 1 or this process runs no cleaner",
+                "pending": 0, "removals": [],
+            }
+        try:
+            preview: dict[str, Any] = await worker.cleaner.preview(_int(call, "limit", 100))
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        return preview
+
+    async def over_replication(self, call: AdminCall) -> dict[str, Any]:
+        batch_size = _int(call, "batch_size", 0) or None
+        try:
+            worker: Any = self.service().getServiceNamed("over-replication")
+        except KeyError:
+            return {"status": "skipped", "reason": "replication.factor is 1 or this process runs no cleaner"}
+        try:
+            result = await worker.run_now_pass(call.progress, batch_size)
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if result is None:
+            return {"status": "skipped", "reason": "another over-replication pass is running"}
+        return {"status": "ok", **result.as_dict(), "removed": result.removed}
+
     async def lifecycle(self, call: AdminCall) -> dict[str, Any]:
         try:
             worker: Any = self.service().getServiceNamed("lifecycle")

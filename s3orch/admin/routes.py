@@ -105,6 +105,26 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "GET", "over-replication", "get_over_replication",
+        "What the over-replication cleaner would remove now: extents with more copies than"
+        " `replication.factor` and, per extent, the lowest-scored copies (draining 0, open circuit 1,"
+        " healthy 2 + free fraction).",
+        "`{factor, pending, removals: [{bucket, key, part_number, size, copies, remove: [{backend,"
+        " storage_key, score}]}]}` (at most `limit` extents listed; `pending` counts them all);"
+        " `{status: \"skipped\", reason, pending: 0}` when the factor is 1 or this process runs no cleaner.",
+        (Param("limit", "query", "integer", "Most extents listed (default 100, at most 1000)."),),
+    ),
+    Route(
+        "POST", "over-replication", "over_replication",
+        "Remove excess copies now (under the cleaner's worker lock): never below the factor,"
+        " never the last healthy copy; removed copies are queued for cleanup and deleted.",
+        "`{status: \"ok\", copies_removed, run_id, scanned, bytes_freed, unchanged, removed}`;"
+        " `{status: \"skipped\", reason}` when the factor is 1, this process runs no cleaner,"
+        " or another pass holds the lock.",
+        (Param("batch_size", "query", "integer", "Extents per page (default `replication.batch_size`)."),),
+        streams=True,
+    ),
+    Route(
         "POST", "lifecycle", "lifecycle",
         "Run the lifecycle expiration rules now (without the worker lock: deletes are conditional,"
         " so a scheduled pass running at the same time is harmless).",

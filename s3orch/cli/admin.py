@@ -387,8 +387,46 @@ def logs(level: str | None, component: str | None, limit: int, **options: Any) -
     run(options, lambda c: c.call("GET", "logs", query=query), show)
 
 
+@click.command(name="over-replication")
+@click.option("--execute", is_flag=True, help="Remove the excess copies (default: only show what would go).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Extents per page when executing.")
+@admin_options
+def over_replication(execute: bool, batch_size: int | None, **options: Any) -> None:
+    """Show the copies beyond replication.factor that would be removed; --execute removes them."""
+
+    def preview(a: dict[str, Any]) -> None:
+        if a.get("status") == "skipped":
+            click.echo(f"skipped: {a.get('reason', '')}")
+            return
+        click.echo(f"factor: {a.get('factor')}, over-replicated extents: {a.get('pending')}")
+        rows = [["KEY", "SIZE", "COPIES", "REMOVE"]]
+        for r in a.get("removals", []):
+            name = f"{r['bucket']}/{r['key']}" + (f"#{r['part_number']}" if r.get("part_number") else "")
+            rows.append([
+                name, _size(r.get("size")), ",".join(r.get("copies", [])),
+                ",".join(f"{v['backend']} ({v['score']})" for v in r.get("remove", [])),
+            ])
+        if len(rows) > 1:
+            _table(rows)
+
+    def executed(a: dict[str, Any]) -> None:
+        if a.get("status") != "ok":
+            click.echo(f"{a.get('status')}: {a.get('reason', '')}")
+            return
+        click.echo(
+            f"copies removed: {a.get('copies_removed')}, extents scanned: {a.get('scanned')},"
+            f" unchanged: {a.get('unchanged')}, freed {_size(a.get('bytes_freed'))}"
+        )
+
+    if not execute:
+        run(options, lambda c: c.call("GET", "over-replication"), preview)
+        return
+    query = {"batch_size": batch_size} if batch_size else None
+    run(options, streamed(options, "POST", "over-replication", "over-replication", query=query), executed)
+
+
 #: Every admin command, added to the ``s3orch-admin`` group by :mod:`s3orch.cli.main`.
 COMMANDS = (
     status, object_locations, cleanup_queue, cleanup_dlq, cleanup_dlq_requeue, cleanup_dlq_write_off,
-    usage_flush, replicate, lifecycle, log_level, workers, reload_status, logs,
+    usage_flush, replicate, over_replication, lifecycle, log_level, workers, reload_status, logs,
 )

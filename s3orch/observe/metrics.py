@@ -406,3 +406,35 @@ DRAIN_OBJECTS_MOVED = Counter(
 DRAIN_BYTES_MOVED = Counter(
     "s3o_drain_bytes_moved_total", "Bytes moved off draining backends", ["backend"], registry=REGISTRY
 )
+# --- over-replication (s3orch.core.over_replication) ------------------------------------------
+
+OVER_REPLICATION_REMOVED = Counter(
+    "s3o_over_replication_removed_total",
+    "Excess copies removed by the over-replication cleaner",
+    ["backend"],
+    registry=REGISTRY,
+)
+OVER_REPLICATION_BYTES = Counter(
+    "s3o_over_replication_bytes_freed_total",
+    "Bytes of excess copies removed (queued for deletion) by the over-replication cleaner",
+    ["backend"],
+    registry=REGISTRY,
+)
+OVER_REPLICATION_ERRORS = Counter(
+    "s3o_over_replication_errors_total", "Over-replicated extents a pass failed to clean", registry=REGISTRY
+)
+OVER_REPLICATION_PENDING = Gauge(
+    "s3o_over_replication_pending", "Over-replicated extents left after the last pass", registry=REGISTRY
+)
+OVER_REPLICATION_RUNS = Counter(
+    "s3o_over_replication_runs_total",
+    "Over-replication passes by outcome (success, partial, failed, empty, error)",
+    ["status"],
+    registry=REGISTRY,
+)
+OVER_REPLICATION_DURATION = Histogram(
+    "s3o_over_replication_duration_seconds",
+    "Over-replication pass time",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)

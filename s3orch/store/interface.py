@@ -30,7 +30,7 @@ of the contract are importable from here too, as callers have always imported th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
@@ -65,6 +65,7 @@ from s3orch.store.records import (
     CompleteOutcome,
     DeadCleanup,
     DrainState,
+    ExcessCopies,
     ExpiredObject,
     Extent,
     Intent,
@@ -94,6 +95,7 @@ __all__ = [
     "CompleteOutcome",
     "DeadCleanup",
     "DrainState",
+    "ExcessCopies",
     "ExpiredObject",
     "Extent",
     "INTENT_ALREADY_RESOLVED",
@@ -571,3 +573,21 @@ class MetadataStore(DrainStore, Protocol):
     ) -> ReplicaOutcome:
         """Record the copy made for ``reservation`` if the object is still the same write
         and the extent still needs it; otherwise its cleanup row (due now) is returned."""
+
+    # -- excess copies (s3orch.store.txn.excess) ------------------------------------------
+
+    async def over_replicated(
+        self, factor: int, limit: int, after: tuple[str, str, int] | None = None
+    ) -> list[ExcessCopies]:
+        """Up to ``limit`` extents of current objects with more than ``factor`` copies, in
+        (bucket, key, part number) order after ``after``."""
+
+    async def count_over_replicated(self, factor: int) -> int:
+        """How many extents :meth:`over_replicated` would return now."""
+
+    async def remove_excess(
+        self, extent: ExcessCopies, factor: int, scores: Mapping[str, float], now: float, grace: float
+    ) -> list[CleanupItem]:
+        """While the object is still ``extent.write_id``, remove its lowest-scored copies (by
+        backend ``scores``) until ``factor`` remain, never the last healthy one, under the
+        key's and the copies' locks; the removed copies' cleanup rows (due after ``grace``)."""

@@ -417,6 +417,19 @@ class UnderReplicated:
 
 
 @dataclass(frozen=True)
+class ExcessCopies:
+    """One extent of a current object with more copies than the replication factor (the
+    over-replication cleaner's work item); ``copies`` are every copy, oldest first."""
+
+    bucket: str
+    key: str
+    write_id: str
+    part_number: int
+    size: int
+    copies: tuple[Location, ...]
+
+
+@dataclass(frozen=True)
 class ReplicaReservation:
     """Room reserved for one new copy of an extent on ``backend`` at ``storage_key``.
 

@@ -16,7 +16,7 @@ unavailable becomes :class:`~s3orch.store.errors.StoreUnavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 from twisted.internet.interfaces import IReactorCore
@@ -30,6 +30,7 @@ from s3orch.store.records import (
     CompleteOutcome,
     DeadCleanup,
     DrainState,
+    ExcessCopies,
     ExpiredObject,
     Intent,
     IntentResolution,
@@ -54,6 +55,7 @@ from s3orch.store.txn import (
     cleanup,
     dlq,
     drains,
+    excess,
     expiry,
     intents,
     journal,
@@ -522,3 +524,20 @@ class SQLStore:
 
     async def remove_backend(self, backend: str, now: float) -> tuple[int, int]:
         return await self._write(drains.txn_remove_backend, backend, now)
+
+    # -- excess copies ---------------------------------------------------------------------
+
+    async def over_replicated(
+        self, factor: int, limit: int, after: tuple[str, str, int] | None = None
+    ) -> list[ExcessCopies]:
+        if factor < 1 or limit < 1:
+            raise ValueError("factor and limit must be at least 1")
+        return await self._read(excess.txn_over_replicated, factor, limit, after)
+
+    async def count_over_replicated(self, factor: int) -> int:
+        return await self._read(excess.txn_count_over_replicated, factor)
+
+    async def remove_excess(
+        self, extent: ExcessCopies, factor: int, scores: Mapping[str, float], now: float, grace: float
+    ) -> list[CleanupItem]:
+        return await self._write(excess.txn_remove_excess, extent, factor, dict(scores), now, grace)
