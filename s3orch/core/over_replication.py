@@ -30,7 +30,7 @@ from s3orch.backend.breaker import CLOSED
 from s3orch.config.model import ReplicationConfig
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
-from s3orch.core.replication import PassProgress
+from s3orch.core.replication import PassProgress, QuietProgress
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import (
     OVER_REPLICATION_BYTES,
@@ -47,17 +47,6 @@ from s3orch.store.txn.excess import EXCESS_REASON, choose_excess
 #: The most extents a preview lists (its ``pending`` counts them all), and the most removals
 #: a pass's answer lists (its ``copies_removed`` counts them all).
 PREVIEW_LIMIT = 1000
-
-
-class _Quiet:
-    def start(self, total: int | None = None, **fields: Any) -> None:
-        return None
-
-    def step_start(self, step: str, **fields: Any) -> None:
-        return None
-
-    def step_end(self, step: str, **fields: Any) -> None:
-        return None
 
 
 @dataclass
@@ -185,7 +174,7 @@ class OverReplicationCleaner:
         """Page through every over-replicated extent once and remove its excess copies
         (``concurrency`` extents at once, as the replicator); each removal is audited as
         ``over_replication.remove`` with the pass's ``run_id``."""
-        report = progress or _Quiet()
+        report = progress or QuietProgress()
         result = CleanResult(run_id=run_id or f"over_replication-{uuid.uuid4().hex[:16]}")
         factor = self.config.factor
         if factor <= 1:

@@ -89,7 +89,9 @@ class PassProgress(Protocol):
     def step_end(self, step: str, **fields: Any) -> None: ...
 
 
-class _Quiet:
+class QuietProgress:
+    """The :class:`PassProgress` of a pass nobody watches (a scheduled one)."""
+
     def start(self, total: int | None = None, **fields: Any) -> None:
         return None
 
@@ -205,7 +207,7 @@ class Replicator:
         ``run_id`` is the pass's audit correlation id (the worker's ``replication.start`` and
         ``replication.complete`` frame it); each copy is audited as ``replication.copy`` and
         the pass's counts as ``replication.copied``."""
-        report = progress or _Quiet()
+        report = progress or QuietProgress()
         result = PassResult(run_id=run_id or f"replication-{uuid.uuid4().hex[:16]}")
         factor = self.config.factor
         if factor <= 1:

@@ -16,7 +16,7 @@ from s3orch.store.records import CleanupItem, DrainState, UnderReplicated
 from s3orch.store.txn.base import Notes, Tx
 from s3orch.store.txn.cleanup import enqueue_cleanup
 from s3orch.store.txn.quota import adjust_quota, lock_quotas
-from s3orch.store.txn.replicas import _copies
+from s3orch.store.txn.replicas import _copies, lock_if_current
 
 #: The cleanup reason of a drained source copy.
 DRAIN_REASON = "drain"
@@ -121,12 +121,7 @@ def txn_drop_drained_copy(
     """Remove the copy of ``extent`` on ``backend`` while the object is still the same write and
     a copy remains on another backend; its bytes are queued for cleanup (due now).  None when
     nothing was dropped (the object changed, or that copy is the only one)."""
-    tx.dialect.lock_key(tx, extent.bucket, extent.key)
-    row = tx.execute(
-        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
-        (extent.bucket, extent.key),
-    ).fetchone()
-    if row is None or row[0] != extent.write_id:
+    if not lock_if_current(tx, extent.bucket, extent.key, extent.write_id):
         return None
     copies = _copies(tx, extent.bucket, extent.key, extent.part_number, lock=True)
     source = [c for c in copies if c.backend == backend]

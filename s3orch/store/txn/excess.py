@@ -18,7 +18,7 @@ from s3orch.store.records import CleanupItem, ExcessCopies, Location
 from s3orch.store.txn.base import Notes, Tx
 from s3orch.store.txn.cleanup import enqueue_cleanup
 from s3orch.store.txn.quota import adjust_quota, lock_quotas
-from s3orch.store.txn.replicas import _copies
+from s3orch.store.txn.replicas import _copies, lock_if_current
 
 #: The cleanup reason of a copy the over-replication cleaner removed.
 EXCESS_REASON = "over_replication"
@@ -93,12 +93,7 @@ def txn_remove_excess(
     the removed copies' cleanup rows (due after ``grace``: the caller deletes them at once)."""
     if factor < 1:
         return []
-    tx.dialect.lock_key(tx, extent.bucket, extent.key)
-    row = tx.execute(
-        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
-        (extent.bucket, extent.key),
-    ).fetchone()
-    if row is None or row[0] != extent.write_id:
+    if not lock_if_current(tx, extent.bucket, extent.key, extent.write_id):
         return []
     copies = _copies(tx, extent.bucket, extent.key, extent.part_number, lock=True)
     victims = choose_excess(copies, factor, scores)

@@ -114,17 +114,23 @@ def txn_count_under_replicated(tx: Tx, notes: Notes, factor: int, uncounted: Seq
     return int(row[0])
 
 
-def _check_extent(
-    tx: Tx, bucket: str, key: str, write_id: str, part_number: int, factor: int, uncounted: Sequence[str]
-) -> tuple[str, list[Location]]:
-    """Lock the key and its object row; ("ok", copies) while the object is still
-    ``write_id`` and the extent still has fewer than ``factor`` counted copies."""
+def lock_if_current(tx: Tx, bucket: str, key: str, write_id: str) -> bool:
+    """Lock the key and its object row; whether the object is still the write ``write_id``
+    (placement workers act on a copy only while it belongs to the current write)."""
     tx.dialect.lock_key(tx, bucket, key)
     row = tx.execute(
         f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
         (bucket, key),
     ).fetchone()
-    if row is None or row[0] != write_id:
+    return row is not None and bool(row[0] == write_id)
+
+
+def _check_extent(
+    tx: Tx, bucket: str, key: str, write_id: str, part_number: int, factor: int, uncounted: Sequence[str]
+) -> tuple[str, list[Location]]:
+    """Lock the key and its object row; ("ok", copies) while the object is still
+    ``write_id`` and the extent still has fewer than ``factor`` counted copies."""
+    if not lock_if_current(tx, bucket, key, write_id):
         return "stale", []
     copies = _copies(tx, bucket, key, part_number, lock=True)
     if not copies:
@@ -140,12 +146,7 @@ def txn_drop_missing_copy(
 ) -> bool:
     """Forget a copy its backend answered 404 for (its bytes are gone), while the object is
     still the same write and another copy of the extent remains; True when it was dropped."""
-    tx.dialect.lock_key(tx, extent.bucket, extent.key)
-    row = tx.execute(
-        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
-        (extent.bucket, extent.key),
-    ).fetchone()
-    if row is None or row[0] != extent.write_id:
+    if not lock_if_current(tx, extent.bucket, extent.key, extent.write_id):
         return False
     copies = _copies(tx, extent.bucket, extent.key, extent.part_number, lock=True)
     missing = [c for c in copies if (c.backend, c.storage_key) == (backend, storage_key)]
