@@ -13,6 +13,8 @@ from s3orch.s3 import sigv4
 from tests.conftest import PHOTOS
 from tests.support.gateway import GatewayProcess
 
+NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
 
 @dataclass
 class Reply:
@@ -58,35 +60,35 @@ def _read_reply(sock: socket.socket, method: str) -> Reply:
     return Reply(status, headers, rest[:length])
 
 
-class Client:
-    """A raw HTTP/1.1 client signing with SigV4 (one connection per request)."""
+class SigningClient:
+    """What both raw clients share: SigV4 signing at ``now()`` and the request as written;
+    a subclass says where the bytes go (``host``, ``now``, ``send_raw``)."""
 
-    def __init__(self, gateway: GatewayProcess, access_key: str = PHOTOS.access_key,
-                 secret_key: str = PHOTOS.secret_key) -> None:
-        self.port = gateway.port
-        self.access_key = access_key
-        self.secret_key = secret_key
+    host: str
+    access_key: str
+    secret_key: str
+
+    def now(self) -> float:
+        raise NotImplementedError
+
+    def send_raw(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
+        raise NotImplementedError
 
     def url(self, path: str, query: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
+        return f"http://{self.host}{path}" + (f"?{query}" if query else "")
 
     def sign(self, method: str, path: str, query: str = "", headers: dict[str, str] | None = None,
              payload_hash: str = sigv4.UNSIGNED_PAYLOAD) -> dict[str, str]:
         headers = dict(headers or {})
         headers.update(sigv4.sign_headers(method, self.url(path, query), headers, payload_hash,
-                                          self.access_key, self.secret_key, "us-east-1", time.time()))
+                                          self.access_key, self.secret_key, "us-east-1", self.now()))
         return headers
 
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=30)
-
-    def send_raw(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
+    def head_text(self, method: str, path: str, query: str, headers: dict[str, str]) -> str:
+        """The request line and headers as sent (``Connection: close``)."""
         target = path + (f"?{query}" if query else "")
-        head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
-        with self.connect() as sock:
-            sock.sendall(head.encode("utf-8") + body)
-            return _read_reply(sock, method)
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}\r\n"
+        return head + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n"
 
     def request(self, method: str, path: str, query: str = "", headers: dict[str, str] | None = None,
                 body: bytes = b"", sign_body: bool = False) -> Reply:
@@ -96,3 +98,25 @@ class Client:
         if body or method in ("PUT", "POST"):
             signed.setdefault("content-length", str(len(body)))
         return self.send_raw(method, path, query, signed, body)
+
+
+class Client(SigningClient):
+    """A raw HTTP/1.1 client signing with SigV4 (one connection per request)."""
+
+    def __init__(self, gateway: GatewayProcess, access_key: str = PHOTOS.access_key,
+                 secret_key: str = PHOTOS.secret_key) -> None:
+        self.port = gateway.port
+        self.host = f"127.0.0.1:{self.port}"
+        self.access_key = access_key
+        self.secret_key = secret_key
+
+    def now(self) -> float:
+        return time.time()
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=30)
+
+    def send_raw(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> Reply:
+        with self.connect() as sock:
+            sock.sendall(self.head_text(method, path, query, headers).encode("utf-8") + body)
+            return _read_reply(sock, method)
