@@ -19,13 +19,14 @@ from typing import Any
 from click.testing import CliRunner
 
 from s3orch.cli.main import cli
-from tests.conftest import backend_keys, quota_rows, s3_client
+from tests.conftest import backend_keys, quota_rows
 from tests.integration.test_replication import (  # noqa: F401  # the fixtures
     TOKEN,
     Rig,
     _audit,
     _client,
     _locations,
+    assert_two_copies_of_each_write,
     own_moto,
     rig,
 )
@@ -108,11 +109,8 @@ def test_a_factor_three_replicator_and_a_factor_two_cleaner_race_on_postgresql_w
     """The adversarial case: one instance copies to three while the other trims to two, both
     overwriting the same keys; every copy left is its write's, the auditor is clean, and once
     the copier stops, the cleaner leaves exactly two copies of everything with quotas exact."""
-    import psycopg2
 
-    from tests.conftest import postgres_quota_rows
     from tests.integration.test_replication import _admin_post
-    from tests.support.auditor import Auditor
     from tests.support.postgres import database_section
 
     backends = moto_backends(3)
@@ -185,39 +183,7 @@ def test_a_factor_three_replicator_and_a_factor_two_cleaner_race_on_postgresql_w
     # Quiet now: the factor-2 instance brings everything to exactly two.
     _admin_post(trimmer, "replicate")
     _admin_post(trimmer, "over-replication")
-    conn = psycopg2.connect(postgres_dsn)
-    try:
-        cur = conn.cursor()
-        cur.execute(
-            "SELECT o.object_key, o.etag, o.size_bytes, l.backend_name, l.storage_key FROM objects o"
-            " JOIN object_locations l ON l.bucket = o.bucket AND l.object_key = o.object_key"
-            " WHERE o.bucket = 'photos' ORDER BY o.object_key, l.backend_name"
-        )
-        rows = cur.fetchall()
-    finally:
-        conn.close()
-    direct = {spec.name: spec for spec in backends}
-    copies: dict[str, list[str]] = {}
-    total = 0
-    for key, etag, size, backend, storage_key in rows:
-        copies.setdefault(key, []).append(backend)
-        spec = direct[backend]
-        reader = s3_client(spec.endpoint, spec.access_key, spec.secret_key)
-        data = reader.get_object(Bucket=spec.bucket, Key=storage_key)["Body"].read()  # type: ignore[attr-defined]
-        assert hashlib.md5(data).hexdigest() == etag, (key, backend)  # every copy is its write's
-        total += int(size)
-    assert sorted(copies) == keys
-    assert all(len(set(holders)) == len(holders) == 2 for holders in copies.values()), copies
-    deadline = time.monotonic() + 30
-    while True:
-        quotas = postgres_quota_rows(postgres_dsn)
-        settled = all(r["orphan"] == 0 and r["reserved"] == 0 for r in quotas.values())
-        if settled or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert settled, quotas
-    assert sum(r["used"] for r in quotas.values()) == total
-    Auditor(lambda: psycopg2.connect(postgres_dsn), backends).audit().assert_clean()
+    assert_two_copies_of_each_write(postgres_dsn, backends, keys)
 
 
 def _breaker(gw: GatewayProcess, backend: str) -> str:

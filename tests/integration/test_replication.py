@@ -30,6 +30,7 @@ from tests.support.auditor import Auditor
 from tests.support.configs import BackendSpec, GatewayConfig
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.gateway import GatewayProcess
+from tests.support.polling import poll
 from tests.support.servers import MotoServer, WeedServer, create_bucket
 
 TOKEN = "replication-admin-token"
@@ -253,9 +254,7 @@ def test_replicate_streams_ndjson_progress_one_step_per_extent(
 def test_two_instances_on_postgresql_replicate_while_both_overwrite_and_every_copy_is_its_write(
     start_gateway, moto_backends, postgres_dsn: str, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    import psycopg2
 
-    from tests.conftest import postgres_quota_rows
     from tests.support.postgres import database_section
 
     backends = moto_backends(3)
@@ -315,6 +314,18 @@ def test_two_instances_on_postgresql_replicate_while_both_overwrite_and_every_co
     for gw in gateways:  # quiet now: one more pass each (one may find the other's lock)
         _admin_post(gw, "replicate")
     _admin_post(gateways[0], "replicate")
+    assert_two_copies_of_each_write(postgres_dsn, backends, keys)
+
+
+def assert_two_copies_of_each_write(postgres_dsn: str, backends: Rig, keys: list[str]) -> None:
+    """Once quiet: every key has exactly two copies on distinct backends, each copy's bytes are
+    its write's (read from the backend directly), quotas settle to the referenced bytes, and the
+    auditor finds nothing leaked."""
+    import psycopg2
+
+    from tests.conftest import postgres_quota_rows
+    from tests.support.auditor import Auditor
+
     conn = psycopg2.connect(postgres_dsn)
     try:
         cur = conn.cursor()
@@ -338,14 +349,12 @@ def test_two_instances_on_postgresql_replicate_while_both_overwrite_and_every_co
         total += int(size)
     assert sorted(copies) == keys
     assert all(len(set(holders)) == len(holders) == 2 for holders in copies.values()), copies
-    deadline = time.monotonic() + 30
-    while True:
-        quotas = postgres_quota_rows(postgres_dsn)
-        settled = all(r["orphan"] == 0 and r["reserved"] == 0 for r in quotas.values())
-        if settled or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert settled, quotas
+    quotas = poll(
+        lambda: postgres_quota_rows(postgres_dsn),
+        lambda rows: all(r["orphan"] == 0 and r["reserved"] == 0 for r in rows.values()),
+        timeout=30,
+    )
+    assert all(r["orphan"] == 0 and r["reserved"] == 0 for r in quotas.values()), quotas
     assert sum(r["used"] for r in quotas.values()) == total
     Auditor(lambda: psycopg2.connect(postgres_dsn), backends).audit().assert_clean()
 
