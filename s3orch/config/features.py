@@ -259,8 +259,7 @@ class LifecycleRule:
 @dataclass(frozen=True)
 class LifecycleConfig:
     """Expiration rules (:mod:`s3orch.workers.lifecycle`); none means the worker takes no lock and
-    runs no query. Rules with ``tags`` are refused at start-up (``s3orch.config.support``): this
-    build stores no object tags."""
+    runs no query. A rule with ``tags`` expires only keys carrying all of them (S3 object tagging)."""
 
     rules: tuple[LifecycleRule, ...] = ()
     batch_size: int = knob(100, positive=True)

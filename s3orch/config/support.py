@@ -115,12 +115,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     ),
     Unsupported("rebalance.enabled", _on("rebalance.enabled"), covers=("rebalance.*",)),
     Unsupported("reconcile.enabled", _on("reconcile.enabled"), covers=("reconcile.*",)),
-    # Object tags are not stored by this build, so a rule naming tags could never match.
-    Unsupported(
-        "lifecycle.rules[].tags",
-        lambda config: [f"lifecycle.rules[{i}].tags" for i, rule in enumerate(config.lifecycle.rules) if rule.tags],
-        hint="object tags are not stored by this build; expire by prefix instead",
-    ),
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),

@@ -38,6 +38,7 @@ from s3orch.observe.metrics import PENDING_ENQUEUED, PENDING_RESOLVED
 from s3orch.payload import Payload
 from s3orch.s3 import errors
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions, raise_violation
+from s3orch.s3.tagging import encode_tags
 from s3orch.store.interface import (
     ORIGIN_COPY,
     CleanupItem,
@@ -230,6 +231,11 @@ class ObjectService:
         if record is None:
             raise errors.NoSuchKey(Key=key)
         return record
+
+    async def set_tags(self, bucket: str, key: str, tags: Sequence[tuple[str, str]]) -> None:
+        """Replace the key's tag set (metadata only; 404 NoSuchKey when there is no key)."""
+        if not await self.store.set_object_tags(bucket, key, encode_tags(tags)):
+            raise errors.NoSuchKey(Key=key)
 
     async def open(
         self, record: ObjectRecord, byte_range: tuple[int, int] | None

@@ -470,6 +470,8 @@ class ExpiredObject:
     write_id: str
     size: int
     created_at: float
+    #: The version's tag set (sorted pairs), for rules that filter on tags.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from s3orch.store.txn import (
     outbox,
     quota,
     replicas,
+    tags,
 )
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
@@ -199,6 +200,9 @@ class SQLStore:
 
     async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
         return await self._read(journal.txn_objects_of, tuple(keys))
+
+    async def set_object_tags(self, bucket: str, key: str, encoded: str) -> bool:
+        return await self._write(tags.txn_set_object_tags, bucket, key, encoded)
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()

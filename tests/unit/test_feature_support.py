@@ -273,7 +273,11 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "write_path.pending_pattern.min_age": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
     ),
-    # Lifecycle expiration (s3orch.workers.lifecycle); rules with tags stay refused.
+    # Lifecycle expiration (s3orch.workers.lifecycle), by prefix and by object tags.
+    "lifecycle.rules[].tags": (
+        "tests/unit/test_lifecycle.py::test_a_rule_with_tags_expires_only_keys_carrying_all_of_them",
+        "tests/inproc/test_object_tagging.py::test_put_with_tagging_header_then_get_head_and_get_tagging",
+    ),
     "lifecycle.rules[].prefix": (
         "tests/store/test_contract_lifecycle.py::test_the_prefix_is_matched_against_bucket_slash_key",
         "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
@@ -304,11 +308,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     ),
     "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
     "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
-    "lifecycle.rules[].tags": (
-        {"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7},
-                                 {"prefix": "a/", "expiration_days": 1, "tags": {"env": "dev"}}]}},
-        ["lifecycle.rules[1].tags"],
-    ),
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
