@@ -125,6 +125,34 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "POST", "scrub", "scrub",
+        "Run an integrity scrub pass now (under the scrubber's worker lock): read the least recently"
+        " verified copies and hash them; a copy that does not match is dropped (while another copy"
+        " remains) for the replicator to rebuild.",
+        "`{status: \"complete\", checked, mismatches, errors, deferred, dropped}`; 409 when"
+        " `integrity.enabled` is false; `{status: \"skipped\", reason}` when another pass holds the lock.",
+        (Param("batch_size", "query", "integer", "Copies to check (default `integrity.scrubber_batch_size`)."),),
+        streams=True,
+    ),
+    Route(
+        "POST", "object-scrub", "object_scrub",
+        "Verify every copy of one object now.",
+        "`{key, checked, mismatches, copies: [{backend, storage_key, part_number, verdict, dropped?}]}` with"
+        " each verdict `verified`, `mismatch`, `unreadable`, `not_hashed` or `deferred`; 404 when the"
+        " key has no copies, 409 when `integrity.enabled` is false.",
+        (Param("key", "query", "string", "`bucket/key` of the object.", required=True),),
+    ),
+    Route(
+        "POST", "backfill-checksums", "backfill_checksums",
+        "Store the SHA-256 of objects written without one (each read from a copy that matches its MD5).",
+        "`{status: \"complete\", hashed, failed, changed}`; 409 when `integrity.enabled` is false.",
+        (
+            Param("max", "query", "integer", "Stop after this many objects (default: all)."),
+            Param("delay_ms", "query", "integer", "Pause after each object, in milliseconds (default 0)."),
+        ),
+        streams=True,
+    ),
+    Route(
         "POST", "lifecycle", "lifecycle",
         "Run the lifecycle expiration rules now (without the worker lock: deletes are conditional,"
         " so a scheduled pass running at the same time is harmless).",

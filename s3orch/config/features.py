@@ -202,7 +202,10 @@ class CompressionConfig:
 
 @dataclass(frozen=True)
 class IntegrityConfig:
-    """Content hashing and the scrubber (``scrubber_interval`` 0 disables it). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Read verification and the scrubber (:mod:`s3orch.core.integrity`; ``scrubber_interval`` 0
+    disables the schedule).  The SHA-256 of every write is stored whatever this says.
+    ``verify_on_replicate``: the replicator always checks a source copy against its MD5 before
+    copying it (it cannot be switched off; the key is accepted)."""
 
     enabled: bool = False
     verify_on_read: bool = False

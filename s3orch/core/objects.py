@@ -26,6 +26,7 @@ from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
 from s3orch.core.fleet import BackendFleet
+from s3orch.core.integrity import Scrubber
 from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
 from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
@@ -109,6 +110,8 @@ class ObjectService:
         self.spooler = spooler
         self.routing_strategy = routing_strategy
         self.clock = clock
+        #: ``integrity.enabled``: verifies full GETs (``verify_on_read``); set by the tap.
+        self.scrubber: Scrubber | None = None
 
     @property
     def fleet(self) -> BackendFleet:

@@ -438,3 +438,25 @@ OVER_REPLICATION_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
     registry=REGISTRY,
 )
+
+# -- integrity (s3orch.core.integrity, s3orch.workers.scrubber) ---------------------------------
+INTEGRITY_CHECKS = Counter(
+    "s3o_integrity_checks_total",
+    "Copies (scrub) and full GETs (read) whose bytes were hashed against the metadata",
+    ["operation"],
+    registry=REGISTRY,
+)
+INTEGRITY_ERRORS = Counter(
+    "s3o_integrity_errors_total",
+    "Hashes that did not match the metadata (read: a GET aborted; scrub: a stored copy)",
+    ["operation"],
+    registry=REGISTRY,
+)
+INTEGRITY_NEVER_VERIFIED = Gauge(
+    "s3o_integrity_never_verified_copies", "Stored copies the scrubber has never verified", registry=REGISTRY
+)
+INTEGRITY_OLDEST_UNVERIFIED = Gauge(
+    "s3o_integrity_oldest_unverified_seconds",
+    "Age of the oldest verification among the copies verified at least once",
+    registry=REGISTRY,
+)

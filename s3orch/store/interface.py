@@ -44,6 +44,7 @@ from s3orch.store.errors import (
     UploadNotFound,
 )
 from s3orch.store.interface_drains import DrainStore
+from s3orch.store.interface_integrity import IntegrityStore
 from s3orch.store.interface_tags import TagStore
 from s3orch.store.records import (
     INTENT_ALREADY_RESOLVED,
@@ -146,7 +147,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(DrainStore, TagStore, Protocol):
+class MetadataStore(DrainStore, TagStore, IntegrityStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:

@@ -489,3 +489,24 @@ class DrainState:
     objects_moved: int
     bytes_moved: int
     error: str | None
+
+
+@dataclass(frozen=True)
+class ScrubCopy:
+    """One stored copy of an extent of a current object, as the integrity scrubber checks it.
+
+    ``expected`` is what the copy's bytes must hash to: ``("sha256", hex)`` for a
+    single-extent object whose plaintext SHA-256 is stored, ``("md5", hex)`` for a part of
+    a multipart object (or a single-part object without the SHA-256, by its ETag); None when
+    nothing is known (a native multipart object of an older build before a backfill).
+    """
+
+    bucket: str
+    key: str
+    write_id: str
+    part_number: int
+    backend: str
+    storage_key: str
+    size: int
+    last_verified: float | None
+    expected: tuple[str, str] | None

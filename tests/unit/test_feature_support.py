@@ -273,6 +273,25 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "write_path.pending_pattern.min_age": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
     ),
+    # Integrity: read verification, the scrubber, the replicator's source check.
+    "integrity.enabled": (
+        "tests/unit/test_integrity.py::test_object_scrub_gives_a_verdict_per_copy_and_the_routes_refuse_when_disabled",
+    ),
+    "integrity.verify_on_read": (
+        "tests/unit/test_integrity.py::test_a_corrupt_copy_read_aborts_the_client_and_the_scrub_that_follows_drops_it",
+        "tests/unit/test_integrity.py::test_ranges_and_verification_off_are_not_checked",
+        "tests/integration/test_fault_rig.py::test_a_corrupted_backend_answer_never_reaches_a_client_as_a_200",
+    ),
+    "integrity.verify_on_replicate": (
+        "tests/unit/test_integrity.py::test_the_replicator_never_copies_a_source_that_fails_its_digest",
+    ),
+    "integrity.scrubber_interval": (
+        "tests/unit/test_integrity.py::test_a_scheduled_scrub_drops_the_corrupt_copy_and_the_replicator_rebuilds_it",
+        "tests/unit/test_integrity.py::test_a_reload_switches_verification_and_the_schedule",
+    ),
+    "integrity.scrubber_batch_size": (
+        "tests/unit/test_integrity.py::test_an_admin_scrub_streams_progress_and_marks_copies_verified",
+    ),
     # Lifecycle expiration (s3orch.workers.lifecycle), by prefix and by object tags.
     "lifecycle.rules[].tags": (
         "tests/unit/test_lifecycle.py::test_a_rule_with_tags_expires_only_keys_carrying_all_of_them",
@@ -299,7 +318,6 @@ HONOURED: dict[str, tuple[str, ...]] = {
 ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "encryption.enabled": ({"encryption": {"enabled": True, "master_key": "a" * 43 + "="}}, ["encryption.enabled"]),
     "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
-    "integrity.enabled": ({"integrity": {"enabled": True}}, ["integrity.enabled"]),
     "write_path.parallel_copies.enabled": (
         {"write_path": {"parallel_copies": {"enabled": True}}}, ["write_path.parallel_copies.enabled"],
     ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from s3orch.core.integrity import DigestMismatch, read_verifier
 from s3orch.core.multipart import object_parts_page, part_range
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.frontend.handlers.bucket import check_acl_headers, read_acl_document
@@ -269,9 +270,15 @@ class ObjectHandlers:
                     skip, limit = start, wanted  # it ignored the Range: cut it ourselves
                 else:
                     raise errors.ServiceUnavailable("The storage backend answered a different byte range.")
-            relaying = relay_body(stream, request, skip=skip, limit=limit)
+            verifier = read_verifier(self.objects.scrubber, record, byte_range)
+            relaying = relay_body(stream, request, skip=skip, limit=limit, verifier=verifier)
             relayed = True  # from here the relay owns the stream (it cancels it on every failure)
-            state.bytes_out = await relaying
+            try:
+                state.bytes_out = await relaying
+            except DigestMismatch:
+                if self.objects.scrubber is not None:  # is the stored copy bad, or the transfer?
+                    self.objects.scrubber.suspect(record)
+                raise
         finally:
             if not relayed:
                 stream.cancel()  # never leak the pooled backend connection
