@@ -194,6 +194,7 @@ def build(
         routing_strategy=config.routing_strategy,
         clock=reactor,
         events=events,
+        read_path=config.read_path,
     )
     multipart = MultipartService(
         store=store,

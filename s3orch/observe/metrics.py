@@ -438,3 +438,12 @@ OVER_REPLICATION_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
     registry=REGISTRY,
 )
+
+# --- hedged reads (s3orch.core.reads) ---------------------------------------------------------
+
+HEDGED_READS = Counter(
+    "s3o_hedged_reads_total",
+    "GETs that also asked the next copy after read_path.hedge_after, by whether that copy served (won) or not (lost)",
+    ["result"],
+    registry=REGISTRY,
+)
