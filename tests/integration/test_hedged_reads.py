@@ -110,6 +110,9 @@ def test_a_backend_delayed_2s_never_holds_a_get_up(start_gateway: Any, weed: Wee
         assert max(delayed) < DELAY / 2  # no GET waited for the delayed backend
         assert _metric(gw, "s3o_hedged_reads_total", result="won") > won
         assert _backend_gets(gw, slow) - before < 10  # moved last after the first hedges
+        # The losers were cancelled (their connections dropped, not drained) and held nothing.
+        assert _metric(gw, "s3o_backend_requests_total", operation="GetObject", backend=slow, status="cancelled") >= 1
+        assert _metric(gw, "s3o_admission_slots_in_use") == 0
     finally:
         for proxy in proxies:
             proxy.stop()

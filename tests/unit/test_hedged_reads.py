@@ -141,6 +141,16 @@ def test_when_the_first_copy_answers_before_the_hedge_the_hedge_is_cancelled_and
     assert hedges("lost") == lost + 1
 
 
+def test_a_cancelled_loser_is_not_a_failure_for_its_breaker_nor_the_order() -> None:
+    reader, backends, clock, guards = rig("100ms", breakers=True)  # threshold 1: one failure opens
+    backends["b1"].delay = 5.0
+    _, out = start(reader)
+    clock.advance(0.1)
+    assert out[0][1].backend == "b2" and backends["b1"].cancelled == 1
+    assert guards.states()["b1"]["state"] == "closed"
+    assert reader.rank("b1")[:2] == (False, False)  # only slower: not failed
+
+
 def test_ranges_apply_to_the_hedged_get_too() -> None:
     reader, backends, clock, _ = rig("50ms")
     backends["b1"].delay = 5.0
