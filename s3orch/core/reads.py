@@ -121,9 +121,10 @@ class CopyReader:
         #: Backend -> when it last failed a read (cleared by a read that worked).
         self._failed: dict[str, float] = {}
 
-    def rank(self, backend: str) -> tuple[bool, bool, float, int]:
-        """The sort key of a copy on ``backend`` (see the module for the rule)."""
-        state = self.fleet.breaker_states().get(backend)
+    def rank(self, backend: str, states: dict[str, dict[str, Any]] | None = None) -> tuple[bool, bool, float, int]:
+        """The sort key of a copy on ``backend`` (see the module for the rule); ``states``: the
+        fleet's breaker states, when the caller has them already."""
+        state = (self.fleet.breaker_states() if states is None else states).get(backend)
         open_breaker = state is not None and state.get("state") != CLOSED
         failed = self._failed.get(backend)
         recently_failed = failed is not None and self.clock.seconds() - failed < RECENT_FAILURE
@@ -134,7 +135,10 @@ class CopyReader:
     def order(self, locations: Sequence[Location]) -> list[Location]:
         """The configured copies of ``locations``, best first (see the module)."""
         configured = [c for c in locations if self.fleet.client(c.backend) is not None]
-        return sorted(configured, key=lambda location: self.rank(location.backend))
+        if len(configured) < 2:
+            return configured
+        states = self.fleet.breaker_states()
+        return sorted(configured, key=lambda location: self.rank(location.backend, states))
 
     def failed(self, backend: str) -> None:
         self._failed[backend] = self.clock.seconds()
