@@ -98,6 +98,12 @@ def test_a_backend_delayed_2s_never_holds_a_get_up(start_gateway: Any, weed: Wee
         before = _backend_gets(gw, slow)
         won = _metric(gw, "s3o_hedged_reads_total", result="won")
 
+        # The first GET under the delay is hedged: its range and condition go to both copies.
+        etag = client.head_object(Bucket="photos", Key="obj/07")["ETag"]
+        started = time.monotonic()
+        ranged = client.get_object(Bucket="photos", Key="obj/07", Range="bytes=100-199", IfMatch=etag)
+        assert ranged["Body"].read() == bodies["obj/07"][100:200] and ranged["ContentRange"] == "bytes 100-199/4096"
+        assert time.monotonic() - started < DELAY / 2
         delayed = _timed_gets(client, bodies)
 
         healthy_p99, delayed_p99 = percentile(healthy, 0.99), percentile(delayed, 0.99)
