@@ -196,6 +196,7 @@ def build(
         routing_strategy=config.routing_strategy,
         clock=reactor,
         events=events,
+        read_path=config.read_path,
     )
     multipart = MultipartService(
         store=store,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from s3orch.config.fields import hidden, knob
-from s3orch.config.units import KiB, MiB
+from s3orch.config.units import KiB, MiB, parse_duration
 
 __all__ = [
     "BackendCircuitBreakerConfig",
@@ -30,6 +30,7 @@ __all__ = [
     "ParallelCopiesConfig",
     "PendingPatternConfig",
     "RateLimitConfig",
+    "ReadPathConfig",
     "RebalanceConfig",
     "ReconcileConfig",
     "RedisConfig",
@@ -349,3 +350,30 @@ class WritePathConfig:
 
     pending_pattern: PendingPatternConfig = field(default_factory=PendingPatternConfig)
     parallel_copies: ParallelCopiesConfig = field(default_factory=ParallelCopiesConfig)
+
+
+@dataclass(frozen=True)
+class ReadPathConfig:
+    """How reads choose among an object's copies (s3orch's addition; see ``s3orch.core.reads``).
+
+    ``hedge_after``: a Go duration after which a GET whose first copy has not answered with headers
+    is also sent to the next copy (the first to answer is served, the other cancelled); ``auto``
+    waits the first copy's backend's recent p95 header latency instead; "0s" (the default) is off.
+    """
+
+    hedge_after: str = knob("0s", empty_default=True)
+
+    @property
+    def hedge_auto(self) -> bool:
+        """Whether the hedge waits each backend's recent p95 rather than a fixed delay."""
+        return self.hedge_after.strip().lower() == "auto"
+
+    @property
+    def hedge_delay(self) -> float:
+        """The fixed hedge delay in seconds (0: no fixed delay; validated by the loader)."""
+        if self.hedge_auto:
+            return 0.0
+        try:
+            return parse_duration(self.hedge_after)
+        except (TypeError, ValueError):
+            return 0.0

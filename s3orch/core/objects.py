@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendStream
+from s3orch.config.model import ReadPathConfig
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
@@ -101,10 +102,11 @@ class ObjectService:
         routing_strategy: str,
         clock: IReactorTime,
         events: EventSink = NULL_SINK,
+        read_path: ReadPathConfig | None = None,
     ) -> None:
         self.events = events  # webhooks: written with the change (see s3orch.notify)
         self.store = store
-        self.reader = CopyReader(fleet, clock)  # which copy a read tries first
+        self.reader = CopyReader(fleet, clock, read_path)  # which copy a read tries first, hedging
         self.fleet = fleet
         self.cleanups = cleanups
         self.spooler = spooler

@@ -460,3 +460,12 @@ INTEGRITY_OLDEST_UNVERIFIED = Gauge(
     "Age of the oldest verification among the copies verified at least once",
     registry=REGISTRY,
 )
+
+# --- hedged reads (s3orch.core.reads) ---------------------------------------------------------
+
+HEDGED_READS = Counter(
+    "s3o_hedged_reads_total",
+    "GETs that also asked the next copy after read_path.hedge_after, by whether that copy served (won) or not (lost)",
+    ["result"],
+    registry=REGISTRY,
+)

@@ -188,6 +188,13 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "replication.unhealthy_threshold": (
         "tests/unit/test_replicator.py::test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced",
     ),
+    # Reads across copies (s3orch.core.reads): s3orch's additions.
+    "read_path.hedge_after": (
+        "tests/unit/test_hedged_reads.py::test_a_hedge_fires_after_hedge_after_and_the_first_headers_win_the_other_get_cancelled",
+        "tests/unit/test_hedged_reads.py::test_auto_hedges_at_the_backends_recent_p95_once_it_has_enough_samples",
+        "tests/integration/test_hedged_reads.py::test_a_backend_delayed_2s_never_holds_a_get_up",
+    ),
+    "backends[].read_cost": ("tests/unit/test_hedged_reads.py::test_cost_orders_healthy_copies_and_health_beats_cost",),
     "cleanup_queue.concurrency": (
         "tests/unit/test_workers.py::CleanupQueueWorkerTests::test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once",
     ),
