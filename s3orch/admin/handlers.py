@@ -404,7 +404,9 @@ class AdminHandlers:
             if not self._token_valid(backend, token):
                 raise AdminError(403, "invalid or expired confirmation token")
             deleted_objects, failed = await self._purge(backend)
-        copies, objects_lost = await self.store.remove_backend(backend, self.clock.seconds())
+        copies, objects_lost = await self._drainer().remove(
+            backend, purged=deleted_objects if purge else None, purge_failures=failed
+        )
         if copies < 0:
             raise AdminError(409, f"backend {backend!r} is draining: cancel the drain first")
         answer: dict[str, Any] = {

@@ -155,6 +155,26 @@ class Drainer:
             answer["error"] = state.error
         return answer
 
+    async def remove(self, backend: str, *, purged: int | None = None, purge_failures: int = 0) -> tuple[int, int]:
+        """Forget ``backend``'s metadata (``MetadataStore.remove_backend``), with its
+        ``backend.removed`` event in the same transaction and a ``backend.removed`` audit
+        event; (copies forgotten, objects lost), or (-1, 0) while it is draining (no event).
+
+        ``purged``: how many of its objects a purge deleted first (None: no purge).  The
+        backend need not be configured any more (removing one dropped from the config is
+        the usual case)."""
+        data: dict[str, Any] = {"backend": backend, "purge": purged is not None}
+        if purged is not None:
+            data.update(purged=purged, purge_failures=purge_failures)
+        outbox = self.events.events(ev.BACKEND_REMOVED, backend, data)
+        copies, lost = await self.store.remove_backend(backend, self.clock.seconds(), outbox)
+        if copies < 0:
+            return copies, lost
+        self.fleet.draining = self.fleet.draining - {backend}
+        DRAIN_ACTIVE.labels(backend).set(0)
+        audit("backend.removed", copies_forgotten=copies, objects_lost=lost, **data)
+        return copies, lost
+
     # -- a pass -----------------------------------------------------------------------------
 
     async def run_pass(self) -> list[DrainPass]:
