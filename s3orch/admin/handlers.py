@@ -51,6 +51,8 @@ class AdminCall:
     body: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     progress: Progress = field(default_factory=SilentProgress)
+    #: The ``{name}`` segments of a templated route's path (``backends/{name}/drain``).
+    path: dict[str, str] = field(default_factory=dict)
 
 
 def _int(call: AdminCall, name: str, default: int, maximum: int = MAX_LIMIT) -> int:
@@ -337,7 +339,8 @@ class AdminHandlers:
         return worker.drainer
 
     def _backend(self, call: AdminCall, name: str = "backend") -> str:
-        backend = call.query.get(name, "")
+        """The backend named by the path (``backends/{name}/drain``) or the query (``?backend=``)."""
+        backend = call.path.get("name") or call.query.get(name, "")
         if not backend:
             raise AdminError(400, f"{name} is required")
         if backend not in self.backends:
@@ -383,7 +386,7 @@ class AdminHandlers:
     async def remove_backend(self, call: AdminCall) -> dict[str, Any]:
         """Metadata only; with ``purge``, a preview and a token, then (with the token) the
         backend's objects are deleted too."""
-        backend = call.query.get("name", "")
+        backend = call.path.get("name") or call.query.get("name", "")
         if not backend:
             raise AdminError(400, "name is required")
         drains = {state.backend: state for state in await self.store.drains()}

@@ -126,3 +126,30 @@ def test_removal_writes_backend_removed_to_the_outbox_and_the_audit_log(tmp_path
         assert [(e["backend"], e["copies_forgotten"], e["objects_lost"]) for e in seen] == [
             ("backend-1", 2, 2), ("backend-2", 0, 0),
         ]
+
+
+def test_the_originals_backends_name_paths_answer_as_the_query_forms(gateway: GatewayHarness) -> None:
+    bodies = fill(gateway, 2)
+    assert admin(gateway, "POST", "backends/backend-1/drain") == (
+        200, {"status": "drain started", "backend": "backend-1"}
+    )
+    status, answer = admin(gateway, "POST", "backends/backend-1/drain")
+    assert status == 400 and "drain operation failed" in answer["error"]
+    assert admin(gateway, "POST", "backends/nope/drain")[0] == 400
+    status, answer = admin(gateway, "GET", "backends/backend-1/drain")
+    assert status == 200 and answer["state"] == "active" and answer["objects_remaining"] == 2
+    assert admin(gateway, "GET", "drain?backend=backend-1")[1] == answer  # one drain, two paths
+    assert admin(gateway, "DELETE", "backends/backend-1")[0] == 409  # refused while draining
+    assert admin(gateway, "DELETE", "backends/backend-1/drain") == (
+        200, {"status": "drain cancelled", "backend": "backend-1"}
+    )
+    assert admin(gateway, "DELETE", "backends/backend-1/drain")[0] == 404
+    # Segments must fit the template: no empty name, no extra segment, no other method.
+    assert admin(gateway, "POST", "backends//drain")[0] == 404
+    assert admin(gateway, "GET", "backends/backend-1/drain/more")[0] == 404
+    assert admin(gateway, "PUT", "backends/backend-1/drain")[0] == 405
+    reads_back(gateway, bodies)
+    status, preview = admin(gateway, "DELETE", "backends/backend-2?purge=true")
+    assert status == 200 and preview["status"] == "preview" and preview["backend"] == "backend-2"
+    status, answer = admin(gateway, "DELETE", "backends/backend-1")
+    assert status == 200 and answer["status"] == "backend removed" and answer["copies_forgotten"] == 2
