@@ -71,6 +71,17 @@ class Writes:
             self.allowed[key] = {digest}
         return True
 
+    def delete(self, client: Any, key: str) -> bool:
+        with self.lock:
+            self.allowed.setdefault(key, {None}).add(None)
+        try:
+            client.delete_object(Bucket="photos", Key=key)
+        except Exception:
+            return False  # no definitive answer: the old value or absent
+        with self.lock:
+            self.allowed[key] = {None}
+        return True
+
 
 def _locations(gw: GatewayProcess) -> dict[tuple[str, int], set[str]]:
     conn = sqlite3.connect(str(gw.workdir / "s3orch.db"), timeout=10)
