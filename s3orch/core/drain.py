@@ -235,7 +235,8 @@ class Drainer:
         if item is None:
             if scratch.stale or not (scratch.failed or scratch.no_target):
                 # The object changed under the move (overwritten or deleted: its new write
-                # avoids this backend), so there is nothing left here to move.
+                # avoids this backend; or the over-replication cleaner removed this copy
+                # first), so there is nothing left here to move.
                 result.raced += 1
                 DRAIN_RACE_ABORTED.labels(backend).inc()
                 audit("drain.race_aborted", backend=backend, bucket=extent.bucket, key=extent.key,

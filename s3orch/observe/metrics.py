@@ -408,7 +408,7 @@ DRAIN_BYTES_MOVED = Counter(
 )
 DRAIN_RACE_ABORTED = Counter(
     "s3o_drain_race_aborted_total",
-    "Drain moves given up because the object was overwritten or deleted meanwhile (nothing to move)",
+    "Drain moves given up because the object changed meanwhile (overwritten, deleted, or its copy there already removed)",
     ["backend"], registry=REGISTRY,
 )
 # --- over-replication (s3orch.core.over_replication) ------------------------------------------
