@@ -37,7 +37,7 @@ STALE_UPLOAD = 3600.0
 FEATURES = (
     "lifecycle:\n  rules:\n    - prefix: \"photos/tmp/\"\n      expiration_days: 1\n"
     f"cleanup_queue:\n  multipart_stale_timeout: {int(STALE_UPLOAD)}s\n"
-    'notifications: {endpoints: [{url: "http://hook.test/x", events: ["*"]}]}\n'
+    'notifications: {endpoints: [{url: "http://hook.test/x", events: ["*"], max_retries: 1000}]}\n'
 )
 
 
@@ -52,23 +52,25 @@ class Commons:
     step: str
     metrics: tuple[str, ...]
     events: tuple[str, ...] = ()
+    #: The webhook events a pass with this test's work writes to the outbox.
+    emitted: tuple[str, ...] = ()
 
 
 PLACEMENT = (
     Commons("replicator", "replication", WorkerLock.REPLICATOR, "replication.copy",
             ("s3o_replication_copies_created_total", "s3o_replication_runs_total", "s3o_replication_pending",
              "s3o_replication_health_copies_total"),
-            (ev.REPLICATION_COMPLETED, ev.REPLICATION_TARGET_EXHAUSTED)),
+            (ev.REPLICATION_COMPLETED, ev.REPLICATION_TARGET_EXHAUSTED), (ev.REPLICATION_COMPLETED,)),
     Commons("over-replication", "over_replication", WorkerLock.OVER_REPLICATION, "over_replication.remove",
             ("s3o_over_replication_removed_total", "s3o_over_replication_runs_total",
              "s3o_over_replication_pending")),
     Commons("drain", "drain", WorkerLock.DRAIN, "drain.move",
             ("s3o_drain_active", "s3o_drain_objects_moved_total", "s3o_drain_bytes_moved_total",
              "s3o_drain_race_aborted_total"),
-            (ev.DRAIN_COMPLETED, ev.DRAIN_FAILED)),
+            (ev.DRAIN_COMPLETED, ev.DRAIN_FAILED), (ev.DRAIN_COMPLETED,)),
     Commons("lifecycle", "lifecycle", WorkerLock.LIFECYCLE, "lifecycle.delete",
             ("s3o_lifecycle_deleted_total", "s3o_lifecycle_runs_total"),
-            (ev.LIFECYCLE_DELETE, ev.LIFECYCLE_COMPLETED)),
+            (ev.LIFECYCLE_DELETE, ev.LIFECYCLE_COMPLETED), (ev.LIFECYCLE_DELETE, ev.LIFECYCLE_COMPLETED)),
     Commons("cleanup-queue", "cleanup_queue", WorkerLock.CLEANUP, "cleanup_queue.processed",
             ("s3o_cleanup_queue_processed_total", "s3o_cleanup_queue_depth", "s3o_cleanup_dlq_depth"),
             (ev.CLEANUP_EXHAUSTED,)),
@@ -258,6 +260,8 @@ def test_a_pass_with_work_is_framed_by_one_run_id_counted_and_shown(
     status = worker.status()
     assert status["last_result"] == "success" and status["lock_holder"] == "this instance"
     assert status["lock_id"] == commons.lock and status["next_run_at"] > gateway.clock.seconds() - 1
+    outbox = {row.event_type for row in run(gateway, gateway.store.due_events(gateway.clock.seconds() + DAY, 1000))}
+    assert set(commons.emitted) <= outbox, (commons.emitted, outbox)
     listed = {w["name"]: w for w in _admin_workers(gateway)}
     assert listed[name]["last_result"] == "success" and listed[name]["lock_id"] == int(commons.lock)
     for field in ("last_tick_at", "last_finished_at", "next_run_at", "lock_holder", "consecutive_failures"):
