@@ -52,6 +52,8 @@ class AdminCall:
     body: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     progress: Progress = field(default_factory=SilentProgress)
+    #: The ``{name}`` segments of a templated route's path (``backends/{name}/drain``).
+    path: dict[str, str] = field(default_factory=dict)
 
 
 def _qualified_key(call: AdminCall) -> tuple[str, str]:
@@ -394,7 +396,8 @@ class AdminHandlers:
         return worker.drainer
 
     def _backend(self, call: AdminCall, name: str = "backend") -> str:
-        backend = call.query.get(name, "")
+        """The backend named by the path (``backends/{name}/drain``) or the query (``?backend=``)."""
+        backend = call.path.get("name") or call.query.get(name, "")
         if not backend:
             raise AdminError(400, f"{name} is required")
         if backend not in self.backends:
@@ -440,7 +443,7 @@ class AdminHandlers:
     async def remove_backend(self, call: AdminCall) -> dict[str, Any]:
         """Metadata only; with ``purge``, a preview and a token, then (with the token) the
         backend's objects are deleted too."""
-        backend = call.query.get("name", "")
+        backend = call.path.get("name") or call.query.get("name", "")
         if not backend:
             raise AdminError(400, "name is required")
         drains = {state.backend: state for state in await self.store.drains()}
@@ -461,7 +464,9 @@ class AdminHandlers:
             if not self._token_valid(backend, token):
                 raise AdminError(403, "invalid or expired confirmation token")
             deleted_objects, failed = await self._purge(backend)
-        copies, objects_lost = await self.store.remove_backend(backend, self.clock.seconds())
+        copies, objects_lost = await self._drainer().remove(
+            backend, purged=deleted_objects if purge else None, purge_failures=failed
+        )
         if copies < 0:
             raise AdminError(409, f"backend {backend!r} is draining: cancel the drain first")
         answer: dict[str, Any] = {

@@ -406,6 +406,11 @@ DRAIN_OBJECTS_MOVED = Counter(
 DRAIN_BYTES_MOVED = Counter(
     "s3o_drain_bytes_moved_total", "Bytes moved off draining backends", ["backend"], registry=REGISTRY
 )
+DRAIN_RACE_ABORTED = Counter(
+    "s3o_drain_race_aborted_total",
+    "Drain moves given up because the object changed meanwhile (overwritten, deleted, or its copy there already removed)",
+    ["backend"], registry=REGISTRY,
+)
 # --- over-replication (s3orch.core.over_replication) ------------------------------------------
 
 OVER_REPLICATION_REMOVED = Counter(

@@ -551,8 +551,10 @@ class SQLStore:
     async def backend_uploads(self, backend: str) -> list[tuple[str, str, str]]:
         return await self._read(drains.txn_backend_uploads, backend)
 
-    async def remove_backend(self, backend: str, now: float) -> tuple[int, int]:
-        return await self._write(drains.txn_remove_backend, backend, now)
+    async def remove_backend(
+        self, backend: str, now: float, events: Sequence[OutboxEvent] = ()
+    ) -> tuple[int, int]:
+        return await self._write(drains.txn_remove_backend, backend, now, tuple(events))
 
     # -- excess copies ---------------------------------------------------------------------
 
