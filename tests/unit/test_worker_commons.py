@@ -38,6 +38,7 @@ FEATURES = (
     "lifecycle:\n  rules:\n    - prefix: \"photos/tmp/\"\n      expiration_days: 1\n"
     f"cleanup_queue:\n  multipart_stale_timeout: {int(STALE_UPLOAD)}s\n"
     'notifications: {endpoints: [{url: "http://hook.test/x", events: ["*"], max_retries: 1000}]}\n'
+    "integrity:\n  enabled: true\n  scrubber_interval: 6h\n"
 )
 
 
@@ -78,6 +79,10 @@ PLACEMENT = (
             ("s3o_active_multipart_uploads",)),
     Commons("pending-reaper", "pending_reaper", WorkerLock.PENDING_REAPER, "pending_reaper.dropped",
             ("s3o_pending_intents_resolved_total", "s3o_pending_intents_depth")),
+    Commons("scrubber", "scrubber", WorkerLock.SCRUBBER, "integrity.corruption_detected",
+            ("s3o_integrity_checks_total", "s3o_integrity_errors_total", "s3o_integrity_never_verified_copies",
+             "s3o_integrity_oldest_unverified_seconds"),
+            (ev.CORRUPTION_DETECTED,), (ev.CORRUPTION_DETECTED,)),
 )
 BY_NAME = {c.name: c for c in PLACEMENT}
 
@@ -169,7 +174,15 @@ def _pending_reaper(h: GatewayHarness) -> None:
     jump(h, 600)
 
 
+def _scrubber(h: GatewayHarness) -> None:
+    from tests.unit.test_integrity import corrupt, replicated
+
+    first, _ = replicated(h, "scrub-me", b"s" * 5000)
+    corrupt(h, first, "scrub-me")
+
+
 WORK: dict[str, Callable[[GatewayHarness], None]] = {
+    "scrubber": _scrubber,
     "replicator": _replicator,
     "over-replication": _over_replication,
     "drain": _drain,
