@@ -21,7 +21,9 @@ turn, so no request sees half a reload:
 * ``replication`` (the replicator's factor, interval, batch size, concurrency and
   ``unhealthy_threshold``, for its next pass), as long as replication stays on or stays off:
   turning it on (``factor`` from 1) or off takes effect at restart, as the worker exists or not;
-* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``,
+* ``rebalance`` (switched on or off, strategy, interval, batch size, threshold,
+  concurrency: from the rebalancer's next pass);
+* s3-orchestrator's other reloadable sections (``rate_limit``,
   ``integrity``): accepted and recorded, but inert, as their features are not in this build
   (switching one on is refused like at start).
 
@@ -45,7 +47,13 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig, ReplicationConfig
+from s3orch.config.model import (
+    BackendConfig,
+    ConfigIssue,
+    LifecycleConfig,
+    RebalanceConfig,
+    ReplicationConfig,
+)
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
     EXPIRY_WARNING,
@@ -62,7 +70,7 @@ log = Logger(namespace="s3orch.reload")
 
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit", "rebalance", "integrity")
+INERT_SECTIONS = ("rate_limit", "integrity")
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -133,6 +141,7 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "server": dataclasses.replace(current.server, log_level=new.server.log_level),
         "usage_flush": new.usage_flush,
         "lifecycle": new.lifecycle,
+        "rebalance": new.rebalance,
     }
     if (new.replication.factor > 1) == (current.replication.factor > 1):
         changes["replication"] = new.replication  # on or off stays as the start built it
@@ -163,6 +172,10 @@ class HasReplication(Protocol):
     def reconfigure(self, config: ReplicationConfig) -> None: ...
 
 
+class HasRebalance(Protocol):
+    def reconfigure(self, config: RebalanceConfig) -> None: ...
+
+
 class HasLifecycleRules(Protocol):
     def set_rules(self, config: LifecycleConfig) -> None: ...
 
@@ -182,6 +195,7 @@ class ReloadTargets:
     usage_flush: HasInterval | None = None
     replicator: HasReplication | None = None
     over_replication: HasReplication | None = None
+    rebalancer: HasRebalance | None = None
     tls: ReloadableContext | None = None
     lifecycle: HasLifecycleRules | None = None
     set_log_level: Callable[[str], None] = set_log_level
@@ -348,6 +362,10 @@ class Reloader:
             if targets.over_replication is not None:
                 targets.over_replication.reconfigure(merged.replication)
             log.info("Reloaded replication config", component="reload", factor=merged.replication.factor)
+        if any(name.startswith("rebalance") for name in changed):
+            if targets.rebalancer is not None:
+                targets.rebalancer.reconfigure(merged.rebalance)
+            log.info("Reloaded rebalance config", component="reload", enabled=merged.rebalance.enabled)
         if any(name.startswith("lifecycle") for name in changed):
             if targets.lifecycle is not None:
                 targets.lifecycle.set_rules(merged.lifecycle)

@@ -113,7 +113,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         lambda config: [] if config.write_path.pending_pattern.enabled else ["write_path.pending_pattern.enabled"],
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
-    Unsupported("rebalance.enabled", _on("rebalance.enabled"), covers=("rebalance.*",)),
     Unsupported("reconcile.enabled", _on("reconcile.enabled"), covers=("reconcile.*",)),
     # Object tags are not stored by this build, so a rule naming tags could never match.
     Unsupported(

@@ -302,7 +302,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
-    "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
     "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
     "lifecycle.rules[].tags": (
         {"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7},
