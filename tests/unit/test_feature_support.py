@@ -188,6 +188,25 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "replication.unhealthy_threshold": (
         "tests/unit/test_replicator.py::test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced",
     ),
+    # The rebalancer (s3orch.core.rebalance, s3orch.workers.rebalancer).
+    "rebalance.enabled": (
+        "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",
+    ),
+    "rebalance.interval": (
+        "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",
+    ),
+    "rebalance.batch_size": (
+        "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",
+        "tests/unit/test_rebalance_plan.py::test_batch_size_limits_the_plan",
+    ),
+    "rebalance.strategy": (
+        "tests/unit/test_rebalance.py::test_a_spread_pass_evens_the_backends_and_settles_quota_exactly",
+        "tests/unit/test_rebalance.py::test_a_pack_pass_fills_the_first_backends_in_config_order",
+    ),
+    "rebalance.threshold": (
+        "tests/unit/test_rebalance.py::test_a_spread_pass_evens_the_backends_and_settles_quota_exactly",
+    ),
+    "rebalance.concurrency": ("tests/unit/test_rebalance.py::test_moves_run_at_most_concurrency_at_once",),
     "cleanup_queue.concurrency": (
         "tests/unit/test_workers.py::CleanupQueueWorkerTests::test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once",
     ),
