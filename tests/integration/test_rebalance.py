@@ -11,7 +11,6 @@ import hashlib
 import json
 import sqlite3
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
