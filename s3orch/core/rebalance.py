@@ -257,6 +257,8 @@ class Rebalancer:
             return reserved.reason
         reservation = reserved.reservation
         copied = await self.copier.copy_one(extent, reservation)
+        if copied == "read_failed" and not await self._current(extent):
+            return "stale"  # overwritten or deleted meanwhile: its old copies went with it
         if copied != "ok":
             return copied
         swapped = await self.store.move_copy(
@@ -272,6 +274,11 @@ class Rebalancer:
             return swapped.reason
         await self.cleanups.run(_items(swapped.cleanup), SOURCE_REASON)
         return "moved"
+
+    async def _current(self, extent: UnderReplicated) -> bool:
+        """Whether the object is still the write ``extent`` belongs to."""
+        found = await self.store.get_object(extent.bucket, extent.key)
+        return found is not None and found.write_id == extent.write_id
 
 
 def _items(item: Any) -> Sequence[Any]:

@@ -7,6 +7,7 @@ race the pass.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -19,12 +20,12 @@ from click.testing import CliRunner
 from s3orch.cli.main import cli
 from tests.conftest import PHOTOS, backend_keys, quota_rows, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY, fresh_bucket
+from tests.integration.test_replication import TOKEN, _admin_post, assert_two_copies_of_each_write
 from tests.support.auditor import Auditor
 from tests.support.configs import BackendSpec, GatewayConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.servers import WeedServer
 
-TOKEN = "rebalance-token"
 MB = 1024 * 1024
 QUOTA = 4 * MB
 
@@ -171,3 +172,78 @@ def test_overwrites_and_deletes_racing_a_pass_never_lose_data(
     # Overwrites keep every new write on its own backend; let displaced copies' deletes settle.
     _admin(gw, "usage-flush")
     _settled(gw, backends, latest)
+
+
+@pytest.mark.slow
+def test_rebalancer_replicator_and_cleaner_race_overwrites_from_two_gateways_on_postgresql(
+    start_gateway, weed: WeedServer, postgres_dsn: str  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 16's race line for the rebalancer: one instance rebalances (spread, threshold 0, so
+    every pass has work) while the other replicates to factor 2 and trims excess, both
+    overwriting the same keys; once quiet every key has exactly two copies on distinct
+    backends, each copy's bytes its write's, quotas exact, the auditor clean."""
+    from tests.support.postgres import database_section
+
+    backends = [dataclasses.replace(spec, quota_bytes=16 * MB) for spec in _fleet(weed)]
+
+    def config() -> GatewayConfig:
+        made = _config(backends, threshold=0, batch_size=20, concurrency=3, interval="24h")
+        made.database = database_section(postgres_dsn, max_conns=16)
+        made.extra["replication"] = {"factor": 2, "worker_interval": "24h", "batch_size": 10, "concurrency": 3}
+        return made
+
+    mover, copier = start_gateway(config(), name="mover"), start_gateway(config(), name="copier")
+    clients = [s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key) for gw in (mover, copier)]
+    keys = [f"p/{i:02d}" for i in range(24)]
+    for index, key in enumerate(keys):
+        clients[index % 2].put_object(Bucket="photos", Key=key, Body=f"{key} v0 ".encode() * 500)
+    _admin_post(copier, "replicate")
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    answers: dict[str, list[dict[str, Any]]] = {"rebalance": [], "replicate": [], "over-replication": []}
+
+    def overwrite(side: int) -> None:
+        version = 0
+        try:
+            while not stop.is_set():
+                version += 1
+                for key in keys[side::3]:
+                    clients[side].put_object(
+                        Bucket="photos", Key=key, Body=f"{key} v{version} side {side} ".encode() * (300 + version)
+                    )
+        except BaseException as exc:
+            failures.append(exc)
+
+    def passes(gw: GatewayProcess, paths: tuple[str, ...], rounds: int) -> None:
+        try:
+            for _ in range(rounds):
+                for path in paths:
+                    status, body = _admin_post(gw, path)
+                    assert status == 200, body
+                    answers[path].append(body)
+        except BaseException as exc:
+            failures.append(exc)
+
+    writers = [threading.Thread(target=overwrite, args=(side,)) for side in (0, 1)]
+    runners = [
+        threading.Thread(target=passes, args=(mover, ("rebalance",), 6)),
+        threading.Thread(target=passes, args=(copier, ("replicate", "over-replication"), 4)),
+    ]
+    for thread in writers + runners:
+        thread.start()
+    for thread in runners:
+        thread.join(300)
+    stop.set()
+    for thread in writers:
+        thread.join(60)
+    assert failures == []
+    moved = sum(a.get("moved", 0) for a in answers["rebalance"])
+    refused = sum(a.get("stale", 0) for a in answers["rebalance"])
+    print(f"racing on PostgreSQL: {moved} copies moved, {refused} moves refused (object changed);"
+          f" {sum(a.get('copies_created', 0) for a in answers['replicate'])} replicas made")
+    assert moved > 0
+    assert all(a.get("failed", 0) == 0 for a in answers["rebalance"]), answers["rebalance"]
+    # Quiet now: bring every new write to two copies, then check.
+    _admin_post(copier, "replicate")
+    _admin_post(copier, "over-replication")
+    assert_two_copies_of_each_write(postgres_dsn, backends, keys)  # type: ignore[arg-type]

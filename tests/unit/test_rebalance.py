@@ -147,12 +147,29 @@ def test_an_oversized_copy_and_a_target_over_max_object_size_are_skipped(tmp_pat
         h.stop()
 
 
+async def overwrite_k0(h: GatewayHarness, target: str, new_body: bytes) -> None:
+    """Commit a new write of k0 on ``target`` (as a client's PUT would), its old copy deleted."""
+    rebalancer = rebalancer_worker(h).rebalancer
+    store, fleet = rebalancer.store, rebalancer.fleet
+    write_id = uuid.uuid4().hex
+    skey = storage_key("photos", "k0", write_id)
+    now = h.clock.seconds()
+    etag = hashlib.md5(new_body).hexdigest()
+    res = await store.reserve(Intent(write_id, "photos", "k0", len(new_body), skey, etag=etag), [target], "pack", now)
+    assert res is not None
+    await fleet[target].put_object(skey, Payload.from_bytes(new_body))
+    displaced = await store.commit_object(res, ObjectRecord("photos", "k0", write_id, len(new_body), etag, now), now)
+    await rebalancer.cleanups.run(displaced, "overwrite_displaced")
+
+
+@pytest.mark.parametrize("when", ["before_the_swap", "before_the_copy"])
 def test_an_overwrite_racing_the_move_keeps_the_new_write_and_deletes_only_the_moved_copy(
-    gateway: GatewayHarness,
+    gateway: GatewayHarness, when: str
 ) -> None:
     bodies = fill(gateway)
     rebalancer = rebalancer_worker(gateway).rebalancer
-    store, fleet = rebalancer.store, rebalancer.fleet
+    store, copier = rebalancer.store, rebalancer.copier
+    original = copier.copy_one
     new_body = b"fresh" * 1000
     raced: list[str] = []
 
@@ -164,32 +181,30 @@ def test_an_overwrite_racing_the_move_keeps_the_new_write_and_deletes_only_the_m
 
         async def move_copy(self, extent: Any, reservation: Any, *args: Any) -> Any:
             if extent.key == "k0":
-                write_id = uuid.uuid4().hex
-                skey = storage_key("photos", "k0", write_id)
                 raced.append(reservation.storage_key)
-                now = gateway.clock.seconds()
-                etag = hashlib.md5(new_body).hexdigest()
-                res = await store.reserve(
-                    Intent(write_id, "photos", "k0", len(new_body), skey, etag=etag), [reservation.backend], "pack", now
-                )
-                assert res is not None
-                await fleet[reservation.backend].put_object(skey, Payload.from_bytes(new_body))
-                displaced = await store.commit_object(
-                    res, ObjectRecord("photos", "k0", write_id, len(new_body), etag, now), now
-                )
-                await rebalancer.cleanups.run(displaced, "overwrite_displaced")
+                await overwrite_k0(gateway, reservation.backend, new_body)
             return await store.move_copy(extent, reservation, *args)
 
+    async def copy_after_overwrite(extent: Any, reservation: Any) -> str:
+        """k0 is overwritten (its old copy deleted) before the move reads it."""
+        raced.append(reservation.storage_key)
+        await overwrite_k0(gateway, reservation.backend, new_body)
+        return await original(extent, reservation)
+
     racing: Any = Racing()
-    rebalancer.store = racing
+    if when == "before_the_swap":
+        rebalancer.store = racing
+    else:
+        copier.copy_one = copy_after_overwrite  # type: ignore[method-assign]
     try:
         result = run(gateway, rebalancer.run_pass(config=dataclasses.replace(rebalancer.config, batch_size=1)))
     finally:
         rebalancer.store = store
-    assert (result.moved, result.stale) == (0, 1)
+        copier.copy_one = original  # type: ignore[method-assign]
+    assert (result.moved, result.stale, result.failed) == (0, 1, 0)
     bodies["k0"] = new_body
     assert gateway.get("photos", "k0").body == new_body
-    # The refused move's copy is gone from its backend; nothing else was touched.
+    # The refused move's copy (if one was made) is gone from its backend; nothing else was touched.
     assert raced and all(raced[0] not in stored(gateway, b) for b in ("backend-1", "backend-2", "backend-3"))
     check_settled(gateway, bodies)
 
