@@ -343,3 +343,44 @@ def test_admin_preview_run_with_ndjson_progress_and_the_cli(gateway: GatewayHarn
     assert executed.exit_code == 0, executed.output
     assert json.loads(executed.output)["reason"] == "threshold"
     assert calls == [("GET", "rebalance"), ("POST", "rebalance")]
+
+
+def test_with_replicas_a_move_never_puts_two_copies_on_one_backend(tmp_path: Path) -> None:
+    text = config() + "replication:\n  factor: 2\n  worker_interval: 3600s\n  batch_size: 50\n"
+    h = GatewayHarness(tmp_path, text).start()
+    try:
+        bodies = fill(h, 6)
+        assert admin(h, "POST", "replicate")["copies_created"] == 6  # pack: each on backend-1 and -2
+        assert all(holders(h, key) == [["backend-1", "backend-2"]] for key in bodies)
+        preview = admin(h, "GET", "rebalance")
+        assert preview["moves"] and all(m["to"] == "backend-3" for m in preview["moves"])
+        result = run(h, rebalancer_worker(h).run_now_pass())
+        assert result.moved == len(preview["moves"]) and result.failed == 0
+        for key in bodies:
+            (copies,) = holders(h, key)
+            assert len(copies) == 2 and len(set(copies)) == 2, (key, copies)
+        assert sum("backend-3" in holders(h, key)[0] for key in bodies) == result.moved
+        check_settled(h, bodies)
+    finally:
+        h.stop()
+
+
+def test_a_draining_backend_is_never_a_target_and_a_pass_writes_rebalance_completed(tmp_path: Path) -> None:
+    text = config() + 'notifications: {endpoints: [{url: "http://hooks.test/x", events: ["rebalance.*"]}]}\n'
+    h = GatewayHarness(tmp_path, text).start()
+    try:
+        bodies = fill(h, 6)
+        rebalancer = rebalancer_worker(h).rebalancer
+        rebalancer.fleet.draining = frozenset({"backend-3"})
+        preview = admin(h, "GET", "rebalance")
+        assert [b["backend"] for b in preview["backends"]] == ["backend-1", "backend-2"]
+        assert preview["moves"] and all(m["to"] == "backend-2" for m in preview["moves"])
+        result = run(h, rebalancer_worker(h).run_now_pass())
+        assert result.moved == len(preview["moves"]) and stored(h, "backend-3") == {}
+        check_settled(h, bodies)
+        entries = run(h, h.store.due_events(h.clock.seconds() + 60, 100))
+        assert [e.event_type for e in entries] == ["rebalance.completed"]
+        data = json.loads(entries[0].payload)["data"]
+        assert (data["moved"], data["strategy"], data["run_id"]) == (result.moved, "spread", result.run_id)
+    finally:
+        h.stop()
