@@ -191,6 +191,8 @@ HONOURED: dict[str, tuple[str, ...]] = {
     # The rebalancer (s3orch.core.rebalance, s3orch.workers.rebalancer).
     "rebalance.enabled": (
         "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",
+        "tests/unit/test_rebalance.py::test_a_reload_switches_the_rebalancer_on_with_its_new_settings",
+        "tests/integration/test_rebalance.py::test_one_spread_pass_brings_an_unbalanced_fleet_within_the_threshold",
     ),
     "rebalance.interval": (
         "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",

@@ -384,3 +384,17 @@ def test_a_draining_backend_is_never_a_target_and_a_pass_writes_rebalance_comple
         assert (data["moved"], data["strategy"], data["run_id"]) == (result.moved, "spread", result.run_id)
     finally:
         h.stop()
+
+
+def test_a_reload_switches_the_rebalancer_on_with_its_new_settings(gateway: GatewayHarness) -> None:
+    worker = rebalancer_worker(gateway)
+    assert worker.enabled is False
+    reloader: Any = gateway.service.reloader
+    new = dataclasses.replace(
+        reloader.current, rebalance=RebalanceConfig(enabled=True, strategy="pack", interval=300.0, batch_size=7)
+    )
+    outcome = run(gateway, reloader.apply(new))
+    assert outcome["status"] == "ok" and outcome["restart_required"] == []
+    assert {"rebalance.enabled", "rebalance.interval", "rebalance.batch_size"} <= set(outcome["changed"])
+    assert worker.enabled is True and worker.interval == 300.0
+    assert (worker.rebalancer.config.strategy, worker.rebalancer.config.batch_size) == ("pack", 7)
