@@ -23,9 +23,10 @@ turn, so no request sees half a reload:
   turning it on (``factor`` from 1) or off takes effect at restart, as the worker exists or not;
 * ``integrity`` (read verification, the scrubber's interval and batch size, switching it on
   or off) for the next request and the next pass;
-* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``): accepted and
-  recorded, but inert, as their features are not in this build (switching one on is refused
-  like at start).
+* ``rebalance`` (switched on or off, strategy, interval, batch size, threshold,
+  concurrency: from the rebalancer's next pass);
+* s3-orchestrator's other reloadable section (``rate_limit``): accepted and recorded, but
+  inert, as its feature is not in this build (switching it on is refused like at start).
 
 Every other changed field needs a restart: each is logged by name and listed in
 ``restart_required``; the running config keeps its old value, so the next reload names it again.
@@ -52,6 +53,7 @@ from s3orch.config.model import (
     ConfigIssue,
     IntegrityConfig,
     LifecycleConfig,
+    RebalanceConfig,
     ReplicationConfig,
 )
 from s3orch.config.support import refusals
@@ -70,7 +72,7 @@ log = Logger(namespace="s3orch.reload")
 
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit", "rebalance")
+INERT_SECTIONS = ("rate_limit",)
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -142,6 +144,7 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "usage_flush": new.usage_flush,
         "lifecycle": new.lifecycle,
         "integrity": new.integrity,
+        "rebalance": new.rebalance,
     }
     if (new.replication.factor > 1) == (current.replication.factor > 1):
         changes["replication"] = new.replication  # on or off stays as the start built it
@@ -176,6 +179,10 @@ class HasReplication(Protocol):
     def reconfigure(self, config: ReplicationConfig) -> None: ...
 
 
+class HasRebalance(Protocol):
+    def reconfigure(self, config: RebalanceConfig) -> None: ...
+
+
 class HasLifecycleRules(Protocol):
     def set_rules(self, config: LifecycleConfig) -> None: ...
 
@@ -195,6 +202,7 @@ class ReloadTargets:
     usage_flush: HasInterval | None = None
     replicator: HasReplication | None = None
     over_replication: HasReplication | None = None
+    rebalancer: HasRebalance | None = None
     tls: ReloadableContext | None = None
     lifecycle: HasLifecycleRules | None = None
     scrubber: HasIntegrity | None = None
@@ -362,6 +370,10 @@ class Reloader:
             if targets.over_replication is not None:
                 targets.over_replication.reconfigure(merged.replication)
             log.info("Reloaded replication config", component="reload", factor=merged.replication.factor)
+        if any(name.startswith("rebalance") for name in changed):
+            if targets.rebalancer is not None:
+                targets.rebalancer.reconfigure(merged.rebalance)
+            log.info("Reloaded rebalance config", component="reload", enabled=merged.rebalance.enabled)
         if any(name.startswith("lifecycle") for name in changed):
             if targets.lifecycle is not None:
                 targets.lifecycle.set_rules(merged.lifecycle)

@@ -45,6 +45,7 @@ from s3orch.core.integrity import Scrubber
 from s3orch.core.intents import IntentResolver
 from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
 from s3orch.core.over_replication import OverReplicationCleaner
+from s3orch.core.rebalance import Rebalancer
 from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.uploads import MultipartService
@@ -73,6 +74,7 @@ from s3orch.workers.notifier import Notifier
 from s3orch.workers.over_replication import OverReplicationWorker
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
+from s3orch.workers.rebalancer import RebalanceWorker
 from s3orch.workers.replicator import ReplicatorWorker
 from s3orch.workers.scrubber import ScrubberWorker
 
@@ -343,6 +345,19 @@ def build(
             clock=reactor, config=config.replication, events=events, reader=objects.reader,
         ),
     )
+    # The rebalancer: always built (the admin API may run a pass, a reload may switch it on);
+    # it ticks only with rebalance.enabled. Its copies take the replicator's code path.
+    rebalancing = RebalanceWorker(
+        Rebalancer(
+            store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.rebalance, events=events,
+            copier=Replicator(
+                store=store, fleet=fleet, cleanups=cleanups, spooler=objects.spooler, routing_strategy="pack",
+                clock=reactor, config=config.replication, events=events, reader=objects.reader,
+            ),
+        ),
+        reactor, config.rebalance, locks=worker_locks,
+    )
+    add_worker(rebalancing)
     # Every process keeps its placement's draining set fresh (from before it serves); only
     # workers move data.
     service.preloads.append(drainer.refresh)
@@ -392,6 +407,7 @@ def build(
     targets = ReloadTargets(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
         lifecycle=lifecycle, replicator=replicating, over_replication=trimming, scrubber=scrubbing,
+        rebalancer=rebalancing,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

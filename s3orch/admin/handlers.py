@@ -7,6 +7,7 @@ read.  Serving (auth, JSON, streaming, errors) is :mod:`s3orch.admin.app`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -20,6 +21,7 @@ from twisted.logger import Logger
 
 from s3orch import __version__
 from s3orch.admin.ndjson import Progress, SilentProgress
+from s3orch.config.model import RebalanceConfig
 from s3orch.observe.logging import get_log_level, set_log_level
 from s3orch.observe.ring import LogRing
 from s3orch.service import GatewayService
@@ -256,6 +258,42 @@ class AdminHandlers:
         if result is None:
             return {"status": "skipped", "reason": "another replication pass is running"}
         return {"status": "ok", **result.as_dict()}
+
+    def _rebalance(self, call: AdminCall) -> tuple[Any, Any]:
+        """The rebalancer worker and the settings an admin pass uses: the configured ones when
+        the rebalancer is on, else (as the original) spread with the defaults; ``?strategy=``
+        overrides the strategy."""
+        try:
+            worker: Any = self.service().getServiceNamed("rebalancer")
+        except KeyError:
+            raise AdminError(503, "this process runs no rebalancer") from None
+        config = worker.rebalancer.config
+        if not config.enabled:
+            config = RebalanceConfig(strategy="spread")
+        strategy = call.query.get("strategy") or config.strategy
+        if strategy not in ("pack", "spread"):
+            raise AdminError(400, "strategy must be pack or spread")
+        return worker, dataclasses.replace(config, strategy=strategy)
+
+    async def get_rebalance(self, call: AdminCall) -> dict[str, Any]:
+        worker, config = self._rebalance(call)
+        try:
+            preview: dict[str, Any] = await worker.rebalancer.preview(config)
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        return preview
+
+    async def rebalance(self, call: AdminCall) -> dict[str, Any]:
+        worker, config = self._rebalance(call)
+        try:
+            result = await worker.run_now_pass(call.progress, config)
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if result is None:
+            return {"status": "skipped", "reason": "another rebalance pass is running"}
+        if result.skipped:
+            return {"status": "skipped", "reason": result.skipped, "ok": True, **result.as_dict()}
+        return {"status": "ok", "ok": True, **result.as_dict(), "moves": result.moves}
 
     async def get_over_replication(self, call: AdminCall) -> dict[str, Any]:
         try:

@@ -145,6 +145,27 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "GET", "rebalance", "get_rebalance",
+        "What a rebalance pass would move now: each backend's utilisation and the planned moves"
+        " (pack: toward the first backends in config order; spread: from above the mean to below it)."
+        " With the rebalancer off, spread with the default settings.",
+        "`{strategy, threshold, batch_size, spread, backends: [{backend, limit, occupied, utilisation}],"
+        " moves: [{bucket, key, part_number, size, from, to}], skipped?}` (`skipped`: `threshold` or"
+        " `empty_plan`).",
+        (Param("strategy", "query", "string", "`pack` or `spread` (default: the configured one)."),),
+    ),
+    Route(
+        "POST", "rebalance", "rebalance",
+        "Run a rebalance pass now (under the rebalancer's worker lock): each move copies, swaps the"
+        " location only if the object is unchanged, then deletes the source. With the rebalancer off,"
+        " spread with the default settings.",
+        "`{status: \"ok\", ok: true, moved, run_id, strategy, planned, bytes_moved, stale, failed, spread,"
+        " moves}`; `{status: \"skipped\", reason}` under the threshold, with nothing to move, or when"
+        " another pass holds the lock.",
+        (Param("strategy", "query", "string", "`pack` or `spread` (default: the configured one)."),),
+        streams=True,
+    ),
+    Route(
         "GET", "over-replication", "get_over_replication",
         "What the over-replication cleaner would remove now: extents with more copies than"
         " `replication.factor` and, per extent, the lowest-scored copies (draining 0, open circuit 1,"

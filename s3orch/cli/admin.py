@@ -425,8 +425,50 @@ def over_replication(execute: bool, batch_size: int | None, **options: Any) -> N
     run(options, streamed(options, "POST", "over-replication", "over-replication", query=query), executed)
 
 
+@click.command(name="rebalance")
+@click.option("--execute", is_flag=True, help="Move the copies (default: only show the plan).")
+@click.option("--strategy", type=click.Choice(["pack", "spread"]), default=None,
+              help="Plan by this strategy (default: the configured one; spread when the rebalancer is off).")
+@admin_options
+def rebalance(execute: bool, strategy: str | None, **options: Any) -> None:
+    """Show each backend's utilisation and the moves a rebalance pass would make; --execute moves them."""
+
+    def preview(a: dict[str, Any]) -> None:
+        click.echo(
+            f"strategy: {a.get('strategy')}, spread: {a.get('spread')}, threshold: {a.get('threshold')}"
+            + (f" (skipped: {a['skipped']})" if a.get("skipped") else "")
+        )
+        _table([["BACKEND", "OCCUPIED", "LIMIT", "UTILISATION"]] + [
+            [b["backend"], _size(b.get("occupied")), _size(b.get("limit")), f"{b.get('utilisation', 0):.3f}"]
+            for b in a.get("backends", [])
+        ])
+        moves = [["KEY", "SIZE", "FROM", "TO"]] + [
+            [f"{m['bucket']}/{m['key']}" + (f"#{m['part_number']}" if m.get("part_number") else ""),
+             _size(m.get("size")), m.get("from", ""), m.get("to", "")]
+            for m in a.get("moves", [])
+        ]
+        if len(moves) > 1:
+            click.echo(f"planned moves: {len(moves) - 1}")
+            _table(moves)
+
+    def executed(a: dict[str, Any]) -> None:
+        if a.get("status") != "ok":
+            click.echo(f"{a.get('status')}: {a.get('reason', '')}")
+            return
+        click.echo(
+            f"moved: {a.get('moved')} of {a.get('planned')} planned ({_size(a.get('bytes_moved'))}),"
+            f" stale: {a.get('stale')}, failed: {a.get('failed')}"
+        )
+
+    query = {"strategy": strategy} if strategy else None
+    if not execute:
+        run(options, lambda c: c.call("GET", "rebalance", query=query), preview)
+        return
+    run(options, streamed(options, "POST", "rebalance", "rebalance", query=query), executed)
+
+
 #: Every admin command, added to the ``s3orch-admin`` group by :mod:`s3orch.cli.main`.
 COMMANDS = (
     status, object_locations, cleanup_queue, cleanup_dlq, cleanup_dlq_requeue, cleanup_dlq_write_off,
-    usage_flush, replicate, over_replication, lifecycle, log_level, workers, reload_status, logs,
+    usage_flush, replicate, over_replication, rebalance, lifecycle, log_level, workers, reload_status, logs,
 )

@@ -116,7 +116,9 @@ class BackendCircuitBreakerConfig:
 
 @dataclass(frozen=True)
 class RebalanceConfig:
-    """The rebalancer; off by default because moves cost egress. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """The rebalancer (``s3orch.workers.rebalancer``): a pass every ``interval`` moves up to ``batch_size``
+    copies (``concurrency`` at once) by the ``pack`` or ``spread`` plan when the utilisation spread is at
+    least ``threshold``; off by default because moves cost egress. Reloadable."""
 
     enabled: bool = False
     strategy: str = knob("pack", empty_default=True)

@@ -340,6 +340,24 @@ class Replicator:
                 payload.close()
         return "copied" if made else "satisfied"
 
+    async def copy_one(self, extent: UnderReplicated, reservation: ReplicaReservation) -> str:
+        """Copy ``extent``'s bytes to the room ``reservation`` holds, by the replicator's own
+        read (healthy copies first, MD5-checked spool) and write (its failure handling): the
+        rebalancer's moves take this path.  ``ok``, ``read_failed`` (the room is freed at once)
+        or ``write_failed``."""
+        try:
+            payload = await self._read(extent)
+        except BaseException:
+            await self._drop(reservation)
+            raise
+        if payload is None:
+            await self._drop(reservation)
+            return "read_failed"
+        try:
+            return "ok" if await self._write(extent, reservation, payload) else "write_failed"
+        finally:
+            payload.close()
+
     async def _exhausted(self, extent: UnderReplicated, result: PassResult) -> str:
         result.no_target += 1
         REPLICATION_FAILURES.labels("no_target").inc()

@@ -474,3 +474,37 @@ HEDGED_READS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+
+# --- rebalancer (s3orch.core.rebalance) -------------------------------------------------------
+
+REBALANCE_MOVED = Counter(
+    "s3o_rebalance_objects_moved_total",
+    "Copies the rebalancer tried to move, by outcome (success, failed, stale, read_failed, ...)",
+    ["strategy", "status"],
+    registry=REGISTRY,
+)
+REBALANCE_BYTES = Counter(
+    "s3o_rebalance_bytes_moved_total", "Bytes moved by the rebalancer", ["strategy"], registry=REGISTRY
+)
+REBALANCE_RUNS = Counter(
+    "s3o_rebalance_runs_total",
+    "Rebalancer passes by outcome (success, partial, failed, empty, error)",
+    ["strategy", "status"],
+    registry=REGISTRY,
+)
+REBALANCE_DURATION = Histogram(
+    "s3o_rebalance_duration_seconds",
+    "Rebalancer pass time",
+    ["strategy"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
+REBALANCE_SKIPPED = Counter(
+    "s3o_rebalance_skipped_total",
+    "Rebalancer passes that moved nothing without trying (threshold, empty_plan)",
+    ["reason"],
+    registry=REGISTRY,
+)
+REBALANCE_PENDING = Gauge(
+    "s3o_rebalance_pending", "Moves planned by the last rebalancer pass and not done", registry=REGISTRY
+)

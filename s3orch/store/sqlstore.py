@@ -66,6 +66,7 @@ from s3orch.store.txn import (
     objects,
     outbox,
     quota,
+    rebalance,
     replicas,
     tags,
 )
@@ -572,3 +573,19 @@ class SQLStore:
         self, extent: ExcessCopies, factor: int, scores: Mapping[str, float], now: float, grace: float
     ) -> list[CleanupItem]:
         return await self._write(excess.txn_remove_excess, extent, factor, dict(scores), now, grace)
+
+    # -- rebalance -------------------------------------------------------------------------
+
+    async def rebalance_candidates(self, backend: str, limit: int) -> list[UnderReplicated]:
+        return await self._read(rebalance.txn_rebalance_candidates, backend, limit)
+
+    async def move_copy(
+        self,
+        extent: UnderReplicated,
+        reservation: ReplicaReservation,
+        source: str,
+        source_key: str,
+        now: float,
+        grace: float,
+    ) -> ReplicaOutcome:
+        return await self._write(rebalance.txn_move_copy, extent, reservation, source, source_key, now, grace)

@@ -39,7 +39,7 @@ FACTOR = 2
 #: interval); the drain worker always runs (the test starts a drain).
 WORKERS: list[dict[str, Any]] = [
     {"replication": {"factor": FACTOR, "worker_interval": "1s", "batch_size": 20, "concurrency": 4}},
-    # {"rebalance": {"enabled": True, "strategy": "spread", "interval": "1s", "threshold": 0.0}},
+    {"rebalance": {"enabled": True, "strategy": "spread", "interval": "1s", "threshold": 0.0}},
 ]
 DRAINED = "backend-3"
 #: Keys the writers overwrite and delete, and keys written once (the drain must move those).

@@ -172,7 +172,7 @@ def test_worker_mode_runs_every_worker_and_answers_s3_paths_with_503(
     with GatewayProcess(tmp_path / "worker", config.render(), args=["--mode", "worker"]) as gw:
         ready = _ready_line(gw)
         assert ready["mode"] == "worker"
-        assert set(ready["workers"]) == {"cleanup-queue", "multipart-gc", "lifecycle", "drain", "usage-flush", "pending-reaper"}
+        assert set(ready["workers"]) == {"cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "usage-flush", "pending-reaper"}
         assert _get(gw.endpoint + "/health") == (200, b'{"status": "ok"}')
         status, body = _get(gw.endpoint + "/photos/a")
         assert status == 503 and b"<Code>ServiceUnavailable</Code>" in body and b"worker mode" in body

@@ -195,6 +195,27 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/integration/test_hedged_reads.py::test_a_backend_delayed_2s_never_holds_a_get_up",
     ),
     "backends[].read_cost": ("tests/unit/test_hedged_reads.py::test_cost_orders_healthy_copies_and_health_beats_cost",),
+    # The rebalancer (s3orch.core.rebalance, s3orch.workers.rebalancer).
+    "rebalance.enabled": (
+        "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",
+        "tests/unit/test_rebalance.py::test_a_reload_switches_the_rebalancer_on_with_its_new_settings",
+        "tests/integration/test_rebalance.py::test_one_spread_pass_brings_an_unbalanced_fleet_within_the_threshold",
+    ),
+    "rebalance.interval": (
+        "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",
+    ),
+    "rebalance.batch_size": (
+        "tests/unit/test_rebalance.py::test_the_worker_ticks_every_interval_only_when_enabled_and_batch_size_caps_a_pass",
+        "tests/unit/test_rebalance_plan.py::test_batch_size_limits_the_plan",
+    ),
+    "rebalance.strategy": (
+        "tests/unit/test_rebalance.py::test_a_spread_pass_evens_the_backends_and_settles_quota_exactly",
+        "tests/unit/test_rebalance.py::test_a_pack_pass_fills_the_first_backends_in_config_order",
+    ),
+    "rebalance.threshold": (
+        "tests/unit/test_rebalance.py::test_a_spread_pass_evens_the_backends_and_settles_quota_exactly",
+    ),
+    "rebalance.concurrency": ("tests/unit/test_rebalance.py::test_moves_run_at_most_concurrency_at_once",),
     "cleanup_queue.concurrency": (
         "tests/unit/test_workers.py::CleanupQueueWorkerTests::test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once",
     ),
@@ -331,7 +352,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
-    "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
     "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),

@@ -11,6 +11,8 @@ whole gateway registers (GatewayHarness: three in-memory backends, factor 2, a c
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,6 +41,8 @@ FEATURES = (
     f"cleanup_queue:\n  multipart_stale_timeout: {int(STALE_UPLOAD)}s\n"
     'notifications: {endpoints: [{url: "http://hook.test/x", events: ["*"], max_retries: 1000}]}\n'
     "integrity:\n  enabled: true\n  scrubber_interval: 6h\n"
+    # on, but its threshold keeps it still until its own work (below) lowers it
+    "rebalance:\n  enabled: true\n  strategy: spread\n  interval: 6h\n  threshold: 0.99\n"
 )
 
 
@@ -79,6 +83,9 @@ PLACEMENT = (
             ("s3o_active_multipart_uploads",)),
     Commons("pending-reaper", "pending_reaper", WorkerLock.PENDING_REAPER, "pending_reaper.dropped",
             ("s3o_pending_intents_resolved_total", "s3o_pending_intents_depth")),
+    Commons("rebalancer", "rebalance", WorkerLock.REBALANCER, "rebalance.move",
+            ("s3o_rebalance_objects_moved_total", "s3o_rebalance_bytes_moved_total", "s3o_rebalance_runs_total"),
+            (ev.REBALANCE_COMPLETED,), (ev.REBALANCE_COMPLETED,)),
     Commons("scrubber", "scrubber", WorkerLock.SCRUBBER, "integrity.corruption_detected",
             ("s3o_integrity_checks_total", "s3o_integrity_errors_total", "s3o_integrity_never_verified_copies",
              "s3o_integrity_oldest_unverified_seconds"),
@@ -174,6 +181,14 @@ def _pending_reaper(h: GatewayHarness) -> None:
     jump(h, 600)
 
 
+def _rebalancer(h: GatewayHarness) -> None:
+    for i in range(4):  # two copies each, on backend-1 and backend-2: backend-3 is empty
+        assert h.put("photos", f"heavy-{i}", b"h" * 200_000).status == 200
+    run(h, placement_worker(h, "replicator").replicator.run_pass())  # type: ignore[attr-defined]
+    worker: Any = placement_worker(h, "rebalancer")
+    worker.rebalancer.config = dataclasses.replace(worker.rebalancer.config, threshold=0.0)
+
+
 def _scrubber(h: GatewayHarness) -> None:
     from tests.unit.test_integrity import corrupt, replicated
 
@@ -183,6 +198,7 @@ def _scrubber(h: GatewayHarness) -> None:
 
 WORK: dict[str, Callable[[GatewayHarness], None]] = {
     "scrubber": _scrubber,
+    "rebalancer": _rebalancer,
     "replicator": _replicator,
     "over-replication": _over_replication,
     "drain": _drain,

@@ -101,20 +101,21 @@ def txn_backend_extents(
         " ORDER BY l.bucket, l.object_key, l.part_number LIMIT ?",
         [backend, *(after if after is not None else ()), limit],
     ).fetchall()
-    out: list[UnderReplicated] = []
-    for bucket, key, part_number, write_id, etag in rows:
-        etag = str(etag)
-        if int(part_number):
-            part = tx.execute(
-                "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
-                (bucket, key, part_number),
-            ).fetchone()
-            etag = "" if part is None else str(part[0] or "")
-        copies = _copies(tx, bucket, key, int(part_number))
-        out.append(
-            UnderReplicated(bucket, key, str(write_id), int(part_number), copies[0].size, etag, tuple(copies))
-        )
-    return out
+    return [extent_of(tx, *row) for row in rows]
+
+
+def extent_of(tx: Tx, bucket: str, key: str, part_number: int, write_id: str, etag: str) -> UnderReplicated:
+    """One extent with every copy of it (oldest first) and the MD5 its bytes must match
+    (the part's for a part of a multipart object): a placement worker's work item."""
+    etag = str(etag)
+    if int(part_number):
+        part = tx.execute(
+            "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
+            (bucket, key, part_number),
+        ).fetchone()
+        etag = "" if part is None else str(part[0] or "")
+    copies = _copies(tx, bucket, key, int(part_number))
+    return UnderReplicated(bucket, key, str(write_id), int(part_number), copies[0].size, etag, tuple(copies))
 
 
 def txn_drop_drained_copy(
