@@ -114,7 +114,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
     Unsupported("rebalance.enabled", _on("rebalance.enabled"), covers=("rebalance.*",)),
-    Unsupported("reconcile.enabled", _on("reconcile.enabled"), covers=("reconcile.*",)),
     # Object tags are not stored by this build, so a rule naming tags could never match.
     Unsupported(
         "lifecycle.rules[].tags",

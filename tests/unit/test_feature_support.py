@@ -303,7 +303,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
     "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
-    "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
     "lifecycle.rules[].tags": (
         {"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7},
                                  {"prefix": "a/", "expiration_days": 1, "tags": {"env": "dev"}}]}},
@@ -455,7 +454,7 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "cache.enabled", "redis.address", "reconcile.enabled",
+        "cache.enabled", "redis.address",
     }
 
 
