@@ -282,6 +282,11 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
         "tests/integration/test_lifecycle.py::test_an_expired_object_disappears_after_an_admin_triggered_run",
     ),
+    "reconcile.enabled": ("tests/unit/test_reconcile.py::test_the_worker_ticks_every_interval_only_when_enabled",),
+    "reconcile.interval": ("tests/unit/test_reconcile.py::test_the_worker_ticks_every_interval_only_when_enabled",),
+    "reconcile.grace_period": (
+        "tests/unit/test_reconcile.py::test_a_copy_younger_than_the_grace_period_is_kept_until_it_is_older",
+    ),
     "lifecycle.batch_size": (
         "tests/unit/test_lifecycle.py::test_the_admin_route_runs_a_pass_now_with_ndjson_progress",
         "tests/store/test_contract_lifecycle.py::test_pages_are_bounded_and_resume_after_the_last_key_across_buckets",
