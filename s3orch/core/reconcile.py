@@ -58,6 +58,15 @@ _T = TypeVar("_T")
 _DIGEST = re.compile(r"[0-9a-f]{64}/[0-9a-f]")
 
 
+#: The tally a backend-only key of our layout counts in, by what the store found (see the module).
+_DECISIONS = {
+    "queued": "orphaned",
+    "pending_cleanup": "suppressed_pending_cleanup",
+    "in_flight": "in_flight",
+    "referenced": "kept",  # committed since the page was read: the next pass matches it
+}
+
+
 class OutOfOrder(Exception):
     """A side of the merge did not ascend strictly: its pass stops before deciding anything wrong."""
 
@@ -275,7 +284,7 @@ class Reconciler:
         now = self.clock.seconds()
         decisions, items = await self.store.queue_orphans(name, found, now, now + self.grace)
         for decision in decisions.values():
-            tally.count({"queued": "orphaned", "referenced": "kept"}.get(decision, decision))
+            tally.count(_DECISIONS[decision])
         for item in items:
             audit("reconcile.orphan", run_id=run_id, backend=name, storage_key=item.storage_key, size=item.size)
 

@@ -169,6 +169,8 @@ def test_a_pass_forgets_lost_objects_queues_our_orphans_and_leaves_foreign_keys(
         assert quotas(h)["backend-1"] == (40, 1)
         assert stray in objects  # queued, deleted after the grace period by the cleanup queue
         assert "someone-else/file.txt" in objects
+        queued = admin(h, "reconcile")  # the orphan is queued: never queued twice, never adopted
+        assert (queued["suppressed_pending_cleanup"], queued["orphaned"], queued["lost"]) == (1, 0, 0)
         h.advance(120)  # the cleanup queue's next tick
         assert stray not in objects and "someone-else/file.txt" in objects
         again = admin(h, "reconcile")
