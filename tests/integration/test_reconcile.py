@@ -175,6 +175,8 @@ def test_sync_adopts_a_pre_populated_bucket_in_place_once(
         expected = b"written through s3orch" if name == "album/03.jpg" else data
         assert got == expected, name
     assert client.get_object(Bucket="photos", Key="loose.txt")["Body"].read() == b"no bucket head"
+    head = client.head_object(Bucket="photos", Key="loose.txt")  # the listing's ETag, unquoted once
+    assert head["ETag"] == f'"{hashlib.md5(b"no bucket head").hexdigest()}"' and head["ContentLength"] == 14
     listed = client.list_objects_v2(Bucket="photos", Prefix="album/")
     assert len(listed["Contents"]) == 12
     assert quota_rows(gw)["backend-2"]["used"] == imported_bytes
