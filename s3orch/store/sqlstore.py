@@ -32,11 +32,9 @@ from s3orch.store.records import (
     DrainState,
     ExcessCopies,
     ExpiredObject,
-    ImportCandidate,
     Intent,
     IntentResolution,
     ListPage,
-    LostCopy,
     MultipartUpload,
     ObjectRecord,
     OutboxEntry,
@@ -49,11 +47,11 @@ from s3orch.store.records import (
     ReplicaOutcome,
     ReplicaReservation,
     Reservation,
-    StoredCopy,
     UnderReplicated,
     UploadedPart,
     UploadListPage,
 )
+from s3orch.store.sqlstore_reconcile import ReconcileTransactions
 from s3orch.store.txn import (
     cleanup,
     dlq,
@@ -67,7 +65,6 @@ from s3orch.store.txn import (
     objects,
     outbox,
     quota,
-    reconcile,
     replicas,
 )
 from s3orch.store.txn.base import Notes, Tx, txn_ping
@@ -83,7 +80,7 @@ def _check_strategy(strategy: str) -> None:
         raise ValueError(f"unknown placement strategy {strategy!r}")
 
 
-class SQLStore:
+class SQLStore(ReconcileTransactions):
     """:class:`~s3orch.store.interface.MetadataStore` on a SQL database (see the module)."""
 
     _log = Logger(namespace="s3orch.store")
@@ -546,36 +543,3 @@ class SQLStore:
     ) -> list[CleanupItem]:
         return await self._write(excess.txn_remove_excess, extent, factor, dict(scores), now, grace)
 
-    # -- reconcile and import ----------------------------------------------------------------
-
-    async def stored_copies(self, backend: str, after: str | None, limit: int) -> list[StoredCopy]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        return await self._read(reconcile.txn_stored_copies, backend, after, limit)
-
-    async def queue_orphans(
-        self, backend: str, found: Sequence[tuple[str, int]], now: float, due: float
-    ) -> tuple[dict[str, str], list[CleanupItem]]:
-        if not found:
-            return {}, []
-        return await self._write(reconcile.txn_queue_orphans, backend, list(found), now, due)
-
-    async def forget_lost_copy(self, backend: str, copy: StoredCopy, now: float, grace: float) -> LostCopy:
-        return await self._write(reconcile.txn_forget_lost_copy, backend, copy, now, grace)
-
-    async def import_objects(
-        self,
-        backend: str,
-        candidates: Sequence[ImportCandidate],
-        write_ids: Sequence[str],
-        now: float,
-        dry_run: bool = False,
-    ) -> list[str]:
-        if len(candidates) != len(write_ids):
-            raise ValueError("one write id per candidate")
-        if not candidates:
-            return []
-        call = self._read if dry_run else self._write
-        return await call(
-            reconcile.txn_import_objects, backend, list(candidates), list(write_ids), now, not dry_run
-        )
