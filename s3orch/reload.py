@@ -21,9 +21,11 @@ turn, so no request sees half a reload:
 * ``replication`` (the replicator's factor, interval, batch size, concurrency and
   ``unhealthy_threshold``, for its next pass), as long as replication stays on or stays off:
   turning it on (``factor`` from 1) or off takes effect at restart, as the worker exists or not;
-* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``,
-  ``integrity``): accepted and recorded, but inert, as their features are not in this build
-  (switching one on is refused like at start).
+* ``integrity`` (read verification, the scrubber's interval and batch size, switching it on
+  or off) for the next request and the next pass;
+* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``): accepted and
+  recorded, but inert, as their features are not in this build (switching one on is refused
+  like at start).
 
 Every other changed field needs a restart: each is logged by name and listed in
 ``restart_required``; the running config keeps its old value, so the next reload names it again.
@@ -45,7 +47,13 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig, ReplicationConfig
+from s3orch.config.model import (
+    BackendConfig,
+    ConfigIssue,
+    IntegrityConfig,
+    LifecycleConfig,
+    ReplicationConfig,
+)
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
     EXPIRY_WARNING,
@@ -62,7 +70,7 @@ log = Logger(namespace="s3orch.reload")
 
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit", "rebalance", "integrity")
+INERT_SECTIONS = ("rate_limit", "rebalance")
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -133,6 +141,7 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "server": dataclasses.replace(current.server, log_level=new.server.log_level),
         "usage_flush": new.usage_flush,
         "lifecycle": new.lifecycle,
+        "integrity": new.integrity,
     }
     if (new.replication.factor > 1) == (current.replication.factor > 1):
         changes["replication"] = new.replication  # on or off stays as the start built it
@@ -157,6 +166,10 @@ class HasConfigs(Protocol):
 
 class HasInterval(Protocol):
     def set_interval(self, interval: float) -> None: ...
+
+
+class HasIntegrity(Protocol):
+    def reconfigure(self, config: IntegrityConfig) -> None: ...
 
 
 class HasReplication(Protocol):
@@ -184,6 +197,7 @@ class ReloadTargets:
     over_replication: HasReplication | None = None
     tls: ReloadableContext | None = None
     lifecycle: HasLifecycleRules | None = None
+    scrubber: HasIntegrity | None = None
     set_log_level: Callable[[str], None] = set_log_level
 
 
@@ -352,6 +366,10 @@ class Reloader:
             if targets.lifecycle is not None:
                 targets.lifecycle.set_rules(merged.lifecycle)
             log.info("Reloaded lifecycle rules", component="reload", rules=len(merged.lifecycle.rules))
+        if any(name.startswith("integrity") for name in changed):
+            if targets.scrubber is not None:
+                targets.scrubber.reconfigure(merged.integrity)
+            log.info("Reloaded integrity config", component="reload", enabled=merged.integrity.enabled)
         for name in changed:
             if name.split(".")[0].split("[")[0] in INERT_SECTIONS:
                 log.info(

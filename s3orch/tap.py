@@ -41,6 +41,7 @@ from s3orch.core.degraded import DatabaseBreaker
 from s3orch.core.degraded_reads import DegradedReads, LocationCache
 from s3orch.core.drain import Drainer
 from s3orch.core.fleet import BackendFleet
+from s3orch.core.integrity import Scrubber
 from s3orch.core.intents import IntentResolver
 from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
 from s3orch.core.over_replication import OverReplicationCleaner
@@ -76,6 +77,7 @@ from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.reconciler import ReconcileWorker
 from s3orch.workers.replicator import ReplicatorWorker
+from s3orch.workers.scrubber import ScrubberWorker
 
 #: The S3 listener's name in the service tree (``server.listen_addr``).
 S3_LISTENER = "s3-listener"
@@ -197,6 +199,7 @@ def build(
         routing_strategy=config.routing_strategy,
         clock=reactor,
         events=events,
+        read_path=config.read_path,
     )
     multipart = MultipartService(
         store=store,
@@ -327,6 +330,13 @@ def build(
         )
         trimming = OverReplicationWorker(cleaner, reactor, config.replication, locks=worker_locks)
         add_worker(trimming)
+    # Always built (integrity may be switched on by a reload); idle while it is off.
+    scrubber = Scrubber(
+        store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.integrity, events=events
+    )
+    objects.scrubber = scrubber
+    scrubbing = ScrubberWorker(scrubber, reactor, config.integrity, locks=worker_locks)
+    add_worker(scrubbing)
     # Drains: the copier is the replicator's machinery, placing on the least utilised backend.
     drainer = Drainer(
         store=store, fleet=fleet, cleanups=cleanups, clock=reactor, factor=config.replication.factor,
@@ -394,7 +404,7 @@ def build(
 
     targets = ReloadTargets(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
-        lifecycle=lifecycle, replicator=replicating, over_replication=trimming,
+        lifecycle=lifecycle, replicator=replicating, over_replication=trimming, scrubber=scrubbing,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from s3orch.admin.handlers import AdminCall, AdminError, AdminHandlers
 from s3orch.admin.ndjson import NDJSON, NDJSONProgress, wants_ndjson
-from s3orch.admin.routes import ROUTES, Route
+from s3orch.admin.routes import ROUTES, Route, match
 from s3orch.observe.logging import request_id_from_header
 
 #: JSON bodies larger than this are refused (the listener caps every non-S3 body there too).
@@ -73,6 +73,19 @@ class AdminApp:
         self._routes: dict[str, dict[str, Route]] = {}
         for route in ROUTES:
             self._routes.setdefault(route.path, {})[route.method] = route
+        #: The paths with ``{name}`` segments, tried after the literal ones.
+        self._templates = [(path, routes) for path, routes in self._routes.items() if "{" in path]
+
+    def _find(self, path: str) -> tuple[dict[str, Route] | None, dict[str, str]]:
+        """The routes (by method) at ``path`` and its ``{name}`` segments."""
+        routes = self._routes.get(path)
+        if routes is not None and "{" not in path:
+            return routes, {}
+        for template, candidates in self._templates:
+            found = match(template, path)
+            if found is not None:
+                return candidates, found
+        return None, {}
 
     @property
     def enabled(self) -> bool:
@@ -91,7 +104,7 @@ class AdminApp:
             )
             return send_json(request, 401, error_body("unauthorized", request_id), request_id)
         path = rest[len("api/"):].strip("/") if rest != "api" else ""
-        routes = self._routes.get(path)
+        routes, segments = self._find(path)
         if not routes:
             return send_json(request, 404, error_body(f"no admin route {path!r}", request_id), request_id)
         method = request.method.decode("latin-1").upper()
@@ -116,7 +129,7 @@ class AdminApp:
             for key, values in (request.args or {}).items()
             if values
         }
-        call = AdminCall(query=query, body=body, request_id=request_id)
+        call = AdminCall(query=query, body=body, request_id=request_id, path=segments)
         return Deferred.fromCoroutine(self._run(request, route, call))
 
     async def _run(self, request: Any, route: Route, call: AdminCall) -> bytes:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from s3orch import __version__
@@ -51,6 +52,19 @@ class AdminCall:
     body: dict[str, Any] = field(default_factory=dict)
     request_id: str = ""
     progress: Progress = field(default_factory=SilentProgress)
+    #: The ``{name}`` segments of a templated route's path (``backends/{name}/drain``).
+    path: dict[str, str] = field(default_factory=dict)
+
+
+def _qualified_key(call: AdminCall) -> tuple[str, str]:
+    """The ``key=bucket/key`` query parameter, split (400 when missing or malformed)."""
+    qualified = call.query.get("key", "")
+    if not qualified:
+        raise AdminError(400, "key parameter is required")
+    bucket, _, key = qualified.partition("/")
+    if not bucket or not key:
+        raise AdminError(400, "key must be bucket/key")
+    return bucket, key
 
 
 def _int(call: AdminCall, name: str, default: int, maximum: int = MAX_LIMIT) -> int:
@@ -132,12 +146,8 @@ class AdminHandlers:
         }
 
     async def object_locations(self, call: AdminCall) -> dict[str, Any]:
-        qualified = call.query.get("key", "")
-        if not qualified:
-            raise AdminError(400, "key parameter is required")
-        bucket, _, key = qualified.partition("/")
-        if not bucket or not key:
-            raise AdminError(400, "key must be bucket/key")
+        bucket, key = _qualified_key(call)
+        qualified = f"{bucket}/{key}"
         record = await self.store.get_object(bucket, key)
         if record is None:
             raise AdminError(404, f"no object {qualified}")
@@ -308,6 +318,54 @@ class AdminHandlers:
         if result is None:
             return {"status": "skipped", "reason": "a reconcile pass is running"}
         return {"status": "ok", **result.as_dict()}
+    def _scrubber(self) -> Any:
+        """The scrubber worker, or 409 while integrity is off (or 503 in a process without it)."""
+        try:
+            worker: Any = self.service().getServiceNamed("scrubber")
+        except KeyError:
+            raise AdminError(503, "this process runs no integrity scrubber") from None
+        if not worker.scrubber.config.enabled:
+            raise AdminError(409, "integrity checking is disabled (integrity.enabled is false)")
+        return worker
+
+    async def scrub(self, call: AdminCall) -> dict[str, Any]:
+        worker = self._scrubber()
+        try:
+            result = await worker.run_now_pass(call.progress, _int(call, "batch_size", 0, 100_000) or None)
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if result is None:
+            return {"status": "skipped", "reason": "another scrub pass is running"}
+        return dict(result.as_dict())
+
+    async def object_scrub(self, call: AdminCall) -> dict[str, Any]:
+        worker = self._scrubber()
+        bucket, key = _qualified_key(call)
+        try:
+            result = await worker.scrubber.scrub_object(bucket, key)
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if result is None:
+            raise AdminError(404, f"no copies of {bucket}/{key}")
+        copies = [{k: v for k, v in entry.items() if k not in ("bucket", "key")} for entry in result.verdicts]
+        return {"key": f"{bucket}/{key}", "checked": result.checked, "mismatches": result.mismatches,
+                "copies": copies}
+
+    async def backfill_checksums(self, call: AdminCall) -> dict[str, Any]:
+        worker = self._scrubber()
+        limit = _int(call, "max", 0, 10**9) or None
+        delay = _int(call, "delay_ms", 0, 60_000) / 1000.0
+
+        async def pause() -> None:
+            await deferLater(worker.clock, delay, lambda: None)
+
+        try:
+            outcome: dict[str, Any] = await worker.scrubber.backfill(
+                call.progress, limit, pause if delay > 0 else None
+            )
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        return outcome
 
     async def lifecycle(self, call: AdminCall) -> dict[str, Any]:
         try:
@@ -371,7 +429,8 @@ class AdminHandlers:
         return worker.drainer
 
     def _backend(self, call: AdminCall, name: str = "backend") -> str:
-        backend = call.query.get(name, "")
+        """The backend named by the path (``backends/{name}/drain``) or the query (``?backend=``)."""
+        backend = call.path.get("name") or call.query.get(name, "")
         if not backend:
             raise AdminError(400, f"{name} is required")
         if backend not in self.backends:
@@ -417,7 +476,7 @@ class AdminHandlers:
     async def remove_backend(self, call: AdminCall) -> dict[str, Any]:
         """Metadata only; with ``purge``, a preview and a token, then (with the token) the
         backend's objects are deleted too."""
-        backend = call.query.get("name", "")
+        backend = call.path.get("name") or call.query.get("name", "")
         if not backend:
             raise AdminError(400, "name is required")
         drains = {state.backend: state for state in await self.store.drains()}
@@ -438,7 +497,9 @@ class AdminHandlers:
             if not self._token_valid(backend, token):
                 raise AdminError(403, "invalid or expired confirmation token")
             deleted_objects, failed = await self._purge(backend)
-        copies, objects_lost = await self.store.remove_backend(backend, self.clock.seconds())
+        copies, objects_lost = await self._drainer().remove(
+            backend, purged=deleted_objects if purge else None, purge_failures=failed
+        )
         if copies < 0:
             raise AdminError(409, f"backend {backend!r} is draining: cancel the drain first")
         answer: dict[str, Any] = {

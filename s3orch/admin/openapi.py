@@ -29,16 +29,16 @@ class _NoAliases(yaml.SafeDumper):
 
 def _operation(route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {
-        "operationId": route.handler,
+        "operationId": route.operation,
         "summary": route.summary,
     }
-    query = [p for p in route.params if p.where == "query"]
+    query = [p for p in route.params if p.where in ("path", "query")]
     body = [p for p in route.params if p.where == "body"]
     if query:
         operation["parameters"] = [
             {
                 "name": p.name,
-                "in": "query",
+                "in": p.where,
                 "required": p.required,
                 "description": p.description,
                 "schema": {"type": p.type},

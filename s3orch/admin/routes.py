@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PREFIX", "ROUTES", "Param", "Route", "find"]
+__all__ = ["PREFIX", "ROUTES", "Param", "Route", "find", "match"]
 
 #: Where the admin API lives on the main listener.
 PREFIX = "/admin/api/"
@@ -17,10 +17,11 @@ PREFIX = "/admin/api/"
 
 @dataclass(frozen=True)
 class Param:
-    """One input of a route: a query parameter or a field of the JSON body."""
+    """One input of a route: a query parameter, a field of the JSON body, or a ``{name}``
+    segment of the path."""
 
     name: str
-    where: str  # "query" or "body"
+    where: str  # "query", "body" or "path"
     type: str  # "string", "integer", "boolean", "array"
     description: str
     required: bool = False
@@ -28,7 +29,11 @@ class Param:
 
 @dataclass(frozen=True)
 class Route:
-    """``method`` ``PREFIX + path``, answered by the handler method ``handler``."""
+    """``method`` ``PREFIX + path``, answered by the handler method ``handler``.
+
+    A ``{name}`` segment of ``path`` matches any one segment, handed to the handler in
+    ``AdminCall.path`` (the original's ``backends/{name}/drain`` form of a route that
+    also answers with ``?backend=``)."""
 
     method: str
     path: str
@@ -38,12 +43,47 @@ class Route:
     params: tuple[Param, ...] = ()
     #: Streams NDJSON progress when asked with ``Accept: application/x-ndjson``.
     streams: bool = False
+    #: The OpenAPI ``operationId`` when the handler serves two routes (default: ``handler``).
+    operation_id: str = ""
+    #: The ``s3orch-admin`` command that calls this route (default: the path, ``/`` as ``-``).
+    command: str = ""
+
+    @property
+    def operation(self) -> str:
+        return self.operation_id or self.handler
+
+    @property
+    def cli_command(self) -> str:
+        return self.command or self.path.replace("/", "-")
+
+    @property
+    def templated(self) -> bool:
+        return "{" in self.path
 
 
 _LIMIT = Param("limit", "query", "integer", "How many items to return (default 50, at most 1000).")
 _BACKEND = Param("backend", "query", "string", "Only the rows of this backend.")
 _DRAIN = Param("backend", "query", "string", "The backend's name.", required=True)
 _IDS = Param("ids", "body", "array", "Only these DLQ row ids (integers).")
+_NAME = Param("name", "path", "string", "The backend's name.", required=True)
+_PURGE = Param("purge", "query", "boolean", "Delete the backend's objects as well.")
+_CONFIRM = Param("confirm", "query", "string", "The token a purge preview returned.")
+_DRAIN_STARTED = (
+    "`{status: \"drain started\", backend}`; 400 `drain operation failed` for a backend already"
+    " draining, or an unknown one."
+)
+_DRAIN_STATUS = (
+    "`{backend, active, state, objects_remaining, bytes_remaining, objects_moved, bytes_moved,"
+    " started_at[, error]}` (state: active, failed or completed); `{backend, active: false,"
+    " state: \"none\"}` when it is not draining."
+)
+_DRAIN_CANCELLED = "`{status: \"drain cancelled\", backend}`; 404 when it is not draining."
+_REMOVED = (
+    "`{status: \"backend removed\", backend, copies_forgotten, objects_lost[, purged,"
+    " purge_failures]}`; with `purge` and no `confirm`: `{status: \"preview\", backend,"
+    " object_count, total_bytes, confirm_token, expires_in}`; 403 for a bad or expired token;"
+    " 409 while draining.  Writes the `backend.removed` webhook and audit events."
+)
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -125,6 +165,34 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "POST", "scrub", "scrub",
+        "Run an integrity scrub pass now (under the scrubber's worker lock): read the least recently"
+        " verified copies and hash them; a copy that does not match is dropped (while another copy"
+        " remains) for the replicator to rebuild.",
+        "`{status: \"complete\", checked, mismatches, errors, deferred, dropped}`; 409 when"
+        " `integrity.enabled` is false; `{status: \"skipped\", reason}` when another pass holds the lock.",
+        (Param("batch_size", "query", "integer", "Copies to check (default `integrity.scrubber_batch_size`)."),),
+        streams=True,
+    ),
+    Route(
+        "POST", "object-scrub", "object_scrub",
+        "Verify every copy of one object now.",
+        "`{key, checked, mismatches, copies: [{backend, storage_key, part_number, verdict, dropped?}]}` with"
+        " each verdict `verified`, `mismatch`, `unreadable`, `not_hashed` or `deferred`; 404 when the"
+        " key has no copies, 409 when `integrity.enabled` is false.",
+        (Param("key", "query", "string", "`bucket/key` of the object.", required=True),),
+    ),
+    Route(
+        "POST", "backfill-checksums", "backfill_checksums",
+        "Store the SHA-256 of objects written without one (each read from a copy that matches its MD5).",
+        "`{status: \"complete\", hashed, failed, changed}`; 409 when `integrity.enabled` is false.",
+        (
+            Param("max", "query", "integer", "Stop after this many objects (default: all)."),
+            Param("delay_ms", "query", "integer", "Pause after each object, in milliseconds (default 0)."),
+        ),
+        streams=True,
+    ),
+    Route(
         "POST", "lifecycle", "lifecycle",
         "Run the lifecycle expiration rules now (without the worker lock: deletes are conditional,"
         " so a scheduled pass running at the same time is harmless).",
@@ -139,22 +207,19 @@ ROUTES: tuple[Route, ...] = (
         "Start draining a backend: writes avoid it at once, its open multipart uploads are aborted,"
         " and the drain worker moves every copy it holds to the least utilised eligible backend"
         " (or drops it when a copy exists elsewhere).  The drain is persisted: a restart resumes it.",
-        "`{status: \"drain started\", backend}`; 400 `drain operation failed` for a backend already"
-        " draining, or an unknown one.",
+        _DRAIN_STARTED,
         (_DRAIN,),
     ),
     Route(
         "GET", "drain", "drain_status",
         "A backend's drain and what it still holds.",
-        "`{backend, active, state, objects_remaining, bytes_remaining, objects_moved, bytes_moved,"
-        " started_at[, error]}` (state: active, failed or completed); `{backend, active: false,"
-        " state: \"none\"}` when it is not draining.",
+        _DRAIN_STATUS,
         (_DRAIN,),
     ),
     Route(
         "DELETE", "drain", "cancel_drain",
         "Cancel a backend's drain: it takes writes again; copies already moved stay moved.",
-        "`{status: \"drain cancelled\", backend}`; 404 when it is not draining.",
+        _DRAIN_CANCELLED,
         (_DRAIN,),
     ),
     Route(
@@ -163,15 +228,30 @@ ROUTES: tuple[Route, ...] = (
         " objects too: first a preview with a confirmation token valid 60 s for that backend only,"
         " then the same call with `confirm`.  Objects left without any copy are deleted from the"
         " metadata.  Refused while the backend is draining.",
-        "`{status: \"backend removed\", backend, copies_forgotten, objects_lost[, purged,"
-        " purge_failures]}`; with `purge` and no `confirm`: `{status: \"preview\", backend,"
-        " object_count, total_bytes, confirm_token, expires_in}`; 403 for a bad or expired token;"
-        " 409 while draining.",
-        (
-            Param("name", "query", "string", "The backend's name.", required=True),
-            Param("purge", "query", "boolean", "Delete the backend's objects as well."),
-            Param("confirm", "query", "string", "The token a purge preview returned."),
-        ),
+        _REMOVED,
+        (Param("name", "query", "string", "The backend's name.", required=True), _PURGE, _CONFIRM),
+    ),
+    # The original's paths for the same four operations (s3-orchestrator's clients and scripts).
+    Route(
+        "POST", "backends/{name}/drain", "start_drain",
+        "Start draining a backend (the original's path; same as `POST drain?backend=`).",
+        _DRAIN_STARTED, (_NAME,), operation_id="start_drain_by_path", command="drain",
+    ),
+    Route(
+        "GET", "backends/{name}/drain", "drain_status",
+        "A backend's drain and what it still holds (the original's path; same as `GET drain?backend=`).",
+        _DRAIN_STATUS, (_NAME,), operation_id="drain_status_by_path", command="drain",
+    ),
+    Route(
+        "DELETE", "backends/{name}/drain", "cancel_drain",
+        "Cancel a backend's drain (the original's path; same as `DELETE drain?backend=`).",
+        _DRAIN_CANCELLED, (_NAME,), operation_id="cancel_drain_by_path", command="drain",
+    ),
+    Route(
+        "DELETE", "backends/{name}", "remove_backend",
+        "Remove a backend from the metadata, or purge it (the original's path; same as"
+        " `DELETE backend?name=`).",
+        _REMOVED, (_NAME, _PURGE, _CONFIRM), operation_id="remove_backend_by_path", command="remove-backend",
     ),
     Route(
         "GET", "log-level", "get_log_level",
@@ -243,3 +323,20 @@ ROUTES: tuple[Route, ...] = (
 def find(path: str) -> list[Route]:
     """The routes at ``path`` (one per method)."""
     return [route for route in ROUTES if route.path == path]
+
+
+def match(template: str, path: str) -> dict[str, str] | None:
+    """The ``{name}`` segments of ``path`` if it fits ``template`` (segment by segment, each
+    ``{name}`` one non-empty segment), else None."""
+    want, got = template.split("/"), path.split("/")
+    if len(want) != len(got):
+        return None
+    found: dict[str, str] = {}
+    for pattern, segment in zip(want, got, strict=True):
+        if pattern.startswith("{") and pattern.endswith("}"):
+            if not segment:
+                return None
+            found[pattern[1:-1]] = segment
+        elif pattern != segment:
+            return None
+    return found

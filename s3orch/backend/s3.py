@@ -102,6 +102,12 @@ _NETWORK_ERRORS = (
 )
 
 
+def _cancelled(exc: Exception) -> bool:
+    """Whether a failed request is one its caller cancelled (Twisted's agent reports a request
+    cancelled after it was sent as ResponseNeverReceived wrapping CancelledError)."""
+    return isinstance(exc, ResponseFailed) and any(reason.check(CancelledError) for reason in exc.reasons)
+
+
 class _QuietFactory(_HTTP11ClientFactory):
     """Twisted logs "Starting/Stopping factory" for every new pooled connection: noise."""
 
@@ -339,6 +345,9 @@ class S3Backend:
             ) from None
         except _NETWORK_ERRORS as exc:
             timed_out = watchdog.expired
+            if not timed_out and _cancelled(exc):  # cancelled once the request was sent (a hedge's loser)
+                self._count(operation, "cancelled", started, span)
+                raise CancelledError() from None
             self._count(operation, "timeout" if timed_out else "error", started, span)
             raise BackendUnavailable(
                 f"{operation}: "

@@ -21,7 +21,7 @@ from s3orch.config.model import (
     CredentialConfig,
     ServerConfig,
 )
-from s3orch.config.units import KiB, MiB, format_duration
+from s3orch.config.units import KiB, MiB, format_duration, parse_duration
 
 
 class Report:
@@ -485,3 +485,17 @@ def validate(config: Config, report: Report) -> None:
     _check_ui(config, report)
     _check_lifecycle(config, report)
     _check_notifications(config, report)
+    _check_read_path(config, report)
+
+
+def _check_read_path(config: Config, report: Report) -> None:
+    value = config.read_path.hedge_after
+    if config.read_path.hedge_auto:
+        return
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        report.error("read_path.hedge_after", f"must be a duration or 'auto': {exc}")
+        return
+    if seconds < 0:
+        report.error("read_path.hedge_after", "must not be negative")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from s3orch.config.fields import hidden, knob
-from s3orch.config.units import KiB, MiB
+from s3orch.config.units import KiB, MiB, parse_duration
 
 __all__ = [
     "BackendCircuitBreakerConfig",
@@ -30,6 +30,7 @@ __all__ = [
     "ParallelCopiesConfig",
     "PendingPatternConfig",
     "RateLimitConfig",
+    "ReadPathConfig",
     "RebalanceConfig",
     "ReconcileConfig",
     "RedisConfig",
@@ -202,7 +203,10 @@ class CompressionConfig:
 
 @dataclass(frozen=True)
 class IntegrityConfig:
-    """Content hashing and the scrubber (``scrubber_interval`` 0 disables it). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Read verification and the scrubber (:mod:`s3orch.core.integrity`; ``scrubber_interval`` 0
+    disables the schedule).  The SHA-256 of every write is stored whatever this says.
+    ``verify_on_replicate``: the replicator always checks a source copy against its MD5 before
+    copying it (it cannot be switched off; the key is accepted)."""
 
     enabled: bool = False
     verify_on_read: bool = False
@@ -259,8 +263,7 @@ class LifecycleRule:
 @dataclass(frozen=True)
 class LifecycleConfig:
     """Expiration rules (:mod:`s3orch.workers.lifecycle`); none means the worker takes no lock and
-    runs no query. Rules with ``tags`` are refused at start-up (``s3orch.config.support``): this
-    build stores no object tags."""
+    runs no query. A rule with ``tags`` expires only keys carrying all of them (S3 object tagging)."""
 
     rules: tuple[LifecycleRule, ...] = ()
     batch_size: int = knob(100, positive=True)
@@ -350,3 +353,30 @@ class WritePathConfig:
 
     pending_pattern: PendingPatternConfig = field(default_factory=PendingPatternConfig)
     parallel_copies: ParallelCopiesConfig = field(default_factory=ParallelCopiesConfig)
+
+
+@dataclass(frozen=True)
+class ReadPathConfig:
+    """How reads choose among an object's copies (s3orch's addition; see ``s3orch.core.reads``).
+
+    ``hedge_after``: a Go duration after which a GET whose first copy has not answered with headers
+    is also sent to the next copy (the first to answer is served, the other cancelled); ``auto``
+    waits the first copy's backend's recent p95 header latency instead; "0s" (the default) is off.
+    """
+
+    hedge_after: str = knob("0s", empty_default=True)
+
+    @property
+    def hedge_auto(self) -> bool:
+        """Whether the hedge waits each backend's recent p95 rather than a fixed delay."""
+        return self.hedge_after.strip().lower() == "auto"
+
+    @property
+    def hedge_delay(self) -> float:
+        """The fixed hedge delay in seconds (0: no fixed delay; validated by the loader)."""
+        if self.hedge_auto:
+            return 0.0
+        try:
+            return parse_duration(self.hedge_after)
+        except (TypeError, ValueError):
+            return 0.0

@@ -38,6 +38,7 @@ from s3orch.config.features import (
     ParallelCopiesConfig,
     PendingPatternConfig,
     RateLimitConfig,
+    ReadPathConfig,
     RebalanceConfig,
     ReconcileConfig,
     RedisConfig,
@@ -75,6 +76,7 @@ __all__ = [
     "ParallelCopiesConfig",
     "PendingPatternConfig",
     "RateLimitConfig",
+    "ReadPathConfig",
     "RebalanceConfig",
     "ReconcileConfig",
     "RedisConfig",
@@ -233,6 +235,8 @@ class BackendConfig:
     api_request_limit: int = knob(0, min_value=0)
     egress_byte_limit: int = knob(0, kind="size", min_value=0)
     ingress_byte_limit: int = knob(0, kind="size", min_value=0)
+    #: s3orch's addition: lower is read first among healthy copies (egress fees); equal = no preference.
+    read_cost: float = knob(0.0, min_value=0)
 
     @property
     def effective_unsigned_payload(self) -> bool:
@@ -279,6 +283,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     write_path: WritePathConfig = field(default_factory=WritePathConfig)
+    read_path: ReadPathConfig = field(default_factory=ReadPathConfig)
     warnings: tuple[ConfigIssue, ...] = field(
         default=(), compare=False, metadata={"yaml": False}
     )

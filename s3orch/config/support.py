@@ -102,8 +102,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="objects would be stored in plaintext", covers=("encryption.*",),
     ),
     Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
-    # verify_on_replicate defaults to true (as in s3-orchestrator); it only acts with integrity enabled.
-    Unsupported("integrity.enabled", _on("integrity.enabled"), covers=("integrity.*",)),
     Unsupported("write_path.parallel_copies.enabled", _on("write_path.parallel_copies.enabled")),
     # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's
@@ -114,12 +112,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
     Unsupported("rebalance.enabled", _on("rebalance.enabled"), covers=("rebalance.*",)),
-    # Object tags are not stored by this build, so a rule naming tags could never match.
-    Unsupported(
-        "lifecycle.rules[].tags",
-        lambda config: [f"lifecycle.rules[{i}].tags" for i, rule in enumerate(config.lifecycle.rules) if rule.tags],
-        hint="object tags are not stored by this build; expire by prefix instead",
-    ),
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),

@@ -34,8 +34,8 @@ from s3orch.core.fleet import BackendFleet
 from s3orch.core.replication import PassResult, Replicator
 from s3orch.notify import events as ev
 from s3orch.notify.sink import NULL_SINK, EventSink
-from s3orch.observe.audit import audit
-from s3orch.observe.metrics import DRAIN_ACTIVE, DRAIN_BYTES_MOVED, DRAIN_OBJECTS_MOVED
+from s3orch.observe.audit import audit, current_id
+from s3orch.observe.metrics import DRAIN_ACTIVE, DRAIN_BYTES_MOVED, DRAIN_OBJECTS_MOVED, DRAIN_RACE_ABORTED
 from s3orch.store.interface import DrainState, MetadataStore, UnderReplicated
 
 #: Extents per page (the original's batch of 100 objects).
@@ -54,6 +54,8 @@ class DrainPass:
     moved: int = 0
     bytes_moved: int = 0
     failed: int = 0
+    #: Extents overwritten or deleted while being moved: nothing left to move (not a failure).
+    raced: int = 0
 
 
 class Drainer:
@@ -155,6 +157,26 @@ class Drainer:
             answer["error"] = state.error
         return answer
 
+    async def remove(self, backend: str, *, purged: int | None = None, purge_failures: int = 0) -> tuple[int, int]:
+        """Forget ``backend``'s metadata (``MetadataStore.remove_backend``), with its
+        ``backend.removed`` event in the same transaction and a ``backend.removed`` audit
+        event; (copies forgotten, objects lost), or (-1, 0) while it is draining (no event).
+
+        ``purged``: how many of its objects a purge deleted first (None: no purge).  The
+        backend need not be configured any more (removing one dropped from the config is
+        the usual case)."""
+        data: dict[str, Any] = {"backend": backend, "purge": purged is not None}
+        if purged is not None:
+            data.update(purged=purged, purge_failures=purge_failures)
+        outbox = self.events.events(ev.BACKEND_REMOVED, backend, data)
+        copies, lost = await self.store.remove_backend(backend, self.clock.seconds(), outbox)
+        if copies < 0:
+            return copies, lost
+        self.fleet.draining = self.fleet.draining - {backend}
+        DRAIN_ACTIVE.labels(backend).set(0)
+        audit("backend.removed", copies_forgotten=copies, objects_lost=lost, **data)
+        return copies, lost
+
     # -- a pass -----------------------------------------------------------------------------
 
     async def run_pass(self) -> list[DrainPass]:
@@ -199,10 +221,10 @@ class Drainer:
 
     async def _one(self, backend: str, extent: UnderReplicated, result: DrainPass) -> None:
         name = f"{extent.bucket}/{extent.key}"
+        scratch = PassResult(run_id=current_id() or f"drain-{backend}")
         try:
             elsewhere = [c for c in extent.copies if c.backend != backend]
             if len(elsewhere) < self.factor:
-                scratch = PassResult(run_id=f"drain-{backend}")
                 await self.copier.replicate(extent, self.factor, (backend,), scratch)
             item = await self.store.drop_drained_copy(extent, backend, self.clock.seconds())
         except Exception:
@@ -211,7 +233,16 @@ class Drainer:
                              key=name, backend=backend)
             return
         if item is None:
-            result.failed += 1  # no copy could be made elsewhere, or the object changed
+            if scratch.stale or not (scratch.failed or scratch.no_target):
+                # The object changed under the move (overwritten or deleted: its new write
+                # avoids this backend; or the over-replication cleaner removed this copy
+                # first), so there is nothing left here to move.
+                result.raced += 1
+                DRAIN_RACE_ABORTED.labels(backend).inc()
+                audit("drain.race_aborted", backend=backend, bucket=extent.bucket, key=extent.key,
+                      part_number=extent.part_number)
+            else:
+                result.failed += 1  # no copy could be made elsewhere
             return
         await self.cleanups.run([item], "drain")
         result.moved += 1

@@ -52,6 +52,10 @@ class BackendFleet:
         location or a queued cleanup may name a backend removed from the config)."""
         return self._clients.get(name)
 
+    def config(self, name: str) -> BackendConfig | None:
+        """The config of backend ``name``; None when it is no longer configured."""
+        return next((config for config in self.configs if config.name == name), None)
+
     def __getitem__(self, name: str) -> ObjectBackend:
         """The client of a backend the caller just chose among the configured ones."""
         return self._clients[name]

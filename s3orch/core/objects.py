@@ -21,11 +21,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendStream
+from s3orch.config.model import ReadPathConfig
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
 from s3orch.core.fleet import BackendFleet
+from s3orch.core.integrity import Scrubber
 from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
 from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
@@ -38,6 +40,7 @@ from s3orch.observe.metrics import PENDING_ENQUEUED, PENDING_RESOLVED
 from s3orch.payload import Payload
 from s3orch.s3 import errors
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions, raise_violation
+from s3orch.s3.tagging import encode_tags
 from s3orch.store.interface import (
     ORIGIN_COPY,
     CleanupItem,
@@ -99,15 +102,18 @@ class ObjectService:
         routing_strategy: str,
         clock: IReactorTime,
         events: EventSink = NULL_SINK,
+        read_path: ReadPathConfig | None = None,
     ) -> None:
         self.events = events  # webhooks: written with the change (see s3orch.notify)
         self.store = store
-        self.reader = CopyReader(fleet, clock)  # which copy a read tries first
+        self.reader = CopyReader(fleet, clock, read_path)  # which copy a read tries first, hedging
         self.fleet = fleet
         self.cleanups = cleanups
         self.spooler = spooler
         self.routing_strategy = routing_strategy
         self.clock = clock
+        #: ``integrity.enabled``: verifies full GETs (``verify_on_read``); set by the tap.
+        self.scrubber: Scrubber | None = None
 
     @property
     def fleet(self) -> BackendFleet:
@@ -230,6 +236,11 @@ class ObjectService:
         if record is None:
             raise errors.NoSuchKey(Key=key)
         return record
+
+    async def set_tags(self, bucket: str, key: str, tags: Sequence[tuple[str, str]]) -> None:
+        """Replace the key's tag set (metadata only; 404 NoSuchKey when there is no key)."""
+        if not await self.store.set_object_tags(bucket, key, encode_tags(tags)):
+            raise errors.NoSuchKey(Key=key)
 
     async def open(
         self, record: ObjectRecord, byte_range: tuple[int, int] | None

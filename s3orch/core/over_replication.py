@@ -4,7 +4,7 @@ After a backend recovers, the replacement copies the replicator made while it wa
 leave extents with more copies than ``replication.factor``.  A pass pages through them
 (keyset paging by ``batch_size``) and, for each, removes the lowest-scored copies:
 
-* a copy on a draining backend scores 0 (s3orch has no drain state yet: the term is absent);
+* a copy on a draining backend scores 0 (it is removed first: the drain would move it anyway);
 * a copy on a backend whose breaker is not closed scores 1;
 * a copy on a healthy backend scores ``2 + (1 - utilisation)``, so the fullest goes first.
 
@@ -118,12 +118,16 @@ class OverReplicationCleaner:
         return self.settings()
 
     async def scores(self) -> dict[str, float]:
-        """Each configured backend's copy score (see the module): 1 with its breaker not
-        closed, else 2 plus its free fraction ((used + orphan + reserved) / limit; unlimited: 0)."""
+        """Each configured backend's copy score (see the module): 0 while it drains (the
+        fleet's draining set), 1 with its breaker not closed, else 2 plus its free fraction
+        ((used + orphan + reserved) / limit; unlimited: 0)."""
         quotas = await self.store.get_quotas()
         breakers = self.fleet.breaker_states()
         out: dict[str, float] = {}
         for name in self.fleet.names:
+            if name in self.fleet.draining:
+                out[name] = 0.0
+                continue
             if breakers.get(name, {}).get("state", CLOSED) != CLOSED:
                 out[name] = 1.0
                 continue

@@ -26,6 +26,15 @@ from s3orch.backend.interface import (
 )
 
 
+class BodyVerifier(Protocol):
+    """Checks the relayed bytes (``integrity.verify_on_read``): ``update`` and ``finish`` raise
+    a :class:`BackendError` on a mismatch, which aborts the client connection."""
+
+    def update(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 class RelayRequest(Protocol):
     """The part of ``twisted.web.iweb.IRequest`` the relay uses (a typing
     Protocol, since zope interfaces are opaque to mypy)."""
@@ -47,6 +56,7 @@ def relay_body(
     *,
     skip: int = 0,
     limit: int | None = None,
+    verifier: BodyVerifier | None = None,
 ) -> Deferred[int]:
     """Stream ``stream``'s body into ``request`` and finish it.
 
@@ -60,10 +70,14 @@ def relay_body(
     :class:`BackendUnavailable` after *aborting* the client connection when
     the backend failed or delivered fewer bytes than announced; the caller
     must not touch the request afterwards.
+
+    With a ``verifier``, every byte passes through it and the last chunk is held back until
+    ``verifier.finish()`` accepted the whole body: a mismatch aborts the connection before
+    the client has every announced byte, so bad bytes never complete a 200.
     """
     if skip < 0 or (limit is not None and limit < 0):
         raise ValueError("skip and limit must not be negative")
-    return _Relay(stream, request, skip, limit).start()
+    return _Relay(stream, request, skip, limit, verifier).start()
 
 
 def _announced_length(request: RelayRequest) -> int | None:
@@ -99,8 +113,14 @@ class _Relay:
 
     _log = Logger()
 
-    def __init__(self, stream: BackendStream, request: RelayRequest, skip: int, limit: int | None) -> None:
+    def __init__(
+        self, stream: BackendStream, request: RelayRequest, skip: int, limit: int | None,
+        verifier: BodyVerifier | None = None,
+    ) -> None:
         self._stream = stream
+        self._verifier = verifier
+        #: With a verifier: the last chunk received, written once the next one (or the verdict) came.
+        self._held = b""
         self._request = request
         self._to_skip = skip
         self._remaining = limit
@@ -170,7 +190,15 @@ class _Relay:
             self._fail(BackendUnavailable(f"backend body longer than the announced {self._announced} bytes"))
             return
         self.written += len(data)
-        self._request.write(data)
+        if self._verifier is not None:
+            try:
+                self._verifier.update(data)
+            except BackendError as exc:
+                self._fail(exc)
+                return
+            data, self._held = self._held, data
+        if data:
+            self._request.write(data)
         if last:
             self._complete()
 
@@ -207,7 +235,17 @@ class _Relay:
             self._complete()
 
     def _complete(self) -> None:
-        """All wanted bytes are out: stop the backend if it has more, finish."""
+        """All wanted bytes are out: stop the backend if it has more, finish (with a verifier:
+        once it accepted the body, and only then the held-back chunk)."""
+        if self._verifier is not None:
+            try:
+                self._verifier.finish()
+            except BackendError as exc:
+                self._fail(exc)
+                return
+            if self._held:
+                self._request.write(self._held)
+                self._held = b""
         self._running = False
         if not self._stream_ended:
             self._stream.cancel()  # limit reached: drop the rest, don't drain it

@@ -406,6 +406,11 @@ DRAIN_OBJECTS_MOVED = Counter(
 DRAIN_BYTES_MOVED = Counter(
     "s3o_drain_bytes_moved_total", "Bytes moved off draining backends", ["backend"], registry=REGISTRY
 )
+DRAIN_RACE_ABORTED = Counter(
+    "s3o_drain_race_aborted_total",
+    "Drain moves given up because the object changed meanwhile (overwritten, deleted, or its copy there already removed)",
+    ["backend"], registry=REGISTRY,
+)
 # --- over-replication (s3orch.core.over_replication) ------------------------------------------
 
 OVER_REPLICATION_REMOVED = Counter(
@@ -476,5 +481,36 @@ IMPORT_CLASSIFIED = Counter(
     "s3o_import_classified_total",
     "Imported objects by what their bytes are (this build stores plaintext only: plaintext)",
     ["decision"],
+    registry=REGISTRY,
+)
+
+# -- integrity (s3orch.core.integrity, s3orch.workers.scrubber) ---------------------------------
+INTEGRITY_CHECKS = Counter(
+    "s3o_integrity_checks_total",
+    "Copies (scrub) and full GETs (read) whose bytes were hashed against the metadata",
+    ["operation"],
+    registry=REGISTRY,
+)
+INTEGRITY_ERRORS = Counter(
+    "s3o_integrity_errors_total",
+    "Hashes that did not match the metadata (read: a GET aborted; scrub: a stored copy)",
+    ["operation"],
+    registry=REGISTRY,
+)
+INTEGRITY_NEVER_VERIFIED = Gauge(
+    "s3o_integrity_never_verified_copies", "Stored copies the scrubber has never verified", registry=REGISTRY
+)
+INTEGRITY_OLDEST_UNVERIFIED = Gauge(
+    "s3o_integrity_oldest_unverified_seconds",
+    "Age of the oldest verification among the copies verified at least once",
+    registry=REGISTRY,
+)
+
+# --- hedged reads (s3orch.core.reads) ---------------------------------------------------------
+
+HEDGED_READS = Counter(
+    "s3o_hedged_reads_total",
+    "GETs that also asked the next copy after read_path.hedge_after, by whether that copy served (won) or not (lost)",
+    ["result"],
     registry=REGISTRY,
 )

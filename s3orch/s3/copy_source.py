@@ -72,13 +72,21 @@ def parse_copy_source_range(value: str | None, size: int) -> tuple[int, int] | N
     return start, end
 
 
-def parse_metadata_directive(value: str | None) -> str:
-    """``x-amz-metadata-directive``: COPY (the default) or REPLACE, in any case."""
+def parse_metadata_directive(value: str | None, header: str = "x-amz-metadata-directive") -> str:
+    """``x-amz-metadata-directive`` (or ``x-amz-tagging-directive``): COPY (the default) or
+    REPLACE, in any case; anything else is 400 InvalidArgument."""
     directive = (value or COPY).upper()
     if directive not in (COPY, REPLACE):
+        kind = "tagging" if "tagging" in header else "metadata"
         raise errors.InvalidArgument(
-            "Unknown metadata directive.",
-            ArgumentName="x-amz-metadata-directive",
+            f"Unknown {kind} directive.",
+            ArgumentName=header,
             ArgumentValue=directive[:64],
         )
     return directive
+
+
+def parse_tagging_directive(value: str | None) -> str:
+    """``x-amz-tagging-directive``: COPY (the default: the source's tags) or REPLACE (the
+    request's ``x-amz-tagging``)."""
+    return parse_metadata_directive(value, "x-amz-tagging-directive")

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from s3orch.s3.errors import InvalidArgument, MetadataTooLarge
+from s3orch.s3.tagging import TAGS_FIELD, encode_tags, parse_tagging_header, stored_tags
 
 #: What AWS stores for an object PUT without Content-Type.
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
@@ -114,6 +115,9 @@ def _strip_aws_chunked(value: str) -> str | None:
 def extract_object_metadata(headers: Mapping[str, Sequence[str]]) -> ObjectMetadata:
     """Collect the metadata a PutObject/CreateMultipartUpload/CopyObject(REPLACE) stores.
 
+    The ``x-amz-tagging`` header's tag set is kept among the system headers under
+    :data:`~s3orch.s3.tagging.TAGS_FIELD` (validated here, at header time).
+
     Repeated headers are joined with ``,`` (what AWS stores for a repeated
     x-amz-meta-* header).  Raises MetadataTooLarge over 2 KiB of user metadata.
     """
@@ -136,6 +140,10 @@ def extract_object_metadata(headers: Mapping[str, Sequence[str]]) -> ObjectMetad
                     continue
                 joined = stripped
             system[name] = joined
+        elif name == TAGS_FIELD:
+            tags = parse_tagging_header(joined)
+            if tags:
+                system[TAGS_FIELD] = encode_tags(tags)
         elif name.startswith(USER_PREFIX):
             meta_name = name[len(USER_PREFIX) :]
             if not meta_name:
@@ -157,13 +165,19 @@ def extract_object_metadata(headers: Mapping[str, Sequence[str]]) -> ObjectMetad
 def object_response_headers(
     content_type: str, system: Mapping[str, str], user: Mapping[str, str]
 ) -> list[tuple[str, bytes]]:
-    """The stored metadata as GET/HEAD response headers (user names lower-case).
+    """The stored metadata as GET/HEAD response headers (user names lower-case), with
+    ``x-amz-tagging-count`` when the version has tags (AWS sends it only then).
 
     Values are the bytes to send (see :func:`wire_bytes`, :func:`user_value_bytes`).
     """
     out = [("Content-Type", wire_bytes(content_type or DEFAULT_CONTENT_TYPE))]
     for name, value in system.items():
+        if name == TAGS_FIELD:
+            continue  # the tag set itself is only answered by GetObjectTagging
         out.append((SYSTEM_HEADERS.get(name.lower(), name), wire_bytes(value)))
+    tags = stored_tags(system)
+    if tags:
+        out.append(("x-amz-tagging-count", str(len(tags)).encode("ascii")))
     for name, value in user.items():
         out.append((USER_PREFIX + name.lower(), user_value_bytes(value)))
     return out

@@ -44,7 +44,9 @@ from s3orch.store.errors import (
     UploadNotFound,
 )
 from s3orch.store.interface_drains import DrainStore
+from s3orch.store.interface_integrity import IntegrityStore
 from s3orch.store.interface_reconcile import ReconcileStore
+from s3orch.store.interface_tags import TagStore
 from s3orch.store.records import (
     INTENT_ALREADY_RESOLVED,
     INTENT_AMBIGUOUS,
@@ -146,7 +148,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(DrainStore, ReconcileStore, Protocol):
+class MetadataStore(DrainStore, TagStore, IntegrityStore, ReconcileStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:

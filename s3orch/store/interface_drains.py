@@ -6,9 +6,10 @@ contract stays readable by domain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from s3orch.store.records import CleanupItem, DrainState, UnderReplicated
+from s3orch.store.records import CleanupItem, DrainState, OutboxEvent, UnderReplicated
 
 
 class DrainStore(Protocol):
@@ -46,6 +47,9 @@ class DrainStore(Protocol):
     async def backend_uploads(self, backend: str) -> list[tuple[str, str, str]]:
         """(bucket, key, upload id) of open client uploads with bytes on ``backend``."""
 
-    async def remove_backend(self, backend: str, now: float) -> tuple[int, int]:
-        """Forget every row of ``backend`` (objects left without a copy are deleted); (copies
-        forgotten, objects deleted), or (-1, 0) while it is draining."""
+    async def remove_backend(
+        self, backend: str, now: float, events: Sequence[OutboxEvent] = ()
+    ) -> tuple[int, int]:
+        """Forget every row of ``backend`` (objects left without a copy are deleted), writing
+        ``events`` to the outbox with it; (copies forgotten, objects deleted), or (-1, 0)
+        while it is draining (nothing written)."""

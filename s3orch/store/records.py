@@ -470,6 +470,8 @@ class ExpiredObject:
     write_id: str
     size: int
     created_at: float
+    #: The version's tag set (sorted pairs), for rules that filter on tags.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -528,3 +530,24 @@ class ImportCandidate:
     size: int
     etag: str
     last_modified: float
+
+
+@dataclass(frozen=True)
+class ScrubCopy:
+    """One stored copy of an extent of a current object, as the integrity scrubber checks it.
+
+    ``expected`` is what the copy's bytes must hash to: ``("sha256", hex)`` for a
+    single-extent object whose plaintext SHA-256 is stored, ``("md5", hex)`` for a part of
+    a multipart object (or a single-part object without the SHA-256, by its ETag); None when
+    nothing is known (a native multipart object of an older build before a backfill).
+    """
+
+    bucket: str
+    key: str
+    write_id: str
+    part_number: int
+    backend: str
+    storage_key: str
+    size: int
+    last_verified: float | None
+    expected: tuple[str, str] | None

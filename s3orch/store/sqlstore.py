@@ -47,6 +47,7 @@ from s3orch.store.records import (
     ReplicaOutcome,
     ReplicaReservation,
     Reservation,
+    ScrubCopy,
     UnderReplicated,
     UploadedPart,
     UploadListPage,
@@ -58,6 +59,7 @@ from s3orch.store.txn import (
     drains,
     excess,
     expiry,
+    integrity,
     intents,
     journal,
     listing,
@@ -66,6 +68,7 @@ from s3orch.store.txn import (
     outbox,
     quota,
     replicas,
+    tags,
 )
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
@@ -200,6 +203,32 @@ class SQLStore(ReconcileTransactions):
 
     async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
         return await self._read(journal.txn_objects_of, tuple(keys))
+
+    async def scrub_candidates(self, limit: int, before: float) -> list[ScrubCopy]:
+        return await self._read(integrity.txn_scrub_candidates, limit, before)
+
+    async def copies_to_scrub(self, bucket: str, key: str) -> list[ScrubCopy]:
+        return await self._read(integrity.txn_copies_to_scrub, bucket, key)
+
+    async def mark_verified(self, copies: Sequence[ScrubCopy], now: float) -> None:
+        await self._write(integrity.txn_mark_verified, tuple(copies), now)
+
+    async def drop_corrupt_copy(self, copy: ScrubCopy, now: float) -> CleanupItem | None:
+        return await self._write(integrity.txn_drop_corrupt_copy, copy, now)
+
+    async def integrity_stats(self) -> tuple[int, float | None]:
+        return await self._read(integrity.txn_integrity_stats)
+
+    async def unhashed_objects(
+        self, after: tuple[str, str] | None, limit: int
+    ) -> tuple[list[ScrubCopy], tuple[str, str] | None]:
+        return await self._read(integrity.txn_unhashed_objects, after, limit)
+
+    async def set_content_hash(self, bucket: str, key: str, write_id: str, sha256_hex: str) -> bool:
+        return await self._write(integrity.txn_set_content_hash, bucket, key, write_id, sha256_hex)
+
+    async def set_object_tags(self, bucket: str, key: str, encoded: str) -> bool:
+        return await self._write(tags.txn_set_object_tags, bucket, key, encoded)
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()
@@ -523,8 +552,10 @@ class SQLStore(ReconcileTransactions):
     async def backend_uploads(self, backend: str) -> list[tuple[str, str, str]]:
         return await self._read(drains.txn_backend_uploads, backend)
 
-    async def remove_backend(self, backend: str, now: float) -> tuple[int, int]:
-        return await self._write(drains.txn_remove_backend, backend, now)
+    async def remove_backend(
+        self, backend: str, now: float, events: Sequence[OutboxEvent] = ()
+    ) -> tuple[int, int]:
+        return await self._write(drains.txn_remove_backend, backend, now, tuple(events))
 
     # -- excess copies ---------------------------------------------------------------------
 

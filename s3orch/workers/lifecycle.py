@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,11 @@ class LifecycleOutcome:
             "run_id": self.run_id, "status": self.status, "deleted": self.deleted,
             "failed": self.failed, "skipped": self.skipped,
         }
+
+
+def has_tags(tags: Sequence[tuple[str, str]], wanted: Sequence[tuple[str, str]]) -> bool:
+    """A rule's ``tags`` match a version carrying every one of them (AND, exact values)."""
+    return set(wanted) <= set(tags)
 
 
 def run_status(deleted: int, failed: int) -> str:
@@ -168,7 +173,8 @@ class LifecycleWorker(PeriodicWorker):
             progress.step_start("page", prefix=rule.prefix)
             page = await self.store.expired_objects(rule.prefix, cutoff, after, batch)
             for found in page:
-                counts[await self._expire(found, rule, run_id)] += 1
+                if has_tags(found.tags, rule.tags):
+                    counts[await self._expire(found, rule, run_id)] += 1
             progress.step_end("page", prefix=rule.prefix, keys=len(page), done=sum(counts.values()), **counts)
             if len(page) < batch:
                 return

@@ -214,15 +214,19 @@ def test_bucket_configuration_changes_are_not_implemented(client: Client, method
     assert (reply.status, reply.code) == (501, "NotImplemented"), reply.body
 
 
-def test_object_tagging_changes_are_not_implemented_and_change_nothing(client: Client) -> None:
+def test_object_tagging_is_metadata_only_and_never_overwrites_the_object(client: Client) -> None:
+    """s3-orchestrator ran PutObject for ``PUT ?tagging`` (the body became the object) and
+    DeleteObject for ``DELETE ?tagging``: here they change the tag set and nothing else."""
     path = _key("t.txt")
     _put(client, path, b"payload")
     body = b"<Tagging><TagSet><Tag><Key>a</Key><Value>b</Value></Tag></TagSet></Tagging>"
     reply = client.request("PUT", path, "tagging", body=body, sign_body=True)
-    assert (reply.status, reply.code) == (501, "NotImplemented")
-    assert client.request("DELETE", path, "tagging").code == "NotImplemented"
+    assert reply.status == 200, reply.body
+    assert client.request("HEAD", path).headers["x-amz-tagging-count"] == "1"
+    assert client.request("DELETE", path, "tagging").status == 204
     got = client.request("GET", path)
     assert (got.status, got.body) == (200, b"payload")
+    assert "x-amz-tagging-count" not in got.headers
 
 
 @pytest.mark.parametrize("target", ["bucket", "object"])
@@ -545,6 +549,7 @@ def test_directory_markers_in_batch_delete(client: Client) -> None:
 IMPLEMENTED_WRITES = frozenset({
     "PutObject", "DeleteObject", "DeleteObjects", "CreateBucket", "PutObjectAcl", "PutBucketAcl",
     "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "AbortMultipartUpload",
+    "PutObjectTagging", "DeleteObjectTagging",  # tests/inproc/test_object_tagging.py
 })
 
 

@@ -509,6 +509,44 @@ async def test_unresponsive_server_times_out(
         await port.stopListening()
 
 
+class _Held(Protocol):
+    """Reads a request, never answers, and notes when the connection is dropped."""
+
+    dropped: list[bool] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received = True
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.dropped.append(True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_get_cancelled_after_it_was_sent_drops_its_connection_and_is_counted_cancelled(
+    moto: MotoServer, make_backend: Callable[..., S3Backend]
+) -> None:
+    """A hedged read's loser: a cancel, not a backend failure (breakers and logs never see it)."""
+    _Held.dropped = []
+    port = reactor.listenTCP(0, Factory.forProtocol(_Held), interface="127.0.0.1")
+    try:
+        backend = make_backend(moto, "bucket", endpoint=f"http://127.0.0.1:{port.getHost().port}")
+        errors_before = counter(BACKEND_REQUESTS, "GetObject", backend.name, "error")
+        opening = Deferred.fromCoroutine(backend.get_object("k"))
+        await deferLater(reactor, 0.2, lambda: None)  # the request is on the wire
+        opening.cancel()
+        with pytest.raises(CancelledError):
+            await opening
+        assert counter(BACKEND_REQUESTS, "GetObject", backend.name, "cancelled") == 1
+        assert counter(BACKEND_REQUESTS, "GetObject", backend.name, "error") == errors_before
+        for _ in range(50):
+            if _Held.dropped:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        assert _Held.dropped == [True]
+    finally:
+        await port.stopListening()
+
+
 @pytest_twisted.ensureDeferred
 async def test_refused_connection_is_unavailable(
     moto: MotoServer, make_backend: Callable[..., S3Backend]

@@ -38,5 +38,25 @@ def test_every_route_has_an_s3orch_admin_command() -> None:
     from s3orch.cli.main import cli
 
     commands = set(cli.commands)
-    missing = [route.path for route in ROUTES if route.path.replace("/", "-") not in commands]
+    missing = [route.path for route in ROUTES if route.cli_command not in commands]
     assert missing == []
+
+
+def test_operation_ids_are_unique_and_path_segments_are_path_parameters() -> None:
+    document = yaml.safe_load(render())
+    ids = [op["operationId"] for methods in document["paths"].values() for op in methods.values()]
+    assert len(ids) == len(set(ids)) == len(ROUTES)
+    drain = document["paths"][PREFIX + "backends/{name}/drain"]
+    assert set(drain) == {"post", "get", "delete"}
+    for operation in drain.values():
+        assert operation["parameters"] == [
+            {"name": "name", "in": "path", "required": True, "description": "The backend's name.",
+             "schema": {"type": "string"}}
+        ]
+    removal = document["paths"][PREFIX + "backends/{name}"]["delete"]
+    assert [(p["name"], p["in"]) for p in removal["parameters"]] == [
+        ("name", "path"), ("purge", "query"), ("confirm", "query")
+    ]
+    for route in ROUTES:  # every {segment} of a path is declared as a path parameter, and only those
+        segments = {part[1:-1] for part in route.path.split("/") if part.startswith("{")}
+        assert segments == {p.name for p in route.params if p.where == "path"}, route

@@ -218,3 +218,28 @@ def test_a_put_whose_reservation_races_the_drain_start_is_retried_elsewhere(gate
     assert stored(gateway, "backend-1") == {}  # no byte was sent there
     assert used(gateway)["backend-1"] == (0, 0, 0, 0)  # its reservation released
     assert gateway.get("photos", "raced").body == b"raced body"
+
+
+def test_an_object_overwritten_or_deleted_under_the_move_counts_as_a_race_not_a_failure(
+    gateway: GatewayHarness,
+) -> None:
+    from s3orch.core.drain import DrainPass
+
+    fill(gateway, 2)
+    d = drainer(gateway)
+    assert run(gateway, d.start("backend-1")) is True
+    page = run(gateway, gateway.store.backend_extents("backend-1", 10))
+    assert [e.key for e in page] == ["k0", "k1"]
+    # Between the page and the move: k0 is overwritten (the new write avoids backend-1), k1 deleted.
+    assert gateway.put("photos", "k0", b"newer").status == 200
+    assert gateway.delete("photos", "k1").status == 204
+    raced = metric("s3o_drain_race_aborted_total", backend="backend-1")
+    result = DrainPass("backend-1")
+    for extent in page:
+        run(gateway, d._one("backend-1", extent, result))
+    assert (result.moved, result.failed, result.raced) == (0, 0, 2)
+    assert metric("s3o_drain_race_aborted_total", backend="backend-1") == raced + 2
+    assert gateway.get("photos", "k0").body == b"newer"
+    assert gateway.get("photos", "k1").status == 404
+    gateway.advance(DRAIN_INTERVAL)
+    assert run(gateway, d.status("backend-1"))["state"] == "completed"

@@ -188,6 +188,13 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "replication.unhealthy_threshold": (
         "tests/unit/test_replicator.py::test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced",
     ),
+    # Reads across copies (s3orch.core.reads): s3orch's additions.
+    "read_path.hedge_after": (
+        "tests/unit/test_hedged_reads.py::test_a_hedge_fires_after_hedge_after_and_the_first_headers_win_the_other_get_cancelled",
+        "tests/unit/test_hedged_reads.py::test_auto_hedges_at_the_backends_recent_p95_once_it_has_enough_samples",
+        "tests/integration/test_hedged_reads.py::test_a_backend_delayed_2s_never_holds_a_get_up",
+    ),
+    "backends[].read_cost": ("tests/unit/test_hedged_reads.py::test_cost_orders_healthy_copies_and_health_beats_cost",),
     "cleanup_queue.concurrency": (
         "tests/unit/test_workers.py::CleanupQueueWorkerTests::test_the_queue_runs_at_most_cleanup_queue_concurrency_deletes_at_once",
     ),
@@ -273,7 +280,30 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "write_path.pending_pattern.min_age": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
     ),
-    # Lifecycle expiration (s3orch.workers.lifecycle); rules with tags stay refused.
+    # Integrity: read verification, the scrubber, the replicator's source check.
+    "integrity.enabled": (
+        "tests/unit/test_integrity.py::test_object_scrub_gives_a_verdict_per_copy_and_the_routes_refuse_when_disabled",
+    ),
+    "integrity.verify_on_read": (
+        "tests/unit/test_integrity.py::test_a_corrupt_copy_read_aborts_the_client_and_the_scrub_that_follows_drops_it",
+        "tests/unit/test_integrity.py::test_ranges_and_verification_off_are_not_checked",
+        "tests/integration/test_fault_rig.py::test_a_corrupted_backend_answer_never_reaches_a_client_as_a_200",
+    ),
+    "integrity.verify_on_replicate": (
+        "tests/unit/test_integrity.py::test_the_replicator_never_copies_a_source_that_fails_its_digest",
+    ),
+    "integrity.scrubber_interval": (
+        "tests/unit/test_integrity.py::test_a_scheduled_scrub_drops_the_corrupt_copy_and_the_replicator_rebuilds_it",
+        "tests/unit/test_integrity.py::test_a_reload_switches_verification_and_the_schedule",
+    ),
+    "integrity.scrubber_batch_size": (
+        "tests/unit/test_integrity.py::test_an_admin_scrub_streams_progress_and_marks_copies_verified",
+    ),
+    # Lifecycle expiration (s3orch.workers.lifecycle), by prefix and by object tags.
+    "lifecycle.rules[].tags": (
+        "tests/unit/test_lifecycle.py::test_a_rule_with_tags_expires_only_keys_carrying_all_of_them",
+        "tests/inproc/test_object_tagging.py::test_put_with_tagging_header_then_get_head_and_get_tagging",
+    ),
     "lifecycle.rules[].prefix": (
         "tests/store/test_contract_lifecycle.py::test_the_prefix_is_matched_against_bucket_slash_key",
         "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
@@ -300,7 +330,6 @@ HONOURED: dict[str, tuple[str, ...]] = {
 ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "encryption.enabled": ({"encryption": {"enabled": True, "master_key": "a" * 43 + "="}}, ["encryption.enabled"]),
     "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
-    "integrity.enabled": ({"integrity": {"enabled": True}}, ["integrity.enabled"]),
     "write_path.parallel_copies.enabled": (
         {"write_path": {"parallel_copies": {"enabled": True}}}, ["write_path.parallel_copies.enabled"],
     ),
@@ -308,11 +337,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
     "rebalance.enabled": ({"rebalance": {"enabled": True}}, ["rebalance.enabled"]),
-    "lifecycle.rules[].tags": (
-        {"lifecycle": {"rules": [{"prefix": "tmp/", "expiration_days": 7},
-                                 {"prefix": "a/", "expiration_days": 1, "tags": {"env": "dev"}}]}},
-        ["lifecycle.rules[1].tags"],
-    ),
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),

@@ -318,7 +318,41 @@ class _Store:
         return None
 
 
-def test_a_sighup_swaps_the_rules_and_a_file_asking_for_tags_changes_nothing(tmp_path: Path) -> None:
+TAG_RULES = """\
+lifecycle:
+  rules:
+    - prefix: "photos/logs/"
+      expiration_days: 1
+      tags: {retention: short, team: ops}
+    - tags: {scratch: "yes"}
+      expiration_days: 2
+"""
+
+
+def test_a_rule_with_tags_expires_only_keys_carrying_all_of_them(tmp_path: Path) -> None:
+    with GatewayHarness(tmp_path, DEFAULT_CONFIG + TAG_RULES) as h:
+        both = {"x-amz-tagging": "retention=short&team=ops&extra=1"}
+        assert h.put("photos", "logs/both", b"1", headers=both).status == 200
+        assert h.put("photos", "logs/one", b"2", headers={"x-amz-tagging": "retention=short"}).status == 200
+        other = {"x-amz-tagging": "retention=long&team=ops"}
+        assert h.put("photos", "logs/other-value", b"3", headers=other).status == 200
+        assert h.put("photos", "logs/untagged", b"4").status == 200
+        assert h.put("photos", "elsewhere", b"5", headers=both).status == 200  # outside the prefix
+        assert h.put("documents", "scratch", b"6", headers={"x-amz-tagging": "scratch=yes"}).status == 200
+        assert h.put("documents", "kept", b"7", headers={"x-amz-tagging": "scratch=no"}).status == 200
+        # tags set after the write count: the version's current tag set is what the rule sees
+        assert h.put("photos", "logs/tagged-later", b"8").status == 200
+        assert run(h, h.store.set_object_tags("photos", "logs/tagged-later", "retention=short&team=ops"))
+        jump(h, DAY + HOUR)
+        assert keys(h, "photos") == ["elsewhere", "logs/one", "logs/other-value", "logs/untagged"]
+        assert keys(h, "documents") == ["kept", "scratch"]  # the tag-only rule waits 2 days
+        jump(h, DAY)
+        assert keys(h, "documents") == ["kept"]
+        quotas = run(h, h.store.get_quotas())
+        assert sum(q.bytes_used for q in quotas.values()) == stored_bytes(h) == 5
+
+
+def test_a_sighup_swaps_the_rules_and_an_invalid_tag_rule_changes_nothing(tmp_path: Path) -> None:
     from twisted.internet.task import Clock
 
     from s3orch.reload import Reloader, ReloadTargets
@@ -338,10 +372,15 @@ def test_a_sighup_swaps_the_rules_and_a_file_asking_for_tags_changes_nothing(tmp
     assert outcome["changed"] == ["lifecycle.rules", "lifecycle.batch_size"] and outcome["restart_required"] == []
     (swapped,) = rules.swapped
     assert [(r.prefix, r.expiration_days) for r in swapped.rules] == [("photos/tmp/", 3)] and swapped.batch_size == 5
-    path.write_text(base + 'lifecycle:\n  rules:\n    - prefix: "a/"\n      expiration_days: 1\n      tags: {env: dev}\n')
+    eleven = ", ".join(f"k{i}: v" for i in range(11))
+    path.write_text(base + f'lifecycle:\n  rules:\n    - prefix: "a/"\n      expiration_days: 1\n      tags: {{{eleven}}}\n')
     failed = run_sync(reloader.reload(str(path)))
     assert failed["status"] == "failed" and "lifecycle.rules[0].tags" in failed["error"]
     assert len(rules.swapped) == 1 and reloader.current.lifecycle == swapped
+    path.write_text(base + 'lifecycle:\n  rules:\n    - prefix: "a/"\n      expiration_days: 1\n      tags: {env: dev}\n')
+    tagged = run_sync(reloader.reload(str(path)))
+    assert tagged["status"] == "ok"
+    assert rules.swapped[-1].rules[0].tags == (("env", "dev"),)
 
 
 def run_sync(coroutine: Any) -> Any:

@@ -287,3 +287,19 @@ def test_scores_without_a_limit_count_as_empty(gateway: GatewayHarness) -> None:
     scores = run(gateway, cleaner.scores())
     assert set(scores) == {"backend-1", "backend-2", "backend-3"}
     assert all(2.0 <= s <= 3.0 for s in scores.values())
+
+
+def test_a_copy_on_a_draining_backend_scores_zero_and_goes_first(gateway: GatewayHarness) -> None:
+    three_copies(gateway)
+    cleaner: OverReplicationCleaner = cleaner_worker(gateway).cleaner
+    # Without a drain the fullest backend (backend-3) would lose its copy.
+    assert min(run(gateway, cleaner.scores()).items(), key=lambda kv: kv[1])[0] == "backend-3"
+    drainer: Any = gateway.service.getServiceNamed("drain")
+    assert run(gateway, drainer.drainer.start("backend-1")) is True
+    scores = run(gateway, cleaner.scores())
+    assert scores["backend-1"] == 0.0 and all(scores[b] >= 2.0 for b in ("backend-2", "backend-3"))
+    preview = run(gateway, cleaner.preview())
+    assert [r["backend"] for r in preview["removals"][0]["remove"]] == ["backend-1"]
+    assert run(gateway, cleaner_worker(gateway).run_now_pass()).copies_removed == 1
+    assert holders(gateway, "k") == [["backend-2", "backend-3"]]
+    assert gateway.get("photos", "k").body == BODY

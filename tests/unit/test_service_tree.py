@@ -95,7 +95,7 @@ class BuiltTreeTests(SynchronousTestCase):
         self.assertIsInstance(service.getServiceNamed("metrics-listener"), internet.TCPServer)
         self.assertEqual(
             [child.name for child in service.workers],
-            ["cleanup-queue", "multipart-gc", "lifecycle", "drain", "reconcile", "usage-flush", "pending-reaper",
+            ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "drain", "reconcile", "usage-flush", "pending-reaper",
              "journal-refresh"],
         )
         self.assertEqual([child.name for child in service.listeners], ["s3-listener", "metrics-listener"])

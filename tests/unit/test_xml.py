@@ -822,7 +822,6 @@ def test_malformed_tagging(body: bytes) -> None:
 @pytest.mark.parametrize(
     "tags",
     [
-        [(f"k{i}", "v") for i in range(11)],
         [("a", "1"), ("a", "2")],
         [("k" * 129, "v")],
         [("k", "v" * 257)],
@@ -833,6 +832,13 @@ def test_invalid_tags(tags: list[tuple[str, str]]) -> None:
     with pytest.raises(errors.InvalidTag) as info:
         s3xml.parse_tagging(tagging_body(tags))
     assert info.value.status == 400
+
+
+def test_more_than_ten_object_tags_is_bad_request() -> None:
+    with pytest.raises(errors.BadRequest) as info:
+        s3xml.parse_tagging(tagging_body([(f"k{i}", "v") for i in range(11)]))
+    assert info.value.status == 400
+    assert "cannot be greater than 10" in info.value.message
 
 
 def test_tag_limits_are_inclusive_and_bucket_allows_50() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from s3orch.core.integrity import DigestMismatch, read_verifier
 from s3orch.core.multipart import object_parts_page, part_range
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.frontend.handlers.bucket import check_acl_headers, read_acl_document
@@ -40,7 +41,12 @@ from s3orch.s3.conditions import (
     check_read_conditions,
     parse_write_conditions,
 )
-from s3orch.s3.copy_source import REPLACE, parse_copy_source, parse_metadata_directive
+from s3orch.s3.copy_source import (
+    REPLACE,
+    parse_copy_source,
+    parse_metadata_directive,
+    parse_tagging_directive,
+)
 from s3orch.s3.metadata import (
     extract_object_metadata,
     object_response_headers,
@@ -49,6 +55,13 @@ from s3orch.s3.metadata import (
 from s3orch.s3.multipart import parse_part_number
 from s3orch.s3.object_attributes import parse_object_attributes, parse_parts_page
 from s3orch.s3.ranges import content_range, parse_range
+from s3orch.s3.tagging import (
+    TAGS_FIELD,
+    encode_tags,
+    parse_tagging_header,
+    stored_tags,
+    without_tags,
+)
 from s3orch.store.interface import ObjectRecord
 
 
@@ -60,10 +73,25 @@ def check_new_object_headers(state: RequestState) -> None:
 
 
 def check_copy_headers(state: RequestState) -> None:
-    """Header time: ACL headers, and the new metadata when the copy replaces it."""
+    """Header time: ACL headers, and the new metadata and tags when the copy replaces them."""
     acl.check_acl_headers(state.headers)
-    if (first_header(state.headers, "x-amz-metadata-directive") or "").upper() == REPLACE:
+    if parse_metadata_directive(first_header(state.headers, "x-amz-metadata-directive")) == REPLACE:
         extract_object_metadata(state.headers)
+    if parse_tagging_directive(first_header(state.headers, "x-amz-tagging-directive")) == REPLACE:
+        parse_tagging_header(first_header(state.headers, "x-amz-tagging") or "")
+
+
+def copied_headers(state: RequestState, replaced: dict[str, str], source: ObjectRecord) -> dict[str, str]:
+    """The copy's stored headers: ``replaced`` (the request's or the source's) with the tag set
+    the tagging directive names (the source's by default, as AWS)."""
+    headers = without_tags(replaced)
+    if parse_tagging_directive(first_header(state.headers, "x-amz-tagging-directive")) == REPLACE:
+        tags = parse_tagging_header(first_header(state.headers, "x-amz-tagging") or "")
+    else:
+        tags = stored_tags(source.headers)
+    if tags:
+        headers[TAGS_FIELD] = encode_tags(tags)
+    return headers
 
 
 def check_response_overrides(state: RequestState) -> None:
@@ -89,6 +117,8 @@ class ObjectHandlers:
             "GetObjectAcl": Route(self.get_object_acl),
             "PutObjectAcl": Route(self.put_object_acl, XML_DOCUMENT, check_acl_headers),
             "GetObjectTagging": Route(self.get_object_tagging),
+            "PutObjectTagging": Route(self.put_object_tagging, XML_DOCUMENT),
+            "DeleteObjectTagging": Route(self.delete_object_tagging),
             "GetObjectAttributes": Route(self.get_object_attributes),
         }
 
@@ -123,7 +153,7 @@ class ObjectHandlers:
         directive = parse_metadata_directive(first_header(state.headers, "x-amz-metadata-directive"))
         if directive == REPLACE:
             meta = extract_object_metadata(state.headers)
-            new = NewObject(meta.content_type, meta.system, meta.user)
+            new = NewObject(meta.content_type, copied_headers(state, meta.system, source), meta.user)
         else:
             if source_key == state.key:
                 raise errors.InvalidRequest(
@@ -131,7 +161,10 @@ class ObjectHandlers:
                     "without changing the object's metadata, storage class, website redirect location "
                     "or encryption attributes."
                 )
-            new = NewObject(source.content_type, dict(source.headers), dict(source.user_metadata))
+            new = NewObject(
+                source.content_type, copied_headers(state, dict(source.headers), source),
+                dict(source.user_metadata),
+            )
         conditions = parse_write_conditions(state.headers)
         record = await self.objects.copy(
             bucket,
@@ -237,9 +270,15 @@ class ObjectHandlers:
                     skip, limit = start, wanted  # it ignored the Range: cut it ourselves
                 else:
                     raise errors.ServiceUnavailable("The storage backend answered a different byte range.")
-            relaying = relay_body(stream, request, skip=skip, limit=limit)
+            verifier = read_verifier(self.objects.scrubber, record, byte_range)
+            relaying = relay_body(stream, request, skip=skip, limit=limit, verifier=verifier)
             relayed = True  # from here the relay owns the stream (it cancels it on every failure)
-            state.bytes_out = await relaying
+            try:
+                state.bytes_out = await relaying
+            except DigestMismatch:
+                if self.objects.scrubber is not None:  # is the stored copy bad, or the transfer?
+                    self.objects.scrubber.suspect(record)
+                raise
         finally:
             if not relayed:
                 stream.cancel()  # never leak the pooled backend connection
@@ -257,8 +296,21 @@ class ObjectHandlers:
         send_empty(request)
 
     async def get_object_tagging(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
-        await self.objects.head(state.bucket, state.key)
-        send_xml(request, state, xml.tagging([]))
+        record = await self.objects.head(state.bucket, state.key)
+        send_xml(request, state, xml.tagging(stored_tags(record.headers)))
+
+    async def put_object_tagging(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
+        """Replace the key's tag set (metadata only: no backend is touched)."""
+        document = b"" if body is None or not body.length else body.file.read(xml.TAGGING_MAX_BYTES + 1)
+        tags = xml.parse_tagging(document)
+        await self.objects.set_tags(state.bucket, state.key, tags)
+        send_empty(request)
+
+    async def delete_object_tagging(
+        self, request: S3Request, state: RequestState, body: Payload | None
+    ) -> None:
+        await self.objects.set_tags(state.bucket, state.key, ())
+        send_empty(request, 204)
 
     async def get_object_attributes(
         self, request: S3Request, state: RequestState, body: Payload | None

@@ -12,6 +12,7 @@ This package only re-exports; import from ``s3orch.s3.xml``.
 
 from __future__ import annotations
 
+from s3orch.s3.tagging import MAX_OBJECT_TAGS, validate_tags
 from s3orch.s3.xml.common import (
     NS,
     Owner,
@@ -38,9 +39,6 @@ from s3orch.s3.xml.requests import (
     DELETE_OBJECTS_MAX_BYTES,
     MAX_BUCKET_TAGS,
     MAX_DELETE_KEYS,
-    MAX_OBJECT_TAGS,
-    MAX_TAG_KEY_CHARS,
-    MAX_TAG_VALUE_CHARS,
     TAGGING_MAX_BYTES,
     AclGrant,
     CompletedPart,
@@ -49,7 +47,6 @@ from s3orch.s3.xml.requests import (
     parse_complete_multipart_parts,
     parse_delete_objects,
     parse_tagging,
-    validate_tags,
 )
 from s3orch.s3.xml.responses import (
     ObjectPartInfo,
@@ -78,8 +75,6 @@ __all__ = [
     "MAX_BUCKET_TAGS",
     "MAX_DELETE_KEYS",
     "MAX_OBJECT_TAGS",
-    "MAX_TAG_KEY_CHARS",
-    "MAX_TAG_VALUE_CHARS",
     "NS",
     "ObjectPartInfo",
     "ObjectPartsInfo",

@@ -7,15 +7,15 @@ and anything over a byte cap, so a hostile body costs bounded memory and answers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import ElementTree as DefusedET
 from defusedxml.common import DefusedXmlException
 
-from s3orch.s3.errors import InvalidTag, MalformedXML
+from s3orch.s3.errors import MalformedXML
 from s3orch.s3.numbers import parse_decimal
+from s3orch.s3.tagging import MAX_OBJECT_TAGS, validate_tags
 from s3orch.s3.xml.common import unquote_etag
 
 #: Body caps.  1000 keys of 1024 bytes are ~1.05 MB, so DeleteObjects needs more
@@ -147,30 +147,8 @@ def parse_complete_multipart(
     ]
 
 
-#: AWS tag limits: 10 per object (50 per bucket), key 128 and value 256 characters.
-MAX_OBJECT_TAGS = 10
+#: AWS tag limits: 10 per object (50 per bucket); the rules are :func:`s3orch.s3.tagging.validate_tags`.
 MAX_BUCKET_TAGS = 50
-MAX_TAG_KEY_CHARS = 128
-MAX_TAG_VALUE_CHARS = 256
-
-
-def validate_tags(
-    tags: Sequence[tuple[str, str]], max_tags: int = MAX_OBJECT_TAGS
-) -> None:
-    """Apply AWS's tag rules (count, lengths, unique keys), raising InvalidTag."""
-    if len(tags) > max_tags:
-        raise InvalidTag(f"Object tags cannot be greater than {max_tags}")
-    seen: set[str] = set()
-    for key, value in tags:
-        if not key or len(key) > MAX_TAG_KEY_CHARS:
-            raise InvalidTag("The TagKey you have provided is invalid", TagKey=key)
-        if len(value) > MAX_TAG_VALUE_CHARS:
-            raise InvalidTag("The TagValue you have provided is invalid", TagKey=key)
-        if key in seen:
-            raise InvalidTag(
-                "Cannot provide multiple Tags with the same key", TagKey=key
-            )
-        seen.add(key)
 
 
 def parse_tagging(
@@ -178,7 +156,7 @@ def parse_tagging(
 ) -> list[tuple[str, str]]:
     """(key, value) pairs of a PutObjectTagging/PutBucketTagging body, validated.
 
-    Structure errors are MalformedXML; rule violations are InvalidTag.
+    Structure errors are MalformedXML; rule violations are InvalidTag (too many tags: BadRequest).
     """
     root = _parse(body, max_bytes, "Tagging")
     tag_sets = _children(root, "TagSet")

@@ -10,11 +10,13 @@ one with no other copy is first copied by the replicator's machinery.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from s3orch.store.records import CleanupItem, DrainState, UnderReplicated
+from s3orch.store.records import CleanupItem, DrainState, OutboxEvent, UnderReplicated
 from s3orch.store.txn.base import Notes, Tx
 from s3orch.store.txn.cleanup import enqueue_cleanup
+from s3orch.store.txn.outbox import add_events
 from s3orch.store.txn.quota import adjust_quota, lock_quotas
 from s3orch.store.txn.replicas import _copies, lock_if_current
 
@@ -151,10 +153,13 @@ def txn_backend_uploads(tx: Tx, notes: Notes, backend: str) -> list[tuple[str, s
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
-def txn_remove_backend(tx: Tx, notes: Notes, backend: str, now: float) -> tuple[int, int]:
+def txn_remove_backend(
+    tx: Tx, notes: Notes, backend: str, now: float, events: Sequence[OutboxEvent] = ()
+) -> tuple[int, int]:
     """Forget ``backend`` (its bytes stay where they are): its copies, queued cleanups, dead
     letters, usage and quota rows.  An object left without any copy of one of its extents
     is deleted too, its copies on other backends queued for cleanup (their bytes orphaned).
+    ``events`` (``backend.removed``) go to the outbox with the removal, never without it.
     Returns (copies forgotten, objects deleted).  Refused (-1, 0) while a drain of it is active."""
     row = tx.execute(
         f"SELECT state FROM drain_state WHERE backend_name = ?{tx.for_update()}", (backend,)
@@ -195,4 +200,5 @@ def txn_remove_backend(tx: Tx, notes: Notes, backend: str, now: float) -> tuple[
         deleted += 1
     for table in ("cleanup_queue", "cleanup_dlq", "backend_usage", "backend_quotas", "drain_state"):
         tx.execute(f"DELETE FROM {table} WHERE backend_name = ?", (backend,))
+    add_events(tx, events, now)
     return len(forgotten), deleted

@@ -10,13 +10,16 @@ s3-orchestrator matches a rule's prefix against its *internal* key, ``{bucket}/{
   ``arch`` is all of buckets ``archive``, ``arch-2024``, ...
 
 Age is the ``created_at`` of the key's current version (its commit time): an overwrite
-makes the key young again.  Pages are in (bucket, key) order, resumed after the last one.
+makes the key young again.  Each key comes with its tag set, which a rule with ``tags`` filters
+on (a page may then expire fewer keys than it holds).  Pages are in (bucket, key) order, resumed after the last one.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from s3orch.s3.tagging import stored_tags
 from s3orch.store.records import ExpiredObject
 from s3orch.store.txn.base import Notes, Tx
 from s3orch.store.txn.listing import prefix_upper_bound
@@ -68,7 +71,10 @@ def _scan(
 ) -> list[ExpiredObject]:
     """One range scan of the primary key: keys of one ``bucket`` in ``key_range``, or every
     key of the buckets in ``bucket_range``; a range is (lower, lower excluded, upper or None)."""
-    sql = "SELECT bucket, object_key, write_id, size_bytes, created_at FROM objects WHERE created_at < ?"
+    sql = (
+        "SELECT bucket, object_key, write_id, size_bytes, created_at, headers FROM objects"
+        " WHERE created_at < ?"
+    )
     params: list[Any] = [created_before]
     column, bounds = ("object_key", key_range) if bucket is not None else ("bucket", bucket_range)
     if bucket is not None:
@@ -84,6 +90,6 @@ def _scan(
     sql += " ORDER BY bucket, object_key LIMIT ?"
     params.append(limit)
     return [
-        ExpiredObject(str(b), str(k), str(w), int(size), float(created))
-        for b, k, w, size, created in tx.execute(sql, params).fetchall()
+        ExpiredObject(str(b), str(k), str(w), int(size), float(created), stored_tags(json.loads(headers or "{}")))
+        for b, k, w, size, created, headers in tx.execute(sql, params).fetchall()
     ]
