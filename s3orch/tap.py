@@ -46,8 +46,10 @@ from s3orch.core.intents import IntentResolver
 from s3orch.core.journal import LocationJournal, default_journal_path, journal_offload
 from s3orch.core.over_replication import OverReplicationCleaner
 from s3orch.core.rebalance import Rebalancer
+from s3orch.core.reconcile import Reconciler
 from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
+from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
@@ -75,6 +77,7 @@ from s3orch.workers.over_replication import OverReplicationWorker
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.rebalancer import RebalanceWorker
+from s3orch.workers.reconciler import ReconcileWorker
 from s3orch.workers.replicator import ReplicatorWorker
 from s3orch.workers.scrubber import ScrubberWorker
 
@@ -362,6 +365,16 @@ def build(
     # workers move data.
     service.preloads.append(drainer.refresh)
     service.add_worker(DrainWorker(drainer, reactor, locks=worker_locks, move=runs_worker(mode, "drain")))
+    # Always built: off (no ticks) unless reconcile.enabled; the admin reconcile and sync use it.
+    bucket_names = [bucket.name for bucket in config.buckets]
+    add_worker(ReconcileWorker(
+        Reconciler(
+            store=store, fleet=fleet, cleanups=cleanups, clock=reactor, buckets=bucket_names,
+            grace=config.reconcile.grace_period, events=events,
+        ),
+        Importer(store=store, fleet=fleet, clock=reactor, buckets=bucket_names),
+        reactor, config.reconcile, locks=worker_locks,
+    ))
     # Every instance refreshes its own gauges (read-only): no worker lock.
     usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
     add_worker(usage_flush)

@@ -323,6 +323,39 @@ class AdminHandlers:
             return {"status": "skipped", "reason": "another over-replication pass is running"}
         return {"status": "ok", **result.as_dict(), "removed": result.removed}
 
+    def _reconciler(self) -> Any:
+        try:
+            return self.service().getServiceNamed("reconcile")
+        except KeyError:
+            raise AdminError(503, "this process runs no reconcile worker") from None
+
+    async def reconcile(self, call: AdminCall) -> dict[str, Any]:
+        worker = self._reconciler()
+        try:
+            result = await worker.run_now_pass(call.query.get("backend") or None, call.progress)
+        except ValueError as exc:
+            raise AdminError(400, str(exc)) from None
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if result is None:
+            return {"status": "skipped", "reason": "another reconcile pass is running"}
+        return {"status": "ok", **result.as_dict()}
+
+    async def sync(self, call: AdminCall) -> dict[str, Any]:
+        backend, bucket = call.query.get("backend", ""), call.query.get("bucket", "")
+        if not backend or not bucket:
+            raise AdminError(400, "backend and bucket are required")
+        dry_run = call.query.get("dry_run", "").lower() in ("1", "true", "yes")
+        worker = self._reconciler()
+        try:
+            result = await worker.sync(backend, bucket, call.query.get("prefix", ""), dry_run, call.progress)
+        except ValueError as exc:
+            raise AdminError(400, str(exc)) from None
+        except StoreUnavailable:
+            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        if result is None:
+            return {"status": "skipped", "reason": "a reconcile pass is running"}
+        return {"status": "ok", **result.as_dict()}
     def _scrubber(self) -> Any:
         """The scrubber worker, or 409 while integrity is off (or 503 in a process without it)."""
         try:

@@ -307,6 +307,37 @@ ROUTES: tuple[Route, ...] = (
             Param("limit", "query", "integer", "How many lines (default 100)."),
         ),
     ),
+    Route(
+        "POST", "reconcile", "reconcile",
+        "Reconcile backends with the database now (under the reconcile worker's lock): a sorted"
+        " merge of each backend's listing and its copies in the database.  Copies whose object is"
+        " gone are forgotten (the object too when it was the last copy); unreferenced keys of"
+        " s3orch's layout are queued for cleanup; other keys are left alone.",
+        "`{status: \"ok\", imported, removed, lost, orphaned, foreign, matched,"
+        " suppressed_pending_cleanup, in_flight, kept, errors, backends_scanned, scanned, outcome,"
+        " run_id, backends: [...], lost_objects: [...]}`; `{status: \"skipped\", reason}` when another"
+        " pass holds the lock; 400 for an unknown backend.",
+        (Param("backend", "query", "string", "Only this backend (default: every backend)."),),
+        streams=True,
+    ),
+    Route(
+        "POST", "sync", "sync",
+        "Import a backend's pre-existing objects into a virtual bucket in place (no data copied):"
+        " `{bucket}/{key}` keys (the original product's layout) lose their bucket head, keys of"
+        " other configured buckets and of s3orch's own layout are left alone; an existing object"
+        " is never overwritten, so a second run imports nothing.",
+        "`{status: \"ok\", run_id, backend, bucket, prefix, dry_run, scanned, imported, skipped,"
+        " own, other_bucket, bytes, keys: [{key, storage_key, size}]}` (keys: at most 1000; with"
+        " `dry_run` what would be imported); `{status: \"skipped\", reason}` when a reconcile pass"
+        " holds the lock; 400 for an unknown backend or bucket.",
+        (
+            Param("backend", "query", "string", "The backend to import from.", required=True),
+            Param("bucket", "query", "string", "The virtual bucket the objects join.", required=True),
+            Param("prefix", "query", "string", "Only backend keys under this prefix."),
+            Param("dry_run", "query", "boolean", "Only say what would be imported."),
+        ),
+        streams=True,
+    ),
 )
 
 

@@ -44,6 +44,7 @@ from s3orch.backend.interface import (
     BackendUnavailable,
     Clock,
     IBodyConsumer,
+    ListedObject,
     ObjectBackend,
 )
 from s3orch.notify.events import CIRCUIT_CLOSED, CIRCUIT_OPENED
@@ -390,6 +391,12 @@ class BreakerBackend:
         self, prefix: str, continuation: str | None = None, max_keys: int = 1000
     ) -> tuple[list[tuple[str, int]], str | None]:
         page, _ = await self._call(lambda: self.inner.list_keys(prefix, continuation, max_keys))
+        return page
+
+    async def list_objects(
+        self, prefix: str, continuation: str | None = None, max_keys: int = 1000
+    ) -> tuple[list[ListedObject], str | None]:
+        page, _ = await self._call(lambda: self.inner.list_objects(prefix, continuation, max_keys))
         return page
 
     async def abort_multipart_upload(self, storage_key: str, upload_id: str) -> None:

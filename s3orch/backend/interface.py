@@ -11,6 +11,7 @@ the client (try another copy, 503, ...).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -74,6 +75,16 @@ class BackendUnavailable(BackendError):
     timeout, 5xx, throttling, or a body cut off mid-transfer.  Retryable."""
 
     retryable = True
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object of a backend listing (reconcile and sync/import read these)."""
+
+    key: str
+    size: int
+    etag: str  # without quotes
+    last_modified: float  # epoch seconds (0 when the backend gave none)
 
 
 class Timer(Protocol):
@@ -190,6 +201,13 @@ class ObjectBackend(Protocol):
     ) -> tuple[list[tuple[str, int]], str | None]:
         """One page of ``(key, size)`` under ``prefix`` plus the next page's
         token (None on the last page); used by the reconciler."""
+        ...
+
+    async def list_objects(
+        self, prefix: str, continuation: str | None = None, max_keys: int = 1000
+    ) -> tuple[list[ListedObject], str | None]:
+        """One page of objects under ``prefix`` in key (byte) order, with their ETag and
+        Last-Modified, plus the next page's token (None on the last page)."""
         ...
 
     # -- native multipart uploads --------------------------------------------------------

@@ -23,6 +23,7 @@ from s3orch.backend.interface import (
     BackendUnavailable,
     Clock,
     IBodyConsumer,
+    ListedObject,
     Timer,
 )
 from s3orch.payload import Payload
@@ -35,6 +36,7 @@ OPERATIONS = (
     "delete_object",
     "copy_object",
     "list_keys",
+    "list_objects",
     "abort_multipart_upload",
     "list_multipart_uploads",
 )
@@ -337,6 +339,19 @@ class MemoryBackend:
         page = keys[: max(1, max_keys)]
         token = page[-1] if len(keys) > len(page) else None
         return [(k, len(self.objects[k])) for k in page], token
+
+    async def list_objects(
+        self, prefix: str, continuation: str | None = None, max_keys: int = 1000
+    ) -> tuple[list[ListedObject], str | None]:
+        """:meth:`list_keys` with each object's MD5 ETag (Last-Modified: the clock's now, or 0)."""
+        self._enter("list_objects", prefix)
+        keys = sorted(k for k in self.objects if k.startswith(prefix) and (continuation is None or k > continuation))
+        page = keys[: max(1, max_keys)]
+        token = page[-1] if len(keys) > len(page) else None
+        when = self._clock.seconds() if self._clock is not None else 0.0
+        return [
+            ListedObject(k, len(self.objects[k]), hashlib.md5(self.objects[k]).hexdigest(), when) for k in page
+        ], token
 
     # -- native multipart uploads (left by older builds) ---------------------------------
 

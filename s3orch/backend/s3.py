@@ -23,6 +23,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from ipaddress import ip_address
 from typing import Any, Protocol, cast
 from urllib.parse import unquote_plus, urlsplit
@@ -62,6 +63,7 @@ from s3orch.backend.interface import (
     BackendNotFound,
     BackendUnavailable,
     Clock,
+    ListedObject,
     Timer,
 )
 from s3orch.backend.s3_responses import (
@@ -458,6 +460,13 @@ class S3Backend:
         self, prefix: str, continuation: str | None = None, max_keys: int = 1000
     ) -> tuple[list[tuple[str, int]], str | None]:
         """One ListObjectsV2 page of ``(key, size)`` and the next token."""
+        page, token = await self.list_objects(prefix, continuation, max_keys)
+        return [(item.key, item.size) for item in page], token
+
+    async def list_objects(
+        self, prefix: str, continuation: str | None = None, max_keys: int = 1000
+    ) -> tuple[list[ListedObject], str | None]:
+        """One ListObjectsV2 page (key, size, ETag, Last-Modified) and the next token."""
         query = [
             ("encoding-type", "url"),
             ("list-type", "2"),
@@ -472,15 +481,22 @@ class S3Backend:
         body = await read_body(response, LIST_BODY_LIMIT, self.name)
         root = parse_xml(body, "ListObjectsV2", self.name)
         url_encoded = (child_text(root, "EncodingType") or "").lower() == "url"
-        keys: list[tuple[str, int]] = []
+        items: list[ListedObject] = []
         for item in children(root, "Contents"):
             key = child_text(item, "Key") or ""
             if url_encoded:
                 key = _decode_listed_key(key)
-            keys.append((key, int(child_text(item, "Size") or "0")))
+            items.append(
+                ListedObject(
+                    key,
+                    int(child_text(item, "Size") or "0"),
+                    unquote_etag(child_text(item, "ETag") or ""),
+                    _listed_time(child_text(item, "LastModified")),
+                )
+            )
         truncated = (child_text(root, "IsTruncated") or "").lower() == "true"
         token = child_text(root, "NextContinuationToken") if truncated else None
-        return keys, token or None
+        return items, token or None
 
     # --- native multipart uploads (only what aborting an older build's uploads needs) ---
 
@@ -530,6 +546,16 @@ class S3Backend:
         """Stop uploads' scheduler and close pooled connections."""
         self._cooperator.stop()
         await self._pool.closeCachedConnections()
+
+
+def _listed_time(text: str | None) -> float:
+    """A listing's ``LastModified`` (ISO 8601) as epoch seconds; 0 when absent or unreadable."""
+    if not text:
+        return 0.0
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _decode_listed_key(key: str) -> str:

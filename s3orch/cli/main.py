@@ -18,6 +18,7 @@ from s3orch.cli.drain import DRAIN_COMMANDS
 from s3orch.cli.init import init
 from s3orch.cli.integrity import INTEGRITY_COMMANDS
 from s3orch.cli.options import DEFAULT_CONFIG, config_option
+from s3orch.cli.reconcile import RECONCILE_COMMANDS
 from s3orch.config import ConfigError, load_config
 from s3orch.config.support import refusals
 
@@ -113,5 +114,5 @@ def migrate(config_path: str) -> None:
         )
 
 
-for _command in (*ADMIN_COMMANDS, *DRAIN_COMMANDS, *INTEGRITY_COMMANDS, init):
+for _command in (*ADMIN_COMMANDS, *DRAIN_COMMANDS, *INTEGRITY_COMMANDS, *RECONCILE_COMMANDS, init):
     cli.add_command(_command)

@@ -273,10 +273,13 @@ class LifecycleConfig:
 
 @dataclass(frozen=True)
 class ReconcileConfig:
-    """Periodic backend-vs-DB reconciliation. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Periodic backend-vs-database reconciliation (:mod:`s3orch.core.reconcile`): off by default,
+    not reloadable.  ``grace_period`` (an s3orch addition) is how old a copy must be before a
+    pass may forget it, and how long an orphan it queues waits before it is deleted."""
 
     enabled: bool = False
     interval: float = knob(24 * 3600.0, kind="duration", positive=True)
+    grace_period: float = knob(3600.0, kind="duration", min_value=0)
 
 
 @dataclass(frozen=True)

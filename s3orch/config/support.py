@@ -111,7 +111,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         lambda config: [] if config.write_path.pending_pattern.enabled else ["write_path.pending_pattern.enabled"],
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
-    Unsupported("reconcile.enabled", _on("reconcile.enabled"), covers=("reconcile.*",)),
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),

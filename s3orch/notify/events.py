@@ -41,6 +41,8 @@ LIFECYCLE_COMPLETED = "lifecycle.completed"
 RELOAD_FAILED = "config.reload_failed"
 SERVICE_STARTED = "service.started"
 SERVICE_STOPPING = "service.stopping"
+RECONCILE_OBJECT_LOST = "reconcile.object_lost"
+RECONCILE_COMPLETED = "reconcile.completed"
 
 #: The CloudEvents ``source`` of every event: s3-orchestrator's, for its receivers.
 SOURCE = "/s3-orchestrator"

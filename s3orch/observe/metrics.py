@@ -443,6 +443,46 @@ OVER_REPLICATION_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
     registry=REGISTRY,
 )
+# --- reconcile and import (s3orch.core.reconcile, s3orch.core.sync) ------------------------------
+
+RECONCILE_RUNS = Counter(
+    "s3o_reconcile_runs_total",
+    "Reconcile passes by outcome (success, partial, empty, error)",
+    ["status"],
+    registry=REGISTRY,
+)
+RECONCILE_KEYS = Counter(
+    "s3o_reconcile_keys_total",
+    "Keys a reconcile pass compared, by decision (matched, orphaned, removed, lost, foreign,"
+    " suppressed_pending_cleanup, in_flight, kept, error)",
+    ["backend", "decision"],
+    registry=REGISTRY,
+)
+RECONCILE_OBJECTS_LOST = Counter(
+    "s3o_reconcile_objects_lost_total",
+    "Objects deleted by reconcile because the last copy of an extent was gone from its backend",
+    ["backend"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "s3o_reconcile_duration_seconds",
+    "Reconcile pass time",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
+    registry=REGISTRY,
+)
+IMPORT_OBJECTS = Counter(
+    "s3o_import_objects_total", "Backend objects adopted in place by sync/import", ["backend"], registry=REGISTRY
+)
+IMPORT_BYTES = Counter(
+    "s3o_import_bytes_total", "Bytes of backend objects adopted in place by sync/import", ["backend"],
+    registry=REGISTRY,
+)
+IMPORT_CLASSIFIED = Counter(
+    "s3o_import_classified_total",
+    "Imported objects by what their bytes are (this build stores plaintext only: plaintext)",
+    ["decision"],
+    registry=REGISTRY,
+)
 
 # -- integrity (s3orch.core.integrity, s3orch.workers.scrubber) ---------------------------------
 INTEGRITY_CHECKS = Counter(

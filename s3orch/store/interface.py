@@ -46,6 +46,7 @@ from s3orch.store.errors import (
 from s3orch.store.interface_drains import DrainStore
 from s3orch.store.interface_integrity import IntegrityStore
 from s3orch.store.interface_rebalance import RebalanceStore
+from s3orch.store.interface_reconcile import ReconcileStore
 from s3orch.store.interface_tags import TagStore
 from s3orch.store.records import (
     INTENT_ALREADY_RESOLVED,
@@ -148,7 +149,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, Protocol):
+class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:

@@ -492,6 +492,47 @@ class DrainState:
 
 
 @dataclass(frozen=True)
+class StoredCopy:
+    """One backend object the database references as a copy (``object_locations``): the
+    reconciler's database side, read per backend in storage-key (byte) order."""
+
+    storage_key: str
+    bucket: str
+    key: str
+    part_number: int
+    write_id: str
+    size: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class LostCopy:
+    """What forgetting a copy whose backend object is gone did.
+
+    ``outcome``: ``removed`` (the copy is forgotten, other copies remain), ``lost`` (it was
+    the last copy of an extent: the object is deleted, its other copies queued), or ``kept``
+    (the object changed, the copy is younger than the grace period, or a write of the key is
+    in flight: nothing was done)."""
+
+    outcome: str
+    size: int = 0
+    cleanups: tuple[CleanupItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportCandidate:
+    """A backend object to adopt in place as ``bucket``/``key`` (sync/import): the row will
+    point at ``storage_key`` as it is, no byte is copied."""
+
+    bucket: str
+    key: str
+    storage_key: str
+    size: int
+    etag: str
+    last_modified: float
+
+
+@dataclass(frozen=True)
 class ScrubCopy:
     """One stored copy of an extent of a current object, as the integrity scrubber checks it.
 

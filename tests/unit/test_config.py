@@ -246,7 +246,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "fast_interval": 5.0,
         },
         "lifecycle": {"rules": (), "batch_size": 100},
-        "reconcile": {"enabled": False, "interval": 86400.0},
+        "reconcile": {"enabled": False, "interval": 86400.0, "grace_period": 3600.0},
         "cache": {
             "enabled": False,
             "max_size": 256 * 1024 * 1024,

@@ -333,6 +333,11 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
         "tests/integration/test_lifecycle.py::test_an_expired_object_disappears_after_an_admin_triggered_run",
     ),
+    "reconcile.enabled": ("tests/unit/test_reconcile.py::test_the_worker_ticks_every_interval_only_when_enabled",),
+    "reconcile.interval": ("tests/unit/test_reconcile.py::test_the_worker_ticks_every_interval_only_when_enabled",),
+    "reconcile.grace_period": (
+        "tests/unit/test_reconcile.py::test_a_copy_younger_than_the_grace_period_is_kept_until_it_is_older",
+    ),
     "lifecycle.batch_size": (
         "tests/unit/test_lifecycle.py::test_the_admin_route_runs_a_pass_now_with_ndjson_progress",
         "tests/store/test_contract_lifecycle.py::test_pages_are_bounded_and_resume_after_the_last_key_across_buckets",
@@ -352,7 +357,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
-    "reconcile.enabled": ({"reconcile": {"enabled": True}}, ["reconcile.enabled"]),
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
@@ -499,7 +503,7 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "cache.enabled", "redis.address", "reconcile.enabled",
+        "cache.enabled", "redis.address",
     }
 
 

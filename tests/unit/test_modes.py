@@ -58,10 +58,10 @@ def _build(tmp_path: Path, mode: str) -> Any:
 @pytest.mark.parametrize(
     ("mode", "workers", "front"),
     [
-        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "usage-flush", "pending-reaper",
+        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile", "usage-flush", "pending-reaper",
                  "journal-refresh"], S3Envelope),
         ("api", ["drain", "usage-flush", "journal-refresh"], S3Envelope),
-        ("worker", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "usage-flush", "pending-reaper"],
+        ("worker", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile", "usage-flush", "pending-reaper"],
          NoS3Service),
     ],
 )

@@ -95,8 +95,7 @@ class BuiltTreeTests(SynchronousTestCase):
         self.assertIsInstance(service.getServiceNamed("metrics-listener"), internet.TCPServer)
         self.assertEqual(
             [child.name for child in service.workers],
-            ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "usage-flush",
-             "pending-reaper",
+            ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile", "usage-flush", "pending-reaper",
              "journal-refresh"],
         )
         self.assertEqual([child.name for child in service.listeners], ["s3-listener", "metrics-listener"])

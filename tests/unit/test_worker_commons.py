@@ -12,7 +12,6 @@ whole gateway registers (GatewayHarness: three in-memory backends, factor 2, a c
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ FEATURES = (
     "integrity:\n  enabled: true\n  scrubber_interval: 6h\n"
     # on, but its threshold keeps it still until its own work (below) lowers it
     "rebalance:\n  enabled: true\n  strategy: spread\n  interval: 6h\n  threshold: 0.99\n"
+    "reconcile:\n  enabled: true\n  interval: 6h\n"
 )
 
 
@@ -86,6 +86,9 @@ PLACEMENT = (
     Commons("rebalancer", "rebalance", WorkerLock.REBALANCER, "rebalance.move",
             ("s3o_rebalance_objects_moved_total", "s3o_rebalance_bytes_moved_total", "s3o_rebalance_runs_total"),
             (ev.REBALANCE_COMPLETED,), (ev.REBALANCE_COMPLETED,)),
+    Commons("reconcile", "reconcile", WorkerLock.RECONCILE, "reconcile.remove",
+            ("s3o_reconcile_runs_total", "s3o_reconcile_keys_total", "s3o_reconcile_objects_lost_total"),
+            (ev.RECONCILE_OBJECT_LOST, ev.RECONCILE_COMPLETED), (ev.RECONCILE_COMPLETED,)),
     Commons("scrubber", "scrubber", WorkerLock.SCRUBBER, "integrity.corruption_detected",
             ("s3o_integrity_checks_total", "s3o_integrity_errors_total", "s3o_integrity_never_verified_copies",
              "s3o_integrity_oldest_unverified_seconds"),
@@ -189,6 +192,17 @@ def _rebalancer(h: GatewayHarness) -> None:
     worker.rebalancer.config = dataclasses.replace(worker.rebalancer.config, threshold=0.0)
 
 
+def _reconcile(h: GatewayHarness) -> None:
+    from tests.unit.test_integrity import replicated
+    from tests.unit.test_replicator import record
+
+    first, _ = replicated(h, "lost-copy", b"x" * 500)
+    (location,) = [loc for loc in record(h, "lost-copy").locations if loc.backend == first]
+    bucket = {"backend-1": "store-1", "backend-2": "store-2", "backend-3": "store-3"}[first]
+    del h.backends[first].objects(bucket)[location.storage_key]  # gone behind s3orch's back
+    jump(h, 2 * 3600)  # past the reconciler's grace period
+
+
 def _scrubber(h: GatewayHarness) -> None:
     from tests.unit.test_integrity import corrupt, replicated
 
@@ -198,6 +212,7 @@ def _scrubber(h: GatewayHarness) -> None:
 
 WORK: dict[str, Callable[[GatewayHarness], None]] = {
     "scrubber": _scrubber,
+    "reconcile": _reconcile,
     "rebalancer": _rebalancer,
     "replicator": _replicator,
     "over-replication": _over_replication,

@@ -1,0 +1,4 @@
+-- s3orch metadata schema, version 8 (SQLite): nothing to change.  The reconciler
+-- (s3orch.store.txn.reconcile) pages through one backend's copies in storage-key byte order;
+-- SQLite compares TEXT with BINARY collation by default, so the UNIQUE (backend_name, storage_key)
+-- index of object_locations already gives that order.  PostgreSQL's 0008 adds the index it needs.
