@@ -21,9 +21,12 @@ turn, so no request sees half a reload:
 * ``replication`` (the replicator's factor, interval, batch size, concurrency and
   ``unhealthy_threshold``, for its next pass), as long as replication stays on or stays off:
   turning it on (``factor`` from 1) or off takes effect at restart, as the worker exists or not;
-* s3-orchestrator's other reloadable sections (``rate_limit``, ``rebalance``,
-  ``integrity``): accepted and recorded, but inert, as their features are not in this build
-  (switching one on is refused like at start).
+* ``rate_limit`` (:meth:`s3orch.http.ratelimit.RateLimiter.reconfigure`: new rates for new
+  buckets, as s3-orchestrator; ``enabled``, ``per_credential`` and ``trusted_proxies`` at
+  once; ``cleanup_interval`` at restart);
+* s3-orchestrator's other reloadable sections (``rebalance``, ``integrity``): accepted and
+  recorded, but inert, as their features are not in this build (switching one on is refused
+  like at start).
 
 Every other changed field needs a restart: each is logged by name and listed in
 ``restart_required``; the running config keeps its old value, so the next reload names it again.
@@ -45,6 +48,7 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
+from s3orch.config.features import RateLimitConfig
 from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig, ReplicationConfig
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
@@ -62,7 +66,7 @@ log = Logger(namespace="s3orch.reload")
 
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit", "rebalance", "integrity")
+INERT_SECTIONS = ("rebalance", "integrity")
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -133,6 +137,7 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "server": dataclasses.replace(current.server, log_level=new.server.log_level),
         "usage_flush": new.usage_flush,
         "lifecycle": new.lifecycle,
+        "rate_limit": dataclasses.replace(new.rate_limit, cleanup_interval=current.rate_limit.cleanup_interval),
     }
     if (new.replication.factor > 1) == (current.replication.factor > 1):
         changes["replication"] = new.replication  # on or off stays as the start built it
@@ -167,6 +172,10 @@ class HasLifecycleRules(Protocol):
     def set_rules(self, config: LifecycleConfig) -> None: ...
 
 
+class HasRateLimits(Protocol):
+    def reconfigure(self, config: RateLimitConfig) -> None: ...
+
+
 class QuotaStore(Protocol):
     async def sync_quota_limits(self, limits: dict[str, int], now: float) -> None: ...
 
@@ -184,6 +193,7 @@ class ReloadTargets:
     over_replication: HasReplication | None = None
     tls: ReloadableContext | None = None
     lifecycle: HasLifecycleRules | None = None
+    rate_limiter: HasRateLimits | None = None
     set_log_level: Callable[[str], None] = set_log_level
 
 
@@ -352,6 +362,8 @@ class Reloader:
             if targets.lifecycle is not None:
                 targets.lifecycle.set_rules(merged.lifecycle)
             log.info("Reloaded lifecycle rules", component="reload", rules=len(merged.lifecycle.rules))
+        if any(name.startswith("rate_limit") for name in changed) and targets.rate_limiter is not None:
+            targets.rate_limiter.reconfigure(merged.rate_limit)  # logs "Reloaded rate limits"
         for name in changed:
             if name.split(".")[0].split("[")[0] in INERT_SECTIONS:
                 log.info(
