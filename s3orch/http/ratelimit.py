@@ -41,6 +41,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 log = Logger(namespace="s3orch.ratelimit")
 
+#: Peers whose trust is remembered (a gateway sees a few proxies; a spray only clears it).
+PEER_CACHE = 4096
+
 
 @dataclass(frozen=True)
 class Rates:
@@ -66,6 +69,7 @@ class TokenBuckets:
         self.rates = rates
         self._now = now
         self._buckets: dict[str, _Bucket] = {}
+        self._swept = 0  # removed by the sweep under way
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -93,25 +97,33 @@ class TokenBuckets:
         if bucket is not None:
             bucket.tokens = min(bucket.rates.burst, bucket.tokens + 1.0)
 
-    def sweep(self, max_age: float) -> int:
-        """Drop the buckets unused for more than ``max_age`` seconds; how many went.
+    def sweep(self, max_age: float, batch: int | None = None) -> tuple[int, bool]:
+        """Drop up to ``batch`` buckets unused for more than ``max_age`` seconds: how many
+        went, and whether the sweep is done (False: call again, after yielding the reactor).
 
         The oldest are at the front, so the walk stops at the first one still in use.  A
         bucket idle that long is full again, so dropping it changes no answer.  Python's
-        dicts do not shrink on delete: after a sweep that removed most entries the table is
-        copied, giving the memory back.
+        dicts do not shrink on delete: once a sweep has removed more than what is left,
+        the table is copied, giving the memory back.
         """
         cutoff = self._now() - max_age
         stale: list[str] = []
+        done = True
         for key, bucket in self._buckets.items():
             if bucket.stamp > cutoff:
+                break
+            if batch is not None and len(stale) >= batch:
+                done = False
                 break
             stale.append(key)
         for key in stale:
             del self._buckets[key]
-        if len(stale) > len(self._buckets):
-            self._buckets = dict(self._buckets)
-        return len(stale)
+        self._swept += len(stale)
+        if done:
+            if self._swept > len(self._buckets):
+                self._buckets = dict(self._buckets)
+            self._swept = 0
+        return len(stale), done
 
 
 def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
@@ -139,9 +151,11 @@ def client_ip(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network
     untrusted one is the client.  A hop that is not an IP address ends the walk at the last
     trusted hop; all hops trusted: the leftmost.
     """
+    if not trusted:
+        return peer
     address = _address(peer)
-    if address is None or not trusted or not any(address in net for net in trusted):
-        return str(address) if address is not None else peer
+    if address is None or not any(address in net for net in trusted):
+        return peer
     hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
     last = address
     for hop in reversed(hops):
@@ -175,6 +189,8 @@ class RateLimiter:
         self.credentials = TokenBuckets(rates, clock.seconds)
         self.config = config
         self.trusted = parse_networks(config.trusted_proxies)
+        #: Peers already checked against ``trusted`` (bounded: cleared when full).
+        self._peer_trusted: dict[str, bool] = {}
         RATE_LIMIT_BUCKETS.labels("ip").set_function(lambda: float(len(self.ips)))
         RATE_LIMIT_BUCKETS.labels("credential").set_function(lambda: float(len(self.credentials)))
 
@@ -187,6 +203,7 @@ class RateLimiter:
         rates = Rates(config.requests_per_sec, float(config.burst))
         self.ips.rates = self.credentials.rates = rates
         self.trusted = parse_networks(config.trusted_proxies)
+        self._peer_trusted.clear()
         self.config = config
         log.info(
             "Reloaded rate limits", component="reload", requests_per_sec=config.requests_per_sec,
@@ -196,7 +213,17 @@ class RateLimiter:
     def client_ip_of(self, request: Any) -> str:
         """The client IP of a twisted.web request, as the rate limiter finds it (the
         dashboard's login throttle keys on the same)."""
-        return client_ip(peer_host(request), forwarded_for(request) if self.trusted else [], self.trusted)
+        peer = peer_host(request)
+        if not self.trusted:
+            return peer  # no parsing: the cost of a request without proxies is a dict lookup
+        trusted = self._peer_trusted.get(peer)
+        if trusted is None:
+            address = _address(peer)
+            trusted = address is not None and any(address in net for net in self.trusted)
+            if len(self._peer_trusted) >= PEER_CACHE:
+                self._peer_trusted.clear()
+            self._peer_trusted[peer] = trusted
+        return client_ip(peer, forwarded_for(request), self.trusted) if trusted else peer
 
     def allow_ip(self, ip: str, api: str) -> bool:
         """Charge one request to ``ip``; False (counted) when over its limit."""
@@ -216,9 +243,13 @@ class RateLimiter:
         RATE_LIMIT_REJECTIONS.labels("s3", "credential").inc()
         return False
 
-    def sweep(self) -> int:
+    def sweep(self, batch: int | None = None) -> tuple[int, bool]:
+        """One step of the sweep of idle buckets (``batch`` at most from each table): how
+        many went, and whether it is done."""
         max_age = self.config.cleanup_max_age
-        return self.ips.sweep(max_age) + self.credentials.sweep(max_age)
+        ips, ips_done = self.ips.sweep(max_age, batch)
+        keys, keys_done = self.credentials.sweep(max_age, batch)
+        return ips + keys, ips_done and keys_done
 
 
 def admin_gate(limiter: RateLimiter, prefix: bytes = b"/admin") -> Callable[[S3Request], RejectedEarly | None]:

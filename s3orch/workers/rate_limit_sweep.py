@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 
 from s3orch.http.ratelimit import RateLimiter
 from s3orch.workers.base import PeriodicWorker
+
+#: Buckets dropped per reactor turn.
+SWEEP_BATCH = 20_000
 
 
 class RateLimitSweeper(PeriodicWorker):
@@ -19,4 +23,7 @@ class RateLimitSweeper(PeriodicWorker):
         self.limiter = limiter
 
     async def tick(self) -> None:
-        self.limiter.sweep()
+        # In steps, yielding the reactor between them: a million idle buckets would
+        # otherwise hold it for a second or more.
+        while not self.limiter.sweep(SWEEP_BATCH)[1]:
+            await deferLater(self.clock, 0, lambda: None)

@@ -104,8 +104,33 @@ def test_sweep_drops_only_buckets_idle_longer_than_max_age() -> None:
     clock.advance(200)
     buckets.take("old2")  # used again: no longer old
     clock.advance(150)
-    assert buckets.sweep(300) == 2  # old1 and fresh (idle 350 s); old2 idle 150 s stays
+    assert buckets.sweep(300) == (2, True)  # old1 and fresh (idle 350 s); old2 idle 150 s stays
     assert len(buckets) == 1 and not buckets.take("old2")  # its state was kept (bucket empty)
+
+
+def test_a_sweep_runs_in_batches_and_new_use_during_it_is_kept() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(Rates(1.0, 1.0), clock.seconds)
+    for n in range(5):
+        buckets.take(f"k{n}")
+    clock.advance(10)
+    assert buckets.sweep(5, batch=2) == (2, False)
+    buckets.take("k3")  # used between two steps: moves to the back, fresh
+    assert buckets.sweep(5, batch=2) == (2, True)  # k2 and k4; k3 is fresh: done
+    assert len(buckets) == 1 and buckets.take("new")
+
+
+def test_the_sweeper_yields_the_reactor_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("s3orch.workers.rate_limit_sweep.SWEEP_BATCH", 2)
+    gw = Gateway(_limits(enabled=True, cleanup_interval="1m", cleanup_max_age="1m"))
+    for n in range(5):
+        gw.limiter.allow_ip(f"192.0.2.{n}", "s3")
+    gw.clock.advance(120)
+    sweeper = RateLimitSweeper(gw.limiter, gw.clock)
+    done = Deferred.fromCoroutine(sweeper.tick())
+    assert len(gw.limiter.ips) == 3 and not done.called  # one batch, then the reactor's turn
+    gw.clock.advance(0)  # (runs the calls each step schedules too)
+    assert len(gw.limiter.ips) == 0 and done.called
 
 
 def test_the_sweeper_worker_runs_every_cleanup_interval() -> None:
@@ -280,7 +305,7 @@ def test_memory_after_a_million_distinct_ips_returns_to_base_after_the_sweep() -
             limiter.allow_ip(f"{10 + n // 65536}.{n // 256 % 256}.{n % 256}.1", "s3")
         full = tracemalloc.get_traced_memory()[0]
         clock.advance(limiter.config.cleanup_max_age + 1)
-        assert limiter.sweep() == 1_000_000
+        assert limiter.sweep() == (1_000_000, True)
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
