@@ -189,7 +189,7 @@ class S3Envelope(Resource):
                     state.slot = request.waited_slot or self.admission.admit(state.method)
                 except Refused as refused:
                     raise self._refuse_admission(state, refused) from None
-                if self.limiter is not None:
+                if self.limiter is not None and self.limiter.enabled:
                     state.client_ip = self.limiter.client_ip_of(request)
                     if not self.limiter.allow_ip(state.client_ip, "s3"):
                         raise self._rate_limited(state)

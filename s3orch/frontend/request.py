@@ -19,7 +19,7 @@ from opentelemetry.trace import Span
 from s3orch.auth.registry import Principal
 from s3orch.http.admission import CredentialHold, Slot
 from s3orch.http.body import DiscardedBody, RequestBody
-from s3orch.http.site import S3Request
+from s3orch.http.site import EXTRA_REASONS, S3Request
 from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
 from s3orch.s3.addressing import Address
@@ -245,7 +245,7 @@ def send_error(request: S3Request, state: RequestState, exc: errors.S3Error) -> 
         # Headers already went out: the only honest signal left is an abort.
         abort(request)
         return
-    request.setResponseCode(exc.status)
+    request.setResponseCode(exc.status, EXTRA_REASONS.get(exc.status))
     reset_headers(request)
     for name, value in exc.headers:
         request.setHeader(name, value)

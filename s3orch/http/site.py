@@ -35,8 +35,8 @@ NON_S3_BODY_LIMIT = 1024 * 1024
 MAX_CONTENT_LENGTH_DIGITS = 19
 
 _log = Logger(namespace="s3orch.http")
-#: Reason phrases Twisted's table lacks.
-_REASONS = {429: b"Too Many Requests"}
+#: Reason phrases Twisted's table lacks (it would say "Unknown Status").
+EXTRA_REASONS = {429: b"Too Many Requests"}
 
 
 def _internal_error_rejection() -> RejectedEarly:
@@ -485,7 +485,7 @@ class S3Channel(AdmissionHold, http.HTTPChannel):
         if transport is None:
             return
         try:
-            reason = http.RESPONSES.get(rejection.status) or _REASONS.get(rejection.status, b"Error")
+            reason = http.RESPONSES.get(rejection.status) or EXTRA_REASONS.get(rejection.status, b"Error")
             lines = [b"HTTP/1.1 %d %s" % (rejection.status, reason)]
             for name, value in rejection.headers:
                 lines.append(_header_bytes(name) + b": " + _header_bytes(value))

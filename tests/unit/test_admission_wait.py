@@ -3,6 +3,7 @@ workers drawing slots from the write (or global) pool, never more than their sha
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -10,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
+from s3orch import tap
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import load_config_from_string
 from s3orch.frontend.assembly import build_frontend
@@ -19,7 +21,11 @@ from s3orch.http.admission import Admission, Slot
 from s3orch.http.hold import HOLD_BUFFER_LIMIT
 from s3orch.http.site import S3Site
 from s3orch.observe.metrics import ADMISSION_WAITS
-from s3orch.workers.base import PeriodicWorker
+from s3orch.store import open_store
+from s3orch.testing.config import config_from_string
+from s3orch.testing.harness import DEFAULT_CONFIG
+from s3orch.testing.syncpool import SynchronousConnectionPool
+from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
 from tests.unit.frontdoor_fakes import (
     CONFIG,
     START,
@@ -232,3 +238,20 @@ def test_without_admission_control_workers_run_unslotted() -> None:
     result: list[Slot | None] = []
     admission.for_worker().addCallback(result.append)
     assert result == [None]
+
+
+def test_build_gives_the_backend_workers_the_front_doors_admission_and_the_site_the_admin_gate(
+    tmp_path: Path,
+) -> None:
+    config = config_from_string(DEFAULT_CONFIG.replace("{workdir}", str(tmp_path)))
+    store = open_store(config.database, MemoryReactorClock(), pool_factory=SynchronousConnectionPool)
+    service = tap.build(config, MemoryReactorClock(), store=store)
+    [listener] = service.listeners
+    site = listener.args[1]
+    admission = site.early_handler.admission
+    slotted = {w.name: w.admission for w in service.workers if isinstance(w, PeriodicWorker)}
+    assert {name for name, a in slotted.items() if a is not None} == SLOT_WORKERS & set(slotted)
+    assert {"cleanup-queue", "lifecycle", "drain", "pending-reaper"} <= SLOT_WORKERS & set(slotted)
+    assert all(a is admission for a in slotted.values() if a is not None)
+    assert slotted["usage-flush"] is None and slotted["rate-limit-sweep"] is None
+    assert site.other_gate is not None and site.early_handler.limiter is not None

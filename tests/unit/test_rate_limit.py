@@ -209,6 +209,7 @@ def test_bodyless_requests_are_limited_too_and_unauthenticated_ones_count() -> N
     assert status_of(gw.send(signed_request("GET", "/photos/x"))) == 404
     limited = gw.send(signed_request("GET", "/photos/x"))
     assert status_of(limited) == 429 and b"Retry-After: 1\r\n" in limited.value()
+    assert limited.value().startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
 
 
 def test_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored() -> None:
