@@ -247,7 +247,7 @@ def test_build_gives_the_backend_workers_the_front_doors_admission_and_the_site_
     store = open_store(config.database, MemoryReactorClock(), pool_factory=SynchronousConnectionPool)
     service = tap.build(config, MemoryReactorClock(), store=store)
     [listener] = service.listeners
-    site = listener.args[1]
+    site: Any = listener.args[1]  # type: ignore[attr-defined]  # a TCPServer's (port, factory)
     admission = site.early_handler.admission
     slotted = {w.name: w.admission for w in service.workers if isinstance(w, PeriodicWorker)}
     assert {name for name, a in slotted.items() if a is not None} == SLOT_WORKERS & set(slotted)
