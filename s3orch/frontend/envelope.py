@@ -124,7 +124,7 @@ class S3Envelope(Resource):
         #: ``server:`` of the config (caps, spooling, addressing, which signatures are accepted).
         self.server_config = server
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
-        self.admission = admission if admission is not None else Admission.from_config(server)
+        self.admission = admission if admission is not None else Admission.from_config(server, clock=clock)
         #: Per-IP (and per-access-key) token buckets (``rate_limit``; None: not limited).
         self.limiter = limiter
         for pool in (self.admission.global_pool, self.admission.reads, self.admission.writes):
