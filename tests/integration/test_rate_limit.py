@@ -1,6 +1,7 @@
 """A real gateway with ``rate_limit`` on: a burst beyond ``burst`` gets 429 SlowDown with
 Retry-After before any body byte is sent, whatever X-Forwarded-For a client writes, and the
-admin API is limited too (unit tests with a Clock: tests/unit/test_rate_limit.py)."""
+admin API is limited too; and ``admission_wait`` holding a request on a real socket until a
+slot frees (unit tests with a Clock: tests/unit/test_rate_limit.py, test_admission_wait.py)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,48 @@ def test_a_burst_beyond_burst_gets_429_before_the_body_and_xff_from_an_untrusted
     assert json.loads(admin.body)["error"] == "rate limit exceeded"
     with urllib.request.urlopen(f"{gateway.endpoint}/health", timeout=10) as health:
         assert health.status == 200  # never limited
+
+
+def _read_continue_or_reply(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        if not more:
+            break
+        data += more
+    return data
+
+
+def test_admission_wait_holds_a_request_on_a_real_socket_until_a_slot_frees(
+    moto_backends: Callable[..., list[BackendSpec]], start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gateway = start_gateway(
+        GatewayConfig(
+            backends=moto_backends(1),
+            extra_server={"max_concurrent_requests": 1, "admission_wait": "20s"},
+        )
+    )
+    client = Client(gateway)
+
+    def put_head(key: str) -> bytes:
+        headers = client.sign("PUT", f"/photos/{key}", headers={"Expect": "100-continue"})
+        headers["content-length"] = "4"
+        return client.head_text("PUT", f"/photos/{key}", "", headers).encode()
+
+    with client.connect() as first, client.connect() as second:
+        first.sendall(put_head("first"))
+        assert _read_continue_or_reply(first).startswith(b"HTTP/1.1 100 ")
+        second.sendall(put_head("second"))
+        second.settimeout(0.5)
+        try:
+            early = second.recv(1)
+        except TimeoutError:
+            early = b""
+        assert early == b""  # held: no 100 Continue, no 503, while the only slot is taken
+        first.sendall(b"data")
+        assert _read_reply(first, "PUT").status == 200
+        second.settimeout(20)
+        assert _read_continue_or_reply(second).startswith(b"HTTP/1.1 100 ")  # the freed slot is its
+        second.sendall(b"more")
+        assert _read_reply(second, "PUT").status == 200
+    assert _metric(gateway, 's3o_admission_waits_total{outcome="admitted"}') == 1
