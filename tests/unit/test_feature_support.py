@@ -62,6 +62,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_admission_wait.py::test_a_slot_that_frees_within_the_wait_lets_the_waiting_request_through",
         "tests/unit/test_admission_wait.py::test_no_slot_within_the_wait_is_503_slowdown_then",
         "tests/unit/test_admission_wait.py::test_a_client_that_goes_away_while_waiting_leaves_the_queue",
+        "tests/integration/test_rate_limit.py::test_admission_wait_holds_a_request_on_a_real_socket_until_a_slot_frees",
     ),
     "server.backend_timeout": ("tests/integration/test_backend_s3.py::test_unresponsive_server_times_out",),
     "server.write_timeout": (
@@ -124,6 +125,7 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "rate_limit.enabled": (
         "tests/unit/test_rate_limit.py::test_a_burst_beyond_burst_gets_429_slowdown_with_retry_after_before_the_body",
         "tests/unit/test_rate_limit.py::test_off_means_no_limit_and_no_buckets",
+        "tests/integration/test_rate_limit.py::test_a_burst_beyond_burst_gets_429_before_the_body_and_xff_from_an_untrusted_peer_is_ignored",
         "tests/unit/test_rate_limit.py::test_a_reload_gives_new_rates_to_new_buckets_and_switches_at_once",
     ),
     "rate_limit.requests_per_sec": (
