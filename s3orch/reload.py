@@ -25,8 +25,9 @@ turn, so no request sees half a reload:
   or off) for the next request and the next pass;
 * ``rebalance`` (switched on or off, strategy, interval, batch size, threshold,
   concurrency: from the rebalancer's next pass);
-* s3-orchestrator's other reloadable section (``rate_limit``): accepted and recorded, but
-  inert, as its feature is not in this build (switching it on is refused like at start).
+* ``rate_limit`` (:meth:`s3orch.http.ratelimit.RateLimiter.reconfigure`: new rates for new
+  buckets, as s3-orchestrator; ``enabled``, ``per_credential`` and ``trusted_proxies`` at
+  once; ``cleanup_interval`` at restart);
 
 Every other changed field needs a restart: each is logged by name and listed in
 ``restart_required``; the running config keeps its old value, so the next reload names it again.
@@ -48,6 +49,7 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
+from s3orch.config.features import RateLimitConfig
 from s3orch.config.model import (
     BackendConfig,
     ConfigIssue,
@@ -70,9 +72,6 @@ __all__ = ["ReloadRejected", "ReloadTargets", "Reloader", "check_config", "diff_
 
 log = Logger(namespace="s3orch.reload")
 
-#: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
-#: this build does not have (off: inert; on: refused).
-INERT_SECTIONS = ("rate_limit",)
 #: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
@@ -145,10 +144,10 @@ def merge_reloadable(current: Config, new: Config) -> Config:
         "lifecycle": new.lifecycle,
         "integrity": new.integrity,
         "rebalance": new.rebalance,
+        "rate_limit": dataclasses.replace(new.rate_limit, cleanup_interval=current.rate_limit.cleanup_interval),
     }
     if (new.replication.factor > 1) == (current.replication.factor > 1):
         changes["replication"] = new.replication  # on or off stays as the start built it
-    changes.update({name: getattr(new, name) for name in INERT_SECTIONS})
     return dataclasses.replace(current, **changes)
 
 
@@ -187,6 +186,10 @@ class HasLifecycleRules(Protocol):
     def set_rules(self, config: LifecycleConfig) -> None: ...
 
 
+class HasRateLimits(Protocol):
+    def reconfigure(self, config: RateLimitConfig) -> None: ...
+
+
 class QuotaStore(Protocol):
     async def sync_quota_limits(self, limits: dict[str, int], now: float) -> None: ...
 
@@ -206,6 +209,7 @@ class ReloadTargets:
     tls: ReloadableContext | None = None
     lifecycle: HasLifecycleRules | None = None
     scrubber: HasIntegrity | None = None
+    rate_limiter: HasRateLimits | None = None
     set_log_level: Callable[[str], None] = set_log_level
 
 
@@ -382,11 +386,8 @@ class Reloader:
             if targets.scrubber is not None:
                 targets.scrubber.reconfigure(merged.integrity)
             log.info("Reloaded integrity config", component="reload", enabled=merged.integrity.enabled)
-        for name in changed:
-            if name.split(".")[0].split("[")[0] in INERT_SECTIONS:
-                log.info(
-                    "{field} changed (recorded; its feature is not in this build)", component="reload", field=name
-                )
+        if any(name.startswith("rate_limit") for name in changed) and targets.rate_limiter is not None:
+            targets.rate_limiter.reconfigure(merged.rate_limit)  # logs "Reloaded rate limits"
         if tls is not None and targets.tls is not None:
             targets.tls.swap(tls)
             log.info("Reloaded TLS certificate", component="reload")

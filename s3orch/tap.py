@@ -54,6 +54,8 @@ from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
+from s3orch.http.admission import Admission
+from s3orch.http.ratelimit import RateLimiter, admin_gate
 from s3orch.http.site import S3Site
 from s3orch.http.tls import ReloadableContext, TLSSetupError, server_context
 from s3orch.modes import MODE_ALL, InvalidMode, NoS3Service, check_mode, runs_worker, serves_s3
@@ -66,6 +68,7 @@ from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_exp
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore
+from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.drainer import DrainWorker
@@ -76,6 +79,7 @@ from s3orch.workers.notifier import Notifier
 from s3orch.workers.over_replication import OverReplicationWorker
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
+from s3orch.workers.rate_limit_sweep import RateLimitSweeper
 from s3orch.workers.rebalancer import RebalanceWorker
 from s3orch.workers.reconciler import ReconcileWorker
 from s3orch.workers.replicator import ReplicatorWorker
@@ -218,6 +222,10 @@ def build(
     # then the S3 port treats the path as any other (a request for the bucket "metrics").
     metrics_here = metrics.enabled and not metrics.listen
     reserved = [b"/health", b"/admin", b"/ui"] + ([metrics.path.encode()] if metrics_here else [])
+    # One set of admission pools for S3 requests and the backend-calling workers; one limiter
+    # for the S3 API and /admin/ (built switched off too: a reload may switch it on).
+    admission = Admission.from_config(server, clock=reactor)
+    limiter = RateLimiter(config.rate_limit, reactor)
     s3 = build_frontend(
         server=config.server,
         registry=registry,
@@ -226,6 +234,8 @@ def build(
         multipart=multipart,
         reserved_prefixes=reserved,
         write_gate=database.write_refusal,
+        admission=admission,
+        limiter=limiter,
     )
     # Worker mode: no S3 API on the listener, only the operational endpoints.
     front = s3 if serves_s3(mode) else NoS3Service(reserved)
@@ -256,6 +266,7 @@ def build(
         read_timeout=server.read_timeout,
         write_timeout=server.write_timeout,
         reactor=reactor,
+        other_gate=admin_gate(limiter),
     )
     interface, port = parse_listen_addr(server.listen_addr)
     listener: IService
@@ -406,6 +417,10 @@ def build(
         )
     if serves_s3(mode):  # the journal serves degraded reads: only where the S3 API is
         add_worker(JournalRefresher(store, journal, reactor, breaking_db.journal_refresh, database.degraded))
+    service.add_worker(RateLimitSweeper(limiter, reactor))
+    for child in service:  # passes that call the backends hold admission slots
+        if isinstance(child, PeriodicWorker) and child.name in SLOT_WORKERS:
+            child.admission = admission
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
         service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
@@ -421,6 +436,7 @@ def build(
         store=store, front_door=s3, multipart=multipart, fleet=fleet, usage_flush=usage_flush, tls=context,
         lifecycle=lifecycle, replicator=replicating, over_replication=trimming, scrubber=scrubbing,
         rebalancer=rebalancing,
+        rate_limiter=limiter,
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service

@@ -133,10 +133,11 @@ def _check_server(server: ServerConfig, report: Report) -> None:
             f"must be <= write_timeout ({format_duration(server.write_timeout)})",
         )
     if (server.max_concurrent_reads > 0) != (server.max_concurrent_writes > 0):
-        report.warn(
-            "server.max_concurrent_reads",
-            "split read/write pools need both max_concurrent_reads and max_concurrent_writes; "
-            "with only one set there is no admission control at all",
+        report.error(
+            "server.max_concurrent_reads" if server.max_concurrent_reads else "server.max_concurrent_writes",
+            "split read/write pools need both max_concurrent_reads and max_concurrent_writes > 0 "
+            "(s3-orchestrator silently runs without admission control when only one is set); "
+            "set both, or neither and use max_concurrent_requests",
         )
     if server.log_level not in _LOG_LEVELS:
         report.error("server.log_level", "must be one of debug, info, warn, error")

@@ -157,7 +157,9 @@ class CleanupQueueConfig:
 
 @dataclass(frozen=True)
 class RateLimitConfig:
-    """Per-client-IP token buckets. ``trusted_proxies`` are normalised CIDR strings. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Per-client-IP token buckets (:mod:`s3orch.http.ratelimit`). ``trusted_proxies`` are
+    normalised CIDR strings.  ``per_credential`` (our addition): an authenticated S3 request
+    is charged to its access key's bucket (same rate and burst) instead of its IP's."""
 
     enabled: bool = False
     requests_per_sec: float = knob(100.0, positive=True)
@@ -165,6 +167,7 @@ class RateLimitConfig:
     cleanup_interval: float = knob(60.0, kind="duration", positive=True)
     cleanup_max_age: float = knob(300.0, kind="duration", positive=True)
     trusted_proxies: tuple[str, ...] = ()
+    per_credential: bool = False
 
 
 @dataclass(frozen=True)

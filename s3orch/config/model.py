@@ -109,7 +109,8 @@ class TLSConfig:
 class ServerConfig:
     """Listener, request caps, admission control and timeouts of the S3 front end.
 
-    Not applied yet, and refused when set (``s3orch.config.support``): ``admission_wait`` above 0.
+    ``admission_wait``: how long a request may wait for a slot of a full pool (0: refused at
+    once); only one of ``max_concurrent_reads``/``max_concurrent_writes`` set is refused.
 
     ``max_concurrent_requests`` becomes 1000 when it and both split pools are 0: s3-orchestrator
     does the same (its code never runs without admission control, although its docs say 0 disables

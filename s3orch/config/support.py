@@ -112,7 +112,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
-    Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
     # Monthly usage limits (0 = unlimited, the default) and what only acts with them.
@@ -123,10 +122,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         "usage_flush.adaptive_enabled", _on("usage_flush.adaptive_enabled"),
         hint="there are no usage limits to flush for",
         covers=("usage_flush.adaptive_threshold", "usage_flush.fast_interval"),
-    ),
-    Unsupported(
-        "server.admission_wait", _above("server.admission_wait", 0),
-        hint="a request over capacity is refused at once (503 SlowDown); remove it or set 0s",
     ),
 )
 

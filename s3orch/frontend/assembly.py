@@ -21,6 +21,7 @@ from s3orch.frontend.handlers.object import ObjectHandlers
 from s3orch.frontend.handlers.service import ServiceHandlers
 from s3orch.frontend.request import Route
 from s3orch.http.admission import Admission
+from s3orch.http.ratelimit import RateLimiter
 
 
 def merge_routes(*tables: Mapping[str, Route]) -> dict[str, Route]:
@@ -44,6 +45,7 @@ def build_frontend(
     reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
     admission: Admission | None = None,
     write_gate: WriteGate | None = None,
+    limiter: RateLimiter | None = None,
 ) -> S3Envelope:
     """The S3 front door over these services.
 
@@ -64,4 +66,5 @@ def build_frontend(
         reserved_prefixes=reserved_prefixes,
         admission=admission,
         write_gate=write_gate,
+        limiter=limiter,
     )

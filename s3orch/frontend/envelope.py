@@ -35,16 +35,20 @@ from s3orch.frontend.request import (
     Route,
     RouteTable,
     abort,
+    check_interpreted_input,
     first_header,
     headers_of,
     path_of,
     query_of,
     resource_of,
+    resource_type,
     send_error,
     send_last_resort,
 )
 from s3orch.http.admission import Admission, Pool, Refused
 from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
+from s3orch.http.hold import Postponed
+from s3orch.http.ratelimit import RateLimiter
 from s3orch.http.site import RejectedEarly, S3Request, unprepared_rejection
 from s3orch.observe import tracing
 from s3orch.observe.audit import audit, bind
@@ -79,8 +83,6 @@ from s3orch.store.interface import StoreUnavailable
 XML_BODY_LIMIT = 4 * 1024 * 1024
 #: Bodies sent to operations that take none are counted up to this size and dropped.
 IGNORED_BODY_LIMIT = 4 * 1024 * 1024
-#: Request headers whose values the gateway interprets: they must be valid UTF-8.
-_INTERPRETED_HEADER_PREFIXES = ("x-amz-", "if-")
 STREAMING_VARIANTS = {
     sigv4.STREAMING_PAYLOAD: "signed",
     sigv4.STREAMING_PAYLOAD_TRAILER: "signed-trailer",
@@ -114,6 +116,7 @@ class S3Envelope(Resource):
         reserved_prefixes: Sequence[bytes] = DEFAULT_RESERVED_PREFIXES,
         admission: Admission | None = None,
         write_gate: WriteGate | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # twisted.web's Resource is unannotated
         #: Degraded mode (``s3orch.core.degraded``): the 503 a write gets before its body, or None.
@@ -121,7 +124,9 @@ class S3Envelope(Resource):
         #: ``server:`` of the config (caps, spooling, addressing, which signatures are accepted).
         self.server_config = server
         #: Concurrency limits of S3 requests (never /health, /metrics, /admin, /ui).
-        self.admission = admission if admission is not None else Admission.from_config(server)
+        self.admission = admission if admission is not None else Admission.from_config(server, clock=clock)
+        #: Per-IP (and per-access-key) token buckets (``rate_limit``; None: not limited).
+        self.limiter = limiter
         for pool in (self.admission.global_pool, self.admission.reads, self.admission.writes):
             if pool is not None:
                 ADMISSION_IN_USE.labels(pool.name).set_function(_in_use_of(pool))
@@ -157,6 +162,10 @@ class S3Envelope(Resource):
         for (slot and in-flight gauge released); an unexpected exception is
         accounted for before it propagates (S3Request turns it into a 500).
         """
+        if not request.admission_waited:  # the pool is full: wait for a slot (admission_wait)?
+            ready = self.admission.wait_for(method.decode("latin-1"))
+            if ready is not None:
+                raise Postponed(ready)
         headers = headers_of(request)
         state = RequestState(
             request_id=request_id_from_header(first_header(headers, "x-request-id")),
@@ -174,12 +183,16 @@ class S3Envelope(Resource):
                 if state.method_label == "OTHER":
                     # Unknown methods cost nothing: answered before admission and auth.
                     raise errors.MethodNotAllowed(
-                        Method=state.method[:64], ResourceType=_resource_type(state.raw_path)
+                        Method=state.method[:64], ResourceType=resource_type(state.raw_path)
                     )
                 try:
-                    state.slot = self.admission.admit(state.method)
+                    state.slot = request.waited_slot or self.admission.admit(state.method)
                 except Refused as refused:
                     raise self._refuse_admission(state, refused) from None
+                if self.limiter is not None and self.limiter.enabled:
+                    state.client_ip = self.limiter.client_ip_of(request)
+                    if not self.limiter.allow_ip(state.client_ip, "s3"):
+                        raise self._rate_limited(state)
                 state.query = sigv4.parse_query(query_of(uri))
                 with tracing.using(state.span):  # its log lines (audit refusals) carry the trace
                     self._prepare(state, length)
@@ -225,12 +238,16 @@ class S3Envelope(Resource):
         if state.operation.level != "service" and state.address.bucket != state.principal.bucket:
             state.event = "s3.BucketMismatch"  # the request's one HTTP-level audit event
             raise errors.AccessDenied()
+        if self.limiter is not None and not self.limiter.allow_credential(
+            state.client_ip, state.principal.access_key
+        ):
+            raise self._rate_limited(state)
         self._admit_credential(state)
         if self.write_gate is not None:
             refusal = self.write_gate(state.method, state.op_name)
             if refusal is not None:
                 raise refusal
-        _check_interpreted_input(state)
+        check_interpreted_input(state)
         route = self.routes.get(state.operation.name)
         if route is not None and route.early is not None:
             route.early(state)
@@ -358,6 +375,11 @@ class S3Envelope(Resource):
         exc = errors.SlowDown("Server at capacity").with_headers([("Retry-After", "1")])
         state.error = exc
         return self._rejection(state, exc)
+
+    def _rate_limited(self, state: RequestState) -> errors.S3Error:
+        """429 SlowDown with Retry-After: 1 (before the body: prepare answers it at once)."""
+        state.event = "s3.RateLimited"
+        return errors.RateLimited().with_headers([("Retry-After", "1")])
 
     def timed_out(self, request: S3Request | None) -> RejectedEarly:
         """408 RequestTimeout: headers or body did not arrive within the server's read deadlines."""
@@ -500,10 +522,10 @@ class S3Envelope(Resource):
             return
         state.accounted = True
         try:
-            if state.slot is not None:
-                state.slot.release()
             if state.credential_hold is not None:
                 state.credential_hold.release()
+            if state.slot is not None:  # last: a request waiting for it may start at once
+                state.slot.release()
         finally:
             INFLIGHT.labels(state.method_label).dec()
         try:
@@ -561,38 +583,3 @@ def _in_use_of(pool: Pool) -> Callable[[], float]:
     """The s3o_admission_slots_in_use reading of one pool."""
     return lambda: float(pool.in_use)
 
-
-def _resource_type(raw_path: bytes) -> str:
-    """MethodNotAllowed's ResourceType from the path's shape (path-style)."""
-    path = raw_path.split(b"?", 1)[0]
-    bucket, sep, key = path.lstrip(b"/").partition(b"/")
-    if not bucket:
-        return "SERVICE"
-    return "OBJECT" if sep and key else "BUCKET"
-
-
-def _check_interpreted_input(state: RequestState) -> None:
-    """Query values and the x-amz-*, If-* and Range headers must be valid UTF-8.
-
-    They are decoded with ``surrogateescape``; a stray byte would otherwise reach
-    the store or a response header.  (``response-*`` overrides are checked, with
-    AWS's message, by :func:`~s3orch.s3.metadata.response_header_overrides`.)
-    """
-    for name, value in state.query:
-        if _undecodable(name) or (_undecodable(value) and not name.startswith("response-")):
-            raise errors.InvalidArgument(
-                "A query parameter is not valid UTF-8.", ArgumentName=name
-            )
-    for name, values in state.headers.items():
-        if name.startswith(_INTERPRETED_HEADER_PREFIXES) or name == "range":
-            if any(_undecodable(value) for value in values):
-                raise errors.InvalidArgument("Header value is not valid UTF-8.", ArgumentName=name)
-
-
-def _undecodable(value: str) -> bool:
-    """Did ``surrogateescape`` decoding keep bytes that are not UTF-8?"""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

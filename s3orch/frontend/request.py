@@ -19,7 +19,7 @@ from opentelemetry.trace import Span
 from s3orch.auth.registry import Principal
 from s3orch.http.admission import CredentialHold, Slot
 from s3orch.http.body import DiscardedBody, RequestBody
-from s3orch.http.site import S3Request
+from s3orch.http.site import EXTRA_REASONS, S3Request
 from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
 from s3orch.s3.addressing import Address
@@ -59,6 +59,8 @@ class RequestState:
     event: str | None = None
     #: The request's server span (tracing on; None when off).
     span: Span | None = None
+    #: The client IP the rate limiter charged ("" when rate limiting is not wired).
+    client_ip: str = ""
 
     @property
     def op_name(self) -> str:
@@ -243,7 +245,7 @@ def send_error(request: S3Request, state: RequestState, exc: errors.S3Error) -> 
         # Headers already went out: the only honest signal left is an abort.
         abort(request)
         return
-    request.setResponseCode(exc.status)
+    request.setResponseCode(exc.status, EXTRA_REASONS.get(exc.status))
     reset_headers(request)
     for name, value in exc.headers:
         request.setHeader(name, value)
@@ -275,3 +277,43 @@ def send_last_resort(request: S3Request, request_id: str) -> None:
         request.finish()
     except Exception:
         abort(request)
+
+
+def resource_type(raw_path: bytes) -> str:
+    """MethodNotAllowed's ResourceType from the path's shape (path-style)."""
+    path = raw_path.split(b"?", 1)[0]
+    bucket, sep, key = path.lstrip(b"/").partition(b"/")
+    if not bucket:
+        return "SERVICE"
+    return "OBJECT" if sep and key else "BUCKET"
+
+
+#: Request headers whose values the gateway interprets: they must be valid UTF-8.
+_INTERPRETED_HEADER_PREFIXES = ("x-amz-", "if-")
+
+
+def check_interpreted_input(state: RequestState) -> None:
+    """Query values and the x-amz-*, If-* and Range headers must be valid UTF-8.
+
+    They are decoded with ``surrogateescape``; a stray byte would otherwise reach
+    the store or a response header.  (``response-*`` overrides are checked, with
+    AWS's message, by :func:`~s3orch.s3.metadata.response_header_overrides`.)
+    """
+    for name, value in state.query:
+        if undecodable(name) or (undecodable(value) and not name.startswith("response-")):
+            raise errors.InvalidArgument(
+                "A query parameter is not valid UTF-8.", ArgumentName=name
+            )
+    for name, values in state.headers.items():
+        if name.startswith(_INTERPRETED_HEADER_PREFIXES) or name == "range":
+            if any(undecodable(value) for value in values):
+                raise errors.InvalidArgument("Header value is not valid UTF-8.", ArgumentName=name)
+
+
+def undecodable(value: str) -> bool:
+    """Did ``surrogateescape`` decoding keep bytes that are not UTF-8?"""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

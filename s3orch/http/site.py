@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
@@ -21,6 +22,7 @@ from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
+from s3orch.http.hold import AdmissionHold, Postponed
 from s3orch.observe.logging import new_request_id
 from s3orch.observe.metrics import WRITE_TIMEOUTS
 from s3orch.s3 import errors
@@ -33,6 +35,8 @@ NON_S3_BODY_LIMIT = 1024 * 1024
 MAX_CONTENT_LENGTH_DIGITS = 19
 
 _log = Logger(namespace="s3orch.http")
+#: Reason phrases Twisted's table lacks (it would say "Unknown Status").
+EXTRA_REASONS = {429: b"Too Many Requests"}
 
 
 def _internal_error_rejection() -> RejectedEarly:
@@ -110,6 +114,11 @@ class RejectedEarly(Exception):
         self.body = body
 
 
+#: Called for requests that are not the early handler's (admin, UI, ops) when their headers
+#: are in: a rejection to answer before the body, or None.
+OtherGate = Callable[["S3Request"], "RejectedEarly | None"]
+
+
 class EarlyHandler(Protocol):
     """What the S3 front end provides to the HTTP layer."""
 
@@ -154,6 +163,12 @@ class S3Request(server.Request):
 
     s3: Any = None
     rejected = False
+    #: Set while the channel holds this request for an admission slot (Postponed).
+    held = False
+    #: What the admission wait gave (a slot, or None when it ran out); set before the re-prepare.
+    waited_slot: Any = None
+    admission_waited = False
+    _process_pending = False
     _early_method: bytes = b""
     _early_uri: bytes = b""
 
@@ -173,7 +188,7 @@ class S3Request(server.Request):
             self.content = io.BytesIO()
             try:
                 self.s3 = handler.prepare(self, self._early_method, self._early_uri, length)
-            except RejectedEarly:
+            except (RejectedEarly, Postponed):
                 raise
             except Exception:
                 # The handler released what it took before letting this through
@@ -182,6 +197,10 @@ class S3Request(server.Request):
                 _log.failure("request preparation failed", component="http")
                 raise _internal_error_rejection() from None
         else:
+            gate = self.channel.site.other_gate if isinstance(self.channel, S3Channel) else None
+            refusal = gate(self) if gate is not None else None
+            if refusal is not None:
+                raise refusal  # rate limited: answered before the body is read
             if length is not None and length > NON_S3_BODY_LIMIT:
                 raise _too_large_rejection()  # before 100 Continue: the body is never sent
             super().gotLength(length)
@@ -201,6 +220,9 @@ class S3Request(server.Request):
     def process(self) -> None:
         if self.rejected:
             return
+        if self.held:  # a bodyless request complete while it waits for a slot
+            self._process_pending = True
+            return
         super().process()
 
     def connectionLost(self, reason: Any) -> None:
@@ -211,7 +233,7 @@ class S3Request(server.Request):
         super().connectionLost(reason)
 
 
-class S3Channel(http.HTTPChannel):
+class S3Channel(AdmissionHold, http.HTTPChannel):
     """HTTP channel that lets the front end refuse a request before its body.
 
     It also enforces per-request deadlines that Twisted's idle timeout cannot
@@ -304,6 +326,7 @@ class S3Channel(http.HTTPChannel):
     def connectionLost(self, reason: Any = None) -> None:
         self._cancel_deadlines()
         self._disarm_write_deadline()
+        self._drop_hold()
         super().connectionLost(reason)
 
     # -- framing errors: Twisted's parser refuses, we answer S3 XML and close ---
@@ -413,16 +436,28 @@ class S3Channel(http.HTTPChannel):
         self.persistent = self.checkPersistence(req, self._version)
         req._early_method = self._command
         req._early_uri = self._path
+        self._prepare(req, self.length, self._version)
+
+    def _prepare(self, req: S3Request, length: int | None, version: bytes) -> bool:
+        """The request's headers are in (or its admission wait is over): decide; True when it
+        goes on (100 Continue sent if asked), False when refused or held."""
         try:
-            req.gotLength(self.length)
+            req.gotLength(length)
         except RejectedEarly as rejection:
             self.reject(req, rejection)
-            return
+            return False
+        except Postponed as postponed:
+            self._hold_request(req, postponed.ready)
+            return False
         expect = req.requestHeaders.getRawHeaders(b"expect")
-        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+        if expect and expect[0].lower() == b"100-continue" and version == b"HTTP/1.1":
             self._send100Continue()
+        return True
 
     def rawDataReceived(self, data: bytes) -> None:
+        if self._hold is not None:
+            self._keep(data)
+            return
         try:
             super().rawDataReceived(data)
         except RejectedEarly as rejection:
@@ -439,6 +474,7 @@ class S3Channel(http.HTTPChannel):
             if request.rejected:
                 return
             request.rejected = True
+        self._drop_hold()
         transport: Any = self.transport
         self.persistent = False
         self._cancel_deadlines()
@@ -449,7 +485,7 @@ class S3Channel(http.HTTPChannel):
         if transport is None:
             return
         try:
-            reason = http.RESPONSES.get(rejection.status, b"Error")
+            reason = http.RESPONSES.get(rejection.status) or EXTRA_REASONS.get(rejection.status, b"Error")
             lines = [b"HTTP/1.1 %d %s" % (rejection.status, reason)]
             for name, value in rejection.headers:
                 lines.append(_header_bytes(name) + b": " + _header_bytes(value))
@@ -487,9 +523,12 @@ class S3Site(server.Site):
         read_timeout: float | None = None,
         write_timeout: float | None = None,
         reactor: Any = None,
+        other_gate: OtherGate | None = None,
     ) -> None:
         super().__init__(resource, timeout=timeout, reactor=reactor)
         self.early_handler = early_handler
+        #: Checks requests that are not S3 ones (the admin API's rate limit) at header time.
+        self.other_gate = other_gate
         #: Seconds from a request's first byte to its last header / its last body byte (None: no limit).
         self.read_header_timeout = read_header_timeout
         self.read_timeout = read_timeout

@@ -236,6 +236,28 @@ ADMISSION_IN_USE = Gauge(
     ["pool"],
     registry=REGISTRY,
 )
+#: Requests refused by the rate limiter (s3-orchestrator's name; the labels are ours: ``api`` is
+#: s3 or admin, ``key`` says whether the client IP's or the access key's bucket was empty).
+RATE_LIMIT_REJECTIONS = Counter(
+    "s3o_rate_limit_rejections_total",
+    "Requests rejected by per-IP rate limiting",
+    ["api", "key"],
+    registry=REGISTRY,
+)
+#: Our addition: token buckets the rate limiter holds now (``kind`` ip or credential).
+RATE_LIMIT_BUCKETS = Gauge(
+    "s3o_rate_limit_buckets",
+    "Token buckets held by the rate limiter",
+    ["kind"],
+    registry=REGISTRY,
+)
+#: Our addition: how admission waits (``server.admission_wait``) ended: admitted, timeout, gone.
+ADMISSION_WAITS = Counter(
+    "s3o_admission_waits_total",
+    "Requests that waited for an admission slot, by outcome",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 # --- background workers (s3orch.workers.base counts every tick of every worker) ---------------
 

@@ -185,6 +185,8 @@ ServiceUnavailable = _error(
     "ServiceUnavailable", 503, "Please reduce your request rate."
 )
 SlowDown = _error("SlowDown", 503, "Please reduce your request rate.")
+#: The rate limiter's answer (s3-orchestrator's status and message), sent with Retry-After: 1.
+RateLimited = _error("SlowDown", 429, "Rate limit exceeded")
 BadGateway = _error("InternalError", 502, "A storage backend failed to answer the request.")
 BucketAlreadyOwnedByYou = _error(
     "BucketAlreadyOwnedByYou",

@@ -20,6 +20,12 @@ Each pass that runs (not one skipped for the lock) gets its own audit correlatio
 framed by ``<component>.start`` and ``<component>.complete`` audit events; the workers that run
 every few seconds or only refresh state (quota gauges, the notifier, the breaker watchdog:
 ``audited=False``) write no frame, so their passes do not flood the audit log.
+
+The workers that call the backends (:data:`SLOT_WORKERS`) share the admission pools with
+HTTP requests, as in s3-orchestrator: given the gateway's
+:class:`~s3orch.http.admission.Admission` (``admission``, set by ``s3orch.tap.build``),
+each pass holds one slot of the write pool (split mode) or the global pool, and waits for
+it; workers together hold at most half of that pool, so clients always keep the rest.
 """
 
 from __future__ import annotations
@@ -29,15 +35,22 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from s3orch.http.admission import Admission, Slot
 from s3orch.observe.audit import audit, background_run
 from s3orch.observe.metrics import WORKER_FAILURES, WORKER_LAST_SUCCESS, WORKER_TICKS
 from s3orch.store.interface import StoreUnavailable
 from s3orch.store.locks import WorkerLocks, run_exclusive
+
+#: Workers whose passes call the backends: each pass holds an admission slot.
+SLOT_WORKERS = frozenset({
+    "replicator", "over-replication", "cleanup-queue", "drain", "lifecycle", "pending-reaper", "multipart-gc",
+    "rebalancer", "reconcile", "scrubber",
+})
 
 
 class PeriodicWorker(Service):
@@ -87,6 +100,9 @@ class PeriodicWorker(Service):
         self._last_finished: float | None = None
         self._last_result: str | None = None
         self._last_error: str | None = None
+        #: The admission pools a pass takes a slot from (None: passes are not admitted).
+        self.admission: Admission | None = None
+        self._slot_wait: Deferred[Slot | None] | None = None
 
     @property
     def exclusive(self) -> bool:
@@ -122,7 +138,26 @@ class PeriodicWorker(Service):
 
     async def run_once(self) -> bool:
         """Run one tick now; True when it succeeded or was skipped because another
-        instance holds the worker's lock (also used by tests and admin calls)."""
+        instance holds the worker's lock (also used by tests and admin calls).
+
+        With ``admission`` set, the tick first waits for an admission slot and holds it
+        throughout; a worker stopped while it waits gives up quietly (False)."""
+        slot: Slot | None = None
+        if self.admission is not None:
+            self._slot_wait = self.admission.for_worker()
+            try:
+                slot = await self._slot_wait
+            except CancelledError:
+                return False
+            finally:
+                self._slot_wait = None
+        try:
+            return await self._run_once()
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def _run_once(self) -> bool:
         self._last_started = self.clock.seconds()
         try:
             if self.exclusive:
@@ -232,6 +267,8 @@ class PeriodicWorker(Service):
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()  # type: ignore[no-untyped-call]  # Twisted's Service is unannotated
+        if self._slot_wait is not None:
+            self._slot_wait.cancel()  # waiting for an admission slot: leave the queue
         delayed, self._delayed_start = self._delayed_start, None
         if delayed is not None and delayed.active():
             delayed.cancel()

@@ -207,6 +207,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "cleanup_interval": 60.0,
             "cleanup_max_age": 300.0,
             "trusted_proxies": (),
+            "per_credential": False,
         },
         "encryption": {
             "enabled": False,
@@ -318,17 +319,16 @@ def test_admission_pool_is_1000_only_when_every_pool_is_zero() -> None:
     )
 
 
-def test_only_one_split_pool_is_accepted_with_a_warning() -> None:
-    cfg = load({"server": {"max_concurrent_reads": 50}})
-    assert (
-        cfg.server.max_concurrent_requests == 0
-    )  # 0 everywhere would mean no admission control at all
-    assert [w.path for w in cfg.warnings] == ["server.max_concurrent_reads"]
+@pytest.mark.parametrize("only", ["max_concurrent_reads", "max_concurrent_writes"])
+def test_only_one_split_pool_is_refused_naming_it(only: str) -> None:
+    # s3-orchestrator silently runs without admission control then; this build refuses.
+    with pytest.raises(ConfigError) as caught:
+        load({"server": {only: 50}})
+    assert [issue.path for issue in caught.value.errors] == [f"server.{only}"]
+    assert "need both max_concurrent_reads and max_concurrent_writes" in str(caught.value)
 
 
-def test_admission_wait_loads_and_is_left_to_the_support_table() -> None:
-    # Not applied by this build: s3orch.config.support refuses it at start-up, so the loader
-    # (also used by `migrate`) keeps it without a warning.
+def test_admission_wait_loads_without_a_warning() -> None:
     cfg = load({"server": {"admission_wait": "2s"}})
     assert cfg.server.admission_wait == 2.0
     assert cfg.warnings == ()

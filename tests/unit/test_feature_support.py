@@ -48,16 +48,21 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     "server.max_concurrent_reads": (
         "tests/unit/test_admission.py::test_split_pools_keep_reads_flowing_when_writes_are_full",
+        "tests/unit/test_config.py::test_only_one_split_pool_is_refused_naming_it",
     ),
     "server.max_concurrent_writes": (
         "tests/unit/test_admission.py::test_split_pools_keep_reads_flowing_when_writes_are_full",
+        "tests/unit/test_admission_wait.py::test_workers_take_write_slots_up_to_half_and_reads_still_pass_in_split_mode",
     ),
     "server.load_shed_threshold": (
         "tests/unit/test_admission.py::test_shed_request_gets_503_and_counts_in_load_shed_total",
     ),
-    # 0 (the default) is what this build does; above 0 is refused.
     "server.admission_wait": (
         "tests/unit/test_admission.py::test_request_over_capacity_gets_503_slowdown_before_100_continue",
+        "tests/unit/test_admission_wait.py::test_a_slot_that_frees_within_the_wait_lets_the_waiting_request_through",
+        "tests/unit/test_admission_wait.py::test_no_slot_within_the_wait_is_503_slowdown_then",
+        "tests/unit/test_admission_wait.py::test_a_client_that_goes_away_while_waiting_leaves_the_queue",
+        "tests/integration/test_rate_limit.py::test_admission_wait_holds_a_request_on_a_real_socket_until_a_slot_frees",
     ),
     "server.backend_timeout": ("tests/integration/test_backend_s3.py::test_unresponsive_server_times_out",),
     "server.write_timeout": (
@@ -117,6 +122,32 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "database.max_conn_lifetime": (f"{PG}::test_connections_older_than_max_conn_lifetime_are_replaced",),
     "database.dsn": (f"{PG}::test_a_dsn_wins_over_the_separate_fields",),
     "database.statement_timeout": (f"{PG}::test_sessions_are_named_and_time_limited",),
+    "rate_limit.enabled": (
+        "tests/unit/test_rate_limit.py::test_a_burst_beyond_burst_gets_429_slowdown_with_retry_after_before_the_body",
+        "tests/unit/test_rate_limit.py::test_off_means_no_limit_and_no_buckets",
+        "tests/integration/test_rate_limit.py::test_a_burst_beyond_burst_gets_429_before_the_body_and_xff_from_an_untrusted_peer_is_ignored",
+        "tests/unit/test_rate_limit.py::test_a_reload_gives_new_rates_to_new_buckets_and_switches_at_once",
+    ),
+    "rate_limit.requests_per_sec": (
+        "tests/unit/test_rate_limit.py::test_a_bucket_allows_burst_at_once_then_refills_at_the_rate",
+        "tests/unit/test_rate_limit.py::test_a_burst_beyond_burst_gets_429_slowdown_with_retry_after_before_the_body",
+    ),
+    "rate_limit.burst": (
+        "tests/unit/test_rate_limit.py::test_a_burst_beyond_burst_gets_429_slowdown_with_retry_after_before_the_body",
+        "tests/unit/test_rate_limit.py::test_a_reload_gives_new_rates_to_new_buckets_and_switches_at_once",
+    ),
+    "rate_limit.cleanup_interval": ("tests/unit/test_rate_limit.py::test_the_sweeper_worker_runs_every_cleanup_interval",),
+    "rate_limit.cleanup_max_age": (
+        "tests/unit/test_rate_limit.py::test_the_sweeper_worker_runs_every_cleanup_interval",
+        "tests/unit/test_rate_limit.py::test_memory_after_a_million_distinct_ips_returns_to_base_after_the_sweep",
+    ),
+    "rate_limit.trusted_proxies": (
+        "tests/unit/test_rate_limit.py::test_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored",
+        "tests/unit/test_rate_limit.py::test_client_ip_is_the_rightmost_untrusted_hop_only_behind_a_trusted_proxy",
+    ),
+    "rate_limit.per_credential": (
+        "tests/unit/test_rate_limit.py::test_per_credential_charges_the_access_key_so_tenants_behind_one_nat_do_not_starve",
+    ),
     "routing_strategy": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",
                          f"{GW_CORE}::test_spread_balances_writes"),
     "backends[].name": (f"{GW_CORE}::test_pack_fills_backends_in_config_order_and_overflows_at_quota",),
@@ -358,7 +389,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
     "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
-    "rate_limit.enabled": ({"rate_limit": {"enabled": True}}, ["rate_limit.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
@@ -374,7 +404,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"backends": [dict(BASE["backends"][0], ingress_byte_limit="1GB")]}, ["backends[0].ingress_byte_limit"],
     ),
     "usage_flush.adaptive_enabled": ({"usage_flush": {"adaptive_enabled": True}}, ["usage_flush.adaptive_enabled"]),
-    "server.admission_wait": ({"server": {"admission_wait": "100ms"}}, ["server.admission_wait"]),
 }
 
 

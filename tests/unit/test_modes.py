@@ -58,11 +58,11 @@ def _build(tmp_path: Path, mode: str) -> Any:
 @pytest.mark.parametrize(
     ("mode", "workers", "front"),
     [
-        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile", "usage-flush", "pending-reaper",
-                 "journal-refresh"], S3Envelope),
-        ("api", ["drain", "usage-flush", "journal-refresh"], S3Envelope),
-        ("worker", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile", "usage-flush", "pending-reaper"],
-         NoS3Service),
+        ("all", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile",
+                 "usage-flush", "pending-reaper", "journal-refresh", "rate-limit-sweep"], S3Envelope),
+        ("api", ["drain", "usage-flush", "journal-refresh", "rate-limit-sweep"], S3Envelope),
+        ("worker", ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile",
+                    "usage-flush", "pending-reaper", "rate-limit-sweep"], NoS3Service),
     ],
 )
 def test_build_gives_each_mode_its_workers_and_front_door(

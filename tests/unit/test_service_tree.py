@@ -96,7 +96,7 @@ class BuiltTreeTests(SynchronousTestCase):
         self.assertEqual(
             [child.name for child in service.workers],
             ["cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile", "usage-flush", "pending-reaper",
-             "journal-refresh"],
+             "journal-refresh", "rate-limit-sweep"],
         )
         self.assertEqual([child.name for child in service.listeners], ["s3-listener", "metrics-listener"])
         self.assertEqual(set(service.namedServices), {c.name for c in service.workers + service.listeners})

@@ -42,6 +42,7 @@ CLASS_ATTRIBUTES: list[tuple[type, str, str]] = [
     (server.Request, "gotLength", "S3Request routes the body to the front end's sink"),
     (server.Request, "handleContentChunk", "S3Request feeds the body to the front end"),
     (server.Request, "parseCookies", "S3Channel.allHeadersReceived"),
+    (server.Request, "process", "S3Request.process holds back a bodyless request waiting for a slot (http/hold.py)"),
     (abstract.FileDescriptor, "dataBuffer", "site.pending_write_bytes: the write deadline sees progress"),
     (abstract.FileDescriptor, "offset", "site.pending_write_bytes: the write deadline sees progress"),
 ]
@@ -126,3 +127,15 @@ def test_the_site_builds_our_channel() -> None:
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     assert isinstance(protocol, S3Channel)
     assert callable(getattr(protocol, "callLater", None)), "HTTPFactory no longer sets callLater on its channels"
+
+
+def test_the_channel_has_the_network_producer_an_admission_wait_pauses() -> None:
+    # http/hold.py pauses and resumes HTTPChannel._networkProducer (the transport as a push
+    # producer) when a request waiting for an admission slot buffers too much of its body.
+    channel: Any = http.HTTPChannel()
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel._networkProducer.pauseProducing()
+    assert transport.producerState == "paused", "HTTPChannel._networkProducer no longer pauses the transport"
+    channel._networkProducer.resumeProducing()
+    assert transport.producerState == "producing"

@@ -63,8 +63,10 @@ class Environment:
 
     backend_bucket = "bench-backend"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: dict[str, object] | None = None) -> None:
         self.workdir = workdir
+        #: Extra top-level config sections of the gateway (``--rate-limit``).
+        self.extra = extra or {}
         self.weed = WeedServer(workdir / "weed", "benchbackendkey", "benchbackendsecret")
         self.gateway: GatewayProcess | None = None
         self.targets: dict[str, Target] = {}
@@ -88,6 +90,7 @@ class Environment:
             buckets=[bucket],
             # The bench measures speed; a 256 MiB transfer must not trip the tests' 10 s timeout.
             extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s"},
+            extra=dict(self.extra),
         )
         gw_dir = self.workdir / "s3orch"
         (gw_dir / "spool").mkdir(parents=True, exist_ok=True)
@@ -136,6 +139,7 @@ class Options:
     quick: bool
     mpu_size: int = MPU_SIZE
     mpu_part_size: int = MPU_PART_SIZE
+    rate_limit: bool = False
 
 
 def _log(message: str) -> None:
@@ -300,6 +304,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--large-mib", type=int, help="size of the large object in MiB (default 256; --quick: 16)")
     parser.add_argument("--results-dir", type=Path, default=Path("bench-results"), help="where the JSON goes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) after the run")
+    parser.add_argument(
+        "--rate-limit", action="store_true",
+        help="switch rate_limit on with a rate no workload reaches: the limiter's cost on the request path",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     duration = args.duration if args.duration is not None else (0.5 if args.quick else 3.0)
@@ -317,6 +325,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         args.quick,
         mpu_size,
         mpu_part_size,
+        args.rate_limit,
     )
 
 
@@ -351,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     workdir = Path(tempfile.mkdtemp(prefix="s3orch-bench-"))
-    env = Environment(workdir)
+    unreachable = {"enabled": True, "requests_per_sec": 1e9, "burst": 1_000_000_000}
+    env = Environment(workdir, {"rate_limit": unreachable} if opts.rate_limit else None)
     cells: list[CellResult] = []
     peak_rss: dict[str, int | None] = {}
     saved_logs: list[Path] = []
