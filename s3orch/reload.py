@@ -10,11 +10,11 @@ turn, so no request sees half a reload:
   multipart service gets new per-bucket limits.  A request authenticates once, when its headers
   arrive, against the registry of that moment, so a request in flight finishes with the
   credentials it started with;
-* ``backends[].quota_bytes`` (and the monthly usage limits, refused above 0 by this build):
+* ``backends[].quota_bytes`` (and the monthly usage limits, read from the fleet's configs):
   written to the store first (``sync_quota_limits``, as at start); a database that cannot take
   them fails the reload, and nothing changes;
 * ``server.log_level`` (:func:`s3orch.observe.logging.set_log_level`);
-* ``usage_flush`` (the quota-gauge worker's interval);
+* ``usage_flush`` (the flush worker's interval and adaptive pace);
 * ``lifecycle`` (the expiration worker's rules and batch size, from its next pass);
 * the TLS certificate and key, re-read from the files the listener was started with (new
   connections get the new certificate; a certificate expiring within 24 h is warned about);
@@ -45,7 +45,13 @@ from twisted.logger import Logger
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig, ConfigIssue, LifecycleConfig, ReplicationConfig
+from s3orch.config.model import (
+    BackendConfig,
+    ConfigIssue,
+    LifecycleConfig,
+    ReplicationConfig,
+    UsageFlushConfig,
+)
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
     EXPIRY_WARNING,
@@ -63,7 +69,7 @@ log = Logger(namespace="s3orch.reload")
 #: Sections s3-orchestrator (the Go gateway whose config s3orch loads) reloads whose features
 #: this build does not have (off: inert; on: refused).
 INERT_SECTIONS = ("rate_limit", "rebalance", "integrity")
-#: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
+#: Backend fields a reload applies.
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
 
@@ -155,8 +161,8 @@ class HasConfigs(Protocol):
     configs: tuple[BackendConfig, ...]
 
 
-class HasInterval(Protocol):
-    def set_interval(self, interval: float) -> None: ...
+class HasUsageFlush(Protocol):
+    def configure(self, config: UsageFlushConfig) -> None: ...
 
 
 class HasReplication(Protocol):
@@ -179,7 +185,7 @@ class ReloadTargets:
     front_door: HasRegistry | None = None
     multipart: HasBucketLimits | None = None
     fleet: HasConfigs | None = None
-    usage_flush: HasInterval | None = None
+    usage_flush: HasUsageFlush | None = None
     replicator: HasReplication | None = None
     over_replication: HasReplication | None = None
     tls: ReloadableContext | None = None
@@ -340,7 +346,7 @@ class Reloader:
             targets.set_log_level(merged.server.log_level)
         if any(name.startswith("usage_flush") for name in changed):
             if targets.usage_flush is not None:
-                targets.usage_flush.set_interval(merged.usage_flush.interval)
+                targets.usage_flush.configure(merged.usage_flush)
             log.info("Reloaded usage-flush config", component="reload", interval=merged.usage_flush.interval)
         if any(name.startswith("replication") for name in changed):
             if targets.replicator is not None:

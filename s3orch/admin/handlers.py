@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from s3orch.observe.logging import get_log_level, set_log_level
 from s3orch.observe.ring import LogRing
 from s3orch.service import GatewayService
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+from s3orch.usage.tracker import UsageTracker
 
 _log = Logger(namespace="s3orch.admin.handlers")
 
@@ -31,6 +33,9 @@ DLQ_BATCH = 100
 
 #: The most items a listing returns.
 MAX_LIMIT = 1000
+
+#: A usage period: ``YYYY-MM``.
+_PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 #: Seconds a purge confirmation token stays valid.
 PURGE_TOKEN_TTL = 60.0
@@ -88,8 +93,11 @@ class AdminHandlers:
         clock: IReactorTime,
         ring: LogRing,
         breaker_states: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+        usage: UsageTracker | None = None,
     ) -> None:
         self.store = store
+        #: Monthly usage and limits (status, ``usage``); None: not tracked in this process.
+        self.tracker = usage
         #: Backend name -> its circuit breaker's state (empty when breakers are off).
         self.breaker_states = breaker_states
         self.service = service
@@ -123,13 +131,45 @@ class AdminHandlers:
                 "available_bytes": row.available if row else None,
                 "object_count": row.object_count if row else None,
                 "circuit_breaker": dict(breakers[name]) if name in breakers else None,
+                **(self.tracker.snapshot(name) if self.tracker is not None else {}),
             })
         return {
             "db_healthy": healthy,
             "ready": self.service().ready,
             "version": __version__,
+            "usage_period": self.tracker.period() if self.tracker is not None else None,
             "backends": backends,
         }
+
+    async def usage(self, call: AdminCall) -> dict[str, Any]:
+        tracker = self.tracker
+        if tracker is None:
+            raise AdminError(503, "this process tracks no usage")
+        current = tracker.period()
+        period = call.query.get("period") or current
+        if not _PERIOD.fullmatch(period):
+            raise AdminError(400, "period must be YYYY-MM")
+        backend = call.query.get("backend") or None
+        names = [backend] if backend else list(self.backends)
+        rows: dict[str, Any] = {}
+        if period != current:
+            try:
+                rows = await self.store.get_usage(period, backend)
+            except (StoreError, StoreUnavailable) as exc:
+                raise AdminError(503, f"database unavailable: {exc}") from None
+            names += sorted(set(rows) - set(names))
+        answer = []
+        for name in names:
+            entry = tracker.snapshot(name)
+            row = rows.get(name)
+            if period != current:
+                entry.update(
+                    api_requests=row.api_requests if row else 0,
+                    egress_bytes=row.egress_bytes if row else 0,
+                    ingress_bytes=row.ingress_bytes if row else 0,
+                )
+            answer.append({"name": name, "period": period, **entry})
+        return {"period": period, "backends": answer}
 
     async def object_locations(self, call: AdminCall) -> dict[str, Any]:
         qualified = call.query.get("key", "")
@@ -227,9 +267,9 @@ class AdminHandlers:
         except KeyError:
             return {"status": "skipped", "reason": "this process runs no usage flush"}
         call.progress.start(total=1)
-        call.progress.step_start("quota_gauges")
+        call.progress.step_start("usage_flush")
         ok = await worker.run_once()
-        call.progress.step_end("quota_gauges", ok=ok, done=1, total=1)
+        call.progress.step_end("usage_flush", ok=ok, done=1, total=1)
         if not ok:
             raise AdminError(503, "usage flush failed (see the log)")
         return {"status": "flushed"}

@@ -81,15 +81,6 @@ def _above(path: str, limit: float) -> Callable[[Config], list[str]]:
     return asks
 
 
-def _each_backend(name: str) -> Callable[[Config], list[str]]:
-    """Asked for by every backend whose ``name`` is above 0 (monthly usage limits)."""
-    return lambda config: [
-        f"backends[{index}].{name}"
-        for index, backend in enumerate(config.backends)
-        if getattr(backend, name) > 0
-    ]
-
-
 def _default_of(path: str) -> str:
     value = _get(path)(_DEFAULTS)
     return f"remove it or set the default ({value!r})"
@@ -125,15 +116,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("rate_limit.enabled", _on("rate_limit.enabled"), covers=("rate_limit.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
-    # Monthly usage limits (0 = unlimited, the default) and what only acts with them.
-    Unsupported("backends[].api_request_limit", _each_backend("api_request_limit")),
-    Unsupported("backends[].egress_byte_limit", _each_backend("egress_byte_limit")),
-    Unsupported("backends[].ingress_byte_limit", _each_backend("ingress_byte_limit")),
-    Unsupported(
-        "usage_flush.adaptive_enabled", _on("usage_flush.adaptive_enabled"),
-        hint="there are no usage limits to flush for",
-        covers=("usage_flush.adaptive_threshold", "usage_flush.fast_interval"),
-    ),
     Unsupported(
         "server.admission_wait", _above("server.admission_wait", 0),
         hint="a request over capacity is refused at once (503 SlowDown); remove it or set 0s",

@@ -34,6 +34,7 @@ from s3orch.backend.interface import (
 from s3orch.core.fleet import BackendFleet
 from s3orch.s3 import errors
 from s3orch.store.interface import Location
+from s3orch.usage.counters import Delta
 
 #: A backend that failed a read this recently is tried after the others.
 RECENT_FAILURE = 30.0
@@ -74,7 +75,16 @@ class CopyReader:
     ) -> tuple[BackendStream, Location]:
         """Open the first copy that answers (see the module for the order and the errors)."""
         unavailable = 0
-        for location in self.order(locations):
+        ordered = self.order(locations)
+        usage = self.fleet.usage
+        if usage is not None and ordered:
+            # Copies on backends past a monthly limit are skipped; all of them: 429 SlowDown.
+            wanted = {location.backend: _egress(location, byte_range) for location in ordered}
+            within = set(usage.filter(wanted, lambda name: Delta(1, wanted[name], 0), "read"))
+            ordered = [location for location in ordered if location.backend in within]
+            if not ordered:
+                raise errors.UsageLimitSlowDown()
+        for location in ordered:
             backend = self.fleet[location.backend]
             try:
                 stream = await backend.get_object(location.storage_key, byte_range)
@@ -98,12 +108,17 @@ class CopyReader:
                 continue
             self.worked(location.backend)
             if len(locations) > 1:
-                expected = location.size if byte_range is None else byte_range[1] - byte_range[0] + 1
+                expected = _egress(location, byte_range)
                 stream = WatchedStream(stream, partial(self.failed, location.backend), expected)
             return stream, location
         if unavailable:
             raise errors.ServiceUnavailable("The storage backend holding this object is unavailable.")
         raise errors.InternalError("The object's data could not be found on any backend.")
+
+
+def _egress(location: Location, byte_range: tuple[int, int] | None) -> int:
+    """The bytes a GET of ``location`` (or of ``byte_range`` of it) will transfer."""
+    return location.size if byte_range is None else byte_range[1] - byte_range[0] + 1
 
 
 class _Counting:

@@ -185,6 +185,10 @@ ServiceUnavailable = _error(
     "ServiceUnavailable", 503, "Please reduce your request rate."
 )
 SlowDown = _error("SlowDown", 503, "Please reduce your request rate.")
+#: Every copy of the object is on a backend past a monthly usage limit (BEHAVIOURS §1.8).
+UsageLimitSlowDown = _error(
+    "SlowDown", 429, "monthly usage limit exceeded for all backends holding this object"
+)
 BadGateway = _error("InternalError", 502, "A storage backend failed to answer the request.")
 BucketAlreadyOwnedByYou = _error(
     "BucketAlreadyOwnedByYou",

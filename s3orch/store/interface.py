@@ -44,6 +44,7 @@ from s3orch.store.errors import (
     UploadNotFound,
 )
 from s3orch.store.interface_drains import DrainStore
+from s3orch.store.interface_usage import UsageStore
 from s3orch.store.records import (
     INTENT_ALREADY_RESOLVED,
     INTENT_AMBIGUOUS,
@@ -145,7 +146,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(DrainStore, Protocol):
+class MetadataStore(DrainStore, UsageStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
 from s3orch.store.engine import ConnectionPools, Engine
 from s3orch.store.errors import IntentNotFound, StoreError, StoreUnavailable
+from s3orch.store.interface_usage import UsageRow
 from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
@@ -65,6 +66,7 @@ from s3orch.store.txn import (
     outbox,
     quota,
     replicas,
+    usage,
 )
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
@@ -541,3 +543,13 @@ class SQLStore:
         self, extent: ExcessCopies, factor: int, scores: Mapping[str, float], now: float, grace: float
     ) -> list[CleanupItem]:
         return await self._write(excess.txn_remove_excess, extent, factor, dict(scores), now, grace)
+
+    # -- monthly usage ---------------------------------------------------------------------
+
+    async def add_usage(
+        self, deltas: Mapping[tuple[str, str], tuple[int, int, int]], period: str
+    ) -> dict[str, UsageRow]:
+        return await self._write_once(usage.txn_add_usage, dict(deltas), period)
+
+    async def get_usage(self, period: str | None, backend: str | None = None) -> dict[str, UsageRow]:
+        return await self._read(usage.txn_usage, period, backend)
