@@ -15,6 +15,7 @@ pass a limit by about ``(instances - 1) x 2 x flush interval x each one's rate``
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -46,6 +47,14 @@ def period_of(seconds: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(seconds))
 
 
+def _month(seconds: float) -> tuple[str, float, float]:
+    """The period of ``seconds`` and the epoch times it starts and ends at."""
+    year, month = time.gmtime(seconds)[:2]
+    following = (year + month // 12, month % 12 + 1)
+    start = calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0))
+    return f"{year:04d}-{month:02d}", float(start), float(calendar.timegm((*following, 1, 0, 0, 0, 0, 0, 0)))
+
+
 def _limits(config: BackendConfig) -> tuple[int, int, int]:
     return config.api_request_limit, config.egress_byte_limit, config.ingress_byte_limit
 
@@ -73,9 +82,26 @@ class UsageTracker:
         #: The database's rows of ``_baseline_period`` as of the last flush or refresh.
         self._baseline: dict[str, Delta] = {}
         self._baseline_period = ""
+        # Caches for the request path: the month the clock is in, the configs by name.
+        self._period, self._period_start, self._period_end = "", 0.0, -1.0
+        self._seen: Sequence[BackendConfig] | None = None
+        self._by_name: dict[str, BackendConfig] = {}
+        self._limited = False
 
     def period(self) -> str:
-        return period_of(self.clock.seconds())
+        now = self.clock.seconds()
+        if not self._period_start <= now < self._period_end:
+            self._period, self._period_start, self._period_end = _month(now)
+        return self._period
+
+    def _configs(self) -> dict[str, BackendConfig]:
+        """The current configs by name (rebuilt when a reload replaced them)."""
+        configs = self.configs()
+        if configs is not self._seen:
+            self._seen = configs
+            self._by_name = {config.name: config for config in configs}
+            self._limited = any(any(_limits(config)) for config in configs)
+        return self._by_name
 
     # -- booking and checking (the request path: synchronous, no I/O) ------------------------
 
@@ -92,13 +118,11 @@ class UsageTracker:
 
     def limited(self) -> bool:
         """Whether any backend has a limit (without one, checks are skipped)."""
-        return any(any(_limits(config)) for config in self.configs())
+        self._configs()
+        return self._limited
 
     def _config(self, backend: str) -> BackendConfig | None:
-        for config in self.configs():
-            if config.name == backend:
-                return config
-        return None
+        return self._configs().get(backend)
 
     def exceeded(self, backend: str, proposed: Delta) -> str | None:
         """The first limit type ``proposed`` would push ``backend`` past, or None when it fits."""
