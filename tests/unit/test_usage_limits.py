@@ -214,3 +214,23 @@ def _run(h: GatewayHarness, coroutine: Any) -> Any:
     if hasattr(result, "raiseException"):
         result.raiseException()
     return result
+
+
+def test_a_put_no_backend_may_take_is_refused_before_its_body(tmp_path: Path) -> None:
+    from tests.unit.test_metrics_events import signed_put_head
+
+    h = start(tmp_path, config("    ingress_byte_limit: 100\n", "    ingress_byte_limit: 100\n"))
+    try:
+        assert h.put("photos", "a", b"a" * 60).status == 200
+        assert h.put("photos", "b", b"b" * 60).status == 200  # both backends have 60 of 100 now
+        connection = h.connect()
+        head = signed_put_head(h, "big", 50)  # 110 of 100 on either backend
+        connection.send(head[:-2] + b"Expect: 100-continue\r\n\r\n")
+        h.settle()
+        answer = connection.received
+        assert answer.startswith(b"HTTP/1.1 507 ") and b"100 Continue" not in answer
+        assert b"<Code>InsufficientStorage</Code>" in answer
+        fits = h.put("photos", "c", b"c" * 40)  # exactly 100 on backend-1: the early check lets it in
+        assert fits.status == 200
+    finally:
+        h.stop()
