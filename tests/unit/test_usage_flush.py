@@ -172,3 +172,16 @@ def test_a_backend_near_a_usage_limit_warns_at_most_hourly() -> None:
     ]
     clock.advance(CAPACITY_WARNING_EVERY)
     assert done(worker.run_once()) and len(sink.sent) == 2
+
+
+def test_reloaded_limits_apply_to_the_next_check() -> None:
+    clock = Clock()
+    clock.advance(MID_DECEMBER)
+    holder = {"configs": (BackendConfig(name="b1", api_request_limit=1),)}
+    usage = UsageTracker(lambda: holder["configs"], clock)
+    usage.record("b1", Delta(1))
+    assert usage.exceeded("b1", Delta(1)) == "api_requests"
+    holder["configs"] = (BackendConfig(name="b1", api_request_limit=2),)  # what a SIGHUP does to the fleet
+    assert usage.exceeded("b1", Delta(1)) is None
+    holder["configs"] = (BackendConfig(name="b1"),)
+    assert not usage.limited() and usage.filter(["b1"], lambda name: Delta(10**9), "write") == ["b1"]
