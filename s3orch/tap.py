@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
@@ -61,7 +62,7 @@ from s3orch.observe.tracing import TracingService
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
-from s3orch.store.interface import MetadataStore
+from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
 from s3orch.usage.metered import meter
 from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
@@ -75,6 +76,8 @@ from s3orch.workers.over_replication import OverReplicationWorker
 from s3orch.workers.pending_reaper import PendingReaper
 from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.replicator import ReplicatorWorker
+
+_log = Logger(namespace="s3orch.tap")
 
 #: The S3 listener's name in the service tree (``server.listen_addr``).
 S3_LISTENER = "s3-listener"
@@ -271,7 +274,10 @@ def build(
 
     async def final_usage_flush() -> None:
         """What the workers and cleanups booked since the last flush reaches the database."""
-        await usage_tracker.flush(store)
+        try:
+            await usage_tracker.flush(store, refresh=False)
+        except (StoreError, StoreUnavailable) as exc:  # the database is gone: said, not a traceback
+            _log.warn("usage counters not flushed at shutdown: {error}", component="usage_flush", error=str(exc))
 
     async def close_journal() -> None:
         try:

@@ -178,11 +178,15 @@ class UsageTracker:
 
     # -- the database ------------------------------------------------------------------------
 
-    async def flush(self, store: UsageStore) -> int:
+    async def flush(self, store: UsageStore, *, refresh: bool = True) -> int:
         """Add the unflushed deltas to the database in one transaction and take its rows as the
-        new baseline; the deltas are forgotten only once that committed.  The deltas written."""
+        new baseline; the deltas are forgotten only once that committed.  The deltas written.
+        ``refresh=False`` (the flush at shutdown) does not touch the database when there is
+        nothing to write."""
         period = self.period()
         batch = self.counters.take_for_flush()
+        if not batch and not refresh:
+            return 0
         try:
             rows = await store.add_usage({key: _values(delta) for key, delta in batch.items()}, period)
         except BaseException:

@@ -234,3 +234,16 @@ def test_a_put_no_backend_may_take_is_refused_before_its_body(tmp_path: Path) ->
         assert fits.status == 200
     finally:
         h.stop()
+
+
+def test_the_last_counts_reach_the_database_at_shutdown(tmp_path: Path) -> None:
+    import sqlite3
+
+    h = start(tmp_path, config("    api_request_limit: 100\n"))
+    try:
+        assert h.put("photos", "a", b"a" * 7).status == 200  # booked after the start's flush
+    finally:
+        h.stop()
+    with sqlite3.connect(tmp_path / "s3orch.db") as db:
+        rows = db.execute("SELECT backend_name, api_requests, ingress_bytes FROM backend_usage").fetchall()
+    assert rows == [("backend-1", 1, 7)]
