@@ -10,11 +10,11 @@ turn, so no request sees half a reload:
   multipart service gets new per-bucket limits.  A request authenticates once, when its headers
   arrive, against the registry of that moment, so a request in flight finishes with the
   credentials it started with;
-* ``backends[].quota_bytes`` (and the monthly usage limits, refused above 0 by this build):
+* ``backends[].quota_bytes`` (and the monthly usage limits, read from the fleet's configs):
   written to the store first (``sync_quota_limits``, as at start); a database that cannot take
   them fails the reload, and nothing changes;
 * ``server.log_level`` (:func:`s3orch.observe.logging.set_log_level`);
-* ``usage_flush`` (the quota-gauge worker's interval);
+* ``usage_flush`` (the flush worker's interval and adaptive pace);
 * ``lifecycle`` (the expiration worker's rules and batch size, from its next pass);
 * the TLS certificate and key, re-read from the files the listener was started with (new
   connections get the new certificate; a certificate expiring within 24 h is warned about);
@@ -57,6 +57,7 @@ from s3orch.config.model import (
     LifecycleConfig,
     RebalanceConfig,
     ReplicationConfig,
+    UsageFlushConfig,
 )
 from s3orch.config.support import refusals
 from s3orch.http.tls import (
@@ -72,7 +73,7 @@ __all__ = ["ReloadRejected", "ReloadTargets", "Reloader", "check_config", "diff_
 
 log = Logger(namespace="s3orch.reload")
 
-#: Backend fields a reload applies (the usage limits can only be 0 here: refused above).
+#: Backend fields a reload applies.
 BACKEND_LIVE_FIELDS = ("quota_bytes", "api_request_limit", "egress_byte_limit", "ingress_byte_limit")
 
 
@@ -166,8 +167,8 @@ class HasConfigs(Protocol):
     configs: tuple[BackendConfig, ...]
 
 
-class HasInterval(Protocol):
-    def set_interval(self, interval: float) -> None: ...
+class HasUsageFlush(Protocol):
+    def configure(self, config: UsageFlushConfig) -> None: ...
 
 
 class HasIntegrity(Protocol):
@@ -202,7 +203,7 @@ class ReloadTargets:
     front_door: HasRegistry | None = None
     multipart: HasBucketLimits | None = None
     fleet: HasConfigs | None = None
-    usage_flush: HasInterval | None = None
+    usage_flush: HasUsageFlush | None = None
     replicator: HasReplication | None = None
     over_replication: HasReplication | None = None
     rebalancer: HasRebalance | None = None
@@ -366,7 +367,7 @@ class Reloader:
             targets.set_log_level(merged.server.log_level)
         if any(name.startswith("usage_flush") for name in changed):
             if targets.usage_flush is not None:
-                targets.usage_flush.set_interval(merged.usage_flush.interval)
+                targets.usage_flush.configure(merged.usage_flush)
             log.info("Reloaded usage-flush config", component="reload", interval=merged.usage_flush.interval)
         if any(name.startswith("replication") for name in changed):
             if targets.replicator is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
@@ -67,7 +68,9 @@ from s3orch.observe.tracing import TracingService
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
-from s3orch.store.interface import MetadataStore
+from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+from s3orch.usage.metered import meter
+from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
@@ -84,6 +87,8 @@ from s3orch.workers.rebalancer import RebalanceWorker
 from s3orch.workers.reconciler import ReconcileWorker
 from s3orch.workers.replicator import ReplicatorWorker
 from s3orch.workers.scrubber import ScrubberWorker
+
+_log = Logger(namespace="s3orch.tap")
 
 #: The S3 listener's name in the service tree (``server.listen_addr``).
 S3_LISTENER = "s3-listener"
@@ -176,6 +181,10 @@ def build(
         )
         for b in config.backends
     }
+    # Every backend call is booked against the monthly usage limits (inside the breakers: a call
+    # the breaker refused never reached the provider). The limits are the fleet's configs (reloadable).
+    usage_tracker = UsageTracker(lambda: fleet.configs, reactor)
+    clients = meter(clients, usage_tracker.record)
     # Per-backend circuit breakers wrap the clients: an open backend fails at once.
     breaking = config.backend_circuit_breaker
     breakers = None
@@ -186,7 +195,7 @@ def build(
             open_timeout=breaking.open_timeout,
             clock=reactor,
         )
-    fleet = BackendFleet(config.backends, clients, breakers)
+    fleet = BackendFleet(config.backends, clients, breakers, usage_tracker)
     # Webhooks: events are written to the outbox with their change; NULL_SINK without endpoints.
     events = sink_for(config.notifications.endpoints, store, reactor)
     if breakers is not None:
@@ -251,7 +260,7 @@ def build(
     if config.ui.effective_admin_token:
         handlers = AdminHandlers(
             store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
-            breaker_states=fleet.breaker_states,
+            breaker_states=fleet.breaker_states, usage=usage_tracker,
         )
         admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
     ops = OpsApp(
@@ -282,6 +291,13 @@ def build(
         await cleanups.quiesce()
         await fleet.close()
 
+    async def final_usage_flush() -> None:
+        """What the workers and cleanups booked since the last flush reaches the database."""
+        try:
+            await usage_tracker.flush(store, refresh=False)
+        except (StoreError, StoreUnavailable) as exc:  # the database is gone: said, not a traceback
+            _log.warn("usage counters not flushed at shutdown: {error}", component="usage_flush", error=str(exc))
+
     async def close_journal() -> None:
         try:
             await journal.close()
@@ -298,7 +314,7 @@ def build(
     service = GatewayService(
         store=raw_store,
         quota_limits=fleet.quota_limits(),
-        closers=[close_backends, close_journal, worker_locks.close],
+        closers=[close_backends, final_usage_flush, close_journal, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
         clock=reactor,
@@ -387,7 +403,8 @@ def build(
         reactor, config.reconcile, locks=worker_locks,
     ))
     # Every instance refreshes its own gauges (read-only): no worker lock.
-    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events)
+    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events, usage_tracker)
+    service.preloads.append(lambda: usage_tracker.refresh(store))  # this period's baseline, before serving
     add_worker(usage_flush)
     pending = config.write_path.pending_pattern
     if pending.enabled:

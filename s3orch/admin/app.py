@@ -29,7 +29,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from s3orch.admin.handlers import AdminCall, AdminError, AdminHandlers
+from s3orch.admin.calls import AdminCall, AdminError
+from s3orch.admin.handlers import AdminHandlers
 from s3orch.admin.ndjson import NDJSON, NDJSONProgress, wants_ndjson
 from s3orch.admin.routes import ROUTES, Route, match
 from s3orch.observe.logging import request_id_from_header

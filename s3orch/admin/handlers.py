@@ -7,91 +7,38 @@ read.  Serving (auth, JSON, streaming, errors) is :mod:`s3orch.admin.app`'s.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from s3orch import __version__
-from s3orch.admin.ndjson import Progress, SilentProgress
-from s3orch.config.model import RebalanceConfig
+from s3orch.admin.calls import AdminCall, AdminError, _ids, _int, _qualified_key
+from s3orch.admin.passes import WorkerPasses
 from s3orch.observe.logging import get_log_level, set_log_level
 from s3orch.observe.ring import LogRing
 from s3orch.service import GatewayService
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+from s3orch.usage.tracker import UsageTracker
 
 _log = Logger(namespace="s3orch.admin.handlers")
 
 #: Rows a DLQ pass moves per transaction (one progress step each).
 DLQ_BATCH = 100
 
-#: The most items a listing returns.
-MAX_LIMIT = 1000
+#: A usage period: ``YYYY-MM``.
+_PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 #: Seconds a purge confirmation token stays valid.
 PURGE_TOKEN_TTL = 60.0
 
 
-class AdminError(Exception):
-    """An answer other than 200, with the message the operator reads."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class AdminCall:
-    query: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] = field(default_factory=dict)
-    request_id: str = ""
-    progress: Progress = field(default_factory=SilentProgress)
-    #: The ``{name}`` segments of a templated route's path (``backends/{name}/drain``).
-    path: dict[str, str] = field(default_factory=dict)
-
-
-def _qualified_key(call: AdminCall) -> tuple[str, str]:
-    """The ``key=bucket/key`` query parameter, split (400 when missing or malformed)."""
-    qualified = call.query.get("key", "")
-    if not qualified:
-        raise AdminError(400, "key parameter is required")
-    bucket, _, key = qualified.partition("/")
-    if not bucket or not key:
-        raise AdminError(400, "key must be bucket/key")
-    return bucket, key
-
-
-def _int(call: AdminCall, name: str, default: int, maximum: int = MAX_LIMIT) -> int:
-    raw = call.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise AdminError(400, f"{name} must be an integer") from None
-    if value < 0:
-        raise AdminError(400, f"{name} must not be negative")
-    return min(value, maximum)
-
-
-def _ids(call: AdminCall) -> list[int] | None:
-    ids = call.body.get("ids")
-    if ids is None:
-        return None
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise AdminError(400, "ids must be a list of integers")
-    return ids
-
-
-class AdminHandlers:
+class AdminHandlers(WorkerPasses):
     """The admin routes over one gateway's parts (``service`` is called: the root of the tree
     is built after this)."""
 
@@ -104,8 +51,11 @@ class AdminHandlers:
         clock: IReactorTime,
         ring: LogRing,
         breaker_states: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+        usage: UsageTracker | None = None,
     ) -> None:
         self.store = store
+        #: Monthly usage and limits (status, ``usage``); None: not tracked in this process.
+        self.tracker = usage
         #: Backend name -> its circuit breaker's state (empty when breakers are off).
         self.breaker_states = breaker_states
         self.service = service
@@ -139,13 +89,45 @@ class AdminHandlers:
                 "available_bytes": row.available if row else None,
                 "object_count": row.object_count if row else None,
                 "circuit_breaker": dict(breakers[name]) if name in breakers else None,
+                **(self.tracker.snapshot(name) if self.tracker is not None else {}),
             })
         return {
             "db_healthy": healthy,
             "ready": self.service().ready,
             "version": __version__,
+            "usage_period": self.tracker.period() if self.tracker is not None else None,
             "backends": backends,
         }
+
+    async def usage(self, call: AdminCall) -> dict[str, Any]:
+        tracker = self.tracker
+        if tracker is None:
+            raise AdminError(503, "this process tracks no usage")
+        current = tracker.period()
+        period = call.query.get("period") or current
+        if not _PERIOD.fullmatch(period):
+            raise AdminError(400, "period must be YYYY-MM")
+        backend = call.query.get("backend") or None
+        names = [backend] if backend else list(self.backends)
+        rows: dict[str, Any] = {}
+        if period != current:
+            try:
+                rows = await self.store.get_usage(period, backend)
+            except (StoreError, StoreUnavailable) as exc:
+                raise AdminError(503, f"database unavailable: {exc}") from None
+            names += sorted(set(rows) - set(names))
+        answer = []
+        for name in names:
+            entry = tracker.snapshot(name)
+            row = rows.get(name)
+            if period != current:
+                entry.update(
+                    api_requests=row.api_requests if row else 0,
+                    egress_bytes=row.egress_bytes if row else 0,
+                    ingress_bytes=row.ingress_bytes if row else 0,
+                )
+            answer.append({"name": name, "period": period, **entry})
+        return {"period": period, "backends": answer}
 
     async def object_locations(self, call: AdminCall) -> dict[str, Any]:
         bucket, key = _qualified_key(call)
@@ -239,187 +221,12 @@ class AdminHandlers:
         except KeyError:
             return {"status": "skipped", "reason": "this process runs no usage flush"}
         call.progress.start(total=1)
-        call.progress.step_start("quota_gauges")
+        call.progress.step_start("usage_flush")
         ok = await worker.run_once()
-        call.progress.step_end("quota_gauges", ok=ok, done=1, total=1)
+        call.progress.step_end("usage_flush", ok=ok, done=1, total=1)
         if not ok:
             raise AdminError(503, "usage flush failed (see the log)")
         return {"status": "flushed"}
-
-    async def replicate(self, call: AdminCall) -> dict[str, Any]:
-        try:
-            worker: Any = self.service().getServiceNamed("replicator")
-        except KeyError:
-            return {"status": "skipped", "reason": "replication.factor is 1 or this process runs no replicator"}
-        try:
-            result = await worker.run_now_pass(call.progress)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        if result is None:
-            return {"status": "skipped", "reason": "another replication pass is running"}
-        return {"status": "ok", **result.as_dict()}
-
-    def _rebalance(self, call: AdminCall) -> tuple[Any, Any]:
-        """The rebalancer worker and the settings an admin pass uses: the configured ones when
-        the rebalancer is on, else (as the original) spread with the defaults; ``?strategy=``
-        overrides the strategy."""
-        try:
-            worker: Any = self.service().getServiceNamed("rebalancer")
-        except KeyError:
-            raise AdminError(503, "this process runs no rebalancer") from None
-        config = worker.rebalancer.config
-        if not config.enabled:
-            config = RebalanceConfig(strategy="spread")
-        strategy = call.query.get("strategy") or config.strategy
-        if strategy not in ("pack", "spread"):
-            raise AdminError(400, "strategy must be pack or spread")
-        return worker, dataclasses.replace(config, strategy=strategy)
-
-    async def get_rebalance(self, call: AdminCall) -> dict[str, Any]:
-        worker, config = self._rebalance(call)
-        try:
-            preview: dict[str, Any] = await worker.rebalancer.preview(config)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        return preview
-
-    async def rebalance(self, call: AdminCall) -> dict[str, Any]:
-        worker, config = self._rebalance(call)
-        try:
-            result = await worker.run_now_pass(call.progress, config)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        if result is None:
-            return {"status": "skipped", "reason": "another rebalance pass is running"}
-        if result.skipped:
-            return {"status": "skipped", "reason": result.skipped, "ok": True, **result.as_dict()}
-        return {"status": "ok", "ok": True, **result.as_dict(), "moves": result.moves}
-
-    async def get_over_replication(self, call: AdminCall) -> dict[str, Any]:
-        try:
-            worker: Any = self.service().getServiceNamed("over-replication")
-        except KeyError:
-            return {
-                "status": "skipped", "reason": "replication.factor is 1 or this process runs no cleaner",
-                "pending": 0, "removals": [],
-            }
-        try:
-            preview: dict[str, Any] = await worker.cleaner.preview(_int(call, "limit", 100))
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        return preview
-
-    async def over_replication(self, call: AdminCall) -> dict[str, Any]:
-        batch_size = _int(call, "batch_size", 0) or None
-        try:
-            worker: Any = self.service().getServiceNamed("over-replication")
-        except KeyError:
-            return {"status": "skipped", "reason": "replication.factor is 1 or this process runs no cleaner"}
-        try:
-            result = await worker.run_now_pass(call.progress, batch_size)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        if result is None:
-            return {"status": "skipped", "reason": "another over-replication pass is running"}
-        return {"status": "ok", **result.as_dict(), "removed": result.removed}
-
-    def _reconciler(self) -> Any:
-        try:
-            return self.service().getServiceNamed("reconcile")
-        except KeyError:
-            raise AdminError(503, "this process runs no reconcile worker") from None
-
-    async def reconcile(self, call: AdminCall) -> dict[str, Any]:
-        worker = self._reconciler()
-        try:
-            result = await worker.run_now_pass(call.query.get("backend") or None, call.progress)
-        except ValueError as exc:
-            raise AdminError(400, str(exc)) from None
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        if result is None:
-            return {"status": "skipped", "reason": "another reconcile pass is running"}
-        return {"status": "ok", **result.as_dict()}
-
-    async def sync(self, call: AdminCall) -> dict[str, Any]:
-        backend, bucket = call.query.get("backend", ""), call.query.get("bucket", "")
-        if not backend or not bucket:
-            raise AdminError(400, "backend and bucket are required")
-        dry_run = call.query.get("dry_run", "").lower() in ("1", "true", "yes")
-        worker = self._reconciler()
-        try:
-            result = await worker.sync(backend, bucket, call.query.get("prefix", ""), dry_run, call.progress)
-        except ValueError as exc:
-            raise AdminError(400, str(exc)) from None
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        if result is None:
-            return {"status": "skipped", "reason": "a reconcile pass is running"}
-        return {"status": "ok", **result.as_dict()}
-    def _scrubber(self) -> Any:
-        """The scrubber worker, or 409 while integrity is off (or 503 in a process without it)."""
-        try:
-            worker: Any = self.service().getServiceNamed("scrubber")
-        except KeyError:
-            raise AdminError(503, "this process runs no integrity scrubber") from None
-        if not worker.scrubber.config.enabled:
-            raise AdminError(409, "integrity checking is disabled (integrity.enabled is false)")
-        return worker
-
-    async def scrub(self, call: AdminCall) -> dict[str, Any]:
-        worker = self._scrubber()
-        try:
-            result = await worker.run_now_pass(call.progress, _int(call, "batch_size", 0, 100_000) or None)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        if result is None:
-            return {"status": "skipped", "reason": "another scrub pass is running"}
-        return dict(result.as_dict())
-
-    async def object_scrub(self, call: AdminCall) -> dict[str, Any]:
-        worker = self._scrubber()
-        bucket, key = _qualified_key(call)
-        try:
-            result = await worker.scrubber.scrub_object(bucket, key)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        if result is None:
-            raise AdminError(404, f"no copies of {bucket}/{key}")
-        copies = [{k: v for k, v in entry.items() if k not in ("bucket", "key")} for entry in result.verdicts]
-        return {"key": f"{bucket}/{key}", "checked": result.checked, "mismatches": result.mismatches,
-                "copies": copies}
-
-    async def backfill_checksums(self, call: AdminCall) -> dict[str, Any]:
-        worker = self._scrubber()
-        limit = _int(call, "max", 0, 10**9) or None
-        delay = _int(call, "delay_ms", 0, 60_000) / 1000.0
-
-        async def pause() -> None:
-            await deferLater(worker.clock, delay, lambda: None)
-
-        try:
-            outcome: dict[str, Any] = await worker.scrubber.backfill(
-                call.progress, limit, pause if delay > 0 else None
-            )
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        return outcome
-
-    async def lifecycle(self, call: AdminCall) -> dict[str, Any]:
-        try:
-            worker: Any = self.service().getServiceNamed("lifecycle")
-        except KeyError:
-            return {"status": "skipped", "reason": "this process runs no lifecycle worker"}
-        if not worker.rules:
-            return {"status": "skipped", "reason": "no lifecycle rules are configured"}
-        try:
-            outcome = await worker.run_pass(call.progress, trigger="admin")
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
-        return {
-            "status": "ok", "run_id": outcome.run_id, "outcome": outcome.status,
-            "deleted": outcome.deleted, "failed": outcome.failed, "skipped": outcome.skipped,
-        }
 
     async def cleanup_dlq_requeue(self, call: AdminCall) -> dict[str, Any]:
         ids = _ids(call)

@@ -89,9 +89,10 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET", "status", "status",
         "Database health, readiness, every backend's quota counters and circuit breaker.",
-        "`{db_healthy, ready, version, backends: [{name, bytes_limit, bytes_used, orphan_bytes,"
-        " reserved_bytes, available_bytes, object_count, circuit_breaker}]}` (circuit_breaker:"
-        " null when breakers are off, else {state, consecutive_failures, ...})",
+        "`{db_healthy, ready, version, usage_period, backends: [{name, bytes_limit, bytes_used, orphan_bytes,"
+        " reserved_bytes, available_bytes, object_count, circuit_breaker, api_requests, egress_bytes,"
+        " ingress_bytes, api_request_limit, egress_byte_limit, ingress_byte_limit}]}` (circuit_breaker:"
+        " null when breakers are off, else {state, consecutive_failures, ...}; usage: this month's)",
     ),
     Route(
         "GET", "object-locations", "object_locations",
@@ -131,9 +132,22 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST", "usage-flush", "usage_flush",
-        "Refresh the quota, object-count and pending-intent gauges from the database now.",
+        "Flush this instance's usage counters to the database and refresh the quota, usage,"
+        " object-count and pending-intent gauges now.",
         "`{status: \"flushed\"}`; 503 when the flush failed.",
         streams=True,
+    ),
+    Route(
+        "GET", "usage", "usage",
+        "Monthly usage per backend (API requests, egress and ingress bytes) against its limits.",
+        "`{period, backends: [{name, period, api_requests, egress_bytes, ingress_bytes,"
+        " api_request_limit, egress_byte_limit, ingress_byte_limit}]}` (this period: the database's"
+        " baseline plus this instance's unflushed counts; another period: the database's rows);"
+        " 400 for a period not `YYYY-MM`.",
+        (
+            Param("backend", "query", "string", "Only this backend."),
+            Param("period", "query", "string", "`YYYY-MM` (UTC); default the current month."),
+        ),
     ),
     Route(
         "POST", "replicate", "replicate",

@@ -167,6 +167,9 @@ def status(**options: Any) -> None:
                 _size(b.get("reserved_bytes")), str(b.get("object_count", "-")),
             ])
         _table(rows)
+        if a.get("usage_period"):
+            click.echo(f"usage {a['usage_period']}:")
+            _usage_table(a.get("backends", []))
 
     run(options, lambda c: c.call("GET", "status"), show)
 
@@ -272,12 +275,44 @@ def cleanup_dlq_write_off(backend: str | None, ids: tuple[int, ...], everything:
 @click.command(name="usage-flush")
 @admin_options
 def usage_flush(**options: Any) -> None:
-    """Refresh the quota and usage gauges from the database now."""
+    """Flush the usage counters to the database and refresh the gauges now."""
 
     def show(a: dict[str, Any]) -> None:
         click.echo(a.get("status", "") + (f": {a['reason']}" if a.get("reason") else ""))
 
     run(options, streamed(options, "POST", "usage-flush", "usage-flush"), show)
+
+
+def _usage_table(backends: list[dict[str, Any]]) -> None:
+    """Monthly usage against limits, one row per backend (``status`` and ``usage``)."""
+
+    def of(used: Any, limit: Any, size: bool) -> str:
+        shown = _size(used) if size else str(used)
+        return f"{shown} / {(_size(limit) if size else str(limit)) if limit else 'unlimited'}"
+
+    rows = [["BACKEND", "API REQUESTS", "EGRESS", "INGRESS"]]
+    for b in backends:
+        rows.append([
+            str(b.get("name")), of(b.get("api_requests"), b.get("api_request_limit"), False),
+            of(b.get("egress_bytes"), b.get("egress_byte_limit"), True),
+            of(b.get("ingress_bytes"), b.get("ingress_byte_limit"), True),
+        ])
+    _table(rows)
+
+
+@click.command()
+@click.option("--backend", "-backend", "backend", default=None, help="Only this backend.")
+@click.option("--period", "-period", "period", default=None, metavar="YYYY-MM", help="Default: this month (UTC).")
+@admin_options
+def usage(backend: str | None, period: str | None, **options: Any) -> None:
+    """Monthly API requests, egress and ingress per backend against the limits."""
+    query = {k: v for k, v in (("backend", backend), ("period", period)) if v}
+
+    def show(a: dict[str, Any]) -> None:
+        click.echo(f"period: {a.get('period')}")
+        _usage_table(a.get("backends", []))
+
+    run(options, lambda c: c.call("GET", "usage", query=query or None), show)
 
 
 @click.command()
@@ -470,5 +505,5 @@ def rebalance(execute: bool, strategy: str | None, **options: Any) -> None:
 #: Every admin command, added to the ``s3orch-admin`` group by :mod:`s3orch.cli.main`.
 COMMANDS = (
     status, object_locations, cleanup_queue, cleanup_dlq, cleanup_dlq_requeue, cleanup_dlq_write_off,
-    usage_flush, replicate, over_replication, rebalance, lifecycle, log_level, workers, reload_status, logs,
+    usage_flush, usage, replicate, over_replication, rebalance, lifecycle, log_level, workers, reload_status, logs,
 )

@@ -246,8 +246,9 @@ class UIConfig:
 class UsageFlushConfig:
     """How often usage counters reach the DB, faster near a limit when adaptive.
 
-    This build has no usage counters: ``interval`` paces the quota gauges, and ``adaptive_enabled``
-    is refused at start-up (``s3orch.config.support``).
+    Each ``interval`` the unflushed usage deltas are added to the database and the quota and
+    usage gauges refreshed (``s3orch.workers.quota_metrics``); with ``adaptive_enabled``, every
+    ``fast_interval`` once a backend has used ``adaptive_threshold`` of a monthly limit.
     """
 
     interval: float = knob(30.0, kind="duration", positive=True)

@@ -215,7 +215,7 @@ class BackendConfig:
 
     Every limit uses 0 for "unlimited". ``unsigned_payload`` None means "auto": on for https endpoints,
     off for http (see ``effective_unsigned_payload``). The monthly usage limits (``api_request_limit``,
-    ``egress_byte_limit``, ``ingress_byte_limit``) are not yet supported by this build: refused above 0.
+    ``egress_byte_limit``, ``ingress_byte_limit``) count per ``YYYY-MM`` UTC (``s3orch.usage``).
     ``credential_source: default_chain`` takes the keys from the environment
     (``s3orch.backend.credentials``).
     """

@@ -71,25 +71,6 @@ def _changed(path: str) -> Callable[[Config], list[str]]:
     return lambda config: [path] if get(config) != default else []
 
 
-def _above(path: str, limit: float) -> Callable[[Config], list[str]]:
-    get = _get(path)
-
-    def asks(config: Config) -> list[str]:
-        value = get(config)
-        return [path] if isinstance(value, (int, float)) and value > limit else []
-
-    return asks
-
-
-def _each_backend(name: str) -> Callable[[Config], list[str]]:
-    """Asked for by every backend whose ``name`` is above 0 (monthly usage limits)."""
-    return lambda config: [
-        f"backends[{index}].{name}"
-        for index, backend in enumerate(config.backends)
-        if getattr(backend, name) > 0
-    ]
-
-
 def _default_of(path: str) -> str:
     value = _get(path)(_DEFAULTS)
     return f"remove it or set the default ({value!r})"
@@ -114,15 +95,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
-    # Monthly usage limits (0 = unlimited, the default) and what only acts with them.
-    Unsupported("backends[].api_request_limit", _each_backend("api_request_limit")),
-    Unsupported("backends[].egress_byte_limit", _each_backend("egress_byte_limit")),
-    Unsupported("backends[].ingress_byte_limit", _each_backend("ingress_byte_limit")),
-    Unsupported(
-        "usage_flush.adaptive_enabled", _on("usage_flush.adaptive_enabled"),
-        hint="there are no usage limits to flush for",
-        covers=("usage_flush.adaptive_threshold", "usage_flush.fast_interval"),
-    ),
 )
 
 

@@ -17,6 +17,8 @@ from s3orch.backend.breaker import Breakers
 from s3orch.backend.interface import ObjectBackend
 from s3orch.config.model import BackendConfig
 from s3orch.core.placement import write_candidates
+from s3orch.usage.counters import Delta
+from s3orch.usage.tracker import UsageTracker
 
 
 class BackendFleet:
@@ -31,6 +33,7 @@ class BackendFleet:
         configs: Sequence[BackendConfig],
         clients: Mapping[str, ObjectBackend],
         breakers: Breakers | None = None,
+        usage: UsageTracker | None = None,
     ) -> None:
         missing = [config.name for config in configs if config.name not in clients]
         if missing:
@@ -38,6 +41,8 @@ class BackendFleet:
         self.configs: tuple[BackendConfig, ...] = tuple(configs)
         self._clients = dict(clients)
         self.breakers = breakers
+        #: Monthly usage limits (``s3orch.usage``): an over-limit backend takes no write.
+        self.usage = usage
         #: Backends being drained (a cache of the store's ``drain_state``, kept by the drain
         #: worker and the admin calls): never a write candidate, so no request queries it.
         self.draining: frozenset[str] = frozenset()
@@ -61,10 +66,12 @@ class BackendFleet:
         return self._clients[name]
 
     def write_candidates(
-        self, size: int, *, exclude: Collection[str] = (), prefer: Collection[str] = ()
+        self, size: int, *, exclude: Collection[str] = (), prefer: Collection[str] = (), usage: bool = True
     ) -> list[str]:
         """Backends that may receive ``size`` bytes, ``prefer``-red ones first, then in
-        config order; without those in ``exclude`` (they failed for this write).
+        config order; without those in ``exclude`` (they failed for this write) and, unless
+        ``usage`` is False, those whose monthly limits one more call of ``size`` bytes of
+        ingress would pass (never offered, whatever their breaker).
 
         The choice among them (pack/spread by free room) is the store's, inside the
         reservation transaction, so it is atomic with the quota update.
@@ -74,12 +81,23 @@ class BackendFleet:
             exclude = {*exclude, *self.draining}
         if prefer:
             configs = sorted(configs, key=lambda config: config.name not in prefer)
+        tracker = self.usage if usage else None
+        if tracker is not None:
+            open_names = [c.name for c in configs if c.name not in exclude]
+            within = set(tracker.filter(open_names, lambda name: Delta(1, 0, size), "write"))
+            exclude = {*exclude, *(name for name in open_names if name not in within)}
         if self.breakers is None:
             return write_candidates(configs, size, exclude=exclude)
         healthy = write_candidates(configs, size, exclude=exclude, is_available=self.breakers.available)
         # Every candidate is behind an open breaker: offer them anyway, so that the write fails
         # at once with 503 (the breaker refuses the call), not 507 as if no backend had room.
         return healthy or write_candidates(configs, size, exclude=exclude)
+
+    def usage_exhausted(self, size: int = 0) -> bool:
+        """Whether backends could take a write but every one is past a monthly limit (507)."""
+        return self.usage is not None and not self.write_candidates(size) and bool(
+            self.write_candidates(size, usage=False)
+        )
 
     def takes_writes(self, name: str) -> bool:
         """Whether ``name`` is not being drained (checked again after a reservation: a drain

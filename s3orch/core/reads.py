@@ -59,6 +59,7 @@ from s3orch.core.fleet import BackendFleet
 from s3orch.observe.metrics import HEDGED_READS
 from s3orch.s3 import errors
 from s3orch.store.interface import Location
+from s3orch.usage.counters import Delta
 
 #: A backend that failed a read this recently is tried after the others.
 RECENT_FAILURE = 30.0
@@ -170,10 +171,19 @@ class CopyReader:
         ``window`` copies are asked at once (a failure starts the next one); with one, and
         ``hedge``, a slow first copy is hedged as ``read_path.hedge_after`` says.
         """
-        opening = _Open(self, self.order(locations), byte_range, window=max(1, window), hedge=hedge)
+        ordered = self.order(locations)
+        usage = self.fleet.usage
+        if usage is not None and ordered:
+            # Copies on backends past a monthly limit are skipped; all of them: 429 SlowDown.
+            wanted = {location.backend: _egress(location, byte_range) for location in ordered}
+            within = set(usage.filter(wanted, lambda name: Delta(1, wanted[name], 0), "read"))
+            ordered = [location for location in ordered if location.backend in within]
+            if not ordered:
+                raise errors.UsageLimitSlowDown()
+        opening = _Open(self, ordered, byte_range, window=max(1, window), hedge=hedge)
         stream, location = await opening.run()
         if len(locations) > 1:
-            expected = location.size if byte_range is None else byte_range[1] - byte_range[0] + 1
+            expected = _egress(location, byte_range)
             stream = WatchedStream(stream, partial(self.failed, location.backend), expected)
         return stream, location
 
@@ -312,6 +322,11 @@ class _Open:
         self.done = True
         self._disarm()
         self._cancel_running()
+
+
+def _egress(location: Location, byte_range: tuple[int, int] | None) -> int:
+    """The bytes a GET of ``location`` (or of ``byte_range`` of it) will transfer."""
+    return location.size if byte_range is None else byte_range[1] - byte_range[0] + 1
 
 
 class _Counting:

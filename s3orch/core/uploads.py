@@ -204,6 +204,8 @@ class MultipartService:
         ``size_hint`` (s3orch's use of ``x-amz-mp-object-size`` on Create): 507 now
         when the backends together have no room for that many bytes.
         """
+        if self.fleet.usage_exhausted():  # every backend past a monthly limit (BEHAVIOURS §1.8)
+            raise errors.InsufficientStorage()
         if size_hint:
             await self._check_room(size_hint)
         now = self._now()

@@ -570,3 +570,18 @@ REBALANCE_SKIPPED = Counter(
 REBALANCE_PENDING = Gauge(
     "s3o_rebalance_pending", "Moves planned by the last rebalancer pass and not done", registry=REGISTRY
 )
+
+# --- monthly usage limits (s3orch.usage) -------------------------------------------------------
+USAGE_API_REQUESTS = Gauge(
+    "s3o_usage_api_requests", "Current month API request count", ["backend"], registry=REGISTRY
+)
+USAGE_EGRESS_BYTES = Gauge("s3o_usage_egress_bytes", "Current month egress bytes", ["backend"], registry=REGISTRY)
+USAGE_INGRESS_BYTES = Gauge(
+    "s3o_usage_ingress_bytes", "Current month ingress bytes", ["backend"], registry=REGISTRY
+)
+USAGE_LIMIT_REJECTIONS = Counter(
+    "s3o_usage_limit_rejections_total",
+    "Operations rejected by usage limits",
+    ["operation", "limit_type"],
+    registry=REGISTRY,
+)

@@ -187,6 +187,10 @@ ServiceUnavailable = _error(
 SlowDown = _error("SlowDown", 503, "Please reduce your request rate.")
 #: The rate limiter's answer (s3-orchestrator's status and message), sent with Retry-After: 1.
 RateLimited = _error("SlowDown", 429, "Rate limit exceeded")
+#: Every copy of the object is on a backend past a monthly usage limit (BEHAVIOURS §1.8).
+UsageLimitSlowDown = _error(
+    "SlowDown", 429, "monthly usage limit exceeded for all backends holding this object"
+)
 BadGateway = _error("InternalError", 502, "A storage backend failed to answer the request.")
 BucketAlreadyOwnedByYou = _error(
     "BucketAlreadyOwnedByYou",

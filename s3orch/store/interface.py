@@ -48,6 +48,7 @@ from s3orch.store.interface_integrity import IntegrityStore
 from s3orch.store.interface_rebalance import RebalanceStore
 from s3orch.store.interface_reconcile import ReconcileStore
 from s3orch.store.interface_tags import TagStore
+from s3orch.store.interface_usage import UsageStore
 from s3orch.store.records import (
     INTENT_ALREADY_RESOLVED,
     INTENT_AMBIGUOUS,
@@ -149,7 +150,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, Protocol):
+class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, UsageStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
 from s3orch.store.engine import ConnectionPools, Engine
 from s3orch.store.errors import IntentNotFound, StoreError, StoreUnavailable
+from s3orch.store.interface_usage import UsageRow
 from s3orch.store.records import (
     CleanupItem,
     CompleteOutcome,
@@ -47,11 +48,11 @@ from s3orch.store.records import (
     ReplicaOutcome,
     ReplicaReservation,
     Reservation,
-    ScrubCopy,
     UnderReplicated,
     UploadedPart,
     UploadListPage,
 )
+from s3orch.store.sqlstore_integrity import IntegrityTransactions
 from s3orch.store.sqlstore_reconcile import ReconcileTransactions
 from s3orch.store.txn import (
     cleanup,
@@ -59,7 +60,6 @@ from s3orch.store.txn import (
     drains,
     excess,
     expiry,
-    integrity,
     intents,
     journal,
     listing,
@@ -69,7 +69,7 @@ from s3orch.store.txn import (
     quota,
     rebalance,
     replicas,
-    tags,
+    usage,
 )
 from s3orch.store.txn.base import Notes, Tx, txn_ping
 
@@ -84,7 +84,7 @@ def _check_strategy(strategy: str) -> None:
         raise ValueError(f"unknown placement strategy {strategy!r}")
 
 
-class SQLStore(ReconcileTransactions):
+class SQLStore(ReconcileTransactions, IntegrityTransactions):
     """:class:`~s3orch.store.interface.MetadataStore` on a SQL database (see the module)."""
 
     _log = Logger(namespace="s3orch.store")
@@ -204,32 +204,6 @@ class SQLStore(ReconcileTransactions):
 
     async def objects_of(self, keys: Sequence[tuple[str, str]]) -> list[ObjectRecord]:
         return await self._read(journal.txn_objects_of, tuple(keys))
-
-    async def scrub_candidates(self, limit: int, before: float) -> list[ScrubCopy]:
-        return await self._read(integrity.txn_scrub_candidates, limit, before)
-
-    async def copies_to_scrub(self, bucket: str, key: str) -> list[ScrubCopy]:
-        return await self._read(integrity.txn_copies_to_scrub, bucket, key)
-
-    async def mark_verified(self, copies: Sequence[ScrubCopy], now: float) -> None:
-        await self._write(integrity.txn_mark_verified, tuple(copies), now)
-
-    async def drop_corrupt_copy(self, copy: ScrubCopy, now: float) -> CleanupItem | None:
-        return await self._write(integrity.txn_drop_corrupt_copy, copy, now)
-
-    async def integrity_stats(self) -> tuple[int, float | None]:
-        return await self._read(integrity.txn_integrity_stats)
-
-    async def unhashed_objects(
-        self, after: tuple[str, str] | None, limit: int
-    ) -> tuple[list[ScrubCopy], tuple[str, str] | None]:
-        return await self._read(integrity.txn_unhashed_objects, after, limit)
-
-    async def set_content_hash(self, bucket: str, key: str, write_id: str, sha256_hex: str) -> bool:
-        return await self._write(integrity.txn_set_content_hash, bucket, key, write_id, sha256_hex)
-
-    async def set_object_tags(self, bucket: str, key: str, encoded: str) -> bool:
-        return await self._write(tags.txn_set_object_tags, bucket, key, encoded)
 
     async def delete_object(
         self, bucket: str, key: str, now: float, *, events: Sequence[OutboxEvent] = ()
@@ -590,3 +564,13 @@ class SQLStore(ReconcileTransactions):
         grace: float,
     ) -> ReplicaOutcome:
         return await self._write(rebalance.txn_move_copy, extent, reservation, source, source_key, now, grace)
+
+    # -- monthly usage ---------------------------------------------------------------------
+
+    async def add_usage(
+        self, deltas: Mapping[tuple[str, str], tuple[int, int, int]], period: str
+    ) -> dict[str, UsageRow]:
+        return await self._write_once(usage.txn_add_usage, dict(deltas), period)
+
+    async def get_usage(self, period: str | None, backend: str | None = None) -> dict[str, UsageRow]:
+        return await self._read(usage.txn_usage, period, backend)

@@ -18,8 +18,8 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class ReconcileTransactions:
-    """Reconcile and import, over the store's transaction runners."""
+class TransactionRunner:
+    """What a mixin of :class:`~s3orch.store.sqlstore.SQLStore` runs its transactions with."""
 
     async def _read(
         self, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
@@ -30,6 +30,10 @@ class ReconcileTransactions:
         self, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
     ) -> _T:
         raise NotImplementedError  # SQLStore's
+
+
+class ReconcileTransactions(TransactionRunner):
+    """Reconcile and import, over the store's transaction runners."""
 
     async def stored_copies(self, backend: str, after: str | None, limit: int) -> list[StoredCopy]:
         if limit < 1:

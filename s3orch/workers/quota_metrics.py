@@ -1,5 +1,6 @@
-"""Refresh the quota, object-count, pending-intent and cleanup-depth gauges from the metadata
-store, and warn (``backend.capacity.warning``) when a backend is nearly full."""
+"""The usage flush: add this instance's unflushed usage deltas to the database, refresh the
+quota, usage, object-count, pending-intent and cleanup-depth gauges from it, and warn
+(``backend.capacity.warning``) when a backend is nearly full or near a monthly usage limit."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from s3orch.observe.metrics import (
     QUOTA_USED,
 )
 from s3orch.store.interface import MetadataStore, QuotaRow
+from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import PeriodicWorker
 
 #: A limited backend at least this full (used, orphaned and reserved bytes) gets a warning...
@@ -28,10 +30,13 @@ CAPACITY_WARNING_EVERY = 3600.0
 
 
 class QuotaMetricsWorker(PeriodicWorker):
-    """Gauges come from the DB (no backend calls), every ``usage_flush.interval``.
+    """Flush and gauges every ``usage_flush.interval`` (no backend calls); with
+    ``adaptive_enabled``, every ``fast_interval`` while any backend has used
+    ``adaptive_threshold`` of a monthly limit.
 
-    Every instance refreshes its own ``/metrics``, so this worker takes no worker lock
-    (and each instance sends its own capacity warnings, at most hourly per backend).
+    Every instance flushes its own deltas (additively: no lock needed without shared counters)
+    and refreshes its own ``/metrics``, so this worker takes no worker lock (and each instance
+    sends its own capacity warnings, at most hourly per backend).
     """
 
     def __init__(
@@ -40,15 +45,34 @@ class QuotaMetricsWorker(PeriodicWorker):
         clock: IReactorTime,
         config: UsageFlushConfig,
         events: EventSink = NULL_SINK,
+        usage: UsageTracker | None = None,
     ) -> None:
         super().__init__(
             "usage-flush", config.interval, clock, run_now=True, component="usage_flush", audited=False
         )
         self.store = store
         self.events = events
+        self.usage = usage
+        self.config = config
         self._warned: dict[str, float] = {}
 
+    def configure(self, config: UsageFlushConfig) -> None:
+        """A reloaded ``usage_flush`` section: the new pace applies from the next tick."""
+        self.config = config
+        self.set_interval(self._pace())
+
+    def _pace(self) -> float:
+        config = self.config
+        if config.adaptive_enabled and self.usage is not None and self.usage.near_limit(config.adaptive_threshold):
+            return config.fast_interval
+        return config.interval
+
     async def tick(self) -> None:
+        if self.usage is not None:
+            await self.usage.flush(self.store)
+            pace = self._pace()
+            if pace != self.interval:
+                self.set_interval(pace)
         quotas = await self.store.get_quotas()
         for name, row in quotas.items():
             QUOTA_USED.labels(name).set(row.bytes_used)
@@ -66,10 +90,18 @@ class QuotaMetricsWorker(PeriodicWorker):
         CLEANUP_DLQ_DEPTH.set(dead)
 
     async def _check_capacity(self, name: str, row: QuotaRow) -> None:
-        if not self.events.enabled or row.bytes_limit <= 0:
+        if not self.events.enabled:
             return
-        taken = row.bytes_used + row.orphan_bytes + row.reserved_bytes
-        ratio = taken / row.bytes_limit
+        ratio = 0.0
+        if row.bytes_limit > 0:
+            ratio = (row.bytes_used + row.orphan_bytes + row.reserved_bytes) / row.bytes_limit
+        limit_type, usage_ratio = (
+            self.usage.ratios().get(name, ("", 0.0)) if self.usage is not None else ("", 0.0)
+        )
+        if usage_ratio > ratio:
+            ratio = usage_ratio
+        else:
+            limit_type = "bytes"
         now = self.clock.seconds()
         last = self._warned.get(name)
         if ratio < CAPACITY_WARNING_RATIO or (last is not None and now - last < CAPACITY_WARNING_EVERY):
@@ -78,6 +110,7 @@ class QuotaMetricsWorker(PeriodicWorker):
         data = {
             "backend": name,
             "utilisation": round(ratio, 4),
+            "limit_type": limit_type,
             "bytes_used": row.bytes_used,
             "orphan_bytes": row.orphan_bytes,
             "reserved_bytes": row.reserved_bytes,

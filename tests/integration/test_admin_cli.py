@@ -132,6 +132,11 @@ def test_every_s3orch_admin_command_against_a_running_gateway(gateway: GatewayPr
 
     result = _cli(gateway, "usage-flush")
     assert result.exit_code == 0 and result.stdout.strip() == "flushed"
+    result = _cli(gateway, "usage", "--backend", backend)
+    assert result.exit_code == 0, result.output
+    row = [line for line in result.stdout.splitlines() if line.startswith(backend)]
+    assert len(row) == 1 and "unlimited" in row[0]  # API requests, egress and ingress against no limit
+    assert _cli(gateway, "usage", "--period", "2026-13").exit_code == 1
 
     assert _cli(gateway, "log-level").stdout.strip() == "log level: info"
     assert _cli(gateway, "log-level", "--set", "debug").stdout.strip() == "log level: debug (was info)"

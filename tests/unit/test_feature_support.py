@@ -277,7 +277,6 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "notifications.endpoints[].max_retries": (
         "tests/unit/test_notifier.py::test_failures_back_off_exponentially_then_drop_with_metric_and_log",
     ),
-    # Paces the quota gauges (this build has no usage counters to flush).
     "circuit_breaker.failure_threshold": (
         "tests/unit/test_degraded_mode.py::test_failure_threshold_outage_errors_open_it_and_then_the_database_is_not_called",
         "tests/unit/test_degraded_reads.py::test_the_breaker_opens_only_on_outages_and_stays_closed_while_reads_work",
@@ -316,6 +315,28 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_backend_breaker.py::test_the_probe_waits_open_timeout_plus_a_fresh_jitter_up_to_a_quarter",
     ),
     "usage_flush.interval": ("tests/unit/test_feature_support.py::test_usage_flush_interval_paces_the_quota_gauges",),
+    # Monthly usage limits (s3orch.usage) and the adaptive flush.
+    "backends[].api_request_limit": (
+        "tests/unit/test_usage_limits.py::test_the_call_that_would_cross_the_api_request_limit_is_refused",
+        "tests/integration/test_usage_limits.py::test_api_request_limit_on_reads_and_writes",
+    ),
+    "backends[].egress_byte_limit": (
+        "tests/unit/test_usage_limits.py::test_reads_skip_copies_past_the_egress_limit_then_429",
+        "tests/integration/test_usage_limits.py::test_egress_limit_on_get_and_copy",
+    ),
+    "backends[].ingress_byte_limit": (
+        "tests/unit/test_usage_limits.py::test_writes_skip_backends_past_the_ingress_limit_then_507",
+        "tests/integration/test_usage_limits.py::test_ingress_limit_on_put_and_upload_part",
+    ),
+    "usage_flush.adaptive_enabled": (
+        "tests/unit/test_usage_flush.py::test_adaptive_flush_goes_fast_past_the_threshold_and_back",
+    ),
+    "usage_flush.adaptive_threshold": (
+        "tests/unit/test_usage_flush.py::test_adaptive_flush_goes_fast_past_the_threshold_and_back",
+    ),
+    "usage_flush.fast_interval": (
+        "tests/unit/test_usage_flush.py::test_adaptive_flush_goes_fast_past_the_threshold_and_back",
+    ),
     # The admin API's token; admin_key stands in when it is empty (ui.enabled stays refused).
     "ui.admin_token": (
         "tests/unit/test_admin_api.py::test_every_route_refuses_a_missing_or_wrong_token",
@@ -393,17 +414,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
     ),
-    "backends[].api_request_limit": (
-        {"backends": [BASE["backends"][0], dict(BASE["backends"][0], name="b2", api_request_limit=1000)]},
-        ["backends[1].api_request_limit"],
-    ),
-    "backends[].egress_byte_limit": (
-        {"backends": [dict(BASE["backends"][0], egress_byte_limit="1GB")]}, ["backends[0].egress_byte_limit"],
-    ),
-    "backends[].ingress_byte_limit": (
-        {"backends": [dict(BASE["backends"][0], ingress_byte_limit="1GB")]}, ["backends[0].ingress_byte_limit"],
-    ),
-    "usage_flush.adaptive_enabled": ({"usage_flush": {"adaptive_enabled": True}}, ["usage_flush.adaptive_enabled"]),
 }
 
 

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config import Config
-from s3orch.config.model import BackendConfig, ReplicationConfig
+from s3orch.config.model import BackendConfig, ReplicationConfig, UsageFlushConfig
 from s3orch.reload import Reloader, ReloadTargets, diff_paths, merge_reloadable
 from s3orch.s3.sigv4 import sign_headers
 from s3orch.testing.config import config_from_string
@@ -70,8 +70,8 @@ class _Worker:
     def __init__(self) -> None:
         self.intervals: list[float] = []
 
-    def set_interval(self, interval: float) -> None:
-        self.intervals.append(interval)
+    def configure(self, config: UsageFlushConfig) -> None:
+        self.intervals.append(config.interval)
 
 
 def _reloader(config: Config, store: _Store | None = None) -> tuple[Reloader, dict[str, Any], list[dict[str, Any]]]:

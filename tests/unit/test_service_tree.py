@@ -18,6 +18,7 @@ from twisted.web.server import Site
 from s3orch.backend.credentials import CredentialRefresher
 from s3orch.config import load_config_from_string
 from s3orch.service import GatewayService
+from s3orch.usage.metered import MeteredBackend
 from s3orch.workers.cleanup_queue import CleanupQueueWorker
 from s3orch.workers.multipart_gc import MultipartGCWorker
 from s3orch.workers.pending_reaper import PendingReaper
@@ -127,8 +128,10 @@ class BuiltTreeTests(SynchronousTestCase):
         self.assertIs(service.store, store)
         cleanup = service.getServiceNamed("cleanup-queue")
         assert isinstance(cleanup, CleanupQueueWorker)
-        client = cleanup.cleanups.fleet.client("b1")
-        self.assertIs(client._agent, agent)  # type: ignore[union-attr]
+        metered = cleanup.cleanups.fleet.client("b1")
+        assert isinstance(metered, MeteredBackend)  # every call is booked against the usage limits
+        client = metered.inner
+        self.assertIs(client._agent, agent)  # type: ignore[attr-defined]
 
     def test_backends_signing_with_the_default_chain_get_a_named_credential_refresher(self) -> None:
         from s3orch.tap import build

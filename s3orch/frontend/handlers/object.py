@@ -20,6 +20,7 @@ from s3orch.frontend.request import (
     OWNER_ID,
     OWNER_NAME,
     XML_DOCUMENT,
+    EarlyCheck,
     RequestState,
     Route,
     finish,
@@ -99,6 +100,29 @@ def check_response_overrides(state: RequestState) -> None:
     response_header_overrides(state.query)
 
 
+def _declared_size(state: RequestState) -> int:
+    """The object bytes a request announces (its decoded length for aws-chunked); 0 if unknown."""
+    for name in ("x-amz-decoded-content-length", "content-length"):
+        value = first_header(state.headers, name)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
+
+
+def usage_gate(objects: ObjectService, check: EarlyCheck | None = None) -> EarlyCheck:
+    """``check``, then refuse at header time (507, before ``100 Continue``: the body is never
+    sent) a write that every backend's monthly usage limits would refuse (BEHAVIOURS §1.3)."""
+
+    def early(state: RequestState) -> None:
+        if check is not None:
+            check(state)
+        fleet = getattr(objects, "fleet", None)  # None: a front door built without storage (tests)
+        if fleet is not None and fleet.usage_exhausted(_declared_size(state)):
+            raise errors.InsufficientStorage()
+
+    return early
+
+
 class ObjectHandlers:
     """The object-level operations, over the object service."""
 
@@ -109,7 +133,7 @@ class ObjectHandlers:
 
     def routes(self) -> dict[str, Route]:
         return {
-            "PutObject": Route(self.put_object, OBJECT_DATA, check_new_object_headers),
+            "PutObject": Route(self.put_object, OBJECT_DATA, usage_gate(self.objects, check_new_object_headers)),
             "CopyObject": Route(self.copy_object, None, check_copy_headers),
             "GetObject": Route(self.get_object, None, check_response_overrides),
             "HeadObject": Route(self.head_object, None, check_response_overrides),

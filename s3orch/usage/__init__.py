@@ -1,0 +1,11 @@
+"""Monthly usage limits per backend (``api_request_limit``, ``egress_byte_limit``,
+``ingress_byte_limit``; BEHAVIOURS §1.8).
+
+* :mod:`s3orch.usage.counters`: the unflushed deltas behind a small seam
+  (:class:`~s3orch.usage.counters.UsageCounters`), local in memory here; shared counters
+  (Redis) plug in behind the same seam.
+* :mod:`s3orch.usage.tracker`: limits, the stored baseline of this period, the checks
+  placement and reads ask, and the additive flush to the database.
+* :mod:`s3orch.usage.metered`: the one booking seam, a wrapper around every backend client,
+  so every call any path makes (requests, workers, failed calls) is counted.
+"""
