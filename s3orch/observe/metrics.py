@@ -438,3 +438,15 @@ OVER_REPLICATION_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
     registry=REGISTRY,
 )
+
+# --- Redis shared usage counters (s3orch.redis.counters) ---------------------------------------
+
+REDIS_OPERATIONS = Counter(
+    "s3o_redis_operations_total",
+    "Redis command outcomes (pipeline_add, pipeline_load, getset, ping; success or error)",
+    ["operation", "status"],
+    registry=REGISTRY,
+)
+REDIS_FALLBACK_ACTIVE = Gauge(
+    "s3o_redis_fallback_active", "1 when Redis is unavailable and using local counters", registry=REGISTRY
+)
