@@ -114,6 +114,7 @@ class SharedCounters:
         self._seq = 0
         self._lock = DeferredLock()  # one push or drain at a time: batches leave in number order
         self._push_call: IDelayedCall | None = None
+        self._pushing = False
         REDIS_FALLBACK_ACTIVE.set(0)
 
     # -- state -----------------------------------------------------------------------------
@@ -166,6 +167,8 @@ class SharedCounters:
         if self._push_call is not None and self._push_call.active():
             self._push_call.cancel()
         self._push_call = None
+        await self._lock.acquire()  # a push or drain in flight ends first
+        self._lock.release()
         if self.shared and (self._pending or self._in_doubt):
             await self.push()
         await self.store.close()
@@ -186,7 +189,7 @@ class SharedCounters:
             self.add(counter, delta)
 
     def _schedule_push(self) -> None:
-        if self._push_call is None and self.shared:
+        if self._push_call is None and not self._pushing and self.shared:
             self._push_call = self.clock.callLater(0, self._push_now)
 
     def _push_now(self) -> None:
@@ -196,12 +199,20 @@ class SharedCounters:
     async def push(self) -> bool:
         """Send the in-doubt batches and the pending deltas in one transaction (with nothing to
         send, PING): whether Redis took them.  Refused at once while the breaker is open; when
-        its open timeout has passed this is the probe, and on success the breaker closes."""
-        await self._lock.acquire()
+        its open timeout has passed this is the probe, and on success the breaker closes.  One
+        push at a time: a call while one runs returns False at once (the running one sends
+        again, when it ends, whatever was added meanwhile)."""
+        if self._pushing:
+            return False
+        self._pushing = True
         try:
-            return await self._push_locked()
+            await self._lock.acquire()
+            try:
+                return await self._push_locked()
+            finally:
+                self._lock.release()
         finally:
-            self._lock.release()
+            self._pushing = False
             if self._pending and self.shared:
                 self._schedule_push()
 

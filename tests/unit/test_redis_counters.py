@@ -37,6 +37,8 @@ class FakeRedis:
         self.applied: dict[str, int] = {}
         self.drains: dict[str, list[int]] = {}
         self.mode = UP
+        #: When set, apply waits for it (a slow Redis) before doing what ``mode`` says.
+        self.hold: Deferred[None] | None = None
         self.late: list[tuple[str, list[Batch]]] = []
         self.apply_calls: list[list[Batch]] = []
 
@@ -72,6 +74,8 @@ class FakeStore:
     async def apply(self, batches: Sequence[Batch]) -> None:
         self._refuse()
         self.redis.apply_calls.append(list(batches))
+        if self.redis.hold is not None:
+            await self.redis.hold
         if self.redis.mode == LATE:
             self.redis.late.append((self.instance, [Batch(b.seq, dict(b.deltas)) for b in batches]))
             raise RedisUnavailable("no reply")
@@ -134,6 +138,21 @@ def test_adds_of_one_turn_reach_redis_as_one_batch() -> None:
     assert redis.apply_calls == [[Batch(1, {A: 5, B: 4096})]]
     assert _ops("pipeline_add", "success") == before + 1
     assert _run(counters.load([A, B])) == {A: 5, B: 4096}
+
+
+def test_a_slow_redis_gets_one_push_at_a_time_carrying_everything_added_meanwhile() -> None:
+    redis, clock = FakeRedis(), Clock()
+    counters = _counters(redis, clock)
+    redis.hold = Deferred()
+    for _ in range(500):  # 500 turns with one add each while the first push waits
+        counters.add(A, 1)
+        clock.advance(0)
+    assert len(redis.apply_calls) == 1
+    held, redis.hold = redis.hold, None
+    held.callback(None)
+    clock.advance(0)
+    assert [[b.seq for b in call] for call in redis.apply_calls] == [[1], [2]]
+    assert redis.counters == {A: 500} and counters.local() == {}
 
 
 def test_start_fails_naming_the_address_when_redis_does_not_answer() -> None:
