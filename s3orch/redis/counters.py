@@ -38,12 +38,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.breaker import CLOSED, Breaker, Ticket
+from s3orch.config.features import RedisConfig
 from s3orch.observe.metrics import REDIS_FALLBACK_ACTIVE, REDIS_OPERATIONS
-from s3orch.redis.client import RedisUnavailable
+from s3orch.redis.client import RedisClient, RedisUnavailable
 from s3orch.redis.resp import ReplyError
-from s3orch.redis.shared import Batch, CounterKey
+from s3orch.redis.shared import Batch, CounterKey, RedisCounterStore
 
-__all__ = ["CounterStore", "RedisStartupError", "SharedCounters"]
+__all__ = ["CounterStore", "RedisStartupError", "SharedCounters", "from_config"]
 
 #: Seconds between probes while Redis is down (the original's health probe).
 PROBE_INTERVAL = 5.0
@@ -323,3 +324,15 @@ class SharedCounters:
         self.breaker.succeeded(ticket)
         REDIS_OPERATIONS.labels("getset", "success").inc()
         return {counter: value for counter, value in zip(counters, values) if value}
+
+
+def from_config(config: RedisConfig, reactor: Any, instance: str | None = None) -> SharedCounters:
+    """The counters ``redis.*`` asks for (``config.enabled``): call :meth:`SharedCounters.start`
+    before serving (it refuses to start when Redis does not answer), add
+    :class:`~s3orch.workers.redis_probe.RedisProbe` as a worker, and :meth:`SharedCounters.close`
+    after the final usage flush.  ``instance`` names this process's batches (default: random)."""
+    client = RedisClient.from_address(reactor, config.address, password=config.password)
+    store = RedisCounterStore(client, config.key_prefix, instance or uuid.uuid4().hex)
+    return SharedCounters(
+        store, failure_threshold=config.failure_threshold, open_timeout=config.open_timeout, clock=reactor
+    )

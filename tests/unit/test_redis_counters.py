@@ -360,3 +360,23 @@ def test_whatever_fails_and_when_every_add_is_counted_exactly_once(steps: list[t
     assert total == {c: added.get(c, 0) for c in (A, B)}
     for probe in probes:
         probe.stopService()
+
+
+def test_from_config_takes_the_original_keys() -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from s3orch.config.features import RedisConfig
+    from s3orch.redis.counters import from_config
+    from s3orch.redis.shared import RedisCounterStore
+
+    counters = from_config(
+        RedisConfig(address="redis.example:6380", password="pw", key_prefix="tenant", failure_threshold=4,
+                    open_timeout=20.0),
+        MemoryReactorClock(),
+        instance="gw-1",
+    )
+    store = counters.store
+    assert isinstance(store, RedisCounterStore)
+    assert store.address == "redis.example:6380" and store.client.password == "pw"
+    assert store.key(A) == "tenant:usage:b1:2026-12:api_requests" and store.applied_key == "tenant:applied:gw-1"
+    assert (counters.breaker.failure_threshold, counters.breaker.open_timeout) == (4, 20.0)
