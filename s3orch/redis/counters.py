@@ -270,13 +270,18 @@ class SharedCounters:
         is down.  An in-doubt delta is counted even if Redis has it: an estimate that errs high
         for one round trip rather than let a limit be overshot."""
         counters = list(counters)
-        values: list[int] | None = None
         if self.shared:
             try:
                 ticket = self.breaker.admit()
             except RedisUnavailable:
                 ticket = None
             if ticket is not None:
+                # What Redis cannot include yet, taken as MGET is written: deltas not sent, and
+                # in-doubt ones.  A batch in flight was written before MGET on the same
+                # connection, so Redis answers MGET with it applied.
+                unsent = dict(self._pending)
+                for batch in self._in_doubt:
+                    _merge(unsent, batch.deltas.items())
                 try:
                     values = await self.store.load(counters)
                 except Exception as exc:
@@ -284,11 +289,9 @@ class SharedCounters:
                 else:
                     self.breaker.succeeded(ticket)
                     REDIS_OPERATIONS.labels("pipeline_load", "success").inc()
-        mine = dict(self._pending)
-        for batch in (*self._in_doubt, *([] if values is not None else self._in_flight)):
-            _merge(mine, batch.deltas.items())
-        base = values if values is not None else [0] * len(counters)
-        return {counter: value + mine.get(counter, 0) for counter, value in zip(counters, base)}
+                    return {counter: value + unsent.get(counter, 0) for counter, value in zip(counters, values)}
+        mine = self.local()
+        return {counter: mine.get(counter, 0) for counter in counters}
 
     async def drain(self, counters: Sequence[CounterKey]) -> dict[CounterKey, int]:
         """For the flush (under lock 1007): take the counters' unflushed deltas, zeroing them
