@@ -158,3 +158,34 @@ async def test_a_drain_zeroes_once_and_its_retry_returns_what_it_read(client: Re
     assert await store.drain("t3", []) == []
     await client.command("DEL", store.applied_key, store.key(a), store.key(b), f"{prefix}:drain:t1",
                          f"{prefix}:drain:t2", f"{prefix}:drain:t3")
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_gateways_see_each_others_counts(address: str, prefix: str) -> None:
+    from twisted.internet.task import deferLater
+
+    from s3orch.redis.counters import SharedCounters
+
+    gateways = [
+        SharedCounters(
+            RedisCounterStore(RedisClient.from_address(reactor, address), prefix, f"gw{n}"),
+            failure_threshold=3,
+            open_timeout=15.0,
+            clock=reactor,
+        )
+        for n in (1, 2)
+    ]
+    a = CounterKey("b1", "2026-12", "api_requests")
+    try:
+        for gateway in gateways:
+            await gateway.start()
+        gateways[0].add(a, 3)
+        gateways[1].add(a, 4)
+        # Its own add is counted, pushed or not; the other's once pushed.
+        assert (await gateways[0].load([a]))[a] in (3, 7)
+        await deferLater(reactor, 0.05, lambda: None)  # both pushes done (a reactor turn each)
+        assert await gateways[0].load([a]) == {a: 7}
+        assert await gateways[1].load([a]) == {a: 7}
+    finally:
+        for gateway in gateways:
+            await gateway.close()

@@ -7,13 +7,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 
 from s3orch.observe.metrics import REDIS_OPERATIONS
 from s3orch.redis.client import RedisClient, RedisUnavailable
@@ -134,3 +138,102 @@ async def test_redis_killed_and_paused_under_load_loses_no_count_and_doubles_non
     assert all(flushed[key] > 0 for key in KEYS)
     assert _ops("pipeline_add", "error") > errors_before  # the outages did cut pushes short
     print(f"adds={adds[0]} flushed={flushed} in_redis={in_redis} push errors={_ops('pipeline_add', 'error') - errors_before}")
+
+
+class _ReplyEater:
+    """A TCP relay to Redis on the test's reactor that, while ``eat`` is set, lets commands
+    through and throws their replies away, resetting the client: Redis applied the command,
+    the gateway never hears so (the one ambiguous failure)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.eat = False
+        self.eaten = 0
+
+    def protocol(self) -> Protocol:
+        relay = self
+
+        class Upstream(Protocol):
+            def __init__(self, downstream: Protocol) -> None:
+                self.downstream = downstream
+
+            def dataReceived(self, data: bytes) -> None:
+                transport = self.downstream.transport
+                assert transport is not None
+                if relay.eat:
+                    relay.eaten += 1
+                    cast(Any, transport).abortConnection()
+                else:
+                    transport.write(data)
+
+            def connectionLost(self, reason: Failure = cast(Failure, None)) -> None:
+                if self.downstream.transport is not None:
+                    self.downstream.transport.loseConnection()
+
+        class Downstream(Protocol):
+            upstream: Upstream | None = None
+            early = b""
+
+            def connectionMade(self) -> None:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+                endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", relay.upstream_port)
+                connectProtocol(endpoint, Upstream(self)).addCallback(self._connected)
+
+            def _connected(self, upstream: Upstream) -> None:
+                self.upstream = upstream
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+
+            def dataReceived(self, data: bytes) -> None:
+                assert self.upstream is not None and self.upstream.transport is not None
+                self.upstream.transport.write(data)
+
+            def connectionLost(self, reason: Failure = cast(Failure, None)) -> None:
+                if self.upstream is not None and self.upstream.transport is not None:
+                    self.upstream.transport.loseConnection()
+
+        return Downstream()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_and_a_drain_applied_by_redis_whose_replies_were_lost_count_once() -> None:
+    from tests.support.redis import shared_redis_address
+
+    host, _, port = shared_redis_address().rpartition(":")
+    eater = _ReplyEater(int(port))
+    listening = reactor.listenTCP(0, Factory.forProtocol(eater.protocol), interface="127.0.0.1")  # type: ignore[attr-defined]
+    prefix = f"s3orch-test-{uuid.uuid4().hex[:12]}"
+    via_relay = RedisClient(reactor, "127.0.0.1", listening.getHost().port, command_timeout=2.0)
+    counters = SharedCounters(
+        RedisCounterStore(via_relay, prefix, "gw1"), failure_threshold=1, open_timeout=0.2, clock=reactor
+    )
+    direct = RedisCounterStore(RedisClient(reactor, host, int(port)), prefix, "reader")
+    try:
+        await counters.start()
+        eater.eat = True
+        counters.add(KEYS[0], 5)
+        await _until(lambda: not counters.shared, what="the lost reply opens the breaker")
+        assert eater.eaten >= 1
+        assert await direct.load(KEYS) == [5, 0]  # applied, though the gateway cannot know
+        assert counters.local() == {KEYS[0]: 5}  # in doubt: kept
+        counters.add(KEYS[1], 7)
+        eater.eat = False
+        await deferLater(reactor, 0.25, lambda: None)  # the open timeout
+        assert await counters.push()  # the replay: the in-doubt batch again, and the new one
+        assert counters.shared and counters.local() == {}
+        assert await direct.load(KEYS) == [5, 7]  # not 10: the retry was recognised
+
+        eater.eat = True
+        with pytest.raises(RedisUnavailable):
+            await counters.drain(KEYS)
+        assert await direct.load(KEYS) == [0, 0]  # read and zeroed; the values lost on the way
+        eater.eat = False
+        await deferLater(reactor, 0.25, lambda: None)
+        await counters.probe()
+        counters.add(KEYS[0], 1)
+        await _until(lambda: counters.shared and not counters.local(), what="the new add pushed")
+        assert await counters.drain(KEYS) == {KEYS[0]: 5, KEYS[1]: 7}  # the lost drain's record
+        assert await counters.drain(KEYS) == {KEYS[0]: 1}
+    finally:
+        await counters.close()
+        await direct.close()
+        await listening.stopListening()
