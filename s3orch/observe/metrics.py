@@ -585,3 +585,16 @@ USAGE_LIMIT_REJECTIONS = Counter(
     ["operation", "limit_type"],
     registry=REGISTRY,
 )
+
+
+# --- Redis shared usage counters (s3orch.redis.counters) ---------------------------------------
+
+REDIS_OPERATIONS = Counter(
+    "s3o_redis_operations_total",
+    "Redis command outcomes (pipeline_add, pipeline_load, getset, ping; success or error)",
+    ["operation", "status"],
+    registry=REGISTRY,
+)
+REDIS_FALLBACK_ACTIVE = Gauge(
+    "s3o_redis_fallback_active", "1 when Redis is unavailable and using local counters", registry=REGISTRY
+)
