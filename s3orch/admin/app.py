@@ -34,6 +34,7 @@ from s3orch.admin.handlers import AdminHandlers
 from s3orch.admin.ndjson import NDJSON, NDJSONProgress, wants_ndjson
 from s3orch.admin.routes import ROUTES, Route, match
 from s3orch.observe.logging import request_id_from_header
+from s3orch.store.interface import StoreUnavailable
 
 #: JSON bodies larger than this are refused (the listener caps every non-S3 body there too).
 MAX_BODY = 1024 * 1024
@@ -58,6 +59,10 @@ def send_json(request: Any, status: int, body: dict[str, Any], request_id: str) 
 
 def error_body(message: str, request_id: str) -> dict[str, Any]:
     return {"error": message, "request_id": request_id}
+
+
+#: The answer of any route while the metadata database is unavailable.
+DATABASE_DOWN = "the metadata database is unavailable; please retry"
 
 
 class AdminApp:
@@ -150,7 +155,9 @@ class AdminApp:
             call.progress = stream
         try:
             result: dict[str, Any] = await handler(call)
-        except AdminError as exc:
+        except (AdminError, StoreUnavailable) as caught:
+            # The database being down is the same answer on every route: retry later.
+            exc = caught if isinstance(caught, AdminError) else AdminError(503, DATABASE_DOWN)
             self._done(route, exc.status, call)
             if stream is not None and stream.count:
                 stream.error(exc.status, exc.message)

@@ -284,10 +284,7 @@ class AdminHandlers(WorkerPasses):
 
     async def start_drain(self, call: AdminCall) -> dict[str, Any]:
         backend = self._backend(call)
-        try:
-            started = await self._drainer().start(backend)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        started = await self._drainer().start(backend)
         if not started:
             raise AdminError(400, f"drain operation failed: backend {backend!r} is already draining")
         return {"status": "drain started", "backend": backend}

@@ -13,7 +13,6 @@ from twisted.internet.task import deferLater
 from s3orch.admin.calls import AdminCall, AdminError, _int, _qualified_key
 from s3orch.config.model import RebalanceConfig
 from s3orch.service import GatewayService
-from s3orch.store.interface import StoreUnavailable
 
 
 class WorkerPasses:
@@ -26,10 +25,7 @@ class WorkerPasses:
             worker: Any = self.service().getServiceNamed("replicator")
         except KeyError:
             return {"status": "skipped", "reason": "replication.factor is 1 or this process runs no replicator"}
-        try:
-            result = await worker.run_now_pass(call.progress)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        result = await worker.run_now_pass(call.progress)
         if result is None:
             return {"status": "skipped", "reason": "another replication pass is running"}
         return {"status": "ok", **result.as_dict()}
@@ -52,18 +48,12 @@ class WorkerPasses:
 
     async def get_rebalance(self, call: AdminCall) -> dict[str, Any]:
         worker, config = self._rebalance(call)
-        try:
-            preview: dict[str, Any] = await worker.rebalancer.preview(config)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        preview: dict[str, Any] = await worker.rebalancer.preview(config)
         return preview
 
     async def rebalance(self, call: AdminCall) -> dict[str, Any]:
         worker, config = self._rebalance(call)
-        try:
-            result = await worker.run_now_pass(call.progress, config)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        result = await worker.run_now_pass(call.progress, config)
         if result is None:
             return {"status": "skipped", "reason": "another rebalance pass is running"}
         if result.skipped:
@@ -78,10 +68,7 @@ class WorkerPasses:
                 "status": "skipped", "reason": "replication.factor is 1 or this process runs no cleaner",
                 "pending": 0, "removals": [],
             }
-        try:
-            preview: dict[str, Any] = await worker.cleaner.preview(_int(call, "limit", 100))
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        preview: dict[str, Any] = await worker.cleaner.preview(_int(call, "limit", 100))
         return preview
 
     async def over_replication(self, call: AdminCall) -> dict[str, Any]:
@@ -90,10 +77,7 @@ class WorkerPasses:
             worker: Any = self.service().getServiceNamed("over-replication")
         except KeyError:
             return {"status": "skipped", "reason": "replication.factor is 1 or this process runs no cleaner"}
-        try:
-            result = await worker.run_now_pass(call.progress, batch_size)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        result = await worker.run_now_pass(call.progress, batch_size)
         if result is None:
             return {"status": "skipped", "reason": "another over-replication pass is running"}
         return {"status": "ok", **result.as_dict(), "removed": result.removed}
@@ -110,8 +94,6 @@ class WorkerPasses:
             result = await worker.run_now_pass(call.query.get("backend") or None, call.progress)
         except ValueError as exc:
             raise AdminError(400, str(exc)) from None
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
         if result is None:
             return {"status": "skipped", "reason": "another reconcile pass is running"}
         return {"status": "ok", **result.as_dict()}
@@ -126,11 +108,10 @@ class WorkerPasses:
             result = await worker.sync(backend, bucket, call.query.get("prefix", ""), dry_run, call.progress)
         except ValueError as exc:
             raise AdminError(400, str(exc)) from None
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
         if result is None:
             return {"status": "skipped", "reason": "a reconcile pass is running"}
         return {"status": "ok", **result.as_dict()}
+
     def _scrubber(self) -> Any:
         """The scrubber worker, or 409 while integrity is off (or 503 in a process without it)."""
         try:
@@ -143,10 +124,7 @@ class WorkerPasses:
 
     async def scrub(self, call: AdminCall) -> dict[str, Any]:
         worker = self._scrubber()
-        try:
-            result = await worker.run_now_pass(call.progress, _int(call, "batch_size", 0, 100_000) or None)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        result = await worker.run_now_pass(call.progress, _int(call, "batch_size", 0, 100_000) or None)
         if result is None:
             return {"status": "skipped", "reason": "another scrub pass is running"}
         return dict(result.as_dict())
@@ -154,10 +132,7 @@ class WorkerPasses:
     async def object_scrub(self, call: AdminCall) -> dict[str, Any]:
         worker = self._scrubber()
         bucket, key = _qualified_key(call)
-        try:
-            result = await worker.scrubber.scrub_object(bucket, key)
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        result = await worker.scrubber.scrub_object(bucket, key)
         if result is None:
             raise AdminError(404, f"no copies of {bucket}/{key}")
         copies = [{k: v for k, v in entry.items() if k not in ("bucket", "key")} for entry in result.verdicts]
@@ -172,12 +147,9 @@ class WorkerPasses:
         async def pause() -> None:
             await deferLater(worker.clock, delay, lambda: None)
 
-        try:
-            outcome: dict[str, Any] = await worker.scrubber.backfill(
-                call.progress, limit, pause if delay > 0 else None
-            )
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        outcome: dict[str, Any] = await worker.scrubber.backfill(
+            call.progress, limit, pause if delay > 0 else None
+        )
         return outcome
 
     async def lifecycle(self, call: AdminCall) -> dict[str, Any]:
@@ -187,10 +159,7 @@ class WorkerPasses:
             return {"status": "skipped", "reason": "this process runs no lifecycle worker"}
         if not worker.rules:
             return {"status": "skipped", "reason": "no lifecycle rules are configured"}
-        try:
-            outcome = await worker.run_pass(call.progress, trigger="admin")
-        except StoreUnavailable:
-            raise AdminError(503, "the metadata database is unavailable; please retry") from None
+        outcome = await worker.run_pass(call.progress, trigger="admin")
         return {
             "status": "ok", "run_id": outcome.run_id, "outcome": outcome.status,
             "deleted": outcome.deleted, "failed": outcome.failed, "skipped": outcome.skipped,
