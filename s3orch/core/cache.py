@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from s3orch.backend.interface import IBodyConsumer
 from s3orch.config.model import CacheConfig
-from s3orch.observe.metrics import CACHE_ENTRIES, CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES, CACHE_SIZE
+from s3orch.observe.cache_metrics import CACHE_ENTRIES, CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES, CACHE_SIZE
 from s3orch.store.records import ObjectRecord
 
 __all__ = ["CHUNK", "NO_CACHE", "CacheFill", "MemoryStream", "ObjectCache"]

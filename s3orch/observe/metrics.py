@@ -598,16 +598,3 @@ REDIS_OPERATIONS = Counter(
 REDIS_FALLBACK_ACTIVE = Gauge(
     "s3o_redis_fallback_active", "1 when Redis is unavailable and using local counters", registry=REGISTRY
 )
-
-
-# --- object data cache (s3orch.core.cache) ----------------------------------------------------
-
-CACHE_HITS = Counter("s3o_cache_hits_total", "GETs answered from the object data cache", registry=REGISTRY)
-CACHE_MISSES = Counter(
-    "s3o_cache_misses_total", "GETs of cacheable objects the object data cache did not hold", registry=REGISTRY
-)
-CACHE_EVICTIONS = Counter(
-    "s3o_cache_evictions_total", "Object data cache entries dropped to stay within max_size", registry=REGISTRY
-)
-CACHE_SIZE = Gauge("s3o_cache_size_bytes", "Bytes held by the object data cache", registry=REGISTRY)
-CACHE_ENTRIES = Gauge("s3o_cache_entries", "Objects held by the object data cache", registry=REGISTRY)
