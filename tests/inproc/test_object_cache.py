@@ -24,6 +24,7 @@ from s3orch.core.cache import ObjectCache
 from s3orch.observe.metrics import REGISTRY
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from s3orch.testing.httpclient import HarnessResponse, ResponseMissing
+from tests.unit.test_degraded_reads import Outage
 from tests.unit.test_over_replication import HarnessClient
 from tests.unit.test_replicator import TOKEN, multipart
 
@@ -249,3 +250,16 @@ def test_a_disabled_cache_answers_503_and_gets_are_unchanged(tmp_path: Path) -> 
         assert h.get("photos", "k").body == BODY
         wipe(h)
         assert h.get("photos", "k").status >= 500  # nothing was cached
+
+
+def test_degraded_mode_serves_a_hit_for_the_journals_record(tmp_path: Path) -> None:
+    breaker = "circuit_breaker:\n  open_timeout: 5s\n  cache_ttl: 1s\n  journal_refresh: 1s\n"
+    with GatewayHarness(tmp_path, BASE + CACHE + breaker) as h:
+        assert h.put("photos", "k", BODY).status == 200
+        miss = h.get("photos", "k")
+        h.advance(2)  # journaled; the location cache (1 s) has expired: only the journal knows
+        wipe(h)
+        with Outage(h.store):
+            hit = h.get("photos", "k")
+        assert hit.status == 200 and hit.body == BODY
+        same_headers(miss, hit)

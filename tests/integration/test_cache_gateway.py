@@ -11,6 +11,7 @@ import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from boto3.s3.transfer import TransferConfig
@@ -68,7 +69,7 @@ def test_a_300mb_get_with_the_cache_on_keeps_rss_flat_and_metrics_move(
     gw = _cached_gateway(weed, start_gateway)  # the defaults: 256MB budget, 10MB objects
     assert gw.proc is not None
     pid = gw.proc.pid
-    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
     source = tmp_path / "big.bin"
     expected = _big_file(source)
     s3.upload_file(str(source), "photos", "big", Config=TransferConfig(multipart_chunksize=16 * MiB))
@@ -117,7 +118,7 @@ def test_hits_misses_evictions_and_a_write_invalidates(
     weed: WeedServer, start_gateway: Callable[[GatewayConfig], GatewayProcess]
 ) -> None:
     gw = _cached_gateway(weed, start_gateway, max_size="1MB", max_object_size="512KB", ttl="5m")
-    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    s3: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
     bodies = {f"c/{i}": bytes([65 + i]) * (400 * 1024) for i in range(3)}
     for key, body in bodies.items():
         s3.put_object(Bucket="photos", Key=key, Body=body)
