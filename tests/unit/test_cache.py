@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 
+from s3orch.admin.routes import match
 from s3orch.backend.interface import BackendUnavailable, PushProducer
 from s3orch.config import ConfigError
 from s3orch.config.model import CacheConfig
@@ -243,3 +244,11 @@ def test_sizes_take_binary_suffixes_and_max_object_size_fits_max_size() -> None:
     )
     with pytest.raises(ConfigError, match="max_object_size"):
         config_from_string(DEFAULT_CONFIG + "cache:\n  enabled: true\n  max_size: 1MB\n  max_object_size: 2MB\n")
+
+
+def test_a_last_key_segment_of_an_admin_route_takes_the_rest_of_the_path() -> None:
+    assert match("cache/keys/{key}", "cache/keys/photos/dir/a") == {"key": "photos/dir/a"}
+    assert match("cache/keys/{key}", "cache/keys/photos") == {"key": "photos"}
+    assert match("cache/keys/{key}", "cache/keys") is None
+    assert match("backends/{name}", "backends/a/b") is None  # other names stay one segment
+    assert match("backends/{name}/drain", "backends/a/drain") == {"name": "a"}
