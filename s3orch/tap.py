@@ -37,6 +37,7 @@ from s3orch.config import Config, ConfigError, load_config
 from s3orch.config.model import BackendConfig
 from s3orch.config.support import refusals
 from s3orch.core.broadcast import BroadcastingObjectService
+from s3orch.core.cache import ObjectCache
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.degraded import DatabaseBreaker
 from s3orch.core.degraded_reads import DegradedReads, LocationCache
@@ -216,6 +217,8 @@ def build(
         events=events,
         read_path=config.read_path,
     )
+    if config.cache.enabled:  # not reloadable: the cache exists or not for the process's life
+        objects.cache = ObjectCache(config.cache, reactor)
     multipart = MultipartService(
         store=store,
         fleet=fleet,
@@ -260,7 +263,7 @@ def build(
     if config.ui.effective_admin_token:
         handlers = AdminHandlers(
             store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
-            breaker_states=fleet.breaker_states, usage=usage_tracker,
+            breaker_states=fleet.breaker_states, usage=usage_tracker, cache=objects.cache,
         )
         admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
     ops = OpsApp(

@@ -18,8 +18,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch import __version__
+from s3orch.admin.cache import CacheRoutes
 from s3orch.admin.calls import AdminCall, AdminError, _ids, _int, _qualified_key
 from s3orch.admin.passes import WorkerPasses
+from s3orch.core.cache import ObjectCache
 from s3orch.observe.logging import get_log_level, set_log_level
 from s3orch.observe.ring import LogRing
 from s3orch.service import GatewayService
@@ -38,7 +40,7 @@ _PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 PURGE_TOKEN_TTL = 60.0
 
 
-class AdminHandlers(WorkerPasses):
+class AdminHandlers(WorkerPasses, CacheRoutes):
     """The admin routes over one gateway's parts (``service`` is called: the root of the tree
     is built after this)."""
 
@@ -52,8 +54,10 @@ class AdminHandlers(WorkerPasses):
         ring: LogRing,
         breaker_states: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
         usage: UsageTracker | None = None,
+        cache: ObjectCache | None = None,
     ) -> None:
         self.store = store
+        self.cache = cache  # ``cache.*``: this process's object data cache (None: off)
         #: Monthly usage and limits (status, ``usage``); None: not tracked in this process.
         self.tracker = usage
         #: Backend name -> its circuit breaker's state (empty when breakers are off).

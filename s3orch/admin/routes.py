@@ -335,6 +335,32 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "GET", "cache", "cache_stats",
+        "This instance's object data cache: entries, bytes and limits (`cache.*`).",
+        "`{enabled, entries, size_bytes, max_size, max_object_size, ttl, filling}`; `{enabled: false}`"
+        " when the cache is off.",
+    ),
+    Route(
+        "POST", "cache/flush", "cache_flush",
+        "Drop every entry of this instance's object data cache (other instances keep theirs).",
+        "`{status: \"flushed\", entries}`; 503 when the cache is disabled.",
+    ),
+    Route(
+        "DELETE", "cache/keys/{key}", "cache_delete_key",
+        "Drop one object from this instance's object data cache.",
+        "`{status: \"ok\", key, removed}` (removed: whether it was cached); 503 when the cache is disabled.",
+        (Param("key", "path", "string", "`bucket/key` (the rest of the path; `/` may be sent as is).", required=True),),
+        command="cache-delete",
+    ),
+    Route(
+        "DELETE", "cache/prefix", "cache_delete_prefix",
+        "Drop every object whose `bucket/key` starts with `prefix` from this instance's object data cache.",
+        "`{status: \"ok\", prefix, removed}`; 400 for an empty prefix; 503 when the cache is disabled.",
+        (Param("prefix", "query", "string", "A `bucket/key` prefix (at least the bucket's first letter).",
+               required=True),),
+        command="cache-delete-prefix",
+    ),
+    Route(
         "POST", "sync", "sync",
         "Import a backend's pre-existing objects into a virtual bucket in place (no data copied):"
         " `{bucket}/{key}` keys (the original product's layout) lose their bucket head, keys of"
@@ -360,10 +386,17 @@ def find(path: str) -> list[Route]:
     return [route for route in ROUTES if route.path == path]
 
 
+#: A template's last segment of this name takes the rest of the path (a ``bucket/key``: the
+#: web server decodes ``%2F`` before the path is split).
+REST_PARAM = "{key}"
+
+
 def match(template: str, path: str) -> dict[str, str] | None:
     """The ``{name}`` segments of ``path`` if it fits ``template`` (segment by segment, each
-    ``{name}`` one non-empty segment), else None."""
+    ``{name}`` one non-empty segment; a last :data:`REST_PARAM` the rest of the path), else None."""
     want, got = template.split("/"), path.split("/")
+    if want[-1] == REST_PARAM and len(got) > len(want):
+        got = [*got[: len(want) - 1], "/".join(got[len(want) - 1 :])]  # an object's bucket/key
     if len(want) != len(got):
         return None
     found: dict[str, str] = {}

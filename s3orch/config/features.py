@@ -288,7 +288,9 @@ class ReconcileConfig:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """In-memory LRU of whole plaintext objects. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """In-memory LRU of whole plaintext objects, per instance (:mod:`s3orch.core.cache`): at most
+    ``max_size`` bytes, objects up to ``max_object_size``, each entry at most ``ttl`` old.  Not
+    reloadable (a change is named in ``restart_required``)."""
 
     enabled: bool = False
     max_size: int = knob(256 * MiB, kind="size", positive=True)

@@ -92,7 +92,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         lambda config: [] if config.write_path.pending_pattern.enabled else ["write_path.pending_pattern.enabled"],
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
-    Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
 )

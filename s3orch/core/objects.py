@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendStream
 from s3orch.config.model import ReadPathConfig
+from s3orch.core.cache import NO_CACHE, ObjectCache
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
@@ -91,6 +92,7 @@ class ObjectService:
     """
 
     log = Logger(namespace="s3orch.core")
+    cache: ObjectCache = NO_CACHE  # ``cache.*``: set by the tap; every write here invalidates the key
 
     def __init__(
         self,
@@ -212,6 +214,7 @@ class ObjectService:
             if exc.cleanup is not None:
                 await self.cleanups.run([exc.cleanup], "intent_missing")
             raise errors.ServiceUnavailable("The write was superseded; please retry.") from None
+        self.cache.invalidate(record.bucket, record.key)
         if displaced:
             crash_point("overwrite-displaced")
         PENDING_RESOLVED.labels("committed").inc()
@@ -283,6 +286,7 @@ class ObjectService:
             items = items or None  # [] is an absent key
         else:
             items = await self.store.delete_object_if(bucket, key, write_id, now, events=removed)
+        self.cache.invalidate(bucket, key)
         if items is None:
             return False
         audit("storage.DeleteObject", request_id=request_id, bucket=bucket, key=key)
@@ -310,6 +314,7 @@ class ObjectService:
                 self.log.failure("delete failed", component="objects", key=key)
                 outcomes.append(DeleteOutcome(key, ("InternalError", str(exc) or "delete failed")))
                 continue
+            self.cache.invalidate(bucket, key)
             pending.extend(items)
             outcomes.append(DeleteOutcome(key, None))
         if pending:

@@ -471,6 +471,7 @@ class MultipartService:
             raise  # unreachable
         if outcome.already_completed:
             return await self._repeat(bucket, key, upload_id)
+        self.objects.cache.invalidate(bucket, key)
         crash_point("complete-after-commit")
         audit(
             "storage.CompleteMultipartUpload",

@@ -34,6 +34,7 @@ OPS_PROCESS = "tests/integration/test_gateway_ops.py"
 NOTIFY = "tests/integration/test_notifications.py"
 PG = "tests/store/test_postgres.py"
 TRACING = "tests/integration/test_tracing.py"
+CACHE_GW = "tests/integration/test_cache_gateway.py"
 
 #: key -> the tests that prove this build honours it ("file::test_name").
 HONOURED: dict[str, tuple[str, ...]] = {
@@ -385,6 +386,16 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_lifecycle.py::test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_path",
         "tests/integration/test_lifecycle.py::test_an_expired_object_disappears_after_an_admin_triggered_run",
     ),
+    "cache.enabled": (
+        "tests/unit/test_cache.py::test_a_disabled_cache_admits_nothing_and_the_enabled_one_serves_hits",
+        f"{CACHE_GW}::test_a_300mb_get_with_the_cache_on_keeps_rss_flat_and_metrics_move",
+    ),
+    "cache.max_size": ("tests/unit/test_cache.py::test_the_byte_budget_evicts_least_recently_used_first",),
+    "cache.max_object_size": (
+        "tests/unit/test_cache.py::test_admission_is_decided_from_the_size_before_any_byte",
+        "tests/unit/test_cache.py::test_sizes_take_binary_suffixes_and_max_object_size_fits_max_size",
+    ),
+    "cache.ttl": ("tests/unit/test_cache.py::test_an_entry_expires_after_ttl",),
     "reconcile.enabled": ("tests/unit/test_reconcile.py::test_the_worker_ticks_every_interval_only_when_enabled",),
     "reconcile.interval": ("tests/unit/test_reconcile.py::test_the_worker_ticks_every_interval_only_when_enabled",),
     "reconcile.grace_period": (
@@ -409,7 +420,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
-    "cache.enabled": ({"cache": {"enabled": True}}, ["cache.enabled"]),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
     "ui.enabled": (
         {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
@@ -542,7 +552,7 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
     assert {issue.path for issue in refusals(with_extras)} == {
-        "cache.enabled", "redis.address",
+        "redis.address",
     }
 
 

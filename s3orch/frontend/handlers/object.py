@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from s3orch.core.cache import CacheFill, MemoryStream
 from s3orch.core.integrity import DigestMismatch, read_verifier
 from s3orch.core.multipart import object_parts_page, part_range
 from s3orch.core.objects import NewObject, ObjectService
@@ -278,8 +279,15 @@ class ObjectHandlers:
             finish(request)
             return
         self._range_headers(request, record, byte_range)
+        cached = self.objects.cache.get(record)  # that write's bytes only; headers are the record's
+        if cached is not None:
+            start, end = byte_range if byte_range is not None else (0, record.size - 1)
+            audit("storage.GetObject", backend="cache", bucket=state.bucket, key=state.key, size=end - start + 1)
+            state.bytes_out = await relay_body(MemoryStream(cached, start, end), request)
+            return
         stream, location = await self.objects.open(record, byte_range)
         relayed = False
+        fill: CacheFill | None = None
         try:
             size = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
             audit("storage.GetObject", backend=location.backend, bucket=state.bucket, key=state.key, size=size)
@@ -295,7 +303,9 @@ class ObjectHandlers:
                 else:
                     raise errors.ServiceUnavailable("The storage backend answered a different byte range.")
             verifier = read_verifier(self.objects.scrubber, record, byte_range)
-            relaying = relay_body(stream, request, skip=skip, limit=limit, verifier=verifier)
+            if byte_range is None:  # an admitted full GET is teed into the cache as it streams
+                fill = self.objects.cache.fill(record, verifier)
+            relaying = relay_body(stream, request, skip=skip, limit=limit, verifier=fill or verifier)
             relayed = True  # from here the relay owns the stream (it cancels it on every failure)
             try:
                 state.bytes_out = await relaying
@@ -304,6 +314,8 @@ class ObjectHandlers:
                     self.objects.scrubber.suspect(record)
                 raise
         finally:
+            if fill is not None:
+                fill.close()  # committed by the relay's verdict, or dropped
             if not relayed:
                 stream.cancel()  # never leak the pooled backend connection
 
