@@ -104,7 +104,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
     # verify_on_replicate defaults to true (as in s3-orchestrator); it only acts with integrity enabled.
     Unsupported("integrity.enabled", _on("integrity.enabled"), covers=("integrity.*",)),
-    Unsupported("write_path.parallel_copies.enabled", _on("write_path.parallel_copies.enabled")),
     # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's
     # reservation would stay forever. So only the default, true, is accepted.

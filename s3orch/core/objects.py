@@ -6,9 +6,9 @@ settles quota and queues the displaced copies for deletion.  A failure between t
 either the old version intact plus an intent the reaper can resolve, or the new version: never
 neither, never a leaked byte or quota.
 
-Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`): each
-is placed by the routing strategy with its reservation recorded atomically, so one object's parts
-may live on different backends; reading one streams its extents (:mod:`s3orch.core.extents`).
+Parts go the same way, one by one (:meth:`ObjectService.place_part`), so one object's parts
+may live on different backends (reads stream its extents: :mod:`s3orch.core.extents`).  With
+``write_path.parallel_copies`` a PUT or copy writes every copy at once (:mod:`s3orch.core.fanout`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
+from s3orch.core.fanout import FanOut, Send, copy_or_put
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
 from s3orch.core.reads import CopyReader
@@ -52,6 +53,7 @@ from s3orch.store.interface import (
     OutboxEvent,
     PartReservation,
     PreconditionConflict,
+    ReplicaReservation,
     Reservation,
     StoreUnavailable,
     UploadedPart,
@@ -108,6 +110,7 @@ class ObjectService:
         self.spooler = spooler
         self.routing_strategy = routing_strategy
         self.clock = clock
+        self.fanout: FanOut | None = None  # write_path.parallel_copies (set by the wiring)
 
     @property
     def fleet(self) -> BackendFleet:
@@ -149,6 +152,18 @@ class ObjectService:
             content_hash=payload.sha256_hex, conditions=conditions,
         )
 
+        record = ObjectRecord(
+            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
+            last_modified=0.0, content_type=new.content_type, headers=dict(new.system_headers),
+            user_metadata=dict(new.user_metadata), checksum_algorithm=payload.checksum_algorithm,
+            checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
+        )
+        if self.fanout is not None and self.fanout.levels() is not None:
+            return await self._fan_out(
+                intent, payload, lambda name, skey, body: self.fleet[name].put_object(skey, body), record,
+                conditions, request_id, ev.OBJECT_CREATED_PUT,
+            )
+
         async def upload(reservation: Reservation) -> None:
             await self.fleet[reservation.backend].put_object(skey, payload)
 
@@ -163,18 +178,19 @@ class ObjectService:
             eligible=self.fleet.takes_writes,
         )
         crash_point("after-backend-put")
-        record = ObjectRecord(
-            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
-            last_modified=self.clock.seconds(),
-            content_type=new.content_type,
-            headers=dict(new.system_headers),
-            user_metadata=dict(new.user_metadata),
-            checksum_algorithm=payload.checksum_algorithm,
-            checksum_value=payload.checksum_value,
-            content_hash=payload.sha256_hex,
-            locations=(Location(reservation.backend, reservation.storage_key, length),),
-        )
+        located = (Location(reservation.backend, reservation.storage_key, length),)
+        record = replace(record, last_modified=self.clock.seconds(), locations=located)
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_PUT)
+
+    async def _fan_out(
+        self, intent: Intent, payload: Payload, send: Send, record: ObjectRecord, conditions: WriteConditions,
+        request_id: str, event_type: str,
+    ) -> ObjectRecord:
+        """The write to ``replication.factor`` backends at once (:mod:`s3orch.core.fanout`)."""
+        assert self.fanout is not None
+        return await self.fanout.write(
+            intent, payload, send, record, reserve=self._reserve, undo=self._undo_upload, request_id=request_id,
+            commit=lambda r, rec, more: self._commit(r, rec, conditions, request_id, event_type, more))
 
     async def check_conditions(self, bucket: str, key: str, conditions: WriteConditions) -> None:
         """Raise what AWS answers when ``conditions`` fail for the key's current object."""
@@ -190,12 +206,12 @@ class ObjectService:
 
     async def _commit(
         self, reservation: Reservation, record: ObjectRecord, conditions: WriteConditions,
-        request_id: str, event_type: str,
+        request_id: str, event_type: str, companions: Sequence[ReplicaReservation] = (),
     ) -> ObjectRecord:
         try:
             displaced = await self.store.commit_object(
                 reservation, record, self.clock.seconds(), conditions,
-                events=object_created(self.events, event_type, record),
+                events=object_created(self.events, event_type, record), companions=companions,
             )
         except PreconditionConflict as exc:
             await self._undo_upload(reservation)
@@ -405,6 +421,24 @@ class ObjectService:
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
+        intent = Intent(
+            write_id, bucket, dest_key, source.size, skey, etag=source.etag, content_type=new.content_type,
+            headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
+            checksum_algorithm=source.checksum_algorithm, checksum_value=source.checksum_value,
+            content_hash=source.content_hash, parts_count=source.parts_count, part_sizes=source.part_sizes,
+            conditions=conditions,
+        )
+        record = replace(source, key=dest_key, write_id=write_id, content_type=new.content_type,
+                         headers=dict(new.system_headers), user_metadata=dict(new.user_metadata))
+        if self.fanout is not None and self.fanout.levels() is not None:
+            # Every copy from one read of the source (a holder copies server-side).
+            spooled = await self.spool_range(source, None)
+            try:
+                check_read_back(spooled, source.etag)
+                send, event = copy_or_put(self.fleet, holders), ev.OBJECT_CREATED_COPY
+                return await self._fan_out(intent, spooled, send, record, conditions, request_id, event)
+            finally:
+                spooled.close()
         spool: Payload | None = None
 
         async def copy_to(reservation: Reservation) -> None:
@@ -424,18 +458,7 @@ class ObjectService:
                 candidates=lambda failed: self.fleet.write_candidates(
                     source.size, exclude=failed, prefer=holders
                 ),
-                reserve=lambda names: self._reserve(
-                    Intent(
-                        write_id, bucket, dest_key, source.size, skey,
-                        etag=source.etag, content_type=new.content_type,
-                        headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
-                        checksum_algorithm=source.checksum_algorithm,
-                        checksum_value=source.checksum_value, content_hash=source.content_hash,
-                        parts_count=source.parts_count, part_sizes=source.part_sizes,
-                        conditions=conditions,
-                    ),
-                    names,
-                ),
+                reserve=lambda names: self._reserve(intent, names),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
                 undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
@@ -446,14 +469,7 @@ class ObjectService:
             if spool is not None:
                 spool.close()
         record = replace(
-            source,
-            key=dest_key,
-            write_id=write_id,
-            last_modified=self.clock.seconds(),
-            content_type=new.content_type,
-            headers=dict(new.system_headers),
-            user_metadata=dict(new.user_metadata),
-            locations=(Location(reservation.backend, skey, source.size),),
+            record, last_modified=self.clock.seconds(), locations=(Location(reservation.backend, skey, source.size),)
         )
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_COPY)
 

@@ -438,3 +438,20 @@ OVER_REPLICATION_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
     registry=REGISTRY,
 )
+
+# --- write fan-out (s3orch.core.fanout) ------------------------------------------------------
+FANOUT_COPIES = Counter(
+    "s3o_fanout_copies_total",
+    "Companion copies of fan-out writes by outcome (acked: recorded with the write; recorded: after"
+    " the answer; failed: left to the replicator; discarded: not recorded, its copy deleted)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+FANOUT_INFLIGHT = Gauge(
+    "s3o_fanout_inflight", "Companion copies of fan-out writes still running", registry=REGISTRY
+)
+FANOUT_SHORT_WRITES = Counter(
+    "s3o_fanout_short_writes_total",
+    "Fan-out writes refused because fewer copies than replication.ack could be stored",
+    registry=REGISTRY,
+)

@@ -190,10 +190,10 @@ class MetadataStore(DrainStore, Protocol):
         conditions: WriteConditions = UNCONDITIONAL,
         *,
         events: Sequence[OutboxEvent] = (),
+        companions: Sequence[ReplicaReservation] = (),
     ) -> list[CleanupItem]:
-        """Make ``record`` the current version of its key, in one transaction.
-
-        ``events`` (webhook deliveries, :meth:`enqueue_events`) are written in the same
+        """Make ``record`` the current version of its key, in one transaction (with the held
+        ``companions`` of a fan-out write, :meth:`reserve_copy`, as further copies).  ``events`` (webhook deliveries, :meth:`enqueue_events`) are written in the same
         transaction when, and only when, the write becomes current (not on a retry
         that finds it committed, nor when a condition fails).
 
@@ -558,6 +558,12 @@ class MetadataStore(DrainStore, Protocol):
         """Reserve room for one more copy of ``extent`` at ``storage_key`` on the candidate
         (holding no copy of it) the strategy picks; the room is a cleanup row due after
         ``hold`` seconds, so an abandoned copy is deleted by the queue."""
+
+    async def reserve_copy(
+        self, candidates: Sequence[str], strategy: str, storage_key: str, size: int, now: float, hold: float
+    ) -> ReplicaReservation | None:
+        """Room for a companion copy of a write in flight (fan-out), held like :meth:`reserve_replica`'s
+        (None: no room); :meth:`commit_object` or :meth:`record_replica` records it."""
 
     async def abandon_replica(self, cleanup_id: int, due: float) -> None:
         """Make the cleanup row of a replica whose PUT got no answer due at ``due`` (the
