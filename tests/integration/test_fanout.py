@@ -17,8 +17,6 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from tests.conftest import PHOTOS, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY, fresh_bucket
 from tests.support.auditor import Auditor
@@ -94,7 +92,6 @@ def test_ack_all_the_bytes_are_on_two_backends_the_moment_the_put_returns(start_
     _audit(gw, backends)
 
 
-@pytest.mark.slow
 def test_ack_first_every_object_reaches_two_backends_with_quotas_exact(start_gateway, weed: WeedServer) -> None:  # type: ignore[no-untyped-def]
     backends = _backends(weed)
     gw = _start(start_gateway, backends, "first")

@@ -4,6 +4,7 @@ the shutdown drain and an overwrite racing a companion still running."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,33 @@ def test_a_copy_is_fanned_out_too_and_a_completed_upload_is_copied_at_once(gatew
     gateway.settle()
     assert all(len(extent) == 2 for extent in holders(gateway, "movie"))
     assert gateway.get("photos", "movie").body == part1 + part2
+
+
+def _rows(h: GatewayHarness, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(str(h.workdir / "s3orch.db"))
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_stopping_the_gateway_waits_for_running_copies_and_cancels_them_past_the_timeout(tmp_path: Path) -> None:
+    waited = GatewayHarness(tmp_path / "waited", config(2, "first")).start()
+    slow = gate(waited, "backend-2")
+    assert waited.put("photos", "k", b"w" * 100).status == 200
+    waited.clock.callLater(5, slow.open)  # the copy ends 5 s into the stop
+    waited.stop()
+    assert sorted(_rows(waited, "SELECT backend_name FROM object_locations")) == [("backend-1",), ("backend-2",)]
+    assert _rows(waited, "SELECT COUNT(*) FROM cleanup_queue") == [(0,)]
+
+    cancelled = GatewayHarness(tmp_path / "cancelled", config(2, "first")).start()
+    gate(cancelled, "backend-2")  # never answers
+    assert cancelled.put("photos", "k", b"c" * 100).status == 200
+    cancelled.stop()  # bounded: the copy is cancelled after the drain timeout
+    assert _rows(cancelled, "SELECT backend_name FROM object_locations") == [("backend-1",)]
+    # Its room is held by its cleanup row, due after the grace: the queue deletes it at the next start.
+    assert _rows(cancelled, "SELECT backend_name, reason, size_bytes FROM cleanup_queue") == [
+        ("backend-2", "replication_orphan", 100)
+    ]
+    assert _rows(cancelled, "SELECT orphan_bytes FROM backend_quotas WHERE backend_name = 'backend-2'") == [(100,)]
+    cancelled.problems.events.clear()
