@@ -126,11 +126,14 @@ class _Body:
         self.payload = payload
         self.users = users
         file = payload.file
-        if payload.length <= SMALL_BODY:
-            file.seek(0)
-            self._file: BinaryIO = io.BytesIO(file.read(payload.length))
-        else:
-            self._file = os.fdopen(os.dup(file.fileno()), "rb")
+        try:
+            if payload.length > SMALL_BODY:
+                self._file: BinaryIO = os.fdopen(os.dup(file.fileno()), "rb")
+                return
+        except (AttributeError, io.UnsupportedOperation):
+            pass  # a body held in memory (no file behind it): copied, as a small one
+        file.seek(0)
+        self._file = io.BytesIO(file.read(payload.length))
 
     def view(self) -> Payload:
         """The bytes for one attempt of one copy."""

@@ -4,7 +4,9 @@ the shutdown drain and an overwrite racing a companion still running."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from twisted.internet.defer import Deferred
 
 from s3orch.config import load_config_from_string
 from s3orch.config.fields import ConfigError
-from s3orch.core.fanout import FanOut
+from s3orch.core.fanout import FanOut, _Body
 from s3orch.payload import Payload
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from tests.unit.test_replicator import THIRD, down, holders, metric, multipart, stored, used
@@ -282,3 +284,26 @@ def test_stopping_the_gateway_waits_for_running_copies_and_cancels_them_past_the
     ]
     assert _rows(cancelled, "SELECT orphan_bytes FROM backend_quotas WHERE backend_name = 'backend-2'") == [(100,)]
     cancelled.problems.events.clear()
+
+
+@pytest.mark.parametrize("size", [1000, 2 * 1024 * 1024 + 7])
+def test_each_copy_reads_the_whole_body_at_its_own_pace_after_the_request_closed_its_spool(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    spool = tempfile.TemporaryFile()
+    spool.write(data)
+    payload = Payload(spool, size, hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
+    body = _Body(payload, 2)
+    first, second = body.view().reader(), body.view().reader()
+    spool.close()  # the request answered: its spool is gone, the copies keep theirs
+    got_first, got_second = [first.read(1000)], [second.read(3000)]
+    while True:  # interleaved reads never disturb one another
+        a, b = first.read(4096), second.read(777)
+        got_first.append(a)
+        got_second.append(b)
+        if not a and not b:
+            break
+    assert b"".join(got_first) == data and b"".join(got_second) == data
+    body.release()
+    body.release()  # the last user closes the kept copy
+    with pytest.raises(ValueError):
+        body.view().reader().read(1)
