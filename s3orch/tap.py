@@ -42,6 +42,7 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.degraded import DatabaseBreaker
 from s3orch.core.degraded_reads import DegradedReads, LocationCache
 from s3orch.core.drain import Drainer
+from s3orch.core.fanout import FanOut
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.integrity import Scrubber
 from s3orch.core.intents import IntentResolver
@@ -291,6 +292,8 @@ def build(
     listener.setName(S3_LISTENER)  # type: ignore[no-untyped-call]  # IService's methods are unannotated
 
     async def close_backends() -> None:
+        if objects.fanout is not None:
+            await objects.fanout.drain()  # fan-out copies still running (bounded)
         await cleanups.quiesce()
         await fleet.close()
 
@@ -362,6 +365,13 @@ def build(
         )
         trimming = OverReplicationWorker(cleaner, reactor, config.replication, locks=worker_locks)
         add_worker(trimming)
+        if config.write_path.parallel_copies.enabled:
+            # Writes store every copy at once and answer after replication.ack of them.
+            objects.fanout = multipart.fanout = FanOut(
+                store=store, fleet=fleet, cleanups=cleanups, clock=reactor,
+                routing_strategy=config.routing_strategy, settings=lambda: replicator.config,
+                replicator=replicator,
+            )
     # Always built (integrity may be switched on by a reload); idle while it is off.
     scrubber = Scrubber(
         store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.integrity, events=events

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from s3orch.config.features import ack_problem
 from s3orch.config.model import (
     BackendConfig,
     Config,
@@ -310,6 +311,9 @@ def _check_backends(config: Config, report: Report) -> None:
             "replication.factor",
             f"must be <= the number of backends ({len(config.backends)})",
         )
+    ack = ack_problem(config.replication.ack, config.replication.factor)
+    if ack is not None:
+        report.error("replication.ack", ack)
 
 
 def _check_workers(config: Config, report: Report) -> None:

@@ -83,7 +83,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="objects would be stored in plaintext", covers=("encryption.*",),
     ),
     Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
-    Unsupported("write_path.parallel_copies.enabled", _on("write_path.parallel_copies.enabled")),
     # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's
     # reservation would stay forever. So only the default, true, is accepted.

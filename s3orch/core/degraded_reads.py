@@ -31,6 +31,7 @@ from s3orch.store.records import (
     Location,
     ObjectRecord,
     OutboxEvent,
+    ReplicaReservation,
     Reservation,
 )
 
@@ -123,12 +124,19 @@ class DegradedReads:
         conditions: WriteConditions = UNCONDITIONAL,
         *,
         events: Sequence[OutboxEvent] = (),
+        companions: Sequence[ReplicaReservation] = (),
     ) -> list[CleanupItem]:
-        displaced = await self._store.commit_object(reservation, record, now, conditions, events=events)
-        # What the store made current: the reservation's copy as the one extent.
+        displaced = await self._store.commit_object(
+            reservation, record, now, conditions, events=events, companions=companions
+        )
+        # What the store made current: the reservation's copy (and fan-out companions) as
+        # the one extent (a companion the store skipped fails over on a read).
         committed = replace(
             record,
-            locations=(Location(reservation.backend, reservation.storage_key, reservation.size),),
+            locations=(
+                Location(reservation.backend, reservation.storage_key, reservation.size),
+                *(Location(c.backend, c.storage_key, c.size) for c in companions),
+            ),
             parts=(),
         )
         self.journal.note(committed)

@@ -6,15 +6,15 @@ settles quota and queues the displaced copies for deletion.  A failure between t
 either the old version intact plus an intent the reaper can resolve, or the new version: never
 neither, never a leaked byte or quota.
 
-Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`): each
-is placed by the routing strategy with its reservation recorded atomically, so one object's parts
-may live on different backends; reading one streams its extents (:mod:`s3orch.core.extents`).
+Parts go the same way, one by one (:meth:`ObjectService.place_part`), so one object's parts
+may live on different backends (reads stream its extents: :mod:`s3orch.core.extents`).  With
+``write_path.parallel_copies`` a PUT or copy writes every copy at once (:mod:`s3orch.core.fanout`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from twisted.internet.interfaces import IReactorTime
@@ -27,9 +27,11 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
+from s3orch.core.fanout import FanOut, Send, copy_or_put
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.integrity import Scrubber
-from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
+from s3orch.core.parts import PartPlacement
+from s3orch.core.placement import new_upload_id, storage_key
 from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
@@ -56,6 +58,7 @@ from s3orch.store.interface import (
     OutboxEvent,
     PartReservation,
     PreconditionConflict,
+    ReplicaReservation,
     Reservation,
     StoreUnavailable,
     UploadedPart,
@@ -82,7 +85,7 @@ class DeleteOutcome:
 
 
 @traced_methods(OBJECT_SPANS)
-class ObjectService:
+class ObjectService(PartPlacement):
     """The object operations of the S3 API over the store and the backend fleet (one
     instance per process, shared by every request).
 
@@ -116,6 +119,7 @@ class ObjectService:
         self.clock = clock
         #: ``integrity.enabled``: verifies full GETs (``verify_on_read``); set by the tap.
         self.scrubber: Scrubber | None = None
+        self.fanout: FanOut | None = None  # write_path.parallel_copies (set by the wiring)
 
     @property
     def fleet(self) -> BackendFleet:
@@ -157,6 +161,18 @@ class ObjectService:
             content_hash=payload.sha256_hex, conditions=conditions,
         )
 
+        record = ObjectRecord(
+            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
+            last_modified=0.0, content_type=new.content_type, headers=dict(new.system_headers),
+            user_metadata=dict(new.user_metadata), checksum_algorithm=payload.checksum_algorithm,
+            checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
+        )
+        if self.fanout is not None and self.fanout.levels() is not None:
+            return await self._fan_out(
+                intent, payload, lambda name, skey, body: self.fleet[name].put_object(skey, body), record,
+                conditions, request_id, ev.OBJECT_CREATED_PUT,
+            )
+
         async def upload(reservation: Reservation) -> None:
             await self.fleet[reservation.backend].put_object(skey, payload)
 
@@ -171,18 +187,19 @@ class ObjectService:
             eligible=self.fleet.takes_writes,
         )
         crash_point("after-backend-put")
-        record = ObjectRecord(
-            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
-            last_modified=self.clock.seconds(),
-            content_type=new.content_type,
-            headers=dict(new.system_headers),
-            user_metadata=dict(new.user_metadata),
-            checksum_algorithm=payload.checksum_algorithm,
-            checksum_value=payload.checksum_value,
-            content_hash=payload.sha256_hex,
-            locations=(Location(reservation.backend, reservation.storage_key, length),),
-        )
+        located = (Location(reservation.backend, reservation.storage_key, length),)
+        record = replace(record, last_modified=self.clock.seconds(), locations=located)
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_PUT)
+
+    async def _fan_out(
+        self, intent: Intent, payload: Payload, send: Send, record: ObjectRecord, conditions: WriteConditions,
+        request_id: str, event_type: str,
+    ) -> ObjectRecord:
+        """The write to ``replication.factor`` backends at once (:mod:`s3orch.core.fanout`)."""
+        assert self.fanout is not None
+        return await self.fanout.write(
+            intent, payload, send, record, reserve=self._reserve, undo=self._undo_upload, request_id=request_id,
+            commit=lambda r, rec, more: self._commit(r, rec, conditions, request_id, event_type, more))
 
     async def check_conditions(self, bucket: str, key: str, conditions: WriteConditions) -> None:
         """Raise what AWS answers when ``conditions`` fail for the key's current object."""
@@ -198,12 +215,12 @@ class ObjectService:
 
     async def _commit(
         self, reservation: Reservation, record: ObjectRecord, conditions: WriteConditions,
-        request_id: str, event_type: str,
+        request_id: str, event_type: str, companions: Sequence[ReplicaReservation] = (),
     ) -> ObjectRecord:
         try:
             displaced = await self.store.commit_object(
                 reservation, record, self.clock.seconds(), conditions,
-                events=object_created(self.events, event_type, record),
+                events=object_created(self.events, event_type, record), companions=companions,
             )
         except PreconditionConflict as exc:
             await self._undo_upload(reservation)
@@ -322,57 +339,6 @@ class ObjectService:
         await self.cleanups.run(pending, "delete")
         return outcomes
 
-    # -- parts ------------------------------------------------------------------
-
-    async def place_part(
-        self,
-        upload: MultipartUpload,
-        part_number: int,
-        size: int,
-        send: Callable[[PartReservation], Awaitable[None]],
-        *,
-        prefer: Collection[str] = (),
-        request_id: str = "",
-    ) -> PartReservation:
-        """Place one part upload like a PUT: reserve room on the backend the routing
-        strategy picks (atomically with the attempt row), ``send`` the bytes to the
-        reservation's storage key, and on a backend failure undo and try the next.
-
-        ``prefer`` lists backends to offer first (holders of a copy source, so a
-        server-side copy is possible).  Raises UploadNotFound when the upload is not
-        open, 507 when no backend has room, 503 when backends had room but failed.
-        The caller commits the part with :meth:`commit_part`.
-        """
-        attempt_id = uuid.uuid4().hex
-        key = part_storage_key(upload.bucket, upload.key, upload.upload_id, part_number, attempt_id)
-
-        async def reserve(names: list[str]) -> PartReservation | None:
-            return await self.store.reserve_part(
-                upload.bucket, upload.key, upload.upload_id, part_number, size, attempt_id, key,
-                names, self.routing_strategy, self.clock.seconds(),
-            )
-
-        reservation, _ = await with_failover(
-            operation="UploadPart",
-            candidates=lambda failed: self.fleet.write_candidates(size, exclude=failed, prefer=prefer),
-            reserve=reserve,
-            backend_of=lambda r: r.backend,
-            attempt=send,
-            undo=lambda r, exc: self.cleanups.abandon_part(r.attempt_id),
-            request_id=request_id,
-            eligible=self.fleet.takes_writes,
-        )
-        return reservation
-
-    async def commit_part(self, reservation: PartReservation, part: UploadedPart) -> None:
-        """Record a placed part; NoSuchUpload (its bytes queued for deletion) when the
-        upload was completed or aborted while the part travelled."""
-        outcome = await self.store.commit_part(reservation.attempt_id, part, self.clock.seconds())
-        if not outcome.committed:
-            await self.cleanups.run(outcome.cleanup, "part_orphaned")
-            raise errors.NoSuchUpload(UploadId=reservation.upload_id)
-        self.cleanups.in_background(outcome.cleanup, "part_replaced")
-
     async def spool_range(
         self,
         source: ObjectRecord,
@@ -421,6 +387,24 @@ class ObjectService:
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
+        intent = Intent(
+            write_id, bucket, dest_key, source.size, skey, etag=source.etag, content_type=new.content_type,
+            headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
+            checksum_algorithm=source.checksum_algorithm, checksum_value=source.checksum_value,
+            content_hash=source.content_hash, parts_count=source.parts_count, part_sizes=source.part_sizes,
+            conditions=conditions,
+        )
+        record = replace(source, key=dest_key, write_id=write_id, content_type=new.content_type,
+                         headers=dict(new.system_headers), user_metadata=dict(new.user_metadata))
+        if self.fanout is not None and self.fanout.levels() is not None:
+            # Every copy from one read of the source (a holder copies server-side).
+            spooled = await self.spool_range(source, None)
+            try:
+                check_read_back(spooled, source.etag)
+                send, event = copy_or_put(self.fleet, holders), ev.OBJECT_CREATED_COPY
+                return await self._fan_out(intent, spooled, send, record, conditions, request_id, event)
+            finally:
+                spooled.close()
         spool: Payload | None = None
 
         async def copy_to(reservation: Reservation) -> None:
@@ -440,18 +424,7 @@ class ObjectService:
                 candidates=lambda failed: self.fleet.write_candidates(
                     source.size, exclude=failed, prefer=holders
                 ),
-                reserve=lambda names: self._reserve(
-                    Intent(
-                        write_id, bucket, dest_key, source.size, skey,
-                        etag=source.etag, content_type=new.content_type,
-                        headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
-                        checksum_algorithm=source.checksum_algorithm,
-                        checksum_value=source.checksum_value, content_hash=source.content_hash,
-                        parts_count=source.parts_count, part_sizes=source.part_sizes,
-                        conditions=conditions,
-                    ),
-                    names,
-                ),
+                reserve=lambda names: self._reserve(intent, names),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
                 undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
@@ -462,14 +435,7 @@ class ObjectService:
             if spool is not None:
                 spool.close()
         record = replace(
-            source,
-            key=dest_key,
-            write_id=write_id,
-            last_modified=self.clock.seconds(),
-            content_type=new.content_type,
-            headers=dict(new.system_headers),
-            user_metadata=dict(new.user_metadata),
-            locations=(Location(reservation.backend, skey, source.size),),
+            record, last_modified=self.clock.seconds(), locations=(Location(reservation.backend, skey, source.size),)
         )
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_COPY)
 

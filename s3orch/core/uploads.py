@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from s3orch.backend.interface import BackendError, BackendUnavailable
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
+from s3orch.core.fanout import FanOut
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.multipart import (
     MIN_PART_SIZE,
@@ -137,6 +138,7 @@ class MultipartService:
         self.stale_timeout = stale_timeout
         self.min_part_size = min_part_size
         self._locks: dict[str, DeferredLock] = {}
+        self.fanout: FanOut | None = None  # write_path.parallel_copies (set by the wiring)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -485,6 +487,8 @@ class MultipartService:
         )
         self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         self.cleanups.in_background(outcome.discarded, "part_discarded")
+        if self.fanout is not None:  # no body to fan out: the replicator copies the parts now
+            self.fanout.replicate_soon(bucket, key, upload_id)
         await self.refresh_gauge()
         return record
 
@@ -584,13 +588,7 @@ class MultipartService:
         return upload, parts, truncated
 
     async def list_uploads(
-        self,
-        bucket: str,
-        prefix: str,
-        delimiter: str,
-        key_marker: str,
-        upload_id_marker: str,
-        max_uploads: int,
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str, upload_id_marker: str, max_uploads: int
     ) -> UploadListPage:
         """A page of the bucket's open uploads."""
         return await self.store.list_multipart_uploads(

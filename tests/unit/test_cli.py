@@ -198,17 +198,13 @@ def test_validate_lists_every_refused_key_after_the_warnings(
 ) -> None:
     data = dict(VALID)
     data["buckets"] = [{"name": "Photos_2024", "credentials": [{"token": "t"}]}]
-    data["compression"] = {"enabled": True}
-    data["write_path"] = {"parallel_copies": {"enabled": True}}
+    data["write_path"] = {"pending_pattern": {"enabled": False}}
     path = write(tmp_path, data)
     result = runner.invoke(cli, ["validate", "-config", path])
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert lines[0].startswith("warning: buckets[0].name: ")
-    assert [line.split(": ")[1] for line in lines[1:]] == [
-        "compression.enabled",
-        "write_path.parallel_copies.enabled",
-    ]
+    assert [line.split(": ")[1] for line in lines[1:]] == ["write_path.pending_pattern.enabled"]
     assert all("not supported by this build of s3orch" in line for line in lines[1:])
 
 

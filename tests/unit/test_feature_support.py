@@ -217,6 +217,16 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "replication.concurrency": (
         "tests/unit/test_replicator.py::test_the_worker_runs_every_worker_interval_and_copies_concurrency_extents_at_once",
     ),
+    # Write fan-out (s3orch.core.fanout).
+    "write_path.parallel_copies.enabled": (
+        "tests/unit/test_fanout.py::test_ack_all_answers_with_every_copy_recorded_and_stored",
+        "tests/integration/test_fanout.py::test_ack_all_the_bytes_are_on_two_backends_the_moment_the_put_returns",
+    ),
+    "replication.ack": (
+        "tests/unit/test_fanout.py::test_ack_must_be_first_all_or_a_count_within_the_factor",
+        "tests/unit/test_fanout.py::test_ack_first_answers_before_a_slow_copy_which_finishes_in_the_background",
+        "tests/unit/test_fanout.py::test_ack_two_of_three_waits_for_two_copies_only",
+    ),
     "replication.unhealthy_threshold": (
         "tests/unit/test_replicator.py::test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced",
     ),
@@ -414,9 +424,6 @@ HONOURED: dict[str, tuple[str, ...]] = {
 ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "encryption.enabled": ({"encryption": {"enabled": True, "master_key": "a" * 43 + "="}}, ["encryption.enabled"]),
     "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
-    "write_path.parallel_copies.enabled": (
-        {"write_path": {"parallel_copies": {"enabled": True}}}, ["write_path.parallel_copies.enabled"],
-    ),
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),

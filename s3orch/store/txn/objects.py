@@ -25,6 +25,7 @@ from s3orch.store.records import (
     Location,
     ObjectRecord,
     OutboxEvent,
+    ReplicaReservation,
     Reservation,
 )
 from s3orch.store.txn.base import Notes, RetryTransaction, Tx
@@ -156,7 +157,11 @@ def txn_commit_object(
     now: float,
     conditions: WriteConditions,
     events: Sequence[OutboxEvent] = (),
+    companions: Sequence[ReplicaReservation] = (),
 ) -> list[CleanupItem] | IntentGone:
+    """``companions``: further copies of the same bytes (write fan-out), each held as a
+    cleanup row like a replica in flight; they become copies of the new version in the
+    same transaction, so the version is never visible with fewer copies."""
     tx.dialect.lock_key(tx, record.bucket, record.key)
     current = tx.execute(
         f"SELECT write_id, etag FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
@@ -183,9 +188,44 @@ def txn_commit_object(
         )
     check_conditions(conditions, record.bucket, record.key, current)
     supersede_intents(tx, record.bucket, record.key, now, but=reservation.write_id)
-    displaced = commit_write(tx, notes, reservation, record, str(pending[2]), int(pending[3]), now)
+    extra = _claim_companions(tx, notes, reservation, companions) if companions else []
+    displaced = commit_write(
+        tx, notes, reservation, record, str(pending[2]), int(pending[3]), now, extra=extra
+    )
     add_events(tx, events, now)
     return displaced
+
+
+def _claim_companions(
+    tx: Tx, notes: Notes, reservation: Reservation, companions: Sequence[ReplicaReservation]
+) -> list[NewCopy]:
+    """Take the held cleanup rows of ``companions`` (locked, then deleted): the copies they
+    hold become locations.  A row the cleanup queue has claimed or removed (the copy
+    outlived its hold) is skipped: its bytes are being deleted.  Quota is moved by
+    :func:`commit_write` (orphan -> used), after every quota row is locked."""
+    taken: list[NewCopy] = []
+    backends = {reservation.backend}
+    for companion in companions:
+        row = tx.execute(
+            "SELECT backend_name, storage_key, size_bytes, claimed_by FROM cleanup_queue"
+            f" WHERE id = ?{tx.for_update()}",
+            (companion.cleanup_id,),
+        ).fetchone()
+        if (
+            row is None
+            or row[3] is not None
+            or (row[0], row[1]) != (companion.backend, companion.storage_key)
+            or companion.backend in backends
+        ):
+            notes.warn(
+                "companion copy {backend}/{storage_key} is no longer held; not recorded",
+                backend=companion.backend, storage_key=companion.storage_key,
+            )
+            continue
+        backends.add(companion.backend)
+        tx.execute("DELETE FROM cleanup_queue WHERE id = ?", (companion.cleanup_id,))
+        taken.append(NewCopy(0, companion.backend, companion.storage_key, int(row[2])))
+    return taken
 
 
 def supersede_intents(
@@ -228,20 +268,25 @@ def commit_write(
     pending_backend: str,
     pending_size: int,
     now: float,
+    extra: Sequence[NewCopy] = (),
 ) -> list[CleanupItem]:
     """Make a reserved write the key's current version (the caller holds the key, its
     object row and the intent): the previous copies are orphaned, the intent and its
-    reservation go, the stored bytes count as used."""
+    reservation go, the stored bytes count as used.  ``extra`` are further copies whose
+    bytes were held as orphaned (fan-out companions): they count as used now."""
     new_copy = (reservation.backend, reservation.storage_key)
     displaced = orphan_locations(
         tx, notes, record.bucket, record.key, "overwrite_displaced", now, keep=new_copy,
-        also_lock=(pending_backend, reservation.backend),
+        also_lock=(pending_backend, reservation.backend, *(copy.backend for copy in extra)),
     )
     tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (reservation.write_id,))
     adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size)
     adjust_quota(tx, notes, reservation.backend, now, used=reservation.size, count=1)
+    for copy in extra:
+        adjust_quota(tx, notes, copy.backend, now, orphan=-copy.size, used=copy.size, count=1)
     write_object_row(
-        tx, record, [NewCopy(0, reservation.backend, reservation.storage_key, reservation.size)], now
+        tx, record,
+        [NewCopy(0, reservation.backend, reservation.storage_key, reservation.size), *extra], now,
     )
     return displaced
 

@@ -188,6 +188,30 @@ def txn_reserve_replica(
     return ReplicaOutcome("ok", ReplicaReservation(chosen, storage_key, size, item.id))
 
 
+def txn_reserve_copy(
+    tx: Tx,
+    notes: Notes,
+    candidates: Sequence[str],
+    strategy: str,
+    storage_key: str,
+    size: int,
+    now: float,
+    hold: float,
+) -> ReplicaReservation | None:
+    """Room for a companion copy of a write still in flight (write fan-out): like
+    :func:`txn_reserve_replica` (a cleanup row due after ``hold``), but there is no object
+    row to check yet; the commit of the write turns the row into a location, or
+    :func:`txn_record_replica` does once the write is current.  None when no candidate
+    has room."""
+    # (A retry after a lost COMMIT may hold a second row: never recorded, the queue deletes
+    # it after its hold, a harmless 404, and frees its room.)
+    chosen = pick_backend(tx, list(candidates), strategy, size, lock=True)
+    if chosen is None:
+        return None
+    item = enqueue_cleanup(tx, notes, chosen, storage_key, size, REPLICA_REASON, now, now + hold)
+    return ReplicaReservation(chosen, storage_key, size, item.id)
+
+
 def txn_abandon_replica(tx: Tx, notes: Notes, cleanup_id: int, due: float) -> None:
     """A copy whose PUT got no answer (it may still land): its cleanup row becomes due at
     ``due`` (after a grace), so the queue deletes it once a slow PUT has surely ended."""
