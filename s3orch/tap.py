@@ -50,6 +50,7 @@ from s3orch.core.rebalance import Rebalancer
 from s3orch.core.reconcile import Reconciler
 from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
+from s3orch.crypto.setup import build_envelope
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.assembly import build_frontend
@@ -216,6 +217,11 @@ def build(
         events=events,
         read_path=config.read_path,
     )
+    # Envelope encryption (s3orch.crypto): seals PUTs, opens encrypted records; Vault's token renewed.
+    objects.envelope, renewer = build_envelope(config.encryption, reactor, server.spool_dir or None)
+    if renewer is not None:
+        renewer.start()
+        reactor.addSystemEventTrigger("before", "shutdown", renewer.stop)
     multipart = MultipartService(
         store=store,
         fleet=fleet,

@@ -1,14 +1,12 @@
 """Object operations across backends: put, read, delete, copy, list.
 
-The write path is PUT-before-COMMIT: quota is reserved and an intent row written (one
-transaction), the bytes go to a fresh backend key, then one transaction records the location,
-settles quota and queues the displaced copies for deletion.  A failure between the steps leaves
-either the old version intact plus an intent the reaper can resolve, or the new version: never
-neither, never a leaked byte or quota.
+The write path is PUT-before-COMMIT: quota reserved and an intent row written (one transaction),
+the bytes sent to a fresh backend key, then one transaction records the location, settles quota
+and queues the displaced copies for deletion: a failure between the steps leaves the old version
+plus an intent the reaper resolves, or the new version; never a leaked byte or quota.
 
-Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`): each
-is placed by the routing strategy with its reservation recorded atomically, so one object's parts
-may live on different backends; reading one streams its extents (:mod:`s3orch.core.extents`).
+Parts of multipart uploads go the same way, each placed by the routing strategy on its own
+(:meth:`ObjectService.place_part`); reading one streams its extents (:mod:`s3orch.core.extents`).
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
 from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
+from s3orch.crypto.envelope import Envelope, require
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created, object_removed
 from s3orch.notify.sink import NULL_SINK, EventSink
@@ -82,13 +81,9 @@ class DeleteOutcome:
 
 @traced_methods(OBJECT_SPANS)
 class ObjectService:
-    """The object operations of the S3 API over the store and the backend fleet (one
-    instance per process, shared by every request).
-
-    Backend deletes go through ``cleanups``; copy sources that must be read back
-    are spooled by ``spooler`` (``server.spool_dir``); ``routing_strategy`` (pack
-    or spread) is what the store's reservation uses to choose among candidates.
-    """
+    """The S3 object operations over the store and the backend fleet (one per process).
+    Backend deletes go through ``cleanups``; copy sources read back are spooled by ``spooler``
+    (``server.spool_dir``); ``routing_strategy`` (pack/spread) picks among candidates."""
 
     log = Logger(namespace="s3orch.core")
 
@@ -114,6 +109,8 @@ class ObjectService:
         self.clock = clock
         #: ``integrity.enabled``: verifies full GETs (``verify_on_read``); set by the tap.
         self.scrubber: Scrubber | None = None
+        #: ``encryption``: seals every PUT, opens encrypted records (s3orch.crypto); set by the tap.
+        self.envelope: Envelope | None = None
 
     @property
     def fleet(self) -> BackendFleet:
@@ -137,18 +134,18 @@ class ObjectService:
         conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Store ``payload`` as the new version of ``bucket/key``.
-
-        ``conditions`` are checked before any byte is sent (a write that cannot
-        succeed costs nothing) and again in the commit transaction (atomic against a
-        concurrent writer)."""
+        """Store ``payload`` as the new version of ``bucket/key`` (sealed first when encryption is
+        on).  ``conditions`` are checked before any byte is sent (a write that cannot succeed
+        costs nothing) and again in the commit transaction (atomic against a concurrent writer)."""
         await self.check_conditions(bucket, key, conditions)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
-        length = payload.length
-        intent = Intent(
+        sealed = await self.envelope.seal(payload) if self.envelope and self.envelope.enabled else None
+        stored = payload if sealed is None else sealed.payload  # what the backend gets
+        length = stored.length
+        intent = Intent(  # an encrypted write's intent keeps no etag: the reaper never promotes it
             write_id, bucket, key, length, skey,
-            etag=payload.md5_hex, content_type=new.content_type,
+            etag=payload.md5_hex if sealed is None else None, content_type=new.content_type,
             headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
             checksum_algorithm=payload.checksum_algorithm,
             checksum_value=payload.checksum_value,
@@ -156,21 +153,25 @@ class ObjectService:
         )
 
         async def upload(reservation: Reservation) -> None:
-            await self.fleet[reservation.backend].put_object(skey, payload)
+            await self.fleet[reservation.backend].put_object(skey, stored)
 
-        reservation, _ = await with_failover(
-            operation="PUT",
-            candidates=lambda failed: self.fleet.write_candidates(length, exclude=failed),
-            reserve=lambda names: self._reserve(intent, names),
-            backend_of=lambda r: r.backend,
-            attempt=upload,
-            undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
-            request_id=request_id,
-            eligible=self.fleet.takes_writes,
-        )
+        try:
+            reservation, _ = await with_failover(
+                operation="PUT",
+                candidates=lambda failed: self.fleet.write_candidates(length, exclude=failed),
+                reserve=lambda names: self._reserve(intent, names),
+                backend_of=lambda r: r.backend,
+                attempt=upload,
+                undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
+                request_id=request_id,
+                eligible=self.fleet.takes_writes,
+            )
+        finally:
+            if sealed is not None:
+                stored.close()
         crash_point("after-backend-put")
         record = ObjectRecord(
-            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
+            bucket=bucket, key=key, write_id=write_id, size=payload.length, etag=payload.md5_hex,
             last_modified=self.clock.seconds(),
             content_type=new.content_type,
             headers=dict(new.system_headers),
@@ -180,6 +181,7 @@ class ObjectService:
             content_hash=payload.sha256_hex,
             locations=(Location(reservation.backend, reservation.storage_key, length),),
         )
+        record = record if sealed is None else sealed.stamp(record)
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_PUT)
 
     async def check_conditions(self, bucket: str, key: str, conditions: WriteConditions) -> None:
@@ -245,14 +247,14 @@ class ObjectService:
     async def open(
         self, record: ObjectRecord, byte_range: tuple[int, int] | None
     ) -> tuple[BackendStream, Location]:
-        """Open the object (or the inclusive ``byte_range``) for reading.
-
-        Fails over to the next copy before the first byte.  A multi-extent object is
-        one stream over its extents (:func:`~s3orch.core.extents.open_extents`); the
-        first extent the range touches is open when this returns.  Raises 503 when
-        the holders are unreachable, 500 when no copy exists (never 404).  The
-        location is the copy the first byte comes from.
-        """
+        """Open the object (or the inclusive ``byte_range``) for reading; fails over to the
+        next copy before the first byte.  A multi-extent object is one stream over its extents
+        (:func:`~s3orch.core.extents.open_extents`), the first one open when this returns.
+        Raises 503 when the holders are unreachable, 500 when no copy exists (never 404).  The
+        location is the copy the first byte comes from.  An encrypted record is decrypted on
+        the way (only the chunks the range covers are fetched)."""
+        if record.encrypted:
+            return await require(self.envelope).open_record(record, byte_range, self._open_copies)
         if record.parts or len(record.locations) > 1:  # several copies: a retry may take another
             return await open_extents(record.extents, record.size, byte_range, self._open_extent)
         return await self._open_copies(record.locations, byte_range)
@@ -329,15 +331,12 @@ class ObjectService:
         prefer: Collection[str] = (),
         request_id: str = "",
     ) -> PartReservation:
-        """Place one part upload like a PUT: reserve room on the backend the routing
-        strategy picks (atomically with the attempt row), ``send`` the bytes to the
-        reservation's storage key, and on a backend failure undo and try the next.
-
-        ``prefer`` lists backends to offer first (holders of a copy source, so a
-        server-side copy is possible).  Raises UploadNotFound when the upload is not
-        open, 507 when no backend has room, 503 when backends had room but failed.
-        The caller commits the part with :meth:`commit_part`.
-        """
+        """Place one part upload like a PUT: reserve room on the backend the routing strategy
+        picks (atomically with the attempt row), ``send`` the bytes to the reservation's
+        storage key; on a backend failure undo and try the next.  ``prefer``: backends to offer
+        first (holders of a copy source: a server-side copy).  Raises UploadNotFound when the
+        upload is not open, 507 when no backend has room, 503 when those with room failed.
+        The caller commits the part with :meth:`commit_part`."""
         attempt_id = uuid.uuid4().hex
         key = part_storage_key(upload.bucket, upload.key, upload.upload_id, part_number, attempt_id)
 
@@ -360,8 +359,7 @@ class ObjectService:
         return reservation
 
     async def commit_part(self, reservation: PartReservation, part: UploadedPart) -> None:
-        """Record a placed part; NoSuchUpload (its bytes queued for deletion) when the
-        upload was completed or aborted while the part travelled."""
+        """Record a placed part; NoSuchUpload (bytes queued for deletion) if the upload ended meanwhile."""
         outcome = await self.store.commit_part(reservation.attempt_id, part, self.clock.seconds())
         if not outcome.committed:
             await self.cleanups.run(outcome.cleanup, "part_orphaned")
@@ -400,11 +398,9 @@ class ObjectService:
         conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Copy an object within the bucket (server-side on a backend when possible).
-
-        A multi-extent source is copied extent by extent, each extent placed on its
-        own like a part, so no backend ever needs room for the whole object.
-        """
+        """Copy an object within the bucket (server-side on a backend when possible).  A
+        multi-extent source is copied extent by extent, each placed like a part, so no backend
+        ever needs room for the whole object; encrypted bytes are copied as they are stored."""
         if source.size > MAX_COPY_SOURCE_SIZE:
             raise errors.InvalidRequest(
                 "The specified copy source is larger than the maximum allowable size for a "
@@ -417,6 +413,7 @@ class ObjectService:
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
         spool: Payload | None = None
+        stored = source.locations[0].size if source.encrypted and source.locations else source.size
 
         async def copy_to(reservation: Reservation) -> None:
             nonlocal spool
@@ -424,21 +421,21 @@ class ObjectService:
             if reservation.backend in holders:
                 await backend.copy_object(holders[reservation.backend].storage_key, skey)
                 return
-            if spool is None:
+            if spool is None and source.encrypted:
+                spool = await self._spool_stored(source.locations, stored)
+            elif spool is None:
                 spool = await self.spool_range(source, None)
-            check_read_back(spool, source.etag)
+                check_read_back(spool, source.etag)
             await backend.put_object(skey, spool)
 
         try:
             reservation, _ = await with_failover(
                 operation="copy",
-                candidates=lambda failed: self.fleet.write_candidates(
-                    source.size, exclude=failed, prefer=holders
-                ),
+                candidates=lambda failed: self.fleet.write_candidates(stored, exclude=failed, prefer=holders),
                 reserve=lambda names: self._reserve(
                     Intent(
-                        write_id, bucket, dest_key, source.size, skey,
-                        etag=source.etag, content_type=new.content_type,
+                        write_id, bucket, dest_key, stored, skey,
+                        etag=None if source.encrypted else source.etag, content_type=new.content_type,
                         headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
                         checksum_algorithm=source.checksum_algorithm,
                         checksum_value=source.checksum_value, content_hash=source.content_hash,
@@ -464,7 +461,7 @@ class ObjectService:
             content_type=new.content_type,
             headers=dict(new.system_headers),
             user_metadata=dict(new.user_metadata),
-            locations=(Location(reservation.backend, skey, source.size),),
+            locations=(Location(reservation.backend, skey, stored),),
         )
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_COPY)
 
@@ -534,11 +531,16 @@ class ObjectService:
         self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         return record
 
+    async def _spool_stored(self, locations: Sequence[Location], size: int) -> Payload:
+        """An encrypted extent's stored bytes: ciphertext moves as is (its chunks authenticate it)."""
+        return await self.spooler.spool((await self.reader.open(locations, None))[0], size)
+
     async def _copy_extent(
         self, upload: MultipartUpload, source: ObjectRecord, extent: Extent, request_id: str
     ) -> None:
         holders = {loc.backend: loc for loc in extent.locations}
         spool: Payload | None = None
+        size = extent.locations[0].size if source.encrypted and extent.locations else extent.size
 
         async def send(reservation: PartReservation) -> None:
             nonlocal spool
@@ -546,14 +548,16 @@ class ObjectService:
             if reservation.backend in holders and extent.size > 0:
                 await backend.copy_object(holders[reservation.backend].storage_key, reservation.storage_key)
                 return
-            if spool is None:
+            if spool is None and source.encrypted:
+                spool = await self._spool_stored(extent.locations, size)
+            elif spool is None:
                 spool = await self.spool_range(source, (extent.offset, extent.offset + extent.size - 1))
-            check_read_back(spool, extent.etag or "")
+                check_read_back(spool, extent.etag or "")
             await backend.put_object(reservation.storage_key, spool)
 
         try:
             reservation = await self.place_part(
-                upload, extent.part_number, extent.size, send, prefer=holders, request_id=request_id
+                upload, extent.part_number, size, send, prefer=holders, request_id=request_id
             )
         finally:
             if spool is not None:
@@ -563,7 +567,7 @@ class ObjectService:
             UploadedPart(
                 part_number=extent.part_number,
                 etag=extent.etag or "",
-                size=extent.size,
+                size=size,
                 last_modified=self.clock.seconds(),
                 backend=reservation.backend,
                 storage_key=reservation.storage_key,

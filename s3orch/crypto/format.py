@@ -68,6 +68,20 @@ def ciphertext_size(plaintext_size: int, chunk_size: int) -> int:
     return HEADER_SIZE + CHUNK_OVERHEAD * chunk_count(plaintext_size, chunk_size) + plaintext_size
 
 
+def plaintext_size_of(stored_size: int, chunk_size: int) -> int:
+    """The plaintext size of an extent stored in ``stored_size`` bytes (the inverse of
+    :func:`ciphertext_size`, which is strictly increasing): what a part row's stored size means
+    to a client.  Raises ValueError for a size no extent can have."""
+    body = stored_size - HEADER_SIZE
+    if body < CHUNK_OVERHEAD:
+        raise ValueError(f"{stored_size} bytes cannot hold an encrypted extent")
+    chunks = -(-body // (chunk_size + CHUNK_OVERHEAD))
+    plain = body - CHUNK_OVERHEAD * chunks
+    if ciphertext_size(plain, chunk_size) != stored_size:
+        raise ValueError(f"{stored_size} bytes cannot hold an encrypted extent")
+    return plain
+
+
 def _check_chunk_size(chunk_size: int) -> None:
     if chunk_size <= 0 or chunk_size & (chunk_size - 1):
         raise ValueError("chunk_size must be a power of two")

@@ -1,0 +1,185 @@
+"""Envelope encryption through the real site, in process (BEHAVIOURS §1.19, issue 18 item 1).
+
+The backends hold ciphertext (never the plaintext, nor its SHA-256); clients see the plaintext, its
+size and its MD5 ETag; ranges across chunk boundaries are byte-exact; quotas count stored bytes;
+a flipped byte, a truncation, swapped chunks or another object's chunk on the backend never yield
+a clean 200; a wrong master key answers 500 before any byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from s3orch.crypto.format import CHUNK_OVERHEAD, HEADER_SIZE, ciphertext_size
+from s3orch.crypto.keys import wrap_local
+from s3orch.testing import GatewayHarness
+from s3orch.testing.httpclient import ResponseMissing
+from tests.conftest import PHOTOS
+from tests.inproc.conftest import boto as boto_client
+from tests.inproc.conftest import make_backends
+from tests.support.configs import GatewayConfig
+
+BUCKET = PHOTOS.name
+CHUNK = 4096
+KEY = base64.b64encode(bytes(range(32))).decode()
+OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
+
+
+def _config(master_key: str = KEY, **encryption: Any) -> str:
+    section = {"enabled": True, "master_key": master_key, "chunk_size": CHUNK, **encryption}
+    return GatewayConfig(backends=make_backends(1), extra={"encryption": section}).render()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
+    workdir: Path = tmp_path_factory.mktemp("encryption")
+    with GatewayHarness(workdir, _config()) as harness:
+        yield harness
+
+
+@pytest.fixture(scope="module")
+def boto(gateway: GatewayHarness) -> Any:
+    return boto_client(gateway)
+
+
+def _stored(gateway: GatewayHarness) -> dict[str, bytes]:
+    """Every backend object's bytes, read directly from the in-memory servers."""
+    found: dict[str, bytes] = {}
+    for name, server in gateway.backends.items():
+        for bucket in server.buckets:
+            for key, stored in server.objects(bucket).items():
+                found[f"{name}/{bucket}/{key}"] = bytes(stored.data)
+    return found
+
+
+def _stored_of(gateway: GatewayHarness, size: int) -> tuple[Any, str]:
+    """The (stored object, key) of the one stored object of ciphertext size ``size``."""
+    for server in gateway.backends.values():
+        for bucket in server.buckets:
+            for key, stored in server.objects(bucket).items():
+                if len(stored.data) == ciphertext_size(size, CHUNK):
+                    return stored, key
+    raise AssertionError("no stored object of that size")
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 7 * CHUNK + 5])
+def test_round_trip_and_backends_hold_ciphertext(gateway: GatewayHarness, boto: Any, size: int) -> None:
+    body = os.urandom(size)
+    key = f"round-{size}"
+    put = boto.put_object(Bucket=BUCKET, Key=key, Body=body)
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    got = boto.get_object(Bucket=BUCKET, Key=key)
+    assert got["Body"].read() == body
+    assert got["ContentLength"] == size
+    assert boto.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == size
+    listed = {o["Key"]: o["Size"] for o in boto.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert listed[key] == size
+    digest = hashlib.sha256(body).hexdigest()
+    for stored in _stored(gateway).values():
+        assert digest.encode() not in stored and bytes.fromhex(digest) not in stored
+        if size >= 16:
+            assert body[:16] not in stored
+    assert any(len(data) == size + HEADER_SIZE + CHUNK_OVERHEAD * max(1, -(-size // CHUNK))
+               for data in _stored(gateway).values())
+
+
+@pytest.mark.parametrize(
+    "first,last", [(0, 0), (CHUNK - 1, CHUNK), (CHUNK - 3, 3 * CHUNK + 2), (2 * CHUNK, 5 * CHUNK - 1), (5, 7 * CHUNK + 4)]
+)
+def test_ranges_are_byte_exact(boto: Any, first: int, last: int) -> None:
+    body = os.urandom(7 * CHUNK + 5)
+    boto.put_object(Bucket=BUCKET, Key="ranged", Body=body)
+    got = boto.get_object(Bucket=BUCKET, Key="ranged", Range=f"bytes={first}-{last}")
+    assert got["Body"].read() == body[first : last + 1]
+    assert got["ContentRange"] == f"bytes {first}-{last}/{len(body)}"
+
+
+def test_quota_counts_stored_bytes(gateway: GatewayHarness, boto: Any) -> None:
+    body = os.urandom(3 * CHUNK)
+    boto.put_object(Bucket=BUCKET, Key="quota", Body=body)
+    quotas: list[Any] = []
+    Deferred.fromCoroutine(gateway.store.get_quotas()).addBoth(quotas.append)
+    stored = sum(len(d) for d in _stored(gateway).values())
+    assert sum(row.bytes_used for row in quotas[0].values()) == stored
+
+
+def test_copy_keeps_the_object_readable(boto: Any) -> None:
+    body = os.urandom(2 * CHUNK + 7)
+    boto.put_object(Bucket=BUCKET, Key="copy-src", Body=body)
+    boto.copy_object(Bucket=BUCKET, Key="copy-dst", CopySource={"Bucket": BUCKET, "Key": "copy-src"})
+    assert boto.get_object(Bucket=BUCKET, Key="copy-dst")["Body"].read() == body
+
+
+def _tamper_and_get(gateway: GatewayHarness, boto: Any, key: str, size: int, change: Any) -> tuple[int, bytes]:
+    body = os.urandom(size)
+    boto.put_object(Bucket=BUCKET, Key=key, Body=body)
+    stored, _ = _stored_of(gateway, size)
+    stored.data = change(bytes(stored.data))
+    return _get(gateway, key)
+
+
+def _get(gateway: GatewayHarness, key: str) -> tuple[int, bytes]:
+    """(status, body) of a GET; (0, received) when the connection was aborted mid-answer."""
+    try:
+        response = gateway.get(BUCKET, key)
+    except ResponseMissing:
+        return 0, b""
+    return response.status, response.body
+
+
+def _swap_first_two_chunks(data: bytes) -> bytes:
+    step = CHUNK + CHUNK_OVERHEAD
+    c0, c1 = data[HEADER_SIZE : HEADER_SIZE + step], data[HEADER_SIZE + step : HEADER_SIZE + 2 * step]
+    return data[:HEADER_SIZE] + c1 + c0 + data[HEADER_SIZE + 2 * step :]
+
+
+@pytest.mark.parametrize(
+    "name,size,change",
+    [
+        ("flip", 3 * CHUNK + 11, lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:]),
+        ("flip-last", 3 * CHUNK + 13, lambda d: d[:-1] + bytes([d[-1] ^ 1])),
+        ("truncate", 3 * CHUNK + 17, lambda d: d[:-CHUNK]),
+        ("swap", 3 * CHUNK + 19, _swap_first_two_chunks),
+    ],
+)
+def test_tampered_ciphertext_never_yields_a_clean_200(
+    gateway: GatewayHarness, boto: Any, name: str, size: int, change: Any
+) -> None:
+    status, body = _tamper_and_get(gateway, boto, f"tamper-{name}", size, change)
+    # Refused before the first byte (500), or the connection aborted: never a complete answer.
+    assert status in (0, 500), (status, len(body))
+    assert len(body) < size
+
+
+def test_a_chunk_from_another_object_fails(gateway: GatewayHarness, boto: Any) -> None:
+    size = 2 * CHUNK + 23
+    boto.put_object(Bucket=BUCKET, Key="victim", Body=os.urandom(size))
+    victim, _ = _stored_of(gateway, size)
+    boto.put_object(Bucket=BUCKET, Key="donor", Body=os.urandom(size + 1))
+    donor, _ = _stored_of(gateway, size + 1)
+    start = HEADER_SIZE + CHUNK + CHUNK_OVERHEAD
+    victim.data = bytes(victim.data)[:start] + bytes(donor.data)[start : start + CHUNK + CHUNK_OVERHEAD] + bytes(
+        victim.data
+    )[start + CHUNK + CHUNK_OVERHEAD :]
+    status, body = _get(gateway, "victim")
+    assert status in (0, 500) and len(body) < size
+
+
+def test_wrong_master_key_answers_500_before_any_byte(gateway: GatewayHarness, boto: Any) -> None:
+    boto.put_object(Bucket=BUCKET, Key="secret", Body=b"x" * 5000)
+    # The row's data key wrapped under another master key (what a wrong key_id/key would give).
+    other = wrap_local(base64.b64decode(OTHER_KEY), os.urandom(32))
+    with sqlite3.connect(gateway.workdir / "s3orch.db") as db:
+        db.execute("UPDATE objects SET wrapped_dek = ? WHERE object_key = 'secret'", (other,))
+    response = gateway.get(BUCKET, "secret")
+    assert response.status == 500
+    assert b"x" * 16 not in response.body
