@@ -50,9 +50,9 @@ from s3orch.core.rebalance import Rebalancer
 from s3orch.core.reconcile import Reconciler
 from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
-from s3orch.crypto.setup import build_envelope
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
+from s3orch.crypto.setup import build_envelope
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -370,6 +370,7 @@ def build(
         store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.integrity, events=events
     )
     objects.scrubber = scrubber
+    scrubber.envelope = objects.envelope
     scrubbing = ScrubberWorker(scrubber, reactor, config.integrity, locks=worker_locks)
     add_worker(scrubbing)
     # Drains: the copier is the replicator's machinery, placing on the least utilised backend.

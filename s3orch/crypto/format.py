@@ -243,7 +243,11 @@ class ChunkDecryptor:
         self._last = span.last
         self._header_left = HEADER_SIZE if span.stored_start == 0 else 0
         self._buffer = bytearray()
-        self.done = False
+
+    @property
+    def done(self) -> bool:
+        """Every wanted chunk was authenticated."""
+        return self._index > self._last
 
     def _next_stored_length(self) -> int:
         if self._header_left:
@@ -268,7 +272,7 @@ class ChunkDecryptor:
                 self._header_left = 0
                 continue
             out.append(self._open(piece))
-        if self.done and self._buffer:
+        if self._buffer and self._index > self._last:  # (not self.done: mypy narrows it)
             raise DecryptionError("bytes after the last chunk")
         return b"".join(out)
 
@@ -278,8 +282,6 @@ class ChunkDecryptor:
             plain = self._aes.decrypt(nonce, body, self.params.aad(self._index))
         except InvalidTag:
             raise DecryptionError(f"chunk {self._index} failed authentication") from None
-        if self._index == self._last:
-            self.done = True
         self._index += 1
         return plain
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -18,8 +19,16 @@ from twisted.logger import Logger
 from s3orch.config.model import EncryptionConfig, VaultConfig
 from s3orch.core.spool import Offload, run_here, thread_offload
 from s3orch.crypto.envelope import Envelope
-from s3orch.crypto.keys import InThread, KeyError_, KeySource, VaultKeys, check_token_file, decode_key
-from s3orch.crypto.keys import LocalKeys, local_keys
+from s3orch.crypto.keys import (
+    InThread,
+    KeyError_,
+    KeySource,
+    LocalKeys,
+    VaultKeys,
+    check_token_file,
+    decode_key,
+    local_keys,
+)
 from s3orch.observe.metrics_crypto import ENCRYPTION_ERRORS
 
 _log = Logger(namespace="s3orch.crypto")
@@ -49,7 +58,7 @@ class TokenRenewer:
         self.client = client
         self.vault = vault
         self._in_thread = in_thread
-        self._loop = LoopingCall(self.renew)
+        self._loop = LoopingCall(lambda: Deferred.fromCoroutine(self.renew()))
         self._loop.clock = clock
         self.renewals = 0
         self.failures = 0

@@ -123,9 +123,10 @@ class DecryptingStream:
         stored_len = span.stored_end - span.stored_start + 1
         #: Stored bytes to drop first: a backend that ignored our Range sent the extent from byte 0.
         self._stored_skip = 0
-        if stored_range is not None and inner.content_range is None:
+        sent = inner.content_range
+        if stored_range is not None and sent is None:
             self._stored_skip = span.stored_start
-        elif stored_range is not None and inner.content_range[0] != span.stored_start:
+        elif stored_range is not None and sent is not None and sent[0] != span.stored_start:
             raise CiphertextRejected("the backend answered a different byte range")
         expected = stored_len + self._stored_skip
         if inner.length is not None and inner.length < expected:

@@ -566,3 +566,5 @@ class ScrubCopy:
     size: int
     last_verified: float | None
     expected: tuple[str, str] | None
+    #: The copy is ciphertext: ``expected`` is the plaintext's digest, checked after decrypting.
+    encrypted: bool = False
