@@ -16,6 +16,8 @@ import base64
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from twisted.logger import Logger
+
 from s3orch.backend.interface import BackendStream
 from s3orch.core.extents import open_extents
 from s3orch.core.spool import Offload, run_here
@@ -26,6 +28,8 @@ from s3orch.observe.metrics_crypto import ENCRYPTION_ERRORS
 from s3orch.payload import Payload
 from s3orch.s3 import errors
 from s3orch.store.records import Extent, Location, ObjectRecord
+
+_log = Logger(namespace="s3orch.crypto")
 
 #: Opens a stored byte range (None: all) on one of the copies, failing over between them.
 StoredOpener = Callable[[Sequence[Location], "tuple[int, int] | None"], Awaitable[tuple[BackendStream, Location]]]
@@ -66,17 +70,24 @@ class Envelope:
         #: False: reads of encrypted records only (``decrypt-existing`` left some, or a test).
         self.enabled = enabled
 
-    async def seal(self, plain: Payload, part_number: int = 0) -> Sealed:
-        """Encrypt ``plain`` under a fresh data key into a new spool."""
-        dek, identity = new_dek(), new_identity()
+    async def new_key(self) -> tuple[bytes, str, str]:
+        """A fresh data key, wrapped: ``(dek, wrapped in base64, key id)``; 503 when the key
+        service (Vault) fails."""
+        dek = new_dek()
         try:
             wrapped, key_id = await self.keys.wrap(dek)
         except Exception as exc:
+            _log.error("encryption key service failed: {error}", error=str(exc))
             ENCRYPTION_ERRORS.labels("encrypt", "key_wrap").inc()
             raise errors.ServiceUnavailable("The encryption key service is unavailable.") from exc
+        return dek, base64.b64encode(wrapped).decode("ascii"), key_id
+
+    async def seal(self, plain: Payload, part_number: int = 0) -> Sealed:
+        """Encrypt ``plain`` under a fresh data key into a new spool."""
+        (dek, wrapped, key_id), identity = await self.new_key(), new_identity()
         params = StreamParams(dek, identity, part_number, plain.length, self.chunk_size)
         stored = await encrypt_spool(plain, params, spool_dir=self.spool_dir, offload=self.offload)
-        return Sealed(stored, base64.b64encode(wrapped).decode("ascii"), key_id, identity.hex())
+        return Sealed(stored, wrapped, key_id, identity.hex())
 
     async def data_key(self, record: ObjectRecord) -> bytes:
         """The record's DEK; 500 when it cannot be unwrapped (wrong key, corrupt row)."""
@@ -84,8 +95,11 @@ class Envelope:
             wrapped = base64.b64decode(record.wrapped_dek, validate=True)
             return await self.keys.unwrap(wrapped, record.key_id)
         except (DecryptionError, ValueError) as exc:
+            _log.error("data key of {bucket}/{key} does not unwrap: {error}", bucket=record.bucket,
+                       key=record.key, error=str(exc))
             raise errors.InternalError("The object's data key could not be unwrapped.") from exc
         except Exception as exc:
+            _log.error("encryption key service failed: {error}", error=str(exc))
             raise errors.ServiceUnavailable("The encryption key service is unavailable.") from exc
 
     def params(self, record: ObjectRecord, extent: Extent, dek: bytes) -> StreamParams:

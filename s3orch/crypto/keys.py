@@ -194,7 +194,10 @@ class VaultKeys:
             dek: bytes = await self._in_thread(call)
         except Exception as exc:
             ENCRYPTION_ERRORS.labels("decrypt", "vault").inc()
-            raise DecryptionError(f"Vault transit decrypt failed: {type(exc).__name__}: {exc}") from None
+            message = f"Vault transit decrypt failed: {type(exc).__name__}: {exc}"
+            if type(exc).__name__ == "InvalidRequest":  # Vault refused the ciphertext itself
+                raise DecryptionError(message) from None
+            raise KeyError_(message) from None  # unreachable, sealed, token refused: the service
         if len(dek) != DEK_SIZE:
             raise DecryptionError("Vault returned a data key of the wrong length")
         return dek

@@ -9,12 +9,11 @@ sees sizes: ListParts, the completed object's size and part sizes.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import replace
 
 from s3orch.crypto.envelope import Envelope, Sealed, require
-from s3orch.crypto.format import StreamParams, new_dek, plaintext_size_of
+from s3orch.crypto.format import StreamParams, plaintext_size_of
 from s3orch.crypto.streams import encrypt_spool
 from s3orch.payload import Payload
 from s3orch.s3 import errors
@@ -25,8 +24,8 @@ async def seal_upload(envelope: Envelope | None, upload: MultipartUpload) -> Mul
     """``upload`` with a fresh wrapped data key when encryption is on."""
     if envelope is None or not envelope.enabled:
         return upload
-    wrapped, key_id = await envelope.keys.wrap(new_dek())
-    return replace(upload, wrapped_dek=base64.b64encode(wrapped).decode("ascii"), key_id=key_id)
+    _, wrapped, key_id = await envelope.new_key()
+    return replace(upload, wrapped_dek=wrapped, key_id=key_id)
 
 
 def upload_identity(upload_id: str) -> bytes:

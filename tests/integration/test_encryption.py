@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
 
 from tests.conftest import PHOTOS, quota_rows, s3_client
 from tests.integration.conftest import fresh_bucket
