@@ -52,6 +52,7 @@ from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
+from s3orch.crypto.passes import EncryptionPasses
 from s3orch.crypto.setup import build_envelope
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
@@ -327,6 +328,8 @@ def build(
         shutdown_delay=server.shutdown_delay,
     )
     service.mode = mode
+    if objects.envelope is not None:
+        service.encryption = EncryptionPasses(objects, objects.envelope, cleanups, reactor)
     owner = instance_id()  # this instance's name on cleanup and intent claims
 
     def add_worker(worker: IService) -> None:

@@ -43,6 +43,7 @@ from s3orch.store.errors import (
     UploadLimitReached,
     UploadNotFound,
 )
+from s3orch.store.interface_crypto import CryptoStore
 from s3orch.store.interface_drains import DrainStore
 from s3orch.store.interface_integrity import IntegrityStore
 from s3orch.store.interface_rebalance import RebalanceStore
@@ -150,7 +151,7 @@ __all__ = [
 ]
 
 
-class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, UsageStore, Protocol):
+class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, UsageStore, CryptoStore, Protocol):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:

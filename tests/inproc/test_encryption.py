@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
+from s3orch.admin.ndjson import SilentProgress
 from s3orch.crypto.format import CHUNK_OVERHEAD, HEADER_SIZE, ciphertext_size
-from s3orch.crypto.keys import wrap_local
+from s3orch.crypto.keys import LocalKeys, wrap_local
 from s3orch.testing import GatewayHarness
 from s3orch.testing.httpclient import ResponseMissing
 from tests.conftest import PHOTOS
@@ -216,3 +217,80 @@ def test_multipart_parts_are_sealed_and_read_back(gateway: GatewayHarness, boto:
     boto.copy_object(Bucket=BUCKET, Key="mp-copy", CopySource={"Bucket": BUCKET, "Key": "mp"})
     assert boto.get_object(Bucket=BUCKET, Key="mp-copy")["Body"].read() == whole
 
+
+
+def _pass(gateway: GatewayHarness, coroutine: Any) -> Any:
+    """Run a pass coroutine on the harness (pumping it until it finishes)."""
+    results: list[Any] = []
+    Deferred.fromCoroutine(coroutine).addBoth(results.append)
+    gateway.settle()
+    assert results, "the pass did not finish"
+    if hasattr(results[0], "raiseException"):
+        results[0].raiseException()
+    return results[0]
+
+
+def _quota_used(gateway: GatewayHarness) -> int:
+    quotas: list[Any] = []
+    Deferred.fromCoroutine(gateway.store.get_quotas()).addBoth(quotas.append)
+    gateway.settle()
+    return sum(row.bytes_used for row in quotas[0].values())
+
+
+def test_encrypt_and_decrypt_existing_and_rotation_are_idempotent_and_keep_quota_exact(tmp_path: Path) -> None:
+    config = _config(previous_keys=[OTHER_KEY])
+    with GatewayHarness(tmp_path, config) as gateway:
+        passes = gateway.service.encryption
+        envelope = passes.envelope
+        bodies = {f"conv/{i}": os.urandom(100 + 997 * i) for i in range(12)}
+        envelope.enabled = False  # written while encryption was off
+        for key, body in bodies.items():
+            assert gateway.put(BUCKET, key, body).status == 200
+        envelope.enabled = True
+        progress = SilentProgress()
+        assert _pass(gateway, passes.convert(False, progress))["total"] == 0  # nothing encrypted yet
+        result = _pass(gateway, passes.convert(True, progress))
+        assert result == {"status": "complete", "encrypted": 12, "failed": 0, "total": 12}
+        gateway.advance(60)  # the old plaintext copies' cleanup
+        stored = _stored(gateway)
+        for key, body in bodies.items():
+            assert gateway.get(BUCKET, key).body == body
+            assert not any(body[:64] in data for data in stored.values())
+        assert _quota_used(gateway) == sum(len(d) for d in stored.values())
+        assert sum(len(d) for d in stored.values()) == sum(ciphertext_size(len(b), CHUNK) for b in bodies.values())
+        assert _pass(gateway, passes.convert(True, progress))["total"] == 0  # second run: nothing
+
+        # Rotation: objects wrapped under the previous key move to the primary; no data rewritten.
+        primary = envelope.keys
+        envelope.keys = LocalKeys({"config-1": base64.b64decode(OTHER_KEY)}, "config-1")
+        gateway.put(BUCKET, "old-key", b"o" * 5000)
+        envelope.keys = primary
+        before = _stored(gateway)
+        result = _pass(gateway, passes.rotate("config-1", progress))
+        assert result == {"status": "complete", "rotated": 1, "failed": 0, "total": 1}
+        assert _stored(gateway) == before
+        assert gateway.get(BUCKET, "old-key").body == b"o" * 5000
+        assert _pass(gateway, passes.rotate("config-1", progress))["total"] == 0
+
+        result = _pass(gateway, passes.convert(False, progress))
+        assert result["decrypted"] == 13 and result["failed"] == 0
+        gateway.advance(60)
+        stored = _stored(gateway)
+        assert sorted(len(d) for d in stored.values()) == sorted([len(b) for b in bodies.values()] + [5000])
+        assert _quota_used(gateway) == sum(len(d) for d in stored.values())
+        for key, body in bodies.items():
+            assert gateway.get(BUCKET, key).body == body
+
+
+def test_a_swap_against_a_replaced_write_changes_nothing(gateway: GatewayHarness, boto: Any) -> None:
+    boto.put_object(Bucket=BUCKET, Key="raced", Body=b"first")
+    record: list[Any] = []
+    Deferred.fromCoroutine(gateway.store.get_object(BUCKET, "raced")).addBoth(record.append)
+    boto.put_object(Bucket=BUCKET, Key="raced", Body=b"second")  # a client write wins the race
+    swapped: list[Any] = []
+    Deferred.fromCoroutine(
+        gateway.store.swap_stored_bytes(record[0], record[0].write_id, 0.0)
+    ).addBoth(swapped.append)
+    gateway.settle()
+    assert swapped == [None]
+    assert boto.get_object(Bucket=BUCKET, Key="raced")["Body"].read() == b"second"

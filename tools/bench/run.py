@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -140,6 +141,7 @@ class Options:
     mpu_size: int = MPU_SIZE
     mpu_part_size: int = MPU_PART_SIZE
     rate_limit: bool = False
+    encryption: bool = False
 
 
 def _log(message: str) -> None:
@@ -308,6 +310,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--rate-limit", action="store_true",
         help="switch rate_limit on with a rate no workload reaches: the limiter's cost on the request path",
     )
+    parser.add_argument(
+        "--encryption", action="store_true",
+        help="switch envelope encryption on (inline master key, default chunk size): its cost on large PUT/GET",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     duration = args.duration if args.duration is not None else (0.5 if args.quick else 3.0)
@@ -326,6 +332,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         mpu_size,
         mpu_part_size,
         args.rate_limit,
+        args.encryption,
     )
 
 
@@ -361,7 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     workdir = Path(tempfile.mkdtemp(prefix="s3orch-bench-"))
     unreachable = {"enabled": True, "requests_per_sec": 1e9, "burst": 1_000_000_000}
-    env = Environment(workdir, {"rate_limit": unreachable} if opts.rate_limit else None)
+    extra: dict[str, object] = {"rate_limit": unreachable} if opts.rate_limit else {}
+    if opts.encryption:
+        extra["encryption"] = {"enabled": True, "master_key": base64.b64encode(os.urandom(32)).decode()}
+    env = Environment(workdir, extra or None)
     cells: list[CellResult] = []
     peak_rss: dict[str, int | None] = {}
     saved_logs: list[Path] = []
