@@ -58,6 +58,10 @@ class KeySource(Protocol):
         """Whether ``key_id`` names a configured key."""
         ...
 
+    def is_current(self, wrapped: bytes, key_id: str) -> bool:
+        """Whether ``wrapped`` is already wrapped by the primary key (a rotation skips it)."""
+        ...
+
 
 def decode_key(value: str) -> bytes:
     """A base64 master key, which must decode to 32 bytes."""
@@ -103,17 +107,30 @@ class LocalKeys:
     async def wrap(self, dek: bytes) -> tuple[bytes, str]:
         return wrap_local(self._keys[self.primary_id], dek), self.primary_id
 
+    def is_current(self, wrapped: bytes, key_id: str) -> bool:
+        try:
+            unwrap_local(self._keys[self.primary_id], wrapped)
+        except DecryptionError:
+            return False
+        return key_id == self.primary_id
+
     async def unwrap(self, wrapped: bytes, key_id: str) -> bytes:
+        """Under the key ``key_id`` names, then under the others: ids are positions in the config
+        (``config-0`` is whichever key is primary now), so after an old primary moved to
+        ``previous_keys`` its rows still name ``config-0``.  GCM makes a wrong key fail, never
+        a wrong DEK."""
         master = self._keys.get(key_id)
         if master is None:
             _log.warn("unknown encryption key id {key_id}; trying the primary key", key_id=key_id)
             UNKNOWN_KEY_ID.inc()
             master = self._keys[self.primary_id]
-        try:
-            return unwrap_local(master, wrapped)
-        except DecryptionError:
-            ENCRYPTION_ERRORS.labels("decrypt", "key_unwrap").inc()
-            raise
+        for candidate in (master, *(k for k in self._keys.values() if k is not master)):
+            try:
+                return unwrap_local(candidate, wrapped)
+            except DecryptionError:
+                continue
+        ENCRYPTION_ERRORS.labels("decrypt", "key_unwrap").inc()
+        raise DecryptionError("the data key does not unwrap under any configured master key")
 
 
 def local_keys(config: EncryptionConfig) -> LocalKeys:
@@ -162,6 +179,9 @@ class VaultKeys:
 
     def knows(self, key_id: str) -> bool:
         return key_id == self.primary_id or (self._previous is not None and self._previous.knows(key_id))
+
+    def is_current(self, wrapped: bytes, key_id: str) -> bool:
+        return key_id == self.primary_id
 
     async def wrap(self, dek: bytes) -> tuple[bytes, str]:
         def call() -> bytes:

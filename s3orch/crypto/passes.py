@@ -145,8 +145,6 @@ class EncryptionPasses:
         """Re-wrap every data key wrapped under ``old_key_id`` with the primary key."""
         rotated = failed = total = 0
         progress.start(None, operation="rotate-encryption-key", old_key_id=old_key_id)
-        if old_key_id == self.envelope.keys.primary_id:
-            return {"status": "complete", "rotated": 0, "failed": 0, "total": 0}
         async for page in self._pages(True, old_key_id):
             for bucket, key in page:
                 total += 1
@@ -154,6 +152,7 @@ class EncryptionPasses:
                 KEY_ROTATION_OBJECTS.labels(status).inc()
                 rotated += status == "success"
                 failed += status == "failed"
+                total -= status == "skipped"  # already current: not this pass's to count
                 progress.step_end("object", key=f"{bucket}/{key}", status=status)
         return {"status": "complete", "rotated": rotated, "failed": failed, "total": total}
 
@@ -161,6 +160,8 @@ class EncryptionPasses:
         record = await self.store.get_object(bucket, key)
         if record is None or not record.encrypted or record.key_id != old_key_id:
             return "skipped"
+        if self.envelope.keys.is_current(base64.b64decode(record.wrapped_dek), record.key_id):
+            return "skipped"  # already under the primary key (a second run)
         try:
             dek = await self.envelope.data_key(record)
             wrapped, key_id = await self.envelope.keys.wrap(dek)

@@ -90,3 +90,94 @@ def test_backends_hold_only_ciphertext_and_clients_round_trip(weed, start_gatewa
     except Exception:  # noqa: BLE001 - the aborted connection surfaces as botocore's read error
         body = b""
     assert body != small
+
+
+TOKEN = "crypto-admin-token"
+
+
+def _admin_pass(gw: Any, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST /admin/api/PATH; the JSON answer."""
+    import json
+    import urllib.request
+
+    data = json.dumps(body or {}).encode()
+    request = urllib.request.Request(
+        f"{gw.endpoint}/admin/api/{path}", data=data, method="POST",
+        headers={"X-Admin-Token": TOKEN, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=600) as answer:
+        result: dict[str, Any] = json.loads(answer.read())
+    return result
+
+
+@pytest.mark.slow
+def test_a_thousand_objects_encrypted_rotated_and_decrypted_under_concurrent_writes(weed, start_gateway) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+    import threading
+
+    from tests.support.auditor import Auditor
+
+    spec = _backends(weed)[0]
+    old_key, new_key = KEY, base64.b64encode(os.urandom(32)).decode()
+
+    def config(**encryption: Any) -> GatewayConfig:
+        return GatewayConfig(backends=[spec], extra={"ui": {"admin_token": TOKEN}, "encryption": encryption})
+
+    gw = start_gateway(config(enabled=False))
+    s3: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    expected = {f"fleet/{i:04d}": os.urandom(64 + (i * 37) % 3000) for i in range(1000)}
+    for key, body in expected.items():
+        s3.put_object(Bucket="photos", Key=key, Body=body)
+
+    def restart(**encryption: Any) -> None:
+        gw.stop()
+        gw._config_text = config(**encryption).render()
+        gw._write_config(gw.port)
+        gw.start()
+
+    def writer(stop: threading.Event, prefix: str) -> None:
+        """A client overwriting fleet keys and adding new ones while a pass runs."""
+        client: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+        i = 0
+        while not stop.is_set() and i < 200:
+            key = f"fleet/{(i * 7) % 1000:04d}" if i % 2 else f"{prefix}/{i}"
+            body = os.urandom(100 + i)
+            client.put_object(Bucket="photos", Key=key, Body=body)
+            expected[key] = body
+            i += 1
+
+    def run_with_writes(path: str, prefix: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        stop = threading.Event()
+        thread = threading.Thread(target=writer, args=(stop, prefix))
+        thread.start()
+        try:
+            return _admin_pass(gw, path, body)
+        finally:
+            stop.set()
+            thread.join(60)
+
+    def check() -> None:
+        client: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+        for key, body in expected.items():
+            assert client.get_object(Bucket="photos", Key=key)["Body"].read() == body, key
+        poll_clean = Auditor(lambda: sqlite3.connect(gw.workdir / "s3orch.db"), [spec])
+        from tests.support.polling import poll
+
+        report = poll(poll_clean.audit, lambda r: not r.problems, timeout=60)
+        report.assert_clean()
+
+    restart(enabled=True, master_key=old_key)
+    first = run_with_writes("encrypt-existing", "during-encrypt")
+    assert first["status"] == "complete" and first["failed"] == 0 and first["encrypted"] >= 800
+    check()
+    assert _admin_pass(gw, "encrypt-existing")["total"] == 0  # second run: nothing
+
+    restart(enabled=True, master_key=new_key, previous_keys=[old_key])
+    rotated = run_with_writes("rotate-encryption-key", "during-rotate", {"old_key_id": "config-0"})
+    assert rotated["failed"] == 0 and rotated["rotated"] >= 800
+    assert _admin_pass(gw, "rotate-encryption-key", {"old_key_id": "config-0"})["rotated"] == 0
+    check()
+
+    back = run_with_writes("decrypt-existing", "during-decrypt")
+    assert back["failed"] == 0 and back["decrypted"] >= 1000
+    check()

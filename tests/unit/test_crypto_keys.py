@@ -42,8 +42,11 @@ def test_inline_master_key_wraps_as_config_0_and_previous_keys_only_unwrap() -> 
     assert run(keys.unwrap(wrapped, "config-0")) == dek
     assert keys.knows("config-1") and not keys.knows("config-2")
     assert len(run(keys.unwrap(wrapped_old, "config-1"))) == 32  # the previous key unwraps...
+    # ...and a row still naming config-0 (written when the old key was primary) falls back to it.
+    assert len(run(keys.unwrap(wrapped_old, "config-0"))) == 32
+    assert not keys.is_current(wrapped_old, "config-0") and keys.is_current(wrapped, "config-0")
     with pytest.raises(DecryptionError):
-        run(keys.unwrap(wrapped_old, "config-0"))  # ...the primary does not
+        run(keys.unwrap(wrap_local(bytes(32), dek), "config-0"))  # no configured key: refused
 
 
 def test_master_key_file_is_exactly_32_raw_bytes(tmp_path: Path) -> None:
