@@ -53,7 +53,7 @@ from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
 from s3orch.crypto.passes import EncryptionPasses
-from s3orch.crypto.setup import build_envelope
+from s3orch.crypto.setup import build_envelope, key_file_issues
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -483,7 +483,7 @@ def load_checked_config(path: str) -> Config:
         raise SystemExit(1) from None
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    refused = refusals(config)
+    refused = refusals(config) + key_file_issues(config.encryption)  # key files are read at start-up
     for issue in refused:
         print(f"error: {issue}", file=sys.stderr)
     if refused:

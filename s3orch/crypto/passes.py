@@ -36,6 +36,7 @@ from s3orch.observe.metrics_crypto import (
     DECRYPT_EXISTING_OBJECTS,
     ENCRYPT_EXISTING_OBJECTS,
     KEY_ROTATION_OBJECTS,
+    PLAINTEXT_COPIES,
 )
 from s3orch.payload import Payload
 from s3orch.store.interface import Location, MetadataStore, ObjectRecord
@@ -87,6 +88,8 @@ class EncryptionPasses:
                 elif status == "failed":
                     failed += 1
                 progress.step_end("object", key=f"{bucket}/{key}", status=status)
+        if encrypt:
+            PLAINTEXT_COPIES.set(failed)  # what this pass left in plaintext
         name = "encrypted" if encrypt else "decrypted"
         return {"status": "complete", name: done, "failed": failed, "total": total}
 

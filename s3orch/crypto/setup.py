@@ -16,7 +16,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from s3orch.config.model import EncryptionConfig, VaultConfig
+from s3orch.config.model import ConfigIssue, EncryptionConfig, VaultConfig
 from s3orch.core.spool import Offload, run_here, thread_offload
 from s3orch.crypto.envelope import Envelope
 from s3orch.crypto.keys import (
@@ -28,6 +28,7 @@ from s3orch.crypto.keys import (
     check_token_file,
     decode_key,
     local_keys,
+    read_key_file,
 )
 from s3orch.observe.metrics_crypto import ENCRYPTION_ERRORS
 
@@ -102,6 +103,26 @@ def key_source(config: EncryptionConfig, reactor: Any, client_factory: Callable[
     in_thread = _in_thread(reactor)
     keys_ = VaultKeys(client, config.vault.key_name, config.vault.mount_path or "transit", in_thread, previous)
     return keys_, TokenRenewer(client, config.vault, in_thread, reactor)
+
+
+def key_file_issues(config: EncryptionConfig) -> list[ConfigIssue]:
+    """What is wrong with the key files ``config`` names, checked at start-up (the config checks
+    do not read files: ``validate`` may run elsewhere): ``master_key_file`` must hold exactly 32
+    raw bytes, a Vault ``token_file`` must be readable and mode 0600 or stricter."""
+    if not config.enabled:
+        return []
+    issues: list[ConfigIssue] = []
+    if config.master_key_file:
+        try:
+            read_key_file(config.master_key_file)
+        except (OSError, KeyError_) as exc:
+            issues.append(ConfigIssue("encryption.master_key_file", str(exc)))
+    if config.vault is not None and config.vault.token_file:
+        try:
+            check_token_file(config.vault.token_file)
+        except (OSError, KeyError_) as exc:
+            issues.append(ConfigIssue("encryption.vault.token_file", str(exc)))
+    return issues
 
 
 def build_envelope(

@@ -175,3 +175,22 @@ def test_build_envelope_follows_the_switch_and_the_chunk_size(tmp_path: Path) ->
     )
     keys, renewer = key_source(config, Clock(), lambda vault: made.append(vault) or FakeClient())
     assert keys.primary_id == "kn" and renewer is not None and made == [config.vault]
+
+
+
+def test_start_up_checks_the_key_file_and_the_token_file_mode(tmp_path: Path) -> None:
+    from s3orch.crypto.setup import key_file_issues
+
+    key = tmp_path / "key"
+    key.write_bytes(b"short")
+    issues = key_file_issues(EncryptionConfig(enabled=True, master_key_file=str(key)))
+    assert [(i.path, "exactly 32 bytes" in i.message) for i in issues] == [("encryption.master_key_file", True)]
+    key.write_bytes(KEY_A)
+    assert key_file_issues(EncryptionConfig(enabled=True, master_key_file=str(key))) == []
+    token = tmp_path / "token"
+    token.write_text("t")
+    token.chmod(0o644)
+    vault = VaultConfig(address="http://v:8200", token_file=str(token), key_name="k")
+    issues = key_file_issues(EncryptionConfig(enabled=True, vault=vault))
+    assert [(i.path, "0600" in i.message) for i in issues] == [("encryption.vault.token_file", True)]
+    assert key_file_issues(EncryptionConfig(enabled=False, vault=vault)) == []
