@@ -55,7 +55,7 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             except Exception:  # noqa: BLE001 - not listening yet
                 return False
 
-        assert wait_for(healthy, 30), "bao did not start"
+        assert wait_for(healthy, 60), "bao did not start"
         client.sys.enable_secrets_engine("transit", path="transit")
         client.secrets.transit.create_key(name="s3orch", mount_point="transit")
         yield client
