@@ -294,3 +294,17 @@ def test_a_swap_against_a_replaced_write_changes_nothing(gateway: GatewayHarness
     gateway.settle()
     assert swapped == [None]
     assert boto.get_object(Bucket=BUCKET, Key="raced")["Body"].read() == b"second"
+
+
+def test_the_scrubber_checks_encrypted_copies_by_decrypting_them(tmp_path: Path) -> None:
+    config = _config().replace("encryption:", "integrity:\n  enabled: true\nencryption:", 1)
+    with GatewayHarness(tmp_path, config) as gateway:
+        body = os.urandom(3 * CHUNK + 5)
+        assert gateway.put(BUCKET, "scrubbed", body).status == 200
+        scrubber = gateway.service.getServiceNamed("scrubber").scrubber
+        copies = _pass(gateway, gateway.store.copies_to_scrub(BUCKET, "scrubbed"))
+        assert [c.encrypted for c in copies] == [True]
+        assert _pass(gateway, scrubber.verdict(copies[0])) == "verified"
+        stored, _ = _stored_of(gateway, len(body))
+        stored.data = bytes(stored.data)[:-1] + bytes([stored.data[-1] ^ 1])
+        assert _pass(gateway, scrubber.verdict(copies[0])) == "mismatch"
