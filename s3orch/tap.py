@@ -54,6 +54,8 @@ from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
+from s3orch.crypto.passes import EncryptionPasses
+from s3orch.crypto.setup import build_envelope, key_file_issues
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -220,6 +222,11 @@ def build(
     )
     if config.cache.enabled:  # not reloadable: the cache exists or not for the process's life
         objects.cache = ObjectCache(config.cache, reactor)
+    # Envelope encryption (s3orch.crypto): seals PUTs, opens encrypted records; Vault's token renewed.
+    objects.envelope, renewer = build_envelope(config.encryption, reactor, server.spool_dir or None)
+    if renewer is not None:
+        renewer.start()
+        reactor.addSystemEventTrigger("before", "shutdown", renewer.stop)
     multipart = MultipartService(
         store=store,
         fleet=fleet,
@@ -327,6 +334,8 @@ def build(
         shutdown_delay=server.shutdown_delay,
     )
     service.mode = mode
+    if objects.envelope is not None:
+        service.encryption = EncryptionPasses(objects, objects.envelope, cleanups, reactor)
     owner = instance_id()  # this instance's name on cleanup and intent claims
 
     def add_worker(worker: IService) -> None:
@@ -377,6 +386,7 @@ def build(
         store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.integrity, events=events
     )
     objects.scrubber = scrubber
+    scrubber.envelope = objects.envelope
     scrubbing = ScrubberWorker(scrubber, reactor, config.integrity, locks=worker_locks)
     add_worker(scrubbing)
     # Drains: the copier is the replicator's machinery, placing on the least utilised backend.
@@ -486,7 +496,7 @@ def load_checked_config(path: str) -> Config:
         raise SystemExit(1) from None
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    refused = refusals(config)
+    refused = refusals(config) + key_file_issues(config.encryption)  # key files are read at start-up
     for issue in refused:
         print(f"error: {issue}", file=sys.stderr)
     if refused:

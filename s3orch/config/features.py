@@ -212,7 +212,7 @@ class VaultConfig:
 
 @dataclass(frozen=True)
 class EncryptionConfig:
-    """Envelope encryption; exactly one key source when enabled. ``chunk_size`` must never change. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Envelope encryption (``s3orch.crypto``); exactly one key source when enabled. ``chunk_size`` must never change once data exists."""
 
     enabled: bool = False
     master_key: str = hidden()

@@ -78,10 +78,6 @@ def _default_of(path: str) -> str:
 
 UNSUPPORTED: tuple[Unsupported, ...] = (
     # --- features behind a switch: none is implemented; every switch defaults to off ----------
-    Unsupported(
-        "encryption.enabled", _on("encryption.enabled"),
-        hint="objects would be stored in plaintext", covers=("encryption.*",),
-    ),
     Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
     # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's

@@ -102,6 +102,8 @@ class DegradedReads:
 
     async def _degraded(self, bucket: str, key: str, exc: StoreUnavailable) -> ObjectRecord | None:
         cached = self.cache.get(bucket, key)
+        if cached is not None and cached.encrypted:
+            raise exc  # an encrypted object cannot be read while the database is down: 503
         if cached is not None:
             DEGRADED_CACHE_HITS.inc()
             DEGRADED_READS.labels("cache").inc()
@@ -111,7 +113,7 @@ class DegradedReads:
         except Exception:  # an unreadable journal must not turn the database's 503 into a 500
             self.log.failure("location journal lookup failed", component="journal")
             raise exc from None
-        if entry is None:
+        if entry is None or (entry.record is not None and entry.record.encrypted):
             raise exc
         DEGRADED_READS.labels("journal").inc()
         return entry.record

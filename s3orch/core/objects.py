@@ -1,14 +1,13 @@
 """Object operations across backends: put, read, delete, copy, list.
 
-The write path is PUT-before-COMMIT: quota is reserved and an intent row written (one
-transaction), the bytes go to a fresh backend key, then one transaction records the location,
-settles quota and queues the displaced copies for deletion.  A failure between the steps leaves
-either the old version intact plus an intent the reaper can resolve, or the new version: never
-neither, never a leaked byte or quota.
+The write path is PUT-before-COMMIT: quota reserved and an intent row written (one transaction),
+the bytes sent to a fresh backend key, then one transaction records the location, settles quota
+and queues the displaced copies for deletion: a failure between the steps leaves the old version
+plus an intent the reaper resolves, or the new version; never a leaked byte or quota.
 
-Parts go the same way, one by one (:meth:`ObjectService.place_part`), so one object's parts
-may live on different backends (reads stream its extents: :mod:`s3orch.core.extents`).  With
-``write_path.parallel_copies`` a PUT or copy writes every copy at once (:mod:`s3orch.core.fanout`).
+Parts of multipart uploads go the same way, each placed by the routing strategy on its own
+(:meth:`ObjectService.place_part`); reading one streams its extents (:mod:`s3orch.core.extents`).
+With ``write_path.parallel_copies`` a PUT or copy writes every copy at once (:mod:`s3orch.core.fanout`).
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from s3orch.core.placement import new_upload_id, storage_key
 from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
+from s3orch.crypto.envelope import Envelope, require
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created, object_removed
 from s3orch.notify.sink import NULL_SINK, EventSink
@@ -86,13 +86,9 @@ class DeleteOutcome:
 
 @traced_methods(OBJECT_SPANS)
 class ObjectService(PartPlacement):
-    """The object operations of the S3 API over the store and the backend fleet (one
-    instance per process, shared by every request).
-
-    Backend deletes go through ``cleanups``; copy sources that must be read back
-    are spooled by ``spooler`` (``server.spool_dir``); ``routing_strategy`` (pack
-    or spread) is what the store's reservation uses to choose among candidates.
-    """
+    """The S3 object operations over the store and the backend fleet (one per process).
+    Backend deletes go through ``cleanups``; copy sources read back are spooled by ``spooler``
+    (``server.spool_dir``); ``routing_strategy`` (pack/spread) picks among candidates."""
 
     log = Logger(namespace="s3orch.core")
     cache: ObjectCache = NO_CACHE  # ``cache.*``: set by the tap; every write here invalidates the key
@@ -120,6 +116,8 @@ class ObjectService(PartPlacement):
         #: ``integrity.enabled``: verifies full GETs (``verify_on_read``); set by the tap.
         self.scrubber: Scrubber | None = None
         self.fanout: FanOut | None = None  # write_path.parallel_copies (set by the wiring)
+        #: ``encryption``: seals every PUT, opens encrypted records (s3orch.crypto); set by the tap.
+        self.envelope: Envelope | None = None
 
     @property
     def fleet(self) -> BackendFleet:
@@ -143,18 +141,18 @@ class ObjectService(PartPlacement):
         conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Store ``payload`` as the new version of ``bucket/key``.
-
-        ``conditions`` are checked before any byte is sent (a write that cannot
-        succeed costs nothing) and again in the commit transaction (atomic against a
-        concurrent writer)."""
+        """Store ``payload`` as the new version of ``bucket/key`` (sealed first when encryption is
+        on).  ``conditions`` are checked before any byte is sent (a write that cannot succeed
+        costs nothing) and again in the commit transaction (atomic against a concurrent writer)."""
         await self.check_conditions(bucket, key, conditions)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
-        length = payload.length
-        intent = Intent(
+        sealed = await self.envelope.seal(payload) if self.envelope and self.envelope.enabled else None
+        stored = payload if sealed is None else sealed.payload  # what the backend gets
+        length = stored.length
+        intent = Intent(  # an encrypted write's intent keeps no etag: the reaper never promotes it
             write_id, bucket, key, length, skey,
-            etag=payload.md5_hex, content_type=new.content_type,
+            etag=payload.md5_hex if sealed is None else None, content_type=new.content_type,
             headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
             checksum_algorithm=payload.checksum_algorithm,
             checksum_value=payload.checksum_value,
@@ -162,30 +160,35 @@ class ObjectService(PartPlacement):
         )
 
         record = ObjectRecord(
-            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
+            bucket=bucket, key=key, write_id=write_id, size=payload.length, etag=payload.md5_hex,
             last_modified=0.0, content_type=new.content_type, headers=dict(new.system_headers),
             user_metadata=dict(new.user_metadata), checksum_algorithm=payload.checksum_algorithm,
             checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
         )
-        if self.fanout is not None and self.fanout.levels() is not None:
-            return await self._fan_out(
-                intent, payload, lambda name, skey, body: self.fleet[name].put_object(skey, body), record,
-                conditions, request_id, ev.OBJECT_CREATED_PUT,
-            )
+        record = record if sealed is None else sealed.stamp(record)
 
         async def upload(reservation: Reservation) -> None:
-            await self.fleet[reservation.backend].put_object(skey, payload)
+            await self.fleet[reservation.backend].put_object(skey, stored)
 
-        reservation, _ = await with_failover(
-            operation="PUT",
-            candidates=lambda failed: self.fleet.write_candidates(length, exclude=failed),
-            reserve=lambda names: self._reserve(intent, names),
-            backend_of=lambda r: r.backend,
-            attempt=upload,
-            undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
-            request_id=request_id,
-            eligible=self.fleet.takes_writes,
-        )
+        try:
+            if self.fanout is not None and self.fanout.levels() is not None:
+                return await self._fan_out(
+                    intent, stored, lambda name, skey, body: self.fleet[name].put_object(skey, body), record,
+                    conditions, request_id, ev.OBJECT_CREATED_PUT,
+                )
+            reservation, _ = await with_failover(
+                operation="PUT",
+                candidates=lambda failed: self.fleet.write_candidates(length, exclude=failed),
+                reserve=lambda names: self._reserve(intent, names),
+                backend_of=lambda r: r.backend,
+                attempt=upload,
+                undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
+                request_id=request_id,
+                eligible=self.fleet.takes_writes,
+            )
+        finally:
+            if sealed is not None:
+                stored.close()  # fan-out copies still running read their own handles
         crash_point("after-backend-put")
         located = (Location(reservation.backend, reservation.storage_key, length),)
         record = replace(record, last_modified=self.clock.seconds(), locations=located)
@@ -265,14 +268,14 @@ class ObjectService(PartPlacement):
     async def open(
         self, record: ObjectRecord, byte_range: tuple[int, int] | None
     ) -> tuple[BackendStream, Location]:
-        """Open the object (or the inclusive ``byte_range``) for reading.
-
-        Fails over to the next copy before the first byte.  A multi-extent object is
-        one stream over its extents (:func:`~s3orch.core.extents.open_extents`); the
-        first extent the range touches is open when this returns.  Raises 503 when
-        the holders are unreachable, 500 when no copy exists (never 404).  The
-        location is the copy the first byte comes from.
-        """
+        """Open the object (or the inclusive ``byte_range``) for reading; fails over to the
+        next copy before the first byte.  A multi-extent object is one stream over its extents
+        (:func:`~s3orch.core.extents.open_extents`), the first one open when this returns.
+        Raises 503 when the holders are unreachable, 500 when no copy exists (never 404).  The
+        location is the copy the first byte comes from.  An encrypted record is decrypted on
+        the way (only the chunks the range covers are fetched)."""
+        if record.encrypted:
+            return await require(self.envelope).open_record(record, byte_range, self._open_copies)
         if record.parts or len(record.locations) > 1:  # several copies: a retry may take another
             return await open_extents(record.extents, record.size, byte_range, self._open_extent)
         return await self._open_copies(record.locations, byte_range)
@@ -371,11 +374,9 @@ class ObjectService(PartPlacement):
         conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Copy an object within the bucket (server-side on a backend when possible).
-
-        A multi-extent source is copied extent by extent, each extent placed on its
-        own like a part, so no backend ever needs room for the whole object.
-        """
+        """Copy an object within the bucket (server-side on a backend when possible).  A
+        multi-extent source is copied extent by extent, each placed like a part, so no backend
+        ever needs room for the whole object; encrypted bytes are copied as they are stored."""
         if source.size > MAX_COPY_SOURCE_SIZE:
             raise errors.InvalidRequest(
                 "The specified copy source is larger than the maximum allowable size for a "
@@ -387,25 +388,34 @@ class ObjectService(PartPlacement):
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
+        stored = source.locations[0].size if source.encrypted and source.locations else source.size
         intent = Intent(
-            write_id, bucket, dest_key, source.size, skey, etag=source.etag, content_type=new.content_type,
-            headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
+            write_id, bucket, dest_key, stored, skey, etag=None if source.encrypted else source.etag,
+            content_type=new.content_type, headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
             checksum_algorithm=source.checksum_algorithm, checksum_value=source.checksum_value,
             content_hash=source.content_hash, parts_count=source.parts_count, part_sizes=source.part_sizes,
             conditions=conditions,
         )
         record = replace(source, key=dest_key, write_id=write_id, content_type=new.content_type,
                          headers=dict(new.system_headers), user_metadata=dict(new.user_metadata))
+        spool: Payload | None = None
+
+        async def read_source() -> Payload:
+            """The source's bytes as stored (ciphertext is copied as it is), checked."""
+            if source.encrypted:
+                return await self._spool_stored(source.locations, stored)
+            spooled = await self.spool_range(source, None)
+            check_read_back(spooled, source.etag)
+            return spooled
+
         if self.fanout is not None and self.fanout.levels() is not None:
             # Every copy from one read of the source (a holder copies server-side).
-            spooled = await self.spool_range(source, None)
+            spool = await read_source()
             try:
-                check_read_back(spooled, source.etag)
                 send, event = copy_or_put(self.fleet, holders), ev.OBJECT_CREATED_COPY
-                return await self._fan_out(intent, spooled, send, record, conditions, request_id, event)
+                return await self._fan_out(intent, spool, send, record, conditions, request_id, event)
             finally:
-                spooled.close()
-        spool: Payload | None = None
+                spool.close()
 
         async def copy_to(reservation: Reservation) -> None:
             nonlocal spool
@@ -414,16 +424,13 @@ class ObjectService(PartPlacement):
                 await backend.copy_object(holders[reservation.backend].storage_key, skey)
                 return
             if spool is None:
-                spool = await self.spool_range(source, None)
-            check_read_back(spool, source.etag)
+                spool = await read_source()
             await backend.put_object(skey, spool)
 
         try:
             reservation, _ = await with_failover(
                 operation="copy",
-                candidates=lambda failed: self.fleet.write_candidates(
-                    source.size, exclude=failed, prefer=holders
-                ),
+                candidates=lambda failed: self.fleet.write_candidates(stored, exclude=failed, prefer=holders),
                 reserve=lambda names: self._reserve(intent, names),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
@@ -434,9 +441,7 @@ class ObjectService(PartPlacement):
         finally:
             if spool is not None:
                 spool.close()
-        record = replace(
-            record, last_modified=self.clock.seconds(), locations=(Location(reservation.backend, skey, source.size),)
-        )
+        record = replace(record, last_modified=self.clock.seconds(), locations=(Location(reservation.backend, skey, stored),))
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_COPY)
 
     async def _copy_extents(
@@ -505,11 +510,16 @@ class ObjectService(PartPlacement):
         self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         return record
 
+    async def _spool_stored(self, locations: Sequence[Location], size: int) -> Payload:
+        """An encrypted extent's stored bytes: ciphertext moves as is (its chunks authenticate it)."""
+        return await self.spooler.spool((await self.reader.open(locations, None))[0], size)
+
     async def _copy_extent(
         self, upload: MultipartUpload, source: ObjectRecord, extent: Extent, request_id: str
     ) -> None:
         holders = {loc.backend: loc for loc in extent.locations}
         spool: Payload | None = None
+        size = extent.locations[0].size if source.encrypted and extent.locations else extent.size
 
         async def send(reservation: PartReservation) -> None:
             nonlocal spool
@@ -517,14 +527,16 @@ class ObjectService(PartPlacement):
             if reservation.backend in holders and extent.size > 0:
                 await backend.copy_object(holders[reservation.backend].storage_key, reservation.storage_key)
                 return
-            if spool is None:
+            if spool is None and source.encrypted:
+                spool = await self._spool_stored(extent.locations, size)
+            elif spool is None:
                 spool = await self.spool_range(source, (extent.offset, extent.offset + extent.size - 1))
-            check_read_back(spool, extent.etag or "")
+                check_read_back(spool, extent.etag or "")
             await backend.put_object(reservation.storage_key, spool)
 
         try:
             reservation = await self.place_part(
-                upload, extent.part_number, extent.size, send, prefer=holders, request_id=request_id
+                upload, extent.part_number, size, send, prefer=holders, request_id=request_id
             )
         finally:
             if spool is not None:
@@ -534,7 +546,7 @@ class ObjectService(PartPlacement):
             UploadedPart(
                 part_number=extent.part_number,
                 etag=extent.etag or "",
-                size=extent.size,
+                size=size,
                 last_modified=self.clock.seconds(),
                 backend=reservation.backend,
                 storage_key=reservation.storage_key,

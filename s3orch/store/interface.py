@@ -43,6 +43,7 @@ from s3orch.store.errors import (
     UploadLimitReached,
     UploadNotFound,
 )
+from s3orch.store.interface_crypto import CryptoStore
 from s3orch.store.interface_drains import DrainStore
 from s3orch.store.interface_integrity import IntegrityStore
 from s3orch.store.interface_rebalance import RebalanceStore
@@ -152,7 +153,8 @@ __all__ = [
 
 
 class MetadataStore(
-    DrainStore, ReplicaStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, UsageStore, Protocol
+    DrainStore, ReplicaStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, UsageStore, CryptoStore,
+    Protocol,
 ):
     """What the core needs from the metadata database (one call = one transaction)."""
 

@@ -52,7 +52,7 @@ from s3orch.store.records import (
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.sqlstore_integrity import IntegrityTransactions
+from s3orch.store.sqlstore_integrity import CryptoTransactions, IntegrityTransactions
 from s3orch.store.sqlstore_reconcile import ReconcileTransactions
 from s3orch.store.txn import (
     cleanup,
@@ -84,7 +84,7 @@ def _check_strategy(strategy: str) -> None:
         raise ValueError(f"unknown placement strategy {strategy!r}")
 
 
-class SQLStore(ReconcileTransactions, IntegrityTransactions):
+class SQLStore(ReconcileTransactions, IntegrityTransactions, CryptoTransactions):
     """:class:`~s3orch.store.interface.MetadataStore` on a SQL database (see the module)."""
 
     _log = Logger(namespace="s3orch.store")

@@ -36,6 +36,9 @@ PG = "tests/store/test_postgres.py"
 TRACING = "tests/integration/test_tracing.py"
 CACHE_GW = "tests/integration/test_cache_gateway.py"
 
+ENC = "tests/inproc/test_encryption.py"
+ENC_KEYS = "tests/unit/test_crypto_keys.py"
+
 #: key -> the tests that prove this build honours it ("file::test_name").
 HONOURED: dict[str, tuple[str, ...]] = {
     "server.regions": (
@@ -415,6 +418,34 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_lifecycle.py::test_the_admin_route_runs_a_pass_now_with_ndjson_progress",
         "tests/store/test_contract_lifecycle.py::test_pages_are_bounded_and_resume_after_the_last_key_across_buckets",
     ),
+    "encryption.enabled": (
+        f"{ENC}::test_round_trip_and_backends_hold_ciphertext",
+        f"{ENC_KEYS}::test_build_envelope_follows_the_switch_and_the_chunk_size",
+    ),
+    "encryption.master_key": (f"{ENC_KEYS}::test_inline_master_key_wraps_as_config_0_and_previous_keys_only_unwrap",),
+    "encryption.previous_keys": (
+        f"{ENC_KEYS}::test_inline_master_key_wraps_as_config_0_and_previous_keys_only_unwrap",
+    ),
+    "encryption.master_key_file": (f"{ENC_KEYS}::test_master_key_file_is_exactly_32_raw_bytes",),
+    "encryption.chunk_size": (
+        f"{ENC}::test_round_trip_and_backends_hold_ciphertext",
+        f"{ENC_KEYS}::test_build_envelope_follows_the_switch_and_the_chunk_size",
+    ),
+    "encryption.vault.address": (f"{ENC_KEYS}::test_the_vault_client_gets_the_address_token_and_ca_cert",),
+    "encryption.vault.token": (f"{ENC_KEYS}::test_the_vault_client_gets_the_address_token_and_ca_cert",),
+    "encryption.vault.ca_cert": (f"{ENC_KEYS}::test_the_vault_client_gets_the_address_token_and_ca_cert",),
+    "encryption.vault.token_file": (
+        f"{ENC_KEYS}::test_token_file_must_be_0600_or_stricter",
+        f"{ENC_KEYS}::test_renewal_every_interval_rereads_the_token_file",
+    ),
+    "encryption.vault.renew_interval": (f"{ENC_KEYS}::test_renewal_every_interval_rereads_the_token_file",),
+    "encryption.vault.key_name": (
+        f"{ENC_KEYS}::test_vault_transit_wraps_under_the_key_name_at_the_mount_off_the_reactor",
+    ),
+    "encryption.vault.mount_path": (
+        f"{ENC_KEYS}::test_vault_transit_wraps_under_the_key_name_at_the_mount_off_the_reactor",
+        f"{ENC_KEYS}::test_build_envelope_follows_the_switch_and_the_chunk_size",
+    ),
     "write_path.pending_pattern.batch_size": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
     ),
@@ -422,7 +453,6 @@ HONOURED: dict[str, tuple[str, ...]] = {
 
 #: For each row of the table: a config fragment that asks for the feature, and the paths refused.
 ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
-    "encryption.enabled": ({"encryption": {"enabled": True, "master_key": "a" * 43 + "="}}, ["encryption.enabled"]),
     "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -142,6 +143,8 @@ class Options:
     rate_limit: bool = False
     #: ``--cache``: the object data cache on (its defaults); small GETs become hits.
     cache: bool = False
+    #: ``--encryption``: envelope encryption on (an inline master key).
+    encryption: bool = False
 
 
 def _log(message: str) -> None:
@@ -314,6 +317,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--cache", action="store_true",
         help="switch the object data cache on (cache.* defaults): small GETs are answered from memory",
     )
+    parser.add_argument(
+        "--encryption", action="store_true",
+        help="switch envelope encryption on (inline master key, default chunk size): its cost on large PUT/GET",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     duration = args.duration if args.duration is not None else (0.5 if args.quick else 3.0)
@@ -333,6 +340,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         mpu_part_size,
         args.rate_limit,
         args.cache,
+        args.encryption,
     )
 
 
@@ -371,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra: dict[str, Any] = {"rate_limit": unreachable} if opts.rate_limit else {}
     if opts.cache:
         extra["cache"] = {"enabled": True}
+    if opts.encryption:
+        extra["encryption"] = {"enabled": True, "master_key": base64.b64encode(os.urandom(32)).decode()}
     env = Environment(workdir, extra or None)
     cells: list[CellResult] = []
     peak_rss: dict[str, int | None] = {}

@@ -11,6 +11,7 @@ path under one lock order (object key, object row, intents, locations, quotas).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -303,6 +304,27 @@ class NewCopy:
     checksum_value: str | None = None
 
 
+def stored_size(record: ObjectRecord, copies: Sequence[NewCopy]) -> int:
+    """``objects.size_bytes``: the bytes one copy of the object occupies (quotas count what
+    the provider stores); without encryption that is the client's size."""
+    if not record.encrypted:
+        return record.size
+    first: dict[int, int] = {}
+    for copy in copies:
+        first.setdefault(copy.part_number, copy.size)
+    return sum(first.values())
+
+
+def encryption_columns(record: ObjectRecord) -> tuple[Any, ...]:
+    """``encrypted, wrapped_dek, base_nonce, key_id, plaintext_size`` of ``record``'s row
+    (``base_nonce`` holds the object's identity bound into the chunks' authenticated data)."""
+    if not record.encrypted:
+        return (False, None, None, None, None)
+    return (
+        True, base64.b64decode(record.wrapped_dek), bytes.fromhex(record.crypto_id), record.key_id, record.size,
+    )
+
+
 def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], now: float) -> None:
     """Make ``record`` the key's row with exactly ``copies`` as its extents' copies (the
     old locations are gone).  Copies of part 0 make a single-extent object; copies of
@@ -312,7 +334,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
         " headers, user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
         " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size,"
         " last_modified, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (bucket, object_key) DO UPDATE SET"
         " write_id = excluded.write_id, size_bytes = excluded.size_bytes,"
         " etag = excluded.etag, content_type = excluded.content_type,"
@@ -328,7 +350,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
             record.bucket,
             record.key,
             record.write_id,
-            record.size,
+            stored_size(record, copies),
             record.etag,
             record.content_type,
             json.dumps(record.headers, sort_keys=True),
@@ -338,7 +360,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
             record.parts_count,
             None if record.part_sizes is None else json.dumps(list(record.part_sizes)),
             record.content_hash,
-            False,  # encrypted
+            *encryption_columns(record),
             record.last_modified,
             now,
         ),
@@ -353,9 +375,12 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
     )
     offset = 0
     written: set[int] = set()
+    # Encrypted parts: the extents hold the client's bytes (record.part_sizes), the copies the stored ones.
+    plain = iter(record.part_sizes or ()) if record.encrypted else None
     for copy in sorted(copies, key=lambda c: c.part_number):
         if copy.part_number and copy.part_number not in written:
             written.add(copy.part_number)
+            size = copy.size if plain is None else next(plain)
             tx.execute(
                 "INSERT INTO object_parts (bucket, object_key, part_number, write_id, offset_bytes,"
                 " size_bytes, etag, checksum_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -365,12 +390,12 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
                     copy.part_number,
                     record.write_id,
                     offset,
-                    copy.size,
+                    size,
                     copy.etag or "",
                     copy.checksum_value,
                 ),
             )
-            offset += copy.size
+            offset += size
         tx.execute(
             "INSERT INTO object_locations (bucket, object_key, part_number, backend_name,"
             " storage_key, write_id, size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -420,7 +445,8 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
     row = tx.execute(
         "SELECT write_id, size_bytes, etag, last_modified, content_type, headers,"
         " user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
-        " content_hash FROM objects WHERE bucket = ? AND object_key = ?",
+        " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size"
+        " FROM objects WHERE bucket = ? AND object_key = ?",
         (bucket, key),
     ).fetchone()
     if row is None:
@@ -430,7 +456,7 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
         bucket=bucket,
         key=key,
         write_id=row[0],
-        size=int(row[1]),
+        size=int(row[1] if not row[12] else row[16]),
         etag=row[2],
         last_modified=float(row[3]),
         content_type=row[4],
@@ -443,6 +469,10 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
         content_hash=row[11],
         locations=locations,
         parts=parts,
+        encrypted=bool(row[12]),
+        wrapped_dek=base64.b64encode(bytes(row[13])).decode("ascii") if row[12] else "",
+        crypto_id=bytes(row[14]).hex() if row[12] else "",
+        key_id=str(row[15] or "") if row[12] else "",
     )
 
 

@@ -79,11 +79,12 @@ def txn_under_replicated(
     out: list[UnderReplicated] = []
     for bucket, key, part_number in found:
         row = tx.execute(
-            "SELECT write_id, etag FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key)
+            "SELECT write_id, etag, encrypted FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key)
         ).fetchone()
         if row is None:
             continue
-        etag = str(row[1])
+        # Ciphertext moves as is; its chunks authenticate themselves (the ETag is the plaintext's MD5).
+        etag = "" if row[2] else str(row[1])
         if int(part_number):
             part = tx.execute(
                 "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
@@ -91,7 +92,7 @@ def txn_under_replicated(
             ).fetchone()
             if part is None:
                 continue
-            etag = str(part[0] or "")
+            etag = "" if row[2] else str(part[0] or "")
         copies = _copies(tx, bucket, key, int(part_number))
         if not copies:
             continue
