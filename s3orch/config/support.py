@@ -94,7 +94,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     ),
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
-    Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
 )
 
 
