@@ -81,6 +81,8 @@ class UsageHistory:
                 f"{height - pad - value / top * (height - 2 * pad):.1f}"
                 for when, value in points
             )
+            last_x, last_y = coords.rsplit(" ", 1)[-1].split(",")
+            parts.append(f'<circle cx="{last_x}" cy="{last_y}" r="3" fill="{colour}"/>')  # one sample shows too
             dash = "" if index == 0 else f' stroke-dasharray="{2 + 2 * index},3"'
             parts.append(
                 f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{coords}">'
