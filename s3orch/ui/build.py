@@ -38,6 +38,6 @@ def offload_for(reactor: object) -> Callable[[Callable[[], Any]], Deferred[Any]]
         return maybeDeferred
 
     def offload(work: Callable[[], Any]) -> Deferred[Any]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), work)  # type: ignore[attr-defined]
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
 
     return offload
