@@ -188,7 +188,9 @@ def test_an_operator_walks_through_the_dashboard(start_gateway, weed, browser, t
     request_id = s3.put_object(Bucket="photos", Key="logged.txt", Body=b"x")["ResponseMetadata"]["RequestId"]
     browser.get(base + "/logs")
     browser.find_element(By.ID, "request_id").send_keys(request_id)
-    browser.find_element(By.ID, "filter").click()
+    button = browser.find_element(By.ID, "filter")
+    button.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(button))
     ids = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#log-lines td.rid")]
     assert ids and set(ids) == {request_id}
 
@@ -201,7 +203,9 @@ def test_an_operator_walks_through_the_dashboard(start_gateway, weed, browser, t
 
     # -- log out: the pages send us to the login again.
     browser.get(base + "/")
-    browser.find_element(By.ID, "logout").click()
+    logout = browser.find_element(By.ID, "logout")
+    logout.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(logout))
     assert browser.current_url == base + "/login"
     browser.get(base + "/config")
     assert browser.current_url == base + "/login"
