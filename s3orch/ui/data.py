@@ -76,7 +76,24 @@ class UIData:
             status["workers"] = (await self.handlers.workers(AdminCall())).get("workers", [])
         except AdminError:
             status["workers"] = []
+        status["replication_backlog"] = await self._replication_backlog()
         return status
+
+    async def _replication_backlog(self) -> int | None:
+        """Extents below ``replication.factor`` (None: no replicator here, or factor 1)."""
+        try:
+            replicator: Any = self.handlers.service().getServiceNamed("replicator").replicator
+        except (KeyError, AttributeError):
+            return None
+        if replicator.config.factor <= 1:
+            return None
+        try:
+            count: int = await self.handlers.store.count_under_replicated(
+                replicator.config.factor, replicator.uncounted()
+            )
+        except (StoreError, StoreUnavailable):
+            return None
+        return count
 
     async def _drain(self, backend: str) -> dict[str, Any] | None:
         try:

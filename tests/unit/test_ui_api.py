@@ -357,3 +357,23 @@ def test_logout_clears_the_cookies(gateway: GatewayHarness) -> None:
     answer = session.post("/api/logout", {})
     assert js(answer) == {"ok": True}
     assert all(re.search(r"Max-Age=0", c) for c in set_cookies(answer))
+
+
+def test_the_dashboard_counts_the_replication_backlog(tmp_path: Path) -> None:
+    harness = GatewayHarness(tmp_path, CONFIG + "replication:\n  factor: 2\n  worker_interval: 3600s\n").start()
+    try:
+        session = Session(harness)
+        assert harness.put("photos", "r1", b"x").status == 200
+        assert harness.put("photos", "r2", b"y").status == 200
+        before = js(session.get("/api/dashboard"))["replication_backlog"]
+        js(session.post("/api/replicate", {}))
+        after = js(session.get("/api/dashboard"))["replication_backlog"]
+        page = session.get("/").text
+    finally:
+        harness.stop()
+    assert (before, after) == (2, 0)
+    assert "0 extents below the replication factor" in page
+
+
+def test_no_replicator_means_no_backlog_figure(gateway: GatewayHarness) -> None:
+    assert js(Session(gateway).get("/api/dashboard"))["replication_backlog"] is None
