@@ -141,6 +141,7 @@ def test_pages_redirect_to_login_and_apis_answer_401_without_a_session(gateway: 
     for api in ("dashboard", "tree", "logs", "download?key=photos/a", "jobs"):
         answer = send(gateway, "GET", f"/ui/api/{api}")
         assert js(answer, 401) == {"error": "unauthorized"}
+        assert all(answer.header(name) == value for name, value in HEADERS.items())
     forged = {"s3orch_session": "9999999999.abcd.0000"}
     assert send(gateway, "GET", "/ui/api/dashboard", cookies=forged).status == 401
 
