@@ -68,11 +68,13 @@ from s3orch.notify.delivery import TreqPoster
 from s3orch.notify.events import RELOAD_FAILED
 from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
+from s3orch.observe.ring import LogRing
 from s3orch.observe.tracing import TracingService
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+from s3orch.ui.build import SAMPLE_INTERVAL, build_ui
 from s3orch.usage.metered import meter
 from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
@@ -154,7 +156,8 @@ def build(
     ``mode`` (``s3orch.modes``) leaves out the S3 API (worker) or most workers (api).
     """
     server = config.server
-    settings = LogSettings(server.log_level, server.log_format)
+    # The dashboard's log page reads a 5000-line ring (BEHAVIOURS 1.29); the admin API's default is smaller.
+    settings = LogSettings(server.log_level, server.log_format, ring=LogRing(5000) if config.ui.enabled else None)
     if store is None:
         store = open_store(config.database, reactor)
     raw_store = store  # started and closed by the service, past the breaker
@@ -241,7 +244,7 @@ def build(
     # /metrics is on the S3 port (public, like /health) unless it has an address of its own;
     # then the S3 port treats the path as any other (a request for the bucket "metrics").
     metrics_here = metrics.enabled and not metrics.listen
-    reserved = [b"/health", b"/admin", b"/ui"] + ([metrics.path.encode()] if metrics_here else [])
+    reserved = [b"/health", b"/admin", b"/ui", config.ui.path.rstrip("/").encode()] + ([metrics.path.encode()] if metrics_here else [])
     # One set of admission pools for S3 requests and the backend-calling workers; one limiter
     # for the S3 API and /admin/ (built switched off too: a reload may switch it on).
     admission = Admission.from_config(server, clock=reactor)
@@ -268,15 +271,17 @@ def build(
 
     # The admin API is served only with a token (ui.admin_token, else ui.admin_key).
     admin = None
+    handlers = AdminHandlers(
+        store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
+        breaker_states=fleet.breaker_states, usage=usage_tracker, cache=objects.cache,
+    )
     if config.ui.effective_admin_token:
-        handlers = AdminHandlers(
-            store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
-            breaker_states=fleet.breaker_states, usage=usage_tracker, cache=objects.cache,
-        )
         admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
+    # The dashboard (ui.enabled) drives the same handlers as the admin API.
+    dashboard = build_ui(config, handlers, objects, reactor, limiter.client_ip_of) if config.ui.enabled else None
     ops = OpsApp(
         is_ready=is_ready, is_degraded=database.degraded, metrics_enabled=metrics_here,
-        metrics_path=metrics.path, admin=admin,
+        metrics_path=metrics.path, admin=admin, ui=dashboard,
     )
     site = S3Site(
         RootResource(s3, ops.resource()),
@@ -288,6 +293,8 @@ def build(
         reactor=reactor,
         other_gate=admin_gate(limiter),
     )
+    if dashboard is not None:
+        site.upload_paths = (dashboard.path.encode() + b"/api/upload",)
     interface, port = parse_listen_addr(server.listen_addr)
     listener: IService
     context: ReloadableContext | None = None
@@ -458,6 +465,10 @@ def build(
     if serves_s3(mode):  # the journal serves degraded reads: only where the S3 API is
         add_worker(JournalRefresher(store, journal, reactor, breaking_db.journal_refresh, database.degraded))
     service.add_worker(RateLimitSweeper(limiter, reactor))
+    if dashboard is not None:  # the overview's usage chart samples the quota table
+        sampler = internet.TimerService(SAMPLE_INTERVAL, dashboard.history.sample_soon)
+        sampler.setName("ui-usage-history")
+        service.add_worker(sampler)
     for child in service:  # passes that call the backends hold admission slots
         if isinstance(child, PeriodicWorker) and child.name in SLOT_WORKERS:
             child.admission = admission

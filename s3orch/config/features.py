@@ -251,8 +251,8 @@ class IntegrityConfig:
 class UIConfig:
     """The web dashboard; ``admin_token`` (the admin API token) falls back to ``admin_key``.
 
-    The dashboard is not yet supported by this build (``enabled`` is refused at start-up,
-    ``s3orch.config.support``); the admin API is served whenever it has a token.
+    ``enabled`` serves the dashboard (:mod:`s3orch.ui`) under ``path``; the admin API is served
+    whenever it has a token.
     """
 
     enabled: bool = False

@@ -88,7 +88,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
     Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
-    Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
 )
 
 

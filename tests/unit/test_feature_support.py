@@ -351,12 +351,23 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "usage_flush.fast_interval": (
         "tests/unit/test_usage_flush.py::test_adaptive_flush_goes_fast_past_the_threshold_and_back",
     ),
-    # The admin API's token; admin_key stands in when it is empty (ui.enabled stays refused).
+    # The admin API's token; admin_key stands in when it is empty.
     "ui.admin_token": (
         "tests/unit/test_admin_api.py::test_every_route_refuses_a_missing_or_wrong_token",
         "tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",
     ),
-    "ui.admin_key": ("tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",),
+    "ui.admin_key": (
+        "tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",
+        "tests/unit/test_ui_api.py::test_wrong_password_is_401_with_the_page_and_unknown_key_too",
+    ),
+    "ui.enabled": ("tests/unit/test_ui_api.py::test_pages_redirect_to_login_and_apis_answer_401_without_a_session",),
+    "ui.path": ("tests/unit/test_ui_api.py::test_login_sets_a_signed_httponly_strict_session_and_a_readable_csrf_cookie",),
+    "ui.admin_secret": (
+        "tests/unit/test_ui_api.py::test_wrong_password_is_401_with_the_page_and_unknown_key_too",
+        "tests/unit/test_ui_api.py::test_bcrypt_secret_is_accepted_and_checked",
+    ),
+    "ui.session_secret": ("tests/unit/test_ui_api.py::test_a_session_is_valid_on_another_instance_sharing_the_secret",),
+    "ui.force_secure_cookies": ("tests/unit/test_ui_api.py::test_force_secure_cookies_marks_both_cookies_secure",),
     # true (the default) is what this build does; false is refused.
     "write_path.pending_pattern.enabled": (
         "tests/inproc/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
@@ -458,9 +469,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
     "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
-    "ui.enabled": (
-        {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
-    ),
 }
 
 
