@@ -65,11 +65,15 @@ from s3orch.notify.events import RELOAD_FAILED
 from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
 from s3orch.observe.tracing import TracingService
+from s3orch.redis.client import RedisUnavailable
+from s3orch.redis.counters import RedisStartupError
+from s3orch.redis.counters import from_config as redis_counters
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
 from s3orch.usage.metered import meter
+from s3orch.usage.shared import SharedUsageCounters
 from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
@@ -85,6 +89,7 @@ from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.rate_limit_sweep import RateLimitSweeper
 from s3orch.workers.rebalancer import RebalanceWorker
 from s3orch.workers.reconciler import ReconcileWorker
+from s3orch.workers.redis_probe import RedisProbe
 from s3orch.workers.replicator import ReplicatorWorker
 from s3orch.workers.scrubber import ScrubberWorker
 
@@ -183,7 +188,18 @@ def build(
     }
     # Every backend call is booked against the monthly usage limits (inside the breakers: a call
     # the breaker refused never reached the provider). The limits are the fleet's configs (reloadable).
-    usage_tracker = UsageTracker(lambda: fleet.configs, reactor)
+    # With redis.address, the unflushed counters are every instance's, in Redis (s3orch.usage.shared).
+    shared_counters = redis_counters(config.redis, reactor) if config.redis.enabled else None
+    usage_counters = (
+        SharedUsageCounters(
+            shared_counters, reactor, lambda: [b.name for b in fleet.configs], lambda: usage_tracker.period()
+        )
+        if shared_counters is not None
+        else None
+    )
+    usage_tracker = UsageTracker(lambda: fleet.configs, reactor, usage_counters)
+    if usage_counters is not None:
+        usage_counters.bind(usage_tracker.baseline, lambda: usage_tracker.refresh(store))
     clients = meter(clients, usage_tracker.record)
     # Per-backend circuit breakers wrap the clients: an open backend fails at once.
     breaking = config.backend_circuit_breaker
@@ -292,17 +308,35 @@ def build(
         await fleet.close()
 
     async def final_usage_flush() -> None:
-        """What the workers and cleanups booked since the last flush reaches the database."""
+        """What the workers and cleanups booked since the last flush reaches the database (with
+        Redis: pushed there first, then drained under lock 1007 unless another instance holds
+        it, which then flushes them)."""
         try:
-            await usage_tracker.flush(store, refresh=False)
-        except (StoreError, StoreUnavailable) as exc:  # the database is gone: said, not a traceback
+            if shared_counters is not None:
+                await shared_counters.push()
+            await usage_tracker.flush(store, refresh=False, locks=flush_locks)
+        except (StoreError, StoreUnavailable, RedisUnavailable) as exc:  # said, not a traceback
             _log.warn("usage counters not flushed at shutdown: {error}", component="usage_flush", error=str(exc))
+
+    async def close_redis() -> None:
+        if shared_counters is not None:
+            await shared_counters.close()
 
     async def close_journal() -> None:
         try:
             await journal.close()
         finally:
             stop_journal_thread()
+
+    # Draining shared counters is a destructive read: one instance at a time (lock 1007).
+    flush_locks = worker_locks if shared_counters is not None else None
+
+    async def start_redis() -> None:
+        assert shared_counters is not None
+        try:
+            await shared_counters.start()
+        except RedisStartupError as exc:  # the operator's message, as for an unreachable database
+            raise StoreUnavailable(str(exc)) from exc
 
     def fail_start() -> None:
         if not reactor.running:  # failed before twistd started the reactor
@@ -314,7 +348,7 @@ def build(
     service = GatewayService(
         store=raw_store,
         quota_limits=fleet.quota_limits(),
-        closers=[close_backends, final_usage_flush, close_journal, worker_locks.close],
+        closers=[close_backends, final_usage_flush, close_redis, close_journal, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
         clock=reactor,
@@ -403,7 +437,10 @@ def build(
         reactor, config.reconcile, locks=worker_locks,
     ))
     # Every instance refreshes its own gauges (read-only): no worker lock.
-    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events, usage_tracker)
+    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events, usage_tracker, flush_locks)
+    if shared_counters is not None:
+        service.preloads.append(start_redis)  # refuses to start when Redis does not answer
+        service.add_worker(RedisProbe(shared_counters, reactor))  # every process books usage
     service.preloads.append(lambda: usage_tracker.refresh(store))  # this period's baseline, before serving
     add_worker(usage_flush)
     pending = config.write_path.pending_pattern

@@ -93,7 +93,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
     Unsupported("cache.enabled", _on("cache.enabled"), covers=("cache.*",)),
-    Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
     Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
 )
 
