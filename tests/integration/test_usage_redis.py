@@ -59,6 +59,11 @@ def fallback_active(gw: GatewayProcess) -> float | None:
     return None
 
 
+def wait_fallback(gw: GatewayProcess, value: float) -> float | None:
+    """Poll ``s3o_redis_fallback_active`` until it is ``value``; the last value seen."""
+    return poll(lambda: fallback_active(gw), lambda found: found == value, timeout=60)
+
+
 class Load:
     """GETs of one key from client threads spread over the gateways, counted by outcome."""
 
@@ -168,7 +173,7 @@ def test_redis_stopped_and_restarted_mid_run_loses_and_doubles_no_count(
             poll(load.total_served, lambda n: n >= 100, timeout=60)
             redis.stop()
             for gw in (a, b):  # each notices and counts locally
-                assert poll(lambda gw=gw: fallback_active(gw), lambda v: v == 1.0, timeout=60) == 1.0
+                assert wait_fallback(gw, 1.0) == 1.0
             mark = load.total_served()
             poll(load.total_served, lambda n: n >= mark + 100, timeout=60)
             for gw in (a, b):  # a flush while Redis is down writes the local deltas
@@ -177,7 +182,7 @@ def test_redis_stopped_and_restarted_mid_run_loses_and_doubles_no_count(
             poll(load.total_served, lambda n: n >= mark + 50, timeout=60)
             redis.restart()
             for gw in (a, b):  # the probe (every 5 s) replays the local deltas and closes the breaker
-                assert poll(lambda gw=gw: fallback_active(gw), lambda v: v == 0.0, timeout=60) == 0.0
+                assert wait_fallback(gw, 0.0) == 0.0
             mark = load.total_served()
             poll(load.total_served, lambda n: n >= mark + 100, timeout=60)
         finally:
