@@ -14,8 +14,8 @@ What is read when (effective usage = what the tracker adds up, BEHAVIOURS §1.8)
   database baseline the tracker holds SECOND: a flush that drains Redis into the database
   between the two reads is then counted twice (an estimate that errs high), never missed.
   When the new estimate is below the old one (someone else flushed and this instance's
-  baseline is stale, or Redis is down and only local deltas are known) the baseline is re-read
-  from the database and the estimate kept at least at the old one: usage within a period only
+  baseline is stale; or Redis is down and only local deltas are known) the baseline is re-read
+  from the database (while Redis answers) and the estimate kept at least at the old one: usage within a period only
   grows, so the higher of two honest estimates is the better one.
 * The flush (:meth:`take_for_flush`, run under worker lock 1007 by the caller) drains Redis
   (GETSET to 0, once per drain token) into the batch the tracker writes to the database; a failed
@@ -174,7 +174,10 @@ class SharedUsageCounters:
             }
 
         found = candidates()
-        if self._reread is not None and any(_below(found[key], before[key]) for key in keys):
+        # Only while shared: with Redis down the reading is this instance's deltas alone, always
+        # lower, and the database cannot tell more (the others' counts are local to them).
+        stale = self.shared.shared and any(_below(found[key], before[key]) for key in keys)
+        if self._reread is not None and stale:
             await self._reread()
             found = candidates()
         self._estimate = {key: _max(found[key], before[key]) for key in keys}
