@@ -78,13 +78,16 @@ def test_the_flush_drains_redis_into_the_database_once_under_lock_1007() -> None
     assert a.usage("b1") == Delta(6, 100, 50)
     settle(clock, a, b)
     assert a.usage("b1") == b.usage("b1") == Delta(7, 100, 50)
+    a.record("b1", Delta(1, 0, 0))  # after a's flush, b sees a's new traffic too (re-read baseline)
+    settle(clock, a, b)
+    assert b.usage("b1") == Delta(8, 100, 50)
     # Lock 1007 held elsewhere: b writes nothing, drains nothing, only refreshes.
     done(locks.try_lock(WorkerLock.USAGE_FLUSH))
     assert done(b.flush(store, locks=locks)) == 0
     assert store.rows[("b1", PERIOD)] == (6, 100, 50)
     done(locks.release(WorkerLock.USAGE_FLUSH))
     done(b.flush(store, locks=locks))
-    assert store.rows[("b1", PERIOD)] == (7, 100, 50)
+    assert store.rows[("b1", PERIOD)] == (8, 100, 50)
 
 
 def test_a_failed_database_write_gives_the_drained_counts_back_to_redis() -> None:
