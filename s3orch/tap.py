@@ -10,7 +10,7 @@ import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import internet
@@ -27,15 +27,11 @@ from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.breaker import guard, transition_events
 from s3orch.backend.credentials import (
     CredentialError,
-    CredentialProvider,
     CredentialRefresher,
-    resolve_default_chain,
 )
 from s3orch.backend.interface import ObjectBackend
 from s3orch.backend.s3 import S3Backend
-from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig
-from s3orch.config.support import refusals
+from s3orch.config import Config
 from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.cache import ObjectCache
 from s3orch.core.cleanup import Cleanups
@@ -55,7 +51,7 @@ from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
 from s3orch.crypto.passes import EncryptionPasses
-from s3orch.crypto.setup import build_envelope, key_file_issues
+from s3orch.crypto.setup import build_envelope
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -70,12 +66,17 @@ from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
 from s3orch.observe.ring import LogRing
 from s3orch.observe.tracing import TracingService
+from s3orch.redis.client import RedisUnavailable
+from s3orch.redis.counters import RedisStartupError
+from s3orch.redis.counters import from_config as redis_counters
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
+from s3orch.startup import backend_credentials, load_checked_config
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
 from s3orch.ui.build import SAMPLE_INTERVAL, build_ui
 from s3orch.usage.metered import meter
+from s3orch.usage.shared import SharedUsageCounters
 from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
@@ -91,6 +92,7 @@ from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.rate_limit_sweep import RateLimitSweeper
 from s3orch.workers.rebalancer import RebalanceWorker
 from s3orch.workers.reconciler import ReconcileWorker
+from s3orch.workers.redis_probe import RedisProbe
 from s3orch.workers.replicator import ReplicatorWorker
 from s3orch.workers.scrubber import ScrubberWorker
 
@@ -190,7 +192,18 @@ def build(
     }
     # Every backend call is booked against the monthly usage limits (inside the breakers: a call
     # the breaker refused never reached the provider). The limits are the fleet's configs (reloadable).
-    usage_tracker = UsageTracker(lambda: fleet.configs, reactor)
+    # With redis.address, the unflushed counters are every instance's, in Redis (s3orch.usage.shared).
+    shared_counters = redis_counters(config.redis, reactor) if config.redis.enabled else None
+    usage_counters = (
+        SharedUsageCounters(
+            shared_counters, reactor, lambda: [b.name for b in fleet.configs], lambda: usage_tracker.period()
+        )
+        if shared_counters is not None
+        else None
+    )
+    usage_tracker = UsageTracker(lambda: fleet.configs, reactor, usage_counters)
+    if usage_counters is not None:
+        usage_counters.bind(usage_tracker.baseline, lambda: usage_tracker.refresh(store))
     clients = meter(clients, usage_tracker.record)
     # Per-backend circuit breakers wrap the clients: an open backend fails at once.
     breaking = config.backend_circuit_breaker
@@ -312,17 +325,35 @@ def build(
         await fleet.close()
 
     async def final_usage_flush() -> None:
-        """What the workers and cleanups booked since the last flush reaches the database."""
+        """What the workers and cleanups booked since the last flush reaches the database (with
+        Redis: pushed there first, then drained under lock 1007 unless another instance holds
+        it, which then flushes them)."""
         try:
-            await usage_tracker.flush(store, refresh=False)
-        except (StoreError, StoreUnavailable) as exc:  # the database is gone: said, not a traceback
+            if shared_counters is not None:
+                await shared_counters.push()
+            await usage_tracker.flush(store, refresh=False, locks=flush_locks)
+        except (StoreError, StoreUnavailable, RedisUnavailable) as exc:  # said, not a traceback
             _log.warn("usage counters not flushed at shutdown: {error}", component="usage_flush", error=str(exc))
+
+    async def close_redis() -> None:
+        if shared_counters is not None:
+            await shared_counters.close()
 
     async def close_journal() -> None:
         try:
             await journal.close()
         finally:
             stop_journal_thread()
+
+    # Draining shared counters is a destructive read: one instance at a time (lock 1007).
+    flush_locks = worker_locks if shared_counters is not None else None
+
+    async def start_redis() -> None:
+        assert shared_counters is not None
+        try:
+            await shared_counters.start()
+        except RedisStartupError as exc:  # the operator's message, as for an unreachable database
+            raise StoreUnavailable(str(exc)) from exc
 
     def fail_start() -> None:
         if not reactor.running:  # failed before twistd started the reactor
@@ -334,7 +365,7 @@ def build(
     service = GatewayService(
         store=raw_store,
         quota_limits=fleet.quota_limits(),
-        closers=[close_backends, final_usage_flush, close_journal, worker_locks.close],
+        closers=[close_backends, final_usage_flush, close_redis, close_journal, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
         clock=reactor,
@@ -433,7 +464,10 @@ def build(
         reactor, config.reconcile, locks=worker_locks,
     ))
     # Every instance refreshes its own gauges (read-only): no worker lock.
-    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events, usage_tracker)
+    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events, usage_tracker, flush_locks)
+    if shared_counters is not None:
+        service.preloads.append(start_redis)  # refuses to start when Redis does not answer
+        service.add_worker(RedisProbe(shared_counters, reactor))  # every process books usage
     service.preloads.append(lambda: usage_tracker.refresh(store))  # this period's baseline, before serving
     add_worker(usage_flush)
     pending = config.write_path.pending_pattern
@@ -491,51 +525,6 @@ def build(
     )
     service.reloader = Reloader(current=config, targets=targets, clock=reactor, record=record)
     return service
-
-
-def load_checked_config(path: str) -> Config:
-    """The config at ``path``, or exit 1 naming every problem (one line each, on stderr).
-
-    Problems are the loader's errors, then the keys that ask for something this build does not do
-    (``s3orch.config.support``). The loader's warnings are printed too, and do not stop the start.
-    """
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for issue in exc.errors:
-            print(f"error: {issue}", file=sys.stderr)
-        raise SystemExit(1) from None
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    refused = refusals(config) + key_file_issues(config.encryption)  # key files are read at start-up
-    for issue in refused:
-        print(f"error: {issue}", file=sys.stderr)
-    if refused:
-        raise SystemExit(1)
-    return config
-
-
-def backend_credentials(
-    configs: Sequence[BackendConfig], env: Mapping[str, str], reactor: Any, timeout: float
-) -> dict[str, CredentialProvider]:
-    """Backend name -> where its keys come from, for the backends with ``credential_source:
-    default_chain`` (the others sign with their keys from config.yaml).
-
-    The chain is resolved once, here, for all of them: a chain that finds nothing is a
-    CredentialError naming the backends, and s3orch does not start.
-    """
-    chained = [(index, b) for index, b in enumerate(configs) if b.credential_source == "default_chain"]
-    if not chained:
-        return {}
-    try:
-        provider = resolve_default_chain(env, reactor, timeout=timeout)
-    except CredentialError as exc:
-        first = chained[0][0]
-        names = ", ".join(repr(b.name) for _, b in chained)
-        raise CredentialError(
-            f"backends[{first}].credential_source: default_chain for backend {names}: {exc}"
-        ) from None
-    return {b.name: provider for _, b in chained}
 
 
 def metrics_listener(listen: str, path: str, is_ready: Callable[[], bool], reactor: Any) -> IService:

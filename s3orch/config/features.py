@@ -347,8 +347,8 @@ class NotificationsConfig:
 
 @dataclass(frozen=True)
 class RedisConfig:
-    """Shared usage counters; an empty ``address`` means Redis is not used. Not yet supported by this
-    build: an address is refused at start-up (``s3orch.config.support``)."""
+    """Shared usage counters (``s3orch.usage.shared``); an empty ``address`` means Redis is not
+    used.  Configured and not answering at start-up: the gateway refuses to start."""
 
     address: str = ""
     password: str = hidden()

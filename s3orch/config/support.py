@@ -87,7 +87,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         lambda config: [] if config.write_path.pending_pattern.enabled else ["write_path.pending_pattern.enabled"],
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
-    Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
 )
 
 

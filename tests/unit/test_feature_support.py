@@ -342,6 +342,28 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_usage_limits.py::test_writes_skip_backends_past_the_ingress_limit_then_507",
         "tests/integration/test_usage_limits.py::test_ingress_limit_on_put_and_upload_part",
     ),
+    # Shared usage counters (s3orch.usage.shared over s3orch.redis).
+    "redis.address": (
+        "tests/unit/test_service_tree.py::BuiltTreeTests::test_with_redis_the_probe_runs_in_every_mode_and_the_flush_takes_lock_1007",
+        "tests/integration/test_usage_redis.py::test_two_gateways_on_one_redis_stay_within_the_documented_bound",
+        "tests/integration/test_usage_redis.py::test_a_gateway_refuses_to_start_when_redis_does_not_answer",
+    ),
+    "redis.password": (
+        "tests/unit/test_redis_resp.py::test_the_client_authenticates_selects_and_reconnects_only_between_commands",
+        "tests/unit/test_redis_counters.py::test_from_config_takes_the_original_keys",
+    ),
+    "redis.key_prefix": (
+        "tests/integration/test_usage_redis.py::test_two_gateways_on_one_redis_stay_within_the_documented_bound",
+        "tests/unit/test_redis_counters.py::test_from_config_takes_the_original_keys",
+    ),
+    "redis.failure_threshold": (
+        "tests/unit/test_redis_counters.py::test_failures_open_the_breaker_and_counting_goes_on_locally",
+        "tests/unit/test_redis_counters.py::test_from_config_takes_the_original_keys",
+    ),
+    "redis.open_timeout": (
+        "tests/unit/test_redis_counters.py::test_the_probe_replays_every_local_delta_in_one_transaction_after_the_open_timeout",
+        "tests/integration/test_usage_redis.py::test_redis_stopped_and_restarted_mid_run_loses_and_doubles_no_count",
+    ),
     "usage_flush.adaptive_enabled": (
         "tests/unit/test_usage_flush.py::test_adaptive_flush_goes_fast_past_the_threshold_and_back",
     ),
@@ -468,7 +490,6 @@ ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
-    "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
 }
 
 
@@ -596,9 +617,7 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
     with_extras = load_config_from_string(
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
-    assert {issue.path for issue in refusals(with_extras)} == {
-        "redis.address",
-    }
+    assert {issue.path for issue in refusals(with_extras)} == set()  # every extra block is built
 
 
 def test_webhook_endpoints_are_built_now_and_accepted() -> None:

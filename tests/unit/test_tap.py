@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s3orch.tap import load_checked_config
+from s3orch.startup import load_checked_config
 
 BACKENDS = """
 backends:
