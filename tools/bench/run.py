@@ -22,12 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
-from tests.support.servers import WeedServer, create_bucket
+from tests.support.gateway import PROJECT_ROOT
 from tools.bench.cells import BenchAborted, OpContext, run_cell, seed
 from tools.bench.cpu import CpuMeter, process_peak_rss
-from tools.bench.peer import RcloneUnion, Upstream
+from tools.bench.environment import BACKEND_COUNT, Environment
 from tools.bench.scenarios import ScenarioResult, list_scenario, rss_scenario
 from tools.bench.stats import (
     CPU_PROCESSES,
@@ -49,7 +47,6 @@ from tools.bench.workloads import (
     PEER,
     QUICK_MPU_PART_SIZE,
     QUICK_MPU_SIZE,
-    REGION,
     RSS_SCENARIO,
     SCENARIOS,
     SMALL_SIZE,
@@ -57,7 +54,6 @@ from tools.bench.workloads import (
     TARGETS,
     MiB,
     Step,
-    Target,
     Workload,
     ab_plan,
     select_scenarios,
@@ -65,128 +61,6 @@ from tools.bench.workloads import (
     size_label,
     workloads,
 )
-
-#: The backends s3orch and rclone union spread over (the direct target is the first one).
-BACKEND_COUNT = 3
-BACKEND_QUOTA = 1 << 40
-
-
-class Environment:
-    """Three backends, s3orch and rclone union in front of them, and the three targets: the
-    first backend's bucket (direct), s3orch's virtual bucket, rclone's bucket."""
-
-    backend_bucket = "bench-backend"
-    peer_bucket = "bench-rclone"
-    #: A second virtual bucket, for the million-key LIST scenario (filled in the database).
-    list_bucket = BucketSpec("bench-list", "benchlistkey", "benchlistsecret")
-
-    def __init__(self, workdir: Path, extra: dict[str, object] | None = None) -> None:
-        self.workdir = workdir
-        #: Extra top-level config sections of the gateway (``--rate-limit``).
-        self.extra = extra or {}
-        self.weeds = [
-            WeedServer(workdir / f"weed{n}", "benchbackendkey", "benchbackendsecret")
-            for n in range(1, BACKEND_COUNT + 1)
-        ]
-        self.weed = self.weeds[0]
-        self.gateway: GatewayProcess | None = None
-        self.peer: RcloneUnion | None = None
-        self.targets: dict[str, Target] = {}
-
-    def start(self) -> None:
-        for weed in self.weeds:
-            weed.start()
-            for bucket_name in (self.backend_bucket, self.peer_bucket):
-                create_bucket(weed.endpoint, bucket_name, weed.access_key, weed.secret_key, REGION)
-        bucket = BucketSpec("bench", "benchkey", "benchsecret")
-        config = GatewayConfig(
-            backends=[
-                # pack routing over unlimited backends is refused (it would only use the first):
-                # each gets a quota no run reaches, so pack fills weed1 as rclone's ff policy does.
-                BackendSpec(
-                    f"weed{n}", w.endpoint, self.backend_bucket, w.access_key, w.secret_key, BACKEND_QUOTA
-                )
-                for n, w in enumerate(self.weeds, 1)
-            ],
-            buckets=[bucket, self.list_bucket],
-            routing_strategy="pack",
-            # The bench measures speed; a large transfer must not trip the tests' 10 s timeout.
-            extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s"},
-            extra=dict(self.extra),
-        )
-        gw_dir = self.workdir / "s3orch"
-        (gw_dir / "spool").mkdir(parents=True, exist_ok=True)
-        self.gateway = GatewayProcess(gw_dir, config.render()).start()
-        upstreams = [
-            Upstream(f"weed{n}", w.endpoint, w.access_key, w.secret_key) for n, w in enumerate(self.weeds, 1)
-        ]
-        self.peer = RcloneUnion(self.workdir / "rclone", upstreams, "benchrclonekey", "benchrclonesecret").start()
-        self.targets = {
-            BASELINE: Target(
-                BASELINE,
-                "127.0.0.1",
-                self.weed.s3_port,
-                self.backend_bucket,
-                self.weed.access_key,
-                self.weed.secret_key,
-            ),
-            CANDIDATE: Target(
-                CANDIDATE, "127.0.0.1", self.gateway.port, bucket.name, bucket.access_key, bucket.secret_key
-            ),
-            PEER: Target(
-                PEER,
-                "127.0.0.1",
-                self.peer.port,
-                self.peer_bucket,
-                self.peer.access_key,
-                self.peer.secret_key,
-                multipart_etag=False,
-            ),
-        }
-
-    @property
-    def gateway_pid(self) -> int | None:
-        proc = self.gateway.proc if self.gateway is not None else None
-        return proc.pid if proc is not None else None
-
-    @property
-    def pids(self) -> dict[str, list[int | None]]:
-        """The processes of each CPU column (weed: the three backends together)."""
-        return {
-            CANDIDATE: [self.gateway_pid],
-            PEER: [self.peer.pid if self.peer is not None else None],
-            "weed": [w.pid for w in self.weeds],
-        }
-
-    @property
-    def database_path(self) -> Path:
-        assert self.gateway is not None
-        return self.gateway.workdir / "s3orch.db"
-
-    def list_target(self) -> Target:
-        """The million-key bucket, through s3orch."""
-        assert self.gateway is not None
-        b = self.list_bucket
-        return Target(CANDIDATE, "127.0.0.1", self.gateway.port, b.name, b.access_key, b.secret_key)
-
-    def check_alive(self) -> None:
-        proc = self.gateway.proc if self.gateway is not None else None
-        if proc is None or proc.poll() is not None:
-            code = proc.returncode if proc is not None else None
-            raise BenchAborted(f"s3orch is not running (exit status {code}); its log is saved below")
-        if self.peer is None or not self.peer.running:
-            raise BenchAborted("rclone serve s3 is not running; its log is saved below")
-        for weed in self.weeds:
-            if not weed.running:
-                raise BenchAborted(f"{weed.data_dir.name} is not running; its log is saved below")
-
-    def stop(self) -> None:
-        if self.gateway is not None:
-            self.gateway.stop()
-        if self.peer is not None:
-            self.peer.stop()
-        for weed in self.weeds:
-            weed.stop()
 
 
 @dataclass
@@ -360,6 +234,10 @@ def results_document(
             "mpu_part_size": opts.mpu_part_size,
             "only": opts.only,
             "quick": opts.quick,
+            "paced_duration_s": opts.paced_duration,
+            "rss_size": opts.rss_size,
+            "list_keys": opts.list_keys,
+            "targets": list(TARGETS),
         },
         "workloads": [asdict(w) for w in selected],
         "summary": [
@@ -377,6 +255,8 @@ def results_document(
                 "cpu_percent": {k: _json_float(v) for k, v in r.cpu.items()},
                 "throughput_ratio": None if r.throughput_ratio is None else spread(r.throughput_ratio),
                 "p50_ratio": None if r.p50_ratio is None else spread(r.p50_ratio),
+                "versus_peer": None if r.versus_peer is None else spread(r.versus_peer),
+                "late": r.late,
             }
             for r in rows
         ],
@@ -398,7 +278,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     names = ", ".join(w.name for w in workloads())
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
-        description="s3orch vs the bare SeaweedFS backend behind it, A/B alternated.",
+        description="s3orch and rclone union vs direct access to the same SeaweedFS backends, alternated by round.",
     )
     parser.add_argument("--rounds", type=int, help="A/B rounds per workload (default 3; --quick: 1)")
     parser.add_argument("--duration", type=float, help="seconds per small-object cell (default 2.5; --quick: 0.5)")
