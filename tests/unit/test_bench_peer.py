@@ -319,6 +319,8 @@ def test_naming_a_scenario_selects_no_table_row() -> None:
 def test_options_default_and_quick_sizes() -> None:
     full, quick = parse_args([]), parse_args(["--quick"])
     assert (full.large_size, full.paced_duration, full.rss_size, full.list_keys) == (64 * MiB, 3.0, 1024 * MiB, 1_000_000)
+    # three targets in ~5 minutes: 2 s per small cell (3 rounds), 3 s per paced cell.
+    assert (full.rounds, full.duration, quick.rounds, quick.duration) == (3, 2.0, 1, 0.5)
     assert (quick.large_size, quick.paced_duration, quick.rss_size) == (16 * MiB, 1.0, 64 * MiB)
     assert parse_args(["--rss-mib", "8", "--list-keys", "10"]).rss_size == 8 * MiB
     with pytest.raises(SystemExit):

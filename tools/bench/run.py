@@ -281,7 +281,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         description="s3orch and rclone union vs direct access to the same SeaweedFS backends, alternated by round.",
     )
     parser.add_argument("--rounds", type=int, help="A/B rounds per workload (default 3; --quick: 1)")
-    parser.add_argument("--duration", type=float, help="seconds per small-object cell (default 2.5; --quick: 0.5)")
+    parser.add_argument("--duration", type=float, help="seconds per small-object cell (default 2; --quick: 0.5)")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -311,7 +311,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
-    duration = args.duration if args.duration is not None else (0.5 if args.quick else 2.5)
+    duration = args.duration if args.duration is not None else (0.5 if args.quick else 2.0)
     large_mib = args.large_mib if args.large_mib is not None else (16 if args.quick else 64)
     paced = args.paced_seconds if args.paced_seconds is not None else (1.0 if args.quick else 3.0)
     rss_mib = args.rss_mib if args.rss_mib is not None else (64 if args.quick else 1024)

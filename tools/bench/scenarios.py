@@ -91,6 +91,12 @@ def format_list_line(figures: dict[str, Any]) -> str:
     return f"{head}: " + "; ".join(parts)
 
 
+def transfer_timeout(size: int) -> float:
+    """A ceiling for one of the 16 transfers: 16 GiB share one loaded machine, so LARGE_TIMEOUT
+    or 0.5 MiB/s for the transfer, whichever is longer."""
+    return max(LARGE_TIMEOUT, 2.0 * size / MiB)
+
+
 async def _sample_rss(pid: int | None, peak: list[int]) -> None:
     while True:
         peak[0] = max(peak[0], process_rss(pid) or 0)
@@ -103,7 +109,7 @@ async def rss_scenario(target: Target, pid: int | None, source: Path, size: int)
     errors = ErrorLog()
     seed_conn = Connection(target)
     try:
-        async with asyncio.timeout(LARGE_TIMEOUT):
+        async with asyncio.timeout(transfer_timeout(size)):
             response = await seed_conn.request("PUT", "rss/down", body_file=FileSlice(source, 0, size))
         if response.status != 200:
             raise BenchAborted(f"seeding rss/down failed: {describe(response)}")
@@ -113,7 +119,7 @@ async def rss_scenario(target: Target, pid: int | None, source: Path, size: int)
     async def transfer(index: int, upload: bool) -> int:
         conn = Connection(target)
         try:
-            async with asyncio.timeout(LARGE_TIMEOUT):
+            async with asyncio.timeout(transfer_timeout(size)):
                 if upload:
                     key = f"rss/up-{index}"
                     response = await conn.request("PUT", key, body_file=FileSlice(source, 0, size))
