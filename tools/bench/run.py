@@ -404,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize(selected, cells)
     errors = sum(c.errors for c in cells) + sum(d.errors for d in done)
     doc = results_document(started, opts, selected, cells, rows, peak_rss)
+    doc["errors_total"] = errors
     doc["scenarios"] = [asdict(d) for d in done]
     doc["summary_lines"] = summary_lines(rows) + [d.line for d in done]
     doc["saved_logs"] = [str(p) for p in saved_logs]
