@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tools.bench.workloads import KiB
@@ -38,6 +39,31 @@ def process_peak_rss(pid: int | None) -> int | None:
     return None
 
 
+def reset_peak_rss(pid: int | None) -> bool:
+    """Reset a process's VmHWM to its current RSS (``clear_refs`` 5, Linux >= 4.0), so a later
+    :func:`process_peak_rss` is the peak of what ran in between; False if the kernel refused."""
+    if pid is None:
+        return False
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def process_rss(pid: int | None) -> int | None:
+    """Current resident set size (VmRSS) in bytes."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * KiB
+    except OSError:
+        pass
+    return None
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """CPU seconds the whole machine (all cores, since boot) spent busy in processes, and in
     interrupts (mostly loopback networking: ours, but charged to no process); NaN if unknown."""
@@ -50,18 +76,25 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (user + nice + system + steal) / _CLOCK_TICKS, (irq + softirq) / _CLOCK_TICKS
 
 
-class CpuMeter:
-    """CPU used between start() and stop(), in % of one core: by the client, by each server,
-    by interrupts ("irq") and by every other process on the machine ("other": a busy neighbour
-    makes a cell noisy)."""
+def processes_cpu_seconds(pids: Sequence[int | None]) -> float:
+    """CPU seconds of several processes together (the three backends are one column); NaN if
+    none is known."""
+    known = [v for v in (process_cpu_seconds(pid) for pid in pids) if not math.isnan(v)]
+    return sum(known) if known else math.nan
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+
+class CpuMeter:
+    """CPU used between start() and stop(), in % of one core: by the client, by each server
+    (or group of servers), by interrupts ("irq") and by every other process on the machine
+    ("other": a busy neighbour makes a cell noisy)."""
+
+    def __init__(self, pids: Mapping[str, Sequence[int | None]]) -> None:
         self.pids = pids
         self._start: dict[str, float] = {}
         self._wall = 0.0
 
     def _now(self) -> dict[str, float]:
-        now = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        now = {name: processes_cpu_seconds(pids) for name, pids in self.pids.items()}
         now["client"] = time.process_time()
         now["machine"], now["irq"] = machine_cpu_seconds()
         return now
