@@ -17,6 +17,7 @@ from twisted.application import internet
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
@@ -69,6 +70,7 @@ from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_exp
 from s3orch.service import GatewayService
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+from s3orch.supervisor import AdoptedListener, Supervisor, bind_listener, child_argv, join_group
 from s3orch.usage.metered import meter
 from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
@@ -136,6 +138,7 @@ def build(
     store: MetadataStore | None = None,
     backend_agents: Mapping[str, IAgent] | None = None,
     mode: str = MODE_ALL,
+    listen_fds: Mapping[str, int] | None = None,
 ) -> GatewayService:
     """Wire a gateway from a loaded config (used by twistd and by tests); the root of its tree.
 
@@ -148,7 +151,11 @@ def build(
     in-process test harness runs this same wiring in memory with them.
 
     ``mode`` (``s3orch.modes``) leaves out the S3 API (worker) or most workers (api).
+
+    ``listen_fds`` (``s3``, ``metrics`` -> descriptor): the sockets a ``server.processes``
+    supervisor bound and handed down, adopted instead of binding (``s3orch.supervisor``).
     """
+    inherited = dict(listen_fds or {})
     server = config.server
     settings = LogSettings(server.log_level, server.log_format)
     if store is None:
@@ -282,6 +289,10 @@ def build(
     context: ReloadableContext | None = None
     if server.tls is not None:
         context = ReloadableContext(server_context(server.tls))
+    if "s3" in inherited:  # one of a server.processes group: the supervisor's socket
+        factory = site if context is None else TLSMemoryBIOFactory(context, False, site)
+        listener = AdoptedListener(inherited["s3"], factory, reactor)
+    elif context is not None:
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
@@ -440,7 +451,7 @@ def build(
             child.admission = admission
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
-        service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
+        service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor, inherited.get("metrics")))
 
     def record(outcome: dict[str, Any]) -> None:
         service.last_reload = outcome
@@ -504,20 +515,47 @@ def backend_credentials(
     return {b.name: provider for _, b in chained}
 
 
-def metrics_listener(listen: str, path: str, is_ready: Callable[[], bool], reactor: Any) -> IService:
-    """``telemetry.metrics.listen``: /metrics (and /health, /health/ready) on an address of its own."""
+def metrics_listener(
+    listen: str, path: str, is_ready: Callable[[], bool], reactor: Any, fd: int | None = None
+) -> IService:
+    """``telemetry.metrics.listen``: /metrics (and /health, /health/ready) on an address of its own
+    (``fd``: the socket a supervisor bound for it)."""
     app = OpsApp(is_ready=is_ready, metrics_enabled=True, metrics_path=path)
     site = Site(app.resource())
     site.noisy = False
     site.displayTracebacks = False
     site.log = lambda request: None  # type: ignore[method-assign]  # no access log for scrapes
     interface, port = parse_listen_addr(listen)
-    service: IService = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    service: IService = (
+        internet.TCPServer(port, site, interface=interface, reactor=reactor)
+        if fd is None
+        else AdoptedListener(fd, site, reactor)
+    )
     service.setName(METRICS_LISTENER)
     return service
 
 
-def makeService(options: Options) -> GatewayService:
+def supervise(config: Config, reactor: Any, count: int, config_path: str, mode: str) -> Supervisor:
+    """The parent of a ``server.processes`` group: binds the listeners, runs ``count`` gateways."""
+    server = config.server
+    metrics = config.telemetry.metrics
+    addresses = {"s3": server.listen_addr}
+    if metrics.enabled and metrics.listen:
+        addresses["metrics"] = metrics.listen
+    sockets = {}
+    for name, address in addresses.items():
+        try:
+            sockets[name] = bind_listener(*parse_listen_addr(address))
+        except OSError as exc:  # the port is taken: said like twistd's own listener says it
+            print(f"error: cannot listen on {address}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+    observer = LogSettings(server.log_level, server.log_format).observer()
+    supervisor = Supervisor(reactor, count, child_argv(config_path, mode), sockets, log_observer=observer)
+    supervisor.forward_sighup()
+    return supervisor
+
+
+def makeService(options: Options) -> IService:
     # Database work runs in thread pools; with the default 5 ms GIL switch interval a
     # finished query can wait that long for the reactor thread to let go (a convoy that
     # adds milliseconds to every request under load).
@@ -530,8 +568,12 @@ def makeService(options: Options) -> GatewayService:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     config = load_checked_config(options["config"])
+    inherited = join_group(reactor, os.environ)  # the sockets, when one of a group
+    count = config.server.process_count
+    if count > 1 and not inherited:
+        return supervise(config, reactor, count, os.path.abspath(options["config"]), mode)
     try:
-        service = build(config, reactor, mode=mode)
+        service = build(config, reactor, mode=mode, listen_fds=inherited)
     except (TLSSetupError, CredentialError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
