@@ -111,8 +111,10 @@ class Supervisor(Service):
         env: Mapping[str, str] | None = None,
         stop_timeout: float = 120.0,
         log_observer: ILogObserver | None = None,
+        kill: Callable[[int, int], None] = os.kill,
     ) -> None:
         self.log_observer = log_observer
+        self.kill = kill
         self.reactor = reactor
         self.count = count
         self.argv = list(argv)
@@ -221,7 +223,7 @@ class Supervisor(Service):
             if child.pid is None:
                 continue
             try:
-                os.kill(child.pid, signum)
+                self.kill(child.pid, signum)
             except ProcessLookupError:
                 pass
 

@@ -63,8 +63,10 @@ class Environment:
 
     backend_bucket = "bench-backend"
 
-    def __init__(self, workdir: Path, extra: dict[str, object] | None = None) -> None:
+    def __init__(self, workdir: Path, extra: dict[str, object] | None = None, processes: int = 1) -> None:
         self.workdir = workdir
+        #: ``server.processes`` of the gateway (``--processes``).
+        self.processes = processes
         #: Extra top-level config sections of the gateway (``--rate-limit``).
         self.extra = extra or {}
         self.weed = WeedServer(workdir / "weed", "benchbackendkey", "benchbackendsecret")
@@ -89,7 +91,7 @@ class Environment:
             ],
             buckets=[bucket],
             # The bench measures speed; a 256 MiB transfer must not trip the tests' 10 s timeout.
-            extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s"},
+            extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s", "processes": self.processes},
             extra=dict(self.extra),
         )
         gw_dir = self.workdir / "s3orch"
@@ -140,6 +142,7 @@ class Options:
     mpu_size: int = MPU_SIZE
     mpu_part_size: int = MPU_PART_SIZE
     rate_limit: bool = False
+    processes: int = 1
 
 
 def _log(message: str) -> None:
@@ -253,6 +256,7 @@ def results_document(
             "mpu_part_size": opts.mpu_part_size,
             "only": opts.only,
             "quick": opts.quick,
+            "processes": opts.processes,
         },
         "workloads": [asdict(w) for w in selected],
         "summary": [
@@ -308,12 +312,15 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--rate-limit", action="store_true",
         help="switch rate_limit on with a rate no workload reaches: the limiter's cost on the request path",
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server.processes of the gateway (default 1: one reactor)"
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     duration = args.duration if args.duration is not None else (0.5 if args.quick else 3.0)
     large_mib = args.large_mib if args.large_mib is not None else (16 if args.quick else 256)
-    if rounds < 1 or duration <= 0 or large_mib < 1:
-        parser.error("--rounds, --duration and --large-mib must be positive")
+    if rounds < 1 or duration <= 0 or large_mib < 1 or args.processes < 1:
+        parser.error("--rounds, --duration, --large-mib and --processes must be positive")
     mpu_size, mpu_part_size = (QUICK_MPU_SIZE, QUICK_MPU_PART_SIZE) if args.quick else (MPU_SIZE, MPU_PART_SIZE)
     return Options(
         rounds,
@@ -326,6 +333,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         mpu_size,
         mpu_part_size,
         args.rate_limit,
+        args.processes,
     )
 
 
@@ -361,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     workdir = Path(tempfile.mkdtemp(prefix="s3orch-bench-"))
     unreachable = {"enabled": True, "requests_per_sec": 1e9, "burst": 1_000_000_000}
-    env = Environment(workdir, {"rate_limit": unreachable} if opts.rate_limit else None)
+    env = Environment(workdir, {"rate_limit": unreachable} if opts.rate_limit else None, opts.processes)
     cells: list[CellResult] = []
     peak_rss: dict[str, int | None] = {}
     saved_logs: list[Path] = []
