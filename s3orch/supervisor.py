@@ -276,6 +276,9 @@ def join_group(reactor: Any, env: Mapping[str, str]) -> dict[str, int]:
     if SUPERVISOR_ENV not in env:
         return {}
     PROCESS_FIELDS.update(pid=os.getpid(), process=int(env.get(INDEX_ENV, "0")))
+    # A process group of its own: a terminal's Ctrl-C (or a signal to the supervisor's group)
+    # reaches the supervisor only, which stops the children once, in order.
+    os.setpgid(0, 0)
     watch = watch_group(reactor, int(env[SUPERVISOR_ENV]))
     reactor.callWhenRunning(watch.start, 1.0, False)
     return inherited_fds(env)

@@ -509,6 +509,11 @@ def _check_processes(config: Config, report: Report) -> None:
             "server.processes",
             "several processes need one database: an in-memory SQLite database is per process",
         )
+    if config.cache.enabled:  # invalidated by this process's writes only: another's would read stale
+        report.error(
+            "server.processes",
+            "cannot be combined with cache.enabled: each process's cache misses the other processes' writes",
+        )
     if config.rate_limit.enabled:
         report.warn(
             "server.processes",

@@ -67,6 +67,11 @@ def test_several_processes_on_an_in_memory_sqlite_database_are_refused() -> None
     assert _load({"processes": 1}, database={"driver": "sqlite", "path": ":memory:"}).server.process_count == 1
 
 
+def test_several_processes_with_a_per_process_object_cache_are_refused() -> None:
+    errors = _errors({"processes": 2}, cache={"enabled": True})
+    assert any(e.startswith("server.processes: cannot be combined with cache.enabled") for e in errors), errors
+
+
 def test_the_rate_limiter_with_several_processes_warns_that_its_limit_is_per_process() -> None:
     config = _load({"processes": 2}, rate_limit={"enabled": True, "requests_per_sec": 10})
     assert [str(w) for w in config.warnings if w.path == "server.processes"] == [
