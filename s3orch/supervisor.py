@@ -22,6 +22,7 @@ directory is removed when the group stops (when the parent created it).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -143,6 +144,9 @@ class Supervisor(Service):
         if not self.metrics_dir:
             self.metrics_dir = tempfile.mkdtemp(prefix="s3orch-metrics-")
             self._own_dir = True
+        else:  # an operator's directory: a previous group's counts must not be added to ours
+            for stale in glob.glob(os.path.join(self.metrics_dir, "*.db")):
+                os.unlink(stale)
         _log.info(
             "supervising {count} processes on one listener (pid {pid})",
             count=self.count, pid=os.getpid(), component="supervisor",

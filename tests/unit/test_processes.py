@@ -164,12 +164,16 @@ class _Reactor(Clock):
         return _Transport(pid)
 
 
-def _supervisor(tmp_path: Path, count: int = 2) -> tuple[Supervisor, _Reactor, list[tuple[int, int]], socket.socket]:
+def _supervisor(
+    tmp_path: Path, count: int = 2, own_dir: bool = False
+) -> tuple[Supervisor, _Reactor, list[tuple[int, int]], socket.socket]:
+    """``own_dir``: the supervisor makes (and removes) the metrics directory, else tmp_path's."""
     reactor = _Reactor()
     sock = socket.socket()
     kills: list[tuple[int, int]] = []
+    env = {"KEEP": "1"} if own_dir else {"KEEP": "1", MULTIPROC_ENV: str(tmp_path)}
     supervisor = Supervisor(
-        reactor, count, ["python", "-c", "twistd"], {"s3": sock}, env={"KEEP": "1"}, kill=lambda pid, sig: kills.append((pid, sig))
+        reactor, count, ["python", "-c", "twistd"], {"s3": sock}, env=env, kill=lambda pid, sig: kills.append((pid, sig))
     )
     return supervisor, reactor, kills, sock
 
@@ -179,17 +183,18 @@ def _end(reactor: _Reactor, index: int, signum: int | None = 9) -> None:
 
 
 def test_children_get_the_socket_their_number_the_parent_and_one_metrics_directory(tmp_path: Path) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"a previous group's")
     supervisor, reactor, _, sock = _supervisor(tmp_path)
     supervisor.startService()
     assert len(reactor.spawned) == 2
+    assert list(tmp_path.iterdir()) == []  # its counts are not ours
     envs = [spawn["env"] for spawn in reactor.spawned]
     assert [env[INDEX_ENV] for env in envs] == ["0", "1"]
     assert {env[SUPERVISOR_ENV] for env in envs} == {str(os.getpid())}
     assert inherited_fds(envs[0]) == {"s3": sock.fileno()}
     assert envs[0]["KEEP"] == "1" and envs[0][FDS_ENV] == f"s3={sock.fileno()}"
     assert sock.fileno() in reactor.spawned[0]["fds"] and reactor.spawned[0]["fds"][sock.fileno()] == sock.fileno()
-    directory = envs[0][MULTIPROC_ENV]
-    assert directory == envs[1][MULTIPROC_ENV] and Path(directory).is_dir()
+    assert envs[0][MULTIPROC_ENV] == envs[1][MULTIPROC_ENV] == str(tmp_path)  # an operator's choice is kept
     assert inherited_fds({}) == {}
 
 
@@ -215,9 +220,10 @@ def test_a_crashed_child_is_restarted_with_a_growing_back_off_and_the_others_lef
 
 
 def test_sighup_goes_to_every_child_and_stop_waits_for_all_then_cleans_up(tmp_path: Path) -> None:
-    supervisor, reactor, kills, sock = _supervisor(tmp_path)
+    supervisor, reactor, kills, sock = _supervisor(tmp_path, own_dir=True)
     supervisor.startService()
     directory = Path(reactor.spawned[0]["env"][MULTIPROC_ENV])
+    assert directory.is_dir() and directory.name.startswith("s3orch-metrics-")
     supervisor._reload()
     assert kills == [(50000, signal.SIGHUP), (50001, signal.SIGHUP)]
     kills.clear()
