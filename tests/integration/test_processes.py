@@ -15,7 +15,7 @@ import random
 import signal
 import sqlite3
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import PHOTOS, quota_rows, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY, fresh_bucket
+from tests.integration.test_tls import PKI, _verified_client
 from tests.support.auditor import Auditor
 from tests.support.configs import BackendSpec, GatewayConfig
 from tests.support.gateway import GatewayProcess
@@ -171,3 +172,30 @@ def test_sighup_reloads_every_child_a_crashed_child_is_replaced_and_sigterm_stop
     assert gw.stop(signal.SIGTERM, timeout=60) in (0, -signal.SIGTERM)
     assert not any(_alive(pid) for pid in replaced)
     assert "all processes stopped" in gw.log_text()
+
+
+def test_a_group_serves_tls_from_every_child(
+    tmp_path: Path, moto_backends: Callable[..., list[BackendSpec]]
+) -> None:
+    pki = PKI(tmp_path / "pki")
+    config = GatewayConfig(
+        backends=moto_backends(1),
+        extra_server={"processes": 2, "tls": {"cert_file": pki.server_cert, "key_file": pki.server_key}},
+    )
+    gw = GatewayProcess(tmp_path / "tls", config.render(), tls_context=pki.client_context())
+    gw.start(timeout=90)
+    try:
+        assert poll(lambda: len(_children(gw)), lambda n: n == 2, 30) == 2
+        clients = [_verified_client(gw, pki.ca_file, None) for _ in range(16)]  # 16 connections at once
+
+        def put(i: int) -> None:
+            clients[i % len(clients)].put_object(Bucket="photos", Key=f"tls/{i}", Body=b"over tls %d" % i)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(put, range(160)))
+        client = clients[0]
+        assert client.get_object(Bucket="photos", Key="tls/7")["Body"].read() == b"over tls 7"
+        pids = {r.get("pid") for r in _records(gw) if r.get("event") == "s3.PutObject"}
+        assert len(pids - {None}) == 2, pids  # both children did TLS handshakes and served
+    finally:
+        gw.stop(timeout=60)
