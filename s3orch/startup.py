@@ -1,6 +1,7 @@
-"""What ``twistd s3orch`` checks before it builds anything: the config (the loader's errors, the
-keys this build refuses, the encryption key files) and where default-chain backend
-credentials come from.  A problem here exits 1 with one line per problem, never a traceback."""
+"""What ``twistd s3orch`` does before it builds a gateway: check the config (the loader's errors,
+the keys this build refuses, the encryption key files), find default-chain backend credentials,
+and, for a ``server.processes`` group, bind the listeners and start the supervisor.  A problem
+here exits 1 with one line per problem, never a traceback."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from s3orch.config import Config, ConfigError, load_config
 from s3orch.config.model import BackendConfig
 from s3orch.config.support import refusals
 from s3orch.crypto.setup import key_file_issues
+from s3orch.observe.logging import LogSettings
+from s3orch.supervisor import Supervisor, bind_listener, child_argv
 
 
 def load_checked_config(path: str) -> Config:
@@ -58,3 +61,30 @@ def backend_credentials(
             f"backends[{first}].credential_source: default_chain for backend {names}: {exc}"
         ) from None
     return {b.name: provider for _, b in chained}
+
+
+def parse_listen_addr(value: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``[v6]:port`` -> (interface, port)."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    return host, int(port)
+
+
+def supervise(config: Config, reactor: Any, count: int, config_path: str, mode: str) -> Supervisor:
+    """The parent of a ``server.processes`` group: binds the listeners, runs ``count`` gateways."""
+    server = config.server
+    metrics = config.telemetry.metrics
+    addresses = {"s3": server.listen_addr}
+    if metrics.enabled and metrics.listen:
+        addresses["metrics"] = metrics.listen
+    sockets = {}
+    for name, address in addresses.items():
+        try:
+            sockets[name] = bind_listener(*parse_listen_addr(address))
+        except OSError as exc:  # the port is taken: said like twistd's own listener says it
+            print(f"error: cannot listen on {address}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+    observer = LogSettings(server.log_level, server.log_format).observer()
+    supervisor = Supervisor(reactor, count, child_argv(config_path, mode), sockets, log_observer=observer)
+    supervisor.forward_sighup()
+    return supervisor

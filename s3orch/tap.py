@@ -17,6 +17,7 @@ from twisted.application import internet
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
@@ -71,9 +72,10 @@ from s3orch.redis.counters import RedisStartupError
 from s3orch.redis.counters import from_config as redis_counters
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
-from s3orch.startup import backend_credentials, load_checked_config
+from s3orch.startup import backend_credentials, load_checked_config, parse_listen_addr, supervise
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+from s3orch.supervisor import AdoptedListener, join_group
 from s3orch.ui.build import SAMPLE_INTERVAL, build_ui
 from s3orch.usage.metered import meter
 from s3orch.usage.shared import SharedUsageCounters
@@ -111,13 +113,6 @@ class Options(usage.Options):
     ]
 
 
-def parse_listen_addr(value: str) -> tuple[str, int]:
-    """``host:port``, ``:port`` or ``[v6]:port`` -> (interface, port)."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]")
-    return host, int(port)
-
-
 def instance_id() -> str:
     """This process among the instances sharing a database (cleanup claims record it)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -144,6 +139,7 @@ def build(
     store: MetadataStore | None = None,
     backend_agents: Mapping[str, IAgent] | None = None,
     mode: str = MODE_ALL,
+    listen_fds: Mapping[str, int] | None = None,
 ) -> GatewayService:
     """Wire a gateway from a loaded config (used by twistd and by tests); the root of its tree.
 
@@ -156,7 +152,11 @@ def build(
     in-process test harness runs this same wiring in memory with them.
 
     ``mode`` (``s3orch.modes``) leaves out the S3 API (worker) or most workers (api).
+
+    ``listen_fds`` (``s3``, ``metrics`` -> descriptor): the sockets a ``server.processes``
+    supervisor bound and handed down, adopted instead of binding (``s3orch.supervisor``).
     """
+    inherited = dict(listen_fds or {})
     server = config.server
     # The dashboard's log page reads a 5000-line ring (BEHAVIOURS 1.29); the admin API's default is smaller.
     settings = LogSettings(server.log_level, server.log_format, ring=LogRing(5000) if config.ui.enabled else None)
@@ -313,6 +313,10 @@ def build(
     context: ReloadableContext | None = None
     if server.tls is not None:
         context = ReloadableContext(server_context(server.tls))
+    if "s3" in inherited:  # one of a server.processes group: the supervisor's socket
+        factory = site if context is None else TLSMemoryBIOFactory(context, False, site)
+        listener = AdoptedListener(inherited["s3"], factory, reactor)
+    elif context is not None:
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
@@ -508,7 +512,7 @@ def build(
             child.admission = admission
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
-        service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
+        service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor, inherited.get("metrics")))
 
     def record(outcome: dict[str, Any]) -> None:
         service.last_reload = outcome
@@ -527,20 +531,27 @@ def build(
     return service
 
 
-def metrics_listener(listen: str, path: str, is_ready: Callable[[], bool], reactor: Any) -> IService:
-    """``telemetry.metrics.listen``: /metrics (and /health, /health/ready) on an address of its own."""
+def metrics_listener(
+    listen: str, path: str, is_ready: Callable[[], bool], reactor: Any, fd: int | None = None
+) -> IService:
+    """``telemetry.metrics.listen``: /metrics (and /health, /health/ready) on an address of its own
+    (``fd``: the socket a supervisor bound for it)."""
     app = OpsApp(is_ready=is_ready, metrics_enabled=True, metrics_path=path)
     site = Site(app.resource())
     site.noisy = False
     site.displayTracebacks = False
     site.log = lambda request: None  # type: ignore[method-assign]  # no access log for scrapes
     interface, port = parse_listen_addr(listen)
-    service: IService = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    service: IService = (
+        internet.TCPServer(port, site, interface=interface, reactor=reactor)
+        if fd is None
+        else AdoptedListener(fd, site, reactor)
+    )
     service.setName(METRICS_LISTENER)
     return service
 
 
-def makeService(options: Options) -> GatewayService:
+def makeService(options: Options) -> IService:
     # Database work runs in thread pools; with the default 5 ms GIL switch interval a
     # finished query can wait that long for the reactor thread to let go (a convoy that
     # adds milliseconds to every request under load).
@@ -553,8 +564,12 @@ def makeService(options: Options) -> GatewayService:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     config = load_checked_config(options["config"])
+    inherited = join_group(reactor, os.environ)  # the sockets, when one of a group
+    count = config.server.process_count
+    if count > 1 and not inherited:
+        return supervise(config, reactor, count, os.path.abspath(options["config"]), mode)
     try:
-        service = build(config, reactor, mode=mode)
+        service = build(config, reactor, mode=mode, listen_fds=inherited)
     except (TLSSetupError, CredentialError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

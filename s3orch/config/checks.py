@@ -21,6 +21,7 @@ from s3orch.config.model import (
     ConfigIssue,
     CredentialConfig,
     ServerConfig,
+    process_count,
 )
 from s3orch.config.units import KiB, MiB, format_duration, parse_duration
 
@@ -481,6 +482,7 @@ def _check_notifications(config: Config, report: Report) -> None:
 
 def validate(config: Config, report: Report) -> None:
     _check_server(config.server, report)
+    _check_processes(config, report)
     _check_buckets(config, report)
     _check_database(config, report)
     _check_backends(config, report)
@@ -491,6 +493,36 @@ def validate(config: Config, report: Report) -> None:
     _check_lifecycle(config, report)
     _check_notifications(config, report)
     _check_read_path(config, report)
+
+
+def _check_processes(config: Config, report: Report) -> None:
+    """``server.processes``: an integer >= 1 or ``auto``; several processes need a shared database file."""
+    try:
+        count = process_count(config.server.processes)
+    except ValueError:
+        report.error("server.processes", "must be an integer >= 1 or 'auto'")
+        return
+    if count < 1:
+        report.error("server.processes", "must be >= 1 (or 'auto': one per CPU)")
+        return
+    if count == 1:
+        return
+    database = config.database
+    if database.driver == "sqlite" and (database.path == ":memory:" or database.path.startswith("file::memory:")):
+        report.error(
+            "server.processes",
+            "several processes need one database: an in-memory SQLite database is per process",
+        )
+    if config.cache.enabled:  # invalidated by this process's writes only: another's would read stale
+        report.error(
+            "server.processes",
+            "cannot be combined with cache.enabled: each process's cache misses the other processes' writes",
+        )
+    if config.rate_limit.enabled:
+        report.warn(
+            "server.processes",
+            f"rate_limit buckets are per process: a client may get up to {count}x requests_per_sec and burst",
+        )
 
 
 def _check_read_path(config: Config, report: Report) -> None:

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from klein import Klein
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.web.iweb import IRequest
 
 from s3orch.observe.logging import new_request_id
 from s3orch.observe.metrics import REGISTRY
+from s3orch.observe.multiproc import exposition
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -100,7 +101,7 @@ class OpsApp:
             return b"method not allowed\n"
         if self.metrics_enabled and "/" + rest == self.metrics_path:
             request.setHeader("content-type", CONTENT_TYPE_LATEST)
-            return generate_latest(REGISTRY)
+            return exposition(REGISTRY)  # the whole group's with server.processes > 1
         request.setResponseCode(404)
         request.setHeader("content-type", "text/plain")
         return b"not found\n"

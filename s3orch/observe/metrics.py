@@ -9,10 +9,11 @@ from __future__ import annotations
 import platform
 from functools import lru_cache
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 import twisted
 from s3orch import __version__
+from s3orch.observe.multiproc import Gauge
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -20,9 +21,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 _SIZE_BUCKETS = (1024, 16384, 65536, 262144, 1048576, 8388608, 67108864, 268435456, 1073741824, 5368709120)
 
 #: The original's ``{version, go_version}`` becomes ``{version, python, twisted}``.
-BUILD_INFO = Gauge(
-    "s3o_build_info", "Build metadata", ["version", "python", "twisted"], registry=REGISTRY
-)
+BUILD_INFO = Gauge("s3o_build_info", "Build metadata", ["version", "python", "twisted"], registry=REGISTRY)
 BUILD_INFO.labels(__version__, platform.python_version(), twisted.__version__).set(1)
 
 #: The HTTP methods that label request metrics; any other method counts as "OTHER".

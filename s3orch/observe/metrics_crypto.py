@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from s3orch.observe.metrics import REGISTRY
+from s3orch.observe.multiproc import Gauge
 
 ENCRYPTION_OPERATIONS = Counter(
     "s3o_encryption_operations",

@@ -4,9 +4,10 @@ over-replication cleaner, the rebalancer, reconcile and import (``s3o_*``, on th
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from s3orch.observe.metrics import REGISTRY
+from s3orch.observe.multiproc import Gauge
 
 # --- replication (s3orch.core.replication) ----------------------------------------------------
 

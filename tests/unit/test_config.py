@@ -140,6 +140,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "allow_sigv2": True,
             "regions": (),
             "max_concurrent_per_credential": 0,
+            "processes": "1",
         },
         "database": {
             "driver": "sqlite",

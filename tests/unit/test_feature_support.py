@@ -84,6 +84,10 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_server_timeouts.py::test_slow_body_gets_408_at_read_timeout_and_is_accounted",
     ),
     "server.idle_timeout": ("tests/unit/test_feature_support.py::test_idle_keep_alive_connections_close_at_idle_timeout",),
+    "server.processes": (
+        "tests/integration/test_processes.py::test_two_processes_share_the_port_keep_quotas_exact_and_count_in_one_metrics_view",
+        "tests/unit/test_processes.py::test_processes_defaults_to_one_and_takes_an_integer_or_auto",
+    ),
     "server.shutdown_delay": (
         "tests/unit/test_service_lifecycle.py::test_shutdown_delay_keeps_serving_and_ready_before_the_drain",
     ),

@@ -14,10 +14,22 @@ from tools.bench.workloads import KiB
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_seconds(pid: int | None) -> float:
-    """User+system CPU seconds of a process (all its threads), NaN if unknown."""
-    if pid is None:
-        return math.nan
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid``: a ``server.processes`` gateway is a supervisor and its gateways."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _own_cpu_seconds(pid: int) -> float:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -26,10 +38,27 @@ def process_cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def process_cpu_seconds(pid: int | None) -> float:
+    """User+system CPU seconds of a process (all its threads) and its live children, NaN if unknown."""
+    if pid is None:
+        return math.nan
+    own = _own_cpu_seconds(pid)
+    children = (_own_cpu_seconds(child) for child in child_pids(pid)) if not math.isnan(own) else ()
+    return own + sum(v for v in children if not math.isnan(v))
+
+
 def process_peak_rss(pid: int | None) -> int | None:
-    """Peak resident set size (VmHWM) in bytes: shows whether a process held a large body whole."""
+    """Peak resident set size (VmHWM) in bytes, summed with its live children's: shows whether a
+    process held a large body whole."""
     if pid is None:
         return None
+    own = _own_peak_rss(pid)
+    if own is None:
+        return None
+    return own + sum(_own_peak_rss(child) or 0 for child in child_pids(pid))
+
+
+def _own_peak_rss(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

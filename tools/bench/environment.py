@@ -26,8 +26,10 @@ class Environment:
     #: A second virtual bucket, for the million-key LIST scenario (filled in the database).
     list_bucket = BucketSpec("bench-list", "benchlistkey", "benchlistsecret")
 
-    def __init__(self, workdir: Path, extra: dict[str, object] | None = None) -> None:
+    def __init__(self, workdir: Path, extra: dict[str, object] | None = None, processes: int = 1) -> None:
         self.workdir = workdir
+        #: ``server.processes`` of the gateway (``--processes``).
+        self.processes = processes
         #: Extra top-level config sections of the gateway (``--rate-limit``).
         self.extra = extra or {}
         self.weeds = [
@@ -57,7 +59,7 @@ class Environment:
             buckets=[bucket, self.list_bucket],
             routing_strategy="pack",
             # The bench measures speed; a large transfer must not trip the tests' 10 s timeout.
-            extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s"},
+            extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s", "processes": self.processes},
             extra=dict(self.extra),
         )
         gw_dir = self.workdir / "s3orch"

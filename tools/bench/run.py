@@ -85,6 +85,7 @@ class Options:
     #: The heavy scenarios: object size of the 16 transfers, keys of the big bucket.
     rss_size: int = 1024 * MiB
     list_keys: int = 1_000_000
+    processes: int = 1
 
 
 def _log(message: str) -> None:
@@ -243,6 +244,7 @@ def results_document(
             "rss_size": opts.rss_size,
             "list_keys": opts.list_keys,
             "targets": list(TARGETS),
+            "processes": opts.processes,
         },
         "workloads": [asdict(w) for w in selected],
         "summary": [
@@ -322,6 +324,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--encryption", action="store_true",
         help="switch envelope encryption on (inline master key, default chunk size): its cost on large PUT/GET",
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server.processes of the gateway (default 1: one reactor)"
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     duration = args.duration if args.duration is not None else (0.5 if args.quick else 2.0)
@@ -330,6 +335,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     rss_mib = args.rss_mib if args.rss_mib is not None else (64 if args.quick else 1024)
     if rounds < 1 or duration <= 0 or large_mib < 1 or paced <= 0 or rss_mib < 1 or args.list_keys < 1:
         parser.error("--rounds, --duration, --large-mib, --paced-seconds, --rss-mib and --list-keys must be positive")
+    if args.processes < 1:
+        parser.error("--processes must be positive")
     mpu_size, mpu_part_size = (QUICK_MPU_SIZE, QUICK_MPU_PART_SIZE) if args.quick else (MPU_SIZE, MPU_PART_SIZE)
     return Options(
         rounds,
@@ -347,6 +354,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         paced,
         rss_mib * MiB,
         args.list_keys,
+        args.processes,
     )
 
 
@@ -390,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra["cache"] = {"enabled": True}
     if opts.encryption:
         extra["encryption"] = {"enabled": True, "master_key": base64.b64encode(os.urandom(32)).decode()}
-    env = Environment(workdir, extra or None)
+    env = Environment(workdir, extra or None, opts.processes)
     cells: list[CellResult] = []
     done: list[ScenarioResult] = []
     peak_rss: dict[str, int | None] = {}
