@@ -129,7 +129,7 @@ def _request_date(headers: Mapping[str, Sequence[str]]) -> tuple[str, float, boo
     return date, moment, False
 
 
-def _bad_date() -> AccessDenied:
+def _bad_date() -> S3Error:
     return AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
 
 
