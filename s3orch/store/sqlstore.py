@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
@@ -78,6 +77,9 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _STRATEGIES = ("pack", "spread")
+#: Read transactions that are a lookup by key: the engine may run them without a thread hop
+#: (:meth:`~s3orch.store.engine.ConnectionPools.run_point_read`).
+POINT_READS: frozenset[Callable[..., object]] = frozenset({objects.txn_get_object})
 
 
 def _check_strategy(strategy: str) -> None:
@@ -112,21 +114,14 @@ class SQLStore(ReconcileTransactions, IntegrityTransactions):
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
-        return await self._run(lambda p, n: p.run_transaction(read_only, idempotent, n, fn, *args, **kwargs))
-
-    async def _point_read(
-        self, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
-    ) -> _T:
-        """A lookup by key: the engine may answer it without a thread hop (run_point_read)."""
-        return await self._run(lambda p, n: p.run_point_read(n, fn, *args, **kwargs))
-
-    async def _run(self, start: Callable[[ConnectionPools, Notes], Deferred[_T]]) -> _T:
         pools = self._pools
         if pools is None:
             raise StoreError("the store is not started")
         notes = Notes()
         try:
-            return await start(pools, notes)
+            if fn in POINT_READS:
+                return await pools.run_point_read(notes, fn, *args, **kwargs)
+            return await pools.run_transaction(read_only, idempotent, notes, fn, *args, **kwargs)
         except Exception as exc:
             if self.engine.is_unavailable(exc):
                 raise StoreUnavailable(f"{self.engine.describe()}: {exc}".strip()) from exc
@@ -202,7 +197,7 @@ class SQLStore(ReconcileTransactions, IntegrityTransactions):
         return result
 
     async def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
-        return await self._point_read(objects.txn_get_object, bucket, key)
+        return await self._read(objects.txn_get_object, bucket, key)
 
     async def objects_since(
         self, since: float, limit: int, known: Collection[tuple[str, str, str]] = ()
