@@ -129,19 +129,21 @@ def test_a_drain_of_500_objects_with_puts_going_on_and_a_kill_in_the_middle(
 
     stop = threading.Event()
 
-    def writer() -> None:
-        """New keys and overwrites of old ones, for the whole drain and across the kill."""
+    def writer(n: int) -> None:
+        """New keys and overwrites of old ones, for the whole drain and across the kill.  Each
+        writer owns its keys (the old ones of its parity): two clients racing on one key would
+        make "the last acknowledged write" ambiguous, and the check could not say which won."""
         count = 0
         while not stop.is_set():
             if count % 3 == 2:
-                key = f"old/{(count * 37) % OBJECTS:04d}"  # an overwrite racing its move
+                key = f"old/{((count * 37) % (OBJECTS // 2)) * 2 + n:04d}"  # an overwrite racing its move
             else:
-                key = f"new/{count:05d}"
+                key = f"new/{n}-{count:05d}"
             if not writes.put(client, key, os.urandom(700 + count % 500)):
                 stop.wait(0.05)  # the gateway is down: try again shortly
             count += 1
 
-    threads = [threading.Thread(target=writer) for _ in range(2)]
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
     for thread in threads:
         thread.start()
     try:
