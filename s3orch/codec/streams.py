@@ -41,6 +41,7 @@ from s3orch.codec.zstd import (
     table_size,
     zstd_level,
 )
+from s3orch.config.features import CompressionConfig
 from s3orch.core.spool import Offload
 from s3orch.observe import compression_metrics as m
 from s3orch.payload import Payload
@@ -67,6 +68,11 @@ class CompressionSettings:
     def __post_init__(self) -> None:
         zstd_level(self.level)
         check_chunk_size(self.chunk_size)
+
+    @classmethod
+    def from_config(cls, config: CompressionConfig) -> CompressionSettings:
+        """``compression.*`` (``level`` empty means default; the loader checked the ranges)."""
+        return cls(config.level or "default", config.chunk_size, config.min_size, config.min_ratio)
 
 
 def frames_for(logical_size: int, chunk_size: int) -> int:

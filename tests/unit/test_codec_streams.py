@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from s3orch.backend.interface import BackendStream, PushProducer
+from s3orch.backend.interface import BackendError, BackendStream, PushProducer
 from s3orch.backend.memory import MemoryBackend
 from s3orch.codec import zstd as z
 from s3orch.codec.streams import (
@@ -22,6 +23,7 @@ from s3orch.codec.streams import (
     compress_spool,
     open_decompressed,
 )
+from s3orch.config.features import CompressionConfig
 from s3orch.core.spool import run_here
 from s3orch.observe import compression_metrics as m
 from s3orch.payload import Payload
@@ -117,6 +119,10 @@ def test_random_data_and_small_bodies_are_stored_as_is() -> None:
 
 
 def test_settings_are_checked() -> None:
+    assert CompressionSettings.from_config(CompressionConfig()) == CompressionSettings(
+        "default", 1024 * 1024, 4096, 0.95
+    )
+    assert CompressionSettings.from_config(CompressionConfig(level="best", chunk_size=CHUNK)).level == "best"
     with pytest.raises(ValueError):
         CompressionSettings(level="ultra")
     with pytest.raises(ValueError):
@@ -186,3 +192,52 @@ def test_backpressure_reaches_the_backend() -> None:
     sink = Sink()
     stream.deliver(sink)
     assert sink.producer is stream._inner  # type: ignore[attr-defined]
+
+
+class PausingSink(Sink):
+    """Pauses its producer once ``limit`` bytes arrived (a slow client)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.data) >= self.limit and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+def test_a_paused_client_pauses_the_backend_and_resumes_to_the_exact_bytes() -> None:
+    clock = Clock()
+    backend = MemoryBackend("b1", chunk_size=1024, clock=clock)
+    data = b"".join(hashlib.sha256(b"%d" % (i // 8)).digest() for i in range(8192))  # 256 KiB, compressible
+    store(data, backend)
+    stream = open_(backend, data, None)
+    sink = PausingSink(2 * CHUNK)
+    results: list[object] = []
+    stream.deliver(sink).addBoth(results.append)
+    for _ in range(2000):
+        clock.advance(0)
+    inner = stream._inner  # type: ignore[attr-defined]
+    assert inner.producerState == "paused" and not results
+    held = inner.delivered
+    clock.advance(0)
+    assert inner.delivered == held  # nothing more is read from the backend while paused
+    sink.limit = len(data) + 1
+    assert sink.producer is not None
+    sink.producer.resumeProducing()
+    for _ in range(2000):
+        clock.advance(0)
+    assert results == [None] and bytes(sink.data) == data
+
+
+def test_a_body_cut_short_releases_only_whole_verified_chunks() -> None:
+    backend = MemoryBackend("b1", chunk_size=1000)
+    store(TEXT, backend)
+    backend.body_fails_after = len(backend.objects["k"]) // 2
+    stream = open_(backend, TEXT, None)
+    sink = Sink()
+    results: list[object] = []
+    stream.deliver(sink).addBoth(results.append)
+    assert isinstance(results[0], Failure) and results[0].check(BackendError)
+    assert len(sink.data) % CHUNK == 0 and TEXT.startswith(bytes(sink.data))
