@@ -206,7 +206,8 @@ class DecompressingStream:
         #: A backend that ignored our Range sends the stream from byte 0: skip to the plan's start.
         self._stored_skip = plan.stored_start if plan is not None and inner.status == 200 else 0
         self._stored_left = fetched
-        if inner.length is not None and inner.length - self._stored_skip < fetched:
+        short = inner.length is not None and inner.length - self._stored_skip < fetched
+        if short or (plan is None and inner.length is not None and inner.length != fetched):
             self.cancel()
             m.COMPRESSION_ERRORS.labels(self._op, "truncated").inc()
             raise CompressedStreamRejected(f"stored stream has {inner.length} bytes, {fetched} expected")
@@ -257,8 +258,8 @@ class DecompressingStream:
             result.callback(None)
 
         def failed(reason: Failure) -> None:
-            if relay.error is not None and reason.check(CancelledError):
-                done(None)  # we cancelled it: a frame failed
+            if (relay.error is not None or relay.cut) and reason.check(CancelledError):
+                done(None)  # we cancelled it: a frame failed, or the wanted frames were in
             else:
                 result.errback(reason)
 
@@ -276,6 +277,8 @@ class _Decompressing:
         self.owner = owner
         self.consumer = consumer
         self.error: CorruptStream | None = None
+        #: A backend that ignored the Range sent every frame we wanted and more: it was cancelled.
+        self.cut = False
 
     def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
         self.consumer.registerProducer(producer, streaming)
@@ -285,7 +288,11 @@ class _Decompressing:
 
     def write(self, data: bytes) -> None:
         owner = self.owner
-        if self.error is not None:
+        if self.error is not None or self.cut:
+            return
+        if owner._plan is not None and owner._stored_left == 0 and not owner._stored_skip:
+            self.cut = True  # the rest of a whole object sent for a range: stop the transfer
+            owner._inner.cancel()
             return
         if owner._stored_skip:
             dropped = min(owner._stored_skip, len(data))

@@ -241,3 +241,29 @@ def test_a_body_cut_short_releases_only_whole_verified_chunks() -> None:
     stream.deliver(sink).addBoth(results.append)
     assert isinstance(results[0], Failure) and results[0].check(BackendError)
     assert len(sink.data) % CHUNK == 0 and TEXT.startswith(bytes(sink.data))
+
+
+def test_a_backend_that_ignores_the_range_is_cut_off_after_the_wanted_frames() -> None:
+    backend = MemoryBackend("b1", chunk_size=1024)
+    hexes = b"".join(hashlib.sha256(b"%d" % i).hexdigest().encode() for i in range(5000))  # ~0.5 ratio
+    assert store(hexes, backend) is not None
+    backend.ranged_get_returns_full = True
+    stream = open_(backend, hexes, (10, 20))
+    inner = stream._inner  # type: ignore[attr-defined]
+    assert read(stream) == hexes[10:21]
+    assert inner.cancelled and inner.delivered < len(backend.objects["k"]) // 2
+
+
+def test_a_copy_longer_than_the_row_says_is_refused_before_the_first_byte() -> None:
+    backend = MemoryBackend("b1")
+    store(TEXT, backend)
+    backend.objects["k"] += b"extra"
+
+    async def open_range(r: tuple[int, int] | None) -> BackendStream:
+        return await backend.get_object("k", r)
+
+    with pytest.raises(CompressedStreamRejected):
+        run(open_decompressed(
+            open_range, stored_size=len(backend.objects["k"]) - 5, logical_size=len(TEXT),
+            chunk_size=CHUNK, byte_range=None,
+        ))
