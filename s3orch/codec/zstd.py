@@ -36,6 +36,7 @@ import zstandard
 SKIPPABLE_MAGIC = 0x184D2A5E
 SEEKABLE_MAGIC = 0x8F92EAB1
 _ZSTD_MAGIC = 0xFD2FB528
+_MAX_FRAME_HEADER = 18  # ZSTD_FRAMEHEADERSIZE_MAX
 FOOTER_SIZE = 9
 ENTRY_SIZE = 8
 _SKIP_HEADER = struct.Struct("<II")
@@ -269,6 +270,8 @@ class ChunkDecompressor:
                 return self._table()
             if magic != _ZSTD_MAGIC:
                 raise CorruptStream("not a zstd frame where one should start")
+            if not self._header_ok():
+                return False
             self._obj = zstandard.ZstdDecompressor().decompressobj()
             self._out.clear()
             self._consumed = 0
@@ -300,6 +303,27 @@ class ChunkDecompressor:
         self._obj = None
         out.append(bytes(self._out))
         self._out.clear()
+        return True
+
+    def _header_ok(self) -> bool:
+        """Check the frame header before decompressing a byte of it (False: need more input).
+
+        Every frame we write declares its content size and a checksum; a header declaring more
+        than a chunk (or, from the table, another size) is refused here, and zstd refuses to
+        decode past the declared size, so a damaged frame cannot make us allocate more than a
+        chunk (a small input can otherwise expand by ~32,000 times)."""
+        head = bytes(self._buffer[:_MAX_FRAME_HEADER])
+        try:
+            params = zstandard.get_frame_parameters(head)
+        except zstandard.ZstdError as exc:
+            if len(head) < _MAX_FRAME_HEADER:
+                return False
+            raise CorruptStream(f"zstd frame header rejected: {exc}") from exc
+        size = params.content_size
+        if not params.has_checksum or size == zstandard.CONTENTSIZE_UNKNOWN or size > self._max_chunk:
+            raise CorruptStream("frame header is not one of a chunk (size, checksum)")
+        if self._expect is not None and size != self._expect[len(self._seen)][1]:
+            raise CorruptStream("frame header does not match its table entry")
         return True
 
     def _table(self) -> bool:

@@ -171,11 +171,29 @@ def test_ranged_read_rejects_frames_that_do_not_match_the_plan() -> None:
     dec.finish()
 
 
-def test_oversized_frames_are_refused() -> None:
-    """A frame decompressing past the chunk size is refused while it grows (memory stays bounded)."""
+def test_oversized_frames_are_refused_from_their_header() -> None:
+    """A frame declaring more than a chunk, or no size, or no checksum is refused before a byte
+    of it is decompressed (a damaged frame cannot make the reader allocate past one chunk)."""
     big = zstandard.ZstdCompressor(write_checksum=True).compress(b"\0" * (4 * CHUNK))
-    with pytest.raises(z.CorruptStream):
-        z.decompress(big + z.encode_table([(len(big), 4 * CHUNK)]), max_chunk=CHUNK)
+    dec = z.ChunkDecompressor(max_chunk=CHUNK)
+    with pytest.raises(z.CorruptStream, match="header"):
+        dec.feed(big[:18])
+    unsized = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False).compress(b"a" * 100)
+    unchecked = zstandard.ZstdCompressor(write_checksum=False).compress(b"a" * 100)
+    for frame in (unsized, unchecked):
+        with pytest.raises(z.CorruptStream, match="header"):
+            z.decompress(frame + z.encode_table([(len(frame), 100)]))
+    good = z.compress(b"b" * 100)
+    with pytest.raises(z.CorruptStream, match="header"):
+        z.ChunkDecompressor(expect=((len(good) - z.table_size(1), 99),)).feed(good)
+
+
+def test_a_short_frame_waits_for_its_header() -> None:
+    stored = z.compress(b"tiny")
+    dec = z.ChunkDecompressor()
+    out = b"".join(dec.feed(stored[i : i + 1]) for i in range(len(stored)))
+    dec.finish()
+    assert out == b"tiny"
 
 
 def test_bad_footers() -> None:
