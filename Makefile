@@ -11,7 +11,9 @@
 #   make run     three local SeaweedFS backends + s3orch on 127.0.0.1:9000 (SQLite; tools/demo.py)
 #   make test    the whole test suite (pytest; configuration lives in setup.cfg)
 #   make lint    ruff + mypy
-#   make bench   benchmarks (python -m tools.bench: tools/bench/)
+#   make bench   benchmarks (python -m tools.bench: tools/bench/): s3orch and rclone union against
+#                direct access to one of the same three SeaweedFS backends, ~5 min; BENCH_ARGS=--quick
+#                for a ~1 min smoke run, BENCH_ARGS='--only rss-16x,list-1m' for the heavy scenarios
 #   make deb     Debian package (needs: apt-get install build-essential debhelper dh-virtualenv
 #                python3.11-venv python3-pip python3-setuptools python3-wheel), from packaging/requirements.lock
 #   make deb-lock  regenerate packaging/requirements.lock from setup.cfg (pip-tools, hashes)
@@ -40,7 +42,7 @@ help:
 	@echo "                   test extras and client tools first (needs npm: npm ci in tests/e2e/js;"
 	@echo "                   restic via apt when root)"
 	@echo "make lint          ruff check + mypy"
-	@echo "make bench         run the benchmarks"
+	@echo "make bench         run the benchmarks (s3orch, rclone union, direct; BENCH_ARGS=--quick)"
 	@echo "make deb           build the Debian package into $(DIST)/"
 	@echo "make clean         remove build output and the install stamp"
 	@echo "make clean-demo    remove the demo's data (.demo/)"

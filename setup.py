@@ -12,7 +12,7 @@ setup(
     # Only s3orch is found: tools/ (make run, make bench) and tests/ never ship
     # (tests/integration/test_packaging.py checks the wheel).
     packages=find_packages(include=["s3orch", "s3orch.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["s3orch_plugin.py"]},
+    package_data={"twisted.plugins": ["s3orch_plugin.py"], "s3orch.ui": ["templates/*.html", "static/*"]},
     data_files=[
         (f"share/s3orch/sql/{engine.name}", [str(p.relative_to(ROOT)) for p in sorted(engine.glob("*.sql"))])
         for engine in sorted((ROOT / "sql").iterdir())

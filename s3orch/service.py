@@ -58,6 +58,8 @@ class GatewayService(MultiService):
         self.store = store
         #: What reloads this gateway's config on SIGHUP (``s3orch.reload.Reloader``), set by ``tap.build``.
         self.reloader: Any = None
+        #: The bulk encryption passes (``s3orch.crypto.passes``), set by ``tap.build`` when a key is configured.
+        self.encryption: Any = None
         #: The run mode (``s3orch.modes``): which children ``tap.build`` gave this process.
         self.mode = "all"
         self.quota_limits = dict(quota_limits)

@@ -10,13 +10,14 @@ import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import internet
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.iweb import IAgent
 from twisted.web.server import Site
@@ -27,21 +28,18 @@ from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.breaker import guard, transition_events
 from s3orch.backend.credentials import (
     CredentialError,
-    CredentialProvider,
     CredentialRefresher,
-    resolve_default_chain,
 )
 from s3orch.backend.interface import ObjectBackend
 from s3orch.backend.s3 import S3Backend
-from s3orch.config import Config, ConfigError, load_config
-from s3orch.config.model import BackendConfig
-from s3orch.config.support import refusals
+from s3orch.config import Config
 from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.cache import ObjectCache
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.degraded import DatabaseBreaker
 from s3orch.core.degraded_reads import DegradedReads, LocationCache
 from s3orch.core.drain import Drainer
+from s3orch.core.fanout import FanOut
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.integrity import Scrubber
 from s3orch.core.intents import IntentResolver
@@ -53,6 +51,8 @@ from s3orch.core.replication import Replicator
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
+from s3orch.crypto.passes import EncryptionPasses
+from s3orch.crypto.setup import build_envelope
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -65,12 +65,20 @@ from s3orch.notify.delivery import TreqPoster
 from s3orch.notify.events import RELOAD_FAILED
 from s3orch.notify.sink import sink_for
 from s3orch.observe.logging import LogSettings
+from s3orch.observe.ring import LogRing
 from s3orch.observe.tracing import TracingService
+from s3orch.redis.client import RedisUnavailable
+from s3orch.redis.counters import RedisStartupError
+from s3orch.redis.counters import from_config as redis_counters
 from s3orch.reload import Reloader, ReloadTargets, reload_on_sighup, warn_if_expiring
 from s3orch.service import GatewayService
+from s3orch.startup import backend_credentials, load_checked_config, parse_listen_addr, supervise
 from s3orch.store import open_store, open_worker_locks
 from s3orch.store.interface import MetadataStore, StoreError, StoreUnavailable
+from s3orch.supervisor import AdoptedListener, join_group
+from s3orch.ui.build import SAMPLE_INTERVAL, build_ui
 from s3orch.usage.metered import meter
+from s3orch.usage.shared import SharedUsageCounters
 from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import SLOT_WORKERS, PeriodicWorker
 from s3orch.workers.breaker_watchdog import BreakerWatchdog
@@ -86,6 +94,7 @@ from s3orch.workers.quota_metrics import QuotaMetricsWorker
 from s3orch.workers.rate_limit_sweep import RateLimitSweeper
 from s3orch.workers.rebalancer import RebalanceWorker
 from s3orch.workers.reconciler import ReconcileWorker
+from s3orch.workers.redis_probe import RedisProbe
 from s3orch.workers.replicator import ReplicatorWorker
 from s3orch.workers.scrubber import ScrubberWorker
 
@@ -102,13 +111,6 @@ class Options(usage.Options):
         ["config", "c", "config.yaml", "Path to the YAML configuration file."],
         ["mode", "m", MODE_ALL, "all (default), api (S3, no workers but usage flush) or worker (workers, no S3)."],
     ]
-
-
-def parse_listen_addr(value: str) -> tuple[str, int]:
-    """``host:port``, ``:port`` or ``[v6]:port`` -> (interface, port)."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]")
-    return host, int(port)
 
 
 def instance_id() -> str:
@@ -137,6 +139,7 @@ def build(
     store: MetadataStore | None = None,
     backend_agents: Mapping[str, IAgent] | None = None,
     mode: str = MODE_ALL,
+    listen_fds: Mapping[str, int] | None = None,
 ) -> GatewayService:
     """Wire a gateway from a loaded config (used by twistd and by tests); the root of its tree.
 
@@ -149,9 +152,14 @@ def build(
     in-process test harness runs this same wiring in memory with them.
 
     ``mode`` (``s3orch.modes``) leaves out the S3 API (worker) or most workers (api).
+
+    ``listen_fds`` (``s3``, ``metrics`` -> descriptor): the sockets a ``server.processes``
+    supervisor bound and handed down, adopted instead of binding (``s3orch.supervisor``).
     """
+    inherited = dict(listen_fds or {})
     server = config.server
-    settings = LogSettings(server.log_level, server.log_format)
+    # The dashboard's log page reads a 5000-line ring (BEHAVIOURS 1.29); the admin API's default is smaller.
+    settings = LogSettings(server.log_level, server.log_format, ring=LogRing(5000) if config.ui.enabled else None)
     if store is None:
         store = open_store(config.database, reactor)
     raw_store = store  # started and closed by the service, past the breaker
@@ -184,7 +192,18 @@ def build(
     }
     # Every backend call is booked against the monthly usage limits (inside the breakers: a call
     # the breaker refused never reached the provider). The limits are the fleet's configs (reloadable).
-    usage_tracker = UsageTracker(lambda: fleet.configs, reactor)
+    # With redis.address, the unflushed counters are every instance's, in Redis (s3orch.usage.shared).
+    shared_counters = redis_counters(config.redis, reactor) if config.redis.enabled else None
+    usage_counters = (
+        SharedUsageCounters(
+            shared_counters, reactor, lambda: [b.name for b in fleet.configs], lambda: usage_tracker.period()
+        )
+        if shared_counters is not None
+        else None
+    )
+    usage_tracker = UsageTracker(lambda: fleet.configs, reactor, usage_counters)
+    if usage_counters is not None:
+        usage_counters.bind(usage_tracker.baseline, lambda: usage_tracker.refresh(store))
     clients = meter(clients, usage_tracker.record)
     # Per-backend circuit breakers wrap the clients: an open backend fails at once.
     breaking = config.backend_circuit_breaker
@@ -219,6 +238,11 @@ def build(
     )
     if config.cache.enabled:  # not reloadable: the cache exists or not for the process's life
         objects.cache = ObjectCache(config.cache, reactor)
+    # Envelope encryption (s3orch.crypto): seals PUTs, opens encrypted records; Vault's token renewed.
+    objects.envelope, renewer = build_envelope(config.encryption, reactor, server.spool_dir or None)
+    if renewer is not None:
+        renewer.start()
+        reactor.addSystemEventTrigger("before", "shutdown", renewer.stop)
     multipart = MultipartService(
         store=store,
         fleet=fleet,
@@ -233,7 +257,7 @@ def build(
     # /metrics is on the S3 port (public, like /health) unless it has an address of its own;
     # then the S3 port treats the path as any other (a request for the bucket "metrics").
     metrics_here = metrics.enabled and not metrics.listen
-    reserved = [b"/health", b"/admin", b"/ui"] + ([metrics.path.encode()] if metrics_here else [])
+    reserved = [b"/health", b"/admin", b"/ui", config.ui.path.rstrip("/").encode()] + ([metrics.path.encode()] if metrics_here else [])
     # One set of admission pools for S3 requests and the backend-calling workers; one limiter
     # for the S3 API and /admin/ (built switched off too: a reload may switch it on).
     admission = Admission.from_config(server, clock=reactor)
@@ -260,15 +284,17 @@ def build(
 
     # The admin API is served only with a token (ui.admin_token, else ui.admin_key).
     admin = None
+    handlers = AdminHandlers(
+        store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
+        breaker_states=fleet.breaker_states, usage=usage_tracker, cache=objects.cache,
+    )
     if config.ui.effective_admin_token:
-        handlers = AdminHandlers(
-            store=store, service=root, backends=fleet.names, clock=reactor, ring=settings.ring,
-            breaker_states=fleet.breaker_states, usage=usage_tracker, cache=objects.cache,
-        )
         admin = AdminApp(handlers, config.ui.effective_admin_token, reactor)
+    # The dashboard (ui.enabled) drives the same handlers as the admin API.
+    dashboard = build_ui(config, handlers, objects, reactor, limiter.client_ip_of) if config.ui.enabled else None
     ops = OpsApp(
         is_ready=is_ready, is_degraded=database.degraded, metrics_enabled=metrics_here,
-        metrics_path=metrics.path, admin=admin,
+        metrics_path=metrics.path, admin=admin, ui=dashboard,
     )
     site = S3Site(
         RootResource(s3, ops.resource()),
@@ -280,32 +306,58 @@ def build(
         reactor=reactor,
         other_gate=admin_gate(limiter),
     )
+    if dashboard is not None:
+        site.upload_paths = (dashboard.path.encode() + b"/api/upload",)
     interface, port = parse_listen_addr(server.listen_addr)
     listener: IService
     context: ReloadableContext | None = None
     if server.tls is not None:
         context = ReloadableContext(server_context(server.tls))
+    if "s3" in inherited:  # one of a server.processes group: the supervisor's socket
+        factory = site if context is None else TLSMemoryBIOFactory(context, False, site)
+        listener = AdoptedListener(inherited["s3"], factory, reactor)
+    elif context is not None:
         listener = internet.SSLServer(port, site, context, interface=interface, reactor=reactor)
     else:
         listener = internet.TCPServer(port, site, interface=interface, reactor=reactor)
     listener.setName(S3_LISTENER)  # type: ignore[no-untyped-call]  # IService's methods are unannotated
 
     async def close_backends() -> None:
+        if objects.fanout is not None:
+            await objects.fanout.drain()  # fan-out copies still running (bounded)
         await cleanups.quiesce()
         await fleet.close()
 
     async def final_usage_flush() -> None:
-        """What the workers and cleanups booked since the last flush reaches the database."""
+        """What the workers and cleanups booked since the last flush reaches the database (with
+        Redis: pushed there first, then drained under lock 1007 unless another instance holds
+        it, which then flushes them)."""
         try:
-            await usage_tracker.flush(store, refresh=False)
-        except (StoreError, StoreUnavailable) as exc:  # the database is gone: said, not a traceback
+            if shared_counters is not None:
+                await shared_counters.push()
+            await usage_tracker.flush(store, refresh=False, locks=flush_locks)
+        except (StoreError, StoreUnavailable, RedisUnavailable) as exc:  # said, not a traceback
             _log.warn("usage counters not flushed at shutdown: {error}", component="usage_flush", error=str(exc))
+
+    async def close_redis() -> None:
+        if shared_counters is not None:
+            await shared_counters.close()
 
     async def close_journal() -> None:
         try:
             await journal.close()
         finally:
             stop_journal_thread()
+
+    # Draining shared counters is a destructive read: one instance at a time (lock 1007).
+    flush_locks = worker_locks if shared_counters is not None else None
+
+    async def start_redis() -> None:
+        assert shared_counters is not None
+        try:
+            await shared_counters.start()
+        except RedisStartupError as exc:  # the operator's message, as for an unreachable database
+            raise StoreUnavailable(str(exc)) from exc
 
     def fail_start() -> None:
         if not reactor.running:  # failed before twistd started the reactor
@@ -317,13 +369,15 @@ def build(
     service = GatewayService(
         store=raw_store,
         quota_limits=fleet.quota_limits(),
-        closers=[close_backends, final_usage_flush, close_journal, worker_locks.close],
+        closers=[close_backends, final_usage_flush, close_redis, close_journal, worker_locks.close],
         log_observer=settings.observer(),
         on_start_failure=fail_start,
         clock=reactor,
         shutdown_delay=server.shutdown_delay,
     )
     service.mode = mode
+    if objects.envelope is not None:
+        service.encryption = EncryptionPasses(objects, objects.envelope, cleanups, reactor)
     owner = instance_id()  # this instance's name on cleanup and intent claims
 
     def add_worker(worker: IService) -> None:
@@ -362,11 +416,19 @@ def build(
         )
         trimming = OverReplicationWorker(cleaner, reactor, config.replication, locks=worker_locks)
         add_worker(trimming)
+        if config.write_path.parallel_copies.enabled:
+            # Writes store every copy at once and answer after replication.ack of them.
+            objects.fanout = multipart.fanout = FanOut(
+                store=store, fleet=fleet, cleanups=cleanups, clock=reactor,
+                routing_strategy=config.routing_strategy, settings=lambda: replicator.config,
+                replicator=replicator,
+            )
     # Always built (integrity may be switched on by a reload); idle while it is off.
     scrubber = Scrubber(
         store=store, fleet=fleet, cleanups=cleanups, clock=reactor, config=config.integrity, events=events
     )
     objects.scrubber = scrubber
+    scrubber.envelope = objects.envelope
     scrubbing = ScrubberWorker(scrubber, reactor, config.integrity, locks=worker_locks)
     add_worker(scrubbing)
     # Drains: the copier is the replicator's machinery, placing on the least utilised backend.
@@ -406,7 +468,10 @@ def build(
         reactor, config.reconcile, locks=worker_locks,
     ))
     # Every instance refreshes its own gauges (read-only): no worker lock.
-    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events, usage_tracker)
+    usage_flush = QuotaMetricsWorker(store, reactor, config.usage_flush, events, usage_tracker, flush_locks)
+    if shared_counters is not None:
+        service.preloads.append(start_redis)  # refuses to start when Redis does not answer
+        service.add_worker(RedisProbe(shared_counters, reactor))  # every process books usage
     service.preloads.append(lambda: usage_tracker.refresh(store))  # this period's baseline, before serving
     add_worker(usage_flush)
     pending = config.write_path.pending_pattern
@@ -438,12 +503,16 @@ def build(
     if serves_s3(mode):  # the journal serves degraded reads: only where the S3 API is
         add_worker(JournalRefresher(store, journal, reactor, breaking_db.journal_refresh, database.degraded))
     service.add_worker(RateLimitSweeper(limiter, reactor))
+    if dashboard is not None:  # the overview's usage chart samples the quota table
+        sampler = internet.TimerService(SAMPLE_INTERVAL, dashboard.history.sample_soon)
+        sampler.setName("ui-usage-history")
+        service.add_worker(sampler)
     for child in service:  # passes that call the backends hold admission slots
         if isinstance(child, PeriodicWorker) and child.name in SLOT_WORKERS:
             child.admission = admission
     service.add_listener(listener)
     if metrics.enabled and metrics.listen:
-        service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor))
+        service.add_listener(metrics_listener(metrics.listen, metrics.path, is_ready, reactor, inherited.get("metrics")))
 
     def record(outcome: dict[str, Any]) -> None:
         service.last_reload = outcome
@@ -462,65 +531,27 @@ def build(
     return service
 
 
-def load_checked_config(path: str) -> Config:
-    """The config at ``path``, or exit 1 naming every problem (one line each, on stderr).
-
-    Problems are the loader's errors, then the keys that ask for something this build does not do
-    (``s3orch.config.support``). The loader's warnings are printed too, and do not stop the start.
-    """
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for issue in exc.errors:
-            print(f"error: {issue}", file=sys.stderr)
-        raise SystemExit(1) from None
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    refused = refusals(config)
-    for issue in refused:
-        print(f"error: {issue}", file=sys.stderr)
-    if refused:
-        raise SystemExit(1)
-    return config
-
-
-def backend_credentials(
-    configs: Sequence[BackendConfig], env: Mapping[str, str], reactor: Any, timeout: float
-) -> dict[str, CredentialProvider]:
-    """Backend name -> where its keys come from, for the backends with ``credential_source:
-    default_chain`` (the others sign with their keys from config.yaml).
-
-    The chain is resolved once, here, for all of them: a chain that finds nothing is a
-    CredentialError naming the backends, and s3orch does not start.
-    """
-    chained = [(index, b) for index, b in enumerate(configs) if b.credential_source == "default_chain"]
-    if not chained:
-        return {}
-    try:
-        provider = resolve_default_chain(env, reactor, timeout=timeout)
-    except CredentialError as exc:
-        first = chained[0][0]
-        names = ", ".join(repr(b.name) for _, b in chained)
-        raise CredentialError(
-            f"backends[{first}].credential_source: default_chain for backend {names}: {exc}"
-        ) from None
-    return {b.name: provider for _, b in chained}
-
-
-def metrics_listener(listen: str, path: str, is_ready: Callable[[], bool], reactor: Any) -> IService:
-    """``telemetry.metrics.listen``: /metrics (and /health, /health/ready) on an address of its own."""
+def metrics_listener(
+    listen: str, path: str, is_ready: Callable[[], bool], reactor: Any, fd: int | None = None
+) -> IService:
+    """``telemetry.metrics.listen``: /metrics (and /health, /health/ready) on an address of its own
+    (``fd``: the socket a supervisor bound for it)."""
     app = OpsApp(is_ready=is_ready, metrics_enabled=True, metrics_path=path)
     site = Site(app.resource())
     site.noisy = False
     site.displayTracebacks = False
     site.log = lambda request: None  # type: ignore[method-assign]  # no access log for scrapes
     interface, port = parse_listen_addr(listen)
-    service: IService = internet.TCPServer(port, site, interface=interface, reactor=reactor)
+    service: IService = (
+        internet.TCPServer(port, site, interface=interface, reactor=reactor)
+        if fd is None
+        else AdoptedListener(fd, site, reactor)
+    )
     service.setName(METRICS_LISTENER)
     return service
 
 
-def makeService(options: Options) -> GatewayService:
+def makeService(options: Options) -> IService:
     # Database work runs in thread pools; with the default 5 ms GIL switch interval a
     # finished query can wait that long for the reactor thread to let go (a convoy that
     # adds milliseconds to every request under load).
@@ -533,8 +564,12 @@ def makeService(options: Options) -> GatewayService:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     config = load_checked_config(options["config"])
+    inherited = join_group(reactor, os.environ)  # the sockets, when one of a group
+    count = config.server.process_count
+    if count > 1 and not inherited:
+        return supervise(config, reactor, count, os.path.abspath(options["config"]), mode)
     try:
-        service = build(config, reactor, mode=mode)
+        service = build(config, reactor, mode=mode, listen_fds=inherited)
     except (TLSSetupError, CredentialError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -41,6 +41,8 @@ MiB = 1024 * 1024
 REGION = "us-east-1"
 #: Loopback only: the demo's credentials are public.  Edit .demo/config.yaml to expose it.
 LISTEN_ADDR = "127.0.0.1:9000"
+#: The dashboard's demo login (the original's quickstart: admin / admin).  Loopback only.
+UI_LOGIN = ("admin", "admin")
 #: How long s3orch may take to drain on stop before it is killed.
 STOP_TIMEOUT = 30.0
 
@@ -124,6 +126,13 @@ def render_config(state: str) -> str:
         "  metrics:\n"
         "    enabled: true\n"
         '    path: "/metrics"\n'
+        "\n"
+        "# The web dashboard at /ui/ (demo login; change both secrets before exposing it).\n"
+        "ui:\n"
+        "  enabled: true\n"
+        f'  admin_key: "{UI_LOGIN[0]}"\n'
+        f'  admin_secret: "{UI_LOGIN[1]}"\n'
+        '  session_secret: "demo-session-secret-change-me"\n'
     )
 
 
@@ -161,6 +170,8 @@ def banner(config_path: Path, listen_addr: str, backends_only: bool) -> str:
         ]
     else:
         lines += [f"s3orch is serving on {endpoint}   (metrics: {endpoint}/metrics)"]
+        lines += [f"  dashboard: {endpoint}/ui/   (login: {UI_LOGIN[0]} / {UI_LOGIN[1]}; an older .demo/config.yaml"
+                  " needs --fresh-config)"]
     lines += ["  config:   " + str(config_path)]
     lines += [
         f"  backend:  {b.name}  http://127.0.0.1:{b.s3_port}  bucket {b.bucket}"

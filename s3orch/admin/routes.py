@@ -228,6 +228,31 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "POST", "encrypt-existing", "encrypt_existing",
+        "Encrypt every object still stored in plaintext (batches of 100; each rewritten under a new"
+        " storage key and swapped in one transaction with its quota delta, only while no client"
+        " write replaced it; the old copies are queued for cleanup).",
+        "`{status: \"complete\", encrypted, failed, total}`; 400 `encryption not enabled`.",
+        (),
+        streams=True,
+    ),
+    Route(
+        "POST", "decrypt-existing", "decrypt_existing",
+        "Decrypt every encrypted object back to plaintext (the mirror image of encrypt-existing).",
+        "`{status: \"complete\", decrypted, failed, total}`; 400 `encryption not enabled`.",
+        (),
+        streams=True,
+    ),
+    Route(
+        "POST", "rotate-encryption-key", "rotate_encryption_key",
+        "Re-wrap the data keys wrapped under `old_key_id` with the primary key (no data is rewritten).",
+        "`{status: \"complete\", rotated, failed, total}`; 400 when `old_key_id` is missing or"
+        " encryption is not enabled.",
+        (Param("old_key_id", "body", "string", "The key id to move away from (`config-1`, `file-0`...).",
+               required=True),),
+        streams=True,
+    ),
+    Route(
         "POST", "lifecycle", "lifecycle",
         "Run the lifecycle expiration rules now (without the worker lock: deletes are conditional,"
         " so a scheduled pass running at the same time is harmless).",

@@ -14,12 +14,14 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from s3orch.config.features import ack_problem
 from s3orch.config.model import (
     BackendConfig,
     Config,
     ConfigIssue,
     CredentialConfig,
     ServerConfig,
+    process_count,
 )
 from s3orch.config.units import KiB, MiB, format_duration, parse_duration
 
@@ -310,6 +312,9 @@ def _check_backends(config: Config, report: Report) -> None:
             "replication.factor",
             f"must be <= the number of backends ({len(config.backends)})",
         )
+    ack = ack_problem(config.replication.ack, config.replication.factor)
+    if ack is not None:
+        report.error("replication.ack", ack)
 
 
 def _check_workers(config: Config, report: Report) -> None:
@@ -477,6 +482,7 @@ def _check_notifications(config: Config, report: Report) -> None:
 
 def validate(config: Config, report: Report) -> None:
     _check_server(config.server, report)
+    _check_processes(config, report)
     _check_buckets(config, report)
     _check_database(config, report)
     _check_backends(config, report)
@@ -487,6 +493,36 @@ def validate(config: Config, report: Report) -> None:
     _check_lifecycle(config, report)
     _check_notifications(config, report)
     _check_read_path(config, report)
+
+
+def _check_processes(config: Config, report: Report) -> None:
+    """``server.processes``: an integer >= 1 or ``auto``; several processes need a shared database file."""
+    try:
+        count = process_count(config.server.processes)
+    except ValueError:
+        report.error("server.processes", "must be an integer >= 1 or 'auto'")
+        return
+    if count < 1:
+        report.error("server.processes", "must be >= 1 (or 'auto': one per CPU)")
+        return
+    if count == 1:
+        return
+    database = config.database
+    if database.driver == "sqlite" and (database.path == ":memory:" or database.path.startswith("file::memory:")):
+        report.error(
+            "server.processes",
+            "several processes need one database: an in-memory SQLite database is per process",
+        )
+    if config.cache.enabled:  # invalidated by this process's writes only: another's would read stale
+        report.error(
+            "server.processes",
+            "cannot be combined with cache.enabled: each process's cache misses the other processes' writes",
+        )
+    if config.rate_limit.enabled:
+        report.warn(
+            "server.processes",
+            f"rate_limit buckets are per process: a client may get up to {count}x requests_per_sec and burst",
+        )
 
 
 def _check_read_path(config: Config, report: Report) -> None:

@@ -15,6 +15,7 @@ from s3orch.config.fields import hidden, knob
 from s3orch.config.units import KiB, MiB, parse_duration
 
 __all__ = [
+    "ack_problem",
     "BackendCircuitBreakerConfig",
     "CacheConfig",
     "CircuitBreakerConfig",
@@ -141,6 +142,32 @@ class ReplicationConfig:
     batch_size: int = knob(50, positive=True)
     concurrency: int = knob(5, positive=True)
     unhealthy_threshold: float = knob(600.0, kind="duration", min_value=0)
+    #: s3orch's: how many copies a fan-out write (``write_path.parallel_copies``) waits for:
+    #: ``first``, ``all`` (the factor) or a number from 1 to the factor.
+    ack: str = "first"
+
+    @property
+    def ack_level(self) -> int:
+        """``ack`` as a number of copies: ``first`` 1, ``all`` the factor, N itself (checked
+        at load: :func:`ack_problem`)."""
+        if self.ack == "first":
+            return 1
+        if self.ack == "all":
+            return self.factor
+        return max(1, min(int(self.ack.strip()), self.factor))
+
+
+def ack_problem(ack: str, factor: int) -> str | None:
+    """What is wrong with a ``replication.ack`` value for ``factor`` (None: nothing)."""
+    if ack in ("first", "all"):
+        return None
+    try:
+        count = int(ack.strip())
+    except ValueError:
+        return f"must be 'first', 'all' or a number of copies, got {ack!r}"
+    if not 1 <= count <= max(factor, 1):
+        return f"must be between 1 and replication.factor ({factor}), got {count}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -185,7 +212,7 @@ class VaultConfig:
 
 @dataclass(frozen=True)
 class EncryptionConfig:
-    """Envelope encryption; exactly one key source when enabled. ``chunk_size`` must never change. Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Envelope encryption (``s3orch.crypto``); exactly one key source when enabled. ``chunk_size`` must never change once data exists."""
 
     enabled: bool = False
     master_key: str = hidden()
@@ -224,8 +251,8 @@ class IntegrityConfig:
 class UIConfig:
     """The web dashboard; ``admin_token`` (the admin API token) falls back to ``admin_key``.
 
-    The dashboard is not yet supported by this build (``enabled`` is refused at start-up,
-    ``s3orch.config.support``); the admin API is served whenever it has a token.
+    ``enabled`` serves the dashboard (:mod:`s3orch.ui`) under ``path``; the admin API is served
+    whenever it has a token.
     """
 
     enabled: bool = False
@@ -320,8 +347,8 @@ class NotificationsConfig:
 
 @dataclass(frozen=True)
 class RedisConfig:
-    """Shared usage counters; an empty ``address`` means Redis is not used. Not yet supported by this
-    build: an address is refused at start-up (``s3orch.config.support``)."""
+    """Shared usage counters (``s3orch.usage.shared``); an empty ``address`` means Redis is not
+    used.  Configured and not answering at start-up: the gateway refuses to start."""
 
     address: str = ""
     password: str = hidden()
@@ -350,7 +377,9 @@ class PendingPatternConfig:
 
 @dataclass(frozen=True)
 class ParallelCopiesConfig:
-    """Write all replicas during the PUT (a later addition to s3-orchestrator). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Write all replicas during the PUT (a later addition to s3-orchestrator): with a factor above 1
+    a PUT or CopyObject stores ``replication.factor`` copies at once and answers after
+    ``replication.ack`` of them (``s3orch.core.fanout``)."""
 
     enabled: bool = False
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import os
 from dataclasses import dataclass, field
 
 from s3orch.config.features import (
@@ -94,6 +95,17 @@ __all__ = [
 # --- server -----------------------------------------------------------------------------------
 
 
+def process_count(value: str) -> int:
+    """``server.processes`` as a number: ``auto`` is the CPUs this process may run on.
+
+    Raises ValueError for anything else than ``auto`` or an integer (the checks say so).
+    """
+    text = value.strip().lower()
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return int(text, 10)
+
+
 @dataclass(frozen=True)
 class TLSConfig:
     """Serve HTTPS (with ``client_ca_file``: mTLS); the files are read at start-up, and the
@@ -143,6 +155,13 @@ class ServerConfig:
     regions: tuple[str, ...] = ()
     #: Admission slots one access key may hold at once in each pool (0: a quarter of that pool).
     max_concurrent_per_credential: int = knob(0, min_value=0)
+    #: Reactor processes serving the one listener: an integer >= 1, or ``auto`` (one per CPU).
+    processes: str = knob("1", empty_default=True)
+
+    @property
+    def process_count(self) -> int:
+        """``processes`` as a number (``auto``: the CPUs this process may run on); 1 if unusable."""
+        return process_count(self.processes)
 
     def __post_init__(self) -> None:
         if (

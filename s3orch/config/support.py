@@ -78,12 +78,7 @@ def _default_of(path: str) -> str:
 
 UNSUPPORTED: tuple[Unsupported, ...] = (
     # --- features behind a switch: none is implemented; every switch defaults to off ----------
-    Unsupported(
-        "encryption.enabled", _on("encryption.enabled"),
-        hint="objects would be stored in plaintext", covers=("encryption.*",),
-    ),
     Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
-    Unsupported("write_path.parallel_copies.enabled", _on("write_path.parallel_copies.enabled")),
     # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's
     # reservation would stay forever. So only the default, true, is accepted.
@@ -92,8 +87,6 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
         lambda config: [] if config.write_path.pending_pattern.enabled else ["write_path.pending_pattern.enabled"],
         hint="the legacy write path (false) is not implemented; remove the key or set true",
     ),
-    Unsupported("redis.address", _on("redis.address"), covers=("redis.*",)),
-    Unsupported("ui.enabled", _on("ui.enabled"), covers=("ui.*",)),
 )
 
 

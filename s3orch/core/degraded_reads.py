@@ -31,6 +31,7 @@ from s3orch.store.records import (
     Location,
     ObjectRecord,
     OutboxEvent,
+    ReplicaReservation,
     Reservation,
 )
 
@@ -101,6 +102,8 @@ class DegradedReads:
 
     async def _degraded(self, bucket: str, key: str, exc: StoreUnavailable) -> ObjectRecord | None:
         cached = self.cache.get(bucket, key)
+        if cached is not None and cached.encrypted:
+            raise exc  # an encrypted object cannot be read while the database is down: 503
         if cached is not None:
             DEGRADED_CACHE_HITS.inc()
             DEGRADED_READS.labels("cache").inc()
@@ -110,7 +113,7 @@ class DegradedReads:
         except Exception:  # an unreadable journal must not turn the database's 503 into a 500
             self.log.failure("location journal lookup failed", component="journal")
             raise exc from None
-        if entry is None:
+        if entry is None or (entry.record is not None and entry.record.encrypted):
             raise exc
         DEGRADED_READS.labels("journal").inc()
         return entry.record
@@ -123,12 +126,19 @@ class DegradedReads:
         conditions: WriteConditions = UNCONDITIONAL,
         *,
         events: Sequence[OutboxEvent] = (),
+        companions: Sequence[ReplicaReservation] = (),
     ) -> list[CleanupItem]:
-        displaced = await self._store.commit_object(reservation, record, now, conditions, events=events)
-        # What the store made current: the reservation's copy as the one extent.
+        displaced = await self._store.commit_object(
+            reservation, record, now, conditions, events=events, companions=companions
+        )
+        # What the store made current: the reservation's copy (and fan-out companions) as
+        # the one extent (a companion the store skipped fails over on a read).
         committed = replace(
             record,
-            locations=(Location(reservation.backend, reservation.storage_key, reservation.size),),
+            locations=(
+                Location(reservation.backend, reservation.storage_key, reservation.size),
+                *(Location(c.backend, c.storage_key, c.size) for c in companions),
+            ),
             parts=(),
         )
         self.journal.note(committed)

@@ -35,7 +35,12 @@ from s3orch.core.replication import PassResult, Replicator
 from s3orch.notify import events as ev
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit, current_id
-from s3orch.observe.metrics import DRAIN_ACTIVE, DRAIN_BYTES_MOVED, DRAIN_OBJECTS_MOVED, DRAIN_RACE_ABORTED
+from s3orch.observe.placement_metrics import (
+    DRAIN_ACTIVE,
+    DRAIN_BYTES_MOVED,
+    DRAIN_OBJECTS_MOVED,
+    DRAIN_RACE_ABORTED,
+)
 from s3orch.store.interface import DrainState, MetadataStore, UnderReplicated
 
 #: Extents per page (the original's batch of 100 objects).

@@ -32,11 +32,14 @@ from s3orch.backend.interface import BackendError, BackendUnavailable, PushProdu
 from s3orch.config.model import IntegrityConfig
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
+from s3orch.crypto.envelope import Envelope
+from s3orch.crypto.streams import CiphertextRejected
 from s3orch.notify.events import CORRUPTION_DETECTED
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import INTEGRITY_CHECKS, INTEGRITY_ERRORS
-from s3orch.store.interface import MetadataStore, ObjectRecord
+from s3orch.s3 import errors
+from s3orch.store.interface import Location, MetadataStore, ObjectRecord
 from s3orch.store.records import ScrubCopy
 from s3orch.store.txn.integrity import INTEGRITY_REASON, expected_digest
 
@@ -203,6 +206,8 @@ class Scrubber:
         self.clock = clock
         self.config = config
         self.events = events
+        #: ``encryption``: decrypts encrypted copies to check them (set by the tap).
+        self.envelope: Envelope | None = None
         #: Objects a failed read asked to scrub, so a burst of bad reads scrubs each once.
         self._suspects: set[tuple[str, str]] = set()
 
@@ -219,6 +224,8 @@ class Scrubber:
         state = self.fleet.breaker_states().get(copy.backend)
         if state is not None and state.get("state") == "open":
             return DEFERRED
+        if copy.encrypted:
+            return await self._verdict_encrypted(copy, client)
         sink = HashSink(copy.expected[0])
         try:
             stream = await client.get_object(copy.storage_key)
@@ -230,6 +237,36 @@ class Scrubber:
             )
             return UNREADABLE
         return VERIFIED if sink.matches(copy.expected, copy.size) else MISMATCH
+
+    async def _verdict_encrypted(self, copy: ScrubCopy, client: Any) -> str:
+        """An encrypted copy: every chunk's GCM tag is checked while decrypting, and the plaintext
+        hashed against the object's digest.  A key that cannot be unwrapped says nothing about
+        the copy (unreadable); a tag, length or digest failure is a mismatch."""
+        assert copy.expected is not None
+        record = await self.store.get_object(copy.bucket, copy.key)
+        extent = next((e for e in record.extents if e.part_number == copy.part_number), None) if record else None
+        if record is None or extent is None or record.write_id != copy.write_id or self.envelope is None:
+            return UNREADABLE
+        try:
+            dek = await self.envelope.data_key(record)
+        except errors.S3Error:
+            return UNREADABLE
+        location = Location(copy.backend, copy.storage_key, copy.size)
+
+        async def opener(_: object, byte_range: tuple[int, int] | None) -> tuple[Any, Location]:
+            return await client.get_object(copy.storage_key, byte_range), location
+
+        sink = HashSink(copy.expected[0])
+        try:
+            stream, _ = await self.envelope.open_extent(record, extent, None, opener, dek)
+            await stream.deliver(sink)
+        except (CiphertextRejected, errors.S3Error):
+            return MISMATCH
+        except BackendError as exc:
+            self.log.warn("scrub could not read a copy", component="integrity", backend=copy.backend,
+                          storage_key=copy.storage_key, error=str(exc))
+            return UNREADABLE
+        return VERIFIED if sink.matches(copy.expected, extent.size) else MISMATCH
 
     async def _check(self, copies: Sequence[ScrubCopy], trigger: str, result: ScrubResult) -> None:
         """Verify ``copies`` (counted as ``operation="scrub"``, whatever ``trigger`` asked)."""

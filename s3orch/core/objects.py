@@ -1,20 +1,19 @@
 """Object operations across backends: put, read, delete, copy, list.
 
-The write path is PUT-before-COMMIT: quota is reserved and an intent row written (one
-transaction), the bytes go to a fresh backend key, then one transaction records the location,
-settles quota and queues the displaced copies for deletion.  A failure between the steps leaves
-either the old version intact plus an intent the reaper can resolve, or the new version: never
-neither, never a leaked byte or quota.
+The write path is PUT-before-COMMIT: quota reserved and an intent row written (one transaction),
+the bytes sent to a fresh backend key, then one transaction records the location, settles quota
+and queues the displaced copies for deletion: a failure between the steps leaves the old version
+plus an intent the reaper resolves, or the new version; never a leaked byte or quota.
 
-Parts of multipart uploads go the same way, one by one (:meth:`ObjectService.place_part`): each
-is placed by the routing strategy with its reservation recorded atomically, so one object's parts
-may live on different backends; reading one streams its extents (:mod:`s3orch.core.extents`).
+Parts of multipart uploads go the same way, each placed by the routing strategy on its own
+(:meth:`ObjectService.place_part`); reading one streams its extents (:mod:`s3orch.core.extents`).
+With ``write_path.parallel_copies`` a PUT or copy writes every copy at once (:mod:`s3orch.core.fanout`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from twisted.internet.interfaces import IReactorTime
@@ -27,12 +26,15 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.extents import check_read_back, open_extents
 from s3orch.core.failover import with_failover
+from s3orch.core.fanout import FanOut, Send, copy_or_put
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.integrity import Scrubber
-from s3orch.core.placement import new_upload_id, part_storage_key, storage_key
+from s3orch.core.parts import PartPlacement
+from s3orch.core.placement import new_upload_id, storage_key
 from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
+from s3orch.crypto.envelope import Envelope, require
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created, object_removed
 from s3orch.notify.sink import NULL_SINK, EventSink
@@ -56,6 +58,7 @@ from s3orch.store.interface import (
     OutboxEvent,
     PartReservation,
     PreconditionConflict,
+    ReplicaReservation,
     Reservation,
     StoreUnavailable,
     UploadedPart,
@@ -82,14 +85,10 @@ class DeleteOutcome:
 
 
 @traced_methods(OBJECT_SPANS)
-class ObjectService:
-    """The object operations of the S3 API over the store and the backend fleet (one
-    instance per process, shared by every request).
-
-    Backend deletes go through ``cleanups``; copy sources that must be read back
-    are spooled by ``spooler`` (``server.spool_dir``); ``routing_strategy`` (pack
-    or spread) is what the store's reservation uses to choose among candidates.
-    """
+class ObjectService(PartPlacement):
+    """The S3 object operations over the store and the backend fleet (one per process).
+    Backend deletes go through ``cleanups``; copy sources read back are spooled by ``spooler``
+    (``server.spool_dir``); ``routing_strategy`` (pack/spread) picks among candidates."""
 
     log = Logger(namespace="s3orch.core")
     cache: ObjectCache = NO_CACHE  # ``cache.*``: set by the tap; every write here invalidates the key
@@ -116,6 +115,9 @@ class ObjectService:
         self.clock = clock
         #: ``integrity.enabled``: verifies full GETs (``verify_on_read``); set by the tap.
         self.scrubber: Scrubber | None = None
+        self.fanout: FanOut | None = None  # write_path.parallel_copies (set by the wiring)
+        #: ``encryption``: seals every PUT, opens encrypted records (s3orch.crypto); set by the tap.
+        self.envelope: Envelope | None = None
 
     @property
     def fleet(self) -> BackendFleet:
@@ -139,50 +141,68 @@ class ObjectService:
         conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Store ``payload`` as the new version of ``bucket/key``.
-
-        ``conditions`` are checked before any byte is sent (a write that cannot
-        succeed costs nothing) and again in the commit transaction (atomic against a
-        concurrent writer)."""
+        """Store ``payload`` as the new version of ``bucket/key`` (sealed first when encryption is
+        on).  ``conditions`` are checked before any byte is sent (a write that cannot succeed
+        costs nothing) and again in the commit transaction (atomic against a concurrent writer)."""
         await self.check_conditions(bucket, key, conditions)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
-        length = payload.length
-        intent = Intent(
+        sealed = await self.envelope.seal(payload) if self.envelope and self.envelope.enabled else None
+        stored = payload if sealed is None else sealed.payload  # what the backend gets
+        length = stored.length
+        intent = Intent(  # an encrypted write's intent keeps no etag: the reaper never promotes it
             write_id, bucket, key, length, skey,
-            etag=payload.md5_hex, content_type=new.content_type,
+            etag=payload.md5_hex if sealed is None else None, content_type=new.content_type,
             headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
             checksum_algorithm=payload.checksum_algorithm,
             checksum_value=payload.checksum_value,
             content_hash=payload.sha256_hex, conditions=conditions,
         )
 
-        async def upload(reservation: Reservation) -> None:
-            await self.fleet[reservation.backend].put_object(skey, payload)
-
-        reservation, _ = await with_failover(
-            operation="PUT",
-            candidates=lambda failed: self.fleet.write_candidates(length, exclude=failed),
-            reserve=lambda names: self._reserve(intent, names),
-            backend_of=lambda r: r.backend,
-            attempt=upload,
-            undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
-            request_id=request_id,
-            eligible=self.fleet.takes_writes,
-        )
-        crash_point("after-backend-put")
         record = ObjectRecord(
-            bucket=bucket, key=key, write_id=write_id, size=length, etag=payload.md5_hex,
-            last_modified=self.clock.seconds(),
-            content_type=new.content_type,
-            headers=dict(new.system_headers),
-            user_metadata=dict(new.user_metadata),
-            checksum_algorithm=payload.checksum_algorithm,
-            checksum_value=payload.checksum_value,
-            content_hash=payload.sha256_hex,
-            locations=(Location(reservation.backend, reservation.storage_key, length),),
+            bucket=bucket, key=key, write_id=write_id, size=payload.length, etag=payload.md5_hex,
+            last_modified=0.0, content_type=new.content_type, headers=dict(new.system_headers),
+            user_metadata=dict(new.user_metadata), checksum_algorithm=payload.checksum_algorithm,
+            checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
         )
+        record = record if sealed is None else sealed.stamp(record)
+
+        async def upload(reservation: Reservation) -> None:
+            await self.fleet[reservation.backend].put_object(skey, stored)
+
+        try:
+            if self.fanout is not None and self.fanout.levels() is not None:
+                return await self._fan_out(
+                    intent, stored, lambda name, skey, body: self.fleet[name].put_object(skey, body), record,
+                    conditions, request_id, ev.OBJECT_CREATED_PUT,
+                )
+            reservation, _ = await with_failover(
+                operation="PUT",
+                candidates=lambda failed: self.fleet.write_candidates(length, exclude=failed),
+                reserve=lambda names: self._reserve(intent, names),
+                backend_of=lambda r: r.backend,
+                attempt=upload,
+                undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
+                request_id=request_id,
+                eligible=self.fleet.takes_writes,
+            )
+        finally:
+            if sealed is not None:
+                stored.close()  # fan-out copies still running read their own handles
+        crash_point("after-backend-put")
+        located = (Location(reservation.backend, reservation.storage_key, length),)
+        record = replace(record, last_modified=self.clock.seconds(), locations=located)
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_PUT)
+
+    async def _fan_out(
+        self, intent: Intent, payload: Payload, send: Send, record: ObjectRecord, conditions: WriteConditions,
+        request_id: str, event_type: str,
+    ) -> ObjectRecord:
+        """The write to ``replication.factor`` backends at once (:mod:`s3orch.core.fanout`)."""
+        assert self.fanout is not None
+        return await self.fanout.write(
+            intent, payload, send, record, reserve=self._reserve, undo=self._undo_upload, request_id=request_id,
+            commit=lambda r, rec, more: self._commit(r, rec, conditions, request_id, event_type, more))
 
     async def check_conditions(self, bucket: str, key: str, conditions: WriteConditions) -> None:
         """Raise what AWS answers when ``conditions`` fail for the key's current object."""
@@ -198,12 +218,12 @@ class ObjectService:
 
     async def _commit(
         self, reservation: Reservation, record: ObjectRecord, conditions: WriteConditions,
-        request_id: str, event_type: str,
+        request_id: str, event_type: str, companions: Sequence[ReplicaReservation] = (),
     ) -> ObjectRecord:
         try:
             displaced = await self.store.commit_object(
                 reservation, record, self.clock.seconds(), conditions,
-                events=object_created(self.events, event_type, record),
+                events=object_created(self.events, event_type, record), companions=companions,
             )
         except PreconditionConflict as exc:
             await self._undo_upload(reservation)
@@ -248,14 +268,14 @@ class ObjectService:
     async def open(
         self, record: ObjectRecord, byte_range: tuple[int, int] | None
     ) -> tuple[BackendStream, Location]:
-        """Open the object (or the inclusive ``byte_range``) for reading.
-
-        Fails over to the next copy before the first byte.  A multi-extent object is
-        one stream over its extents (:func:`~s3orch.core.extents.open_extents`); the
-        first extent the range touches is open when this returns.  Raises 503 when
-        the holders are unreachable, 500 when no copy exists (never 404).  The
-        location is the copy the first byte comes from.
-        """
+        """Open the object (or the inclusive ``byte_range``) for reading; fails over to the
+        next copy before the first byte.  A multi-extent object is one stream over its extents
+        (:func:`~s3orch.core.extents.open_extents`), the first one open when this returns.
+        Raises 503 when the holders are unreachable, 500 when no copy exists (never 404).  The
+        location is the copy the first byte comes from.  An encrypted record is decrypted on
+        the way (only the chunks the range covers are fetched)."""
+        if record.encrypted:
+            return await require(self.envelope).open_record(record, byte_range, self._open_copies)
         if record.parts or len(record.locations) > 1:  # several copies: a retry may take another
             return await open_extents(record.extents, record.size, byte_range, self._open_extent)
         return await self._open_copies(record.locations, byte_range)
@@ -322,57 +342,6 @@ class ObjectService:
         await self.cleanups.run(pending, "delete")
         return outcomes
 
-    # -- parts ------------------------------------------------------------------
-
-    async def place_part(
-        self,
-        upload: MultipartUpload,
-        part_number: int,
-        size: int,
-        send: Callable[[PartReservation], Awaitable[None]],
-        *,
-        prefer: Collection[str] = (),
-        request_id: str = "",
-    ) -> PartReservation:
-        """Place one part upload like a PUT: reserve room on the backend the routing
-        strategy picks (atomically with the attempt row), ``send`` the bytes to the
-        reservation's storage key, and on a backend failure undo and try the next.
-
-        ``prefer`` lists backends to offer first (holders of a copy source, so a
-        server-side copy is possible).  Raises UploadNotFound when the upload is not
-        open, 507 when no backend has room, 503 when backends had room but failed.
-        The caller commits the part with :meth:`commit_part`.
-        """
-        attempt_id = uuid.uuid4().hex
-        key = part_storage_key(upload.bucket, upload.key, upload.upload_id, part_number, attempt_id)
-
-        async def reserve(names: list[str]) -> PartReservation | None:
-            return await self.store.reserve_part(
-                upload.bucket, upload.key, upload.upload_id, part_number, size, attempt_id, key,
-                names, self.routing_strategy, self.clock.seconds(),
-            )
-
-        reservation, _ = await with_failover(
-            operation="UploadPart",
-            candidates=lambda failed: self.fleet.write_candidates(size, exclude=failed, prefer=prefer),
-            reserve=reserve,
-            backend_of=lambda r: r.backend,
-            attempt=send,
-            undo=lambda r, exc: self.cleanups.abandon_part(r.attempt_id),
-            request_id=request_id,
-            eligible=self.fleet.takes_writes,
-        )
-        return reservation
-
-    async def commit_part(self, reservation: PartReservation, part: UploadedPart) -> None:
-        """Record a placed part; NoSuchUpload (its bytes queued for deletion) when the
-        upload was completed or aborted while the part travelled."""
-        outcome = await self.store.commit_part(reservation.attempt_id, part, self.clock.seconds())
-        if not outcome.committed:
-            await self.cleanups.run(outcome.cleanup, "part_orphaned")
-            raise errors.NoSuchUpload(UploadId=reservation.upload_id)
-        self.cleanups.in_background(outcome.cleanup, "part_replaced")
-
     async def spool_range(
         self,
         source: ObjectRecord,
@@ -405,11 +374,9 @@ class ObjectService:
         conditions: WriteConditions = UNCONDITIONAL,
         request_id: str = "",
     ) -> ObjectRecord:
-        """Copy an object within the bucket (server-side on a backend when possible).
-
-        A multi-extent source is copied extent by extent, each extent placed on its
-        own like a part, so no backend ever needs room for the whole object.
-        """
+        """Copy an object within the bucket (server-side on a backend when possible).  A
+        multi-extent source is copied extent by extent, each placed like a part, so no backend
+        ever needs room for the whole object; encrypted bytes are copied as they are stored."""
         if source.size > MAX_COPY_SOURCE_SIZE:
             raise errors.InvalidRequest(
                 "The specified copy source is larger than the maximum allowable size for a "
@@ -421,7 +388,34 @@ class ObjectService:
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
+        stored = source.locations[0].size if source.encrypted and source.locations else source.size
+        intent = Intent(
+            write_id, bucket, dest_key, stored, skey, etag=None if source.encrypted else source.etag,
+            content_type=new.content_type, headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
+            checksum_algorithm=source.checksum_algorithm, checksum_value=source.checksum_value,
+            content_hash=source.content_hash, parts_count=source.parts_count, part_sizes=source.part_sizes,
+            conditions=conditions,
+        )
+        record = replace(source, key=dest_key, write_id=write_id, content_type=new.content_type,
+                         headers=dict(new.system_headers), user_metadata=dict(new.user_metadata))
         spool: Payload | None = None
+
+        async def read_source() -> Payload:
+            """The source's bytes as stored (ciphertext is copied as it is), checked."""
+            if source.encrypted:
+                return await self._spool_stored(source.locations, stored)
+            spooled = await self.spool_range(source, None)
+            check_read_back(spooled, source.etag)
+            return spooled
+
+        if self.fanout is not None and self.fanout.levels() is not None:
+            # Every copy from one read of the source (a holder copies server-side).
+            spool = await read_source()
+            try:
+                send, event = copy_or_put(self.fleet, holders), ev.OBJECT_CREATED_COPY
+                return await self._fan_out(intent, spool, send, record, conditions, request_id, event)
+            finally:
+                spool.close()
 
         async def copy_to(reservation: Reservation) -> None:
             nonlocal spool
@@ -430,28 +424,14 @@ class ObjectService:
                 await backend.copy_object(holders[reservation.backend].storage_key, skey)
                 return
             if spool is None:
-                spool = await self.spool_range(source, None)
-            check_read_back(spool, source.etag)
+                spool = await read_source()
             await backend.put_object(skey, spool)
 
         try:
             reservation, _ = await with_failover(
                 operation="copy",
-                candidates=lambda failed: self.fleet.write_candidates(
-                    source.size, exclude=failed, prefer=holders
-                ),
-                reserve=lambda names: self._reserve(
-                    Intent(
-                        write_id, bucket, dest_key, source.size, skey,
-                        etag=source.etag, content_type=new.content_type,
-                        headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
-                        checksum_algorithm=source.checksum_algorithm,
-                        checksum_value=source.checksum_value, content_hash=source.content_hash,
-                        parts_count=source.parts_count, part_sizes=source.part_sizes,
-                        conditions=conditions,
-                    ),
-                    names,
-                ),
+                candidates=lambda failed: self.fleet.write_candidates(stored, exclude=failed, prefer=holders),
+                reserve=lambda names: self._reserve(intent, names),
                 backend_of=lambda r: r.backend,
                 attempt=copy_to,
                 undo=lambda r, exc: self.cleanups.abandon(r.write_id, exc),
@@ -461,16 +441,7 @@ class ObjectService:
         finally:
             if spool is not None:
                 spool.close()
-        record = replace(
-            source,
-            key=dest_key,
-            write_id=write_id,
-            last_modified=self.clock.seconds(),
-            content_type=new.content_type,
-            headers=dict(new.system_headers),
-            user_metadata=dict(new.user_metadata),
-            locations=(Location(reservation.backend, skey, source.size),),
-        )
+        record = replace(record, last_modified=self.clock.seconds(), locations=(Location(reservation.backend, skey, stored),))
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_COPY)
 
     async def _copy_extents(
@@ -539,11 +510,16 @@ class ObjectService:
         self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         return record
 
+    async def _spool_stored(self, locations: Sequence[Location], size: int) -> Payload:
+        """An encrypted extent's stored bytes: ciphertext moves as is (its chunks authenticate it)."""
+        return await self.spooler.spool((await self.reader.open(locations, None))[0], size)
+
     async def _copy_extent(
         self, upload: MultipartUpload, source: ObjectRecord, extent: Extent, request_id: str
     ) -> None:
         holders = {loc.backend: loc for loc in extent.locations}
         spool: Payload | None = None
+        size = extent.locations[0].size if source.encrypted and extent.locations else extent.size
 
         async def send(reservation: PartReservation) -> None:
             nonlocal spool
@@ -551,14 +527,16 @@ class ObjectService:
             if reservation.backend in holders and extent.size > 0:
                 await backend.copy_object(holders[reservation.backend].storage_key, reservation.storage_key)
                 return
-            if spool is None:
+            if spool is None and source.encrypted:
+                spool = await self._spool_stored(extent.locations, size)
+            elif spool is None:
                 spool = await self.spool_range(source, (extent.offset, extent.offset + extent.size - 1))
-            check_read_back(spool, extent.etag or "")
+                check_read_back(spool, extent.etag or "")
             await backend.put_object(reservation.storage_key, spool)
 
         try:
             reservation = await self.place_part(
-                upload, extent.part_number, extent.size, send, prefer=holders, request_id=request_id
+                upload, extent.part_number, size, send, prefer=holders, request_id=request_id
             )
         finally:
             if spool is not None:
@@ -568,7 +546,7 @@ class ObjectService:
             UploadedPart(
                 part_number=extent.part_number,
                 etag=extent.etag or "",
-                size=extent.size,
+                size=size,
                 last_modified=self.clock.seconds(),
                 backend=reservation.backend,
                 storage_key=reservation.storage_key,

@@ -32,7 +32,7 @@ from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.replication import PassProgress, QuietProgress
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import (
+from s3orch.observe.placement_metrics import (
     OVER_REPLICATION_BYTES,
     OVER_REPLICATION_DURATION,
     OVER_REPLICATION_ERRORS,

@@ -56,7 +56,7 @@ from s3orch.backend.interface import (
 )
 from s3orch.config.model import ReadPathConfig
 from s3orch.core.fleet import BackendFleet
-from s3orch.observe.metrics import HEDGED_READS
+from s3orch.observe.placement_metrics import HEDGED_READS
 from s3orch.s3 import errors
 from s3orch.store.interface import Location
 from s3orch.usage.counters import Delta

@@ -41,7 +41,7 @@ from s3orch.core.replication import REPLICA_HOLD, PassProgress, QuietProgress, R
 from s3orch.notify import events as ev
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import (
+from s3orch.observe.placement_metrics import (
     REBALANCE_BYTES,
     REBALANCE_DURATION,
     REBALANCE_MOVED,

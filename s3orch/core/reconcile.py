@@ -44,7 +44,12 @@ from s3orch.core.replication import PassProgress, QuietProgress
 from s3orch.notify import events as ev
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import RECONCILE_DURATION, RECONCILE_KEYS, RECONCILE_OBJECTS_LOST, RECONCILE_RUNS
+from s3orch.observe.placement_metrics import (
+    RECONCILE_DURATION,
+    RECONCILE_KEYS,
+    RECONCILE_OBJECTS_LOST,
+    RECONCILE_RUNS,
+)
 from s3orch.store.interface import MetadataStore
 from s3orch.store.records import StoredCopy
 from s3orch.store.txn.reconcile import RECONCILE_LOST_REASON

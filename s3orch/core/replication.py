@@ -44,7 +44,7 @@ from s3orch.core.spool import Spooler
 from s3orch.notify import events as ev
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import (
+from s3orch.observe.placement_metrics import (
     REPLICATION_BYTES,
     REPLICATION_COPIES,
     REPLICATION_FAILURES,
@@ -438,17 +438,23 @@ class Replicator:
         return True
 
     async def _abandon(self, reservation: ReplicaReservation) -> None:
-        """A copy whose PUT got no answer: the cleanup queue deletes it after its grace (as an
-        abandoned client write), never at once, which could race the PUT still landing."""
-        await self.store.abandon_replica(
-            reservation.cleanup_id, self.clock.seconds() + ABANDON_GRACE
-        )
+        await abandon_replica(self.store, self.clock, reservation)
 
     async def _drop(self, reservation: ReplicaReservation) -> None:
-        """Delete a copy that will not be recorded (and free its room) now; a failure
-        leaves its cleanup row to the queue."""
-        item = CleanupItem(
-            reservation.cleanup_id, reservation.backend, reservation.storage_key, reservation.size,
-            "replication_orphan", 0,
-        )
-        await self.cleanups.run([item], "replication_orphan")
+        await drop_replica(self.cleanups, reservation)
+
+
+async def abandon_replica(store: MetadataStore, clock: IReactorTime, reservation: ReplicaReservation) -> None:
+    """A copy whose PUT got no answer: the cleanup queue deletes it after its grace (as an
+    abandoned client write), never at once, which could race the PUT still landing."""
+    await store.abandon_replica(reservation.cleanup_id, clock.seconds() + ABANDON_GRACE)
+
+
+async def drop_replica(cleanups: Cleanups, reservation: ReplicaReservation) -> None:
+    """Delete a copy that will not be recorded (and free its room) now; a failure leaves
+    its cleanup row to the queue."""
+    item = CleanupItem(
+        reservation.cleanup_id, reservation.backend, reservation.storage_key, reservation.size,
+        "replication_orphan", 0,
+    )
+    await cleanups.run([item], "replication_orphan")

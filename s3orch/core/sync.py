@@ -34,7 +34,7 @@ from s3orch.core.placement import bucket_prefix
 from s3orch.core.reconcile import PAGE_SIZE, own_key
 from s3orch.core.replication import PassProgress, QuietProgress
 from s3orch.observe.audit import audit
-from s3orch.observe.metrics import IMPORT_BYTES, IMPORT_CLASSIFIED, IMPORT_OBJECTS
+from s3orch.observe.placement_metrics import IMPORT_BYTES, IMPORT_CLASSIFIED, IMPORT_OBJECTS
 from s3orch.store.interface import MetadataStore
 from s3orch.store.records import ImportCandidate
 

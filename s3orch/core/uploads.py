@@ -1,12 +1,10 @@
 """Multipart uploads whose parts are placed one by one: :class:`MultipartService`.
 
-An upload has no backend of its own.  Each part is stored like a PUT: the
-routing strategy (pack/spread) places it on a backend with room for it, its
-bytes reserved there atomically with a record of the attempt, and it goes to a
-backend key of its own (``ObjectService.place_part``).  So the parts of one
-upload may live on different backends, an upload that starts when a backend
-is nearly full simply continues on the next, and an object may be larger than
-any backend's free space.
+An upload has no backend of its own.  Each part is stored like a PUT (``ObjectService.place_part``):
+placed by the routing strategy on a backend with room, reserved atomically with a record of the
+attempt, under a backend key of its own.  So one upload's parts may live on different backends and
+an object may be larger than any backend's free space.  With encryption each part is sealed
+under the upload's data key (:mod:`s3orch.crypto.parts`).
 
 The store records every step, so that an acknowledged upload survives crashes,
 a failed step leaves the previous object, and neither bytes nor quota leak:
@@ -25,13 +23,10 @@ a failed step leaves the previous object, and neither bytes nor quota leak:
 * Abort: ``aborting`` -> every part queued for cleanup, reservations released ->
   ``aborted``.
 
-Native uploads of older builds (their parts inside one backend upload) can only
-be aborted: the migration to this version marks them ``aborting`` and the
-stale-upload cleanup aborts them on their backend.
-
-Upload ids are ours, bound to bucket and key: every per-upload call answers a
-foreign or unknown id identically (404 NoSuchUpload), so ids cannot be probed
-across buckets (bucket isolation).
+Native uploads of older builds (parts inside one backend upload) can only be aborted: the
+migration marks them ``aborting`` and the stale-upload cleanup aborts them on their backend.
+Upload ids are ours, bound to bucket and key: a foreign or unknown id answers 404 NoSuchUpload
+alike, so ids cannot be probed across buckets (bucket isolation).
 """
 
 from __future__ import annotations
@@ -45,6 +40,7 @@ from twisted.logger import Logger
 from s3orch.backend.interface import BackendError, BackendUnavailable
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
+from s3orch.core.fanout import FanOut
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.multipart import (
     MIN_PART_SIZE,
@@ -57,6 +53,7 @@ from s3orch.core.multipart import (
 from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService
 from s3orch.core.placement import new_upload_id
 from s3orch.core.spans import MULTIPART_SPANS, traced_methods
+from s3orch.crypto import parts as sealing
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created
 from s3orch.observe.audit import audit
@@ -137,6 +134,7 @@ class MultipartService:
         self.stale_timeout = stale_timeout
         self.min_part_size = min_part_size
         self._locks: dict[str, DeferredLock] = {}
+        self.fanout: FanOut | None = None  # write_path.parallel_copies (set by the wiring)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -199,11 +197,8 @@ class MultipartService:
         size_hint: int = 0,
         request_id: str = "",
     ) -> MultipartUpload:
-        """Record a new upload (nothing is placed until parts arrive).
-
-        ``size_hint`` (s3orch's use of ``x-amz-mp-object-size`` on Create): 507 now
-        when the backends together have no room for that many bytes.
-        """
+        """Record a new upload (nothing is placed until parts arrive).  ``size_hint`` (our use of
+        ``x-amz-mp-object-size`` on Create): 507 now when the backends have no room for it."""
         if self.fleet.usage_exhausted():  # every backend past a monthly limit (BEHAVIOURS §1.8)
             raise errors.InsufficientStorage()
         if size_hint:
@@ -220,6 +215,7 @@ class MultipartService:
             checksum_algorithm=checksum_algorithm,
             checksum_type=checksum_type if checksum_algorithm else None,
         )
+        template = await sealing.seal_upload(self.objects.envelope, template)  # encryption: its data key
         try:
             upload = await self.store.create_multipart_upload(
                 template, self.bucket_limits.get(bucket, 0), now
@@ -283,15 +279,20 @@ class MultipartService:
         """Store ``payload`` as one part, on the backend placement picks (re-uploading replaces it)."""
         upload = await self._client_upload(bucket, key, upload_id)
         check_part_checksum(upload, payload.checksum)
+        stored = await sealing.seal_part(self.objects.envelope, upload, part_number, payload)
 
         async def send(reservation: PartReservation) -> None:
-            await self.fleet[reservation.backend].put_object(reservation.storage_key, payload)
+            await self.fleet[reservation.backend].put_object(reservation.storage_key, stored)
 
-        reservation = await self._store_part(upload, part_number, payload.length, send, request_id)
+        try:
+            reservation = await self._store_part(upload, part_number, stored.length, send, request_id)
+        finally:
+            if stored is not payload:
+                stored.close()
         part = UploadedPart(
             part_number=part_number,
             etag=payload.md5_hex,
-            size=payload.length,
+            size=stored.length,
             last_modified=self._now(),
             backend=reservation.backend,
             storage_key=reservation.storage_key,
@@ -318,6 +319,7 @@ class MultipartService:
         spool (hashing it).
         """
         upload = await self._client_upload(bucket, key, upload_id)
+        sealing.refuse_part_copy(upload)
         size = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         if size > MAX_COPY_SOURCE_SIZE:
             raise errors.InvalidRequest(
@@ -432,7 +434,8 @@ class MultipartService:
             upload.checksum_algorithm,
             upload.checksum_type,
         )
-        total = sum(part.size for part in chosen)
+        sizes = sealing.plain_sizes(self.objects.envelope, upload, chosen)  # the client's bytes
+        total = sum(sizes)
         if expected_size is not None and expected_size != total:
             raise errors.InvalidRequest(
                 f"The provided 'x-amz-mp-object-size' header value {expected_size} does not "
@@ -453,8 +456,9 @@ class MultipartService:
             checksum_algorithm=upload.checksum_algorithm if checksum_value else None,
             checksum_value=checksum_value,
             parts_count=len(chosen),
-            part_sizes=tuple(part.size for part in chosen),
+            part_sizes=tuple(sizes),
         )
+        record = sealing.stamp_upload(upload, record)
         crash_point("complete-before-commit")
         try:
             outcome = await self.store.complete_upload(
@@ -485,6 +489,8 @@ class MultipartService:
         )
         self.cleanups.in_background(outcome.displaced, "overwrite_displaced")
         self.cleanups.in_background(outcome.discarded, "part_discarded")
+        if self.fanout is not None:  # no body to fan out: the replicator copies the parts now
+            self.fanout.replicate_soon(bucket, key, upload_id)
         await self.refresh_gauge()
         return record
 
@@ -581,16 +587,10 @@ class MultipartService:
         """The upload and a page of its parts."""
         upload = await self._client_upload(bucket, key, upload_id)
         parts, truncated = await self.store.list_parts(upload_id, marker, max_parts)
-        return upload, parts, truncated
+        return upload, sealing.client_parts(self.objects.envelope, upload, parts), truncated
 
     async def list_uploads(
-        self,
-        bucket: str,
-        prefix: str,
-        delimiter: str,
-        key_marker: str,
-        upload_id_marker: str,
-        max_uploads: int,
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str, upload_id_marker: str, max_uploads: int
     ) -> UploadListPage:
         """A page of the bucket's open uploads."""
         return await self.store.list_multipart_uploads(

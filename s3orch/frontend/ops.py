@@ -12,16 +12,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from klein import Klein
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.web.iweb import IRequest
 
 from s3orch.observe.logging import new_request_id
 from s3orch.observe.metrics import REGISTRY
+from s3orch.observe.multiproc import exposition
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from s3orch.admin.app import AdminApp
+    from s3orch.ui.app import UIApp
 
 
 _ADMIN_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
@@ -44,9 +46,13 @@ class OpsApp:
         metrics_enabled: bool = True,
         metrics_path: str = "/metrics",
         admin: AdminApp | None = None,
+        ui: UIApp | None = None,
     ) -> None:
         self.is_ready = is_ready
         self.admin = admin
+        #: The dashboard (``ui.enabled``), mounted at its ``ui.path``.
+        self.ui = ui
+        self._ui_resource = ui.resource() if ui is not None else None
         self.is_degraded = is_degraded
         self.metrics_enabled = metrics_enabled
         self.metrics_path = metrics_path
@@ -79,11 +85,23 @@ class OpsApp:
             return json.dumps({"error": "not found", "request_id": request_id}).encode() + b"\n"
         return self.admin.render(request, rest)
 
-    @app.route("/<path:rest>", methods=["GET", "HEAD"])
-    def other(self, request: IRequest, rest: str) -> bytes:
+    @app.route("/<path:rest>", methods=_ADMIN_METHODS)
+    def other(self, request: IRequest, rest: str) -> Any:
+        if self.ui is not None:
+            mount = self.ui.path.strip("/").encode().split(b"/")
+            segments: list[bytes] = request.path.lstrip(b"/").split(b"/")
+            if segments[: len(mount)] == mount:
+                # The dashboard's own Klein app routes what follows its path.
+                request.prepath = mount
+                request.postpath = segments[len(mount):] or [b""]
+                return self._ui_resource
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader("content-type", "text/plain")
+            return b"method not allowed\n"
         if self.metrics_enabled and "/" + rest == self.metrics_path:
             request.setHeader("content-type", CONTENT_TYPE_LATEST)
-            return generate_latest(REGISTRY)
+            return exposition(REGISTRY)  # the whole group's with server.processes > 1
         request.setResponseCode(404)
         request.setHeader("content-type", "text/plain")
         return b"not found\n"

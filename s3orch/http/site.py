@@ -29,6 +29,9 @@ from s3orch.s3 import errors
 
 #: Bodies of non-S3 requests (admin JSON, UI forms) are capped at this size.
 NON_S3_BODY_LIMIT = 1024 * 1024
+#: ... except the dashboard's upload form (S3Site.upload_paths): 512 MiB of file plus its framing.
+#: Such a body is spooled to a temporary file by twisted.web, and never parsed into memory.
+UPLOAD_BODY_LIMIT = 512 * 1024 * 1024 + 1024 * 1024
 
 #: A Content-Length longer than this many digits is refused (19 digits hold any
 #: 64-bit size; Python's int() of a 4,300-digit string raises ValueError).
@@ -171,6 +174,8 @@ class S3Request(server.Request):
     _process_pending = False
     _early_method: bytes = b""
     _early_uri: bytes = b""
+    #: The cap of a non-S3 body (raised for the dashboard's upload route).
+    _body_limit = NON_S3_BODY_LIMIT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -201,7 +206,11 @@ class S3Request(server.Request):
             refusal = gate(self) if gate is not None else None
             if refusal is not None:
                 raise refusal  # rate limited: answered before the body is read
-            if length is not None and length > NON_S3_BODY_LIMIT:
+            uploads = self.channel.site.upload_paths if isinstance(self.channel, S3Channel) else ()
+            if self._early_method == b"POST" and self._early_uri.split(b"?", 1)[0] in uploads:
+                self._body_limit = UPLOAD_BODY_LIMIT
+                self._parsePOSTFormSubmission = False  # the UI reads the form from the spool itself
+            if length is not None and length > self._body_limit:
                 raise _too_large_rejection()  # before 100 Continue: the body is never sent
             super().gotLength(length)
 
@@ -213,7 +222,7 @@ class S3Request(server.Request):
             handler.feed(self, data)
             return
         content: Any = self.content
-        if content.tell() + len(data) > NON_S3_BODY_LIMIT:
+        if content.tell() + len(data) > self._body_limit:
             raise _too_large_rejection()
         super().handleContentChunk(data)
 
@@ -534,6 +543,8 @@ class S3Site(server.Site):
         self.read_timeout = read_timeout
         #: Seconds a response may go without the client accepting a byte (None: no limit).
         self.write_timeout = write_timeout
+        #: Paths whose POST body may reach UPLOAD_BODY_LIMIT (the dashboard's upload route).
+        self.upload_paths: tuple[bytes, ...] = ()
 
     def log(self, request: Any) -> None:
         """Access logging is the audit log's job; Twisted's combined log stays quiet."""

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from s3orch.observe.metrics import REGISTRY
+from s3orch.observe.multiproc import Gauge
 
 CACHE_HITS = Counter("s3o_cache_hits_total", "GETs answered from the object data cache", registry=REGISTRY)
 CACHE_MISSES = Counter(

@@ -70,6 +70,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+#: Fields every line of this process carries: ``pid`` and ``process`` (its number) in a
+#: ``server.processes`` group, where several processes write one log (set by ``s3orch.tap``).
+PROCESS_FIELDS: dict[str, int] = {}
+
+
 def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
     """The JSON shape of one log event (the text form carries the same fields)."""
     level = event.get("log_level", LogLevel.info)
@@ -82,6 +87,7 @@ def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
     }
     component = event.get("component") or event.get("log_namespace") or "s3orch"
     out["component"] = component
+    out.update(PROCESS_FIELDS)
     if event.get("log_format") is not None or "log_io" in event:
         out["msg"] = formatEvent(event)
     ids = log_ids()  # observers run where the line is written: inside its span, if any

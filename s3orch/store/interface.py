@@ -30,7 +30,7 @@ of the contract are importable from here too, as callers have always imported th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions
@@ -43,10 +43,12 @@ from s3orch.store.errors import (
     UploadLimitReached,
     UploadNotFound,
 )
+from s3orch.store.interface_crypto import CryptoStore
 from s3orch.store.interface_drains import DrainStore
 from s3orch.store.interface_integrity import IntegrityStore
 from s3orch.store.interface_rebalance import RebalanceStore
 from s3orch.store.interface_reconcile import ReconcileStore
+from s3orch.store.interface_replicas import ReplicaStore
 from s3orch.store.interface_tags import TagStore
 from s3orch.store.interface_usage import UsageStore
 from s3orch.store.records import (
@@ -150,7 +152,10 @@ __all__ = [
 ]
 
 
-class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, UsageStore, Protocol):
+class MetadataStore(
+    DrainStore, ReplicaStore, TagStore, IntegrityStore, RebalanceStore, ReconcileStore, UsageStore, CryptoStore,
+    Protocol,
+):
     """What the core needs from the metadata database (one call = one transaction)."""
 
     async def start(self) -> None:
@@ -195,10 +200,10 @@ class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, Reconc
         conditions: WriteConditions = UNCONDITIONAL,
         *,
         events: Sequence[OutboxEvent] = (),
+        companions: Sequence[ReplicaReservation] = (),
     ) -> list[CleanupItem]:
-        """Make ``record`` the current version of its key, in one transaction.
-
-        ``events`` (webhook deliveries, :meth:`enqueue_events`) are written in the same
+        """Make ``record`` the current version of its key, in one transaction (with the held
+        ``companions`` of a fan-out write, :meth:`reserve_copy`, as further copies).  ``events`` (webhook deliveries, :meth:`enqueue_events`) are written in the same
         transaction when, and only when, the write becomes current (not on a retry
         that finds it committed, nor when a condition fails).
 
@@ -527,72 +532,3 @@ class MetadataStore(DrainStore, TagStore, IntegrityStore, RebalanceStore, Reconc
 
     async def count_events(self) -> int:
         """Deliveries waiting."""
-
-    # -- replicas (s3orch.store.txn.replicas) ---------------------------------------------
-
-    async def under_replicated(
-        self,
-        factor: int,
-        limit: int,
-        after: tuple[str, str, int] | None = None,
-        uncounted: Sequence[str] = (),
-    ) -> list[UnderReplicated]:
-        """Up to ``limit`` extents of current objects with fewer than ``factor`` copies not on
-        an ``uncounted`` backend, in (bucket, key, part number) order after ``after``."""
-
-    async def count_under_replicated(self, factor: int, uncounted: Sequence[str] = ()) -> int:
-        """How many extents :meth:`under_replicated` would return now (a progress total)."""
-
-    async def drop_missing_copy(
-        self, extent: UnderReplicated, backend: str, storage_key: str, now: float
-    ) -> bool:
-        """Forget the copy of ``extent`` at ``backend``/``storage_key`` (its backend answered 404)
-        if the object is still the same write and another copy remains; whether it did."""
-
-    async def reserve_replica(
-        self,
-        extent: UnderReplicated,
-        factor: int,
-        uncounted: Sequence[str],
-        candidates: Sequence[str],
-        strategy: str,
-        storage_key: str,
-        now: float,
-        hold: float,
-    ) -> ReplicaOutcome:
-        """Reserve room for one more copy of ``extent`` at ``storage_key`` on the candidate
-        (holding no copy of it) the strategy picks; the room is a cleanup row due after
-        ``hold`` seconds, so an abandoned copy is deleted by the queue."""
-
-    async def abandon_replica(self, cleanup_id: int, due: float) -> None:
-        """Make the cleanup row of a replica whose PUT got no answer due at ``due`` (the
-        queue then deletes it; a delete sent at once could race the PUT still landing)."""
-
-    async def record_replica(
-        self,
-        extent: UnderReplicated,
-        reservation: ReplicaReservation,
-        factor: int,
-        uncounted: Sequence[str],
-        now: float,
-    ) -> ReplicaOutcome:
-        """Record the copy made for ``reservation`` if the object is still the same write
-        and the extent still needs it; otherwise its cleanup row (due now) is returned."""
-
-    # -- excess copies (s3orch.store.txn.excess) ------------------------------------------
-
-    async def over_replicated(
-        self, factor: int, limit: int, after: tuple[str, str, int] | None = None
-    ) -> list[ExcessCopies]:
-        """Up to ``limit`` extents of current objects with more than ``factor`` copies, in
-        (bucket, key, part number) order after ``after``."""
-
-    async def count_over_replicated(self, factor: int) -> int:
-        """How many extents :meth:`over_replicated` would return now."""
-
-    async def remove_excess(
-        self, extent: ExcessCopies, factor: int, scores: Mapping[str, float], now: float, grace: float
-    ) -> list[CleanupItem]:
-        """While the object is still ``extent.write_id``, remove its lowest-scored copies (by
-        backend ``scores``) until ``factor`` remain, never the last healthy one, under the
-        key's and the copies' locks; the removed copies' cleanup rows (due after ``grace``)."""

@@ -5,8 +5,10 @@ must run on one of them at a time, so a tick starts with ``try_lock`` and is
 skipped (silently: another instance is doing the work) when it fails.  The
 engine answers with its form of :class:`WorkerLocks`
 (:meth:`~s3orch.store.engine.Engine.worker_locks`): session advisory locks on
-PostgreSQL (:class:`~s3orch.store.postgres_locks.PostgresWorkerLocks`), a process
-mutex on SQLite, which means one instance (:class:`LocalWorkerLocks`).  The lock
+PostgreSQL (:class:`~s3orch.store.postgres_locks.PostgresWorkerLocks`), kernel record
+locks on a file beside the database on SQLite, shared by the processes of
+``server.processes`` (:class:`~s3orch.store.file_locks.FileWorkerLocks`; an
+in-memory database has the process mutex, :class:`LocalWorkerLocks`).  The lock
 ids are in :mod:`s3orch.store.lock_ids`.
 
 Every worker that changes shared state takes its lock (through

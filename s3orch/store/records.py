@@ -70,6 +70,14 @@ class ObjectRecord:
     locations: tuple[Location, ...] = ()
     #: The extents of a multi-extent object, by part number (empty otherwise).
     parts: tuple[Extent, ...] = ()
+    #: Envelope encryption (:mod:`s3orch.crypto`): the stored bytes are ciphertext; ``size``
+    #: stays the plaintext size, the locations' sizes are the stored sizes.  Text fields so the
+    #: record stays JSON (the location journal): the wrapped DEK in base64, the key id, the
+    #: object's random identity (bound into every chunk's authenticated data) in hex.
+    encrypted: bool = False
+    wrapped_dek: str = ""
+    key_id: str = ""
+    crypto_id: str = ""
 
     @property
     def extents(self) -> tuple[Extent, ...]:
@@ -254,6 +262,13 @@ class MultipartUpload:
     backend_upload_id: str | None = None
     #: Part numbers a native Complete sent to the backend (state completing, older builds).
     complete_parts: tuple[int, ...] | None = None
+    #: Envelope encryption: the upload's data key (base64, wrapped) and its key id; empty: plaintext.
+    wrapped_dek: str = ""
+    key_id: str = ""
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.wrapped_dek)
 
     @property
     def native(self) -> bool:
@@ -551,3 +566,5 @@ class ScrubCopy:
     size: int
     last_verified: float | None
     expected: tuple[str, str] | None
+    #: The copy is ciphertext: ``expected`` is the plaintext's digest, checked after decrypting.
+    encrypted: bool = False

@@ -37,6 +37,7 @@ from s3orch.config.model import DatabaseConfig
 from s3orch.store import adbapi_typed
 from s3orch.store.adbapi_typed import PoolFactory
 from s3orch.store.errors import StoreError
+from s3orch.store.file_locks import FileWorkerLocks, lock_file_path
 from s3orch.store.locks import LocalWorkerLocks, WorkerLocks
 from s3orch.store.migrate import Migration, MigrationError, migrate
 from s3orch.store.txn.base import Notes, RetryTransaction, Tx
@@ -282,8 +283,11 @@ class SQLiteEngine:
         return SQLitePools(writer, readers)
 
     def worker_locks(self, reactor: IReactorCore) -> WorkerLocks:
-        """One instance per database file: a process mutex is enough."""
-        return LocalWorkerLocks()
+        """Every process on the database file (``server.processes``) shares the locks: kernel
+        record locks on a file beside it (:mod:`s3orch.store.file_locks`)."""
+        if self.path == ":memory:" or self.path.startswith("file::memory:"):
+            return LocalWorkerLocks()  # one process by construction
+        return FileWorkerLocks(lock_file_path(self.path))
 
     # -- migrations (see :class:`s3orch.store.migrate.Migrator`) ------------------------
 

@@ -52,7 +52,7 @@ from s3orch.store.records import (
     UploadedPart,
     UploadListPage,
 )
-from s3orch.store.sqlstore_integrity import IntegrityTransactions
+from s3orch.store.sqlstore_integrity import CryptoTransactions, IntegrityTransactions
 from s3orch.store.sqlstore_reconcile import ReconcileTransactions
 from s3orch.store.txn import (
     cleanup,
@@ -84,7 +84,7 @@ def _check_strategy(strategy: str) -> None:
         raise ValueError(f"unknown placement strategy {strategy!r}")
 
 
-class SQLStore(ReconcileTransactions, IntegrityTransactions):
+class SQLStore(ReconcileTransactions, IntegrityTransactions, CryptoTransactions):
     """:class:`~s3orch.store.interface.MetadataStore` on a SQL database (see the module)."""
 
     _log = Logger(namespace="s3orch.store")
@@ -181,11 +181,13 @@ class SQLStore(ReconcileTransactions, IntegrityTransactions):
         conditions: WriteConditions = UNCONDITIONAL,
         *,
         events: Sequence[OutboxEvent] = (),
+        companions: Sequence[ReplicaReservation] = (),
     ) -> list[CleanupItem]:
         """See the protocol.  ``record.locations`` and ``parts`` are ignored: the new
-        version has exactly the reservation's copy, as its one extent."""
+        version has exactly the reservation's copy (and ``companions``), as its one extent."""
         result = await self._write(
-            objects.txn_commit_object, reservation, record, now, conditions, tuple(events)
+            objects.txn_commit_object, reservation, record, now, conditions, tuple(events),
+            tuple(companions),
         )
         if isinstance(result, objects.IntentGone):
             raise IntentNotFound(reservation.write_id, result.cleanup)
@@ -476,6 +478,20 @@ class SQLStore(ReconcileTransactions, IntegrityTransactions):
         return await self._write(
             replicas.txn_reserve_replica, extent, factor, tuple(sorted(set(uncounted))),
             tuple(candidates), strategy, storage_key, now, hold,
+        )
+
+    async def reserve_copy(
+        self,
+        candidates: Sequence[str],
+        strategy: str,
+        storage_key: str,
+        size: int,
+        now: float,
+        hold: float,
+    ) -> ReplicaReservation | None:
+        _check_strategy(strategy)
+        return await self._write(
+            replicas.txn_reserve_copy, tuple(candidates), strategy, storage_key, size, now, hold
         )
 
     async def abandon_replica(self, cleanup_id: int, due: float) -> None:

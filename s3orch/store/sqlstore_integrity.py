@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from s3orch.store.records import CleanupItem, ScrubCopy
+from s3orch.store.records import CleanupItem, ObjectRecord, ScrubCopy
 from s3orch.store.sqlstore_reconcile import TransactionRunner
-from s3orch.store.txn import integrity, tags
+from s3orch.store.txn import crypto, integrity, tags
 
 
 class IntegrityTransactions(TransactionRunner):
@@ -41,3 +41,22 @@ class IntegrityTransactions(TransactionRunner):
 
     async def set_object_tags(self, bucket: str, key: str, encoded: str) -> bool:
         return await self._write(tags.txn_set_object_tags, bucket, key, encoded)
+
+
+class CryptoTransactions(TransactionRunner):
+    """The encryption passes' transactions (:mod:`s3orch.store.txn.crypto`)."""
+
+    async def objects_by_encryption(
+        self, encrypted: bool, key_id: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str]]:
+        return await self._read(crypto.txn_objects_by_encryption, encrypted, key_id, after, limit)
+
+    async def swap_stored_bytes(
+        self, record: ObjectRecord, expected_write_id: str, now: float
+    ) -> list[CleanupItem] | None:
+        return await self._write(crypto.txn_swap_stored_bytes, record, expected_write_id, now)
+
+    async def rewrap_key(
+        self, bucket: str, key: str, write_id: str, old_key_id: str, wrapped_dek: str, key_id: str
+    ) -> bool:
+        return await self._write(crypto.txn_rewrap_key, bucket, key, write_id, old_key_id, wrapped_dek, key_id)

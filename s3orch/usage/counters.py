@@ -12,13 +12,13 @@ The flush protocol keeps counts exact across a failed database write::
     counters.rollback(batch)            # the write failed: they go back to pending
 
 A shared implementation must keep ``pending`` synchronous (it is asked on the request path):
-serve it from what the shared store last said (INCRBY answers the new total), plus what this
-process added since.
+serve it from what the shared store last said, plus what this process added since
+(:class:`~s3orch.usage.shared.SharedUsageCounters`, Redis).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,8 +62,9 @@ class UsageCounters(Protocol):
     def pending(self, backend: str, period: str) -> Delta:
         """Everything counted and not yet committed to the database (taken batches included)."""
 
-    def take_for_flush(self) -> Batch:
-        """The deltas to write now; they stay in :meth:`pending` until commit or rollback."""
+    def take_for_flush(self) -> Batch | Awaitable[Batch]:
+        """The deltas to write now; they stay in :meth:`pending` until commit or rollback
+        (a shared implementation drains the shared store: awaitable)."""
 
     def commit(self, batch: Batch) -> None:
         """``batch`` is in the database: stop counting it."""

@@ -28,6 +28,7 @@ from s3orch.observe.metrics import (
     USAGE_LIMIT_REJECTIONS,
 )
 from s3orch.store.interface_usage import UsageRow, UsageStore
+from s3orch.store.locks import WorkerLock, WorkerLocks, run_exclusive
 from s3orch.usage.counters import ZERO, Delta, LocalCounters, UsageCounters
 
 __all__ = ["LIMIT_TYPES", "UsageTracker", "period_of"]
@@ -113,8 +114,7 @@ class UsageTracker:
     def usage(self, backend: str, period: str | None = None) -> Delta:
         """Effective usage of ``backend`` this period: baseline plus unflushed deltas."""
         period = period or self.period()
-        baseline = self._baseline.get(backend, ZERO) if period == self._baseline_period else ZERO
-        return baseline + self.counters.pending(backend, period)
+        return self.baseline(backend, period) + self.counters.pending(backend, period)
 
     def limited(self) -> bool:
         """Whether any backend has a limit (without one, checks are skipped)."""
@@ -178,13 +178,24 @@ class UsageTracker:
 
     # -- the database ------------------------------------------------------------------------
 
-    async def flush(self, store: UsageStore, *, refresh: bool = True) -> int:
+    async def flush(self, store: UsageStore, *, refresh: bool = True, locks: WorkerLocks | None = None) -> int:
         """Add the unflushed deltas to the database in one transaction and take its rows as the
         new baseline; the deltas are forgotten only once that committed.  The deltas written.
         ``refresh=False`` (the flush at shutdown) does not touch the database when there is
-        nothing to write."""
+        nothing to write.  With ``locks`` (shared counters: draining them is a destructive
+        read) the flush runs under worker lock 1007; when another instance holds it, this one
+        only refreshes its baseline (``refresh``) and writes nothing."""
+        if locks is None:
+            return await self._flush(store, refresh)
+        ran, written = await run_exclusive(locks, WorkerLock.USAGE_FLUSH, lambda: self._flush(store, refresh))
+        if not ran and refresh:
+            await self.refresh(store)
+        return written or 0
+
+    async def _flush(self, store: UsageStore, refresh: bool) -> int:
         period = self.period()
-        batch = self.counters.take_for_flush()
+        taken = self.counters.take_for_flush()
+        batch = taken if isinstance(taken, Mapping) else await taken
         if not batch and not refresh:
             return 0
         try:
@@ -203,6 +214,10 @@ class UsageTracker:
         period = self.period()
         self._set_baseline(period, await store.get_usage(period))
         self.publish()
+
+    def baseline(self, backend: str, period: str) -> Delta:
+        """The database's row of ``backend`` in ``period`` as this instance last read it."""
+        return self._baseline.get(backend, ZERO) if period == self._baseline_period else ZERO
 
     def _set_baseline(self, period: str, rows: Mapping[str, UsageRow]) -> None:
         self._baseline_period = period

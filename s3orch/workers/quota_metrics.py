@@ -20,6 +20,7 @@ from s3orch.observe.metrics import (
     QUOTA_USED,
 )
 from s3orch.store.interface import MetadataStore, QuotaRow
+from s3orch.store.locks import WorkerLocks
 from s3orch.usage.tracker import UsageTracker
 from s3orch.workers.base import PeriodicWorker
 
@@ -36,7 +37,10 @@ class QuotaMetricsWorker(PeriodicWorker):
 
     Every instance flushes its own deltas (additively: no lock needed without shared counters)
     and refreshes its own ``/metrics``, so this worker takes no worker lock (and each instance
-    sends its own capacity warnings, at most hourly per backend).
+    sends its own capacity warnings, at most hourly per backend).  With shared counters
+    (Redis), ``flush_locks`` is given: the flush itself (a destructive read of the shared
+    counters) runs under lock 1007, and an instance that does not get it refreshes its
+    baseline instead; the gauges are still every instance's own.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class QuotaMetricsWorker(PeriodicWorker):
         config: UsageFlushConfig,
         events: EventSink = NULL_SINK,
         usage: UsageTracker | None = None,
+        flush_locks: WorkerLocks | None = None,
     ) -> None:
         super().__init__(
             "usage-flush", config.interval, clock, run_now=True, component="usage_flush", audited=False
@@ -54,6 +59,7 @@ class QuotaMetricsWorker(PeriodicWorker):
         self.events = events
         self.usage = usage
         self.config = config
+        self.flush_locks = flush_locks
         self._warned: dict[str, float] = {}
 
     def configure(self, config: UsageFlushConfig) -> None:
@@ -69,7 +75,7 @@ class QuotaMetricsWorker(PeriodicWorker):
 
     async def tick(self) -> None:
         if self.usage is not None:
-            await self.usage.flush(self.store)
+            await self.usage.flush(self.store, locks=self.flush_locks)
             pace = self._pace()
             if pace != self.interval:
                 self.set_interval(pace)

@@ -23,7 +23,10 @@ def gateway(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -
         bucket = f"e2e{i}-{uuid.uuid4().hex[:10]}"
         create_bucket(moto_server.endpoint, bucket, "testing", "testing", "us-east-1")
         backends.append(BackendSpec(f"backend-{i + 1}", moto_server.endpoint, bucket, quota_bytes=512 * 1024 * 1024))
-    proc = GatewayProcess(tmp_path_factory.mktemp("e2e-gw"), GatewayConfig(backends=backends).render())
+    # S3ORCH_E2E_MASTER_KEY (base64 of 32 bytes): the same clients over an encrypting gateway.
+    key = os.environ.get("S3ORCH_E2E_MASTER_KEY")
+    extra: dict[str, object] = {"encryption": {"enabled": True, "master_key": key}} if key else {}
+    proc = GatewayProcess(tmp_path_factory.mktemp("e2e-gw"), GatewayConfig(backends=backends, extra=extra).render())
     proc.start()
     yield proc
     proc.stop()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.cookiejar
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -59,6 +62,16 @@ def test_demo_serves_the_readme_commands_and_stops_cleanly(tmp_path: Path) -> No
         buckets = subprocess.run([*aws, "s3", "ls"], env=env, check=True, capture_output=True,
                                  text=True, timeout=60).stdout
         assert "photos" in buckets and "documents" not in buckets
+        # The dashboard (demo login admin/admin) shows the upload on the first backend (pack).
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        form = urllib.parse.urlencode({"access_key": "admin", "secret_key": "admin"}).encode()
+        with browser.open("http://127.0.0.1:9000/ui/login", data=form, timeout=30) as resp:
+            assert resp.url == "http://127.0.0.1:9000/ui/"  # 303 to the overview, logged in
+        with browser.open("http://127.0.0.1:9000/ui/api/dashboard", timeout=30) as resp:
+            backends = {b["name"]: b for b in json.loads(resp.read())["backends"]}
+        assert sorted(backends) == ["weed-1", "weed-2", "weed-3"]
+        assert backends["weed-1"]["object_count"] == 1 and backends["weed-1"]["bytes_used"] == len("demo-host\n")
     finally:
         demo.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:
@@ -70,6 +83,7 @@ def test_demo_serves_the_readme_commands_and_stops_cleanly(tmp_path: Path) -> No
     output = demo.stdout.read() if demo.stdout else ""
     # The banner gives a ready-to-paste PATH line for the venv's `aws`; the text log shows each request.
     assert f'export PATH="{Path(sys.executable).parent}:$PATH"' in output
+    assert "dashboard: http://localhost:9000/ui/   (login: admin / admin" in output
     assert "event=s3.PutObject" in output and "bucket=photos" in output
     still_open = poll(lambda: [p for p in DEMO_PORTS if _port_in_use(p)], lambda ports: ports == [], 2)
     assert still_open == [], "Ctrl-C left something running"

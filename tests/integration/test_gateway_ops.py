@@ -35,37 +35,6 @@ def test_logs_are_json_lines_with_component_and_no_secrets(start_gateway, moto_b
     assert PHOTOS.secret_key not in text and "Signature=" not in text
 
 
-def test_encryption_enabled_stops_twistd_with_status_1_naming_the_key(tmp_path, moto_backends) -> None:  # type: ignore[no-untyped-def]
-    import base64
-
-    import pytest
-
-    from tests.support.gateway import GatewayProcess
-
-    key = base64.b64encode(b"k" * 32).decode()
-    config = GatewayConfig(backends=moto_backends(1, quota=1 << 20),
-                           extra={"encryption": {"enabled": True, "master_key": key}})
-    gw = GatewayProcess(tmp_path / "gw", config.render())
-    with pytest.raises(RuntimeError, match="exited early"):
-        gw.start()
-    assert gw.proc is not None and gw.proc.wait(10) == 1
-    lines = [line for line in gw.log_text().splitlines() if line.strip()]
-    assert lines == [
-        "error: encryption.enabled: not supported by this build of s3orch (the key is accepted so "
-        "that existing files load); objects would be stored in plaintext"
-    ]
-    assert key not in gw.log_text()
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    admin = str(Path(sys.executable).with_name("s3orch-admin"))
-    checked = subprocess.run([admin, "validate", "--config", str(gw.config_path)],
-                             capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 1
-    assert checked.stderr.splitlines() == lines and checked.stdout == ""
-
-
 def _get(url: str) -> tuple[int, bytes, str]:
     import urllib.error
     import urllib.request

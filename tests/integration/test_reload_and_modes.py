@@ -159,7 +159,7 @@ def test_api_mode_serves_s3_and_runs_no_worker_but_usage_flush(
         ready = _ready_line(gw)
         # The location journal's refresh serves degraded S3 reads: it runs where the S3 API is.
         # The drain worker only refreshes the draining set there (it moves nothing).
-        assert ready["mode"] == "api" and ready["workers"] == ["drain", "usage-flush", "journal-refresh"]
+        assert ready["mode"] == "api" and ready["workers"] == ["drain", "usage-flush", "journal-refresh", "rate-limit-sweep"]
         status, metrics = _get(gw.endpoint + "/metrics")
         assert status == 200 and b'service="usage_flush"' in metrics
         assert b'service="cleanup_queue"' not in metrics
@@ -172,7 +172,10 @@ def test_worker_mode_runs_every_worker_and_answers_s3_paths_with_503(
     with GatewayProcess(tmp_path / "worker", config.render(), args=["--mode", "worker"]) as gw:
         ready = _ready_line(gw)
         assert ready["mode"] == "worker"
-        assert set(ready["workers"]) == {"cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "usage-flush", "pending-reaper"}
+        assert set(ready["workers"]) == {
+            "cleanup-queue", "multipart-gc", "lifecycle", "scrubber", "rebalancer", "drain", "reconcile",
+            "usage-flush", "pending-reaper", "rate-limit-sweep",
+        }
         assert _get(gw.endpoint + "/health") == (200, b'{"status": "ok"}')
         status, body = _get(gw.endpoint + "/photos/a")
         assert status == 503 and b"<Code>ServiceUnavailable</Code>" in body and b"worker mode" in body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest_twisted
 
 from s3orch.store.interface import Location, MetadataStore, ReplicaReservation, UnderReplicated
-from tests.store.test_contract import NOW, counters, put, quota
+from tests.store.test_contract import NOW, counters, intent, put, quota, record_for
 
 BACKENDS = {"b1": 0, "b2": 0, "b3": 0}
 
@@ -152,3 +152,45 @@ async def test_an_abandoned_replica_becomes_due_after_the_grace_never_later_than
     due = await store.due_cleanups(NOW + 60, 10)
     assert [(d.backend, d.storage_key, d.reason) for d in due] == [("b2", "bkt/x/r1", "replication_orphan")]
     assert counters(await quota(store, "b2")) == (0, 10, 0, 0)  # still counted until deleted
+
+
+@pytest_twisted.ensureDeferred
+async def test_fan_out_companions_are_committed_with_the_write_and_a_late_one_by_compare_and_swap(
+    store: MetadataStore,
+) -> None:
+    await _setup(store)
+    await put(store, "k", 4)  # the old version, displaced by the fan-out write below
+    new = intent("k", 10)
+    primary = await store.reserve(new, ("b1", "b2", "b3"), "pack", NOW)
+    assert primary is not None and primary.backend == "b1"
+    early = await store.reserve_copy(("b2", "b3"), "pack", new.storage_key + ".r1", 10, NOW, 3600.0)
+    late = await store.reserve_copy(("b3",), "pack", new.storage_key + ".r2", 10, NOW, 3600.0)
+    assert early is not None and late is not None and (early.backend, late.backend) == ("b2", "b3")
+    assert counters(await quota(store, "b2")) == (0, 10, 0, 0)  # held as orphaned bytes
+    assert await store.reserve_copy((), "pack", "bkt/none", 10, NOW, 3600.0) is None
+    displaced = await store.commit_object(primary, record_for(primary, "k", 10), NOW, companions=[early])
+    assert [(item.backend, item.size) for item in displaced] == [("b1", 4)]
+    record = await store.get_object("bkt", "k")
+    assert record is not None
+    assert sorted(loc.backend for loc in record.locations) == ["b1", "b2"]  # both, atomically
+    assert counters(await quota(store, "b2")) == (10, 0, 0, 1)
+    extent = UnderReplicated("bkt", "k", new.write_id, 0, 10, "", ())
+    assert (await store.record_replica(extent, late, 3, (), NOW)).reason == "ok"
+    assert counters(await quota(store, "b3")) == (10, 0, 0, 1)
+    record = await store.get_object("bkt", "k")
+    assert record is not None and len(record.locations) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fan_out_companion_of_a_write_that_never_committed_is_refused_and_deleted(
+    store: MetadataStore,
+) -> None:
+    await _setup(store)
+    new = intent("k", 10)
+    held = await store.reserve_copy(("b2",), "pack", new.storage_key + ".r1", 10, NOW, 3600.0)
+    assert held is not None
+    extent = UnderReplicated("bkt", "k", new.write_id, 0, 10, "", ())
+    outcome = await store.record_replica(extent, held, 2, (), NOW)
+    assert outcome.reason == "stale"
+    assert outcome.cleanup is not None and outcome.cleanup.storage_key == new.storage_key + ".r1"
+    assert await store.get_object("bkt", "k") is None

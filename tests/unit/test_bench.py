@@ -186,7 +186,7 @@ def test_table_shows_units_spreads_ratios_and_labels_once() -> None:
     assert not s3orch.startswith(put.label) and s3orch.split()[0] == "s3orch"
     assert "0.50x (0.50..0.50)" in s3orch and "2.00x (2.00..2.00)" in s3orch
     assert "x" not in direct.split("ops/s")[1]
-    assert "10/50/80/5" in s3orch and "10/0/80/5" in direct
+    assert "10/50/-/80/5" in s3orch and "10/0/-/80/5" in direct
     assert "!!!" not in text
 
 
@@ -229,7 +229,7 @@ def test_workload_names_are_unique_and_large_ones_say_their_size() -> None:
     every = workloads(16 * MiB)
     assert len({w.name for w in every}) == len(every)
     assert [w.label for w in every if w.large] == ["PUT 16MiB c1", "GET 16MiB c1", "MPU 64MiB 8MiB\u00d74"]
-    assert {w.concurrency for w in every if not w.large} == {1, 16}
+    assert {w.concurrency for w in every if not w.large and not w.rate} == {1, 16}
 
 
 def test_multipart_row_is_a_large_row_of_its_object_size_with_four_parts_in_flight() -> None:
@@ -253,7 +253,7 @@ def test_quick_runs_a_smaller_multipart_upload_that_keeps_the_part_size_rule() -
         (None, None),
         ("", None),
         ("put-4k-c1", ["put-4k-c1"]),
-        ("get", ["get-4k-c1", "get-4k-c16", "get-large"]),
+        ("get", ["get-4k-c1", "get-4k-c16", "paced-get-1k-100rps", "get-large"]),
         ("c16", ["put-4k-c16", "get-4k-c16", "head-4k-c16", "list-c16"]),
         ("*-c1", ["put-4k-c1", "get-4k-c1", "head-4k-c1", "list-c1"]),
         ("list-c1, *large", ["list-c1", "put-large", "get-large"]),

@@ -182,14 +182,15 @@ def test_validate_refuses_a_feature_this_build_lacks_naming_the_key(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     data = dict(VALID)
-    data["encryption"] = {"enabled": True, "master_key": "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U="}
+    data["write_path"] = {"pending_pattern": {"enabled": False}}
     path = write(tmp_path, data)
     result = runner.invoke(cli, ["validate", "-config", path])
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "error: encryption.enabled: not supported by this build of s3orch "
-        "(the key is accepted so that existing files load); objects would be stored in plaintext"
+        "error: write_path.pending_pattern.enabled: not supported by this build of s3orch "
+        "(the key is accepted so that existing files load); the legacy write path (false) is not"
+        " implemented; remove the key or set true"
     ]
 
 
@@ -198,17 +199,13 @@ def test_validate_lists_every_refused_key_after_the_warnings(
 ) -> None:
     data = dict(VALID)
     data["buckets"] = [{"name": "Photos_2024", "credentials": [{"token": "t"}]}]
-    data["compression"] = {"enabled": True}
-    data["write_path"] = {"parallel_copies": {"enabled": True}}
+    data["write_path"] = {"pending_pattern": {"enabled": False}}
     path = write(tmp_path, data)
     result = runner.invoke(cli, ["validate", "-config", path])
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert lines[0].startswith("warning: buckets[0].name: ")
-    assert [line.split(": ")[1] for line in lines[1:]] == [
-        "compression.enabled",
-        "write_path.parallel_copies.enabled",
-    ]
+    assert [line.split(": ")[1] for line in lines[1:]] == ["write_path.pending_pattern.enabled"]
     assert all("not supported by this build of s3orch" in line for line in lines[1:])
 
 

@@ -140,6 +140,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "allow_sigv2": True,
             "regions": (),
             "max_concurrent_per_credential": 0,
+            "processes": "1",
         },
         "database": {
             "driver": "sqlite",
@@ -194,6 +195,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "batch_size": 50,
             "concurrency": 5,
             "unhealthy_threshold": 600.0,
+            "ack": "first",
         },
         "cleanup_queue": {
             "concurrency": 10,

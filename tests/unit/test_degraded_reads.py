@@ -214,3 +214,21 @@ def test_an_unreadable_journal_leaves_the_503_never_a_500(gateway: GatewayHarnes
         got = gateway.get("photos", "k")
         assert got.status == 503 and got.header("retry-after")
     assert "journal file unreadable" in gateway.problems.describe()  # logged, with its cause
+
+
+def test_encrypted_objects_answer_503_while_the_database_is_down(tmp_path: Path) -> None:
+    """BEHAVIOURS §1.19: an encrypted object cannot be read in degraded mode (its key is in the
+    row, never in the journal's hands alone): 503 from the cache and from the journal."""
+    import base64
+
+    key = base64.b64encode(bytes(32)).decode()
+    config = CONFIG + f"encryption:\n  enabled: true\n  master_key: {key}\n"
+    with GatewayHarness(tmp_path, config) as gateway:
+        assert gateway.put("photos", "sealed", b"secret bytes").status == 200
+        assert gateway.get("photos", "sealed").body == b"secret bytes"  # cached now
+        with Outage(gateway.store):
+            first = gateway.get("photos", "sealed")
+            assert first.status == 503 and b"secret" not in first.body
+            gateway.advance(1)  # past cache_ttl: the journal
+            second = gateway.get("photos", "sealed")
+            assert second.status == 503 and b"secret" not in second.body

@@ -36,6 +36,9 @@ PG = "tests/store/test_postgres.py"
 TRACING = "tests/integration/test_tracing.py"
 CACHE_GW = "tests/integration/test_cache_gateway.py"
 
+ENC = "tests/inproc/test_encryption.py"
+ENC_KEYS = "tests/unit/test_crypto_keys.py"
+
 #: key -> the tests that prove this build honours it ("file::test_name").
 HONOURED: dict[str, tuple[str, ...]] = {
     "server.regions": (
@@ -81,6 +84,10 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_server_timeouts.py::test_slow_body_gets_408_at_read_timeout_and_is_accounted",
     ),
     "server.idle_timeout": ("tests/unit/test_feature_support.py::test_idle_keep_alive_connections_close_at_idle_timeout",),
+    "server.processes": (
+        "tests/integration/test_processes.py::test_two_processes_share_the_port_keep_quotas_exact_and_count_in_one_metrics_view",
+        "tests/unit/test_processes.py::test_processes_defaults_to_one_and_takes_an_integer_or_auto",
+    ),
     "server.shutdown_delay": (
         "tests/unit/test_service_lifecycle.py::test_shutdown_delay_keeps_serving_and_ready_before_the_drain",
     ),
@@ -217,6 +224,16 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "replication.concurrency": (
         "tests/unit/test_replicator.py::test_the_worker_runs_every_worker_interval_and_copies_concurrency_extents_at_once",
     ),
+    # Write fan-out (s3orch.core.fanout).
+    "write_path.parallel_copies.enabled": (
+        "tests/unit/test_fanout.py::test_ack_all_answers_with_every_copy_recorded_and_stored",
+        "tests/integration/test_fanout.py::test_ack_all_the_bytes_are_on_two_backends_the_moment_the_put_returns",
+    ),
+    "replication.ack": (
+        "tests/unit/test_fanout.py::test_ack_must_be_first_all_or_a_count_within_the_factor",
+        "tests/unit/test_fanout.py::test_ack_first_answers_before_a_slow_copy_which_finishes_in_the_background",
+        "tests/unit/test_fanout.py::test_ack_two_of_three_waits_for_two_copies_only",
+    ),
     "replication.unhealthy_threshold": (
         "tests/unit/test_replicator.py::test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced",
     ),
@@ -329,6 +346,28 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_usage_limits.py::test_writes_skip_backends_past_the_ingress_limit_then_507",
         "tests/integration/test_usage_limits.py::test_ingress_limit_on_put_and_upload_part",
     ),
+    # Shared usage counters (s3orch.usage.shared over s3orch.redis).
+    "redis.address": (
+        "tests/unit/test_service_tree.py::BuiltTreeTests::test_with_redis_the_probe_runs_in_every_mode_and_the_flush_takes_lock_1007",
+        "tests/integration/test_usage_redis.py::test_two_gateways_on_one_redis_stay_within_the_documented_bound",
+        "tests/integration/test_usage_redis.py::test_a_gateway_refuses_to_start_when_redis_does_not_answer",
+    ),
+    "redis.password": (
+        "tests/unit/test_redis_resp.py::test_the_client_authenticates_selects_and_reconnects_only_between_commands",
+        "tests/unit/test_redis_counters.py::test_from_config_takes_the_original_keys",
+    ),
+    "redis.key_prefix": (
+        "tests/integration/test_usage_redis.py::test_two_gateways_on_one_redis_stay_within_the_documented_bound",
+        "tests/unit/test_redis_counters.py::test_from_config_takes_the_original_keys",
+    ),
+    "redis.failure_threshold": (
+        "tests/unit/test_redis_counters.py::test_failures_open_the_breaker_and_counting_goes_on_locally",
+        "tests/unit/test_redis_counters.py::test_from_config_takes_the_original_keys",
+    ),
+    "redis.open_timeout": (
+        "tests/unit/test_redis_counters.py::test_the_probe_replays_every_local_delta_in_one_transaction_after_the_open_timeout",
+        "tests/integration/test_usage_redis.py::test_redis_stopped_and_restarted_mid_run_loses_and_doubles_no_count",
+    ),
     "usage_flush.adaptive_enabled": (
         "tests/unit/test_usage_flush.py::test_adaptive_flush_goes_fast_past_the_threshold_and_back",
     ),
@@ -338,12 +377,23 @@ HONOURED: dict[str, tuple[str, ...]] = {
     "usage_flush.fast_interval": (
         "tests/unit/test_usage_flush.py::test_adaptive_flush_goes_fast_past_the_threshold_and_back",
     ),
-    # The admin API's token; admin_key stands in when it is empty (ui.enabled stays refused).
+    # The admin API's token; admin_key stands in when it is empty.
     "ui.admin_token": (
         "tests/unit/test_admin_api.py::test_every_route_refuses_a_missing_or_wrong_token",
         "tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",
     ),
-    "ui.admin_key": ("tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",),
+    "ui.admin_key": (
+        "tests/unit/test_admin_api.py::test_admin_key_is_the_token_when_admin_token_is_empty",
+        "tests/unit/test_ui_api.py::test_wrong_password_is_401_with_the_page_and_unknown_key_too",
+    ),
+    "ui.enabled": ("tests/unit/test_ui_api.py::test_pages_redirect_to_login_and_apis_answer_401_without_a_session",),
+    "ui.path": ("tests/unit/test_ui_api.py::test_login_sets_a_signed_httponly_strict_session_and_a_readable_csrf_cookie",),
+    "ui.admin_secret": (
+        "tests/unit/test_ui_api.py::test_wrong_password_is_401_with_the_page_and_unknown_key_too",
+        "tests/unit/test_ui_api.py::test_bcrypt_secret_is_accepted_and_checked",
+    ),
+    "ui.session_secret": ("tests/unit/test_ui_api.py::test_a_session_is_valid_on_another_instance_sharing_the_secret",),
+    "ui.force_secure_cookies": ("tests/unit/test_ui_api.py::test_force_secure_cookies_marks_both_cookies_secure",),
     # true (the default) is what this build does; false is refused.
     "write_path.pending_pattern.enabled": (
         "tests/inproc/test_pending_reaper.py::test_a_put_whose_commit_failed_is_promoted_once_min_age_has_passed",
@@ -405,6 +455,34 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/unit/test_lifecycle.py::test_the_admin_route_runs_a_pass_now_with_ndjson_progress",
         "tests/store/test_contract_lifecycle.py::test_pages_are_bounded_and_resume_after_the_last_key_across_buckets",
     ),
+    "encryption.enabled": (
+        f"{ENC}::test_round_trip_and_backends_hold_ciphertext",
+        f"{ENC_KEYS}::test_build_envelope_follows_the_switch_and_the_chunk_size",
+    ),
+    "encryption.master_key": (f"{ENC_KEYS}::test_inline_master_key_wraps_as_config_0_and_previous_keys_only_unwrap",),
+    "encryption.previous_keys": (
+        f"{ENC_KEYS}::test_inline_master_key_wraps_as_config_0_and_previous_keys_only_unwrap",
+    ),
+    "encryption.master_key_file": (f"{ENC_KEYS}::test_master_key_file_is_exactly_32_raw_bytes",),
+    "encryption.chunk_size": (
+        f"{ENC}::test_round_trip_and_backends_hold_ciphertext",
+        f"{ENC_KEYS}::test_build_envelope_follows_the_switch_and_the_chunk_size",
+    ),
+    "encryption.vault.address": (f"{ENC_KEYS}::test_the_vault_client_gets_the_address_token_and_ca_cert",),
+    "encryption.vault.token": (f"{ENC_KEYS}::test_the_vault_client_gets_the_address_token_and_ca_cert",),
+    "encryption.vault.ca_cert": (f"{ENC_KEYS}::test_the_vault_client_gets_the_address_token_and_ca_cert",),
+    "encryption.vault.token_file": (
+        f"{ENC_KEYS}::test_token_file_must_be_0600_or_stricter",
+        f"{ENC_KEYS}::test_renewal_every_interval_rereads_the_token_file",
+    ),
+    "encryption.vault.renew_interval": (f"{ENC_KEYS}::test_renewal_every_interval_rereads_the_token_file",),
+    "encryption.vault.key_name": (
+        f"{ENC_KEYS}::test_vault_transit_wraps_under_the_key_name_at_the_mount_off_the_reactor",
+    ),
+    "encryption.vault.mount_path": (
+        f"{ENC_KEYS}::test_vault_transit_wraps_under_the_key_name_at_the_mount_off_the_reactor",
+        f"{ENC_KEYS}::test_build_envelope_follows_the_switch_and_the_chunk_size",
+    ),
     "write_path.pending_pattern.batch_size": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
     ),
@@ -412,17 +490,9 @@ HONOURED: dict[str, tuple[str, ...]] = {
 
 #: For each row of the table: a config fragment that asks for the feature, and the paths refused.
 ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
-    "encryption.enabled": ({"encryption": {"enabled": True, "master_key": "a" * 43 + "="}}, ["encryption.enabled"]),
     "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
-    "write_path.parallel_copies.enabled": (
-        {"write_path": {"parallel_copies": {"enabled": True}}}, ["write_path.parallel_copies.enabled"],
-    ),
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
-    ),
-    "redis.address": ({"redis": {"address": "127.0.0.1:6379"}}, ["redis.address"]),
-    "ui.enabled": (
-        {"ui": {"enabled": True, "admin_key": "a", "admin_secret": "b", "session_secret": "c"}}, ["ui.enabled"],
     ),
 }
 
@@ -551,9 +621,7 @@ def test_what_the_originals_readme_config_asks_for_that_this_build_lacks() -> No
     with_extras = load_config_from_string(
         (DATA / "original_config.yaml").read_text() + (DATA / "original_extra_blocks.yaml").read_text(), ORIGINAL_ENV
     )
-    assert {issue.path for issue in refusals(with_extras)} == {
-        "redis.address",
-    }
+    assert {issue.path for issue in refusals(with_extras)} == set()  # every extra block is built
 
 
 def test_webhook_endpoints_are_built_now_and_accepted() -> None:

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from s3orch.core.placement import storage_key
 from s3orch.core.reconcile import OutOfOrder, ascending, merge, own_key
 from s3orch.core.sync import client_key
-from s3orch.observe.metrics import RECONCILE_OBJECTS_LOST
+from s3orch.observe.placement_metrics import RECONCILE_OBJECTS_LOST
 from s3orch.store.records import StoredCopy
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from s3orch.workers.reconciler import ReconcileWorker

@@ -102,6 +102,28 @@ class BuiltTreeTests(SynchronousTestCase):
         self.assertEqual([child.name for child in service.listeners], ["s3-listener", "metrics-listener"])
         self.assertEqual(set(service.namedServices), {c.name for c in service.workers + service.listeners})
 
+    def test_with_redis_the_probe_runs_in_every_mode_and_the_flush_takes_lock_1007(self) -> None:
+        from s3orch.tap import build
+        from s3orch.usage.shared import SharedUsageCounters
+        from s3orch.workers.redis_probe import RedisProbe
+
+        config = load_config_from_string(CONFIG + 'redis: {address: "127.0.0.1:1", key_prefix: "gw"}\n')
+        for mode in ("all", "api", "worker"):
+            service = build(config, MemoryReactorClock(), mode=mode)
+            names = [child.name for child in service.workers]
+            self.assertIn("redis-probe", names)
+            self.assertLess(names.index("redis-probe"), names.index("usage-flush"))
+            probe = service.getServiceNamed("redis-probe")
+            assert isinstance(probe, RedisProbe)
+            self.assertEqual(probe.interval, 5.0)
+            flush = service.getServiceNamed("usage-flush")
+            assert isinstance(flush, QuotaMetricsWorker) and flush.usage is not None
+            self.assertIsNotNone(flush.flush_locks)
+            self.assertIsInstance(flush.usage.counters, SharedUsageCounters)
+        without = build(load_config_from_string(CONFIG), MemoryReactorClock()).getServiceNamed("usage-flush")
+        assert isinstance(without, QuotaMetricsWorker)
+        self.assertIsNone(without.flush_locks)
+
     def test_the_workers_get_their_config_sections(self) -> None:
         from s3orch.tap import build
 

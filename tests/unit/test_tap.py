@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from s3orch.tap import load_checked_config
+from s3orch.startup import load_checked_config
 
 BACKENDS = """
 backends:
@@ -41,14 +41,15 @@ def test_every_config_error_is_printed_on_its_own_line_and_the_exit_status_is_1(
 def test_a_feature_this_build_lacks_stops_the_start_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _write(tmp_path, BUCKETS + BACKENDS + "write_path: {parallel_copies: {enabled: true}}\n")
+    path = _write(tmp_path, BUCKETS + BACKENDS + "write_path: {pending_pattern: {enabled: false}}\n")
     with pytest.raises(SystemExit) as info:
         load_checked_config(path)
     assert info.value.code == 1
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        "error: write_path.parallel_copies.enabled: not supported by this build of s3orch"
-        " (the key is accepted so that existing files load)",
+        "error: write_path.pending_pattern.enabled: not supported by this build of s3orch"
+        " (the key is accepted so that existing files load); the legacy write path (false) is not"
+        " implemented; remove the key or set true",
     ]
 
 

@@ -24,6 +24,7 @@ from tools.bench.client import (
     xml_text,
 )
 from tools.bench.cpu import CpuMeter
+from tools.bench.pacing import run_paced, schedule
 from tools.bench.stats import CellResult, percentile
 from tools.bench.workloads import (
     LARGE_TIMEOUT,
@@ -36,13 +37,24 @@ from tools.bench.workloads import (
     Target,
     Workload,
     part_plan,
+    size_label,
 )
 
 SMALL_BODY = random.Random(4096).randbytes(SMALL_SIZE)
 
 
-def _read_key(index: int) -> str:
-    return f"obj/{index % READ_KEYS:04d}"
+def small_body(size: int) -> bytes:
+    """The body of a small object of ``size`` bytes (at most SMALL_SIZE): the same bytes on
+    every target, so a GET can check them."""
+    if not 0 < size <= SMALL_SIZE:
+        raise ValueError(f"small objects are 1..{SMALL_SIZE} bytes, not {size}")
+    return SMALL_BODY[:size]
+
+
+def _read_key(index: int, size: int = SMALL_SIZE) -> str:
+    """The seeded objects GET and HEAD read: ``obj/NNNN`` (4 KiB), ``obj-1KiB/NNNN`` (others)."""
+    prefix = "obj" if size == SMALL_SIZE else f"obj-{size_label(size)}"
+    return f"{prefix}/{index % READ_KEYS:04d}"
 
 
 def _list_key(index: int) -> str:
@@ -70,18 +82,18 @@ async def run_op(conn: Connection, ctx: OpContext, worker: int, seq: int) -> int
     if w.op == "put":
         # New keys only: an overwrite would add the gateway's cleanup of the displaced copy.
         key = f"put/{w.name}/r{ctx.round}/w{worker:02d}/{seq:07d}"
-        expect_status(await conn.request("PUT", key, body=SMALL_BODY), 200, f"PUT {key}")
-        return SMALL_SIZE
+        expect_status(await conn.request("PUT", key, body=small_body(w.size)), 200, f"PUT {key}")
+        return w.size
     if w.op in ("get", "head"):
         # Workers start spread over the key set and step by a prime: no two read one key in lockstep.
-        key = _read_key(worker * (READ_KEYS // max(w.concurrency, 1)) + seq * 7)
+        key = _read_key(worker * (READ_KEYS // max(w.concurrency, 1)) + seq * 7, w.size)
         method = w.op.upper()
         response = await conn.request(method, key)
         expect_status(response, 200, f"{method} {key}")
         size = response.length if method == "GET" else int(response.headers.get("content-length", -1))
         if size != w.size:
             raise RequestFailed(f"{method} {key}: {size} bytes, expected {w.size}")
-        if method == "GET" and response.body != SMALL_BODY:
+        if method == "GET" and response.body != small_body(w.size):
             raise RequestFailed(f"GET {key}: wrong bytes")
         return response.length
     if w.op == "list":
@@ -195,12 +207,26 @@ async def check_mpu_object(conn: Connection, ctx: OpContext) -> None:
         raise RequestFailed(f"HEAD {key}: Content-Length {size}, expected {w.size}")
     parts = len(part_plan(w.size, w.part_size))
     etag = response.headers.get("etag")
-    if not is_multipart_etag(etag, parts):
+    if conn.target.multipart_etag and not is_multipart_etag(etag, parts):
         raise RequestFailed(f"HEAD {key}: ETag {etag!r}, expected an MD5 then -{parts}")
 
 
 class BenchAborted(Exception):
     """A process under test died; nothing after this would mean anything."""
+
+
+class ErrorLog:
+    """A cell's error count and its first few distinct descriptions."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.samples: list[str] = []
+
+    def add(self, exc: BaseException) -> None:
+        self.count += 1
+        sample = f"{type(exc).__name__}: {exc}"
+        if len(self.samples) < MAX_ERROR_SAMPLES and sample not in self.samples:
+            self.samples.append(sample)
 
 
 async def run_cell(
@@ -212,20 +238,16 @@ async def run_cell(
     """Run one workload against one target: open the connections, then let every worker issue
     requests back to back until the deadline (large workloads: exactly one transfer; the
     multipart row: one upload, by one worker over all the connections, checked after the clock
-    stops)."""
+    stops; paced rows: requests on a fixed schedule, see :func:`run_paced_cell`)."""
     w = ctx.workload
+    if w.rate:
+        return await run_paced_cell(ctx, target, duration, meter)
     conns = [Connection(target) for _ in range(w.concurrency)]
     await asyncio.gather(*(c.open() for c in conns))
     latencies: list[float] = []
-    samples: list[str] = []
-    counts = {"ops": 0, "errors": 0, "bytes": 0}
+    errors = ErrorLog()
+    counts = {"ops": 0, "bytes": 0}
     timeout = LARGE_TIMEOUT if w.large else SMALL_TIMEOUT
-
-    def failed(exc: BaseException) -> None:
-        counts["errors"] += 1
-        sample = f"{type(exc).__name__}: {exc}"
-        if len(samples) < MAX_ERROR_SAMPLES and sample not in samples:
-            samples.append(sample)
 
     async def worker(index: int) -> None:
         mine = conns if w.op == "mpu" else conns[index : index + 1]
@@ -239,7 +261,7 @@ async def run_cell(
                     else:
                         moved = await run_op(mine[0], ctx, index, seq)
             except REQUEST_ERRORS as exc:
-                failed(exc)
+                errors.add(exc)
                 await asyncio.gather(*(c.close() for c in mine))
                 if not isinstance(exc, RequestFailed):
                     await asyncio.sleep(0.05)  # a dead server must not turn into a busy loop
@@ -261,23 +283,105 @@ async def run_cell(
                 async with asyncio.timeout(SMALL_TIMEOUT):
                     await check_mpu_object(conns[0], ctx)
             except REQUEST_ERRORS as exc:
-                failed(exc)
+                errors.add(exc)
     finally:
         await asyncio.gather(*(c.close() for c in conns))
+    return _cell_result(ctx, target, counts["ops"], errors, seconds, counts["bytes"], latencies, cpu)
+
+
+def _cell_result(
+    ctx: OpContext,
+    target: Target,
+    ops: int,
+    errors: ErrorLog,
+    seconds: float,
+    moved: int,
+    latencies: list[float],
+    cpu: dict[str, float],
+    late: int = 0,
+) -> CellResult:
     latencies.sort()
     return CellResult(
-        workload=w.name,
+        workload=ctx.workload.name,
         target=target.name,
         round=ctx.round,
-        ops=counts["ops"],
-        errors=counts["errors"],
+        ops=ops,
+        errors=errors.count,
         seconds=seconds,
-        bytes=counts["bytes"],
+        bytes=moved,
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
         cpu=cpu,
-        error_samples=samples,
+        error_samples=errors.samples,
+        late=late,
     )
+
+
+#: Connections a paced cell opens before its clock starts (more are opened if ever all are busy).
+PACED_WARM_CONNECTIONS = 4
+
+
+class ConnectionPool:
+    """A paced cell's connections: each request takes a free one, or a new one if all are busy
+    (an open loop must never wait for a connection)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._idle: list[Connection] = []
+        self._all: list[Connection] = []
+
+    async def open(self, count: int) -> None:
+        for _ in range(count):
+            conn = self.take()
+            await conn.open()
+            self.give(conn)
+
+    def take(self) -> Connection:
+        if self._idle:
+            return self._idle.pop()
+        conn = Connection(self.target)
+        self._all.append(conn)
+        return conn
+
+    def give(self, conn: Connection) -> None:
+        self._idle.append(conn)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._all))
+
+
+async def run_paced_cell(ctx: OpContext, target: Target, duration: float, meter: CpuMeter) -> CellResult:
+    """A paced row: ``rate`` requests a second for ``duration`` seconds, each started on time
+    whatever the earlier ones are doing; latencies run from the due time (see tools/bench/pacing)."""
+    w = ctx.workload
+    pool = ConnectionPool(target)
+    await pool.open(PACED_WARM_CONNECTIONS)
+    errors = ErrorLog()
+    moved = [0]
+
+    async def request(index: int) -> bool:
+        conn = pool.take()
+        try:
+            async with asyncio.timeout(SMALL_TIMEOUT):
+                moved[0] += await run_op(conn, ctx, 0, index)
+        except REQUEST_ERRORS as exc:
+            errors.add(exc)
+            await conn.close()  # reopened by its next request
+            return False
+        finally:
+            pool.give(conn)
+        return True
+
+    meter.start()
+    begin = time.perf_counter()
+    try:
+        outcome = await run_paced(schedule(w.rate, duration), request, time.perf_counter, asyncio.sleep)
+        seconds = time.perf_counter() - begin
+        cpu = meter.stop()
+    finally:
+        await pool.close()
+    ops = len(outcome.latencies)
+    return _cell_result(ctx, target, ops, errors, seconds, moved[0], outcome.latencies, cpu, outcome.late)
 
 
 async def run_requests(
@@ -315,10 +419,11 @@ def _put_job(key: str, body: bytes | None = None, body_file: FileSlice | None = 
 async def seed(targets: Sequence[Target], selected: Sequence[Workload], large_file: Path | None) -> None:
     """The objects that GET, HEAD and LIST read, identical on every target."""
     ops = {w.op for w in selected}
+    read_sizes = sorted({w.size for w in selected if w.op in ("get", "head")})
     for target in targets:
         jobs: list[Job] = []
-        if ops & {"get", "head"}:
-            jobs += [_put_job(_read_key(i), SMALL_BODY) for i in range(READ_KEYS)]
+        for size in read_sizes:
+            jobs += [_put_job(_read_key(i, size), small_body(size)) for i in range(READ_KEYS)]
         if "list" in ops:
             jobs += [_put_job(_list_key(i), SMALL_BODY) for i in range(LIST_KEYS)]
         await run_requests(target, jobs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -22,11 +23,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
-from tests.support.servers import WeedServer, create_bucket
+from tests.support.gateway import PROJECT_ROOT
 from tools.bench.cells import BenchAborted, OpContext, run_cell, seed
 from tools.bench.cpu import CpuMeter, process_peak_rss
+from tools.bench.environment import BACKEND_COUNT, Environment
+from tools.bench.scenarios import ScenarioResult, list_scenario, rss_scenario
 from tools.bench.stats import (
     CPU_PROCESSES,
     CellResult,
@@ -36,96 +37,31 @@ from tools.bench.stats import (
     format_number,
     format_table,
     summarize,
+    summary_lines,
 )
 from tools.bench.workloads import (
     BASELINE,
     CANDIDATE,
+    LIST_SCENARIO,
     MPU_PART_SIZE,
     MPU_SIZE,
+    PEER,
     QUICK_MPU_PART_SIZE,
     QUICK_MPU_SIZE,
-    REGION,
+    RSS_SCENARIO,
+    SCENARIOS,
     SMALL_SIZE,
     STREAM_CHUNK,
+    TARGETS,
     MiB,
     Step,
-    Target,
     Workload,
     ab_plan,
+    select_scenarios,
     select_workloads,
     size_label,
     workloads,
 )
-
-
-class Environment:
-    """The backend, the gateway in front of it, and the two targets that reach the same bucket."""
-
-    backend_bucket = "bench-backend"
-
-    def __init__(self, workdir: Path, extra: dict[str, object] | None = None) -> None:
-        self.workdir = workdir
-        #: Extra top-level config sections of the gateway (``--rate-limit``).
-        self.extra = extra or {}
-        self.weed = WeedServer(workdir / "weed", "benchbackendkey", "benchbackendsecret")
-        self.gateway: GatewayProcess | None = None
-        self.targets: dict[str, Target] = {}
-
-    def start(self) -> None:
-        self.weed.start()
-        create_bucket(
-            self.weed.endpoint, self.backend_bucket, self.weed.access_key, self.weed.secret_key, REGION
-        )
-        bucket = BucketSpec("bench", "benchkey", "benchsecret")
-        config = GatewayConfig(
-            backends=[
-                BackendSpec(
-                    "weed",
-                    self.weed.endpoint,
-                    self.backend_bucket,
-                    self.weed.access_key,
-                    self.weed.secret_key,
-                )
-            ],
-            buckets=[bucket],
-            # The bench measures speed; a 256 MiB transfer must not trip the tests' 10 s timeout.
-            extra_server={"spool_dir": "{workdir}/spool", "backend_timeout": "120s"},
-            extra=dict(self.extra),
-        )
-        gw_dir = self.workdir / "s3orch"
-        (gw_dir / "spool").mkdir(parents=True, exist_ok=True)
-        self.gateway = GatewayProcess(gw_dir, config.render()).start()
-        self.targets = {
-            BASELINE: Target(
-                BASELINE,
-                "127.0.0.1",
-                self.weed.s3_port,
-                self.backend_bucket,
-                self.weed.access_key,
-                self.weed.secret_key,
-            ),
-            CANDIDATE: Target(
-                CANDIDATE, "127.0.0.1", self.gateway.port, bucket.name, bucket.access_key, bucket.secret_key
-            ),
-        }
-
-    @property
-    def pids(self) -> dict[str, int | None]:
-        gw = self.gateway.proc if self.gateway is not None else None
-        return {CANDIDATE: gw.pid if gw is not None else None, "weed": self.weed.pid}
-
-    def check_alive(self) -> None:
-        proc = self.gateway.proc if self.gateway is not None else None
-        if proc is None or proc.poll() is not None:
-            code = proc.returncode if proc is not None else None
-            raise BenchAborted(f"s3orch is not running (exit status {code}); its log is saved below")
-        if not self.weed.running:
-            raise BenchAborted("weed is not running; its log is saved below")
-
-    def stop(self) -> None:
-        if self.gateway is not None:
-            self.gateway.stop()
-        self.weed.stop()
 
 
 @dataclass
@@ -142,6 +78,14 @@ class Options:
     rate_limit: bool = False
     #: ``--cache``: the object data cache on (its defaults); small GETs become hits.
     cache: bool = False
+    #: ``--encryption``: envelope encryption on (an inline master key).
+    encryption: bool = False
+    #: Seconds per paced cell (the 1 KiB rows at a steady 100 requests/s).
+    paced_duration: float = 3.0
+    #: The heavy scenarios: object size of the 16 transfers, keys of the big bucket.
+    rss_size: int = 1024 * MiB
+    list_keys: int = 1_000_000
+    processes: int = 1
 
 
 def _log(message: str) -> None:
@@ -160,23 +104,28 @@ def _progress(step: Step, rounds: int, w: Workload, cell: CellResult) -> str:
     return text
 
 
+def write_random_file(path: Path, size: int) -> Path:
+    """A file of ``size`` random bytes (written in chunks: never a whole large body in memory)."""
+    _log(f"writing a {size_label(size)} random body to {path}")
+    rng = random.Random(256)
+    with path.open("wb") as out:
+        for offset in range(0, size, STREAM_CHUNK):
+            out.write(rng.randbytes(min(STREAM_CHUNK, size - offset)))
+    return path
+
+
 async def run_bench(
     env: Environment, selected: Sequence[Workload], opts: Options, results: list[CellResult]
 ) -> None:
     """Seed, warm up, then run the A/B plan, appending every cell's result to ``results`` (which
     thus keeps what was measured before an abort)."""
-    targets = [env.targets[BASELINE], env.targets[CANDIDATE]]
+    targets = [env.targets[name] for name in TARGETS]
     large_file: Path | None = None
     # One file for every large body: PUT and GET send its first bytes, multipart parts its slices.
     file_size = max((w.size for w in selected if w.large), default=0)
     if file_size:
-        large_file = env.workdir / "large.bin"
-        _log(f"writing a {size_label(file_size)} random body to {large_file}")
-        rng = random.Random(256)
-        with large_file.open("wb") as out:
-            for offset in range(0, file_size, STREAM_CHUNK):
-                out.write(rng.randbytes(min(STREAM_CHUNK, file_size - offset)))
-    _log("seeding the objects GET/HEAD/LIST read, on both targets")
+        large_file = write_random_file(env.workdir / "large.bin", file_size)
+    _log("seeding the objects GET/HEAD/LIST read, on every target")
     await seed(targets, selected, large_file)
 
     meter = CpuMeter(env.pids)
@@ -184,8 +133,9 @@ async def run_bench(
     # Warm both paths (connection pools, caches, the gateway's first requests) off the clock.  With
     # only large rows, small PUTs: a fresh weed's first write costs ~1 s (volume allocation), which
     # would otherwise land in the first large or multipart cell.
-    op = "get" if "get" in small_ops or "head" in small_ops else (small_ops[0] if small_ops else "put")
-    warm = Workload("warmup", "warmup", op, 16, SMALL_SIZE)
+    reads = [w for w in selected if w.op in ("get", "head")]
+    op = "get" if reads else (small_ops[0] if small_ops else "put")
+    warm = Workload("warmup", "warmup", op, 16, reads[0].size if reads else SMALL_SIZE)
     for target in targets:
         cell = await run_cell(OpContext(warm, -1, large_file), target, 0.3 if opts.quick else 1.0, meter)
         results.append(cell)
@@ -193,18 +143,53 @@ async def run_bench(
             _log(f"WARM-UP ERRORS against {target.name}: {cell.errors}, e.g. {cell.error_samples[:1]}")
 
     by_name = {w.name: w for w in selected}
-    plan = ab_plan([w.name for w in selected], (BASELINE, CANDIDATE), opts.rounds)
+    plan = ab_plan([w.name for w in selected], TARGETS, opts.rounds)
     for step in plan:
         env.check_alive()
-        # Off the clock: write back what earlier cells left dirty (a 256 MiB PUT leaves GiBs
+        # Off the clock: write back what earlier cells left dirty (a large PUT leaves GiBs
         # between weed and the spool), so no cell pays for its predecessor's writeback.
         os.sync()
         w = by_name[step.workload]
-        cell = await run_cell(
-            OpContext(w, step.round, large_file), env.targets[step.target], opts.duration, meter
-        )
+        duration = opts.paced_duration if w.rate else opts.duration
+        cell = await run_cell(OpContext(w, step.round, large_file), env.targets[step.target], duration, meter)
         results.append(cell)
         _log(_progress(step, opts.rounds, w, cell))
+    env.check_alive()
+
+
+def peak_rss_by_column(env: Environment) -> dict[str, int | None]:
+    """VmHWM per CPU column (weed: the largest of the three), since each process started."""
+    peaks = {name: [process_peak_rss(pid) for pid in pids] for name, pids in env.pids.items()}
+    return {name: max((v for v in values if v is not None), default=None) for name, values in peaks.items()}
+
+
+async def run_all(
+    env: Environment,
+    selected: Sequence[Workload],
+    scenarios: Sequence[str],
+    opts: Options,
+    results: list[CellResult],
+    done: list[ScenarioResult],
+    peak_rss: dict[str, int | None],
+) -> None:
+    """The A/B table, then the heavy scenarios; the processes' peak RSS is taken between the two
+    (the RSS scenario resets the gateway's high-water mark)."""
+    if selected:
+        await run_bench(env, selected, opts, results)
+    peak_rss.update(peak_rss_by_column(env))
+    for name in scenarios:
+        env.check_alive()
+        os.sync()
+        if name == RSS_SCENARIO:
+            source = write_random_file(env.workdir / "rss.bin", opts.rss_size)
+            _log(f"{name}: 8 PUTs and 8 GETs of {size_label(opts.rss_size)} at once through s3orch")
+            result = await rss_scenario(env.targets[CANDIDATE], env.gateway_pid, source, opts.rss_size)
+            source.unlink()
+        else:
+            _log(f"{name}: writing {opts.list_keys} keys into the gateway's database, then LIST")
+            result = await list_scenario(env.list_target(), env.database_path, "weed1", opts.list_keys)
+        done.append(result)
+        _log(result.line)
     env.check_alive()
 
 
@@ -255,6 +240,11 @@ def results_document(
             "mpu_part_size": opts.mpu_part_size,
             "only": opts.only,
             "quick": opts.quick,
+            "paced_duration_s": opts.paced_duration,
+            "rss_size": opts.rss_size,
+            "list_keys": opts.list_keys,
+            "targets": list(TARGETS),
+            "processes": opts.processes,
         },
         "workloads": [asdict(w) for w in selected],
         "summary": [
@@ -272,6 +262,8 @@ def results_document(
                 "cpu_percent": {k: _json_float(v) for k, v in r.cpu.items()},
                 "throughput_ratio": None if r.throughput_ratio is None else spread(r.throughput_ratio),
                 "p50_ratio": None if r.p50_ratio is None else spread(r.p50_ratio),
+                "versus_peer": None if r.versus_peer is None else spread(r.versus_peer),
+                "late": r.late,
             }
             for r in rows
         ],
@@ -293,19 +285,33 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     names = ", ".join(w.name for w in workloads())
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
-        description="s3orch vs the bare SeaweedFS backend behind it, A/B alternated.",
+        description="s3orch and rclone union vs direct access to the same SeaweedFS backends, alternated by round.",
     )
     parser.add_argument("--rounds", type=int, help="A/B rounds per workload (default 3; --quick: 1)")
-    parser.add_argument("--duration", type=float, help="seconds per small-object cell (default 3; --quick: 0.5)")
+    parser.add_argument("--duration", type=float, help="seconds per small-object cell (default 2; --quick: 0.5)")
     parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: 1 round, 0.5 s cells, 16 MiB large object, 16 MiB multipart upload in 5 MiB parts",
     )
-    parser.add_argument("--only", metavar="PATTERN", help=f"comma-separated globs or substrings of: {names}")
-    parser.add_argument("--large-mib", type=int, help="size of the large object in MiB (default 256; --quick: 16)")
+    parser.add_argument(
+        "--only",
+        metavar="PATTERN",
+        help=f"comma-separated globs or substrings of: {names}; the heavy scenarios ({', '.join(SCENARIOS)}) "
+        "run only when named (exactly or by a glob)",
+    )
+    parser.add_argument("--large-mib", type=int, help="size of the large object in MiB (default 64; --quick: 16)")
     parser.add_argument("--results-dir", type=Path, default=Path("bench-results"), help="where the JSON goes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) after the run")
+    parser.add_argument(
+        "--paced-seconds", type=float, help="seconds per paced 1 KiB cell at 100 requests/s (default 3; --quick: 1)"
+    )
+    parser.add_argument(
+        "--rss-mib", type=int, help=f"{RSS_SCENARIO}: size of each of the 16 transfers in MiB (default 1024; --quick: 64)"
+    )
+    parser.add_argument(
+        "--list-keys", type=int, default=1_000_000, help=f"{LIST_SCENARIO}: keys in the big bucket (default 1000000)"
+    )
     parser.add_argument(
         "--rate-limit", action="store_true",
         help="switch rate_limit on with a rate no workload reaches: the limiter's cost on the request path",
@@ -314,12 +320,23 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--cache", action="store_true",
         help="switch the object data cache on (cache.* defaults): small GETs are answered from memory",
     )
+    parser.add_argument(
+        "--encryption", action="store_true",
+        help="switch envelope encryption on (inline master key, default chunk size): its cost on large PUT/GET",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server.processes of the gateway (default 1: one reactor)"
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
-    duration = args.duration if args.duration is not None else (0.5 if args.quick else 3.0)
-    large_mib = args.large_mib if args.large_mib is not None else (16 if args.quick else 256)
-    if rounds < 1 or duration <= 0 or large_mib < 1:
-        parser.error("--rounds, --duration and --large-mib must be positive")
+    duration = args.duration if args.duration is not None else (0.5 if args.quick else 2.0)
+    large_mib = args.large_mib if args.large_mib is not None else (16 if args.quick else 64)
+    paced = args.paced_seconds if args.paced_seconds is not None else (1.0 if args.quick else 3.0)
+    rss_mib = args.rss_mib if args.rss_mib is not None else (64 if args.quick else 1024)
+    if rounds < 1 or duration <= 0 or large_mib < 1 or paced <= 0 or rss_mib < 1 or args.list_keys < 1:
+        parser.error("--rounds, --duration, --large-mib, --paced-seconds, --rss-mib and --list-keys must be positive")
+    if args.processes < 1:
+        parser.error("--processes must be positive")
     mpu_size, mpu_part_size = (QUICK_MPU_SIZE, QUICK_MPU_PART_SIZE) if args.quick else (MPU_SIZE, MPU_PART_SIZE)
     return Options(
         rounds,
@@ -333,6 +350,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         mpu_part_size,
         args.rate_limit,
         args.cache,
+        args.encryption,
+        paced,
+        rss_mib * MiB,
+        args.list_keys,
+        args.processes,
     )
 
 
@@ -343,7 +365,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def _save_logs(env: Environment, results_dir: Path, stamp: str) -> list[Path]:
     """Copy the servers' logs next to the JSON: the work directory (GiBs of data) is deleted."""
     saved: list[Path] = []
-    sources = {"weed": env.weed.log_path}
+    sources = {w.data_dir.name: w.log_path for w in env.weeds}
+    if env.peer is not None:
+        sources[PEER] = env.peer.log_path
     if env.gateway is not None:
         sources[CANDIDATE] = env.gateway.log_path
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -359,8 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench; 0 when every request succeeded, 1 on request errors, 2 when aborted."""
     opts = parse_args(argv)
     selected = select_workloads(workloads(opts.large_size, opts.mpu_size, opts.mpu_part_size), opts.only)
-    if not selected:
-        _log(f"--only {opts.only!r} matches no workload")
+    scenarios = select_scenarios(opts.only)
+    if not selected and not scenarios:
+        _log(f"--only {opts.only!r} matches no workload and no scenario")
         return 2
     # SIGTERM (e.g. from a CI runner) unwinds like Ctrl-C, so the finally below stops the servers.
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -371,15 +396,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra: dict[str, Any] = {"rate_limit": unreachable} if opts.rate_limit else {}
     if opts.cache:
         extra["cache"] = {"enabled": True}
-    env = Environment(workdir, extra or None)
+    if opts.encryption:
+        extra["encryption"] = {"enabled": True, "master_key": base64.b64encode(os.urandom(32)).decode()}
+    env = Environment(workdir, extra or None, opts.processes)
     cells: list[CellResult] = []
+    done: list[ScenarioResult] = []
     peak_rss: dict[str, int | None] = {}
     saved_logs: list[Path] = []
     status = 0
     try:
-        _log(f"starting weed mini and s3orch in {workdir}")
+        _log(f"starting {BACKEND_COUNT} weed mini, s3orch and rclone union in {workdir}")
         env.start()
-        asyncio.run(run_bench(env, selected, opts, cells))
+        asyncio.run(run_all(env, selected, scenarios, opts, cells, done, peak_rss))
     except KeyboardInterrupt:
         _log("interrupted; stopping the servers")
         status = 130
@@ -387,9 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"BENCH ABORTED: {exc}")
         status = 2
     finally:
-        peak_rss = {name: process_peak_rss(pid) for name, pid in env.pids.items()}
+        if not peak_rss:
+            peak_rss.update(peak_rss_by_column(env))
         env.stop()
-        if status == 2 or any(c.errors for c in cells):
+        if status == 2 or any(c.errors for c in cells) or any(d.errors for d in done):
             saved_logs = _save_logs(env, opts.results_dir, stamp)
             for path in saved_logs:
                 _log(f"log saved: {path}")
@@ -397,36 +426,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if status == 130 or not cells:
+    if status == 130 or not (cells or done):
         return status
 
     rows = summarize(selected, cells)
-    errors = sum(c.errors for c in cells)
+    errors = sum(c.errors for c in cells) + sum(d.errors for d in done)
     doc = results_document(started, opts, selected, cells, rows, peak_rss)
+    doc["errors_total"] = errors
+    doc["scenarios"] = [asdict(d) for d in done]
+    doc["summary_lines"] = summary_lines(rows) + [d.line for d in done]
     doc["saved_logs"] = [str(p) for p in saved_logs]
     doc["aborted"] = status == 2
     opts.results_dir.mkdir(parents=True, exist_ok=True)
     out_path = opts.results_dir / f"{stamp}.json"
     out_path.write_text(json.dumps(doc, indent=2) + "\n")
 
-    print(
-        f"s3orch bench: {opts.rounds} round(s), {opts.duration:g} s per small-object cell; "
-        "median (min..max) across rounds"
-    )
-    print(
-        f"ratios: {CANDIDATE}/{BASELINE} of the back-to-back pair in each round; cpu%: 100 = one "
-        f"core of {os.cpu_count()}, other = every other process on the machine (noise)"
-    )
+    if rows:
+        print(
+            f"s3orch bench: {opts.rounds} round(s), {opts.duration:g} s per small-object cell, "
+            f"{opts.paced_duration:g} s per paced cell; median (min..max) across rounds"
+        )
+        print(
+            f"targets: {BASELINE} = the first of {BACKEND_COUNT} SeaweedFS backends, {CANDIDATE} and {PEER} union "
+            f"over all {BACKEND_COUNT}; ratios: target/{BASELINE} of the back-to-back cells of each round; "
+            f"cpu%: 100 = one core of {os.cpu_count()}, other = every other process on the machine (noise)"
+        )
+        print()
+        print(format_table(rows))
+        rss = ", ".join(f"{name} {v / MiB:.0f} MiB" for name, v in peak_rss.items() if v is not None)
+        print()
+        print(f"peak RSS: {rss}")
     print()
-    print(format_table(rows))
-    rss = ", ".join(f"{name} {v / MiB:.0f} MiB" for name, v in peak_rss.items() if v is not None)
-    print()
-    print(f"peak RSS: {rss}")
+    print("summary (one line per row):")
+    for line in doc["summary_lines"]:
+        print(f"  {line}")
     print(f"results: {out_path}")
     if status:
         print("\n!!! ABORTED: the table holds only the cells measured before a server died !!!")
     if errors:
         samples = [f"  {c.workload}/{c.target} r{c.round}: {s}" for c in cells for s in c.error_samples]
+        samples += [f"  {d.name}: {s}" for d in done for s in d.error_samples]
         timed = sum(r.errors for r in rows)
         print(f"\n{error_banner(errors)} ({timed} in timed cells, {errors - timed} in warm-up)", file=sys.stderr)
         print("error samples:\n" + "\n".join(samples[:20]), file=sys.stderr)

@@ -8,7 +8,16 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from tools.bench.workloads import BASELINE, CANDIDATE, MiB, Workload
+from tools.bench.workloads import (
+    BASELINE,
+    CANDIDATE,
+    P99_GOALS_MS,
+    PEER,
+    RATIO_GOALS,
+    TARGETS,
+    MiB,
+    Workload,
+)
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -56,6 +65,8 @@ class CellResult:
     #: CPU use over the cell in percent of one core, per process: client, s3orch, weed.
     cpu: dict[str, float] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
+    #: paced rows: requests that started behind schedule (the client, not the server, was slow).
+    late: int = 0
 
     @property
     def ops_per_s(self) -> float:
@@ -82,9 +93,14 @@ class Row:
     ops: int
     errors: int
     cpu: dict[str, float]
-    #: candidate rows only: candidate/baseline per round (the two ran back to back), across rounds.
+    #: rows other than the baseline's: this target/baseline per round (they ran back to back),
+    #: across rounds.
     throughput_ratio: Spread | None = None
     p50_ratio: Spread | None = None
+    #: the candidate's row, when the peer ran too: candidate/peer throughput per round.
+    versus_peer: Spread | None = None
+    #: paced rows: requests started behind schedule, all rounds.
+    late: int = 0
 
 
 def _ratio(num: float, den: float) -> float:
@@ -93,13 +109,33 @@ def _ratio(num: float, den: float) -> float:
     return num / den
 
 
+def _paired(
+    results: Sequence[CellResult], workload: Workload, num: str, den: str, metric: str
+) -> Spread:
+    """num/den of a metric ("throughput" or "p50") per round, across rounds: each pair ran back
+    to back, so slow drift and other load on the machine cancel in the ratio better than in a
+    ratio of medians.  Rounds missing either side are left out."""
+
+    def value(cell: CellResult) -> float:
+        return cell.throughput(workload) if metric == "throughput" else cell.p50_ms
+
+    by_round = {
+        (c.target, c.round): c for c in results if c.workload == workload.name and c.target in (num, den)
+    }
+    rounds = sorted({rnd for target, rnd in by_round if target == num})
+    return Spread.of(
+        [_ratio(value(by_round[num, r]), value(by_round[den, r])) for r in rounds if (den, r) in by_round]
+    )
+
+
 def summarize(
     selected: Sequence[Workload],
     results: Sequence[CellResult],
-    targets: tuple[str, str] = (BASELINE, CANDIDATE),
+    targets: Sequence[str] = TARGETS,
 ) -> list[Row]:
-    """Table rows (baseline then candidate per workload) from per-round cell results."""
+    """Table rows (the baseline first, then the others, per workload) from per-round cells."""
     rows: list[Row] = []
+    baseline = targets[0]
     for workload in selected:
         per_target: dict[str, Row] = {}
         for target in targets:
@@ -117,27 +153,71 @@ def summarize(
                 ops=sum(c.ops for c in cells),
                 errors=sum(c.errors for c in cells),
                 cpu={n: statistics.median(c.cpu.get(n, math.nan) for c in cells) for n in cpu_names},
+                late=sum(c.late for c in cells),
             )
-        if all(t in per_target for t in targets):
-            # Paired by round: each pair ran back to back, so slow drift and other load on the
-            # machine cancel in the ratio better than in a ratio of medians.
-            pairs = [
-                (b, c)
-                for b in results
-                for c in results
-                if b.workload == c.workload == workload.name
-                and (b.target, c.target) == targets
-                and b.round == c.round
-            ]
-            per_target[targets[1]] = replace(
-                per_target[targets[1]],
-                throughput_ratio=Spread.of(
-                    [_ratio(c.throughput(workload), b.throughput(workload)) for b, c in pairs]
-                ),
-                p50_ratio=Spread.of([_ratio(c.p50_ms, b.p50_ms) for b, c in pairs]),
+        for target in targets[1:]:
+            if target in per_target and baseline in per_target:
+                per_target[target] = replace(
+                    per_target[target],
+                    throughput_ratio=_paired(results, workload, target, baseline, "throughput"),
+                    p50_ratio=_paired(results, workload, target, baseline, "p50"),
+                )
+        if CANDIDATE in per_target and PEER in per_target:
+            per_target[CANDIDATE] = replace(
+                per_target[CANDIDATE], versus_peer=_paired(results, workload, CANDIDATE, PEER, "throughput")
             )
         rows += [per_target[t] for t in targets if t in per_target]
     return rows
+
+
+def _goal_text(met: bool, goal: str) -> str:
+    return f"goal {goal}: {'met' if met else 'MISSED'}"
+
+
+def summary_line(rows: Sequence[Row]) -> str:
+    """One line for one workload's rows: the baseline's figure, every other target's ratio to
+    it, s3orch against the peer, and the issue's goal for the row (met or MISSED).  Paced rows
+    compare p99 latencies instead (their throughput is the pace)."""
+    w = rows[0].workload
+    by_target = {r.target: r for r in rows}
+    cand = by_target.get(CANDIDATE)
+    peer = by_target.get(PEER)
+    parts: list[str] = []
+    if w.rate:
+        parts.append("p99 " + ", ".join(f"{r.target} {format_number(r.p99_ms.median)} ms" for r in rows))
+        if cand is not None and peer is not None:
+            ahead = cand.p99_ms.median <= peer.p99_ms.median
+            parts.append(f"{CANDIDATE} {'<=' if ahead else 'ABOVE'} {PEER}")
+        goal = P99_GOALS_MS.get(w.op)
+        if cand is not None and goal is not None and not math.isnan(cand.p99_ms.median):
+            parts.append(_goal_text(cand.p99_ms.median <= goal, f"p99 <= {goal:g} ms"))
+        late = sum(r.late for r in rows)
+        if late:
+            parts.append(f"{late} late starts (the client fell behind the pace)")
+    else:
+        base = by_target.get(BASELINE)
+        if base is not None:
+            parts.append(f"{BASELINE} {format_number(base.throughput.median)} {w.unit}")
+        parts += [f"{r.target} {_ratio_text(r.throughput_ratio)}" for r in rows if r.throughput_ratio is not None]
+        if cand is not None and cand.versus_peer is not None and not math.isnan(cand.versus_peer.median):
+            verdict = ">=" if cand.versus_peer.median >= 1 else "BELOW"
+            parts.append(f"{CANDIDATE}/{PEER} {cand.versus_peer.median:.2f}x ({verdict} {PEER})")
+        goal = RATIO_GOALS.get(w.name)
+        ratio = cand.throughput_ratio if cand is not None else None
+        if goal is not None and ratio is not None and not math.isnan(ratio.median):
+            parts.append(_goal_text(ratio.median >= goal, f">= {goal:.2f}x {BASELINE}"))
+    errors = sum(r.errors for r in rows)
+    if errors:
+        parts.append(f"{errors} ERRORS")
+    return f"{w.label}: " + "; ".join(parts)
+
+
+def summary_lines(rows: Sequence[Row]) -> list[str]:
+    """:func:`summary_line` for every workload, in table order."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.workload.name, []).append(row)
+    return [summary_line(group) for group in groups.values()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,8 +248,9 @@ def _ratio_text(value: Spread | None) -> str:
     return f"{value.median:.2f}x ({value.low:.2f}..{value.high:.2f})"
 
 
-#: CPU columns: the three processes of the bench, and everything else on the machine.
-CPU_PROCESSES = ("client", CANDIDATE, "weed", "other")
+#: CPU columns: the processes of the bench (weed: the three backends together), and everything
+#: else on the machine.
+CPU_PROCESSES = ("client", CANDIDATE, PEER, "weed", "other")
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -184,7 +265,7 @@ def format_table(rows: Sequence[Row]) -> str:
         "p99 ms",
         "errors",
         "cpu% " + "/".join(CPU_PROCESSES),
-        f"{CANDIDATE}/{BASELINE}: thr",
+        f"/{BASELINE}: thr",
         "p50",
     ]
     right = {2, 3, 4, 5, 6, 7, 9, 10}

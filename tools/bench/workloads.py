@@ -37,6 +37,28 @@ QUICK_MPU_PART_SIZE = 5 * MiB
 
 BASELINE = "direct"
 CANDIDATE = "s3orch"
+#: The peer s3orch is compared with: ``rclone union`` over the same backends, behind ``rclone serve s3``.
+PEER = "rclone"
+#: Every target of a cell, baseline first (the ratios divide by it).
+TARGETS = (BASELINE, CANDIDATE, PEER)
+
+#: The issue's goals (issue 20, Acceptance), quoted by the summary lines: s3orch/direct throughput
+#: ratio at least this much, by workload name ...
+RATIO_GOALS = {
+    "put-4k-c16": 0.5,
+    "get-4k-c16": 0.7,
+    "head-4k-c16": 0.8,
+    "list-c16": 1.0,
+    "put-large": 0.8,
+    "get-large": 0.9,
+    "mpu": 0.85,
+}
+#: ... and the paced rows' p99 at most this many milliseconds, by operation (the original's figures).
+P99_GOALS_MS = {"put": 7.0, "get": 3.0}
+
+#: The paced rows: 1 KiB objects at a steady request rate (open loop), judged by their p99.
+PACED_SIZE = 1 * KiB
+PACED_RATE = 100.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,9 @@ class Target:
     access_key: str
     secret_key: str
     region: str = REGION
+    #: Whether a HEAD of a completed multipart object shows S3's multipart ETag (MD5-N).  rclone
+    #: serve s3 answers it with an empty ETag: the peer's multipart row checks the size only.
+    multipart_etag: bool = True
 
     @property
     def authority(self) -> str:
@@ -63,9 +88,11 @@ class Workload:
     name: str  # what --only matches, e.g. "get-4k-c16"
     label: str  # what the table shows, e.g. "GET 4KiB c16"
     op: str  # put | get | head | list | put-large | get-large | mpu
-    concurrency: int  # connections (mpu: parts in flight)
+    concurrency: int  # connections (mpu: parts in flight; paced rows: as many as in flight)
     size: int
     part_size: int = 0  # mpu only
+    #: paced rows only: requests started per second whatever the answers' pace (open loop).
+    rate: float = 0.0
 
     @property
     def large(self) -> bool:
@@ -86,7 +113,7 @@ def size_label(size: int) -> str:
 
 
 def workloads(
-    large_size: int = 256 * MiB, mpu_size: int = MPU_SIZE, mpu_part_size: int = MPU_PART_SIZE
+    large_size: int = 64 * MiB, mpu_size: int = MPU_SIZE, mpu_part_size: int = MPU_PART_SIZE
 ) -> list[Workload]:
     """Every workload, in the order the table shows them."""
     out: list[Workload] = []
@@ -99,6 +126,11 @@ def workloads(
                 f"list-c{conc}", f"LIST {LIST_MAX_KEYS}/{LIST_KEYS} c{conc}", "list", conc, 0
             ),
         ]
+    rate = f"{PACED_RATE:g}"
+    out += [
+        Workload(f"paced-put-1k-{rate}rps", f"PUT 1KiB @{rate}/s", "put", 0, PACED_SIZE, rate=PACED_RATE),
+        Workload(f"paced-get-1k-{rate}rps", f"GET 1KiB @{rate}/s", "get", 0, PACED_SIZE, rate=PACED_RATE),
+    ]
     big = size_label(large_size)
     out += [
         Workload("put-large", f"PUT {big} c1", "put-large", 1, large_size),
@@ -115,23 +147,48 @@ def workloads(
     return out
 
 
+def _pattern_matches(name: str, pattern: str, names: set[str]) -> bool:
+    """A glob if it has wildcards, else an exact name if it is one, else a substring."""
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    if pattern in names:
+        return name == pattern
+    return pattern in name
+
+
+def _patterns(patterns: str) -> list[str]:
+    return [p.strip() for p in patterns.split(",") if p.strip()]
+
+
 def select_workloads(available: Sequence[Workload], patterns: str | None) -> list[Workload]:
     """Workloads matching any comma-separated pattern, in table order: a glob if it has
     wildcards, else a workload's exact name ("put-4k-c1" is not also "put-4k-c16"), else a
     substring ("get", "c16").  ``None`` or an empty string selects everything."""
     if not patterns:
         return list(available)
-    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
-    names = {w.name for w in available}
+    wanted = _patterns(patterns)
+    names = {w.name for w in available} | set(SCENARIOS)
+    return [w for w in available if any(_pattern_matches(w.name, p, names) for p in wanted)]
 
-    def matches(name: str, pattern: str) -> bool:
-        if any(c in pattern for c in "*?["):
-            return fnmatch.fnmatchcase(name, pattern)
-        if pattern in names:
-            return name == pattern
-        return pattern in name
 
-    return [w for w in available if any(matches(w.name, p) for p in wanted)]
+#: The heavy scenarios, outside the A/B table: the gateway's peak RSS under 16 concurrent large
+#: transfers, and the first LIST page of a bucket of a million keys.  They run only when
+#: ``--only`` names them (they take minutes and GiBs of disk).
+RSS_SCENARIO = "rss-16x"
+LIST_SCENARIO = "list-1m"
+SCENARIOS = (RSS_SCENARIO, LIST_SCENARIO)
+
+
+def select_scenarios(patterns: str | None) -> list[str]:
+    """The heavy scenarios ``--only`` names, exactly or by a glob (not by a substring: ``--only
+    list`` means the LIST rows, not a million-key build); none by default."""
+    if not patterns:
+        return []
+    wanted = _patterns(patterns)
+    return [
+        s for s in SCENARIOS
+        if any(s == p or (any(c in p for c in "*?[") and fnmatch.fnmatchcase(s, p)) for p in wanted)
+    ]
 
 
 @dataclass(frozen=True)
@@ -143,14 +200,16 @@ class Step:
     target: str
 
 
-def ab_plan(workload_names: Sequence[str], targets: tuple[str, str], rounds: int) -> list[Step]:
-    """Rounds of every workload against both targets back to back; the target that goes first
-    alternates by round and by workload, so order effects cancel over the rounds."""
+def ab_plan(workload_names: Sequence[str], targets: Sequence[str], rounds: int) -> list[Step]:
+    """Rounds of every workload against every target back to back; the order of the targets
+    rotates by round and by workload (with two targets: who goes first alternates), so order
+    effects cancel over the rounds."""
     steps: list[Step] = []
+    count = len(targets)
     for rnd in range(rounds):
         for index, name in enumerate(workload_names):
-            first = (rnd + index) % 2
-            for target in (targets[first], targets[1 - first]):
+            first = (rnd + index) % count
+            for target in (*targets[first:], *targets[:first]):
                 steps.append(Step(rnd, name, target))
     return steps
 

@@ -72,7 +72,7 @@ def _scan(
     """One range scan of the primary key: keys of one ``bucket`` in ``key_range``, or every
     key of the buckets in ``bucket_range``; a range is (lower, lower excluded, upper or None)."""
     sql = (
-        "SELECT bucket, object_key, write_id, size_bytes, created_at, headers FROM objects"
+        "SELECT bucket, object_key, write_id, COALESCE(plaintext_size, size_bytes), created_at, headers FROM objects"
         " WHERE created_at < ?"
     )
     params: list[Any] = [created_before]

@@ -89,7 +89,7 @@ def txn_list_objects(
         if delimiter:
             limit = min(limit, batch)
         sql = (
-            "SELECT object_key, size_bytes, etag, last_modified FROM objects"
+            "SELECT object_key, COALESCE(plaintext_size, size_bytes), etag, last_modified FROM objects"
             f" WHERE bucket = ? AND object_key {'>=' if inclusive else '>'} ?"
         )
         params: list[Any] = [bucket, lower]

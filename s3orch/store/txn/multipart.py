@@ -10,6 +10,7 @@ part upload in flight (an *attempt*) holds its reservation on its own backend
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ IN_FLIGHT_GRACE = 3600.0
 UPLOAD_COLUMNS = (
     "upload_id, bucket, object_key, backend_name, backend_upload_id, storage_key,"
     " content_type, headers, user_metadata, checksum_algorithm, checksum_type, origin, state,"
-    " complete_parts, etag, created_at, updated_at"
+    " complete_parts, etag, created_at, updated_at, wrapped_dek, key_id"
 )
 
 
@@ -82,6 +83,8 @@ def upload_from_row(row: Sequence[Any]) -> MultipartUpload:
         etag=row[14],
         initiated=float(row[15]),
         updated_at=float(row[16]),
+        wrapped_dek=base64.b64encode(bytes(row[17])).decode("ascii") if row[17] is not None else "",
+        key_id=row[18] or "",
     )
 
 
@@ -123,8 +126,9 @@ def txn_create_multipart_upload(
             raise UploadLimitReached(upload.bucket)
     tx.execute(
         "INSERT INTO multipart_uploads (upload_id, bucket, object_key, content_type, headers,"
-        " user_metadata, checksum_algorithm, checksum_type, origin, state, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " user_metadata, checksum_algorithm, checksum_type, origin, state, created_at, updated_at,"
+        " encrypted, wrapped_dek, key_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (upload_id) DO NOTHING",
         (
             upload.upload_id,
@@ -139,6 +143,9 @@ def txn_create_multipart_upload(
             UPLOAD_OPEN,
             upload.initiated,
             now,
+            upload.encrypted,
+            base64.b64decode(upload.wrapped_dek) if upload.encrypted else None,
+            upload.key_id or None,
         ),
     )
     if tx.rowcount == 0:

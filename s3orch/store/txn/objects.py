@@ -11,6 +11,7 @@ path under one lock order (object key, object row, intents, locations, quotas).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from s3orch.store.records import (
     Location,
     ObjectRecord,
     OutboxEvent,
+    ReplicaReservation,
     Reservation,
 )
 from s3orch.store.txn.base import Notes, RetryTransaction, Tx
@@ -156,7 +158,11 @@ def txn_commit_object(
     now: float,
     conditions: WriteConditions,
     events: Sequence[OutboxEvent] = (),
+    companions: Sequence[ReplicaReservation] = (),
 ) -> list[CleanupItem] | IntentGone:
+    """``companions``: further copies of the same bytes (write fan-out), each held as a
+    cleanup row like a replica in flight; they become copies of the new version in the
+    same transaction, so the version is never visible with fewer copies."""
     tx.dialect.lock_key(tx, record.bucket, record.key)
     current = tx.execute(
         f"SELECT write_id, etag FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
@@ -183,9 +189,44 @@ def txn_commit_object(
         )
     check_conditions(conditions, record.bucket, record.key, current)
     supersede_intents(tx, record.bucket, record.key, now, but=reservation.write_id)
-    displaced = commit_write(tx, notes, reservation, record, str(pending[2]), int(pending[3]), now)
+    extra = _claim_companions(tx, notes, reservation, companions) if companions else []
+    displaced = commit_write(
+        tx, notes, reservation, record, str(pending[2]), int(pending[3]), now, extra=extra
+    )
     add_events(tx, events, now)
     return displaced
+
+
+def _claim_companions(
+    tx: Tx, notes: Notes, reservation: Reservation, companions: Sequence[ReplicaReservation]
+) -> list[NewCopy]:
+    """Take the held cleanup rows of ``companions`` (locked, then deleted): the copies they
+    hold become locations.  A row the cleanup queue has claimed or removed (the copy
+    outlived its hold) is skipped: its bytes are being deleted.  Quota is moved by
+    :func:`commit_write` (orphan -> used), after every quota row is locked."""
+    taken: list[NewCopy] = []
+    backends = {reservation.backend}
+    for companion in companions:
+        row = tx.execute(
+            "SELECT backend_name, storage_key, size_bytes, claimed_by FROM cleanup_queue"
+            f" WHERE id = ?{tx.for_update()}",
+            (companion.cleanup_id,),
+        ).fetchone()
+        if (
+            row is None
+            or row[3] is not None
+            or (row[0], row[1]) != (companion.backend, companion.storage_key)
+            or companion.backend in backends
+        ):
+            notes.warn(
+                "companion copy {backend}/{storage_key} is no longer held; not recorded",
+                backend=companion.backend, storage_key=companion.storage_key,
+            )
+            continue
+        backends.add(companion.backend)
+        tx.execute("DELETE FROM cleanup_queue WHERE id = ?", (companion.cleanup_id,))
+        taken.append(NewCopy(0, companion.backend, companion.storage_key, int(row[2])))
+    return taken
 
 
 def supersede_intents(
@@ -228,20 +269,25 @@ def commit_write(
     pending_backend: str,
     pending_size: int,
     now: float,
+    extra: Sequence[NewCopy] = (),
 ) -> list[CleanupItem]:
     """Make a reserved write the key's current version (the caller holds the key, its
     object row and the intent): the previous copies are orphaned, the intent and its
-    reservation go, the stored bytes count as used."""
+    reservation go, the stored bytes count as used.  ``extra`` are further copies whose
+    bytes were held as orphaned (fan-out companions): they count as used now."""
     new_copy = (reservation.backend, reservation.storage_key)
     displaced = orphan_locations(
         tx, notes, record.bucket, record.key, "overwrite_displaced", now, keep=new_copy,
-        also_lock=(pending_backend, reservation.backend),
+        also_lock=(pending_backend, reservation.backend, *(copy.backend for copy in extra)),
     )
     tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (reservation.write_id,))
     adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size)
     adjust_quota(tx, notes, reservation.backend, now, used=reservation.size, count=1)
+    for copy in extra:
+        adjust_quota(tx, notes, copy.backend, now, orphan=-copy.size, used=copy.size, count=1)
     write_object_row(
-        tx, record, [NewCopy(0, reservation.backend, reservation.storage_key, reservation.size)], now
+        tx, record,
+        [NewCopy(0, reservation.backend, reservation.storage_key, reservation.size), *extra], now,
     )
     return displaced
 
@@ -258,6 +304,27 @@ class NewCopy:
     checksum_value: str | None = None
 
 
+def stored_size(record: ObjectRecord, copies: Sequence[NewCopy]) -> int:
+    """``objects.size_bytes``: the bytes one copy of the object occupies (quotas count what
+    the provider stores); without encryption that is the client's size."""
+    if not record.encrypted:
+        return record.size
+    first: dict[int, int] = {}
+    for copy in copies:
+        first.setdefault(copy.part_number, copy.size)
+    return sum(first.values())
+
+
+def encryption_columns(record: ObjectRecord) -> tuple[Any, ...]:
+    """``encrypted, wrapped_dek, base_nonce, key_id, plaintext_size`` of ``record``'s row
+    (``base_nonce`` holds the object's identity bound into the chunks' authenticated data)."""
+    if not record.encrypted:
+        return (False, None, None, None, None)
+    return (
+        True, base64.b64decode(record.wrapped_dek), bytes.fromhex(record.crypto_id), record.key_id, record.size,
+    )
+
+
 def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], now: float) -> None:
     """Make ``record`` the key's row with exactly ``copies`` as its extents' copies (the
     old locations are gone).  Copies of part 0 make a single-extent object; copies of
@@ -267,7 +334,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
         " headers, user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
         " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size,"
         " last_modified, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (bucket, object_key) DO UPDATE SET"
         " write_id = excluded.write_id, size_bytes = excluded.size_bytes,"
         " etag = excluded.etag, content_type = excluded.content_type,"
@@ -283,7 +350,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
             record.bucket,
             record.key,
             record.write_id,
-            record.size,
+            stored_size(record, copies),
             record.etag,
             record.content_type,
             json.dumps(record.headers, sort_keys=True),
@@ -293,7 +360,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
             record.parts_count,
             None if record.part_sizes is None else json.dumps(list(record.part_sizes)),
             record.content_hash,
-            False,  # encrypted
+            *encryption_columns(record),
             record.last_modified,
             now,
         ),
@@ -308,9 +375,12 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
     )
     offset = 0
     written: set[int] = set()
+    # Encrypted parts: the extents hold the client's bytes (record.part_sizes), the copies the stored ones.
+    plain = iter(record.part_sizes or ()) if record.encrypted else None
     for copy in sorted(copies, key=lambda c: c.part_number):
         if copy.part_number and copy.part_number not in written:
             written.add(copy.part_number)
+            size = copy.size if plain is None else next(plain)
             tx.execute(
                 "INSERT INTO object_parts (bucket, object_key, part_number, write_id, offset_bytes,"
                 " size_bytes, etag, checksum_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -320,12 +390,12 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
                     copy.part_number,
                     record.write_id,
                     offset,
-                    copy.size,
+                    size,
                     copy.etag or "",
                     copy.checksum_value,
                 ),
             )
-            offset += copy.size
+            offset += size
         tx.execute(
             "INSERT INTO object_locations (bucket, object_key, part_number, backend_name,"
             " storage_key, write_id, size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -375,7 +445,8 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
     row = tx.execute(
         "SELECT write_id, size_bytes, etag, last_modified, content_type, headers,"
         " user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
-        " content_hash FROM objects WHERE bucket = ? AND object_key = ?",
+        " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size"
+        " FROM objects WHERE bucket = ? AND object_key = ?",
         (bucket, key),
     ).fetchone()
     if row is None:
@@ -385,7 +456,7 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
         bucket=bucket,
         key=key,
         write_id=row[0],
-        size=int(row[1]),
+        size=int(row[1] if not row[12] else row[16]),
         etag=row[2],
         last_modified=float(row[3]),
         content_type=row[4],
@@ -398,6 +469,10 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
         content_hash=row[11],
         locations=locations,
         parts=parts,
+        encrypted=bool(row[12]),
+        wrapped_dek=base64.b64encode(bytes(row[13])).decode("ascii") if row[12] else "",
+        crypto_id=bytes(row[14]).hex() if row[12] else "",
+        key_id=str(row[15] or "") if row[12] else "",
     )
 
 

@@ -79,11 +79,12 @@ def txn_under_replicated(
     out: list[UnderReplicated] = []
     for bucket, key, part_number in found:
         row = tx.execute(
-            "SELECT write_id, etag FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key)
+            "SELECT write_id, etag, encrypted FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key)
         ).fetchone()
         if row is None:
             continue
-        etag = str(row[1])
+        # Ciphertext moves as is; its chunks authenticate themselves (the ETag is the plaintext's MD5).
+        etag = "" if row[2] else str(row[1])
         if int(part_number):
             part = tx.execute(
                 "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
@@ -91,7 +92,7 @@ def txn_under_replicated(
             ).fetchone()
             if part is None:
                 continue
-            etag = str(part[0] or "")
+            etag = "" if row[2] else str(part[0] or "")
         copies = _copies(tx, bucket, key, int(part_number))
         if not copies:
             continue
@@ -186,6 +187,30 @@ def txn_reserve_replica(
         return ReplicaOutcome("no_target")
     item = enqueue_cleanup(tx, notes, chosen, storage_key, size, REPLICA_REASON, now, now + hold)
     return ReplicaOutcome("ok", ReplicaReservation(chosen, storage_key, size, item.id))
+
+
+def txn_reserve_copy(
+    tx: Tx,
+    notes: Notes,
+    candidates: Sequence[str],
+    strategy: str,
+    storage_key: str,
+    size: int,
+    now: float,
+    hold: float,
+) -> ReplicaReservation | None:
+    """Room for a companion copy of a write still in flight (write fan-out): like
+    :func:`txn_reserve_replica` (a cleanup row due after ``hold``), but there is no object
+    row to check yet; the commit of the write turns the row into a location, or
+    :func:`txn_record_replica` does once the write is current.  None when no candidate
+    has room."""
+    # (A retry after a lost COMMIT may hold a second row: never recorded, the queue deletes
+    # it after its hold, a harmless 404, and frees its room.)
+    chosen = pick_backend(tx, list(candidates), strategy, size, lock=True)
+    if chosen is None:
+        return None
+    item = enqueue_cleanup(tx, notes, chosen, storage_key, size, REPLICA_REASON, now, now + hold)
+    return ReplicaReservation(chosen, storage_key, size, item.id)
 
 
 def txn_abandon_replica(tx: Tx, notes: Notes, cleanup_id: int, due: float) -> None:

@@ -1,0 +1,76 @@
+"""Encrypted multipart uploads: one data key per upload, each part its own encrypted stream.
+
+CreateMultipartUpload wraps a fresh DEK into the upload's row; each UploadPart seals its bytes
+under it (the part number bound into every chunk, the upload id as the object's identity: it
+becomes the object's write id); the part rows keep the *stored* size (quotas count it) and the
+plaintext size is derived from it (:func:`~s3orch.crypto.format.plaintext_size_of`) where a client
+sees sizes: ListParts, the completed object's size and part sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from s3orch.crypto.envelope import Envelope, Sealed, require
+from s3orch.crypto.format import StreamParams, plaintext_size_of
+from s3orch.crypto.streams import encrypt_spool
+from s3orch.payload import Payload
+from s3orch.s3 import errors
+from s3orch.store.records import MultipartUpload, ObjectRecord, UploadedPart
+
+
+async def seal_upload(envelope: Envelope | None, upload: MultipartUpload) -> MultipartUpload:
+    """``upload`` with a fresh wrapped data key when encryption is on."""
+    if envelope is None or not envelope.enabled:
+        return upload
+    _, wrapped, key_id = await envelope.new_key()
+    return replace(upload, wrapped_dek=wrapped, key_id=key_id)
+
+
+def upload_identity(upload_id: str) -> bytes:
+    """The identity bound into an upload's chunks: its id (the object's write id)."""
+    return upload_id.encode("utf-8")
+
+
+async def seal_part(envelope: Envelope | None, upload: MultipartUpload, part_number: int, plain: Payload) -> Payload:
+    """The bytes a part's backend gets: ``plain`` itself, or its ciphertext (a new spool the
+    caller closes) when the upload is encrypted."""
+    if not upload.encrypted:
+        return plain
+    env = require(envelope)
+    probe = ObjectRecord(upload.bucket, upload.key, upload.upload_id, 0, "", 0.0,
+                         wrapped_dek=upload.wrapped_dek, key_id=upload.key_id, encrypted=True)
+    dek = await env.data_key(probe)
+    params = StreamParams(dek, upload_identity(upload.upload_id), part_number, plain.length, env.chunk_size)
+    return await encrypt_spool(plain, params, spool_dir=env.spool_dir, offload=env.offload)
+
+
+def plain_sizes(envelope: Envelope | None, upload: MultipartUpload, parts: Sequence[UploadedPart]) -> list[int]:
+    """The client's sizes of ``parts`` (their stored sizes unless the upload is encrypted)."""
+    if not upload.encrypted:
+        return [part.size for part in parts]
+    chunk = require(envelope).chunk_size
+    return [plaintext_size_of(part.size, chunk) for part in parts]
+
+
+def client_parts(envelope: Envelope | None, upload: MultipartUpload, parts: list[UploadedPart]) -> list[UploadedPart]:
+    """``parts`` as ListParts shows them (plaintext sizes)."""
+    if not upload.encrypted:
+        return parts
+    sizes = plain_sizes(envelope, upload, parts)
+    return [replace(part, size=size) for part, size in zip(parts, sizes)]
+
+
+def stamp_upload(upload: MultipartUpload, record: ObjectRecord) -> ObjectRecord:
+    """The completed object's record, marked encrypted when its upload is."""
+    if not upload.encrypted:
+        return record
+    sealed = Sealed(Payload.from_bytes(b""), upload.wrapped_dek, upload.key_id, upload_identity(upload.upload_id).hex())
+    return sealed.stamp(record)
+
+
+def refuse_part_copy(upload: MultipartUpload) -> None:
+    """UploadPartCopy into an encrypted upload is not implemented yet: 501, never plaintext."""
+    if upload.encrypted:
+        raise errors.NotImplementedError_("UploadPartCopy into an encrypted multipart upload is not supported.")

@@ -1,0 +1,85 @@
+"""The encryption passes' transactions: page objects by encryption state, swap an object's stored
+bytes (encrypt-existing / decrypt-existing) and re-wrap a data key (rotate-encryption-key).
+
+Each change is a compare-and-swap on the object's write id, in one transaction with its quota
+effect, so a client write that raced the pass wins and the pass's bytes go to the cleanup queue.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from s3orch.store.records import CleanupItem, ObjectRecord
+from s3orch.store.txn.base import Notes, Tx
+from s3orch.store.txn.objects import encryption_columns, orphan_locations
+from s3orch.store.txn.quota import adjust_quota
+
+#: The cleanup reason of a copy replaced by its encrypted (or decrypted) rewrite.
+REWRITE_REASON = "encryption_rewrite"
+
+
+def txn_objects_by_encryption(
+    tx: Tx, notes: Notes, encrypted: bool, key_id: str | None, after: tuple[str, str] | None, limit: int
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` (bucket, key) in order after ``after`` whose ``encrypted`` flag is as given
+    (and, with ``key_id``, wrapped under that key)."""
+    sql = "SELECT bucket, object_key FROM objects WHERE encrypted = ?"
+    params: list[Any] = [encrypted]
+    if key_id is not None:
+        sql += " AND key_id = ?"
+        params.append(key_id)
+    if after is not None:
+        sql += " AND (bucket > ? OR (bucket = ? AND object_key > ?))"
+        params += [after[0], after[0], after[1]]
+    rows = tx.execute(sql + " ORDER BY bucket, object_key LIMIT ?", (*params, limit)).fetchall()
+    return [(str(bucket), str(key)) for bucket, key in rows]
+
+
+def txn_swap_stored_bytes(
+    tx: Tx, notes: Notes, record: ObjectRecord, expected_write_id: str, now: float
+) -> list[CleanupItem] | None:
+    """Make ``record``'s locations (new backend objects) and encryption columns the single-extent
+    object's, if its write id is still ``expected_write_id``: the old copies are orphaned into
+    the cleanup queue and ``bytes_used`` moves by the size delta, all here.  None: the object
+    changed (or is multi-extent) meanwhile; nothing was touched."""
+    tx.dialect.lock_key(tx, record.bucket, record.key)
+    row = tx.execute(
+        f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
+        (record.bucket, record.key),
+    ).fetchone()
+    if row is None or str(row[0]) != expected_write_id:
+        return None
+    parts = tx.execute(
+        "SELECT 1 FROM object_parts WHERE bucket = ? AND object_key = ? LIMIT 1", (record.bucket, record.key)
+    ).fetchone()
+    if parts is not None:
+        return None
+    new = record.locations
+    items = orphan_locations(tx, notes, record.bucket, record.key, REWRITE_REASON, now,
+                             also_lock=[loc.backend for loc in new])
+    for loc in new:
+        tx.execute(
+            "INSERT INTO object_locations (bucket, object_key, part_number, backend_name,"
+            " storage_key, write_id, size_bytes, created_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+            (record.bucket, record.key, loc.backend, loc.storage_key, expected_write_id, loc.size, now),
+        )
+        adjust_quota(tx, notes, loc.backend, now, used=loc.size, count=1)
+    tx.execute(
+        "UPDATE objects SET size_bytes = ?, encrypted = ?, wrapped_dek = ?, base_nonce = ?, key_id = ?,"
+        " plaintext_size = ? WHERE bucket = ? AND object_key = ? AND write_id = ?",
+        (new[0].size if new else 0, *encryption_columns(record), record.bucket, record.key, expected_write_id),
+    )
+    return items
+
+
+def txn_rewrap_key(
+    tx: Tx, notes: Notes, bucket: str, key: str, write_id: str, old_key_id: str, wrapped_dek: str, key_id: str
+) -> bool:
+    """Replace the object's wrapped data key if it is still ``write_id`` under ``old_key_id``."""
+    tx.execute(
+        "UPDATE objects SET wrapped_dek = ?, key_id = ? WHERE bucket = ? AND object_key = ?"
+        " AND write_id = ? AND key_id = ? AND encrypted = ?",
+        (base64.b64decode(wrapped_dek), key_id, bucket, key, write_id, old_key_id, True),
+    )
+    return bool(tx.rowcount)

@@ -1,0 +1,1 @@
+"""The web dashboard (``ui.*``): login, sessions, pages and the ``{path}/api/*`` JSON routes."""

@@ -1,0 +1,310 @@
+"""Envelope encryption through the real site, in process (BEHAVIOURS §1.19, issue 18 item 1).
+
+The backends hold ciphertext (never the plaintext, nor its SHA-256); clients see the plaintext, its
+size and its MD5 ETag; ranges across chunk boundaries are byte-exact; quotas count stored bytes;
+a flipped byte, a truncation, swapped chunks or another object's chunk on the backend never yield
+a clean 200; a wrong master key answers 500 before any byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from s3orch.admin.ndjson import SilentProgress
+from s3orch.crypto.format import CHUNK_OVERHEAD, HEADER_SIZE, ciphertext_size
+from s3orch.crypto.keys import LocalKeys, wrap_local
+from s3orch.testing import GatewayHarness
+from s3orch.testing.httpclient import ResponseMissing
+from tests.conftest import PHOTOS
+from tests.inproc.conftest import boto as boto_client
+from tests.inproc.conftest import make_backends
+from tests.support.configs import GatewayConfig
+
+BUCKET = PHOTOS.name
+CHUNK = 4096
+KEY = base64.b64encode(bytes(range(32))).decode()
+OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
+
+
+def _config(master_key: str = KEY, **encryption: Any) -> str:
+    section = {"enabled": True, "master_key": master_key, "chunk_size": CHUNK, **encryption}
+    return GatewayConfig(backends=make_backends(1), extra={"encryption": section}).render()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHarness]:
+    workdir: Path = tmp_path_factory.mktemp("encryption")
+    with GatewayHarness(workdir, _config()) as harness:
+        yield harness
+
+
+@pytest.fixture(scope="module")
+def boto(gateway: GatewayHarness) -> Any:
+    return boto_client(gateway)
+
+
+def _stored(gateway: GatewayHarness) -> dict[str, bytes]:
+    """Every backend object's bytes, read directly from the in-memory servers."""
+    found: dict[str, bytes] = {}
+    for name, server in gateway.backends.items():
+        for bucket in server.buckets:
+            for key, stored in server.objects(bucket).items():
+                found[f"{name}/{bucket}/{key}"] = bytes(stored.data)
+    return found
+
+
+def _stored_of(gateway: GatewayHarness, size: int) -> tuple[Any, str]:
+    """The (stored object, key) of the one stored object of ciphertext size ``size``."""
+    for server in gateway.backends.values():
+        for bucket in server.buckets:
+            for key, stored in server.objects(bucket).items():
+                if len(stored.data) == ciphertext_size(size, CHUNK):
+                    return stored, key
+    raise AssertionError("no stored object of that size")
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 7 * CHUNK + 5])
+def test_round_trip_and_backends_hold_ciphertext(gateway: GatewayHarness, boto: Any, size: int) -> None:
+    body = os.urandom(size)
+    key = f"round-{size}"
+    put = boto.put_object(Bucket=BUCKET, Key=key, Body=body)
+    assert put["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
+    got = boto.get_object(Bucket=BUCKET, Key=key)
+    assert got["Body"].read() == body
+    assert got["ContentLength"] == size
+    assert boto.head_object(Bucket=BUCKET, Key=key)["ContentLength"] == size
+    listed = {o["Key"]: o["Size"] for o in boto.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert listed[key] == size
+    digest = hashlib.sha256(body).hexdigest()
+    for stored in _stored(gateway).values():
+        assert digest.encode() not in stored and bytes.fromhex(digest) not in stored
+        if size >= 16:
+            assert body[:16] not in stored
+    assert any(len(data) == size + HEADER_SIZE + CHUNK_OVERHEAD * max(1, -(-size // CHUNK))
+               for data in _stored(gateway).values())
+
+
+@pytest.mark.parametrize(
+    "first,last", [(0, 0), (CHUNK - 1, CHUNK), (CHUNK - 3, 3 * CHUNK + 2), (2 * CHUNK, 5 * CHUNK - 1), (5, 7 * CHUNK + 4)]
+)
+def test_ranges_are_byte_exact(boto: Any, first: int, last: int) -> None:
+    body = os.urandom(7 * CHUNK + 5)
+    boto.put_object(Bucket=BUCKET, Key="ranged", Body=body)
+    got = boto.get_object(Bucket=BUCKET, Key="ranged", Range=f"bytes={first}-{last}")
+    assert got["Body"].read() == body[first : last + 1]
+    assert got["ContentRange"] == f"bytes {first}-{last}/{len(body)}"
+
+
+def test_quota_counts_stored_bytes(gateway: GatewayHarness, boto: Any) -> None:
+    body = os.urandom(3 * CHUNK)
+    boto.put_object(Bucket=BUCKET, Key="quota", Body=body)
+    quotas: list[Any] = []
+    Deferred.fromCoroutine(gateway.store.get_quotas()).addBoth(quotas.append)
+    stored = sum(len(d) for d in _stored(gateway).values())
+    assert sum(row.bytes_used for row in quotas[0].values()) == stored
+
+
+def test_copy_keeps_the_object_readable(boto: Any) -> None:
+    body = os.urandom(2 * CHUNK + 7)
+    boto.put_object(Bucket=BUCKET, Key="copy-src", Body=body)
+    boto.copy_object(Bucket=BUCKET, Key="copy-dst", CopySource={"Bucket": BUCKET, "Key": "copy-src"})
+    assert boto.get_object(Bucket=BUCKET, Key="copy-dst")["Body"].read() == body
+
+
+def _tamper_and_get(gateway: GatewayHarness, boto: Any, key: str, size: int, change: Any) -> tuple[int, bytes]:
+    body = os.urandom(size)
+    boto.put_object(Bucket=BUCKET, Key=key, Body=body)
+    stored, _ = _stored_of(gateway, size)
+    stored.data = change(bytes(stored.data))
+    return _get(gateway, key)
+
+
+def _get(gateway: GatewayHarness, key: str) -> tuple[int, bytes]:
+    """(status, body) of a GET; (0, received) when the connection was aborted mid-answer."""
+    try:
+        response = gateway.get(BUCKET, key)
+    except ResponseMissing:
+        return 0, b""
+    return response.status, response.body
+
+
+def _swap_first_two_chunks(data: bytes) -> bytes:
+    step = CHUNK + CHUNK_OVERHEAD
+    c0, c1 = data[HEADER_SIZE : HEADER_SIZE + step], data[HEADER_SIZE + step : HEADER_SIZE + 2 * step]
+    return data[:HEADER_SIZE] + c1 + c0 + data[HEADER_SIZE + 2 * step :]
+
+
+@pytest.mark.parametrize(
+    "name,size,change",
+    [
+        ("flip", 3 * CHUNK + 11, lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:]),
+        ("flip-last", 3 * CHUNK + 13, lambda d: d[:-1] + bytes([d[-1] ^ 1])),
+        ("truncate", 3 * CHUNK + 17, lambda d: d[:-CHUNK]),
+        ("swap", 3 * CHUNK + 19, _swap_first_two_chunks),
+    ],
+)
+def test_tampered_ciphertext_never_yields_a_clean_200(
+    gateway: GatewayHarness, boto: Any, name: str, size: int, change: Any
+) -> None:
+    status, body = _tamper_and_get(gateway, boto, f"tamper-{name}", size, change)
+    # Refused before the first byte (500), or the connection aborted: never a complete answer.
+    assert status in (0, 500), (status, len(body))
+    assert len(body) < size
+
+
+def test_a_chunk_from_another_object_fails(gateway: GatewayHarness, boto: Any) -> None:
+    size = 2 * CHUNK + 23
+    boto.put_object(Bucket=BUCKET, Key="victim", Body=os.urandom(size))
+    victim, _ = _stored_of(gateway, size)
+    boto.put_object(Bucket=BUCKET, Key="donor", Body=os.urandom(size + 1))
+    donor, _ = _stored_of(gateway, size + 1)
+    start = HEADER_SIZE + CHUNK + CHUNK_OVERHEAD
+    victim.data = bytes(victim.data)[:start] + bytes(donor.data)[start : start + CHUNK + CHUNK_OVERHEAD] + bytes(
+        victim.data
+    )[start + CHUNK + CHUNK_OVERHEAD :]
+    status, body = _get(gateway, "victim")
+    assert status in (0, 500) and len(body) < size
+
+
+def test_wrong_master_key_answers_500_before_any_byte(gateway: GatewayHarness, boto: Any) -> None:
+    boto.put_object(Bucket=BUCKET, Key="secret", Body=b"x" * 5000)
+    # The row's data key wrapped under another master key (what a wrong key_id/key would give).
+    other = wrap_local(base64.b64decode(OTHER_KEY), os.urandom(32))
+    with sqlite3.connect(gateway.workdir / "s3orch.db") as db:
+        db.execute("UPDATE objects SET wrapped_dek = ? WHERE object_key = 'secret'", (other,))
+    response = gateway.get(BUCKET, "secret")
+    assert response.status == 500
+    assert b"x" * 16 not in response.body
+
+
+def test_multipart_parts_are_sealed_and_read_back(gateway: GatewayHarness, boto: Any) -> None:
+    first, second = os.urandom(5 * 1024 * 1024 + 3), os.urandom(CHUNK * 2 + 9)
+    upload = boto.create_multipart_upload(Bucket=BUCKET, Key="mp")["UploadId"]
+    etags = [
+        boto.upload_part(Bucket=BUCKET, Key="mp", UploadId=upload, PartNumber=n, Body=body)["ETag"]
+        for n, body in ((1, first), (2, second))
+    ]
+    assert etags[0] == f'"{hashlib.md5(first).hexdigest()}"'
+    listed = boto.list_parts(Bucket=BUCKET, Key="mp", UploadId=upload)["Parts"]
+    assert [p["Size"] for p in listed] == [len(first), len(second)]
+    boto.put_object(Bucket=BUCKET, Key="part-src", Body=b"p" * 100)
+    with pytest.raises(Exception) as refused:
+        boto.upload_part_copy(Bucket=BUCKET, Key="mp", UploadId=upload, PartNumber=3,
+                              CopySource={"Bucket": BUCKET, "Key": "part-src"})
+    assert "NotImplemented" in str(refused.value)
+    boto.complete_multipart_upload(
+        Bucket=BUCKET, Key="mp", UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in zip((1, 2), etags)]},
+    )
+    whole = first + second
+    got = boto.get_object(Bucket=BUCKET, Key="mp")
+    assert got["ContentLength"] == len(whole) and got["Body"].read() == whole
+    edge = len(first)
+    ranged = boto.get_object(Bucket=BUCKET, Key="mp", Range=f"bytes={edge - 5}-{edge + CHUNK + 1}")
+    assert ranged["Body"].read() == whole[edge - 5 : edge + CHUNK + 2]
+    for stored in _stored(gateway).values():
+        assert first[:32] not in stored and second[:32] not in stored
+    # A copy of the multipart object (extent by extent) reads back too.
+    boto.copy_object(Bucket=BUCKET, Key="mp-copy", CopySource={"Bucket": BUCKET, "Key": "mp"})
+    assert boto.get_object(Bucket=BUCKET, Key="mp-copy")["Body"].read() == whole
+
+
+
+def _pass(gateway: GatewayHarness, coroutine: Any) -> Any:
+    """Run a pass coroutine on the harness (pumping it until it finishes)."""
+    results: list[Any] = []
+    Deferred.fromCoroutine(coroutine).addBoth(results.append)
+    gateway.settle()
+    assert results, "the pass did not finish"
+    if hasattr(results[0], "raiseException"):
+        results[0].raiseException()
+    return results[0]
+
+
+def _quota_used(gateway: GatewayHarness) -> int:
+    quotas: list[Any] = []
+    Deferred.fromCoroutine(gateway.store.get_quotas()).addBoth(quotas.append)
+    gateway.settle()
+    return sum(row.bytes_used for row in quotas[0].values())
+
+
+def test_encrypt_and_decrypt_existing_and_rotation_are_idempotent_and_keep_quota_exact(tmp_path: Path) -> None:
+    config = _config(previous_keys=[OTHER_KEY])
+    with GatewayHarness(tmp_path, config) as gateway:
+        passes = gateway.service.encryption
+        envelope = passes.envelope
+        bodies = {f"conv/{i}": os.urandom(100 + 997 * i) for i in range(12)}
+        envelope.enabled = False  # written while encryption was off
+        for key, body in bodies.items():
+            assert gateway.put(BUCKET, key, body).status == 200
+        envelope.enabled = True
+        progress = SilentProgress()
+        assert _pass(gateway, passes.convert(False, progress))["total"] == 0  # nothing encrypted yet
+        result = _pass(gateway, passes.convert(True, progress))
+        assert result == {"status": "complete", "encrypted": 12, "failed": 0, "total": 12}
+        gateway.advance(60)  # the old plaintext copies' cleanup
+        stored = _stored(gateway)
+        for key, body in bodies.items():
+            assert gateway.get(BUCKET, key).body == body
+            assert not any(body[:64] in data for data in stored.values())
+        assert _quota_used(gateway) == sum(len(d) for d in stored.values())
+        assert sum(len(d) for d in stored.values()) == sum(ciphertext_size(len(b), CHUNK) for b in bodies.values())
+        assert _pass(gateway, passes.convert(True, progress))["total"] == 0  # second run: nothing
+
+        # Rotation: objects wrapped under the previous key move to the primary; no data rewritten.
+        primary = envelope.keys
+        envelope.keys = LocalKeys({"config-1": base64.b64decode(OTHER_KEY)}, "config-1")
+        gateway.put(BUCKET, "old-key", b"o" * 5000)
+        envelope.keys = primary
+        before = _stored(gateway)
+        result = _pass(gateway, passes.rotate("config-1", progress))
+        assert result == {"status": "complete", "rotated": 1, "failed": 0, "total": 1}
+        assert _stored(gateway) == before
+        assert gateway.get(BUCKET, "old-key").body == b"o" * 5000
+        assert _pass(gateway, passes.rotate("config-1", progress))["total"] == 0
+
+        result = _pass(gateway, passes.convert(False, progress))
+        assert result["decrypted"] == 13 and result["failed"] == 0
+        gateway.advance(60)
+        stored = _stored(gateway)
+        assert sorted(len(d) for d in stored.values()) == sorted([len(b) for b in bodies.values()] + [5000])
+        assert _quota_used(gateway) == sum(len(d) for d in stored.values())
+        for key, body in bodies.items():
+            assert gateway.get(BUCKET, key).body == body
+
+
+def test_a_swap_against_a_replaced_write_changes_nothing(gateway: GatewayHarness, boto: Any) -> None:
+    boto.put_object(Bucket=BUCKET, Key="raced", Body=b"first")
+    record: list[Any] = []
+    Deferred.fromCoroutine(gateway.store.get_object(BUCKET, "raced")).addBoth(record.append)
+    boto.put_object(Bucket=BUCKET, Key="raced", Body=b"second")  # a client write wins the race
+    swapped: list[Any] = []
+    Deferred.fromCoroutine(
+        gateway.store.swap_stored_bytes(record[0], record[0].write_id, 0.0)
+    ).addBoth(swapped.append)
+    gateway.settle()
+    assert swapped == [None]
+    assert boto.get_object(Bucket=BUCKET, Key="raced")["Body"].read() == b"second"
+
+
+def test_the_scrubber_checks_encrypted_copies_by_decrypting_them(tmp_path: Path) -> None:
+    config = _config().replace("encryption:", "integrity:\n  enabled: true\nencryption:", 1)
+    with GatewayHarness(tmp_path, config) as gateway:
+        body = os.urandom(3 * CHUNK + 5)
+        assert gateway.put(BUCKET, "scrubbed", body).status == 200
+        scrubber = gateway.service.getServiceNamed("scrubber").scrubber
+        copies = _pass(gateway, gateway.store.copies_to_scrub(BUCKET, "scrubbed"))
+        assert [c.encrypted for c in copies] == [True]
+        assert _pass(gateway, scrubber.verdict(copies[0])) == "verified"
+        stored, _ = _stored_of(gateway, len(body))
+        stored.data = bytes(stored.data)[:-1] + bytes([stored.data[-1] ^ 1])
+        assert _pass(gateway, scrubber.verdict(copies[0])) == "mismatch"
