@@ -57,10 +57,12 @@ async def open_compressed(
     byte_range: tuple[int, int] | None,
     opener: StoredOpener,
     envelope: Envelope | None,
+    dek: bytes | None = None,
 ) -> tuple[BackendStream, Location]:
     """The logical ``byte_range`` (inclusive, clamped; None: all) of a compressed single-extent
     record, decrypted first when it is also encrypted.  Fails over between copies before the first
-    byte (``opener``); a stored stream that does not match the row answers 500, never its bytes."""
+    byte (``opener``); a stored stream that does not match the row answers 500, never its bytes.
+    ``dek``: the record's data key when the caller unwrapped it already."""
     chunk = record.compression_chunk_size
     if chunk is None or record.parts or not record.locations:
         raise errors.InternalError("The compressed object's metadata is incomplete.")
@@ -69,7 +71,7 @@ async def open_compressed(
     opened: list[Location] = []
     if record.encrypted:
         sealer = require(envelope)
-        dek = await sealer.data_key(record)
+        key = dek if dek is not None else await sealer.data_key(record)
         try:
             packed = plaintext_size_of(stored, sealer.chunk_size)
         except ValueError as exc:
@@ -77,7 +79,7 @@ async def open_compressed(
         extent = Extent(0, 0, packed, tuple(locations))
 
         async def open_range(stored_range: tuple[int, int] | None) -> BackendStream:
-            stream, location = await sealer.open_extent(record, extent, stored_range, opener, dek)
+            stream, location = await sealer.open_extent(record, extent, stored_range, opener, key)
             opened.append(location)
             return stream
     else:

@@ -575,3 +575,5 @@ class ScrubCopy:
     expected: tuple[str, str] | None
     #: The copy is ciphertext: ``expected`` is the plaintext's digest, checked after decrypting.
     encrypted: bool = False
+    #: The copy is compressed frames: ``expected`` is the client's digest, checked after decompressing.
+    compressed: bool = False
