@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from twisted.internet.defer import Deferred
 
 import s3orch.testing.config as testing_config
+from s3orch.admin.ndjson import SilentProgress
 from s3orch.config.support import UNSUPPORTED, refusals
 from s3orch.testing import GatewayHarness
 from s3orch.testing.httpclient import ResponseMissing
@@ -281,3 +282,32 @@ def test_upload_part_copy_of_a_compressed_source_copies_the_clients_bytes(gatewa
     )
     assert part["CopyPartResult"]["ETag"] == f'"{hashlib.md5(body).hexdigest()}"'
     assert boto.get_object(Bucket=BUCKET, Key="assembled")["Body"].read() == body + tail
+
+
+def test_encryption_passes_rewrite_compressed_objects_readably(tmp_path: Path) -> None:
+    """decrypt-existing and encrypt-existing read the client's bytes back (decompressed) and store
+    them uncompressed: the row's compression column follows, so every object still reads back."""
+    with _harness(tmp_path, encryption=True) as gateway:
+        passes = gateway.service.encryption
+        progress = SilentProgress()
+        bodies = {f"conv/{i}": _corpus(CHUNK * (i + 1) + i) for i in range(3)}
+        passes.envelope.enabled = False  # compressed only
+        for key, body in bodies.items():
+            assert gateway.put(BUCKET, key, body).status == 200
+        passes.envelope.enabled = True
+        assert gateway.put(BUCKET, "both", bodies["conv/2"]).status == 200  # compressed, then sealed
+        assert all(_record(gateway, key).compressed for key in [*bodies, "both"])
+        result = _pass(gateway, passes.convert(True, progress))
+        assert (result["encrypted"], result["failed"]) == (3, 0)
+        for key, body in bodies.items():
+            record = _record(gateway, key)
+            assert record.encrypted and not record.compressed
+            assert gateway.get(BUCKET, key).body == body
+        result = _pass(gateway, passes.convert(False, progress))
+        assert (result["decrypted"], result["failed"]) == (4, 0)
+        gateway.advance(60)
+        for key, body in [*bodies.items(), ("both", bodies["conv/2"])]:
+            record = _record(gateway, key)
+            assert not record.encrypted and not record.compressed
+            assert _stored(gateway, key) == body
+            assert gateway.get(BUCKET, key).body == body
