@@ -1,12 +1,11 @@
 """Compression through the real site, in process (BEHAVIOURS §1.20, issue 18 item 2).
 
-``compression.enabled`` is still refused at start-up (the scrubber, replicator, reaper and other
-paths that compare stored bytes with the client's digests are not yet taught about compressed
-copies), so these gateways lift that one refusal for the test: what is proved here is the PUT,
-GET, HEAD, LIST and copy wiring.  Text is stored in fewer bytes and reads back exactly (whole
-and by ranges across frame boundaries); random data is stored as it came; with encryption on
-too, the stored bytes are the ciphertext of the compressed stream and read back exactly; a
-damaged stored frame never yields a clean 200.
+Text is stored in fewer bytes and reads back exactly (whole and by ranges across frame
+boundaries); random data is stored as it came; with encryption on too, the stored bytes are the
+ciphertext of the compressed stream and read back exactly; a damaged stored frame never yields a
+clean 200.  The paths that compare stored bytes with the client's digests (scrubber, backfill,
+replicator, fan-out, part copies, the encryption passes) each get the client's bytes or skip the
+comparison, as the design in docs/compression.rst asks.
 """
 
 from __future__ import annotations
@@ -25,9 +24,7 @@ import zstandard
 from botocore.exceptions import ClientError
 from twisted.internet.defer import Deferred
 
-import s3orch.testing.config as testing_config
 from s3orch.admin.ndjson import SilentProgress
-from s3orch.config.support import UNSUPPORTED, refusals
 from s3orch.testing import GatewayHarness
 from s3orch.testing.httpclient import ResponseMissing
 from tests.conftest import PHOTOS
@@ -53,10 +50,6 @@ def _corpus(size: int) -> bytes:
     return bytes(out[:size])
 
 
-def _refusals_but_compression(config: Any) -> Any:
-    return refusals(config, [row for row in UNSUPPORTED if row.key != "compression.enabled"])
-
-
 def _harness(workdir: Path, encryption: bool) -> GatewayHarness:
     extra: dict[str, Any] = {
         "compression": {"enabled": True, "chunk_size": CHUNK, "min_size": 1024}, "integrity": {"enabled": True},
@@ -64,9 +57,7 @@ def _harness(workdir: Path, encryption: bool) -> GatewayHarness:
     if encryption:
         extra["encryption"] = {"enabled": True, "master_key": KEY, "chunk_size": 4096}
     text = GatewayConfig(backends=make_backends(1), extra=extra).render()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(testing_config, "refusals", _refusals_but_compression)
-        return GatewayHarness(workdir, text)
+    return GatewayHarness(workdir, text)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["compressed", "compressed+encrypted"])
@@ -239,10 +230,7 @@ def test_copies_of_compressed_bytes_are_made_as_stored(tmp_path: Path, fan_out: 
     if fan_out:
         extra["write_path"] = {"parallel_copies": {"enabled": True}}
     text = GatewayConfig(backends=make_backends(2), extra=extra).render()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(testing_config, "refusals", _refusals_but_compression)
-        harness = GatewayHarness(tmp_path, text)
-    with harness as gateway:
+    with GatewayHarness(tmp_path, text) as gateway:
         body = _corpus(4 * CHUNK + 3)
         assert gateway.put(BUCKET, "replicated", body).status == 200
         gateway.advance(120)
