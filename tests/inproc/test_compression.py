@@ -299,3 +299,20 @@ def test_encryption_passes_rewrite_compressed_objects_readably(tmp_path: Path) -
             assert not record.encrypted and not record.compressed
             assert _stored(gateway, key) == body
             assert gateway.get(BUCKET, key).body == body
+
+
+def test_switched_off_new_puts_are_stored_as_is_and_old_ones_still_read(gateway: GatewayHarness, boto: Any) -> None:
+    """Reads need no settings (the row keeps the chunk size): compression off is only the write's."""
+    objects = gateway.service.getServiceNamed("lifecycle").objects
+    body = _corpus(3 * CHUNK)
+    boto.put_object(Bucket=BUCKET, Key="before-off", Body=body)
+    compressor, objects.compressor = objects.compressor, None
+    try:
+        boto.put_object(Bucket=BUCKET, Key="after-off", Body=body)
+        assert _record(gateway, "before-off").compressed and not _record(gateway, "after-off").compressed
+        if not gateway.encrypted:  # type: ignore[attr-defined]
+            assert _stored(gateway, "after-off") == body
+        for key in ("before-off", "after-off"):
+            assert boto.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
+    finally:
+        objects.compressor = compressor
