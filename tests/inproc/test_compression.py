@@ -256,10 +256,28 @@ def test_upload_part_copy_of_a_compressed_source_copies_the_clients_bytes(gatewa
         with pytest.raises(ClientError, match="NotImplemented"):
             boto.upload_part_copy(Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=1,
                                   CopySource={"Bucket": BUCKET, "Key": "part-source"})
+        boto.abort_multipart_upload(Bucket=BUCKET, Key="assembled", UploadId=upload)
+        # Encryption switched off: a plaintext upload copies the source's plaintext, never its ciphertext.
+        envelope = gateway.service.encryption.envelope
+        envelope.enabled = False
+        sealed = os.urandom(5 * 1024 * 1024 + 3)  # random: sealed, not compressed
+        envelope.enabled = True
+        boto.put_object(Bucket=BUCKET, Key="sealed-source", Body=sealed)
+        assert _record(gateway, "sealed-source").encrypted and not _record(gateway, "sealed-source").compressed
+        envelope.enabled = False
+        try:
+            for source, data in (("part-source", body), ("sealed-source", sealed)):
+                _assemble(boto, data, boto.create_multipart_upload(Bucket=BUCKET, Key="assembled")["UploadId"], source)
+        finally:
+            envelope.enabled = True
         return
+    _assemble(boto, body, upload)
+
+
+def _assemble(boto: Any, body: bytes, upload: str, source: str = "part-source") -> None:
     part = boto.upload_part_copy(
         Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=1,
-        CopySource={"Bucket": BUCKET, "Key": "part-source"},
+        CopySource={"Bucket": BUCKET, "Key": source},
     )
     tail = b"tail" * 100
     last = boto.upload_part(Bucket=BUCKET, Key="assembled", UploadId=upload, PartNumber=2, Body=tail)
