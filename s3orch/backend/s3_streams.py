@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -29,6 +30,9 @@ from s3orch.backend.s3_responses import Response
 from s3orch.observe.metrics import BACKEND_BYTES
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+#: The ``in`` byte counter of each backend, bound once (a stream is opened per GET).
+_bytes_in = lru_cache(maxsize=256)(lambda backend: BACKEND_BYTES.labels(backend, "in"))
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
@@ -81,7 +85,7 @@ class _StreamProtocol(TwistedProtocol):
         self._done = done
         self._expected = expected
         self._backend = backend
-        self._bytes_in = BACKEND_BYTES.labels(backend, "in")
+        self._bytes_in = _bytes_in(backend)
         self._clock = clock
         self._idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None

@@ -18,6 +18,7 @@ Request bodies are received here and only here (``_body_sink``, ``feed``,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -78,6 +79,14 @@ from s3orch.s3.chunked import AwsChunkedDecoder
 from s3orch.s3.numbers import parse_decimal
 from s3orch.s3.operations import resolve_operation
 from s3orch.store.interface import StoreUnavailable
+
+#: Metric children pre-bound per label values (closed sets: methods, statuses): ``labels()``
+#: builds and checks a tuple under a lock, ~8K instructions each, several per request.
+_inflight = lru_cache(maxsize=64)(INFLIGHT.labels)
+_requests = lru_cache(maxsize=4096)(REQUESTS.labels)
+_duration = lru_cache(maxsize=64)(REQUEST_DURATION.labels)
+_request_size = lru_cache(maxsize=64)(REQUEST_SIZE.labels)
+_response_size = lru_cache(maxsize=64)(RESPONSE_SIZE.labels)
 
 #: XML request bodies (DeleteObjects, CompleteMultipartUpload, ACLs) are capped here.
 XML_BODY_LIMIT = 4 * 1024 * 1024
@@ -176,7 +185,7 @@ class S3Envelope(Resource):
         )
         state.span = tracing.server_span(state.method, state.raw_path, headers)
         state.method_label = method_label(state.method)
-        INFLIGHT.labels(state.method_label).inc()
+        _inflight(state.method_label).inc()
         has_body = length is None or length > 0
         try:
             try:
@@ -527,7 +536,7 @@ class S3Envelope(Resource):
             if state.slot is not None:  # last: a request waiting for it may start at once
                 state.slot.release()
         finally:
-            INFLIGHT.labels(state.method_label).dec()
+            _inflight(state.method_label).dec()
         try:
             with tracing.using(state.span):  # the audit line carries the trace id
                 self._count(state, status, request)
@@ -543,12 +552,12 @@ class S3Envelope(Resource):
     def _count(self, state: RequestState, status: int, request: S3Request | None) -> None:
         duration = max(0.0, self.clock.seconds() - state.started)
         label = state.method_label
-        REQUESTS.labels(label, str(status)).inc()
-        REQUEST_DURATION.labels(label).observe(duration)
+        _requests(label, str(status)).inc()
+        _duration(label).observe(duration)
         if state.body is not None:
-            REQUEST_SIZE.labels(label).observe(state.body.received)
+            _request_size(label).observe(state.body.received)
         if state.bytes_out:
-            RESPONSE_SIZE.labels(label).observe(state.bytes_out)
+            _response_size(label).observe(state.bytes_out)
         address = state.address
         event = "s3." + state.op_name if state.operation else "s3.InvalidPath"
         if state.error is not None and state.error.code == "MethodNotAllowed":

@@ -74,36 +74,77 @@ def _jsonable(value: Any) -> Any:
 #: ``server.processes`` group, where several processes write one log (set by ``s3orch.tap``).
 PROCESS_FIELDS: dict[str, int] = {}
 
+#: The last whole second formatted by :func:`_format_time`, and its text (one strftime a second).
+_last_second: tuple[int, str] = (-1, "")
+#: Whether each event key is one of ours to copy: not Twisted's, not secret-looking (keys are
+#: a small, closed set of names in the code, so one lookup replaces three checks per key).
+_copied_keys: dict[str, bool] = {}
+_COPIED_KEYS_MAX = 4096
+#: Values written as they are (everything else goes through :func:`_jsonable`).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _format_time(event: dict[str, Any]) -> str:
+    """``log_time`` as ``YYYY-MM-DDTHH:MM:SS.mmmZ``; the seconds part is cached, as a
+    busy gateway writes thousands of lines within one second."""
+    global _last_second
+    when = event.get("log_time")
+    seconds = int(when) if when is not None else int(time.time())
+    cached = _last_second
+    if cached[0] == seconds:
+        text = cached[1]
+    else:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return text + ".%03dZ" % int(((when or 0) % 1) * 1000)
+
+
+def _copied(key: str) -> bool:
+    known = _copied_keys.get(key)
+    if known is None:
+        known = not (key in _INTERNAL or key.startswith("log_") or _SECRET_FIELD.search(key))
+        if len(_copied_keys) < _COPIED_KEYS_MAX:
+            _copied_keys[key] = known
+    return known
+
+
+def _message(event: dict[str, Any]) -> str:
+    """The event's formatted message; a format without fields is its own message (Twisted's
+    formatter parses it either way, a good part of the cost of an audit line)."""
+    fmt = event.get("log_format")
+    if type(fmt) is str and "{" not in fmt and "}" not in fmt and "log_flattened" not in event:
+        return fmt
+    return formatEvent(event)
+
 
 def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
     """The JSON shape of one log event (the text form carries the same fields)."""
     level = event.get("log_level", LogLevel.info)
     out: dict[str, Any] = {
-        "time": time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.gmtime(event.get("log_time", time.time()))
-        )
-        + ".%03dZ" % int((event.get("log_time", 0) % 1) * 1000),
+        "time": _format_time(event),
         "level": _LEVEL_NAMES.get(level, "INFO"),
     }
     component = event.get("component") or event.get("log_namespace") or "s3orch"
     out["component"] = component
     out.update(PROCESS_FIELDS)
     if event.get("log_format") is not None or "log_io" in event:
-        out["msg"] = formatEvent(event)
+        out["msg"] = _message(event)
     ids = log_ids()  # observers run where the line is written: inside its span, if any
     if ids is not None:
         out["trace_id"], out["span_id"] = ids
     for key, value in event.items():
-        if key in _INTERNAL or key in out or key.startswith("log_"):
+        if key in out or not _copied(key):
             continue
-        if _SECRET_FIELD.search(key):
-            continue
-        out[key] = _jsonable(value)
+        out[key] = value if type(value) in _PLAIN else _jsonable(value)
     failure = event.get("log_failure")
     if failure is not None:
         out["error"] = failure.getErrorMessage()
         out["traceback"] = failure.getTraceback()
     return out
+
+
+#: One encoder for every line (``json.dumps`` with arguments builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @implementer(ILogObserver)
@@ -119,7 +160,7 @@ class JSONLineObserver:
         for sink in self.sinks:
             sink(record)
         try:
-            self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._stream.write(_ENCODER.encode(record) + "\n")
             self._stream.flush()
         except (OSError, ValueError):  # stdout closed: nothing sensible to do
             pass

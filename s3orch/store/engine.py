@@ -48,6 +48,17 @@ class ConnectionPools(Protocol):
         ``idempotent=False`` forbids a re-run after an unknown COMMIT outcome.
         """
 
+    def run_point_read(
+        self,
+        notes: Notes,
+        fn: Callable[Concatenate[Tx, Notes, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> Deferred[_T]:
+        """A short read-only transaction (a lookup by key): as ``run_transaction(True, True,
+        ...)``, but the engine may run it on the calling thread when it can never wait there
+        (SQLite in WAL mode)."""
+
     def close(self) -> None:
         """Close every connection (the pools cannot be used again)."""
 

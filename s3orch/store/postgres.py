@@ -223,6 +223,16 @@ class PostgresPools:
             *args, **kwargs,
         )
 
+    def run_point_read(
+        self,
+        notes: Notes,
+        fn: Callable[Concatenate[Tx, Notes, _P], _T],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> Deferred[_T]:
+        """Every PostgreSQL statement is a network round trip: always in the pool."""
+        return self.run_transaction(True, True, notes, fn, *args, **kwargs)
+
     def close(self) -> None:
         adbapi_typed.close(self.pool)
 

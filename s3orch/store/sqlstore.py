@@ -77,6 +77,9 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _STRATEGIES = ("pack", "spread")
+#: Read transactions that are a lookup by key: the engine may run them without a thread hop
+#: (:meth:`~s3orch.store.engine.ConnectionPools.run_point_read`).
+POINT_READS: frozenset[Callable[..., object]] = frozenset({objects.txn_get_object})
 
 
 def _check_strategy(strategy: str) -> None:
@@ -116,6 +119,8 @@ class SQLStore(ReconcileTransactions, IntegrityTransactions, CryptoTransactions)
             raise StoreError("the store is not started")
         notes = Notes()
         try:
+            if fn in POINT_READS:
+                return await pools.run_point_read(notes, fn, *args, **kwargs)
             return await pools.run_transaction(read_only, idempotent, notes, fn, *args, **kwargs)
         except Exception as exc:
             if self.engine.is_unavailable(exc):

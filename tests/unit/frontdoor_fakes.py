@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.backend.memory import MemoryStream
 from s3orch.config import load_config_from_string
+from s3orch.core.cache import NO_CACHE
 from s3orch.frontend.assembly import build_frontend
 from s3orch.frontend.ops import OpsApp
 from s3orch.frontend.root import RootResource
@@ -57,6 +58,9 @@ class FakeObjects:
         self.streams: list[MemoryStream] = []
         self.stream_kwargs: dict[str, Any] = {}
         self.puts = 0
+        #: What the GET handler asks of the real service: no cache, no read verification.
+        self.cache = NO_CACHE
+        self.scrubber = None
 
     def store(self, record: ObjectRecord, data: bytes) -> None:
         self.data[(record.bucket, record.key)] = (record, data)

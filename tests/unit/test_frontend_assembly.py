@@ -56,7 +56,7 @@ def test_bodies_are_read_only_for_operations_that_take_one() -> None:
     with_body = {name for name, route in routes.items() if route.body is not None}
     assert with_body == {
         "PutObject", "UploadPart", "DeleteObjects", "CompleteMultipartUpload",
-        "CreateBucket", "PutObjectAcl", "PutBucketAcl",
+        "CreateBucket", "PutObjectAcl", "PutBucketAcl", "PutObjectTagging",
     }
     data = {name for name, route in routes.items() if route.body is not None and route.body.object_data}
     assert data == {"PutObject", "UploadPart"}

@@ -7,7 +7,13 @@ import json
 
 from twisted.logger import Logger, LogLevel, LogPublisher
 
-from s3orch.observe.logging import JSONLineObserver, LogSettings, TextLineObserver, event_to_text
+from s3orch.observe.logging import (
+    JSONLineObserver,
+    LogSettings,
+    TextLineObserver,
+    event_to_dict,
+    event_to_text,
+)
 
 
 def _emit(observer: object, **fields: object) -> None:
@@ -78,3 +84,27 @@ def test_log_level_filters_what_is_written() -> None:
     log.warn("shown", component="x")
     log.error("also shown", component="x")
     assert [line.split("] ")[1] for line in out.getvalue().splitlines()] == ["shown", "also shown"]
+
+
+def test_lines_within_one_second_share_its_text_but_keep_their_milliseconds() -> None:
+    """The cached seconds part of ``time`` must follow the clock both ways."""
+    stamps = [1_700_000_000.125, 1_700_000_000.75, 1_700_000_001.5, 1_699_999_999.25, 1_700_000_000.0]
+    times = [event_to_dict({"log_time": t, "log_format": "x"})["time"] for t in stamps]
+    assert times == [
+        "2023-11-14T22:13:20.125Z",
+        "2023-11-14T22:13:20.750Z",
+        "2023-11-14T22:13:21.500Z",
+        "2023-11-14T22:13:19.250Z",
+        "2023-11-14T22:13:20.000Z",
+    ]
+
+
+def test_messages_with_and_without_fields_and_secrets_seen_again() -> None:
+    """A format without fields is its own message (escapes still formatted); a secret-looking
+    key is dropped every time, not only the first (the key classification is cached)."""
+    plain = event_to_dict({"log_format": "audit", "log_time": 1.0})
+    fields = event_to_dict({"log_format": "hi {name} {{x}}", "name": "bob", "log_time": 1.0})
+    assert plain["msg"] == "audit" and fields["msg"] == "hi bob {x}"
+    for _ in range(2):
+        record = event_to_dict({"log_format": "x", "log_time": 1.0, "db_password": "p", "size": b"\xff"})
+        assert "db_password" not in record and record["size"] == "\ufffd"

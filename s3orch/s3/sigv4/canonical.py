@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_tz
+from functools import lru_cache
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -29,6 +30,10 @@ EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 _HEADER_WS = re.compile(r"[ \t\r\n]+")
 # Explicit ASCII classes: ``\d`` would also match Unicode digits ("٢٠٢٤").
 _AMZ_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z")
+#: A path of unreserved characters and slashes only (most keys): canonical as it stands.
+_PLAIN_PATH = re.compile(rb"[A-Za-z0-9\-._~/]*")
+#: Header-value whitespace the canonical form folds; a value without any needs only a strip.
+_FOLDED = re.compile(r"[\t\r\n]|  ")
 #: HTTP dates longer than this are not dates (bounded parsing work).
 _MAX_HTTP_DATE = 64
 
@@ -53,6 +58,8 @@ def canonical_uri_from_raw_path(raw_path: bytes) -> str:
     """
     if not raw_path:
         return "/"
+    if _PLAIN_PATH.fullmatch(raw_path):  # nothing to decode or encode: the path is its own form
+        return raw_path.decode("ascii")
     # Segment by segment, so an encoded slash (%2F) stays encoded as the
     # client signed it rather than turning into a separator.
     return "/".join(
@@ -95,6 +102,8 @@ def canonical_query(
 
 
 def _canonical_value(value: str) -> str:
+    if _FOLDED.search(value) is None:
+        return value.strip()
     return _HEADER_WS.sub(" ", value).strip()
 
 
@@ -147,15 +156,11 @@ def string_to_sign(amz_date: str, scope: str, canonical_request: str) -> str:
 
 def hmac_hex(key: bytes, message: str) -> str:
     """Lower-case hex HMAC-SHA256, the form signatures travel in."""
-    return hmac.new(
-        key, message.encode("utf-8", "surrogateescape"), hashlib.sha256
-    ).hexdigest()
+    return hmac.digest(key, message.encode("utf-8", "surrogateescape"), "sha256").hex()
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(
-        key, message.encode("utf-8", "surrogateescape"), hashlib.sha256
-    ).digest()
+    return hmac.digest(key, message.encode("utf-8", "surrogateescape"), "sha256")
 
 
 def _derive_uncached(secret: str, date: str, region: str, service: str) -> bytes:
@@ -237,7 +242,16 @@ def _epoch(year: int, month: int, day: int, hour: int, minute: int, second: int)
 
 
 def parse_amz_date(value: str) -> float | None:
-    """``YYYYMMDDTHHMMSSZ`` (ASCII digits, a real UTC time) -> epoch seconds, else None."""
+    """``YYYYMMDDTHHMMSSZ`` (ASCII digits, a real UTC time) -> epoch seconds, else None.
+
+    Cached: concurrent requests carry the same few seconds; only strings of the right
+    length reach the (bounded) cache, so a client cannot park long headers in it.
+    """
+    return _parse_amz_date(value) if len(value) == 16 else None
+
+
+@lru_cache(maxsize=256)
+def _parse_amz_date(value: str) -> float | None:
     match = _AMZ_DATE.fullmatch(value)
     if match is None:
         return None

@@ -116,18 +116,21 @@ def _first(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
 
 def _request_date(headers: Mapping[str, Sequence[str]]) -> tuple[str, float, bool]:
     """``X-Amz-Date``, else an HTTP ``Date`` header: (value as sent, epoch seconds, is X-Amz-Date)."""
-    bad = AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
     amz = _first(headers, "x-amz-date")
     if amz is not None:
         parsed = parse_amz_date(amz)
         if parsed is None:
-            raise bad
+            raise _bad_date()
         return amz, parsed, True
     date = _first(headers, "date")
     moment = parse_http_date(date) if date is not None else None
     if date is None or moment is None:
-        raise bad
+        raise _bad_date()
     return date, moment, False
+
+
+def _bad_date() -> S3Error:
+    return AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
 
 
 def _check_skew(raw: str, moment: float, now: float, max_skew: float) -> None:

@@ -1,0 +1,158 @@
+"""SQLite point reads on the reactor thread (``SQLitePools.run_point_read``): they answer
+at once, see every committed write, never wait for a writer, and fall back to the reader
+pool whenever SQLite would make them wait."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
+from s3orch.config.model import DatabaseConfig
+from s3orch.store.sqlite import SQLiteEngine, SQLitePools, open_inline_reader
+from s3orch.store.sqlstore import SQLStore
+from s3orch.store.txn.base import Notes, Tx
+from tests.store.test_contract import put
+
+NOW = 1_700_000_000.0
+
+
+async def started(path: Path) -> tuple[SQLStore, SQLitePools]:
+    store = SQLStore(SQLiteEngine(DatabaseConfig(path=str(path))), reactor)
+    await store.start()
+    await store.sync_quota_limits({"b1": 0}, NOW)
+    pools = store._pools
+    assert isinstance(pools, SQLitePools) and pools.inline is not None
+    return store, pools
+
+
+def _forbid_pool(pools: SQLitePools, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record every call that reaches the reader pool (instead of the inline connection)."""
+    calls: list[Any] = []
+    original = pools.readers.runWithConnection
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pools.readers, "runWithConnection", recording)
+    return calls
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_point_read_answers_on_the_calling_thread_and_sees_the_last_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, pools = await started(tmp_path / "s.db")
+    try:
+        calls = _forbid_pool(pools, monkeypatch)
+        threads: list[threading.Thread] = []
+
+        def where(tx: Tx, notes: Notes) -> None:
+            threads.append(threading.current_thread())
+
+        answered = pools.run_point_read(Notes(), where)
+        assert answered.called and threads == [threading.current_thread()]
+        for size in (5, 7):  # an overwrite, read right after its commit
+            await put(store, "k", size)
+            record = await store.get_object("bkt", "k")
+            assert record is not None and record.size == size
+        assert await store.get_object("bkt", "missing") is None
+        assert calls == []
+    finally:
+        await store.close()
+    assert pools.inline is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_writer_holding_the_lock_does_not_block_a_point_read(tmp_path: Path) -> None:
+    store, pools = await started(tmp_path / "s.db")
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    try:
+        await put(store, "k", 5)
+        other.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+        other.execute("UPDATE objects SET size_bytes = 99 WHERE object_key = 'k'")
+        answered: Deferred[Any] = Deferred.fromCoroutine(store.get_object("bkt", "k"))
+        assert answered.called  # no wait for the writer: its snapshot is the last commit
+        record = await answered
+        assert record is not None and record.size == 5
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await store.close()
+
+
+class _BusyCursor:
+    def execute(self, *args: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    def close(self) -> None:
+        pass
+
+
+class _BusyConnection:
+    """What SQLite answers a reader in the rare moments WAL cannot admit it at once (the WAL
+    being restarted, an exclusive-locking process): BUSY, at once, with busy_timeout 0."""
+
+    in_transaction = False
+
+    def cursor(self) -> _BusyCursor:
+        return _BusyCursor()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_busy_database_sends_the_read_to_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, pools = await started(tmp_path / "s.db")
+    real = pools.inline
+    try:
+        await put(store, "k", 5)
+        calls = _forbid_pool(pools, monkeypatch)
+        pools.inline = _BusyConnection()  # type: ignore[assignment]
+        answered: Deferred[Any] = Deferred.fromCoroutine(store.get_object("bkt", "k"))
+        assert len(calls) == 1  # handed to the pool, whose readers wait with busy_timeout
+        record = await answered
+        assert record is not None and record.size == 5
+    finally:
+        pools.inline = real
+        await store.close()
+
+
+def test_the_inline_connection_never_waits(tmp_path: Path) -> None:
+    """busy_timeout 0 and read-only: a lock costs a BUSY answer, never a wait on the reactor."""
+    path = tmp_path / "s.db"
+    sqlite3.connect(path).close()
+    conn = open_inline_reader(str(path))
+    try:
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+        assert conn.execute("PRAGMA query_only").fetchone()[0] == 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_in_a_point_read_fails_its_deferred(tmp_path: Path) -> None:
+    store, pools = await started(tmp_path / "s.db")
+    try:
+        def broken(tx: Tx, notes: Notes) -> None:
+            tx.execute("SELECT 1")
+            raise KeyError("bug")
+
+        with pytest.raises(KeyError):
+            await pools.run_point_read(Notes(), broken)
+        # the connection is left outside any transaction, ready for the next read
+        assert pools.inline is not None and not pools.inline.in_transaction
+        assert await store.get_object("bkt", "nothing") is None
+    finally:
+        await store.close()
