@@ -32,6 +32,7 @@ from s3orch.backend.credentials import (
 )
 from s3orch.backend.interface import ObjectBackend
 from s3orch.backend.s3 import S3Backend
+from s3orch.codec.objects import build_compressor
 from s3orch.config import Config
 from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.cache import ObjectCache
@@ -240,6 +241,7 @@ def build(
         objects.cache = ObjectCache(config.cache, reactor)
     # Envelope encryption (s3orch.crypto): seals PUTs, opens encrypted records; Vault's token renewed.
     objects.envelope, renewer = build_envelope(config.encryption, reactor, server.spool_dir or None)
+    objects.compressor = build_compressor(config.compression, reactor, server.spool_dir or None)
     if renewer is not None:
         renewer.start()
         reactor.addSystemEventTrigger("before", "shutdown", renewer.stop)

@@ -224,7 +224,8 @@ class EncryptionConfig:
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """Chunked zstd before encryption (a later addition to s3-orchestrator, kept for drop-in configs). Not yet supported by this build: refused at start-up when switched on (``s3orch.config.support``)."""
+    """Chunked zstd before encryption (a later addition to s3-orchestrator): PUTs are compressed
+    (``s3orch.codec.objects``; multipart parts are stored as is for now), reads decompress."""
 
     enabled: bool = False
     level: str = knob("default", empty_default=True)

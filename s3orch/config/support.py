@@ -77,8 +77,6 @@ def _default_of(path: str) -> str:
 
 
 UNSUPPORTED: tuple[Unsupported, ...] = (
-    # --- features behind a switch: none is implemented; every switch defaults to off ----------
-    Unsupported("compression.enabled", _on("compression.enabled"), covers=("compression.*",)),
     # In s3-orchestrator "false" is its legacy write path (delete the bytes when the commit fails).
     # This build always writes a pending intent first; without the reaper, a failed commit's
     # reservation would stay forever. So only the default, true, is accepted.

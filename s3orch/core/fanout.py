@@ -418,9 +418,13 @@ class FanOut:
         for extent in record.extents:
             if not extent.locations:
                 continue
+            # Stored bytes move as they are: their size is the copies', and an MD5 of the client's
+            # bytes says nothing of ciphertext or compressed frames.
+            transformed = record.encrypted or record.compressed
             short = UnderReplicated(
-                bucket, key, write_id, extent.part_number, extent.size,
-                extent.etag or (record.etag if not record.parts else ""), tuple(extent.locations),
+                bucket, key, write_id, extent.part_number, extent.locations[0].size,
+                "" if transformed else extent.etag or (record.etag if not record.parts else ""),
+                tuple(extent.locations),
             )
             try:
                 await self.replicator.replicate(short, factor, self.replicator.uncounted(), result)

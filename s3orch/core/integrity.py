@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -29,6 +29,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendUnavailable, PushProducer
+from s3orch.codec.objects import open_compressed
+from s3orch.codec.streams import CompressedStreamRejected
 from s3orch.config.model import IntegrityConfig
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
@@ -40,7 +42,7 @@ from s3orch.observe.audit import audit
 from s3orch.observe.metrics import INTEGRITY_CHECKS, INTEGRITY_ERRORS
 from s3orch.s3 import errors
 from s3orch.store.interface import Location, MetadataStore, ObjectRecord
-from s3orch.store.records import ScrubCopy
+from s3orch.store.records import Extent, ScrubCopy
 from s3orch.store.txn.integrity import INTEGRITY_REASON, expected_digest
 
 #: Verdicts of one copy (``POST /admin/api/object-scrub``), as s3-orchestrator names them.
@@ -224,7 +226,7 @@ class Scrubber:
         state = self.fleet.breaker_states().get(copy.backend)
         if state is not None and state.get("state") == "open":
             return DEFERRED
-        if copy.encrypted:
+        if copy.encrypted or copy.compressed:
             return await self._verdict_encrypted(copy, client)
         sink = HashSink(copy.expected[0])
         try:
@@ -239,16 +241,20 @@ class Scrubber:
         return VERIFIED if sink.matches(copy.expected, copy.size) else MISMATCH
 
     async def _verdict_encrypted(self, copy: ScrubCopy, client: Any) -> str:
-        """An encrypted copy: every chunk's GCM tag is checked while decrypting, and the plaintext
-        hashed against the object's digest.  A key that cannot be unwrapped says nothing about
-        the copy (unreadable); a tag, length or digest failure is a mismatch."""
+        """An encrypted or compressed copy: every chunk's GCM tag (every frame's checksum) is
+        checked while decrypting (decompressing), and the client's bytes hashed against the
+        object's digest.  A key that cannot be unwrapped says nothing about the copy
+        (unreadable); a tag, frame, length or digest failure is a mismatch."""
         assert copy.expected is not None
         record = await self.store.get_object(copy.bucket, copy.key)
         extent = next((e for e in record.extents if e.part_number == copy.part_number), None) if record else None
-        if record is None or extent is None or record.write_id != copy.write_id or self.envelope is None:
+        if record is None or extent is None or record.write_id != copy.write_id:
+            return UNREADABLE
+        envelope = self.envelope
+        if record.encrypted and envelope is None:
             return UNREADABLE
         try:
-            dek = await self.envelope.data_key(record)
+            dek = await envelope.data_key(record) if envelope is not None and record.encrypted else None
         except errors.S3Error:
             return UNREADABLE
         location = Location(copy.backend, copy.storage_key, copy.size)
@@ -256,11 +262,21 @@ class Scrubber:
         async def opener(_: object, byte_range: tuple[int, int] | None) -> tuple[Any, Location]:
             return await client.get_object(copy.storage_key, byte_range), location
 
+        if record.compressed:  # single extent: this copy alone, through the envelope when sealed
+            alone = replace(record, locations=(location,))
+            return await self._verdict_opened(copy, extent, lambda: open_compressed(alone, None, opener, envelope, dek))
+        assert envelope is not None
+        return await self._verdict_opened(copy, extent, lambda: envelope.open_extent(record, extent, None, opener, dek))
+
+    async def _verdict_opened(
+        self, copy: ScrubCopy, extent: Extent, open_stream: Callable[[], Awaitable[tuple[Any, Location]]]
+    ) -> str:
+        assert copy.expected is not None
         sink = HashSink(copy.expected[0])
         try:
-            stream, _ = await self.envelope.open_extent(record, extent, None, opener, dek)
+            stream, _ = await open_stream()
             await stream.deliver(sink)
-        except (CiphertextRejected, errors.S3Error):
+        except (CiphertextRejected, CompressedStreamRejected, errors.S3Error):
             return MISMATCH
         except BackendError as exc:
             self.log.warn("scrub could not read a copy", component="integrity", backend=copy.backend,

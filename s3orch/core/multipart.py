@@ -249,7 +249,7 @@ def server_side_part_copy(
     Otherwise the range must be read and hashed (a spool).
     """
     extent = _whole_extent(source, byte_range)
-    if extent is None:
+    if extent is None or source.compressed or source.encrypted:  # stored bytes are not the part's
         return None
     md5 = _plain_md5(extent.etag if source.parts else source.etag)
     if md5 is None:

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendStream
+from s3orch.codec.objects import Compressor, open_compressed
 from s3orch.config.model import ReadPathConfig
 from s3orch.core.cache import NO_CACHE, ObjectCache
 from s3orch.core.cleanup import Cleanups
@@ -118,6 +119,8 @@ class ObjectService(PartPlacement):
         self.fanout: FanOut | None = None  # write_path.parallel_copies (set by the wiring)
         #: ``encryption``: seals every PUT, opens encrypted records (s3orch.crypto); set by the tap.
         self.envelope: Envelope | None = None
+        #: ``compression``: compresses every PUT before sealing (s3orch.codec); set by the tap.
+        self.compressor: Compressor | None = None
 
     @property
     def fleet(self) -> BackendFleet:
@@ -147,12 +150,23 @@ class ObjectService(PartPlacement):
         await self.check_conditions(bucket, key, conditions)
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, key, write_id)
-        sealed = await self.envelope.seal(payload) if self.envelope and self.envelope.enabled else None
-        stored = payload if sealed is None else sealed.payload  # what the backend gets
+        compressor = self.compressor
+        packed = await compressor.pack(payload) if compressor is not None else None
+        body = payload if packed is None else packed  # compress, then seal
+        try:
+            sealed = await self.envelope.seal(body) if self.envelope and self.envelope.enabled else None
+        except BaseException:
+            if packed is not None:
+                packed.close()
+            raise
+        if sealed is not None and packed is not None:
+            packed.close()  # the ciphertext spool is what the backends get
+        stored = body if sealed is None else sealed.payload  # what the backend gets
         length = stored.length
-        intent = Intent(  # an encrypted write's intent keeps no etag: the reaper never promotes it
+        transformed = sealed is not None or packed is not None
+        intent = Intent(  # a transformed write's intent keeps no etag: the reaper never promotes it
             write_id, bucket, key, length, skey,
-            etag=payload.md5_hex if sealed is None else None, content_type=new.content_type,
+            etag=None if transformed else payload.md5_hex, content_type=new.content_type,
             headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
             checksum_algorithm=payload.checksum_algorithm,
             checksum_value=payload.checksum_value,
@@ -166,6 +180,8 @@ class ObjectService(PartPlacement):
             checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
         )
         record = record if sealed is None else sealed.stamp(record)
+        if packed is not None and compressor is not None:
+            record = replace(record, compression_chunk_size=compressor.settings.chunk_size)
 
         async def upload(reservation: Reservation) -> None:
             await self.fleet[reservation.backend].put_object(skey, stored)
@@ -187,7 +203,7 @@ class ObjectService(PartPlacement):
                 eligible=self.fleet.takes_writes,
             )
         finally:
-            if sealed is not None:
+            if transformed:
                 stored.close()  # fan-out copies still running read their own handles
         crash_point("after-backend-put")
         located = (Location(reservation.backend, reservation.storage_key, length),)
@@ -274,6 +290,8 @@ class ObjectService(PartPlacement):
         Raises 503 when the holders are unreachable, 500 when no copy exists (never 404).  The
         location is the copy the first byte comes from.  An encrypted record is decrypted on
         the way (only the chunks the range covers are fetched)."""
+        if record.compressed:
+            return await open_compressed(record, byte_range, self._open_copies, self.envelope)
         if record.encrypted:
             return await require(self.envelope).open_record(record, byte_range, self._open_copies)
         if record.parts or len(record.locations) > 1:  # several copies: a retry may take another
@@ -388,9 +406,10 @@ class ObjectService(PartPlacement):
         write_id = uuid.uuid4().hex
         skey = storage_key(bucket, dest_key, write_id)
         holders = {loc.backend: loc for loc in source.locations}
-        stored = source.locations[0].size if source.encrypted and source.locations else source.size
+        as_stored = source.encrypted or source.compressed
+        stored = source.locations[0].size if as_stored and source.locations else source.size
         intent = Intent(
-            write_id, bucket, dest_key, stored, skey, etag=None if source.encrypted else source.etag,
+            write_id, bucket, dest_key, stored, skey, etag=None if as_stored else source.etag,
             content_type=new.content_type, headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
             checksum_algorithm=source.checksum_algorithm, checksum_value=source.checksum_value,
             content_hash=source.content_hash, parts_count=source.parts_count, part_sizes=source.part_sizes,
@@ -401,8 +420,8 @@ class ObjectService(PartPlacement):
         spool: Payload | None = None
 
         async def read_source() -> Payload:
-            """The source's bytes as stored (ciphertext is copied as it is), checked."""
-            if source.encrypted:
+            """The source's bytes as stored (ciphertext, compressed frames copied as they are), checked."""
+            if source.encrypted or source.compressed:
                 return await self._spool_stored(source.locations, stored)
             spooled = await self.spool_range(source, None)
             check_read_back(spooled, source.etag)

@@ -131,6 +131,9 @@ class EncryptionPasses:
         return "success"
 
     async def _rewrite(self, record: ObjectRecord, plain: Payload, encrypt: bool) -> tuple[ObjectRecord, Payload]:
+        """The new stored form of the client's bytes ``plain`` (a compressed object's are read back
+        decompressed, so it is rewritten uncompressed: the row says so)."""
+        record = replace(record, compression_chunk_size=None)
         if encrypt:
             sealed = await self.envelope.seal(plain)
             return sealed.stamp(record), sealed.payload

@@ -78,6 +78,13 @@ class ObjectRecord:
     wrapped_dek: str = ""
     key_id: str = ""
     crypto_id: str = ""
+    #: Compression (:mod:`s3orch.codec`): the stored stream is chunked zstd frames of this many
+    #: client bytes each (None: stored as the client sent it).  ``size`` stays the client's size.
+    compression_chunk_size: int | None = None
+
+    @property
+    def compressed(self) -> bool:
+        return self.compression_chunk_size is not None
 
     @property
     def extents(self) -> tuple[Extent, ...]:
@@ -568,3 +575,5 @@ class ScrubCopy:
     expected: tuple[str, str] | None
     #: The copy is ciphertext: ``expected`` is the plaintext's digest, checked after decrypting.
     encrypted: bool = False
+    #: The copy is compressed frames: ``expected`` is the client's digest, checked after decompressing.
+    compressed: bool = False

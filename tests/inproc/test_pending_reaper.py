@@ -250,3 +250,23 @@ async def test_a_commit_whose_answer_was_lost_leaves_the_reaper_nothing_to_do(ri
     (item,) = await rig.store.due_cleanups(rig.clock.seconds() + 60, 10)
     await rig.cleanups.retry([item])
     await rig.assert_quiet_and_exact({"k": b"new"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_compressed_put_whose_commit_failed_is_dropped_never_promoted(rig: Rig) -> None:
+    """Its intent keeps no ETag: the stored frames are not the client's bytes, so a promotion with
+    the stored size and no compression column would serve them as the object (docs/compression.rst)."""
+    from s3orch.codec.objects import Compressor
+    from s3orch.codec.streams import CompressionSettings
+
+    rig.objects.compressor = Compressor(CompressionSettings(chunk_size=16 * 1024, min_size=0))
+    text = b"a compressible line of text\n" * 200
+    await rig.put("k", b"version one")
+    rig.store.fail_before = 1
+    with pytest.raises(StoreUnavailable):
+        await rig.put("k", text)
+    stored = [data for data in rig.b1.objects.values() if data != b"version one"]
+    assert len(stored) == 1 and len(stored[0]) < len(text)  # the frames arrived
+    assert await rig.tick_after(MIN_AGE)
+    assert await rig.read("k") == b"version one"
+    await rig.assert_quiet_and_exact({"k": b"version one"})

@@ -37,6 +37,8 @@ TRACING = "tests/integration/test_tracing.py"
 CACHE_GW = "tests/integration/test_cache_gateway.py"
 
 ENC = "tests/inproc/test_encryption.py"
+CODEC = "tests/unit/test_codec_objects.py"
+COMP = "tests/inproc/test_compression.py"
 ENC_KEYS = "tests/unit/test_crypto_keys.py"
 
 #: key -> the tests that prove this build honours it ("file::test_name").
@@ -483,6 +485,20 @@ HONOURED: dict[str, tuple[str, ...]] = {
         f"{ENC_KEYS}::test_vault_transit_wraps_under_the_key_name_at_the_mount_off_the_reactor",
         f"{ENC_KEYS}::test_build_envelope_follows_the_switch_and_the_chunk_size",
     ),
+    "compression.enabled": (
+        f"{CODEC}::test_build_compressor_follows_the_switch_and_every_key",
+        f"{COMP}::test_text_is_stored_smaller_and_reads_back",
+    ),
+    "compression.level": (f"{CODEC}::test_level_and_chunk_size_change_the_stored_form",),
+    "compression.chunk_size": (
+        f"{CODEC}::test_level_and_chunk_size_change_the_stored_form",
+        f"{COMP}::test_ranges_are_byte_exact",
+    ),
+    "compression.min_size": (f"{CODEC}::test_min_size_and_min_ratio_decide_what_is_stored_as_is",),
+    "compression.min_ratio": (
+        f"{CODEC}::test_min_size_and_min_ratio_decide_what_is_stored_as_is",
+        f"{COMP}::test_random_data_is_stored_as_is",
+    ),
     "write_path.pending_pattern.batch_size": (
         "tests/unit/test_pending_reaper.py::BuildTests::test_the_reaper_runs_with_the_configured_tick_age_batch_and_the_instances_claims",
     ),
@@ -490,7 +506,6 @@ HONOURED: dict[str, tuple[str, ...]] = {
 
 #: For each row of the table: a config fragment that asks for the feature, and the paths refused.
 ASKING: dict[str, tuple[dict[str, Any], list[str]]] = {
-    "compression.enabled": ({"compression": {"enabled": True}}, ["compression.enabled"]),
     "write_path.pending_pattern.enabled": (
         {"write_path": {"pending_pattern": {"enabled": False}}}, ["write_path.pending_pattern.enabled"],
     ),
@@ -632,9 +647,10 @@ def test_webhook_endpoints_are_built_now_and_accepted() -> None:
 
 
 def test_the_refusal_line_is_the_one_the_issue_asks_for() -> None:
-    (issue,) = refusals(_load({"compression": {"enabled": True}}))
+    (issue,) = refusals(_load({"write_path": {"pending_pattern": {"enabled": False}}}))
     assert str(issue) == (
-        "compression.enabled: not supported by this build of s3orch (the key is accepted so that existing files load)"
+        "write_path.pending_pattern.enabled: not supported by this build of s3orch (the key is accepted so that"
+        " existing files load); the legacy write path (false) is not implemented; remove the key or set true"
     )
 
 

@@ -183,10 +183,10 @@ def test_time_moves_only_when_the_test_advances_it(gateway: GatewayHarness) -> N
 
 
 def test_a_config_this_build_refuses_does_not_make_a_harness(tmp_path: Path) -> None:
-    refused = DEFAULT_CONFIG + "compression:\n  enabled: true\n"
+    refused = DEFAULT_CONFIG + "write_path:\n  pending_pattern:\n    enabled: false\n"
     with pytest.raises(ConfigError) as caught:
         GatewayHarness(tmp_path, refused)
-    assert any(issue.path.startswith("compression") for issue in caught.value.errors)
+    assert any(issue.path.startswith("write_path.pending_pattern") for issue in caught.value.errors)
 
 
 def test_config_from_string_reads_no_environment_unless_given_one() -> None:

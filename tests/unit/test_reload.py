@@ -232,9 +232,10 @@ def test_an_invalid_file_changes_nothing_and_logs_each_problem(tmp_path: Path, l
     problems = [e["problem"] for e in errors[1:]]
     assert len(problems) == 2 and any(p.startswith("routing_strategy") for p in problems)
     # Valid, but asks for what this build refuses at start: refused on reload too.
-    path.write_text(NEW_CREDENTIALS + "compression: {enabled: true}\n")
+    path.write_text(NEW_CREDENTIALS + "write_path: {pending_pattern: {enabled: false}}\n")
     refused = _result(Deferred.fromCoroutine(reloader.reload(str(path))))
-    assert refused["status"] == "failed" and refused["error"].startswith("compression.enabled: not supported")
+    assert refused["status"] == "failed"
+    assert refused["error"].startswith("write_path.pending_pattern.enabled: not supported")
     assert parts["front_door"].registry is before
     assert len(records) == 2
     # The loader's warnings are logged, as a start prints them, and do not stop the reload.

@@ -39,7 +39,7 @@ def txn_objects_by_encryption(
 def txn_swap_stored_bytes(
     tx: Tx, notes: Notes, record: ObjectRecord, expected_write_id: str, now: float
 ) -> list[CleanupItem] | None:
-    """Make ``record``'s locations (new backend objects) and encryption columns the single-extent
+    """Make ``record``'s locations (new backend objects), encryption and compression columns the single-extent
     object's, if its write id is still ``expected_write_id``: the old copies are orphaned into
     the cleanup queue and ``bytes_used`` moves by the size delta, all here.  None: the object
     changed (or is multi-extent) meanwhile; nothing was touched."""
@@ -67,8 +67,9 @@ def txn_swap_stored_bytes(
         adjust_quota(tx, notes, loc.backend, now, used=loc.size, count=1)
     tx.execute(
         "UPDATE objects SET size_bytes = ?, encrypted = ?, wrapped_dek = ?, base_nonce = ?, key_id = ?,"
-        " plaintext_size = ? WHERE bucket = ? AND object_key = ? AND write_id = ?",
-        (new[0].size if new else 0, *encryption_columns(record), record.bucket, record.key, expected_write_id),
+        " plaintext_size = ?, compression_chunk_size = ? WHERE bucket = ? AND object_key = ? AND write_id = ?",
+        (new[0].size if new else 0, *encryption_columns(record), record.compression_chunk_size,
+         record.bucket, record.key, expected_write_id),
     )
     return items
 

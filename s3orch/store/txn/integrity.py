@@ -26,7 +26,7 @@ INTEGRITY_REASON = "integrity_failed"
 
 _COPY_COLUMNS = (
     "SELECT l.bucket, l.object_key, o.write_id, l.part_number, l.backend_name, l.storage_key,"
-    " l.size_bytes, l.last_verified, o.content_hash, o.etag, p.etag, o.encrypted"
+    " l.size_bytes, l.last_verified, o.content_hash, o.etag, p.etag, o.encrypted, o.compression_chunk_size"
     " FROM object_locations l"
     " JOIN objects o ON o.bucket = l.bucket AND o.object_key = l.object_key"
     " LEFT JOIN object_parts p ON p.bucket = l.bucket AND p.object_key = l.object_key"
@@ -49,6 +49,7 @@ def _scrub_copy(row: Sequence[Any]) -> ScrubCopy:
         bucket=row[0], key=row[1], write_id=row[2], part_number=int(row[3]), backend=row[4],
         storage_key=row[5], size=int(row[6]), last_verified=None if row[7] is None else float(row[7]),
         expected=expected_digest(int(row[3]), row[8], row[9], row[10]), encrypted=bool(row[11]),
+        compressed=row[12] is not None,
     )
 
 
@@ -107,8 +108,9 @@ def txn_unhashed_objects(
     tx: Tx, notes: Notes, after: tuple[str, str] | None, limit: int
 ) -> tuple[list[ScrubCopy], tuple[str, str] | None]:
     sql = (
-        # Encrypted objects always have their plaintext hash (a backfill would hash ciphertext).
+        # Encrypted and compressed objects always have the client's hash (a backfill would hash stored bytes).
         "SELECT o.bucket, o.object_key FROM objects o WHERE o.content_hash IS NULL AND o.encrypted = ?"
+        " AND o.compression_chunk_size IS NULL"
         " AND NOT EXISTS (SELECT 1 FROM object_parts p WHERE p.bucket = o.bucket AND p.object_key = o.object_key)"
     )
     params: list[Any] = [False]

@@ -306,8 +306,8 @@ class NewCopy:
 
 def stored_size(record: ObjectRecord, copies: Sequence[NewCopy]) -> int:
     """``objects.size_bytes``: the bytes one copy of the object occupies (quotas count what
-    the provider stores); without encryption that is the client's size."""
-    if not record.encrypted:
+    the provider stores); stored as the client sent it, that is the client's size."""
+    if not record.encrypted and not record.compressed:
         return record.size
     first: dict[int, int] = {}
     for copy in copies:
@@ -318,8 +318,8 @@ def stored_size(record: ObjectRecord, copies: Sequence[NewCopy]) -> int:
 def encryption_columns(record: ObjectRecord) -> tuple[Any, ...]:
     """``encrypted, wrapped_dek, base_nonce, key_id, plaintext_size`` of ``record``'s row
     (``base_nonce`` holds the object's identity bound into the chunks' authenticated data)."""
-    if not record.encrypted:
-        return (False, None, None, None, None)
+    if not record.encrypted:  # a compressed record keeps its logical size in plaintext_size too
+        return (False, None, None, None, record.size if record.compressed else None)
     return (
         True, base64.b64decode(record.wrapped_dek), bytes.fromhex(record.crypto_id), record.key_id, record.size,
     )
@@ -333,8 +333,8 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
         "INSERT INTO objects (bucket, object_key, write_id, size_bytes, etag, content_type,"
         " headers, user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
         " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size,"
-        " last_modified, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " last_modified, created_at, compression_chunk_size)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (bucket, object_key) DO UPDATE SET"
         " write_id = excluded.write_id, size_bytes = excluded.size_bytes,"
         " etag = excluded.etag, content_type = excluded.content_type,"
@@ -345,7 +345,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
         " encrypted = excluded.encrypted, wrapped_dek = excluded.wrapped_dek,"
         " base_nonce = excluded.base_nonce, key_id = excluded.key_id,"
         " plaintext_size = excluded.plaintext_size, last_modified = excluded.last_modified,"
-        " created_at = excluded.created_at",
+        " created_at = excluded.created_at, compression_chunk_size = excluded.compression_chunk_size",
         (
             record.bucket,
             record.key,
@@ -363,6 +363,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
             *encryption_columns(record),
             record.last_modified,
             now,
+            record.compression_chunk_size,
         ),
     )
     # A new version starts without the old version's tags (S3 PUT replaces them) and
@@ -445,8 +446,8 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
     row = tx.execute(
         "SELECT write_id, size_bytes, etag, last_modified, content_type, headers,"
         " user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
-        " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size"
-        " FROM objects WHERE bucket = ? AND object_key = ?",
+        " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size,"
+        " compression_chunk_size FROM objects WHERE bucket = ? AND object_key = ?",
         (bucket, key),
     ).fetchone()
     if row is None:
@@ -456,7 +457,7 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
         bucket=bucket,
         key=key,
         write_id=row[0],
-        size=int(row[1] if not row[12] else row[16]),
+        size=int(row[1] if not row[12] and row[17] is None else row[16]),
         etag=row[2],
         last_modified=float(row[3]),
         content_type=row[4],
@@ -473,6 +474,7 @@ def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord 
         wrapped_dek=base64.b64encode(bytes(row[13])).decode("ascii") if row[12] else "",
         crypto_id=bytes(row[14]).hex() if row[12] else "",
         key_id=str(row[15] or "") if row[12] else "",
+        compression_chunk_size=None if row[17] is None else int(row[17]),
     )
 
 

@@ -79,12 +79,15 @@ def txn_under_replicated(
     out: list[UnderReplicated] = []
     for bucket, key, part_number in found:
         row = tx.execute(
-            "SELECT write_id, etag, encrypted FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key)
+            "SELECT write_id, etag, encrypted, compression_chunk_size FROM objects"
+            " WHERE bucket = ? AND object_key = ?", (bucket, key)
         ).fetchone()
         if row is None:
             continue
-        # Ciphertext moves as is; its chunks authenticate themselves (the ETag is the plaintext's MD5).
-        etag = "" if row[2] else str(row[1])
+        # Ciphertext and compressed frames move as they are; GCM tags and zstd's per-frame checksums
+        # check them on every read (the ETag is the MD5 of the client's bytes, not of these).
+        transformed = bool(row[2]) or row[3] is not None
+        etag = "" if transformed else str(row[1])
         if int(part_number):
             part = tx.execute(
                 "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
@@ -92,7 +95,7 @@ def txn_under_replicated(
             ).fetchone()
             if part is None:
                 continue
-            etag = "" if row[2] else str(part[0] or "")
+            etag = "" if transformed else str(part[0] or "")
         copies = _copies(tx, bucket, key, int(part_number))
         if not copies:
             continue

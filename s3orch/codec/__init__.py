@@ -1,0 +1,1 @@
+"""Stored-form codecs that are pure computation (no I/O, no Twisted): chunked zstd today."""
