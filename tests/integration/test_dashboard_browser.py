@@ -34,6 +34,7 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.en
     pytest.skip("Chromium (apt-get install chromium chromium-driver) is not installed", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402  # the test extra: in CI a missing one fails
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -71,7 +72,7 @@ def login(driver: Any, key: str, secret: str) -> None:
     driver.find_element(By.ID, "secret_key").send_keys(secret)
     button = driver.find_element(By.ID, "login-submit")
     button.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(button))  # the answer's page is in
+    WebDriverWait(driver, 30).until(_replaced(button))  # the answer's page is in
 
 
 def fetch_in_page(driver: Any, script: str) -> Any:
@@ -83,6 +84,21 @@ def fetch_in_page(driver: Any, script: str) -> Any:
 
 
 @pytest.mark.slow
+def _replaced(element: Any) -> Any:
+    """Wait condition: ``element`` left the page (a new page loaded).  Chromium may answer
+    "Node with given id does not exist" instead of a stale reference while the old document
+    goes away: both mean the same."""
+
+    def check(driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one
+            return True
+        return False
+
+    return check
+
+
 def test_an_operator_walks_through_the_dashboard(start_gateway, weed, browser, tmp_path) -> None:  # type: ignore[no-untyped-def]
     backends = [
         BackendSpec(f"weed-{i}", weed.endpoint, fresh_bucket(weed), WEED_ACCESS_KEY, WEED_SECRET_KEY,
@@ -190,7 +206,7 @@ def test_an_operator_walks_through_the_dashboard(start_gateway, weed, browser, t
     browser.find_element(By.ID, "request_id").send_keys(request_id)
     button = browser.find_element(By.ID, "filter")
     button.click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(button))
+    WebDriverWait(browser, 30).until(_replaced(button))
     ids = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#log-lines td.rid")]
     assert ids and set(ids) == {request_id}
 
@@ -205,7 +221,7 @@ def test_an_operator_walks_through_the_dashboard(start_gateway, weed, browser, t
     browser.get(base + "/")
     logout = browser.find_element(By.ID, "logout")
     logout.click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(logout))
+    WebDriverWait(browser, 30).until(_replaced(logout))
     assert browser.current_url == base + "/login"
     browser.get(base + "/config")
     assert browser.current_url == base + "/login"

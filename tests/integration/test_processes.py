@@ -152,7 +152,16 @@ def test_sighup_reloads_every_child_a_crashed_child_is_replaced_and_sigterm_stop
     gw, _ = group
     assert gw.proc is not None
     done = "SIGHUP received, reloading configuration"
-    children = _children(gw)
+    children = poll(lambda: _children(gw), lambda now: len(now) == 2, 30)
+    # A child installs its SIGHUP handler as it starts serving: wait until each has served a
+    # request (its pid on an audit line), so the signal finds every handler in place.  A new
+    # client each time: a new connection, which the kernel may hand to either child.
+
+    def serving() -> set[int | None]:
+        s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key).list_buckets()
+        return {r.get("pid") for r in _records(gw) if str(r.get("event", "")).startswith("s3.")}
+
+    assert children <= poll(serving, lambda pids: children <= pids, 60)
     os.kill(gw.proc.pid, signal.SIGHUP)
     reloaded = poll(lambda: {r.get("pid") for r in _records(gw) if r.get("msg") == done}, lambda got: got == children, 30)
     assert reloaded == children and len(children) == 2

@@ -434,6 +434,9 @@ class WeedServer(ServerProcess):
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
+            # The volume count is otherwise capped at free disk / 128 MiB, and every bucket (a
+            # collection) takes several volumes: a whole test session creates hundreds of buckets.
+            "-volume.max=100000",
         ]
         args += [f"-{name}={port}" for name, port in sorted(self.ports.items())]
         return args
