@@ -137,6 +137,20 @@ class IBodyConsumer(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
+class ForwardingConsumer:
+    """A consumer that sits between a stream and ``consumer`` and transforms what it writes
+    (decryption, decompression): backpressure passes straight through, so the producer
+    calls go to ``consumer`` as they are; subclasses implement ``write``."""
+
+    consumer: IBodyConsumer
+
+    def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
+        self.consumer.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.consumer.unregisterProducer()
+
+
 class BackendStream(Protocol):
     """A GET response whose headers have arrived and whose body has not been read.
 

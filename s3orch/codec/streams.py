@@ -30,7 +30,13 @@ from typing import BinaryIO
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from s3orch.backend.interface import BackendError, BackendStream, IBodyConsumer, PushProducer
+from s3orch.backend.interface import (
+    BackendError,
+    BackendStream,
+    ForwardingConsumer,
+    IBodyConsumer,
+    PushProducer,
+)
 from s3orch.codec.zstd import (
     ChunkCompressor,
     ChunkDecompressor,
@@ -270,7 +276,7 @@ class DecompressingStream:
         self._inner.cancel()
 
 
-class _Decompressing:
+class _Decompressing(ForwardingConsumer):
     """The consumer between the stored stream and the reader's consumer."""
 
     def __init__(self, owner: DecompressingStream, consumer: IBodyConsumer) -> None:
@@ -279,12 +285,6 @@ class _Decompressing:
         self.error: CorruptStream | None = None
         #: A backend that ignored the Range sent every frame we wanted and more: it was cancelled.
         self.cut = False
-
-    def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
-        self.consumer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self.consumer.unregisterProducer()
 
     def write(self, data: bytes) -> None:
         owner = self.owner

@@ -21,7 +21,12 @@ from typing import BinaryIO
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from s3orch.backend.interface import BackendError, BackendStream, IBodyConsumer, PushProducer
+from s3orch.backend.interface import (
+    BackendError,
+    BackendStream,
+    ForwardingConsumer,
+    IBodyConsumer,
+)
 from s3orch.core.spool import Offload
 from s3orch.crypto.format import (
     ChunkDecryptor,
@@ -175,7 +180,7 @@ class DecryptingStream:
         self._inner.cancel()
 
 
-class _Decrypting:
+class _Decrypting(ForwardingConsumer):
     """The consumer between the stored stream and the reader's consumer."""
 
     def __init__(self, owner: DecryptingStream, consumer: IBodyConsumer, decryptor: ChunkDecryptor) -> None:
@@ -185,12 +190,6 @@ class _Decrypting:
         self.error: DecryptionError | None = None
         #: The wanted chunks are in and the backend sent more: it was cancelled.
         self.cut = False
-
-    def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
-        self.consumer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self.consumer.unregisterProducer()
 
     def write(self, data: bytes) -> None:
         owner = self.owner
