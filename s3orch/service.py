@@ -60,6 +60,8 @@ class GatewayService(MultiService):
         self.reloader: Any = None
         #: The bulk encryption passes (``s3orch.crypto.passes``), set by ``tap.build`` when a key is configured.
         self.encryption: Any = None
+        #: compress-existing / decompress-existing (``s3orch.codec.passes``), set by ``tap.build``.
+        self.compression: Any = None
         #: The run mode (``s3orch.modes``): which children ``tap.build`` gave this process.
         self.mode = "all"
         self.quota_limits = dict(quota_limits)

@@ -33,6 +33,7 @@ from s3orch.backend.credentials import (
 from s3orch.backend.interface import ObjectBackend
 from s3orch.backend.s3 import S3Backend
 from s3orch.codec.objects import build_compressor
+from s3orch.codec.passes import CompressionPasses
 from s3orch.config import Config
 from s3orch.core.broadcast import BroadcastingObjectService
 from s3orch.core.cache import ObjectCache
@@ -49,6 +50,7 @@ from s3orch.core.over_replication import OverReplicationCleaner
 from s3orch.core.rebalance import Rebalancer
 from s3orch.core.reconcile import Reconciler
 from s3orch.core.replication import Replicator
+from s3orch.core.rewrite import StoredFormRewriter
 from s3orch.core.spool import Spooler, thread_offload
 from s3orch.core.sync import Importer
 from s3orch.core.uploads import MultipartService
@@ -378,8 +380,12 @@ def build(
         shutdown_delay=server.shutdown_delay,
     )
     service.mode = mode
+    rewriter = StoredFormRewriter(
+        objects, cleanups, reactor, offload=thread_offload(reactor), spool_dir=server.spool_dir or None
+    )
+    service.compression = CompressionPasses(rewriter)
     if objects.envelope is not None:
-        service.encryption = EncryptionPasses(objects, objects.envelope, cleanups, reactor)
+        service.encryption = EncryptionPasses(rewriter, objects.envelope)
     owner = instance_id()  # this instance's name on cleanup and intent claims
 
     def add_worker(worker: IService) -> None:

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from s3orch import __version__
 from s3orch.admin.cache import CacheRoutes
 from s3orch.admin.calls import AdminCall, AdminError, _ids, _int, _qualified_key
+from s3orch.admin.compression import CompressionRoutes
 from s3orch.admin.crypto import EncryptionRoutes
 from s3orch.admin.passes import WorkerPasses
 from s3orch.core.cache import ObjectCache
@@ -41,7 +42,7 @@ _PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 PURGE_TOKEN_TTL = 60.0
 
 
-class AdminHandlers(WorkerPasses, CacheRoutes, EncryptionRoutes):
+class AdminHandlers(WorkerPasses, CacheRoutes, EncryptionRoutes, CompressionRoutes):
     """The admin routes over one gateway's parts (``service`` is called: the root of the tree
     is built after this)."""
 

@@ -253,6 +253,24 @@ ROUTES: tuple[Route, ...] = (
         streams=True,
     ),
     Route(
+        "POST", "compress-existing", "compress_existing",
+        "Compress every object stored uncompressed of at least `compression.min_size` bytes, with"
+        " `compression.*` as a PUT would (an encrypted one stays encrypted), in batches of 100, each"
+        " rewritten and swapped like encrypt-existing; an object whose compressed form is worse"
+        " than `min_ratio` is left as it is and counted skipped. Multipart objects count as failed.",
+        "`{status: \"complete\", compressed, skipped, failed, total}`; 400 `compression not enabled`.",
+        (),
+        streams=True,
+    ),
+    Route(
+        "POST", "decompress-existing", "decompress_existing",
+        "Rewrite every compressed object as the client wrote it, keeping its encryption (runs with"
+        " compression off too).",
+        "`{status: \"complete\", decompressed, skipped, failed, total}`.",
+        (),
+        streams=True,
+    ),
+    Route(
         "POST", "lifecycle", "lifecycle",
         "Run the lifecycle expiration rules now (without the worker lock: deletes are conditional,"
         " so a scheduled pass running at the same time is harmless).",

@@ -15,6 +15,7 @@ import twisted
 from s3orch import __version__
 from s3orch.cli.admin import COMMANDS as ADMIN_COMMANDS
 from s3orch.cli.cache import CACHE_COMMANDS
+from s3orch.cli.compression import COMPRESSION_COMMANDS
 from s3orch.cli.crypto import CRYPTO_COMMANDS
 from s3orch.cli.drain import DRAIN_COMMANDS
 from s3orch.cli.init import init
@@ -118,6 +119,6 @@ def migrate(config_path: str) -> None:
 
 for _command in (
     *ADMIN_COMMANDS, *DRAIN_COMMANDS, *INTEGRITY_COMMANDS, *RECONCILE_COMMANDS, *CACHE_COMMANDS, *CRYPTO_COMMANDS,
-    init,
+    *COMPRESSION_COMMANDS, init,
 ):
     cli.add_command(_command)

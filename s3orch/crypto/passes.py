@@ -1,36 +1,27 @@
 """The bulk encryption passes behind ``POST /admin/api/{encrypt-existing,decrypt-existing,
 rotate-encryption-key}`` (BEHAVIOURS §1.19), in batches of 100 keys.
 
-* **encrypt-existing** reads each plaintext single-extent object (through the fleet's clients, so
-  usage limits count the GET and the PUTs), seals it under a fresh data key, writes the ciphertext
-  to each backend holding a copy *under a new storage key*, then one transaction swaps the copies
-  and the row's encryption columns, moves ``bytes_used`` by the size delta and queues the old copies
-  for cleanup, only if the object's write id is unchanged: a client write that raced the pass wins
-  and the pass's new bytes are deleted.  **decrypt-existing** is the mirror image.
+* **encrypt-existing** / **decrypt-existing** rewrite each object not yet converted through the
+  shared loop of :mod:`s3orch.core.rewrite` (read back, rewrite under new storage keys, one
+  compare-and-swap transaction with the quota delta, old copies queued for cleanup, a racing
+  client write wins).  Compression is kept: a compressed object is read back as the client wrote
+  it, compressed again with its own chunk size, then sealed (or stored unsealed).
 * **rotate-encryption-key** re-wraps the data keys wrapped under ``old_key_id`` with the primary key
   (no data is rewritten), compare-and-swap on the write id and the old key id.
 
 Each pass handles only objects not yet converted, so a second run does nothing.  Multi-extent
 (multipart) objects are not rewritten by encrypt/decrypt-existing yet: they are counted as failed
-and named in the log.  A crash between the new copies' upload and the swap leaves unreferenced
-backend objects, which reconcile finds.
+and named in the log.
 """
 
 from __future__ import annotations
 
 import base64
-import uuid
-from dataclasses import replace
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from s3orch.core.cleanup import Cleanups
-from s3orch.core.extents import check_read_back
-from s3orch.core.fleet import BackendFleet
-from s3orch.core.objects import ObjectService
-from s3orch.core.placement import storage_key
+from s3orch.core.rewrite import StoredForm, StoredFormRewriter, pages
 from s3orch.crypto.envelope import Envelope
 from s3orch.observe.metrics_crypto import (
     DECRYPT_EXISTING_OBJECTS,
@@ -38,114 +29,38 @@ from s3orch.observe.metrics_crypto import (
     KEY_ROTATION_OBJECTS,
     PLAINTEXT_COPIES,
 )
-from s3orch.payload import Payload
-from s3orch.store.interface import Location, MetadataStore, ObjectRecord
+from s3orch.store.interface import MetadataStore
 
-BATCH = 100
 _log = Logger(namespace="s3orch.crypto")
 
 
 class EncryptionPasses:
     """The three passes over one gateway's store, fleet and envelope."""
 
-    def __init__(self, objects: ObjectService, envelope: Envelope, cleanups: Cleanups, clock: IReactorTime) -> None:
-        self.objects = objects
+    def __init__(self, rewriter: StoredFormRewriter, envelope: Envelope) -> None:
+        self.rewriter = rewriter
         self.envelope = envelope
-        self.cleanups = cleanups
-        self.clock = clock
 
     @property
     def store(self) -> MetadataStore:
-        return self.objects.store
+        return self.rewriter.store
 
-    @property
-    def fleet(self) -> BackendFleet:
-        return self.objects.fleet
-
-    async def _pages(self, encrypted: bool, key_id: str | None = None) -> Any:
-        after: tuple[str, str] | None = None
-        while True:
-            page = await self.store.objects_by_encryption(encrypted, key_id, after, BATCH)
-            if not page:
-                return
-            yield page
-            if len(page) < BATCH:
-                return
-            after = page[-1]
+    def _pages(self, encrypted: bool, key_id: str | None = None) -> Any:
+        return pages(lambda after, limit: self.store.objects_by_encryption(encrypted, key_id, after, limit))
 
     async def convert(self, encrypt: bool, progress: Any) -> dict[str, Any]:
-        """encrypt-existing (``encrypt``) or decrypt-existing."""
-        metric = ENCRYPT_EXISTING_OBJECTS if encrypt else DECRYPT_EXISTING_OBJECTS
-        done = failed = total = 0
-        progress.start(None, operation="encrypt-existing" if encrypt else "decrypt-existing")
-        async for page in self._pages(not encrypt):
-            for bucket, key in page:
-                total += 1
-                status = await self._convert_one(bucket, key, encrypt)
-                metric.labels(status).inc()
-                if status == "success":
-                    done += 1
-                elif status == "failed":
-                    failed += 1
-                progress.step_end("object", key=f"{bucket}/{key}", status=status)
+        """encrypt-existing (``encrypt``) or decrypt-existing; compression is kept as it is."""
+        tally = await self.rewriter.run(
+            lambda after, limit: self.store.objects_by_encryption(not encrypt, None, after, limit),
+            StoredForm(encrypted=encrypt),
+            operation="encrypt-existing" if encrypt else "decrypt-existing",
+            metric=ENCRYPT_EXISTING_OBJECTS if encrypt else DECRYPT_EXISTING_OBJECTS,
+            progress=progress,
+        )
         if encrypt:
-            PLAINTEXT_COPIES.set(failed)  # what this pass left in plaintext
+            PLAINTEXT_COPIES.set(tally.failed)  # what this pass left in plaintext
         name = "encrypted" if encrypt else "decrypted"
-        return {"status": "complete", name: done, "failed": failed, "total": total}
-
-    async def _convert_one(self, bucket: str, key: str, encrypt: bool) -> str:
-        record = await self.store.get_object(bucket, key)
-        if record is None or record.encrypted == encrypt:
-            return "skipped"  # deleted, or converted by a racing write, since the page was read
-        if record.parts or not record.locations:
-            _log.warn("{bucket}/{key}: multipart objects are not rewritten by this pass", bucket=bucket, key=key)
-            return "failed"
-        written: list[Location] = []
-        try:
-            plain = await self.objects.spool_range(record, None)
-            try:
-                check_read_back(plain, record.etag)
-                after, stored = await self._rewrite(record, plain, encrypt)
-                try:
-                    for location in record.locations:
-                        skey = storage_key(bucket, key, uuid.uuid4().hex)
-                        await self.fleet[location.backend].put_object(skey, stored)
-                        written.append(Location(location.backend, skey, stored.length))
-                finally:
-                    if stored is not plain:
-                        stored.close()
-            finally:
-                plain.close()
-            items = await self.store.swap_stored_bytes(
-                replace(after, locations=tuple(written)), record.write_id, self.clock.seconds()
-            )
-        except Exception as exc:
-            _log.warn("{bucket}/{key}: {what} failed: {error}", bucket=bucket, key=key,
-                      what="encrypt" if encrypt else "decrypt", error=str(exc))
-            await self._drop(written)
-            return "failed"
-        if items is None:  # a client write won the race: our bytes go
-            await self._drop(written)
-            return "skipped"
-        self.cleanups.in_background(items, "encryption_rewrite")
-        return "success"
-
-    async def _rewrite(self, record: ObjectRecord, plain: Payload, encrypt: bool) -> tuple[ObjectRecord, Payload]:
-        """The new stored form of the client's bytes ``plain`` (a compressed object's are read back
-        decompressed, so it is rewritten uncompressed: the row says so)."""
-        record = replace(record, compression_chunk_size=None)
-        if encrypt:
-            sealed = await self.envelope.seal(plain)
-            return sealed.stamp(record), sealed.payload
-        return replace(record, encrypted=False, wrapped_dek="", key_id="", crypto_id=""), plain
-
-    async def _drop(self, written: list[Location]) -> None:
-        for location in written:
-            try:
-                await self.fleet[location.backend].delete_object(location.storage_key)
-            except Exception:  # reconcile finds what is left
-                _log.warn("could not delete {backend}/{storage_key}", backend=location.backend,
-                          storage_key=location.storage_key)
+        return {"status": "complete", name: tally.done, "failed": tally.failed, "total": tally.total}
 
     async def rotate(self, old_key_id: str, progress: Any) -> dict[str, Any]:
         """Re-wrap every data key wrapped under ``old_key_id`` with the primary key."""

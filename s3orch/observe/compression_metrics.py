@@ -51,3 +51,15 @@ COMPRESSION_READ_AMPLIFICATION = Histogram(
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 16.0, 64.0, 256.0, 1024.0),
     registry=REGISTRY,
 )
+COMPRESS_EXISTING_OBJECTS = Counter(
+    "s3o_compress_existing_objects",
+    "Objects handled by compress-existing (status: success, skipped, failed)",
+    ["status"],
+    registry=REGISTRY,
+)
+DECOMPRESS_EXISTING_OBJECTS = Counter(
+    "s3o_decompress_existing_objects",
+    "Objects handled by decompress-existing (status: success, skipped, failed)",
+    ["status"],
+    registry=REGISTRY,
+)

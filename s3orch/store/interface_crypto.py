@@ -1,4 +1,5 @@
-"""The metadata store's contract for the encryption passes (:mod:`s3orch.crypto.passes`)."""
+"""The metadata store's contract for the stored-form passes (:mod:`s3orch.crypto.passes`,
+:mod:`s3orch.codec.passes`, both through :mod:`s3orch.core.rewrite`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ class CryptoStore(Protocol):
         """A page of (bucket, key) by encryption state (and key id), in key order after ``after``."""
         ...
 
+    async def objects_by_compression(
+        self, compressed: bool, min_size: int, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str]]:
+        """A page of (bucket, key) in key order after ``after``: the compressed objects, or the
+        uncompressed ones of at least ``min_size`` client bytes."""
+        ...
+
     async def swap_stored_bytes(
         self, record: ObjectRecord, expected_write_id: str, now: float
     ) -> list[CleanupItem] | None:
-        """Make ``record``'s copies and encryption the object's while it is ``expected_write_id``
+        """Make ``record``'s copies, encryption and compression the object's while it is ``expected_write_id``
         (old copies to the cleanup queue, quota by the delta, one transaction); None: it changed."""
         ...
 

@@ -44,12 +44,17 @@ class IntegrityTransactions(TransactionRunner):
 
 
 class CryptoTransactions(TransactionRunner):
-    """The encryption passes' transactions (:mod:`s3orch.store.txn.crypto`)."""
+    """The stored-form passes' transactions (:mod:`s3orch.store.txn.crypto`)."""
 
     async def objects_by_encryption(
         self, encrypted: bool, key_id: str | None, after: tuple[str, str] | None, limit: int
     ) -> list[tuple[str, str]]:
         return await self._read(crypto.txn_objects_by_encryption, encrypted, key_id, after, limit)
+
+    async def objects_by_compression(
+        self, compressed: bool, min_size: int, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str]]:
+        return await self._read(crypto.txn_objects_by_compression, compressed, min_size, after, limit)
 
     async def swap_stored_bytes(
         self, record: ObjectRecord, expected_write_id: str, now: float

@@ -1,5 +1,6 @@
-"""The encryption passes' transactions: page objects by encryption state, swap an object's stored
-bytes (encrypt-existing / decrypt-existing) and re-wrap a data key (rotate-encryption-key).
+"""The stored-form passes' transactions: page objects by encryption or compression state, swap an
+object's stored bytes (encrypt/decrypt-existing, compress/decompress-existing: s3orch.core.rewrite)
+and re-wrap a data key (rotate-encryption-key).
 
 Each change is a compare-and-swap on the object's write id, in one transaction with its quota
 effect, so a client write that raced the pass wins and the pass's bytes go to the cleanup queue.
@@ -29,6 +30,26 @@ def txn_objects_by_encryption(
     if key_id is not None:
         sql += " AND key_id = ?"
         params.append(key_id)
+    if after is not None:
+        sql += " AND (bucket > ? OR (bucket = ? AND object_key > ?))"
+        params += [after[0], after[0], after[1]]
+    rows = tx.execute(sql + " ORDER BY bucket, object_key LIMIT ?", (*params, limit)).fetchall()
+    return [(str(bucket), str(key)) for bucket, key in rows]
+
+
+def txn_objects_by_compression(
+    tx: Tx, notes: Notes, compressed: bool, min_size: int, after: tuple[str, str] | None, limit: int
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` (bucket, key) in order after ``after``: the compressed objects, or the
+    uncompressed ones of at least ``min_size`` client bytes (``plaintext_size`` holds the client's
+    size of an encrypted or compressed row, ``size_bytes`` that of a plain one)."""
+    if compressed:
+        sql = "SELECT bucket, object_key FROM objects WHERE compression_chunk_size IS NOT NULL"
+        params: list[Any] = []
+    else:
+        sql = ("SELECT bucket, object_key FROM objects WHERE compression_chunk_size IS NULL"
+               " AND COALESCE(plaintext_size, size_bytes) >= ?")
+        params = [min_size]
     if after is not None:
         sql += " AND (bucket > ? OR (bucket = ? AND object_key > ?))"
         params += [after[0], after[0], after[1]]
