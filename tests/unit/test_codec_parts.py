@@ -51,7 +51,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     assert results, "the coroutine did not finish synchronously"
     if isinstance(results[0], Failure):
         results[0].raiseException()
-    return results[0]  # type: ignore[return-value]
+    return results[0]
 
 
 class Sink:
