@@ -224,8 +224,8 @@ class EncryptionConfig:
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """Chunked zstd before encryption (a later addition to s3-orchestrator): PUTs are compressed
-    (``s3orch.codec.objects``; multipart parts are stored as is for now), reads decompress."""
+    """Chunked zstd before encryption (a later addition to s3-orchestrator): PUTs and multipart parts
+    are compressed (``s3orch.codec.objects``, ``s3orch.codec.parts``), reads decompress."""
 
     enabled: bool = False
     level: str = knob("default", empty_default=True)

@@ -420,7 +420,7 @@ class FanOut:
                 continue
             # Stored bytes move as they are: their size is the copies', and an MD5 of the client's
             # bytes says nothing of ciphertext or compressed frames.
-            transformed = record.encrypted or record.compressed
+            transformed = record.encrypted or extent.compression_chunk_size is not None
             short = UnderReplicated(
                 bucket, key, write_id, extent.part_number, extent.locations[0].size,
                 "" if transformed else extent.etag or (record.etag if not record.parts else ""),

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendUnavailable, PushProducer
-from s3orch.codec.objects import open_compressed
+from s3orch.codec.objects import open_compressed_extent
 from s3orch.codec.streams import CompressedStreamRejected
 from s3orch.config.model import IntegrityConfig
 from s3orch.core.cleanup import Cleanups
@@ -262,9 +262,11 @@ class Scrubber:
         async def opener(_: object, byte_range: tuple[int, int] | None) -> tuple[Any, Location]:
             return await client.get_object(copy.storage_key, byte_range), location
 
-        if record.compressed:  # single extent: this copy alone, through the envelope when sealed
-            alone = replace(record, locations=(location,))
-            return await self._verdict_opened(copy, extent, lambda: open_compressed(alone, None, opener, envelope, dek))
+        if extent.compression_chunk_size is not None:  # this copy alone, through the envelope when sealed
+            alone = replace(extent, locations=(location,))
+            return await self._verdict_opened(
+                copy, extent, lambda: open_compressed_extent(record, alone, None, opener, envelope, dek)
+            )
         assert envelope is not None
         return await self._verdict_opened(copy, extent, lambda: envelope.open_extent(record, extent, None, opener, dek))
 

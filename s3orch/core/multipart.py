@@ -243,13 +243,14 @@ def server_side_part_copy(
 ) -> ExtentCopy | None:
     """The server-side copy of ``byte_range`` (None: all) of ``source``, if there is one.
 
-    There is when the range is exactly one extent of the source, the extent's MD5 is
+    There is when the range is exactly one extent of the source stored as the client sent
+    it (neither compressed nor encrypted), the extent's MD5 is
     known (a single-part ETag), and, for an upload with a checksum ``algorithm``, the
     extent's checksum in that algorithm is known too (not a composite ``-N`` one).
     Otherwise the range must be read and hashed (a spool).
     """
     extent = _whole_extent(source, byte_range)
-    if extent is None or source.compressed or source.encrypted:  # stored bytes are not the part's
+    if extent is None or extent.compression_chunk_size is not None or source.encrypted:  # not the client's bytes
         return None
     md5 = _plain_md5(extent.etag if source.parts else source.etag)
     if md5 is None:

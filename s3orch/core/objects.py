@@ -530,7 +530,7 @@ class ObjectService(PartPlacement):
         return record
 
     async def _spool_stored(self, locations: Sequence[Location], size: int) -> Payload:
-        """An encrypted extent's stored bytes: ciphertext moves as is (its chunks authenticate it)."""
+        """A transformed extent's stored bytes: ciphertext and frames move as is (checked on reads)."""
         return await self.spooler.spool((await self.reader.open(locations, None))[0], size)
 
     async def _copy_extent(
@@ -538,7 +538,8 @@ class ObjectService(PartPlacement):
     ) -> None:
         holders = {loc.backend: loc for loc in extent.locations}
         spool: Payload | None = None
-        size = extent.locations[0].size if source.encrypted and extent.locations else extent.size
+        as_stored = source.encrypted or extent.compression_chunk_size is not None  # the part stays compressed
+        size = extent.locations[0].size if as_stored and extent.locations else extent.size
 
         async def send(reservation: PartReservation) -> None:
             nonlocal spool
@@ -546,7 +547,7 @@ class ObjectService(PartPlacement):
             if reservation.backend in holders and extent.size > 0:
                 await backend.copy_object(holders[reservation.backend].storage_key, reservation.storage_key)
                 return
-            if spool is None and source.encrypted:
+            if spool is None and as_stored:
                 spool = await self._spool_stored(extent.locations, size)
             elif spool is None:
                 spool = await self.spool_range(source, (extent.offset, extent.offset + extent.size - 1))
@@ -571,6 +572,7 @@ class ObjectService(PartPlacement):
                 storage_key=reservation.storage_key,
                 checksum_algorithm=source.checksum_algorithm,
                 checksum_value=extent.checksum_value,
+                compression_chunk_size=extent.compression_chunk_size, logical_size=extent.size,
             ),
         )
 

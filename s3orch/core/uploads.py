@@ -3,8 +3,9 @@
 An upload has no backend of its own.  Each part is stored like a PUT (``ObjectService.place_part``):
 placed by the routing strategy on a backend with room, reserved atomically with a record of the
 attempt, under a backend key of its own.  So one upload's parts may live on different backends and
-an object may be larger than any backend's free space.  With encryption each part is sealed
-under the upload's data key (:mod:`s3orch.crypto.parts`).
+an object may be larger than any backend's free space.  Each part is compressed on its own when
+that pays (:mod:`s3orch.codec.parts`), then, with encryption, sealed under the upload's data key
+(:mod:`s3orch.crypto.parts`); UploadPart and UploadPartCopy live in :mod:`s3orch.core.upload_parts`.
 
 The store records every step, so that an acknowledged upload survives crashes,
 a failed step leaves the previous object, and neither bytes nor quota leak:
@@ -31,34 +32,33 @@ alike, so ids cannot be probed across buckets (bucket isolation).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from s3orch.backend.interface import BackendError, BackendUnavailable
+from s3orch.codec import parts as packing
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.crashpoints import crash_point
 from s3orch.core.fanout import FanOut
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.multipart import (
     MIN_PART_SIZE,
-    check_part_checksum,
     complete_checksum,
     multipart_etag,
     select_parts,
-    server_side_part_copy,
 )
-from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService
+from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.placement import new_upload_id
 from s3orch.core.spans import MULTIPART_SPANS, traced_methods
+from s3orch.core.upload_parts import PartUploads
 from s3orch.crypto import parts as sealing
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import ACTIVE_MULTIPART
-from s3orch.payload import Payload
 from s3orch.s3 import errors
 from s3orch.s3.conditions import UNCONDITIONAL, WriteConditions, raise_violation
 from s3orch.s3.xml import CompletedPart
@@ -70,7 +70,6 @@ from s3orch.store.interface import (
     MultipartUpload,
     ObjectRecord,
     PartMismatch,
-    PartReservation,
     PreconditionConflict,
     UploadedPart,
     UploadLimitReached,
@@ -99,7 +98,7 @@ def _backend_failure(exc: BackendError) -> errors.S3Error:
 
 
 @traced_methods(MULTIPART_SPANS)
-class MultipartService:
+class MultipartService(PartUploads):
     """Multipart uploads over the store and the backend fleet (one per process).
 
     Parts are placed, and copy sources read, by ``objects``
@@ -231,154 +230,6 @@ class MultipartService:
         )
         return upload
 
-    # -- parts --------------------------------------------------------------------------
-
-    async def _store_part(
-        self,
-        upload: MultipartUpload,
-        part_number: int,
-        size: int,
-        send: Callable[[PartReservation], Awaitable[None]],
-        request_id: str,
-        prefer: Sequence[str] = (),
-    ) -> PartReservation:
-        try:
-            return await self.objects.place_part(
-                upload, part_number, size, send, prefer=prefer, request_id=request_id
-            )
-        except UploadNotFound:
-            raise _no_such_upload(upload.upload_id) from None
-
-    async def _commit(
-        self, upload: MultipartUpload, reservation: PartReservation, part: UploadedPart, operation: str, request_id: str
-    ) -> UploadedPart:
-        await self.objects.commit_part(reservation, part)
-        audit(
-            f"storage.{operation}",
-            request_id=request_id,
-            backend=reservation.backend,
-            bucket=upload.bucket,
-            key=upload.key,
-            upload_id=upload.upload_id,
-            part_number=part.part_number,
-            size=part.size,
-        )
-        await self.refresh_gauge()
-        return part
-
-    async def upload_part(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        payload: Payload,
-        *,
-        request_id: str = "",
-    ) -> UploadedPart:
-        """Store ``payload`` as one part, on the backend placement picks (re-uploading replaces it)."""
-        upload = await self._client_upload(bucket, key, upload_id)
-        check_part_checksum(upload, payload.checksum)
-        stored = await sealing.seal_part(self.objects.envelope, upload, part_number, payload)
-
-        async def send(reservation: PartReservation) -> None:
-            await self.fleet[reservation.backend].put_object(reservation.storage_key, stored)
-
-        try:
-            reservation = await self._store_part(upload, part_number, stored.length, send, request_id)
-        finally:
-            if stored is not payload:
-                stored.close()
-        part = UploadedPart(
-            part_number=part_number,
-            etag=payload.md5_hex,
-            size=stored.length,
-            last_modified=self._now(),
-            backend=reservation.backend,
-            storage_key=reservation.storage_key,
-            checksum_algorithm=payload.checksum_algorithm,
-            checksum_value=payload.checksum_value,
-        )
-        return await self._commit(upload, reservation, part, "UploadPart", request_id)
-
-    async def upload_part_copy(
-        self,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        part_number: int,
-        source: ObjectRecord,
-        byte_range: tuple[int, int] | None,
-        request_id: str = "",
-    ) -> UploadedPart:
-        """A part from (a range of) an object of the same bucket, placed like any part.
-
-        Server-side on the backend when the range is exactly one extent of the
-        source, a copy of it is on the backend placement chose, and its MD5 (and the
-        upload's checksum) are known; otherwise the range is streamed through a
-        spool (hashing it).
-        """
-        upload = await self._client_upload(bucket, key, upload_id)
-        sealing.refuse_part_copy(upload)
-        size = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
-        if size > MAX_COPY_SOURCE_SIZE:
-            raise errors.InvalidRequest(
-                "The specified copy source is larger than the maximum allowable size for a "
-                f"copy source: {MAX_COPY_SOURCE_SIZE}"
-            )
-        algorithm = upload.checksum_algorithm
-        whole = server_side_part_copy(source, byte_range, algorithm) if size > 0 else None
-        holders = {loc.backend: loc for loc in whole.extent.locations} if whole is not None else {}
-        spool: Payload | None = None
-        if whole is None:
-            # Read the source before reserving anything: its errors are its own.
-            spool = await self._spool(source, byte_range, algorithm)
-        used: dict[str, str | None] = {}
-
-        async def send(reservation: PartReservation) -> None:
-            nonlocal spool
-            backend = self.fleet[reservation.backend]
-            holder = holders.get(reservation.backend)
-            if holder is not None and whole is not None:
-                await backend.copy_object(holder.storage_key, reservation.storage_key)
-                used.update(md5=whole.md5_hex, checksum=whole.checksum_value)
-                return
-            if spool is None:
-                spool = await self._spool(source, byte_range, algorithm)
-            await backend.put_object(reservation.storage_key, spool)
-            used.update(md5=spool.md5_hex, checksum=spool.checksum_value)
-
-        try:
-            reservation = await self._store_part(
-                upload, part_number, size, send, request_id, prefer=list(holders)
-            )
-        finally:
-            if spool is not None:
-                spool.close()
-        etag = used["md5"]
-        assert etag is not None  # a server-side copy only with a known MD5
-        part = UploadedPart(
-            part_number=part_number,
-            etag=etag,
-            size=size,
-            last_modified=self._now(),
-            backend=reservation.backend,
-            storage_key=reservation.storage_key,
-            checksum_algorithm=algorithm if used.get("checksum") else None,
-            checksum_value=used.get("checksum"),
-        )
-        return await self._commit(upload, reservation, part, "UploadPartCopy", request_id)
-
-    async def _spool(
-        self, source: ObjectRecord, byte_range: tuple[int, int] | None, algorithm: str | None
-    ) -> Payload:
-        try:
-            return await self.objects.spool_range(source, byte_range, checksum_algorithm=algorithm)
-        except BackendError as exc:
-            raise errors.ServiceUnavailable(
-                f"The copy source could not be read; please retry. ({exc.message})"
-            ) from exc
-
     # -- complete -----------------------------------------------------------------------
 
     async def complete(
@@ -427,14 +278,14 @@ class MultipartService:
         if upload.state == UPLOAD_COMPLETED:
             return await self._repeat(bucket, key, upload_id)
         stored, _ = await self.store.list_parts(upload_id)
-        chosen = select_parts(
+        chosen = select_parts(  # by the client's sizes (5 MiB minimum), not the stored ones
             requested,
-            {p.part_number: p for p in stored},
+            {p.part_number: p for p in packing.client_parts(self.objects.envelope, upload, stored)},
             self.min_part_size,
             upload.checksum_algorithm,
             upload.checksum_type,
         )
-        sizes = sealing.plain_sizes(self.objects.envelope, upload, chosen)  # the client's bytes
+        sizes = [part.size for part in chosen]
         total = sum(sizes)
         if expected_size is not None and expected_size != total:
             raise errors.InvalidRequest(
@@ -458,7 +309,7 @@ class MultipartService:
             parts_count=len(chosen),
             part_sizes=tuple(sizes),
         )
-        record = sealing.stamp_upload(upload, record)
+        record = packing.mark_compressed(sealing.stamp_upload(upload, record), chosen)
         crash_point("complete-before-commit")
         try:
             outcome = await self.store.complete_upload(
@@ -587,7 +438,7 @@ class MultipartService:
         """The upload and a page of its parts."""
         upload = await self._client_upload(bucket, key, upload_id)
         parts, truncated = await self.store.list_parts(upload_id, marker, max_parts)
-        return upload, sealing.client_parts(self.objects.envelope, upload, parts), truncated
+        return upload, packing.client_parts(self.objects.envelope, upload, parts), truncated
 
     async def list_uploads(
         self, bucket: str, prefix: str, delimiter: str, key_marker: str, upload_id_marker: str, max_uploads: int

@@ -4,20 +4,21 @@ CreateMultipartUpload wraps a fresh DEK into the upload's row; each UploadPart s
 under it (the part number bound into every chunk, the upload id as the object's identity: it
 becomes the object's write id); the part rows keep the *stored* size (quotas count it) and the
 plaintext size is derived from it (:func:`~s3orch.crypto.format.plaintext_size_of`) where a client
-sees sizes: ListParts, the completed object's size and part sizes.
+sees sizes: ListParts, the completed object's size and part sizes.  A part compressed first
+(:mod:`s3orch.codec.parts`) seals the compressed stream and records the client's size instead
+(:func:`~s3orch.codec.parts.client_size`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 
 from s3orch.crypto.envelope import Envelope, Sealed, require
-from s3orch.crypto.format import StreamParams, plaintext_size_of
+from s3orch.crypto.format import StreamParams
 from s3orch.crypto.streams import encrypt_spool
 from s3orch.payload import Payload
 from s3orch.s3 import errors
-from s3orch.store.records import MultipartUpload, ObjectRecord, UploadedPart
+from s3orch.store.records import MultipartUpload, ObjectRecord
 
 
 async def seal_upload(envelope: Envelope | None, upload: MultipartUpload) -> MultipartUpload:
@@ -44,22 +45,6 @@ async def seal_part(envelope: Envelope | None, upload: MultipartUpload, part_num
     dek = await env.data_key(probe)
     params = StreamParams(dek, upload_identity(upload.upload_id), part_number, plain.length, env.chunk_size)
     return await encrypt_spool(plain, params, spool_dir=env.spool_dir, offload=env.offload)
-
-
-def plain_sizes(envelope: Envelope | None, upload: MultipartUpload, parts: Sequence[UploadedPart]) -> list[int]:
-    """The client's sizes of ``parts`` (their stored sizes unless the upload is encrypted)."""
-    if not upload.encrypted:
-        return [part.size for part in parts]
-    chunk = require(envelope).chunk_size
-    return [plaintext_size_of(part.size, chunk) for part in parts]
-
-
-def client_parts(envelope: Envelope | None, upload: MultipartUpload, parts: list[UploadedPart]) -> list[UploadedPart]:
-    """``parts`` as ListParts shows them (plaintext sizes)."""
-    if not upload.encrypted:
-        return parts
-    sizes = plain_sizes(envelope, upload, parts)
-    return [replace(part, size=size) for part, size in zip(parts, sizes)]
 
 
 def stamp_upload(upload: MultipartUpload, record: ObjectRecord) -> ObjectRecord:

@@ -36,6 +36,9 @@ class Extent:
     locations: tuple[Location, ...]  # its copies, in read-preference order
     etag: str | None = None  # MD5 hex of the part's bytes (parts of multipart objects)
     checksum_value: str | None = None  # the part's checksum in the object's algorithm
+    #: A part stored compressed (:mod:`s3orch.codec`): its frames' chunk size; ``size`` stays the
+    #: client's, the locations' sizes are the stored ones.  None: stored as the client sent it.
+    compression_chunk_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class ObjectRecord:
     crypto_id: str = ""
     #: Compression (:mod:`s3orch.codec`): the stored stream is chunked zstd frames of this many
     #: client bytes each (None: stored as the client sent it).  ``size`` stays the client's size.
+    #: A multi-extent object has it when any of its extents is compressed; each extent's own
+    #: :attr:`Extent.compression_chunk_size` says which.
     compression_chunk_size: int | None = None
 
     @property
@@ -91,7 +96,7 @@ class ObjectRecord:
         """The object's extents in order: its parts, or one extent with ``locations``."""
         if self.parts:
             return self.parts
-        return (Extent(0, 0, self.size, self.locations),)
+        return (Extent(0, 0, self.size, self.locations, compression_chunk_size=self.compression_chunk_size),)
 
 
 @dataclass(frozen=True)
@@ -300,6 +305,10 @@ class UploadedPart:
     checksum_algorithm: str | None = None
     checksum_value: str | None = None
     backend_etag: str | None = None
+    #: A compressed part (:mod:`s3orch.codec.parts`): its frames' chunk size and the client's size
+    #: (``size`` is the stored size: quotas count it).  None: stored as sent (or only encrypted).
+    compression_chunk_size: int | None = None
+    logical_size: int | None = None
 
 
 @dataclass(frozen=True)

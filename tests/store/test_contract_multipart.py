@@ -10,6 +10,8 @@ end up referenced or queued for cleanup (I4, I5).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import pytest_twisted
 
@@ -437,3 +439,32 @@ async def test_stale_uploads_active_counts_and_tombstone_purge(store: MetadataSt
     assert await store.purge_multipart_uploads(NOW - 1) == 0
     assert await store.purge_multipart_uploads(NOW + 1) == 1
     assert await store.get_multipart_upload(B, "old", old.upload_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_compressed_parts_keep_their_chunk_size_and_client_size_through_complete(store: MetadataStore) -> None:
+    """A compressed part reserves and stores its compressed bytes; its row keeps the chunk size
+    and the client's size, and the completed object's extents keep both (sizes and offsets the
+    client's, each copy's the stored one); the object's size is the client's."""
+    await store.sync_quota_limits({"b1": 10_000}, NOW)
+    upload = await opened(store, "z")
+    attempt = f"att-z-{next(_ids)}"
+    packed = await reserve(store, upload, 1, 40, attempt)
+    assert packed is not None
+    compressed = replace(part(1, 40, packed, "a" * 32), compression_chunk_size=16384, logical_size=900)
+    assert (await store.commit_part(attempt, compressed, NOW)).committed
+    raw = await add_part(store, upload, 2, 30, "b" * 32)
+    listed, _ = await store.list_parts(upload.upload_id)
+    assert [(p.size, p.compression_chunk_size, p.logical_size) for p in listed] == [(40, 16384, 900), (30, None, None)]
+    assert counters(await quota(store, "b1")) == (0, 0, 70, 0)  # the stored bytes are reserved
+    done = replace(record(upload, (900, 30)), compression_chunk_size=16384)
+    await store.complete_upload(B, "z", upload.upload_id, [(1, "a" * 32), (2, "b" * 32)], done, NOW + 1)
+    current = await store.get_object(B, "z")
+    assert current is not None and current.size == 930 and current.compressed
+    assert current.parts == (
+        Extent(1, 0, 900, (Location("b1", packed.storage_key, 40),), "a" * 32, "crc-1", 16384),
+        Extent(2, 900, 30, (Location("b1", raw.storage_key, 30),), "b" * 32, "crc-2", None),
+    )
+    assert counters(await quota(store, "b1")) == (70, 0, 0, 2)  # quotas count what is stored
+    page = await store.list_objects(B, "z", "", "", 10)
+    assert [(e.key, e.size) for e in page.entries] == [("z", 930)]

@@ -18,7 +18,7 @@ from s3orch.store.txn.base import Notes, Tx
 from s3orch.store.txn.cleanup import enqueue_cleanup
 from s3orch.store.txn.outbox import add_events
 from s3orch.store.txn.quota import adjust_quota, lock_quotas
-from s3orch.store.txn.replicas import _copies, lock_if_current
+from s3orch.store.txn.replicas import _copies, lock_if_current, stored_md5
 
 #: The cleanup reason of a drained source copy.
 DRAIN_REASON = "drain"
@@ -105,15 +105,10 @@ def txn_backend_extents(
 
 
 def extent_of(tx: Tx, bucket: str, key: str, part_number: int, write_id: str, etag: str) -> UnderReplicated:
-    """One extent with every copy of it (oldest first) and the MD5 its bytes must match
-    (the part's for a part of a multipart object): a placement worker's work item."""
-    etag = str(etag)
-    if int(part_number):
-        part = tx.execute(
-            "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
-            (bucket, key, part_number),
-        ).fetchone()
-        etag = "" if part is None else str(part[0] or "")
+    """One extent with every copy of it (oldest first) and the MD5 its stored bytes must match
+    (:func:`~s3orch.store.txn.replicas.stored_md5`: "" for ciphertext and compressed frames,
+    which move as they are): a placement worker's work item."""
+    etag = stored_md5(tx, bucket, key, int(part_number)) or ""
     copies = _copies(tx, bucket, key, int(part_number))
     return UnderReplicated(bucket, key, str(write_id), int(part_number), copies[0].size, etag, tuple(copies))
 

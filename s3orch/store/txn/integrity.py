@@ -26,7 +26,9 @@ INTEGRITY_REASON = "integrity_failed"
 
 _COPY_COLUMNS = (
     "SELECT l.bucket, l.object_key, o.write_id, l.part_number, l.backend_name, l.storage_key,"
-    " l.size_bytes, l.last_verified, o.content_hash, o.etag, p.etag, o.encrypted, o.compression_chunk_size"
+    " l.size_bytes, l.last_verified, o.content_hash, o.etag, p.etag, o.encrypted,"
+    # a part is compressed (or not) on its own
+    " CASE WHEN l.part_number = 0 THEN o.compression_chunk_size ELSE p.compression_chunk_size END"
     " FROM object_locations l"
     " JOIN objects o ON o.bucket = l.bucket AND o.object_key = l.object_key"
     " LEFT JOIN object_parts p ON p.bucket = l.bucket AND p.object_key = l.object_key"

@@ -308,13 +308,15 @@ def txn_commit_part(
             )
     tx.execute(
         "INSERT INTO multipart_parts (upload_id, part_number, etag, size_bytes, checksum_algorithm,"
-        " checksum_value, backend_name, storage_key, backend_etag, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)"
+        " checksum_value, backend_name, storage_key, backend_etag, created_at, plaintext_size,"
+        " compression_chunk_size)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)"
         " ON CONFLICT (upload_id, part_number) DO UPDATE SET etag = excluded.etag,"
         " size_bytes = excluded.size_bytes, checksum_algorithm = excluded.checksum_algorithm,"
         " checksum_value = excluded.checksum_value, backend_name = excluded.backend_name,"
         " storage_key = excluded.storage_key, backend_etag = NULL,"
-        " created_at = excluded.created_at",
+        " created_at = excluded.created_at, plaintext_size = excluded.plaintext_size,"
+        " compression_chunk_size = excluded.compression_chunk_size",
         (
             upload.upload_id,
             part.part_number,
@@ -325,6 +327,8 @@ def txn_commit_part(
             part.backend,
             part.storage_key,
             now,
+            part.logical_size if part.compression_chunk_size is not None else None,
+            part.compression_chunk_size,
         ),
     )
     return PartCommit(True, cleanup)
@@ -332,7 +336,7 @@ def txn_commit_part(
 
 _PART_COLUMNS = (
     "part_number, etag, size_bytes, created_at, backend_name, storage_key, checksum_algorithm,"
-    " checksum_value, backend_etag"
+    " checksum_value, backend_etag, plaintext_size, compression_chunk_size"
 )
 
 
@@ -347,6 +351,8 @@ def _part_from_row(row: Sequence[Any]) -> UploadedPart:
         checksum_algorithm=row[6],
         checksum_value=row[7],
         backend_etag=row[8],
+        logical_size=None if row[10] is None else int(row[9]),
+        compression_chunk_size=None if row[10] is None else int(row[10]),
     )
 
 
@@ -406,8 +412,8 @@ def txn_complete_upload(
     stored = {
         int(row[0]): row
         for row in tx.execute(
-            "SELECT part_number, etag, size_bytes, backend_name, storage_key, checksum_value"
-            " FROM multipart_parts WHERE upload_id = ? ORDER BY part_number",
+            "SELECT part_number, etag, size_bytes, backend_name, storage_key, checksum_value,"
+            " compression_chunk_size FROM multipart_parts WHERE upload_id = ? ORDER BY part_number",
             (upload_id,),
         ).fetchall()
     }
@@ -432,9 +438,10 @@ def txn_complete_upload(
     )
     copies: list[NewCopy] = []
     for number in sorted(listed):
-        _, etag, size, backend, storage_key, checksum = listed[number]
+        _, etag, size, backend, storage_key, checksum, chunk = listed[number]
         adjust_quota(tx, notes, backend, now, reserved=-int(size), used=int(size), count=1)
-        copies.append(NewCopy(number, backend, storage_key, int(size), etag, checksum))
+        copies.append(NewCopy(number, backend, storage_key, int(size), etag, checksum,
+                              None if chunk is None else int(chunk)))
     write_object_row(tx, record, copies, now)
     discarded: list[CleanupItem] = []
     for number, row in stored.items():

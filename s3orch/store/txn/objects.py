@@ -302,6 +302,7 @@ class NewCopy:
     size: int
     etag: str | None = None  # the part's MD5 (multi-extent objects)
     checksum_value: str | None = None
+    compression_chunk_size: int | None = None  # a compressed part's (multi-extent objects)
 
 
 def stored_size(record: ObjectRecord, copies: Sequence[NewCopy]) -> int:
@@ -376,15 +377,16 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
     )
     offset = 0
     written: set[int] = set()
-    # Encrypted parts: the extents hold the client's bytes (record.part_sizes), the copies the stored ones.
-    plain = iter(record.part_sizes or ()) if record.encrypted else None
+    # Encrypted or compressed parts: the extents hold the client's bytes (record.part_sizes), the
+    # copies the stored ones.
+    plain = iter(record.part_sizes or ()) if record.encrypted or record.compressed else None
     for copy in sorted(copies, key=lambda c: c.part_number):
         if copy.part_number and copy.part_number not in written:
             written.add(copy.part_number)
             size = copy.size if plain is None else next(plain)
             tx.execute(
                 "INSERT INTO object_parts (bucket, object_key, part_number, write_id, offset_bytes,"
-                " size_bytes, etag, checksum_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " size_bytes, etag, checksum_value, compression_chunk_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.bucket,
                     record.key,
@@ -394,6 +396,7 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
                     size,
                     copy.etag or "",
                     copy.checksum_value,
+                    copy.compression_chunk_size,
                 ),
             )
             offset += size
@@ -432,9 +435,11 @@ def load_extents(
             tuple(copies.get(int(number), ())),
             etag,
             checksum,
+            None if chunk is None else int(chunk),
         )
-        for number, offset, size, etag, checksum in tx.execute(
-            "SELECT part_number, offset_bytes, size_bytes, etag, checksum_value FROM object_parts"
+        for number, offset, size, etag, checksum, chunk in tx.execute(
+            "SELECT part_number, offset_bytes, size_bytes, etag, checksum_value, compression_chunk_size"
+            " FROM object_parts"
             " WHERE bucket = ? AND object_key = ? ORDER BY part_number",
             (bucket, key),
         ).fetchall()

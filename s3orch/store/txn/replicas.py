@@ -57,6 +57,28 @@ def _copies(tx: Tx, bucket: str, key: str, part_number: int, lock: bool = False)
     return [Location(row[0], row[1], int(row[2])) for row in rows]
 
 
+def stored_md5(tx: Tx, bucket: str, key: str, part_number: int) -> str | None:
+    """The MD5 a copy of the extent's stored bytes must match before it is copied: the object's
+    (or the part's) ETag, or "" when the stored bytes are not the client's.  Ciphertext and
+    compressed frames move as they are; GCM tags and zstd's per-frame checksums check them on every
+    read.  A part of a multipart object is compressed (or not) on its own.  None: no such extent."""
+    row = tx.execute(
+        "SELECT etag, encrypted, compression_chunk_size FROM objects WHERE bucket = ? AND object_key = ?",
+        (bucket, key),
+    ).fetchone()
+    if row is None:
+        return None
+    if not part_number:
+        return "" if row[1] or row[2] is not None else str(row[0])
+    part = tx.execute(
+        "SELECT etag, compression_chunk_size FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
+        (bucket, key, part_number),
+    ).fetchone()
+    if part is None:
+        return None
+    return "" if row[1] or part[1] is not None else str(part[0] or "")
+
+
 def txn_under_replicated(
     tx: Tx,
     notes: Notes,
@@ -78,24 +100,10 @@ def txn_under_replicated(
     found = tx.execute(sql, args).fetchall()
     out: list[UnderReplicated] = []
     for bucket, key, part_number in found:
-        row = tx.execute(
-            "SELECT write_id, etag, encrypted, compression_chunk_size FROM objects"
-            " WHERE bucket = ? AND object_key = ?", (bucket, key)
-        ).fetchone()
-        if row is None:
+        row = tx.execute("SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?", (bucket, key)).fetchone()
+        etag = stored_md5(tx, bucket, key, int(part_number))
+        if row is None or etag is None:
             continue
-        # Ciphertext and compressed frames move as they are; GCM tags and zstd's per-frame checksums
-        # check them on every read (the ETag is the MD5 of the client's bytes, not of these).
-        transformed = bool(row[2]) or row[3] is not None
-        etag = "" if transformed else str(row[1])
-        if int(part_number):
-            part = tx.execute(
-                "SELECT etag FROM object_parts WHERE bucket = ? AND object_key = ? AND part_number = ?",
-                (bucket, key, part_number),
-            ).fetchone()
-            if part is None:
-                continue
-            etag = "" if transformed else str(part[0] or "")
         copies = _copies(tx, bucket, key, int(part_number))
         if not copies:
             continue
