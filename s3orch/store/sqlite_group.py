@@ -171,6 +171,8 @@ class GroupWriter:
                 try:
                     self._together(conn, available, taken)
                 except _GroupFailed:
+                    for job in taken:  # nothing of the group was kept: no outcome of it stands
+                        job.outcome = None
                     for job in taken:
                         self._alone(conn, job)
         except BaseException:
