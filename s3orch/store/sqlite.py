@@ -3,7 +3,9 @@
 Two adbapi pools: one connection for writes, so write transactions are
 serialised by construction and ``BEGIN IMMEDIATE`` takes the write lock up
 front (a reservation and its quota check can never interleave with another),
-and a few connections for reads, which WAL lets run beside the writer.
+and a few connections for reads, which WAL lets run beside the writer.  Write
+transactions queued behind each other share one COMMIT (one fsync), each in
+its own savepoint (:mod:`s3orch.store.sqlite_group`).
 
 The transactions themselves are the shared ones of :mod:`s3orch.store.txn`;
 on SQLite they need no row locks (:class:`SQLiteDialect`: nobody else
@@ -40,6 +42,7 @@ from s3orch.store.errors import StoreError
 from s3orch.store.file_locks import FileWorkerLocks, lock_file_path
 from s3orch.store.locks import LocalWorkerLocks, WorkerLocks
 from s3orch.store.migrate import Migration, MigrationError, migrate
+from s3orch.store.sqlite_group import GroupWriter
 from s3orch.store.txn.base import Notes, RetryTransaction, Tx
 
 _P = ParamSpec("_P")
@@ -159,6 +162,13 @@ def run_txn(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _run_write(
+    conn: Any, notes: Notes, fn: Callable[Concatenate[Tx, Notes, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """A write transaction alone (the group writer's lone and fallback case)."""
+    return run_txn(conn, "BEGIN IMMEDIATE", notes, fn, *args, **kwargs)
+
+
 # --- migrations (plain connections, also used by s3orch-admin) --------------------------
 
 
@@ -234,6 +244,10 @@ class SQLitePools:
         self.writer = writer
         self.readers = readers
         self.inline = inline
+        #: Write transactions, the queued ones sharing one COMMIT (:mod:`s3orch.store.sqlite_group`).
+        self.group = GroupWriter(
+            writer, dialect=SQLITE, run_alone=_run_write, is_retryable=is_retryable, attempts=LOCK_RETRIES
+        )
 
     def run_point_read(
         self,
@@ -271,10 +285,10 @@ class SQLitePools:
     ) -> Deferred[_T]:
         # Reads take a plain BEGIN: one snapshot for the whole read, even when it takes
         # several queries.  ``idempotent`` needs no care here: SQLite never leaves a
-        # COMMIT's outcome unknown to the caller.
-        pool = self.readers if read_only else self.writer
-        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-        return adbapi_typed.run_with_connection(pool, run_txn, begin, notes, fn, *args, **kwargs)
+        # COMMIT's outcome unknown to the caller.  Writes go through the group writer.
+        if not read_only:
+            return self.group.submit(notes, fn, *args, **kwargs)
+        return adbapi_typed.run_with_connection(self.readers, run_txn, "BEGIN", notes, fn, *args, **kwargs)
 
     def close(self) -> None:
         inline, self.inline = self.inline, None
