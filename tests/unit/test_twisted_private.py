@@ -20,7 +20,8 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from s3orch.http.site import S3Channel, S3Site, pending_write_bytes
+from s3orch.http.site import S3Channel, S3Site
+from s3orch.http.write_deadline import pending_write_bytes
 
 #: (owner, attribute, what in s3orch needs it): class-level attributes and methods.
 CLASS_ATTRIBUTES: list[tuple[type, str, str]] = [
@@ -43,8 +44,8 @@ CLASS_ATTRIBUTES: list[tuple[type, str, str]] = [
     (server.Request, "handleContentChunk", "S3Request feeds the body to the front end"),
     (server.Request, "parseCookies", "S3Channel.allHeadersReceived"),
     (server.Request, "process", "S3Request.process holds back a bodyless request waiting for a slot (http/hold.py)"),
-    (abstract.FileDescriptor, "dataBuffer", "site.pending_write_bytes: the write deadline sees progress"),
-    (abstract.FileDescriptor, "offset", "site.pending_write_bytes: the write deadline sees progress"),
+    (abstract.FileDescriptor, "dataBuffer", "write_deadline.pending_write_bytes: the write deadline sees progress"),
+    (abstract.FileDescriptor, "offset", "write_deadline.pending_write_bytes: the write deadline sees progress"),
 ]
 
 
