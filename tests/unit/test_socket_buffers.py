@@ -95,7 +95,10 @@ class Stream:
     """A backend stream driven by hand; its socket's producerState is the backpressure."""
 
     def __init__(self, length: int | None) -> None:
-        self.status, self.length, self.content_range, self.headers = 200, length, None, {}
+        self.status = 200
+        self.length = length
+        self.content_range: tuple[int, int, int] | None = None
+        self.headers: dict[str, str] = {}
         self.socket = StringTransport()
         self.consumer: IBodyConsumer | None = None
         self.done: Deferred[None] = Deferred()
