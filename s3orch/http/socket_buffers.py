@@ -42,9 +42,8 @@ def socket_transport(transport: Any) -> Any | None:
 def set_read_size(transport: Any, size: int = BODY_READ_SIZE) -> None:
     """Make ``transport``'s socket read up to ``size`` bytes per ``recv()`` (no-op on doubles).
 
-    ``bufferSize`` is also the transport's write high-water mark: a backend connection
-    writes request bodies through a producer that pauses on it, so it rises as well
-    (PUT bodies are sent in reads of the spool, each below it)."""
+    ``bufferSize`` is also the transport's write high-water mark, so it rises as well: an
+    upload's producer (256 KiB reads of the payload) pauses with two reads buffered, not one."""
     sock = socket_transport(transport)
     if sock is not None and sock.bufferSize < size:
         sock.bufferSize = size
