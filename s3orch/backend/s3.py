@@ -42,6 +42,7 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
+from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -82,6 +83,7 @@ from s3orch.backend.s3_responses import (
     unquote_etag,
 )
 from s3orch.backend.s3_streams import FileSliceProducer, S3Stream
+from s3orch.http.socket_buffers import set_read_size
 from s3orch.observe import tracing
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
 from s3orch.payload import Payload
@@ -113,10 +115,21 @@ def _cancelled(exc: Exception) -> bool:
     return isinstance(exc, ResponseFailed) and any(reason.check(CancelledError) for reason in exc.reasons)
 
 
+class _BulkReadProtocol(HTTP11ClientProtocol):
+    """Reads ``BODY_READ_SIZE`` per ``recv()``, not 64 KiB (see ``s3orch.http.socket_buffers``)."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        set_read_size(self.transport)
+
+
 class _QuietFactory(_HTTP11ClientFactory):
     """Twisted logs "Starting/Stopping factory" for every new pooled connection: noise."""
 
     noisy = False
+
+    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
+        return _BulkReadProtocol(self._quiescentCallback)
 
 
 class _QuietPool(HTTPConnectionPool):

@@ -8,6 +8,10 @@ is aborted): once the status line and ``Content-Length`` are out, the only
 honest way to report a failure is to abort the connection, so a backend
 failure or short body mid-stream aborts the client connection instead of
 finishing a short 200.
+
+While a large body is relayed, the client socket buffers and sends more at a time
+(:class:`~s3orch.http.socket_buffers.WriteWindow`): Twisted's 64 KiB would pause and resume the
+backend socket every chunk or two.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from s3orch.backend.interface import (
     BackendUnavailable,
     PushProducer,
 )
+from s3orch.http.socket_buffers import WriteWindow
+
+#: Responses up to this size keep the client socket's own buffer sizes (no window to widen).
+_SMALL_BODY = 64 * 1024
 
 
 class BodyVerifier(Protocol):
@@ -131,6 +139,7 @@ class _Relay:
         self._registered = False
         self._stream_ended = False
         self._result: Deferred[int] = Deferred()
+        self._window: WriteWindow | None = None
         self.written = 0
 
     def start(self) -> Deferred[int]:
@@ -143,6 +152,9 @@ class _Relay:
         self._request.registerProducer(self, True)
         self._registered = True
         channel = getattr(self._request, "channel", None)
+        wanted = self._announced if self._remaining is None else self._remaining
+        if wanted is None or wanted > _SMALL_BODY:
+            self._window = WriteWindow(getattr(channel, "transport", None))
         if getattr(channel, "_waitingForTransport", False):
             # The client socket is already full: HTTPChannel does not tell a
             # newly registered producer, so start paused.
@@ -250,6 +262,7 @@ class _Relay:
         if not self._stream_ended:
             self._stream.cancel()  # limit reached: drop the rest, don't drain it
         self._unregister()
+        self._narrow()  # before finish(): it may start the next (pipelined) response
         self._request.finish()
         self._result.callback(self.written)
 
@@ -270,6 +283,7 @@ class _Relay:
             reason=str(error),
         )
         _abort_client(self._request)
+        self._narrow()
         if not isinstance(error, BackendError):
             error = BackendUnavailable(f"backend body failed: {error!r}")
         self._result.errback(error)
@@ -281,9 +295,16 @@ class _Relay:
         self._running = False
         self._registered = False  # the channel is gone; nothing to unregister from
         self._stream.cancel()
+        self._narrow()
         self._result.callback(self.written)
 
     def _unregister(self) -> None:
         if self._registered:
             self._registered = False
             self._request.unregisterProducer()
+
+    def _narrow(self) -> None:
+        """The client socket's own buffer sizes again, for whatever the connection does next."""
+        if self._window is not None:
+            self._window.restore()
+            self._window = None

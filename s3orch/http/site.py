@@ -23,8 +23,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
 from s3orch.http.hold import AdmissionHold, Postponed
+from s3orch.http.write_deadline import WriteDeadline
 from s3orch.observe.logging import new_request_id
-from s3orch.observe.metrics import WRITE_TIMEOUTS
 from s3orch.s3 import errors
 
 #: Bodies of non-S3 requests (admin JSON, UI forms) are capped at this size.
@@ -84,27 +84,6 @@ def _header_bytes(value: str) -> bytes:
 
 def _ignore_input(*args: object) -> None:
     """Stands in for a channel's input methods once its answer is final."""
-
-
-def pending_write_bytes(transport: Any) -> int | None:
-    """Bytes a transport has taken from us but not yet handed to the kernel.
-
-    Reads the buffer of a ``twisted.internet.abstract.FileDescriptor`` (TCP), or of
-    the transport under a wrapper (TLS); None when it cannot be known.  A falling
-    value means the client is reading, however slowly.
-    """
-    for _ in range(4):
-        if transport is None:
-            return None
-        buffered = getattr(transport, "dataBuffer", None)
-        if isinstance(buffered, (bytes, bytearray, memoryview)):
-            offset = getattr(transport, "offset", 0)
-            temp = getattr(transport, "_tempDataLen", 0)
-            if isinstance(offset, int) and isinstance(temp, int):
-                return len(buffered) - offset + temp
-            return None
-        transport = getattr(transport, "transport", None)
-    return None
 
 
 class RejectedEarly(Exception):
@@ -242,7 +221,7 @@ class S3Request(server.Request):
         super().connectionLost(reason)
 
 
-class S3Channel(AdmissionHold, http.HTTPChannel):
+class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
     """HTTP channel that lets the front end refuse a request before its body.
 
     It also enforces per-request deadlines that Twisted's idle timeout cannot
@@ -257,8 +236,6 @@ class S3Channel(AdmissionHold, http.HTTPChannel):
     site: S3Site  # set by Site.buildProtocol before the connection is made
     _header_deadline: IDelayedCall | None = None
     _read_deadline: IDelayedCall | None = None
-    _write_deadline: IDelayedCall | None = None
-    _write_pending: int | None = None  # transport buffer when the write deadline was armed
     _reading = False  # a request's headers or body are being received
     _got_bytes = False  # some of that request has arrived
 
@@ -334,7 +311,7 @@ class S3Channel(AdmissionHold, http.HTTPChannel):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._cancel_deadlines()
-        self._disarm_write_deadline()
+        self._stop_write_watch()
         self._drop_hold()
         super().connectionLost(reason)
 
@@ -385,58 +362,17 @@ class S3Channel(AdmissionHold, http.HTTPChannel):
         result: bool = super().headerReceived(line)
         return result
 
-    # -- write deadline: a response must make progress every write_timeout ----
+    # -- write deadline (http/write_deadline.py): a response must make progress ---
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: the client must read within write_timeout."""
         super().pauseProducing()
-        self._arm_write_deadline()
+        self._write_stalled()
 
     def resumeProducing(self) -> None:
         """The client read enough to drain the buffer: that is progress."""
-        self._disarm_write_deadline()
+        self._write_flowing()
         super().resumeProducing()
-
-    def _arm_write_deadline(self) -> None:
-        timeout = self.site.write_timeout
-        if not timeout or self._write_deadline is not None:
-            return
-        self._write_pending = pending_write_bytes(self.transport)
-        self._write_deadline = self._call_later(timeout, self._write_deadline_passed)
-
-    def _disarm_write_deadline(self) -> None:
-        if self._write_deadline is not None and self._write_deadline.active():
-            self._write_deadline.cancel()
-        self._write_deadline = None
-
-    def _write_deadline_passed(self) -> None:
-        self._write_deadline = None
-        transport: Any = self.transport
-        if transport is None:
-            return
-        pending = pending_write_bytes(transport)
-        if pending is not None and self._write_pending is not None and pending < self._write_pending:
-            self._arm_write_deadline()  # some bytes went out: the client is reading, slowly
-            return
-        self._abort_stalled(transport)
-
-    def _abort_stalled(self, transport: Any) -> None:
-        """Drop a connection whose client stopped reading (zero window).
-
-        Aborting runs connectionLost: the request is counted as abandoned, its
-        admission slot released and its backend stream cancelled.
-        """
-        WRITE_TIMEOUTS.inc()
-        _log.info(
-            "aborting connection: the client accepted no response bytes for {timeout}s",
-            timeout=self.site.write_timeout,
-            component="http",
-        )
-        abort = getattr(transport, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            transport.loseConnection()
 
     def allHeadersReceived(self) -> None:
         self._cancel_deadlines(headers_only=True)
@@ -510,9 +446,7 @@ class S3Channel(AdmissionHold, http.HTTPChannel):
         timeout = self.site.write_timeout
         if timeout:
             # A client that never reads its answer must not hold the connection.
-            self._disarm_write_deadline()
-            self._write_pending = pending_write_bytes(transport)
-            self._write_deadline = self._call_later(timeout, self._write_deadline_passed)
+            self._watch_write_now(timeout)
 
 
 class S3Site(server.Site):

@@ -14,13 +14,14 @@ import inspect
 from typing import Any
 
 import pytest
-from twisted.internet import abstract
+from twisted.internet import abstract, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from s3orch.http.site import S3Channel, S3Site, pending_write_bytes
+from s3orch.http.site import S3Channel, S3Site
+from s3orch.http.write_deadline import pending_write_bytes
 
 #: (owner, attribute, what in s3orch needs it): class-level attributes and methods.
 CLASS_ATTRIBUTES: list[tuple[type, str, str]] = [
@@ -43,8 +44,10 @@ CLASS_ATTRIBUTES: list[tuple[type, str, str]] = [
     (server.Request, "handleContentChunk", "S3Request feeds the body to the front end"),
     (server.Request, "parseCookies", "S3Channel.allHeadersReceived"),
     (server.Request, "process", "S3Request.process holds back a bodyless request waiting for a slot (http/hold.py)"),
-    (abstract.FileDescriptor, "dataBuffer", "site.pending_write_bytes: the write deadline sees progress"),
-    (abstract.FileDescriptor, "offset", "site.pending_write_bytes: the write deadline sees progress"),
+    (abstract.FileDescriptor, "dataBuffer", "write_deadline.pending_write_bytes: the write deadline sees progress"),
+    (abstract.FileDescriptor, "offset", "write_deadline.pending_write_bytes: the write deadline sees progress"),
+    (abstract.FileDescriptor, "bufferSize", "socket_buffers: a socket's read size and write high-water mark"),
+    (abstract.FileDescriptor, "SEND_LIMIT", "socket_buffers.WriteWindow: bytes per send() while relaying"),
 ]
 
 
@@ -120,6 +123,15 @@ def test_the_transport_buffer_pending_write_bytes_reads() -> None:
     descriptor.offset = 2
     descriptor._tempDataLen = 3
     assert pending_write_bytes(descriptor) == 7
+
+
+def test_the_socket_sizes_socket_buffers_sets_are_the_ones_tcp_uses() -> None:
+    # set_read_size / WriteWindow set these attributes; Twisted must still read them there.
+    assert "bufferSize" in tcp.Connection.doRead.__code__.co_names, "tcp reads no longer use bufferSize"
+    assert "bufferSize" in abstract.FileDescriptor._isSendBufferFull.__code__.co_names, (
+        "the write high-water mark is no longer bufferSize (socket_buffers.WriteWindow)"
+    )
+    assert "SEND_LIMIT" in tcp.Connection.writeSomeData.__code__.co_names, "sends are no longer capped by SEND_LIMIT"
 
 
 def test_the_site_builds_our_channel() -> None:
