@@ -86,6 +86,7 @@ from s3orch.observe import tracing
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
 from s3orch.payload import Payload
 from s3orch.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, sign_headers, uri_encode
+from s3orch.stream_payload import StreamPayload, StreamProducer
 
 __all__ = ["S3Backend", "S3BackendSettings", "S3Stream"]
 
@@ -309,7 +310,7 @@ class S3Backend:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: FileSliceProducer | None = None,
+        body: FileSliceProducer | StreamProducer | None = None,
         payload_hash: str = EMPTY_SHA256,
     ) -> Response:
         """Send one signed request; return the response once headers arrived.
@@ -391,11 +392,24 @@ class S3Backend:
     async def put_object(self, storage_key: str, payload: Payload) -> str:
         """Upload the payload (``Content-MD5`` and, unless ``unsigned_payload``, its
         SHA-256 signed); return the ETag."""
-        headers = {"content-type": "application/octet-stream", "content-md5": payload.md5_b64}
-        payload_hash = UNSIGNED_PAYLOAD if self._unsigned_payload else payload.sha256_hex.lower()
-        producer = FileSliceProducer(
-            payload.reader(), payload.length, self._cooperator, self._read_size, self._bytes_out.inc
-        )
+        producer: FileSliceProducer | StreamProducer
+        if isinstance(payload, StreamPayload):
+            # Stream-through: the digests are known only at the end, so the backend checks the
+            # client's own claims (Content-MD5, a hex x-amz-content-sha256) when it sent them.
+            headers = {"content-type": "application/octet-stream"}
+            if payload.content_md5_b64:
+                headers["content-md5"] = payload.content_md5_b64
+            payload_hash = payload.sha256_claim or UNSIGNED_PAYLOAD
+            if payload_hash == UNSIGNED_PAYLOAD and not self._unsigned_payload:
+                raise BackendError("a streamed body needs unsigned_payload", status=501, backend=self.name)
+            producer = payload.producer()
+            payload.on_chunk = self._bytes_out.inc
+        else:
+            headers = {"content-type": "application/octet-stream", "content-md5": payload.md5_b64}
+            payload_hash = UNSIGNED_PAYLOAD if self._unsigned_payload else payload.sha256_hex.lower()
+            producer = FileSliceProducer(
+                payload.reader(), payload.length, self._cooperator, self._read_size, self._bytes_out.inc
+            )
         response = await self._request(
             "PutObject",
             "PUT",
