@@ -141,6 +141,11 @@ class StreamPayload(Payload):
             d.callback(None)
 
     @property
+    def starved(self) -> bool:
+        """Waiting for the client's next bytes (nothing buffered, the body not ended)."""
+        return not self._ended and self.error is None and self._buffered == 0
+
+    @property
     def ended(self) -> bool:
         """The body ended and its digests are settled."""
         return self._ended

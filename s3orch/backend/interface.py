@@ -37,8 +37,11 @@ class BackendError(Exception):
         code: str | None = None,
         backend: str | None = None,
         retryable: bool | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
+        #: No answer within the backend timeout (a stream-through write tells a client's stall by it).
+        self.timed_out = timed_out
         self.message = message
         self.status = status
         self.code = code

@@ -347,7 +347,7 @@ class S3Backend:
                 raise  # the caller cancelled us: not the backend's fault
             self._count(operation, "timeout", started, span)
             raise BackendUnavailable(
-                f"{operation}: no response within {self._timeout:g}s", backend=self.name
+                f"{operation}: no response within {self._timeout:g}s", backend=self.name, timed_out=True
             ) from None
         except _NETWORK_ERRORS as exc:
             timed_out = watchdog.expired
@@ -358,7 +358,7 @@ class S3Backend:
             raise BackendUnavailable(
                 f"{operation}: "
                 + (f"no response within {self._timeout:g}s" if timed_out else _describe(exc)),
-                backend=self.name,
+                backend=self.name, timed_out=timed_out,
             ) from None
         except RequestGenerationFailed as exc:
             self._count(operation, "error", started, span)
@@ -366,6 +366,10 @@ class S3Backend:
             if isinstance(cause, BackendError):
                 cause.backend = self.name
                 raise cause from None
+            if watchdog.expired:  # a body that stopped coming (a streamed client's stall) was cancelled
+                raise BackendUnavailable(
+                    f"{operation}: no progress within {self._timeout:g}s", backend=self.name, timed_out=True
+                ) from None
             raise BackendError(f"{operation}: {_describe(exc)}", backend=self.name) from None
         finally:
             watchdog.stop()

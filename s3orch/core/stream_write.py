@@ -9,7 +9,9 @@
 * :func:`send_once`: a backend write of a stream fails over to another backend only while
   none of its bytes were sent; afterwards the write fails (503, the reservation undone by
   the failover loop), and a stream that failed on the client's side (a digest mismatch
-  found at its end, the client gone) answers that failure, not the backend's.
+  found at its end, the client gone) answers that failure, not the backend's.  A client
+  that stalls mid-body longer than ``server.backend_timeout`` (the backend request's stall
+  watchdog) gets 408 RequestTimeout: while streaming, that is its body deadline too.
 """
 
 from __future__ import annotations
@@ -74,9 +76,17 @@ async def send_once(payload: Payload, send: Callable[[], Awaitable[T]]) -> T:
     try:
         result = await send()
     except BackendError as exc:
+        if payload.sent >= payload.length:
+            # The backend had every byte and refused them (it checks the client's Content-MD5
+            # and SHA-256 claims too): the client's own verdict, due this reactor turn, says why.
+            await payload.verdict()
         if isinstance(payload.error, errors.S3Error):
             STREAM_THROUGH_WRITES.labels("client_error").inc()
             raise payload.error from None
+        if exc.timed_out and payload.sent and payload.starved:
+            # The backend waited for bytes the client did not send: the client's stall.
+            STREAM_THROUGH_WRITES.labels("client_error").inc()
+            raise errors.RequestReadTimeout() from exc
         if payload.sent or payload.error is not None:
             STREAM_THROUGH_WRITES.labels("backend_error").inc()
             raise errors.ServiceUnavailable(
