@@ -189,7 +189,9 @@ class ObjectBackend(Protocol):
     async def put_object(self, storage_key: str, payload: Payload) -> str:
         """Upload ``payload`` (read through ``payload.reader()``, with its MD5 as
         ``Content-MD5`` so the backend refuses altered bytes); return the backend's
-        ETag.  Retries are the caller's job: a replayable payload may be sent again."""
+        ETag.  Retries are the caller's job: a replayable payload may be sent again.
+        A :class:`~s3orch.stream_payload.StreamPayload` is read once through its
+        producer, with the client's own Content-MD5 and SHA-256 claims when it sent them."""
         ...
 
     async def get_object(self, storage_key: str, byte_range: tuple[int, int] | None = None) -> BackendStream:
