@@ -49,7 +49,8 @@ class StreamPayload(Payload):
 
     ``content_md5_b64`` and ``sha256_claim`` are the client's own claims (None when
     not sent; the claim only when it is a hex SHA-256): a backend may send them so it
-    checks the bytes too.
+    checks the bytes too.  ``checksum_algorithm``: the ``x-amz-checksum-*`` header's algorithm
+    (upper-case), whose value :meth:`end` settles.
     """
 
     streaming = True
@@ -60,12 +61,14 @@ class StreamPayload(Payload):
         *,
         content_md5_b64: str | None = None,
         sha256_claim: str | None = None,
+        checksum_algorithm: str | None = None,
         pause_source: Callable[[], None] = _nothing,
         resume_source: Callable[[], None] = _nothing,
         high_water: int = HIGH_WATER,
         low_water: int = LOW_WATER,
     ) -> None:
-        super().__init__(io.BytesIO(), length, "", "", None)
+        # The declared checksum's algorithm is known now (a part's upload checks it first), its value at the end.
+        super().__init__(io.BytesIO(), length, "", "", (checksum_algorithm, "") if checksum_algorithm else None)
         self.content_md5_b64 = content_md5_b64
         self.sha256_claim = sha256_claim
         self._pause_source = pause_source

@@ -53,6 +53,7 @@ from s3orch.core.multipart import (
 from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, NewObject, ObjectService
 from s3orch.core.placement import new_upload_id
 from s3orch.core.spans import MULTIPART_SPANS, traced_methods
+from s3orch.core.stream_write import send_once
 from s3orch.crypto import parts as sealing
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created
@@ -282,7 +283,7 @@ class MultipartService:
         stored = await sealing.seal_part(self.objects.envelope, upload, part_number, payload)
 
         async def send(reservation: PartReservation) -> None:
-            await self.fleet[reservation.backend].put_object(reservation.storage_key, stored)
+            await send_once(stored, lambda: self.fleet[reservation.backend].put_object(reservation.storage_key, stored))
 
         try:
             reservation = await self._store_part(upload, part_number, stored.length, send, request_id)

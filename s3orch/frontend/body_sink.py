@@ -122,8 +122,10 @@ def body_sink(
         use.streamable and stream_gate is not None and decoder is None and minimum
         and length is not None and length >= minimum and stream_gate(hex_claim is not None)
     ):
+        declared = options["checksum_header"]
         payload = StreamPayload(
             length, content_md5_b64=first_header(headers, "content-md5"), sha256_claim=hex_claim,
+            checksum_algorithm=declared[0].upper() if declared else None,
             pause_source=lambda: _source(request, pause=True), resume_source=lambda: _source(request, pause=False),
         )
         return StreamingBody(payload=payload, **options)

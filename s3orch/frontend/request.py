@@ -101,9 +101,7 @@ class BodyUse:
     streamable: bool = False
 
 
-#: PutObject, UploadPart: the object's bytes.
-OBJECT_DATA = BodyUse(object_data=True)
-#: PutObject: the object's bytes, which may stream through.
+#: PutObject, UploadPart: the object's bytes, which may stream through when large.
 STREAMED_OBJECT_DATA = BodyUse(object_data=True, streamable=True)
 #: DeleteObjects, CreateBucket, Put*Acl: a small XML document.
 XML_DOCUMENT = BodyUse(object_data=False)

@@ -1,4 +1,4 @@
-"""Stream-through of large PutObject bodies (issue 20 item 3).
+"""Stream-through of large PutObject and UploadPart bodies (issue 20 item 3).
 
 Through the whole gateway in memory (:class:`GatewayHarness`: real front door, real SQLite,
 real signed backend HTTP to in-memory S3 servers): a large PUT goes to its backend while it
@@ -274,3 +274,43 @@ def test_a_stalled_body_is_a_request_timeout_and_releases_everything(h: GatewayH
     assert quota(h)["backend-1"] == (0, 0, 0)
     assert stored_keys(h) == []
     assert rows(h, "SELECT count(*) FROM pending_objects") == [(0,)]
+
+
+def _upload_id(body: bytes) -> str:
+    return body.split(b"<UploadId>", 1)[1].split(b"</UploadId>", 1)[0].decode()
+
+
+def test_a_large_part_streams_and_completes(h: GatewayHarness) -> None:
+    created = h.request("POST", "photos", "mp", query=[("uploads", "")])
+    upload_id = _upload_id(created.body)
+    before = streamed("success")
+    part = h.request("PUT", "photos", "mp", query=[("partNumber", "1"), ("uploadId", upload_id)], body=BODY)
+    assert part.status == 200
+    assert part.headers["etag"] == f'"{hashlib.md5(BODY).hexdigest()}"'
+    assert streamed("success") == before + 1
+    listing = (
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>"
+        f'<ETag>"{hashlib.md5(BODY).hexdigest()}"</ETag></Part></CompleteMultipartUpload>'
+    ).encode()
+    done = h.request("POST", "photos", "mp", query=[("uploadId", upload_id)], body=listing)
+    assert done.status == 200, done.body
+    assert h.get("photos", "mp").body == BODY
+
+
+def test_a_part_with_a_bad_checksum_header_commits_nothing(h: GatewayHarness) -> None:
+    created = h.request("POST", "photos", "mp", query=[("uploads", "")])
+    upload_id = _upload_id(created.body)
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    before = streamed("client_error")
+    part = h.request(
+        "PUT", "photos", "mp", query=[("partNumber", "1"), ("uploadId", upload_id)], body=BODY,
+        headers={"x-amz-checksum-sha256": wrong},
+    )
+    assert part.status == 400
+    assert b"<Code>BadDigest</Code>" in part.body
+    assert streamed("client_error") == before + 1
+    listed = h.request("GET", "photos", "mp", query=[("uploadId", upload_id)])
+    assert b"<Part>" not in listed.body
+    quiet(h)
+    assert quota(h)["backend-1"] == (0, 0, 0)
+    assert stored_keys(h) == []
