@@ -2,7 +2,7 @@
 
 An operation's body (``Route.body``) is spooled and verified by a
 :class:`~s3orch.http.body.RequestBody`, aws-chunked framing decoded on the way; a large
-PutObject body may instead stream through to its backend (:class:`StreamingBody`) when
+PutObject or UploadPart body may instead stream through to its backend (:class:`StreamingBody`) when
 ``server.stream_through_min_size`` allows it and nothing needs the bytes twice: not
 aws-chunked (its signature chain and trailers are checked first), and ``stream_gate``
 (the object service: no encryption, no compression, no synchronous fan-out, backends
