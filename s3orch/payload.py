@@ -17,7 +17,7 @@ import base64
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,18 +31,20 @@ class Payload:
     * ``checksum``: the flexible checksum, ``(ALGORITHM, base64)`` with the
       algorithm upper-case (``CRC32``, ``SHA256``...), when one was asked for.
 
-    Today every Payload is a **replayable spool**: the digests are known before
+    A Payload here is a **replayable spool**: the digests are known before
     the first backend call, and :meth:`reader` can be called again to send the
-    same bytes to the next backend when one fails.  A payload that is a stream
-    (stream-through of large bodies, a performance change still to come) can be
-    read only once and knows its digests only after it was read; code that reads
-    a Payload therefore goes through :meth:`reader` for each attempt and never
-    keeps the file, so such a payload changes this class and its producer and
-    readers, not the layers that pass it along.
+    same bytes to the next backend when one fails.  The other form,
+    :class:`~s3orch.stream_payload.StreamPayload` (stream-through of large PUT
+    bodies, :attr:`streaming` true), can be read only once and knows its digests
+    only after it was read; backends read it through its producer, and the core
+    fails over only while none of its bytes were sent.
 
     Small XML request bodies (a part list, an ACL) are Payloads too; their
     handlers read them through :attr:`file`, bounded.
     """
+
+    #: A stream read once (``s3orch.stream_payload``), not a replayable spool.
+    streaming: ClassVar[bool] = False
 
     file: BinaryIO
     length: int

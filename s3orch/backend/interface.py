@@ -37,8 +37,11 @@ class BackendError(Exception):
         code: str | None = None,
         backend: str | None = None,
         retryable: bool | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
+        #: No answer within the backend timeout (a stream-through write tells a client's stall by it).
+        self.timed_out = timed_out
         self.message = message
         self.status = status
         self.code = code
@@ -186,7 +189,9 @@ class ObjectBackend(Protocol):
     async def put_object(self, storage_key: str, payload: Payload) -> str:
         """Upload ``payload`` (read through ``payload.reader()``, with its MD5 as
         ``Content-MD5`` so the backend refuses altered bytes); return the backend's
-        ETag.  Retries are the caller's job: a replayable payload may be sent again."""
+        ETag.  Retries are the caller's job: a replayable payload may be sent again.
+        A :class:`~s3orch.stream_payload.StreamPayload` is read once through its
+        producer, with the client's own Content-MD5 and SHA-256 claims when it sent them."""
         ...
 
     async def get_object(self, storage_key: str, byte_range: tuple[int, int] | None = None) -> BackendStream:

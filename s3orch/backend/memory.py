@@ -27,6 +27,7 @@ from s3orch.backend.interface import (
     Timer,
 )
 from s3orch.payload import Payload
+from s3orch.stream_payload import StreamPayload
 
 #: Operation names used by the failure knobs and :attr:`MemoryBackend.calls`.
 OPERATIONS = (
@@ -241,7 +242,7 @@ class MemoryBackend:
         """Store the payload's bytes, checking its digests like S3 (Content-MD5, SHA-256)."""
         self._enter("put_object", storage_key)
         length = payload.length
-        data = payload.reader().read(length)
+        data = await payload.collect() if isinstance(payload, StreamPayload) else payload.reader().read(length)
         if len(data) != length:
             raise BackendError(
                 f"body has {len(data)} bytes, expected {length}",

@@ -88,6 +88,7 @@ from s3orch.observe import tracing
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
 from s3orch.payload import Payload
 from s3orch.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, sign_headers, uri_encode
+from s3orch.stream_payload import StreamPayload, StreamProducer
 
 __all__ = ["S3Backend", "S3BackendSettings", "S3Stream"]
 
@@ -322,7 +323,7 @@ class S3Backend:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: FileSliceProducer | None = None,
+        body: FileSliceProducer | StreamProducer | None = None,
         payload_hash: str = EMPTY_SHA256,
     ) -> Response:
         """Send one signed request; return the response once headers arrived.
@@ -359,7 +360,7 @@ class S3Backend:
                 raise  # the caller cancelled us: not the backend's fault
             self._count(operation, "timeout", started, span)
             raise BackendUnavailable(
-                f"{operation}: no response within {self._timeout:g}s", backend=self.name
+                f"{operation}: no response within {self._timeout:g}s", backend=self.name, timed_out=True
             ) from None
         except _NETWORK_ERRORS as exc:
             timed_out = watchdog.expired
@@ -370,7 +371,7 @@ class S3Backend:
             raise BackendUnavailable(
                 f"{operation}: "
                 + (f"no response within {self._timeout:g}s" if timed_out else _describe(exc)),
-                backend=self.name,
+                backend=self.name, timed_out=timed_out,
             ) from None
         except RequestGenerationFailed as exc:
             self._count(operation, "error", started, span)
@@ -378,6 +379,10 @@ class S3Backend:
             if isinstance(cause, BackendError):
                 cause.backend = self.name
                 raise cause from None
+            if watchdog.expired:  # a body that stopped coming (a streamed client's stall) was cancelled
+                raise BackendUnavailable(
+                    f"{operation}: no progress within {self._timeout:g}s", backend=self.name, timed_out=True
+                ) from None
             raise BackendError(f"{operation}: {_describe(exc)}", backend=self.name) from None
         finally:
             watchdog.stop()
@@ -404,11 +409,24 @@ class S3Backend:
     async def put_object(self, storage_key: str, payload: Payload) -> str:
         """Upload the payload (``Content-MD5`` and, unless ``unsigned_payload``, its
         SHA-256 signed); return the ETag."""
-        headers = {"content-type": "application/octet-stream", "content-md5": payload.md5_b64}
-        payload_hash = UNSIGNED_PAYLOAD if self._unsigned_payload else payload.sha256_hex.lower()
-        producer = FileSliceProducer(
-            payload.reader(), payload.length, self._cooperator, self._read_size, self._bytes_out.inc
-        )
+        producer: FileSliceProducer | StreamProducer
+        if isinstance(payload, StreamPayload):
+            # Stream-through: the digests are known only at the end, so the backend checks the
+            # client's own claims (Content-MD5, a hex x-amz-content-sha256) when it sent them.
+            headers = {"content-type": "application/octet-stream"}
+            if payload.content_md5_b64:
+                headers["content-md5"] = payload.content_md5_b64
+            payload_hash = payload.sha256_claim or UNSIGNED_PAYLOAD
+            if payload_hash == UNSIGNED_PAYLOAD and not self._unsigned_payload:
+                raise BackendError("a streamed body needs unsigned_payload", status=501, backend=self.name)
+            producer = payload.producer()
+            payload.on_chunk = self._bytes_out.inc
+        else:
+            headers = {"content-type": "application/octet-stream", "content-md5": payload.md5_b64}
+            payload_hash = UNSIGNED_PAYLOAD if self._unsigned_payload else payload.sha256_hex.lower()
+            producer = FileSliceProducer(
+                payload.reader(), payload.length, self._cooperator, self._read_size, self._bytes_out.inc
+            )
         response = await self._request(
             "PutObject",
             "PUT",

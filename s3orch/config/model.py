@@ -148,6 +148,8 @@ class ServerConfig:
     log_format: str = knob("json", empty_default=True)
     spool_dir: str = ""
     spool_memory_limit: int = knob(1 * MiB, kind="size", min_value=0)
+    #: PutObject/UploadPart bodies of at least this Content-Length stream to the backend (0: always spool).
+    stream_through_min_size: int = knob(8 * MiB, kind="size", min_value=0)
     virtual_host_suffix: str = ""
     delete_concurrency: int = knob(16, positive=True)
     allow_sigv2: bool = True

@@ -35,6 +35,7 @@ from s3orch.core.placement import new_upload_id, storage_key
 from s3orch.core.reads import CopyReader
 from s3orch.core.spans import OBJECT_SPANS, traced_methods
 from s3orch.core.spool import Spooler
+from s3orch.core.stream_write import send_once
 from s3orch.crypto.envelope import Envelope, require
 from s3orch.notify import events as ev
 from s3orch.notify.emit import object_created, object_removed
@@ -164,32 +165,35 @@ class ObjectService(PartPlacement):
         stored = body if sealed is None else sealed.payload  # what the backend gets
         length = stored.length
         transformed = sealed is not None or packed is not None
-        intent = Intent(  # a transformed write's intent keeps no etag: the reaper never promotes it
+        known = not payload.streaming  # a stream's digests are known once it was sent
+        intent = Intent(  # a transformed or streamed write's intent keeps no etag: the reaper never promotes it
             write_id, bucket, key, length, skey,
-            etag=None if transformed else payload.md5_hex, content_type=new.content_type,
+            etag=payload.md5_hex if known and not transformed else None, content_type=new.content_type,
             headers=dict(new.system_headers), user_metadata=dict(new.user_metadata),
-            checksum_algorithm=payload.checksum_algorithm,
-            checksum_value=payload.checksum_value,
-            content_hash=payload.sha256_hex, conditions=conditions,
+            checksum_algorithm=payload.checksum_algorithm if known else None,
+            checksum_value=payload.checksum_value if known else None,
+            content_hash=payload.sha256_hex if known else None, conditions=conditions,
         )
 
-        record = ObjectRecord(
-            bucket=bucket, key=key, write_id=write_id, size=payload.length, etag=payload.md5_hex,
-            last_modified=0.0, content_type=new.content_type, headers=dict(new.system_headers),
-            user_metadata=dict(new.user_metadata), checksum_algorithm=payload.checksum_algorithm,
-            checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
-        )
-        record = record if sealed is None else sealed.stamp(record)
-        if packed is not None and compressor is not None:
-            record = replace(record, compression_chunk_size=compressor.settings.chunk_size)
+        def new_record() -> ObjectRecord:
+            record = ObjectRecord(
+                bucket=bucket, key=key, write_id=write_id, size=payload.length, etag=payload.md5_hex,
+                last_modified=0.0, content_type=new.content_type, headers=dict(new.system_headers),
+                user_metadata=dict(new.user_metadata), checksum_algorithm=payload.checksum_algorithm,
+                checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
+            )
+            record = record if sealed is None else sealed.stamp(record)
+            if packed is not None and compressor is not None:
+                record = replace(record, compression_chunk_size=compressor.settings.chunk_size)
+            return record
 
         async def upload(reservation: Reservation) -> None:
-            await self.fleet[reservation.backend].put_object(skey, stored)
+            await send_once(stored, lambda: self.fleet[reservation.backend].put_object(skey, stored))
 
         try:
             if self.fanout is not None and self.fanout.levels() is not None:
                 return await self._fan_out(
-                    intent, stored, lambda name, skey, body: self.fleet[name].put_object(skey, body), record,
+                    intent, stored, lambda name, skey, body: self.fleet[name].put_object(skey, body), new_record(),
                     conditions, request_id, ev.OBJECT_CREATED_PUT,
                 )
             reservation, _ = await with_failover(
@@ -207,7 +211,7 @@ class ObjectService(PartPlacement):
                 stored.close()  # fan-out copies still running read their own handles
         crash_point("after-backend-put")
         located = (Location(reservation.backend, reservation.storage_key, length),)
-        record = replace(record, last_modified=self.clock.seconds(), locations=located)
+        record = replace(new_record(), last_modified=self.clock.seconds(), locations=located)
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_PUT)
 
     async def _fan_out(
@@ -583,16 +587,12 @@ class ObjectService(PartPlacement):
             await self.store.begin_abort(upload.bucket, upload.key, upload.upload_id, now)
             items = await self.store.finish_abort(upload.upload_id, now)
         except Exception:
-            self.log.failure(
-                "could not abort copy upload {upload_id}", component="objects", upload_id=upload.upload_id
-            )
+            self.log.failure("could not abort copy upload {upload_id}", component="objects", upload_id=upload.upload_id)
             return
         await self.cleanups.run(items, "abort_part_cleanup")
 
     # -- listing --------------------------------------------------------------
 
-    async def list(
-        self, bucket: str, prefix: str, delimiter: str, start_after: str, max_keys: int
-    ) -> ListPage:
+    async def list(self, bucket: str, prefix: str, delimiter: str, start_after: str, max_keys: int) -> ListPage:
         return await self.store.list_objects(bucket, prefix, delimiter, start_after, max_keys)
 

@@ -16,6 +16,7 @@ from s3orch.codec.parts import PartBody, prepare_part
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.multipart import check_part_checksum, server_side_part_copy
 from s3orch.core.objects import MAX_COPY_SOURCE_SIZE, ObjectService
+from s3orch.core.stream_write import send_once
 from s3orch.crypto import parts as sealing
 from s3orch.observe.audit import audit
 from s3orch.payload import Payload
@@ -100,7 +101,7 @@ class PartUploads:
         body = await self._part_body(upload, part_number, payload)
 
         async def send(reservation: PartReservation) -> None:
-            await self.fleet[reservation.backend].put_object(reservation.storage_key, body.stored)
+            await send_once(body.stored, lambda: self.fleet[reservation.backend].put_object(reservation.storage_key, body.stored))
 
         try:
             reservation = await self._store_part(upload, part_number, body.stored.length, send, request_id)

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config.model import ServerConfig
 from s3orch.core.objects import ObjectService
+from s3orch.core.stream_write import stream_allowed
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.envelope import DEFAULT_RESERVED_PREFIXES, S3Envelope, WriteGate
 from s3orch.frontend.handlers.bucket import BucketHandlers
@@ -67,4 +68,5 @@ def build_frontend(
         admission=admission,
         write_gate=write_gate,
         limiter=limiter,
+        stream_gate=lambda has_hex_claim: stream_allowed(objects, has_hex_claim),
     )

@@ -11,8 +11,11 @@ every error mapped to its S3 answer).  Every request is accounted for exactly
 once, whatever way it ends: admission slot released, in-flight gauge, metrics
 and an audit event.
 
-Request bodies are received here and only here (``_body_sink``, ``feed``,
-``_handle``): handlers get the finished, verified :class:`~s3orch.payload.Payload`.
+Request bodies are received here and only here (``body_sink``, ``feed``,
+``_handle``): handlers get the finished, verified :class:`~s3orch.payload.Payload`, or, for a
+stream-through write (:mod:`s3orch.frontend.body_sink`), a stream verified when it ends: its
+handler starts with the first body byte, and an error before the body is in is answered at
+once and the connection closed (the rest of the body is never read).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from twisted.web.server import NOT_DONE_YET
 from s3orch.auth.authenticate import authenticate
 from s3orch.auth.registry import CredentialRegistry
 from s3orch.config.model import ServerConfig
+from s3orch.frontend.body_sink import IGNORED_BODY_LIMIT, StreamGate, body_sink
 from s3orch.frontend.request import (
-    BodyUse,
     RequestState,
     Route,
     RouteTable,
@@ -47,17 +50,17 @@ from s3orch.frontend.request import (
     send_last_resort,
 )
 from s3orch.http.admission import Admission, Pool, Refused
-from s3orch.http.body import DiscardedBody, RequestBody, parse_content_md5
+from s3orch.http.body import DiscardedBody
 from s3orch.http.hold import Postponed
 from s3orch.http.ratelimit import RateLimiter
 from s3orch.http.site import RejectedEarly, S3Request, unprepared_rejection
+from s3orch.http.stream_body import StreamingBody
 from s3orch.observe import tracing
 from s3orch.observe.audit import audit, bind
 from s3orch.observe.logging import request_id_from_header
 from s3orch.observe.metrics import (
     ADMISSION_IN_USE,
     ADMISSION_REJECTIONS,
-    AUTH_STREAMING,
     AUTH_STREAMING_REJECTIONS,
     CREDENTIAL_REJECTIONS,
     DATABASE_UNAVAILABLE,
@@ -74,9 +77,6 @@ from s3orch.observe.metrics import (
 from s3orch.payload import Payload
 from s3orch.s3 import errors, sigv4
 from s3orch.s3.addressing import parse_address, virtual_bucket
-from s3orch.s3.checksums import parse_checksum_headers
-from s3orch.s3.chunked import AwsChunkedDecoder
-from s3orch.s3.numbers import parse_decimal
 from s3orch.s3.operations import resolve_operation
 from s3orch.store.interface import StoreUnavailable
 
@@ -88,15 +88,6 @@ _duration = lru_cache(maxsize=64)(REQUEST_DURATION.labels)
 _request_size = lru_cache(maxsize=64)(REQUEST_SIZE.labels)
 _response_size = lru_cache(maxsize=64)(RESPONSE_SIZE.labels)
 
-#: XML request bodies (DeleteObjects, CompleteMultipartUpload, ACLs) are capped here.
-XML_BODY_LIMIT = 4 * 1024 * 1024
-#: Bodies sent to operations that take none are counted up to this size and dropped.
-IGNORED_BODY_LIMIT = 4 * 1024 * 1024
-STREAMING_VARIANTS = {
-    sigv4.STREAMING_PAYLOAD: "signed",
-    sigv4.STREAMING_PAYLOAD_TRAILER: "signed-trailer",
-    sigv4.STREAMING_UNSIGNED_TRAILER: "unsigned-trailer",
-}
 #: Paths that are not S3 requests on the S3 port (Klein's operational endpoints).
 DEFAULT_RESERVED_PREFIXES = (b"/health", b"/metrics", b"/admin", b"/ui")
 
@@ -126,6 +117,7 @@ class S3Envelope(Resource):
         admission: Admission | None = None,
         write_gate: WriteGate | None = None,
         limiter: RateLimiter | None = None,
+        stream_gate: StreamGate | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # twisted.web's Resource is unannotated
         #: Degraded mode (``s3orch.core.degraded``): the 503 a write gets before its body, or None.
@@ -140,6 +132,8 @@ class S3Envelope(Resource):
             if pool is not None:
                 ADMISSION_IN_USE.labels(pool.name).set_function(_in_use_of(pool))
         self.registry = registry
+        #: May a large PutObject stream through (the object service's settings allow it)?
+        self.stream_gate = stream_gate
         self.routes = routes
         #: Request timing, signature dates and database-error log pacing all read this clock.
         self.clock = clock
@@ -204,7 +198,7 @@ class S3Envelope(Resource):
                         raise self._rate_limited(state)
                 state.query = sigv4.parse_query(query_of(uri))
                 with tracing.using(state.span):  # its log lines (audit refusals) carry the trace
-                    self._prepare(state, length)
+                    self._prepare(state, length, request)
             except (RejectedEarly, errors.S3Error):
                 raise
             except StoreUnavailable as exc:
@@ -226,7 +220,7 @@ class S3Envelope(Resource):
             raise
         return state
 
-    def _prepare(self, state: RequestState, length: int | None) -> None:
+    def _prepare(self, state: RequestState, length: int | None, request: S3Request) -> None:
         headers = state.headers
         suffix = self.server_config.virtual_host_suffix
         state.address = parse_address(first_header(headers, "host"), state.raw_path, suffix)
@@ -261,7 +255,7 @@ class S3Envelope(Resource):
         if route is not None and route.early is not None:
             route.early(state)
         if route is not None and route.body is not None:
-            state.body = self._body_sink(state, length, route.body)
+            state.body = body_sink(self.server_config, state, length, route.body, request, self.stream_gate)
         elif length is None or length > 0:
             # Bodies on operations that take none are counted, capped and dropped.
             state.body = DiscardedBody(max_size=IGNORED_BODY_LIMIT, declared_length=length)
@@ -278,86 +272,15 @@ class S3Envelope(Resource):
             state.event = "s3.AdmissionRejected"
             raise errors.SlowDown().with_headers([("Retry-After", "1")]) from None
 
-    def _body_sink(self, state: RequestState, length: int | None, use: BodyUse) -> RequestBody:
-        headers = state.headers
-        is_data = use.object_data
-        max_size = self.server_config.max_object_size if is_data else XML_BODY_LIMIT
-        # SigV4: the claim the signature covers (a presigned URL signs UNSIGNED-PAYLOAD
-        # unless the client signed the header); SigV2 signs every x-amz-* header.
-        claim = state.auth.payload_hash if state.auth else first_header(headers, "x-amz-content-sha256")
-        decoder: AwsChunkedDecoder | None = None
-        declared = length
-        decoded = first_header(headers, "x-amz-decoded-content-length")
-        # aws-chunked framing is decoded only when signed data declares it: a STREAMING-*
-        # payload claim, or a decoded length together with a signed
-        # "Content-Encoding: aws-chunked".  Either alone is a plain body (botocore sends a
-        # signed "Content-Encoding: aws-chunked" with plain bodies in some modes); the token
-        # is dropped from the stored Content-Encoding.
-        encoding = (first_header(headers, "content-encoding") or "").lower()
-        encoding_signed = state.auth is not None and "content-encoding" in state.auth.signed_headers
-        declared_by_length = decoded is not None and "aws-chunked" in encoding and encoding_signed
-        if claim in STREAMING_VARIANTS or declared_by_length:
-            variant = STREAMING_VARIANTS.get(claim or "", "unsigned-trailer")
-            AUTH_STREAMING.labels(variant).inc()
-            declared = parse_decimal(decoded)
-            if declared is None:
-                if decoded is not None:
-                    AUTH_STREAMING_REJECTIONS.labels("invalid_decoded_length").inc()
-                    raise errors.InvalidArgument(
-                        "x-amz-decoded-content-length must be a non-negative integer.",
-                        ArgumentName="x-amz-decoded-content-length",
-                        ArgumentValue=decoded[:64],
-                    )
-                AUTH_STREAMING_REJECTIONS.labels("missing_decoded_length").inc()
-                raise errors.MissingContentLength(
-                    "x-amz-decoded-content-length is required for aws-chunked uploads."
-                )
-            signed = claim in (sigv4.STREAMING_PAYLOAD, sigv4.STREAMING_PAYLOAD_TRAILER)
-            if signed and state.auth is None:
-                raise errors.InvalidRequest("Signed streaming uploads need SigV4 authentication.")
-            auth = state.auth
-            decoder = AwsChunkedDecoder(
-                signed=signed,
-                trailer=bool(claim and claim.endswith("TRAILER")) or claim is None,
-                signing_key=auth.signing_key if (signed and auth) else None,
-                seed_signature=auth.seed_signature if (signed and auth) else None,
-                amz_date=auth.amz_date if auth else None,
-                scope=auth.scope if auth else None,
-                decoded_length=declared,
-            )
-        elif length == 0 and is_data and first_header(headers, "content-length") is None:
-            if first_header(headers, "transfer-encoding") is None:
-                raise errors.MissingContentLength()
-        if is_data and declared is not None and declared > max_size:
-            raise errors.EntityTooLarge(
-                MaxSizeAllowed=str(max_size), ProposedSize=str(declared)
-            )
-        if use.oversized_is_malformed and declared is not None and declared > max_size:
-            raise errors.MalformedXML()  # AWS: an oversized part list is malformed, unread
-        trailer = first_header(headers, "x-amz-trailer")
-        trailer_checksum = None
-        if trailer:
-            name = trailer.strip().lower()
-            if name.startswith("x-amz-checksum-"):
-                trailer_checksum = name[len("x-amz-checksum-"):]
-        return RequestBody(
-            max_size=max_size,
-            declared_length=declared,
-            spool_memory_limit=self.server_config.spool_memory_limit,
-            spool_dir=self.server_config.spool_dir or None,
-            decoder=decoder,
-            content_md5=parse_content_md5(first_header(headers, "content-md5")),
-            sha256_claim=claim,
-            checksum_header=parse_checksum_headers(headers) if use.checksum_headers else None,
-            trailer_checksum=trailer_checksum,
-        )
-
     def feed(self, request: S3Request, data: bytes) -> None:
         state: RequestState = request.s3
         if state.body is None or state.error is not None:
             return
         try:
             state.body.feed(data)
+            if isinstance(state.body, StreamingBody) and not state.body.handling:
+                state.body.handling = True
+                self._start(request, state)  # the backend write runs while the body arrives
         except errors.S3Error as exc:
             route = self.routes.get(state.op_name)
             if exc.code == "EntityTooLarge" and route is not None and route.body is not None:
@@ -430,6 +353,15 @@ class S3Envelope(Resource):
 
     def render(self, request: S3Request) -> int:
         state: RequestState = request.s3
+        if isinstance(state.body, StreamingBody) and state.body.handling:
+            request.setHeader("server", "s3orch")  # process() set Twisted's default again
+            state.body.end_of_body()  # its handler runs already, and answers once the backend did
+            return NOT_DONE_YET
+        self._start(request, state)
+        return NOT_DONE_YET
+
+    def _start(self, request: S3Request, state: RequestState) -> None:
+        """Run the request's handler (the body is in, or streams through)."""
         with tracing.using(state.span):  # the coroutine runs in a copy of this context
             d = Deferred.fromCoroutine(self._handle(request, state))
 
@@ -439,7 +371,6 @@ class S3Envelope(Resource):
             self._finish_accounting(state, 500, request)
 
         d.addErrback(unhandled)
-        return NOT_DONE_YET
 
     async def _handle(self, request: S3Request, state: RequestState) -> None:
         body: Payload | None = None
@@ -460,15 +391,18 @@ class S3Envelope(Resource):
                     )
                 await self._run(route, request, state, body)
             except errors.S3Error as exc:
-                send_error(request, state, exc)
+                if not self._cut_stream(request, state, exc):
+                    send_error(request, state, exc)
             except StoreUnavailable as exc:
-                self._database_unavailable(request, state, exc)
+                if not self._cut_stream(request, state, errors.ServiceUnavailable()):
+                    self._database_unavailable(request, state, exc)
             except Exception:
                 self.log.failure(
                     "request failed", component="s3", request_id=state.request_id, operation=state.op_name
                 )
                 audit("http.PanicRecovered", request_id=state.request_id, operation=state.op_name)
-                send_error(request, state, errors.InternalError())
+                if not self._cut_stream(request, state, errors.InternalError()):
+                    send_error(request, state, errors.InternalError())
         except Exception:
             # Sending the answer itself failed: the request must still end.
             self.log.failure("sending the answer failed", component="s3", request_id=state.request_id)
@@ -480,6 +414,22 @@ class S3Envelope(Resource):
             if body is not None:
                 body.close()
             self._finish_accounting(state, request.code, request)
+
+    def _cut_stream(self, request: S3Request, state: RequestState, exc: errors.S3Error) -> bool:
+        """A stream-through write failed before its body was in (or its request was refused
+        meanwhile): answer now and close, the rest of the body unread.  False: answer as usual."""
+        body = state.body
+        if request.rejected or request._disconnected:
+            return True  # refused meanwhile (deadline, framing) or the client is gone: nothing to send
+        if not isinstance(body, StreamingBody) or body.complete:
+            return False
+        state.error = exc
+        body.discard()
+        channel = request.channel
+        rejection = self._rejection(state, exc)
+        if channel is not None and hasattr(channel, "reject"):
+            channel.reject(request, rejection)
+        return True
 
     async def _run(self, route: Route, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """The handler, its storage events bound to the request (audit.bind), counted in s3o_manager_*."""

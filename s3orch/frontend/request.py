@@ -46,7 +46,7 @@ class RequestState:
     operation: Operation | None = None
     principal: Principal | None = None
     auth: sigv4.AuthResult | None = None
-    body: RequestBody | DiscardedBody | None = None
+    body: RequestBody | DiscardedBody | None = None  # a StreamingBody is a RequestBody
     error: errors.S3Error | None = None
     bytes_out: int = 0
     accounted: bool = False
@@ -97,10 +97,12 @@ class BodyUse:
     oversized_is_malformed: bool = False
     #: The request's ``x-amz-checksum-*`` header describes this body (else the object's).
     checksum_headers: bool = True
+    #: A large body may stream through to the backend (``server.stream_through_min_size``).
+    streamable: bool = False
 
 
-#: PutObject, UploadPart: the object's bytes.
-OBJECT_DATA = BodyUse(object_data=True)
+#: PutObject, UploadPart: the object's bytes, which may stream through when large.
+STREAMED_OBJECT_DATA = BodyUse(object_data=True, streamable=True)
 #: DeleteObjects, CreateBucket, Put*Acl: a small XML document.
 XML_DOCUMENT = BodyUse(object_data=False)
 #: CompleteMultipartUpload: the part list, whose x-amz-checksum-* is the object's.

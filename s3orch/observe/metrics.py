@@ -135,6 +135,13 @@ DATABASE_UNAVAILABLE = Counter(
 WRITE_FAILOVER = Counter(
     "s3o_write_failover_total", "PUTs retried on another backend", ["backend"], registry=REGISTRY
 )
+STREAM_THROUGH_WRITES = Counter(
+    "s3o_stream_through_writes_total",
+    "PutObject bodies streamed to a backend without a spool, by result"
+    " (success, client_error: digest mismatch or client gone, backend_error)",
+    ["result"],
+    registry=REGISTRY,
+)
 EARLY_REJECTIONS = Counter(
     "s3o_early_rejections_total",
     "Requests refused before their body was read",

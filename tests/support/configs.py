@@ -16,6 +16,8 @@ class BackendSpec:
     secret_key: str = "testing"
     quota_bytes: int = 0
     max_object_size: int = 0
+    #: ``unsigned_payload`` of the backend (None: not written, the default "auto").
+    unsigned_payload: bool | None = None
 
 
 @dataclass
@@ -67,6 +69,7 @@ class GatewayConfig:
                     "force_path_style": True,
                     "quota_bytes": b.quota_bytes if limited else 0,
                     **({"max_object_size": b.max_object_size} if b.max_object_size else {}),
+                    **({"unsigned_payload": b.unsigned_payload} if b.unsigned_payload is not None else {}),
                 }
                 for b in self.backends
             ],

@@ -135,6 +135,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "log_format": "json",
             "spool_dir": "",
             "spool_memory_limit": 1024 * 1024,
+            "stream_through_min_size": 8 * 1024 * 1024,
             "virtual_host_suffix": "",
             "delete_concurrency": 16,
             "allow_sigv2": True,

@@ -106,6 +106,10 @@ HONOURED: dict[str, tuple[str, ...]] = {
     ),
     "server.spool_dir": (f"{GW_OPS}::test_bodies_over_spool_memory_limit_go_to_spool_dir",),
     "server.spool_memory_limit": (f"{GW_OPS}::test_bodies_over_spool_memory_limit_go_to_spool_dir",),
+    "server.stream_through_min_size": (
+        "tests/unit/test_stream_through.py::test_a_large_put_streams_and_commits_like_a_spooled_one",
+        "tests/unit/test_stream_through.py::test_small_bodies_keep_the_spool",
+    ),
     "server.virtual_host_suffix": (f"{GW_OPS}::test_virtual_hosted_style_when_suffix_is_set",),
     "server.delete_concurrency": (
         "tests/unit/test_feature_support.py::DeleteConcurrencyTests::test_backend_deletes_run_at_most_delete_concurrency_at_once",

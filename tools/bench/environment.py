@@ -51,8 +51,11 @@ class Environment:
             backends=[
                 # pack routing over unlimited backends is refused (it would only use the first):
                 # each gets a quota no run reaches, so pack fills weed1 as rclone's ff policy does.
+                # unsigned_payload, as the direct client sends: large PUTs stream through (the
+                # default over http signs each body's SHA-256, which a stream knows only at its end).
                 BackendSpec(
-                    f"weed{n}", w.endpoint, self.backend_bucket, w.access_key, w.secret_key, BACKEND_QUOTA
+                    f"weed{n}", w.endpoint, self.backend_bucket, w.access_key, w.secret_key, BACKEND_QUOTA,
+                    unsigned_payload=True,
                 )
                 for n, w in enumerate(self.weeds, 1)
             ],

@@ -16,10 +16,10 @@ from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.handlers.object import check_new_object_headers, usage_gate
 from s3orch.frontend.request import (
-    OBJECT_DATA,
     OWNER_ID,
     OWNER_NAME,
     PART_LIST,
+    STREAMED_OBJECT_DATA,
     RequestState,
     Route,
     first_header,
@@ -60,7 +60,7 @@ class MultipartHandlers:
     def routes(self) -> dict[str, Route]:
         return {
             "CreateMultipartUpload": Route(self.create, None, check_new_object_headers),
-            "UploadPart": Route(self.upload_part, OBJECT_DATA, usage_gate(self.objects)),
+            "UploadPart": Route(self.upload_part, STREAMED_OBJECT_DATA, usage_gate(self.objects)),
             "UploadPartCopy": Route(self.upload_part_copy),
             "CompleteMultipartUpload": Route(self.complete, PART_LIST),
             "AbortMultipartUpload": Route(self.abort),

@@ -17,9 +17,9 @@ from s3orch.core.multipart import object_parts_page, part_range
 from s3orch.core.objects import NewObject, ObjectService
 from s3orch.frontend.handlers.bucket import check_acl_headers, read_acl_document
 from s3orch.frontend.request import (
-    OBJECT_DATA,
     OWNER_ID,
     OWNER_NAME,
+    STREAMED_OBJECT_DATA,
     XML_DOCUMENT,
     EarlyCheck,
     RequestState,
@@ -134,7 +134,7 @@ class ObjectHandlers:
 
     def routes(self) -> dict[str, Route]:
         return {
-            "PutObject": Route(self.put_object, OBJECT_DATA, usage_gate(self.objects, check_new_object_headers)),
+            "PutObject": Route(self.put_object, STREAMED_OBJECT_DATA, usage_gate(self.objects, check_new_object_headers)),
             "CopyObject": Route(self.copy_object, None, check_copy_headers),
             "GetObject": Route(self.get_object, None, check_response_overrides),
             "HeadObject": Route(self.head_object, None, check_response_overrides),
