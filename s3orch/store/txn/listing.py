@@ -52,6 +52,24 @@ def common_prefix(key: str, prefix: str, delimiter: str) -> str | None:
     return key[: at + len(delimiter)]
 
 
+def _objects_range(
+    tx: Tx, bucket: str, lower: str, inclusive: bool, upper: str | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """The first ``limit`` listing rows of ``bucket`` from ``lower`` up to ``upper``: one
+    range scan of the (bucket, object_key) primary key, in key order (no sort)."""
+    sql = (
+        "SELECT object_key, COALESCE(plaintext_size, size_bytes), etag, last_modified FROM objects"
+        f" WHERE bucket = ? AND object_key {'>=' if inclusive else '>'} ?"
+    )
+    params: list[Any] = [bucket, lower]
+    if upper is not None:
+        sql += " AND object_key < ?"
+        params.append(upper)
+    sql += " ORDER BY object_key LIMIT ?"
+    params.append(limit)
+    return list(tx.execute(sql, params).fetchall())
+
+
 def txn_list_objects(
     tx: Tx,
     notes: Notes,
@@ -63,10 +81,12 @@ def txn_list_objects(
 ) -> ListPage:
     """Range scans over the (bucket, object_key) index, in one read snapshot.
 
-    A common prefix is emitted once and the scan restarts past every key under
-    it, so a "directory" of a million keys costs one index seek, not a million
-    rows.  Queries ask only for the rows they can still use (drivers may fetch
-    a whole result at once).
+    Without a delimiter, one query of at most ``max_keys + 1`` rows is the whole listing.
+    With one, a common prefix is emitted once and the scan restarts past every key under
+    it, so a "directory" of a million keys costs one index seek, not a million rows.
+    Queries ask only for the rows they can still use (drivers may fetch a whole result at
+    once).  The columns already have the entries' types (BIGINT/INTEGER size, DOUBLE/REAL
+    time), so rows become entries as they are.
     """
     upper = prefix_upper_bound(prefix)
     if start_after < prefix:
@@ -82,23 +102,17 @@ def txn_list_objects(
         lower = None
 
     wanted = max_keys + 1  # one more than asked, to know whether the listing is truncated
+    if not delimiter:
+        rows = [] if lower is None else _objects_range(tx, bucket, lower, inclusive, upper, wanted)
+        entries = tuple(map(ListEntry._make, rows[:max_keys]))
+        truncated = len(rows) > max_keys
+        return ListPage(entries, (), truncated, entries[-1].key if truncated and entries else None)
+
     items: list[ListEntry | str] = []
     batch = LIST_BATCH_MIN
     while lower is not None and len(items) < wanted:
-        limit = wanted - len(items)
-        if delimiter:
-            limit = min(limit, batch)
-        sql = (
-            "SELECT object_key, COALESCE(plaintext_size, size_bytes), etag, last_modified FROM objects"
-            f" WHERE bucket = ? AND object_key {'>=' if inclusive else '>'} ?"
-        )
-        params: list[Any] = [bucket, lower]
-        if upper is not None:
-            sql += " AND object_key < ?"
-            params.append(upper)
-        sql += " ORDER BY object_key LIMIT ?"
-        params.append(limit)
-        rows = tx.execute(sql, params).fetchall()
+        limit = min(wanted - len(items), batch)
+        rows = _objects_range(tx, bucket, lower, inclusive, upper, limit)
         jumped = False
         for key, size, etag, last_modified in rows:
             common = common_prefix(key, prefix, delimiter)
@@ -107,7 +121,7 @@ def txn_list_objects(
                 lower, inclusive = prefix_upper_bound(common), True
                 jumped = True
                 break
-            items.append(ListEntry(key, int(size), etag, float(last_modified)))
+            items.append(ListEntry(key, size, etag, last_modified))
             lower, inclusive = key, False
             if len(items) >= wanted:
                 break
