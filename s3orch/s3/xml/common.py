@@ -58,12 +58,13 @@ def iso8601(when: Timestamp) -> str:
         seconds = int(when.timestamp() // 1)
     else:
         seconds = int(when // 1)
-    return _iso8601_seconds(seconds)
+    return iso8601_seconds(seconds)
 
 
 @lru_cache(maxsize=4096)
-def _iso8601_seconds(seconds: int) -> str:
-    """Cached: the keys of one listing were mostly written in few distinct seconds."""
+def iso8601_seconds(seconds: int) -> str:
+    """:func:`iso8601` of whole epoch seconds, cached: the keys of one listing page were
+    mostly written in few distinct seconds."""
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(seconds))
 
 

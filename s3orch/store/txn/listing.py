@@ -70,24 +70,9 @@ def _objects_range(
     return list(tx.execute(sql, params).fetchall())
 
 
-def txn_list_objects(
-    tx: Tx,
-    notes: Notes,
-    bucket: str,
-    prefix: str,
-    delimiter: str,
-    start_after: str,
-    max_keys: int,
-) -> ListPage:
-    """Range scans over the (bucket, object_key) index, in one read snapshot.
-
-    Without a delimiter, one query of at most ``max_keys + 1`` rows is the whole listing.
-    With one, a common prefix is emitted once and the scan restarts past every key under
-    it, so a "directory" of a million keys costs one index seek, not a million rows.
-    Queries ask only for the rows they can still use (drivers may fetch a whole result at
-    once).  The columns already have the entries' types (BIGINT/INTEGER size, DOUBLE/REAL
-    time), so rows become entries as they are.
-    """
+def _scan_start(prefix: str, delimiter: str, start_after: str) -> tuple[str | None, bool, str | None]:
+    """Where a listing's scan starts (None: nothing to list), whether that key is included,
+    and where it stops (None: the end of the bucket)."""
     upper = prefix_upper_bound(prefix)
     if start_after < prefix:
         lower: str | None = prefix
@@ -100,14 +85,44 @@ def txn_list_objects(
             lower, inclusive = prefix_upper_bound(start_after), True  # skip its whole group
     if upper is not None and lower is not None and lower >= upper:
         lower = None
+    return lower, inclusive, upper
 
-    wanted = max_keys + 1  # one more than asked, to know whether the listing is truncated
+
+def txn_list_keys(
+    tx: Tx, notes: Notes, bucket: str, prefix: str, start_after: str, max_keys: int
+) -> ListPage:
+    """A listing without a delimiter: one range scan of at most ``max_keys + 1`` rows (one
+    more than asked, to know whether it is truncated) is the whole page.  Bounded by the
+    page size (:data:`~s3orch.s3.listing.MAX_PAGE` keys at most from the front door), so
+    the store may run it as a point read.  The columns already have the entries' types
+    (BIGINT/INTEGER size, DOUBLE/REAL time), so rows become entries as they are."""
+    lower, inclusive, upper = _scan_start(prefix, "", start_after)
+    rows = [] if lower is None else _objects_range(tx, bucket, lower, inclusive, upper, max_keys + 1)
+    entries = tuple(map(ListEntry._make, rows[:max_keys]))
+    truncated = len(rows) > max_keys
+    return ListPage(entries, (), truncated, entries[-1].key if truncated and entries else None)
+
+
+def txn_list_objects(
+    tx: Tx,
+    notes: Notes,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    start_after: str,
+    max_keys: int,
+) -> ListPage:
+    """Range scans over the (bucket, object_key) index, in one read snapshot.
+
+    Without a delimiter, :func:`txn_list_keys`.  With one, a common prefix is emitted once
+    and the scan restarts past every key under it, so a "directory" of a million keys costs
+    one index seek, not a million rows.  Queries ask only for the rows they can still use
+    (drivers may fetch a whole result at once).
+    """
     if not delimiter:
-        rows = [] if lower is None else _objects_range(tx, bucket, lower, inclusive, upper, wanted)
-        entries = tuple(map(ListEntry._make, rows[:max_keys]))
-        truncated = len(rows) > max_keys
-        return ListPage(entries, (), truncated, entries[-1].key if truncated and entries else None)
-
+        return txn_list_keys(tx, notes, bucket, prefix, start_after, max_keys)
+    lower, inclusive, upper = _scan_start(prefix, delimiter, start_after)
+    wanted = max_keys + 1  # one more than asked, to know whether the listing is truncated
     items: list[ListEntry | str] = []
     batch = LIST_BATCH_MIN
     while lower is not None and len(items) < wanted:
