@@ -32,7 +32,7 @@ KEYS = [PREFIX + name for name in NAMES]
 
 @pytest.fixture(scope="module")
 def s3(gateway: GatewayProcess) -> Any:
-    client = s3_client(gateway.endpoint, "photoskey", "photossecret")
+    client: Any = s3_client(gateway.endpoint, "photoskey", "photossecret")
     for i, key in enumerate(KEYS):
         client.put_object(Bucket="photos", Key=key, Body=b"x" * i)
     return client
