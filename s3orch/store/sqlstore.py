@@ -77,7 +77,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _STRATEGIES = ("pack", "spread")
-#: Read transactions that are a lookup by key: the engine may run them without a thread hop
+#: Read transactions short and bounded like a lookup by key: the engine may run them without a thread hop
 #: (:meth:`~s3orch.store.engine.ConnectionPools.run_point_read`).
 #: A listing page without a delimiter of at most POINT_LIST_KEYS keys is one range scan of at most
 #: 1001 rows (0.6 ms in SQLite for the first page of a million-key bucket): less than the hop costs.
