@@ -55,7 +55,7 @@ class ConnectionPools(Protocol):
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> Deferred[_T]:
-        """A short read-only transaction (a lookup by key): as ``run_transaction(True, True,
+        """A short read-only transaction (a lookup by key, a bounded page): as ``run_transaction(True, True,
         ...)``, but the engine may run it on the calling thread when it can never wait there
         (SQLite in WAL mode)."""
 

@@ -156,3 +156,36 @@ async def test_a_bug_in_a_point_read_fails_its_deferred(tmp_path: Path) -> None:
         assert await store.get_object("bkt", "nothing") is None
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listing_without_delimiter_is_a_point_read_and_others_use_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of at most 1000 keys without a delimiter is one bounded range scan: answered at
+    once on the inline connection, seeing the last commit; a delimiter (an unbounded number
+    of seeks) or a larger page still goes to the reader pool, with the same answer."""
+    store, pools = await started(tmp_path / "s.db")
+    try:
+        for key in ("a/1", "a/2", "b"):
+            await put(store, key, 3)
+        calls = _forbid_pool(pools, monkeypatch)
+        answered = store.list_objects("bkt", "", "", "", 2)
+        assert calls == []
+        page = await answered
+        assert [e.key for e in page.entries] == ["a/1", "a/2"]
+        assert page.is_truncated and page.next_marker == "a/2"
+        assert page.entries[0].size == 3 and isinstance(page.entries[0].last_modified, float)
+        await put(store, "a/0", 4)  # read right after its commit
+        page = await store.list_objects("bkt", "a/", "", "", 1000)
+        assert [(e.key, e.size) for e in page.entries] == [("a/0", 4), ("a/1", 3), ("a/2", 3)]
+        assert not page.is_truncated and page.next_marker is None
+        assert calls == []
+
+        grouped = await store.list_objects("bkt", "", "/", "", 1000)
+        assert grouped.common_prefixes == ("a/",) and [e.key for e in grouped.entries] == ["b"]
+        assert len(calls) == 1
+        large = await store.list_objects("bkt", "", "", "a/0", 1001)
+        assert [e.key for e in large.entries] == ["a/1", "a/2", "b"] and len(calls) == 2
+    finally:
+        await store.close()

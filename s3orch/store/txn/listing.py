@@ -52,22 +52,27 @@ def common_prefix(key: str, prefix: str, delimiter: str) -> str | None:
     return key[: at + len(delimiter)]
 
 
-def txn_list_objects(
-    tx: Tx,
-    notes: Notes,
-    bucket: str,
-    prefix: str,
-    delimiter: str,
-    start_after: str,
-    max_keys: int,
-) -> ListPage:
-    """Range scans over the (bucket, object_key) index, in one read snapshot.
+def _objects_range(
+    tx: Tx, bucket: str, lower: str, inclusive: bool, upper: str | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """The first ``limit`` listing rows of ``bucket`` from ``lower`` up to ``upper``: one
+    range scan of the (bucket, object_key) primary key, in key order (no sort)."""
+    sql = (
+        "SELECT object_key, COALESCE(plaintext_size, size_bytes), etag, last_modified FROM objects"
+        f" WHERE bucket = ? AND object_key {'>=' if inclusive else '>'} ?"
+    )
+    params: list[Any] = [bucket, lower]
+    if upper is not None:
+        sql += " AND object_key < ?"
+        params.append(upper)
+    sql += " ORDER BY object_key LIMIT ?"
+    params.append(limit)
+    return list(tx.execute(sql, params).fetchall())
 
-    A common prefix is emitted once and the scan restarts past every key under
-    it, so a "directory" of a million keys costs one index seek, not a million
-    rows.  Queries ask only for the rows they can still use (drivers may fetch
-    a whole result at once).
-    """
+
+def _scan_start(prefix: str, delimiter: str, start_after: str) -> tuple[str | None, bool, str | None]:
+    """Where a listing's scan starts (None: nothing to list), whether that key is included,
+    and where it stops (None: the end of the bucket)."""
     upper = prefix_upper_bound(prefix)
     if start_after < prefix:
         lower: str | None = prefix
@@ -80,25 +85,49 @@ def txn_list_objects(
             lower, inclusive = prefix_upper_bound(start_after), True  # skip its whole group
     if upper is not None and lower is not None and lower >= upper:
         lower = None
+    return lower, inclusive, upper
 
+
+def txn_list_keys(
+    tx: Tx, notes: Notes, bucket: str, prefix: str, start_after: str, max_keys: int
+) -> ListPage:
+    """A listing without a delimiter: one range scan of at most ``max_keys + 1`` rows (one
+    more than asked, to know whether it is truncated) is the whole page.  Bounded by the
+    page size (:data:`~s3orch.s3.listing.MAX_PAGE` keys at most from the front door), so
+    the store may run it as a point read.  The columns already have the entries' types
+    (BIGINT/INTEGER size, DOUBLE/REAL time), so rows become entries as they are."""
+    lower, inclusive, upper = _scan_start(prefix, "", start_after)
+    rows = [] if lower is None else _objects_range(tx, bucket, lower, inclusive, upper, max_keys + 1)
+    entries = tuple(map(ListEntry._make, rows[:max_keys]))
+    truncated = len(rows) > max_keys
+    return ListPage(entries, (), truncated, entries[-1].key if truncated and entries else None)
+
+
+def txn_list_objects(
+    tx: Tx,
+    notes: Notes,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    start_after: str,
+    max_keys: int,
+) -> ListPage:
+    """Range scans over the (bucket, object_key) index, in one read snapshot.
+
+    Without a delimiter, :func:`txn_list_keys`.  With one, a common prefix is emitted once
+    and the scan restarts past every key under it, so a "directory" of a million keys costs
+    one index seek, not a million rows.  Queries ask only for the rows they can still use
+    (drivers may fetch a whole result at once).
+    """
+    if not delimiter:
+        return txn_list_keys(tx, notes, bucket, prefix, start_after, max_keys)
+    lower, inclusive, upper = _scan_start(prefix, delimiter, start_after)
     wanted = max_keys + 1  # one more than asked, to know whether the listing is truncated
     items: list[ListEntry | str] = []
     batch = LIST_BATCH_MIN
     while lower is not None and len(items) < wanted:
-        limit = wanted - len(items)
-        if delimiter:
-            limit = min(limit, batch)
-        sql = (
-            "SELECT object_key, COALESCE(plaintext_size, size_bytes), etag, last_modified FROM objects"
-            f" WHERE bucket = ? AND object_key {'>=' if inclusive else '>'} ?"
-        )
-        params: list[Any] = [bucket, lower]
-        if upper is not None:
-            sql += " AND object_key < ?"
-            params.append(upper)
-        sql += " ORDER BY object_key LIMIT ?"
-        params.append(limit)
-        rows = tx.execute(sql, params).fetchall()
+        limit = min(wanted - len(items), batch)
+        rows = _objects_range(tx, bucket, lower, inclusive, upper, limit)
         jumped = False
         for key, size, etag, last_modified in rows:
             common = common_prefix(key, prefix, delimiter)
@@ -107,7 +136,7 @@ def txn_list_objects(
                 lower, inclusive = prefix_upper_bound(common), True
                 jumped = True
                 break
-            items.append(ListEntry(key, int(size), etag, float(last_modified)))
+            items.append(ListEntry(key, size, etag, last_modified))
             lower, inclusive = key, False
             if len(items) >= wanted:
                 break
