@@ -35,11 +35,13 @@ from s3orch.config.model import IntegrityConfig
 from s3orch.core.cleanup import Cleanups
 from s3orch.core.fleet import BackendFleet
 from s3orch.crypto.envelope import Envelope
+from s3orch.crypto.format import MAGIC as ENCRYPTED_MAGIC
 from s3orch.crypto.streams import CiphertextRejected
 from s3orch.notify.events import CORRUPTION_DETECTED
 from s3orch.notify.sink import NULL_SINK, EventSink
 from s3orch.observe.audit import audit
 from s3orch.observe.metrics import INTEGRITY_CHECKS, INTEGRITY_ERRORS
+from s3orch.observe.metrics_crypto import FLAG_MISMATCH
 from s3orch.s3 import errors
 from s3orch.store.interface import Location, MetadataStore, ObjectRecord
 from s3orch.store.records import Extent, ScrubCopy
@@ -147,6 +149,8 @@ class HashSink:
 
     def __init__(self, *algorithms: str) -> None:
         self.hashes = {name: _Hashes(name) for name in algorithms}
+        #: The first bytes seen (enough to recognise the encrypted format's header).
+        self.head = b""
 
     def registerProducer(self, producer: PushProducer, streaming: bool) -> None:
         pass
@@ -155,6 +159,8 @@ class HashSink:
         pass
 
     def write(self, data: bytes) -> None:
+        if len(self.head) < len(ENCRYPTED_MAGIC):
+            self.head += data[: len(ENCRYPTED_MAGIC) - len(self.head)]
         for running in self.hashes.values():
             running.update(data)
 
@@ -238,7 +244,11 @@ class Scrubber:
                 storage_key=copy.storage_key, error=str(exc),
             )
             return UNREADABLE
-        return VERIFIED if sink.matches(copy.expected, copy.size) else MISMATCH
+        if sink.matches(copy.expected, copy.size):
+            return VERIFIED
+        if sink.head == ENCRYPTED_MAGIC:  # the row says plaintext; the bytes are our ciphertext
+            FLAG_MISMATCH.labels("scrubber").inc()
+        return MISMATCH
 
     async def _verdict_encrypted(self, copy: ScrubCopy, client: Any) -> str:
         """An encrypted or compressed copy: every chunk's GCM tag (every frame's checksum) is

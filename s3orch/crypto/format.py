@@ -48,6 +48,11 @@ class DecryptionError(Exception):
     reordered, from another object, or the key is wrong.  Never yields plaintext."""
 
 
+class NotEncrypted(DecryptionError):
+    """The stored bytes do not begin with this format's header at all: the row says
+    encrypted, the bytes say otherwise (``s3o_encryption_flag_mismatch_total``)."""
+
+
 def new_dek() -> bytes:
     """A fresh random 256-bit data key (one per object)."""
     return os.urandom(DEK_SIZE)
@@ -148,7 +153,7 @@ def check_header(params: StreamParams, header: bytes) -> None:
         raise DecryptionError("truncated header")
     magic, version, log2, _, length = _HEADER.unpack(header)
     if magic != MAGIC or version != VERSION:
-        raise DecryptionError("not an encrypted stream of this format")
+        raise NotEncrypted("not an encrypted stream of this format")
     if 1 << log2 != params.chunk_size or length != params.plaintext_size:
         raise DecryptionError("header does not match the stored object")
 

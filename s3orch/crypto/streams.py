@@ -33,11 +33,12 @@ from s3orch.crypto.format import (
     ChunkEncryptor,
     ChunkSpan,
     DecryptionError,
+    NotEncrypted,
     StreamParams,
     covering,
     covering_all,
 )
-from s3orch.observe.metrics_crypto import ENCRYPTION_ERRORS, ENCRYPTION_OPERATIONS
+from s3orch.observe.metrics_crypto import ENCRYPTION_ERRORS, ENCRYPTION_OPERATIONS, FLAG_MISMATCH
 from s3orch.payload import Payload
 
 _READ_SIZE = 1024 * 1024
@@ -162,6 +163,8 @@ class DecryptingStream:
             if relay.error is not None:
                 kind = "truncated" if "ended" in str(relay.error) else "authentication"
                 ENCRYPTION_ERRORS.labels(self._op, kind).inc()
+                if isinstance(relay.error, NotEncrypted):
+                    FLAG_MISMATCH.labels("decrypt").inc()
                 result.errback(CiphertextRejected(str(relay.error)))
             else:
                 ENCRYPTION_OPERATIONS.labels(self._op).inc()

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from s3orch.admin.ndjson import SilentProgress
 from s3orch.crypto.format import CHUNK_OVERHEAD, HEADER_SIZE, ciphertext_size
 from s3orch.crypto.keys import LocalKeys, wrap_local
+from s3orch.observe.metrics import REGISTRY
 from s3orch.testing import GatewayHarness
 from s3orch.testing.httpclient import ResponseMissing
 from tests.conftest import PHOTOS
@@ -308,3 +309,32 @@ def test_the_scrubber_checks_encrypted_copies_by_decrypting_them(tmp_path: Path)
         stored, _ = _stored_of(gateway, len(body))
         stored.data = bytes(stored.data)[:-1] + bytes([stored.data[-1] ^ 1])
         assert _pass(gateway, scrubber.verdict(copies[0])) == "mismatch"
+
+
+def _flag_mismatches(component: str) -> float:
+    return REGISTRY.get_sample_value("s3o_encryption_flag_mismatch_total", {"component": component}) or 0.0
+
+
+def test_a_row_and_bytes_that_disagree_on_encryption_are_counted(tmp_path: Path) -> None:
+    """``s3o_encryption_flag_mismatch_total``: a row saying encrypted over plaintext bytes (found
+    while decrypting), and a row saying plaintext over our ciphertext (found by the scrubber)."""
+    config = _config().replace("encryption:", "integrity:\n  enabled: true\nencryption:", 1)
+    with GatewayHarness(tmp_path, config) as gateway:
+        plain = os.urandom(3 * CHUNK + 5)
+        assert gateway.put(BUCKET, "says-sealed", plain).status == 200
+        stored, _ = _stored_of(gateway, len(plain))
+        before = _flag_mismatches("decrypt")
+        stored.data = plain + bytes(ciphertext_size(len(plain), CHUNK) - len(plain))  # plaintext, right size
+        status, body = _get(gateway, "says-sealed")
+        assert status in (0, 500) and plain[:64] not in body
+        assert _flag_mismatches("decrypt") == before + 1
+
+        sealed = os.urandom(2 * CHUNK + 7)
+        assert gateway.put(BUCKET, "says-plain", sealed).status == 200
+        with sqlite3.connect(gateway.workdir / "s3orch.db") as db:  # the row forgets it was sealed
+            db.execute("UPDATE objects SET encrypted = 0 WHERE object_key = 'says-plain'")
+        scrubber = gateway.service.getServiceNamed("scrubber").scrubber
+        copies = _pass(gateway, gateway.store.copies_to_scrub(BUCKET, "says-plain"))
+        before = _flag_mismatches("scrubber")
+        assert _pass(gateway, scrubber.verdict(copies[0])) == "mismatch"
+        assert _flag_mismatches("scrubber") == before + 1
