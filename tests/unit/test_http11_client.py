@@ -3,16 +3,18 @@ are StringTransports handed out by a fake endpoint, time is a task.Clock."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.client import (
+    Agent,
     RequestGenerationFailed,
     RequestTransmissionFailed,
     ResponseDone,
@@ -22,20 +24,24 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
+from zope.interface import implementer
 
 from s3orch.backend.http11 import LeanAgent, LeanPool, split_uri
 from s3orch.backend.http11_connection import HTTP11Connection
+from s3orch.backend.s3 import S3Backend
+from s3orch.config import load_config_from_string
 
 URL = b"http://backend.test:9000/bucket/key?x=1"
 ORIGIN = ("http", "backend.test", 9000)
 OK_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
+@implementer(IStreamClientEndpoint)
 class FakeEndpoint:
     """Every connect gives a new connection over a StringTransport, at once."""
 
     def __init__(self) -> None:
-        self.connections: list[tuple[HTTP11Connection, StringTransport]] = []
+        self.connections: list[tuple[HTTP11Connection, Any]] = []
 
     def connect(self, factory: Any) -> Deferred[Any]:
         protocol = factory.buildProtocol(None)
@@ -48,6 +54,8 @@ class FakeEndpoint:
 class Reader(Protocol):
     """A body protocol that records what it got and how the body ended."""
 
+    transport: Any
+
     def __init__(self) -> None:
         self.data = b""
         self.reason: Failure | None = None
@@ -57,6 +65,9 @@ class Reader(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self.reason = reason
+
+    def ended(self, kind: type[BaseException]) -> bool:
+        return self.reason is not None and self.reason.check(kind) is not None
 
 
 class Producer:
@@ -95,7 +106,7 @@ class Rig:
         d.addBoth(outcome.append)
         return d, outcome
 
-    def conn(self, index: int = -1) -> tuple[HTTP11Connection, StringTransport]:
+    def conn(self, index: int = -1) -> tuple[HTTP11Connection, Any]:
         return self.endpoint.connections[index]
 
 
@@ -126,7 +137,7 @@ def test_request_is_written_with_host_and_a_kept_alive_connection_is_reused() ->
     response.deliverBody(reader)
     assert transport.producerState == "producing"
     protocol.dataReceived(b"lo")
-    assert reader.data == b"hello" and reader.reason is not None and reader.reason.check(ResponseDone)
+    assert reader.data == b"hello" and reader.ended(ResponseDone)
     assert rig.pool.idle_count(ORIGIN) == 1
     transport.clear()
     _, second = rig.request()
@@ -148,7 +159,7 @@ def test_a_body_abandoned_midway_closes_the_connection_and_is_never_reused() -> 
     protocol.dataReceived(b"67890")  # the rest, already in flight: not delivered
     assert reader.data == b"12345" and reader.reason is None
     _lost(protocol)
-    assert reader.reason is not None and reader.reason.check(ResponseFailed)
+    assert reader.ended(ResponseFailed)
     assert rig.pool.idle_count(ORIGIN) == 0
     rig.request()
     assert len(rig.endpoint.connections) == 2
@@ -167,7 +178,7 @@ def test_a_body_stopped_after_it_was_read_whole_reports_failure_not_done() -> No
 
     reader = Stopper()
     outcome[0].deliverBody(reader)
-    assert reader.reason is not None and reader.reason.check(ResponseFailed)
+    assert reader.ended(ResponseFailed)
     assert rig.pool.idle_count(ORIGIN) == 1  # the socket had been read to the end: reusable
 
 
@@ -180,7 +191,7 @@ def test_chunked_response_is_decoded_and_the_connection_reused() -> None:
     reader = Reader()
     outcome[0].deliverBody(reader)
     protocol.dataReceived(b"2\r\nde\r\n0\r\n\r\n")
-    assert reader.data == b"abcde" and reader.reason is not None and reader.reason.check(ResponseDone)
+    assert reader.data == b"abcde" and reader.ended(ResponseDone)
     assert rig.pool.idle_count(ORIGIN) == 1
 
 
@@ -192,7 +203,7 @@ def test_a_truncated_chunked_body_fails() -> None:
     reader = Reader()
     outcome[0].deliverBody(reader)
     _lost(protocol, ConnectionLost())
-    assert reader.reason is not None and reader.reason.check(ResponseFailed)
+    assert reader.ended(ResponseFailed)
 
 
 def test_head_answer_has_no_body_whatever_its_content_length_and_the_connection_is_reused() -> None:
@@ -207,7 +218,7 @@ def test_head_answer_has_no_body_whatever_its_content_length_and_the_connection_
     assert response.headers.getRawHeaders(b"content-length") == [b"1000"]
     reader = Reader()
     response.deliverBody(reader)
-    assert reader.data == b"" and reader.reason is not None and reader.reason.check(ResponseDone)
+    assert reader.data == b"" and reader.ended(ResponseDone)
     assert rig.pool.idle_count(ORIGIN) == 1
 
 
@@ -255,7 +266,7 @@ def test_a_server_that_does_not_keep_alive_gets_its_connection_closed(answer: by
     protocol.dataReceived(answer)
     reader = Reader()
     outcome[0].deliverBody(reader)
-    assert reader.data == b"ok" and reader.reason is not None and reader.reason.check(ResponseDone)
+    assert reader.data == b"ok" and reader.ended(ResponseDone)
     assert transport.disconnecting and rig.pool.idle_count(ORIGIN) == 0
 
 
@@ -269,7 +280,7 @@ def test_a_body_read_to_eof_without_length_ends_in_potential_data_loss() -> None
     outcome[0].deliverBody(reader)
     protocol.dataReceived(b"more")
     _lost(protocol)
-    assert reader.data == b"somemore" and reader.reason is not None and reader.reason.check(PotentialDataLoss)
+    assert reader.data == b"somemore" and reader.ended(PotentialDataLoss)
 
 
 def test_a_short_body_fails_with_response_failed() -> None:
@@ -280,7 +291,7 @@ def test_a_short_body_fails_with_response_failed() -> None:
     reader = Reader()
     outcome[0].deliverBody(reader)
     _lost(protocol)
-    assert reader.reason is not None and reader.reason.check(ResponseFailed)
+    assert reader.ended(ResponseFailed)
 
 
 def test_a_malformed_answer_fails_the_request_and_closes_the_connection() -> None:
@@ -301,7 +312,7 @@ def test_a_malformed_chunk_fails_the_body() -> None:
     reader = Reader()
     outcome[0].deliverBody(reader)
     protocol.dataReceived(b"zz\r\nabc\r\n")
-    assert reader.reason is not None and reader.reason.check(ResponseFailed)
+    assert reader.ended(ResponseFailed)
     assert transport.disconnected and rig.pool.idle_count(ORIGIN) == 0
 
 
@@ -389,7 +400,8 @@ def test_upload_streams_with_content_length_and_the_transport_as_backpressure() 
     _, outcome = rig.request(b"PUT", producer)
     protocol, transport = rig.conn()
     assert b"Content-Length: 5\r\n" in transport.value()
-    assert transport.producer is producer and transport.streaming
+    registered = transport.producer
+    assert registered is producer and transport.streaming
     producer.consumer.write(b"abc")
     protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n")
     producer.consumer.write(b"de")
@@ -437,7 +449,7 @@ def test_a_failing_producer_fails_generation_with_its_error() -> None:
     _, outcome = rig.request(b"PUT", producer)
     producer.done.errback(ValueError("source broke"))
     assert isinstance(outcome[0], Failure) and outcome[0].check(RequestGenerationFailed)
-    assert outcome[0].value.reasons[0].check(ValueError)
+    assert cast(Any, outcome[0].value).reasons[0].check(ValueError)
 
 
 def test_an_answer_complete_before_the_upload_ends_is_given_and_the_upload_stopped() -> None:
@@ -473,6 +485,7 @@ def test_cancelling_while_waiting_for_the_answer_aborts_and_a_late_answer_is_ign
 
 
 def test_cancelling_a_pending_connect_gives_cancelled_error() -> None:
+    @implementer(IStreamClientEndpoint)
     class Hanging:
         def __init__(self) -> None:
             self.cancelled = False
@@ -531,8 +544,23 @@ def test_default_endpoints_use_the_connect_timeout_and_tls_for_https() -> None:
     agent.request(b"GET", b"http://127.0.0.1:9000/b/k")
     host, port, factory, timeout, _ = reactor.tcpClients[0]
     assert (host, port, timeout) == ("127.0.0.1", 9000, 7)
-    assert type(factory._wrappedFactory).__name__ == "_ConnectionFactory"
+    assert type(cast(Any, factory)._wrappedFactory).__name__ == "_ConnectionFactory"
     agent.request(b"GET", b"https://127.0.0.1:9443/b/k")
     host, port, factory, timeout, _ = reactor.tcpClients[1]
     assert (port, timeout) == (9443, 7)
-    assert type(factory._wrappedFactory).__name__ == "TLSMemoryBIOFactory"
+    assert type(cast(Any, factory)._wrappedFactory).__name__ == "TLSMemoryBIOFactory"
+
+
+@pytest.mark.parametrize(("choice", "agent_type"), [("lean", LeanAgent), ("twisted", Agent)])
+def test_server_backend_http_client_picks_the_backend_agent(choice: str, agent_type: type) -> None:
+    config = load_config_from_string(
+        "server:\n  backend_http_client: " + choice + "\n"
+        "backends:\n  - name: b1\n    endpoint: http://127.0.0.1:9\n    bucket: x\n"
+        "    access_key_id: k\n    secret_access_key: s\n    quota_bytes: 1000\n"
+        "buckets:\n  - name: app\n    credentials:\n      - access_key_id: a\n        secret_access_key: b\n"
+    )
+    assert config.server.backend_http_client == choice
+    backend = S3Backend(
+        config.backends[0], MemoryReactorClock(), 5.0, http_client=config.server.backend_http_client
+    )
+    assert type(backend._agent) is agent_type
