@@ -68,7 +68,6 @@ class HTTP11Connection(Protocol):
         self.on_lost: Callable[[HTTP11Connection], None] = lambda connection: None
         self.busy = False
         self.lost = False
-        self.reused = False
         self._deferred: Deferred[LeanResponse] | None = None
         self._head = False
         self._body: Any = None
@@ -360,7 +359,6 @@ class HTTP11Connection(Protocol):
             self._close()
             return
         self._set_reading()
-        self.reused = True
         try:
             self.on_idle(self)
         except Exception:
@@ -408,12 +406,13 @@ class HTTP11Connection(Protocol):
         self._set_reading()
 
     def abandon_body(self) -> None:
-        """The body's reader stopped: close, never drain (``ResponseFailed`` at connection loss)."""
+        """The body's reader stopped: abort (a stalled server might never let a graceful
+        close finish), never drain; the body ends in ``ResponseFailed`` at connection loss."""
         if not self.busy or self._complete:
             return
         self._abandoned = True
         self._broken = True
-        self._close()
+        self._abort()
 
     def _set_reading(self) -> None:
         paused = self.busy and (self._await_delivery or self._consumer_paused)

@@ -155,7 +155,7 @@ def test_a_body_abandoned_midway_closes_the_connection_and_is_never_reused() -> 
     reader = Reader()
     outcome[0].deliverBody(reader)
     reader.transport.stopProducing()
-    assert transport.disconnecting
+    assert transport.disconnected  # aborted, not drained
     protocol.dataReceived(b"67890")  # the rest, already in flight: not delivered
     assert reader.data == b"12345" and reader.reason is None
     _lost(protocol)
