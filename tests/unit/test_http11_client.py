@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from s3orch.backend.http11 import LeanAgent, LeanPool, split_uri
 from s3orch.backend.http11_connection import HTTP11Connection
+from s3orch.backend.interface import BackendUnavailable
 from s3orch.backend.s3 import S3Backend
 from s3orch.config import load_config_from_string
 
@@ -564,3 +565,23 @@ def test_server_backend_http_client_picks_the_backend_agent(choice: str, agent_t
         config.backends[0], MemoryReactorClock(), 5.0, http_client=config.server.backend_http_client
     )
     assert type(backend._agent) is agent_type
+
+
+def test_backend_timeout_aborts_a_silent_backend_and_reads_as_unavailable() -> None:
+    rig = Rig()
+    config = load_config_from_string(
+        "backends:\n  - name: b1\n    endpoint: http://backend.test:9000\n    bucket: x\n"
+        "    access_key_id: k\n    secret_access_key: s\n    quota_bytes: 1000\n"
+        "buckets:\n  - name: app\n    credentials:\n      - access_key_id: a\n        secret_access_key: b\n"
+    ).backends[0]
+    backend = S3Backend(config, rig.clock, 5.0, agent=rig.agent)
+    outcome: list[Any] = []
+    Deferred.fromCoroutine(backend.head_object("k")).addBoth(outcome.append)
+    _, transport = rig.conn()
+    assert transport.value().startswith(b"HEAD /x/k HTTP/1.1\r\n")
+    rig.clock.advance(4.9)
+    assert not outcome and not transport.disconnected
+    rig.clock.advance(0.2)
+    assert isinstance(outcome[0], Failure) and outcome[0].check(BackendUnavailable)
+    assert "no response within 5s" in str(outcome[0].value)
+    assert transport.disconnected
