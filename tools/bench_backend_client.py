@@ -99,8 +99,8 @@ def main() -> None:
             backend = S3Backend(config, reactor, 30.0, http_client=args.client)
             outcome: list[Any] = []
             done = Deferred.fromCoroutine(_run(backend, args.op, args.count, args.profile))
-            done.addBoth(outcome.append).addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
-            reactor.run()  # type: ignore[attr-defined]
+            done.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
+            reactor.run()
             if outcome and hasattr(outcome[0], "raiseException"):
                 outcome[0].raiseException()
         finally:

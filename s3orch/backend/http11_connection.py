@@ -83,8 +83,6 @@ class HTTP11Connection(Protocol):
         self._phrase = b""
         self._tail = b""
         self._eof_body = False
-        self._expected: int | None = None
-        self._got = 0
         self._await_delivery = False
         self._consumer_paused = False
         self._reading_paused = False
@@ -179,7 +177,6 @@ class HTTP11Connection(Protocol):
         self._headers = []
         self._phrase = b""
         self._tail = b""
-        self._got = 0
         self._parser = HttpResponseParser(self)
         deferred: Deferred[LeanResponse] = Deferred(self._cancel)
         self._deferred = deferred
@@ -296,7 +293,6 @@ class HTTP11Connection(Protocol):
             length = 0
         elif chunked:
             length = UNKNOWN_LENGTH
-        self._expected = None if length is UNKNOWN_LENGTH else length
         self._eof_body = not no_body and not chunked and length is UNKNOWN_LENGTH
         response = LeanResponse(code, self._phrase, headers, length, self)
         self._response = response
@@ -311,7 +307,6 @@ class HTTP11Connection(Protocol):
     def on_body(self, data: bytes) -> None:
         if self._abandoned:
             return
-        self._got += len(data)
         response = self._response
         if response is not None:
             response._data(data)
