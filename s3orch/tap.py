@@ -189,7 +189,8 @@ def build(
     providers = backend_credentials(config.backends, os.environ, reactor, server.backend_timeout)
     clients: dict[str, ObjectBackend] = {
         b.name: S3Backend(
-            b, reactor, server.backend_timeout, credentials=providers.get(b.name), agent=agents.get(b.name)
+            b, reactor, server.backend_timeout, credentials=providers.get(b.name), agent=agents.get(b.name),
+            http_client=server.backend_http_client,
         )
         for b in config.backends
     }

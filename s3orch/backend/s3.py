@@ -1,12 +1,14 @@
-"""The S3 backend client: Twisted's HTTP/1.1 Agent plus our own SigV4.
+"""The S3 backend client: a keep-alive HTTP/1.1 agent plus our own SigV4.
 
 Configured for object data, not web pages:
 
-* Twisted's ``Agent`` is used directly, not ``treq.HTTPClient``: treq
+* The agent is :class:`~s3orch.backend.http11.LeanAgent` (``server.backend_http_client:
+  lean``, the default: Twisted's pure-Python client cost a third of the reactor on small
+  requests) or Twisted's ``Agent`` (``twisted``), never ``treq.HTTPClient``: treq
   unconditionally wraps every request in ``ContentDecoderAgent`` (gzip) and
   ``CookieAgent``.  Objects may carry ``Content-Encoding: gzip`` and must pass
   byte-exact, and redirects must not be followed, so neither wrapper is wanted.
-* One persistent ``HTTPConnectionPool`` per backend.
+* One persistent connection pool per backend.
 * Bodies are never buffered whole: uploads stream from the caller's
   :class:`~s3orch.payload.Payload`, downloads are handed out as an
   :class:`~s3orch.backend.s3_streams.S3Stream` whose body flows with backpressure
@@ -60,6 +62,7 @@ from s3orch.backend.credentials import (
     CredentialsUnavailable,
     StaticCredentials,
 )
+from s3orch.backend.http11 import LeanAgent, LeanPool
 from s3orch.backend.interface import (
     BackendError,
     BackendNotFound,
@@ -201,7 +204,8 @@ class S3Backend:
     injected so the pool, timeouts and upload scheduling never touch the
     global one.  ``timeout`` is ``server.backend_timeout``.
 
-    ``agent`` (an ``IAgent``) replaces the Agent over this backend's own
+    ``http_client`` is ``server.backend_http_client``: ``lean`` or ``twisted``.
+    ``agent`` (an ``IAgent``) replaces the agent over this backend's own
     connection pool: a test sends the requests to an in-memory S3 resource
     through treq's ``RequestTraversalAgent``, without a server process.  The
     requests are the same (signed, no decoding of ``Content-Encoding``, no
@@ -221,6 +225,7 @@ class S3Backend:
         read_size: int = 256 * 1024,
         credentials: CredentialProvider | None = None,
         agent: IAgent | None = None,
+        http_client: str = "lean",
     ) -> None:
         self.name = config.name
         self.bucket = config.bucket
@@ -246,13 +251,20 @@ class S3Backend:
         )
         unsigned = config.unsigned_payload
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
-        pool = _QuietPool(reactor, persistent=True)
-        pool.maxPersistentPerHost = max_persistent_per_host
-        pool.cachedConnectionTimeout = cached_connection_timeout
-        pool.retryAutomatically = True  # only idempotent, body-less requests
-        self._pool = pool
-        if agent is None:
-            agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+        self._pool: LeanPool | HTTPConnectionPool
+        if http_client == "twisted":
+            pool = self._pool = _QuietPool(reactor, persistent=True)
+            pool.maxPersistentPerHost = max_persistent_per_host
+            pool.cachedConnectionTimeout = cached_connection_timeout
+            pool.retryAutomatically = True  # only idempotent, body-less requests
+            agent = agent or Agent(reactor, connectTimeout=timeout, pool=pool)
+        else:
+            self._pool = LeanPool(
+                reactor,
+                max_persistent_per_host=max_persistent_per_host,
+                cached_connection_timeout=cached_connection_timeout,
+            )
+            agent = agent or LeanAgent(reactor, pool=self._pool, connect_timeout=timeout)
         self._agent: IAgent = agent
         self._cooperator = Cooperator(scheduler=lambda work: self._clock.callLater(0, work))
         self._bytes_out = BACKEND_BYTES.labels(self.name, "out")

@@ -145,6 +145,8 @@ def _check_server(server: ServerConfig, report: Report) -> None:
         report.error("server.log_level", "must be one of debug, info, warn, error")
     if server.log_format not in ("json", "text"):
         report.error("server.log_format", "must be 'json' or 'text'")
+    if server.backend_http_client not in ("lean", "twisted"):
+        report.error("server.backend_http_client", "must be 'lean' or 'twisted'")
     suffix = server.virtual_host_suffix
     if suffix and not all(
         _HOST_LABEL_RE.fullmatch(label) for label in suffix.split(".")

@@ -159,6 +159,8 @@ class ServerConfig:
     max_concurrent_per_credential: int = knob(0, min_value=0)
     #: Reactor processes serving the one listener: an integer >= 1, or ``auto`` (one per CPU).
     processes: str = knob("1", empty_default=True)
+    #: The HTTP client backends are called with: ``lean`` (s3orch.backend.http11) or ``twisted`` (Agent).
+    backend_http_client: str = knob("lean", empty_default=True)
 
     @property
     def process_count(self) -> int:

@@ -1,5 +1,6 @@
 """S3Backend (the gateway's S3 client) against the in-memory S3 server, through treq's in-memory
-agent: no socket, no process, a ``task.Clock``.  The server checks every signature, Content-MD5
+agent (Twisted's Agent) or the lean agent over an in-memory loopback (keep-alive included):
+no socket, no process, a ``task.Clock``.  The server checks every signature, Content-MD5
 and x-amz-content-sha256 as a real provider does, so these tests fail on a signing bug."""
 
 from __future__ import annotations
@@ -8,14 +9,20 @@ import gzip
 import hashlib
 from collections.abc import Iterator
 from io import BytesIO
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
+from s3orch.backend.http11 import LeanAgent
 from s3orch.backend.interface import BackendError, BackendNotFound
 from s3orch.backend.s3 import S3Backend, S3Stream
 from s3orch.config import BackendConfig
@@ -29,16 +36,51 @@ BUCKET = "store"
 NOW = 1_700_000_000.0
 
 
-class Rig:
-    """One in-memory server, one treq RequestTraversalAgent over it, one S3Backend through it."""
+class LoopbackLeanAgent:
+    """The lean agent whose connections reach a Site over in-memory transports (iosim pumps)."""
 
-    def __init__(self, *, secret: str = SECRET, skew: float = 0.0, unsigned: bool | None = None) -> None:
+    def __init__(self, resource: Resource, clock: Clock) -> None:
+        self.site = Site(resource, reactor=MemoryReactorClock())
+        self.pumps: list[iosim.IOPump] = []
+        self.agent = LeanAgent(clock, endpoint_factory=lambda origin: self)  # type: ignore[arg-type,return-value]
+        self.request = self.agent.request
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        client_address = IPv4Address("TCP", "127.0.0.1", 40000 + len(self.pumps))
+        server_address = IPv4Address("TCP", "127.0.0.1", 9000)
+        server = self.site.buildProtocol(client_address)
+        client = factory.buildProtocol(server_address)
+        self.pumps.append(
+            iosim.connect(
+                server,
+                iosim.FakeTransport(server, True, server_address, client_address),
+                client,
+                iosim.FakeTransport(client, False, client_address, server_address),
+            )
+        )
+        return succeed(client)
+
+    def flush(self) -> None:
+        for pump in self.pumps:
+            pump.flush()
+
+
+class Rig:
+    """One in-memory server, one agent over it (treq's RequestTraversalAgent, or the lean one
+    over a loopback), one S3Backend through it."""
+
+    def __init__(
+        self, *, secret: str = SECRET, skew: float = 0.0, unsigned: bool | None = None, client: str = "twisted"
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
         server_clock = Clock()
         server_clock.advance(NOW + skew)
         self.server = InMemoryS3({KEY: SECRET}, clock=server_clock, buckets=[BUCKET])
-        self.agent = RequestTraversalAgent(self.server)
+        self.agent: Any = cast(
+            Any,
+            LoopbackLeanAgent(self.server, self.clock) if client == "lean" else RequestTraversalAgent(self.server),
+        )
         config = BackendConfig(
             name="mem", endpoint="http://s3.mem.test:9000", region="us-east-1", bucket=BUCKET,
             access_key_id=KEY, secret_access_key=secret, force_path_style=True, unsigned_payload=unsigned,
@@ -99,9 +141,9 @@ class Collector:
         return b"".join(self.parts)
 
 
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    made = Rig()
+@pytest.fixture(params=["twisted", "lean"])
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    made = Rig(client=request.param)
     yield made
     made.run(made.backend.close())
 
@@ -254,3 +296,12 @@ def test_open_multipart_uploads_are_listed_and_aborted(rig: Rig) -> None:
     assert rig.run(rig.backend.list_multipart_uploads("big/")) == []
     # an upload that is already gone counts as aborted
     rig.run(rig.backend.abort_multipart_upload("big/one", first.upload_id))
+
+
+def test_the_lean_agent_keeps_one_connection_alive_across_requests() -> None:
+    rig = Rig(client="lean")
+    rig.put("k", b"value")
+    assert rig.run(rig.backend.head_object("k"))["content-length"] == "5"
+    assert rig.read(rig.run(rig.backend.get_object("k"))) == b"value"
+    rig.run(rig.backend.delete_object("k"))
+    assert len(rig.agent.pumps) == 1

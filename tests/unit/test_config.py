@@ -142,6 +142,7 @@ def test_minimal_config_gets_the_documented_default_of_every_section() -> None:
             "regions": (),
             "max_concurrent_per_credential": 0,
             "processes": "1",
+            "backend_http_client": "lean",
         },
         "database": {
             "driver": "sqlite",
@@ -943,6 +944,11 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
         "log format",
         {"server": {"log_format": "xml"}},
         "server.log_format: must be 'json' or 'text'",
+    ),
+    (
+        "backend http client",
+        {"server": {"backend_http_client": "curl"}},
+        "server.backend_http_client: must be 'lean' or 'twisted'",
     ),
     (
         "listen addr",

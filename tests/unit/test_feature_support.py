@@ -90,6 +90,10 @@ HONOURED: dict[str, tuple[str, ...]] = {
         "tests/integration/test_processes.py::test_two_processes_share_the_port_keep_quotas_exact_and_count_in_one_metrics_view",
         "tests/unit/test_processes.py::test_processes_defaults_to_one_and_takes_an_integer_or_auto",
     ),
+    "server.backend_http_client": (
+        "tests/unit/test_http11_client.py::test_server_backend_http_client_picks_the_backend_agent",
+        "tests/unit/test_backend_s3_inmemory.py::test_the_lean_agent_keeps_one_connection_alive_across_requests",
+    ),
     "server.shutdown_delay": (
         "tests/unit/test_service_lifecycle.py::test_shutdown_delay_keeps_serving_and_ready_before_the_drain",
     ),

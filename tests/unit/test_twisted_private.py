@@ -151,3 +151,15 @@ def test_the_channel_has_the_network_producer_an_admission_wait_pauses() -> None
     assert transport.producerState == "paused", "HTTPChannel._networkProducer no longer pauses the transport"
     channel._networkProducer.resumeProducing()
     assert transport.producerState == "producing"
+
+
+def test_the_private_failures_the_lean_backend_client_raises_are_still_there() -> None:
+    # s3orch.backend.http11*: a request on a connection that cannot take it is RequestNotSent
+    # (the pool's stale-connection retry keys on it, as Twisted's does); a body producer that
+    # breaks its length is WrongBodyLength inside RequestGenerationFailed, as with Agent.
+    from twisted.web import _newclient
+    from twisted.web.client import RequestGenerationFailed
+
+    assert issubclass(_newclient.RequestNotSent, Exception), "twisted.web._newclient.RequestNotSent is gone"
+    assert issubclass(_newclient.WrongBodyLength, Exception), "twisted.web._newclient.WrongBodyLength is gone"
+    assert RequestGenerationFailed is _newclient.RequestGenerationFailed

@@ -1,0 +1,465 @@
+"""One keep-alive HTTP/1.1 connection to a backend, parsed by llhttp (``httptools``).
+
+Twisted's pure-Python client (``twisted.web._newclient``) took about a third of the
+reactor on small GET/HEAD/PUT requests; this is the same exchange with the parsing in C
+and fewer layers.  The semantics the backend client relies on are Twisted's:
+
+* one request at a time; the response ``Deferred`` fires once the request is written
+  and the headers arrived (or the whole response arrived while still uploading);
+* after the headers the socket is paused until :meth:`LeanResponse.deliverBody`, so an
+  unread body is never buffered beyond one read; the body protocol's transport pauses,
+  resumes and stops the socket (backpressure), and is detached once the body ended;
+* bodies are never decoded (no gzip), redirects are the caller's business;
+* a connection is offered back for reuse only when the response was read to its end,
+  the request fully sent and the server keeps the connection alive; a body abandoned
+  midway (``stopProducing``) closes it, never drains it;
+* failures are Twisted's: ``ResponseNeverReceived`` / ``RequestTransmissionFailed`` /
+  ``RequestGenerationFailed`` for the request, ``ResponseFailed`` or
+  ``PotentialDataLoss`` (body read to EOF, no length) for the body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from httptools import HttpParserError, HttpResponseParser
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._newclient import RequestNotSent, WrongBodyLength
+from twisted.web.client import (
+    RequestGenerationFailed,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+
+from s3orch.backend.http11_response import LeanResponse, done_failure
+
+__all__ = ["HTTP11Connection"]
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+#: Methods that carry an (empty) body by convention: Twisted sends ``Content-Length: 0``.
+_BODY_METHODS = frozenset((b"PUT", b"POST", b"PATCH"))
+
+
+class HTTP11Connection(Protocol):
+    """One persistent connection: :meth:`request` sends one request at a time.
+
+    ``on_idle`` is called when the connection may carry another request (the pool
+    takes it back); ``on_lost`` when the socket is gone.
+    """
+
+    _log = Logger()
+    #: A TCP or TLS transport (zope interfaces do not say what the reactor gives).
+    transport: Any
+
+    def __init__(self) -> None:
+        self.on_idle: Callable[[HTTP11Connection], None] = lambda connection: None
+        self.on_lost: Callable[[HTTP11Connection], None] = lambda connection: None
+        self.busy = False
+        self.lost = False
+        self._deferred: Deferred[LeanResponse] | None = None
+        self._head = False
+        self._body: Any = None
+        self._writing = False
+        self._response: LeanResponse | None = None
+        self._response_given = False
+        self._complete = False
+        self._broken = False
+        self._abandoned = False
+        self.received = 0
+        self._parser: Any = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._phrase = b""
+        self._tail = b""
+        self._eof_body = False
+        self._await_delivery = False
+        self._consumer_paused = False
+        self._reading_paused = False
+        self._closing = False
+
+    @property
+    def reusable(self) -> bool:
+        """Idle and still fit to carry a request."""
+        return not (self.busy or self.lost or self._broken or self._closing)
+
+    # --- transport events ---
+
+    def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.busy:
+            self._broken = True  # unsolicited bytes: the exchange is out of step
+            self._abort()
+            return
+        self.received += len(data)
+        if self._head:
+            self._tail = (self._tail + data)[-4:]
+        try:
+            self._parser.feed_data(data)
+        except HttpParserError as exc:
+            if not self._complete:
+                self._protocol_error(exc)
+                return
+            # The answer was whole; what stopped the parser came after it: a HEAD's end
+            # (see on_headers_complete: clean only if the bytes ended with the headers)
+            # or bytes nobody asked for.
+            if not (self._head and self._tail == b"\r\n\r\n"):
+                self._broken = True
+        self._after_feed()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = True
+        self.on_lost(self)
+        if not self.busy:
+            return
+        self._broken = True
+        deferred, self._deferred = self._deferred, None
+        pending = deferred is not None and not deferred.called
+        if self._writing:
+            self._stop_body()
+            if pending:
+                assert deferred is not None
+                deferred.errback(Failure(RequestTransmissionFailed([reason])))
+            self._end_exchange()
+            return
+        response = self._response
+        if response is None or not self._response_given:
+            if pending:
+                assert deferred is not None
+                deferred.errback(Failure(ResponseNeverReceived([reason])))
+            self._end_exchange()
+            return
+        if not self._complete:
+            self._complete = True
+            if self._abandoned:
+                end = Failure(ResponseFailed([reason]))
+            elif self._eof_body and reason.check(ConnectionDone) is not None:
+                end = Failure(PotentialDataLoss())
+            else:
+                end = Failure(ResponseFailed([reason, Failure(PotentialDataLoss())]))
+            response._finish(end)
+        self._end_exchange()
+
+    # --- issuing a request ---
+
+    def request(
+        self, method: bytes, target: bytes, headers: Headers, body: IBodyProducer | None
+    ) -> Deferred[LeanResponse]:
+        """Send one request; the Deferred fires with the response once its headers arrived.
+
+        Cancelling it aborts the connection (a request half-sent or half-answered
+        cannot be taken back).
+        """
+        if self.busy or self.lost or self._broken:
+            return _failed(RequestNotSent())
+        if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(target):
+            return _failed(RequestGenerationFailed([Failure(ValueError(f"bad request line {method!r} {target!r}"))]))
+        self.busy = True
+        self._head = method == b"HEAD"
+        self.received = 0
+        self._complete = False
+        self._response = None
+        self._response_given = False
+        self._abandoned = False
+        self._headers = []
+        self._phrase = b""
+        self._tail = b""
+        self._parser = HttpResponseParser(self)
+        deferred: Deferred[LeanResponse] = Deferred(self._cancel)
+        self._deferred = deferred
+        lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines += (name, b": ", value, b"\r\n")
+        chunked = False
+        if body is None:
+            if method in _BODY_METHODS:
+                lines.append(b"Content-Length: 0\r\n")
+        elif body.length is UNKNOWN_LENGTH:
+            chunked = True
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            lines.append(b"Content-Length: %d\r\n" % body.length)
+        lines.append(b"\r\n")
+        self.transport.write(b"".join(lines))
+        if body is not None:
+            self._send_body(body, chunked)
+        return deferred
+
+    def _send_body(self, body: IBodyProducer, chunked: bool) -> None:
+        self._body = body
+        self._writing = True
+        consumer = _BodyConsumer(self, None if chunked else body.length, chunked)
+        self.transport.registerProducer(body, True)
+        try:
+            started = body.startProducing(consumer)
+        except Exception:
+            self._body_failed(Failure())
+            return
+        started.addCallbacks(lambda _: self._body_written(consumer), self._body_failed)
+
+    def _body_written(self, consumer: _BodyConsumer) -> None:
+        if not self._writing:
+            return
+        if consumer.length is not None and consumer.sent != consumer.length:
+            self._body_failed(Failure(WrongBodyLength("body producer wrote fewer bytes than its length")))
+            return
+        self._writing = False
+        self._body = None
+        self.transport.unregisterProducer()
+        if consumer.chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self._after_feed()
+
+    def _body_failed(self, reason: Failure) -> None:
+        if not self._writing:
+            return
+        self._stop_body()
+        deferred, self._deferred = self._deferred, None
+        self._broken = True
+        self._abort()
+        if deferred is not None and not deferred.called:
+            deferred.errback(Failure(RequestGenerationFailed([reason])))
+
+    def _stop_body(self) -> None:
+        """Stop the upload: the connection is going away."""
+        if not self._writing:
+            return
+        self._writing = False
+        body, self._body = self._body, None
+        try:
+            self.transport.unregisterProducer()
+        except Exception:  # noqa: BLE001 - the transport may have dropped it already
+            pass
+        try:
+            body.stopProducing()
+        except Exception:  # noqa: BLE001 - a producer may refuse a second stop
+            pass
+
+    def _cancel(self, deferred: Deferred[LeanResponse]) -> None:
+        """The caller gave up: abort; the Deferred then fails with CancelledError."""
+        self._deferred = None
+        self._stop_body()
+        self._broken = True
+        self._abort()
+
+    # --- llhttp callbacks ---
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Unsolicited()
+
+    def on_status(self, phrase: bytes) -> None:
+        self._phrase += phrase
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        code = self._parser.get_status_code()
+        if code < 200:  # 100 Continue and friends: the real answer follows
+            self._headers = []
+            self._phrase = b""
+            return
+        headers = Headers()
+        length: Any = UNKNOWN_LENGTH
+        chunked = False
+        for name, value in self._headers:
+            headers.addRawHeader(name, value)
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif lower == b"connection" and b"close" in value.lower():
+                self._broken = True
+        if not self._parser.should_keep_alive():
+            self._broken = True
+        no_body = self._head or code in (204, 304)
+        if no_body:
+            length = 0
+        elif chunked:
+            length = UNKNOWN_LENGTH
+        self._eof_body = not no_body and not chunked and length is UNKNOWN_LENGTH
+        response = LeanResponse(code, self._phrase, headers, length, self)
+        self._response = response
+        self._headers = []
+        if self._head:
+            self._complete = True
+            raise _HeadComplete()  # llhttp would wait for Content-Length bytes a HEAD never gets
+        if length != 0:
+            self._await_delivery = True
+            self._set_reading()
+
+    def on_body(self, data: bytes) -> None:
+        if self._abandoned:
+            return
+        response = self._response
+        if response is not None:
+            response._data(data)
+
+    def on_message_complete(self) -> None:
+        if self._response is not None and not self._abandoned:  # not the end of a 1xx
+            self._complete = True
+
+    # --- progress ---
+
+    def _after_feed(self) -> None:
+        """Act on what the last read (or the end of the upload) made possible, outside the parser."""
+        if not self.busy:
+            return
+        response = self._response
+        if self._complete and not self._abandoned:
+            if self._writing:
+                self._stop_body()
+                self._broken = True
+            self._end_exchange()
+            self._give_response()
+            if response is not None:
+                response._finish(done_failure())
+        elif response is not None and not self._writing:
+            self._give_response()
+
+    def _give_response(self) -> None:
+        if self._response_given or self._response is None:
+            return
+        self._response_given = True
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None and not deferred.called:
+            deferred.callback(self._response)
+
+    def _end_exchange(self) -> None:
+        """The exchange is over: offer the connection back, or close it."""
+        if not self.busy:
+            return
+        self.busy = False
+        self._parser = None
+        self._await_delivery = False
+        self._consumer_paused = False
+        if self._broken or self.lost:
+            self._broken = True
+            self._close()
+            return
+        self._set_reading()
+        try:
+            self.on_idle(self)
+        except Exception:
+            self._log.failure("keep-alive bookkeeping failed; closing the connection")
+            self._broken = True
+            self._close()
+
+    def _protocol_error(self, exc: Exception) -> None:
+        self._broken = True
+        failure = Failure(exc)
+        self._stop_body()
+        deferred = self._deferred
+        response = self._response
+        self._abort()
+        if response is None or not self._response_given:
+            self._deferred = None
+            if deferred is not None and not deferred.called:
+                deferred.errback(Failure(ResponseNeverReceived([failure])))
+        elif not self._complete:
+            self._complete = True
+            response._finish(Failure(ResponseFailed([failure])))
+        self._end_exchange()
+
+    def close(self) -> None:
+        """Close the connection once written out (the pool's eviction and shutdown too)."""
+        if not self.lost and not self._closing:
+            self._closing = True
+            self.transport.loseConnection()
+
+    _close = close
+
+    def _abort(self) -> None:
+        if not self.lost and self.transport is not None:
+            self._closing = True
+            self.transport.abortConnection()
+
+    # --- the body protocol's producer calls (through _BodyTransport) ---
+
+    def delivery_started(self) -> None:
+        self._await_delivery = False
+        self._set_reading()
+
+    def consumer_paused(self, paused: bool) -> None:
+        self._consumer_paused = paused
+        self._set_reading()
+
+    def abandon_body(self) -> None:
+        """The body's reader stopped: abort (a stalled server might never let a graceful
+        close finish), never drain; the body ends in ``ResponseFailed`` at connection loss."""
+        if not self.busy or self._complete:
+            return
+        self._abandoned = True
+        self._broken = True
+        self._abort()
+
+    def _set_reading(self) -> None:
+        paused = self.busy and (self._await_delivery or self._consumer_paused)
+        if paused != self._reading_paused and not self.lost and not self._closing:
+            self._reading_paused = paused
+            if paused:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+
+class _HeadComplete(Exception):
+    """Raised from llhttp's headers callback to end a HEAD answer (httptools cannot skip a body)."""
+
+
+class _Unsolicited(Exception):
+    """A second answer began after the one asked for: the connection is out of step."""
+
+
+class _BodyConsumer:
+    """What the request body producer writes into: length-checked, chunk-framed if unknown."""
+
+    __slots__ = ("_connection", "length", "chunked", "sent")
+
+    def __init__(self, connection: HTTP11Connection, length: int | None, chunked: bool) -> None:
+        self._connection = connection
+        self.length = length
+        self.chunked = chunked
+        self.sent = 0
+
+    def write(self, data: bytes) -> None:
+        connection = self._connection
+        if not connection._writing or not data:
+            return
+        self.sent += len(data)
+        if self.length is not None and self.sent > self.length:
+            connection._body_failed(Failure(WrongBodyLength("body producer wrote more bytes than its length")))
+            return
+        if self.chunked:
+            connection.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            connection.transport.write(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+
+def _failed(exc: Exception) -> Deferred[LeanResponse]:
+    deferred: Deferred[LeanResponse] = Deferred()
+    deferred.errback(Failure(exc))
+    return deferred
+
