@@ -43,6 +43,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 
 from s3orch.backend.http11_response import LeanResponse, done_failure
+from s3orch.http.socket_buffers import set_read_size
 
 __all__ = ["HTTP11Connection"]
 
@@ -98,6 +99,7 @@ class HTTP11Connection(Protocol):
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        set_read_size(self.transport)  # object bodies: fewer, larger recv()s (s3orch.http.socket_buffers)
 
     def dataReceived(self, data: bytes) -> None:
         if not self.busy:

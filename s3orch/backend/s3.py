@@ -44,14 +44,11 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
-from twisted.web._newclient import HTTP11ClientProtocol
 from twisted.web.client import (
-    Agent,
     HTTPConnectionPool,
     RequestGenerationFailed,
     RequestTransmissionFailed,
     ResponseFailed,
-    _HTTP11ClientFactory,
 )
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
@@ -86,7 +83,7 @@ from s3orch.backend.s3_responses import (
     unquote_etag,
 )
 from s3orch.backend.s3_streams import FileSliceProducer, S3Stream
-from s3orch.http.socket_buffers import set_read_size
+from s3orch.backend.twisted_agent import twisted_agent_and_pool
 from s3orch.observe import tracing
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
 from s3orch.payload import Payload
@@ -117,27 +114,6 @@ def _cancelled(exc: Exception) -> bool:
     """Whether a failed request is one its caller cancelled (Twisted's agent reports a request
     cancelled after it was sent as ResponseNeverReceived wrapping CancelledError)."""
     return isinstance(exc, ResponseFailed) and any(reason.check(CancelledError) for reason in exc.reasons)
-
-
-class _BulkReadProtocol(HTTP11ClientProtocol):
-    """Reads ``BODY_READ_SIZE`` per ``recv()``, not 64 KiB (see ``s3orch.http.socket_buffers``)."""
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        set_read_size(self.transport)
-
-
-class _QuietFactory(_HTTP11ClientFactory):
-    """Twisted logs "Starting/Stopping factory" for every new pooled connection: noise."""
-
-    noisy = False
-
-    def buildProtocol(self, addr: Any) -> HTTP11ClientProtocol:
-        return _BulkReadProtocol(self._quiescentCallback)
-
-
-class _QuietPool(HTTPConnectionPool):
-    _factory = _QuietFactory
 
 
 class S3BackendSettings(Protocol):
@@ -253,11 +229,10 @@ class S3Backend:
         self._unsigned_payload = parts.scheme == "https" if unsigned is None else unsigned
         self._pool: LeanPool | HTTPConnectionPool
         if http_client == "twisted":
-            pool = self._pool = _QuietPool(reactor, persistent=True)
-            pool.maxPersistentPerHost = max_persistent_per_host
-            pool.cachedConnectionTimeout = cached_connection_timeout
-            pool.retryAutomatically = True  # only idempotent, body-less requests
-            agent = agent or Agent(reactor, connectTimeout=timeout, pool=pool)
+            self._pool, twisted_agent = twisted_agent_and_pool(
+                reactor, timeout, max_persistent_per_host, cached_connection_timeout
+            )
+            agent = agent or twisted_agent
         else:
             self._pool = LeanPool(
                 reactor,

@@ -17,8 +17,9 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 
+from s3orch.backend.http11_connection import HTTP11Connection
 from s3orch.backend.interface import BackendUnavailable, IBodyConsumer
-from s3orch.backend.s3 import _BulkReadProtocol
+from s3orch.backend.twisted_agent import _BulkReadProtocol
 from s3orch.http.relay import relay_body
 from s3orch.http.socket_buffers import (
     BODY_READ_SIZE,
@@ -241,4 +242,10 @@ def test_backend_connections_read_body_sized_chunks() -> None:
     sock = SocketTransport()
     protocol = _BulkReadProtocol(lambda _: None)
     protocol.makeConnection(sock)
+    assert sock.bufferSize == BODY_READ_SIZE
+
+
+def test_lean_backend_connections_read_body_sized_chunks() -> None:
+    sock = SocketTransport()
+    HTTP11Connection().makeConnection(sock)
     assert sock.bufferSize == BODY_READ_SIZE
