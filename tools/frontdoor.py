@@ -8,7 +8,10 @@ HTTP front door can be judged on a noisy shared machine:
   (and zeroed) with ``callgrind_control -d`` around each phase, so each phase's instruction
   count covers exactly its requests (plus the little the idle timers do meanwhile);
 * ``--cprofile DIR``: the gateway profiles each phase with cProfile (SIGUSR1 starts, SIGUSR2
-  dumps ``DIR/<n>.prof``), for where the time goes by function.
+  dumps ``DIR/<n>.prof``), for where the time goes by function (deterministic, but it
+  inflates call-heavy code);
+* ``--py-spy DIR``: ``py-spy record`` samples the gateway during each phase into
+  ``DIR/<phase>.txt`` (collapsed stacks, one per line with its sample count): unbiased shares.
 
 The client is tools.bench's asyncio keep-alive client in this (separate) process.  Usage::
 
@@ -119,6 +122,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--callgrind", action="store_true")
     parser.add_argument("--cprofile", metavar="DIR")
+    parser.add_argument("--py-spy", metavar="DIR", dest="py_spy")
     parser.add_argument("--only", nargs="*", default=list(PHASES))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="frontdoor-"))
@@ -162,9 +166,22 @@ def main() -> None:
             if args.cprofile:
                 gateway.send_signal(signal.SIGUSR1)
                 time.sleep(0.2)
+            sampler = None
+            if args.py_spy:
+                os.makedirs(args.py_spy, exist_ok=True)
+                sampler = subprocess.Popen(
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(gateway.pid),
+                     "--rate", "1000", "--format", "raw", "--nonblocking", "--output",
+                     os.path.join(args.py_spy, f"{op}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1.0)
             started = time.monotonic()
             asyncio.run(_run(target, op, args.requests, args.concurrency))
             elapsed = time.monotonic() - started
+            if sampler is not None:
+                sampler.send_signal(signal.SIGINT)
+                sampler.wait(60)
             if args.callgrind:
                 before = set(out_dir.iterdir())
                 subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)

@@ -15,6 +15,7 @@ from s3orch.s3.xml.common import (
     escape_text,
     iso8601,
     quote_etag,
+    unquote_etag,
     url_encode,
 )
 
@@ -84,14 +85,15 @@ def _contents(entry: ListEntry, encode: bool, owner_xml: str) -> str:
 
     One f-string per entry (not an _el call per element): a LIST answer holds up to
     1,000 of these, and this loop was most of a LIST's CPU in the gateway (tools/frontdoor.py).
-    LastModified and Size are digits, nothing to escape.
+    LastModified and Size are digits, nothing to escape; the ETag's quotes are written
+    escaped, so its hex digits take escape_text's fast path.
     """
     key = url_encode(entry.key) if encode else entry.key
     storage_class = getattr(entry, "storage_class", None) or "STANDARD"
     return (
         f"<Contents><Key>{escape_text(key)}</Key>"
         f"<LastModified>{iso8601(entry.last_modified)}</LastModified>"
-        f"<ETag>{escape_text(quote_etag(entry.etag))}</ETag>"
+        f"<ETag>&quot;{escape_text(unquote_etag(entry.etag))}&quot;</ETag>"
         f"<Size>{int(entry.size)}</Size>{owner_xml}"
         f"<StorageClass>{escape_text(str(storage_class))}</StorageClass></Contents>"
     )
