@@ -362,6 +362,24 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
         result: bool = super().headerReceived(line)
         return result
 
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """The status line and header block as one bytes write.
+
+        Twisted hands the transport a sequence of four pieces per header, each one
+        type-checked and queued separately; one joined block is what goes out anyway.
+        ``headers`` is a Headers (S3ResponseHeaders lower-cases x-amz-*), whose values
+        Twisted has already sanitized of CR/LF.
+        """
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        lines = [version + b" " + code + b" " + reason]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                lines.append(name + b": " + value)
+        lines.append(b"\r\n")
+        self.transport.write(b"\r\n".join(lines))
+
     # -- write deadline (http/write_deadline.py): a response must make progress ---
 
     def pauseProducing(self) -> None:

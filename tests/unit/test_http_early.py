@@ -147,3 +147,23 @@ def test_spool_write_failure_is_a_retryable_503_not_a_dropped_connection() -> No
     with pytest.raises(errors.ServiceUnavailable):
         body.feed(b"0123")
     assert body.discarded
+
+
+def test_response_head_is_one_write_with_lowercase_amz_names_and_sanitized_values() -> None:
+    """S3Channel.writeHeaders: status line, every header once, x-amz-* in lower case, blank line."""
+    from s3orch.http.site import S3ResponseHeaders
+
+    protocol, transport = _connect()
+    headers = S3ResponseHeaders()
+    headers.addRawHeader(b"X-Amz-Meta-Owner", b"alice")
+    headers.addRawHeader(b"Content-Length", b"3")
+    headers.addRawHeader(b"X-Amz-Request-Id", b"r1\r\nInjected: yes")
+    headers.addRawHeader(b"Vary", b"a")
+    headers.addRawHeader(b"Vary", b"b")
+    writes: list[bytes] = []
+    transport.write = writes.append  # type: ignore[method-assign]
+    protocol.writeHeaders(b"HTTP/1.1", b"200", b"OK", headers)  # type: ignore[attr-defined]
+    assert writes == [
+        b"HTTP/1.1 200 OK\r\nx-amz-meta-owner: alice\r\nContent-Length: 3\r\n"
+        b"x-amz-request-id: r1 Injected: yes\r\nVary: a\r\nVary: b\r\n\r\n"
+    ]

@@ -541,6 +541,29 @@ def test_escape_text() -> None:
     assert s3xml.escape_text("\t\n\u20ac") == "\t\n\u20ac"
 
 
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0xFFFF, exclude_categories=["Cs"])))
+def test_escape_text_fast_path_matches_the_full_table(value: str) -> None:
+    """Skipping translate when nothing needs escaping gives the same text as always translating."""
+    from s3orch.s3.xml.common import _ESCAPES
+
+    assert s3xml.escape_text(value) == value.translate(_ESCAPES)
+
+
+def test_listing_repeats_no_owner_and_formats_each_entry() -> None:
+    """Two entries in the same second, one with characters to escape: each <Contents> is complete."""
+    entries = [Obj("a&b", 3, '"e1"', 1_700_000_000.5), Obj("plain", 4, "e2", 1_700_000_000)]
+    body = s3xml.list_objects_v2(
+        "bk", "", None, 1000, 2, False, None, None, None, entries, [], None
+    ).decode()
+    assert (
+        "<Contents><Key>a&amp;b</Key><LastModified>2023-11-14T22:13:20.000Z</LastModified>"
+        "<ETag>&quot;e1&quot;</ETag><Size>3</Size><StorageClass>STANDARD</StorageClass></Contents>"
+        "<Contents><Key>plain</Key><LastModified>2023-11-14T22:13:20.000Z</LastModified>"
+        "<ETag>&quot;e2&quot;</ETag><Size>4</Size><StorageClass>STANDARD</StorageClass></Contents>"
+    ) in body
+    assert "<Owner>" not in body
+
+
 def test_iso8601_truncates_to_seconds() -> None:
     assert s3xml.iso8601(T + 0.999) == "2009-10-12T17:50:30.000Z"
     assert s3xml.iso8601(T_DT) == "2009-10-12T17:50:30.000Z"
