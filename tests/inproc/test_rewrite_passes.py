@@ -314,3 +314,28 @@ def _run_failure(gateway: GatewayHarness, coroutine: Any) -> BaseException:
     assert results and hasattr(results[0], "value"), results
     value: BaseException = results[0].value
     return value
+
+
+def test_encrypt_existing_keeps_each_parts_compression(tmp_path: Path) -> None:
+    """A multipart object whose text parts were compressed at upload (the random one stored as
+    sent) is sealed part by part with each part's own state kept: same chunk sizes, reads back."""
+    with _harness(tmp_path, encryption=True) as gateway:
+        passes = gateway.service.encryption
+        parts = _mixed_parts()
+        passes.envelope.enabled = False  # uploaded compressed only
+        boto = boto_client(gateway)
+        upload = boto.create_multipart_upload(Bucket=BUCKET, Key="mixed")["UploadId"]
+        etags = [boto.upload_part(Bucket=BUCKET, Key="mixed", UploadId=upload, PartNumber=n, Body=body)["ETag"]
+                 for n, body in enumerate(parts, 1)]
+        boto.complete_multipart_upload(
+            Bucket=BUCKET, Key="mixed", UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+        passes.envelope.enabled = True
+        assert [p.compression_chunk_size for p in _record(gateway, "mixed").parts] == [CHUNK, CHUNK, None]
+        result = _run(gateway, passes.convert(True, SilentProgress()))
+        assert (result["encrypted"], result["failed"]) == (1, 0)
+        record = _record(gateway, "mixed")
+        assert record.encrypted and [p.compression_chunk_size for p in record.parts] == [CHUNK, CHUNK, None]
+        _quota_exact(gateway)
+        _multipart_reads_back(gateway, "mixed", parts)
+        assert not any(part[:64] in data for part in parts for data in _stored(gateway).values())
