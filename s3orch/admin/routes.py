@@ -257,7 +257,8 @@ ROUTES: tuple[Route, ...] = (
         "Compress every object stored uncompressed of at least `compression.min_size` bytes, with"
         " `compression.*` as a PUT would (an encrypted one stays encrypted), in batches of 100, each"
         " rewritten and swapped like encrypt-existing; an object whose compressed form is worse"
-        " than `min_ratio` is left as it is and counted skipped. Multipart objects count as failed.",
+        " than `min_ratio` is left as it is and counted skipped. A multipart object is compressed part"
+        " by part (a part that does not pay stays as sent; none paying: skipped).",
         "`{status: \"complete\", compressed, skipped, failed, total}`; 400 `compression not enabled`.",
         (),
         streams=True,

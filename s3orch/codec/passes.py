@@ -1,8 +1,9 @@
 """The bulk compression passes behind ``POST /admin/api/{compress-existing,decompress-existing}``
 (BEHAVIOURS §1.20, issue 18 item 2), through the shared rewrite loop of :mod:`s3orch.core.rewrite`.
 
-* **compress-existing** rewrites every single-extent object stored uncompressed whose size is at
-  least ``compression.min_size`` as chunked zstd, with ``compression.*`` as a PUT would; an
+* **compress-existing** rewrites every object stored uncompressed whose size is at least
+  ``compression.min_size`` as chunked zstd, with ``compression.*`` as a PUT would (a multipart
+  object part by part, as UploadPart would: :mod:`s3orch.core.rewrite_parts`); an
   encrypted object stays encrypted (read back, compressed, sealed again).  An object whose
   compressed form is worse than ``min_ratio`` is left as it is and counted ``skipped`` (a skipped
   object is a success: nothing is wrong with it).  Refused while ``compression.enabled`` is off.

@@ -16,7 +16,9 @@ are written once:
 * an object already in the target form is skipped (a second run does nothing); one whose
   compressed form is worse than ``compression.min_ratio`` is left as it is and counted skipped
   (a later run reads and tries it again: nothing marks it);
-* multi-extent (multipart) objects are not rewritten: counted as failed and named in the log;
+* a multi-extent (multipart) object is rewritten extent by extent, as UploadPart stores a part
+  (:mod:`s3orch.core.rewrite_parts`), and swapped whole in the same one transaction; its ETag
+  stays (it is over the client's part MD5s);
 * a rewrite that would grow a copy past its backend's free room is refused (counted failed)
   rather than pushing the backend over its quota.
 
@@ -40,6 +42,7 @@ from s3orch.core.extents import check_read_back
 from s3orch.core.fleet import BackendFleet
 from s3orch.core.objects import ObjectService
 from s3orch.core.placement import storage_key
+from s3orch.core.rewrite_parts import ExtentRewriter, NotWorthIt
 from s3orch.core.spool import Offload
 from s3orch.payload import Payload
 from s3orch.store.interface import Location, MetadataStore, ObjectRecord
@@ -86,8 +89,7 @@ class Tally:
     total: int = 0
 
 
-class _Skip(Exception):
-    """The object stays as it is (its compressed form is not worth keeping)."""
+_Skip = NotWorthIt
 
 
 async def pages(query: PageQuery) -> AsyncIterator[list[tuple[str, str]]]:
@@ -153,31 +155,16 @@ class StoredFormRewriter:
         record = await self.store.get_object(bucket, key)
         if record is None or target.reached_by(record):
             return "skipped"  # deleted, or converted by a racing write, since the page was read
-        if record.parts or not record.locations:
-            _log.warn("{bucket}/{key}: {operation}: multipart objects are not rewritten by this pass",
-                      bucket=bucket, key=key, operation=operation)
+        if not record.parts and not record.locations:
+            _log.warn("{bucket}/{key}: {operation}: the object has no copies", bucket=bucket, key=key,
+                      operation=operation)
             return "failed"
         written: list[Location] = []
         try:
-            plain = await self.objects.spool_range(record, None)
-            try:
-                check_read_back(plain, record.etag)
-                after, stored = await self._stored_form(record, plain, target)
-                try:
-                    await self._check_room(record, stored.length)
-                    for location in record.locations:
-                        skey = storage_key(bucket, key, uuid.uuid4().hex)
-                        await self.fleet[location.backend].put_object(skey, stored)
-                        written.append(Location(location.backend, skey, stored.length))
-                finally:
-                    if stored is not plain:
-                        stored.close()
-            finally:
-                plain.close()
-            items = await self.store.swap_stored_bytes(
-                replace(after, locations=tuple(written)), record.write_id, self.clock.seconds()
-            )
+            after = await self._rewrite(record, target, written)
+            items = await self.store.swap_stored_bytes(after, record.write_id, self.clock.seconds())
         except _Skip:
+            await self._drop(written)
             return "skipped"
         except Exception as exc:
             _log.warn("{bucket}/{key}: {operation} failed: {error}", bucket=bucket, key=key,
@@ -190,6 +177,31 @@ class StoredFormRewriter:
         self.cleanups.in_background(items, REWRITE_REASON)
         return "success"
 
+    async def _rewrite(self, record: ObjectRecord, target: StoredForm, written: list[Location]) -> ObjectRecord:
+        """Upload ``record``'s new stored form (each copy appended to ``written``); its new row."""
+        encrypt = record.encrypted if target.encrypted is None else target.encrypted
+        if record.parts:
+            extents = ExtentRewriter(self.objects, settings=self._settings, room=self._check_room,
+                                     offload=self.offload, spool_dir=self.spool_dir)
+            return await extents.rewrite(record, target.compressed, encrypt, written)
+        bucket, key = record.bucket, record.key
+        plain = await self.objects.spool_range(record, None)
+        try:
+            check_read_back(plain, record.etag)
+            after, stored = await self._stored_form(record, plain, target)
+            try:
+                await self._check_room({loc.backend: stored.length - loc.size for loc in record.locations})
+                for location in record.locations:
+                    skey = storage_key(bucket, key, uuid.uuid4().hex)
+                    await self.fleet[location.backend].put_object(skey, stored)
+                    written.append(Location(location.backend, skey, stored.length))
+            finally:
+                if stored is not plain:
+                    stored.close()
+        finally:
+            plain.close()
+        return replace(after, locations=tuple(written))
+
     async def _stored_form(
         self, record: ObjectRecord, plain: Payload, target: StoredForm
     ) -> tuple[ObjectRecord, Payload]:
@@ -201,7 +213,7 @@ class StoredFormRewriter:
         packed: Payload | None = None
         chunk: int | None = None
         if compress:
-            settings = self._settings(record, keep=record.compressed)
+            settings = self._settings(record.compression_chunk_size)
             packed = await compress_spool(plain, settings, spool_dir=self.spool_dir, offload=self.offload)
             if packed is None:
                 raise _Skip()
@@ -222,29 +234,31 @@ class StoredFormRewriter:
                 packed.close()
         return sealed.stamp(record), sealed.payload
 
-    def _settings(self, record: ObjectRecord, keep: bool) -> CompressionSettings:
-        """``compression.*`` for a new compression; for one kept, the row's chunk size and no
-        threshold (the object was worth compressing when it was written)."""
+    def _settings(self, kept: int | None) -> CompressionSettings:
+        """``compression.*`` for a new compression (``kept`` None); for one kept, its chunk size
+        ``kept`` and no threshold (the object was worth compressing when it was written)."""
         compressor = self.objects.compressor
         configured = compressor.settings if compressor is not None else CompressionSettings()
-        if not keep:
+        if kept is None:
             if compressor is None:
                 raise ValueError("compression is not enabled")
             return configured
-        chunk = record.compression_chunk_size or configured.chunk_size
-        return replace(configured, chunk_size=chunk, min_size=0, min_ratio=float("inf"))
+        return replace(configured, chunk_size=kept, min_size=0, min_ratio=float("inf"))
 
-    async def _check_room(self, record: ObjectRecord, length: int) -> None:
-        """Refuse a rewrite that grows a copy beyond its backend's free room (quota limits hold)."""
-        growth = {loc.backend: length - loc.size for loc in record.locations if length > loc.size}
+    async def _check_room(self, delta: dict[str, int]) -> None:
+        """Refuse a rewrite that grows a backend's bytes (``delta``: the net change per backend)
+        beyond its free room (quota limits hold)."""
+        growth = {backend: change for backend, change in delta.items() if change > 0}
         if not growth:
             return
         quotas = await self.store.get_quotas()
-        for backend, delta in growth.items():
+        for backend, delta_bytes in growth.items():
             row = quotas.get(backend)
             available = row.available if row is not None else None
-            if available is not None and available < delta:
-                raise ValueError(f"backend {backend} has {available} bytes free, the rewrite needs {delta} more")
+            if available is not None and available < delta_bytes:
+                raise ValueError(
+                    f"backend {backend} has {available} bytes free, the rewrite needs {delta_bytes} more"
+                )
 
     async def _drop(self, written: list[Location]) -> None:
         for location in written:

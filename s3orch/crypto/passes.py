@@ -9,9 +9,9 @@ rotate-encryption-key}`` (BEHAVIOURS §1.19), in batches of 100 keys.
 * **rotate-encryption-key** re-wraps the data keys wrapped under ``old_key_id`` with the primary key
   (no data is rewritten), compare-and-swap on the write id and the old key id.
 
-Each pass handles only objects not yet converted, so a second run does nothing.  Multi-extent
-(multipart) objects are not rewritten by encrypt/decrypt-existing yet: they are counted as failed
-and named in the log.
+Each pass handles only objects not yet converted, so a second run does nothing.  A multi-extent
+(multipart) object is rewritten part by part (:mod:`s3orch.core.rewrite_parts`: one data key for
+the object, each part sealed with its number bound in); rotation re-wraps that one key.
 """
 
 from __future__ import annotations

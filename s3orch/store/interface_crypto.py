@@ -26,7 +26,9 @@ class CryptoStore(Protocol):
         self, record: ObjectRecord, expected_write_id: str, now: float
     ) -> list[CleanupItem] | None:
         """Make ``record``'s copies, encryption and compression the object's while it is ``expected_write_id``
-        (old copies to the cleanup queue, quota by the delta, one transaction); None: it changed."""
+        (old copies to the cleanup queue, quota by the delta per backend, one transaction); None: it
+        changed.  A multi-extent ``record`` carries every extent's new copies and chunk size in
+        ``parts`` (the row's part numbers; offsets, client sizes and ETags unchanged)."""
         ...
 
     async def rewrap_key(

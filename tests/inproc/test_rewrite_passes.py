@@ -5,13 +5,13 @@ Each pass rewrites what it should and nothing else: every object reads back byte
 by ranges across frame boundaries), the backends hold fewer bytes after compress-existing and the
 client's bytes again after decompress-existing, ``bytes_used`` equals the bytes on the backends,
 a second run rewrites nothing, incompressible data is skipped, encryption is kept, a client write
-racing the pass wins (the pass's bytes are deleted), and a multipart object is counted as failed.
+racing the pass wins (the pass's bytes are deleted); a multipart object is rewritten part by part
+(each part compressed when it pays, its ETag kept, ranges across parts byte-exact).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,21 +178,114 @@ def test_a_client_write_racing_the_pass_wins(gateway: GatewayHarness) -> None:
     assert {name.split("/", 2)[2] for name in _stored(gateway)} == referenced
 
 
-def test_multipart_objects_are_counted_failed_and_left_readable(tmp_path: Path) -> None:
-    with _harness(tmp_path, encryption=False) as gateway:
-        boto = boto_client(gateway)
-        # Random bytes: UploadPart stores an incompressible part as sent, so the object is one the
-        # pass would compress if it rewrote multipart objects (a text part is compressed at upload).
-        body = os.urandom(3 * CHUNK)
-        upload = boto.create_multipart_upload(Bucket=BUCKET, Key="mp")["UploadId"]
-        part = boto.upload_part(Bucket=BUCKET, Key="mp", UploadId=upload, PartNumber=1, Body=body)
-        boto.complete_multipart_upload(Bucket=BUCKET, Key="mp", UploadId=upload,
-                                       MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
-        stored = _stored(gateway)
-        result = _run(gateway, gateway.service.compression.compress(SilentProgress()))
-        assert (result["compressed"], result["failed"], result["total"]) == (0, 1, 1)
-        assert _stored(gateway) == stored
-        assert hashlib.md5(gateway.get(BUCKET, "mp").body).digest() == hashlib.md5(body).digest()
+def _upload_uncompressed(gateway: GatewayHarness, key: str, parts: list[bytes]) -> str:
+    """A multipart object of ``parts`` as a gateway with compression off stored it; its ETag."""
+    objects = gateway.service.compression.rewriter.objects
+    compressor, objects.compressor = objects.compressor, None
+    boto = boto_client(gateway)
+    try:
+        upload = boto.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+        etags = [boto.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=n, Body=body)["ETag"]
+                 for n, body in enumerate(parts, 1)]
+        done = boto.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    finally:
+        objects.compressor = compressor
+    etag: str = done["ETag"]
+    return etag
+
+
+def _multipart_reads_back(gateway: GatewayHarness, key: str, parts: list[bytes]) -> None:
+    """The whole object, and ranges across every part boundary and across a frame boundary."""
+    whole = b"".join(parts)
+    assert gateway.get(BUCKET, key).body == whole
+    edge = 0
+    for part in parts[:-1]:
+        edge += len(part)
+        first, last = edge - CHUNK - 3, edge + CHUNK + 5
+        got = gateway.get(BUCKET, key, headers={"Range": f"bytes={first}-{last}"}).body
+        assert got == whole[first : last + 1], (key, edge)
+    got = gateway.get(BUCKET, key, headers={"Range": f"bytes={CHUNK - 7}-{CHUNK + 9}"}).body
+    assert got == whole[CHUNK - 7 : CHUNK + 10]
+
+
+def _mixed_parts() -> list[bytes]:
+    """Two text parts (compressible), then a random one (stored as sent by compress-existing)."""
+    return [_corpus(5 * 1024 * 1024 + 3), _corpus(5 * 1024 * 1024 + 17)[::-1], os.urandom(2 * CHUNK + 5)]
+
+
+def test_multipart_objects_are_compressed_and_decompressed_part_by_part(gateway: GatewayHarness) -> None:
+    passes = gateway.service.compression
+    encrypted: bool = gateway.encrypted  # type: ignore[attr-defined]
+    progress = SilentProgress()
+    parts = _mixed_parts()
+    noise = [os.urandom(5 * 1024 * 1024), os.urandom(CHUNK)]
+    etag = _upload_uncompressed(gateway, "mp", parts)
+    _upload_uncompressed(gateway, "mp-noise", noise)
+    before = _quota_exact(gateway)
+    noise_copies = {loc.storage_key for part in _record(gateway, "mp-noise").parts for loc in part.locations}
+
+    result = _run(gateway, passes.compress(progress))
+    assert result == {"status": "complete", "compressed": 1, "skipped": 1, "failed": 0, "total": 2}
+    after = _quota_exact(gateway)
+    assert after < before - len(parts[0]) // 2
+    _multipart_reads_back(gateway, "mp", parts)
+    _multipart_reads_back(gateway, "mp-noise", noise)
+    record = _record(gateway, "mp")
+    assert record.etag == etag.strip('"') and record.size == sum(map(len, parts))
+    assert record.compressed and record.encrypted == encrypted
+    assert [p.compression_chunk_size for p in record.parts] == [CHUNK, CHUNK, None]
+    assert [p.size for p in record.parts] == [len(p) for p in parts]
+    # The object that did not pay was left alone: nothing uploaded for it, nothing deleted.
+    assert {loc.storage_key for part in _record(gateway, "mp-noise").parts for loc in part.locations} == noise_copies
+    if encrypted:
+        for data in _stored(gateway).values():
+            assert not any(body[:64] in data for body in parts)
+
+    stored = _stored(gateway)
+    again = _run(gateway, passes.compress(progress))
+    assert (again["compressed"], again["failed"], again["skipped"]) == (0, 0, 1)  # only the noise, again
+    assert _stored(gateway) == stored
+
+    result = _run(gateway, passes.decompress(progress))
+    assert result == {"status": "complete", "decompressed": 1, "skipped": 0, "failed": 0, "total": 1}
+    assert _quota_exact(gateway) == before
+    _multipart_reads_back(gateway, "mp", parts)
+    record = _record(gateway, "mp")
+    assert not record.compressed and record.encrypted == encrypted and record.etag == etag.strip('"')
+    assert [p.compression_chunk_size for p in record.parts] == [None, None, None]
+    if not encrypted:
+        assert sorted(_stored(gateway).values()) == sorted(parts + noise)
+    assert _run(gateway, passes.decompress(progress))["total"] == 0  # second run: nothing
+
+
+def test_a_client_write_racing_a_multipart_rewrite_wins(gateway: GatewayHarness) -> None:
+    passes = gateway.service.compression
+    objects = passes.rewriter.objects
+    parts = _mixed_parts()
+    _upload_uncompressed(gateway, "raced-mp", parts)
+    store = gateway.store
+    swap = store.swap_stored_bytes
+    client = b"the client's newer bytes" * 100
+
+    async def racing_swap(record: Any, write_id: str, now: float) -> Any:
+        await objects.put(BUCKET, "raced-mp", Payload.from_bytes(client),
+                          new=NewObject("application/octet-stream", {}, {}))
+        return await swap(record, write_id, now)
+
+    store.swap_stored_bytes = racing_swap  # type: ignore[method-assign]
+    try:
+        result = _run(gateway, passes.compress(SilentProgress()))
+    finally:
+        del store.swap_stored_bytes  # type: ignore[method-assign]
+    assert (result["compressed"], result["skipped"], result["failed"]) == (0, 1, 0)
+    assert gateway.get(BUCKET, "raced-mp").body == client
+    _quota_exact(gateway)
+    # Only the client's copy remains: the pass's bytes were deleted, the old parts cleaned up.
+    assert {name.split("/", 2)[2] for name in _stored(gateway)} == {
+        loc.storage_key for loc in _record(gateway, "raced-mp").locations
+    }
 
 
 class _Service:
@@ -221,3 +314,28 @@ def _run_failure(gateway: GatewayHarness, coroutine: Any) -> BaseException:
     assert results and hasattr(results[0], "value"), results
     value: BaseException = results[0].value
     return value
+
+
+def test_encrypt_existing_keeps_each_parts_compression(tmp_path: Path) -> None:
+    """A multipart object whose text parts were compressed at upload (the random one stored as
+    sent) is sealed part by part with each part's own state kept: same chunk sizes, reads back."""
+    with _harness(tmp_path, encryption=True) as gateway:
+        passes = gateway.service.encryption
+        parts = _mixed_parts()
+        passes.envelope.enabled = False  # uploaded compressed only
+        boto = boto_client(gateway)
+        upload = boto.create_multipart_upload(Bucket=BUCKET, Key="mixed")["UploadId"]
+        etags = [boto.upload_part(Bucket=BUCKET, Key="mixed", UploadId=upload, PartNumber=n, Body=body)["ETag"]
+                 for n, body in enumerate(parts, 1)]
+        boto.complete_multipart_upload(
+            Bucket=BUCKET, Key="mixed", UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+        passes.envelope.enabled = True
+        assert [p.compression_chunk_size for p in _record(gateway, "mixed").parts] == [CHUNK, CHUNK, None]
+        result = _run(gateway, passes.convert(True, SilentProgress()))
+        assert (result["encrypted"], result["failed"]) == (1, 0)
+        record = _record(gateway, "mixed")
+        assert record.encrypted and [p.compression_chunk_size for p in record.parts] == [CHUNK, CHUNK, None]
+        _quota_exact(gateway)
+        _multipart_reads_back(gateway, "mixed", parts)
+        assert not any(part[:64] in data for part in parts for data in _stored(gateway).values())

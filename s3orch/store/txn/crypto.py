@@ -60,10 +60,14 @@ def txn_objects_by_compression(
 def txn_swap_stored_bytes(
     tx: Tx, notes: Notes, record: ObjectRecord, expected_write_id: str, now: float
 ) -> list[CleanupItem] | None:
-    """Make ``record``'s locations (new backend objects), encryption and compression columns the single-extent
-    object's, if its write id is still ``expected_write_id``: the old copies are orphaned into
-    the cleanup queue and ``bytes_used`` moves by the size delta, all here.  None: the object
-    changed (or is multi-extent) meanwhile; nothing was touched."""
+    """Make ``record``'s copies (new backend objects), encryption and compression columns the
+    object's, if its write id is still ``expected_write_id``: the old copies are orphaned into the
+    cleanup queue and ``bytes_used`` moves by the size delta per backend, all here.
+
+    A single-extent ``record`` carries its copies in ``locations``; a multi-extent one its extents
+    in ``parts`` (the same part numbers as the row's, each with its new copies and its
+    ``compression_chunk_size``; offsets, client sizes and ETags stay).  None: the object changed
+    (or its shape is not the record's) meanwhile; nothing was touched."""
     tx.dialect.lock_key(tx, record.bucket, record.key)
     row = tx.execute(
         f"SELECT write_id FROM objects WHERE bucket = ? AND object_key = ?{tx.for_update()}",
@@ -71,25 +75,35 @@ def txn_swap_stored_bytes(
     ).fetchone()
     if row is None or str(row[0]) != expected_write_id:
         return None
-    parts = tx.execute(
-        "SELECT 1 FROM object_parts WHERE bucket = ? AND object_key = ? LIMIT 1", (record.bucket, record.key)
-    ).fetchone()
-    if parts is not None:
+    numbers = tx.execute(
+        "SELECT part_number FROM object_parts WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
+    ).fetchall()
+    if {int(n) for (n,) in numbers} != {extent.part_number for extent in record.parts}:
         return None
-    new = record.locations
+    new = [(0, loc) for loc in record.locations] if not record.parts else [
+        (extent.part_number, loc) for extent in record.parts for loc in extent.locations
+    ]
     items = orphan_locations(tx, notes, record.bucket, record.key, REWRITE_REASON, now,
-                             also_lock=[loc.backend for loc in new])
-    for loc in new:
+                             also_lock=[loc.backend for _, loc in new])
+    for part_number, loc in new:
         tx.execute(
             "INSERT INTO object_locations (bucket, object_key, part_number, backend_name,"
-            " storage_key, write_id, size_bytes, created_at) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
-            (record.bucket, record.key, loc.backend, loc.storage_key, expected_write_id, loc.size, now),
+            " storage_key, write_id, size_bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.bucket, record.key, part_number, loc.backend, loc.storage_key, expected_write_id, loc.size, now),
         )
         adjust_quota(tx, notes, loc.backend, now, used=loc.size, count=1)
+    for extent in record.parts:
+        tx.execute(
+            "UPDATE object_parts SET compression_chunk_size = ? WHERE bucket = ? AND object_key = ?"
+            " AND part_number = ?",
+            (extent.compression_chunk_size, record.bucket, record.key, extent.part_number),
+        )
+    # objects.size_bytes: what one copy of the object occupies (each extent's first copy).
+    stored = sum(extent.locations[0].size for extent in record.extents if extent.locations)
     tx.execute(
         "UPDATE objects SET size_bytes = ?, encrypted = ?, wrapped_dek = ?, base_nonce = ?, key_id = ?,"
         " plaintext_size = ?, compression_chunk_size = ? WHERE bucket = ? AND object_key = ? AND write_id = ?",
-        (new[0].size if new else 0, *encryption_columns(record), record.compression_chunk_size,
+        (stored, *encryption_columns(record), record.compression_chunk_size,
          record.bucket, record.key, expected_write_id),
     )
     return items
