@@ -27,6 +27,12 @@ def relayed_headers(headers: dict[str, str]) -> dict[str, str]:
     }
 
 
+def drop_prefix(data: bytes, skip: int) -> tuple[bytes, int]:
+    """``data`` without its first ``skip`` bytes, and how many are still to skip after it."""
+    dropped = min(skip, len(data))
+    return data[dropped:], skip - dropped
+
+
 class TransformingRelay(ForwardingConsumer):
     """The consumer between the stored stream and the reader's consumer.
 

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from s3orch.backend.interface import BackendError, BackendStream, IBodyConsumer, PushProducer
-from s3orch.backend.transform_stream import TransformingRelay, TransformingStream, relayed_headers
+from s3orch.backend.transform_stream import (
+    TransformingRelay,
+    TransformingStream,
+    drop_prefix,
+    relayed_headers,
+)
 from s3orch.codec.zstd import (
     ChunkCompressor,
     ChunkDecompressor,
@@ -259,9 +264,7 @@ class _Decompressing(TransformingRelay):
             self.stop()  # the rest of a whole object sent for a range: stop the transfer
             return
         if owner._stored_skip:
-            dropped = min(owner._stored_skip, len(data))
-            data = data[dropped:]
-            owner._stored_skip -= dropped
+            data, owner._stored_skip = drop_prefix(data, owner._stored_skip)
         if owner._plan is not None and len(data) > owner._stored_left:
             data = data[: owner._stored_left]  # a backend that ignored the Range: the rest is not ours
         owner._stored_left -= len(data)
@@ -271,9 +274,7 @@ class _Decompressing(TransformingRelay):
             self.reject(exc)
             return
         if owner._skip:
-            dropped = min(owner._skip, len(out))
-            out = out[dropped:]
-            owner._skip -= dropped
+            out, owner._skip = drop_prefix(out, owner._skip)
         out = out[: owner._left]
         if out:
             owner._left -= len(out)

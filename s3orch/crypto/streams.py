@@ -19,7 +19,12 @@ import tempfile
 from typing import BinaryIO
 
 from s3orch.backend.interface import BackendError, BackendStream, IBodyConsumer
-from s3orch.backend.transform_stream import TransformingRelay, TransformingStream, relayed_headers
+from s3orch.backend.transform_stream import (
+    TransformingRelay,
+    TransformingStream,
+    drop_prefix,
+    relayed_headers,
+)
 from s3orch.core.spool import Offload
 from s3orch.crypto.format import (
     ChunkDecryptor,
@@ -171,9 +176,7 @@ class _Decrypting(TransformingRelay):
                 self.stop()
             return
         if owner._stored_skip:
-            dropped = min(owner._stored_skip, len(data))
-            data = data[dropped:]
-            owner._stored_skip -= dropped
+            data, owner._stored_skip = drop_prefix(data, owner._stored_skip)
         if len(data) > owner._stored_left:
             data = data[: owner._stored_left]  # a backend sending more than asked: cut
         owner._stored_left -= len(data)
@@ -183,9 +186,7 @@ class _Decrypting(TransformingRelay):
             self.reject(exc)
             return
         if owner._plain_skip:
-            dropped = min(owner._plain_skip, len(plain))
-            plain = plain[dropped:]
-            owner._plain_skip -= dropped
+            plain, owner._plain_skip = drop_prefix(plain, owner._plain_skip)
         if owner._plain_left is not None and len(plain) > owner._plain_left:
             plain = plain[: owner._plain_left]
         if plain:
