@@ -27,15 +27,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
-
-from s3orch.backend.interface import (
-    BackendError,
-    BackendStream,
-    ForwardingConsumer,
-    IBodyConsumer,
-    PushProducer,
+from s3orch.backend.interface import BackendError, BackendStream, IBodyConsumer, PushProducer
+from s3orch.backend.transform_stream import (
+    TransformingRelay,
+    TransformingStream,
+    drop_prefix,
+    relayed_headers,
 )
 from s3orch.codec.zstd import (
     ChunkCompressor,
@@ -199,7 +196,7 @@ async def open_decompressed(
     return DecompressingStream(inner, stored_size, logical_size, plan, byte_range[0])
 
 
-class DecompressingStream:
+class DecompressingStream(TransformingStream):
     """A :class:`BackendStream` of logical bytes over ``inner``, the stored stream (whole, or the
     frames of ``plan``).  Backpressure passes straight through: the inner producer is registered."""
 
@@ -229,89 +226,61 @@ class DecompressingStream:
         self.content_range: tuple[int, int, int] | None = None
         if plan is not None:
             self.content_range = (first, first + plan.length - 1, logical_size)
-        self.headers = {
-            name: value for name, value in inner.headers.items()
-            if name not in ("content-length", "content-range", "etag", "content-md5")
-        }
+        self.headers = relayed_headers(inner.headers)
         self._decompressor = ChunkDecompressor(expect=None if plan is None else plan.entries)
 
     @property
     def _op(self) -> str:
         return "decompress" if self._plan is None else "decompress_range"
 
-    def deliver(self, consumer: IBodyConsumer) -> Deferred[None]:
-        relay = _Decompressing(self, consumer)
-        result: Deferred[None] = Deferred()
+    def _relay(self, consumer: IBodyConsumer) -> _Decompressing:
+        return _Decompressing(self, consumer)
 
-        def done(_: object) -> None:
-            if relay.error is None:
-                try:
-                    self._decompressor.finish()
-                except CorruptStream as exc:
-                    relay.error = exc
-            if relay.error is None and self._left:
-                relay.error = CorruptStream("stream ended before the range did")
-            if relay.error is not None:
-                m.COMPRESSION_ERRORS.labels(self._op, "corrupt").inc()
-                result.errback(CompressedStreamRejected(str(relay.error)))
-                return
-            served = self.length or 0
-            m.COMPRESSION_OPERATIONS.labels(self._op).inc()
-            m.COMPRESSION_READ_FETCHED.inc(self._fetched)
-            m.COMPRESSION_READ_SERVED.inc(served)
-            if served:
-                m.COMPRESSION_READ_AMPLIFICATION.observe(self._fetched / served)
-            result.callback(None)
+    def _rejected(self, error: Exception) -> BackendError:
+        m.COMPRESSION_ERRORS.labels(self._op, "corrupt").inc()
+        return CompressedStreamRejected(str(error))
 
-        def failed(reason: Failure) -> None:
-            if (relay.error is not None or relay.cut) and reason.check(CancelledError):
-                done(None)  # we cancelled it: a frame failed, or the wanted frames were in
-            else:
-                result.errback(reason)
-
-        self._inner.deliver(relay).addCallbacks(done, failed)
-        return result
-
-    def cancel(self) -> None:
-        self._inner.cancel()
+    def _succeeded(self) -> None:
+        served = self.length or 0
+        m.COMPRESSION_OPERATIONS.labels(self._op).inc()
+        m.COMPRESSION_READ_FETCHED.inc(self._fetched)
+        m.COMPRESSION_READ_SERVED.inc(served)
+        if served:
+            m.COMPRESSION_READ_AMPLIFICATION.observe(self._fetched / served)
 
 
-class _Decompressing(ForwardingConsumer):
-    """The consumer between the stored stream and the reader's consumer."""
+class _Decompressing(TransformingRelay):
+    """Decompresses the stored frames, releasing a frame's bytes only after it verified."""
+
+    transform_error = CorruptStream
 
     def __init__(self, owner: DecompressingStream, consumer: IBodyConsumer) -> None:
+        super().__init__(owner._inner, consumer)
         self.owner = owner
-        self.consumer = consumer
-        self.error: CorruptStream | None = None
-        #: A backend that ignored the Range sent every frame we wanted and more: it was cancelled.
-        self.cut = False
 
-    def write(self, data: bytes) -> None:
+    def transform(self, data: bytes) -> None:
         owner = self.owner
-        if self.error is not None or self.cut:
-            return
         if owner._plan is not None and owner._stored_left == 0 and not owner._stored_skip:
-            self.cut = True  # the rest of a whole object sent for a range: stop the transfer
-            owner._inner.cancel()
+            self.stop()  # the rest of a whole object sent for a range: stop the transfer
             return
         if owner._stored_skip:
-            dropped = min(owner._stored_skip, len(data))
-            data = data[dropped:]
-            owner._stored_skip -= dropped
+            data, owner._stored_skip = drop_prefix(data, owner._stored_skip)
         if owner._plan is not None and len(data) > owner._stored_left:
             data = data[: owner._stored_left]  # a backend that ignored the Range: the rest is not ours
         owner._stored_left -= len(data)
         try:
             out = owner._decompressor.feed(data)
         except CorruptStream as exc:
-            self.error = exc
-            owner._inner.cancel()
+            self.reject(exc)
             return
         if owner._skip:
-            dropped = min(owner._skip, len(out))
-            out = out[dropped:]
-            owner._skip -= dropped
+            out, owner._skip = drop_prefix(out, owner._skip)
         out = out[: owner._left]
         if out:
             owner._left -= len(out)
             self.consumer.write(out)
+
+    def finish(self) -> None:
+        self.owner._decompressor.finish()
+        if self.owner._left:
+            raise CorruptStream("stream ended before the range did")

@@ -18,14 +18,12 @@ import hashlib
 import tempfile
 from typing import BinaryIO
 
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
-
-from s3orch.backend.interface import (
-    BackendError,
-    BackendStream,
-    ForwardingConsumer,
-    IBodyConsumer,
+from s3orch.backend.interface import BackendError, BackendStream, IBodyConsumer
+from s3orch.backend.transform_stream import (
+    TransformingRelay,
+    TransformingStream,
+    drop_prefix,
+    relayed_headers,
 )
 from s3orch.core.spool import Offload
 from s3orch.crypto.format import (
@@ -102,7 +100,7 @@ def plan(params: StreamParams, byte_range: tuple[int, int] | None) -> tuple[Chun
     return span, (span.stored_start, span.stored_end)
 
 
-class DecryptingStream:
+class DecryptingStream(TransformingStream):
     """The plaintext of ``byte_range`` of one encrypted extent, read from ``inner`` (a GET of
     the stored ``stored_range``)."""
 
@@ -122,10 +120,7 @@ class DecryptingStream:
             None if byte_range is None else (first, last, params.plaintext_size)
         )
         self.status = 200 if byte_range is None else 206
-        self.headers = {
-            name: value for name, value in inner.headers.items()
-            if name not in ("content-length", "content-range", "etag", "content-md5")
-        }
+        self.headers = relayed_headers(inner.headers)
         stored_len = span.stored_end - span.stored_start + 1
         #: Stored bytes to drop first: a backend that ignored our Range sent the extent from byte 0.
         self._stored_skip = 0
@@ -150,79 +145,54 @@ class DecryptingStream:
     def _op(self) -> str:
         return "decrypt" if self.content_range is None else "decrypt_range"
 
-    def deliver(self, consumer: IBodyConsumer) -> Deferred[None]:
-        relay = _Decrypting(self, consumer, ChunkDecryptor(self._params, self._span))
-        result: Deferred[None] = Deferred()
+    def _relay(self, consumer: IBodyConsumer) -> _Decrypting:
+        return _Decrypting(self, consumer, ChunkDecryptor(self._params, self._span))
 
-        def done(_: object) -> None:
-            if relay.error is None:
-                try:
-                    relay.decryptor.finish()
-                except DecryptionError as exc:
-                    relay.error = exc
-            if relay.error is not None:
-                kind = "truncated" if "ended" in str(relay.error) else "authentication"
-                ENCRYPTION_ERRORS.labels(self._op, kind).inc()
-                if isinstance(relay.error, NotEncrypted):
-                    FLAG_MISMATCH.labels("decrypt").inc()
-                result.errback(CiphertextRejected(str(relay.error)))
-            else:
-                ENCRYPTION_OPERATIONS.labels(self._op).inc()
-                result.callback(None)
+    def _rejected(self, error: Exception) -> BackendError:
+        kind = "truncated" if "ended" in str(error) else "authentication"
+        ENCRYPTION_ERRORS.labels(self._op, kind).inc()
+        if isinstance(error, NotEncrypted):
+            FLAG_MISMATCH.labels("decrypt").inc()
+        return CiphertextRejected(str(error))
 
-        def failed(reason: Failure) -> None:
-            if (relay.error is not None or relay.cut) and reason.check(CancelledError):
-                done(None)  # we cancelled it: a chunk failed, or the wanted chunks were in
-            else:
-                result.errback(reason)
-
-        self._inner.deliver(relay).addCallbacks(done, failed)
-        return result
-
-    def cancel(self) -> None:
-        self._inner.cancel()
+    def _succeeded(self) -> None:
+        ENCRYPTION_OPERATIONS.labels(self._op).inc()
 
 
-class _Decrypting(ForwardingConsumer):
-    """The consumer between the stored stream and the reader's consumer."""
+class _Decrypting(TransformingRelay):
+    """Decrypts the stored chunks, releasing a chunk's plaintext only after its tag verified."""
+
+    transform_error = DecryptionError
 
     def __init__(self, owner: DecryptingStream, consumer: IBodyConsumer, decryptor: ChunkDecryptor) -> None:
+        super().__init__(owner._inner, consumer)
         self.owner = owner
-        self.consumer = consumer
         self.decryptor = decryptor
-        self.error: DecryptionError | None = None
-        #: The wanted chunks are in and the backend sent more: it was cancelled.
-        self.cut = False
 
-    def write(self, data: bytes) -> None:
+    def transform(self, data: bytes) -> None:
         owner = self.owner
-        if self.error is not None or self.cut:
-            return
         if self.decryptor.done:
             if data:  # a backend sending more than the chunks asked for: stop it
-                self.cut = True
-                owner._inner.cancel()
+                self.stop()
             return
         if owner._stored_skip:
-            dropped = min(owner._stored_skip, len(data))
-            data = data[dropped:]
-            owner._stored_skip -= dropped
+            data, owner._stored_skip = drop_prefix(data, owner._stored_skip)
         if len(data) > owner._stored_left:
             data = data[: owner._stored_left]  # a backend sending more than asked: cut
         owner._stored_left -= len(data)
         try:
             plain = self.decryptor.feed(data)
         except DecryptionError as exc:
-            self.error = exc
-            owner._inner.cancel()
+            self.reject(exc)
             return
         if owner._plain_skip:
-            dropped = min(owner._plain_skip, len(plain))
-            plain = plain[dropped:]
-            owner._plain_skip -= dropped
+            plain, owner._plain_skip = drop_prefix(plain, owner._plain_skip)
         if owner._plain_left is not None and len(plain) > owner._plain_left:
             plain = plain[: owner._plain_left]
         if plain:
             if owner._plain_left is not None:
                 owner._plain_left -= len(plain)
             self.consumer.write(plain)
+
+    def finish(self) -> None:
+        self.decryptor.finish()

@@ -23,21 +23,24 @@ A test calls :meth:`~GatewayHarness.put`, :meth:`~GatewayHarness.get`,
 (status, headers, body) back synchronously; :meth:`~GatewayHarness.send_raw` sends bytes as
 they are (:meth:`~GatewayHarness.encode_request` makes signed ones to alter first),
 :meth:`~GatewayHarness.send_together` sends several on their own connections at once (concurrent
-clients), :meth:`~GatewayHarness.connect` opens a connection to drive by hand.  The harness pumps
-until nothing is left to do: it runs what is due, never advances time by itself.
+clients), :meth:`~GatewayHarness.connect` opens a connection to drive by hand;
+:meth:`~GatewayHarness.run` drives one of the gateway's own coroutines (a store call, a worker
+pass) to its result.  The harness pumps until nothing is left to do: it runs what is due, never
+advances time by itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -105,6 +108,8 @@ DEFAULT_PORT = 9000
 
 #: Rounds of pumping without a settled state before the harness calls it a livelock.
 MAX_ROUNDS = 100_000
+
+T = TypeVar("T")
 
 
 class HarnessError(AssertionError):
@@ -300,6 +305,20 @@ class GatewayHarness:
             pass
         self.clock.rightNow = max(self.clock.rightNow, target)
         self.settle()
+
+    def run(self, awaitable: Coroutine[Any, Any, T] | Deferred[T]) -> T:
+        """Drive ``awaitable`` (a store call, a worker pass: the gateway's own code) to its end by
+        settling, time standing still; its result, or its exception raised here.  Something that
+        waits on time is not done by then: that is a :class:`HarnessError` (use :meth:`advance`)."""
+        outcome: list[T | Failure] = []
+        ensureDeferred(awaitable).addBoth(outcome.append)
+        self.settle()
+        if not outcome:
+            raise HarnessError("it did not finish while time stood still (it waits on the clock or on nothing)")
+        (result,) = outcome
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
 
     # --- the client ---------------------------------------------------------------------------
 

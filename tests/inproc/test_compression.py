@@ -180,30 +180,19 @@ def test_a_damaged_frame_is_never_served(gateway: GatewayHarness, boto: Any) -> 
     assert response.status == 500 or len(response.body) < len(body)
 
 
-def _pass(gateway: GatewayHarness, coroutine: Any) -> Any:
-    """Run a coroutine on the harness (pumping it until it finishes)."""
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    gateway.settle()
-    assert results, "it did not finish"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
-
-
 def test_the_scrubber_checks_compressed_copies_by_decompressing_them(gateway: GatewayHarness, boto: Any) -> None:
     body = _corpus(3 * CHUNK + 5)
     boto.put_object(Bucket=BUCKET, Key="scrubbed", Body=body)
     scrubber = gateway.service.getServiceNamed("scrubber").scrubber
-    copies = _pass(gateway, gateway.store.copies_to_scrub(BUCKET, "scrubbed"))
+    copies = gateway.run(gateway.store.copies_to_scrub(BUCKET, "scrubbed"))
     assert [c.compressed for c in copies] == [True]
     assert [c.expected for c in copies] == [("sha256", hashlib.sha256(body).hexdigest())]
-    assert _pass(gateway, scrubber.verdict(copies[0])) == "verified"
+    assert gateway.run(scrubber.verdict(copies[0])) == "verified"
     stored = _backend_object(gateway, "scrubbed")
     data = bytearray(stored.data)
     data[len(data) // 2] ^= 1
     stored.data = bytes(data)
-    assert _pass(gateway, scrubber.verdict(copies[0])) == "mismatch"
+    assert gateway.run(scrubber.verdict(copies[0])) == "mismatch"
 
 
 def test_backfill_never_hashes_compressed_bytes(gateway: GatewayHarness, boto: Any) -> None:
@@ -213,7 +202,7 @@ def test_backfill_never_hashes_compressed_bytes(gateway: GatewayHarness, boto: A
     boto.put_object(Bucket=BUCKET, Key="plain-unhashed", Body=os.urandom(2 * CHUNK))  # stored as is
     with sqlite3.connect(gateway.workdir / "s3orch.db") as db:
         db.execute("UPDATE objects SET content_hash = NULL WHERE object_key IN ('hashed', 'plain-unhashed')")
-    unhashed, _ = _pass(gateway, gateway.store.unhashed_objects(None, 1000))
+    unhashed, _ = gateway.run(gateway.store.unhashed_objects(None, 1000))
     keys = [c.key for c in unhashed]
     assert "hashed" not in keys
     assert "plain-unhashed" in keys or gateway.encrypted  # type: ignore[attr-defined]
@@ -305,7 +294,7 @@ def test_encryption_passes_keep_compression(tmp_path: Path) -> None:
         assert gateway.put(BUCKET, "both", bodies["conv/2"]).status == 200  # compressed, then sealed
         bodies["both"] = bodies["conv/2"]
         assert all(_record(gateway, key).compressed for key in bodies)
-        result = _pass(gateway, passes.convert(True, progress))
+        result = gateway.run(passes.convert(True, progress))
         assert (result["encrypted"], result["failed"]) == (3, 0)
         for key, body in bodies.items():
             record = _record(gateway, key)
@@ -315,7 +304,7 @@ def test_encryption_passes_keep_compression(tmp_path: Path) -> None:
             edge = CHUNK - 3
             got = gateway.get(BUCKET, key, headers={"Range": f"bytes={edge}-{edge + CHUNK}"}).body
             assert got == body[edge : edge + CHUNK + 1]
-        result = _pass(gateway, passes.convert(False, progress))
+        result = gateway.run(passes.convert(False, progress))
         assert (result["decrypted"], result["failed"]) == (4, 0)
         gateway.advance(60)
         for key, body in bodies.items():

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 
 from s3orch.admin.routes import ROUTES
@@ -54,14 +53,6 @@ def ok(response: HarnessResponse) -> dict[str, Any]:
     return data
 
 
-def run(h: GatewayHarness, coroutine: Any) -> Any:
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    h.settle()
-    (result,) = results
-    return result
-
-
 def failing_deletes(h: GatewayHarness, backend: str) -> None:
     """Make ``backend`` refuse every DELETE with 403 (its objects cannot be cleaned up)."""
     server: Any = h.backends[backend]
@@ -83,11 +74,11 @@ def dead_letters(h: GatewayHarness, count: int, size: int = 100) -> None:
     for index in range(count):
         assert h.put("photos", f"dead/{index}", b"x" * size).status == 200
         assert h.delete("photos", f"dead/{index}").status == 204
-    _, rows = run(h, h.store.cleanup_queue_page(1000))
+    _, rows = h.run(h.store.cleanup_queue_page(1000))
     for row in rows:
         for _ in range(9):
-            run(h, h.store.cleanup_failed(row.id, "403 AccessDenied", h.clock.seconds()))
-    assert run(h, h.store.cleanup_dlq_page(None, 0))[0] == count
+            h.run(h.store.cleanup_failed(row.id, "403 AccessDenied", h.clock.seconds()))
+    assert h.run(h.store.cleanup_dlq_page(None, 0))[0] == count
 
 
 def _request_for(route_path: str, method: str) -> tuple[str, bytes]:

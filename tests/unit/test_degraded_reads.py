@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import ensureDeferred
 
 from s3orch.backend.breaker import CLOSED, OPEN
 from s3orch.core.broadcast import BroadcastingObjectService
@@ -128,7 +127,7 @@ def test_the_refresh_learns_other_instances_writes_and_deletes(gateway: GatewayH
     theirs = _lookup(gateway, reads, "theirs")
     assert theirs is not None and theirs.record is not None and theirs.record.size == len(b"their bytes")
     # Deleted by "another instance": straight in the database, not through this one.
-    _run(gateway, gateway.store.delete_object("photos", "deleted-there", gateway.clock.seconds()))
+    gateway.run(gateway.store.delete_object("photos", "deleted-there", gateway.clock.seconds()))
     gateway.advance(1)  # the sweep's next page (one tick: this store is one page) sees it gone
     assert refresher.cycles >= 1
     with Outage(gateway.store):
@@ -136,18 +135,8 @@ def test_the_refresh_learns_other_instances_writes_and_deletes(gateway: GatewayH
         assert gateway.get("photos", "deleted-there").status == 404
 
 
-def _run(gateway: GatewayHarness, coroutine: Any) -> Any:
-    got: list[Any] = []
-    ensureDeferred(coroutine).addBoth(got.append)
-    gateway.settle()
-    assert got, "did not finish"
-    if isinstance(got[0], Exception):
-        raise got[0]
-    return got[0]
-
-
 def _lookup(gateway: GatewayHarness, reads: DegradedReads, key: str) -> Any:
-    return _run(gateway, reads.journal.lookup("photos", key))
+    return gateway.run(reads.journal.lookup("photos", key))
 
 
 def test_the_breaker_opens_only_on_outages_and_stays_closed_while_reads_work(gateway: GatewayHarness) -> None:

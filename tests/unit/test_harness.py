@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import deferLater
 
 from s3orch.config import ConfigError
 from s3orch.testing.config import config_from_string
@@ -254,3 +255,23 @@ def test_an_encoded_request_keeps_the_framing_its_headers_give(gateway: GatewayH
     assert gateway.get("photos", "chunked").body == b"hello world"
     anonymous = gateway.encode_request("GET", "/photos/chunked")
     assert b"Authorization" not in anonymous and gateway.send_raw(anonymous).status == 403
+
+
+def test_run_drives_the_gateways_own_coroutines_to_their_result_or_their_error(gateway: GatewayHarness) -> None:
+    assert gateway.put("photos", "ran", b"abc").status == 200
+    found = gateway.run(gateway.store.get_object("photos", "ran"))
+    assert found is not None and found.size == 3
+    assert gateway.run(gateway.store.get_object("photos", "absent")) is None
+
+    async def refuses() -> None:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        gateway.run(refuses())
+
+
+def test_run_is_a_harness_error_when_the_coroutine_waits_on_the_clock(gateway: GatewayHarness) -> None:
+    started = gateway.clock.seconds()
+    with pytest.raises(HarnessError, match="did not finish"):
+        gateway.run(deferLater(gateway.clock, 5, lambda: None))
+    assert gateway.clock.seconds() == started  # run never moves time

@@ -47,16 +47,6 @@ notifications:
 """
 
 
-def run(h: GatewayHarness, coroutine: Any) -> Any:
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    h.settle()
-    (result,) = results
-    if hasattr(result, "raiseException"):
-        result.raiseException()
-    return result
-
-
 def jump(h: GatewayHarness, seconds: float) -> None:
     """Move the clock in one step (the hourly worker catches up once; the 30 s gauges do not
     replay every missed tick) and run what became due."""
@@ -72,7 +62,7 @@ def worker(h: GatewayHarness) -> LifecycleWorker:
 
 
 def keys(h: GatewayHarness, bucket: str) -> list[str]:
-    page = run(h, h.store.list_objects(bucket, "", "", "", 1000))
+    page = h.run(h.store.list_objects(bucket, "", "", "", 1000))
     return [entry.key for entry in page.entries]
 
 
@@ -81,7 +71,7 @@ def stored_bytes(h: GatewayHarness) -> int:
 
 
 def outbox(h: GatewayHarness) -> list[dict[str, Any]]:
-    rows = run(h, h.store.due_events(h.clock.seconds() + 10**7, 1000))
+    rows = h.run(h.store.due_events(h.clock.seconds() + 10**7, 1000))
     return [json.loads(row.payload) for row in rows]
 
 
@@ -119,7 +109,7 @@ def test_only_expired_keys_under_a_rules_prefix_are_deleted_through_the_delete_p
     assert LIFECYCLE_DELETED._value.get() - deleted_before == 4
     h.settle()  # backend deletes ran with the pass: the bytes are gone and no quota is held for them
     assert stored_bytes(h) == len(b"photos/keep/d" b"photos/tmpx" b"young" b"documents/tmp/e")
-    quotas = run(h, h.store.get_quotas())
+    quotas = h.run(h.store.get_quotas())
     assert sum(q.bytes_used for q in quotas.values()) == stored_bytes(h)
     assert sum(q.orphan_bytes + q.reserved_bytes for q in quotas.values()) == 0
     assert sum(q.object_count for q in quotas.values()) == 4
@@ -167,7 +157,7 @@ def test_an_overwrite_racing_the_pass_is_never_deleted(gateway: GatewayHarness) 
 
     h.store.expired_objects = then_overwrite  # type: ignore[method-assign, assignment]
     skipped_before = LIFECYCLE_SKIPPED._value.get()
-    outcome = run(h, lifecycle.run_pass())
+    outcome = h.run(lifecycle.run_pass())
     h.store.expired_objects = real  # type: ignore[method-assign]
     assert (outcome.deleted, outcome.skipped, outcome.failed, outcome.status) == (1, 1, 0, "success")
     assert LIFECYCLE_SKIPPED._value.get() - skipped_before == 1
@@ -209,7 +199,7 @@ def test_no_rules_take_no_lock_and_run_no_query_and_a_reload_brings_rules(tmp_pa
         # SIGHUP with rules: the next pass uses them
         rules = (LifecycleRule(prefix="photos/tmp/", expiration_days=7),)
         new = dataclasses.replace(h.config, lifecycle=LifecycleConfig(rules=rules))
-        outcome = run(h, h.service.reloader.apply(new))
+        outcome = h.run(h.service.reloader.apply(new))
         assert outcome["status"] == "ok" and "lifecycle.rules" in outcome["changed"]
         assert lifecycle.rules == new.lifecycle.rules
         jump(h, HOUR)
@@ -273,7 +263,7 @@ def test_a_database_outage_ends_the_pass_as_an_error_and_the_admin_route_answers
             "Content-Length: 0\r\n\r\n".encode()
         )
         assert response.status == 503 and "database" in json.loads(response.body)["error"]
-        assert run(h, lifecycle.run_once()) is False  # the scheduled tick: counted, not raised
+        assert h.run(lifecycle.run_once()) is False  # the scheduled tick: counted, not raised
         assert lifecycle.status()["last_result"] == "error"
         assert LIFECYCLE_RUNS.labels("error")._value.get() - errors == 2
         h.problems.events.clear()
@@ -297,7 +287,7 @@ def test_a_failing_delete_is_counted_and_the_pass_goes_on(gateway: GatewayHarnes
     partial = LIFECYCLE_RUNS.labels("partial")._value.get()
     failed = LIFECYCLE_FAILED._value.get()
     progress = Progress()
-    outcome = run(h, lifecycle.run_pass(progress))
+    outcome = h.run(lifecycle.run_pass(progress))
     assert (outcome.deleted, outcome.failed, outcome.status) == (2, 1, "partial")
     assert LIFECYCLE_FAILED._value.get() - failed == 1
     assert LIFECYCLE_RUNS.labels("partial")._value.get() - partial == 1
@@ -342,13 +332,13 @@ def test_a_rule_with_tags_expires_only_keys_carrying_all_of_them(tmp_path: Path)
         assert h.put("documents", "kept", b"7", headers={"x-amz-tagging": "scratch=no"}).status == 200
         # tags set after the write count: the version's current tag set is what the rule sees
         assert h.put("photos", "logs/tagged-later", b"8").status == 200
-        assert run(h, h.store.set_object_tags("photos", "logs/tagged-later", "retention=short&team=ops"))
+        assert h.run(h.store.set_object_tags("photos", "logs/tagged-later", "retention=short&team=ops"))
         jump(h, DAY + HOUR)
         assert keys(h, "photos") == ["elsewhere", "logs/one", "logs/other-value", "logs/untagged"]
         assert keys(h, "documents") == ["kept", "scratch"]  # the tag-only rule waits 2 days
         jump(h, DAY)
         assert keys(h, "documents") == ["kept"]
-        quotas = run(h, h.store.get_quotas())
+        quotas = h.run(h.store.get_quotas())
         assert sum(q.bytes_used for q in quotas.values()) == stored_bytes(h) == 5
 
 

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 
 from s3orch.core.placement import storage_key
-from s3orch.core.replication import Replicator
+from s3orch.core.replication import PassResult, Replicator
 from s3orch.observe.metrics import REGISTRY
 from s3orch.payload import Payload
 from s3orch.store.interface import Intent, ObjectRecord
@@ -53,26 +53,23 @@ def gateway(tmp_path: Path) -> Iterator[GatewayHarness]:
         harness.stop()
 
 
-def run(h: GatewayHarness, coroutine: Any) -> Any:
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    h.settle()
-    (result,) = results
-    if hasattr(result, "raiseException"):
-        result.raiseException()
-    return result
-
-
 def worker(h: GatewayHarness) -> ReplicatorWorker:
     found: Any = h.service.getServiceNamed("replicator")
     assert isinstance(found, ReplicatorWorker)
     return found
 
 
+def pass_now(h: GatewayHarness) -> PassResult:
+    """One operator-asked pass (nothing else holds the replicator's lock here, so it runs)."""
+    result = h.run(worker(h).run_now_pass())
+    assert result is not None, "the pass did not run: its lock was held"
+    return result
+
+
 def record(h: GatewayHarness, key: str, bucket: str = "photos") -> ObjectRecord:
-    found = run(h, h.store.get_object(bucket, key))
+    found = h.run(h.store.get_object(bucket, key))
     assert found is not None
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def holders(h: GatewayHarness, key: str) -> list[list[str]]:
@@ -103,7 +100,7 @@ def metric(name: str, **labels: str) -> float:
 
 
 def used(h: GatewayHarness) -> dict[str, tuple[int, int, int, int]]:
-    quotas = run(h, h.store.get_quotas())
+    quotas = h.run(h.store.get_quotas())
     return {
         name: (row.bytes_used, row.orphan_bytes, row.reserved_bytes, row.object_count)
         for name, row in quotas.items()
@@ -149,7 +146,7 @@ def test_a_pass_brings_every_extent_to_two_distinct_backends_with_exact_quota(ga
     assert sum(q[3] for q in quotas.values()) == 2 * (len(bodies) + 2)
     assert metric("s3o_replication_copies_created_total", backend="backend-2") > created
     # A second pass finds nothing to do.
-    result = run(gateway, worker(gateway).replicator.run_pass())
+    result = gateway.run(worker(gateway).replicator.run_pass())
     assert (result.scanned, result.copies_created, result.status) == (0, 0, "empty")
 
 
@@ -159,7 +156,7 @@ def test_a_copy_never_lands_on_a_backend_already_holding_one_nor_on_an_open_brea
         assert h.put("photos", "k", b"x" * 100).status == 200  # pack: backend-1
         breakers: Any = worker(h).replicator.fleet.breakers
         breakers["backend-2"]._move("open")  # backend-2's breaker is open
-        result = run(h, worker(h).run_now_pass())
+        result = pass_now(h)
         assert result.copies_created == 1
         assert holders(h, "k") == [["backend-1", "backend-3"]]
         h.problems.events.clear()
@@ -202,7 +199,7 @@ def test_an_overwrite_racing_the_copy_keeps_the_new_write_and_deletes_only_the_n
 
     racing: Any = Racing()
     replicator.store = racing
-    result = run(gateway, replicator.run_pass())
+    result = gateway.run(replicator.run_pass())
     replicator.store = store
     assert (result.copies_created, result.stale) == (0, 1)
     current = record(gateway, "race")
@@ -267,7 +264,7 @@ def test_no_target_is_warned_counted_and_skipped(tmp_path: Path) -> None:
         assert h.put("photos", "b", b"b" * 600).status == 200  # backend-2
         assert h.put("photos", "c", b"c" * 600).status == 200  # backend-3
         before = metric("s3o_replication_failures_total", reason="no_target")
-        result = run(h, worker(h).run_now_pass())
+        result = pass_now(h)
         assert (result.no_target, result.copies_created, result.status) == (3, 0, "failed")
         assert metric("s3o_replication_failures_total", reason="no_target") == before + 3
         assert all(len(holders(h, key)[0]) == 1 for key in "abc")
@@ -281,13 +278,13 @@ def test_copies_on_a_backend_unhealthy_past_the_threshold_are_replaced(tmp_path:
     )
     with GatewayHarness(tmp_path, config) as h:
         assert h.put("photos", "k", b"k" * 300).status == 200
-        run(h, worker(h).run_now_pass())
+        pass_now(h)
         assert holders(h, "k") == [["backend-1", "backend-2"]]
         replicator: Replicator = worker(h).replicator
         breakers: Any = replicator.fleet.breakers
         breakers["backend-2"]._move("open")
         assert replicator.uncounted() == []  # not yet past the threshold
-        assert run(h, worker(h).run_now_pass()).copies_created == 0
+        assert pass_now(h).copies_created == 0
         health = metric("s3o_replication_health_copies_total")
         h.advance(590)  # passes run on the way; none counts backend-2's copy out yet
         assert holders(h, "k") == [["backend-1", "backend-2"]]
@@ -393,9 +390,9 @@ def test_a_pass_writes_replication_webhooks_completed_and_target_exhausted(tmp_p
         assert h.put("photos", "a", b"a" * 850).status == 200  # backend-1 is full now
         assert h.put("photos", "b", b"b" * 850).status == 200  # backend-2
         assert h.put("photos", "c", b"c" * 850).status == 200  # backend-3
-        result = run(h, worker(h).run_now_pass())
+        result = pass_now(h)
         assert (result.copies_created, result.no_target) == (1, 3)
-        entries = run(h, h.store.due_events(h.clock.seconds() + 60, 100))
+        entries = h.run(h.store.due_events(h.clock.seconds() + 60, 100))
         kinds = sorted(entry.event_type for entry in entries)
         assert kinds == ["replication.completed"] + ["replication.target_exhausted"] * 3
         completed = next(json.loads(e.payload) for e in entries if e.event_type == "replication.completed")
@@ -407,13 +404,13 @@ def test_a_pass_writes_replication_webhooks_completed_and_target_exhausted(tmp_p
 def test_a_source_answering_404_loses_its_record_and_the_next_copy_is_read(gateway: GatewayHarness) -> None:
     assert gateway.put("photos", "k", b"k" * 700).status == 200
     replicator = worker(gateway).replicator
-    assert run(gateway, replicator.run_pass()).copies_created == 1
+    assert gateway.run(replicator.run_pass()).copies_created == 1
     first = record(gateway, "k").locations[0]
     assert first.backend == "backend-1"
     del gateway.backends["backend-1"].objects("store-1")[first.storage_key]  # lost behind our back
     before = metric("s3o_replication_stale_copies_removed_total", backend="backend-1")
     replicator.config = dataclasses.replace(replicator.config, factor=3)
-    result = run(gateway, replicator.run_pass())
+    result = gateway.run(replicator.run_pass())
     assert result.copies_created == 1
     assert holders(gateway, "k") == [["backend-2", "backend-3"]]
     assert metric("s3o_replication_stale_copies_removed_total", backend="backend-1") == before + 1
@@ -437,7 +434,7 @@ def test_a_target_whose_max_object_size_is_smaller_is_skipped_and_each_copy_is_a
         assert h.put("photos", "tiny", b"t" * 50).status == 200  # backend-1
         globalLogPublisher.addObserver(observer)
         try:
-            result = run(h, worker(h).run_now_pass())
+            result = pass_now(h)
         finally:
             globalLogPublisher.removeObserver(observer)
         assert result.copies_created == 2
@@ -474,13 +471,13 @@ def test_a_read_failure_moves_on_to_the_next_source_and_a_write_failure_frees_th
 ) -> None:
     assert gateway.put("photos", "k", b"r" * 900).status == 200
     replicator = worker(gateway).replicator
-    assert run(gateway, replicator.run_pass()).copies_created == 1  # backend-1 and backend-2
+    assert gateway.run(replicator.run_pass()).copies_created == 1  # backend-1 and backend-2
     replicator.config = dataclasses.replace(replicator.config, factor=3)
     down(gateway, "backend-3")  # the only target refuses the write
-    failed = run(gateway, replicator.run_pass())
+    failed = gateway.run(replicator.run_pass())
     assert (failed.failed, failed.copies_created) == (1, 0)
     # Its room is queued for deletion now (not after the 6 h hold): backend-3 refused that too.
-    depth, rows = run(gateway, gateway.store.cleanup_queue_page(10))
+    depth, rows = gateway.run(gateway.store.cleanup_queue_page(10))
     assert depth == 1 and rows[0].reason == "replication_orphan" and rows[0].attempts == 1
     assert rows[0].next_retry <= gateway.clock.seconds() + 120
     assert used(gateway)["backend-3"] == (0, 900, 0, 0)
@@ -488,7 +485,7 @@ def test_a_read_failure_moves_on_to_the_next_source_and_a_write_failure_frees_th
     del server.render  # backend-3 is back (the class's render again)
     down(gateway, "backend-1")  # the first source now fails: copies are read from backend-2
     gateway.advance(2 * INTERVAL + 10)  # the cleanup retry, and the worker's passes
-    assert run(gateway, gateway.store.cleanup_queue_page(10))[0] == 0
+    assert gateway.run(gateway.store.cleanup_queue_page(10))[0] == 0
     assert holders(gateway, "k") == [["backend-1", "backend-2", "backend-3"]]
     assert stored(gateway, "backend-3") and list(stored(gateway, "backend-3").values()) == [b"r" * 900]
     assert used(gateway)["backend-3"] == (900, 0, 0, 1)
@@ -531,17 +528,17 @@ def test_a_copy_whose_put_got_no_answer_is_left_to_the_queue_after_its_grace(gat
 
     replicator.fleet._clients["backend-2"] = Unanswered()
     try:
-        result = run(gateway, replicator.run_pass())
+        result = gateway.run(replicator.run_pass())
     finally:
         replicator.fleet._clients["backend-2"] = target
     assert (result.failed, result.copies_created) == (1, 0)
     landed = stored(gateway, "backend-2")
     assert len(landed) == 1  # not deleted at once: a delete could race a PUT still landing
-    _, rows = run(gateway, gateway.store.cleanup_queue_page(10))
+    _, rows = gateway.run(gateway.store.cleanup_queue_page(10))
     assert [(r.reason, r.storage_key) for r in rows] == [("replication_orphan", next(iter(landed)))]
     assert rows[0].next_retry <= gateway.clock.seconds() + 60
     assert used(gateway)["backend-2"][1] == 400  # orphaned until the queue deletes it
     gateway.advance(2 * INTERVAL + 10)  # the queue deletes it; the next passes copy again
-    assert run(gateway, gateway.store.cleanup_queue_page(10))[0] == 0
+    assert gateway.run(gateway.store.cleanup_queue_page(10))[0] == 0
     assert holders(gateway, "k") == [["backend-1", "backend-2"]]
     assert len(stored(gateway, "backend-2")) == 1 and used(gateway)["backend-2"] == (400, 0, 0, 1)

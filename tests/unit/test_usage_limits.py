@@ -106,8 +106,8 @@ def test_a_new_month_starts_from_zero(tmp_path: Path) -> None:
         assert h.put("photos", "c", b"3").status == 507
         flush: Any = h.service.getServiceNamed("usage-flush")
         h.settle()
-        assert _run(h, flush.run_once()) is True
-        rows = _run(h, h.store.get_usage("2026-12"))
+        assert h.run(flush.run_once()) is True
+        rows = h.run(h.store.get_usage("2026-12"))
         assert {name: row.api_requests for name, row in rows.items()} == {"backend-1": 1, "backend-2": 1}
         months.advance(JANUARY - DECEMBER)
         assert usage.period() == "2027-01" and usage.usage("backend-1") == Delta()
@@ -142,7 +142,7 @@ def test_reads_skip_copies_past_the_egress_limit_then_429(tmp_path: Path) -> Non
         usage = tracker(h)
         assert h.put("photos", "a", b"a" * 60).status == 200
         replicator: Any = h.service.getServiceNamed("replicator")
-        assert _run(h, replicator.run_once()) is True
+        assert h.run(replicator.run_once()) is True
         # The replica's copy booked a GET (egress) on the source and a PUT (ingress) on the target.
         assert usage.usage("backend-1") == Delta(2, 60, 60)
         assert usage.usage("backend-2") == Delta(1, 0, 60)
@@ -186,7 +186,7 @@ def test_status_and_the_usage_route_show_usage_against_limits(one_call_left: Gat
     shown = _admin(h, "GET", "usage?backend=backend-1")
     assert [(b["name"], b["api_requests"]) for b in shown["backends"]] == [("backend-1", 1)]
     assert _admin(h, "POST", "usage-flush")["status"] == "flushed"
-    rows = _run(h, h.store.get_usage(period_of(h.clock.seconds())))
+    rows = h.run(h.store.get_usage(period_of(h.clock.seconds())))
     assert rows["backend-1"].api_requests == 1
     old = _admin(h, "GET", "usage?period=2001-01")
     assert all(b["api_requests"] == 0 for b in old["backends"])
@@ -202,18 +202,6 @@ def _admin(h: GatewayHarness, method: str, path: str, status: int = 200) -> Any:
     )
     assert answer.status == status, answer.body
     return json.loads(answer.body)
-
-
-def _run(h: GatewayHarness, coroutine: Any) -> Any:
-    from twisted.internet.defer import Deferred
-
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    h.settle()
-    (result,) = results
-    if hasattr(result, "raiseException"):
-        result.raiseException()
-    return result
 
 
 def test_a_put_no_backend_may_take_is_refused_before_its_body(tmp_path: Path) -> None:
