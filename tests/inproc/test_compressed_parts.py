@@ -27,6 +27,7 @@ from s3orch.config.model import DatabaseConfig
 from s3orch.core.integrity import Scrubber
 from s3orch.core.multipart import multipart_etag
 from s3orch.crypto.envelope import Envelope
+from s3orch.crypto.format import ciphertext_size
 from s3orch.crypto.keys import LocalKeys
 from s3orch.store import open_store
 from s3orch.store.interface import MultipartUpload, ObjectRecord, UploadedPart
@@ -130,8 +131,6 @@ async def test_the_minimum_part_size_is_the_clients(rig: Rig) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_upload_part_copy_reads_the_clients_bytes_and_may_compress_them(rig: Rig) -> None:
-    if rig.objects.envelope is not None:
-        pytest.skip("UploadPartCopy into an encrypted upload is refused (501): encryption's limit")
     source = await completed(rig, "src")
     created = await rig.mp.create("bkt", "dst", NEW)
     boundary = (len(PARTS[0]) - 100, len(PARTS[0]) + len(PARTS[1]) + CHUNK)  # text | random | text
@@ -151,16 +150,32 @@ async def test_upload_part_copy_reads_the_clients_bytes_and_may_compress_them(ri
 
 @pytest_twisted.ensureDeferred
 async def test_upload_part_copy_of_a_part_stored_as_sent_copies_it_on_the_backend(rig: Rig) -> None:
-    if rig.objects.envelope is not None:
-        pytest.skip("UploadPartCopy into an encrypted upload is refused (501): encryption's limit")
+    """Unless the upload is encrypted: then the part is sealed afresh under the upload's key (the
+    ciphertext binds the upload and the part number), never a backend's copy of stored bytes."""
+    encrypted = rig.objects.envelope is not None
     source = await completed(rig, "src2")
     created = await rig.mp.create("bkt", "dst2", NEW)
     raw = source.parts[1]
+    before = {name: len(b.calls) for name, b in rig.backends.items()}
     copied = await rig.mp.upload_part_copy("bkt", "dst2", created.upload_id, 1, source,
                                            (raw.offset, raw.offset + raw.size - 1))
     assert copied.etag == hashlib.md5(RANDOM).hexdigest()
+    writes = [op for name, b in rig.backends.items() for op, _ in b.calls[before[name]:] if op != "get_object"]
+    assert writes == (["put_object"] if encrypted else ["copy_object"])
     rows, _ = await rig.store.list_parts(created.upload_id)
-    assert rows[0].compression_chunk_size is None and rows[0].size == len(RANDOM)
+    stored = ciphertext_size(len(RANDOM), 4096) if encrypted else len(RANDOM)
+    assert rows[0].compression_chunk_size is None and rows[0].size == stored
+    if encrypted:
+        source_bytes = rig.backends[raw.locations[0].backend].objects[raw.locations[0].storage_key]
+        assert rows[0].backend is not None and rows[0].storage_key is not None
+        sealed = rig.backends[rows[0].backend].objects[rows[0].storage_key]
+        assert sealed != source_bytes and RANDOM[:32] not in sealed
+    _, listed, _ = await rig.mp.list_parts("bkt", "dst2", created.upload_id, 0, 1000)
+    assert [p.size for p in listed] == [len(RANDOM)]
+    record = await rig.mp.complete("bkt", "dst2", created.upload_id, listing([copied]))
+    assert record.size == len(RANDOM)
+    assert await rig.read("dst2") == RANDOM
+    await assert_quota_exact(rig)
 
 
 @pytest_twisted.ensureDeferred
