@@ -154,7 +154,11 @@ class PartUploads:
         if whole is None:
             # Read the source before reserving anything: its errors are its own.
             spool = await self._spool(source, byte_range, algorithm)
-            body = await self._part_body(upload, part_number, spool)
+            try:
+                body = await self._part_body(upload, part_number, spool)
+            except BaseException:
+                spool.close()  # e.g. the upload's data key would not unwrap
+                raise
         used: dict[str, str | None] = {}
         sent: list[PartBody] = []
 

@@ -13,6 +13,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -29,6 +30,8 @@ from s3orch.core.multipart import multipart_etag
 from s3orch.crypto.envelope import Envelope
 from s3orch.crypto.format import ciphertext_size
 from s3orch.crypto.keys import LocalKeys
+from s3orch.payload import Payload
+from s3orch.s3 import errors
 from s3orch.store import open_store
 from s3orch.store.interface import MultipartUpload, ObjectRecord, UploadedPart
 from tests.inproc.test_multipart_service import NEW, Rig, listing
@@ -175,6 +178,34 @@ async def test_upload_part_copy_of_a_part_stored_as_sent_copies_it_on_the_backen
     record = await rig.mp.complete("bkt", "dst2", created.upload_id, listing([copied]))
     assert record.size == len(RANDOM)
     assert await rig.read("dst2") == RANDOM
+    await assert_quota_exact(rig)
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_part_copy_whose_sealing_fails_stores_nothing_and_closes_its_spool(rig: Rig) -> None:
+    """The upload's data key will not unwrap (a key service down): the S3 error, no part, no
+    reservation left, the spool of the source's range closed."""
+    envelope = rig.objects.envelope
+    if envelope is None:
+        pytest.skip("only an encrypted upload seals a part")
+    envelope.enabled = False  # a source written while encryption was off: it reads without a key
+    source = await completed(rig, "src3")
+    envelope.enabled = True
+    created = await rig.mp.create("bkt", "dst3", NEW)
+    assert created.encrypted and not source.encrypted
+    spools: list[Payload] = []
+    spool_range = rig.objects.spool_range
+
+    async def spying(*args: Any, **kwargs: Any) -> Payload:
+        spools.append(await spool_range(*args, **kwargs))
+        return spools[-1]
+
+    rig.objects.spool_range = spying  # type: ignore[method-assign]
+    envelope.keys = LocalKeys({"k1": bytes(range(1, 33))}, "k1")  # not the key the upload's DEK is wrapped by
+    with pytest.raises(errors.InternalError):
+        await rig.mp.upload_part_copy("bkt", "dst3", created.upload_id, 1, source, (0, len(PARTS[0]) - 1))
+    assert len(spools) == 1 and spools[0].file.closed
+    assert (await rig.store.list_parts(created.upload_id))[0] == []
     await assert_quota_exact(rig)
 
 
