@@ -131,14 +131,14 @@ class PartUploads:
     ) -> UploadedPart:
         """A part from (a range of) an object of the same bucket, placed like any part.
 
-        Server-side on the backend when the range is exactly one extent of the
-        source stored as the client sent it, a copy of it is on the backend placement
-        chose, and its MD5 (and the upload's checksum) are known; otherwise the range's
-        client bytes are streamed through a spool (hashing it, decompressing and
-        decrypting the source as needed) and stored like an UploadPart's.
+        Server-side on the backend when the upload is not encrypted, the range is exactly
+        one extent of the source stored as the client sent it, a copy of it is on the
+        backend placement chose, and its MD5 (and the upload's checksum) are known;
+        otherwise the range's client bytes are streamed through a spool (hashing it,
+        decompressing and decrypting the source as needed) and stored like an
+        UploadPart's: compressed when that pays, sealed under the upload's key.
         """
         upload = await self._client_upload(bucket, key, upload_id)
-        sealing.refuse_part_copy(upload)
         size = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
         if size > MAX_COPY_SOURCE_SIZE:
             raise errors.InvalidRequest(
@@ -146,14 +146,19 @@ class PartUploads:
                 f"copy source: {MAX_COPY_SOURCE_SIZE}"
             )
         algorithm = upload.checksum_algorithm
-        whole = server_side_part_copy(source, byte_range, algorithm) if size > 0 else None
+        copyable = size > 0 and sealing.backend_copy_allowed(upload)
+        whole = server_side_part_copy(source, byte_range, algorithm) if copyable else None
         holders = {loc.backend: loc for loc in whole.extent.locations} if whole is not None else {}
         spool: Payload | None = None
         body: PartBody | None = None
         if whole is None:
             # Read the source before reserving anything: its errors are its own.
             spool = await self._spool(source, byte_range, algorithm)
-            body = await self._part_body(upload, part_number, spool)
+            try:
+                body = await self._part_body(upload, part_number, spool)
+            except BaseException:
+                spool.close()  # e.g. the upload's data key would not unwrap
+                raise
         used: dict[str, str | None] = {}
         sent: list[PartBody] = []
 

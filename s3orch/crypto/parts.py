@@ -6,7 +6,8 @@ becomes the object's write id); the part rows keep the *stored* size (quotas cou
 plaintext size is derived from it (:func:`~s3orch.crypto.format.plaintext_size_of`) where a client
 sees sizes: ListParts, the completed object's size and part sizes.  A part compressed first
 (:mod:`s3orch.codec.parts`) seals the compressed stream and records the client's size instead
-(:func:`~s3orch.codec.parts.client_size`).
+(:func:`~s3orch.codec.parts.client_size`).  UploadPartCopy into an encrypted upload reads the
+source range's plaintext and seals it the same way; it is never a backend's copy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from s3orch.crypto.envelope import Envelope, Sealed, require
 from s3orch.crypto.format import StreamParams
 from s3orch.crypto.streams import encrypt_spool
 from s3orch.payload import Payload
-from s3orch.s3 import errors
 from s3orch.store.records import MultipartUpload, ObjectRecord
 
 
@@ -55,7 +55,8 @@ def stamp_upload(upload: MultipartUpload, record: ObjectRecord) -> ObjectRecord:
     return sealed.stamp(record)
 
 
-def refuse_part_copy(upload: MultipartUpload) -> None:
-    """UploadPartCopy into an encrypted upload is not implemented yet: 501, never plaintext."""
-    if upload.encrypted:
-        raise errors.NotImplementedError_("UploadPartCopy into an encrypted multipart upload is not supported.")
+def backend_copy_allowed(upload: MultipartUpload) -> bool:
+    """Whether a part of ``upload`` may be a backend's server-side copy of stored bytes: never
+    when the upload is encrypted, whose ciphertext binds its own identity and part number
+    (UploadPartCopy reads the range's plaintext and seals it like an UploadPart's)."""
+    return not upload.encrypted

@@ -13,6 +13,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -27,7 +28,10 @@ from s3orch.config.model import DatabaseConfig
 from s3orch.core.integrity import Scrubber
 from s3orch.core.multipart import multipart_etag
 from s3orch.crypto.envelope import Envelope
+from s3orch.crypto.format import ciphertext_size
 from s3orch.crypto.keys import LocalKeys
+from s3orch.payload import Payload
+from s3orch.s3 import errors
 from s3orch.store import open_store
 from s3orch.store.interface import MultipartUpload, ObjectRecord, UploadedPart
 from tests.inproc.test_multipart_service import NEW, Rig, listing
@@ -130,8 +134,6 @@ async def test_the_minimum_part_size_is_the_clients(rig: Rig) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_upload_part_copy_reads_the_clients_bytes_and_may_compress_them(rig: Rig) -> None:
-    if rig.objects.envelope is not None:
-        pytest.skip("UploadPartCopy into an encrypted upload is refused (501): encryption's limit")
     source = await completed(rig, "src")
     created = await rig.mp.create("bkt", "dst", NEW)
     boundary = (len(PARTS[0]) - 100, len(PARTS[0]) + len(PARTS[1]) + CHUNK)  # text | random | text
@@ -151,16 +153,60 @@ async def test_upload_part_copy_reads_the_clients_bytes_and_may_compress_them(ri
 
 @pytest_twisted.ensureDeferred
 async def test_upload_part_copy_of_a_part_stored_as_sent_copies_it_on_the_backend(rig: Rig) -> None:
-    if rig.objects.envelope is not None:
-        pytest.skip("UploadPartCopy into an encrypted upload is refused (501): encryption's limit")
+    """Unless the upload is encrypted: then the part is sealed afresh under the upload's key (the
+    ciphertext binds the upload and the part number), never a backend's copy of stored bytes."""
+    encrypted = rig.objects.envelope is not None
     source = await completed(rig, "src2")
     created = await rig.mp.create("bkt", "dst2", NEW)
     raw = source.parts[1]
+    before = {name: len(b.calls) for name, b in rig.backends.items()}
     copied = await rig.mp.upload_part_copy("bkt", "dst2", created.upload_id, 1, source,
                                            (raw.offset, raw.offset + raw.size - 1))
     assert copied.etag == hashlib.md5(RANDOM).hexdigest()
+    writes = [op for name, b in rig.backends.items() for op, _ in b.calls[before[name]:] if op != "get_object"]
+    assert writes == (["put_object"] if encrypted else ["copy_object"])
     rows, _ = await rig.store.list_parts(created.upload_id)
-    assert rows[0].compression_chunk_size is None and rows[0].size == len(RANDOM)
+    stored = ciphertext_size(len(RANDOM), 4096) if encrypted else len(RANDOM)
+    assert rows[0].compression_chunk_size is None and rows[0].size == stored
+    if encrypted:
+        source_bytes = rig.backends[raw.locations[0].backend].objects[raw.locations[0].storage_key]
+        assert rows[0].backend is not None and rows[0].storage_key is not None
+        sealed = rig.backends[rows[0].backend].objects[rows[0].storage_key]
+        assert sealed != source_bytes and RANDOM[:32] not in sealed
+    _, listed, _ = await rig.mp.list_parts("bkt", "dst2", created.upload_id, 0, 1000)
+    assert [p.size for p in listed] == [len(RANDOM)]
+    record = await rig.mp.complete("bkt", "dst2", created.upload_id, listing([copied]))
+    assert record.size == len(RANDOM)
+    assert await rig.read("dst2") == RANDOM
+    await assert_quota_exact(rig)
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_part_copy_whose_sealing_fails_stores_nothing_and_closes_its_spool(rig: Rig) -> None:
+    """The upload's data key will not unwrap (a key service down): the S3 error, no part, no
+    reservation left, the spool of the source's range closed."""
+    envelope = rig.objects.envelope
+    if envelope is None:
+        pytest.skip("only an encrypted upload seals a part")
+    envelope.enabled = False  # a source written while encryption was off: it reads without a key
+    source = await completed(rig, "src3")
+    envelope.enabled = True
+    created = await rig.mp.create("bkt", "dst3", NEW)
+    assert created.encrypted and not source.encrypted
+    spools: list[Payload] = []
+    spool_range = rig.objects.spool_range
+
+    async def spying(*args: Any, **kwargs: Any) -> Payload:
+        spools.append(await spool_range(*args, **kwargs))
+        return spools[-1]
+
+    rig.objects.spool_range = spying  # type: ignore[method-assign]
+    envelope.keys = LocalKeys({"k1": bytes(range(1, 33))}, "k1")  # not the key the upload's DEK is wrapped by
+    with pytest.raises(errors.InternalError):
+        await rig.mp.upload_part_copy("bkt", "dst3", created.upload_id, 1, source, (0, len(PARTS[0]) - 1))
+    assert len(spools) == 1 and spools[0].file.closed
+    assert (await rig.store.list_parts(created.upload_id))[0] == []
+    await assert_quota_exact(rig)
 
 
 @pytest_twisted.ensureDeferred

@@ -92,6 +92,67 @@ def test_backends_hold_only_ciphertext_and_clients_round_trip(weed, start_gatewa
     assert body != small
 
 
+@pytest.mark.slow
+def test_upload_part_copy_into_an_encrypted_upload_seals_the_plaintext(weed, start_gateway) -> None:  # type: ignore[no-untyped-def]
+    """boto3's upload_part_copy into an encrypted upload, from a source written before encryption
+    was on (stored as sent, its SHA-256 known) and from sealed sources, by ranges across chunk
+    boundaries: the parts are the plaintext ranges sealed afresh, the object reads back byte-exact,
+    no backend object but the plaintext source's own copies holds any plaintext, quotas exact."""
+    specs = _backends(weed)
+
+    def config(**encryption: Any) -> GatewayConfig:
+        return GatewayConfig(backends=specs, extra={"encryption": encryption, "replication": {"factor": 2}})
+
+    gw = start_gateway(config(enabled=False))
+    s3: Any = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    mib, chunk = 1024 * 1024, 64 * 1024
+    plain = os.urandom(5 * mib + 3)
+    s3.put_object(Bucket="photos", Key="copy/plain", Body=plain, ChecksumAlgorithm="SHA256")
+    gw.stop()
+    gw._config_text = config(enabled=True, master_key=KEY).render()
+    gw._write_config(gw.port)
+    gw.start()
+    s3 = s3_client(gw.endpoint, PHOTOS.access_key, PHOTOS.secret_key)
+    sealed, small = os.urandom(6 * mib + 11), os.urandom(3 * chunk + 5)
+    s3.put_object(Bucket="photos", Key="copy/sealed", Body=sealed)
+    s3.put_object(Bucket="photos", Key="copy/small", Body=small)
+
+    upload = s3.create_multipart_upload(Bucket="photos", Key="copy/dst", ChecksumAlgorithm="SHA256")["UploadId"]
+    copies = [("plain", None), ("sealed", (chunk - 7, chunk - 7 + 5 * mib + chunk)), ("small", (chunk - 1, 2 * chunk + 1))]
+    wanted: list[bytes] = []
+    parts: list[dict[str, Any]] = []
+    sources = {"plain": plain, "sealed": sealed, "small": small}
+    for number, (name, span) in enumerate(copies, 1):
+        data = sources[name] if span is None else sources[name][span[0] : span[1] + 1]
+        ranged = {} if span is None else {"CopySourceRange": f"bytes={span[0]}-{span[1]}"}
+        result = s3.upload_part_copy(Bucket="photos", Key="copy/dst", UploadId=upload, PartNumber=number,
+                                     CopySource={"Bucket": "photos", "Key": f"copy/{name}"}, **ranged)["CopyPartResult"]
+        assert result["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+        assert result["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+        wanted.append(data)
+        parts.append({"PartNumber": number, "ETag": result["ETag"], "ChecksumSHA256": result["ChecksumSHA256"]})
+    listed = s3.list_parts(Bucket="photos", Key="copy/dst", UploadId=upload)["Parts"]
+    assert [p["Size"] for p in listed] == [len(d) for d in wanted]
+    s3.complete_multipart_upload(Bucket="photos", Key="copy/dst", UploadId=upload, MultipartUpload={"Parts": parts})
+    whole = b"".join(wanted)
+    assert s3.get_object(Bucket="photos", Key="copy/dst")["Body"].read() == whole
+    edge = len(wanted[0])
+    ranged_get = s3.get_object(Bucket="photos", Key="copy/dst", Range=f"bytes={edge - 100}-{edge + chunk + 100}")
+    assert ranged_get["Body"].read() == whole[edge - 100 : edge + chunk + 101]
+
+    stored_total = 0
+    for spec in specs:
+        for data in _stored(spec).values():
+            stored_total += len(data)
+            if data == plain:  # the source written while encryption was off
+                continue
+            for body in wanted:
+                for at in range(0, len(body) - 64, max(1, len(body) // 5)):
+                    assert body[at : at + 64] not in data
+                assert hashlib.sha256(body).digest() not in data
+    assert sum(row["used"] for row in quota_rows(gw).values()) == stored_total
+
+
 TOKEN = "crypto-admin-token"
 
 
