@@ -292,15 +292,6 @@ def test_upload_part_copy_into_an_encrypted_upload_seals_the_ranges_plaintext(tm
         assert _quota_used(gateway) == sum(len(d) for d in stored.values())
 
 
-def _pass(gateway: GatewayHarness, coroutine: Any) -> Any:
-    """Run a pass coroutine on the harness (pumping it until it finishes)."""
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    gateway.settle()
-    assert results, "the pass did not finish"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
 
 
 def _quota_used(gateway: GatewayHarness) -> int:
@@ -321,8 +312,8 @@ def test_encrypt_and_decrypt_existing_and_rotation_are_idempotent_and_keep_quota
             assert gateway.put(BUCKET, key, body).status == 200
         envelope.enabled = True
         progress = SilentProgress()
-        assert _pass(gateway, passes.convert(False, progress))["total"] == 0  # nothing encrypted yet
-        result = _pass(gateway, passes.convert(True, progress))
+        assert gateway.run(passes.convert(False, progress))["total"] == 0  # nothing encrypted yet
+        result = gateway.run(passes.convert(True, progress))
         assert result == {"status": "complete", "encrypted": 12, "failed": 0, "total": 12}
         gateway.advance(60)  # the old plaintext copies' cleanup
         stored = _stored(gateway)
@@ -331,7 +322,7 @@ def test_encrypt_and_decrypt_existing_and_rotation_are_idempotent_and_keep_quota
             assert not any(body[:64] in data for data in stored.values())
         assert _quota_used(gateway) == sum(len(d) for d in stored.values())
         assert sum(len(d) for d in stored.values()) == sum(ciphertext_size(len(b), CHUNK) for b in bodies.values())
-        assert _pass(gateway, passes.convert(True, progress))["total"] == 0  # second run: nothing
+        assert gateway.run(passes.convert(True, progress))["total"] == 0  # second run: nothing
 
         # Rotation: objects wrapped under the previous key move to the primary; no data rewritten.
         primary = envelope.keys
@@ -339,13 +330,13 @@ def test_encrypt_and_decrypt_existing_and_rotation_are_idempotent_and_keep_quota
         gateway.put(BUCKET, "old-key", b"o" * 5000)
         envelope.keys = primary
         before = _stored(gateway)
-        result = _pass(gateway, passes.rotate("config-1", progress))
+        result = gateway.run(passes.rotate("config-1", progress))
         assert result == {"status": "complete", "rotated": 1, "failed": 0, "total": 1}
         assert _stored(gateway) == before
         assert gateway.get(BUCKET, "old-key").body == b"o" * 5000
-        assert _pass(gateway, passes.rotate("config-1", progress))["total"] == 0
+        assert gateway.run(passes.rotate("config-1", progress))["total"] == 0
 
-        result = _pass(gateway, passes.convert(False, progress))
+        result = gateway.run(passes.convert(False, progress))
         assert result["decrypted"] == 13 and result["failed"] == 0
         gateway.advance(60)
         stored = _stored(gateway)
@@ -388,7 +379,7 @@ def test_encrypt_decrypt_and_rotate_a_multipart_object(tmp_path: Path) -> None:
         etag = _multipart(gateway, "mp-conv", parts)
         envelope.enabled = True
         progress = SilentProgress()
-        result = _pass(gateway, passes.convert(True, progress))
+        result = gateway.run(passes.convert(True, progress))
         assert result == {"status": "complete", "encrypted": 1, "failed": 0, "total": 1}
         gateway.advance(60)  # the old plaintext parts' cleanup
         stored = _stored(gateway)
@@ -397,7 +388,7 @@ def test_encrypt_decrypt_and_rotate_a_multipart_object(tmp_path: Path) -> None:
         assert _quota_used(gateway) == sum(len(d) for d in stored.values())
         _reads_back_across_parts(gateway, "mp-conv", parts)
         assert gateway.head(BUCKET, "mp-conv").header("etag") == f'"{etag}"'
-        assert _pass(gateway, passes.convert(True, progress))["total"] == 0  # second run: nothing
+        assert gateway.run(passes.convert(True, progress))["total"] == 0  # second run: nothing
 
         # Rotation of a multipart object sealed at upload under the previous key: re-wrap only.
         primary = envelope.keys
@@ -406,12 +397,12 @@ def test_encrypt_decrypt_and_rotate_a_multipart_object(tmp_path: Path) -> None:
         _multipart(gateway, "mp-old-key", rotated_parts)
         envelope.keys = primary
         before = _stored(gateway)
-        result = _pass(gateway, passes.rotate("config-1", progress))
+        result = gateway.run(passes.rotate("config-1", progress))
         assert result == {"status": "complete", "rotated": 1, "failed": 0, "total": 1}
         assert _stored(gateway) == before
         _reads_back_across_parts(gateway, "mp-old-key", rotated_parts)
 
-        result = _pass(gateway, passes.convert(False, progress))
+        result = gateway.run(passes.convert(False, progress))
         assert result == {"status": "complete", "decrypted": 2, "failed": 0, "total": 2}
         gateway.advance(60)
         stored = _stored(gateway)
@@ -442,12 +433,12 @@ def test_the_scrubber_checks_encrypted_copies_by_decrypting_them(tmp_path: Path)
         body = os.urandom(3 * CHUNK + 5)
         assert gateway.put(BUCKET, "scrubbed", body).status == 200
         scrubber = gateway.service.getServiceNamed("scrubber").scrubber
-        copies = _pass(gateway, gateway.store.copies_to_scrub(BUCKET, "scrubbed"))
+        copies = gateway.run(gateway.store.copies_to_scrub(BUCKET, "scrubbed"))
         assert [c.encrypted for c in copies] == [True]
-        assert _pass(gateway, scrubber.verdict(copies[0])) == "verified"
+        assert gateway.run(scrubber.verdict(copies[0])) == "verified"
         stored, _ = _stored_of(gateway, len(body))
         stored.data = bytes(stored.data)[:-1] + bytes([stored.data[-1] ^ 1])
-        assert _pass(gateway, scrubber.verdict(copies[0])) == "mismatch"
+        assert gateway.run(scrubber.verdict(copies[0])) == "mismatch"
 
 
 def _flag_mismatches(component: str) -> float:
@@ -473,7 +464,7 @@ def test_a_row_and_bytes_that_disagree_on_encryption_are_counted(tmp_path: Path)
         with sqlite3.connect(gateway.workdir / "s3orch.db") as db:  # the row forgets it was sealed
             db.execute("UPDATE objects SET encrypted = 0 WHERE object_key = 'says-plain'")
         scrubber = gateway.service.getServiceNamed("scrubber").scrubber
-        copies = _pass(gateway, gateway.store.copies_to_scrub(BUCKET, "says-plain"))
+        copies = gateway.run(gateway.store.copies_to_scrub(BUCKET, "says-plain"))
         before = _flag_mismatches("scrubber")
-        assert _pass(gateway, scrubber.verdict(copies[0])) == "mismatch"
+        assert gateway.run(scrubber.verdict(copies[0])) == "mismatch"
         assert _flag_mismatches("scrubber") == before + 1

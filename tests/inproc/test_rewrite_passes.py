@@ -52,15 +52,6 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GatewayH
         yield harness
 
 
-def _run(gateway: GatewayHarness, coroutine: Any) -> Any:
-    """Run a coroutine on the harness, pumping it until it finishes."""
-    results: list[Any] = []
-    Deferred.fromCoroutine(coroutine).addBoth(results.append)
-    gateway.settle()
-    assert results, "it did not finish"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
 
 
 def _stored(gateway: GatewayHarness) -> dict[str, bytes]:
@@ -74,11 +65,11 @@ def _stored(gateway: GatewayHarness) -> dict[str, bytes]:
 
 
 def _quota_used(gateway: GatewayHarness) -> int:
-    return sum(row.bytes_used for row in _run(gateway, gateway.store.get_quotas()).values())
+    return sum(row.bytes_used for row in gateway.run(gateway.store.get_quotas()).values())
 
 
 def _record(gateway: GatewayHarness, key: str) -> Any:
-    record = _run(gateway, gateway.store.get_object(BUCKET, key))
+    record = gateway.run(gateway.store.get_object(BUCKET, key))
     assert record is not None
     return record
 
@@ -120,7 +111,7 @@ def test_compress_then_decompress_existing(gateway: GatewayHarness) -> None:
     _write_uncompressed(gateway, everything)
     before = _quota_exact(gateway)
 
-    result = _run(gateway, passes.compress(progress))
+    result = gateway.run(passes.compress(progress))
     assert result == {"status": "complete", "compressed": 12, "skipped": 1, "failed": 0, "total": 13}
     after = _quota_exact(gateway)
     assert after < before - sum(len(b) for b in texts.values()) // 2
@@ -133,11 +124,11 @@ def test_compress_then_decompress_existing(gateway: GatewayHarness) -> None:
             assert not any(body[:64] in data for body in everything.values())
 
     stored = _stored(gateway)
-    again = _run(gateway, passes.compress(progress))
+    again = gateway.run(passes.compress(progress))
     assert (again["compressed"], again["failed"], again["skipped"]) == (0, 0, 1)  # only the noise, again
     assert _stored(gateway) == stored  # nothing rewritten
 
-    result = _run(gateway, passes.decompress(progress))
+    result = gateway.run(passes.decompress(progress))
     assert result == {"status": "complete", "decompressed": 12, "skipped": 0, "failed": 0, "total": 12}
     assert _quota_exact(gateway) == before
     _reads_back(gateway, everything)
@@ -146,7 +137,7 @@ def test_compress_then_decompress_existing(gateway: GatewayHarness) -> None:
         assert not record.compressed and record.encrypted == encrypted
     if not encrypted:
         assert sorted(_stored(gateway).values()) == sorted(everything.values())
-    assert _run(gateway, passes.decompress(progress))["total"] == 0  # second run: nothing
+    assert gateway.run(passes.decompress(progress))["total"] == 0  # second run: nothing
 
 
 def test_a_client_write_racing_the_pass_wins(gateway: GatewayHarness) -> None:
@@ -166,7 +157,7 @@ def test_a_client_write_racing_the_pass_wins(gateway: GatewayHarness) -> None:
 
     store.swap_stored_bytes = racing_swap  # type: ignore[method-assign]
     try:
-        result = _run(gateway, passes.compress(SilentProgress()))
+        result = gateway.run(passes.compress(SilentProgress()))
     finally:
         del store.swap_stored_bytes  # type: ignore[method-assign]
     assert (result["compressed"], result["skipped"], result["failed"]) == (1, 1, 0)
@@ -226,7 +217,7 @@ def test_multipart_objects_are_compressed_and_decompressed_part_by_part(gateway:
     before = _quota_exact(gateway)
     noise_copies = {loc.storage_key for part in _record(gateway, "mp-noise").parts for loc in part.locations}
 
-    result = _run(gateway, passes.compress(progress))
+    result = gateway.run(passes.compress(progress))
     assert result == {"status": "complete", "compressed": 1, "skipped": 1, "failed": 0, "total": 2}
     after = _quota_exact(gateway)
     assert after < before - len(parts[0]) // 2
@@ -244,11 +235,11 @@ def test_multipart_objects_are_compressed_and_decompressed_part_by_part(gateway:
             assert not any(body[:64] in data for body in parts)
 
     stored = _stored(gateway)
-    again = _run(gateway, passes.compress(progress))
+    again = gateway.run(passes.compress(progress))
     assert (again["compressed"], again["failed"], again["skipped"]) == (0, 0, 1)  # only the noise, again
     assert _stored(gateway) == stored
 
-    result = _run(gateway, passes.decompress(progress))
+    result = gateway.run(passes.decompress(progress))
     assert result == {"status": "complete", "decompressed": 1, "skipped": 0, "failed": 0, "total": 1}
     assert _quota_exact(gateway) == before
     _multipart_reads_back(gateway, "mp", parts)
@@ -257,7 +248,7 @@ def test_multipart_objects_are_compressed_and_decompressed_part_by_part(gateway:
     assert [p.compression_chunk_size for p in record.parts] == [None, None, None]
     if not encrypted:
         assert sorted(_stored(gateway).values()) == sorted(parts + noise)
-    assert _run(gateway, passes.decompress(progress))["total"] == 0  # second run: nothing
+    assert gateway.run(passes.decompress(progress))["total"] == 0  # second run: nothing
 
 
 def test_a_client_write_racing_a_multipart_rewrite_wins(gateway: GatewayHarness) -> None:
@@ -276,7 +267,7 @@ def test_a_client_write_racing_a_multipart_rewrite_wins(gateway: GatewayHarness)
 
     store.swap_stored_bytes = racing_swap  # type: ignore[method-assign]
     try:
-        result = _run(gateway, passes.compress(SilentProgress()))
+        result = gateway.run(passes.compress(SilentProgress()))
     finally:
         del store.swap_stored_bytes  # type: ignore[method-assign]
     assert (result["compressed"], result["skipped"], result["failed"]) == (0, 1, 0)
@@ -304,7 +295,7 @@ def test_compress_existing_is_refused_while_compression_is_off(tmp_path: Path) -
         assert isinstance(refused, AdminError) and refused.status == 400
         assert "compression not enabled" in str(refused)
         # decompress-existing still runs (it is how compression is left).
-        assert _run(gateway, routes.decompress_existing(call))["total"] == 0
+        assert gateway.run(routes.decompress_existing(call))["total"] == 0
 
 
 def _run_failure(gateway: GatewayHarness, coroutine: Any) -> BaseException:
@@ -332,7 +323,7 @@ def test_encrypt_existing_keeps_each_parts_compression(tmp_path: Path) -> None:
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
         passes.envelope.enabled = True
         assert [p.compression_chunk_size for p in _record(gateway, "mixed").parts] == [CHUNK, CHUNK, None]
-        result = _run(gateway, passes.convert(True, SilentProgress()))
+        result = gateway.run(passes.convert(True, SilentProgress()))
         assert (result["encrypted"], result["failed"]) == (1, 0)
         record = _record(gateway, "mixed")
         assert record.encrypted and [p.compression_chunk_size for p in record.parts] == [CHUNK, CHUNK, None]
