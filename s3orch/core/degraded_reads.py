@@ -133,15 +133,13 @@ class DegradedReads:
         )
         # What the store made current: the reservation's copy (and fan-out companions) as
         # the one extent (a companion the store skipped fails over on a read).
-        committed = replace(
-            record,
-            locations=(
-                Location(reservation.backend, reservation.storage_key, reservation.size),
-                *(Location(c.backend, c.storage_key, c.size) for c in companions),
-            ),
-            parts=(),
+        located = (
+            Location(reservation.backend, reservation.storage_key, reservation.size),
+            *(Location(c.backend, c.storage_key, c.size) for c in companions),
         )
-        self.journal.note(committed)
+        # A PUT's record already says so (no second build of the record then).
+        same = record.locations == located and not record.parts
+        self.journal.note(record if same else replace(record, locations=located, parts=()))
         return displaced
 
     async def complete_upload(

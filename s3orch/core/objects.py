@@ -175,12 +175,12 @@ class ObjectService(PartPlacement):
             content_hash=payload.sha256_hex if known else None, conditions=conditions,
         )
 
-        def new_record() -> ObjectRecord:
+        def new_record(last_modified: float = 0.0, locations: tuple[Location, ...] = ()) -> ObjectRecord:
             record = ObjectRecord(
                 bucket=bucket, key=key, write_id=write_id, size=payload.length, etag=payload.md5_hex,
-                last_modified=0.0, content_type=new.content_type, headers=dict(new.system_headers),
+                last_modified=last_modified, content_type=new.content_type, headers=dict(new.system_headers),
                 user_metadata=dict(new.user_metadata), checksum_algorithm=payload.checksum_algorithm,
-                checksum_value=payload.checksum_value, content_hash=payload.sha256_hex,
+                checksum_value=payload.checksum_value, content_hash=payload.sha256_hex, locations=locations,
             )
             record = record if sealed is None else sealed.stamp(record)
             if packed is not None and compressor is not None:
@@ -211,7 +211,7 @@ class ObjectService(PartPlacement):
                 stored.close()  # fan-out copies still running read their own handles
         crash_point("after-backend-put")
         located = (Location(reservation.backend, reservation.storage_key, length),)
-        record = replace(new_record(), last_modified=self.clock.seconds(), locations=located)
+        record = new_record(self.clock.seconds(), located)  # built once: replace() costs a second build
         return await self._commit(reservation, record, conditions, request_id, ev.OBJECT_CREATED_PUT)
 
     async def _fan_out(

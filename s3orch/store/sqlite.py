@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -301,6 +301,28 @@ class SQLitePools:
             adbapi_typed.close(pool)
 
 
+class _NeedsSnapshot(Exception):
+    """A point read asked for a second statement outside a transaction (see :class:`_OneStatement`)."""
+
+
+class _OneStatement(Tx):
+    """A point read's first try: its one statement runs in autocommit, which in SQLite is a
+    consistent snapshot of its own, so no BEGIN and ROLLBACK are needed around it.  A read
+    that needs a second statement (a multi-extent object's parts) stops there and is run
+    again whole in a read transaction: its statements must see one snapshot."""
+
+    def __init__(self, cursor: Any) -> None:
+        super().__init__(cursor, SQLITE)
+        self._used = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Tx:
+        if self._used:
+            raise _NeedsSnapshot()
+        self._used = True
+        self.cursor.execute(sql, tuple(params))
+        return self
+
+
 def _run_inline(
     conn: sqlite3.Connection,
     notes: Notes,
@@ -308,9 +330,14 @@ def _run_inline(
     *args: _P.args,
     **kwargs: _P.kwargs,
 ) -> _T:
-    """``fn`` in one read transaction on ``conn``, once (the inline half of run_point_read)."""
+    """``fn`` on ``conn``, once: in one statement if it can (:class:`_OneStatement`), else in one
+    read transaction (the inline half of run_point_read)."""
     cur = conn.cursor()
     try:
+        try:
+            return fn(_OneStatement(cur), notes, *args, **kwargs)
+        except _NeedsSnapshot:
+            notes.warnings.clear()
         cur.execute("BEGIN")
         try:
             result = fn(Tx(cur, SQLITE), notes, *args, **kwargs)

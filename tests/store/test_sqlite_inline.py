@@ -189,3 +189,39 @@ async def test_a_listing_without_delimiter_is_a_point_read_and_others_use_the_po
         assert [e.key for e in large.entries] == ["a/1", "a/2", "b"] and len(calls) == 2
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_one_statement_read_needs_no_transaction_and_a_longer_one_runs_in_one(
+    tmp_path: Path,
+) -> None:
+    """A point read of one statement runs in autocommit (a snapshot of its own): a HEAD's
+    lookup is one statement, no BEGIN or ROLLBACK.  A read that needs a second statement is
+    run again whole inside one read transaction, so its statements see one snapshot."""
+    store, pools = await started(tmp_path / "s.db")
+    conn = pools.inline
+    assert conn is not None
+    try:
+        await put(store, "k", 5)
+        traced: list[str] = []
+        conn.set_trace_callback(traced.append)
+        record = await store.get_object("bkt", "k")
+        assert record is not None and record.size == 5 and len(record.locations) == 1
+        assert record.parts == ()
+        assert len(traced) == 1 and traced[0].startswith("SELECT")
+
+        seen: list[bool] = []
+
+        def two(tx: Tx, notes: Notes) -> tuple[int, int]:
+            first = tx.execute("SELECT 1").fetchone()[0]
+            seen.append(conn.in_transaction)
+            return first, tx.execute("SELECT 2").fetchone()[0]
+
+        traced.clear()
+        assert await pools.run_point_read(Notes(), two) == (1, 2)
+        assert seen == [False, True]  # the second try holds one snapshot for both
+        assert traced == ["SELECT 1", "BEGIN", "SELECT 1", "SELECT 2", "ROLLBACK"]
+        assert not conn.in_transaction
+    finally:
+        conn.set_trace_callback(None)
+        await store.close()

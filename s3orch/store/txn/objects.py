@@ -191,7 +191,8 @@ def txn_commit_object(
     supersede_intents(tx, record.bucket, record.key, now, but=reservation.write_id)
     extra = _claim_companions(tx, notes, reservation, companions) if companions else []
     displaced = commit_write(
-        tx, notes, reservation, record, str(pending[2]), int(pending[3]), now, extra=extra
+        tx, notes, reservation, record, str(pending[2]), int(pending[3]), now, extra=extra,
+        fresh=current is None,
     )
     add_events(tx, events, now)
     return displaced
@@ -270,24 +271,35 @@ def commit_write(
     pending_size: int,
     now: float,
     extra: Sequence[NewCopy] = (),
+    fresh: bool = False,
 ) -> list[CleanupItem]:
     """Make a reserved write the key's current version (the caller holds the key, its
     object row and the intent): the previous copies are orphaned, the intent and its
     reservation go, the stored bytes count as used.  ``extra`` are further copies whose
-    bytes were held as orphaned (fan-out companions): they count as used now."""
-    new_copy = (reservation.backend, reservation.storage_key)
-    displaced = orphan_locations(
-        tx, notes, record.bucket, record.key, "overwrite_displaced", now, keep=new_copy,
-        also_lock=(pending_backend, reservation.backend, *(copy.backend for copy in extra)),
-    )
+    bytes were held as orphaned (fan-out companions): they count as used now.  ``fresh``:
+    the caller found no object row, so the key has no copies, tags or extents to replace
+    (they reference the row), and the statements that would find none are skipped."""
+    also_lock = (pending_backend, reservation.backend, *(copy.backend for copy in extra))
+    if fresh:
+        lock_quotas(tx, also_lock)
+        displaced: list[CleanupItem] = []
+    else:
+        displaced = orphan_locations(
+            tx, notes, record.bucket, record.key, "overwrite_displaced", now,
+            keep=(reservation.backend, reservation.storage_key), also_lock=also_lock,
+        )
     tx.execute("DELETE FROM pending_objects WHERE write_id = ?", (reservation.write_id,))
-    adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size)
-    adjust_quota(tx, notes, reservation.backend, now, used=reservation.size, count=1)
+    if pending_backend == reservation.backend:  # the usual case: one row, other columns
+        adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size, used=reservation.size, count=1)
+    else:
+        adjust_quota(tx, notes, pending_backend, now, reserved=-pending_size)
+        adjust_quota(tx, notes, reservation.backend, now, used=reservation.size, count=1)
     for copy in extra:
         adjust_quota(tx, notes, copy.backend, now, orphan=-copy.size, used=copy.size, count=1)
     write_object_row(
         tx, record,
         [NewCopy(0, reservation.backend, reservation.storage_key, reservation.size), *extra], now,
+        fresh=fresh,
     )
     return displaced
 
@@ -326,10 +338,13 @@ def encryption_columns(record: ObjectRecord) -> tuple[Any, ...]:
     )
 
 
-def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], now: float) -> None:
+def write_object_row(
+    tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], now: float, *, fresh: bool = False
+) -> None:
     """Make ``record`` the key's row with exactly ``copies`` as its extents' copies (the
     old locations are gone).  Copies of part 0 make a single-extent object; copies of
-    parts 1.. make a multi-extent object whose extents are those parts, in order."""
+    parts 1.. make a multi-extent object whose extents are those parts, in order.
+    ``fresh``: the key had no row, hence no tags or extents to drop."""
     tx.execute(
         "INSERT INTO objects (bucket, object_key, write_id, size_bytes, etag, content_type,"
         " headers, user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
@@ -369,12 +384,13 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
     )
     # A new version starts without the old version's tags (S3 PUT replaces them) and
     # without its extents.
-    tx.execute(
-        "DELETE FROM object_tags WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
-    )
-    tx.execute(
-        "DELETE FROM object_parts WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
-    )
+    if not fresh:
+        tx.execute(
+            "DELETE FROM object_tags WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
+        )
+        tx.execute(
+            "DELETE FROM object_parts WHERE bucket = ? AND object_key = ?", (record.bucket, record.key)
+        )
     offset = 0
     written: set[int] = set()
     # Encrypted or compressed parts: the extents hold the client's bytes (record.part_sizes), the
@@ -416,18 +432,9 @@ def write_object_row(tx: Tx, record: ObjectRecord, copies: Sequence[NewCopy], no
         )
 
 
-def load_extents(
-    tx: Tx, bucket: str, key: str
-) -> tuple[tuple[Location, ...], tuple[Extent, ...]]:
-    """(copies of a single-extent object, extents of a multi-extent object) of a key."""
-    copies: dict[int, list[Location]] = {}
-    for part_number, backend, storage_key, size in tx.execute(
-        "SELECT part_number, backend_name, storage_key, size_bytes FROM object_locations"
-        " WHERE bucket = ? AND object_key = ? ORDER BY part_number, created_at, backend_name",
-        (bucket, key),
-    ).fetchall():
-        copies.setdefault(int(part_number), []).append(Location(backend, storage_key, int(size)))
-    parts = tuple(
+def _load_parts(tx: Tx, bucket: str, key: str, copies: dict[int, list[Location]]) -> tuple[Extent, ...]:
+    """The extents of a multi-extent object (``copies``: its locations by part number)."""
+    return tuple(
         Extent(
             int(number),
             int(offset),
@@ -444,41 +451,61 @@ def load_extents(
             (bucket, key),
         ).fetchall()
     )
-    return tuple(copies.get(0, ())), parts
+
+
+def _json_dict(text: str) -> dict[str, str]:
+    """A stored JSON object; most are empty (no metadata), and "{}" needs no parser."""
+    if text == "{}":
+        return {}
+    loaded: dict[str, str] = json.loads(text)
+    return loaded
 
 
 def txn_get_object(tx: Tx, notes: Notes, bucket: str, key: str) -> ObjectRecord | None:
-    row = tx.execute(
-        "SELECT write_id, size_bytes, etag, last_modified, content_type, headers,"
-        " user_metadata, checksum_algorithm, checksum_value, parts_count, part_sizes,"
-        " content_hash, encrypted, wrapped_dek, base_nonce, key_id, plaintext_size,"
-        " compression_chunk_size FROM objects WHERE bucket = ? AND object_key = ?",
+    """The key's current record, in one statement when it is a single-extent object: the
+    object row joined with its copies (a row per copy).  Copies of part 0 mean a
+    single-extent object, which has no object_parts rows (:func:`write_object_row`
+    replaces them with every version, and only multi-extent versions write any), so
+    only an object without a part-0 copy asks for its extents."""
+    rows = tx.execute(
+        "SELECT o.write_id, o.size_bytes, o.etag, o.last_modified, o.content_type, o.headers,"
+        " o.user_metadata, o.checksum_algorithm, o.checksum_value, o.parts_count, o.part_sizes,"
+        " o.content_hash, o.encrypted, o.wrapped_dek, o.base_nonce, o.key_id, o.plaintext_size,"
+        " o.compression_chunk_size, l.part_number, l.backend_name, l.storage_key, l.size_bytes"
+        " FROM objects o LEFT JOIN object_locations l ON l.bucket = o.bucket AND l.object_key = o.object_key"
+        " WHERE o.bucket = ? AND o.object_key = ? ORDER BY l.part_number, l.created_at, l.backend_name",
         (bucket, key),
-    ).fetchone()
-    if row is None:
+    ).fetchall()
+    if not rows:
         return None
-    locations, parts = load_extents(tx, bucket, key)
+    row = rows[0]
+    copies: dict[int, list[Location]] = {}
+    if row[18] is not None:  # no copy at all: a LEFT JOIN's one row of NULLs
+        for located in rows:
+            copies.setdefault(int(located[18]), []).append(Location(located[19], located[20], int(located[21])))
+    parts = () if copies and all(number == 0 for number in copies) else _load_parts(tx, bucket, key, copies)
+    encrypted = bool(row[12])
     return ObjectRecord(
         bucket=bucket,
         key=key,
         write_id=row[0],
-        size=int(row[1] if not row[12] and row[17] is None else row[16]),
+        size=int(row[1] if not encrypted and row[17] is None else row[16]),
         etag=row[2],
         last_modified=float(row[3]),
         content_type=row[4],
-        headers=json.loads(row[5]),
-        user_metadata=json.loads(row[6]),
+        headers=_json_dict(row[5]),
+        user_metadata=_json_dict(row[6]),
         checksum_algorithm=row[7],
         checksum_value=row[8],
         parts_count=row[9],
         part_sizes=None if row[10] is None else tuple(json.loads(row[10])),
         content_hash=row[11],
-        locations=locations,
+        locations=tuple(copies.get(0, ())),
         parts=parts,
-        encrypted=bool(row[12]),
-        wrapped_dek=base64.b64encode(bytes(row[13])).decode("ascii") if row[12] else "",
-        crypto_id=bytes(row[14]).hex() if row[12] else "",
-        key_id=str(row[15] or "") if row[12] else "",
+        encrypted=encrypted,
+        wrapped_dek=base64.b64encode(bytes(row[13])).decode("ascii") if encrypted else "",
+        crypto_id=bytes(row[14]).hex() if encrypted else "",
+        key_id=str(row[15] or "") if encrypted else "",
         compression_chunk_size=None if row[17] is None else int(row[17]),
     )
 

@@ -64,7 +64,19 @@ def adjust_quota(
     reserved: int = 0,
     count: int = 0,
 ) -> None:
-    """Apply deltas to a backend's counters, clamping at 0 (a negative result is a bug)."""
+    """Apply deltas to a backend's counters, clamping at 0 (a negative result is a bug).
+
+    Deltas that only add (a reservation, an orphaned copy) cannot go negative: one UPDATE
+    does it when the row exists (no read first)."""
+    if used >= 0 and orphan >= 0 and reserved >= 0 and count >= 0:
+        tx.execute(
+            "UPDATE backend_quotas SET bytes_used = bytes_used + ?, orphan_bytes = orphan_bytes + ?,"
+            " reserved_bytes = reserved_bytes + ?, object_count = object_count + ?, updated_at = ?"
+            " WHERE backend_name = ?",
+            (used, orphan, reserved, count, now, backend),
+        )
+        if tx.rowcount:
+            return
     select = (
         "SELECT bytes_used, orphan_bytes, reserved_bytes, object_count"
         f" FROM backend_quotas WHERE backend_name = ?{tx.for_update()}"
