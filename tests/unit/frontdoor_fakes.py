@@ -49,8 +49,30 @@ SECRETS = {"photoskey": "photossecret", "otherkey": "othersecret"}
 START = 1_750_000_000.0
 
 
+class _SignedPayloadFleet:
+    """One backend that wants the payload's SHA-256 signed (``unsigned_payload: false``): a
+    body without a hex claim cannot stream through to it (core.stream_write.stream_allowed)."""
+
+    names = ("fake",)
+
+    @staticmethod
+    def config(name: str) -> Any:
+        return type("Config", (), {"effective_unsigned_payload": False})()
+
+    @staticmethod
+    def usage_exhausted(size: int = 0) -> bool:
+        return False
+
+
 class FakeObjects:
     """The part of ObjectService the front door calls, over a dict."""
+
+    #: What the stream-through gate reads: no encryption, compression or fan-out, a fleet that
+    #: signs payloads (so the fake takes spooled bodies unless a request carries a hex claim).
+    envelope = None
+    compressor = None
+    fanout = None
+    fleet = _SignedPayloadFleet()
 
     def __init__(self, clock: MemoryReactorClock) -> None:
         self.clock = clock

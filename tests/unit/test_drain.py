@@ -15,7 +15,7 @@ from s3orch.core.drain import Drainer
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from s3orch.workers.drainer import DRAIN_INTERVAL, DrainWorker
 from tests.unit.test_harness import xml_value
-from tests.unit.test_replicator import THIRD, holders, metric, run, stored, used
+from tests.unit.test_replicator import THIRD, holders, metric, stored, used
 
 CONFIG = DEFAULT_CONFIG.replace("quota_bytes: 1048576", "quota_bytes: 16777216") + THIRD
 
@@ -53,12 +53,12 @@ def test_a_drain_moves_everything_off_and_new_writes_go_elsewhere_at_once(gatewa
     bodies = fill(gateway)
     assert all(holders(gateway, key) == [["backend-1"]] for key in bodies)  # pack: all on the first
     d = drainer(gateway)
-    assert run(gateway, d.start("backend-1")) is True
-    assert run(gateway, d.start("backend-1")) is False  # already draining
+    assert gateway.run(d.start("backend-1")) is True
+    assert gateway.run(d.start("backend-1")) is False  # already draining
     # A PUT right after the start goes elsewhere (no worker tick needed).
     assert gateway.put("photos", "late", b"late body").status == 200
     assert holders(gateway, "late") == [["backend-2"]]
-    status = run(gateway, d.status("backend-1"))
+    status = gateway.run(d.status("backend-1"))
     assert status["active"] and status["objects_remaining"] == 5
     assert status["bytes_remaining"] == sum(len(b) for b in bodies.values())
     gateway.advance(DRAIN_INTERVAL)
@@ -69,7 +69,7 @@ def test_a_drain_moves_everything_off_and_new_writes_go_elsewhere_at_once(gatewa
     gateway.advance(DRAIN_INTERVAL)  # the cleanup queue deletes the source copies
     assert stored(gateway, "backend-1") == {}
     assert used(gateway)["backend-1"] == (0, 0, 0, 0)
-    status = run(gateway, d.status("backend-1"))
+    status = gateway.run(d.status("backend-1"))
     assert status["state"] == "completed" and status["objects_remaining"] == 0
     assert status["objects_moved"] == 5 and status["bytes_moved"] == sum(len(b) for b in bodies.values())
     # Completed, it still takes no writes until the drain is cancelled.
@@ -80,10 +80,10 @@ def test_a_drain_moves_everything_off_and_new_writes_go_elsewhere_at_once(gatewa
 def test_cancel_makes_the_backend_writable_again_and_keeps_moved_copies(gateway: GatewayHarness) -> None:
     fill(gateway, 2)
     d = drainer(gateway)
-    assert run(gateway, d.start("backend-1")) is True
-    assert run(gateway, d.cancel("backend-1")) is True
-    assert run(gateway, d.cancel("backend-1")) is False
-    assert run(gateway, d.status("backend-1")) is None
+    assert gateway.run(d.start("backend-1")) is True
+    assert gateway.run(d.cancel("backend-1")) is True
+    assert gateway.run(d.cancel("backend-1")) is False
+    assert gateway.run(d.status("backend-1")) is None
     assert gateway.put("photos", "after", b"after").status == 200
     assert holders(gateway, "after") == [["backend-1"]]
     gateway.advance(DRAIN_INTERVAL)
@@ -92,24 +92,24 @@ def test_cancel_makes_the_backend_writable_again_and_keeps_moved_copies(gateway:
 
 def test_a_drain_with_a_copy_elsewhere_only_drops_the_source(gateway: GatewayHarness) -> None:
     bodies = fill(gateway, 1)
-    moved = run(gateway, drainer(gateway).start("backend-2"))  # holds nothing: completes at once
+    moved = gateway.run(drainer(gateway).start("backend-2"))  # holds nothing: completes at once
     assert moved is True
     gateway.advance(DRAIN_INTERVAL)
-    assert run(gateway, drainer(gateway).status("backend-2"))["state"] == "completed"
+    assert gateway.run(drainer(gateway).status("backend-2"))["state"] == "completed"
     assert holders(gateway, "k0") == [["backend-1"]]
     reads_back(gateway, bodies)
 
 
 def test_an_unknown_backend_is_refused(gateway: GatewayHarness) -> None:
     with pytest.raises(ValueError):
-        run(gateway, drainer(gateway).start("nope"))
+        gateway.run(drainer(gateway).start("nope"))
 
 
 def test_a_restart_resumes_the_drain(tmp_path: Path) -> None:
     first = GatewayHarness(tmp_path, CONFIG).start()
     try:
         bodies = fill(first, 3)
-        assert run(first, drainer(first).start("backend-1")) is True
+        assert first.run(drainer(first).start("backend-1")) is True
         buckets = {name: server.buckets for name, server in first.backends.items()}
     finally:
         first.stop()  # before any drain pass ran
@@ -147,23 +147,23 @@ def test_events_completed_and_failed_and_metrics(tmp_path: Path) -> None:
         assert h.put("photos", "e", b"e" * 1400).status == 200  # backend-3
         before = metric("s3o_drain_objects_moved_total", backend="backend-1")
         d = drainer(h)
-        assert run(h, d.start("backend-1")) is True
+        assert h.run(d.start("backend-1")) is True
         assert metric("s3o_drain_active", backend="backend-1") == 1
         worker: Any = h.service.getServiceNamed("drain")
-        run(h, worker.run_once())
+        h.run(worker.run_once())
         # Room for one of the two on backend-3 only: one moved, one left.
         assert metric("s3o_drain_objects_moved_total", backend="backend-1") == before + 1
-        status = run(h, d.status("backend-1"))
+        status = h.run(d.status("backend-1"))
         assert status["state"] == "failed" and status["objects_remaining"] == 1 and "1 copies" in status["error"]
-        [failed] = run(h, h.store.due_events(h.clock.seconds() + 86400, 100))
+        [failed] = h.run(h.store.due_events(h.clock.seconds() + 86400, 100))
         assert failed.event_type == "backend.drain.failed"
         assert json.loads(failed.payload)["data"]["objects_remaining"] == 1
-        run(h, h.store.events_done([failed.id]))
+        h.run(h.store.events_done([failed.id]))
         assert h.delete("photos", "e").status == 204  # room again
-        run(h, worker.run_once())  # the next pass moves the last one (no time passes: no tick)
-        assert run(h, d.status("backend-1"))["state"] == "completed"
+        h.run(worker.run_once())  # the next pass moves the last one (no time passes: no tick)
+        assert h.run(d.status("backend-1"))["state"] == "completed"
         assert metric("s3o_drain_active", backend="backend-1") == 0
-        entries = run(h, h.store.due_events(h.clock.seconds() + 86400, 100))
+        entries = h.run(h.store.due_events(h.clock.seconds() + 86400, 100))
         assert [entry.event_type for entry in entries] == ["backend.drain.completed"]
         done = json.loads(entries[-1].payload)
         assert done["subject"] == "backend-1" and done["data"]["objects_remaining"] == 0
@@ -175,7 +175,7 @@ def test_open_uploads_with_parts_on_the_backend_are_aborted(gateway: GatewayHarn
     upload_id = xml_value(created.body, "UploadId")
     part = gateway.request("PUT", "photos", "big", query=[("partNumber", "1"), ("uploadId", upload_id)], body=b"p" * 100)
     assert part.status == 200
-    assert run(gateway, drainer(gateway).start("backend-1")) is True
+    assert gateway.run(drainer(gateway).start("backend-1")) is True
     listed = gateway.request("GET", "photos", None, query=[("uploads", "")])
     assert upload_id.encode() not in listed.body
     again = gateway.request("PUT", "photos", "big", query=[("partNumber", "2"), ("uploadId", upload_id)], body=b"q")
@@ -187,11 +187,11 @@ def test_with_factor_two_the_drain_keeps_two_copies_elsewhere(tmp_path: Path) ->
     with GatewayHarness(tmp_path, config) as h:
         bodies = fill(h, 3)
         replicator: Any = h.service.getServiceNamed("replicator")
-        run(h, replicator.run_now_pass())
+        h.run(replicator.run_now_pass())
         assert all(holders(h, key) == [["backend-1", "backend-2"]] for key in bodies)
-        assert run(h, drainer(h).start("backend-1")) is True
+        assert h.run(drainer(h).start("backend-1")) is True
         worker: Any = h.service.getServiceNamed("drain")
-        run(h, worker.run_once())
+        h.run(worker.run_once())
         assert all(holders(h, key) == [["backend-2", "backend-3"]] for key in bodies)
         reads_back(h, bodies)
 
@@ -227,8 +227,8 @@ def test_an_object_overwritten_or_deleted_under_the_move_counts_as_a_race_not_a_
 
     fill(gateway, 2)
     d = drainer(gateway)
-    assert run(gateway, d.start("backend-1")) is True
-    page = run(gateway, gateway.store.backend_extents("backend-1", 10))
+    assert gateway.run(d.start("backend-1")) is True
+    page = gateway.run(gateway.store.backend_extents("backend-1", 10))
     assert [e.key for e in page] == ["k0", "k1"]
     # Between the page and the move: k0 is overwritten (the new write avoids backend-1), k1 deleted.
     assert gateway.put("photos", "k0", b"newer").status == 200
@@ -236,10 +236,10 @@ def test_an_object_overwritten_or_deleted_under_the_move_counts_as_a_race_not_a_
     raced = metric("s3o_drain_race_aborted_total", backend="backend-1")
     result = DrainPass("backend-1")
     for extent in page:
-        run(gateway, d._one("backend-1", extent, result))
+        gateway.run(d._one("backend-1", extent, result))
     assert (result.moved, result.failed, result.raced) == (0, 0, 2)
     assert metric("s3o_drain_race_aborted_total", backend="backend-1") == raced + 2
     assert gateway.get("photos", "k0").body == b"newer"
     assert gateway.get("photos", "k1").status == 404
     gateway.advance(DRAIN_INTERVAL)
-    assert run(gateway, d.status("backend-1"))["state"] == "completed"
+    assert gateway.run(d.status("backend-1"))["state"] == "completed"

@@ -13,7 +13,7 @@ from twisted.logger import globalLogPublisher
 from s3orch.testing.harness import GatewayHarness
 from s3orch.workers.drainer import DRAIN_INTERVAL
 from tests.unit.test_drain import CONFIG, fill, reads_back
-from tests.unit.test_replicator import run, stored
+from tests.unit.test_replicator import stored
 
 TOKEN = "drain-token"
 
@@ -102,7 +102,7 @@ def test_removal_writes_backend_removed_to_the_outbox_and_the_audit_log(tmp_path
     with GatewayHarness(tmp_path, CONFIG + f'ui:\n  admin_token: "{TOKEN}"\n' + hooks) as h:
 
         def removed() -> list[dict[str, Any]]:
-            rows = run(h, h.store.due_events(h.clock.seconds() + 86400, 100))
+            rows = h.run(h.store.due_events(h.clock.seconds() + 86400, 100))
             return [json.loads(r.payload) for r in rows if r.event_type == "backend.removed"]
 
         fill(h, 2)

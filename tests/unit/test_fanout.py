@@ -19,7 +19,7 @@ from s3orch.config.fields import ConfigError
 from s3orch.core.fanout import FanOut, _Body
 from s3orch.payload import Payload
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
-from tests.unit.test_replicator import THIRD, down, holders, metric, multipart, run, stored, used
+from tests.unit.test_replicator import THIRD, down, holders, metric, multipart, stored, used
 
 BASE = DEFAULT_CONFIG.replace("quota_bytes: 1048576", "quota_bytes: 16777216") + THIRD
 
@@ -214,7 +214,7 @@ def test_a_copy_failing_beyond_the_ack_is_left_to_the_replicator(gateway: Gatewa
     assert metric("s3o_fanout_copies_total", outcome="failed") == failed + 1
     up(gateway, "backend-2", "backend-3")
     replicating: Any = gateway.service.getServiceNamed("replicator")
-    run(gateway, replicating.run_now_pass())  # the replicator's next pass makes the missing copy
+    gateway.run(replicating.run_now_pass())  # the replicator's next pass makes the missing copy
     assert holders(gateway, "k") == [["backend-1", "backend-2"]]
     quotas_exact(gateway, 2, 100)
     gateway.problems.events.clear()

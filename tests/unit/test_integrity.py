@@ -29,7 +29,6 @@ from tests.unit.test_replicator import (
     metric,
     multipart,
     record,
-    run,
     stored,
     used,
 )
@@ -67,7 +66,7 @@ def corrupt(h: GatewayHarness, backend: str, key: str, at: int = 1000) -> None:
 
 def replicated(h: GatewayHarness, key: str, body: bytes = BODY) -> list[str]:
     assert h.put("photos", key, body).status == 200
-    run(h, replicator_worker(h).replicator.run_pass())
+    h.run(replicator_worker(h).replicator.run_pass())
     (copies,) = holders(h, key)
     assert len(copies) == 2
     return copies
@@ -134,7 +133,7 @@ def test_a_corrupt_copy_read_aborts_the_client_and_the_scrub_that_follows_drops_
     # the scrub after the bad read dropped the corrupt copy with its row (not the good one)
     assert holders(h, "k") == [[second]]
     assert h.get("photos", "k").body == BODY
-    run(h, replicator_worker(h).replicator.run_pass())  # the replicator rebuilds from the good copy
+    h.run(replicator_worker(h).replicator.run_pass())  # the replicator rebuilds from the good copy
     (rebuilt,) = holders(h, "k")
     assert len(rebuilt) == 2 and second in rebuilt
     h.settle()
@@ -176,7 +175,7 @@ def test_a_scheduled_scrub_drops_the_corrupt_copy_and_the_replicator_rebuilds_it
     h.advance(3600)
     assert metric("s3o_integrity_checks_total", operation="scrub") - checks >= 8
     assert metric("s3o_integrity_errors_total", operation="scrub") - errors == 1
-    run(h, replicator_worker(h).replicator.run_pass())
+    h.run(replicator_worker(h).replicator.run_pass())
     for key in keys:
         copies = holders(h, key)[0]
         assert len(copies) == 2
@@ -228,17 +227,17 @@ def test_an_admin_scrub_streams_progress_and_marks_copies_verified(gateway: Gate
     h = gateway
     for key in ("a", "b"):
         replicated(h, key, b"x" * 1000)
-    never_before, _ = run(h, h.store.integrity_stats())
+    never_before, _ = h.run(h.store.integrity_stats())
     assert never_before == 4
     events = admin(h, "POST", "scrub?batch_size=3", ndjson=True)
     assert events[0]["type"] == "start" and events[0]["total"] == 3
     (result,) = [e for e in events if e["type"] == "result"]
     assert result["status"] == "complete" and result["checked"] == 3 and result["mismatches"] == 0
-    never_after, oldest = run(h, h.store.integrity_stats())
+    never_after, oldest = h.run(h.store.integrity_stats())
     assert never_after == 1 and oldest == h.clock.seconds()
     again = admin(h, "POST", "scrub?batch_size=1")
     assert again["checked"] == 1
-    assert run(h, h.store.integrity_stats())[0] == 0  # never-verified copies go first
+    assert h.run(h.store.integrity_stats())[0] == 0  # never-verified copies go first
 
 
 def test_backfill_stores_the_sha256_of_objects_written_without_one(gateway: GatewayHarness) -> None:
@@ -246,7 +245,7 @@ def test_backfill_stores_the_sha256_of_objects_written_without_one(gateway: Gate
     for key in ("old1", "old2", "fresh"):
         assert h.put("photos", key, key.encode() * 100).status == 200
     for key in ("old1", "old2"):  # as written by a build that stored no SHA-256
-        run(h, _clear_hash(h, key))
+        h.run(_clear_hash(h, key))
     corrupt(h, record(h, "old2").locations[0].backend, "old2", at=3)  # its only copy fails its MD5
     result = admin(h, "POST", "backfill-checksums")
     assert (result["hashed"], result["failed"]) == (1, 1)
@@ -299,7 +298,7 @@ def test_the_replicator_never_copies_a_source_that_fails_its_digest(gateway: Gat
     assert h.put("photos", "lonely", BODY).status == 200
     (location,) = record(h, "lonely").locations
     corrupt(h, location.backend, "lonely")
-    result = run(h, replicator_worker(h).replicator.run_pass())
+    result = h.run(replicator_worker(h).replicator.run_pass())
     assert result.copies_created == 0 and result.failed == 1
     assert holders(h, "lonely") == [[location.backend]]
     assert all(BODY[:1000] + bytes([BODY[1000] ^ 0xFF]) not in data

@@ -20,7 +20,7 @@ from s3orch.cli.main import cli
 from s3orch.core.over_replication import OverReplicationCleaner
 from s3orch.testing.harness import GatewayHarness
 from s3orch.workers.over_replication import OverReplicationWorker
-from tests.unit.test_replicator import CONFIG, INTERVAL, THIRD, TOKEN, holders, metric, run, stored, used
+from tests.unit.test_replicator import CONFIG, INTERVAL, THIRD, TOKEN, holders, metric, stored, used
 from tests.unit.test_replicator import worker as replicator_worker
 
 #: backend-3 has a small quota, so it is the fullest backend once it holds a copy.
@@ -53,7 +53,7 @@ def three_copies(h: GatewayHarness, keys: tuple[str, ...] = ("k",)) -> None:
     factor2 = replicator.config
     replicator.config = dataclasses.replace(factor2, factor=3)
     try:
-        run(h, replicator.run_pass())
+        h.run(replicator.run_pass())
     finally:
         replicator.config = factor2
     for key in keys:
@@ -77,19 +77,19 @@ def test_the_copy_on_the_fullest_backend_goes_and_quota_settles(gateway: Gateway
     three_copies(gateway)
     before = used(gateway)
     removed = metric("s3o_over_replication_removed_total", backend="backend-3")
-    result = run(gateway, cleaner_worker(gateway).run_now_pass())
+    result = gateway.run(cleaner_worker(gateway).run_now_pass())
     assert (result.scanned, result.copies_removed, result.bytes_freed) == (1, 1, len(BODY))
     assert holders(gateway, "k") == [["backend-1", "backend-2"]]
     assert stored(gateway, "backend-3") == {}  # its bytes deleted at once
     after = used(gateway)
     assert after["backend-3"] == (0, 0, 0, 0)  # used -> orphan -> freed
     assert after["backend-1"] == before["backend-1"] and after["backend-2"] == before["backend-2"]
-    assert run(gateway, gateway.store.cleanup_queue_page(10))[0] == 0
+    assert gateway.run(gateway.store.cleanup_queue_page(10))[0] == 0
     assert metric("s3o_over_replication_removed_total", backend="backend-3") == removed + 1
     assert gateway.get("photos", "k").body == BODY
     # Nothing more to do: the next pass is empty and the replicator adds nothing back.
-    assert run(gateway, cleaner_worker(gateway).cleaner.run_pass()).status == "empty"
-    assert run(gateway, replicator_worker(gateway).replicator.run_pass()).copies_created == 0
+    assert gateway.run(cleaner_worker(gateway).cleaner.run_pass()).status == "empty"
+    assert gateway.run(replicator_worker(gateway).replicator.run_pass()).copies_created == 0
 
 
 def test_a_copy_behind_an_open_breaker_goes_before_the_fullest(tmp_path: Path) -> None:
@@ -99,13 +99,13 @@ def test_a_copy_behind_an_open_breaker_goes_before_the_fullest(tmp_path: Path) -
         cleaner = cleaner_worker(h).cleaner
         breakers: Any = cleaner.fleet.breakers
         breakers["backend-2"]._move("open")
-        scores = run(h, cleaner.scores())
+        scores = h.run(cleaner.scores())
         assert scores["backend-2"] == 1.0 and 2.0 < scores["backend-3"] < scores["backend-1"] <= 3.0
-        assert run(h, cleaner_worker(h).run_now_pass()).copies_removed == 1
+        assert h.run(cleaner_worker(h).run_now_pass()).copies_removed == 1
         assert holders(h, "k") == [["backend-1", "backend-3"]]
         # Its delete could not be sent (open breaker): the row waits in the cleanup queue,
         # its bytes counted as orphaned until then.
-        depth, items = run(h, h.store.cleanup_queue_page(10))
+        depth, items = h.run(h.store.cleanup_queue_page(10))
         assert depth == 1 and items[0].backend == "backend-2" and items[0].reason == "over_replication"
         assert used(h)["backend-2"][:2] == (0, len(BODY))
         h.problems.events.clear()
@@ -152,10 +152,10 @@ def test_a_concurrent_replicator_pass_never_leaves_fewer_than_the_factor(tmp_pat
 def test_an_overwrite_between_scan_and_removal_keeps_every_copy_of_the_new_write(gateway: GatewayHarness) -> None:
     three_copies(gateway)
     cleaner = cleaner_worker(gateway).cleaner
-    [extent] = run(gateway, gateway.store.over_replicated(2, 10))
+    [extent] = gateway.run(gateway.store.over_replicated(2, 10))
     assert gateway.put("photos", "k", b"new").status == 200
-    scores = run(gateway, cleaner.scores())
-    assert run(gateway, gateway.store.remove_excess(extent, 2, scores, gateway.clock.seconds(), 60.0)) == []
+    scores = gateway.run(cleaner.scores())
+    assert gateway.run(gateway.store.remove_excess(extent, 2, scores, gateway.clock.seconds(), 60.0)) == []
     assert gateway.get("photos", "k").body == b"new"
 
 
@@ -175,13 +175,13 @@ def test_a_failing_extent_is_counted_and_the_pass_goes_on(gateway: GatewayHarnes
             return await store.remove_excess(extent, *args)
 
     cleaner.store = Failing()
-    result = run(gateway, cleaner.run_pass())
+    result = gateway.run(cleaner.run_pass())
     cleaner.store = store
     assert (result.scanned, result.failed, result.copies_removed, result.status) == (2, 1, 1, "partial")
     assert metric("s3o_over_replication_errors_total") == errors + 1
     assert metric("s3o_over_replication_pending") == 1
     assert len(holders(gateway, "a")[0]) == 3 and len(holders(gateway, "b")[0]) == 2
-    assert run(gateway, cleaner.run_pass()).copies_removed == 1  # the next pass finishes it
+    assert gateway.run(cleaner.run_pass()).copies_removed == 1  # the next pass finishes it
     gateway.problems.events.clear()
 
 
@@ -284,7 +284,7 @@ def test_the_cli_previews_then_executes(gateway: GatewayHarness, monkeypatch: py
 
 def test_scores_without_a_limit_count_as_empty(gateway: GatewayHarness) -> None:
     cleaner: OverReplicationCleaner = cleaner_worker(gateway).cleaner
-    scores = run(gateway, cleaner.scores())
+    scores = gateway.run(cleaner.scores())
     assert set(scores) == {"backend-1", "backend-2", "backend-3"}
     assert all(2.0 <= s <= 3.0 for s in scores.values())
 
@@ -293,13 +293,13 @@ def test_a_copy_on_a_draining_backend_scores_zero_and_goes_first(gateway: Gatewa
     three_copies(gateway)
     cleaner: OverReplicationCleaner = cleaner_worker(gateway).cleaner
     # Without a drain the fullest backend (backend-3) would lose its copy.
-    assert min(run(gateway, cleaner.scores()).items(), key=lambda kv: kv[1])[0] == "backend-3"
+    assert min(gateway.run(cleaner.scores()).items(), key=lambda kv: kv[1])[0] == "backend-3"
     drainer: Any = gateway.service.getServiceNamed("drain")
-    assert run(gateway, drainer.drainer.start("backend-1")) is True
-    scores = run(gateway, cleaner.scores())
+    assert gateway.run(drainer.drainer.start("backend-1")) is True
+    scores = gateway.run(cleaner.scores())
     assert scores["backend-1"] == 0.0 and all(scores[b] >= 2.0 for b in ("backend-2", "backend-3"))
-    preview = run(gateway, cleaner.preview())
+    preview = gateway.run(cleaner.preview())
     assert [r["backend"] for r in preview["removals"][0]["remove"]] == ["backend-1"]
-    assert run(gateway, cleaner_worker(gateway).run_now_pass()).copies_removed == 1
+    assert gateway.run(cleaner_worker(gateway).run_now_pass()).copies_removed == 1
     assert holders(gateway, "k") == [["backend-2", "backend-3"]]
     assert gateway.get("photos", "k").body == BODY

@@ -27,7 +27,7 @@ from s3orch.store.interface import Intent, ObjectRecord
 from s3orch.testing.harness import DEFAULT_CONFIG, GatewayHarness
 from s3orch.workers.rebalancer import RebalanceWorker
 from tests.unit.test_over_replication import admin
-from tests.unit.test_replicator import THIRD, TOKEN, holders, metric, run, stored, used
+from tests.unit.test_replicator import THIRD, TOKEN, holders, metric, stored, used
 
 INTERVAL = 600.0
 BODY = 100_000  # bytes per object; each backend's quota is 1 MiB
@@ -85,7 +85,7 @@ def check_settled(h: GatewayHarness, bodies: dict[str, bytes]) -> None:
         recorded = {
             loc.storage_key
             for key in bodies
-            for extent in run(h, h.store.get_object("photos", key)).extents
+            for extent in h.run(h.store.get_object("photos", key)).extents
             for loc in extent.locations
             if loc.backend == name
         }
@@ -98,7 +98,7 @@ def test_a_spread_pass_evens_the_backends_and_settles_quota_exactly(gateway: Gat
     assert all(holders(gateway, key) == [["backend-1"]] for key in bodies)
     moved = metric("s3o_rebalance_objects_moved_total", strategy="spread", status="success")
     worker = rebalancer_worker(gateway)
-    result = run(gateway, worker.run_now_pass(config=dataclasses.replace(worker.rebalancer.config, enabled=True)))
+    result = gateway.run(worker.run_now_pass(config=dataclasses.replace(worker.rebalancer.config, enabled=True)))
     assert (result.planned, result.moved, result.failed, result.stale) == (4, 4, 0, 0)
     ratios = utilisation(gateway)
     assert max(ratios.values()) - min(ratios.values()) < 0.1
@@ -109,7 +109,7 @@ def test_a_spread_pass_evens_the_backends_and_settles_quota_exactly(gateway: Gat
     assert metric("s3o_rebalance_objects_moved_total", strategy="spread", status="success") == moved + 4
     # The next pass is under the threshold: skipped, nothing moves back.
     skipped = metric("s3o_rebalance_skipped_total", reason="threshold")
-    again = run(gateway, worker.run_now_pass())
+    again = gateway.run(worker.run_now_pass())
     assert (again.skipped, again.moved) == ("threshold", 0)
     assert metric("s3o_rebalance_skipped_total", reason="threshold") == skipped + 1
 
@@ -119,11 +119,11 @@ def test_a_pack_pass_fills_the_first_backends_in_config_order(tmp_path: Path) ->
     try:
         bodies = fill(h, 6)  # spread routing: two on each backend
         assert sorted(holders(h, k)[0][0] for k in bodies).count("backend-1") == 2
-        result = run(h, rebalancer_worker(h).run_now_pass())
+        result = h.run(rebalancer_worker(h).run_now_pass())
         assert result.moved == 4 and result.status == "success"
         assert all(holders(h, key) == [["backend-1"]] for key in bodies)  # 6 x ~100 kB fit in 1 MiB
         check_settled(h, bodies)
-        assert run(h, rebalancer_worker(h).run_now_pass()).skipped == "empty_plan"  # nothing can go further
+        assert h.run(rebalancer_worker(h).run_now_pass()).skipped == "empty_plan"  # nothing can go further
     finally:
         h.stop()
 
@@ -140,7 +140,7 @@ def test_an_oversized_copy_and_a_target_over_max_object_size_are_skipped(tmp_pat
         preview = admin(h, "GET", "rebalance")
         # big is larger than any backend's free room below the mean; small cannot go to backend-2.
         assert [(m["key"], m["to"]) for m in preview["moves"]] == [("small", "backend-3")]
-        assert run(h, rebalancer_worker(h).run_now_pass()).moved == 1
+        assert h.run(rebalancer_worker(h).run_now_pass()).moved == 1
         assert holders(h, "big") == [["backend-1"]] and holders(h, "small") == [["backend-3"]]
         check_settled(h, bodies)
     finally:
@@ -197,7 +197,7 @@ def test_an_overwrite_racing_the_move_keeps_the_new_write_and_deletes_only_the_m
     else:
         copier.copy_one = copy_after_overwrite  # type: ignore[method-assign]
     try:
-        result = run(gateway, rebalancer.run_pass(config=dataclasses.replace(rebalancer.config, batch_size=1)))
+        result = gateway.run(rebalancer.run_pass(config=dataclasses.replace(rebalancer.config, batch_size=1)))
     finally:
         rebalancer.store = store
         copier.copy_one = original  # type: ignore[method-assign]
@@ -226,7 +226,7 @@ def test_a_crash_between_copy_and_swap_leaks_nothing(gateway: GatewayHarness) ->
     dying: Any = Dying()
     rebalancer.store = dying
     try:
-        result = run(gateway, rebalancer.run_pass(config=dataclasses.replace(rebalancer.config, batch_size=1)))
+        result = gateway.run(rebalancer.run_pass(config=dataclasses.replace(rebalancer.config, batch_size=1)))
     finally:
         rebalancer.store = store
     assert (result.moved, result.failed) == (0, 1)
@@ -354,7 +354,7 @@ def test_with_replicas_a_move_never_puts_two_copies_on_one_backend(tmp_path: Pat
         assert all(holders(h, key) == [["backend-1", "backend-2"]] for key in bodies)
         preview = admin(h, "GET", "rebalance")
         assert preview["moves"] and all(m["to"] == "backend-3" for m in preview["moves"])
-        result = run(h, rebalancer_worker(h).run_now_pass())
+        result = h.run(rebalancer_worker(h).run_now_pass())
         assert result.moved == len(preview["moves"]) and result.failed == 0
         for key in bodies:
             (copies,) = holders(h, key)
@@ -375,10 +375,10 @@ def test_a_draining_backend_is_never_a_target_and_a_pass_writes_rebalance_comple
         preview = admin(h, "GET", "rebalance")
         assert [b["backend"] for b in preview["backends"]] == ["backend-1", "backend-2"]
         assert preview["moves"] and all(m["to"] == "backend-2" for m in preview["moves"])
-        result = run(h, rebalancer_worker(h).run_now_pass())
+        result = h.run(rebalancer_worker(h).run_now_pass())
         assert result.moved == len(preview["moves"]) and stored(h, "backend-3") == {}
         check_settled(h, bodies)
-        entries = run(h, h.store.due_events(h.clock.seconds() + 60, 100))
+        entries = h.run(h.store.due_events(h.clock.seconds() + 60, 100))
         assert [e.event_type for e in entries] == ["rebalance.completed"]
         data = json.loads(entries[0].payload)["data"]
         assert (data["moved"], data["strategy"], data["run_id"]) == (result.moved, "spread", result.run_id)
@@ -393,7 +393,7 @@ def test_a_reload_switches_the_rebalancer_on_with_its_new_settings(gateway: Gate
     new = dataclasses.replace(
         reloader.current, rebalance=RebalanceConfig(enabled=True, strategy="pack", interval=300.0, batch_size=7)
     )
-    outcome = run(gateway, reloader.apply(new))
+    outcome = gateway.run(reloader.apply(new))
     assert outcome["status"] == "ok" and outcome["restart_required"] == []
     assert {"rebalance.enabled", "rebalance.interval", "rebalance.batch_size"} <= set(outcome["changed"])
     assert worker.enabled is True and worker.interval == 300.0

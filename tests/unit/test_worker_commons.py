@@ -31,7 +31,7 @@ from s3orch.workers.base import PeriodicWorker
 from tests.unit.test_audit_events import AuditLines
 from tests.unit.test_harness import xml_value
 from tests.unit.test_over_replication import three_copies
-from tests.unit.test_replicator import CONFIG, TOKEN, metric, run
+from tests.unit.test_replicator import CONFIG, TOKEN, metric
 
 DAY = 86400.0
 STALE_UPLOAD = 3600.0
@@ -142,7 +142,7 @@ def _over_replication(h: GatewayHarness) -> None:
 def _drain(h: GatewayHarness) -> None:
     assert h.put("photos", "on-one", b"d" * 500).status == 200
     drain: Any = h.service.getServiceNamed("drain")
-    assert run(h, drain.drainer.start("backend-1")) is True
+    assert h.run(drain.drainer.start("backend-1")) is True
 
 
 def _lifecycle(h: GatewayHarness) -> None:
@@ -164,7 +164,7 @@ def _cleanup(h: GatewayHarness) -> None:
     server.render = refuse_deletes
     assert h.put("photos", "gone", b"c" * 10).status == 200
     assert h.delete("photos", "gone").status == 204
-    assert run(h, h.store.cleanup_queue_page(10))[0] >= 1
+    assert h.run(h.store.cleanup_queue_page(10))[0] >= 1
     server.render = original
 
 
@@ -180,14 +180,14 @@ def _multipart_gc(h: GatewayHarness) -> None:
 def _pending_reaper(h: GatewayHarness) -> None:
     # A write that reserved room and never committed, and whose bytes never arrived.
     intent = Intent(uuid.uuid4().hex, "photos", "ghost", 5, f"ghost-{uuid.uuid4().hex}")
-    assert run(h, h.store.reserve(intent, ["backend-2"], "pack", h.clock.seconds())) is not None
+    assert h.run(h.store.reserve(intent, ["backend-2"], "pack", h.clock.seconds())) is not None
     jump(h, 600)
 
 
 def _rebalancer(h: GatewayHarness) -> None:
     for i in range(4):  # two copies each, on backend-1 and backend-2: backend-3 is empty
         assert h.put("photos", f"heavy-{i}", b"h" * 200_000).status == 200
-    run(h, placement_worker(h, "replicator").replicator.run_pass())  # type: ignore[attr-defined]
+    h.run(placement_worker(h, "replicator").replicator.run_pass())  # type: ignore[attr-defined]
     worker: Any = placement_worker(h, "rebalancer")
     worker.rebalancer.config = dataclasses.replace(worker.rebalancer.config, threshold=0.0)
 
@@ -254,7 +254,7 @@ def test_every_placement_worker_starts_after_a_jitter_of_up_to_half_its_interval
     for commons in PLACEMENT:
         worker = placement_worker(gateway, commons.name)
         gateway.settle()
-        run(gateway, _stopped(worker))
+        gateway.run(_stopped(worker))
         original = worker.jitter
         worker.jitter = lambda: 0.5
         try:
@@ -262,7 +262,7 @@ def test_every_placement_worker_starts_after_a_jitter_of_up_to_half_its_interval
             now = gateway.clock.seconds()
             assert worker.status()["next_run_at"] == pytest.approx(now + worker.interval / 4), commons
             worker.jitter = lambda: 7.0  # out of range: clamped to half the interval
-            run(gateway, _stopped(worker))
+            gateway.run(_stopped(worker))
             worker.startService()
             assert worker.status()["next_run_at"] == pytest.approx(now + worker.interval / 2), commons
         finally:
@@ -304,7 +304,7 @@ def test_a_pass_with_work_is_framed_by_one_run_id_counted_and_shown(
     status = worker.status()
     assert status["last_result"] == "success" and status["lock_holder"] == "this instance"
     assert status["lock_id"] == commons.lock and status["next_run_at"] > gateway.clock.seconds() - 1
-    outbox = {row.event_type for row in run(gateway, gateway.store.due_events(gateway.clock.seconds() + DAY, 1000))}
+    outbox = {row.event_type for row in gateway.run(gateway.store.due_events(gateway.clock.seconds() + DAY, 1000))}
     assert set(commons.emitted) <= outbox, (commons.emitted, outbox)
     listed = {w["name"]: w for w in _admin_workers(gateway)}
     assert listed[name]["last_result"] == "success" and listed[name]["lock_id"] == int(commons.lock)
@@ -320,17 +320,17 @@ def test_a_tick_is_skipped_while_another_holder_has_the_lock(
     worker = placement_worker(gateway, name)
     assert worker.locks is not None
     gateway.settle()
-    assert run(gateway, worker.locks.try_lock(commons.lock)) is True  # another instance's tick
+    assert gateway.run(worker.locks.try_lock(commons.lock)) is True  # another instance's tick
     try:
         audit_lines.clear()
         skipped = metric("s3o_worker_ticks_total", service=commons.component, result="skipped")
-        assert run(gateway, worker.run_once()) is True
+        assert gateway.run(worker.run_once()) is True
         assert metric("s3o_worker_ticks_total", service=commons.component, result="skipped") == skipped + 1
         status = worker.status()
         assert status["last_result"] == "skipped" and status["lock_holder"] == "another instance"
         assert audit_lines.named(f"{commons.component}.start") == []  # skipped silently
     finally:
-        run(gateway, worker.locks.release(commons.lock))
+        gateway.run(worker.locks.release(commons.lock))
 
 
 def _admin_workers(h: GatewayHarness) -> list[dict[str, Any]]:

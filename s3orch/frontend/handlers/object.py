@@ -55,6 +55,7 @@ from s3orch.s3.metadata import (
     response_header_overrides,
 )
 from s3orch.s3.multipart import parse_part_number
+from s3orch.s3.numbers import parse_decimal
 from s3orch.s3.object_attributes import parse_object_attributes, parse_parts_page
 from s3orch.s3.ranges import content_range, parse_range
 from s3orch.s3.tagging import (
@@ -104,9 +105,9 @@ def check_response_overrides(state: RequestState) -> None:
 def _declared_size(state: RequestState) -> int:
     """The object bytes a request announces (its decoded length for aws-chunked); 0 if unknown."""
     for name in ("x-amz-decoded-content-length", "content-length"):
-        value = first_header(state.headers, name)
-        if value is not None and value.isdigit():
-            return int(value)
+        value = parse_decimal(first_header(state.headers, name))  # ASCII digits only: "²".isdigit()
+        if value is not None:
+            return value
     return 0
 
 
