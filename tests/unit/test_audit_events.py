@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
@@ -241,13 +241,13 @@ def test_an_audit_event_is_what_logger_info_would_have_emitted() -> None:
     built: list[LogEvent] = []
     stock: list[LogEvent] = []
     original, token = audit_module._log, audit_scope.set(None)  # no request's scope adds fields
-    audit_module._log = Logger(namespace="audit", observer=LogPublisher(built.append))
+    audit_module._log = Logger(namespace="audit", observer=LogPublisher(cast(ILogObserver, built.append)))
     try:
         audit_module.audit("s3.HeadObject", request_id="R1", bucket="b", key="k", status=200)
     finally:
         audit_module._log = original
         audit_scope.reset(token)
-    Logger(namespace="audit", observer=LogPublisher(stock.append)).info(
+    Logger(namespace="audit", observer=LogPublisher(cast(ILogObserver, stock.append))).info(
         "audit", audit=True, event="s3.HeadObject", component="audit", request_id="R1", bucket="b", key="k",
         status=200,
     )
