@@ -11,7 +11,10 @@ HTTP front door can be judged on a noisy shared machine:
   dumps ``DIR/<n>.prof``), for where the time goes by function (deterministic, but it
   inflates call-heavy code);
 * ``--py-spy DIR``: ``py-spy record`` samples the gateway during each phase into
-  ``DIR/<phase>.txt`` (collapsed stacks, one per line with its sample count): unbiased shares.
+  ``DIR/<phase>.txt`` (collapsed stacks, one per line with its sample count): unbiased shares;
+* ``--logs``: the gateway writes its log lines (two audit lines per request) through the
+  observer twistd would install, to ``gateway.log``, as in production; without it they
+  stay in Twisted's small in-memory buffer, unrendered.
 
 The client is tools.bench's asyncio keep-alive client in this (separate) process.  Usage::
 
@@ -46,9 +49,10 @@ LIST_KEYS = 100
 PHASES = ("get", "head", "put", "list")
 
 
-def serve(config_path: str, profile_dir: str | None) -> None:
+def serve(config_path: str, profile_dir: str | None, logs: bool = False) -> None:
     """The gateway (``api`` mode: the S3 front door without most background workers)."""
     from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
 
     from s3orch import tap
     from s3orch.modes import MODE_API
@@ -56,6 +60,8 @@ def serve(config_path: str, profile_dir: str | None) -> None:
 
     config = load_checked_config(config_path)
     service = tap.build(config, reactor, mode=MODE_API)
+    if logs and service.log_observer is not None:  # as twistd does with the application's observer
+        globalLogBeginner.beginLoggingTo([service.log_observer], redirectStandardIO=False)
     if profile_dir is not None:
         state: dict[str, Any] = {"profile": None, "count": 0}
 
@@ -124,6 +130,7 @@ def main() -> None:
     parser.add_argument("--cprofile", metavar="DIR")
     parser.add_argument("--py-spy", metavar="DIR", dest="py_spy")
     parser.add_argument("--only", nargs="*", default=list(PHASES))
+    parser.add_argument("--logs", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="frontdoor-"))
     weed = WeedServer(work / "weed", "fdkey", "fdsecret")
@@ -148,6 +155,8 @@ def main() -> None:
         if args.cprofile:
             os.makedirs(args.cprofile, exist_ok=True)
             command += ["--profile-dir", args.cprofile]
+        if args.logs:
+            command.append("--logs")
         out_dir = work / "callgrind"
         if args.callgrind:
             out_dir.mkdir()
@@ -214,6 +223,10 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--profile-dir" else None)
+        serve(
+            sys.argv[2],
+            sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--profile-dir" else None,
+            logs="--logs" in sys.argv[3:],
+        )
     else:
         main()

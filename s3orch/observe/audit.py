@@ -21,13 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
+from time import time
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from s3orch.observe.metrics import AUDIT_EVENTS
 
 _log = Logger(namespace="audit")
+_INFO = LogLevel.info
 
 
 class AuditScope:
@@ -85,4 +87,11 @@ def audit(event: str, **fields: Any) -> None:
         backend = fields.get("backend")
         if backend and not scope.backend:  # the operation's own event comes first
             scope.backend = str(backend)
-    _log.info("audit", audit=True, event=event, component="audit", **fields)
+    # What ``_log.info("audit", audit=True, event=event, component="audit", **fields)`` hands
+    # its observer, built here: Logger.emit re-validates the (constant) level against a sorted
+    # list of every level on each call, a fifth of an audit line's cost before rendering.
+    _log.observer({
+        "audit": True, "event": event, "component": "audit", **fields,
+        "log_logger": _log, "log_level": _INFO, "log_namespace": "audit", "log_source": None,
+        "log_format": "audit", "log_time": time(),
+    })

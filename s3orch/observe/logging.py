@@ -20,13 +20,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    formatEvent,
-)
+from twisted.logger import ILogObserver, LogLevel, formatEvent
 from zope.interface import implementer
 
 from s3orch.observe.ring import LogRing
@@ -108,6 +102,22 @@ def _copied(key: str) -> bool:
     return known
 
 
+#: The keys to copy of each event shape (its keys in order -> those :func:`_copied` keeps): a
+#: call site emits the same shape every time, so one tuple and one lookup replace a call per key.
+_shape_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+_SHAPES_MAX = 1024
+
+
+def _keys_to_copy(event: dict[str, Any]) -> tuple[str, ...]:
+    shape = tuple(event)
+    keys = _shape_keys.get(shape)
+    if keys is None:
+        keys = tuple(key for key in shape if _copied(key))
+        if len(_shape_keys) < _SHAPES_MAX:
+            _shape_keys[shape] = keys
+    return keys
+
+
 def _message(event: dict[str, Any]) -> str:
     """The event's formatted message; a format without fields is its own message (Twisted's
     formatter parses it either way, a good part of the cost of an audit line)."""
@@ -132,10 +142,10 @@ def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
     ids = log_ids()  # observers run where the line is written: inside its span, if any
     if ids is not None:
         out["trace_id"], out["span_id"] = ids
-    for key, value in event.items():
-        if key in out or not _copied(key):
-            continue
-        out[key] = value if type(value) in _PLAIN else _jsonable(value)
+    for key in _keys_to_copy(event):
+        if key not in out:
+            value = event[key]
+            out[key] = value if type(value) in _PLAIN else _jsonable(value)
     failure = event.get("log_failure")
     if failure is not None:
         out["error"] = failure.getErrorMessage()
@@ -145,6 +155,26 @@ def event_to_dict(event: dict[str, Any]) -> dict[str, Any]:
 
 #: One encoder for every line (``json.dumps`` with arguments builds a new one per call).
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _line_encoder() -> Callable[[dict[str, Any]], str]:
+    """``_ENCODER.encode``, minus what it redoes per call: it builds a new C encoder (and a
+    circular-reference memo) for every line.  A record is flat after :func:`event_to_dict`
+    (plain values, or :func:`_jsonable`'s fresh lists and dicts), so it needs no such memo."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: the stock path
+        return _ENCODER.encode
+    iterencode = make(None, _ENCODER.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+                      False, False, True)
+    join = "".join
+
+    def encode(record: dict[str, Any]) -> str:
+        return join(iterencode(record, 0))
+
+    return encode
+
+
+_encode_line = _line_encoder()
 
 
 @implementer(ILogObserver)
@@ -160,7 +190,7 @@ class JSONLineObserver:
         for sink in self.sinks:
             sink(record)
         try:
-            self._stream.write(_ENCODER.encode(record) + "\n")
+            self._stream.write(_encode_line(record) + "\n")
             self._stream.flush()
         except (OSError, ValueError):  # stdout closed: nothing sensible to do
             pass
@@ -256,6 +286,31 @@ class _Both:
             observer(event)
 
 
+#: Level order for :class:`_LevelFilter` (twisted's ``LogLevel`` compares through Python-level
+#: ``__lt__`` calls on its constants).
+_RANK = {LogLevel.debug: 0, LogLevel.info: 1, LogLevel.warn: 2, LogLevel.error: 3, LogLevel.critical: 4}
+
+
+@implementer(ILogObserver)
+class _LevelFilter:
+    """Twisted's ``FilteringLogObserver`` with a ``LogLevelFilterPredicate`` holding one level
+    for every namespace (all ``server.log_level`` sets), in one call: the stock pair costs
+    three calls and a walk of the namespace per line.  Like it, an event without a level or
+    a namespace is dropped, and a traced event records this hop."""
+
+    def __init__(self, observer: ILogObserver, minimum: LogLevel) -> None:
+        self.observer = observer
+        self.minimum = _RANK[minimum]
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        rank = _RANK.get(event.get("log_level"))  # None: no level (or not a LogLevel)
+        if rank is None or rank < self.minimum or not event.get("log_namespace"):
+            return
+        if "log_trace" in event:
+            event["log_trace"].append((self, self.observer))
+        self.observer(event)
+
+
 class LogSettings:
     """The process's log observer: ``server.log_format`` with a ``server.log_level`` filter.
 
@@ -268,7 +323,7 @@ class LogSettings:
         self, level: str = "info", fmt: str = "json", stream: IO[str] | None = None, ring: LogRing | None = None
     ) -> None:
         self.level = normalise_level(level) if level.strip().lower() in _LEVELS else "info"
-        self.predicate = LogLevelFilterPredicate(defaultLogLevel=level_from_name(level))
+        self._filters: list[_LevelFilter] = []
         self.format = fmt
         self.stream = stream
         self.ring = ring if ring is not None else LogRing()
@@ -278,7 +333,8 @@ class LogSettings:
     def set_level(self, level: str) -> None:
         """Filter from ``level`` on, at once (ValueError for an unknown name)."""
         self.level = normalise_level(level)
-        self.predicate.setLogLevelForNamespace("", level_from_name(self.level))
+        for observer in self._filters:
+            observer.minimum = _RANK[level_from_name(self.level)]
 
     def observer(self) -> ILogObserver:
         """The observer twistd installs for the whole process (these settings become the active ones)."""
@@ -287,7 +343,9 @@ class LogSettings:
         base: ILogObserver = (
             _Both(TextLineObserver(self.stream), _RingObserver(self.ring)) if self.format == "text" else self.json
         )
-        return FilteringLogObserver(base, [self.predicate])
+        observer = _LevelFilter(base, level_from_name(self.level))
+        self._filters.append(observer)
+        return observer
 
 
 _active: LogSettings | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
@@ -229,3 +229,31 @@ def test_frequent_workers_write_no_pass_frame_but_their_events_carry_the_pass_id
     assert done == [True]
     (dropped,) = audit_lines.events
     assert dropped["event"] == "quiet.dropped" and dropped["request_id"].startswith("quiet-")
+
+
+def test_an_audit_event_is_what_logger_info_would_have_emitted() -> None:
+    """audit() builds the event Logger.info("audit", ...) would (it skips only the level
+    re-validation): same keys in the same order, same namespace, level and format."""
+    from twisted.logger import Logger, LogLevel, LogPublisher
+
+    from s3orch.observe import audit as audit_module
+
+    built: list[LogEvent] = []
+    stock: list[LogEvent] = []
+    original, token = audit_module._log, audit_scope.set(None)  # no request's scope adds fields
+    audit_module._log = Logger(namespace="audit", observer=LogPublisher(cast(ILogObserver, built.append)))
+    try:
+        audit_module.audit("s3.HeadObject", request_id="R1", bucket="b", key="k", status=200)
+    finally:
+        audit_module._log = original
+        audit_scope.reset(token)
+    Logger(namespace="audit", observer=LogPublisher(cast(ILogObserver, stock.append))).info(
+        "audit", audit=True, event="s3.HeadObject", component="audit", request_id="R1", bucket="b", key="k",
+        status=200,
+    )
+    (mine,), (theirs,) = built, stock
+    assert list(mine) == list(theirs)
+    assert {k: v for k, v in mine.items() if k not in ("log_time", "log_logger")} == {
+        k: v for k, v in theirs.items() if k not in ("log_time", "log_logger")
+    }
+    assert mine["log_level"] is LogLevel.info and isinstance(mine["log_time"], float)

@@ -108,3 +108,48 @@ def test_messages_with_and_without_fields_and_secrets_seen_again() -> None:
     for _ in range(2):
         record = event_to_dict({"log_format": "x", "log_time": 1.0, "db_password": "p", "size": b"\xff"})
         assert "db_password" not in record and record["size"] == "\ufffd"
+
+
+def test_lines_of_one_shape_each_carry_their_own_values() -> None:
+    """The copied keys are cached per event shape: the values never are, and a new shape
+    with a secret-looking key still loses it."""
+    out = io.StringIO()
+    for n in range(3):
+        _emit(JSONLineObserver(out), **{**AUDIT, "status": 200 + n, "key": f"k{n}"})
+    _emit(JSONLineObserver(out), event="s3.X", component="audit", db_password="p", size=1)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["status"], r["key"]) for r in records[:3]] == [(200, "k0"), (201, "k1"), (202, "k2")]
+    assert "db_password" not in records[3] and records[3]["size"] == 1
+    assert all("secret_access_key" not in r and "authorization" not in r for r in records)
+
+
+def test_a_json_line_is_what_the_stock_encoder_writes() -> None:
+    """The reused C encoder writes the same text as ``json.dumps`` (ASCII escapes, floats,
+    nested values made JSON-able, key order)."""
+    out = io.StringIO()
+    fields = {"key": "caf\u00e9 \"q\" \n", "duration": 0.1 + 0.2, "n": None, "ok": False,
+              "items": [1, b"\xff", ("a", 2.5)], "map": {"x": {"y": 1}}}
+    _emit(JSONLineObserver(out), component="audit", **fields)
+    line = out.getvalue()
+    assert line.endswith("\n") and line.count("\n") == 1
+    record = json.loads(line)
+    assert line[:-1] == json.dumps(record, separators=(",", ":"))
+    assert list(record)[:3] == ["time", "level", "component"]
+    assert record["items"] == [1, "\ufffd", ["a", 2.5]] and record["duration"] == 0.1 + 0.2
+
+
+def test_the_level_filter_drops_unleveled_and_unnamespaced_events_and_follows_set_level() -> None:
+    """As Twisted's FilteringLogObserver + LogLevelFilterPredicate did: no level or no
+    namespace is no line; a level change applies to an observer already installed."""
+    out = io.StringIO()
+    settings = LogSettings("info", "json", out)
+    observer = settings.observer()
+    observer({"log_format": "no level", "log_namespace": "s3orch.x", "log_time": 0.0})
+    observer({"log_format": "no namespace", "log_level": LogLevel.error, "log_time": 0.0})
+    observer({"log_format": "kept", "log_level": LogLevel.info, "log_namespace": "s3orch.x", "log_time": 0.0})
+    settings.set_level("error")
+    observer({"log_format": "now hidden", "log_level": LogLevel.warn, "log_namespace": "a", "log_time": 0.0})
+    observer({"log_format": "critical", "log_level": LogLevel.critical, "log_namespace": "a", "log_time": 0.0})
+    settings.set_level("debug")
+    observer({"log_format": "debug", "log_level": LogLevel.debug, "log_namespace": "a", "log_time": 0.0})
+    assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["kept", "critical", "debug"]
