@@ -44,7 +44,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
-from s3orch.backend.http11_connection import HTTP11Connection
+from s3orch.backend.http11_connection import HTTP11Connection, header_block
 from s3orch.backend.http11_response import LeanResponse
 
 __all__ = ["LeanAgent", "LeanPool", "Origin"]
@@ -241,13 +241,19 @@ class LeanAgent:
             origin, host, target = split_uri(uri)
         except ValueError:
             return cast("Deferred[IResponse]", _failed(Failure()))
-        if headers is None:
-            headers = Headers()
-        if not headers.hasHeader(b"host"):
-            headers = headers.copy()
-            headers.addRawHeader(b"host", host)
-        attempt = _Attempt(self, origin, method, target, headers, bodyProducer)
+        block = b"" if headers is None else header_block(headers)
+        if headers is None or not headers.hasHeader(b"host"):
+            block = b"Host: " + host + b"\r\n" + block
+        attempt = _Attempt(self, origin, method, target, block, bodyProducer)
         return cast("Deferred[IResponse]", attempt.start())
+
+    def request_prepared(
+        self, method: bytes, origin: Origin, target: bytes, block: bytes, body: IBodyProducer | None
+    ) -> Deferred[LeanResponse]:
+        """:meth:`request` for a caller that has the origin (:func:`split_uri`) and the header
+        lines (Host included, no line breaks inside values) already: the backend client's
+        own signer writes them directly, no ``Headers`` built and serialised per request."""
+        return _Attempt(self, origin, method, target, block, body).start()
 
 
 class _Attempt:
@@ -261,7 +267,7 @@ class _Attempt:
         origin: Origin,
         method: bytes,
         target: bytes,
-        headers: Headers,
+        headers: bytes,
         body: IBodyProducer | None,
     ) -> None:
         self._agent = agent

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
@@ -273,6 +273,15 @@ class FileSliceProducer:
         self._task: Any = None
 
     def startProducing(self, consumer: Any) -> Deferred[None]:
+        if self.length <= self._read_size:
+            # One read's worth (most small objects): written at once, behind the request's
+            # headers, rather than from a cooperator task on the next reactor turn.
+            try:
+                for _ in self._write_loop(consumer):
+                    pass
+            except Exception:
+                return fail()
+            return succeed(None)
         self._task = self._cooperator.cooperate(self._write_loop(consumer))
         done: Deferred[None] = Deferred()
 
@@ -300,10 +309,14 @@ class FileSliceProducer:
             yield None
 
     def pauseProducing(self) -> None:
+        if self._task is None:  # written at once (or not started): nothing to pause
+            return
         with contextlib.suppress(TaskFinished):  # the transport may lag behind the end
             self._task.pause()
 
     def resumeProducing(self) -> None:
+        if self._task is None:
+            return
         with contextlib.suppress(NotPaused):
             self._task.resume()
 
