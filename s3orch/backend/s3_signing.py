@@ -34,10 +34,6 @@ from s3orch.s3.sigv4 import (
 
 __all__ = ["BackendSigner"]
 
-#: Header-value whitespace SigV4 folds (besides the ends); a value without any needs a strip only.
-_FOLDABLE = ("\t", "  ")
-
-
 class BackendSigner:
     """Signs requests to one host (the ``Host`` header value) in one region; ``backend``
     names the backend in errors."""
@@ -100,11 +96,9 @@ class BackendSigner:
         signed_values["x-amz-content-sha256"] = payload_hash
         signed_values["x-amz-date"] = amz_date
         names = sorted(signed_values)
-        values = [signed_values[name] for name in names]
-        if any(fold in value for value in values for fold in _FOLDABLE):
+        canonical = "".join([f"{name}:{signed_values[name].strip()}\n" for name in names])
+        if "\t" in canonical or "  " in canonical:  # whitespace runs inside a value: SigV4 folds them
             canonical = canonical_headers({name: [signed_values[name]] for name in names}, names)
-        else:
-            canonical = "".join([f"{name}:{value.strip()}\n" for name, value in zip(names, values)])
         path, _, query = target.partition("?")
         signed_names = ";".join(names)
         creq = "\n".join(

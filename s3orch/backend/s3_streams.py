@@ -94,10 +94,20 @@ class _StreamProtocol(TwistedProtocol):
         self.stalled = False
         self.finished = False
         self.paused = False
+        #: Inside ``deliverBody``: what arrived with the headers is being handed over (often
+        #: the whole body); the countdown starts after it (:meth:`reapply_pause`), if at all.
+        self.delivering = True
 
     def _arm(self) -> None:
         """(Re)start the countdown to a stall: called on each sign of life and on resume."""
-        if self._clock is None or self._idle_timeout <= 0 or self.paused or self.stopped or self.finished:
+        if (
+            self.delivering
+            or self._clock is None
+            or self._idle_timeout <= 0
+            or self.paused
+            or self.stopped
+            or self.finished
+        ):
             return
         if self._idle is not None and self._idle.active():
             self._idle.reset(self._idle_timeout)
@@ -141,9 +151,13 @@ class _StreamProtocol(TwistedProtocol):
         self.stop()
 
     def reapply_pause(self) -> None:
-        """Called after ``deliverBody`` returns: re-pause if the consumer asked to."""
+        """Called after ``deliverBody`` returns: re-pause if the consumer asked to, else
+        start the stall countdown (unless the body ended already)."""
+        self.delivering = False
         if self.paused:
             self.pauseProducing()
+        else:
+            self._arm()
 
     def dataReceived(self, data: bytes) -> None:
         if self.stopped:

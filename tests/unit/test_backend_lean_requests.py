@@ -110,3 +110,39 @@ def test_a_small_upload_whose_source_runs_short_fails_without_a_retry() -> None:
     Deferred.fromCoroutine(backend.put_object("k", short)).addBoth(outcome.append)
     assert isinstance(outcome[0], Failure) and "ended 7 bytes early" in str(outcome[0].value)
     assert len(rig.endpoint.connections) == 1 and rig.conn()[1].disconnected
+
+
+def test_a_reused_connection_keeps_one_idle_timer_and_expires_a_full_timeout_after_its_last_use() -> None:
+    rig = Rig(idle_timeout=30)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    rig.request()
+    protocol, transport = rig.conn()
+    protocol.dataReceived(ok)
+    assert len(rig.clock.getDelayedCalls()) == 1
+    for _ in range(3):  # reused every 10 s: no new timer per request
+        rig.clock.advance(10)
+        rig.request()
+        protocol.dataReceived(ok)
+        assert len(rig.clock.getDelayedCalls()) == 1
+    assert len(rig.endpoint.connections) == 1
+    rig.clock.advance(29)  # the first timer fired at 30 s and re-armed for the remainder
+    assert not transport.disconnecting and rig.pool.idle_count(("http", "backend.test", 9000)) == 1
+    rig.clock.advance(1)
+    assert transport.disconnecting and rig.pool.idle_count(("http", "backend.test", 9000)) == 0
+    assert not rig.clock.getDelayedCalls()
+
+
+def test_a_connection_busy_when_its_timer_fires_is_not_closed() -> None:
+    rig = Rig(idle_timeout=30)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    rig.request()
+    protocol, transport = rig.conn()
+    protocol.dataReceived(ok)
+    rig.clock.advance(20)
+    _, outcome = rig.request()  # busy across the 30 s mark
+    rig.clock.advance(15)
+    assert not transport.disconnecting and not rig.clock.getDelayedCalls()
+    protocol.dataReceived(ok)
+    assert outcome[0].code == 200 and len(rig.clock.getDelayedCalls()) == 1
+    rig.clock.advance(30)
+    assert transport.disconnecting
