@@ -125,7 +125,7 @@ def test_no_countdown_while_delivering_what_came_with_the_headers() -> None:
     protocol = _StreamProtocol(Consumer(), done, 40, "b1", clock, TIMEOUT)
     transport = Transport()
     transport.protocol = protocol
-    protocol.makeConnection(transport)  # type: ignore[arg-type]
+    protocol.makeConnection(transport)  # type: ignore[no-untyped-call]
     protocol.dataReceived(b"x" * 40)  # the whole body, buffered with the headers
     protocol.connectionLost(Failure(ResponseDone()))
     assert not clock.getDelayedCalls()  # never armed, nothing to cancel
