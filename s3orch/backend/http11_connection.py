@@ -305,8 +305,10 @@ class HTTP11Connection(Protocol):
             self._complete = True
             raise _HeadComplete()  # llhttp would wait for Content-Length bytes a HEAD never gets
         if length != 0:
+            # The socket pauses at the end of this read (_after_feed) unless the body came
+            # whole with the headers or a reader took it meanwhile: no pause/resume pair of
+            # epoll calls for a small answer.
             self._await_delivery = True
-            self._set_reading()
 
     def on_body(self, data: bytes) -> None:
         if self._abandoned:
@@ -334,8 +336,10 @@ class HTTP11Connection(Protocol):
             self._give_response()
             if response is not None:
                 response._finish(done_failure())
-        elif response is not None and not self._writing:
-            self._give_response()
+        else:
+            if response is not None and not self._writing:
+                self._give_response()
+            self._set_reading()  # a body still to come that nobody reads yet: pause the socket
 
     def _give_response(self) -> None:
         if self._response_given or self._response is None:

@@ -9,13 +9,14 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 
 from s3orch.backend.s3 import S3Backend
 from s3orch.backend.s3_responses import lower_headers
 from s3orch.config import load_config_from_string
 from s3orch.payload import Payload
 from s3orch.s3.sigv4 import sign_headers
-from tests.unit.test_http11_client import Rig
+from tests.unit.test_http11_client import Reader, Rig
 
 CONFIG = load_config_from_string(
     "backends:\n  - name: b1\n    endpoint: http://backend.test:9000\n    bucket: x\n"
@@ -146,3 +147,38 @@ def test_a_connection_busy_when_its_timer_fires_is_not_closed() -> None:
     assert outcome[0].code == 200 and len(rig.clock.getDelayedCalls()) == 1
     rig.clock.advance(30)
     assert transport.disconnecting
+
+
+def _count_pauses(transport: Any) -> list[str]:
+    calls: list[str] = []
+    pause, resume = transport.pauseProducing, transport.resumeProducing
+    transport.pauseProducing = lambda: (calls.append("pause"), pause())
+    transport.resumeProducing = lambda: (calls.append("resume"), resume())
+    return calls
+
+
+def test_a_body_that_came_whole_with_the_headers_never_pauses_the_socket() -> None:
+    rig = Rig()
+    _, outcome = rig.request()
+    protocol, transport = rig.conn()
+    calls = _count_pauses(transport)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    assert calls == [] and transport.producerState == "producing"
+    reader = Reader()
+    outcome[0].deliverBody(reader)
+    assert reader.data == b"hello" and reader.ended(ResponseDone) and calls == []
+    assert rig.pool.idle_count(("http", "backend.test", 9000)) == 1
+
+
+def test_a_body_still_to_come_pauses_the_socket_at_the_end_of_the_read_until_it_is_read() -> None:
+    rig = Rig()
+    _, outcome = rig.request()
+    protocol, transport = rig.conn()
+    calls = _count_pauses(transport)
+    protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel")
+    assert calls == ["pause"] and transport.producerState == "paused"
+    reader = Reader()
+    outcome[0].deliverBody(reader)
+    assert calls == ["pause", "resume"] and reader.data == b"hel"
+    protocol.dataReceived(b"lo")
+    assert reader.data == b"hello" and reader.ended(ResponseDone)
