@@ -44,7 +44,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
-from s3orch.backend.http11_connection import HTTP11Connection
+from s3orch.backend.http11_connection import HTTP11Connection, header_block
 from s3orch.backend.http11_response import LeanResponse
 
 __all__ = ["LeanAgent", "LeanPool", "Origin"]
@@ -104,7 +104,12 @@ class LeanPool:
         self.cached_connection_timeout = cached_connection_timeout
         self._clock = clock
         self._idle: dict[Origin, list[HTTP11Connection]] = {}
+        #: A connection's expiry timer, armed when it first goes idle and left running while
+        #: it is reused: a busy connection's timer only re-arms (a timer per request, armed
+        #: and cancelled, cost more than the request's own bookkeeping).
         self._timers: dict[HTTP11Connection, IDelayedCall] = {}
+        #: When each idle connection went idle.
+        self._idle_since: dict[HTTP11Connection, float] = {}
         self._factory = _ConnectionFactory()
 
     def take(self, origin: Origin) -> HTTP11Connection | None:
@@ -112,9 +117,10 @@ class LeanPool:
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
-            self._forget(connection)
             if connection.reusable:
+                self._idle_since.pop(connection, None)
                 return connection
+            self._forget(connection)
         return None
 
     def connect(self, origin: Origin, endpoint: IStreamClientEndpoint) -> Deferred[HTTP11Connection]:
@@ -138,12 +144,22 @@ class LeanPool:
             self._forget(oldest)
             oldest.close()
         idle.append(connection)
-        self._timers[connection] = self._clock.callLater(
-            self.cached_connection_timeout, self._expire, origin, connection
-        )
+        self._idle_since[connection] = self._clock.seconds()
+        if connection not in self._timers:
+            self._arm(origin, connection, self.cached_connection_timeout)
+
+    def _arm(self, origin: Origin, connection: HTTP11Connection, delay: float) -> None:
+        self._timers[connection] = self._clock.callLater(delay, self._expire, origin, connection)
 
     def _expire(self, origin: Origin, connection: HTTP11Connection) -> None:
         self._timers.pop(connection, None)
+        since = self._idle_since.get(connection)
+        if since is None:  # busy: armed again when it goes idle
+            return
+        remaining = since + self.cached_connection_timeout - self._clock.seconds()
+        if remaining > 0:  # reused meanwhile, idle again only since then
+            self._arm(origin, connection, remaining)
+            return
         self._drop(origin, connection)
         connection.close()
 
@@ -154,6 +170,7 @@ class LeanPool:
         self._forget(connection)
 
     def _forget(self, connection: HTTP11Connection) -> None:
+        self._idle_since.pop(connection, None)
         timer = self._timers.pop(connection, None)
         if timer is not None and timer.active():
             timer.cancel()
@@ -241,13 +258,19 @@ class LeanAgent:
             origin, host, target = split_uri(uri)
         except ValueError:
             return cast("Deferred[IResponse]", _failed(Failure()))
-        if headers is None:
-            headers = Headers()
-        if not headers.hasHeader(b"host"):
-            headers = headers.copy()
-            headers.addRawHeader(b"host", host)
-        attempt = _Attempt(self, origin, method, target, headers, bodyProducer)
+        block = b"" if headers is None else header_block(headers)
+        if headers is None or not headers.hasHeader(b"host"):
+            block = b"Host: " + host + b"\r\n" + block
+        attempt = _Attempt(self, origin, method, target, block, bodyProducer)
         return cast("Deferred[IResponse]", attempt.start())
+
+    def request_prepared(
+        self, method: bytes, origin: Origin, target: bytes, block: bytes, body: IBodyProducer | None
+    ) -> Deferred[LeanResponse]:
+        """:meth:`request` for a caller that has the origin (:func:`split_uri`) and the header
+        lines (Host included, no line breaks inside values) already: the backend client's
+        own signer writes them directly, no ``Headers`` built and serialised per request."""
+        return _Attempt(self, origin, method, target, block, body).start()
 
 
 class _Attempt:
@@ -261,7 +284,7 @@ class _Attempt:
         origin: Origin,
         method: bytes,
         target: bytes,
-        headers: Headers,
+        headers: bytes,
         body: IBodyProducer | None,
     ) -> None:
         self._agent = agent

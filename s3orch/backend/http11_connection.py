@@ -45,7 +45,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from s3orch.backend.http11_response import LeanResponse, done_failure
 from s3orch.http.socket_buffers import set_read_size
 
-__all__ = ["HTTP11Connection"]
+__all__ = ["HTTP11Connection", "header_block"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
@@ -158,12 +158,14 @@ class HTTP11Connection(Protocol):
     # --- issuing a request ---
 
     def request(
-        self, method: bytes, target: bytes, headers: Headers, body: IBodyProducer | None
+        self, method: bytes, target: bytes, header_block: bytes, body: IBodyProducer | None
     ) -> Deferred[LeanResponse]:
         """Send one request; the Deferred fires with the response once its headers arrived.
 
-        Cancelling it aborts the connection (a request half-sent or half-answered
-        cannot be taken back).
+        ``header_block`` is the request's ``Name: value\r\n`` lines, Host included
+        (:func:`header_block` of a ``Headers``, or a backend signer's own).  Cancelling the
+        Deferred aborts the connection (a request half-sent or half-answered cannot be
+        taken back).
         """
         if self.busy or self.lost or self._broken:
             return _failed(RequestNotSent())
@@ -182,10 +184,7 @@ class HTTP11Connection(Protocol):
         self._parser = HttpResponseParser(self)
         deferred: Deferred[LeanResponse] = Deferred(self._cancel)
         self._deferred = deferred
-        lines = [method, b" ", target, b" HTTP/1.1\r\n"]
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                lines += (name, b": ", value, b"\r\n")
+        lines = [method, b" ", target, b" HTTP/1.1\r\n", header_block]
         chunked = False
         if body is None:
             if method in _BODY_METHODS:
@@ -276,17 +275,20 @@ class HTTP11Connection(Protocol):
             self._headers = []
             self._phrase = b""
             return
-        headers = Headers()
+        raw = self._headers
+        by_name: dict[str, str] = {}
         length: Any = UNKNOWN_LENGTH
         chunked = False
-        for name, value in self._headers:
-            headers.addRawHeader(name, value)
-            lower = name.lower()
-            if lower == b"content-length":
+        for name, value in raw:
+            lower = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            prior = by_name.get(lower)
+            by_name[lower] = text if prior is None else f"{prior}, {text}"
+            if lower == "content-length":
                 length = int(value)
-            elif lower == b"transfer-encoding" and b"chunked" in value.lower():
+            elif lower == "transfer-encoding" and "chunked" in text.lower():
                 chunked = True
-            elif lower == b"connection" and b"close" in value.lower():
+            elif lower == "connection" and "close" in text.lower():
                 self._broken = True
         if not self._parser.should_keep_alive():
             self._broken = True
@@ -296,15 +298,17 @@ class HTTP11Connection(Protocol):
         elif chunked:
             length = UNKNOWN_LENGTH
         self._eof_body = not no_body and not chunked and length is UNKNOWN_LENGTH
-        response = LeanResponse(code, self._phrase, headers, length, self)
+        response = LeanResponse(code, self._phrase, raw, length, self, by_name=by_name)
         self._response = response
         self._headers = []
         if self._head:
             self._complete = True
             raise _HeadComplete()  # llhttp would wait for Content-Length bytes a HEAD never gets
         if length != 0:
+            # The socket pauses at the end of this read (_after_feed) unless the body came
+            # whole with the headers or a reader took it meanwhile: no pause/resume pair of
+            # epoll calls for a small answer.
             self._await_delivery = True
-            self._set_reading()
 
     def on_body(self, data: bytes) -> None:
         if self._abandoned:
@@ -332,8 +336,10 @@ class HTTP11Connection(Protocol):
             self._give_response()
             if response is not None:
                 response._finish(done_failure())
-        elif response is not None and not self._writing:
-            self._give_response()
+        else:
+            if response is not None and not self._writing:
+                self._give_response()
+            self._set_reading()  # a body still to come that nobody reads yet: pause the socket
 
     def _give_response(self) -> None:
         if self._response_given or self._response is None:
@@ -419,6 +425,15 @@ class HTTP11Connection(Protocol):
                 self.transport.pauseProducing()
             else:
                 self.transport.resumeProducing()
+
+
+def header_block(headers: Headers) -> bytes:
+    """A ``Headers`` as request header lines (``Headers`` already folded line breaks in values)."""
+    lines: list[bytes] = []
+    for name, values in headers.getAllRawHeaders():
+        for value in values:
+            lines += (name, b": ", value, b"\r\n")
+    return b"".join(lines)
 
 
 class _HeadComplete(Exception):

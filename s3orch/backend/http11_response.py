@@ -79,17 +79,40 @@ class LeanResponse:
     previousResponse = None
 
     def __init__(
-        self, code: int, phrase: bytes, headers: Headers, length: Any, reader: BodyReader, request: Any = None
+        self,
+        code: int,
+        phrase: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        length: Any,
+        reader: BodyReader,
+        request: Any = None,
+        *,
+        by_name: dict[str, str],
     ) -> None:
         self.code = code
         self.phrase = phrase
-        self.headers = headers
+        #: The headers as received, in order; ``headers`` (Twisted's form) is built from
+        #: them only if someone asks: the S3 client reads :attr:`by_name`.
+        self._raw_headers = raw_headers
+        self._headers: Headers | None = None
+        #: Lower-case name -> value (repeated headers joined by ", "), decoded as latin-1:
+        #: :func:`s3orch.backend.s3_responses.lower_headers` of this response, made once.
+        self.by_name = by_name
         self.length = length
         self.request = request
         self._protocol: Any = None
         self._buffer: list[bytes] | None = []
         self._end: Failure | None = None
         self._transport = BodyTransport(reader)
+
+    @property
+    def headers(self) -> Headers:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers()
+            for name, value in self._raw_headers:
+                headers.addRawHeader(name, value)
+        return headers
 
     def setPreviousResponse(self, response: Any) -> None:
         self.previousResponse = response

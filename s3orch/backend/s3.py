@@ -59,14 +59,13 @@ from s3orch.backend.credentials import (
     CredentialsUnavailable,
     StaticCredentials,
 )
-from s3orch.backend.http11 import LeanAgent, LeanPool
+from s3orch.backend.http11 import LeanAgent, LeanPool, Origin, split_uri
 from s3orch.backend.interface import (
     BackendError,
     BackendNotFound,
     BackendUnavailable,
     Clock,
     ListedObject,
-    Timer,
 )
 from s3orch.backend.s3_responses import (
     ERROR_BODY_LIMIT,
@@ -76,14 +75,16 @@ from s3orch.backend.s3_responses import (
     children,
     error_for_status,
     local_name,
-    lower_headers,
     parse_error_body,
     parse_xml,
     read_body,
+    response_headers,
     unquote_etag,
 )
+from s3orch.backend.s3_signing import BackendSigner
 from s3orch.backend.s3_streams import FileSliceProducer, S3Stream
 from s3orch.backend.twisted_agent import twisted_agent_and_pool
+from s3orch.backend.watchdog import Watchdog
 from s3orch.observe import tracing
 from s3orch.observe.metrics import BACKEND_BYTES, BACKEND_DURATION, BACKEND_REQUESTS
 from s3orch.payload import Payload
@@ -148,29 +149,6 @@ class S3BackendSettings(Protocol):
 
     @property
     def unsigned_payload(self) -> bool | None: ...
-
-
-class _Watchdog:
-    """Cancels a request Deferred when it makes no progress for ``timeout`` s."""
-
-    def __init__(self, clock: Clock, timeout: float, target: Deferred[Any]) -> None:
-        self.expired = False
-        self._timeout = timeout
-        self._target = target
-        self._call = cast(Timer, clock.callLater(timeout, self._expire))
-
-    def _expire(self) -> None:
-        self.expired = True
-        self._target.cancel()
-
-    def poke(self) -> None:
-        """Progress was made: restart the countdown."""
-        if self._call.active():
-            self._call.reset(self._timeout)
-
-    def stop(self) -> None:
-        if self._call.active():
-            self._call.cancel()
 
 
 class S3Backend:
@@ -241,6 +219,11 @@ class S3Backend:
             )
             agent = agent or LeanAgent(reactor, pool=self._pool, connect_timeout=timeout)
         self._agent: IAgent = agent
+        #: The lean agent's direct path: this backend's signer writes the header lines.
+        self._lean = agent if isinstance(agent, LeanAgent) else None
+        self._url_prefix = f"{self._scheme}://{self._host}"
+        self._origin: Origin = split_uri(self._url_prefix.encode("ascii"))[0]
+        self._signer = BackendSigner(self._host, self._region, backend=self.name)
         self._cooperator = Cooperator(scheduler=lambda work: self._clock.callLater(0, work))
         self._bytes_out = BACKEND_BYTES.labels(self.name, "out")
 
@@ -327,16 +310,25 @@ class S3Backend:
         except CredentialsUnavailable as exc:
             self._count(operation, "error", started, span)
             raise BackendUnavailable(f"{operation}: {exc}", backend=self.name) from None
-        request_headers = self._headers(method, url, headers or {}, payload_hash, credentials)
-        for name, value in trace_headers.items():  # traceparent: sent, not signed
-            request_headers.setRawHeaders(name.encode("ascii"), [value.encode("ascii")])
-        pending: Deferred[Any] = self._agent.request(
-            method.encode("ascii"),
-            url.encode("ascii"),
-            request_headers,
-            cast(Any, body),
-        )
-        watchdog = _Watchdog(self._clock, self._timeout, pending)
+        pending: Deferred[Any]
+        target = url[len(self._url_prefix) :]
+        if self._lean is not None and url.startswith(self._url_prefix) and target[:1] == "/":
+            try:
+                block = self._signer.header_block(
+                    method, target, headers or {}, payload_hash, credentials, self._clock.seconds(), trace_headers
+                )
+            except BackendError:
+                self._count(operation, "error", started, span)
+                raise
+            pending = self._lean.request_prepared(
+                method.encode("ascii"), self._origin, target.encode("ascii"), block, cast(Any, body)
+            )
+        else:
+            request_headers = self._headers(method, url, headers or {}, payload_hash, credentials)
+            for name, value in trace_headers.items():  # traceparent: sent, not signed
+                request_headers.setRawHeaders(name.encode("ascii"), [value.encode("ascii")])
+            pending = self._agent.request(method.encode("ascii"), url.encode("ascii"), request_headers, cast(Any, body))
+        watchdog = Watchdog(self._clock, self._timeout, pending)
         if body is not None:
             body.on_chunk = watchdog.poke
         try:
@@ -424,7 +416,7 @@ class S3Backend:
         )
         if response.code != 200:
             await self._raise_for_error(response)
-        etag = unquote_etag(lower_headers(response.headers).get("etag"))
+        etag = unquote_etag(response_headers(response).get("etag"))
         await read_body(response, ERROR_BODY_LIMIT, self.name, truncate=True)
         return etag
 
@@ -440,7 +432,7 @@ class S3Backend:
         if response.code not in (200, 206):
             await self._raise_for_error(response)
         return S3Stream(
-            response, lower_headers(response.headers), self.name, clock=cast(IReactorTime, self._clock), idle_timeout=self._timeout
+            response, response_headers(response), self.name, clock=cast(IReactorTime, self._clock), idle_timeout=self._timeout
         )
 
     async def head_object(self, storage_key: str) -> dict[str, str]:
@@ -448,7 +440,7 @@ class S3Backend:
         response = await self._request("HeadObject", "HEAD", self.object_url(storage_key))
         if response.code != 200:
             raise error_for_status(int(response.code), None, None, self.name)
-        return lower_headers(response.headers)
+        return response_headers(response)
 
     async def delete_object(self, storage_key: str) -> None:
         """Delete; 404 counts as success."""

@@ -34,6 +34,13 @@ _XML_CODE = re.compile(rb"<Code>([^<]{1,256})</Code>")
 _XML_MESSAGE = re.compile(rb"<Message>([^<]{0,2048})</Message>")
 
 
+def response_headers(response: Response) -> dict[str, str]:
+    """A response's headers as a lower-case dict (see :func:`lower_headers`); the lean
+    client's responses carry it already (``by_name``: that dict itself, a response is read once)."""
+    by_name: dict[str, str] | None = getattr(response, "by_name", None)
+    return by_name if by_name is not None else lower_headers(response.headers)
+
+
 def lower_headers(raw: Headers) -> dict[str, str]:
     """Response headers as a lower-case dict (repeated headers joined by ', ')."""
     out: dict[str, str] = {}

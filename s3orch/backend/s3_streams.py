@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
@@ -94,10 +94,20 @@ class _StreamProtocol(TwistedProtocol):
         self.stalled = False
         self.finished = False
         self.paused = False
+        #: Inside ``deliverBody``: what arrived with the headers is being handed over (often
+        #: the whole body); the countdown starts after it (:meth:`reapply_pause`), if at all.
+        self.delivering = True
 
     def _arm(self) -> None:
         """(Re)start the countdown to a stall: called on each sign of life and on resume."""
-        if self._clock is None or self._idle_timeout <= 0 or self.paused or self.stopped or self.finished:
+        if (
+            self.delivering
+            or self._clock is None
+            or self._idle_timeout <= 0
+            or self.paused
+            or self.stopped
+            or self.finished
+        ):
             return
         if self._idle is not None and self._idle.active():
             self._idle.reset(self._idle_timeout)
@@ -141,9 +151,13 @@ class _StreamProtocol(TwistedProtocol):
         self.stop()
 
     def reapply_pause(self) -> None:
-        """Called after ``deliverBody`` returns: re-pause if the consumer asked to."""
+        """Called after ``deliverBody`` returns: re-pause if the consumer asked to, else
+        start the stall countdown (unless the body ended already)."""
+        self.delivering = False
         if self.paused:
             self.pauseProducing()
+        else:
+            self._arm()
 
     def dataReceived(self, data: bytes) -> None:
         if self.stopped:
@@ -273,6 +287,15 @@ class FileSliceProducer:
         self._task: Any = None
 
     def startProducing(self, consumer: Any) -> Deferred[None]:
+        if self.length <= self._read_size:
+            # One read's worth (most small objects): written at once, behind the request's
+            # headers, rather than from a cooperator task on the next reactor turn.
+            try:
+                for _ in self._write_loop(consumer):
+                    pass
+            except Exception:
+                return fail()
+            return succeed(None)
         self._task = self._cooperator.cooperate(self._write_loop(consumer))
         done: Deferred[None] = Deferred()
 
@@ -300,10 +323,14 @@ class FileSliceProducer:
             yield None
 
     def pauseProducing(self) -> None:
+        if self._task is None:  # written at once (or not started): nothing to pause
+            return
         with contextlib.suppress(TaskFinished):  # the transport may lag behind the end
             self._task.pause()
 
     def resumeProducing(self) -> None:
+        if self._task is None:
+            return
         with contextlib.suppress(NotPaused):
             self._task.resume()
 

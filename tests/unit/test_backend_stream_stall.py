@@ -65,6 +65,7 @@ def started(expected: int | None = 100) -> tuple[_StreamProtocol, Deferred[None]
     transport = Transport()
     transport.protocol = protocol
     protocol.makeConnection(transport)  # type: ignore[arg-type]
+    protocol.reapply_pause()  # what S3Stream.deliver does once deliverBody returned
     return protocol, done, clock, transport, failures
 
 
@@ -116,3 +117,17 @@ def test_without_a_clock_nothing_is_timed() -> None:
     protocol.dataReceived(b"x" * 10)
     protocol.connectionLost(Failure(ResponseDone()))
     assert done.called
+
+
+def test_no_countdown_while_delivering_what_came_with_the_headers() -> None:
+    clock = Clock()
+    done: Deferred[None] = Deferred()
+    protocol = _StreamProtocol(Consumer(), done, 40, "b1", clock, TIMEOUT)
+    transport = Transport()
+    transport.protocol = protocol
+    protocol.makeConnection(transport)  # type: ignore[no-untyped-call]
+    protocol.dataReceived(b"x" * 40)  # the whole body, buffered with the headers
+    protocol.connectionLost(Failure(ResponseDone()))
+    assert not clock.getDelayedCalls()  # never armed, nothing to cancel
+    protocol.reapply_pause()
+    assert not clock.getDelayedCalls() and done.called
