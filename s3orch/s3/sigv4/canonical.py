@@ -20,6 +20,11 @@ from email.utils import parsedate_tz
 from functools import lru_cache
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+try:  # OpenSSL's one-shot HMAC, without hmac.digest's Python frame (it calls this one)
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - a Python built without OpenSSL
+    _hmac_digest = hmac.digest
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -93,6 +98,8 @@ def canonical_query(
     pairs: Sequence[tuple[str, str]], *, exclude: str | None = None
 ) -> str:
     """Canonical query string: encode names and values, sort by name then value."""
+    if not pairs:
+        return ""
     encoded = sorted(
         (uri_encode(name, encode_slash=True), uri_encode(value, encode_slash=True))
         for name, value in pairs
@@ -120,7 +127,10 @@ def canonical_headers(
     for name in signed:
         lname = name.lower()
         values = headers.get(lname, ())
-        lines.append(f"{lname}:{','.join(_canonical_value(v) for v in values)}\n")
+        if len(values) == 1:  # the usual case: no generator, no join
+            lines.append(f"{lname}:{_canonical_value(values[0])}\n")
+        else:
+            lines.append(f"{lname}:{','.join(_canonical_value(v) for v in values)}\n")
     return "".join(lines)
 
 
@@ -156,11 +166,11 @@ def string_to_sign(amz_date: str, scope: str, canonical_request: str) -> str:
 
 def hmac_hex(key: bytes, message: str) -> str:
     """Lower-case hex HMAC-SHA256, the form signatures travel in."""
-    return hmac.digest(key, message.encode("utf-8", "surrogateescape"), "sha256").hex()
+    return _hmac_digest(key, message.encode("utf-8", "surrogateescape"), "sha256").hex()
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.digest(key, message.encode("utf-8", "surrogateescape"), "sha256")
+    return _hmac_digest(key, message.encode("utf-8", "surrogateescape"), "sha256")
 
 
 def _derive_uncached(secret: str, date: str, region: str, service: str) -> bytes:
