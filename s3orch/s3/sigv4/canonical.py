@@ -23,7 +23,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 try:  # OpenSSL's one-shot HMAC, without hmac.digest's Python frame (it calls this one)
     from _hashlib import hmac_digest as _hmac_digest
 except ImportError:  # pragma: no cover - a Python built without OpenSSL
-    _hmac_digest = hmac.digest
+    _hmac_digest = hmac.digest  # type: ignore[assignment]  # same call, one frame more
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
