@@ -12,6 +12,7 @@ import calendar
 import datetime
 import hashlib
 import hmac
+import math
 import re
 import time
 from collections import OrderedDict
@@ -74,6 +75,8 @@ def canonical_uri_from_raw_path(raw_path: bytes) -> str:
 
 
 def _decode_component(raw: bytes) -> str:
+    if b"%" not in raw:  # nothing to unquote (``+`` stays a plus either way)
+        return raw.decode("utf-8", "surrogateescape")
     return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
 
 
@@ -238,8 +241,19 @@ def derive_signing_key(secret: str, date: str, region: str, service: str) -> byt
 
 
 def format_amz_date(now: float) -> str:
-    """Seconds since the epoch -> ``YYYYMMDDTHHMMSSZ``."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    """Seconds since the epoch -> ``YYYYMMDDTHHMMSSZ`` (the last second's form is reused)."""
+    global _last_amz_date
+    second = math.floor(now)
+    cached = _last_amz_date  # one read: a pair replaced whole, never torn
+    if cached[0] == second:
+        return cached[1]
+    text = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+    _last_amz_date = (second, text)
+    return text
+
+
+#: (second, its ``YYYYMMDDTHHMMSSZ``): every request signed within one second shares it.
+_last_amz_date: tuple[int | None, str] = (None, "")
 
 
 def _epoch(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:
