@@ -285,7 +285,7 @@ def resolve_operation(
     (``?acl`` -> ``("acl", "")``); header names may be in any case.
     """
     method = method.upper()
-    sub = _subresource(query)
+    sub = _subresource(query) if query else ""  # most requests carry no query
 
     if address.bucket is None:
         if method == "GET" and not sub:
