@@ -11,15 +11,14 @@ call and changes no metadata or quota.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from s3orch.auth import sigv2
 from s3orch.auth.registry import CredentialRegistry, Principal
 from s3orch.s3 import errors, sigv4
 
 
-@dataclass(frozen=True)
-class AuthOutcome:
+class AuthOutcome(NamedTuple):
     principal: Principal
     #: SigV4 details (signing key, seed signature, payload hash claim); None for SigV2 and tokens.
     sigv4: sigv4.AuthResult | None
@@ -50,10 +49,11 @@ def authenticate(
     may name; empty accepts any.  SigV2 has no scope to check.
     """
     authorization = _first(headers, "authorization")
-    query_names = {name for name, _ in query}
-    v2_query = sigv2.is_v2_presigned(query)
-    mechanisms = [authorization is not None, "X-Amz-Algorithm" in query_names, v2_query]
-    if sum(mechanisms) > 1:
+    v4_query = v2_query = False
+    if query:  # most requests carry none: no scan
+        v4_query = any(name == "X-Amz-Algorithm" for name, _ in query)
+        v2_query = sigv2.is_v2_presigned(query)
+    if (authorization is not None) + v4_query + v2_query > 1:
         raise errors.InvalidArgument(
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
             "Signature query string parameter or the Authorization header should be specified",
@@ -61,7 +61,7 @@ def authenticate(
         )
     if authorization is not None and authorization.startswith("AWS4-HMAC-SHA256"):
         presigned = False
-    elif authorization is None and "X-Amz-Algorithm" in query_names:
+    elif authorization is None and v4_query:
         presigned = True
     elif (authorization is not None and sigv2.is_v2_authorization(authorization)) or (
         authorization is None and v2_query

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from s3orch.config.model import BucketConfig
 
 
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller: one credential of one bucket."""
+class Principal(NamedTuple):
+    """The authenticated caller: one credential of one bucket (a NamedTuple: built per request)."""
 
     bucket: str
     access_key: str  # "token" for X-Proxy-Token callers (never the token itself)

@@ -138,6 +138,9 @@ class S3Envelope(Resource):
         #: Request timing, signature dates and database-error log pacing all read this clock.
         self.clock = clock
         self.reserved_prefixes = tuple(reserved_prefixes)
+        # Built once: ``wants`` runs for every request on the port.
+        self._reserved_exact = frozenset(self.reserved_prefixes)
+        self._reserved_starts = tuple(p + sep for p in self.reserved_prefixes for sep in (b"/", b"?"))
         self._db_error_logged_at = float("-inf")
         self._db_errors_unlogged = 0
 
@@ -150,10 +153,7 @@ class S3Envelope(Resource):
             name = host.decode("latin-1").split(":")[0].lower().rstrip(".")
             if name.endswith("." + suffix.lower()):
                 return True
-        for prefix in self.reserved_prefixes:
-            if path == prefix or path.startswith(prefix + b"/") or path.startswith(prefix + b"?"):
-                return False
-        return True
+        return path not in self._reserved_exact and not path.startswith(self._reserved_starts)
 
     def prepare(
         self, request: S3Request, method: bytes, uri: bytes, length: int | None

@@ -129,12 +129,10 @@ RouteTable = Mapping[str, Route]
 
 def headers_of(request: S3Request) -> dict[str, list[str]]:
     """Request headers by lower-case name; values decoded so that every byte survives."""
-    out: dict[str, list[str]] = {}
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        out[name.decode("latin-1").lower()] = [
-            v.decode("utf-8", "surrogateescape") for v in values
-        ]
-    return out
+    return {
+        name.decode("latin-1").lower(): [v.decode("utf-8", "surrogateescape") for v in values]
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
 
 
 def first_header(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
@@ -302,13 +300,15 @@ def check_interpreted_input(state: RequestState) -> None:
     AWS's message, by :func:`~s3orch.s3.metadata.response_header_overrides`.)
     """
     for name, value in state.query:
+        if (name + value).isascii():  # the usual case, checked in C
+            continue
         if undecodable(name) or (undecodable(value) and not name.startswith("response-")):
             raise errors.InvalidArgument(
                 "A query parameter is not valid UTF-8.", ArgumentName=name
             )
     for name, values in state.headers.items():
         if name.startswith(_INTERPRETED_HEADER_PREFIXES) or name == "range":
-            if any(undecodable(value) for value in values):
+            if any(not value.isascii() and undecodable(value) for value in values):
                 raise errors.InvalidArgument("Header value is not valid UTF-8.", ArgumentName=name)
 
 

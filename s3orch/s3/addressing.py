@@ -9,7 +9,7 @@ segments are all part of the key exactly as sent, so nothing is normalised.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from s3orch.s3.errors import InvalidBucketName, InvalidURI, KeyTooLongError
 
@@ -22,9 +22,11 @@ _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})?")
 
 
 
-@dataclass(frozen=True)
-class Address:
-    """Which bucket and key a request names; ``None`` at service/bucket level."""
+class Address(NamedTuple):
+    """Which bucket and key a request names; ``None`` at service/bucket level.
+
+    A NamedTuple (built per request): immutable like a frozen dataclass, at a third of the cost.
+    """
 
     bucket: str | None
     key: str | None
@@ -39,7 +41,7 @@ def _unquote(raw: bytes) -> str:
             raise InvalidURI()
         return bytes((int(hexdigits, 16),))
 
-    decoded = _PERCENT.sub(repl, raw)
+    decoded = _PERCENT.sub(repl, raw) if b"%" in raw else raw
     try:
         return decoded.decode("utf-8")
     except UnicodeDecodeError:

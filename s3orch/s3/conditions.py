@@ -53,6 +53,15 @@ def header_value(headers: Headers, name: str) -> str | None:
     return ", ".join(values) if values else None
 
 
+def _has_if_headers(headers: Headers) -> bool:
+    """Whether any ``If-*`` header is present: most requests carry none, and then one pass
+    over the names answers what four :func:`header_value` scans would."""
+    for key in headers:
+        if key[:3].lower() == "if-":
+            return True
+    return False
+
+
 def normalize_etag(etag: str) -> str:
     """An ETag without surrounding whitespace, ``W/`` or quotes."""
     etag = etag.strip()
@@ -171,6 +180,8 @@ def check_read_conditions(
 
     ``now`` (epoch seconds) decides whether If-Modified-Since lies in the future.
     """
+    if not _has_if_headers(headers):
+        return  # no condition can fail
     _evaluate(
         header_value(headers, "if-match"),
         header_value(headers, "if-unmodified-since"),
@@ -297,6 +308,8 @@ def parse_write_conditions(headers: Headers) -> WriteConditions:
     (``If-Match: *``, ``If-None-Match: <etag>``, lists) have their obvious meaning,
     as Ceph RGW gives them.  An empty header counts as absent.
     """
+    if not _has_if_headers(headers):
+        return UNCONDITIONAL
     found: list[tuple[str, ...] | None] = []
     for name in ("if-match", "if-none-match"):
         raw = header_value(headers, name)

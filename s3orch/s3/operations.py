@@ -12,8 +12,7 @@ do not implement still get their AWS name, so the caller can answer 501 by name.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from s3orch.s3.addressing import Address
 from s3orch.s3.errors import InvalidRequest, MethodNotAllowed, NotImplementedError_
@@ -21,8 +20,7 @@ from s3orch.s3.errors import InvalidRequest, MethodNotAllowed, NotImplementedErr
 Level = Literal["service", "bucket", "object"]
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(NamedTuple):
     """An AWS operation name, the resource level it acts on, and whether it mutates."""
 
     name: str
@@ -287,7 +285,7 @@ def resolve_operation(
     (``?acl`` -> ``("acl", "")``); header names may be in any case.
     """
     method = method.upper()
-    sub = _subresource(query)
+    sub = _subresource(query) if query else ""  # most requests carry no query
 
     if address.bucket is None:
         if method == "GET" and not sub:

@@ -308,3 +308,11 @@ def test_write_condition_parser_never_raises(match: str, none_match: str) -> Non
     parsed = parse_write_conditions({"if-match": [match], "if-none-match": [none_match]})
     assert parsed.violation(None) in (None, KEY_MISSING)
     assert parsed.violation("x") in (None, "If-Match", "If-None-Match")
+
+
+def test_requests_without_if_headers_are_unconditional_whatever_the_name_case() -> None:
+    check_read_conditions({"x-amz-date": ["x"], "range": ["bytes=0-1"]}, ETAG, LM, now=NOW)
+    assert parse_write_conditions({"content-length": ["1"]}) == WriteConditions()
+    assert parse_write_conditions({"IF-NONE-MATCH": ["*"]}) == WriteConditions(None, ("*",))
+    with pytest.raises(PreconditionFailed):
+        check_read_conditions({"IF-MATCH": ['"other"']}, ETAG, LM, now=NOW)

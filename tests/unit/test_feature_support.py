@@ -687,6 +687,8 @@ def test_the_metrics_path_is_served_and_reserved_as_configured() -> None:
     assert not frontend.wants(b"GET", b"/prom", None)  # operational endpoint
     assert frontend.wants(b"GET", b"/metrics", None)  # just a bucket named "metrics" now
     assert not frontend.wants(b"GET", b"/health/ready", None)
+    assert not frontend.wants(b"GET", b"/prom?x=1", None) and not frontend.wants(b"GET", b"/health", None)
+    assert frontend.wants(b"GET", b"/healthy", None) and frontend.wants(b"GET", b"/promo/k", None)  # buckets
     assert [listener.name for listener in service.listeners] == ["s3-listener"]
     off = _s3_frontend(_build({"telemetry": {"metrics": {"enabled": False}}}))
     assert off.wants(b"GET", b"/metrics", None)

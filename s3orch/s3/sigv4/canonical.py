@@ -12,6 +12,7 @@ import calendar
 import datetime
 import hashlib
 import hmac
+import math
 import re
 import time
 from collections import OrderedDict
@@ -19,6 +20,11 @@ from collections.abc import Mapping, Sequence
 from email.utils import parsedate_tz
 from functools import lru_cache
 from urllib.parse import quote_from_bytes, unquote_to_bytes
+
+try:  # OpenSSL's one-shot HMAC, without hmac.digest's Python frame (it calls this one)
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - a Python built without OpenSSL
+    _hmac_digest = hmac.digest  # type: ignore[assignment]  # same call, one frame more
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -69,6 +75,8 @@ def canonical_uri_from_raw_path(raw_path: bytes) -> str:
 
 
 def _decode_component(raw: bytes) -> str:
+    if b"%" not in raw:  # nothing to unquote (``+`` stays a plus either way)
+        return raw.decode("utf-8", "surrogateescape")
     return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
 
 
@@ -93,6 +101,8 @@ def canonical_query(
     pairs: Sequence[tuple[str, str]], *, exclude: str | None = None
 ) -> str:
     """Canonical query string: encode names and values, sort by name then value."""
+    if not pairs:
+        return ""
     encoded = sorted(
         (uri_encode(name, encode_slash=True), uri_encode(value, encode_slash=True))
         for name, value in pairs
@@ -120,7 +130,10 @@ def canonical_headers(
     for name in signed:
         lname = name.lower()
         values = headers.get(lname, ())
-        lines.append(f"{lname}:{','.join(_canonical_value(v) for v in values)}\n")
+        if len(values) == 1:  # the usual case: no generator, no join
+            lines.append(f"{lname}:{_canonical_value(values[0])}\n")
+        else:
+            lines.append(f"{lname}:{','.join(_canonical_value(v) for v in values)}\n")
     return "".join(lines)
 
 
@@ -156,11 +169,11 @@ def string_to_sign(amz_date: str, scope: str, canonical_request: str) -> str:
 
 def hmac_hex(key: bytes, message: str) -> str:
     """Lower-case hex HMAC-SHA256, the form signatures travel in."""
-    return hmac.digest(key, message.encode("utf-8", "surrogateescape"), "sha256").hex()
+    return _hmac_digest(key, message.encode("utf-8", "surrogateescape"), "sha256").hex()
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.digest(key, message.encode("utf-8", "surrogateescape"), "sha256")
+    return _hmac_digest(key, message.encode("utf-8", "surrogateescape"), "sha256")
 
 
 def _derive_uncached(secret: str, date: str, region: str, service: str) -> bytes:
@@ -228,8 +241,19 @@ def derive_signing_key(secret: str, date: str, region: str, service: str) -> byt
 
 
 def format_amz_date(now: float) -> str:
-    """Seconds since the epoch -> ``YYYYMMDDTHHMMSSZ``."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    """Seconds since the epoch -> ``YYYYMMDDTHHMMSSZ`` (the last second's form is reused)."""
+    global _last_amz_date
+    second = math.floor(now)
+    cached = _last_amz_date  # one read: a pair replaced whole, never torn
+    if cached[0] == second:
+        return cached[1]
+    text = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+    _last_amz_date = (second, text)
+    return text
+
+
+#: (second, its ``YYYYMMDDTHHMMSSZ``): every request signed within one second shares it.
+_last_amz_date: tuple[int | None, str] = (None, "")
 
 
 def _epoch(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from s3orch.s3.errors import (
     AuthorizationHeaderMalformed,
@@ -45,8 +46,7 @@ def echo(value: str, limit: int = ECHO_LIMIT) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
-@dataclass(frozen=True)
-class ParsedAuth:
+class ParsedAuth(NamedTuple):
     """The parts of an ``Authorization: AWS4-HMAC-SHA256 ...`` header."""
 
     access_key: str
@@ -62,10 +62,22 @@ class ParsedAuth:
         return f"{self.date}/{self.region}/{self.service}/aws4_request"
 
 
+#: Claims up to this many characters are memoised (one client sends the same credential and
+#: SignedHeaders on every request); longer ones are parsed each time, so the caches stay small.
+_MEMO_LIMIT = 512
+
+
 def _parse_credential(
     value: str, error: type[S3Error], prefix: str
 ) -> tuple[str, str, str, str]:
     """``AKID/YYYYMMDD/REGION/SERVICE/aws4_request``, each part checked before anything is derived."""
+    parts = _credential_parts(value) if len(value) <= _MEMO_LIMIT else _split_credential(value)
+    if parts is None:
+        raise error(prefix + _MALFORMED_CREDENTIAL)
+    return parts
+
+
+def _split_credential(value: str) -> tuple[str, str, str, str] | None:
     parts = value.split("/")
     if (
         len(parts) != 5
@@ -75,8 +87,12 @@ def _parse_credential(
         or not _SCOPE_NAME.fullmatch(parts[2])
         or not _SCOPE_NAME.fullmatch(parts[3])
     ):
-        raise error(prefix + _MALFORMED_CREDENTIAL)
+        return None
     return parts[0], parts[1], parts[2], parts[3]
+
+
+#: A pure function of the string (None: malformed), memoised: bounded in entries and size.
+_credential_parts = lru_cache(maxsize=256)(_split_credential)
 
 
 def _parse_signed_headers(value: str, error: type[S3Error]) -> tuple[str, ...]:
@@ -91,15 +107,39 @@ def _parse_signed_headers(value: str, error: type[S3Error]) -> tuple[str, ...]:
             f"SignedHeaders may name at most {MAX_SIGNED_HEADERS} headers "
             f"in at most {MAX_SIGNED_HEADERS_LENGTH} characters."
         )
-    names = tuple(name.strip().lower() for name in value.split(";"))
-    if not all(names):
+    names = _signed_names(value) if len(value) <= _MEMO_LIMIT else _split_signed_names(value)
+    if names is None:
         raise error("SignedHeaders is malformed.")
     return names
 
 
+def _split_signed_names(value: str) -> tuple[str, ...] | None:
+    names = tuple(name.strip().lower() for name in value.split(";"))
+    return names if all(names) else None
+
+
+#: A pure function of the string (None: malformed), memoised: bounded in entries and size.
+_signed_names = lru_cache(maxsize=256)(_split_signed_names)
+
+
 def signed_headers_in_order(names: Sequence[str]) -> bool:
     """True when the names are strictly ascending: sorted, each once (what SigV4 signs)."""
+    if type(names) is tuple and len(names) <= 64:
+        return _in_order(names)
     return all(a < b for a, b in zip(names, names[1:], strict=False))
+
+
+@lru_cache(maxsize=256)
+def _in_order(names: tuple[str, ...]) -> bool:
+    """Memoised for the few SignedHeaders lists clients send (bounded: at most 64 names each)."""
+    return all(a < b for a, b in zip(names, names[1:], strict=False))
+
+
+#: The form every SDK sends (fixed order, no blanks inside a value): parsed by one match. A value
+#: here is visible ASCII without a comma, so the general parse below would read it identically.
+_COMMON_FORM = re.compile(
+    ALGORITHM + r" Credential=([!-+\--~]+), ?SignedHeaders=([!-+\--~]+), ?Signature=([!-+\--~]+)"
+)
 
 
 def parse_authorization_header(value: str) -> ParsedAuth:
@@ -110,6 +150,14 @@ def parse_authorization_header(value: str) -> ParsedAuth:
     (SigV2, SigV4a) is ``InvalidRequest`` as AWS answers.
     """
     value = value.strip()
+    common = _COMMON_FORM.fullmatch(value)
+    if common is not None:
+        credential, signed_value, signature = common.groups()
+        access_key, date, region, service = _parse_credential(
+            credential, AuthorizationHeaderMalformed, _HEADER_PREFIX
+        )
+        signed = _parse_signed_headers(signed_value, AuthorizationHeaderMalformed)
+        return ParsedAuth(access_key, date, region, service, signed, signature)
     algorithm, _, rest = value.partition(" ")
     if algorithm != ALGORITHM:
         if algorithm.startswith("AWS"):

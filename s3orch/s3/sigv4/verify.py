@@ -10,7 +10,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from s3orch.s3.errors import (
     AccessDenied,
@@ -80,9 +80,12 @@ UNSIGNED_AMZ_HEADERS = frozenset({"x-amz-content-sha256"})
 _DUMMY_SECRET = "s3orch-dummy-secret-for-unknown-access-keys-0000"
 
 
-@dataclass(frozen=True)
-class SignedRequest:
-    """What verification needs from an HTTP request, as received."""
+class SignedRequest(NamedTuple):
+    """What verification needs from an HTTP request, as received.
+
+    NamedTuples, not frozen dataclasses, for the per-request records of this path: as
+    immutable, and built in a third of the instructions (no ``object.__setattr__`` per field).
+    """
 
     method: str
     raw_path: bytes  # path as received, without query
@@ -90,8 +93,7 @@ class SignedRequest:
     headers: Mapping[str, Sequence[str]]  # lower-case names -> raw values
 
 
-@dataclass(frozen=True)
-class AuthResult:
+class AuthResult(NamedTuple):
     """A verified identity plus what the body decoder needs to go on verifying."""
 
     access_key: str
@@ -183,13 +185,14 @@ def _check_amz_headers_signed(
     into a copy, ``x-amz-meta-*``/``x-amz-tagging``/``x-amz-acl`` change what is
     stored.  AWS answers 403 AccessDenied with a ``HeadersNotSigned`` element.
     """
-    signed = set(signed_headers)
-    unsigned = sorted(
+    signed = signed_headers if len(signed_headers) <= 16 else set(signed_headers)  # a short scan is cheaper
+    unsigned = [
         name
         for name in headers
         if name.startswith("x-amz-") and name not in signed and name not in UNSIGNED_AMZ_HEADERS
-    )
+    ]
     if unsigned:
+        unsigned.sort()
         raise AccessDenied(
             "There were headers present in the request which were not signed",
             HeadersNotSigned=echo(", ".join(unsigned), 1024),
