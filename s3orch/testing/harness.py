@@ -135,8 +135,34 @@ class InMemoryAgent(RequestTraversalAgent):
         super().__init__(root)  # type: ignore[no-untyped-call]  # treq.testing is unannotated
         if not isinstance(getattr(self, "_pumps", None), set):
             raise HarnessError("treq.testing.RequestTraversalAgent changed: it has no _pumps set")
+        #: Requests made since the last flush: a backend never answers inside ``request()`` (a
+        #: body written at once would otherwise complete the whole exchange there), so
+        #: requests sent together all reach their backends before any of them is answered.
+        self._queued: list[tuple[Any, Deferred[Any]]] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
+        started: list[Deferred[Any]] = []
+
+        def cancel(waiting: Deferred[Any]) -> None:
+            if started:
+                started[0].cancel()
+
+        answer: Deferred[Any] = Deferred(cancel)
+
+        def start() -> None:
+            if answer.called:  # cancelled before it reached the backend
+                return
+            inner: Deferred[Any] = super(InMemoryAgent, self).request(method, uri, headers, bodyProducer)  # type: ignore[no-untyped-call]
+            started.append(inner)
+            inner.chainDeferred(answer)
+
+        self._queued.append((start, answer))
+        return answer
 
     def flush(self) -> bool:
+        queued, self._queued = self._queued, []
+        for start, _ in queued:
+            start()
         before: set[Any] = self._pumps
         self._pumps = set()
         moved = False
@@ -147,7 +173,7 @@ class InMemoryAgent(RequestTraversalAgent):
             else:
                 moved = True
         # New connections opened while flushing are progress too.
-        return moved or bool(self._pumps - before)
+        return moved or bool(queued) or bool(self._pumps - before)
 
 
 @implementer(ILogObserver)
