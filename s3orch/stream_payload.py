@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from s3orch.payload import Payload
 
@@ -181,6 +181,11 @@ class StreamPayload(Payload):
     def _attach(self, consumer: Any) -> Deferred[None]:
         if self._consumer is not None:
             raise StreamError("the body is already being sent")
+        if self.error is not None:
+            # The body failed (bad digest, client gone) before the backend began to read it,
+            # e.g. while its connection was still being made: that request fails now, not at
+            # the backend timeout.
+            return fail(self.error)
         self._consumer = consumer
         self._paused = False
         done: Deferred[None] = Deferred()

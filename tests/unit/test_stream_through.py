@@ -262,6 +262,18 @@ def test_a_failed_stream_fails_the_backend_request() -> None:
     assert payload.sent == 2
 
 
+def test_a_backend_request_that_starts_after_the_stream_failed_fails_at_once() -> None:
+    """The body failed its check while the backend connection was still being made: the
+    request, when it starts reading, fails then (not at the backend timeout)."""
+    payload = StreamPayload(4)
+    producer = payload.producer()  # the backend request exists, its connection not yet made
+    payload.feed(b"abcd")
+    payload.fail(ValueError("digest"))
+    errors: list[Any] = []
+    producer.startProducing(SlowConsumer()).addErrback(errors.append)
+    assert errors and isinstance(errors[0].value, ValueError)
+
+
 def test_a_stalled_body_is_a_request_timeout_and_releases_everything(h: GatewayHarness) -> None:
     request = h.encode_request("PUT", h.target("photos", "k"), body=BODY, credentials=h.credentials("photos"))
     connection = h.connect()
