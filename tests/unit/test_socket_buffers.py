@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from twisted.internet import abstract
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -23,6 +24,7 @@ from s3orch.backend.twisted_agent import _BulkReadProtocol
 from s3orch.http.relay import relay_body
 from s3orch.http.socket_buffers import (
     BODY_READ_SIZE,
+    MAX_WIDE_WINDOWS,
     RELAY_WRITE_WINDOW,
     WriteWindow,
     set_read_size,
@@ -249,3 +251,21 @@ def test_lean_backend_connections_read_body_sized_chunks() -> None:
     sock = SocketTransport()
     HTTP11Connection().makeConnection(sock)
     assert sock.bufferSize == BODY_READ_SIZE
+
+
+def test_only_a_few_responses_hold_a_wide_window_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays flat under many concurrent large GETs: past MAX_WIDE_WINDOWS the relay keeps
+    the socket's own sizes, and a restored window frees its place."""
+    monkeypatch.setattr(WriteWindow, "active", 0)
+    socks = [SocketTransport() for _ in range(MAX_WIDE_WINDOWS + 1)]
+    windows = [WriteWindow(sock) for sock in socks]
+    assert [w.widened for w in windows] == [True] * MAX_WIDE_WINDOWS + [False]
+    assert socks[-1].bufferSize != RELAY_WRITE_WINDOW
+    windows[0].restore()
+    windows[0].restore()  # idempotent: frees its place once
+    assert WriteWindow.active == MAX_WIDE_WINDOWS - 1
+    late = WriteWindow(SocketTransport())
+    assert late.widened and WriteWindow.active == MAX_WIDE_WINDOWS
+    for window in [*windows, late]:
+        window.restore()
+    assert WriteWindow.active == 0
