@@ -38,7 +38,10 @@ def full_spool_gateway(
     specs = moto_backends(1, quota=64 * 1024 * KiB)
     spool = tmp_path / "spool"
     with small_filesystem(spool, SPOOL_SIZE) as mounted:
-        config = GatewayConfig(specs, extra_server={"spool_dir": str(spool), "spool_memory_limit": "16KiB"})
+        config = GatewayConfig(specs, extra_server={
+            "spool_dir": str(spool), "spool_memory_limit": "16KiB",
+            "stream_through_min_size": "0",  # every body is spooled: this is the spool's test
+        })
         gateway = GatewayProcess(tmp_path / "gw", config.render())
         if request.param == "file_size_limit" or mounted is None:
             gateway.file_size_limit = 4 * 1024 * KiB  # the database and the log stay far below
