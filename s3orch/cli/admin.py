@@ -104,6 +104,16 @@ def run(options: dict[str, Any], work: Callable[[AdminClient], dict[str, Any]], 
         show(answer)
 
 
+def counts(*names: str) -> Callable[[dict[str, Any]], None]:
+    """A pass's answer as one line, ``name: value`` for each of ``names`` in order (the bulk
+    passes: encrypt/decrypt/compress/decompress-existing, rotate-encryption-key)."""
+
+    def show(answer: dict[str, Any]) -> None:
+        click.echo(", ".join(f"{name}: {answer.get(name)}" for name in names))
+
+    return show
+
+
 def streamed(
     options: dict[str, Any], method: str, path: str, label: str, *, query: dict[str, Any] | None = None,
     body: dict[str, Any] | None = None,
