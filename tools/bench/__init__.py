@@ -5,8 +5,12 @@ provider), ``twistd -n s3orch`` over them (pack routing), and ``rclone union`` o
 three behind ``rclone serve s3`` (tools/bench/peer.py says how it is configured and why).  Every
 workload runs against three *targets* with the same client code -- ``direct`` (the first
 backend's bucket), ``s3orch`` (the gateway's virtual bucket) and ``rclone`` (the union's bucket)
--- so s3orch/direct is the proxy's overhead on this machine and rclone/direct the peer's.  The
-three cells of a workload run back to back, and their order rotates by round and by workload, so
+-- so s3orch/direct is the proxy's overhead on this machine and rclone/direct the peer's.  On the
+HEAD/GET 4 KiB c1/c16 rows a fourth target, ``floor`` (tools/bench/floor.py), is a bare
+twisted.web server answering a fixed body with no auth and no store: the most any gateway on
+s3orch's front door (twisted.web, one CPython reactor) could answer, measured in the same rounds
+(not with ``--processes`` above 1: the floor is one reactor).  The
+cells of a workload run back to back, and their order rotates by round and by workload, so
 drift (page cache, database growth, background work) falls on every side equally; the ratio
 columns are per-round ratios within those back-to-back runs (s3orch/rclone too).  Each number in
 the table is the median across rounds, with the min..max spread so noise shows.  Dirty pages are

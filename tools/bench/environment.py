@@ -1,33 +1,70 @@
 """The servers of a bench run: three SeaweedFS backends, s3orch over them, rclone union over the
-same three (tools/bench/peer.py), and the three targets that reach them."""
+same three (tools/bench/peer.py), the bare twisted.web floor (tools/bench/floor.py), and the
+targets that reach them."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from tests.support.configs import BackendSpec, BucketSpec, GatewayConfig
 from tests.support.gateway import GatewayProcess
-from tests.support.servers import WeedServer, create_bucket
-from tools.bench.cells import BenchAborted
+from tests.support.servers import ServerProcess, WeedServer, _http_status, create_bucket, free_port
+from tools.bench.cells import BenchAborted, small_body
 from tools.bench.peer import RcloneUnion, Upstream
-from tools.bench.workloads import BASELINE, CANDIDATE, PEER, REGION, Target
+from tools.bench.workloads import BASELINE, CANDIDATE, FLOOR, PEER, REGION, SMALL_SIZE, Target
 
 #: The backends s3orch and rclone union spread over (the direct target is the first one).
 BACKEND_COUNT = 3
 BACKEND_QUOTA = 1 << 40
 
 
+#: Run as a script, not imported: the floor process loads Twisted and nothing of the bench.
+FLOOR_SCRIPT = Path(__file__).resolve().with_name("floor.py")
+
+
+class FloorServer(ServerProcess):
+    """tools/bench/floor.py as its own process, with this interpreter, serving the bench's 4 KiB
+    object body (written to ``workdir/body.bin``)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.body_path = workdir / "body.bin"
+        self.body_path.write_bytes(small_body(SMALL_SIZE))
+        self.port = free_port()
+        super().__init__(workdir / "floor.log")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-P", str(FLOOR_SCRIPT), "--port", str(self.port), "--body", str(self.body_path)]
+
+    def _choose_ports(self) -> None:
+        self.port = free_port()
+
+    def _ready(self) -> bool:
+        return _http_status(self.port, path="/") == 200
+
+
 class Environment:
     """Three backends, s3orch and rclone union in front of them, and the three targets: the
-    first backend's bucket (direct), s3orch's virtual bucket, rclone's bucket."""
+    first backend's bucket (direct), s3orch's virtual bucket, rclone's bucket; with ``floor``,
+    the bare twisted.web server too, and its target."""
 
     backend_bucket = "bench-backend"
     peer_bucket = "bench-rclone"
     #: A second virtual bucket, for the million-key LIST scenario (filled in the database).
     list_bucket = BucketSpec("bench-list", "benchlistkey", "benchlistsecret")
 
-    def __init__(self, workdir: Path, extra: dict[str, object] | None = None, processes: int = 1) -> None:
+    def __init__(
+        self, workdir: Path, extra: dict[str, object] | None = None, processes: int = 1, floor: bool = False
+    ) -> None:
         self.workdir = workdir
+        #: Whether the bare twisted.web floor runs (its target and CPU column).
+        self.floor = FloorServer(workdir / "floor") if floor else None
         #: ``server.processes`` of the gateway (``--processes``).
         self.processes = processes
         #: Extra top-level config sections of the gateway (``--rate-limit``).
@@ -72,6 +109,8 @@ class Environment:
             Upstream(f"weed{n}", w.endpoint, w.access_key, w.secret_key) for n, w in enumerate(self.weeds, 1)
         ]
         self.peer = RcloneUnion(self.workdir / "rclone", upstreams, "benchrclonekey", "benchrclonesecret").start()
+        if self.floor is not None:
+            self.floor.start()
         self.targets = {
             BASELINE: Target(
                 BASELINE,
@@ -94,6 +133,9 @@ class Environment:
                 multipart_etag=False,
             ),
         }
+        if self.floor is not None:
+            # No auth: the keys only make the client sign as it does for every target.
+            self.targets[FLOOR] = Target(FLOOR, "127.0.0.1", self.floor.port, "floor", "floorkey", "floorsecret")
 
     @property
     def gateway_pid(self) -> int | None:
@@ -107,6 +149,7 @@ class Environment:
             CANDIDATE: [self.gateway_pid],
             PEER: [self.peer.pid if self.peer is not None else None],
             "weed": [w.pid for w in self.weeds],
+            **({FLOOR: [self.floor.pid]} if self.floor is not None else {}),
         }
 
     @property
@@ -130,11 +173,15 @@ class Environment:
         for weed in self.weeds:
             if not weed.running:
                 raise BenchAborted(f"{weed.data_dir.name} is not running; its log is saved below")
+        if self.floor is not None and not self.floor.running:
+            raise BenchAborted("the twisted.web floor is not running; its log is saved below")
 
     def stop(self) -> None:
         if self.gateway is not None:
             self.gateway.stop()
         if self.peer is not None:
             self.peer.stop()
+        if self.floor is not None:
+            self.floor.stop()
         for weed in self.weeds:
             weed.stop()

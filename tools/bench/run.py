@@ -42,6 +42,8 @@ from tools.bench.stats import (
 from tools.bench.workloads import (
     BASELINE,
     CANDIDATE,
+    FLOOR,
+    FLOOR_WORKLOADS,
     LIST_SCENARIO,
     MPU_PART_SIZE,
     MPU_SIZE,
@@ -136,14 +138,20 @@ async def run_bench(
     reads = [w for w in selected if w.op in ("get", "head")]
     op = "get" if reads else (small_ops[0] if small_ops else "put")
     warm = Workload("warmup", "warmup", op, 16, reads[0].size if reads else SMALL_SIZE)
-    for target in targets:
-        cell = await run_cell(OpContext(warm, -1, large_file), target, 0.3 if opts.quick else 1.0, meter)
+    warm_ups = [(warm, target) for target in targets]
+    if FLOOR in env.targets:
+        # The floor serves one 4 KiB body (and is not seeded): warmed with the rows it runs in.
+        warm_ups.append((Workload("warmup", "warmup", "get", 16, SMALL_SIZE), env.targets[FLOOR]))
+    for warm_workload, target in warm_ups:
+        ctx = OpContext(warm_workload, -1, large_file)
+        cell = await run_cell(ctx, target, 0.3 if opts.quick else 1.0, meter)
         results.append(cell)
         if cell.errors:
             _log(f"WARM-UP ERRORS against {target.name}: {cell.errors}, e.g. {cell.error_samples[:1]}")
 
     by_name = {w.name: w for w in selected}
-    plan = ab_plan([w.name for w in selected], TARGETS, opts.rounds)
+    extra = {name: (FLOOR,) for name in floor_workloads(selected)} if FLOOR in env.targets else {}
+    plan = ab_plan([w.name for w in selected], TARGETS, opts.rounds, extra)
     for step in plan:
         env.check_alive()
         # Off the clock: write back what earlier cells left dirty (a large PUT leaves GiBs
@@ -155,6 +163,17 @@ async def run_bench(
         results.append(cell)
         _log(_progress(step, opts.rounds, w, cell))
     env.check_alive()
+
+
+def floor_workloads(selected: Sequence[Workload]) -> list[str]:
+    """The selected rows the twisted.web floor runs in (HEAD/GET 4 KiB c1/c16)."""
+    return [w.name for w in selected if w.name in FLOOR_WORKLOADS]
+
+
+def wants_floor(selected: Sequence[Workload], processes: int) -> bool:
+    """Whether to start the floor: a row of it is selected, and the gateway is one reactor (the
+    floor is one; against several gateway processes it would bound nothing)."""
+    return processes == 1 and bool(floor_workloads(selected))
 
 
 def peak_rss_by_column(env: Environment) -> dict[str, int | None]:
@@ -245,6 +264,8 @@ def results_document(
             "list_keys": opts.list_keys,
             "targets": list(TARGETS),
             "processes": opts.processes,
+            # The rows the twisted.web floor ran in (its cells and rows carry target "floor").
+            "floor_workloads": floor_workloads(selected) if wants_floor(selected, opts.processes) else [],
         },
         "workloads": [asdict(w) for w in selected],
         "summary": [
@@ -263,6 +284,7 @@ def results_document(
                 "throughput_ratio": None if r.throughput_ratio is None else spread(r.throughput_ratio),
                 "p50_ratio": None if r.p50_ratio is None else spread(r.p50_ratio),
                 "versus_peer": None if r.versus_peer is None else spread(r.versus_peer),
+                "versus_floor": None if r.versus_floor is None else spread(r.versus_floor),
                 "late": r.late,
             }
             for r in rows
@@ -325,7 +347,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="switch envelope encryption on (inline master key, default chunk size): its cost on large PUT/GET",
     )
     parser.add_argument(
-        "--processes", type=int, default=1, help="server.processes of the gateway (default 1: one reactor)"
+        "--processes", type=int, default=1,
+        help="server.processes of the gateway (default 1: one reactor; the one-reactor floor runs only then)",
     )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
@@ -370,6 +393,8 @@ def _save_logs(env: Environment, results_dir: Path, stamp: str) -> list[Path]:
         sources[PEER] = env.peer.log_path
     if env.gateway is not None:
         sources[CANDIDATE] = env.gateway.log_path
+    if env.floor is not None:
+        sources[FLOOR] = env.floor.log_path
     results_dir.mkdir(parents=True, exist_ok=True)
     for name, source in sources.items():
         if source.exists():
@@ -398,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra["cache"] = {"enabled": True}
     if opts.encryption:
         extra["encryption"] = {"enabled": True, "master_key": base64.b64encode(os.urandom(32)).decode()}
-    env = Environment(workdir, extra or None, opts.processes)
+    env = Environment(workdir, extra or None, opts.processes, wants_floor(selected, opts.processes))
     cells: list[CellResult] = []
     done: list[ScenarioResult] = []
     peak_rss: dict[str, int | None] = {}
@@ -451,6 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"over all {BACKEND_COUNT}; ratios: target/{BASELINE} of the back-to-back cells of each round; "
             f"cpu%: 100 = one core of {os.cpu_count()}, other = every other process on the machine (noise)"
         )
+        if env.floor is not None:
+            print(
+                f"{FLOOR}: a bare twisted.web server answering a fixed 4 KiB body (no auth, no store), "
+                f"one reactor like s3orch's front door, in the same rounds of {', '.join(floor_workloads(selected))}"
+            )
         print()
         print(format_table(rows))
         rss = ", ".join(f"{name} {v / MiB:.0f} MiB" for name, v in peak_rss.items() if v is not None)

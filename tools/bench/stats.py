@@ -9,12 +9,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from tools.bench.workloads import (
+    ALL_TARGETS,
     BASELINE,
     CANDIDATE,
+    FLOOR,
     P99_GOALS_MS,
     PEER,
     RATIO_GOALS,
-    TARGETS,
     MiB,
     Workload,
 )
@@ -101,6 +102,8 @@ class Row:
     versus_peer: Spread | None = None
     #: paced rows: requests started behind schedule, all rounds.
     late: int = 0
+    #: the candidate's and the peer's rows, when the floor ran too: target/floor throughput per round.
+    versus_floor: Spread | None = None
 
 
 def _ratio(num: float, den: float) -> float:
@@ -131,7 +134,7 @@ def _paired(
 def summarize(
     selected: Sequence[Workload],
     results: Sequence[CellResult],
-    targets: Sequence[str] = TARGETS,
+    targets: Sequence[str] = ALL_TARGETS,
 ) -> list[Row]:
     """Table rows (the baseline first, then the others, per workload) from per-round cells."""
     rows: list[Row] = []
@@ -166,6 +169,12 @@ def summarize(
             per_target[CANDIDATE] = replace(
                 per_target[CANDIDATE], versus_peer=_paired(results, workload, CANDIDATE, PEER, "throughput")
             )
+        if FLOOR in per_target:
+            for target in (CANDIDATE, PEER):
+                if target in per_target:
+                    per_target[target] = replace(
+                        per_target[target], versus_floor=_paired(results, workload, target, FLOOR, "throughput")
+                    )
         rows += [per_target[t] for t in targets if t in per_target]
     return rows
 
@@ -191,6 +200,10 @@ def summary_line(rows: Sequence[Row]) -> str:
         goal = P99_GOALS_MS.get(w.op)
         if cand is not None and goal is not None and not math.isnan(cand.p99_ms.median):
             parts.append(_goal_text(cand.p99_ms.median <= goal, f"p99 <= {goal:g} ms"))
+        base = by_target.get(BASELINE)
+        if goal is not None and base is not None and base.p99_ms.median > goal:
+            # A proxy adds to the backend's latency: it cannot answer faster than what it forwards to.
+            parts.append(f"goal below the backend's own p99 ({BASELINE} {format_number(base.p99_ms.median)} ms)")
         late = sum(r.late for r in rows)
         if late:
             parts.append(f"{late} late starts (the client fell behind the pace)")
@@ -198,7 +211,11 @@ def summary_line(rows: Sequence[Row]) -> str:
         base = by_target.get(BASELINE)
         if base is not None:
             parts.append(f"{BASELINE} {format_number(base.throughput.median)} {w.unit}")
-        parts += [f"{r.target} {_ratio_text(r.throughput_ratio)}" for r in rows if r.throughput_ratio is not None]
+        parts += [
+            f"{r.target} {_ratio_text(r.throughput_ratio)}"
+            for r in rows
+            if r.throughput_ratio is not None and r.target != FLOOR
+        ]
         if cand is not None and cand.versus_peer is not None and not math.isnan(cand.versus_peer.median):
             verdict = ">=" if cand.versus_peer.median >= 1 else "BELOW"
             parts.append(f"{CANDIDATE}/{PEER} {cand.versus_peer.median:.2f}x ({verdict} {PEER})")
@@ -206,10 +223,34 @@ def summary_line(rows: Sequence[Row]) -> str:
         ratio = cand.throughput_ratio if cand is not None else None
         if goal is not None and ratio is not None and not math.isnan(ratio.median):
             parts.append(_goal_text(ratio.median >= goal, f">= {goal:.2f}x {BASELINE}"))
+        parts += _floor_parts(by_target)
     errors = sum(r.errors for r in rows)
     if errors:
         parts.append(f"{errors} ERRORS")
     return f"{w.label}: " + "; ".join(parts)
+
+
+def _floor_parts(by_target: dict[str, Row]) -> list[str]:
+    """The twisted.web floor's figure, and where s3orch and the peer stand against it: a peer
+    above the floor is out of reach of any twisted.web front door on this row."""
+    floor = by_target.get(FLOOR)
+    if floor is None or floor.throughput_ratio is None:
+        return []
+    parts = [
+        f"twisted.web {FLOOR} {_ratio_text(floor.throughput_ratio)} {BASELINE} "
+        f"(no work at all: {CANDIDATE} cannot exceed it)"
+    ]
+    against = [
+        (r.target, r.versus_floor.median)
+        for r in (by_target.get(CANDIDATE), by_target.get(PEER))
+        if r is not None and r.versus_floor is not None and not math.isnan(r.versus_floor.median)
+    ]
+    if against:
+        parts.append(", ".join(f"{name} {value:.2f}x {FLOOR}" for name, value in against))
+    peer = dict(against).get(PEER)
+    if peer is not None and peer > 1:
+        parts.append(f"{PEER} ABOVE the {FLOOR}: {CANDIDATE} >= {PEER} is out of reach on this row")
+    return parts
 
 
 def summary_lines(rows: Sequence[Row]) -> list[str]:
@@ -248,9 +289,9 @@ def _ratio_text(value: Spread | None) -> str:
     return f"{value.median:.2f}x ({value.low:.2f}..{value.high:.2f})"
 
 
-#: CPU columns: the processes of the bench (weed: the three backends together), and everything
-#: else on the machine.
-CPU_PROCESSES = ("client", CANDIDATE, PEER, "weed", "other")
+#: CPU columns: the processes of the bench (weed: the three backends together), everything else
+#: on the machine, and the twisted.web floor (last: "-" when it did not run).
+CPU_PROCESSES = ("client", CANDIDATE, PEER, "weed", "other", FLOOR)
 
 
 def format_table(rows: Sequence[Row]) -> str:

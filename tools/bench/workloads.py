@@ -4,7 +4,7 @@ of one size), which ones ``--only`` selects, the A/B plan, and how a multipart u
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 KiB = 1024
@@ -41,6 +41,12 @@ CANDIDATE = "s3orch"
 PEER = "rclone"
 #: Every target of a cell, baseline first (the ratios divide by it).
 TARGETS = (BASELINE, CANDIDATE, PEER)
+#: A bare twisted.web server doing no work at all (tools/bench/floor.py): what s3orch's front
+#: door costs before s3orch does anything.  Measured only on the rows below, in the same rounds.
+FLOOR = "floor"
+FLOOR_WORKLOADS = ("get-4k-c1", "head-4k-c1", "get-4k-c16", "head-4k-c16")
+#: Every target a row can have, in table order.
+ALL_TARGETS = (*TARGETS, FLOOR)
 
 #: The issue's goals (issue 20, Acceptance), quoted by the summary lines: s3orch/direct throughput
 #: ratio at least this much, by workload name ...
@@ -200,16 +206,22 @@ class Step:
     target: str
 
 
-def ab_plan(workload_names: Sequence[str], targets: Sequence[str], rounds: int) -> list[Step]:
+def ab_plan(
+    workload_names: Sequence[str],
+    targets: Sequence[str],
+    rounds: int,
+    extra: Mapping[str, Sequence[str]] | None = None,
+) -> list[Step]:
     """Rounds of every workload against every target back to back; the order of the targets
     rotates by round and by workload (with two targets: who goes first alternates), so order
-    effects cancel over the rounds."""
+    effects cancel over the rounds.  ``extra``: more targets for some workloads (the floor),
+    in the same back-to-back run and rotation."""
     steps: list[Step] = []
-    count = len(targets)
     for rnd in range(rounds):
         for index, name in enumerate(workload_names):
-            first = (rnd + index) % count
-            for target in (*targets[first:], *targets[:first]):
+            mine = (*targets, *(extra or {}).get(name, ()))
+            first = (rnd + index) % len(mine)
+            for target in (*mine[first:], *mine[:first]):
                 steps.append(Step(rnd, name, target))
     return steps
 
