@@ -95,8 +95,8 @@ def test_summary_line_keeps_its_verdicts_and_adds_the_floor_with_what_it_means()
     assert line.startswith("HEAD 4KiB c1: direct 1000 ops/s; s3orch 0.80x (0.80..0.80); rclone 2.00x")
     assert "s3orch/rclone 0.40x (BELOW rclone)" in line
     assert "twisted.web floor 1.60x (1.60..1.60) direct (no work at all: s3orch cannot exceed it)" in line
-    assert "s3orch 0.50x floor, rclone 1.25x floor" in line
-    assert "rclone ABOVE the floor: s3orch >= rclone is out of reach on this row" in line
+    assert "s3orch/floor 0.50x (0.50..0.50), rclone/floor 1.25x (1.25..1.25)" in line
+    assert "rclone ABOVE the floor in every round: s3orch >= rclone is out of reach on this row" in line
     assert "floor 1.60x (1.60..1.60);" not in line  # not also listed as a plain ratio
 
 
@@ -108,7 +108,19 @@ def test_summary_line_of_a_peer_below_the_floor_claims_nothing_out_of_reach() ->
     ]  # fmt: skip
     line = summary_line(summarize([get], cells))
     assert "goal >= 0.70x direct: met" in line
-    assert "twisted.web floor 2.00x" in line and "rclone 0.45x floor" in line
+    assert "twisted.web floor 2.00x" in line and "rclone/floor 0.45x" in line
+    assert "out of reach" not in line
+
+
+def test_summary_line_claims_out_of_reach_only_when_the_peer_beat_the_floor_in_every_round() -> None:
+    head = _row("head-4k-c16")
+    cells = [
+        _cell(head.name, "direct", 0, 1000), _cell(head.name, "rclone", 0, 1500), _cell(head.name, FLOOR, 0, 1400),
+        _cell(head.name, "direct", 1, 1000), _cell(head.name, "rclone", 1, 1300), _cell(head.name, FLOOR, 1, 1400),
+        _cell(head.name, "direct", 2, 1000), _cell(head.name, "rclone", 2, 1500), _cell(head.name, FLOOR, 2, 1400),
+    ]  # fmt: skip
+    line = summary_line(summarize([head], cells))
+    assert "rclone/floor 1.07x (0.93..1.07)" in line
     assert "out of reach" not in line
 
 

@@ -232,7 +232,7 @@ def summary_line(rows: Sequence[Row]) -> str:
 
 def _floor_parts(by_target: dict[str, Row]) -> list[str]:
     """The twisted.web floor's figure, and where s3orch and the peer stand against it: a peer
-    above the floor is out of reach of any twisted.web front door on this row."""
+    above the floor in every round is out of reach of any twisted.web front door on this row."""
     floor = by_target.get(FLOOR)
     if floor is None or floor.throughput_ratio is None:
         return []
@@ -240,16 +240,16 @@ def _floor_parts(by_target: dict[str, Row]) -> list[str]:
         f"twisted.web {FLOOR} {_ratio_text(floor.throughput_ratio)} {BASELINE} "
         f"(no work at all: {CANDIDATE} cannot exceed it)"
     ]
-    against = [
-        (r.target, r.versus_floor.median)
+    against = {
+        r.target: r.versus_floor
         for r in (by_target.get(CANDIDATE), by_target.get(PEER))
         if r is not None and r.versus_floor is not None and not math.isnan(r.versus_floor.median)
-    ]
+    }
     if against:
-        parts.append(", ".join(f"{name} {value:.2f}x {FLOOR}" for name, value in against))
-    peer = dict(against).get(PEER)
-    if peer is not None and peer > 1:
-        parts.append(f"{PEER} ABOVE the {FLOOR}: {CANDIDATE} >= {PEER} is out of reach on this row")
+        parts.append(", ".join(f"{name}/{FLOOR} {_ratio_text(value)}" for name, value in against.items()))
+    peer = against.get(PEER)
+    if peer is not None and peer.low > 1:
+        parts.append(f"{PEER} ABOVE the {FLOOR} in every round: {CANDIDATE} >= {PEER} is out of reach on this row")
     return parts
 
 
