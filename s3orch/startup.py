@@ -5,6 +5,7 @@ here exits 1 with one line per problem, never a traceback."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from s3orch.config.model import BackendConfig
 from s3orch.config.support import refusals
 from s3orch.crypto.setup import key_file_issues
 from s3orch.observe.logging import LogSettings
-from s3orch.supervisor import Supervisor, bind_listener, child_argv
+from s3orch.supervisor import Supervisor, bind_group, bind_listener, child_argv
 
 
 def load_checked_config(path: str) -> Config:
@@ -77,10 +78,11 @@ def supervise(config: Config, reactor: Any, count: int, config_path: str, mode: 
     addresses = {"s3": server.listen_addr}
     if metrics.enabled and metrics.listen:
         addresses["metrics"] = metrics.listen
-    sockets = {}
+    sockets: dict[str, socket.socket | list[socket.socket]] = {}
     for name, address in addresses.items():
-        try:
-            sockets[name] = bind_listener(*parse_listen_addr(address))
+        interface, port = parse_listen_addr(address)
+        try:  # S3: a socket per child (the kernel spreads connections); metrics: one, shared
+            sockets[name] = bind_group(interface, port, count) if name == "s3" else bind_listener(interface, port)
         except OSError as exc:  # the port is taken: said like twistd's own listener says it
             print(f"error: cannot listen on {address}: {exc}", file=sys.stderr)
             raise SystemExit(1) from None

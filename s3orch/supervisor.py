@@ -1,15 +1,28 @@
 """``server.processes`` > 1: one parent holds the listening sockets and supervises N gateways.
 
-Why a parent and inherited sockets rather than ``SO_REUSEPORT`` in each process: the port is
-bound once (a second s3orch on the same port still fails with "Address already in use"), a
-restarted child takes the same socket without a window in which connections are refused, and
-the kernel spreads ``accept`` among the children that wait on it.
+Why a parent and inherited sockets rather than each process binding with ``SO_REUSEPORT``: the
+port is claimed once (a second s3orch on the same port still fails with "Address already in
+use"), and a restarted child takes the same socket without a window in which connections are
+refused.  The parent does bind the S3 port with ``SO_REUSEPORT``, though: one listening socket
+per child (:func:`bind_group`, each with the full backlog), child *i* handed only socket *i*, so
+the kernel spreads new connections over the children by a hash of their 4-tuple instead of
+letting whichever child wakes first accept a whole burst (Twisted accepts up to ~100 per wake-up)
+and leave the others idle for the connections' whole life.  Both reasons still hold: before it
+binds the group the parent binds the port once without ``SO_REUSEPORT``, which fails while any
+listener holds it (a single s3orch, or another group; only two groups started in the same
+instant could both pass it), and the parent keeps every socket open,
+so while a child restarts the connections hashed to its socket queue in that socket's backlog
+until the new child adopts it.  The flip side: the kernel goes on hashing connections to a
+socket whose child is dead, so they wait for the restart (prompt, see below: 0.5 s, up to
+:data:`MAX_BACKOFF` for a child that keeps dying at once) rather than going to a live sibling.
+Where the platform has no ``SO_REUSEPORT`` the S3 socket is one socket shared by every child
+(they race to accept it, as before).  The ``telemetry.metrics.listen`` socket is always one
+shared socket: any child answers a scrape for the whole group, so there is nothing to spread.
 
-The parent runs no gateway of its own: it binds the S3 listener (and the
-``telemetry.metrics.listen`` one), then starts each child as ``python -m twisted -n s3orch``
-with the same config and mode, the sockets passed as inherited descriptors
-(``spawnProcess`` with ``childFDs``) and named in :data:`FDS_ENV`; the child adopts them
-(``s3orch.tap.adopted_listener``) instead of binding.  It restarts a child that exits while
+The parent runs no gateway of its own: it binds the listeners, then starts each child as
+``python -m twisted -n s3orch`` with the same config and mode, its sockets passed as inherited
+descriptors (``spawnProcess`` with ``childFDs``) and named in :data:`FDS_ENV`; the child adopts
+them (:class:`AdoptedListener`) instead of binding.  It restarts a child that exits while
 the group runs (logged, with a back-off when a child keeps dying at once), passes SIGHUP to
 every child (each reloads its config as a single process does) and, on SIGTERM (twistd stops
 the reactor), sends SIGTERM to every child and waits until all have drained and exited.
@@ -19,7 +32,6 @@ Metrics: the children share one prometheus-client multiprocess directory
 ``/metrics`` reports the whole group.  Its files are cleaned when a child exits and the
 directory is removed when the group stops (when the parent created it).
 """
-
 from __future__ import annotations
 
 import glob
@@ -43,8 +55,8 @@ from s3orch.observe.logging import PROCESS_FIELDS
 from s3orch.observe.multiproc import MULTIPROC_ENV, forget_process
 
 __all__ = [
-    "FDS_ENV", "INDEX_ENV", "SUPERVISOR_ENV", "AdoptedListener", "Supervisor", "bind_listener", "child_argv",
-    "inherited_fds", "join_group", "watch_group",
+    "FDS_ENV", "INDEX_ENV", "SUPERVISOR_ENV", "AdoptedListener", "GroupSockets", "Supervisor", "bind_group",
+    "bind_listener", "child_argv", "child_sockets", "inherited_fds", "join_group", "watch_group",
 ]
 
 _log = Logger(namespace="s3orch.supervisor")
@@ -68,13 +80,73 @@ def inherited_fds(env: Mapping[str, str]) -> dict[str, int]:
     return {name: int(fd) for name, _, fd in pairs}
 
 
+#: A group's listener by name: one socket every child shares, or one socket per child (index i: child i's).
+GroupSockets = Mapping[str, socket.socket | Sequence[socket.socket]]
+
+
+def child_sockets(sockets: GroupSockets, index: int) -> dict[str, socket.socket]:
+    """The sockets child ``index`` is handed: each shared one, and its own of each per-child list."""
+    return {name: sock if isinstance(sock, socket.socket) else sock[index] for name, sock in sockets.items()}
+
+
+def _every_socket(sockets: GroupSockets) -> list[socket.socket]:
+    return [one for sock in sockets.values() for one in ([sock] if isinstance(sock, socket.socket) else sock)]
+
+
+def _tcp_socket(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock
+
+
 def bind_listener(interface: str, port: int, backlog: int = 1024) -> socket.socket:
     """A listening TCP socket on ``interface:port`` (``""``: every IPv4 address), inheritable."""
     host = interface or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = _tcp_socket(host)
     sock.bind((host, port))
+    return _listening(sock, backlog)
+
+
+def bind_group(interface: str, port: int, count: int, backlog: int = 1024) -> socket.socket | list[socket.socket]:
+    """``count`` listening sockets on ``interface:port`` in one ``SO_REUSEPORT`` group, each with
+    the full backlog, one for each child (why: the module docstring); where the platform has no
+    ``SO_REUSEPORT``, one socket, which the children share.
+
+    The port is first bound without ``SO_REUSEPORT``: that fails (``OSError``, "Address already
+    in use") while anything listens there, where a ``SO_REUSEPORT`` bind would join another
+    group of the same user.  Port 0 picks a free port for the whole group."""
+    host = interface or "0.0.0.0"
+    probe = _tcp_socket(host)
+    try:
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    finally:
+        probe.close()
+    option = getattr(socket, "SO_REUSEPORT", None)
+    group = [_tcp_socket(host)]
+    try:
+        if option is not None:
+            try:
+                group[0].setsockopt(socket.SOL_SOCKET, option, 1)
+            except OSError:  # the constant exists but this kernel refuses it
+                option = None
+        if option is None:  # one socket every child shares
+            group[0].bind((host, port))
+            return _listening(group[0], backlog)
+        while len(group) < count:
+            group.append(_tcp_socket(host))
+            group[-1].setsockopt(socket.SOL_SOCKET, option, 1)
+        for sock in group:
+            sock.bind((host, port))
+            _listening(sock, backlog)
+    except BaseException:
+        for sock in group:
+            sock.close()
+        raise
+    return group
+
+
+def _listening(sock: socket.socket, backlog: int) -> socket.socket:
     sock.listen(backlog)
     sock.set_inheritable(True)
     # Non-blocking for every process sharing it: a child's reactor accepts in a loop until
@@ -107,7 +179,7 @@ class Supervisor(Service):
         reactor: Any,
         count: int,
         argv: Sequence[str],
-        sockets: Mapping[str, socket.socket],
+        sockets: GroupSockets,
         *,
         env: Mapping[str, str] | None = None,
         stop_timeout: float = 120.0,
@@ -119,6 +191,7 @@ class Supervisor(Service):
         self.reactor = reactor
         self.count = count
         self.argv = list(argv)
+        #: Name -> one socket every child shares, or ``count`` sockets (child i gets the i-th).
         self.sockets = dict(sockets)
         self.base_env = dict(os.environ if env is None else env)
         self.stop_timeout = stop_timeout
@@ -148,8 +221,9 @@ class Supervisor(Service):
             for stale in glob.glob(os.path.join(self.metrics_dir, "*.db")):
                 os.unlink(stale)
         _log.info(
-            "supervising {count} processes on one listener (pid {pid})",
+            "supervising {count} processes on {how} (pid {pid})",
             count=self.count, pid=os.getpid(), component="supervisor",
+            how="one listener" if len(_every_socket(self.sockets)) == len(self.sockets) else "a listener each",
         )
         for index in range(self.count):
             self._spawn(index)
@@ -168,7 +242,7 @@ class Supervisor(Service):
         def done(_: object) -> None:
             if killer.active():
                 killer.cancel()
-            for sock in self.sockets.values():
+            for sock in _every_socket(self.sockets):
                 sock.close()
             if self._own_dir:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -181,7 +255,8 @@ class Supervisor(Service):
 
     def child_env(self, index: int) -> dict[str, str]:
         env = dict(self.base_env)
-        env[FDS_ENV] = ",".join(f"{name}={sock.fileno()}" for name, sock in self.sockets.items())
+        own = child_sockets(self.sockets, index)
+        env[FDS_ENV] = ",".join(f"{name}={sock.fileno()}" for name, sock in own.items())
         env[INDEX_ENV] = str(index)
         env[SUPERVISOR_ENV] = str(os.getpid())
         env[MULTIPROC_ENV] = self.metrics_dir
@@ -193,7 +268,7 @@ class Supervisor(Service):
             return
         child = _Child(lambda proc, reason: self._ended(index, proc, reason))
         fds: dict[int, int | str] = {0: 0, 1: 1, 2: 2}
-        fds.update({sock.fileno(): sock.fileno() for sock in self.sockets.values()})
+        fds.update({sock.fileno(): sock.fileno() for sock in child_sockets(self.sockets, index).values()})
         transport = self.reactor.spawnProcess(
             child, self.argv[0], self.argv, env=self.child_env(index), childFDs=fds
         )

@@ -157,7 +157,7 @@ class ServerConfig:
     regions: tuple[str, ...] = ()
     #: Admission slots one access key may hold at once in each pool (0: a quarter of that pool).
     max_concurrent_per_credential: int = knob(0, min_value=0)
-    #: Reactor processes serving the one listener: an integer >= 1, or ``auto`` (one per CPU).
+    #: Reactor processes serving the one port: an integer >= 1, or ``auto`` (one per CPU).
     processes: str = knob("1", empty_default=True)
     #: The HTTP client backends are called with: ``lean`` (s3orch.backend.http11) or ``twisted`` (Agent).
     backend_http_client: str = knob("lean", empty_default=True)

@@ -1,7 +1,7 @@
 """``server.processes: 2``: a real twistd group (one supervisor, two gateways) over SeaweedFS.
 
 What must hold for the group as it holds for one process: both children serve the one port
-(their pids are on the audit lines), quotas stay exact under concurrent PUTs from both (one
+(their pids are on the audit lines; each accepts on its own ``SO_REUSEPORT`` socket of it), quotas stay exact under concurrent PUTs from both (one
 SQLite file in WAL mode, ``BEGIN IMMEDIATE`` serialising the writers of both processes),
 ``/metrics`` counts every child's requests, SIGHUP reloads every child, a crashed child is
 replaced, and SIGTERM stops the whole group.
@@ -9,10 +9,12 @@ replaced, and SIGTERM stops the whole group.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from s3orch.supervisor import bind_group, bind_listener
 from tests.conftest import PHOTOS, quota_rows, s3_client
 from tests.integration.conftest import WEED_ACCESS_KEY, WEED_SECRET_KEY, fresh_bucket
 from tests.integration.test_tls import PKI, _verified_client
@@ -199,18 +202,50 @@ def test_a_group_serves_tls_from_every_child(
     gw.start(timeout=90)
     try:
         assert poll(lambda: len(_children(gw)), lambda n: n == 2, 30) == 2
-        pids: set[object] = set()
-        # Which child accepts a connection is the kernel's and the reactors' race on the shared
-        # socket (a child that wakes first may accept every pending connection): new waves of
-        # 16 connections until both children have done TLS handshakes and served.
-        for _wave in range(10):
-            clients = [_verified_client(gw, pki.ca_file, None) for _ in range(16)]  # 16 connections at once
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                list(pool.map(lambda i, c=clients: _put_over_tls(c, i), range(160)))
-            assert clients[0].get_object(Bucket="photos", Key="tls/7")["Body"].read() == b"over tls 7"
-            pids = {r.get("pid") for r in _records(gw) if r.get("event") == "s3.PutObject"} - {None}
-            if len(pids) == 2:
-                break
+        # Each child accepts on its own SO_REUSEPORT socket and the kernel spreads new connections
+        # by a hash of their 4-tuple: 32 new connections (a client each) all on one of the two
+        # sockets has a chance of 2**-31.
+        clients = [_verified_client(gw, pki.ca_file, None) for _ in range(32)]
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            list(pool.map(lambda i: _put_over_tls(clients, i), range(32)))
+        assert clients[0].get_object(Bucket="photos", Key="tls/7")["Body"].read() == b"over tls 7"
+        pids = {r.get("pid") for r in _records(gw) if r.get("event") == "s3.PutObject"} - {None}
         assert len(pids) == 2, pids  # both children did TLS handshakes and served
     finally:
         gw.stop(timeout=60)
+
+
+def test_a_group_binds_one_reuseport_socket_per_child_and_still_holds_the_port_alone() -> None:
+    group = bind_group("127.0.0.1", 0, 2)
+    assert isinstance(group, list) and len(group) == 2
+    try:
+        port = group[0].getsockname()[1]
+        assert group[1].getsockname()[1] == port
+        # Another s3orch on the port fails, a single one or another group.
+        with pytest.raises(OSError) as single:
+            bind_listener("127.0.0.1", port)
+        with pytest.raises(OSError) as other_group:
+            bind_group("127.0.0.1", port, 2)
+        assert single.value.errno == other_group.value.errno == errno.EADDRINUSE
+        # The kernel spreads new connections over both sockets (all 32 on one: 2**-31).
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(32)]
+        accepted = [0, 0]
+
+        def accept_all() -> int:
+            for index, sock in enumerate(group):
+                while True:
+                    try:
+                        conn, _ = sock.accept()
+                    except BlockingIOError:
+                        break
+                    conn.close()
+                    accepted[index] += 1
+            return sum(accepted)
+
+        assert poll(accept_all, lambda total: total == 32, 10) == 32
+        assert min(accepted) > 0, accepted
+        for client in clients:
+            client.close()
+    finally:
+        for sock in group:
+            sock.close()

@@ -27,7 +27,7 @@ from s3orch.config.model import process_count
 from s3orch.observe.metrics import REGISTRY
 from s3orch.observe.multiproc import GAUGE_MODES, MULTIPROC_ENV
 from s3orch.store.file_locks import FileWorkerLocks, lock_file_path
-from s3orch.supervisor import FDS_ENV, INDEX_ENV, SUPERVISOR_ENV, Supervisor, inherited_fds
+from s3orch.supervisor import FDS_ENV, INDEX_ENV, SUPERVISOR_ENV, Supervisor, child_sockets, inherited_fds
 from tests.unit.test_config import BASE, merge
 
 T = TypeVar("T")
@@ -196,6 +196,29 @@ def test_children_get_the_socket_their_number_the_parent_and_one_metrics_directo
     assert sock.fileno() in reactor.spawned[0]["fds"] and reactor.spawned[0]["fds"][sock.fileno()] == sock.fileno()
     assert envs[0][MULTIPROC_ENV] == envs[1][MULTIPROC_ENV] == str(tmp_path)  # an operator's choice is kept
     assert inherited_fds({}) == {}
+
+
+def test_each_child_gets_only_its_own_s3_socket_of_a_group_and_the_shared_metrics_one(tmp_path: Path) -> None:
+    own = [socket.socket(), socket.socket()]  # bind_group's SO_REUSEPORT sockets: one per child
+    metrics = socket.socket()
+    sockets = {"s3": own, "metrics": metrics}
+    assert child_sockets(sockets, 1) == {"s3": own[1], "metrics": metrics}
+    reactor = _Reactor()
+    supervisor = Supervisor(reactor, 2, ["python"], sockets, env={MULTIPROC_ENV: str(tmp_path)}, kill=lambda p, s: None)
+    supervisor.startService()
+    for index, spawn in enumerate(reactor.spawned):
+        assert inherited_fds(spawn["env"]) == {"s3": own[index].fileno(), "metrics": metrics.fileno()}
+        # Only its own descriptors are inherited: a sibling's socket is closed in the child.
+        assert set(spawn["fds"]) == {0, 1, 2, own[index].fileno(), metrics.fileno()}
+    reactor.advance(60)
+    _end(reactor, 1)
+    reactor.advance(0.5)  # the replacement of child 1 adopts child 1's socket, still open meanwhile
+    assert own[1].fileno() != -1
+    assert inherited_fds(reactor.spawned[2]["env"]) == {"s3": own[1].fileno(), "metrics": metrics.fileno()}
+    supervisor.stopService()
+    _end(reactor, 0, None)
+    _end(reactor, 2, None)
+    assert [sock.fileno() for sock in (*own, metrics)] == [-1, -1, -1]  # every socket closed at the end
 
 
 def test_a_crashed_child_is_restarted_with_a_growing_back_off_and_the_others_left_alone(tmp_path: Path) -> None:
