@@ -28,6 +28,8 @@ from s3orch.s3.operations import Operation
 #: The identity every answer names as owner (of the bucket, its objects and uploads).
 OWNER_ID = "s3orch"
 OWNER_NAME = "s3orch"
+#: The same identity as the (id, display name) pair the XML builders take.
+OWNER = (OWNER_ID, OWNER_NAME)
 #: The region a virtual bucket answers that it lives in.
 REGION = "us-east-1"
 

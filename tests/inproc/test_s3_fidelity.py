@@ -1,5 +1,6 @@
-"""Object-level S3 fidelity (issue 12 item 2), in-process over an in-memory backend (the two
-tests of what a real provider is handed run over SeaweedFS in tests/integration/test_s3_fidelity.py).
+"""Object-level S3 fidelity (issue 12 item 2), in-process over an in-memory backend (the tests of
+what a real provider is handed, and of listed keys' Owner, run over SeaweedFS in
+tests/integration/test_s3_fidelity.py).
 
 Each behaviour as AWS S3 answers it, with its status and error code:
 
@@ -10,7 +11,8 @@ Each behaviour as AWS S3 answers it, with its status and error code:
 * keys that are not UTF-8 -> 400 InvalidURI;
 * 304 and 412 carry ETag and Last-Modified;
 * x-amz-checksum-*: a wrong value -> 400 BadDigest, a malformed one -> 400 InvalidRequest;
-* ``Content-Encoding: aws-chunked`` with a plain body is stored as sent.
+* ``Content-Encoding: aws-chunked`` with a plain body is stored as sent;
+* the six ``response-*`` overrides on GET and HEAD (an undecodable one -> 400 InvalidArgument).
 """
 
 from __future__ import annotations
@@ -304,3 +306,22 @@ def test_an_undecodable_response_override_is_400_invalid_argument(client: Client
     reply = client.request("GET", path, "response-content-type=%FF")
     assert (reply.status, reply.code) == (400, "InvalidArgument"), reply.body
     assert client.request("GET", path).status == 200  # the object is untouched and readable
+
+
+def test_every_response_override_from_boto3_replaces_its_header_on_get_and_head(boto: Any) -> None:
+    # s3-tests test_object_response_headers: the six response-* parameters, as boto3 sends them.
+    key = _prefix() + "overrides"
+    boto.put_object(Bucket="photos", Key=key, Body=b"data", ContentType="text/plain")
+    overrides = {
+        "ResponseContentType": "foo/bar", "ResponseContentDisposition": "bla",
+        "ResponseContentLanguage": "esperanto", "ResponseContentEncoding": "aaa",
+        "ResponseCacheControl": "no-cache", "ResponseExpires": "Thu, 01 Dec 1994 16:00:00 GMT",
+    }
+    headers = {
+        "content-type": "foo/bar", "content-disposition": "bla", "content-language": "esperanto",
+        "content-encoding": "aaa", "cache-control": "no-cache", "expires": "Thu, 01 Dec 1994 16:00:00 GMT",
+    }
+    for call in (boto.get_object, boto.head_object):
+        got = call(Bucket="photos", Key=key, **overrides)["ResponseMetadata"]["HTTPHeaders"]
+        assert {name: got.get(name) for name in headers} == headers
+    assert boto.head_object(Bucket="photos", Key=key)["ContentType"] == "text/plain"  # nothing stored

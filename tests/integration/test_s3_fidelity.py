@@ -1,7 +1,7 @@
 """``Content-Encoding: aws-chunked`` with a plain body, and boto3's aws-chunked PUT, through a
 gateway process over SeaweedFS: what a real provider is handed must be the bytes as stored, never
-a framing it would decode again.  Every other object-level S3 fidelity test (issue 12 item 2)
-runs in-process: tests/inproc/test_s3_fidelity.py.
+a framing it would decode again; and the Owner of listed keys as boto3 reads it.  Every other
+object-level S3 fidelity test (issue 12 item 2) runs in-process: tests/inproc/test_s3_fidelity.py.
 """
 
 from __future__ import annotations
@@ -71,4 +71,18 @@ def test_boto3_put_with_aws_chunked_content_encoding_reads_back(boto: Any) -> No
     assert "ContentEncoding" not in got
 
 
-# -- response-* overrides ---------------------------------------------------------------
+# -- Owner in listings ------------------------------------------------------------------
+
+
+def test_list_objects_names_the_owner_and_v2_only_when_asked(boto: Any) -> None:
+    """AWS: ListObjects (v1) carries Owner in every Contents, ListObjectsV2 only with FetchOwner."""
+    base = _prefix()
+    for key in ("a", "b"):
+        boto.put_object(Bucket="photos", Key=base + key, Body=b"owned")
+    owner = {"ID": "s3orch", "DisplayName": "s3orch"}
+    v1 = boto.list_objects(Bucket="photos", Prefix=base)["Contents"]
+    assert [(c["Key"], c["Owner"]) for c in v1] == [(base + "a", owner), (base + "b", owner)]
+    fetched = boto.list_objects_v2(Bucket="photos", Prefix=base, FetchOwner=True)["Contents"]
+    assert [c["Owner"] for c in fetched] == [owner, owner]
+    plain = boto.list_objects_v2(Bucket="photos", Prefix=base)["Contents"]
+    assert len(plain) == 2 and all("Owner" not in c for c in plain)

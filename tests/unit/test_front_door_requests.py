@@ -21,7 +21,8 @@ from s3orch.backend.memory import MemoryStream
 from s3orch.http.body import DiscardedBody
 from s3orch.s3 import errors
 from s3orch.s3.copy_source import parse_copy_source
-from s3orch.store.interface import Location, ObjectRecord
+from s3orch.store.interface import ListPage, Location, ObjectRecord
+from s3orch.store.records import ListEntry
 from tests.unit.frontdoor_fakes import SECRETS, START, FrontDoor, LogFailures, signed_request, status_of
 
 ETAG = "0123456789abcdef0123456789abcdef"
@@ -196,6 +197,34 @@ def test_max_keys_zero_is_an_empty_untruncated_listing(listing: str) -> None:
     assert b"<MaxKeys>0</MaxKeys>" in body
     assert b"<IsTruncated>false</IsTruncated>" in body
     assert b"<Contents>" not in body
+
+
+_OWNER_XML = b"<Owner><ID>s3orch</ID><DisplayName>s3orch</DisplayName></Owner>"
+
+
+@pytest.mark.parametrize(
+    ("query", "with_owner"),
+    [("", True), ("list-type=2", False), ("list-type=2&fetch-owner=false", False),
+     ("list-type=2&fetch-owner=true", True)],
+)
+def test_listing_names_the_owner_of_each_key_in_v1_and_with_fetch_owner_in_v2(
+    query: str, with_owner: bool
+) -> None:
+    """AWS: ListObjects (v1) carries Owner in every Contents; ListObjectsV2 only with fetch-owner=true."""
+    door = FrontDoor()
+
+    async def two_keys(bucket: str, prefix: str, delimiter: str, start: str, max_keys: int) -> ListPage:
+        return ListPage((ListEntry("a", 1, ETAG, 1_700_000_000.0), ListEntry("b", 2, ETAG, 1_700_000_000.0)),
+                        (), False, None)
+
+    door.objects.list = two_keys  # type: ignore[method-assign]
+    _, transport = door.send(signed_request("GET", "/photos" + ("?" + query if query else "")))
+    assert status_of(transport) == 200
+    body = transport.value()
+    assert body.count(b"<Contents>") == 2
+    assert body.count(_OWNER_XML) == (2 if with_owner else 0)
+    if with_owner:
+        assert b"<Size>1</Size>" + _OWNER_XML + b"<StorageClass>STANDARD</StorageClass>" in body
 
 
 @pytest.mark.parametrize("value", ["bytes=\u00b2-3", "bytes=1-\u00b2", "bytes=\u0661-2"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from s3orch.core.objects import ObjectService
 from s3orch.frontend.request import (
+    OWNER,
     OWNER_ID,
     OWNER_NAME,
     REGION,
@@ -93,7 +94,7 @@ class BucketHandlers:
         next_marker = page.next_marker if (page.is_truncated and params.delimiter) else None
         payload = xml.list_objects_v1(
             state.bucket, params.prefix, marker, params.delimiter, params.max_keys, page.is_truncated,
-            next_marker, page.entries, page.common_prefixes, params.encoding_type,
+            next_marker, page.entries, page.common_prefixes, params.encoding_type, OWNER,
         )
         send_xml(request, state, payload)
 
@@ -108,7 +109,7 @@ class BucketHandlers:
             state.bucket, params.prefix, params.delimiter, params.max_keys,
             len(page.entries) + len(page.common_prefixes), page.is_truncated, start.continuation_token,
             next_token, start.start_after, page.entries, page.common_prefixes, params.encoding_type,
-            start.fetch_owner, (OWNER_ID, OWNER_NAME),
+            start.fetch_owner, OWNER,
         )
         send_xml(request, state, payload)
 

@@ -16,8 +16,7 @@ from s3orch.core.objects import NewObject, ObjectService
 from s3orch.core.uploads import MultipartService
 from s3orch.frontend.handlers.object import check_new_object_headers, usage_gate
 from s3orch.frontend.request import (
-    OWNER_ID,
-    OWNER_NAME,
+    OWNER,
     PART_LIST,
     STREAMED_OBJECT_DATA,
     RequestState,
@@ -171,7 +170,7 @@ class MultipartHandlers:
         next_marker = parts[-1].part_number if parts else None
         payload = xml.list_parts(
             bucket, key, upload_id, params.marker, next_marker, params.max_parts, truncated, parts,
-            (OWNER_ID, OWNER_NAME),
+            OWNER,
             checksum_algorithm=upload.checksum_algorithm,
             checksum_type=upload.checksum_type,
         )
@@ -187,7 +186,7 @@ class MultipartHandlers:
         payload = xml.list_multipart_uploads(
             bucket,
             page.uploads,
-            owner=(OWNER_ID, OWNER_NAME),
+            owner=OWNER,
             prefix=params.prefix,
             delimiter=params.delimiter or None,
             key_marker=params.key_marker,

@@ -111,5 +111,7 @@ def _doc(root: str, body: Iterable[str]) -> bytes:
     )
 
 
+@lru_cache(maxsize=64)
 def _owner(tag: str, owner: Owner) -> str:
+    """An Owner/Initiator element, built once per identity: every listed object or upload repeats it."""
     return f"<{tag}>" + _el("ID", owner[0]) + _el("DisplayName", owner[1]) + f"</{tag}>"
