@@ -381,3 +381,77 @@ def test_a_slow_client_is_the_write_deadlines_business_not_the_backends(rigs: li
     rig.drain()
     rig.ready()
     assert rig.watch.events[:2] == ["stalled", "flowing"]  # (and stalled again: it reads nothing more)
+
+
+# --- when the relay asks (s3orch.http.relay) ---
+
+
+class _Verifier:
+    def update(self, data: bytes) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """The relay's questions to plan_splice (answered: no splice)."""
+    from s3orch.http import relay as relay_module
+
+    questions: list[tuple[int, bool]] = []
+
+    def plan(stream: Any, transport: Any, wanted: int, *, exact: bool) -> None:
+        questions.append((wanted, exact))
+
+    monkeypatch.setattr(relay_module, "plan_splice", plan)
+    return questions
+
+
+def test_the_relay_asks_once_after_the_first_bytes_for_the_rest(asked: list[tuple[int, bool]]) -> None:
+    from s3orch.http.relay import relay_body
+    from tests.unit.test_relay import Client, ManualStream
+
+    client = Client(length=20 * MiB)
+    stream = ManualStream(20 * MiB)
+    relay_body(cast(BackendStream, stream), client.request)
+    assert asked == []  # nothing written yet: the headers are not out
+    stream.send(b"a" * 1000)
+    stream.send(b"b" * 1000)
+    assert asked == [(20 * MiB - 1000, True)]
+
+
+def test_a_range_limit_is_asked_for_as_a_limit(asked: list[tuple[int, bool]]) -> None:
+    from s3orch.http.relay import relay_body
+    from tests.unit.test_relay import Client, ManualStream
+
+    client = Client(length=5 * MiB)
+    stream = ManualStream(20 * MiB)
+    relay_body(cast(BackendStream, stream), client.request, limit=5 * MiB)
+    stream.send(b"a" * 1000)
+    assert asked == [(5 * MiB - 1000, False)]
+
+
+def test_a_verified_body_is_never_spliced(asked: list[tuple[int, bool]]) -> None:
+    from s3orch.http.relay import relay_body
+    from tests.unit.test_relay import Client, ManualStream
+
+    client = Client(length=20 * MiB)
+    stream = ManualStream(20 * MiB)
+    relay_body(cast(BackendStream, stream), client.request, verifier=_Verifier())
+    stream.send(b"a" * 1000)
+    stream.send(b"b" * 1000)
+    assert asked == []
+
+
+def test_a_prefix_the_backend_should_not_have_sent_is_cut_before_asking(asked: list[tuple[int, bool]]) -> None:
+    from s3orch.http.relay import relay_body
+    from tests.unit.test_relay import Client, ManualStream
+
+    client = Client(length=5 * MiB)
+    stream = ManualStream(20 * MiB)
+    relay_body(cast(BackendStream, stream), client.request, skip=1000, limit=5 * MiB)
+    stream.send(b"a" * 600)  # all skipped: nothing out yet
+    assert asked == []
+    stream.send(b"a" * 600)  # the cut ends; 200 wanted bytes out
+    assert asked == [(5 * MiB - 200, False)]
