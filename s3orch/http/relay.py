@@ -315,6 +315,8 @@ class _Relay:
             self._log.warn("zero-copy relay unavailable, relaying through Python: {error}", error=str(exc))
             self._splicer = None
             self._ordinary()
+            return
+        self._narrow()  # the wide write window is of no use to splice: free it for another relay
 
     def _ordinary(self) -> None:
         """Back to the ordinary path (before the sockets were lent)."""
