@@ -218,3 +218,30 @@ def test_over_tls_a_large_get_takes_the_ordinary_path(
     finally:
         conn.close()
     assert spliced(gateway, context) == 0
+
+
+def test_a_client_that_stops_reading_a_spliced_body_is_cut_by_write_timeout(
+    tmp_path: Path, weed: WeedServer
+) -> None:
+    spec = BackendSpec("weed", weed.endpoint, fresh_bucket(weed), weed.access_key, weed.secret_key,
+                       unsigned_payload=True)
+    config = GatewayConfig([spec], extra_server={"write_timeout": "2s", "backend_timeout": "2s"})
+    with GatewayProcess(tmp_path / "gw", config.render()) as gateway:
+        assert request(gateway, "PUT", "big", body=BODY)[0] == 200
+        before = spliced(gateway)
+        sock = raw_get(gateway, "big")
+        first = sock.recv(1 << 20)  # the headers and the first bytes; then nothing is read
+        assert first.startswith(b"HTTP/1.1 200")
+        assert wait_for(lambda: timeouts(gateway) >= 1, timeout=60)
+        body = first.partition(b"\r\n\r\n")[2] + read_all(sock)
+        sock.close()
+        assert len(body) < len(BODY)  # cut, never completed
+        assert spliced(gateway) > before  # it was cut while spliced
+        assert request(gateway, "GET", "big") == (200, BODY)
+
+
+def timeouts(gateway: GatewayProcess) -> float:
+    with urllib.request.urlopen(f"{gateway.endpoint}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    found = re.search(r"^s3o_write_timeouts_total (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
