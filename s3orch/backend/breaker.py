@@ -46,6 +46,8 @@ from s3orch.backend.interface import (
     IBodyConsumer,
     ListedObject,
     ObjectBackend,
+    SpliceSource,
+    splice_source,
 )
 from s3orch.notify.events import CIRCUIT_CLOSED, CIRCUIT_OPENED
 from s3orch.observe.audit import audit
@@ -433,6 +435,11 @@ class _GuardedStream:
         delivered = self._inner.deliver(consumer)
         delivered.addErrback(count)
         return delivered
+
+    def splice_source(self) -> SpliceSource | None:
+        """The inner stream's: the bytes pass unchanged, and a lent body that fails still
+        fails ``deliver`` (counted above)."""
+        return splice_source(self._inner)
 
     def cancel(self) -> None:
         self._inner.cancel()

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from httptools import HttpParserError, HttpResponseParser
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITCPTransport
@@ -44,6 +45,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 
 from s3orch.backend.http11_response import LeanResponse, done_failure
 from s3orch.http.socket_buffers import set_read_size
+from s3orch.http.write_deadline import pending_write_bytes
 
 __all__ = ["HTTP11Connection", "header_block"]
 
@@ -88,6 +90,10 @@ class HTTP11Connection(Protocol):
         self._consumer_paused = False
         self._reading_paused = False
         self._closing = False
+        #: Body bytes of the current response parsed so far, and whether the rest of its body
+        #: is lent (the socket read by the zero-copy relay, not by us).
+        self._body_received = 0
+        self._lent = False
 
     @property
     def reusable(self) -> bool:
@@ -178,6 +184,8 @@ class HTTP11Connection(Protocol):
         self._response = None
         self._response_given = False
         self._abandoned = False
+        self._body_received = 0
+        self._lent = False
         self._headers = []
         self._phrase = b""
         self._tail = b""
@@ -313,6 +321,7 @@ class HTTP11Connection(Protocol):
     def on_body(self, data: bytes) -> None:
         if self._abandoned:
             return
+        self._body_received += len(data)
         response = self._response
         if response is not None:
             response._data(data)
@@ -357,6 +366,7 @@ class HTTP11Connection(Protocol):
         self._parser = None
         self._await_delivery = False
         self._consumer_paused = False
+        self._lent = False
         if self._broken or self.lost:
             self._broken = True
             self._close()
@@ -417,8 +427,54 @@ class HTTP11Connection(Protocol):
         self._broken = True
         self._abort()
 
+    # --- lending the body's socket (s3orch.backend.interface.SpliceSource) ---
+
+    def body_fd(self) -> int | None:
+        """The socket's fd if the rest of the current body may be read around the parser:
+        plain TCP, a Content-Length body under way, nothing left to send; else None."""
+        response = self._response
+        transport = self.transport
+        if (
+            not self.busy
+            or self._complete
+            or self._abandoned
+            or self._lent
+            or self._writing
+            or self.lost
+            or self._closing
+            or response is None
+            or not self._response_given
+            or not isinstance(response.length, int)
+            or not isinstance(transport, tcp.Connection)
+            or transport.TLS
+            or transport.disconnecting
+            or pending_write_bytes(transport) != 0
+        ):
+            return None
+        return int(transport.fileno())
+
+    def body_left(self) -> int:
+        """Body bytes the server has still to send."""
+        response = self._response
+        length = response.length if response is not None else 0
+        return max(0, int(length) - self._body_received) if isinstance(length, int) else 0
+
+    def lend_body(self) -> None:
+        """Stop reading the socket: the rest of the body is read by someone else."""
+        self._lent = True
+        self._set_reading()
+
+    def lent_body_done(self) -> None:
+        """The borrower read exactly the rest of the body: the answer is whole, as if
+        parsed (the parser, which still waits for those bytes, is dropped with the exchange)."""
+        if not self._lent or not self.busy or self._complete:
+            return
+        self._body_received += self.body_left()
+        self._complete = True
+        self._after_feed()
+
     def _set_reading(self) -> None:
-        paused = self.busy and (self._await_delivery or self._consumer_paused)
+        paused = self.busy and (self._await_delivery or self._consumer_paused or self._lent)
         if paused != self._reading_paused and not self.lost and not self._closing:
             self._reading_paused = paused
             if paused:

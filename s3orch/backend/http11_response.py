@@ -31,6 +31,14 @@ class BodyReader(Protocol):
 
     def delivery_started(self) -> None: ...
 
+    def body_fd(self) -> int | None: ...
+
+    def body_left(self) -> int: ...
+
+    def lend_body(self) -> None: ...
+
+    def lent_body_done(self) -> None: ...
+
 
 def done_failure() -> Failure:
     return Failure(ResponseDone("Response body fully received"))
@@ -133,6 +141,14 @@ class LeanResponse:
             self._finished(end)
         elif transport.connection is not None:
             transport.connection.delivery_started()
+
+    def body_socket(self) -> BodyReader | None:
+        """The connection, while the rest of this body may be read straight from its socket
+        (:meth:`BodyReader.body_fd`): the body is being delivered, nothing is held back."""
+        connection = self._transport.connection
+        if connection is None or self._protocol is None or self._buffer is not None or self._transport.stopped:
+            return None
+        return connection if connection.body_fd() is not None else None
 
     def _data(self, data: bytes) -> None:
         if self._buffer is not None:

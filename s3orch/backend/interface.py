@@ -177,6 +177,55 @@ class BackendStream(Protocol):
         ...
 
 
+class SpliceSource(Protocol):
+    """A body still on its backend socket, byte for byte what the client gets: lent to the
+    zero-copy relay (:mod:`s3orch.http.splice`), which moves it with ``splice(2)``.
+
+    Only the raw body of the lean HTTP/1.1 client over plain TCP offers one, and only a
+    wrapper that passes bytes through unchanged forwards it (:func:`splice_source`): a
+    transforming stream (decryption, decompression) never exposes its inner socket.
+    """
+
+    #: ``server.backend_timeout`` of the socket: nothing for this long while the relay waits
+    #: to read is a stalled body (0: no limit).
+    stall_timeout: float
+
+    def remaining(self) -> int:
+        """Body bytes the backend has still to send on the socket."""
+        ...
+
+    def lend(self) -> int:
+        """Stop reading the socket into Python (and the stream's own stall countdown);
+        return its file descriptor, which the caller reads :meth:`remaining` bytes from."""
+        ...
+
+    def moved(self, count: int) -> None:
+        """``count`` more body bytes left the socket through the borrower (byte counters)."""
+        ...
+
+    def finish(self) -> None:
+        """Every remaining byte was moved: the body ends cleanly (``deliver``'s Deferred
+        fires) and the connection goes back to its pool."""
+        ...
+
+    def fail(self, reason: str) -> None:
+        """The body failed while lent: drop the connection; ``deliver``'s Deferred fails
+        with a :class:`BackendUnavailable` saying ``reason``."""
+        ...
+
+
+def splice_source(stream: BackendStream) -> SpliceSource | None:
+    """``stream``'s :class:`SpliceSource` now, or None.  A stream offers one through an
+    optional ``splice_source()`` method (streams without it, e.g. transforming ones, never
+    do); a pass-through wrapper defines the method and asks its inner stream.  The method is
+    looked up on the class, so a wrapper forwarding unknown attributes (``__getattr__``) does
+    not expose its inner stream's socket by accident."""
+    if getattr(type(stream), "splice_source", None) is None:
+        return None
+    offer: Callable[[], SpliceSource | None] = getattr(stream, "splice_source")  # noqa: B009
+    return offer()
+
+
 class ObjectBackend(Protocol):
     """One S3-compatible store holding object copies under opaque storage keys.
 

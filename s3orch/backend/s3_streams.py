@@ -25,7 +25,14 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from s3orch.backend.interface import BackendError, BackendUnavailable, IBodyConsumer, PushProducer
+from s3orch.backend.http11_response import BodyReader, LeanResponse
+from s3orch.backend.interface import (
+    BackendError,
+    BackendUnavailable,
+    IBodyConsumer,
+    PushProducer,
+    SpliceSource,
+)
 from s3orch.backend.s3_responses import Response
 from s3orch.observe.metrics import BACKEND_BYTES
 
@@ -87,7 +94,7 @@ class _StreamProtocol(TwistedProtocol):
         self._backend = backend
         self._bytes_in = _bytes_in(backend)
         self._clock = clock
-        self._idle_timeout = idle_timeout
+        self._idle_timeout = self.idle_timeout = idle_timeout
         self._idle: IDelayedCall | None = None
         self.received = 0
         self.stopped = False
@@ -97,11 +104,16 @@ class _StreamProtocol(TwistedProtocol):
         #: Inside ``deliverBody``: what arrived with the headers is being handed over (often
         #: the whole body); the countdown starts after it (:meth:`reapply_pause`), if at all.
         self.delivering = True
+        #: The rest of the body is read by the zero-copy relay (:class:`LentBody`): no reads,
+        #: no countdown here; ``cut_reason`` is why it failed there, if it did.
+        self.lent = False
+        self.cut_reason: str | None = None
 
     def _arm(self) -> None:
         """(Re)start the countdown to a stall: called on each sign of life and on resume."""
         if (
             self.delivering
+            or self.lent
             or self._clock is None
             or self._idle_timeout <= 0
             or self.paused
@@ -142,6 +154,8 @@ class _StreamProtocol(TwistedProtocol):
 
     def resumeProducing(self) -> None:
         self.paused = False
+        if self.lent:
+            return  # the socket is not ours to read until the body ends
         transport = self._transport()
         if transport is not None and not self.finished:
             transport.resumeProducing()
@@ -167,6 +181,22 @@ class _StreamProtocol(TwistedProtocol):
         self._arm()
         self._consumer.write(data)
 
+    def lend(self) -> None:
+        """The rest of the body is read around us (:class:`LentBody`)."""
+        self.lent = True
+        self._disarm()
+
+    def moved(self, count: int) -> None:
+        """``count`` body bytes were read around us: counted as if received."""
+        self.received += count
+        self._bytes_in.inc(count)
+
+    def cut(self, reason: str) -> None:
+        """The lent body failed: drop the connection, and fail with ``reason``."""
+        if self.cut_reason is None:
+            self.cut_reason = reason
+        self.stop()
+
     def stop(self) -> None:
         """Drop the connection; the rest of the body is not drained."""
         if self.stopped or self.finished:
@@ -190,6 +220,10 @@ class _StreamProtocol(TwistedProtocol):
         )
         if complete:
             self._done.callback(None)
+        elif self.cut_reason is not None:
+            self._done.errback(
+                BackendUnavailable(f"body cut after {self.received} bytes: {self.cut_reason}", backend=self._backend)
+            )
         elif self.stalled:
             self._done.errback(
                 BackendUnavailable(
@@ -208,6 +242,38 @@ class _StreamProtocol(TwistedProtocol):
                     backend=self._backend,
                 )
             )
+
+
+class LentBody:
+    """The :class:`SpliceSource` of an :class:`S3Stream`: its connection lends the socket,
+    its body protocol counts the bytes and ends the delivery as if it had read them."""
+
+    __slots__ = ("_protocol", "_connection", "stall_timeout")
+
+    def __init__(self, protocol: _StreamProtocol, connection: BodyReader) -> None:
+        self._protocol = protocol
+        self._connection = connection
+        self.stall_timeout = protocol.idle_timeout
+
+    def remaining(self) -> int:
+        return self._connection.body_left()
+
+    def lend(self) -> int:
+        fd = self._connection.body_fd()
+        if fd is None:
+            raise RuntimeError("the body's socket can no longer be lent")
+        self._protocol.lend()
+        self._connection.lend_body()
+        return fd
+
+    def moved(self, count: int) -> None:
+        self._protocol.moved(count)
+
+    def finish(self) -> None:
+        self._connection.lent_body_done()
+
+    def fail(self, reason: str) -> None:
+        self._protocol.cut(reason)
 
 
 class S3Stream:
@@ -250,6 +316,23 @@ class S3Stream:
         self._response.deliverBody(protocol)
         protocol.reapply_pause()
         return done
+
+    def splice_source(self) -> SpliceSource | None:
+        """The rest of the body as a :class:`SpliceSource`, while it is being delivered over
+        a lean plain-TCP connection with a known length (see ``BodyReader.body_fd``)."""
+        protocol = self._protocol
+        response = self._response
+        if (
+            protocol is None
+            or protocol.delivering
+            or protocol.stopped
+            or protocol.finished
+            or protocol.lent
+            or not isinstance(response, LeanResponse)
+        ):
+            return None
+        connection = response.body_socket()
+        return LentBody(protocol, connection) if connection is not None else None
 
     def cancel(self) -> None:
         """Abandon the body: the connection is dropped, never drained."""

@@ -53,6 +53,8 @@ from s3orch.backend.interface import (
     BackendStream,
     IBodyConsumer,
     PushProducer,
+    SpliceSource,
+    splice_source,
 )
 from s3orch.config.model import ReadPathConfig
 from s3orch.core.fleet import BackendFleet
@@ -359,9 +361,10 @@ class WatchedStream:
         self.length = inner.length
         self.content_range = inner.content_range
         self.headers = inner.headers
+        self._counting: _Counting | None = None
 
     def deliver(self, consumer: IBodyConsumer) -> Deferred[None]:
-        counting = _Counting(consumer)
+        counting = self._counting = _Counting(consumer)
         delivered = self._inner.deliver(counting)
 
         def failed(reason: Failure) -> Failure:
@@ -374,6 +377,13 @@ class WatchedStream:
                 self._on_failure()  # a body that ended before its first byte (the caller sees it short)
 
         return delivered.addCallbacks(ended, failed)
+
+    def splice_source(self) -> SpliceSource | None:
+        """The inner stream's, once the first byte came through here: what this wrapper
+        watches (a body failing before its first byte) is settled by then."""
+        if self._counting is None or not self._counting.received:
+            return None
+        return splice_source(self._inner)
 
     def cancel(self) -> None:
         self._inner.cancel()

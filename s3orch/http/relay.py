@@ -12,11 +12,16 @@ finishing a short 200.
 While a large body is relayed, the client socket buffers and sends more at a time
 (:class:`~s3orch.http.socket_buffers.WriteWindow`): Twisted's 64 KiB would pause and resume the
 backend socket every chunk or two.
+
+A large body relayed verbatim between plain TCP sockets moves with ``splice(2)`` once the
+headers and the bytes that came with the backend's headers are out (:mod:`s3orch.http.splice`):
+the relay waits for the client socket's buffer to empty, lends both sockets to a
+:class:`~s3orch.http.splice.Splicer` and takes the outcome back; everything else is as above.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -27,11 +32,18 @@ from s3orch.backend.interface import (
     BackendStream,
     BackendUnavailable,
     PushProducer,
+    SpliceSource,
 )
 from s3orch.http.socket_buffers import WriteWindow
+from s3orch.http.splice import Splicer, WriteWatch, client_socket, plan_splice
+from s3orch.http.write_deadline import pending_write_bytes
 
 #: Responses up to this size keep the client socket's own buffer sizes (no window to widen).
 _SMALL_BODY = 64 * 1024
+
+# The zero-copy path's states: not decided yet, not taken, waiting for the client socket's
+# buffer to empty, splicing.
+_MAYBE, _ORDINARY, _FLUSHING, _SPLICING = range(4)
 
 
 class BodyVerifier(Protocol):
@@ -141,6 +153,12 @@ class _Relay:
         self._result: Deferred[int] = Deferred()
         self._window: WriteWindow | None = None
         self.written = 0
+        self._started = False
+        self._splice_state = _MAYBE
+        self._source: SpliceSource | None = None
+        self._splice_count = 0
+        self._splice_whole = False
+        self._splicer: Splicer | None = None
 
     def start(self) -> Deferred[int]:
         if getattr(self._request, "_disconnected", False):
@@ -169,6 +187,8 @@ class _Relay:
             self._fail(exc)
             return self._result
         delivered.addCallbacks(self._backend_done, self._backend_failed)
+        self._started = True
+        self._consider_splice()
         return self._result
 
     # --- consumer side (called by the backend stream) ---
@@ -213,18 +233,134 @@ class _Relay:
             self._request.write(data)
         if last:
             self._complete()
+        elif self._splice_state == _MAYBE and self._started:
+            self._consider_splice()
 
     # --- producer side (called by the client channel) ---
 
     def pauseProducing(self) -> None:
         self._paused = True
-        if self._backend is not None:
+        if self._backend is not None and self._splice_state < _FLUSHING:
             self._backend.pauseProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
-        if self._backend is not None:
+        if self._splice_state == _FLUSHING:
+            self._engage()  # the client socket's buffer is empty now
+        elif self._backend is not None and self._splice_state < _FLUSHING:
             self._backend.resumeProducing()
+
+    # --- the zero-copy path (s3orch.http.splice) ---
+
+    def _client_transport(self) -> Any:
+        return getattr(getattr(self._request, "channel", None), "transport", None)
+
+    def _consider_splice(self) -> None:
+        """Decide once, after the first body bytes (and so the headers) went out, whether
+        the rest moves with splice; if so, pause the backend and wait for the client
+        socket's buffer to empty (the transport resumes us then)."""
+        if not self.written:
+            return  # the headers go out with the first body bytes
+        self._splice_state = _ORDINARY
+        if not self._running or self._stream_ended or self._verifier is not None or self._to_skip:
+            return
+        if self._remaining is not None:
+            wanted, exact = self._remaining, False
+        elif self._announced is not None:
+            wanted, exact = self._announced - self.written, True
+        else:
+            return
+        transport = self._client_transport()
+        channel: Any = getattr(self._request, "channel", None)
+        source = plan_splice(self._stream, transport, wanted, exact=exact)
+        if source is None or self._backend is None or channel is None:
+            return
+        if transport.producer is not channel or not transport.streamingProducer:
+            return  # nobody would tell us when the buffer is empty
+        self._source, self._splice_count = source, wanted
+        self._splice_whole = source.remaining() == wanted
+        self._splice_state = _FLUSHING
+        self._backend.pauseProducing()
+        if self._paused:
+            return  # the transport paused us: it resumes us once its buffer is empty
+        if pending_write_bytes(transport) == 0:
+            self._engage()
+            return
+        # What the transport does when its buffer overflows: it resumes its producer (the
+        # channel, which resumes us) once the buffer is empty.
+        transport.producerPaused = True
+        channel.pauseProducing()
+
+    def _engage(self) -> None:
+        source = self._source
+        transport = client_socket(self._client_transport())
+        if not self._running or source is None or transport is None or pending_write_bytes(transport) != 0:
+            self._ordinary()
+            return
+        channel = getattr(self._request, "channel", None)
+        watch = cast(WriteWatch, channel) if hasattr(channel, "_write_stalled") else None
+        splicer = Splicer(
+            source,
+            transport,
+            self._splice_count,
+            on_done=self._spliced,
+            on_backend_failed=self._splice_backend_failed,
+            on_client_gone=self._splice_client_gone,
+            write_watch=watch,
+        )
+        self._splicer, self._splice_state = splicer, _SPLICING
+        try:
+            splicer.start()  # may end (and call us back) at once
+        except (OSError, RuntimeError) as exc:  # no pipe (out of fds), or the socket went
+            self._log.warn("zero-copy relay unavailable, relaying through Python: {error}", error=str(exc))
+            self._splicer = None
+            self._ordinary()
+            return
+        self._narrow()  # the wide write window is of no use to splice: free it for another relay
+
+    def _ordinary(self) -> None:
+        """Back to the ordinary path (before the sockets were lent)."""
+        self._splice_state = _ORDINARY
+        self._source = None
+        if self._running and not self._paused and self._backend is not None:
+            self._backend.resumeProducing()
+
+    def _took_spliced(self, moved: int) -> None:
+        self._splicer = None
+        self._splice_state = _ORDINARY
+        self.written += moved
+        if self._remaining is not None:
+            self._remaining -= moved
+
+    def _spliced(self) -> None:
+        """Every wanted byte reached the client socket: end the backend body (back to its
+        pool if the body ends here too), then finish as the ordinary path does."""
+        self._took_spliced(self._splice_count)
+        source, self._source = self._source, None
+        if source is not None and self._splice_whole:
+            source.finish()  # the body is whole: deliver() fires, _backend_done completes us
+        else:
+            self._complete()  # a range short of the body's end: the rest is dropped
+
+    def _splice_backend_failed(self, reason: str) -> None:
+        splicer = self._splicer
+        self._took_spliced(splicer.moved if splicer is not None else 0)
+        source, self._source = self._source, None
+        if source is not None:
+            source.fail(reason)
+        self._fail(BackendUnavailable(f"backend body failed: {reason}"))
+
+    def _splice_client_gone(self) -> None:
+        splicer = self._splicer
+        self._took_spliced(splicer.moved if splicer is not None else 0)
+        _abort_client(self._request)  # its connectionLost ends the relay (_client_gone)
+
+    def _stop_splice(self) -> None:
+        """The relay ends while splicing: take the sockets back, count what went out."""
+        splicer = self._splicer
+        if splicer is not None:
+            splicer.stop()
+            self._took_spliced(splicer.moved)
 
     def stopProducing(self) -> None:
         self._client_gone(None)
@@ -274,6 +410,7 @@ class _Relay:
         """Backend failure mid-body: abort the client so it never sees a short 200."""
         if not self._running:
             return  # we stopped the stream ourselves (limit reached, client gone)
+        self._stop_splice()
         self._running = False
         self._stream.cancel()
         self._unregister()
@@ -292,6 +429,7 @@ class _Relay:
         """The client disconnected: stop the backend transfer, write nothing more."""
         if not self._running:
             return
+        self._stop_splice()
         self._running = False
         self._registered = False  # the channel is gone; nothing to unregister from
         self._stream.cancel()

@@ -78,6 +78,13 @@ BACKEND_BYTES = Counter(
     ["backend", "direction"],
     registry=REGISTRY,
 )
+#: Our addition: GET body bytes relayed to clients with splice(2), never copied through
+#: Python (s3orch.http.splice); the rest of the relayed bytes took the ordinary path.
+SPLICED_BYTES = Counter(
+    "s3o_spliced_bytes_total",
+    "GET body bytes relayed from a backend socket to a client socket with splice(2)",
+    registry=REGISTRY,
+)
 MANAGER_REQUESTS = Counter(
     "s3o_manager_requests_total",
     "Manager-level operations",
