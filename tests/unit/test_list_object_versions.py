@@ -187,3 +187,24 @@ def test_delete_objects_deletes_null_versions_and_refuses_any_other() -> None:
         b"<Error><Key>c</Key><VersionId>v2</VersionId><Code>InvalidArgument</Code>"
         b"<Message>Invalid version id specified</Message></Error>"
     ) in answer
+
+
+@pytest.mark.parametrize(("method", "subresource"), [
+    ("GET", "acl&"), ("GET", "tagging&"), ("DELETE", "tagging&"), ("GET", "attributes&"),
+])
+def test_object_subresources_refuse_a_version_id_other_than_null(method: str, subresource: str) -> None:
+    door = FrontDoor()
+    stored(door)
+    door.objects.head = None  # type: ignore[assignment,method-assign]  # refused before any read
+    door.objects.set_tags = None  # type: ignore[attr-defined]  # ... or write
+    _, transport = door.send(signed_request(method, f"/photos/k?{subresource}versionId=v1",
+                                            headers={"x-amz-object-attributes": "ETag"}))
+    assert status_of(transport) == 400
+    assert b"<Message>Invalid version id specified</Message>" in transport.value()
+
+
+def test_the_null_version_id_addresses_the_current_object_of_a_subresource() -> None:
+    door = FrontDoor()
+    stored(door)
+    _, transport = door.send(signed_request("GET", "/photos/k?acl&versionId=null"))
+    assert status_of(transport) == 200 and b"<AccessControlPolicy" in transport.value()
