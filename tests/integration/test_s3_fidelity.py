@@ -125,3 +125,23 @@ def test_object_versions_page_every_key_once_as_null_and_delete_by_version_empti
     assert sorted(d["Key"] for d in out["Deleted"]) == keys and "Errors" not in out
     assert "Versions" not in boto.list_object_versions(Bucket="photos", Prefix=base)
     assert boto.list_objects_v2(Bucket="photos", Prefix=base)["KeyCount"] == 0
+
+
+def test_copy_sources_name_the_null_version_or_are_refused(boto: Any) -> None:
+    """A copy source's VersionId may only be 'null' (the current object); another is refused as
+    AWS refuses a malformed one, before the source is read."""
+    base = _prefix()
+    boto.put_object(Bucket="photos", Key=base + "src", Body=b"source bytes")
+    null_source = {"Bucket": "photos", "Key": base + "src", "VersionId": "null"}
+    boto.copy_object(Bucket="photos", Key=base + "dst", CopySource=null_source)
+    assert boto.get_object(Bucket="photos", Key=base + "dst")["Body"].read() == b"source bytes"
+    other = dict(null_source, VersionId="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY")
+    with pytest.raises(ClientError) as copy:
+        boto.copy_object(Bucket="photos", Key=base + "dst2", CopySource=other)
+    assert copy.value.response["Error"]["Code"] == "InvalidRequest"
+    upload = boto.create_multipart_upload(Bucket="photos", Key=base + "mpu")["UploadId"]
+    with pytest.raises(ClientError) as part:
+        boto.upload_part_copy(Bucket="photos", Key=base + "mpu", UploadId=upload, PartNumber=1, CopySource=other)
+    assert part.value.response["Error"]["Code"] == "InvalidArgument"
+    boto.upload_part_copy(Bucket="photos", Key=base + "mpu", UploadId=upload, PartNumber=1, CopySource=null_source)
+    boto.abort_multipart_upload(Bucket="photos", Key=base + "mpu", UploadId=upload)

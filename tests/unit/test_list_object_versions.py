@@ -208,3 +208,13 @@ def test_the_null_version_id_addresses_the_current_object_of_a_subresource() -> 
     stored(door)
     _, transport = door.send(signed_request("GET", "/photos/k?acl&versionId=null"))
     assert status_of(transport) == 200 and b"<AccessControlPolicy" in transport.value()
+
+
+def test_a_copy_source_version_other_than_null_is_refused_before_the_source_is_read() -> None:
+    door = FrontDoor()
+    stored(door)
+    door.objects.head = None  # type: ignore[assignment,method-assign]  # refused before any read
+    _, transport = door.send(signed_request("PUT", "/photos/copy",
+                                            headers={"x-amz-copy-source": "/photos/k?versionId=v1"}))
+    assert status_of(transport) == 400
+    assert b"<Code>InvalidRequest</Code>" in transport.value()

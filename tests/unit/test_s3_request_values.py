@@ -9,6 +9,7 @@ import pytest
 from s3orch.s3 import errors
 from s3orch.s3.checksums import stored_checksum_type
 from s3orch.s3.copy_source import (
+    check_copy_source_version,
     parse_copy_source,
     parse_copy_source_range,
     parse_metadata_directive,
@@ -76,6 +77,19 @@ def test_stored_checksum_type_reads_the_part_count_suffix() -> None:
 def test_copy_source_is_decoded_and_versions_are_dropped() -> None:
     assert parse_copy_source("/photos/caf%C3%A9%20x?versionId=1") == ("photos", "caf\u00e9 x")
     assert parse_copy_source("photos/a/b") == ("photos", "a/b")
+
+
+@pytest.mark.parametrize("part_copy", [False, True])
+def test_a_copy_source_version_may_only_be_null(part_copy: bool) -> None:
+    check_copy_source_version("/photos/k", part_copy=part_copy)
+    check_copy_source_version("/photos/k?versionId=null", part_copy=part_copy)
+    with pytest.raises(errors.InvalidArgument) as empty:
+        check_copy_source_version("/photos/k?versionId=", part_copy=part_copy)
+    assert empty.value.message == "Version id cannot be the empty string"
+    # As AWS answers a malformed one: CopyObject a bare InvalidRequest, UploadPartCopy InvalidArgument.
+    with pytest.raises(errors.InvalidArgument if part_copy else errors.InvalidRequest) as other:
+        check_copy_source_version("/photos/k%3FversionId%3Dnull?versionId=v%2B1", part_copy=part_copy)
+    assert other.value.message == ("Invalid version id specified" if part_copy else "Invalid Request")
 
 
 @pytest.mark.parametrize("value", ["photos", "/photos/", "/", "", "photos/a%C3%28"])

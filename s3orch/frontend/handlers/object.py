@@ -45,6 +45,7 @@ from s3orch.s3.conditions import (
 )
 from s3orch.s3.copy_source import (
     REPLACE,
+    check_copy_source_version,
     parse_copy_source,
     parse_metadata_directive,
     parse_tagging_directive,
@@ -184,7 +185,9 @@ class ObjectHandlers:
 
     async def copy_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket = state.bucket
-        source_bucket, source_key = parse_copy_source(first_header(state.headers, "x-amz-copy-source") or "")
+        copy_source = first_header(state.headers, "x-amz-copy-source") or ""
+        source_bucket, source_key = parse_copy_source(copy_source)
+        check_copy_source_version(copy_source, part_copy=False)
         if source_bucket != bucket:
             raise errors.AccessDenied("Cross-bucket copy is not allowed.")
         source = await self.objects.head(bucket, source_key)
