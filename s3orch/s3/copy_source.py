@@ -8,10 +8,11 @@ refusal is the 400 InvalidArgument AWS answers, never a 404 for a key that canno
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from s3orch.s3 import errors
 from s3orch.s3.numbers import parse_decimal
+from s3orch.s3.versioning import INVALID_VERSION_ID, NULL_VERSION
 
 _NO_BUCKET_AND_KEY = "Copy Source must mention the source bucket and key: sourcebucket/sourcekey"
 
@@ -45,6 +46,32 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     if not bucket or not key:
         raise errors.InvalidArgument(_NO_BUCKET_AND_KEY)
     return bucket, key
+
+
+def check_copy_source_version(value: str, *, part_copy: bool) -> None:
+    """A copy source's ``?versionId=`` may only be ``null`` (the source's current object: the
+    bucket was never versioned); refused as AWS refuses a malformed one: empty is
+    InvalidArgument for both operations, another is CopyObject's 400 InvalidRequest and
+    UploadPartCopy's InvalidArgument."""
+    _, sep, query = value.partition("?")
+    if not sep:
+        return
+    for pair in query.split("&"):
+        name, _, raw = pair.partition("=")
+        if name != "versionId":
+            continue
+        version_id = unquote(raw)
+        if version_id == NULL_VERSION:
+            continue
+        if version_id == "":
+            raise errors.InvalidArgument(
+                "Version id cannot be the empty string", ArgumentName="x-amz-copy-source", ArgumentValue=""
+            )
+        if part_copy:
+            raise errors.InvalidArgument(
+                INVALID_VERSION_ID, ArgumentName="x-amz-copy-source", ArgumentValue=version_id
+            )
+        raise errors.InvalidRequest("Invalid Request")
 
 
 def parse_copy_source_range(value: str | None, size: int) -> tuple[int, int] | None:

@@ -1,8 +1,9 @@
 """The parameters of S3's listings, parsed as AWS parses them.
 
-ListObjects (v1 and v2) take ``prefix``, ``delimiter``, ``max-keys`` and
-``encoding-type``, then v1 a ``marker`` and v2 a ``continuation-token`` (ours:
-the last key of the previous page, base64url) or ``start-after``.  ListParts
+ListObjects (v1 and v2) and ListObjectVersions take ``prefix``, ``delimiter``,
+``max-keys`` and ``encoding-type``, then v1 a ``marker``, v2 a ``continuation-token``
+(ours: the last key of the previous page, base64url) or ``start-after``, and
+ListObjectVersions a ``key-marker`` and ``version-id-marker``.  ListParts
 and ListMultipartUploads page with ``max-parts``/``part-number-marker`` and
 ``max-uploads``/``key-marker``/``upload-id-marker``.  Every page is capped at
 :data:`MAX_PAGE` entries; every bad value is the 400 InvalidArgument AWS answers.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from s3orch.s3 import errors
 from s3orch.s3.numbers import parse_decimal, parse_signed_decimal
+from s3orch.s3.versioning import INVALID_VERSION_ID, NULL_VERSION
 
 #: The most entries one listing page holds (AWS's cap on max-keys, max-parts, max-uploads).
 MAX_PAGE = 1000
@@ -47,6 +49,21 @@ class ListObjectsParams:
 
 def parse_list_objects(query: Query) -> ListObjectsParams:
     """``prefix``, ``delimiter``, ``max-keys`` and ``encoding-type`` of a ListObjects(V2)."""
+    return _listing_params(query, parse_max_keys(query))
+
+
+def _listing_params(query: Query, max_keys: int) -> ListObjectsParams:
+    return ListObjectsParams(
+        prefix=_value(query, "prefix") or "",
+        delimiter=_value(query, "delimiter") or "",
+        max_keys=max_keys,
+        encoding_type=parse_encoding_type(_value(query, "encoding-type")),
+    )
+
+
+def parse_max_keys(query: Query) -> int:
+    """``max-keys``: 0..1000 (larger asks are served 1000, as AWS does); the first check
+    AWS makes of a listing's parameters."""
     raw_max = _value(query, "max-keys")
     max_keys = MAX_PAGE
     if raw_max is not None:
@@ -64,12 +81,7 @@ def parse_list_objects(query: Query) -> ListObjectsParams:
                 ArgumentValue=raw_max[:64],
             )
         max_keys = min(parsed, MAX_PAGE)
-    return ListObjectsParams(
-        prefix=_value(query, "prefix") or "",
-        delimiter=_value(query, "delimiter") or "",
-        max_keys=max_keys,
-        encoding_type=parse_encoding_type(_value(query, "encoding-type")),
-    )
+    return max_keys
 
 
 def parse_encoding_type(value: str | None) -> str | None:
@@ -81,6 +93,46 @@ def parse_encoding_type(value: str | None) -> str | None:
             ArgumentValue=value[:64],
         )
     return value
+
+
+@dataclass(frozen=True)
+class ListVersionsStart:
+    """Where a ListObjectVersions page starts, as its markers say (echoed back as given)."""
+
+    key_marker: str
+    #: "" when absent, else "null": the only version an object here has.
+    version_id_marker: str
+
+
+def parse_list_object_versions(query: Query) -> tuple[ListObjectsParams, ListVersionsStart]:
+    """The parameters of a ListObjectVersions, checked in AWS's order: ``max-keys``, then
+    the markers, then ``encoding-type``.
+
+    ``version-id-marker`` needs a ``key-marker`` parameter (an empty one counts), may not
+    be empty, and can only be ``null`` here.  Each object's one version is ``null``, so the
+    versions after (key-marker, null) are those of the keys after key-marker: the page
+    starts where a ListObjects with ``marker=key-marker`` does.
+    """
+    max_keys = parse_max_keys(query)
+    key_marker = _value(query, "key-marker")
+    version_id_marker = _value(query, "version-id-marker")
+    if version_id_marker is not None:
+        if key_marker is None:
+            raise errors.InvalidArgument(
+                "A version-id marker cannot be specified without a key marker.",
+                ArgumentName="version-id-marker",
+                ArgumentValue=version_id_marker,
+            )
+        if version_id_marker == "":
+            raise errors.InvalidArgument(
+                "A version-id marker cannot be empty.", ArgumentName="version-id-marker", ArgumentValue=""
+            )
+        if version_id_marker != NULL_VERSION:
+            raise errors.InvalidArgument(
+                INVALID_VERSION_ID, ArgumentName="version-id-marker", ArgumentValue=version_id_marker
+            )
+    start = ListVersionsStart(key_marker or "", version_id_marker or "")
+    return _listing_params(query, max_keys), start
 
 
 def list_objects_v1_marker(query: Query) -> str:

@@ -1,6 +1,8 @@
 """The ListObjects (v1, v2) builders as they were before the fast serialiser (issue 20): one
 ``_el`` call per element, every value escaped with ``str.translate``.  Kept verbatim as the
-oracle the fast serialiser in :mod:`s3orch.s3.xml.listings` must match byte for byte."""
+oracle the fast serialiser in :mod:`s3orch.s3.xml.listings` must match byte for byte; the
+ListObjectVersions builder at the end was written the same way, as the oracle of the same
+serialiser writing ``<Version>`` elements."""
 
 from __future__ import annotations
 
@@ -199,3 +201,59 @@ def list_objects_v2(
     parts.extend(_contents(entry, enc, entry_owner) for entry in entries)
     parts.append(_common_prefixes(common_prefixes, enc))
     return _doc("ListBucketResult", parts)
+
+
+def _version(entry: Any, encode: bool, owner: Owner) -> str:
+    """ListObjectVersions' <Version> of a bucket never versioned, element by element."""
+    key = url_encode(entry.key) if encode else entry.key
+    storage_class = getattr(entry, "storage_class", None) or "STANDARD"
+    return (
+        "<Version>"
+        + _el("Key", key)
+        + _el("VersionId", "null")
+        + _el("IsLatest", True)
+        + _el("LastModified", iso8601(entry.last_modified))
+        + _el("ETag", quote_etag(entry.etag))
+        + _el("Size", entry.size)
+        + _owner("Owner", owner)
+        + _el("StorageClass", str(storage_class))
+        + "</Version>"
+    )
+
+
+def list_object_versions(
+    bucket: str,
+    prefix: str,
+    key_marker: str,
+    version_id_marker: str,
+    delimiter: str | None,
+    max_keys: int,
+    is_truncated: bool,
+    next_key_marker: str | None,
+    next_version_id_marker: str | None,
+    entries: Iterable[Any],
+    common_prefixes: Iterable[str],
+    encoding_type: str | None,
+    owner: Owner,
+) -> bytes:
+    """ListVersionsResult, element by element (the oracle of the fast ``<Version>`` writer)."""
+    enc = encoding_type == "url"
+
+    def e(value: str) -> str:
+        return url_encode(value) if enc else value
+
+    parts = [
+        _el("Name", bucket),
+        _el("Prefix", e(prefix)),
+        _el("KeyMarker", e(key_marker)),
+        _el("VersionIdMarker", version_id_marker),
+        _el("NextKeyMarker", e(next_key_marker) if next_key_marker is not None else None),
+        _el("NextVersionIdMarker", next_version_id_marker),
+        _el("MaxKeys", max_keys),
+        _el("Delimiter", e(delimiter) if delimiter else None),
+        _el("EncodingType", "url" if enc else None),
+        _el("IsTruncated", is_truncated),
+    ]
+    parts.extend(_version(entry, enc, owner) for entry in entries)
+    parts.append(_common_prefixes(common_prefixes, enc))
+    return _doc("ListVersionsResult", parts)

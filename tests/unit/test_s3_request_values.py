@@ -9,6 +9,7 @@ import pytest
 from s3orch.s3 import errors
 from s3orch.s3.checksums import stored_checksum_type
 from s3orch.s3.copy_source import (
+    check_copy_source_version,
     parse_copy_source,
     parse_copy_source_range,
     parse_metadata_directive,
@@ -17,6 +18,7 @@ from s3orch.s3.listing import (
     decode_continuation_token,
     encode_continuation_token,
     list_objects_v1_marker,
+    parse_list_object_versions,
     parse_list_objects,
     parse_list_objects_v2_start,
     parse_list_parts,
@@ -30,6 +32,7 @@ from s3orch.s3.multipart import (
 )
 from s3orch.s3.object_attributes import parse_object_attributes, parse_parts_page
 from s3orch.s3.unconfigured import NOT_CONFIGURED, not_configured
+from s3orch.s3.versioning import check_version_id
 
 # --- part numbers ----------------------------------------------------------------------------
 
@@ -74,6 +77,19 @@ def test_stored_checksum_type_reads_the_part_count_suffix() -> None:
 def test_copy_source_is_decoded_and_versions_are_dropped() -> None:
     assert parse_copy_source("/photos/caf%C3%A9%20x?versionId=1") == ("photos", "caf\u00e9 x")
     assert parse_copy_source("photos/a/b") == ("photos", "a/b")
+
+
+@pytest.mark.parametrize("part_copy", [False, True])
+def test_a_copy_source_version_may_only_be_null(part_copy: bool) -> None:
+    check_copy_source_version("/photos/k", part_copy=part_copy)
+    check_copy_source_version("/photos/k?versionId=null", part_copy=part_copy)
+    with pytest.raises(errors.InvalidArgument) as empty:
+        check_copy_source_version("/photos/k?versionId=", part_copy=part_copy)
+    assert empty.value.message == "Version id cannot be the empty string"
+    # As AWS answers a malformed one: CopyObject a bare InvalidRequest, UploadPartCopy InvalidArgument.
+    with pytest.raises(errors.InvalidArgument if part_copy else errors.InvalidRequest) as other:
+        check_copy_source_version("/photos/k%3FversionId%3Dnull?versionId=v%2B1", part_copy=part_copy)
+    assert other.value.message == ("Invalid version id specified" if part_copy else "Invalid Request")
 
 
 @pytest.mark.parametrize("value", ["photos", "/photos/", "/", "", "photos/a%C3%28"])
@@ -195,3 +211,51 @@ def test_unconfigured_settings_answer_their_own_error() -> None:
     for operation, (code, status, _message) in NOT_CONFIGURED.items():
         error = not_configured(operation, "b")
         assert (error.code, error.status) == (code, status)
+
+
+# --- ListObjectVersions and version ids --------------------------------------------------------
+
+
+def test_list_object_versions_markers_start_after_the_key_marker() -> None:
+    params, start = parse_list_object_versions([("prefix", "p/"), ("key-marker", "p/k"), ("max-keys", "3")])
+    assert (params.prefix, params.max_keys, start.key_marker, start.version_id_marker) == ("p/", 3, "p/k", "")
+    _, start = parse_list_object_versions([("key-marker", "k"), ("version-id-marker", "null")])
+    assert (start.key_marker, start.version_id_marker) == ("k", "null")
+    _, start = parse_list_object_versions([("key-marker", ""), ("version-id-marker", "null")])
+    assert (start.key_marker, start.version_id_marker) == ("", "null")
+
+
+# As AWS answers (captured responses): max-keys is checked first, then the markers (an empty
+# key-marker counts as one), then encoding-type.
+@pytest.mark.parametrize("query, message, argument", [
+    ([("version-id-marker", "null")], "A version-id marker cannot be specified without a key marker.",
+     "version-id-marker"),
+    ([("version-id-marker", ""), ("encoding-type", "x")],
+     "A version-id marker cannot be specified without a key marker.", "version-id-marker"),
+    ([("key-marker", "k"), ("version-id-marker", ""), ("encoding-type", "x")],
+     "A version-id marker cannot be empty.", "version-id-marker"),
+    ([("key-marker", ""), ("version-id-marker", "bad-vid")], "Invalid version id specified", "version-id-marker"),
+    ([("key-marker", "k"), ("version-id-marker", "AElpAYzjYSpcGmodYgYGhF52bExgL7_v")],
+     "Invalid version id specified", "version-id-marker"),
+    ([("key-marker", "k"), ("version-id-marker", "NULL")], "Invalid version id specified", "version-id-marker"),
+    ([("version-id-marker", "bad"), ("max-keys", "abc")], "Provided max-keys not an integer or within integer range",
+     "max-keys"),
+    ([("encoding-type", "base64")], "Invalid Encoding Method specified in Request", "encoding-type"),
+])
+def test_bad_list_object_versions_parameters_are_invalid_argument(
+    query: list[tuple[str, str]], message: str, argument: str
+) -> None:
+    with pytest.raises(errors.InvalidArgument) as info:
+        parse_list_object_versions(query)
+    assert info.value.message == message
+    assert info.value.fields["ArgumentName"] == argument
+
+
+def test_only_the_null_version_id_exists() -> None:
+    check_version_id("null")
+    for value, message in [("", "Version id cannot be the empty string"), ("NULL", "Invalid version id specified"),
+                           ("3/L4kqtJl40Nr8X8gdRQBpUMLUo", "Invalid version id specified")]:
+        with pytest.raises(errors.InvalidArgument) as info:
+            check_version_id(value)
+        assert info.value.message == message
+        assert info.value.fields == {"ArgumentName": "versionId", "ArgumentValue": value}

@@ -2,7 +2,8 @@
 that need it, cached timestamps) writes exactly the document the element-by-element builders
 wrote: byte for byte, for any keys (XML-hostile and control characters included), ETags in
 any stored form, times as floats, ints or datetimes, with and without encoding-type=url,
-fetch-owner, common prefixes and markers.  The old builders are kept verbatim in
+fetch-owner, common prefixes and markers; and ListObjectVersions' ``<Version>`` elements, which
+the same serialiser writes.  The old builders are kept verbatim in
 :mod:`tests.support.xml_reference` as the oracle."""
 
 from __future__ import annotations
@@ -96,6 +97,33 @@ def test_list_objects_v1_is_byte_identical_to_the_element_builder(
         next_marker, case["entries"], case["prefixes"], case["encoding"], OWNER if with_owner else None,
     )
     assert s3xml.list_objects_v1(*args) == ref.list_objects_v1(*args)
+
+
+@settings(max_examples=300, deadline=None)
+@given(listing, st.sampled_from(["", "null"]), st.one_of(st.none(), keys), st.sampled_from([None, "null"]))
+def test_list_object_versions_is_byte_identical_to_the_element_builder(
+    case: dict[str, Any], version_id_marker: str, next_key_marker: str | None, next_version_id_marker: str | None
+) -> None:
+    args = (
+        "bucket", case["prefix"], case["marker"], version_id_marker, case["delimiter"], case["max_keys"],
+        case["truncated"], next_key_marker, next_version_id_marker, case["entries"], case["prefixes"],
+        case["encoding"], OWNER,
+    )
+    assert s3xml.list_object_versions(*args) == ref.list_object_versions(*args)
+
+
+def test_each_version_is_the_null_version_and_the_latest_in_aws_element_order() -> None:
+    document = s3xml.list_object_versions(
+        "b", "", "", "", None, 1000, False, None, None,
+        [ListEntry("k&1", 5, "0" * 32, 1_765_000_000.0)], (), None, ("s3orch", "s3orch"),
+    )
+    assert (
+        b"<Version><Key>k&amp;1</Key><VersionId>null</VersionId><IsLatest>true</IsLatest>"
+        b"<LastModified>2025-12-06T05:46:40.000Z</LastModified><ETag>&quot;" + b"0" * 32 + b"&quot;</ETag>"
+        b"<Size>5</Size><Owner><ID>s3orch</ID><DisplayName>s3orch</DisplayName></Owner>"
+        b"<StorageClass>STANDARD</StorageClass></Version>"
+    ) in document
+    assert b"<DeleteMarker>" not in document
 
 
 @given(st.text(st.one_of(st.sampled_from(HOSTILE), st.characters(codec="utf-8"))))

@@ -29,10 +29,12 @@ from s3orch.s3.listing import (
     ListObjectsParams,
     encode_continuation_token,
     list_objects_v1_marker,
+    parse_list_object_versions,
     parse_list_objects,
     parse_list_objects_v2_start,
 )
 from s3orch.s3.unconfigured import DEFAULT_CONFIGURATION, NOT_CONFIGURED, not_configured
+from s3orch.s3.versioning import NULL_VERSION, check_version_id
 from s3orch.store.interface import ListPage
 
 #: CreateBucket reads at most this much of its CreateBucketConfiguration.
@@ -57,6 +59,7 @@ class BucketHandlers:
             "GetBucketVersioning": Route(self.get_bucket_versioning),
             "ListObjects": Route(self.list_objects_v1),
             "ListObjectsV2": Route(self.list_objects_v2),
+            "ListObjectVersions": Route(self.list_object_versions),
             "CreateBucket": Route(self.create_bucket, XML_DOCUMENT, check_acl_headers),
             "DeleteBucket": Route(self.delete_bucket),
             "DeleteObjects": Route(self.delete_objects, XML_DOCUMENT),
@@ -113,6 +116,21 @@ class BucketHandlers:
         )
         send_xml(request, state, payload)
 
+    async def list_object_versions(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
+        """The bucket was never versioned: each current object is its one (``null``) version."""
+        params, start = parse_list_object_versions(state.query)
+        page = await self._list_page(state.bucket, params, start.key_marker)
+        next_key = page.next_marker if page.is_truncated else None
+        # A page ending on a common prefix resumes after it by key alone (no version of it was listed).
+        ends_on_prefix = next_key is not None and next_key in page.common_prefixes[-1:]
+        payload = xml.list_object_versions(
+            state.bucket, params.prefix, start.key_marker, start.version_id_marker, params.delimiter,
+            params.max_keys, page.is_truncated, next_key,
+            NULL_VERSION if next_key is not None and not ends_on_prefix else None,
+            page.entries, page.common_prefixes, params.encoding_type, OWNER,
+        )
+        send_xml(request, state, payload)
+
     async def create_bucket(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         """The caller's own virtual bucket always exists: us-east-1 answers 200 to a re-create."""
         constraint = b""
@@ -135,11 +153,28 @@ class BucketHandlers:
         raise errors.AccessDenied("Virtual buckets are defined by the gateway's configuration.")
 
     async def delete_objects(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
+        """Delete each named object; a VersionId other than ``null`` (the current object's)
+        is that object's error, and nothing is deleted for it."""
         assert body is not None
-        keys, quiet = xml.parse_delete_objects(body.file.read())
-        outcomes = await self.objects.delete_many(state.bucket, keys, state.request_id)
-        deleted = [o.key for o in outcomes if o.error is None]
-        failed = [(o.key, o.error[0], o.error[1]) for o in outcomes if o.error is not None]
+        objects, quiet = xml.parse_delete_request(body.file.read())
+        wanted: list[xml.ObjectIdentifier] = []
+        failed: list[tuple[str | xml.ObjectIdentifier, str, str]] = []
+        for obj in objects:
+            try:
+                if obj.version_id is not None:
+                    check_version_id(obj.version_id)
+            except errors.S3Error as exc:
+                failed.append((obj, exc.code, exc.message))
+                continue
+            wanted.append(obj)
+        outcomes = await self.objects.delete_many(state.bucket, [obj.key for obj in wanted], state.request_id)
+        deleted: list[str | xml.ObjectIdentifier] = []
+        for obj, outcome in zip(wanted, outcomes, strict=True):
+            named = obj if obj.version_id is not None else obj.key
+            if outcome.error is None:
+                deleted.append(named)
+            else:
+                failed.append((named, outcome.error[0], outcome.error[1]))
         send_xml(request, state, xml.delete_result(deleted, failed, quiet))
 
     async def get_bucket_acl(self, request: S3Request, state: RequestState, body: Payload | None) -> None:

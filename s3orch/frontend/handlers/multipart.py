@@ -36,7 +36,7 @@ from s3orch.s3.checksums import (
     stored_checksum_type,
 )
 from s3orch.s3.conditions import check_copy_source_conditions, parse_write_conditions
-from s3orch.s3.copy_source import parse_copy_source, parse_copy_source_range
+from s3orch.s3.copy_source import check_copy_source_version, parse_copy_source, parse_copy_source_range
 from s3orch.s3.listing import parse_list_parts, parse_list_uploads
 from s3orch.s3.metadata import extract_object_metadata
 from s3orch.s3.multipart import parse_complete_checksum_type, parse_part_number, parse_size_hint
@@ -109,7 +109,9 @@ class MultipartHandlers:
     ) -> None:
         bucket, key = state.bucket, state.key
         part_number = parse_part_number(query_get(state.query, "partNumber"))
-        source_bucket, source_key = parse_copy_source(first_header(state.headers, "x-amz-copy-source") or "")
+        copy_source = first_header(state.headers, "x-amz-copy-source") or ""
+        source_bucket, source_key = parse_copy_source(copy_source)
+        check_copy_source_version(copy_source, part_copy=True)
         if source_bucket != bucket:
             raise errors.AccessDenied("Cross-bucket copy is not allowed.")
         source = await self.objects.head(bucket, source_key)

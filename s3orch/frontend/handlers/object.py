@@ -45,6 +45,7 @@ from s3orch.s3.conditions import (
 )
 from s3orch.s3.copy_source import (
     REPLACE,
+    check_copy_source_version,
     parse_copy_source,
     parse_metadata_directive,
     parse_tagging_directive,
@@ -65,6 +66,7 @@ from s3orch.s3.tagging import (
     stored_tags,
     without_tags,
 )
+from s3orch.s3.versioning import check_version_id
 from s3orch.store.interface import ObjectRecord
 
 
@@ -102,6 +104,20 @@ def check_response_overrides(state: RequestState) -> None:
     response_header_overrides(state.query)
 
 
+def check_version(check: EarlyCheck | None = None) -> EarlyCheck:
+    """Header time: a ``versionId`` must be ``null`` (the current object: the bucket was never
+    versioned), else 400 InvalidArgument before anything is read or deleted; then ``check``."""
+
+    def early(state: RequestState) -> None:
+        version_id = query_get(state.query, "versionId")
+        if version_id is not None:
+            check_version_id(version_id)
+        if check is not None:
+            check(state)
+
+    return early
+
+
 def _declared_size(state: RequestState) -> int:
     """The object bytes a request announces (its decoded length for aws-chunked); 0 if unknown."""
     for name in ("x-amz-decoded-content-length", "content-length"):
@@ -137,15 +153,15 @@ class ObjectHandlers:
         return {
             "PutObject": Route(self.put_object, STREAMED_OBJECT_DATA, usage_gate(self.objects, check_new_object_headers)),
             "CopyObject": Route(self.copy_object, None, check_copy_headers),
-            "GetObject": Route(self.get_object, None, check_response_overrides),
-            "HeadObject": Route(self.head_object, None, check_response_overrides),
-            "DeleteObject": Route(self.delete_object),
-            "GetObjectAcl": Route(self.get_object_acl),
-            "PutObjectAcl": Route(self.put_object_acl, XML_DOCUMENT, check_acl_headers),
-            "GetObjectTagging": Route(self.get_object_tagging),
-            "PutObjectTagging": Route(self.put_object_tagging, XML_DOCUMENT),
-            "DeleteObjectTagging": Route(self.delete_object_tagging),
-            "GetObjectAttributes": Route(self.get_object_attributes),
+            "GetObject": Route(self.get_object, None, check_version(check_response_overrides)),
+            "HeadObject": Route(self.head_object, None, check_version(check_response_overrides)),
+            "DeleteObject": Route(self.delete_object, None, check_version()),
+            "GetObjectAcl": Route(self.get_object_acl, None, check_version()),
+            "PutObjectAcl": Route(self.put_object_acl, XML_DOCUMENT, check_version(check_acl_headers)),
+            "GetObjectTagging": Route(self.get_object_tagging, None, check_version()),
+            "PutObjectTagging": Route(self.put_object_tagging, XML_DOCUMENT, check_version()),
+            "DeleteObjectTagging": Route(self.delete_object_tagging, None, check_version()),
+            "GetObjectAttributes": Route(self.get_object_attributes, None, check_version()),
         }
 
     # -- writes ------------------------------------------------------------------
@@ -169,7 +185,9 @@ class ObjectHandlers:
 
     async def copy_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         bucket = state.bucket
-        source_bucket, source_key = parse_copy_source(first_header(state.headers, "x-amz-copy-source") or "")
+        copy_source = first_header(state.headers, "x-amz-copy-source") or ""
+        source_bucket, source_key = parse_copy_source(copy_source)
+        check_copy_source_version(copy_source, part_copy=False)
         if source_bucket != bucket:
             raise errors.AccessDenied("Cross-bucket copy is not allowed.")
         source = await self.objects.head(bucket, source_key)

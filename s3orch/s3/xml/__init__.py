@@ -15,6 +15,7 @@ from __future__ import annotations
 from s3orch.s3.tagging import MAX_OBJECT_TAGS, validate_tags
 from s3orch.s3.xml.common import (
     NS,
+    ObjectIdentifier,
     Owner,
     Timestamp,
     escape_text,
@@ -29,6 +30,7 @@ from s3orch.s3.xml.listings import (
     UploadEntry,
     list_buckets,
     list_multipart_uploads,
+    list_object_versions,
     list_objects_v1,
     list_objects_v2,
     list_parts,
@@ -46,6 +48,7 @@ from s3orch.s3.xml.requests import (
     parse_complete_multipart,
     parse_complete_multipart_parts,
     parse_delete_objects,
+    parse_delete_request,
     parse_tagging,
 )
 from s3orch.s3.xml.responses import (
@@ -76,6 +79,7 @@ __all__ = [
     "MAX_DELETE_KEYS",
     "MAX_OBJECT_TAGS",
     "NS",
+    "ObjectIdentifier",
     "ObjectPartInfo",
     "ObjectPartsInfo",
     "Owner",
@@ -94,6 +98,7 @@ __all__ = [
     "iso8601",
     "list_buckets",
     "list_multipart_uploads",
+    "list_object_versions",
     "list_objects_v1",
     "list_objects_v2",
     "list_parts",
@@ -103,6 +108,7 @@ __all__ = [
     "parse_complete_multipart",
     "parse_complete_multipart_parts",
     "parse_delete_objects",
+    "parse_delete_request",
     "parse_tagging",
     "quote_etag",
     "request_payment",

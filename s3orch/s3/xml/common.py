@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import quote
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -21,6 +22,13 @@ Timestamp = float | int | datetime.datetime
 
 Owner = tuple[str, str]
 """(canonical id, display name)."""
+
+
+class ObjectIdentifier(NamedTuple):
+    """An object a DeleteObjects names: its Key and VersionId (None: none was sent)."""
+
+    key: str
+    version_id: str | None
 
 
 # ---------------------------------------------------------------------------

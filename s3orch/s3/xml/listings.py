@@ -1,4 +1,5 @@
-"""S3 XML listing responses: ListBuckets, ListObjects (v1, v2), ListParts, ListMultipartUploads."""
+"""S3 XML listing responses: ListBuckets, ListObjects (v1, v2), ListObjectVersions, ListParts,
+ListMultipartUploads."""
 
 from __future__ import annotations
 
@@ -83,16 +84,31 @@ def list_buckets(
     return _doc("ListAllMyBucketsResult", parts)
 
 
-def _contents(entries: Iterable[ListEntry], encode: bool, owner: Owner | None) -> list[str]:
-    """The ``<Contents>`` elements, one f-string each, with the common case inline (a value
-    with nothing to escape, an ETag stored bare, a float time, an int size).
+#: What a ``<Version>`` of ListObjectVersions says after its Key: every object of a bucket
+#: that was never versioned has one version, ``null``, and it is the current one.
+NULL_VERSION_LATEST = "<VersionId>null</VersionId><IsLatest>true</IsLatest>"
+
+
+def _contents(
+    entries: Iterable[ListEntry],
+    encode: bool,
+    owner: Owner | None,
+    element: str = "Contents",
+    after_key: str = "",
+) -> list[str]:
+    """The ``<Contents>`` elements (or ListObjectVersions' ``<Version>``, with ``after_key``
+    following the Key), one f-string each, with the common case inline (a value with
+    nothing to escape, an ETag stored bare, a float time, an int size).
 
     A page of 1000 keys is the largest document the gateway builds on a hot path, and the
     element-by-element form (an ``_el`` call and a ``str.translate`` per value) cost 5 µs a
     key: most of the first page of a big bucket.  What comes out is exactly what that form
     made (tests compare them byte for byte)."""
     owner_xml = _owner("Owner", owner) if owner is not None else ""
-    standard = owner_xml + "<StorageClass>STANDARD</StorageClass></Contents>"
+    opening = f"<{element}><Key>"
+    closing = f"</{element}>"
+    key_end = "</Key>" + after_key + "<LastModified>"
+    standard = owner_xml + "<StorageClass>STANDARD</StorageClass>" + closing
     needs_escape = _NEEDS_ESCAPE.search
     out: list[str] = []
     append = out.append
@@ -108,10 +124,10 @@ def _contents(entries: Iterable[ListEntry], encode: bool, owner: Owner | None) -
         size = entry.size
         storage_class = getattr(entry, "storage_class", None)
         append(
-            f"<Contents><Key>{key}</Key><LastModified>{stamp}</LastModified>"
+            f"{opening}{key}{key_end}{stamp}</LastModified>"
             f"<ETag>&quot;{etag}&quot;</ETag>"
             f"<Size>{size if size.__class__ is int else _integer(size)}</Size>"
-            + (standard if not storage_class else owner_xml + _el("StorageClass", str(storage_class)) + "</Contents>")
+            + (standard if not storage_class else owner_xml + _el("StorageClass", str(storage_class)) + closing)
         )
     return out
 
@@ -211,6 +227,50 @@ def list_objects_v2(
     parts.extend(_contents(entries, enc, entry_owner))
     parts.append(_common_prefixes(common_prefixes, enc))
     return _doc("ListBucketResult", parts)
+
+
+def list_object_versions(
+    bucket: str,
+    prefix: str,
+    key_marker: str,
+    version_id_marker: str,
+    delimiter: str | None,
+    max_keys: int,
+    is_truncated: bool,
+    next_key_marker: str | None,
+    next_version_id_marker: str | None,
+    entries: Iterable[ListEntry],
+    common_prefixes: Iterable[str],
+    encoding_type: str | None,
+    owner: Owner,
+) -> bytes:
+    """ListVersionsResult of a bucket that was never versioned: each current object is one
+    ``<Version>`` (VersionId ``null``, IsLatest ``true``, with its Owner), never a
+    DeleteMarker.  Elements in the order AWS sends them.
+
+    encoding-type=url encodes Prefix, KeyMarker, NextKeyMarker, Delimiter, Key and
+    CommonPrefixes (the version id markers are not keys).
+    """
+    enc = parse_encoding_type(encoding_type) == "url"
+
+    def e(value: str) -> str:
+        return url_encode(value) if enc else value
+
+    parts = [
+        _el("Name", bucket),
+        _el("Prefix", e(prefix)),
+        _el("KeyMarker", e(key_marker)),
+        _el("VersionIdMarker", version_id_marker),
+        _el("NextKeyMarker", e(next_key_marker) if next_key_marker is not None else None),
+        _el("NextVersionIdMarker", next_version_id_marker),
+        _el("MaxKeys", max_keys),
+        _el("Delimiter", e(delimiter) if delimiter else None),
+        _el("EncodingType", "url" if enc else None),
+        _el("IsTruncated", is_truncated),
+    ]
+    parts.extend(_contents(entries, enc, owner, "Version", NULL_VERSION_LATEST))
+    parts.append(_common_prefixes(common_prefixes, enc))
+    return _doc("ListVersionsResult", parts)
 
 
 def list_parts(

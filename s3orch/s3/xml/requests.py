@@ -16,7 +16,7 @@ from defusedxml.common import DefusedXmlException
 from s3orch.s3.errors import MalformedXML
 from s3orch.s3.numbers import parse_decimal
 from s3orch.s3.tagging import MAX_OBJECT_TAGS, validate_tags
-from s3orch.s3.xml.common import unquote_etag
+from s3orch.s3.xml.common import ObjectIdentifier, unquote_etag
 
 #: Body caps.  1000 keys of 1024 bytes are ~1.05 MB, so DeleteObjects needs more
 #: than 1 MiB; 10000 parts with checksums and pretty-printing stay under 4 MiB.
@@ -68,11 +68,20 @@ def _only_text(element: Element, name: str, required: bool = True) -> str | None
 def parse_delete_objects(
     body: bytes, max_bytes: int = DELETE_OBJECTS_MAX_BYTES
 ) -> tuple[list[str], bool]:
-    """Keys (in request order) and Quiet of a DeleteObjects body.
+    """Keys (in request order) and Quiet of a DeleteObjects body (see
+    :func:`parse_delete_request`, which also gives each object's VersionId)."""
+    objects, quiet = parse_delete_request(body, max_bytes)
+    return [obj.key for obj in objects], quiet
 
-    0 or more than 1000 objects, a missing Key, an unknown Quiet value, a DTD or
-    an entity are all 400 MalformedXML, as AWS answers.  Key text is kept
-    exactly (whitespace is part of a key); VersionId is accepted and ignored.
+
+def parse_delete_request(
+    body: bytes, max_bytes: int = DELETE_OBJECTS_MAX_BYTES
+) -> tuple[list[ObjectIdentifier], bool]:
+    """Objects (in request order) and Quiet of a DeleteObjects body.
+
+    0 or more than 1000 objects, a missing Key, a repeated Key or VersionId, an
+    unknown Quiet value, a DTD or an entity are all 400 MalformedXML, as AWS
+    answers.  Key text is kept exactly (whitespace is part of a key).
     """
     root = _parse(body, max_bytes, "Delete")
     quiet_text = _only_text(root, "Quiet", required=False)
@@ -85,12 +94,12 @@ def parse_delete_objects(
     objects = _children(root, "Object")
     if not objects or len(objects) > MAX_DELETE_KEYS:
         raise MalformedXML()
-    keys = []
+    identifiers = []
     for obj in objects:
         key = _only_text(obj, "Key")
         assert key is not None
-        keys.append(key)
-    return keys, quiet
+        identifiers.append(ObjectIdentifier(key, _only_text(obj, "VersionId", required=False)))
+    return identifiers, quiet
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from s3orch.s3.xml.common import (
     _DECL,
     NS,
+    ObjectIdentifier,
     Timestamp,
     _doc,
     _el,
@@ -40,21 +41,31 @@ def copy_part_result(
 
 
 def delete_result(
-    deleted: Sequence[str], errors: Sequence[tuple[str, str, str]], quiet: bool
+    deleted: Sequence[str | ObjectIdentifier],
+    errors: Sequence[tuple[str | ObjectIdentifier, str, str]],
+    quiet: bool,
 ) -> bytes:
-    """DeleteResult; ``errors`` are (key, code, message).  Quiet mode lists errors only."""
+    """DeleteResult; ``errors`` are (object, code, message).  An object is its key, or a
+    key with the VersionId the request named (echoed, as AWS does).  Quiet mode lists
+    errors only."""
     parts: list[str] = []
     if not quiet:
-        parts.extend("<Deleted>" + _el("Key", key) + "</Deleted>" for key in deleted)
+        parts.extend("<Deleted>" + _object_identifier(obj) + "</Deleted>" for obj in deleted)
     parts.extend(
         "<Error>"
-        + _el("Key", key)
+        + _object_identifier(obj)
         + _el("Code", code)
         + _el("Message", message)
         + "</Error>"
-        for key, code, message in errors
+        for obj, code, message in errors
     )
     return _doc("DeleteResult", parts)
+
+
+def _object_identifier(obj: str | ObjectIdentifier) -> str:
+    if isinstance(obj, str):
+        return _el("Key", obj)
+    return _el("Key", obj.key) + _el("VersionId", obj.version_id)
 
 
 def location_constraint(region: str) -> bytes:
