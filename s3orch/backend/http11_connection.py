@@ -44,6 +44,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 
 from s3orch.backend.http11_response import LeanResponse, done_failure
+from s3orch.http.eager_write import eager_write, eager_write_sequence
 from s3orch.http.socket_buffers import set_read_size
 from s3orch.http.write_deadline import pending_write_bytes
 
@@ -53,6 +54,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 #: Methods that carry an (empty) body by convention: Twisted sends ``Content-Length: 0``.
 _BODY_METHODS = frozenset((b"PUT", b"POST", b"PATCH"))
+#: A request's head and the body bytes its producer writes at once are sent together up to
+#: this size (Twisted's write high-water mark); past it the transport buffers and pauses.
+_GATHER_LIMIT = 64 * 1024
 
 
 class HTTP11Connection(Protocol):
@@ -94,6 +98,9 @@ class HTTP11Connection(Protocol):
         #: is lent (the socket read by the zero-copy relay, not by us).
         self._body_received = 0
         self._lent = False
+        #: While ``request`` sends: the head and what the body producer wrote at once.
+        self._gathered: list[bytes] | None = None
+        self._gathered_size = 0
 
     @property
     def reusable(self) -> bool:
@@ -203,10 +210,40 @@ class HTTP11Connection(Protocol):
         else:
             lines.append(b"Content-Length: %d\r\n" % body.length)
         lines.append(b"\r\n")
-        self.transport.write(b"".join(lines))
-        if body is not None:
+        head = b"".join(lines)
+        if body is None:
+            eager_write(self.transport, head)
+            return deferred
+        # A small body is written by its producer at once: head and body leave in one send().
+        self._gathered = [head]
+        self._gathered_size = len(head)
+        try:
             self._send_body(body, chunked)
+        finally:
+            gathered, self._gathered = self._gathered, None
+        if gathered is not None and not self._broken and not self.lost:
+            eager_write_sequence(self.transport, gathered)
         return deferred
+
+    def _write(self, data: bytes) -> None:
+        """Request bytes, in order: gathered while ``request`` runs, else sent at once if idle."""
+        if self._gathered is None:
+            eager_write(self.transport, data)
+        else:
+            self._write_sequence((data,))
+
+    def _write_sequence(self, pieces: tuple[bytes, ...]) -> None:
+        gathered = self._gathered
+        if gathered is None:
+            eager_write_sequence(self.transport, pieces)
+            return
+        gathered.extend(pieces)
+        self._gathered_size += sum(map(len, pieces))
+        if self._gathered_size > _GATHER_LIMIT:
+            # From here on the transport takes the writes, and pauses the producer past its
+            # high-water mark as it always did.
+            self._gathered = None
+            eager_write_sequence(self.transport, gathered)
 
     def _send_body(self, body: IBodyProducer, chunked: bool) -> None:
         self._body = body
@@ -230,7 +267,7 @@ class HTTP11Connection(Protocol):
         self._body = None
         self.transport.unregisterProducer()
         if consumer.chunked:
-            self.transport.write(b"0\r\n\r\n")
+            self._write(b"0\r\n\r\n")
         self._after_feed()
 
     def _body_failed(self, reason: Failure) -> None:
@@ -520,9 +557,9 @@ class _BodyConsumer:
             connection._body_failed(Failure(WrongBodyLength("body producer wrote more bytes than its length")))
             return
         if self.chunked:
-            connection.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+            connection._write_sequence((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
-            connection.transport.write(data)
+            connection._write(data)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         pass

@@ -22,6 +22,7 @@ from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
+from s3orch.http.eager_write import eager_write, eager_write_sequence
 from s3orch.http.hold import AdmissionHold, Postponed
 from s3orch.http.write_deadline import WriteDeadline
 from s3orch.observe.logging import new_request_id
@@ -193,6 +194,26 @@ class S3Request(server.Request):
                 raise _too_large_rejection()  # before 100 Continue: the body is never sent
             super().gotLength(length)
 
+    def write(self, data: bytes) -> None:
+        """The first write sends the status line, headers and first body bytes as one message.
+
+        ``Request.write`` hands the channel the header block and then the body chunk; the
+        channel sends each at once when its socket is idle (http/eager_write.py), so without
+        this they would be two ``send()``s.  Later writes are single pieces already.
+        """
+        channel = self.channel
+        if self.startedWriting or not isinstance(channel, S3Channel) or channel._corked is not None:
+            super().write(data)
+            return
+        corked: list[bytes] = []
+        channel._corked = corked
+        try:
+            super().write(data)
+        finally:
+            channel._corked = None
+            if corked:
+                eager_write_sequence(channel.transport, corked)
+
     def handleContentChunk(self, data: bytes) -> None:
         if self.rejected:
             return
@@ -238,6 +259,10 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
     _read_deadline: IDelayedCall | None = None
     _reading = False  # a request's headers or body are being received
     _got_bytes = False  # some of that request has arrived
+    #: While S3Request.write runs its first write: the pieces to send as one message.
+    _corked: list[bytes] | None = None
+    #: This end's address, asked of the socket once (every Request asks for it).
+    _host: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -378,7 +403,37 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
             for value in values:
                 lines.append(name + b": " + value)
         lines.append(b"\r\n")
-        self.transport.write(b"\r\n".join(lines))
+        self._send(b"\r\n".join(lines))
+
+    # -- response bytes: sent in this reactor turn when nothing is queued (http/eager_write.py) --
+
+    def write(self, data: bytes) -> None:
+        """Response bytes (``Request.write``): sent at once when the socket is idle."""
+        self._send(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        """A chunk-framed piece of a response: joined and sent at once when the socket is idle."""
+        if self._corked is not None:
+            self._corked.extend(iovec)
+        else:
+            eager_write_sequence(self.transport, iovec)
+
+    def _send(self, data: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(data)
+        else:
+            eager_write(self.transport, data)
+
+    def _send100Continue(self) -> None:
+        """The client waits for this before its body: no reason to wait a reactor turn."""
+        self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def getHost(self) -> Any:
+        """The socket's local address; it cannot change, so ``getsockname()`` runs once."""
+        host = self._host
+        if host is None:
+            host = self._host = self.transport.getHost()
+        return host
 
     # -- write deadline (http/write_deadline.py): a response must make progress ---
 

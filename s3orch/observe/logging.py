@@ -11,13 +11,14 @@ secrets are dropped, so a careless log call cannot leak one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import string
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogLevel, formatEvent
@@ -368,9 +369,29 @@ def get_log_level() -> str:
     return _active.level if _active is not None else "info"
 
 
+class _RequestIds:
+    """Request ids without a ``getrandom()`` each: 64 random bits drawn once per process (again
+    in a forked child, see below) followed by a 64-bit counter.  The counter keeps a process's
+    ids distinct, the random half keeps processes (and restarts) apart."""
+
+    prefix = ""
+    counter: Iterator[int] = iter(())
+
+    @classmethod
+    def renew(cls) -> None:
+        cls.prefix = os.urandom(8).hex().upper()
+        cls.counter = itertools.count()
+
+
+_RequestIds.renew()
+# A forked child must not repeat its parent's ids (os.getpid() per id would be a syscall too).
+os.register_at_fork(after_in_child=_RequestIds.renew)
+
+
 def new_request_id() -> str:
-    """16 random bytes as 32 hex characters (s3-orchestrator's request id format)."""
-    return os.urandom(16).hex().upper()
+    """32 upper-case hex characters (s3-orchestrator's request id format), unique per process
+    and, by their random half, across processes."""
+    return f"{_RequestIds.prefix}{next(_RequestIds.counter) & 0xFFFFFFFFFFFFFFFF:016X}"
 
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 from twisted.logger import Logger, LogLevel, LogPublisher
 
@@ -153,3 +154,25 @@ def test_the_level_filter_drops_unleveled_and_unnamespaced_events_and_follows_se
     settings.set_level("debug")
     observer({"log_format": "debug", "log_level": LogLevel.debug, "log_namespace": "a", "log_time": 0.0})
     assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["kept", "critical", "debug"]
+
+
+def test_request_ids_keep_their_format_and_never_repeat_within_a_process() -> None:
+    from s3orch.observe.logging import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]
+    assert all(re.fullmatch(r"[0-9A-F]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_makes_request_ids_its_parent_does_not() -> None:
+    # Processes share nothing but the random half keeps them apart; a fork must draw its own.
+    from s3orch.observe.logging import _RequestIds, new_request_id
+
+    parent = new_request_id()
+    saved = (_RequestIds.prefix, _RequestIds.counter)
+    try:
+        _RequestIds.renew()  # what os.register_at_fork runs in the child
+        child = new_request_id()
+    finally:
+        _RequestIds.prefix, _RequestIds.counter = saved
+    assert child[:16] != parent[:16]

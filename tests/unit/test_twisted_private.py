@@ -48,6 +48,11 @@ CLASS_ATTRIBUTES: list[tuple[type, str, str]] = [
     (abstract.FileDescriptor, "offset", "write_deadline.pending_write_bytes: the write deadline sees progress"),
     (abstract.FileDescriptor, "bufferSize", "socket_buffers: a socket's read size and write high-water mark"),
     (abstract.FileDescriptor, "SEND_LIMIT", "socket_buffers.WriteWindow: bytes per send() while relaying"),
+    (abstract.FileDescriptor, "producerPaused", "eager_write: a paused producer means bytes are queued"),
+    (abstract.FileDescriptor, "_writeDisconnecting", "eager_write: a half-close is pending"),
+    (abstract.FileDescriptor, "_writeDisconnected", "eager_write: the write side is closed"),
+    (tcp.Connection, "TLS", "eager_write: a TCP connection after startTLS must go through its TLS layer"),
+    (tcp.Connection, "writeSomeData", "eager_write sends through it when nothing is queued"),
 ]
 
 
@@ -163,3 +168,19 @@ def test_the_private_failures_the_lean_backend_client_raises_are_still_there() -
     assert issubclass(_newclient.RequestNotSent, Exception), "twisted.web._newclient.RequestNotSent is gone"
     assert issubclass(_newclient.WrongBodyLength, Exception), "twisted.web._newclient.WrongBodyLength is gone"
     assert RequestGenerationFailed is _newclient.RequestGenerationFailed
+
+
+def test_the_buffers_eager_write_checks_are_the_ones_write_fills() -> None:
+    # eager_write sends at once only when _tempDataBuffer/_tempDataLen/dataBuffer are empty;
+    # if write() queued elsewhere, eager sends could overtake queued bytes.
+    for name in ("_tempDataBuffer", "_tempDataLen"):
+        assert name in abstract.FileDescriptor.write.__code__.co_names, f"FileDescriptor.write no longer fills {name}"
+    assert "dataBuffer" in abstract.FileDescriptor.doWrite.__code__.co_names
+
+
+def test_requests_write_through_the_channel_methods_s3channel_overrides() -> None:
+    # S3Channel.write/writeSequence/writeHeaders send eagerly and S3Request.write joins the
+    # first write's pieces; S3Channel.getHost caches what Request.__init__ asks for.
+    names = set(http.Request.write.__code__.co_names)
+    assert {"writeHeaders", "write", "writeSequence"} <= names, "Request.write no longer goes through the channel"
+    assert "getHost" in http.Request.__init__.__code__.co_names, "Request.__init__ no longer asks channel.getHost"
