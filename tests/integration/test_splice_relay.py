@@ -232,7 +232,7 @@ def test_a_client_that_stops_reading_a_spliced_body_is_cut_by_write_timeout(
         sock = raw_get(gateway, "big")
         first = sock.recv(1 << 20)  # the headers and the first bytes; then nothing is read
         assert first.startswith(b"HTTP/1.1 200")
-        assert wait_for(lambda: timeouts(gateway) >= 1, timeout=60)
+        assert wait_for(lambda: timeouts(gateway) >= 1, timeout=60), gateway.log_text()[-4000:]
         body = first.partition(b"\r\n\r\n")[2] + read_all(sock)
         sock.close()
         assert len(body) < len(BODY)  # cut, never completed
