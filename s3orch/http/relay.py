@@ -159,6 +159,9 @@ class _Relay:
         self._splice_count = 0
         self._splice_whole = False
         self._splicer: Splicer | None = None
+        #: A small body's chunks until the last one came (None: every chunk is written at once).
+        self._gathered: list[bytes] | None = None
+        self._gather_total = 0
 
     def start(self) -> Deferred[int]:
         if getattr(self._request, "_disconnected", False):
@@ -173,6 +176,10 @@ class _Relay:
         wanted = self._announced if self._remaining is None else self._remaining
         if wanted is None or wanted > _SMALL_BODY:
             self._window = WriteWindow(getattr(channel, "transport", None))
+        elif wanted and self._verifier is None:
+            # A small body goes out in one write with the headers: a backend often sends it in
+            # two segments (Go flushes 4 KiB at a time), and each send on loopback is dear.
+            self._gathered, self._gather_total = [], wanted
         if getattr(channel, "_waitingForTransport", False):
             # The client socket is already full: HTTPChannel does not tell a
             # newly registered producer, so start paused.
@@ -229,6 +236,12 @@ class _Relay:
                 self._fail(exc)
                 return
             data, self._held = self._held, data
+        gathered = self._gathered
+        if gathered is not None:
+            gathered.append(data)
+            if self.written < self._gather_total:
+                return
+            data, self._gathered = b"".join(gathered), None
         if data:
             self._request.write(data)
         if last:
@@ -394,6 +407,9 @@ class _Relay:
             if self._held:
                 self._request.write(self._held)
                 self._held = b""
+        gathered, self._gathered = self._gathered, None
+        if gathered:
+            self._request.write(b"".join(gathered))
         self._running = False
         if not self._stream_ended:
             self._stream.cancel()  # limit reached: drop the rest, don't drain it

@@ -183,14 +183,47 @@ def test_skip_spanning_several_chunks() -> None:
 
 
 def test_backend_failure_mid_body_aborts_the_client_connection() -> None:
-    client = Client(len(DATA))
-    stream = MemoryStream(DATA, chunk_size=1000, fail_after=3000)
+    big = DATA * 8  # past the small-body size: chunks are written as they come
+    client = Client(len(big))
+    stream = MemoryStream(big, chunk_size=1000, fail_after=3000)
     seen = outcome(relay_body(stream, client.request))
     assert client.transport.disconnected  # abortConnection, not a clean close
     assert not client.request.finished
-    assert client.body == DATA[:3000]
+    assert client.body == big[:3000]
     assert len(seen) == 1 and isinstance(seen[0], Failure)
     assert isinstance(seen[0].value, BackendUnavailable)
+
+
+def test_a_small_body_failing_midway_writes_nothing_and_aborts() -> None:
+    client = Client(len(DATA))
+    stream = MemoryStream(DATA, chunk_size=1000, fail_after=3000)
+    seen = outcome(relay_body(stream, client.request))
+    assert client.transport.disconnected
+    assert client.transport.value() == b""  # gathered, never sent: not even the headers
+    assert isinstance(seen[0], Failure) and isinstance(seen[0].value, BackendUnavailable)
+
+
+def test_a_small_body_in_several_chunks_leaves_in_one_write_with_its_headers() -> None:
+    client = Client(len(DATA))
+    writes: list[bytes] = []
+    original = client.transport.write
+
+    def record(data: bytes) -> None:
+        writes.append(data)
+        original(data)
+
+    client.transport.write = record  # type: ignore[method-assign]
+    client.transport.writeSequence = lambda seq: record(b"".join(seq))  # type: ignore[method-assign]
+    stream = ManualStream(len(DATA))
+    seen = outcome(relay_body(stream, client.request))
+    stream.send(DATA[:4000])
+    assert writes == []  # held until the body is whole
+    stream.send(DATA[4000:])
+    stream.end()
+    assert seen == [len(DATA)]
+    assert client.body == DATA
+    assert len([w for w in writes if DATA[-100:] in w or DATA[:100] in w]) == 1
+    assert any(DATA in w for w in writes)  # the whole body in one write
 
 
 def test_short_body_ending_cleanly_still_aborts() -> None:
@@ -222,7 +255,7 @@ def test_body_longer_than_announced_aborts_instead_of_overrunning() -> None:
     stream.send(b"abc")
     stream.send(b"defg")
     assert client.transport.disconnected
-    assert client.body == b"abc"
+    assert client.body == b""  # a small body is gathered: nothing went out before the overrun
     assert isinstance(seen[0], Failure)
     assert stream.cancelled
 
