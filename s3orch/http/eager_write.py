@@ -25,8 +25,8 @@ __all__ = ["eager_write", "eager_write_sequence", "writes_eagerly"]
 def writes_eagerly(transport: Any) -> bool:
     """Can ``transport`` send ``data`` now without passing anything it already holds?
 
-    Only a plain (not TLS) ``twisted.internet.tcp`` connection, connected, not closing,
-    with nothing buffered and no producer paused on its behalf.  Every attribute is read
+    Only a plain (not TLS) ``twisted.internet.tcp`` connection, connected, not closing or
+    aborted (an aborted socket stays open until the next reactor turn), with nothing buffered and no producer paused on its behalf.  Every attribute is read
     defensively: a Twisted that renamed one makes this False (the plain path), never wrong.
     """
     if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", True):
@@ -35,6 +35,7 @@ def writes_eagerly(transport: Any) -> bool:
         getattr(transport, "connected", False)
         and not getattr(transport, "disconnecting", True)
         and not getattr(transport, "disconnected", True)
+        and not getattr(transport, "_aborting", True)  # abortConnection: nothing more may leave
         and not getattr(transport, "_writeDisconnecting", True)
         and not getattr(transport, "_writeDisconnected", True)
         and not getattr(transport, "producerPaused", True)

@@ -171,7 +171,7 @@ def test_tls_and_other_transports_get_a_plain_write() -> None:
 
 
 def test_a_busy_or_closing_transport_is_not_written_to_directly() -> None:
-    for state in ("disconnecting", "producerPaused", "_writeDisconnecting"):
+    for state in ("disconnecting", "producerPaused", "_writeDisconnecting", "_aborting"):
         sock = Socket(MemoryReactor())
         setattr(sock, state, True)
         assert not writes_eagerly(sock), state

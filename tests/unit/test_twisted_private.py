@@ -51,6 +51,7 @@ CLASS_ATTRIBUTES: list[tuple[type, str, str]] = [
     (abstract.FileDescriptor, "producerPaused", "eager_write: a paused producer means bytes are queued"),
     (abstract.FileDescriptor, "_writeDisconnecting", "eager_write: a half-close is pending"),
     (abstract.FileDescriptor, "_writeDisconnected", "eager_write: the write side is closed"),
+    (tcp.Connection, "_aborting", "eager_write: after abortConnection nothing more may leave (the socket closes a turn later)"),
     (tcp.Connection, "TLS", "eager_write: a TCP connection after startTLS must go through its TLS layer"),
     (tcp.Connection, "writeSomeData", "eager_write sends through it when nothing is queued"),
 ]
