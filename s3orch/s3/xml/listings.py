@@ -3,7 +3,7 @@ ListMultipartUploads."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from s3orch.s3.listing import parse_encoding_type
@@ -67,6 +67,18 @@ class UploadEntry(Protocol):
 # ---------------------------------------------------------------------------
 # response builders
 
+
+
+def _encoder(encoding_type: str | None) -> tuple[bool, Callable[[str], str]]:
+    """Whether ``encoding-type=url`` was asked for, and the function every listing applies to
+    the fields AWS encodes (keys, markers, prefixes, delimiters)."""
+    if parse_encoding_type(encoding_type) == "url":
+        return True, url_encode
+    return False, _as_is
+
+
+def _as_is(value: str) -> str:
+    return value
 
 def list_buckets(
     owner_id: str, owner_name: str, buckets: Sequence[tuple[str, Timestamp]]
@@ -165,10 +177,7 @@ def list_objects_v1(
     Key and CommonPrefixes (botocore decodes all but Prefix).  ``owner`` adds
     Owner to every entry, as AWS's v1 listing does.
     """
-    enc = parse_encoding_type(encoding_type) == "url"
-
-    def e(value: str) -> str:
-        return url_encode(value) if enc else value
+    enc, e = _encoder(encoding_type)
 
     parts = [
         _el("Name", bucket),
@@ -206,10 +215,7 @@ def list_objects_v2(
     encoding-type=url encodes Prefix, Delimiter, StartAfter, Key and
     CommonPrefixes (not the tokens, which are opaque).  Owner only with fetch-owner.
     """
-    enc = parse_encoding_type(encoding_type) == "url"
-
-    def e(value: str) -> str:
-        return url_encode(value) if enc else value
+    enc, e = _encoder(encoding_type)
 
     parts = [
         _el("Name", bucket),
@@ -251,10 +257,7 @@ def list_object_versions(
     encoding-type=url encodes Prefix, KeyMarker, NextKeyMarker, Delimiter, Key and
     CommonPrefixes (the version id markers are not keys).
     """
-    enc = parse_encoding_type(encoding_type) == "url"
-
-    def e(value: str) -> str:
-        return url_encode(value) if enc else value
+    enc, e = _encoder(encoding_type)
 
     parts = [
         _el("Name", bucket),
@@ -347,10 +350,7 @@ def list_multipart_uploads(
     storage_class: str = "STANDARD",
 ) -> bytes:
     """ListMultipartUploadsResult.  encoding-type=url encodes keys, markers and prefixes."""
-    enc = parse_encoding_type(encoding_type) == "url"
-
-    def e(value: str) -> str:
-        return url_encode(value) if enc else value
+    enc, e = _encoder(encoding_type)
 
     out = [
         _el("Bucket", bucket),
