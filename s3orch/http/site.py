@@ -16,7 +16,6 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
@@ -24,6 +23,7 @@ from twisted.web.resource import IResource
 
 from s3orch.http.eager_write import eager_write, eager_write_sequence
 from s3orch.http.hold import AdmissionHold, Postponed
+from s3orch.http.lazy_timer import LazyTimer
 from s3orch.http.write_deadline import WriteDeadline
 from s3orch.observe.logging import new_request_id
 from s3orch.s3 import errors
@@ -255,8 +255,10 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
     """
 
     site: S3Site  # set by Site.buildProtocol before the connection is made
-    _header_deadline: IDelayedCall | None = None
-    _read_deadline: IDelayedCall | None = None
+    #: Twisted's idle timeout, the header and the read deadline (made at connectionMade).
+    _idle: LazyTimer
+    _header_deadline: LazyTimer
+    _read_deadline: LazyTimer
     _reading = False  # a request's headers or body are being received
     _got_bytes = False  # some of that request has arrived
     #: While S3Request.write runs its first write: the pieces to send as one message.
@@ -265,8 +267,29 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
     _host: Any = None
 
     def connectionMade(self) -> None:
+        # Before HTTPChannel.connectionMade, which starts the idle timeout (setTimeout below).
+        clock = self.site.reactor
+        self._idle = LazyTimer(clock, self.timeoutConnection)
+        self._header_deadline = LazyTimer(clock, lambda: self._deadline_passed("headers"))
+        self._read_deadline = LazyTimer(clock, lambda: self._deadline_passed("body"))
         super().connectionMade()
         self._start_request_deadlines()
+
+    # -- Twisted's idle timeout (TimeoutMixin), on a LazyTimer (http/lazy_timer.py): HTTPChannel
+    # -- turns it off for each request and on again once it is answered --------------------
+
+    def setTimeout(self, period: float | None) -> float | None:
+        previous: float | None = self.timeOut
+        self.timeOut = period  # type: ignore[assignment]  # Twisted says int; the config's seconds are floats
+        if period is None:
+            self._idle.disarm()
+        else:
+            self._idle.arm(period)
+        return previous
+
+    def resetTimeout(self) -> None:
+        if self.timeOut is not None and self._idle.armed:
+            self._idle.arm(self.timeOut)
 
     def dataReceived(self, data: bytes) -> None:
         if data and not self._reading and not self._handlingRequest:
@@ -291,28 +314,19 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
         header_timeout = self.site.read_header_timeout
         read_timeout = self.site.read_timeout
         if header_timeout:
-            self._header_deadline = self._call_later(header_timeout, self._deadline_passed, "headers")
+            self._header_deadline.arm(header_timeout)
         if read_timeout:
-            self._read_deadline = self._call_later(read_timeout, self._deadline_passed, "body")
-
-    def _call_later(self, delay: float, fn: Any, *args: Any) -> IDelayedCall:
-        # HTTPFactory.buildProtocol points callLater at the site's (injectable) reactor.
-        call_later: Any = self.callLater
-        result: IDelayedCall = call_later(delay, fn, *args)
-        return result
+            self._read_deadline.arm(read_timeout)
 
     def _cancel_deadlines(self, *, headers_only: bool = False) -> None:
-        calls = [self._header_deadline] if headers_only else [self._header_deadline, self._read_deadline]
-        for call in calls:
-            if call is not None and call.active():
-                call.cancel()
-        self._header_deadline = None
+        self._header_deadline.disarm()
         if not headers_only:
-            self._read_deadline = None
+            self._read_deadline.disarm()
             self._reading = False
 
     def _deadline_passed(self, phase: str) -> None:
-        self._header_deadline = self._read_deadline = None
+        self._header_deadline.disarm()
+        self._read_deadline.disarm()
         self._reading = False
         transport: Any = self.transport
         if transport is None or getattr(transport, "disconnecting", False):
@@ -336,6 +350,8 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._cancel_deadlines()
+        for timer in (self._idle, self._header_deadline, self._read_deadline):
+            timer.stop()
         self._stop_write_watch()
         self._drop_hold()
         super().connectionLost(reason)
