@@ -77,6 +77,7 @@ def relay_body(
     skip: int = 0,
     limit: int | None = None,
     verifier: BodyVerifier | None = None,
+    answer_unsent: bool = False,
 ) -> Deferred[int]:
     """Stream ``stream``'s body into ``request`` and finish it.
 
@@ -94,10 +95,15 @@ def relay_body(
     With a ``verifier``, every byte passes through it and the last chunk is held back until
     ``verifier.finish()`` accepted the whole body: a mismatch aborts the connection before
     the client has every announced byte, so bad bytes never complete a 200.
+
+    With ``answer_unsent``, a failure before anything reached the client (a small body is
+    gathered, a verified one held back, so this is not rare) leaves the connection alone:
+    the error still comes back, and the caller answers it (an S3 503 instead of a dropped
+    connection the client cannot tell from a network fault).
     """
     if skip < 0 or (limit is not None and limit < 0):
         raise ValueError("skip and limit must not be negative")
-    return _Relay(stream, request, skip, limit, verifier).start()
+    return _Relay(stream, request, skip, limit, verifier, answer_unsent).start()
 
 
 def _announced_length(request: RelayRequest) -> int | None:
@@ -135,10 +141,11 @@ class _Relay:
 
     def __init__(
         self, stream: BackendStream, request: RelayRequest, skip: int, limit: int | None,
-        verifier: BodyVerifier | None = None,
+        verifier: BodyVerifier | None = None, answer_unsent: bool = False,
     ) -> None:
         self._stream = stream
         self._verifier = verifier
+        self._answer_unsent = answer_unsent
         #: With a verifier: the last chunk received, written once the next one (or the verdict) came.
         self._held = b""
         self._request = request
@@ -430,12 +437,16 @@ class _Relay:
         self._running = False
         self._stream.cancel()
         self._unregister()
-        self._log.warn(
-            "aborting client response after {written} bytes: {reason}",
-            written=self.written,
-            reason=str(error),
-        )
-        _abort_client(self._request)
+        self._gathered, self._held = None, b""
+        if self._answer_unsent and not getattr(self._request, "startedWriting", True):
+            self._log.warn("backend body failed before the response started: {reason}", reason=str(error))
+        else:
+            self._log.warn(
+                "aborting client response after {written} bytes: {reason}",
+                written=self.written,
+                reason=str(error),
+            )
+            _abort_client(self._request)
         self._narrow()
         if not isinstance(error, BackendError):
             error = BackendUnavailable(f"backend body failed: {error!r}")

@@ -203,6 +203,29 @@ def test_a_small_body_failing_midway_writes_nothing_and_aborts() -> None:
     assert isinstance(seen[0], Failure) and isinstance(seen[0].value, BackendUnavailable)
 
 
+def test_answer_unsent_leaves_a_connection_that_got_nothing_to_the_caller() -> None:
+    client = Client(len(DATA))
+    stream = MemoryStream(DATA, chunk_size=1000, fail_after=3000)
+    seen = outcome(relay_body(stream, client.request, answer_unsent=True))
+    assert isinstance(seen[0], Failure) and isinstance(seen[0].value, BackendUnavailable)
+    assert not client.transport.disconnected and client.transport.value() == b""
+    assert stream.cancelled
+    client.request.setResponseCode(503)  # the caller can still answer, with nothing of the body
+    client.request.setHeader(b"content-length", b"2")
+    client.request.write(b"no")
+    client.request.finish()
+    assert client.transport.value().startswith(b"HTTP/1.1 503 ") and client.body == b"no"
+
+
+def test_answer_unsent_still_aborts_once_the_headers_went_out() -> None:
+    big = DATA * 8
+    client = Client(len(big))
+    stream = MemoryStream(big, chunk_size=1000, fail_after=3000)
+    seen = outcome(relay_body(stream, client.request, answer_unsent=True))
+    assert isinstance(seen[0], Failure)
+    assert client.transport.disconnected and client.body == big[:3000]
+
+
 def test_a_small_body_in_several_chunks_leaves_in_one_write_with_its_headers() -> None:
     client = Client(len(DATA))
     writes: list[bytes] = []

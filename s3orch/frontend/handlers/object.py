@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
+from s3orch.backend.interface import BackendError
 from s3orch.core.cache import CacheFill, MemoryStream
 from s3orch.core.integrity import DigestMismatch, read_verifier
 from s3orch.core.multipart import object_parts_page, part_range
@@ -324,14 +325,20 @@ class ObjectHandlers:
             verifier = read_verifier(self.objects.scrubber, record, byte_range)
             if byte_range is None:  # an admitted full GET is teed into the cache as it streams
                 fill = self.objects.cache.fill(record, verifier)
-            relaying = relay_body(stream, request, skip=skip, limit=limit, verifier=fill or verifier)
+            relaying = relay_body(
+                stream, request, skip=skip, limit=limit, verifier=fill or verifier, answer_unsent=True
+            )
             relayed = True  # from here the relay owns the stream (it cancels it on every failure)
             try:
                 state.bytes_out = await relaying
-            except DigestMismatch:
-                if self.objects.scrubber is not None:  # is the stored copy bad, or the transfer?
-                    self.objects.scrubber.suspect(record)
-                raise
+            except BackendError as exc:
+                if isinstance(exc, DigestMismatch) and self.objects.scrubber is not None:
+                    self.objects.scrubber.suspect(record)  # is the stored copy bad, or the transfer?
+                # Nothing sent yet: a 503 the client retries; else the relay aborted the connection
+                # (send_error sees the started response and leaves it at that).
+                raise errors.ServiceUnavailable(
+                    "The storage backend failed while sending the object; please retry."
+                ) from exc
         finally:
             if fill is not None:
                 fill.close()  # committed by the relay's verdict, or dropped
