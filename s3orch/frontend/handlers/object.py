@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from s3orch.backend.interface import BackendError
+from s3orch.backend.interface import BackendError, BackendUnavailable
 from s3orch.core.cache import CacheFill, MemoryStream
 from s3orch.core.integrity import DigestMismatch, read_verifier
 from s3orch.core.multipart import object_parts_page, part_range
@@ -334,11 +334,15 @@ class ObjectHandlers:
             except BackendError as exc:
                 if isinstance(exc, DigestMismatch) and self.objects.scrubber is not None:
                     self.objects.scrubber.suspect(record)  # is the stored copy bad, or the transfer?
-                # Nothing sent yet: a 503 the client retries; else the relay aborted the connection
-                # (send_error sees the started response and leaves it at that).
-                raise errors.ServiceUnavailable(
-                    "The storage backend failed while sending the object; please retry."
-                ) from exc
+                # Nothing sent yet: an S3 error (503 for what a retry may cure: a cut or a bad
+                # transfer; 500 for stored bytes that cannot decrypt or decompress, as when the
+                # first chunk fails at open); else the relay aborted the connection, and
+                # send_error sees the started response and leaves it at that.
+                if isinstance(exc, BackendUnavailable):
+                    raise errors.ServiceUnavailable(
+                        "The storage backend failed while sending the object; please retry."
+                    ) from exc
+                raise errors.InternalError("The stored object failed its integrity check.") from exc
         finally:
             if fill is not None:
                 fill.close()  # committed by the relay's verdict, or dropped
