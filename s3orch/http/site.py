@@ -17,10 +17,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 
+from s3orch.http.dates import http_date
 from s3orch.http.eager_write import eager_write, eager_write_sequence
 from s3orch.http.hold import AdmissionHold, Postponed
 from s3orch.http.lazy_timer import LazyTimer
@@ -232,7 +234,23 @@ class S3Request(server.Request):
         if self.held:  # a bodyless request complete while it waits for a slot
             self._process_pending = True
             return
-        super().process()
+        channel = self.channel
+        if self.s3 is None or not isinstance(channel, S3Channel):
+            super().process()
+            return
+        # An S3 request: what renders it was decided with its headers, from the raw path, so
+        # Site.process's resource lookup (postpath unquoting, traversal of a leaf root) and its
+        # Server header (the front end sets its own) are skipped; the Date header is made once
+        # a second.
+        site = channel.site
+        self.site = site
+        self.responseHeaders.setRawHeaders(b"date", [http_date()])
+        self.prepath = []
+        self.postpath = []
+        try:
+            self.render(site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def connectionLost(self, reason: Any) -> None:
         if self.s3 is not None and not self.rejected:
@@ -525,7 +543,7 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
                 lines.append(_header_bytes(name) + b": " + _header_bytes(value))
             lines.append(b"Content-Length: %d" % len(rejection.body))
             lines.append(b"Connection: close")
-            lines.append(b"Date: " + http.datetimeToString())
+            lines.append(b"Date: " + http_date())
             transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + rejection.body)
         except Exception:
             _log.failure("sending an early rejection failed", component="http")
