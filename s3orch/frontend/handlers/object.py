@@ -282,8 +282,10 @@ class ObjectHandlers:
         self._object_headers(request, state, record)
         self._checksum_header(request, state, record, byte_range)
         self._range_headers(request, record, byte_range)
-        audit("storage.HeadObject", bucket=state.bucket, key=state.key, size=record.size)
         finish(request)
+        # After the answer (it went out at once): the client's next request need not wait for
+        # this line; it still precedes the request's own s3.HeadObject line.
+        audit("storage.HeadObject", bucket=state.bucket, key=state.key, size=record.size)
 
     async def get_object(self, request: S3Request, state: RequestState, body: Payload | None) -> None:
         record = await self.objects.head(state.bucket, state.key)
