@@ -7,7 +7,7 @@ it is answered) and the front door's header and read deadlines.  With ``callLate
 operation plus the reactor's clean-up of cancelled calls.  Here a countdown only stamps
 its due time; one reactor call per countdown is pending at most, and when it fires it
 compares the stamp with the clock: disarmed, it does nothing; re-armed for later, it sleeps
-again until then; due, it fires.  ``write_deadline.py`` uses the same idea for stalls.
+again until then; due, it fires.  ``write_deadline.py`` uses one for response stalls.
 """
 
 from __future__ import annotations

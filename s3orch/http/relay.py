@@ -437,7 +437,6 @@ class _Relay:
         self._running = False
         self._stream.cancel()
         self._unregister()
-        self._gathered, self._held = None, b""
         if self._answer_unsent and not getattr(self._request, "startedWriting", True):
             self._log.warn("backend body failed before the response started: {reason}", reason=str(error))
         else:

@@ -367,7 +367,7 @@ class S3Channel(AdmissionHold, WriteDeadline, http.HTTPChannel):
         super().allContentReceived()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._cancel_deadlines()
+        self._reading = False
         for timer in (self._idle, self._header_deadline, self._read_deadline):
             timer.stop()
         self._stop_write_watch()

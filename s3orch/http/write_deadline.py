@@ -4,21 +4,21 @@ A client that stops reading (a zero TCP window) would otherwise hold its connect
 admission slot and a backend stream forever.  The transport pauses the channel when its
 send buffer is full: from then on the client has ``write_timeout`` to take bytes.
 
-A large GET pauses and resumes the channel many times a second, so a pause only *stamps*
-the time (and the bytes still pending in the transport); one timer per connection checks
-the stamp when it fires and sleeps again until the stamp's own deadline, instead of a
-timer cancelled and scheduled on every pause.  When the deadline of a pause passes while
-still paused, a transport that handed some of its buffer to the kernel since the stamp
-counts as progress (a slow reader): the stamp moves to now.
+A large GET pauses and resumes the channel many times a second, so the deadline is a
+:class:`~s3orch.http.lazy_timer.LazyTimer`: a pause only stamps its due time (and the bytes
+still pending in the transport), a resume disarms it, and no reactor call is scheduled or
+cancelled per pause.  When the deadline of a pause passes while still paused, a transport
+that handed some of its buffer to the kernel since the stamp counts as progress (a slow
+reader): the deadline moves to a full ``write_timeout`` from now.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from s3orch.http.lazy_timer import LazyTimer
 from s3orch.observe.metrics import WRITE_TIMEOUTS
 
 _log = Logger(namespace="s3orch.http")
@@ -51,51 +51,43 @@ class WriteDeadline:
     The channel calls :meth:`_write_stalled` when the transport pauses it and
     :meth:`_write_flowing` when it resumes; :meth:`_watch_write_now` starts the watch
     whatever the pause state (a rejection the client must take), :meth:`_stop_write_watch`
-    ends it (connection lost).
+    ends it (connection lost).  The deadline is a :class:`LazyTimer`: armed when a stall
+    begins, disarmed when the client reads, so pauses schedule no reactor calls.
     """
 
     # S3Channel's (the class this is mixed into)
     transport: Any
     site: Any
-    callLater: Any
 
-    _write_deadline: IDelayedCall | None = None
-    #: When the current stall began (None: not stalled), and the bytes pending then.
-    _write_stalled_since: float | None = None
+    _write_timer: LazyTimer | None = None
+    #: The bytes pending in the transport when the current stall began.
     _write_pending: int | None = None
 
     def _write_stalled(self) -> None:
         """The transport's buffer is full: the client must take bytes within write_timeout."""
         timeout = self.site.write_timeout
-        if timeout and self._write_stalled_since is None:
+        if timeout and (self._write_timer is None or not self._write_timer.armed):
             self._watch_write_now(timeout)
 
     def _write_flowing(self) -> None:
         """The client drained the buffer: that is progress (the timer, if any, finds no stall)."""
-        self._write_stalled_since = None
+        if self._write_timer is not None:
+            self._write_timer.disarm()
 
     def _watch_write_now(self, timeout: float) -> None:
-        self._write_stalled_since = self.site.reactor.seconds()
         self._write_pending = pending_write_bytes(self.transport)
-        if self._write_deadline is None:
-            self._write_deadline = self.callLater(timeout, self._write_deadline_check)
+        if self._write_timer is None:
+            self._write_timer = LazyTimer(self.site.reactor, self._write_deadline_passed)
+        self._write_timer.arm(timeout)
 
     def _stop_write_watch(self) -> None:
-        self._write_stalled_since = None
-        if self._write_deadline is not None and self._write_deadline.active():
-            self._write_deadline.cancel()
-        self._write_deadline = None
+        if self._write_timer is not None:
+            self._write_timer.stop()
 
-    def _write_deadline_check(self) -> None:
-        self._write_deadline = None
+    def _write_deadline_passed(self) -> None:
         transport: Any = self.transport
-        since = self._write_stalled_since
         timeout = self.site.write_timeout
-        if transport is None or since is None or not timeout:
-            return  # not stalled now: the next stall starts the timer again
-        now = self.site.reactor.seconds()
-        if now < since + timeout:  # a later stall than the one the timer was set for
-            self._write_deadline = self.callLater(since + timeout - now, self._write_deadline_check)
+        if transport is None or not timeout:
             return
         pending = pending_write_bytes(transport)
         if pending is not None and self._write_pending is not None and pending < self._write_pending:
@@ -109,7 +101,6 @@ class WriteDeadline:
         Aborting runs connectionLost: the request is counted as abandoned, its
         admission slot released and its backend stream cancelled.
         """
-        self._write_stalled_since = None
         WRITE_TIMEOUTS.inc()
         _log.info(
             "aborting connection: the client accepted no response bytes for {timeout}s",

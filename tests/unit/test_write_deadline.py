@@ -41,11 +41,13 @@ class _Channel(WriteDeadline):
         self.site = _Site(clock, timeout)
         self.transport: Any = _Transport()
         self.timers_started = 0
-        self._clock = clock
+        call_later = clock.callLater
 
-    def callLater(self, delay: float, fn: Any, *args: Any) -> Any:
-        self.timers_started += 1
-        return self._clock.callLater(delay, fn, *args)
+        def counting(delay: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            self.timers_started += 1  # every reactor call the deadline schedules
+            return call_later(delay, fn, *args, **kwargs)
+
+        clock.callLater = counting  # type: ignore[method-assign]
 
     # what S3Channel.pauseProducing / resumeProducing add to HTTPChannel's
     def pause(self) -> None:
